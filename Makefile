@@ -1,0 +1,46 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build of PyTorch; a looser pin would pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 1
+
+.PHONY: install run test openapi bench-quality bench-speed bench-upload bench-load clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e '.[all]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/spotlight up --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+openapi: install
+	$(BIN)/spotlight openapi --output openapi/openapi.json
+
+bench-quality: install
+	$(BIN)/python -m bench.quality
+
+bench-speed: install
+	$(BIN)/python -m bench.speed
+
+bench-upload: install
+	$(BIN)/python -m bench.upload
+
+bench-load: install
+	$(BIN)/python -m bench.load
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,78 @@
+"""Search parameters: the `params` object of the HTTP contract, validated once at the edge.
+
+The API validates a job's params with this model (so the OpenAPI spec documents them), the
+worker re-reads them from the job, and the engine takes them as its one parameter object.
+It lives here, outside `service/` and `worker/`, because both import it: it needs pydantic only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Kernel = Literal["flat", "gaussian"]
+Shape = Literal["spherical", "diagonal"]
+Objective = Literal["max_loss", "min_loss"]
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class SearchParams(BaseModel):
+    """Parameters of one spotlight search. Every field is optional; defaults are the product's.
+
+    `steps` is a cap: the engine stops earlier once the objective has converged.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    spotlight_size: float = Field(
+        0.02,
+        gt=0,
+        description="Minimum total kernel weight of a region: a fraction of n in (0, 1), or a count >= 1.",
+    )
+    n_spotlights: int = Field(5, ge=1, le=50, description="How many regions to find, one after another.")
+    kernel: Kernel = Field(
+        "gaussian",
+        description="'flat' = max(0, 1 - tau*|x-mu|^2) (published paper) or 'gaussian' = exp(-tau*|x-mu|^2/2).",
+    )
+    shape: Shape = Field("spherical", description="'spherical' (scalar precision) or 'diagonal' (one per dimension).")
+    objective: Objective = Field("max_loss", description="'max_loss' finds weak spots; 'min_loss' strong ones.")
+    steps: int = Field(1000, ge=1, le=100_000, description="Cap on optimiser steps per region.")
+    learning_rate: float = Field(0.05, gt=0, le=10, description="Adam step size, in standardised units.")
+    barrier_scale: float = Field(1.0, ge=0, le=1e6, description="Weight of the spotlight-size barrier.")
+    restarts: int = Field(8, ge=1, le=256, description="Starts optimised at once; the best feasible one is kept.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of every random choice; same seed, same device, same result.")
+    pca_components: int | None = Field(
+        None, ge=1, le=4096, description="Project embeddings on this many principal components first."
+    )
+    label_entropy_coeff: float = Field(0.0, ge=0, le=1e3, description="Penalty on the entropy of labels in a region.")
+    prediction_entropy_coeff: float = Field(
+        0.0, ge=0, le=1e3, description="Penalty on the entropy of predictions in a region."
+    )
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
+    n_permutations: int = Field(
+        0, ge=0, le=1000, description="Permutation test runs (losses shuffled) for each region's p-value; 0 skips it."
+    )
+
+    @field_validator("spotlight_size")
+    @classmethod
+    def _size_is_fraction_or_count(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("spotlight_size must be finite")
+        if v >= 1 and v != int(v):
+            raise ValueError("spotlight_size must be a fraction in (0, 1) or a whole count >= 1")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device_is_known(cls, v: str) -> str:
+        if not _DEVICE.match(v):
+            raise ValueError("device must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return v
+
+    def size_count(self, n: int) -> float:
+        """The spotlight size S as a number of examples for a dataset of n rows."""
+        return self.spotlight_size * n if self.spotlight_size < 1 else float(self.spotlight_size)

@@ -1,0 +1,209 @@
+"""What the API and the worker agree on: queue task, job spec, job meta, store layout, Redis keys.
+
+Data flows one way: caller -> API -> store (+ an RQ job holding ids only) -> worker -> store -> API
+-> caller. Neither side imports the other; both import this module (pydantic only).
+
+Store layout (paths relative to the store root)::
+
+    datasets/<sha256>/manifest.json        n, dim, fields, sha256 (content-addressed: stored once)
+    datasets/<sha256>/embeddings.npy       float32, n x d
+    datasets/<sha256>/losses.npy           float32, n        (computed from logits+labels when absent)
+    datasets/<sha256>/labels.npy           int64, n          (optional)
+    datasets/<sha256>/predictions.npy      int64, n          (optional)
+    datasets/<sha256>/sample_weights.npy   float32, n        (optional; the authors' `counts`)
+    datasets/<sha256>/ids.json             list of n str|int (optional)
+    datasets/<sha256>/metadata.jsonl       n JSON objects    (optional)
+    jobs/<job_id>/regions.json             {"regions": [...]}  written last: its presence means done
+    jobs/<job_id>/weights.npy              float32, n x k
+    jobs/<job_id>/members_<k>.npy          int64 indices of region k's members, highest weight first
+    jobs/<job_id>/report.html              self-contained report
+
+Every result file is written to a temporary name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from spotlight.params import SearchParams
+
+# The RQ task, named by import path so the API never imports the worker (or torch).
+TASK_PATH = "worker.task.run_job"
+
+DATASET_ARRAYS = ("embeddings", "losses", "logits", "labels", "predictions", "sample_weights")
+DATASET_FIELDS = DATASET_ARRAYS + ("ids", "metadata")
+
+JobStatus = Literal["queued", "running", "finished", "failed", "canceled"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_job_id() -> str:
+    import secrets
+
+    return "job_" + secrets.token_hex(12)
+
+
+# ----- store layout -----
+def dataset_prefix(sha256: str) -> str:
+    return f"datasets/{sha256}"
+
+
+def dataset_file(sha256: str, name: str) -> str:
+    return f"{dataset_prefix(sha256)}/{name}"
+
+
+def job_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}"
+
+
+def job_file(job_id: str, name: str) -> str:
+    return f"{job_prefix(job_id)}/{name}"
+
+
+REGIONS_FILE = "regions.json"
+WEIGHTS_FILE = "weights.npy"
+REPORT_FILE = "report.html"
+
+
+def members_file(k: int) -> str:
+    return f"members_{k}.npy"
+
+
+# ----- Redis keys (RQ keeps its own under "rq:") -----
+KEY_PREFIX = "spotlight"
+
+
+def dataset_key(dataset_id: str) -> str:
+    """JSON of a DatasetRecord."""
+    return f"{KEY_PREFIX}:dataset:{dataset_id}"
+
+
+def tenant_datasets_key(tenant: str) -> str:
+    """Sorted set of the tenant's dataset ids, scored by creation time."""
+    return f"{KEY_PREFIX}:tenant:{tenant}:datasets"
+
+
+def tenant_jobs_key(tenant: str) -> str:
+    """Sorted set of the tenant's job ids, scored by creation time."""
+    return f"{KEY_PREFIX}:tenant:{tenant}:jobs"
+
+
+def blob_refs_key(sha256: str) -> str:
+    """Set of dataset ids that point at one stored content; the blob is deleted with the last."""
+    return f"{KEY_PREFIX}:blob:{sha256}:refs"
+
+
+def cancel_key(job_id: str) -> str:
+    """Present when the caller asked to cancel; the worker checks it between steps."""
+    return f"{KEY_PREFIX}:cancel:{job_id}"
+
+
+def idempotency_key(tenant: str, key: str) -> str:
+    return f"{KEY_PREFIX}:idem:{tenant}:{key}"
+
+
+# ----- records -----
+class DatasetRecord(BaseModel):
+    """A tenant's dataset: a name for stored content. Two tenants uploading the same bytes share
+    the blob, never the record."""
+
+    id: str
+    tenant: str
+    sha256: str
+    n: int
+    dim: int
+    fields: list[str]
+    created_at: datetime
+
+
+class Progress(BaseModel):
+    spotlight: int = 0
+    n_spotlights: int = 0
+    step: int = 0
+    steps: int = 0
+    fraction: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobSpec(BaseModel):
+    """The one argument of the RQ task: ids and parameters only, never arrays."""
+
+    job_id: str
+    tenant: str
+    dataset_id: str
+    dataset_sha256: str
+    params: SearchParams
+    callback_url: str | None = None
+    created_at: datetime
+
+
+# Keys of the RQ job's meta dict (small state only).
+META_TENANT = "tenant"
+META_PROGRESS = "progress"  # Progress.model_dump()
+META_ERROR = "error"  # JobError.model_dump() when the job failed or was canceled
+META_STATUS = "spotlight_status"  # JobStatus the worker last set (RQ's own status is the fallback)
+META_STARTED_AT = "started_at"
+META_ENDED_AT = "ended_at"
+META_DEVICE = "device"
+META_SPEC = "spec"  # JobSpec.model_dump(mode="json")
+
+
+def rq_status_to_job_status(rq_status: str | None, meta: dict[str, Any]) -> JobStatus:
+    """Map RQ's job status onto the contract's five, trusting what the worker wrote first."""
+    own = meta.get(META_STATUS)
+    if own in ("finished", "failed", "canceled"):
+        return own
+    mapping: dict[str, JobStatus] = {
+        "queued": "queued",
+        "deferred": "queued",
+        "scheduled": "queued",
+        "started": "running",
+        "finished": "finished",
+        "failed": "failed",
+        "stopped": "canceled",
+        "canceled": "canceled",
+    }
+    return mapping.get(rq_status or "", "queued")
+
+
+# Error codes shared by the API and the worker (the contract's `error.code`).
+class ErrorCode:
+    VALIDATION = "validation_error"
+    MALFORMED_JSON = "malformed_json"
+    BAD_FILE = "bad_file"
+    NON_FINITE = "non_finite_values"
+    SHAPE_MISMATCH = "shape_mismatch"
+    TOO_LARGE = "payload_too_large"
+    TOO_MANY_ELEMENTS = "too_many_elements"
+    UNSUPPORTED_MEDIA = "unsupported_media_type"
+    REFERENCE_REFUSED = "reference_refused"
+    REFERENCE_UNREADABLE = "reference_unreadable"
+    DATASET_NOT_FOUND = "dataset_not_found"
+    JOB_NOT_FOUND = "job_not_found"
+    REGION_NOT_FOUND = "region_not_found"
+    JOB_NOT_FINISHED = "job_not_finished"
+    JOB_NOT_CANCELABLE = "job_not_cancelable"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    TOO_MANY_JOBS = "too_many_active_jobs"
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    INTERNAL = "internal_error"
+    UNAVAILABLE = "service_unavailable"
+    # set by the worker on a job
+    WORKER_LOST = "worker_lost"
+    JOB_TIMEOUT = "job_timeout"
+    STORE_ERROR = "store_error"
+    CANCELED = "canceled"
+    SEARCH_FAILED = "search_failed"
+    DATASET_GONE = "dataset_gone"

@@ -1,0 +1,91 @@
+"""The single source of configuration for the API, the worker and the CLI.
+
+Every field reads from an environment variable `SPOTLIGHT_<FIELD>` (``REDIS_URL`` is also
+accepted unprefixed, as most deployments already export it). The README's configuration
+table is checked against this class by a test, so a new field must be documented there.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Operator configuration. Defaults suit one laptop; production overrides them by env."""
+
+    model_config = SettingsConfigDict(env_prefix="SPOTLIGHT_", extra="ignore")
+
+    # --- where things live ---
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("SPOTLIGHT_REDIS_URL", "REDIS_URL"),
+        description="Redis URL. Unset: `spotlight up` starts an embedded Redis under data_dir.",
+    )
+    data_dir: Path = Field(
+        Path(".spotlight"),
+        description="Local folder for the default store and the embedded Redis's files.",
+    )
+    store_url: str | None = Field(
+        None,
+        description="fsspec URL of the artifact store (e.g. s3://bucket/prefix). Unset: data_dir/store.",
+    )
+    queue_name: str = Field("spotlight", description="RQ queue the API enqueues on and workers listen to.")
+
+    # --- jobs ---
+    job_timeout_s: int = Field(6 * 3600, description="Wall-clock limit of one job in the worker (RQ job timeout).")
+    result_ttl_s: int = Field(7 * 24 * 3600, description="How long finished or failed jobs and their results are kept.")
+    job_retries: int = Field(1, description="How often a job whose worker died is retried on another worker.")
+    max_active_jobs_per_tenant: int = Field(20, description="Queued + running jobs one tenant may have (429 past it).")
+    progress_interval_s: float = Field(0.3, description="How often a worker publishes a job's progress.")
+    member_min_weight: float = Field(
+        1e-3, description="Kernel weight at or above which an example counts as a member of a region."
+    )
+
+    # --- input limits ---
+    max_upload_bytes: int = Field(4 * 1024**3, description="Largest accepted upload or reference, in bytes (413 past it).")
+    max_elements: int = Field(2 * 1024**3, description="Largest accepted n·d of an embedding matrix.")
+    max_inline_bytes: int = Field(64 * 1024**2, description="Largest JSON body with inline arrays.")
+
+    # --- references ---
+    allowed_roots: list[str] = Field(
+        default_factory=list, description="Local folders `file://` references may read from (JSON list)."
+    )
+    allowed_schemes: list[str] = Field(
+        default_factory=lambda: ["file"], description="URI schemes references may use (e.g. [\"file\",\"s3\"])."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Hosts http(s) references and callback URLs may reach."
+    )
+    allow_private_addresses: bool = Field(
+        False, description="Let references and callbacks reach loopback, link-local and private addresses."
+    )
+
+    # --- access ---
+    api_keys: str | None = Field(
+        None, description="Comma-separated `tenant:key` pairs. Unset (and no keys file): the server runs open."
+    )
+    api_keys_file: Path | None = Field(None, description="File of `tenant:key` lines (or `tenant:sha256:<hex>`).")
+
+    # --- webhooks ---
+    webhook_secret: str | None = Field(None, description="HMAC-SHA256 secret that signs callback bodies.")
+    webhook_retries: int = Field(5, description="Delivery attempts of one callback before giving up.")
+
+    # --- logging ---
+    log_level: str = Field("INFO", description="Log level of every process.")
+    log_json: bool = Field(True, description="Emit one JSON object per log line.")
+
+    def resolved_store_url(self) -> str:
+        """The store URL, defaulting to a folder under data_dir."""
+        if self.store_url:
+            return self.store_url
+        return str((self.data_dir / "store").resolve())
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once per process; tests clear the cache after changing the environment."""
+    return Settings()
