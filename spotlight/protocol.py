@@ -13,6 +13,7 @@ Store layout (paths relative to the store root)::
     datasets/<sha256>/sample_weights.npy   float32, n        (optional; the authors' `counts`)
     datasets/<sha256>/ids.json             list of n str|int (optional)
     datasets/<sha256>/metadata.jsonl       n JSON objects    (optional)
+    datasets/<sha256>/metadata.offsets.npy int64, n + 1      byte offsets of each metadata.jsonl row (with metadata)
     jobs/<job_id>/regions.json             {"regions": [...]}  written last: its presence means done
     jobs/<job_id>/weights.npy              float32, n x k
     jobs/<job_id>/members_<k>.npy          int64 indices of region k's members, highest weight first
