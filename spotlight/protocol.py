@@ -95,6 +95,11 @@ def tenant_jobs_key(tenant: str) -> str:
     return f"{KEY_PREFIX}:tenant:{tenant}:jobs"
 
 
+def tenant_active_key(tenant: str) -> str:
+    """Set of the tenant's job ids that may be queued or running (the API prunes it on submit)."""
+    return f"{KEY_PREFIX}:tenant:{tenant}:active"
+
+
 def blob_refs_key(sha256: str) -> str:
     """Set of dataset ids that point at one stored content; the blob is deleted with the last."""
     return f"{KEY_PREFIX}:blob:{sha256}:refs"
