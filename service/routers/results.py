@@ -73,10 +73,14 @@ def get_members(
     if k >= n_regions:
         raise ApiError(404, ErrorCode.REGION_NOT_FOUND, f"Region {k} does not exist; this job has {n_regions}.",
                        {"job": job_id, "k": k, "regions": n_regions})
-    members = store.load_npy(job_file(job_id, members_file(k)))
+    try:
+        members = store.load_npy(job_file(job_id, members_file(k)))
+        weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
+    except FileNotFoundError:
+        raise ApiError(404, ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).",
+                       {"job": job_id}) from None
     total = int(members.shape[0])
     idx = np.asarray(members[offset : offset + limit], dtype=np.int64)
-    weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
     files = DatasetFiles(store, spec.dataset_sha256)
     try:
         w = np.asarray(weights[idx, k], dtype=np.float64) if idx.size else np.empty(0)

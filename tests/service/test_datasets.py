@@ -139,3 +139,15 @@ def test_fortran_order_npy_is_read_by_rows(api: LiveApi) -> None:
         r = c.post("/v1/datasets", files={"embeddings": ("e.npy", npy_bytes(emb)), "losses": ("l.npy", npy_bytes(np.ones(50)))})
     assert r.status_code == 201, r.text
     assert np.allclose(_files(api, r.json()).embeddings(), emb.astype(np.float32))
+
+
+def test_parquet_rows_of_unequal_length_and_metadata_nans(api: LiveApi) -> None:
+    ragged = pa.table({"embeddings": pa.array([[1.0, 2.0], [3.0]]), "losses": [1.0, 2.0]})
+    with_nan = pa.table({"embeddings": pa.array([[1.0, 2.0], [3.0, 4.0]]), "losses": [1.0, 2.0],
+                         "score": [0.5, float("nan")], "when": pa.array([1, None])})
+    with api.client() as c:
+        r = c.post("/v1/datasets", files={"file": ("r.parquet", parquet_bytes(ragged))})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "shape_mismatch"
+        r = c.post("/v1/datasets", files={"file": ("m.parquet", parquet_bytes(with_nan))})
+    assert r.status_code == 201, r.text
+    assert _files(api, r.json()).metadata([0, 1]) == [{"score": 0.5, "when": 1}, {"score": None, "when": None}]
