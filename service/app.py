@@ -74,6 +74,15 @@ def _install_optional(app: FastAPI) -> None:
         module.install(app)
 
 
+# Statuses any operation can answer: a body or query it cannot parse, an oversized body, a fault.
+_EVERYWHERE = {
+    "400": "Invalid input",
+    "413": "Body too large (payload_too_large)",
+    "500": "Server fault (internal_error)",
+    "503": "Redis or the store unreachable (service_unavailable, store_error)",
+}
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's spec, with request-validation errors documented as what they are here: 400 + ErrorResponse."""
     if app.openapi_schema:
@@ -86,6 +95,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             if "422" in responses:
                 del responses["422"]
                 responses.setdefault("400", {"description": "Invalid input"})
+            for status, text in _EVERYWHERE.items():
+                responses.setdefault(status, {"description": text})
             for status, response in responses.items():
                 if status.startswith(("4", "5")):  # errors are JSON even where success is HTML or .npy
                     response["content"] = {"application/json": {"schema": error_ref}}
