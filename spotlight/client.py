@@ -1,0 +1,502 @@
+"""Python client of the Spotlight service: the HTTP contract (shared/API.md), one method per verb.
+
+It needs only numpy and httpx, so it installs on any laptop next to a notebook; a progress bar uses
+`rich` (or `tqdm`) when one of them is importable. Nothing else from this repository is imported.
+
+    from spotlight.client import SpotlightClient
+
+    with SpotlightClient("http://127.0.0.1:8000", api_key="...") as sc:
+        job = sc.submit(embeddings, losses, labels=labels, n_spotlights=3, spotlight_size=0.02)
+        job.wait()                       # progress bar; raises SpotlightError if the job failed
+        for region in job.regions():
+            print(region["index"], region["lift"])
+        top = job.members(0, limit=10)["members"]
+        weights = job.weights()          # np.ndarray, n x k
+        print(job.report_url)
+
+Every error answer of the server becomes one exception type, :class:`SpotlightError`, carrying the
+server's ``error.code`` (e.g. ``job_not_finished``, ``shape_mismatch``), its message, details, HTTP
+status and the response. Network failures raise it too, with code ``connection_error``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import IO, Any
+
+import httpx
+import numpy as np
+
+__all__ = ["Job", "SpotlightClient", "SpotlightError", "JobFailedError", "JobWaitTimeout"]
+
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+# An upload's answer comes after the server has validated and stored everything: allow it longer.
+UPLOAD_READ_TIMEOUT_S = 600.0
+_SPOOL_BYTES = 64 * 1024 * 1024  # arrays up to this size are packed in memory, larger ones in a temp file
+_TERMINAL = ("finished", "failed", "canceled")
+
+
+class SpotlightError(Exception):
+    """An error answer (or no answer) from the service.
+
+    Attributes
+    ----------
+    code : str
+        The server's ``error.code`` (``validation_error``, ``job_not_finished``, ...), or
+        ``connection_error`` when the server could not be reached, or ``http_<status>`` when the
+        answer was not the contract's error JSON (e.g. from a proxy in front of the service).
+    message : str
+        What went wrong and how to fix it, as the server wrote it.
+    status_code : int | None
+        HTTP status, None when no answer came.
+    details : dict
+        The server's ``error.details``.
+    response : httpx.Response | None
+        The raw answer, for anything else.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status_code: int | None = None,
+        details: dict[str, Any] | None = None,
+        response: httpx.Response | None = None,
+    ) -> None:
+        super().__init__(f"[{code}] {message}" + (f" (HTTP {status_code})" if status_code else ""))
+        self.code = code
+        self.message = message
+        self.status_code = status_code
+        self.details = details or {}
+        self.response = response
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> SpotlightError:
+        try:
+            body = response.json()
+            err = body["error"]
+            return cls(
+                str(err["code"]), str(err.get("message", "")), response.status_code, dict(err.get("details") or {}),
+                response,
+            )
+        except (ValueError, KeyError, TypeError):
+            text = response.text[:500] if response.content else response.reason_phrase
+            return cls(f"http_{response.status_code}", text, response.status_code, {}, response)
+
+
+class JobFailedError(SpotlightError):
+    """`Job.wait()` saw the job end failed or canceled; ``code`` is the job's own error code."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        err = status.get("error") or {}
+        code = err.get("code") or status.get("status", "failed")
+        message = err.get("message") or f"job {status.get('id')} ended {status.get('status')}"
+        super().__init__(code, message, None, {"job": status.get("id"), "status": status.get("status")})
+        self.status = status
+
+
+class JobWaitTimeout(SpotlightError, TimeoutError):
+    """`Job.wait(timeout=...)` ran out before the job ended (the job itself goes on)."""
+
+
+class Job:
+    """A submitted search. Cheap to make: ``client.job("job_…")`` attaches to an existing one."""
+
+    def __init__(self, client: SpotlightClient, job_id: str, initial: dict[str, Any] | None = None) -> None:
+        self.client = client
+        self.id = job_id
+        self.last_status: dict[str, Any] | None = initial
+
+    def __repr__(self) -> str:
+        state = self.last_status.get("status") if self.last_status else "?"
+        return f"Job({self.id!r}, status={state!r})"
+
+    # ----- state -----
+    def status(self) -> dict[str, Any]:
+        """`GET /v1/jobs/{id}`: status, progress, timing, error, params."""
+        self.last_status = self.client._json("GET", f"/v1/jobs/{self.id}")
+        return self.last_status
+
+    def wait(
+        self, progress: bool = True, timeout: float | None = None, poll: float = 0.5, raise_on_failure: bool = True
+    ) -> dict[str, Any]:
+        """Poll until the job ends; return its final status.
+
+        Shows a progress bar fed by the status's ``progress.fraction`` when `progress` is true and
+        `rich` or `tqdm` is importable. Raises :class:`JobFailedError` when the job ends failed or
+        canceled (unless `raise_on_failure` is false), :class:`JobWaitTimeout` after `timeout` s.
+        Brief network hiccups and 503s while polling are ridden out (a restarting API is normal).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poll = max(0.05, poll)
+        with _progress_bar(progress, self.id) as update:
+            transient_since: float | None = None
+            while True:
+                try:
+                    status = self.status()
+                    transient_since = None
+                except SpotlightError as exc:
+                    if exc.code != "connection_error" and exc.status_code not in (502, 503, 504):
+                        raise
+                    transient_since = transient_since or time.monotonic()
+                    if time.monotonic() - transient_since > max(30.0, 10 * poll):
+                        raise
+                    status = self.last_status or {"status": "queued", "progress": {}}
+                update(status)
+                if status.get("status") in _TERMINAL:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise JobWaitTimeout(
+                        "wait_timeout", f"job {self.id} still {status.get('status')} after {timeout:g} s",
+                        None, {"job": self.id, "status": status.get("status")},
+                    )
+                time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+        if raise_on_failure and status.get("status") != "finished":
+            raise JobFailedError(status)
+        return status
+
+    def cancel(self) -> dict[str, Any]:
+        """`DELETE /v1/jobs/{id}`: a queued job is canceled at once, a running one at its next step."""
+        self.last_status = self.client._json("DELETE", f"/v1/jobs/{self.id}")
+        return self.last_status
+
+    # ----- results (SpotlightError code job_not_finished until the job has finished) -----
+    def regions(self) -> list[dict[str, Any]]:
+        """The regions found, each a dict (center, precision, weighted_loss, lift, description, ...)."""
+        return list(self.client._json("GET", f"/v1/jobs/{self.id}/regions")["regions"])
+
+    def members(self, k: int, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        """``{"total", "members": [{"index", "id", "weight", "loss", "label", "prediction", "metadata"}]}``,
+        highest weight first."""
+        return self.client._json(
+            "GET", f"/v1/jobs/{self.id}/regions/{int(k)}/members", params={"limit": limit, "offset": offset}
+        )
+
+    def iter_members(self, k: int, page: int = 500) -> Iterator[dict[str, Any]]:
+        """Every member of region k, fetched page by page."""
+        offset = 0
+        while True:
+            answer = self.members(k, limit=page, offset=offset)
+            rows = answer["members"]
+            yield from rows
+            offset += len(rows)
+            if not rows or offset >= answer["total"]:
+                return
+
+    def weights(self) -> np.ndarray:
+        """The kernel value of every example in every region: float32, n x k."""
+        response = self.client._request("GET", f"/v1/jobs/{self.id}/weights")
+        return np.load(io.BytesIO(response.content), allow_pickle=False)
+
+    @property
+    def report_url(self) -> str:
+        """Where the job's HTML report is (open it in a browser; it needs the API key if one is set)."""
+        return f"{self.client.url}/v1/jobs/{self.id}/report"
+
+    def report(self) -> str:
+        """The report page's HTML."""
+        return self.client._request("GET", f"/v1/jobs/{self.id}/report").text
+
+    def save_report(self, path: str | os.PathLike[str]) -> str:
+        """Write the report to `path` (a file a browser opens without the service); return the path."""
+        html = self.report()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(html)
+        return os.fspath(path)
+
+
+class SpotlightClient:
+    """A connection to one Spotlight service. Use it as a context manager (or call close()).
+
+    Parameters
+    ----------
+    url : str
+        The service's base URL, e.g. ``http://127.0.0.1:8000``.
+    api_key : str, optional
+        Sent as ``Authorization: Bearer <key>`` when the operator has configured keys.
+    timeout : float or httpx.Timeout
+        Per-request timeout; uploads get a longer read timeout (the server answers after storing).
+    transport : httpx.BaseTransport, optional
+        For tests (e.g. ``httpx.MockTransport``) or custom networking.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Accept": "application/json", "User-Agent": "spotlight-client/1"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout, connect=10.0)
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=self._timeout, transport=transport)
+
+    def __enter__(self) -> SpotlightClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ----- plumbing -----
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise SpotlightError("connection_error", f"{method} {self.url}{path}: {exc!r}") from exc
+        if response.is_error:
+            raise SpotlightError.from_response(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise SpotlightError(
+                "bad_response", f"{method} {path} answered {response.status_code} with non-JSON content",
+                response.status_code, {}, response,
+            ) from None
+
+    # ----- operations -----
+    def health(self) -> bool:
+        """True when `GET /readyz` says Redis and the store are reachable."""
+        try:
+            self._request("GET", "/readyz")
+            return True
+        except SpotlightError:
+            return False
+
+    # ----- datasets -----
+    def upload(
+        self,
+        embeddings: Any = None,
+        losses: Any = None,
+        labels: Any = None,
+        predictions: Any = None,
+        ids: Sequence[str | int] | np.ndarray | None = None,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        logits: Any = None,
+        path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        sample_weights: Any = None,
+    ) -> dict[str, Any]:
+        """`POST /v1/datasets`: store a dataset once, search it many times. Returns the dataset
+        (``{"id": "ds_…", "n", "dim", "fields", "sha256", "created_at"}``).
+
+        Give arrays (packed into one .npz, sent as multipart field ``file``), or `path`: one
+        .npz / .parquet file, or a list of .npy files each named after its key
+        (``embeddings.npy``, ``losses.npy``, ...).
+        """
+        timeout = httpx.Timeout(self._timeout.connect, read=UPLOAD_READ_TIMEOUT_S, write=None, pool=None)
+        if path is not None:
+            if embeddings is not None:
+                raise ValueError("give arrays or path, not both")
+            with _files_for_path(path) as files:
+                return self._json("POST", "/v1/datasets", files=files, timeout=timeout)
+        if embeddings is None:
+            raise ValueError("upload needs embeddings (and losses, or logits + labels), or a path")
+        arrays = _dataset_arrays(embeddings, losses, labels, predictions, ids, metadata, logits, sample_weights)
+        with _npz_file(arrays) as f:
+            return self._json("POST", "/v1/datasets", files={"file": ("dataset.npz", f, "application/zip")},
+                              timeout=timeout)
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/datasets/{dataset_id}")
+
+    def datasets(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Your datasets, newest first."""
+        return list(self._json("GET", "/v1/datasets", params={"limit": limit, "offset": offset})["datasets"])
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._request("DELETE", f"/v1/datasets/{dataset_id}")
+
+    # ----- jobs -----
+    def submit(
+        self,
+        embeddings_or_dataset_id: Any,
+        losses: Any = None,
+        labels: Any = None,
+        ids: Sequence[str | int] | np.ndarray | None = None,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+        *,
+        predictions: Any = None,
+        logits: Any = None,
+        **params: Any,
+    ) -> Job:
+        """`POST /v1/jobs`: start a search; `params` are the contract's (n_spotlights, spotlight_size,
+        kernel, ...). The first argument is a dataset id (``"ds_…"``), a ``{"uri": …}`` reference, a
+        path to an .npz/.parquet file, or the embeddings array (uploaded first, as with upload())."""
+        first = embeddings_or_dataset_id
+        if isinstance(first, str) and first.startswith("ds_"):
+            dataset: Any = first
+        elif isinstance(first, Mapping):
+            dataset = dict(first)
+        elif isinstance(first, (str, os.PathLike)):
+            dataset = self.upload(path=first)["id"]
+        else:
+            dataset = self.upload(first, losses, labels, predictions, ids, metadata, logits)["id"]
+        if isinstance(dataset, (str, dict)) and not _is_array(first) and any(
+            x is not None for x in (losses, labels, ids, metadata, predictions, logits)
+        ):
+            raise ValueError("losses/labels/ids/metadata go with embeddings, not with a stored dataset or a file")
+        body: dict[str, Any] = {"dataset": dataset, "params": params}
+        if callback_url:
+            body["callback_url"] = callback_url
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        answer = self._json("POST", "/v1/jobs", json=body, headers=headers)
+        return Job(self, answer["id"], answer)
+
+    def job(self, job_id: str) -> Job:
+        """Attach to an existing job by id (nothing is requested until you ask)."""
+        return Job(self, job_id)
+
+    def jobs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Your jobs, newest first."""
+        return list(self._json("GET", "/v1/jobs", params={"limit": limit, "offset": offset})["jobs"])
+
+
+# ----- packing arrays -----
+def _is_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray) or (isinstance(x, Sequence) and not isinstance(x, (str, bytes)))
+
+
+def _dataset_arrays(
+    embeddings: Any, losses: Any, labels: Any, predictions: Any, ids: Any, metadata: Any, logits: Any,
+    sample_weights: Any,
+) -> dict[str, np.ndarray]:
+    emb = np.asarray(embeddings)
+    if emb.dtype.kind not in "fiu":
+        raise ValueError(f"embeddings must be numbers, got dtype {emb.dtype}")
+    arrays: dict[str, np.ndarray] = {"embeddings": emb.astype(np.float32, copy=False)}
+    if losses is not None:
+        arrays["losses"] = np.asarray(losses, dtype=np.float32)
+    if logits is not None:
+        arrays["logits"] = np.asarray(logits, dtype=np.float32)
+    if sample_weights is not None:
+        arrays["sample_weights"] = np.asarray(sample_weights, dtype=np.float32)
+    for name, value in (("labels", labels), ("predictions", predictions)):
+        if value is not None:
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "iub":
+                raise ValueError(f"{name} must be integers (class indices), got dtype {arr.dtype}")
+            arrays[name] = arr.astype(np.int64, copy=False)
+    if ids is not None:
+        id_list = list(np.asarray(ids).tolist()) if isinstance(ids, np.ndarray) else list(ids)
+        all_ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in id_list)
+        arrays["ids"] = np.asarray(id_list, dtype=np.int64) if all_ints else np.asarray([str(v) for v in id_list])
+    if metadata is not None:
+        # One JSON string holding the list: the server reads either that or one string per row;
+        # a single string avoids numpy padding every row to the longest one.
+        arrays["metadata"] = np.asarray(json.dumps([dict(m) for m in metadata], allow_nan=False, default=_json_default))
+    return arrays
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"metadata value of type {type(value).__name__} is not JSON")
+
+
+@contextmanager
+def _npz_file(arrays: dict[str, np.ndarray]) -> Iterator[IO[bytes]]:
+    """The arrays as one .npz, in memory when small and in a temporary file past 64 MiB."""
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
+        f.seek(0)
+        yield f  # type: ignore[misc]
+
+
+@contextmanager
+def _files_for_path(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> Iterator[Any]:
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    opened: list[IO[bytes]] = []
+    try:
+        if len(paths) == 1 and not os.fspath(paths[0]).endswith(".npy"):
+            f = open(paths[0], "rb")  # noqa: SIM115 - closed below
+            opened.append(f)
+            yield {"file": (os.path.basename(os.fspath(paths[0])), f, "application/octet-stream")}
+            return
+        files = []
+        for p in paths:
+            name = os.path.basename(os.fspath(p))
+            if not name.endswith(".npy"):
+                raise ValueError(f"{p}: with several files, each must be a .npy named after its key (embeddings.npy, ...)")
+            f = open(p, "rb")  # noqa: SIM115 - closed below
+            opened.append(f)
+            files.append((name[: -len(".npy")], (name, f, "application/octet-stream")))
+        yield files
+    finally:
+        for f in opened:
+            f.close()
+
+
+# ----- progress -----
+@contextmanager
+def _progress_bar(enabled: bool, job_id: str) -> Iterator[Any]:
+    """A callable(status) that draws the job's progress: rich, else tqdm, else nothing."""
+    if not enabled:
+        yield lambda status: None
+        return
+    try:
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+    except ImportError:
+        rich_ok = False
+    else:
+        rich_ok = True
+    if rich_ok:
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), transient=False,
+        ) as bar:
+            task = bar.add_task(job_id, total=1.0, detail="queued")
+
+            def update(status: dict[str, Any]) -> None:
+                bar.update(task, completed=_fraction(status), detail=_detail(status))
+
+            yield update
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        yield lambda status: None
+        return
+    with tqdm(total=1000, desc=job_id, unit="‰") as tq:
+
+        def update_tq(status: dict[str, Any]) -> None:
+            tq.n = int(1000 * _fraction(status))
+            tq.set_postfix_str(_detail(status))
+            tq.refresh()
+
+        yield update_tq
+
+
+def _fraction(status: dict[str, Any]) -> float:
+    if status.get("status") == "finished":
+        return 1.0
+    try:
+        return min(1.0, max(0.0, float((status.get("progress") or {}).get("fraction", 0.0))))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _detail(status: dict[str, Any]) -> str:
+    state = str(status.get("status", "?"))
+    p = status.get("progress") or {}
+    if state == "running" and p.get("n_spotlights"):
+        return f"spotlight {p.get('spotlight', 0)}/{p['n_spotlights']} step {p.get('step', 0)}/{p.get('steps', 0)}"
+    return state

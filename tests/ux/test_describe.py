@@ -1,0 +1,173 @@
+"""Region descriptions: weighted composition, the bootstrap interval, the permutation test."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from worker.describe import (
+    bootstrap_interval,
+    describe_region,
+    describe_regions,
+    metadata_columns,
+    p_values,
+    permutation_test,
+    region_score,
+)
+
+
+def test_composition_is_kernel_weighted_share_against_whole_dataset() -> None:
+    # 10 rows: labels 0 x6, 1 x4. Region weights put 3.0 on label 1 and 1.0 on label 0.
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+    w = np.array([0.5, 0.5, 0, 0, 0, 0, 1.0, 1.0, 0.5, 0.5])
+    losses = np.arange(10, dtype=float)
+    d = describe_region(w, losses, labels=labels, n_bootstrap=0)
+    top = d["labels"]["over_represented"]
+    assert top[0]["value"] == 1
+    assert top[0]["weighted_count"] == pytest.approx(3.0)
+    assert top[0]["count"] == 4
+    assert top[0]["share_inside"] == pytest.approx(0.75)
+    assert top[0]["share_overall"] == pytest.approx(0.4)
+    assert top[0]["lift"] == pytest.approx(0.75 / 0.4)
+    # label 0 is under-represented: not listed once an over-represented value exists
+    assert [v["value"] for v in top] == [1]
+    assert d["labels"]["dominant"] == {"value": 1, "share_inside": pytest.approx(0.75)}
+    assert d["total_weight"] == pytest.approx(4.0)
+    assert d["weighted_loss"] == pytest.approx(float(w @ losses / w.sum()))
+    assert d["effective_size"] == pytest.approx(16.0 / float((w**2).sum()))
+    assert d["weighted_loss_ci"] is None
+
+
+def test_error_rate_and_predictions() -> None:
+    labels = np.array([0, 0, 1, 1, 1, 1])
+    preds = np.array([0, 1, 0, 1, 1, 1])  # rows 1 and 2 wrong
+    w = np.array([0, 1, 1, 0, 0, 0], dtype=float)
+    d = describe_region(w, np.ones(6), labels, preds, n_bootstrap=0)
+    assert d["error_rate"]["inside"] == pytest.approx(1.0)
+    assert d["error_rate"]["overall"] == pytest.approx(2 / 6)
+    assert d["error_rate"]["lift"] == pytest.approx(3.0)
+    assert {v["value"] for v in d["predictions"]["over_represented"]} <= {0, 1}
+
+
+def test_metadata_fields_are_classified_categorical_numeric_or_skipped() -> None:
+    n = 200
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            "source": "phone" if i < 40 else "web",
+            "score": float(rng.normal()) + (3.0 if i < 40 else 0.0),
+            "caption": f"free text number {i}",
+            "url": f"https://img.example/{i}.png",
+            "tags": ["a", "b"],
+        }
+        for i in range(n)
+    ]
+    rows[5].pop("source")  # missing in one row
+    w = np.zeros(n)
+    w[:40] = 1.0
+    d = describe_region(w, rng.random(n), metadata_columns=metadata_columns(rows), n_bootstrap=0)
+    assert set(d["metadata"]) == {"source"}
+    src = d["metadata"]["source"]["over_represented"][0]
+    assert src["value"] == "phone"
+    assert src["share_inside"] == pytest.approx(39 / 40)
+    assert src["lift"] == pytest.approx((39 / 40) / (39 / 200))
+    assert set(d["numeric"]) == {"score"}
+    assert d["numeric"]["score"]["inside"] > d["numeric"]["score"]["overall"] + 1.5
+    json.dumps(d, allow_nan=False)  # JSON-ready, never NaN
+
+
+def test_metadata_columns_fills_missing_keys_and_caps_fields() -> None:
+    cols = metadata_columns([{"a": 1}, {"b": 2}, None], max_fields=1)
+    assert cols == {"a": [1, None, None]}
+
+
+def test_bootstrap_interval_covers_the_truth_and_narrows_with_more_data() -> None:
+    rng = np.random.default_rng(1)
+    true_mean = 2.0
+    widths = []
+    for n in (200, 5000):
+        losses = rng.exponential(true_mean, size=n)
+        w = np.ones(n)
+        lo, hi = bootstrap_interval(w, losses, n_bootstrap=400, seed=0)
+        assert lo < losses.mean() < hi
+        widths.append(hi - lo)
+        # the textbook normal interval for a mean: 1.96 * sd / sqrt(n)
+        expected = 2 * 1.96 * losses.std() / math.sqrt(n)
+        assert widths[-1] == pytest.approx(expected, rel=0.25)
+    assert widths[1] < widths[0] / 3
+
+
+def test_bootstrap_is_reproducible_with_its_seed() -> None:
+    rng = np.random.default_rng(2)
+    losses, w = rng.random(300), rng.random(300)
+    assert bootstrap_interval(w, losses, 200, seed=5) == bootstrap_interval(w, losses, 200, seed=5)
+    assert bootstrap_interval(w, losses, 200, seed=5) != bootstrap_interval(w, losses, 200, seed=6)
+
+
+def test_empty_region_gives_no_interval_and_no_nan() -> None:
+    d = describe_region(np.zeros(5), np.arange(5.0), labels=np.arange(5), n_bootstrap=100)
+    assert d["weighted_loss_ci"] is None
+    assert d["total_weight"] == 0.0
+    json.dumps(d, allow_nan=False)
+
+
+def test_describe_regions_one_per_column_and_length_checks() -> None:
+    W = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    out = describe_regions(W, np.array([1.0, 2.0, 3.0]), n_bootstrap=10)
+    assert len(out) == 2
+    assert out[0]["weighted_loss"] == pytest.approx((1 + 1.5) / 1.5)
+    with pytest.raises(ValueError):
+        describe_region(np.ones(3), np.ones(4))
+
+
+# ----- permutation test -----
+def _best_window_mean(x: np.ndarray, losses: np.ndarray, width: int = 20) -> float:
+    """A tiny 'search': the best mean loss over windows of `width` neighbours along a 1-D embedding."""
+    order = np.argsort(x)
+    c = np.concatenate([[0.0], np.cumsum(losses[order])])
+    return float(np.max((c[width:] - c[:-width]) / width))
+
+
+def test_permutation_test_separates_a_planted_region_from_noise() -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    x = rng.random(n)
+    losses = rng.random(n)
+    planted = losses.copy()
+    planted[(x > 0.4) & (x < 0.45)] += 2.0  # a real high-loss pocket
+    search = lambda lo: _best_window_mean(x, lo)  # noqa: E731
+    p_real = permutation_test(search, planted, 49, seed=0, observed=[search(planted)])[0]
+    p_noise = permutation_test(search, losses, 49, seed=0, observed=[search(losses)])[0]
+    assert p_real == pytest.approx(1 / 50)  # nothing shuffled comes close: the smallest possible p
+    assert p_noise > 0.1
+
+
+def test_p_value_formula_counts_ties_and_adds_one() -> None:
+    null = np.array([1.0, 2.0, 3.0, 3.0])
+    assert p_values([3.0, 0.5, 10.0], null) == [3 / 5, 5 / 5, 1 / 5]
+
+
+def test_permutation_test_shuffles_losses_reproducibly() -> None:
+    seen: list[np.ndarray] = []
+
+    def search(lo: np.ndarray) -> float:
+        seen.append(lo.copy())
+        return float(lo[0])
+
+    losses = np.arange(50.0)
+    permutation_test(search, losses, 3, seed=7, observed=[0.0])
+    first = [s.copy() for s in seen]
+    seen.clear()
+    permutation_test(search, losses, 3, seed=7, observed=[0.0])
+    assert all(np.array_equal(a, b) for a, b in zip(first, seen))
+    assert all(sorted(s.tolist()) == losses.tolist() for s in first)  # a permutation, nothing else
+    assert not np.array_equal(first[0], losses)
+    assert permutation_test(search, losses, 0, observed=[1.0, 2.0]) == [1.0, 1.0]
+
+
+def test_region_score_negates_min_loss() -> None:
+    assert region_score({"weighted_loss": 2.0, "objective": "max_loss"}) == 2.0
+    assert region_score({"weighted_loss": 2.0, "objective": "min_loss"}) == -2.0

@@ -1,0 +1,356 @@
+"""What a person reads about a region: who is in it, and how sure we are that it is real.
+
+Pure numpy (no torch, no Redis, no files), so it is tested on small arrays and the worker calls it
+after the search. Three questions per region:
+
+1. **Composition** — which labels, predictions and categorical metadata values are over-represented
+   inside the region? Inside a region each example counts with its kernel weight k_i, so the share
+   of value v inside is ``sum(k_i [v_i = v]) / sum(k_i)``, compared with its share of the whole
+   dataset; ``lift = share_inside / share_overall``. Values are ranked by *excess weight*,
+   ``weighted_count - share_overall * total_weight`` (how many more examples of v the region holds
+   than a region of the same size drawn at random would): ranking by lift alone would put a value
+   seen twice at the top.
+2. **Certainty of the loss** — a bootstrap interval for the region's weighted loss
+   ``L = sum(k_i l_i) / sum(k_i)``, from the Poisson bootstrap (each example drawn Poisson(1) times,
+   the streaming equivalent of resampling n rows with replacement).
+3. **Is the region noise?** — :func:`permutation_test`: shuffle the losses (which destroys any link
+   between place in embedding space and loss), rerun the same search, and count how often the best
+   region of a shuffled run scores at least as high as the region found. The search is injected
+   (`search_fn`), so this module stays free of torch; the worker passes the engine.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+# Example weights below this share of the region's largest are left out of the bootstrap: with a
+# gaussian kernel every example has some weight, and the far tail changes the interval by less than
+# its own rounding while costing O(n) per resample.
+_BOOTSTRAP_TAIL = 1e-3
+_BOOTSTRAP_CHUNK = 64
+MAX_CATEGORIES = 50  # a metadata field with more distinct values is text or an id, not a category
+MISSING = "(missing)"
+_URLISH = re.compile(r"^(https?://|data:)", re.IGNORECASE)
+
+
+def describe_region(
+    weights_k: np.ndarray,
+    losses: np.ndarray,
+    labels: np.ndarray | None = None,
+    predictions: np.ndarray | None = None,
+    metadata_columns: Mapping[str, Sequence[Any]] | None = None,
+    rng_seed: int = 0,
+    n_bootstrap: int = 1000,
+    *,
+    sample_weights: np.ndarray | None = None,
+    top: int = 5,
+    ci_level: float = 0.95,
+) -> dict[str, Any]:
+    """Describe one region from the kernel weight of every example in it.
+
+    Parameters
+    ----------
+    weights_k : (n,) array
+        The kernel value of every example in this region (a column of the job's weights).
+    losses : (n,) array
+        The per-example losses searched.
+    labels, predictions : (n,) int arrays, optional
+    metadata_columns : {field: n values}, optional
+        One list per metadata field (see :func:`metadata_columns`). Fields with at most
+        ``MAX_CATEGORIES`` distinct scalar values are described as categories, numeric fields with
+        more as numbers (weighted mean inside vs whole dataset); others (free text, ids) are skipped.
+    rng_seed : int
+        Seed of the bootstrap; same seed, same interval.
+    n_bootstrap : int
+        Bootstrap resamples (0 skips the interval).
+    sample_weights : (n,) array, optional
+        Per-example counts (the authors' `counts`); multiply the kernel weights everywhere.
+    top : int
+        How many over-represented values to keep per field.
+
+    Returns
+    -------
+    dict, JSON-ready and never NaN::
+
+        {"total_weight", "effective_size", "weighted_loss", "mean_loss",
+         "weighted_loss_ci": [lo, hi] | None, "ci_level", "n_bootstrap",
+         "error_rate": {"inside", "overall", "lift"} | None,    # with labels and predictions
+         "labels": {...}, "predictions": {...},                 # see _composition
+         "metadata": {field: {...}}, "numeric": {field: {"inside", "overall", "std_overall"}}}
+    """
+    w = _as_weights(weights_k, sample_weights)
+    loss = np.asarray(losses, dtype=np.float64).ravel()
+    if loss.shape != w.shape:
+        raise ValueError(f"losses has {loss.size} entries but weights has {w.size}")
+    total = float(w.sum())
+    overall_w = _as_weights(np.ones_like(w), sample_weights)
+    mean_loss = _finite(float(np.average(loss, weights=overall_w)) if overall_w.sum() > 0 else 0.0)
+    out: dict[str, Any] = {
+        "total_weight": _finite(total),
+        "effective_size": _finite(total**2 / float(np.square(w).sum())) if total > 0 else 0.0,
+        "weighted_loss": _finite(float(w @ loss / total)) if total > 0 else mean_loss,
+        "mean_loss": mean_loss,
+        "weighted_loss_ci": None,
+        "ci_level": ci_level,
+        "n_bootstrap": int(n_bootstrap),
+    }
+    if total > 0 and n_bootstrap > 0:
+        out["weighted_loss_ci"] = bootstrap_interval(w, loss, n_bootstrap, rng_seed, ci_level)
+    out["error_rate"] = None
+    if labels is not None and predictions is not None:
+        wrong = (np.asarray(labels).ravel() != np.asarray(predictions).ravel()).astype(np.float64)
+        inside = float(w @ wrong / total) if total > 0 else 0.0
+        overall = float(overall_w @ wrong / overall_w.sum()) if overall_w.sum() > 0 else 0.0
+        out["error_rate"] = {"inside": _finite(inside), "overall": _finite(overall), "lift": _lift(inside, overall)}
+    out["labels"] = _composition(_codes_of_ints(labels), w, overall_w, top) if labels is not None else None
+    out["predictions"] = (
+        _composition(_codes_of_ints(predictions), w, overall_w, top) if predictions is not None else None
+    )
+    out["metadata"] = {}
+    out["numeric"] = {}
+    for field, values in (metadata_columns or {}).items():
+        if len(values) != w.size:
+            raise ValueError(f"metadata field {field!r} has {len(values)} values but weights has {w.size}")
+        kind, coded = _classify(values)
+        if kind == "categorical":
+            out["metadata"][field] = _composition(coded, w, overall_w, top)
+        elif kind == "numeric":
+            out["numeric"][field] = _numeric(coded[0], w, overall_w)
+    return out
+
+
+def describe_regions(
+    weights: np.ndarray,
+    losses: np.ndarray,
+    labels: np.ndarray | None = None,
+    predictions: np.ndarray | None = None,
+    metadata_columns: Mapping[str, Sequence[Any]] | None = None,
+    rng_seed: int = 0,
+    n_bootstrap: int = 1000,
+    *,
+    sample_weights: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`describe_region` for every column of an n x k weights matrix (metadata classified once)."""
+    weights = np.asarray(weights)
+    if weights.ndim != 2:
+        raise ValueError("weights must be n x k")
+    return [
+        describe_region(
+            weights[:, k], losses, labels, predictions, metadata_columns, rng_seed + k, n_bootstrap,
+            sample_weights=sample_weights,
+        )
+        for k in range(weights.shape[1])
+    ]
+
+
+def metadata_columns(rows: Iterable[Mapping[str, Any] | None], max_fields: int = 20) -> dict[str, list[Any]]:
+    """Turn per-row metadata objects into one list per field (a missing key becomes None).
+
+    Only the first `max_fields` field names seen are kept, so one odd row cannot make thousands.
+    """
+    rows = list(rows)
+    names: list[str] = []
+    for row in rows:
+        for key in row or {}:
+            if key not in names and len(names) < max_fields:
+                names.append(key)
+    return {name: [(row or {}).get(name) for row in rows] for name in names}
+
+
+# ----- certainty -----
+def bootstrap_interval(
+    weights: np.ndarray, losses: np.ndarray, n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95
+) -> list[float]:
+    """Percentile interval of the weighted loss under the Poisson bootstrap.
+
+    Each example is drawn c_i ~ Poisson(1) times and the weighted loss recomputed as
+    sum(c_i k_i l_i) / sum(c_i k_i); this equals resampling the n rows with replacement as n grows,
+    and needs no pass over examples outside the region. Examples carrying less than
+    ``_BOOTSTRAP_TAIL`` of the largest weight are left out (see the module constant).
+    """
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    loss = np.asarray(losses, dtype=np.float64).ravel()
+    keep = w >= w.max() * _BOOTSTRAP_TAIL
+    w, loss = w[keep], loss[keep]
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_bootstrap)
+    wl = w * loss
+    for start in range(0, n_bootstrap, _BOOTSTRAP_CHUNK):
+        b = min(_BOOTSTRAP_CHUNK, n_bootstrap - start)
+        counts = rng.poisson(1.0, size=(b, w.size)).astype(np.float64)
+        num, den = counts @ wl, counts @ w
+        # A resample that drew none of the region (tiny regions only) has no loss; count it as the estimate.
+        full = float(wl.sum() / w.sum())
+        stats[start : start + b] = np.where(den > 0, num / np.where(den > 0, den, 1.0), full)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
+    return [_finite(float(lo)), _finite(float(hi))]
+
+
+def permutation_null(
+    search_fn: Callable[[np.ndarray], float], losses: np.ndarray, n_permutations: int, seed: int = 0
+) -> np.ndarray:
+    """Scores of the best region found on `n_permutations` shuffles of the losses.
+
+    `search_fn(shuffled_losses) -> float` runs the job's search (same embeddings, same params; one
+    spotlight is enough, as the first region is the best one) and returns the best region's score,
+    higher meaning more extreme (use :func:`region_score`).
+    """
+    rng = np.random.default_rng(seed)
+    base = np.asarray(losses)
+    null = np.empty(int(n_permutations))
+    for i in range(int(n_permutations)):
+        null[i] = float(search_fn(rng.permutation(base)))
+    return null
+
+
+def p_values(observed: Sequence[float], null: np.ndarray) -> list[float]:
+    """p_j = (1 + #{shuffled runs with best score >= observed_j}) / (1 + N).
+
+    The +1 counts the observed data as one of the permutations, so p is never 0 (the smallest
+    reportable value is 1/(N+1)) and the test keeps its level exactly (Phipson & Smyth, 2010).
+    Comparing every region with the *best* region of each shuffled run makes the test hold for
+    the whole list of regions at once: a region of pure noise rarely beats the best of a search.
+    """
+    null = np.asarray(null, dtype=np.float64)
+    n = null.size
+    return [float((1 + int(np.count_nonzero(null >= float(s)))) / (1 + n)) for s in observed]
+
+
+def permutation_test(
+    search_fn: Callable[[np.ndarray], float],
+    losses: np.ndarray,
+    n_permutations: int,
+    seed: int = 0,
+    *,
+    observed: Sequence[float],
+) -> list[float]:
+    """One p-value per region: how often a search on shuffled losses does at least as well.
+
+    See :func:`permutation_null` for `search_fn` and :func:`p_values` for the formula. With
+    ``n_permutations == 0`` nothing runs and every p-value is 1.0 (no evidence either way) —
+    callers skip the field instead.
+    """
+    if n_permutations <= 0:
+        return [1.0 for _ in observed]
+    return p_values(observed, permutation_null(search_fn, losses, n_permutations, seed))
+
+
+def region_score(region: Mapping[str, Any]) -> float:
+    """The score the permutation test compares: the weighted loss, negated for `min_loss` searches."""
+    value = float(region["weighted_loss"])
+    return -value if region.get("objective") == "min_loss" else value
+
+
+# ----- composition helpers -----
+def _as_weights(weights: np.ndarray, sample_weights: np.ndarray | None) -> np.ndarray:
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if sample_weights is not None:
+        w = w * np.asarray(sample_weights, dtype=np.float64).ravel()
+    w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
+    return w
+
+
+def _codes_of_ints(values: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    arr = np.asarray(values).ravel()
+    uniques, codes = np.unique(arr, return_inverse=True)
+    return codes, [v.item() if isinstance(v, np.generic) else v for v in uniques]
+
+
+def _classify(values: Sequence[Any]) -> tuple[str, Any]:
+    """'categorical' (codes, names), 'numeric' ((floats, None),) or 'skip' for one metadata field."""
+    numeric = True
+    index: dict[Any, int] = {}
+    codes = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        if v is None:
+            key: Any = MISSING
+        elif isinstance(v, (str, bool, int, float)):
+            key = v
+            if isinstance(v, (str, bool)):
+                numeric = False
+                if isinstance(v, str) and _URLISH.match(v):
+                    return "skip", None  # links and inline images are shown, not counted
+        else:
+            return "skip", None  # lists, objects: not something to count
+        code = index.get(key)
+        if code is None:
+            code = index[key] = len(index)
+            if len(index) > MAX_CATEGORIES and not numeric:
+                return "skip", None
+        codes[i] = code
+    if len(index) <= MAX_CATEGORIES:
+        names = [None] * len(index)
+        for key, code in index.items():
+            names[code] = key
+        return "categorical", (codes, names)
+    if numeric:
+        arr = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+        return "numeric", (arr, None)
+    return "skip", None
+
+
+def _composition(
+    coded: tuple[np.ndarray, list[Any]], w: np.ndarray, overall_w: np.ndarray, top: int
+) -> dict[str, Any]:
+    """Weighted share of each value inside vs overall; the `top` values with the most excess weight."""
+    codes, names = coded
+    m = len(names)
+    inside = np.bincount(codes, weights=w, minlength=m)
+    overall = np.bincount(codes, weights=overall_w, minlength=m)
+    counts = np.bincount(codes, minlength=m)
+    total_in, total_all = float(inside.sum()), float(overall.sum())
+    share_in = inside / total_in if total_in > 0 else np.zeros(m)
+    share_all = overall / total_all if total_all > 0 else np.zeros(m)
+    excess = inside - share_all * total_in
+    order = np.lexsort((np.arange(m), -excess))  # most excess first, ties by first appearance
+    values = []
+    for j in order[: max(0, top)]:
+        if excess[j] <= 0 and values:
+            break
+        values.append({
+            "value": _jsonable(names[j]),
+            "weighted_count": _finite(float(inside[j])),
+            "count": int(counts[j]),
+            "share_inside": _finite(float(share_in[j])),
+            "share_overall": _finite(float(share_all[j])),
+            "lift": _lift(float(share_in[j]), float(share_all[j])),
+        })
+    dominant = int(np.argmax(share_in)) if m else None
+    return {
+        "n_values": m,
+        "over_represented": values,
+        "dominant": None if dominant is None else {
+            "value": _jsonable(names[dominant]), "share_inside": _finite(float(share_in[dominant]))
+        },
+    }
+
+
+def _numeric(values: np.ndarray, w: np.ndarray, overall_w: np.ndarray) -> dict[str, Any]:
+    ok = np.isfinite(values)
+    v = np.where(ok, values, 0.0)
+    w_in, w_all = w * ok, overall_w * ok
+    inside = float(w_in @ v / w_in.sum()) if w_in.sum() > 0 else 0.0
+    overall = float(w_all @ v / w_all.sum()) if w_all.sum() > 0 else 0.0
+    var = float(w_all @ np.square(v - overall) / w_all.sum()) if w_all.sum() > 0 else 0.0
+    return {"inside": _finite(inside), "overall": _finite(overall), "std_overall": _finite(math.sqrt(max(var, 0.0)))}
+
+
+def _lift(inside: float, overall: float) -> float:
+    return _finite(inside / overall) if overall > 0 else 0.0
+
+
+def _jsonable(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _finite(x: float) -> float:
+    """Descriptions are JSON: a non-finite number here would be a bug; clamp rather than emit NaN."""
+    if math.isfinite(x):
+        return x
+    return 0.0 if math.isnan(x) else math.copysign(1.7976931348623157e308, x)
