@@ -1,0 +1,133 @@
+"""Webhook delivery against a real HTTP server on loopback: signature, retries, never raising."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from worker.webhook import SIGNATURE_HEADER, deliver, encode_body, job_summary, sign, verify_signature
+
+SECRET = "s3cret-key"
+
+
+class Receiver:
+    """A real HTTP endpoint that answers from a script of status codes (the last one repeats)."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.requests: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.requests.append({"headers": dict(self.headers), "body": body, "path": self.path})
+                i = min(len(receiver.requests) - 1, len(receiver.statuses) - 1)
+                self.send_response(receiver.statuses[i])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook?token=abc"
+
+
+@pytest.fixture
+def receiver_factory() -> Iterator[Any]:
+    started: list[Receiver] = []
+
+    def make(statuses: list[int]) -> Receiver:
+        r = Receiver(statuses)
+        r.thread.start()
+        started.append(r)
+        return r
+
+    yield make
+    for r in started:
+        r.server.shutdown()
+        r.server.server_close()
+
+
+PAYLOAD = job_summary(
+    {"job_id": "job_1", "dataset_id": "ds_1", "created_at": "2026-11-28T16:00:00+00:00", "params": {"n_spotlights": 2}},
+    "finished", None, [{"index": 0, "weighted_loss": 1.5, "lift": 3.0, "center": [0.0] * 5}],
+)
+
+
+def test_delivers_signed_json_that_the_receiver_can_verify(receiver_factory: Any) -> None:
+    r = receiver_factory([200])
+    assert deliver(r.url, PAYLOAD, SECRET, retries=3, backoff=0.01) is True
+    assert len(r.requests) == 1
+    req = r.requests[0]
+    assert req["path"] == "/hook?token=abc"
+    assert req["headers"]["Content-Type"] == "application/json"
+    assert verify_signature(req["body"], req["headers"][SIGNATURE_HEADER], SECRET)
+    assert not verify_signature(req["body"], req["headers"][SIGNATURE_HEADER], "other-secret")
+    assert not verify_signature(req["body"] + b" ", req["headers"][SIGNATURE_HEADER], SECRET)
+    body = json.loads(req["body"])
+    assert body["event"] == "job.finished"
+    assert body["job"]["id"] == "job_1"
+    assert body["regions"] == [{"index": 0, "weighted_loss": 1.5, "lift": 3.0}]  # no big arrays
+    assert req["headers"]["X-Spotlight-Event"] == "job.finished"
+
+
+def test_failing_then_succeeding_endpoint_is_retried_with_growing_backoff(receiver_factory: Any) -> None:
+    r = receiver_factory([503, 500, 200])
+    waits: list[float] = []
+    assert deliver(r.url, PAYLOAD, SECRET, retries=5, backoff=0.01, sleep=waits.append) is True
+    assert len(r.requests) == 3
+    assert waits == [0.01, 0.02]
+    # every attempt carries the same body and the same signature
+    assert len({req["body"] for req in r.requests}) == 1
+    assert all(verify_signature(req["body"], req["headers"][SIGNATURE_HEADER], SECRET) for req in r.requests)
+
+
+def test_gives_up_after_the_bounded_attempts_and_returns_false(receiver_factory: Any) -> None:
+    r = receiver_factory([500])
+    waits: list[float] = []
+    assert deliver(r.url, PAYLOAD, None, retries=4, backoff=10.0, max_backoff=15.0, sleep=waits.append) is False
+    assert len(r.requests) == 4
+    assert waits == [10.0, 15.0, 15.0]  # capped
+    assert SIGNATURE_HEADER not in r.requests[0]["headers"]  # no secret configured: unsigned
+
+
+def test_client_error_is_not_retried_but_429_is(receiver_factory: Any) -> None:
+    r = receiver_factory([404])
+    assert deliver(r.url, PAYLOAD, SECRET, retries=5, sleep=lambda s: None) is False
+    assert len(r.requests) == 1
+    r2 = receiver_factory([429, 204])
+    assert deliver(r2.url, PAYLOAD, SECRET, retries=5, sleep=lambda s: None) is True
+    assert len(r2.requests) == 2
+
+
+def test_unreachable_or_bad_url_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    from spotlight.redis_server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    assert deliver(url, PAYLOAD, SECRET, retries=2, sleep=lambda s: None, timeout=2) is False
+    assert deliver("not a url", PAYLOAD, SECRET, retries=2, sleep=lambda s: None) is False
+    assert deliver(url, {"x": float("nan")}, SECRET, retries=1) is False  # unencodable payload
+    assert "webhook" in caplog.text
+    assert "token" not in caplog.text
+
+
+def test_signature_is_hmac_sha256_of_the_exact_body() -> None:
+    import hashlib
+    import hmac
+
+    body = encode_body(PAYLOAD)
+    assert sign(body, SECRET) == "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert not verify_signature(body, None, SECRET)
+    assert not verify_signature(body, "sha256=" + "0" * 64, SECRET)
+    assert not verify_signature(body, sign(body, SECRET), "")
