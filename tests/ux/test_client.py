@@ -1,0 +1,180 @@
+"""The Python client: parsing (mock transport) and the real API over HTTP (uvicorn + real Redis)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from spotlight.client import Job, JobFailedError, JobWaitTimeout, SpotlightClient, SpotlightError
+
+
+# ----- parsing, against a mock transport -----
+def _mock(handler: Callable[[httpx.Request], httpx.Response]) -> SpotlightClient:
+    return SpotlightClient("http://spotlight.test/", api_key="k1", transport=httpx.MockTransport(handler))
+
+
+def test_error_json_becomes_spotlight_error_with_the_servers_code() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["Authorization"] == "Bearer k1"
+        return httpx.Response(409, json={"error": {"code": "job_not_finished", "message": "still running",
+                                                   "details": {"status": "running"}}})
+
+    with _mock(handler) as sc, pytest.raises(SpotlightError) as info:
+        sc.job("job_1").regions()
+    err = info.value
+    assert (err.code, err.message, err.status_code, err.details) == ("job_not_finished", "still running", 409,
+                                                                    {"status": "running"})
+    assert err.response is not None and "job_not_finished" in str(err)
+
+
+def test_non_contract_error_and_network_failure_are_spotlight_errors_too() -> None:
+    with _mock(lambda r: httpx.Response(502, text="<html>bad gateway</html>")) as sc, pytest.raises(SpotlightError) as info:
+        sc.datasets()
+    assert info.value.code == "http_502" and "bad gateway" in info.value.message
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with _mock(refuse) as sc, pytest.raises(SpotlightError) as info:
+        sc.dataset("ds_x")
+    assert info.value.code == "connection_error" and info.value.status_code is None
+
+
+def test_upload_sends_one_npz_with_every_field() -> None:
+    seen: dict[str, Any] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = request.read()
+        boundary = request.headers["content-type"].split("boundary=")[1].encode()
+        part = next(p for p in body.split(b"--" + boundary) if b'name="file"' in p)
+        seen["npz"] = np.load(io.BytesIO(part.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n", 1)[0]), allow_pickle=False)
+        return httpx.Response(201, json={"id": "ds_1", "n": 3, "dim": 2, "fields": [], "sha256": "x",
+                                         "created_at": "2026-01-01T00:00:00Z"})
+
+    emb = np.arange(6, dtype=np.float64).reshape(3, 2)
+    with _mock(handler) as sc:
+        out = sc.upload(emb, [0.1, 0.2, 0.3], labels=[0, 1, 1], ids=["a", 2, "c"],
+                        metadata=[{"x": np.int64(1)}, {"x": 2}, {"y": "z"}])
+    assert out["id"] == "ds_1"
+    npz = seen["npz"]
+    assert npz["embeddings"].dtype == np.float32 and npz["embeddings"].shape == (3, 2)
+    assert npz["labels"].dtype == np.int64
+    assert npz["ids"].tolist() == ["a", "2", "c"]  # mixed ids sent as strings
+    assert json.loads(str(npz["metadata"])) == [{"x": 1}, {"x": 2}, {"y": "z"}]
+
+
+def test_upload_refuses_bad_arguments_before_sending() -> None:
+    with _mock(lambda r: httpx.Response(500)) as sc:
+        with pytest.raises(ValueError):
+            sc.upload()
+        with pytest.raises(ValueError):
+            sc.upload(np.zeros((2, 2)), [1, 2], labels=[0.5, 1.5])
+        with pytest.raises(ValueError):
+            sc.submit("ds_1", losses=[1, 2])
+
+
+def test_wait_raises_on_failure_and_on_timeout_and_rides_out_a_503() -> None:
+    answers = iter([
+        httpx.Response(503, json={"error": {"code": "service_unavailable", "message": "redis down"}}),
+        httpx.Response(200, json={"id": "job_1", "status": "running", "progress": {"fraction": 0.5}}),
+        httpx.Response(200, json={"id": "job_1", "status": "failed", "progress": {},
+                                  "error": {"code": "search_failed", "message": "boom"}}),
+    ])
+    with _mock(lambda r: next(answers)) as sc:
+        with pytest.raises(JobFailedError) as info:
+            sc.job("job_1").wait(progress=False, poll=0.01)
+    assert info.value.code == "search_failed" and info.value.status["status"] == "failed"
+
+    running = {"id": "job_2", "status": "running", "progress": {"fraction": 0.1}}
+    with _mock(lambda r: httpx.Response(200, json=running)) as sc:
+        with pytest.raises(JobWaitTimeout):
+            sc.job("job_2").wait(progress=False, timeout=0.2, poll=0.05)
+
+
+# ----- the real API -----
+@pytest.fixture
+def live(redis_url: str, tmp_path: Path) -> Any:
+    from tests.service.conftest import _Servers
+
+    servers = _Servers(redis_url, tmp_path)
+    yield servers
+    servers.stop_all()
+
+
+def _data(n: int = 300, d: int = 4, seed: int = 0) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    losses = (rng.random(n) + 2.0 * (x[:, 0] > 1.0)).astype(np.float32)
+    return {"embeddings": x, "losses": losses, "labels": rng.integers(0, 3, n),
+            "ids": [f"row-{i}" for i in range(n)], "metadata": [{"group": "a" if v > 1 else "b"} for v in x[:, 0]]}
+
+
+def test_client_against_the_real_api_datasets_jobs_errors(live: Any, tmp_path: Path) -> None:
+    api = live.start()
+    data = _data()
+    with SpotlightClient(api.url) as sc:
+        assert sc.health()
+        ds = sc.upload(**data)
+        assert ds["id"].startswith("ds_") and (ds["n"], ds["dim"]) == (300, 4)
+        assert {"embeddings", "losses", "labels", "ids", "metadata"} <= set(ds["fields"])
+        assert sc.dataset(ds["id"])["sha256"] == ds["sha256"]
+        assert [d["id"] for d in sc.datasets()] == [ds["id"]]
+
+        # a path: .npz on disk, and separate .npy files named after their keys
+        np.savez(tmp_path / "d.npz", embeddings=data["embeddings"][:50], losses=data["losses"][:50])
+        assert sc.upload(path=tmp_path / "d.npz")["n"] == 50
+        np.save(tmp_path / "embeddings.npy", data["embeddings"][:40])
+        np.save(tmp_path / "losses.npy", data["losses"][:40])
+        assert sc.upload(path=[tmp_path / "embeddings.npy", tmp_path / "losses.npy"])["n"] == 40
+
+        # bad input: the server's code comes through
+        with pytest.raises(SpotlightError) as info:
+            sc.upload(data["embeddings"], data["losses"][:10])
+        assert info.value.code == "shape_mismatch" and info.value.status_code == 400
+        with pytest.raises(SpotlightError) as info:
+            sc.dataset("ds_nope")
+        assert info.value.code == "dataset_not_found" and info.value.status_code == 404
+        with pytest.raises(SpotlightError) as info:
+            sc.submit(ds["id"], n_spotlights=0)
+        assert info.value.code == "validation_error"
+
+        # a job with no worker running stays queued: results are 409, cancel works
+        job = sc.submit(ds["id"], n_spotlights=2, steps=20, device="cpu", idempotency_key="k-1")
+        assert isinstance(job, Job) and job.id.startswith("job_")
+        again = sc.submit(ds["id"], n_spotlights=2, steps=20, device="cpu", idempotency_key="k-1")
+        assert again.id == job.id
+        status = job.status()
+        assert status["status"] == "queued" and status["params"]["n_spotlights"] == 2
+        with pytest.raises(SpotlightError) as info:
+            job.regions()
+        assert info.value.code == "job_not_finished" and info.value.status_code == 409
+        with pytest.raises(JobWaitTimeout):
+            job.wait(progress=False, timeout=0.3, poll=0.1)
+        assert job.cancel()["status"] == "canceled"
+        with pytest.raises(JobFailedError) as failed:
+            job.wait(progress=False)
+        assert failed.value.code == "canceled"
+        assert job.report_url == f"{api.url}/v1/jobs/{job.id}/report"
+        assert [j["id"] for j in sc.jobs()] == [job.id]
+
+        sc.delete_dataset(ds["id"])
+        with pytest.raises(SpotlightError) as info:
+            sc.dataset(ds["id"])
+        assert info.value.code == "dataset_not_found"
+
+
+def test_client_api_key_is_sent_and_a_wrong_one_is_unauthorized(live: Any) -> None:
+    api = live.start(api_keys="team:right-key")
+    with SpotlightClient(api.url, api_key="right-key") as sc:
+        assert sc.datasets() == []
+    with SpotlightClient(api.url, api_key="wrong") as sc, pytest.raises(SpotlightError) as info:
+        sc.datasets()
+    assert info.value.code == "unauthorized" and info.value.status_code == 401
