@@ -131,6 +131,19 @@ def test_killed_worker_without_retries_fails_worker_lost_even_without_our_callba
     assert job.get_status(refresh=True) == "failed"
 
 
+def test_job_past_its_timeout_fails_job_timeout_without_retry(workers, redis_url, store_dir, store) -> None:
+    worker = workers.start("w1")
+    wait_registered(redis_url, {"w1"})
+    settings = Settings(redis_url=redis_url, store_url=str(store_dir), job_retries=1, job_timeout_s=1)
+    job = enqueue(redis_url, make_spec(write_dataset(store, n=500), LONG), settings)
+
+    assert wait_ended(job, 30) == "failed", workers.log("w1")
+    assert job.get_meta(refresh=True)[META_ERROR]["code"] == ErrorCode.JOB_TIMEOUT
+    job.refresh()
+    assert job.retries_left == 1  # a timeout is not retried: another run would time out too
+    assert not store.exists(job_file(job.id, REGIONS_FILE)) and worker.poll() is None
+
+
 def test_store_error_fails_the_job_and_the_worker_serves_the_next(workers, redis_url, store_dir, store) -> None:
     worker = workers.start("w1")
     wait_registered(redis_url, {"w1"})
