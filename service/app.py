@@ -85,10 +85,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             responses = op.get("responses", {})
             if "422" in responses:
                 del responses["422"]
-                responses.setdefault(
-                    "400",
-                    {"description": "Invalid input", "content": {"application/json": {"schema": error_ref}}},
-                )
+                responses.setdefault("400", {"description": "Invalid input"})
+            for status, response in responses.items():
+                if status.startswith(("4", "5")):  # errors are JSON even where success is HTML or .npy
+                    response["content"] = {"application/json": {"schema": error_ref}}
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)

@@ -91,6 +91,7 @@ class RequestLogMiddleware:
             access_log.info(
                 "request",
                 extra={
+                    "request_id": rid,
                     "method": scope.get("method"),
                     "path": scope.get("path"),
                     "status": status,
