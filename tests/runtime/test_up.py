@@ -64,6 +64,18 @@ def test_up_serves_a_search_and_stops_on_sigterm_leaving_no_process(tmp_path: Pa
             regions = http.get(f"/v1/jobs/{job_id}/regions").json()["regions"]
             assert len(regions) == 2
 
+            # a running job canceled over HTTP: the worker stops between steps
+            long = {"n_spotlights": 5, "steps": 2000, "restarts": 4, "spotlight_size": 0.05, "device": "cpu"}
+            job_id = http.post("/v1/jobs", json={"dataset": ds.json()["id"], "params": long}).json()["id"]
+            wait_for(lambda: http.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] > 0, 60, "the long job to run")
+            assert http.delete(f"/v1/jobs/{job_id}").status_code < 300
+            status = wait_for(
+                lambda: (s := http.get(f"/v1/jobs/{job_id}").json())["status"] != "running" and s, 30, "the cancel"
+            )
+            assert status["status"] == "canceled" and status["error"]["code"] == "canceled", status
+            assert status["progress"]["fraction"] < 1.0
+            assert http.get(f"/v1/jobs/{job_id}/regions").status_code == 409
+
         family = psutil.Process(up.pid).children(recursive=True)
         cmdlines = [p.cmdline() for p in family]
         assert any("redis-server" in c[0] for c in cmdlines)
