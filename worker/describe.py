@@ -33,6 +33,7 @@ import numpy as np
 # its own rounding while costing O(n) per resample.
 _BOOTSTRAP_TAIL = 1e-3
 _BOOTSTRAP_CHUNK = 64
+METADATA_LIMIT = 100_000  # rows of metadata read to describe regions (a uniform sample past that)
 MAX_CATEGORIES = 50  # a metadata field with more distinct values is text or an id, not a category
 MISSING = "(missing)"
 _URLISH = re.compile(r"^(https?://|data:)", re.IGNORECASE)
@@ -50,6 +51,7 @@ def describe_region(
     sample_weights: np.ndarray | None = None,
     top: int = 5,
     ci_level: float = 0.95,
+    metadata_index: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Describe one region from the kernel weight of every example in it.
 
@@ -72,6 +74,10 @@ def describe_region(
         Per-example counts (the authors' `counts`); multiply the kernel weights everywhere.
     top : int
         How many over-represented values to keep per field.
+    metadata_index : (m,) int array, optional
+        The dataset rows the metadata lists describe, when they cover a uniform sample of rows
+        rather than all n (big datasets: see :func:`metadata_sample`). Shares are then estimated
+        on that sample, inside and overall alike.
 
     Returns
     -------
@@ -113,14 +119,20 @@ def describe_region(
     )
     out["metadata"] = {}
     out["numeric"] = {}
+    if metadata_index is not None:
+        m_idx = np.asarray(metadata_index, dtype=np.int64).ravel()
+        w_m, overall_m = w[m_idx], overall_w[m_idx]
+        out["metadata_rows"] = int(m_idx.size)
+    else:
+        w_m, overall_m = w, overall_w
     for field, values in (metadata_columns or {}).items():
-        if len(values) != w.size:
-            raise ValueError(f"metadata field {field!r} has {len(values)} values but weights has {w.size}")
+        if len(values) != w_m.size:
+            raise ValueError(f"metadata field {field!r} has {len(values)} values but expected {w_m.size}")
         kind, coded = _classify(values)
         if kind == "categorical":
-            out["metadata"][field] = _composition(coded, w, overall_w, top)
+            out["metadata"][field] = _composition(coded, w_m, overall_m, top)
         elif kind == "numeric":
-            out["numeric"][field] = _numeric(coded[0], w, overall_w)
+            out["numeric"][field] = _numeric(coded[0], w_m, overall_m)
     return out
 
 
@@ -134,18 +146,74 @@ def describe_regions(
     n_bootstrap: int = 1000,
     *,
     sample_weights: np.ndarray | None = None,
+    metadata_index: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`describe_region` for every column of an n x k weights matrix (metadata classified once)."""
+    """:func:`describe_region` for every column of an n x k weights matrix."""
     weights = np.asarray(weights)
     if weights.ndim != 2:
         raise ValueError("weights must be n x k")
     return [
         describe_region(
             weights[:, k], losses, labels, predictions, metadata_columns, rng_seed + k, n_bootstrap,
-            sample_weights=sample_weights,
+            sample_weights=sample_weights, metadata_index=metadata_index,
         )
         for k in range(weights.shape[1])
     ]
+
+
+def describe_job(
+    weights: np.ndarray,
+    losses: np.ndarray,
+    *,
+    labels: np.ndarray | None = None,
+    predictions: np.ndarray | None = None,
+    sample_weights: np.ndarray | None = None,
+    read_metadata: Callable[[np.ndarray], list[dict[str, Any]] | None] | None = None,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
+    metadata_limit: int = METADATA_LIMIT,
+) -> list[dict[str, Any]]:
+    """Descriptions of every region of a finished search: the one call the worker makes.
+
+    `read_metadata(indices)` returns the metadata objects of those rows (``DatasetFiles.metadata``)
+    or None when the dataset has none. At most `metadata_limit` rows are read: beyond that, a
+    uniform sample of rows (seeded) stands for the dataset — a region holding 2 % of n still has
+    ~2 % of the sample, plenty to rank its over-represented values.
+    """
+    weights = np.asarray(weights)
+    n = weights.shape[0]
+    columns: dict[str, list[Any]] | None = None
+    index: np.ndarray | None = None
+    if read_metadata is not None:
+        index = metadata_sample(n, metadata_limit, seed)
+        rows = read_metadata(np.arange(n) if index is None else index)
+        columns = metadata_columns(rows) if rows is not None else None
+    return describe_regions(
+        weights, losses, labels, predictions, columns, seed, n_bootstrap,
+        sample_weights=sample_weights, metadata_index=index,
+    )
+
+
+def metadata_sample(n: int, limit: int = METADATA_LIMIT, seed: int = 0) -> np.ndarray | None:
+    """None when all n rows' metadata may be read, else `limit` sorted row indices drawn uniformly."""
+    if n <= limit:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False)).astype(np.int64)
+
+
+def significance(
+    search_best: Callable[[np.ndarray], float],
+    losses: np.ndarray,
+    regions: Sequence[Mapping[str, Any]],
+    n_permutations: int,
+    seed: int = 0,
+) -> list[float]:
+    """p-value of every region (see :func:`permutation_test`), scores from :func:`region_score`.
+
+    `search_best(shuffled_losses)` reruns the job's search with one spotlight on shuffled losses
+    and returns ``region_score`` of the region it finds.
+    """
+    return permutation_test(search_best, losses, n_permutations, seed, observed=[region_score(r) for r in regions])
 
 
 def metadata_columns(rows: Iterable[Mapping[str, Any] | None], max_fields: int = 20) -> dict[str, list[Any]]:

@@ -23,7 +23,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -77,6 +77,38 @@ def member_rows(
             "metadata": dict(metadata[j]) if metadata is not None and metadata[j] is not None else None,
         })
     return rows
+
+
+def job_report(
+    job: Mapping[str, Any],
+    regions: Sequence[Mapping[str, Any]],
+    descriptions: Sequence[Mapping[str, Any] | None],
+    embeddings: np.ndarray,
+    losses: np.ndarray,
+    weights: np.ndarray,
+    *,
+    labels: np.ndarray | None = None,
+    predictions: np.ndarray | None = None,
+    read_ids: Callable[[np.ndarray], Sequence[Any] | None] | None = None,
+    read_metadata: Callable[[np.ndarray], Sequence[Mapping[str, Any] | None] | None] | None = None,
+    seed: int = 0,
+) -> str:
+    """The report of a finished job: picks each region's top members, reads their ids and metadata
+    through the given readers (``DatasetFiles.ids`` / ``.metadata``), and renders the page."""
+    W = np.asarray(weights)
+    members = []
+    for k in range(W.shape[1] if W.ndim == 2 else 0):
+        col = np.asarray(W[:, k], dtype=np.float64)
+        top = min(MEMBERS_SHOWN, col.size)
+        idx = np.argpartition(-col, top - 1)[:top] if top else np.arange(0)
+        idx = idx[np.lexsort((idx, -col[idx]))]  # highest weight first, ties by row
+        idx = idx[col[idx] > 0]
+        members.append(member_rows(
+            idx, col, losses, labels, predictions,
+            read_ids(idx) if read_ids is not None else None,
+            read_metadata(idx) if read_metadata is not None else None,
+        ))
+    return render_report(job, regions, descriptions, embeddings, losses, W, members, seed=seed)
 
 
 def render_report(

@@ -10,12 +10,14 @@ import pytest
 
 from worker.describe import (
     bootstrap_interval,
+    describe_job,
     describe_region,
     describe_regions,
     metadata_columns,
     p_values,
     permutation_test,
     region_score,
+    significance,
 )
 
 
@@ -171,3 +173,35 @@ def test_permutation_test_shuffles_losses_reproducibly() -> None:
 def test_region_score_negates_min_loss() -> None:
     assert region_score({"weighted_loss": 2.0, "objective": "max_loss"}) == 2.0
     assert region_score({"weighted_loss": 2.0, "objective": "min_loss"}) == -2.0
+
+
+def test_describe_job_reads_metadata_through_the_reader_and_samples_big_datasets() -> None:
+    n = 5000
+    rng = np.random.default_rng(4)
+    group = np.where(rng.random(n) < 0.1, "rare", "common")
+    w = np.where(group == "rare", 1.0, 0.0)[:, None]
+    losses = rng.random(n)
+    asked: list[np.ndarray] = []
+
+    def read(idx: np.ndarray) -> list[dict[str, str]]:
+        asked.append(np.asarray(idx))
+        return [{"group": str(group[i])} for i in idx]
+
+    full = describe_job(w, losses, read_metadata=read, n_bootstrap=0)
+    assert asked[-1].size == n
+    sampled = describe_job(w, losses, read_metadata=read, n_bootstrap=0, metadata_limit=1000, seed=1)
+    assert asked[-1].size == 1000 and np.all(np.diff(asked[-1]) > 0)
+    assert sampled[0]["metadata_rows"] == 1000
+    exact = full[0]["metadata"]["group"]["over_represented"][0]
+    est = sampled[0]["metadata"]["group"]["over_represented"][0]
+    assert exact["value"] == est["value"] == "rare"
+    assert exact["share_inside"] == pytest.approx(1.0) and est["share_inside"] == pytest.approx(1.0)
+    assert est["share_overall"] == pytest.approx(exact["share_overall"], abs=0.03)
+    assert describe_job(w, losses, read_metadata=lambda idx: None, n_bootstrap=0)[0]["metadata"] == {}
+
+
+def test_significance_uses_region_scores() -> None:
+    regions = [{"weighted_loss": 5.0, "objective": "max_loss"}, {"weighted_loss": 1.0, "objective": "max_loss"}]
+    null_scores = iter([2.0, 3.0, 0.5])
+    p = significance(lambda lo: next(null_scores), np.arange(10.0), regions, 3, seed=0)
+    assert p == [1 / 4, 3 / 4]

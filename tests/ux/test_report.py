@@ -189,3 +189,22 @@ if __name__ == "__main__":  # regenerate docs/report.png from the example
         out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/report.png")
         proc = _chromium_screenshot(page, out.resolve(), Path(tmp), height=int(sys.argv[2]) if len(sys.argv) > 2 else 2400)
         print(out, proc.returncode)
+
+
+def test_job_report_picks_top_members_through_the_readers() -> None:
+    from worker.report import job_report
+
+    data = planted_dataset(n=400, d=6, seed=1)
+    regions, weights = planted_regions(data)
+    asked: list[list[int]] = []
+
+    def ids(idx: np.ndarray) -> list[str]:
+        asked.append(idx.tolist())
+        return [data["ids"][i] for i in idx]
+
+    html = job_report({"id": "job_r"}, regions, [None, None], data["embeddings"], data["losses"], weights,
+                      labels=data["labels"], predictions=data["predictions"], read_ids=ids,
+                      read_metadata=lambda idx: [data["metadata"][i] for i in idx])
+    top0 = np.argsort(-weights[:, 0], kind="stable")[:12].tolist()
+    assert asked[0] == top0
+    assert data["ids"][top0[0]] in html
