@@ -309,6 +309,28 @@ def permutation_test(
     return p_values(observed, permutation_null(search_fn, losses, n_permutations, seed))
 
 
+def rerun_best(
+    search: Callable[..., Any],
+    embeddings: np.ndarray,
+    params: Any,
+    **search_kwargs: Any,
+) -> Callable[[np.ndarray], float]:
+    """`search_best` for :func:`significance` from the engine's `search` (injected: no torch here).
+
+    Each call reruns ``search(embeddings, shuffled_losses, params', **search_kwargs)`` with
+    ``params' = params`` but one spotlight and no permutations (the first region is the best one),
+    and returns the score of that region. Pass the job's labels, predictions, sample_weights and
+    should_stop as `search_kwargs`; the engine's batched restarts make each rerun cost one region.
+    """
+    one = params.model_copy(update={"n_spotlights": 1, "n_permutations": 0})
+
+    def best(shuffled: np.ndarray) -> float:
+        result = search(embeddings, shuffled, one, **search_kwargs)
+        return region_score(result.regions[0].to_dict())
+
+    return best
+
+
 def region_score(region: Mapping[str, Any]) -> float:
     """The score the permutation test compares: the weighted loss, negated for `min_loss` searches."""
     value = float(region["weighted_loss"])

@@ -185,7 +185,7 @@ def _job_header(job: Mapping[str, Any], n: int, d: int) -> str:
         ("Job", job.get("id", "—")), ("Status", job.get("status", "finished")),
         ("Dataset", job.get("dataset", "—")), ("Rows × dims", f"{job.get('n', n):,} × {job.get('dim', d):,}"),
         ("Device", job.get("device") or "—"), ("Created", _fmt_dt(created)),
-        ("Waited in queue", wait), ("Search + report took", run),
+        ("Waited in queue", wait), ("Ran for", run),
     ]
     fact_html = "".join(f"<div><dt>{e(a)}</dt><dd>{e(b)}</dd></div>" for a, b in facts)
     param_html = "".join(
@@ -287,8 +287,8 @@ def _composition_block(title: str, comp: Mapping[str, Any]) -> str:
             f'<td class="num"><b>{_num(v.get("lift"), 2)}×</b></td>'
             f'<td class="num">{_num(v.get("weighted_count"), 1)}<br><span class="muted">of {_int(v.get("count"))}</span></td></tr>'
         )
-    return (f'<div class="comp"><h4>{e(title)}</h4><table><thead><tr><th>value</th><th>share inside / overall</th>'
-            f'<th></th><th>lift</th><th>Σk / count</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+    return (f'<div class="comp"><h4>{e(title)}</h4><table><thead><tr><th>value</th><th>share</th>'
+            f'<th>in / all</th><th>lift</th><th>Σk / n</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _members_table(rows: Sequence[Mapping[str, Any]]) -> str:

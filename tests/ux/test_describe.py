@@ -205,3 +205,20 @@ def test_significance_uses_region_scores() -> None:
     null_scores = iter([2.0, 3.0, 0.5])
     p = significance(lambda lo: next(null_scores), np.arange(10.0), regions, 3, seed=0)
     assert p == [1 / 4, 3 / 4]
+
+
+def test_rerun_best_runs_the_real_engine_with_one_spotlight_on_shuffled_losses() -> None:
+    pytest.importorskip("torch")
+    from spotlight.params import SearchParams
+    from worker.describe import rerun_best
+    from worker.engine import search
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 3)).astype(np.float32)
+    losses = (rng.random(300) + 3.0 * (x[:, 0] > 1.3)).astype(np.float32)
+    params = SearchParams(n_spotlights=3, steps=40, restarts=2, spotlight_size=0.05, device="cpu", n_permutations=5)
+    found = search(x, losses, params)
+    regions = [r.to_dict() for r in found.regions]
+    p = significance(rerun_best(search, x, params), losses, regions, 9, seed=0)
+    assert len(p) == 3
+    assert p[0] == pytest.approx(0.1)  # the planted pocket beats every shuffled run: the smallest p for 9 runs
