@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,8 @@ from spotlight.redis_server import EmbeddedRedis
 
 pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PARAMS = {"n_spotlights": 2, "steps": 60, "restarts": 2, "spotlight_size": 0.05, "device": "cpu"}
+PARAMS = {"n_spotlights": 2, "steps": 60, "restarts": 2, "spotlight_size": 0.05, "device": "cpu", "n_permutations": 3}
+SECRET = "e2e-webhook-secret"
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +32,13 @@ def finished(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFacto
     url = redis_server.url.rsplit("/", 1)[0] + "/9"
     redis.Redis.from_url(url).flushdb()
     root = tmp_path_factory.mktemp("client-e2e")
+    from tests.ux.test_webhook import Receiver
+
+    receiver = Receiver([200])
+    receiver.thread.start()
     servers = _Servers(url, root)
-    api = servers.start()
+    # loopback callbacks are private addresses: allowed here, as an operator would for a local receiver
+    api = servers.start(allow_private_addresses=True, allowed_hosts=["127.0.0.1"])
     rng = np.random.default_rng(0)
     n = 400
     x = rng.normal(size=(n, 4)).astype(np.float32)
@@ -41,12 +49,14 @@ def finished(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFacto
             "metadata": [{"site": "north" if p else str(rng.choice(["north", "south", "east"]))} for p in pocket]}
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOTLIGHT_")}
     env.update({"REDIS_URL": url, "SPOTLIGHT_STORE_URL": str(root / "store"), "SPOTLIGHT_DATA_DIR": str(root / "data"),
-                "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.1", "SPOTLIGHT_LOG_JSON": "false", "PYTHONPATH": str(REPO_ROOT)})
+                "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.1", "SPOTLIGHT_LOG_JSON": "false", "PYTHONPATH": str(REPO_ROOT),
+                "SPOTLIGHT_WEBHOOK_SECRET": SECRET, "SPOTLIGHT_ALLOW_PRIVATE_ADDRESSES": "true",
+                "SPOTLIGHT_ALLOWED_HOSTS": '["127.0.0.1"]'})
     sc = SpotlightClient(api.url)
     worker = None
     try:
         job = sc.submit(data["embeddings"], data["losses"], labels=data["labels"], ids=data["ids"],
-                        metadata=data["metadata"], **PARAMS)
+                        metadata=data["metadata"], callback_url=receiver.url, **PARAMS)
         log = (root / "worker.log").open("wb")
         worker = subprocess.Popen([sys.executable, "-m", "spotlight.cli", "worker", "--burst"], cwd=REPO_ROOT, env=env,
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -55,7 +65,7 @@ def finished(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFacto
         except SpotlightError:
             print((root / "worker.log").read_text()[-3000:])
             raise
-        yield {"client": sc, "job": job, "status": status, "data": data, "pocket": pocket}
+        yield {"client": sc, "job": job, "status": status, "data": data, "pocket": pocket, "receiver": receiver}
     finally:
         if worker is not None:
             try:
@@ -65,6 +75,8 @@ def finished(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFacto
                 worker.wait(10)
         sc.close()
         servers.stop_all()
+        receiver.server.shutdown()
+        receiver.server.server_close()
         redis.Redis.from_url(url).flushdb()
 
 
@@ -104,3 +116,36 @@ def test_finished_job_report_through_the_client(finished: dict[str, Any], tmp_pa
     assert "Spotlight report" in html and job.id in html
     path = job.save_report(tmp_path / "r.html")
     assert Path(path).read_text(encoding="utf-8") == html
+
+
+def _wired(regions: list[dict[str, Any]], what: str) -> None:
+    if "description" not in regions[0]:
+        pytest.skip(f"the worker task does not call worker/describe.py yet, so no {what} (UX hook not wired)")
+
+
+def test_finished_job_regions_carry_descriptions_and_p_values(finished: dict[str, Any]) -> None:
+    regions = finished["job"].regions()
+    _wired(regions, "descriptions")
+    d = regions[0]["description"]
+    lo, hi = d["weighted_loss_ci"]
+    assert lo <= regions[0]["weighted_loss"] <= hi
+    assert d["labels"]["over_represented"][0]["value"] == 1  # every pocket row has label 1
+    assert d["metadata"]["site"]["over_represented"][0]["value"] == "north"
+    assert [0 < r["p_value"] <= 1 for r in regions] == [True, True]
+    assert regions[0]["p_value"] == pytest.approx(1 / 4)  # 3 shuffles, none as good as the pocket
+
+
+def test_finished_job_called_back_with_a_signed_summary(finished: dict[str, Any]) -> None:
+    from worker.webhook import SIGNATURE_HEADER, verify_signature
+
+    _wired(finished["job"].regions(), "callback")
+    requests = finished["receiver"].requests
+    deadline = time.monotonic() + 30  # the callback follows the status change: wait for it
+    while not requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(requests) == 1
+    req = requests[0]
+    assert verify_signature(req["body"], req["headers"][SIGNATURE_HEADER], SECRET)
+    body = json.loads(req["body"])
+    assert body["event"] == "job.finished" and body["job"]["id"] == finished["job"].id
+    assert [r["index"] for r in body["regions"]] == [0, 1]
