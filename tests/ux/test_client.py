@@ -178,3 +178,30 @@ def test_client_api_key_is_sent_and_a_wrong_one_is_unauthorized(live: Any) -> No
     with SpotlightClient(api.url, api_key="wrong") as sc, pytest.raises(SpotlightError) as info:
         sc.datasets()
     assert info.value.code == "unauthorized" and info.value.status_code == 401
+
+
+def test_client_module_imports_nothing_beyond_numpy_and_httpx() -> None:
+    import sys
+
+    code = (
+        "import sys; import spotlight.client; "
+        "bad = [m for m in ('pydantic', 'torch', 'fastapi', 'redis', 'rq', 'pyarrow', 'spotlight.settings') "
+        "if m in sys.modules]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_worker_side_modules_do_not_import_torch_or_fastapi() -> None:
+    import sys
+
+    code = (
+        "import sys; import worker.describe, worker.report, worker.webhook, spotlight.jobstats; "
+        "print([m for m in ('torch', 'fastapi', 'matplotlib') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"  # matplotlib too is imported only when a report is drawn
