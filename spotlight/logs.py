@@ -49,9 +49,15 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def configure_logging(level: str = "INFO", as_json: bool = True) -> None:
-    """Give the `spotlight` logger tree one stderr handler (idempotent: safe to call per app/process)."""
+    """Give the `spotlight` logger tree one stderr handler (idempotent: safe to call per app/process).
+
+    When the process already logs through a root handler (the CLI installs one), records reach it
+    by propagation and no second handler is added, so no line is written twice.
+    """
     logger = logging.getLogger("spotlight")
     logger.setLevel(level.upper())
+    if logging.getLogger().handlers and not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        return
     formatter = JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     for h in logger.handlers:
         if isinstance(h, _StderrHandler):
