@@ -9,6 +9,7 @@ on `app.state`; routes receive it through service/deps.py. The app never imports
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,12 +20,14 @@ from fastapi.openapi.utils import get_openapi
 
 from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
+from service.ingest import sweep_stale_workspaces
 from service.limits import BodyLimitMiddleware
 from service.request_log import RequestLogMiddleware, configure_logging
 from service.routers import datasets, jobs, ops, results
 from spotlight.settings import Settings, get_settings
 from spotlight.store import store_from_settings
 
+log = logging.getLogger("spotlight.api")
 API_VERSION = "1.0.0"
 DESCRIPTION = (
     "Finds the regions of a model's embedding space where its loss is high (the spotlight, "
@@ -39,6 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        removed = sweep_stale_workspaces(app.state.store)
+        if removed:
+            log.info("removed upload work folders left by a previous process", extra={"count": removed})
         yield
         if app.state.redis is not None:
             app.state.redis.close()

@@ -16,12 +16,13 @@ from datetime import datetime
 from typing import Any
 
 import redis
-from rq import Queue, Retry
+from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
 from service.errors import ApiError
 from service.schemas import JobOut
+from spotlight.jobqueue import enqueue_search
 from spotlight.params import SearchParams
 from spotlight.protocol import (
     META_DEVICE,
@@ -32,7 +33,6 @@ from spotlight.protocol import (
     META_STARTED_AT,
     META_STATUS,
     META_TENANT,
-    TASK_PATH,
     DatasetRecord,
     ErrorCode,
     JobError,
@@ -41,7 +41,6 @@ from spotlight.protocol import (
     Progress,
     cancel_key,
     idempotency_key,
-    new_job_id,
     rq_status_to_job_status,
     tenant_active_key,
     tenant_jobs_key,
@@ -214,26 +213,11 @@ class JobRegistry:
             job_id=job_id, tenant=tenant, dataset_id=dataset.id, dataset_sha256=dataset.sha256,
             params=params, callback_url=callback_url, created_at=utcnow(),
         )
-        meta = {
-            META_TENANT: tenant,
-            META_SPEC: spec.model_dump(mode="json"),
-            META_PROGRESS: Progress(n_spotlights=params.n_spotlights, steps=params.steps).model_dump(),
-        }
         lock = self.r.lock(f"spotlight:lock:submit:{tenant}", timeout=30, blocking_timeout=30)
         with lock:
             self.check_capacity(tenant)
-            retries = self.settings.job_retries
-            job = self.queue.enqueue(
-                TASK_PATH,
-                spec.model_dump(mode="json"),
-                job_id=job_id,
-                job_timeout=self.settings.job_timeout_s,
-                result_ttl=self.settings.result_ttl_s,
-                failure_ttl=self.settings.result_ttl_s,
-                retry=Retry(max=retries) if retries > 0 else None,
-                meta=meta,
-                description=f"spotlight {job_id} on {dataset.id}",
-            )
+            # One enqueue path for API and tests: timeout, TTLs, retries and the failure hook from Settings.
+            job = enqueue_search(self.queue, spec, self.settings)
             pipe = self.r.pipeline()
             pipe.zadd(tenant_jobs_key(tenant), {job_id: spec.created_at.timestamp()})
             pipe.sadd(tenant_active_key(tenant), job_id)

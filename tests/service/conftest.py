@@ -57,7 +57,6 @@ class _Servers:
             "data_dir": self.root / "data",
             "store_url": str(store_dir),
             "allowed_roots": [str(refs)],
-            "log_level": "WARNING",
             "api_keys": None,
             "api_keys_file": None,
         }

@@ -151,3 +151,17 @@ def test_parquet_rows_of_unequal_length_and_metadata_nans(api: LiveApi) -> None:
         r = c.post("/v1/datasets", files={"file": ("m.parquet", parquet_bytes(with_nan))})
     assert r.status_code == 201, r.text
     assert _files(api, r.json()).metadata([0, 1]) == [{"score": 0.5, "when": 1}, {"score": None, "when": None}]
+
+
+def test_startup_sweeps_upload_folders_a_dead_process_left(make_api, tmp_path) -> None:
+    import os
+    import time
+
+    ingest = tmp_path / "store" / ".ingest"
+    (ingest / "old").mkdir(parents=True)
+    (ingest / "old" / "part-0").write_bytes(b"half an upload")
+    (ingest / "fresh").mkdir()
+    past = time.time() - 7 * 3600
+    os.utime(ingest / "old", (past, past))
+    make_api()
+    assert sorted(p.name for p in ingest.iterdir()) == ["fresh"]

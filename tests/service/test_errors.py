@@ -46,8 +46,7 @@ def test_readyz_is_503_when_redis_is_unreachable(make_api) -> None:
         assert c.get("/healthz").status_code == 200
 
 
-def test_request_log_lines_are_json_with_the_request_fields(make_api) -> None:
-    api = make_api(log_level="INFO")
+def test_request_log_lines_are_json_with_the_request_fields(api: LiveApi) -> None:
     logger = logging.getLogger("spotlight.api.access")
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
