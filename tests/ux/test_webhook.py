@@ -131,3 +131,18 @@ def test_signature_is_hmac_sha256_of_the_exact_body() -> None:
     assert not verify_signature(body, None, SECRET)
     assert not verify_signature(body, "sha256=" + "0" * 64, SECRET)
     assert not verify_signature(body, sign(body, SECRET), "")
+
+
+def test_with_settings_the_callback_goes_through_the_ssrf_guard(receiver_factory: Any, tmp_path: Any) -> None:
+    pytest.importorskip("spotlight.netguard", reason="the SSRF guard (spotlight/netguard.py) has not been merged")
+    from spotlight.settings import Settings
+
+    r = receiver_factory([200])
+    strict = Settings(data_dir=tmp_path, allowed_hosts=["127.0.0.1"], allow_private_addresses=False)
+    waits: list[float] = []
+    assert deliver(r.url, PAYLOAD, SECRET, retries=3, settings=strict, sleep=waits.append) is False
+    assert r.requests == [] and waits == []  # refused before any connection, and not retried
+    allowed = Settings(data_dir=tmp_path, allowed_hosts=["127.0.0.1"], allow_private_addresses=True)
+    assert deliver(r.url, PAYLOAD, SECRET, retries=3, settings=allowed) is True
+    assert len(r.requests) == 1
+    assert verify_signature(r.requests[0]["body"], r.requests[0]["headers"][SIGNATURE_HEADER], SECRET)
