@@ -33,6 +33,7 @@ import numpy as np
 # its own rounding while costing O(n) per resample.
 _BOOTSTRAP_TAIL = 1e-3
 _BOOTSTRAP_CHUNK = 64
+BOOTSTRAP_UNITS = 4096  # examples (or random groups of them) a bootstrap resample draws
 METADATA_LIMIT = 100_000  # rows of metadata read to describe regions (a uniform sample past that)
 MAX_CATEGORIES = 50  # a metadata field with more distinct values is text or an id, not a category
 MISSING = "(missing)"
@@ -240,20 +241,29 @@ def bootstrap_interval(
     sum(c_i k_i l_i) / sum(c_i k_i); this equals resampling the n rows with replacement as n grows,
     and needs no pass over examples outside the region. Examples carrying less than
     ``_BOOTSTRAP_TAIL`` of the largest weight are left out (see the module constant).
+
+    Past ``BOOTSTRAP_UNITS`` examples, rows are dealt at random into that many groups and each group
+    is drawn as a whole (its sums of k*l and k precomputed) — the grouped Poisson bootstrap that
+    large-scale experiment platforms use. Random groups leave the variance of the estimate unbiased,
+    and the cost stays O(n + BOOTSTRAP_UNITS * n_bootstrap) instead of O(n * n_bootstrap).
     """
     w = np.asarray(weights, dtype=np.float64).ravel()
     loss = np.asarray(losses, dtype=np.float64).ravel()
     keep = w >= w.max() * _BOOTSTRAP_TAIL
     w, loss = w[keep], loss[keep]
     rng = np.random.default_rng(seed)
-    stats = np.empty(n_bootstrap)
     wl = w * loss
+    full = float(wl.sum() / w.sum())
+    if w.size > BOOTSTRAP_UNITS:
+        group = rng.integers(0, BOOTSTRAP_UNITS, size=w.size)
+        wl = np.bincount(group, weights=wl, minlength=BOOTSTRAP_UNITS)
+        w = np.bincount(group, weights=w, minlength=BOOTSTRAP_UNITS)
+    stats = np.empty(n_bootstrap)
     for start in range(0, n_bootstrap, _BOOTSTRAP_CHUNK):
         b = min(_BOOTSTRAP_CHUNK, n_bootstrap - start)
         counts = rng.poisson(1.0, size=(b, w.size)).astype(np.float64)
         num, den = counts @ wl, counts @ w
         # A resample that drew none of the region (tiny regions only) has no loss; count it as the estimate.
-        full = float(wl.sum() / w.sum())
         stats[start : start + b] = np.where(den > 0, num / np.where(den > 0, den, 1.0), full)
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])

@@ -222,3 +222,15 @@ def test_rerun_best_runs_the_real_engine_with_one_spotlight_on_shuffled_losses()
     p = significance(rerun_best(search, x, params), losses, regions, 9, seed=0)
     assert len(p) == 3
     assert p[0] == pytest.approx(0.1)  # the planted pocket beats every shuffled run: the smallest p for 9 runs
+
+
+def test_grouped_bootstrap_on_many_rows_matches_the_ratio_estimators_standard_error() -> None:
+    rng = np.random.default_rng(6)
+    n = 60_000  # well past BOOTSTRAP_UNITS: rows are drawn in random groups
+    k = np.exp(-rng.chisquare(8, n) / 4)
+    losses = rng.exponential(1.0, n)
+    L = float(k @ losses / k.sum())
+    se = math.sqrt(float((k**2 * (losses - L) ** 2).sum())) / float(k.sum())  # linearisation (delta method)
+    lo, hi = bootstrap_interval(k, losses, n_bootstrap=800, seed=0)
+    assert lo < L < hi
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.15)
