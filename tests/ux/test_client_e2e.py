@@ -149,3 +149,22 @@ def test_finished_job_called_back_with_a_signed_summary(finished: dict[str, Any]
     body = json.loads(req["body"])
     assert body["event"] == "job.finished" and body["job"]["id"] == finished["job"].id
     assert [r["index"] for r in body["regions"]] == [0, 1]
+
+
+def test_metrics_after_the_job_show_its_timing_and_the_workers_device(finished: dict[str, Any]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _wired(finished["job"].regions(), "job timings in /metrics")
+    text = finished["client"]._http.get("/metrics").text
+    samples = [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+    def one(name: str, **labels: str) -> float:
+        found = [s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+        assert len(found) == 1, (name, labels)
+        return found[0]
+
+    assert one("spotlight_jobs", status="finished") == 1
+    assert one("spotlight_jobs_ended_total", status="finished") == 1
+    assert one("spotlight_job_duration_seconds_count", status="finished") == 1
+    assert 0 < one("spotlight_job_duration_seconds_sum", status="finished") < 180
+    assert one("spotlight_job_queue_wait_seconds_count") == 1
