@@ -340,6 +340,9 @@ class SpotlightClient:
         kernel, ...). The first argument is a dataset id (``"ds_…"``), a ``{"uri": …}`` reference, a
         path to an .npz/.parquet file, or the embeddings array (uploaded first, as with upload())."""
         first = embeddings_or_dataset_id
+        by_reference = isinstance(first, (str, os.PathLike, Mapping))
+        if by_reference and any(x is not None for x in (losses, labels, ids, metadata, predictions, logits)):
+            raise ValueError("losses/labels/ids/metadata go with embeddings, not with a stored dataset or a file")
         if isinstance(first, str) and first.startswith("ds_"):
             dataset: Any = first
         elif isinstance(first, Mapping):
@@ -348,10 +351,6 @@ class SpotlightClient:
             dataset = self.upload(path=first)["id"]
         else:
             dataset = self.upload(first, losses, labels, predictions, ids, metadata, logits)["id"]
-        if isinstance(dataset, (str, dict)) and not _is_array(first) and any(
-            x is not None for x in (losses, labels, ids, metadata, predictions, logits)
-        ):
-            raise ValueError("losses/labels/ids/metadata go with embeddings, not with a stored dataset or a file")
         body: dict[str, Any] = {"dataset": dataset, "params": params}
         if callback_url:
             body["callback_url"] = callback_url
@@ -369,10 +368,6 @@ class SpotlightClient:
 
 
 # ----- packing arrays -----
-def _is_array(x: Any) -> bool:
-    return isinstance(x, np.ndarray) or (isinstance(x, Sequence) and not isinstance(x, (str, bytes)))
-
-
 def _dataset_arrays(
     embeddings: Any, losses: Any, labels: Any, predictions: Any, ids: Any, metadata: Any, logits: Any,
     sample_weights: Any,

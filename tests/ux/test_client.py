@@ -205,3 +205,20 @@ def test_worker_side_modules_do_not_import_torch_or_fastapi() -> None:
                          cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"  # matplotlib too is imported only when a report is drawn
+
+
+def test_submit_by_reference_sends_the_reference_and_params(tmp_path: Path) -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/jobs"
+        bodies.append(json.loads(request.content))
+        return httpx.Response(202, json={"id": "job_9", "status": "queued"}, headers={})
+
+    with _mock(handler) as sc:
+        job = sc.submit({"uri": "file:///data/x.npz"}, n_spotlights=2, callback_url="https://cb.example/x")
+        with pytest.raises(ValueError):
+            sc.submit(tmp_path / "missing.npz", losses=[1.0])  # refused before anything is read or sent
+    assert job.id == "job_9" and repr(job) == "Job('job_9', status='queued')"
+    assert bodies == [{"dataset": {"uri": "file:///data/x.npz"}, "params": {"n_spotlights": 2},
+                       "callback_url": "https://cb.example/x"}]
