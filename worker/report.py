@@ -145,10 +145,11 @@ def render_report(
     k = len(regions)
     sample = _sample_rows(W, n, max_points, seed)
     proj, centers = _project(emb, sample, regions, seed)
+    n_perm = (job.get("params") or {}).get("n_permutations")
     parts = [
         _head(job),
         _job_header(job, n, emb.shape[1] if emb.ndim == 2 else 0),
-        _summary_table(regions, descriptions),
+        _summary_table(regions, descriptions, n_perm),
     ]
     if k:
         parts.append('<section class="card"><h2>Where the regions are</h2>'
@@ -158,7 +159,7 @@ def render_report(
     for j, region in enumerate(regions):
         desc = descriptions[j] if j < len(descriptions) else None
         rows = members[j] if j < len(members) else []
-        parts.append(_region_card(j, region, desc, rows, proj, centers, W, sample, loss))
+        parts.append(_region_card(j, region, desc, rows, proj, centers, W, sample, loss, n_perm))
     parts.append('<footer class="muted">Spotlight service · the spotlight method of d\'Eon et al., FAccT 2022 · '
                  'kernel weight k(x) is 1 at a region\'s centre and falls off with distance.</footer></main></body></html>')
     return "\n".join(parts)
@@ -196,7 +197,9 @@ def _job_header(job: Mapping[str, Any], n: int, d: int) -> str:
             f'<dl class="facts">{fact_html}</dl><div class="chips">{param_html}</div></header>')
 
 
-def _summary_table(regions: Sequence[Mapping[str, Any]], descriptions: Sequence[Mapping[str, Any] | None]) -> str:
+def _summary_table(
+    regions: Sequence[Mapping[str, Any]], descriptions: Sequence[Mapping[str, Any] | None], n_perm: Any = None
+) -> str:
     if not regions:
         return '<section class="card"><h2>No regions</h2><p>The search returned no regions.</p></section>'
     head = ("<tr><th>Region</th><th>Weighted loss</th><th>95% interval</th><th>Lift</th><th>Size (Σk)</th>"
@@ -211,7 +214,7 @@ def _summary_table(regions: Sequence[Mapping[str, Any]], descriptions: Sequence[
             f'<td class="num">{_num(r.get("weighted_loss"))}</td>'
             f'<td class="num">{_ci(ci)}</td><td class="num"><b>{_num(r.get("lift"), 2)}×</b></td>'
             f'<td class="num">{_num(r.get("total_weight"), 1)}</td><td class="num">{_int(r.get("n_members"))}</td>'
-            f'<td class="num">{_pval(r.get("p_value"))}</td><td>{_headline(d)}</td></tr>'
+            f'<td class="num">{_pval(r.get("p_value"), n_perm)}</td><td>{_headline(d)}</td></tr>'
         )
     mean = regions[0].get("mean_loss")
     return (f'<section class="card"><h2>Regions</h2><p class="muted">Dataset mean loss {_num(mean)}. '
@@ -222,7 +225,7 @@ def _summary_table(regions: Sequence[Mapping[str, Any]], descriptions: Sequence[
 
 def _region_card(
     j: int, region: Mapping[str, Any], desc: Mapping[str, Any] | None, rows: Sequence[Mapping[str, Any]],
-    proj: _Projection, centers: np.ndarray, W: np.ndarray, sample: np.ndarray, loss: np.ndarray,
+    proj: _Projection, centers: np.ndarray, W: np.ndarray, sample: np.ndarray, loss: np.ndarray, n_perm: Any = None,
 ) -> str:
     desc = desc or {}
     colour = PALETTE[j % len(PALETTE)]
@@ -234,7 +237,7 @@ def _region_card(
         ("Size Σk / requested", f"{_num(region.get('total_weight'), 1)} / {_num(region.get('size_requested'), 1)}"),
         ("Effective size", _num(desc.get("effective_size"), 1)),
         ("Members (k ≥ threshold)", _int(region.get("n_members"))),
-        ("p-value", _pval(region.get("p_value"))),
+        ("p-value", _pval(region.get("p_value"), n_perm)),
     ]
     err = desc.get("error_rate")
     if err:
@@ -517,9 +520,14 @@ def _pct(value: Any) -> str:
     return e(f"{100 * float(value):.1f}%") if isinstance(value, (int, float)) and math.isfinite(value) else "—"
 
 
-def _pval(value: Any) -> str:
+def _pval(value: Any, n_permutations: Any = None) -> str:
+    """The p-value; at its floor 1/(N+1) it says so, since more shuffles could only make it smaller."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return '<span class="muted">—</span>'
+    n = int(n_permutations) if isinstance(n_permutations, int) and n_permutations > 0 else None
+    if n is not None and value <= 1.0 / (n + 1) + 1e-12:
+        return (f'<span class="good" title="No shuffled run out of {n} scored as high: the smallest p-value '
+                f'{n} runs can give.">≤ {e(f"{value:.2g}")}</span>')
     cls = "good" if value <= 0.05 else "warn"
     return f'<span class="{cls}">{e(f"{value:.3g}")}</span>'
 

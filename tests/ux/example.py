@@ -80,16 +80,23 @@ def planted_regions(data: dict[str, Any], size: float = 0.02) -> tuple[list[dict
 
 
 def engine_regions(data: dict[str, Any], **params: Any) -> tuple[list[dict[str, Any]], np.ndarray, str, float]:
+    """A real search (and, with n_permutations, the permutation test) on the example."""
     from spotlight.params import SearchParams
+    from worker.describe import rerun_best, significance
     from worker.engine import search
 
     p = SearchParams(**{"n_spotlights": 3, "spotlight_size": 0.03, "steps": 400, "device": "cpu", **params})
-    result = search(data["embeddings"], data["losses"], p, labels=data["labels"], predictions=data["predictions"])
+    kw = {"labels": data["labels"], "predictions": data["predictions"]}
+    result = search(data["embeddings"], data["losses"], p, **kw)
     regions = []
     for k, region in enumerate(result.regions):
         entry = region.to_dict()
         entry["n_members"] = int(np.count_nonzero(result.weights[:, k] >= 1e-3))
         regions.append(entry)
+    if p.n_permutations:
+        best = rerun_best(search, data["embeddings"], p, **kw)
+        for entry, pv in zip(regions, significance(best, result.losses, regions, p.n_permutations, p.seed)):
+            entry["p_value"] = pv
     return regions, result.weights, result.device, result.elapsed_s
 
 

@@ -181,8 +181,10 @@ if __name__ == "__main__":  # regenerate docs/report.png from the example
     from tests.ux.example import engine_regions
 
     data = planted_dataset()
-    regions, weights, device, _ = engine_regions(data)
-    html = build_report(data, regions, weights, {"device": device})
+    regions, weights, device, _ = engine_regions(data, n_permutations=19)
+    html = build_report(data, regions, weights, {"device": device,
+                                                 "params": {"n_spotlights": 3, "spotlight_size": 0.03, "steps": 400,
+                                                            "kernel": "gaussian", "n_permutations": 19}})
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "report.html"
         page.write_text(html, encoding="utf-8")
@@ -208,3 +210,11 @@ def test_job_report_picks_top_members_through_the_readers() -> None:
     top0 = np.argsort(-weights[:, 0], kind="stable")[:12].tolist()
     assert asked[0] == top0
     assert data["ids"][top0[0]] in html
+
+
+def test_p_value_at_its_floor_is_shown_as_a_bound() -> None:
+    from worker.report import _pval
+
+    assert "≤ 0.05" in _pval(1 / 20, 19) and "good" in _pval(1 / 20, 19)
+    assert "≤" not in _pval(0.3, 19) and "0.3" in _pval(0.3, 19)
+    assert "—" in _pval(None, 19)
