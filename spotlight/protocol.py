@@ -13,6 +13,7 @@ Store layout (paths relative to the store root)::
     datasets/<sha256>/sample_weights.npy   float32, n        (optional; the authors' `counts`)
     datasets/<sha256>/ids.json             list of n str|int (optional)
     datasets/<sha256>/metadata.jsonl       n JSON objects    (optional)
+    datasets/<sha256>/metadata.offsets.npy int64, n + 1      byte offsets of each metadata.jsonl row (with metadata)
     jobs/<job_id>/regions.json             {"regions": [...]}  written last: its presence means done
     jobs/<job_id>/weights.npy              float32, n x k
     jobs/<job_id>/members_<k>.npy          int64 indices of region k's members, highest weight first
@@ -92,6 +93,11 @@ def tenant_datasets_key(tenant: str) -> str:
 def tenant_jobs_key(tenant: str) -> str:
     """Sorted set of the tenant's job ids, scored by creation time."""
     return f"{KEY_PREFIX}:tenant:{tenant}:jobs"
+
+
+def tenant_active_key(tenant: str) -> str:
+    """Set of the tenant's job ids that may be queued or running (the API prunes it on submit)."""
+    return f"{KEY_PREFIX}:tenant:{tenant}:active"
 
 
 def blob_refs_key(sha256: str) -> str:

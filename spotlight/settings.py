@@ -78,6 +78,19 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Log level of every process.")
     log_json: bool = Field(True, description="Emit one JSON object per log line.")
 
+    # --- worker liveness (RQ's abandoned-job handling, configured) ---
+    worker_heartbeat_s: int = Field(
+        10, ge=1, description="How often a busy worker proves it is alive (RQ's job monitoring interval)."
+    )
+    worker_lost_after_s: int = Field(
+        60,
+        ge=1,
+        description="Silence past one heartbeat after which a running job counts as abandoned: retried, or failed `worker_lost`.",
+    )
+    maintenance_interval_s: int = Field(
+        30, ge=1, description="How often an idle worker looks for abandoned jobs (RQ's maintenance interval)."
+    )
+
     def resolved_store_url(self) -> str:
         """The store URL, defaulting to a folder under data_dir."""
         if self.store_url:

@@ -1,0 +1,98 @@
+"""The HTTP API: `create_app(settings)` builds one FastAPI app; uvicorn runs it with `--factory`.
+
+    uvicorn service.app:create_app --factory --host 127.0.0.1 --port 8000
+
+Everything the routes share (settings, Redis client, store, key ring) is built here once and kept
+on `app.state`; routes receive it through service/deps.py. The app never imports the worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from service.auth import KeyRing
+from service.errors import ErrorResponse, install_error_handlers
+from service.limits import BodyLimitMiddleware
+from service.request_log import RequestLogMiddleware, configure_logging
+from service.routers import datasets, jobs, ops, results
+from spotlight.settings import Settings, get_settings
+from spotlight.store import store_from_settings
+
+API_VERSION = "1.0.0"
+DESCRIPTION = (
+    "Finds the regions of a model's embedding space where its loss is high (the spotlight, "
+    "d'Eon et al., FAccT 2022). Upload a dataset, submit a job, read regions and members. "
+    "Every error is `{\"error\": {\"code\", \"message\", \"details\"}}`."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if app.state.redis is not None:
+            app.state.redis.close()
+
+    app = FastAPI(title="Spotlight service", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.keyring = KeyRing.from_settings(settings)
+    app.state.store = store_from_settings(settings)
+    app.state.redis = (
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
+        if settings.redis_url
+        else None
+    )
+    install_error_handlers(app)
+    for module in (datasets, jobs, results, ops):
+        app.include_router(module.router)
+    _install_optional(app)
+    app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes)
+    app.add_middleware(RequestLogMiddleware)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _install_optional(app: FastAPI) -> None:
+    """Modules other parts of the project add (e.g. service/metrics.py with `install(app)`)."""
+    for name in ("service.metrics",):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.install(app)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's spec, with request-validation errors documented as what they are here: 400 + ErrorResponse."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path_item in spec.get("paths", {}).values():
+        for op in path_item.values():
+            responses = op.get("responses", {})
+            if "422" in responses:
+                del responses["422"]
+                responses.setdefault(
+                    "400",
+                    {"description": "Invalid input", "content": {"application/json": {"schema": error_ref}}},
+                )
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    if "ErrorResponse" not in schemas:  # pragma: no cover - routes reference it
+        schemas.update(ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}").get("$defs", {}))
+    app.openapi_schema = spec
+    return spec

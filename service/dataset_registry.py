@@ -1,0 +1,92 @@
+"""Dataset records in Redis and their content in the store, kept consistent.
+
+A record (`DatasetRecord`, JSON at `dataset_key(id)`) is a tenant's name for stored content;
+the content lives once under `datasets/<sha256>/`, however many records point at it. The set
+`blob_refs_key(sha256)` holds those records' ids; deleting the last one deletes the content.
+Commit and delete of one sha256 run under a short Redis lock, so an upload that lands while the
+last reference is being deleted can never end up pointing at removed files.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import redis
+
+from service.errors import ApiError
+from spotlight.dataset_files import DatasetBuilder
+from spotlight.protocol import (
+    DatasetRecord,
+    ErrorCode,
+    blob_refs_key,
+    dataset_key,
+    dataset_prefix,
+    tenant_datasets_key,
+    utcnow,
+)
+from spotlight.store import ArtifactStore
+
+LOCK_TIMEOUT_S = 120
+
+
+def new_dataset_id() -> str:
+    return "ds_" + secrets.token_hex(12)
+
+
+def _blob_lock(r: redis.Redis, sha256: str) -> redis.lock.Lock:
+    return r.lock(f"spotlight:lock:blob:{sha256}", timeout=LOCK_TIMEOUT_S, blocking_timeout=LOCK_TIMEOUT_S)
+
+
+class DatasetRegistry:
+    def __init__(self, r: redis.Redis, store: ArtifactStore) -> None:
+        self.r = r
+        self.store = store
+
+    def register(self, tenant: str, builder: DatasetBuilder, n: int, dim: int) -> tuple[DatasetRecord, bool]:
+        """Move the built files in (unless the content is already stored) and create the record.
+
+        Returns the record and whether the content was already there (deduplicated).
+        """
+        sha = builder.content_sha256()
+        record = DatasetRecord(
+            id=new_dataset_id(), tenant=tenant, sha256=sha, n=n, dim=dim,
+            fields=builder.manifest(n, dim)["fields"], created_at=utcnow(),
+        )
+        with _blob_lock(self.r, sha):
+            existed = self.store.exists(f"{dataset_prefix(sha)}/manifest.json")
+            builder.commit(self.store, n, dim)
+            pipe = self.r.pipeline()
+            pipe.set(dataset_key(record.id), record.model_dump_json())
+            pipe.zadd(tenant_datasets_key(tenant), {record.id: record.created_at.timestamp()})
+            pipe.sadd(blob_refs_key(sha), record.id)
+            pipe.execute()
+        return record, existed
+
+    def get(self, tenant: str, dataset_id: str) -> DatasetRecord:
+        raw = self.r.get(dataset_key(dataset_id)) if dataset_id.startswith("ds_") else None
+        record = DatasetRecord.model_validate_json(raw) if raw else None
+        if record is None or record.tenant != tenant:
+            raise ApiError(404, ErrorCode.DATASET_NOT_FOUND, f"No dataset {dataset_id!r} for this caller.",
+                           {"dataset": dataset_id})
+        return record
+
+    def list(self, tenant: str, limit: int, offset: int) -> tuple[list[DatasetRecord], int]:
+        key = tenant_datasets_key(tenant)
+        total = int(self.r.zcard(key))
+        ids = [i.decode() for i in self.r.zrevrange(key, offset, offset + limit - 1)]
+        raws = self.r.mget([dataset_key(i) for i in ids]) if ids else []
+        records = [DatasetRecord.model_validate_json(raw) for raw in raws if raw]
+        return records, total
+
+    def delete(self, tenant: str, dataset_id: str) -> DatasetRecord:
+        record = self.get(tenant, dataset_id)
+        with _blob_lock(self.r, record.sha256):
+            pipe = self.r.pipeline()
+            pipe.delete(dataset_key(record.id))
+            pipe.zrem(tenant_datasets_key(tenant), record.id)
+            pipe.srem(blob_refs_key(record.sha256), record.id)
+            pipe.scard(blob_refs_key(record.sha256))
+            remaining = pipe.execute()[-1]
+            if int(remaining) == 0:
+                self.store.delete_prefix(dataset_prefix(record.sha256))
+        return record

@@ -1,0 +1,75 @@
+"""Shared dependencies: settings, Redis, store, the caller's tenant, and the two registries.
+
+Everything is built once in `create_app` and kept on `app.state`; these functions hand it to
+routes as `Annotated[..., Depends(...)]` aliases, so tests can build an app per settings object.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import redis
+from fastapi import Depends, Header, Request
+
+from service.auth import OPEN_TENANT, KeyRing, bearer_token
+from service.dataset_registry import DatasetRegistry
+from service.errors import ApiError
+from service.job_registry import JobRegistry
+from spotlight.protocol import ErrorCode
+from spotlight.settings import Settings
+from spotlight.store import ArtifactStore
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> ArtifactStore:
+    return request.app.state.store
+
+
+def get_redis(request: Request) -> redis.Redis:
+    r = request.app.state.redis
+    if r is None:
+        raise ApiError(503, ErrorCode.UNAVAILABLE, "No Redis is configured (SPOTLIGHT_REDIS_URL / REDIS_URL).")
+    return r
+
+
+def get_tenant(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="`Bearer <key>` when the server has keys.")] = None,
+) -> str:
+    """The caller's tenant; 401 when keys are configured and the key is missing or wrong."""
+    keyring: KeyRing = request.app.state.keyring
+    if keyring.open:
+        tenant = OPEN_TENANT
+    else:
+        token = bearer_token(authorization)
+        found = keyring.tenant_for(token) if token else None
+        if found is None:
+            raise ApiError(
+                401, ErrorCode.UNAUTHORIZED,
+                "Missing or wrong API key; send `Authorization: Bearer <key>`." if token is None else "Unknown API key.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        tenant = found
+    request.scope.setdefault("state", {})["tenant"] = tenant
+    return tenant
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]
+RedisDep = Annotated[redis.Redis, Depends(get_redis)]
+TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def get_datasets(r: RedisDep, store: StoreDep) -> DatasetRegistry:
+    return DatasetRegistry(r, store)
+
+
+def get_jobs(r: RedisDep, settings: SettingsDep) -> JobRegistry:
+    return JobRegistry(r, settings)
+
+
+DatasetsDep = Annotated[DatasetRegistry, Depends(get_datasets)]
+JobsDep = Annotated[JobRegistry, Depends(get_jobs)]

@@ -1,0 +1,186 @@
+"""Every error the API sends, in one place: the contract's `{"error": {"code", "message", "details"}}`.
+
+Routes and helpers raise `ApiError` (or let a known library exception escape); the handlers here
+turn each into the contract's JSON, including the errors the framework itself produces (unknown
+route, wrong method, request validation, malformed JSON, body too large) and unexpected faults.
+Caller mistakes are 4xx; 5xx only for server faults. Request validation is 400, like every other
+"your input is wrong" answer, so a caller has one status to branch on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from spotlight.protocol import ErrorCode
+from spotlight.store import StoreError
+
+log = logging.getLogger("spotlight.api")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable snake_case error code to branch on.")
+    message: str = Field(description="What went wrong and how to fix it.")
+    details: dict[str, Any] = Field(default_factory=dict, description="Machine-readable context.")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every non-2xx answer."""
+
+    error: ErrorBody
+
+
+class ApiError(Exception):
+    """An error with its HTTP status and the contract's code; raised anywhere below a route."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.headers = headers
+
+
+class PayloadTooLarge(StarletteHTTPException):
+    """Raised from inside the request stream when a body passes its limit (see service/limits.py).
+
+    It is an HTTPException so that FastAPI's own body reading re-raises it unchanged.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=f"request body larger than {limit} bytes")
+        self.limit = limit
+
+
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details or {}))
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+# Statuses the framework raises by itself, and the codes they carry.
+_HTTP_CODES = {
+    401: ErrorCode.UNAUTHORIZED,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA,
+}
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    code = _HTTP_CODES.get(status, ErrorCode.VALIDATION if 400 <= status < 500 else ErrorCode.INTERNAL)
+    if isinstance(exc, PayloadTooLarge):
+        message = f"The request body is larger than the limit of {exc.limit} bytes; send less or ask the operator."
+        details: dict[str, Any] = {"limit_bytes": exc.limit}
+    elif status == 404:
+        message, details = f"No route {request.url.path}; see /docs for the API.", {"path": request.url.path}
+    elif status == 405:
+        message, details = f"{request.method} is not allowed on {request.url.path}.", {"method": request.method}
+    else:
+        message, details = str(exc.detail), {}
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(status, code, message, details, headers)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if p not in ("body",)) or "body"
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        ctx = errors[0].get("ctx") or {}
+        return error_response(
+            400,
+            ErrorCode.MALFORMED_JSON,
+            f"The body is not valid JSON ({ctx.get('error', 'decode error')}).",
+            {"position": errors[0].get("loc", [None, None])[-1]},
+        )
+    exc_ = validation_error(errors)
+    return error_response(exc_.status, exc_.code, exc_.message, exc_.details)
+
+
+def validation_error(errors: list[Any]) -> ApiError:
+    """400 validation_error listing each field that failed (FastAPI's and hand-validated bodies alike)."""
+    items = [
+        {"field": _loc(tuple(e.get("loc", ()))), "problem": e.get("msg", ""), "type": e.get("type", "")}
+        for e in errors[:20]
+    ]
+    first = items[0] if items else {"field": "body", "problem": "invalid"}
+    message = f"Invalid request: {first['field']}: {first['problem']}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    return ApiError(400, ErrorCode.VALIDATION, message, {"errors": items})
+
+
+async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
+    log.error("redis unavailable: %s", exc)
+    return error_response(
+        503, ErrorCode.UNAVAILABLE, "The queue (Redis) is unreachable; retry shortly.", headers={"Retry-After": "5"}
+    )
+
+
+async def _store_down(_: Request, exc: Exception) -> JSONResponse:
+    log.error("store error: %s", exc)
+    return error_response(
+        503, ErrorCode.STORE_ERROR, "The artifact store could not be read or written; retry shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(
+        500, ErrorCode.INTERNAL, "The server failed; this is a bug, not your input. Quote the request id when reporting it.",
+        {"request_id": request.headers.get("x-request-id") or getattr(request.state, "request_id", None)},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(redis.exceptions.ConnectionError, _redis_down)
+    app.add_exception_handler(redis.exceptions.TimeoutError, _redis_down)
+    app.add_exception_handler(StoreError, _store_down)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+# OpenAPI: the error responses each route may give, all with the one error schema.
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "Invalid input (validation_error, malformed_json, bad_file, non_finite_values, shape_mismatch, ...)",
+        401: "Missing or wrong API key (unauthorized)",
+        404: "Unknown id, or not the caller's",
+        409: "Conflict with the resource's state",
+        413: "Body or array too large (payload_too_large, too_many_elements)",
+        415: "Unsupported content type",
+        429: "Too many active jobs (too_many_active_jobs); see Retry-After",
+        503: "Redis or the store unreachable",
+    }
+    return {s: {"model": ErrorResponse, "description": descriptions.get(s, "Error")} for s in statuses}

@@ -1,0 +1,228 @@
+"""Ingestion: any accepted input -> validated canonical files in a private work folder.
+
+    upload (multipart / JSON / URI) -> Sources (.npy files on disk, ids, metadata)
+                                    -> build() validates and writes canonical files
+                                    -> DatasetRegistry moves them into the store, manifest last
+
+The work folder sits inside the store root when the store is local (so moving in is a rename)
+and is removed whatever happens, so an upload that fails leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+
+from service.errors import ApiError
+from service.ingest.build import build
+from service.ingest.multipart import Part, receive_multipart
+from service.ingest.npy import NPY_MAGIC, inspect_npy, load_small, save_npy
+from service.ingest.npz import extract_npz
+from service.ingest.parquet import parquet_to_sources
+from service.ingest.reference import fetch_reference
+from service.ingest.sources import JsonlRows, Sources
+from service.schemas import DatasetReference, InlineDataset
+from spotlight.dataset_files import DatasetBuilder
+from spotlight.protocol import DATASET_ARRAYS, DATASET_FIELDS, ErrorCode
+from spotlight.settings import Settings
+from spotlight.store import ArtifactStore
+
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+PARQUET_MAGIC = b"PAR1"
+
+
+@contextlib.contextmanager
+def workspace(store: ArtifactStore) -> Iterator[str]:
+    """A private folder for one upload, on the store's filesystem when the store is local."""
+    if store.is_local:
+        path = os.path.join(store.root, ".ingest", secrets.token_hex(8))
+        os.makedirs(path)
+    else:
+        path = tempfile.mkdtemp(prefix="spotlight-ingest-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _sniff(path: str) -> str:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(ZIP_MAGIC):
+        return "npz"
+    if head.startswith(PARQUET_MAGIC):
+        return "parquet"
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    return "unknown"
+
+
+def sources_from_container(path: str, work_dir: str, settings: Settings, what: str) -> Sources:
+    """A whole dataset in one file: .npz or .parquet (recognised by content, not by name)."""
+    kind = _sniff(path)
+    if kind == "npz":
+        return _sources_from_npz(extract_npz(path, work_dir, settings.max_upload_bytes))
+    if kind == "parquet":
+        return parquet_to_sources(path, work_dir, settings)
+    if kind == "npy":
+        raise ApiError(400, ErrorCode.VALIDATION,
+                       f"{what} is a single .npy; send an .npz (or .parquet), or separate .npy fields named after the keys")
+    raise ApiError(400, ErrorCode.BAD_FILE, f"{what} is neither an .npz nor a .parquet file", {"format": "unknown"})
+
+
+def _sources_from_npz(members: dict[str, str]) -> Sources:
+    src = Sources(origin="npz")
+    for key, path in members.items():
+        if key == "ids":
+            src.ids = path
+        elif key == "metadata":
+            src.metadata = _metadata_from_npy(path)
+        else:
+            src.arrays[key] = path
+    return src
+
+
+def _metadata_from_npy(path: str) -> list[Any]:
+    """metadata in an .npz: n JSON strings, or one JSON string holding the list."""
+    info = inspect_npy(path, "metadata")
+    if info.dtype.kind not in "US":
+        raise ApiError(400, ErrorCode.VALIDATION, "metadata in an .npz must be JSON text (one string per row)",
+                       {"field": "metadata"})
+    arr = load_small(info)
+    try:
+        if arr.ndim == 0:
+            return list(json.loads(str(arr.item())))
+        return [json.loads(s if isinstance(s, str) else s.decode()) for s in arr.tolist()]
+    except (ValueError, TypeError) as exc:
+        raise ApiError(400, ErrorCode.VALIDATION, f"metadata is not valid JSON ({exc})", {"field": "metadata"}) from None
+
+
+def sources_from_parts(parts: list[Part], work_dir: str, settings: Settings) -> Sources:
+    names = [p.name for p in parts]
+    if not parts:
+        raise ApiError(400, ErrorCode.VALIDATION, "the multipart body has no parts; send `file` or .npy fields")
+    if len(set(names)) != len(names):
+        raise ApiError(400, ErrorCode.VALIDATION, "a field appears twice in the multipart body")
+    if "file" in names:
+        if len(parts) != 1:
+            raise ApiError(400, ErrorCode.VALIDATION, "send either one `file` or separate fields, not both")
+        if parts[0].size == 0:
+            raise ApiError(400, ErrorCode.BAD_FILE, "the uploaded file is empty")
+        return sources_from_container(parts[0].path, work_dir, settings, "file")
+    unknown = [n for n in names if n not in DATASET_FIELDS]
+    if unknown:
+        raise ApiError(400, ErrorCode.VALIDATION,
+                       f"unknown field(s) {unknown}; expected `file` or some of {', '.join(DATASET_FIELDS)}",
+                       {"unknown": unknown, "allowed": ["file", *DATASET_FIELDS]})
+    src = Sources(origin="npy")
+    for part in parts:
+        kind = _sniff(part.path)
+        if part.name in DATASET_ARRAYS:
+            if kind != "npy":
+                raise ApiError(400, ErrorCode.BAD_FILE, f"{part.name}: expected a .npy file", {"field": part.name})
+            src.arrays[part.name] = part.path
+        elif part.name == "ids":
+            src.ids = part.path if kind == "npy" else _json_list(part, settings, "ids")
+        else:  # metadata: a JSON array or JSON lines
+            src.metadata = _metadata_part(part, settings)
+    return src
+
+
+def _first_char(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(4096).lstrip()[:1]
+
+
+def _json_list(part: Part, settings: Settings, field: str) -> list[Any]:
+    if part.size > settings.max_inline_bytes:
+        raise ApiError(413, ErrorCode.TOO_LARGE,
+                       f"{field} as JSON is limited to {settings.max_inline_bytes} bytes; send a .npy instead",
+                       {"field": field, "limit_bytes": settings.max_inline_bytes})
+    try:
+        with open(part.path, "rb") as f:
+            value = json.load(f)
+    except ValueError as exc:
+        raise ApiError(400, ErrorCode.BAD_FILE, f"{field}: not valid JSON ({exc})", {"field": field}) from None
+    if not isinstance(value, list):
+        raise ApiError(400, ErrorCode.VALIDATION, f"{field} must be a JSON array", {"field": field})
+    return value
+
+
+def _metadata_part(part: Part, settings: Settings) -> list[Any] | JsonlRows:
+    if _first_char(part.path) == b"[":
+        return _json_list(part, settings, "metadata")
+    return JsonlRows(part.path)
+
+
+def sources_from_inline(data: InlineDataset, work_dir: str) -> Sources:
+    """Inline JSON arrays -> .npy files in the work folder (one validation path for every format)."""
+    src = Sources(origin="json")
+    for field in DATASET_ARRAYS:
+        value = getattr(data, field)
+        if value is None:
+            continue
+        dtype = np.int64 if field in ("labels", "predictions") else np.float64
+        try:
+            arr = np.asarray(value, dtype=dtype)
+        except (ValueError, OverflowError) as exc:
+            code = ErrorCode.SHAPE_MISMATCH if "inhomogeneous" in str(exc) else ErrorCode.VALIDATION
+            raise ApiError(400, code, f"{field}: {'rows differ in length' if code == ErrorCode.SHAPE_MISMATCH else exc}",
+                           {"field": field}) from None
+        if field in ("embeddings", "logits") and arr.ndim == 1 and arr.size == 0:
+            arr = arr.reshape(0, 0)
+        src.arrays[field] = save_npy(os.path.join(work_dir, f"inline-{field}.npy"), arr)
+    src.ids = data.ids
+    src.metadata = data.metadata
+    return src
+
+
+def sources_from_uri(uri: str, work_dir: str, settings: Settings) -> Sources:
+    path = fetch_reference(uri, settings, work_dir)
+    src = sources_from_container(path, work_dir, settings, "the referenced file")
+    src.origin = f"uri+{src.origin}"
+    return src
+
+
+def build_in(work_dir: str, src: Sources, settings: Settings) -> tuple[DatasetBuilder, int, int]:
+    """Validate and write canonical files into work_dir/canonical; the builder is ready to commit."""
+    builder = DatasetBuilder(os.path.join(work_dir, "canonical"))
+    n, d = build(src, settings, builder)
+    return builder, n, d
+
+
+async def receive_parts(request: Request, work_dir: str, settings: Settings) -> list[Part]:
+    return await receive_multipart(request, work_dir, settings.max_upload_bytes)
+
+
+__all__ = [
+    "build_from_parts",
+    "build_from_spec",
+    "build_in",
+    "receive_parts",
+    "sources_from_inline",
+    "sources_from_parts",
+    "sources_from_uri",
+    "workspace",
+]
+
+
+def build_from_spec(spec: InlineDataset | DatasetReference, work_dir: str, settings: Settings) -> tuple[DatasetBuilder, int, int]:
+    """A JSON dataset (inline arrays or {"uri": ...}) -> a builder ready to commit."""
+    if isinstance(spec, DatasetReference):
+        src = sources_from_uri(spec.uri, work_dir, settings)
+    else:
+        src = sources_from_inline(spec, work_dir)
+    return build_in(work_dir, src, settings)
+
+
+def build_from_parts(parts: list[Part], work_dir: str, settings: Settings) -> tuple[DatasetBuilder, int, int]:
+    return build_in(work_dir, sources_from_parts(parts, work_dir, settings), settings)

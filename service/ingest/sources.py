@@ -1,0 +1,66 @@
+"""What an upload turns into before validation: arrays as .npy files on disk, ids, metadata rows.
+
+Every input format (multipart .npz / .npy fields / .parquet, inline JSON, a reference) is first
+reduced to a `Sources`, so validation and canonical storage exist once, in service/ingest/build.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.errors import ApiError
+from spotlight.protocol import ErrorCode
+
+
+@dataclass
+class JsonlRows:
+    """Metadata rows in a JSON-lines file on disk (streamed, never loaded whole)."""
+
+    path: str
+
+    def __iter__(self) -> Iterator[Any]:
+        with open(self.path, "rb") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise ApiError(
+                        400, ErrorCode.BAD_FILE, f"metadata: line {lineno} is not JSON ({exc})", {"line": lineno}
+                    ) from None
+
+    def count(self) -> int:
+        with open(self.path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+
+
+@dataclass
+class Sources:
+    arrays: dict[str, str] = field(default_factory=dict)  # field -> path of a .npy
+    ids: list[Any] | str | None = None  # a list, or the path of a .npy of strings/ints
+    metadata: list[Any] | JsonlRows | None = None
+    origin: str = ""  # "npz", "parquet", "npy", "json", "uri" (for logs and the manifest)
+
+
+def json_safe(value: Any) -> Any:
+    """Make a metadata value JSON-able: NaN/inf -> None, bytes -> text, other objects -> str."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return json_safe(value.item())
+    return str(value)

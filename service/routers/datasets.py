@@ -1,0 +1,127 @@
+"""/v1/datasets: upload once (multipart, inline JSON or a reference), then search many times."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import TypeAdapter, ValidationError
+
+from service.deps import DatasetsDep, SettingsDep, StoreDep, TenantDep
+from service.errors import ApiError, error_responses, validation_error
+from service.ingest import build_from_parts, build_from_spec, receive_parts, workspace
+from service.schemas import DatasetList, DatasetOut, DatasetReference, InlineDataset
+from spotlight.protocol import DATASET_FIELDS, DatasetRecord, ErrorCode
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 503))
+
+_MULTIPART_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "One `file` (.npz or .parquet), or one .npy part per key (ids/metadata may also be JSON).",
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        **{k: {"type": "string", "format": "binary"} for k in DATASET_FIELDS},
+    },
+}
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/InlineDataset"},
+                        {"$ref": "#/components/schemas/DatasetReference"},
+                    ]
+                }
+            },
+        },
+    }
+}
+
+
+def to_out(record: DatasetRecord, deduplicated: bool = False) -> DatasetOut:
+    return DatasetOut(
+        id=record.id, n=record.n, dim=record.dim, fields=record.fields, sha256=record.sha256,
+        created_at=record.created_at, deduplicated=deduplicated,
+    )
+
+
+async def read_json(request: Request) -> Any:
+    """The body as JSON (size already capped by the body-limit middleware); 400 malformed_json."""
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, ErrorCode.MALFORMED_JSON, f"The body is not valid JSON ({exc}).") from None
+
+
+def parse_json_dataset(body: Any) -> DatasetReference | InlineDataset:
+    if isinstance(body, dict) and "uri" in body:
+        adapter: TypeAdapter[Any] = TypeAdapter(DatasetReference)
+    else:
+        adapter = TypeAdapter(InlineDataset)
+    try:
+        return adapter.validate_python(body)
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from None
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetOut,
+    summary="Upload a dataset",
+    responses=error_responses(400, 413, 415),
+    openapi_extra=_UPLOAD_BODY,
+)
+async def create_dataset(
+    request: Request, tenant: TenantDep, settings: SettingsDep, store: StoreDep, datasets: DatasetsDep
+) -> Any:
+    """Store a dataset: multipart `file` (.npz/.parquet) or .npy fields, inline JSON arrays, or `{"uri": …}`.
+
+    The body streams to disk and is validated in chunks; identical content is stored once.
+    """
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    with workspace(store) as work:
+        if ctype == "multipart/form-data":
+            parts = await receive_parts(request, work, settings)
+            builder, n, d = await run_in_threadpool(build_from_parts, parts, work, settings)
+        elif ctype == "application/json" or ctype.endswith("+json"):
+            body = await read_json(request)
+            spec = parse_json_dataset(body)
+            builder, n, d = await run_in_threadpool(build_from_spec, spec, work, settings)
+        else:
+            raise ApiError(415, ErrorCode.UNSUPPORTED_MEDIA,
+                           "Send multipart/form-data (files) or application/json (inline arrays or a uri).",
+                           {"content_type": ctype or None})
+        record, existed = await run_in_threadpool(datasets.register, tenant, builder, n, d)
+    return to_out(record, existed)
+
+
+@router.get("", response_model=DatasetList, summary="List your datasets, newest first")
+def list_datasets(
+    tenant: TenantDep,
+    datasets: DatasetsDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DatasetList:
+    records, total = datasets.list(tenant, limit, offset)
+    return DatasetList(datasets=[to_out(r) for r in records], total=total)
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404), summary="One dataset")
+def get_dataset(dataset_id: str, tenant: TenantDep, datasets: DatasetsDep) -> DatasetOut:
+    return to_out(datasets.get(tenant, dataset_id))
+
+
+@router.delete(
+    "/{dataset_id}", status_code=204, response_class=Response, responses=error_responses(404),
+    summary="Delete a dataset (its content goes with the last dataset that shares it)",
+)
+def delete_dataset(dataset_id: str, tenant: TenantDep, datasets: DatasetsDep) -> Response:
+    datasets.delete(tenant, dataset_id)
+    return Response(status_code=204)

@@ -1,0 +1,146 @@
+"""/v1/jobs: submit a search (202), watch it, list them, cancel it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+from urllib.parse import urlparse
+
+from fastapi import APIRouter, Header, Query, Response
+
+from service.deps import DatasetsDep, JobsDep, SettingsDep, StoreDep, TenantDep
+from service.errors import ApiError, error_responses
+from service.ingest import build_from_spec, workspace
+from service.job_registry import JobRegistry, body_hash
+from service.schemas import JobCreate, JobList, JobOut
+from spotlight.params import SearchParams
+from spotlight.protocol import DatasetRecord, ErrorCode, new_job_id
+from spotlight.settings import Settings
+
+try:  # the security helper's SSRF guard, when it has landed
+    from spotlight.netguard import check_callback_url as _check_callback_url  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on merge order
+    _check_callback_url = None
+
+log = logging.getLogger("spotlight.api.jobs")
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 503))
+
+
+def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
+    """Parameters that are valid alone but impossible for this dataset (400 validation_error)."""
+    if params.spotlight_size >= 1 and params.spotlight_size >= dataset.n:
+        raise ApiError(
+            400, ErrorCode.VALIDATION,
+            f"spotlight_size {params.spotlight_size:g} (a count) must be below n={dataset.n}; "
+            "use a fraction in (0, 1) or a smaller count",
+            {"field": "params.spotlight_size", "n": dataset.n},
+        )
+    if params.pca_components is not None and params.pca_components > min(dataset.n, dataset.dim):
+        raise ApiError(
+            400, ErrorCode.VALIDATION,
+            f"pca_components {params.pca_components} must be at most min(n, dim) = {min(dataset.n, dataset.dim)}",
+            {"field": "params.pca_components", "n": dataset.n, "dim": dataset.dim},
+        )
+
+
+def check_callback(url: str, settings: Settings) -> None:
+    if _check_callback_url is not None:
+        try:
+            _check_callback_url(url, settings)
+        except Exception as exc:  # the guard's own refusal types; any refusal is the caller's
+            raise ApiError(400, ErrorCode.VALIDATION, f"callback_url refused: {exc}", {"field": "callback_url"}) from None
+        return
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ApiError(400, ErrorCode.VALIDATION, "callback_url must be an http(s) URL", {"field": "callback_url"})
+
+
+def _existing(jobs: JobRegistry, tenant: str, job_id: str, response: Response) -> JobOut:
+    response.headers["Idempotent-Replayed"] = "true"
+    return jobs.view(jobs.fetch(tenant, job_id))
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    summary="Submit a search",
+    responses=error_responses(400, 404, 409, 413, 429),
+)
+def create_job(
+    body: JobCreate,
+    response: Response,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    datasets: DatasetsDep,
+    jobs: JobsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", min_length=1, max_length=255,
+               description="Same key + same body: the same job, not a second one."),
+    ] = None,
+) -> JobOut:
+    """Queue a spotlight search on a stored dataset (`"ds_…"`) or on one given inline / by `uri`."""
+    digest = body_hash(body.model_dump(mode="json")) if idempotency_key else ""
+    if idempotency_key:
+        earlier = jobs.idempotent_replay(tenant, idempotency_key, digest)
+        if earlier is not None:
+            try:
+                return _existing(jobs, tenant, earlier, response)
+            except ApiError:  # the job expired: the key is free again
+                jobs.release_idempotency(tenant, idempotency_key, earlier)
+    job_id = new_job_id()
+    if idempotency_key:
+        winner = jobs.claim_idempotency(tenant, idempotency_key, digest, job_id)
+        if winner is not None:
+            return _existing(jobs, tenant, winner, response)
+    try:
+        jobs.check_capacity(tenant)  # before spending an upload on a job that cannot be queued
+        if body.callback_url:
+            check_callback(body.callback_url, settings)
+        if isinstance(body.dataset, str):
+            record = datasets.get(tenant, body.dataset)
+        else:
+            with workspace(store) as work:
+                builder, n, d = build_from_spec(body.dataset, work, settings)
+                record, _ = datasets.register(tenant, builder, n, d)
+        check_params_fit(body.params, record)
+        job = jobs.submit(tenant, job_id, record, body.params, body.callback_url)
+    except BaseException:
+        if idempotency_key:
+            jobs.release_idempotency(tenant, idempotency_key, job_id)
+        raise
+    log.info("job queued", extra={"job": job_id, "dataset": record.id, "tenant": tenant})
+    return jobs.view(job)
+
+
+@router.get("", response_model=JobList, summary="List your jobs, newest first")
+def list_jobs(
+    tenant: TenantDep,
+    jobs: JobsDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    items, total = jobs.list(tenant, limit, offset)
+    return JobList(jobs=items, total=total)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=error_responses(404), summary="A job's status and progress")
+def get_job(job_id: str, tenant: TenantDep, jobs: JobsDep) -> JobOut:
+    return jobs.view(jobs.fetch(tenant, job_id))
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=JobOut,
+    responses={**error_responses(404, 409), 202: {"model": JobOut, "description": "Running: the worker will stop"}},
+    summary="Cancel a queued or running job",
+)
+def cancel_job(job_id: str, response: Response, tenant: TenantDep, jobs: JobsDep) -> Any:
+    """A queued job is canceled at once (200, status `canceled`); a running one is asked to stop
+    (202, `cancel_requested: true`) and turns `canceled` at the worker's next step."""
+    job, done = jobs.cancel(tenant, job_id)
+    if not done:
+        response.status_code = 202
+    return jobs.view(job)

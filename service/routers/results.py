@@ -1,0 +1,145 @@
+"""/v1/jobs/{id}/…: the results of a finished job, read from the store (409 before that)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import HTMLResponse, StreamingResponse
+
+from service.deps import JobsDep, StoreDep, TenantDep
+from service.errors import ApiError, error_responses
+from service.job_registry import JobRegistry
+from service.schemas import Member, MembersOut, RegionsOut
+from spotlight.dataset_files import DatasetFiles, DatasetMissing
+from spotlight.protocol import (
+    REGIONS_FILE,
+    REPORT_FILE,
+    WEIGHTS_FILE,
+    ErrorCode,
+    JobSpec,
+    META_SPEC,
+    job_file,
+    members_file,
+)
+from spotlight.store import ArtifactStore
+
+router = APIRouter(prefix="/v1/jobs", tags=["results"], responses=error_responses(401, 404, 409, 503))
+STREAM_CHUNK = 1024 * 1024
+
+
+def finished_spec(jobs: JobRegistry, tenant: str, job_id: str) -> JobSpec:
+    job = jobs.fetch(tenant, job_id)
+    status = jobs.status(job)
+    if status != "finished":
+        raise ApiError(409, ErrorCode.JOB_NOT_FINISHED,
+                       f"The job is {status}; results exist once it has finished.",
+                       {"job": job_id, "status": status})
+    return JobSpec.model_validate(job.meta[META_SPEC])
+
+
+def _read_regions(store: ArtifactStore, job_id: str) -> dict[str, Any]:
+    try:
+        return dict(store.read_json(job_file(job_id, REGIONS_FILE)))
+    except FileNotFoundError:
+        raise ApiError(404, ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).",
+                       {"job": job_id}) from None
+
+
+@router.get("/{job_id}/regions", response_model=RegionsOut, summary="The regions found")
+def get_regions(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> Any:
+    finished_spec(jobs, tenant, job_id)
+    return _read_regions(store, job_id)
+
+
+@router.get(
+    "/{job_id}/regions/{k}/members",
+    response_model=MembersOut,
+    summary="Members of region k, highest weight first",
+)
+def get_members(
+    job_id: str,
+    k: Annotated[int, Path(ge=0)],
+    tenant: TenantDep,
+    jobs: JobsDep,
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> MembersOut:
+    spec = finished_spec(jobs, tenant, job_id)
+    n_regions = len(_read_regions(store, job_id).get("regions", []))
+    if k >= n_regions:
+        raise ApiError(404, ErrorCode.REGION_NOT_FOUND, f"Region {k} does not exist; this job has {n_regions}.",
+                       {"job": job_id, "k": k, "regions": n_regions})
+    members = store.load_npy(job_file(job_id, members_file(k)))
+    total = int(members.shape[0])
+    idx = np.asarray(members[offset : offset + limit], dtype=np.int64)
+    weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
+    files = DatasetFiles(store, spec.dataset_sha256)
+    try:
+        w = np.asarray(weights[idx, k], dtype=np.float64) if idx.size else np.empty(0)
+        losses = np.asarray(files.losses()[idx], dtype=np.float64)
+        labels = files.labels()
+        preds = files.predictions()
+        ids = files.ids(idx)
+        meta = files.metadata(idx)
+    except DatasetMissing:
+        raise ApiError(410, ErrorCode.DATASET_GONE,
+                       "The dataset this job searched has been deleted; its rows can no longer be shown.",
+                       {"job": job_id, "dataset": spec.dataset_id}) from None
+    rows = [
+        Member(
+            index=int(i),
+            id=ids[j] if ids is not None else None,
+            weight=float(min(max(w[j], 0.0), 1.0)),
+            loss=float(losses[j]),
+            label=int(labels[i]) if labels is not None else None,
+            prediction=int(preds[i]) if preds is not None else None,
+            metadata=meta[j] if meta is not None else None,
+        )
+        for j, i in enumerate(idx.tolist())
+    ]
+    return MembersOut(total=total, limit=limit, offset=offset, members=rows)
+
+
+def _stream(store: ArtifactStore, path: str) -> Iterator[bytes]:
+    with store.open_read(path) as f:
+        while block := f.read(STREAM_CHUNK):
+            yield block
+
+
+@router.get(
+    "/{job_id}/weights",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-npy": {}}, "description": "float32 n x k .npy"}},
+    summary="Kernel weight of every example in every region (.npy)",
+)
+def get_weights(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> StreamingResponse:
+    finished_spec(jobs, tenant, job_id)
+    path = job_file(job_id, WEIGHTS_FILE)
+    if not store.exists(path):
+        raise ApiError(404, ErrorCode.NOT_FOUND, "The job's weights are no longer stored (expired).", {"job": job_id})
+    return StreamingResponse(
+        _stream(store, path),
+        media_type="application/x-npy",
+        headers={
+            "Content-Length": str(store.size(path)),
+            "Content-Disposition": f'attachment; filename="{job_id}_weights.npy"',
+        },
+    )
+
+
+@router.get(
+    "/{job_id}/report",
+    response_class=HTMLResponse,
+    responses={200: {"content": {"text/html": {}}, "description": "A self-contained HTML page"}},
+    summary="The job's report, a page a person reads",
+)
+def get_report(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> HTMLResponse:
+    finished_spec(jobs, tenant, job_id)
+    path = job_file(job_id, REPORT_FILE)
+    if not store.exists(path):
+        raise ApiError(404, ErrorCode.NOT_FOUND, "This job has no report.", {"job": job_id})
+    return HTMLResponse(store.read_bytes(path))

@@ -1,0 +1,142 @@
+"""The API's request and response bodies (pydantic v2), named as in the contract (shared/API.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from spotlight.params import SearchParams
+from spotlight.protocol import JobError, JobStatus, Progress
+
+
+# ----- datasets -----
+class InlineDataset(BaseModel):
+    """A dataset sent as JSON arrays (small data; bounded by the inline body limit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embeddings: list[list[float]] = Field(description="n x d floats.")
+    losses: list[float] | None = Field(None, description="n floats; or give logits + labels.")
+    logits: list[list[float]] | None = Field(None, description="n x c floats; with labels, losses = cross-entropy.")
+    labels: list[int] | None = Field(None, description="n class indices.")
+    predictions: list[int] | None = Field(None, description="n predicted classes.")
+    sample_weights: list[float] | None = Field(None, description="n non-negative weights.")
+    ids: list[str | int] | None = Field(None, description="n ids, echoed in members.")
+    metadata: list[dict[str, Any]] | None = Field(None, description="n JSON objects, echoed in members.")
+
+
+class DatasetReference(BaseModel):
+    """A dataset the server reads itself, from roots and schemes its operator allows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(description="e.g. file:///data/x.npz or s3://bucket/key.parquet", min_length=1, max_length=4096)
+
+
+def _dataset_kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "id"
+    if isinstance(value, dict) and "uri" in value:
+        return "uri"
+    return "inline"
+
+
+DatasetSpec = Annotated[
+    Annotated[str, Tag("id")] | Annotated[DatasetReference, Tag("uri")] | Annotated[InlineDataset, Tag("inline")],
+    Discriminator(_dataset_kind),
+]
+
+
+class DatasetOut(BaseModel):
+    id: str = Field(description="ds_…")
+    n: int
+    dim: int
+    fields: list[str] = Field(description="Stored fields, e.g. embeddings, losses, labels, ids, metadata.")
+    sha256: str = Field(description="Hash of the canonical content; same content, same hash, stored once.")
+    created_at: datetime
+    deduplicated: bool = Field(False, description="True when this content was already stored (no new copy).")
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetOut]
+    total: int
+
+
+# ----- jobs -----
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: DatasetSpec = Field(description="A dataset id (ds_…), inline arrays, or {\"uri\": …}.")
+    params: SearchParams = Field(default_factory=SearchParams)
+    callback_url: str | None = Field(None, max_length=2048, description="POSTed the job's outcome when it ends.")
+
+
+class JobOut(BaseModel):
+    id: str = Field(description="job_…")
+    status: JobStatus
+    progress: Progress
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: JobError | None = None
+    params: SearchParams
+    dataset: str = Field(description="The dataset id the job searches.")
+    callback_url: str | None = None
+    cancel_requested: bool = Field(False, description="A cancel was asked for; the worker stops at its next step.")
+    device: str | None = Field(None, description="Where the search ran (e.g. cpu, cuda:0), once known.")
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    total: int
+
+
+# ----- results -----
+class RegionOut(BaseModel):
+    """One region; the worker may add fields beyond these (e.g. feasible, p_value)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    index: int
+    center: list[float]
+    precision: float | list[float]
+    kernel: str
+    shape: str
+    size_requested: float
+    total_weight: float
+    weighted_loss: float
+    mean_loss: float
+    lift: float
+
+
+class RegionsOut(BaseModel):
+    regions: list[RegionOut]
+
+
+class Member(BaseModel):
+    index: int = Field(description="Row of the dataset (0-based).")
+    id: str | int | None = Field(description="The caller's id of the row, or null when none was uploaded.")
+    weight: float = Field(ge=0, le=1, description="Kernel value of the row in this region.")
+    loss: float
+    label: int | None = None
+    prediction: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class MembersOut(BaseModel):
+    total: int = Field(description="How many rows are members (weight >= the operator's member threshold).")
+    limit: int
+    offset: int
+    members: list[Member]
+
+
+# ----- ops -----
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = "ready"
+    checks: dict[str, str] = Field(default_factory=dict)

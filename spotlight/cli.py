@@ -1,0 +1,423 @@
+"""The `spotlight` command: run the service (`up`, `api`, `worker`), export its spec, submit a search.
+
+    spotlight up [--host 127.0.0.1] [--port 8000] [--workers 1] [--data-dir .spotlight]
+    spotlight api [--host ...] [--port ...]          the HTTP API alone (uvicorn)
+    spotlight worker [--burst]                       one RQ worker
+    spotlight openapi [--output FILE]                the API's OpenAPI spec
+    spotlight submit EMB.npy LOSSES.npy [--labels L.npy] [--wait] [--param k=v ...]
+
+Every process reads its configuration from the environment (spotlight/settings.py); the flags
+here only override the few a person types. This module imports neither FastAPI nor torch at
+import time: each command imports what it runs, so `spotlight api` never loads torch and
+`spotlight worker` never loads FastAPI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from spotlight.settings import Settings, get_settings
+
+log = logging.getLogger("spotlight.cli")
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+# ----- logging -----
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(settings: Settings) -> None:
+    """One handler on the root logger (RQ then adds none of its own), JSON lines unless told not."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonFormatter() if settings.log_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+
+
+# ----- binding safety -----
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def has_api_keys(settings: Settings) -> bool:
+    return bool(settings.api_keys) or settings.api_keys_file is not None
+
+
+def check_bind(settings: Settings, host: str, allow_open_bind: bool) -> None:
+    """With no API keys the service is open to whoever can reach it: loopback only, unless told."""
+    if has_api_keys(settings):
+        return
+    if is_loopback(host):
+        log.warning("no API keys configured: the API runs open, so it binds to %s (loopback) only", host)
+        return
+    if not allow_open_bind:
+        raise SystemExit(
+            f"refusing to bind {host} without API keys: anyone who can reach it could read every dataset. "
+            "Set SPOTLIGHT_API_KEYS (or SPOTLIGHT_API_KEYS_FILE), bind 127.0.0.1, or pass --allow-open-bind."
+        )
+    log.warning("no API keys configured and --allow-open-bind given: the API on %s is open to anyone", host)
+
+
+# ----- spotlight worker / api / openapi -----
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.runner import run_worker
+
+    run_worker(get_settings(), burst=args.burst, name=args.name)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    check_bind(settings, args.host, args.allow_open_bind)
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,  # the app logs each request itself, as JSON
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from service.openapi_export import openapi_json
+
+    text = openapi_json()
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text if text.endswith("\n") else text + "\n")
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+# ----- spotlight up -----
+def _die_with_parent_preexec() -> None:
+    """In a child of `up`: get SIGTERM if `up` dies without cleaning up (Linux only)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+class Supervisor:
+    """The children of `spotlight up`: started in their own sessions (a terminal's Ctrl-C reaches
+    only `up`, which then stops them in order), restarted if a worker dies, all stopped on exit."""
+
+    def __init__(self, env: dict[str, str], stop_timeout_s: float = 15.0) -> None:
+        self.env = env
+        self.stop_timeout_s = stop_timeout_s
+        self.children: dict[str, tuple[list[str], subprocess.Popen[bytes]]] = {}
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            argv,
+            env=self.env,
+            cwd=os.getcwd(),
+            start_new_session=True,
+            preexec_fn=_die_with_parent_preexec,
+        )
+        self.children[name] = (argv, proc)
+        log.info("started %s (pid %d)", name, proc.pid)
+        return proc
+
+    def exited(self) -> list[tuple[str, int]]:
+        return [(name, proc.returncode) for name, (_, proc) in self.children.items() if proc.poll() is not None]
+
+    def restart(self, name: str) -> None:
+        argv, _ = self.children[name]
+        self.start(name, argv)
+
+    def pids(self) -> list[int]:
+        return [proc.pid for _, proc in self.children.values()]
+
+    def stop(self) -> None:
+        """SIGTERM all; a worker busy with a job gets a second SIGTERM after a grace period (RQ's cold
+        stop: the job is abandoned and retried on the next start); then SIGKILL what is left."""
+        live = {name: proc for name, (_, proc) in self.children.items() if proc.poll() is None}
+        for name, proc in live.items():
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout_s
+        warned = False
+        while any(p.poll() is None for p in live.values()) and time.monotonic() < deadline:
+            if not warned and time.monotonic() > deadline - self.stop_timeout_s / 2:
+                for name, proc in live.items():
+                    if proc.poll() is None and name.startswith("worker"):
+                        log.warning("%s still busy: stopping it now; its job will be retried", name)
+                        proc.send_signal(signal.SIGTERM)
+                warned = True
+            time.sleep(0.1)
+        for name, proc in live.items():
+            if proc.poll() is None:
+                log.warning("%s did not stop in time: killing it", name)
+                _signal_group(proc, signal.SIGKILL)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                log.error("%s (pid %d) would not die", name, proc.pid)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    check_bind(settings, args.host, args.allow_open_bind)
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["SPOTLIGHT_DATA_DIR"] = str(data_dir)
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: object) -> None:
+        log.info("got %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    redis_server = None
+    supervisor = Supervisor(env, stop_timeout_s=args.stop_timeout)
+    exit_code = 0
+    try:
+        if not settings.redis_url:
+            from spotlight.redis_server import EmbeddedRedis
+
+            redis_server = EmbeddedRedis(data_dir / "redis").start()
+            env["REDIS_URL"] = redis_server.url
+            log.info("embedded Redis on %s (data in %s)", redis_server.url, data_dir / "redis")
+        me = [sys.executable, "-m", "spotlight.cli"]
+        api_argv = [*me, "api", "--host", args.host, "--port", str(args.port)]
+        if args.allow_open_bind:
+            api_argv.append("--allow-open-bind")
+        supervisor.start("api", api_argv)
+        for i in range(args.workers):
+            supervisor.start(f"worker-{i}", [*me, "worker"])
+        log.info("spotlight is up on http://%s:%d with %d worker(s); Ctrl-C stops it", args.host, args.port, args.workers)
+        restarts: list[float] = []
+        while not stop.wait(0.5):
+            for name, code in supervisor.exited():
+                if name == "api":
+                    log.error("the API exited (status %s): stopping everything", code)
+                    exit_code = 1
+                    stop.set()
+                    break
+                restarts = [t for t in restarts if t > time.monotonic() - 60] + [time.monotonic()]
+                if len(restarts) > 5:
+                    log.error("workers keep dying (%s exited with %s): stopping everything", name, code)
+                    exit_code = 1
+                    stop.set()
+                    break
+                log.warning("%s exited (status %s): restarting it", name, code)
+                supervisor.restart(name)
+    finally:
+        supervisor.stop()
+        if redis_server is not None:
+            redis_server.stop()
+        log.info("stopped")
+    return exit_code
+
+
+# ----- spotlight submit -----
+def _parse_param(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--param wants key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _submit_files(args: argparse.Namespace) -> dict[str, Path]:
+    """The multipart fields to upload: one .npz/.parquet as `file`, or .npy arrays by key."""
+    paths = [Path(p) for p in args.files]
+    for p in paths + [Path(x) for x in (args.labels, args.predictions) if x]:
+        if not p.is_file():
+            raise SystemExit(f"spotlight submit: no such file: {p}")
+    if len(paths) == 1 and paths[0].suffix in (".npz", ".parquet"):
+        if args.labels or args.predictions:
+            raise SystemExit("spotlight submit: --labels/--predictions go inside the .npz/.parquet")
+        return {"file": paths[0]}
+    if len(paths) != 2 or any(p.suffix != ".npy" for p in paths):
+        raise SystemExit("spotlight submit: give EMB.npy LOSSES.npy, or a single .npz or .parquet file")
+    fields = {"embeddings": paths[0], "losses": paths[1]}
+    if args.labels:
+        fields["labels"] = Path(args.labels)
+    if args.predictions:
+        fields["predictions"] = Path(args.predictions)
+    return fields
+
+
+def _raise_for_error(response: Any) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        err = response.json()["error"]
+        detail = f"{err['code']}: {err['message']}"
+    except (ValueError, KeyError, TypeError):
+        detail = response.text[:500]
+    raise SystemExit(f"spotlight submit: {response.request.method} {response.request.url.path} -> {response.status_code} {detail}")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Upload, start a job, and with --wait show its progress and print its regions.
+
+    Minimal over httpx; to be replaced by spotlight.client.SpotlightClient once it lands.
+    """
+    import contextlib
+
+    import httpx
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    fields = _submit_files(args)
+    with httpx.Client(base_url=args.server.rstrip("/"), headers=headers, timeout=httpx.Timeout(30.0, read=600.0)) as http:
+        with contextlib.ExitStack() as stack:
+            files = {k: (p.name, stack.enter_context(p.open("rb")), "application/octet-stream") for k, p in fields.items()}
+            r = http.post("/v1/datasets", files=files)
+        _raise_for_error(r)
+        dataset = r.json()
+        console.print(f"dataset {dataset['id']}: n={dataset['n']}, dim={dataset['dim']}")
+        r = http.post("/v1/jobs", json={"dataset": dataset["id"], "params": dict(args.param)})
+        _raise_for_error(r)
+        job = r.json()
+        if not args.wait:
+            print(job["id"])
+            return 0
+        deadline = time.monotonic() + args.timeout
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+            console=console, transient=True,
+        ) as bar:
+            task = bar.add_task(f"{job['id']} queued", total=1.0)
+            while job["status"] in ("queued", "running"):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"spotlight submit: {job['id']} still {job['status']} after {args.timeout:.0f} s")
+                time.sleep(0.5)
+                r = http.get(f"/v1/jobs/{job['id']}")
+                _raise_for_error(r)
+                job = r.json()
+                p = job.get("progress") or {}
+                desc = f"{job['id']} {job['status']}"
+                if job["status"] == "running" and p.get("n_spotlights"):
+                    desc += f" spotlight {p.get('spotlight')}/{p.get('n_spotlights')}"
+                bar.update(task, completed=float(p.get("fraction") or 0.0), description=desc)
+        if job["status"] != "finished":
+            err = job.get("error") or {}
+            console.print(f"[red]{job['id']} {job['status']}[/red]: {err.get('code')}: {err.get('message')}")
+            return 1
+        r = http.get(f"/v1/jobs/{job['id']}/regions")
+        _raise_for_error(r)
+        regions = r.json()["regions"]
+    table = Table(title=f"{job['id']}: {len(regions)} regions")
+    for col in ("region", "weighted loss", "mean loss", "lift", "total weight", "size requested"):
+        table.add_column(col, justify="right")
+    for reg in regions:
+        table.add_row(
+            str(reg["index"]), f"{reg['weighted_loss']:.4g}", f"{reg['mean_loss']:.4g}", f"{reg['lift']:.3g}",
+            f"{reg['total_weight']:.1f}", f"{reg['size_requested']:.1f}",
+        )
+    Console().print(table)
+    return 0
+
+
+# ----- the parser -----
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spotlight", description="Find the high-loss regions of a model's embedding space.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run Redis (embedded unless REDIS_URL is set), the API and workers, in the foreground")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--workers", type=int, default=1)
+    up.add_argument("--data-dir", default=os.environ.get("SPOTLIGHT_DATA_DIR", ".spotlight"))
+    up.add_argument("--allow-open-bind", action="store_true", help="bind a non-loopback address without API keys")
+    up.add_argument("--stop-timeout", type=float, default=15.0, help="seconds to wait for children on stop")
+    up.set_defaults(func=cmd_up)
+
+    api = sub.add_parser("api", help="run the HTTP API (uvicorn)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--allow-open-bind", action="store_true", help="bind a non-loopback address without API keys")
+    api.set_defaults(func=cmd_api)
+
+    wk = sub.add_parser("worker", help="run one worker (needs REDIS_URL)")
+    wk.add_argument("--burst", action="store_true", help="quit when the queue is empty")
+    wk.add_argument("--name", default=None, help="worker name (default host.pid)")
+    wk.set_defaults(func=cmd_worker)
+
+    oa = sub.add_parser("openapi", help="print or write the API's OpenAPI spec")
+    oa.add_argument("--output", "-o", default=None)
+    oa.set_defaults(func=cmd_openapi)
+
+    sm = sub.add_parser("submit", help="upload arrays, start a search, optionally wait and print the regions")
+    sm.add_argument("files", nargs="+", metavar="FILE", help="EMB.npy LOSSES.npy, or one .npz / .parquet")
+    sm.add_argument("--labels", default=None, help="labels .npy (n ints)")
+    sm.add_argument("--predictions", default=None, help="predictions .npy (n ints)")
+    sm.add_argument("--server", default=os.environ.get("SPOTLIGHT_SERVER", "http://127.0.0.1:8000"))
+    sm.add_argument("--api-key", default=os.environ.get("SPOTLIGHT_API_KEY"))
+    sm.add_argument("--wait", action="store_true", help="wait for the job, then print its regions")
+    sm.add_argument("--param", action="append", default=[], type=_parse_param, metavar="KEY=VALUE")
+    sm.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait")
+    sm.set_defaults(func=cmd_submit)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(get_settings())
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

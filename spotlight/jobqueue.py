@@ -1,0 +1,167 @@
+"""Putting a search on the RQ queue, and what a job's meta says when its worker vanishes.
+
+Both sides import this module (it needs rq, redis and pydantic only; never torch, never FastAPI):
+the API enqueues with `enqueue_search`, the worker and RQ's registry maintenance call the
+failure hooks below.
+
+How a lost worker is handled (RQ does the work; we configure it and write the outcome):
+
+- The job is enqueued with ``Retry(max=settings.job_retries)`` and an ``on_failure`` callback
+  naming `on_job_failure` by import path.
+- Work-horse killed while its worker lives: the worker sees the horse exit abnormally, calls its
+  ``work_horse_killed_handler`` (`record_worker_lost`) and then retries the job or fails it.
+- Whole worker killed: nobody renews the job's entry in the StartedJobRegistry. Once it is
+  ``worker_heartbeat_s + worker_lost_after_s`` old, the next registry cleanup (any worker's
+  maintenance, every ``maintenance_interval_s``) calls ``on_failure`` with AbandonedJobError and
+  the worker exception handlers, then retries the job or moves it to the FailedJobRegistry.
+
+Either way our meta ends ``queued`` again (retried) or ``failed`` with code ``worker_lost``,
+never ``running``. `record_worker_lost` is idempotent: RQ may call both hooks for one loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Any
+
+from redis import Redis
+from rq import Callback, Queue, Retry
+from rq.exceptions import AbandonedJobError
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+
+from spotlight.protocol import (
+    META_ENDED_AT,
+    META_ERROR,
+    META_PROGRESS,
+    META_SPEC,
+    META_STATUS,
+    META_TENANT,
+    TASK_PATH,
+    ErrorCode,
+    JobError,
+    JobSpec,
+    Progress,
+    utcnow,
+)
+from spotlight.settings import Settings
+
+log = logging.getLogger("spotlight.jobqueue")
+
+# Named by import path so that whichever process runs RQ's cleanup can resolve it.
+FAILURE_CALLBACK_PATH = "spotlight.jobqueue.on_job_failure"
+TERMINAL_STATUSES = ("finished", "failed", "canceled")
+
+
+def job_queue(connection: Redis, settings: Settings) -> Queue:
+    """The queue the API enqueues on and every worker listens to."""
+    return Queue(settings.queue_name, connection=connection)
+
+
+def initial_meta(spec: JobSpec) -> dict[str, Any]:
+    """The meta a job starts with: who owns it, what it asks, and that it waits."""
+    return {
+        META_TENANT: spec.tenant,
+        META_SPEC: spec.model_dump(mode="json"),
+        META_STATUS: "queued",
+        META_PROGRESS: Progress(n_spotlights=spec.params.n_spotlights, steps=spec.params.steps).model_dump(),
+        META_ERROR: None,
+    }
+
+
+def enqueue_options(settings: Settings) -> dict[str, Any]:
+    """RQ enqueue keywords from Settings: timeout, TTLs, retries and the failure hook."""
+    return {
+        "job_timeout": settings.job_timeout_s,
+        "result_ttl": settings.result_ttl_s,
+        "failure_ttl": settings.result_ttl_s,
+        "retry": Retry(max=settings.job_retries) if settings.job_retries > 0 else None,
+        "on_failure": Callback(FAILURE_CALLBACK_PATH),
+    }
+
+
+def enqueue_search(
+    queue: Queue, spec: JobSpec, settings: Settings, *, meta: dict[str, Any] | None = None, at_front: bool = False
+) -> Job:
+    """Enqueue one search under the job id the API chose; the task gets the spec as a JSON dict."""
+    return queue.enqueue(
+        TASK_PATH,
+        spec.model_dump(mode="json"),
+        job_id=spec.job_id,
+        description=f"spotlight search {spec.job_id}",
+        meta={**initial_meta(spec), **(meta or {})},
+        at_front=at_front,
+        **enqueue_options(settings),
+    )
+
+
+# ----- what a job's meta says when its run ended without the task saying so -----
+def _mark(job: Job, status: str, error: JobError | None) -> None:
+    meta = job.get_meta(refresh=True)
+    if meta.get(META_STATUS) in TERMINAL_STATUSES:
+        return  # the task already wrote how it ended; a late hook must not overwrite that
+    meta[META_STATUS] = status
+    if status == "queued":
+        spec = meta.get(META_SPEC) or {}
+        params = spec.get("params") or {}
+        meta[META_PROGRESS] = Progress(
+            n_spotlights=int(params.get("n_spotlights", 0)), steps=int(params.get("steps", 0))
+        ).model_dump()
+        meta[META_ERROR] = None
+    else:
+        meta[META_ERROR] = error.model_dump() if error else None
+        meta[META_ENDED_AT] = utcnow().isoformat()
+    job.save_meta()
+
+
+def record_worker_lost(job: Job, reason: str = "the worker running it stopped") -> None:
+    """The job's worker or work-horse died mid-run: queued again when RQ will retry it, else failed."""
+    if job.should_retry:
+        log.warning("job %s lost (%s); retrying, %s retries left", job.id, reason, job.retries_left)
+        _mark(job, "queued", None)
+    else:
+        log.error("job %s lost (%s); no retries left", job.id, reason)
+        _mark(
+            job,
+            "failed",
+            JobError(
+                code=ErrorCode.WORKER_LOST,
+                message=f"The job was interrupted ({reason}) and not retried further; submit it again.",
+            ),
+        )
+
+
+def on_job_failure(
+    job: Job,
+    connection: Redis,
+    exc_type: type[BaseException] | None,
+    exc_value: BaseException | None,
+    tb: TracebackType | None,
+) -> None:
+    """RQ's ``on_failure`` callback: in the horse when the task raised, in a cleanup when abandoned."""
+    if exc_type is AbandonedJobError or isinstance(exc_value, AbandonedJobError):
+        record_worker_lost(job, "its worker stopped sending heartbeats")
+    elif isinstance(exc_value, JobTimeoutException):
+        # The task records its own timeouts; this catches one that fired outside the search.
+        # Another run would time out again, so RQ is told not to retry it.
+        job.retries_left = 0
+        _mark(job, "failed", JobError(code=ErrorCode.JOB_TIMEOUT, message=f"The job ran past its time limit: {exc_value}"))
+    elif job.should_retry:
+        log.warning("job %s raised %r; retrying", job.id, exc_value)
+        _mark(job, "queued", None)
+    else:
+        _mark(job, "failed", JobError(code=ErrorCode.INTERNAL, message=f"The worker failed unexpectedly: {exc_value!r}"))
+
+
+def abandoned_job_handler(
+    job: Job, exc_type: type[BaseException] | None, exc_value: BaseException | None, tb: TracebackType | None
+) -> None:
+    """Worker exception handler: covers abandoned jobs enqueued without our ``on_failure`` callback.
+
+    RQ passes a worker's exception handlers to the StartedJobRegistry cleanup it runs during
+    maintenance; in the horse they also see ordinary task errors, which on_job_failure handles.
+    Returns None so RQ's remaining handlers still run.
+    """
+    if exc_type is AbandonedJobError or isinstance(exc_value, AbandonedJobError):
+        record_worker_lost(job, "its worker stopped sending heartbeats")

@@ -1,0 +1,128 @@
+"""Test helpers: a dataset written in the store layout, job specs, and real worker processes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from rq.job import Job
+
+from spotlight.jobqueue import enqueue_search, job_queue
+from spotlight.params import SearchParams
+from spotlight.protocol import META_STATUS, JobSpec, dataset_file, new_job_id, utcnow
+from spotlight.settings import Settings
+from spotlight.store import ArtifactStore
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# A search that takes well under a second, and one that runs for a few seconds (kill tests).
+QUICK = {"n_spotlights": 2, "steps": 30, "restarts": 2, "spotlight_size": 0.1, "device": "cpu"}
+LONG = {"n_spotlights": 5, "steps": 1000, "restarts": 4, "spotlight_size": 0.05, "device": "cpu"}
+
+
+def write_dataset(store: ArtifactStore, n: int = 200, d: int = 4, seed: int = 0, labels: bool = True) -> str:
+    """Store a synthetic dataset as the API would (protocol.py's layout) and return its sha256."""
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(n, d)).astype(np.float32)
+    losses = rng.random(n).astype(np.float32)
+    losses[emb[:, 0] > 1.0] += 2.0  # a high-loss slice
+    sha = hashlib.sha256(emb.tobytes() + losses.tobytes()).hexdigest()
+    fields = ["embeddings", "losses"]
+    store.save_npy(dataset_file(sha, "embeddings.npy"), emb)
+    store.save_npy(dataset_file(sha, "losses.npy"), losses)
+    if labels:
+        store.save_npy(dataset_file(sha, "labels.npy"), rng.integers(0, 3, size=n).astype(np.int64))
+        fields.append("labels")
+    store.write_json(dataset_file(sha, "manifest.json"), {"n": n, "dim": d, "fields": fields, "sha256": sha})
+    return sha
+
+
+def make_spec(sha: str, params: dict[str, Any] | None = None, tenant: str = "t1") -> JobSpec:
+    return JobSpec(
+        job_id=new_job_id(),
+        tenant=tenant,
+        dataset_id="ds_test",
+        dataset_sha256=sha,
+        params=SearchParams(**(params or QUICK)),
+        created_at=utcnow(),
+    )
+
+
+def enqueue(redis_url: str, spec: JobSpec, settings: Settings) -> Job:
+    conn = redis.Redis.from_url(redis_url)
+    return enqueue_search(job_queue(conn, settings), spec, settings)
+
+
+def worker_env(redis_url: str, store_dir: Path, **overrides: Any) -> dict[str, str]:
+    """Environment of a worker subprocess: fast heartbeats so lost workers are noticed in seconds."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "SPOTLIGHT_STORE_URL": str(store_dir),
+            "SPOTLIGHT_DATA_DIR": str(store_dir.parent / "data"),
+            "SPOTLIGHT_WORKER_HEARTBEAT_S": "1",
+            "SPOTLIGHT_WORKER_LOST_AFTER_S": "2",
+            "SPOTLIGHT_MAINTENANCE_INTERVAL_S": "1",
+            "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.1",
+            "SPOTLIGHT_LOG_JSON": "false",
+            "PYTHONPATH": str(REPO_ROOT),
+        }
+    )
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+class WorkerProcs:
+    """`python -m spotlight.cli worker` subprocesses, each in its own session; all killed at the end."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "spotlight.cli", "worker", "--name", name],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        for proc in self.procs.values():
+            proc.wait(10)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def meta_status(job: Job) -> str | None:
+    return job.get_meta(refresh=True).get(META_STATUS)

@@ -1,0 +1,149 @@
+"""The RQ task run in-process against a real Redis and a temporary store."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+import torch
+
+from spotlight.protocol import (
+    META_ERROR,
+    META_PROGRESS,
+    META_STATUS,
+    REGIONS_FILE,
+    WEIGHTS_FILE,
+    ErrorCode,
+    cancel_key,
+    job_file,
+    members_file,
+)
+from spotlight.settings import Settings
+from spotlight.store import ArtifactStore
+from worker.progress import JobReporter
+from worker.task import execute, member_indices
+
+from .helpers import LONG, enqueue, make_spec, wait_for, write_dataset
+
+
+@pytest.fixture
+def settings(store_dir: Path, redis_url: str) -> Settings:
+    return Settings(redis_url=redis_url, store_url=str(store_dir), progress_interval_s=0.05, member_min_weight=1e-3)
+
+
+@pytest.fixture
+def store(store_dir: Path) -> ArtifactStore:
+    return ArtifactStore(str(store_dir))
+
+
+def test_finished_job_writes_regions_weights_and_members(settings, store, redis_url) -> None:
+    sha = write_dataset(store, n=200)
+    spec = make_spec(sha)
+    job = enqueue(redis_url, spec, settings)
+
+    summary = execute(spec, job, settings, store)
+
+    assert summary["status"] == "finished" and summary["regions"] == 2
+    meta = job.get_meta(refresh=True)
+    assert meta[META_STATUS] == "finished" and meta[META_ERROR] is None
+    assert meta[META_PROGRESS]["fraction"] == 1.0 and meta[META_PROGRESS]["spotlight"] == 2
+    assert meta["ended_at"] and meta["started_at"] and meta["device"] == "cpu"
+    regions = store.read_json(job_file(spec.job_id, REGIONS_FILE))["regions"]
+    assert [r["index"] for r in regions] == [0, 1]
+    weights = store.load_npy(job_file(spec.job_id, WEIGHTS_FILE))
+    assert weights.dtype == np.float32 and weights.shape == (200, 2)
+    assert np.isfinite(weights).all() and weights.min() >= 0 and weights.max() <= 1
+    for k in range(2):
+        members = store.load_npy(job_file(spec.job_id, members_file(k)))
+        w = weights[members, k]
+        assert members.dtype == np.int64
+        assert (w >= settings.member_min_weight).all() and (np.diff(w) <= 0).all()
+        assert len(members) == int((weights[:, k] >= settings.member_min_weight).sum()) == regions[k]["n_members"]
+    # no temporary file left next to the results
+    assert not [p for p in store.list(f"jobs/{spec.job_id}") if "/.tmp-" in p]
+
+
+def test_member_indices_order_by_weight_then_index() -> None:
+    w = np.array([0.5, 0.0005, 0.9, 0.5, 0.001], dtype=np.float32)
+    assert member_indices(w, 1e-3).tolist() == [2, 0, 3, 4]
+
+
+def test_progress_is_published_at_most_once_per_interval(settings, store, redis_url) -> None:
+    job = enqueue(redis_url, make_spec(write_dataset(store)), settings)
+    now = [0.0]
+    reporter = JobReporter(job, interval_s=0.3, clock=lambda: now[0])
+    reporter.started(n_spotlights=2, steps=10)
+    seen = []
+    for t, step in [(0.1, 0), (0.2, 1), (0.35, 2), (0.4, 3), (0.7, 4)]:
+        now[0] = t
+        reporter.progress(0, step, 10)
+        seen.append(job.get_meta(refresh=True)[META_PROGRESS]["step"])
+    assert seen == [0, 0, 3, 3, 5]  # published at t=0.35 and t=0.7 only (1-based steps)
+    assert job.get_meta(refresh=True)[META_PROGRESS]["fraction"] == pytest.approx(0.25)
+
+
+def test_cancel_before_start_ends_canceled_without_results(settings, store, redis_url) -> None:
+    spec = make_spec(write_dataset(store))
+    job = enqueue(redis_url, spec, settings)
+    redis.Redis.from_url(redis_url).set(cancel_key(spec.job_id), 1)
+
+    assert execute(spec, job, settings, store)["status"] == "canceled"
+    meta = job.get_meta(refresh=True)
+    assert meta[META_STATUS] == "canceled" and meta[META_ERROR]["code"] == ErrorCode.CANCELED
+    assert not store.exists(job_file(spec.job_id, REGIONS_FILE))
+
+
+def test_cancel_while_running_stops_the_search(settings, store, redis_url) -> None:
+    spec = make_spec(write_dataset(store, n=500), LONG)
+    job = enqueue(redis_url, spec, settings)
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.update(execute(spec, job, settings, store)))
+    thread.start()
+    wait_for(lambda: job.get_meta(refresh=True)[META_PROGRESS]["step"] > 0, 30, "the search to start")
+    redis.Redis.from_url(redis_url).set(cancel_key(spec.job_id), 1)
+    thread.join(30)
+    assert not thread.is_alive()
+    assert out["status"] == "canceled"
+    meta = job.get_meta(refresh=True)
+    assert meta[META_STATUS] == "canceled" and meta[META_ERROR]["code"] == "canceled"
+    assert meta[META_PROGRESS]["fraction"] < 1.0
+    assert not store.exists(job_file(spec.job_id, REGIONS_FILE))
+
+
+def test_missing_dataset_fails_dataset_gone(settings, store, redis_url) -> None:
+    spec = make_spec("0" * 64)
+    job = enqueue(redis_url, spec, settings)
+    assert execute(spec, job, settings, store)["status"] == "failed"
+    assert job.get_meta(refresh=True)[META_ERROR]["code"] == ErrorCode.DATASET_GONE
+
+
+def test_unwritable_result_folder_fails_store_error(settings, store, store_dir, redis_url) -> None:
+    spec = make_spec(write_dataset(store))
+    job = enqueue(redis_url, spec, settings)
+    (store_dir / "jobs").mkdir()
+    (store_dir / "jobs" / spec.job_id).write_bytes(b"a file where the job's folder should be")
+
+    assert execute(spec, job, settings, store)["status"] == "failed"
+    meta = job.get_meta(refresh=True)
+    assert meta[META_STATUS] == "failed" and meta[META_ERROR]["code"] == ErrorCode.STORE_ERROR
+
+
+def test_unreadable_dataset_fails_store_error(settings, store, store_dir, redis_url) -> None:
+    sha = write_dataset(store)
+    (store_dir / "datasets" / sha / "embeddings.npy").write_bytes(b"\x93NUMPY truncated")
+    spec = make_spec(sha)
+    job = enqueue(redis_url, spec, settings)
+    assert execute(spec, job, settings, store)["status"] == "failed"
+    assert job.get_meta(refresh=True)[META_ERROR]["code"] == ErrorCode.STORE_ERROR
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 7, reason="needs a machine without a cuda:7")
+def test_engine_error_fails_search_failed(settings, store, redis_url) -> None:
+    spec = make_spec(write_dataset(store), {"n_spotlights": 1, "steps": 5, "device": "cuda:7"})
+    job = enqueue(redis_url, spec, settings)
+    assert execute(spec, job, settings, store)["status"] == "failed"
+    err = job.get_meta(refresh=True)[META_ERROR]
+    assert err["code"] == ErrorCode.SEARCH_FAILED and err["message"]

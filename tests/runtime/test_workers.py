@@ -1,0 +1,128 @@
+"""Real worker processes (`python -m spotlight.cli worker`) sharing one Redis and one store."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+from rq import Worker
+from rq.job import Job
+
+from spotlight.protocol import META_ERROR, META_STATUS, REGIONS_FILE, ErrorCode, job_file
+from spotlight.settings import Settings
+from spotlight.store import ArtifactStore
+
+from .helpers import LONG, QUICK, WorkerProcs, enqueue, make_spec, meta_status, wait_for, worker_env, write_dataset
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def store(store_dir: Path) -> ArtifactStore:
+    return ArtifactStore(str(store_dir))
+
+
+@pytest.fixture
+def workers(redis_url: str, store_dir: Path, tmp_path: Path) -> Iterator[WorkerProcs]:
+    procs = WorkerProcs(worker_env(redis_url, store_dir), tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+def settings_for(redis_url: str, store_dir: Path, retries: int = 1) -> Settings:
+    """What the API would enqueue with."""
+    return Settings(redis_url=redis_url, store_url=str(store_dir), job_retries=retries)
+
+
+def wait_registered(redis_url: str, names: set[str], timeout: float = 60) -> None:
+    conn = redis.Redis.from_url(redis_url)
+    wait_for(lambda: names <= {w.name for w in Worker.all(connection=conn)}, timeout, f"workers {names}")
+
+
+def wait_ended(job: Job, timeout: float) -> str:
+    return wait_for(
+        lambda: (s := meta_status(job)) in ("finished", "failed", "canceled") and s, timeout, f"job {job.id} to end"
+    )
+
+
+def horse_of(worker_pid: int) -> psutil.Process:
+    return wait_for(lambda: psutil.Process(worker_pid).children(), 30, "a work-horse")[0]
+
+
+def test_two_workers_drain_ten_jobs(workers, redis_url, store_dir, store) -> None:
+    workers.start("w1")
+    workers.start("w2")
+    wait_registered(redis_url, {"w1", "w2"})
+    settings = settings_for(redis_url, store_dir)
+    sha = write_dataset(store)
+    jobs = [enqueue(redis_url, make_spec(sha, {**QUICK, "seed": i}), settings) for i in range(10)]
+
+    for job in jobs:
+        assert wait_ended(job, 60) == "finished", workers.log("w1") + workers.log("w2")
+    assert all(store.exists(job_file(j.id, REGIONS_FILE)) for j in jobs)
+    ran_on = {Job.fetch(j.id, connection=redis.Redis.from_url(redis_url)).worker_name for j in jobs}
+    assert ran_on == {"w1", "w2"}
+
+
+def test_killed_horse_is_retried_and_finishes(workers, redis_url, store_dir, store) -> None:
+    worker = workers.start("w1")
+    wait_registered(redis_url, {"w1"})
+    job = enqueue(redis_url, make_spec(write_dataset(store, n=500), LONG), settings_for(redis_url, store_dir, 1))
+    wait_for(lambda: meta_status(job) == "running", 60, "the job to start")
+    horse_of(worker.pid).send_signal(signal.SIGKILL)
+
+    assert wait_ended(job, 90) == "finished", workers.log("w1")
+    job.refresh()
+    assert job.retries_left == 0  # it did take the retry
+    assert store.exists(job_file(job.id, REGIONS_FILE))
+    assert worker.poll() is None  # the worker itself lived on
+
+
+def test_killed_horse_without_retries_fails_worker_lost(workers, redis_url, store_dir, store) -> None:
+    worker = workers.start("w1")
+    wait_registered(redis_url, {"w1"})
+    job = enqueue(redis_url, make_spec(write_dataset(store, n=500), LONG), settings_for(redis_url, store_dir, 0))
+    wait_for(lambda: meta_status(job) == "running", 60, "the job to start")
+    horse_of(worker.pid).send_signal(signal.SIGKILL)
+
+    assert wait_ended(job, 30) == "failed", workers.log("w1")
+    assert job.get_meta(refresh=True)[META_ERROR]["code"] == ErrorCode.WORKER_LOST
+    assert job.get_status(refresh=True) == "failed"
+
+
+def test_killed_worker_job_is_retried_on_another_worker(workers, redis_url, store_dir, store) -> None:
+    procs = {"w1": workers.start("w1"), "w2": workers.start("w2")}
+    wait_registered(redis_url, {"w1", "w2"})
+    job = enqueue(redis_url, make_spec(write_dataset(store, n=500), LONG), settings_for(redis_url, store_dir, 1))
+    wait_for(lambda: meta_status(job) == "running", 60, "the job to start")
+    job.refresh()
+    victim, survivor = (job.worker_name, ({"w1", "w2"} - {job.worker_name}).pop())
+    horse = horse_of(procs[victim].pid)
+    os.kill(procs[victim].pid, signal.SIGKILL)  # the worker only: its horse must not outlive it
+    wait_for(lambda: not horse.is_running() or horse.status() == psutil.STATUS_ZOMBIE, 10, "the orphaned horse to die")
+
+    assert wait_ended(job, 45) == "finished", workers.log(survivor)  # RQ alone would wait 60 s more
+    job.refresh()
+    assert job.worker_name == survivor and job.retries_left == 0
+    assert store.exists(job_file(job.id, REGIONS_FILE))
+
+
+def test_store_error_fails_the_job_and_the_worker_serves_the_next(workers, redis_url, store_dir, store) -> None:
+    worker = workers.start("w1")
+    wait_registered(redis_url, {"w1"})
+    settings = settings_for(redis_url, store_dir)
+    sha = write_dataset(store)
+    bad, good = make_spec(sha), make_spec(sha)
+    (store_dir / "jobs").mkdir(exist_ok=True)
+    (store_dir / "jobs" / bad.job_id).write_bytes(b"not a folder: results cannot be written here")
+    bad_job, good_job = enqueue(redis_url, bad, settings), enqueue(redis_url, good, settings)
+
+    assert wait_ended(bad_job, 60) == "failed"
+    assert bad_job.get_meta(refresh=True)[META_ERROR]["code"] == ErrorCode.STORE_ERROR
+    assert wait_ended(good_job, 60) == "finished", workers.log("w1")
+    assert worker.poll() is None

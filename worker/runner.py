@@ -1,0 +1,144 @@
+"""The worker process: an RQ worker on the search queue, configured from Settings.
+
+CUDA and fork
+-------------
+RQ's default Worker forks a work-horse per job. A CUDA context does not survive fork(): once the
+parent has initialised CUDA, every child that touches it fails. So the parent never touches
+CUDA. It does import torch (and the engine) once at start-up, *without* initialising CUDA
+(`torch.cuda.is_initialized()` is checked to stay False), so each horse inherits the imported
+modules through fork instead of paying several seconds of `import torch` per job. The horse
+then picks the device (``params.device``, "auto" = CUDA when present), initialises CUDA in its
+own process, and exits when the job ends, which also hands all its GPU memory back.
+
+Workers that die
+----------------
+RQ's own machinery handles abandoned jobs; this module only configures it (see
+spotlight/jobqueue.py for what ends up in the job's meta):
+
+- `job_monitoring_interval` = ``worker_heartbeat_s``: how often a busy worker renews its job's
+  entry in the StartedJobRegistry.
+- `get_heartbeat_ttl` adds ``worker_lost_after_s`` (RQ hard-codes 60 s) to that interval: the
+  silence after which the job counts as abandoned.
+- `maintenance_interval` = ``maintenance_interval_s`` and ``worker_ttl`` = that + 15 s, because
+  RQ's idle dequeue blocks for ``worker_ttl - 15`` s between maintenance checks. Maintenance runs
+  the StartedJobRegistry cleanup that retries (``Retry(max=job_retries)``) or fails abandoned jobs.
+- `work_horse_killed_handler` records a horse that died under a living worker before RQ retries
+  or fails the job.
+- The horse asks the kernel to SIGKILL it when its worker dies (Linux ``PR_SET_PDEATHSIG``): RQ
+  puts the horse in its own process group, so without this a horse orphaned by a killed worker
+  would run on unsupervised, with nobody renewing its heartbeat, while a retry runs elsewhere.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import socket
+import sys
+
+import redis
+from rq import Worker
+from rq.job import Job
+from rq.queue import Queue
+
+from spotlight.jobqueue import abandoned_job_handler, job_queue, record_worker_lost
+from spotlight.settings import Settings
+
+log = logging.getLogger("spotlight.worker")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies; exit now if it already has."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl: the heartbeat still catches it
+        return
+    if os.getppid() != parent_pid:  # the parent died between fork() and prctl()
+        os._exit(1)
+
+
+def _work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: object) -> None:
+    """Runs in the worker when its horse exited abnormally (SIGKILL, OOM killer, segfault)."""
+    how = f"signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else f"exit status {ret_val}"
+    record_worker_lost(job, f"its work-horse process died ({how})")
+
+
+class SpotlightWorker(Worker):
+    """RQ's forking Worker with a configurable grace before a silent job counts as abandoned."""
+
+    lost_after_s: int = 60
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        interval = float(self.job_monitoring_interval)
+        if job.timeout and job.timeout > 0:
+            interval = min(job.timeout - working_time, interval)
+        return int(max(interval, 1)) + int(self.lost_after_s)
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        _die_with_parent(self.pid or os.getppid())
+        super().main_work_horse(job, queue)
+
+
+def preload_engine() -> None:
+    """Import torch and the engine in the parent without initialising CUDA (see module doc)."""
+    try:
+        import torch
+
+        import worker.engine  # noqa: F401
+    except ImportError as exc:
+        log.warning("could not preload the engine (%s); each job will import it", exc)
+        return
+    if torch.cuda.is_initialized():  # pragma: no cover - a guard against an engine import side effect
+        raise RuntimeError("CUDA was initialised in the worker's parent process; forked horses could not use it")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def build_worker(settings: Settings, connection: redis.Redis, name: str | None = None) -> SpotlightWorker:
+    """An RQ worker on the search queue, with every lifetime taken from Settings."""
+    worker = SpotlightWorker(
+        [job_queue(connection, settings)],
+        name=name or worker_name(),
+        connection=connection,
+        default_result_ttl=settings.result_ttl_s,
+        job_monitoring_interval=settings.worker_heartbeat_s,
+        maintenance_interval=settings.maintenance_interval_s,
+        worker_ttl=settings.maintenance_interval_s + 15,
+        exception_handlers=[abandoned_job_handler],
+        work_horse_killed_handler=_work_horse_killed,
+        log_job_description=False,
+    )
+    worker.lost_after_s = settings.worker_lost_after_s
+    return worker
+
+
+def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None, preload: bool = True) -> bool:
+    """Serve jobs until stopped (SIGTERM/SIGINT: finish the current job; twice: stop now).
+
+    Returns whether any job was processed (RQ's answer; useful with ``burst``).
+    """
+    if not settings.redis_url:
+        raise SystemExit("spotlight worker: REDIS_URL is not set (start Redis, or use `spotlight up`)")
+    if preload:
+        preload_engine()
+    connection = redis.Redis.from_url(settings.redis_url)
+    worker = build_worker(settings, connection, name)
+    log.info(
+        "worker %s on queue %s (heartbeat %ss, lost after %ss more, maintenance every %ss)",
+        worker.name,
+        settings.queue_name,
+        settings.worker_heartbeat_s,
+        settings.worker_lost_after_s,
+        settings.maintenance_interval_s,
+    )
+    return worker.work(burst=burst, logging_level=settings.log_level.upper())
