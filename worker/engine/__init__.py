@@ -21,5 +21,6 @@ Nothing in a SearchResult is ever NaN or inf.
 """
 
 from worker.engine.result import Region, SearchCanceled, SearchResult
+from worker.engine.search import search
 
-__all__ = ["Region", "SearchCanceled", "SearchResult"]
+__all__ = ["Region", "SearchCanceled", "SearchResult", "search"]

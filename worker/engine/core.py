@@ -1,0 +1,205 @@
+"""The numeric core of the search: small pure functions on torch tensors.
+
+Everything here works in *standardised* coordinates (the caller's embeddings centred and divided
+by one scale, see `prepare.py`) and on a batch of R restarts at once: centres are a d x R matrix,
+log-precisions a 1 x R (spherical) or d x R (diagonal) matrix, and per-example quantities are n x R.
+
+Cost: the only passes over the n x d matrix X are X @ M (forward) and M-gradient = X^T @ G
+(backward), via ||x - mu||^2 = ||x||^2 - 2 x.mu + ||mu||^2 with ||x||^2 precomputed. No d x d
+matrix is ever formed. The diagonal shape adds the same two passes over X*X, done in row chunks so
+that no n x d temporary exists.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+# Projection bound on the smallest scaled distance u = tau * ||x - mu||^2 of a restart, per kernel:
+# keeping min_i u_i <= this keeps at least one example inside the kernel (flat: k >= 0.1, gaussian:
+# k >= e^-20, far from float32 underflow), so the region's total weight never reaches 0, its
+# weighted mean is never 0/0 and the barrier always has a gradient. The gaussian bound is loose on
+# purpose: in high dimension even the nearest example of a tight gaussian region sits at u >> 1.
+MAX_MIN_U = {"flat": 0.9, "gaussian": 40.0}
+# Log-precision bounds (standardised units): tau = exp(theta) / d. Wide enough for any region;
+# narrow enough that exp() never overflows float32.
+THETA_MIN, THETA_MAX = -30.0, 30.0
+
+
+def kernel_weights(u: torch.Tensor, kernel: str) -> torch.Tensor:
+    """Kernel value of each scaled squared distance u = tau * ||x - mu||^2 (u >= 0)."""
+    if kernel == "flat":
+        return torch.clamp(1.0 - u, min=0.0)
+    if kernel == "gaussian":
+        return torch.exp(-0.5 * u)
+    raise ValueError(f"unknown kernel {kernel!r}")
+
+
+def row_chunk(n: int, d: int, device: torch.device) -> int:
+    """Rows per chunk: ~8 MiB blocks on CPU (cache-friendly), ~256 MiB on a GPU (memory-bounded)."""
+    budget = (256 if device.type == "cuda" else 8) * 2**20
+    return max(256, min(n, budget // (4 * max(d, 1))))
+
+
+class _RowProducts(torch.autograd.Function):
+    """Z = X @ P for a constant X (n x d) and a small P (d x R), in row chunks.
+
+    Backward is dP = X^T @ dZ, one more pass over X. X is saved by reference, never copied.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: torch.Tensor, chunk: int, squared: bool) -> torch.Tensor:  # type: ignore[override]
+        out = torch.empty(x.shape[0], p.shape[1], dtype=p.dtype, device=p.device)
+        for i in range(0, x.shape[0], chunk):
+            xc = x[i : i + chunk]
+            if squared:
+                xc = xc * xc
+            torch.mm(xc, p, out=out[i : i + chunk])
+        ctx.save_for_backward(x)
+        ctx.chunk, ctx.squared = chunk, squared
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        if not ctx.squared:
+            return None, (grad.t() @ x).t(), None, None
+        acc = torch.zeros(grad.shape[1], x.shape[1], dtype=grad.dtype, device=grad.device)
+        for i in range(0, x.shape[0], ctx.chunk):
+            xc = x[i : i + ctx.chunk]
+            acc.addmm_(grad[i : i + ctx.chunk].t(), xc * xc)
+        return None, acc.t(), None, None
+
+
+def row_products(x: torch.Tensor, p: torch.Tensor, chunk: int, squared: bool = False) -> torch.Tensor:
+    """X @ P (or (X*X) @ P) with a gradient for P only; see `_RowProducts`."""
+    return _RowProducts.apply(x, p, chunk, squared)
+
+
+def scaled_distances(
+    x: torch.Tensor, sq_norms: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, chunk: int
+) -> torch.Tensor:
+    """u[i, r] = sum_j tau[j, r] (x[i, j] - mu[j, r])^2 with tau = exp(theta) / d, for every restart.
+
+    Spherical (theta is 1 x R): u = tau * (||x||^2 - 2 x.mu + ||mu||^2), two passes over X a step.
+    Diagonal (theta is d x R): u = (X*X) @ tau - 2 X @ (tau*mu) + sum(tau*mu^2), four passes.
+    Rounding can make the expanded form slightly negative; it is clamped at 0.
+    """
+    d = x.shape[1]
+    tau = torch.exp(theta) / d
+    if theta.shape[0] == 1:
+        dist = sq_norms[:, None] - 2.0 * row_products(x, mu, chunk) + (mu * mu).sum(0)[None, :]
+        return torch.clamp(dist, min=0.0) * tau
+    u = (
+        row_products(x, tau, chunk, squared=True)
+        - 2.0 * row_products(x, tau * mu, chunk)
+        + (tau * mu * mu).sum(0)[None, :]
+    )
+    return torch.clamp(u, min=0.0)
+
+
+def support_rescale(u: torch.Tensor, active: torch.Tensor, kernel: str) -> torch.Tensor:
+    """Factor f (one per restart, <= 1) such that min over active examples of f*u is <= MAX_MIN_U[kernel].
+
+    Multiplying every precision of a restart by f multiplies its u by f, so this is the projection
+    that keeps a region's support from ever emptying (the flat kernel's NaN trap) at no extra pass.
+    """
+    with torch.no_grad():
+        big = torch.full_like(u, float("inf"))
+        u_min = torch.where(active[:, None], u, big).amin(0)
+        bound = MAX_MIN_U[kernel]
+        f = torch.where(u_min > bound, bound / u_min, torch.ones_like(u_min))
+        return torch.nan_to_num(f, nan=1.0, posinf=1.0)
+
+
+def weighted_entropy(wk: torch.Tensor, total: torch.Tensor, codes: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Entropy in bits of the kernel-weighted distribution of integer codes (labels/predictions), per restart."""
+    mass = torch.zeros(n_classes, wk.shape[1], dtype=wk.dtype, device=wk.device).index_add(0, codes, wk)
+    p = mass / total[None, :]
+    return -(p * torch.log2(torch.clamp(p, min=1e-12))).sum(0)
+
+
+@dataclass
+class Regularisers:
+    """Entropy penalties: integer codes per example, their number of classes, and the coefficient
+    in standardised-score units per bit."""
+
+    codes: list[torch.Tensor]
+    n_classes: list[int]
+    coeffs: list[float]
+
+
+@dataclass
+class Evaluation:
+    """One step's per-restart quantities (all R-vectors)."""
+
+    value: torch.Tensor  # weighted mean score minus regularisers: what "best" means
+    penalised: torch.Tensor  # value minus the barrier: what is maximised
+    total: torch.Tensor  # total kernel weight sum_i w_i k_i
+
+
+def barrier_penalty(total: torch.Tensor, size: float, slack: float, scale: float) -> torch.Tensor:
+    """Quadratic barrier: scale * (total - (size + slack))^2 / slack^2 when total < size + slack, else 0."""
+    gap = torch.clamp(size + slack - total, min=0.0)
+    return scale * (gap / slack) ** 2
+
+
+def evaluate(
+    u: torch.Tensor,
+    scores: torch.Tensor,
+    weights: torch.Tensor,
+    kernel: str,
+    size: float,
+    slack: float,
+    barrier_scale: float,
+    regs: Regularisers | None = None,
+) -> Evaluation:
+    """The objective of every restart from its scaled distances u (n x R).
+
+    value = sum_i w_i k_i s_i / sum_i w_i k_i - sum_c coeff_c * H_c   (H: weighted entropy, bits)
+    penalised = value - barrier(sum_i w_i k_i).
+    """
+    k = kernel_weights(u, kernel)
+    wk = k * weights[:, None]
+    total = wk.sum(0)
+    safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
+    value = (wk * scores[:, None]).sum(0) / safe_total
+    if regs is not None:
+        for codes, n_classes, coeff in zip(regs.codes, regs.n_classes, regs.coeffs):
+            if coeff > 0:
+                value = value - coeff * weighted_entropy(wk, safe_total, codes, n_classes)
+    penalised = value - barrier_penalty(total, size, slack, barrier_scale)
+    return Evaluation(value=value, penalised=penalised, total=total)
+
+
+def barrier_slacks(n_total: float, size: float, steps: int) -> list[float]:
+    """The tightening schedule: slack b_t geometric from (n - S) down to 0.05 S over `steps` steps."""
+    start = max(n_total - size, 0.05 * size, 1e-12)
+    end = max(0.05 * size, 1e-12)
+    if steps <= 1:
+        return [end]
+    ratio = math.log(end / start) / (steps - 1)
+    return [start * math.exp(ratio * t) for t in range(steps)]
+
+
+@dataclass
+class AdamState:
+    """Adam moments for one parameter matrix; the learning rate is per restart (a column)."""
+
+    m: torch.Tensor
+    v: torch.Tensor
+    t: int = 0
+
+
+def adam_ascent(param: torch.Tensor, grad: torch.Tensor, state: AdamState, lr: torch.Tensor,
+                betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    """One Adam step *up* the gradient, in place; `lr` has one entry per restart (column)."""
+    b1, b2 = betas
+    state.t += 1
+    state.m.mul_(b1).add_(grad, alpha=1 - b1)
+    state.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+    m_hat = state.m / (1 - b1**state.t)
+    v_hat = state.v / (1 - b2**state.t)
+    param.add_(lr[None, :] * m_hat / (torch.sqrt(v_hat) + eps))

@@ -1,0 +1,403 @@
+"""`search`: find the spotlights (high- or low-loss regions of embedding space) one after another."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from spotlight.params import SearchParams
+from worker.engine import core
+from worker.engine.prepare import (
+    ArrayLike,
+    Frame,
+    as_vector,
+    losses_from_logits,
+    project_pca,
+    resolve_device,
+    standardise,
+)
+from worker.engine.result import Region, SearchCanceled, SearchResult
+
+# Share of the step cap spent tightening the barrier from (n - S) to 0.05 S; the rest runs at the
+# final slack until every restart's plateau-halved learning rate has decayed (or the cap is hit).
+TIGHTEN_FRACTION = 0.25
+PATIENCE = 10  # steps without improvement before a restart's learning rate is halved (as the authors)
+MAX_HALVINGS = 4  # a restart has converged once its learning rate was halved this many times
+PLATEAU_TOL = 1e-4  # improvement of the penalised objective (standardised units) that counts
+INIT_MEDIAN_U = {"flat": 0.5, "gaussian": 1.0}  # initial precision: median example at this u
+
+Progress = Callable[[int, int, int], None]
+ShouldStop = Callable[[], bool]
+
+
+def search(
+    embeddings: ArrayLike,
+    losses: ArrayLike | None,
+    params: SearchParams | dict[str, Any] | None = None,
+    *,
+    logits: ArrayLike | None = None,
+    labels: ArrayLike | None = None,
+    predictions: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> SearchResult:
+    r"""Find `params.n_spotlights` regions of embedding space where the model does unusually badly (or well).
+
+    A region is a kernel with centre :math:`\mu` and precision :math:`\tau` (a scalar for the
+    ``spherical`` shape, one per dimension for ``diagonal``). With
+    :math:`u_i = \sum_j \tau_j (x_{ij} - \mu_j)^2`, the kernels are
+
+    - ``flat`` (the published paper): :math:`k_i = \max(0, 1 - u_i)`
+    - ``gaussian``: :math:`k_i = \exp(-u_i / 2)`
+
+    and the objective (``max_loss``; ``min_loss`` uses :math:`-\ell`) is the kernel-weighted mean
+    loss :math:`L = \sum_i w_i k_i \ell_i / \sum_i w_i k_i`, minus ``label_entropy_coeff`` and
+    ``prediction_entropy_coeff`` times the entropy (bits) of the weighted label/prediction
+    distribution, subject to the spotlight size :math:`\sum_i w_i k_i \ge S` with
+    :math:`S` = ``spotlight_size`` times :math:`\sum_i w_i` (a fraction) or the count itself.
+
+    Parameters
+    ----------
+    embeddings : array of shape (n, d)
+        Any float dtype (numpy, memory-mapped numpy or torch); used as float32.
+    losses : array of shape (n,) or None
+        Per-example losses; None to compute cross-entropy from ``logits`` and ``labels``.
+    params : SearchParams or dict
+        Validated search parameters (see `spotlight.params.SearchParams`); None = defaults.
+    logits : array of shape (n, c), optional
+        With ``labels``, gives the losses; with ``prediction_entropy_coeff`` > 0 and no
+        ``predictions``, their argmax gives the predictions.
+    labels, predictions : int arrays of shape (n,), optional
+        Needed by the label and prediction entropy penalties.
+    sample_weights : array of shape (n,), optional
+        Non-negative weight (count) of each example, :math:`w_i`; all ones by default.
+    progress : callable(spotlight, step, steps), optional
+        Called after every optimiser step; ``steps`` is the cap (the search may stop earlier).
+    should_stop : callable() -> bool, optional
+        Polled before every step; returning True raises `SearchCanceled`.
+
+    Returns
+    -------
+    SearchResult
+        One `Region` per spotlight in the caller's coordinates, the n x k matrix of kernel
+        values, the losses searched, the device and the wall time. Nothing in it is NaN or inf.
+
+    Raises
+    ------
+    ValueError
+        Inputs of the wrong shape, NaN/inf inputs, negative or all-zero sample weights, an
+        entropy penalty without its labels/predictions, CUDA requested but absent.
+    SearchCanceled
+        ``should_stop()`` returned True.
+
+    Notes
+    -----
+    Constraint. It is enforced by the authors' tightening quadratic barrier: with the slack
+    :math:`b_t` falling geometrically from :math:`n - S` to :math:`0.05 S` over the first quarter
+    of the step cap, the optimiser maximises
+    :math:`L - \mathrm{barrier\_scale} \cdot (\sum w k - (S + b_t))^2 / b_t^2` whenever
+    :math:`\sum w k < S + b_t`. The region returned is the best *feasible* iterate seen
+    (:math:`\sum w k \ge S`), not the last one; if none was feasible, the one with the largest total
+    weight, flagged ``feasible=False``.
+
+    Optimisation. Adam on :math:`(\mu, \log\tau)` in standardised coordinates (embeddings centred
+    and divided by one scale, so results do not depend on the units of x), ``restarts`` starts at
+    once: the data mean and examples drawn at random (``seed``) among the highest-loss ones. Each
+    restart's learning rate halves after 10 steps without improvement; the search stops once every
+    restart has halved 4 times after the barrier is tight, or at ``steps``.
+
+    Cost. Distances come from :math:`\|x\|^2 - 2 x\cdot\mu + \|\mu\|^2` with :math:`\|x\|^2`
+    precomputed, all restarts in one product :math:`X M`; a step is two passes over X (four for
+    ``diagonal``), O(n d), with no d x d matrix.
+
+    Never NaN. After every step each restart's precision is scaled down, if needed, so that its
+    nearest example has :math:`u \le 0.9` (flat) or :math:`u \le 40` (gaussian): the flat kernel's
+    support can never empty, the gaussian never underflows, and the weighted mean is never 0/0.
+
+    Later regions. After region j, every loss is multiplied by :math:`1 - k_i / \max k`, so the next
+    region looks elsewhere (the losses reported stay the original ones).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from worker.engine import search
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(2000, 8)).astype(np.float32)
+    >>> loss = (np.linalg.norm(x - 2.0, axis=1) < 2.5).astype(np.float32)
+    >>> result = search(x, loss, {"n_spotlights": 1, "device": "cpu"})
+    >>> result.regions[0].lift > 5
+    True
+    """
+    started = time.perf_counter()
+    p = _as_params(params)
+    x_shape = tuple(embeddings.shape)
+    if len(x_shape) != 2 or x_shape[0] < 1 or x_shape[1] < 1:
+        raise ValueError(f"embeddings must have shape (n, d) with n, d >= 1, got {x_shape}")
+    n = x_shape[0]
+    labels_v = as_vector(labels, n, "labels", np.int64)
+    preds_v = as_vector(predictions, n, "predictions", np.int64)
+    if losses is None:
+        if logits is None or labels_v is None:
+            raise ValueError("give losses, or logits together with labels")
+        loss_v = losses_from_logits(logits, labels_v)
+    else:
+        loss_v = as_vector(losses, n, "losses")
+    if preds_v is None and logits is not None and p.prediction_entropy_coeff > 0:
+        lg = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
+        preds_v = np.asarray(lg).argmax(1).astype(np.int64)
+    if p.label_entropy_coeff > 0 and labels_v is None:
+        raise ValueError("label_entropy_coeff > 0 needs labels")
+    if p.prediction_entropy_coeff > 0 and preds_v is None:
+        raise ValueError("prediction_entropy_coeff > 0 needs predictions (or logits)")
+    w = as_vector(sample_weights, n, "sample_weights")
+    if w is None:
+        w = np.ones(n)
+    if np.any(w < 0) or not w.sum() > 0:
+        raise ValueError("sample_weights must be non-negative with a positive sum")
+
+    device = resolve_device(p.device)
+    z, frame = standardise(embeddings, w, device, core.row_chunk(n, x_shape[1], device))
+    if p.pca_components is not None:
+        z, frame = project_pca(z, w, frame, p.pca_components, core.row_chunk(n, x_shape[1], device))
+    problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device)
+
+    k_all = np.zeros((n, p.n_spotlights), dtype=np.float32)
+    regions: list[Region] = []
+    scores = problem.scores.clone()
+    for j in range(p.n_spotlights):
+        found = _optimise_region(problem, scores, p, j, progress, should_stop)
+        with torch.no_grad():
+            u = core.scaled_distances(z, problem.sq_norms, found.mu[:, None], found.theta[:, None], problem.chunk)
+            k = core.kernel_weights(u[:, 0], p.kernel)
+        k_np = k.cpu().numpy().astype(np.float32)
+        k_all[:, j] = k_np
+        regions.append(_describe(j, k_np, found, frame, loss_v, w, problem.size, p))
+        k_max = float(k.max())
+        if k_max > 0:
+            scores = scores * (1.0 - k / k_max)
+    return SearchResult(
+        regions=regions,
+        weights=k_all,
+        losses=loss_v.astype(np.float32),
+        device=str(z.device) if z.device.type == "cpu" else f"cuda:{z.device.index or 0}",
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+def _as_params(params: SearchParams | dict[str, Any] | None) -> SearchParams:
+    if params is None:
+        return SearchParams()
+    if isinstance(params, SearchParams):
+        return params
+    return SearchParams.model_validate(params)
+
+
+@dataclass
+class _Problem:
+    """Everything the optimiser needs, on the device, in standardised units."""
+
+    z: torch.Tensor  # n x d float32
+    sq_norms: torch.Tensor  # n
+    weights: torch.Tensor  # n
+    active: torch.Tensor  # n bool: weight > 0
+    scores: torch.Tensor  # n, >= 0: losses (or their negatives), shifted and divided by their std
+    size: float  # S
+    n_total: float  # sum of weights
+    regs: core.Regularisers | None
+    chunk: int
+
+    @classmethod
+    def build(cls, z, loss_v, w, labels_v, preds_v, p: SearchParams, device: torch.device) -> _Problem:
+        n, d = z.shape
+        chunk = core.row_chunk(n, d, device)
+        sq = torch.empty(n, dtype=torch.float32, device=device)
+        for i in range(0, n, chunk):
+            sq[i : i + chunk] = (z[i : i + chunk] * z[i : i + chunk]).sum(1)
+        raw = loss_v if p.objective == "max_loss" else -loss_v
+        raw = raw - raw.min()
+        spread = math.sqrt(float(np.average((raw - np.average(raw, weights=w)) ** 2, weights=w)))
+        unit = spread if spread > 1e-12 * max(1.0, float(np.abs(raw).max())) else 1.0
+        scores = torch.from_numpy((raw / unit).astype(np.float32)).to(device)
+        if spread <= 1e-12 * max(1.0, float(np.abs(raw).max())):
+            scores = torch.zeros_like(scores)  # all losses equal: nothing to find, only the size
+        regs = None
+        pairs = [(labels_v, p.label_entropy_coeff), (preds_v, p.prediction_entropy_coeff)]
+        if any(c > 0 for _, c in pairs):
+            regs = core.Regularisers(codes=[], n_classes=[], coeffs=[])
+            for codes, coeff in pairs:
+                if coeff > 0 and codes is not None:
+                    regs.codes.append(torch.from_numpy(codes).to(device))
+                    regs.n_classes.append(int(codes.max()) + 1)
+                    regs.coeffs.append(coeff / unit)
+        wt = torch.from_numpy(w.astype(np.float32)).to(device)
+        n_total = float(w.sum())
+        return cls(z=z, sq_norms=sq, weights=wt, active=wt > 0, scores=scores,
+                   size=float(p.size_count(n_total)),
+                   n_total=n_total, regs=regs, chunk=chunk)
+
+
+@dataclass
+class _Found:
+    mu: torch.Tensor  # d
+    theta: torch.Tensor  # 1 or d
+    feasible: bool
+    steps_run: int
+    converged: bool
+
+
+def _initial_starts(problem: _Problem, scores: torch.Tensor, p: SearchParams, j: int) -> torch.Tensor:
+    """Starting centres (d x R): the data mean, and examples drawn among the highest scores."""
+    rng = np.random.default_rng([p.seed, j])
+    s = scores.cpu().numpy()
+    active = problem.active.cpu().numpy()
+    order = np.argsort(-s, kind="stable")
+    order = order[active[order]]
+    pool = order[: max(p.restarts, int(math.ceil(problem.size)))]
+    n_pick = min(p.restarts - 1, len(pool)) if p.restarts > 1 else 1
+    picks = rng.choice(pool, size=n_pick, replace=False) if len(pool) else np.array([], dtype=np.int64)
+    cols = [problem.z[int(i)] for i in picks]
+    if p.restarts > 1 or not cols:
+        cols.insert(0, torch.zeros(problem.z.shape[1], dtype=problem.z.dtype, device=problem.z.device))
+    return torch.stack(cols, 1).contiguous()
+
+
+def _initial_theta(problem: _Problem, mu: torch.Tensor, p: SearchParams) -> torch.Tensor:
+    """Log-precision putting each start's median active example at u = INIT_MEDIAN_U[kernel]."""
+    d, r = mu.shape
+    with torch.no_grad():
+        u0 = core.scaled_distances(problem.z, problem.sq_norms, mu, torch.zeros(1, r, device=mu.device), problem.chunk)
+        med = u0[problem.active].median(0).values
+        theta = torch.where(med > 0, torch.log(INIT_MEDIAN_U[p.kernel] / med), torch.zeros_like(med))
+        theta = theta.clamp(core.THETA_MIN, core.THETA_MAX)[None, :]
+    return theta.expand(d if p.shape == "diagonal" else 1, r).contiguous()
+
+
+def _optimise_region(
+    problem: _Problem,
+    scores: torch.Tensor,
+    p: SearchParams,
+    j: int,
+    progress: Progress | None,
+    should_stop: ShouldStop | None,
+) -> _Found:
+    """Batched Adam over all restarts for one region; returns the best feasible iterate seen."""
+    mu = _initial_starts(problem, scores, p, j)
+    theta = _initial_theta(problem, mu, p)
+    r = mu.shape[1]
+    cap = p.steps
+    tighten = max(1, min(cap, round(cap * TIGHTEN_FRACTION)))
+    slacks = core.barrier_slacks(problem.n_total, problem.size, tighten)
+    lr = torch.full((r,), p.learning_rate, dtype=mu.dtype, device=mu.device)
+    adam_mu = core.AdamState(torch.zeros_like(mu), torch.zeros_like(mu))
+    adam_theta = core.AdamState(torch.zeros_like(theta), torch.zeros_like(theta))
+
+    neg_inf = torch.full((r,), -math.inf, device=mu.device)
+    best_value, best_total = neg_inf.clone(), neg_inf.clone()
+    best_mu, best_theta = mu.clone(), theta.clone()  # best feasible iterate per restart
+    fall_mu, fall_theta = mu.clone(), theta.clone()  # largest-total iterate, when none is feasible
+    plateau_best = neg_inf.clone()
+    waits = torch.zeros(r, dtype=torch.long, device=mu.device)
+    halvings = torch.zeros(r, dtype=torch.long, device=mu.device)
+    steps_run, converged = 0, False
+
+    for t in range(cap):
+        if should_stop is not None and should_stop():
+            raise SearchCanceled(f"stopped during spotlight {j} at step {t}")
+        slack = slacks[min(t, tighten - 1)]
+        mu.requires_grad_(True)
+        theta.requires_grad_(True)
+        with torch.enable_grad():
+            u = core.scaled_distances(problem.z, problem.sq_norms, mu, theta, problem.chunk)
+            f = core.support_rescale(u, problem.active, p.kernel)
+            ev = core.evaluate(u * f[None, :], scores, problem.weights, p.kernel, problem.size, slack,
+                               p.barrier_scale, problem.regs)
+            g_mu, g_theta = torch.autograd.grad(ev.penalised.sum(), [mu, theta])
+        mu = mu.detach()
+        theta = theta.detach()
+        with torch.no_grad():
+            theta += torch.log(f)[None, :]
+            value, total, pen = ev.value.detach(), ev.total.detach(), ev.penalised.detach()
+            better = (total >= problem.size) & (value > best_value)
+            best_value = torch.where(better, value, best_value)
+            best_mu = torch.where(better[None, :], mu, best_mu)
+            best_theta = torch.where(better[None, :], theta, best_theta)
+            bigger = total > best_total
+            best_total = torch.where(bigger, total, best_total)
+            fall_mu = torch.where(bigger[None, :], mu, fall_mu)
+            fall_theta = torch.where(bigger[None, :], theta, fall_theta)
+
+            core.adam_ascent(mu, torch.nan_to_num(g_mu), adam_mu, lr)
+            core.adam_ascent(theta, torch.nan_to_num(g_theta), adam_theta, lr)
+            theta.clamp_(core.THETA_MIN, core.THETA_MAX)
+
+            if t >= tighten - 1:
+                improved = pen > plateau_best + PLATEAU_TOL
+                plateau_best = torch.where(improved, pen, plateau_best)
+                waits = torch.where(improved, torch.zeros_like(waits), waits + 1)
+                halve = waits >= PATIENCE
+                lr = torch.where(halve, lr * 0.5, lr)
+                halvings += halve.long()
+                waits = torch.where(halve, torch.zeros_like(waits), waits)
+        steps_run = t + 1
+        if progress is not None:
+            progress(j, t, cap)
+        if t >= tighten - 1 and bool((halvings >= MAX_HALVINGS).all()):
+            converged = True
+            break
+
+    feasible = torch.isfinite(best_value)
+    if bool(feasible.any()):
+        i = int(torch.argmax(torch.where(feasible, best_value, neg_inf)))
+        return _Found(best_mu[:, i].clone(), best_theta[:, i].clone(), True, steps_run, converged)
+    i = int(torch.argmax(best_total))
+    return _Found(fall_mu[:, i].clone(), fall_theta[:, i].clone(), False, steps_run, converged)
+
+
+def _describe(
+    j: int, k: np.ndarray, found: _Found, frame: Frame, loss: np.ndarray, w: np.ndarray, size: float,
+    p: SearchParams,
+) -> Region:
+    """A Region in the caller's units, from the kernel values and the chosen iterate (float64 stats)."""
+    kw = k.astype(np.float64) * w
+    total = float(kw.sum())
+    mean_loss = float(np.average(loss, weights=w))
+    weighted = float(kw @ loss / total) if total > 0 else mean_loss
+    tiny = 1e-12 * max(1.0, abs(weighted))
+    lift = weighted / mean_loss if abs(mean_loss) > tiny else 1.0
+    dz = found.mu.shape[0]
+    tau = np.exp(found.theta.double().cpu().numpy()) / dz
+    precision = frame.precision(tau)
+    precision = float(precision[0]) if p.shape == "spherical" else np.asarray(precision, dtype=np.float64)
+    extra: dict[str, Any] = {}
+    if frame.basis is not None:
+        extra = {"pca_components": int(frame.basis.shape[1]), "precision_space": "pca"}
+    return Region(
+        index=j,
+        center=_finite_array(frame.center(found.mu.double().cpu().numpy())),
+        precision=float(_finite_array(np.asarray(precision))) if np.isscalar(precision) else _finite_array(precision),
+        kernel=p.kernel,
+        shape=p.shape,
+        objective=p.objective,
+        size_requested=size,
+        total_weight=total,
+        weighted_loss=weighted,
+        mean_loss=mean_loss,
+        lift=lift,
+        feasible=bool(found.feasible and total >= size * (1 - 1e-5)),
+        steps_run=found.steps_run,
+        converged=found.converged,
+        extra=extra,
+    )
+
+
+def _finite_array(a: np.ndarray) -> np.ndarray:
+    """Clip to the finite float64 range: a guard, since every value here is finite by construction."""
+    big = np.finfo(np.float64).max
+    return np.nan_to_num(np.asarray(a, dtype=np.float64), nan=0.0, posinf=big, neginf=-big)
