@@ -83,6 +83,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for path_item in spec.get("paths", {}).values():
         for op in path_item.values():
             responses = op.get("responses", {})
+            for status, response in responses.items():
+                # Errors are always JSON, even on routes whose success is HTML or .npy (FastAPI
+                # files every extra response under the route's own media type).
+                content = response.get("content", {})
+                if status[:1] in ("4", "5"):
+                    for media in [m for m in content if m != "application/json"]:
+                        if content[media].get("schema") == error_ref:
+                            content.setdefault("application/json", content.pop(media))
             if "422" in responses:
                 del responses["422"]
                 responses.setdefault(
