@@ -22,6 +22,7 @@ from service.errors import ErrorResponse, install_error_handlers
 from service.limits import BodyLimitMiddleware
 from service.request_log import RequestLogMiddleware, configure_logging
 from service.routers import datasets, jobs, ops, results
+from spotlight.expiry import ExpirySweeper
 from spotlight.settings import Settings, get_settings
 from spotlight.store import store_from_settings
 
@@ -39,7 +40,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper = ExpirySweeper(settings)  # results past their TTL leave the store and Redis together
+        sweeper.start()
         yield
+        sweeper.stop()
         if app.state.redis is not None:
             app.state.redis.close()
 

@@ -11,9 +11,16 @@ whose RQ job hash has vanished (RQ's own TTL ran out, or Redis lost it) — dele
 2. the store folder ``jobs/<id>/``. If that fails (store down), the id is kept in a pending set
    and retried on the next sweep, so nothing is orphaned.
 
+Uploads cut off mid-body (an API process killed) leave their private work folder under
+``.ingest/`` behind; :func:`sweep_stale_work` removes those idle for longer than an hour.
+:class:`ExpirySweeper` runs both in a background thread of each API process.
+
+Result folders in the store that no RQ job owns any more (the API's job list drops index entries
+whose hash RQ expired) are deleted as well, so RQ's own TTL never orphans files.
+
 Queued and running jobs are never touched. A job whose hash is missing is only treated as gone
-once its index entry is older than a grace period, so a job being submitted right now (index
-written, RQ job not yet) survives. Any number of API processes may call this: a Redis lock
+once its index entry (or folder) is older than a grace period — a minute, or the TTL if shorter,
+since no hash legitimately expires sooner — so a job being written right now is spared. Any number of API processes may call this: a Redis lock
 (``SET NX EX``) lets one sweep at a time, and every step is idempotent. Datasets are not swept:
 they live until their tenant deletes them.
 """
@@ -21,7 +28,10 @@ they live until their tenant deletes them.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import shutil
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -36,10 +46,10 @@ from spotlight.protocol import (
     cancel_key,
     job_prefix,
     rq_status_to_job_status,
-    tenant_jobs_key,
+    tenant_active_key,
 )
 from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.store import ArtifactStore, store_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +57,9 @@ LOCK_KEY = f"{KEY_PREFIX}:lock:expiry"
 PENDING_KEY = f"{KEY_PREFIX}:expiry:pending"  # job ids whose store folder still has to go
 TENANT_JOBS_PATTERN = f"{KEY_PREFIX}:tenant:*:jobs"
 LOCK_TTL_S = 300
-MISSING_GRACE_S = 300.0
+MISSING_GRACE_S = 60.0
+WORK_DIR = ".ingest"
+STALE_WORK_S = 3600.0
 _ENDED = ("finished", "failed", "canceled")
 
 _RELEASE_LOCK = """
@@ -98,11 +110,16 @@ def _status_text(job: Job) -> str | None:
     return getattr(status, "value", status)
 
 
+def _tenant_of(tenant_jobs: str) -> str:
+    return tenant_jobs[len(f"{KEY_PREFIX}:tenant:") : -len(":jobs")]
+
+
 def _delete_redis_side(conn: redis_lib.Redis, tenant_key: str, job_id: str, job: Job | None) -> None:
     pipe = conn.pipeline(transaction=True)
     if job is not None:
         job.delete(pipeline=pipe, remove_from_queue=True)
     pipe.zrem(tenant_key, job_id)
+    pipe.srem(tenant_active_key(_tenant_of(tenant_key)), job_id)
     pipe.delete(cancel_key(job_id))
     pipe.sadd(PENDING_KEY, job_id)
     pipe.execute()
@@ -116,6 +133,38 @@ def _delete_store_side(conn: redis_lib.Redis, store: ArtifactStore, job_id: str)
         return False
     conn.srem(PENDING_KEY, job_id)
     return True
+
+
+def _folder_mtime(store: ArtifactStore, path: str) -> float | None:
+    try:
+        info = store.fs.info(store.full(path))
+    except (OSError, ValueError):
+        return None
+    return _timestamp(info.get("mtime") or info.get("LastModified") or info.get("last_modified"))
+
+
+def _orphan_folders(conn: redis_lib.Redis, store: ArtifactStore, indexed: set[str], older_than: float) -> list[str]:
+    """Result folders of jobs neither indexed nor known to RQ, untouched since `older_than`."""
+    try:
+        candidates = [p.rsplit("/", 1)[-1] for p in store.list("jobs")]
+    except (OSError, ValueError) as exc:
+        log.warning("expiry: cannot list the store's jobs (%s)", exc)
+        return []
+    candidates = [c for c in candidates if c not in indexed and not c.startswith(".")]
+    if not candidates:
+        return []
+    pipe = conn.pipeline(transaction=False)
+    for job_id in candidates:
+        pipe.exists(Job.key_for(job_id))
+    known = pipe.execute()
+    orphans = []
+    for job_id, exists in zip(candidates, known, strict=True):
+        if exists:
+            continue
+        mtime = _folder_mtime(store, job_prefix(job_id))
+        if mtime is None or mtime <= older_than:
+            orphans.append(job_id)
+    return orphans
 
 
 def sweep_expired(
@@ -142,10 +191,13 @@ def sweep_expired(
                 deleted.append(job_id)
 
         cutoff = now - settings.result_ttl_s
+        grace = min(missing_grace_s, float(settings.result_ttl_s))
+        indexed: set[str] = set()
         for raw_key in redis.scan_iter(match=TENANT_JOBS_PATTERN, count=200):
             tenant_key = _text(raw_key)
             for raw_id, created in redis.zrange(tenant_key, 0, -1, withscores=True):
                 job_id = _text(raw_id)
+                indexed.add(job_id)
                 try:
                     job: Job | None = Job.fetch(job_id, connection=redis)
                 except NoSuchJobError:
@@ -153,7 +205,7 @@ def sweep_expired(
                 if job is None:
                     # The hash is gone (RQ's TTL, or lost): drop the index entry and files, unless
                     # the entry is so young the job may still be being enqueued.
-                    if created > now - missing_grace_s:
+                    if created > now - grace:
                         continue
                 else:
                     ended = job_ended_at(job)
@@ -164,8 +216,78 @@ def sweep_expired(
                 _delete_store_side(redis, store, job_id)
                 if job_id not in deleted:
                     deleted.append(job_id)
+        for job_id in _orphan_folders(redis, store, indexed, now - grace):
+            if _delete_store_side(redis, store, job_id) and job_id not in deleted:
+                deleted.append(job_id)
     finally:
         redis.eval(_RELEASE_LOCK, 1, LOCK_KEY, token)
     if deleted:
         log.info("expiry: deleted %d expired job(s)", len(deleted))
     return deleted
+
+
+def _newest_mtime(path: str) -> float:
+    newest = os.stat(path).st_mtime
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime)
+            except OSError:
+                continue
+    return newest
+
+
+def sweep_stale_work(store: ArtifactStore, now: float | None = None, max_idle_s: float = STALE_WORK_S) -> list[str]:
+    """Delete upload work folders (``.ingest/<token>``) nothing has written to for `max_idle_s`:
+    what an API process killed mid-upload left behind. A live upload keeps writing, so it is spared."""
+    root = store.local_path(WORK_DIR)
+    if root is None or not os.path.isdir(root):
+        return []
+    now = time.time() if now is None else now
+    removed: list[str] = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        try:
+            if now - _newest_mtime(path) <= max_idle_s:
+                continue
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+            removed.append(name)
+        except OSError:
+            continue
+    return removed
+
+
+class ExpirySweeper(threading.Thread):
+    """Sweeps expired results and stale upload folders every `interval_s` until stopped.
+
+    The interval defaults to a quarter of the TTL, between 1 s and 5 min, so a job outlives its TTL
+    by at most that much. Errors are logged and the next round tries again.
+    """
+
+    def __init__(self, settings: Settings, interval_s: float | None = None) -> None:
+        super().__init__(name="spotlight-expiry", daemon=True)
+        self.settings = settings
+        self.interval_s = interval_s if interval_s is not None else min(300.0, max(1.0, settings.result_ttl_s / 4))
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        if not self.settings.redis_url:
+            return
+        conn = redis_lib.Redis.from_url(self.settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
+        store = store_from_settings(self.settings)
+        try:
+            while not self._stop_event.wait(self.interval_s):
+                try:
+                    sweep_expired(conn, store, self.settings)
+                    sweep_stale_work(store)
+                except Exception as exc:  # Redis restarting, store down: try again next round
+                    log.warning("expiry sweep failed: %s", exc)
+        finally:
+            conn.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop_event.set()
+        self.join(timeout)

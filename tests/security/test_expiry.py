@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import datetime, timezone
@@ -160,3 +161,55 @@ def test_the_default_clock_is_now(conn, store) -> None:
     make_job(conn, store, "a", "job_just_ended", "finished", ended=time.time() - 5)
     assert expiry.sweep_expired(conn, store, Settings(result_ttl_s=3600)) == []
     assert expiry.sweep_expired(conn, store, Settings(result_ttl_s=1)) == ["job_just_ended"]
+
+
+def test_stale_upload_folders_are_removed_and_live_ones_kept(store, store_dir) -> None:
+    work = store_dir / expiry.WORK_DIR
+    for name in ("cut_off", "live", "old_dir_fresh_file"):
+        (work / name).mkdir(parents=True)
+        (work / name / "part").write_bytes(b"x")
+    old = NOW - 2 * expiry.STALE_WORK_S
+    for path in (work / "cut_off", work / "cut_off" / "part", work / "old_dir_fresh_file"):
+        os.utime(path, (old, old))
+    for path in (work / "live", work / "live" / "part", work / "old_dir_fresh_file" / "part"):
+        os.utime(path, (NOW - 10, NOW - 10))
+    assert expiry.sweep_stale_work(store, now=NOW) == ["cut_off"]
+    assert sorted(p.name for p in work.iterdir()) == ["live", "old_dir_fresh_file"]
+
+
+@pytest.mark.e2e
+def test_the_api_sweeps_expired_results_by_itself(tmp_path: Path) -> None:
+    from .stack import Stack, wait_for
+
+    s = Stack(tmp_path, SPOTLIGHT_RESULT_TTL_S=3)
+    s.start_redis()
+    try:
+        s.start_api()
+        s.start_worker("w1")
+        with s.client() as c:
+            ds = s.upload(c)
+            job = s.submit(c, ds)
+            assert s.wait_ended(c, job, 90)["status"] == "finished", s.log("w1")
+            assert (s.store_dir / "jobs" / job).is_dir()
+            wait_for(lambda: not (s.store_dir / "jobs" / job).exists(), 30, "the sweeper to delete the results")
+            r = c.get(f"/v1/jobs/{job}")
+            assert (r.status_code, r.json()["error"]["code"]) == (404, "job_not_found")
+            assert job not in [j["id"] for j in c.get("/v1/jobs").json()["jobs"]]
+            assert c.get(f"/v1/datasets/{ds}").status_code == 200  # datasets stay until deleted
+    finally:
+        s.close()
+
+
+def test_result_folders_no_job_owns_are_deleted_once_settled(conn, store, store_dir, settings) -> None:
+    """RQ expired the hash and the API's list dropped the index entry: the files must still go."""
+    now = time.time()
+    store.write_json(job_file("job_orphan", REGIONS_FILE), {"regions": []})
+    old = now - 2 * expiry.MISSING_GRACE_S
+    os.utime(store_dir / "jobs" / "job_orphan", (old, old))
+    store.write_json(job_file("job_just_written", REGIONS_FILE), {"regions": []})
+    make_job(conn, store, "a", "job_running", "running", created=now - 10)
+    conn.zrem(tenant_jobs_key("a"), "job_running")  # known to RQ only: still spared
+    os.utime(store_dir / "jobs" / "job_running", (old, old))
+
+    assert expiry.sweep_expired(conn, store, settings, now=now) == ["job_orphan"]
+    assert sorted(p.name for p in (store_dir / "jobs").iterdir()) == ["job_just_written", "job_running"]
