@@ -4,8 +4,12 @@ leaves the service healthy. One live API process (real HTTP, real Redis) serves 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,11 +22,12 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from .stack import QUICK_PARAMS, Stack
+from .stack import QUICK_PARAMS, REPO_ROOT, Stack
 
 pytestmark = pytest.mark.e2e
 
-KEY_A, KEY_B = "key-of-tenant-a", "key-of-tenant-b"
+KEY_A, KEY_B, KEY_C = "key-of-tenant-a", "key-of-tenant-b", "key-of-tenant-c"
+CAP = 3
 MAX_UPLOAD = 4 * 1024 * 1024
 MAX_ELEMENTS = 200_000
 SENTINEL_NAME = "unpickled-sentinel"
@@ -30,9 +35,14 @@ SENTINEL_NAME = "unpickled-sentinel"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("bad-input")
+    keys_file = root / "keys"  # tenant c's key only as its hash, as an operator would store it
+    keys_file.write_text(f"# tenants\nc:sha256:{hashlib.sha256(KEY_C.encode()).hexdigest()}\n")
     s = Stack(
-        tmp_path_factory.mktemp("bad-input"),
+        root,
         SPOTLIGHT_API_KEYS=f"a:{KEY_A},b:{KEY_B}",
+        SPOTLIGHT_API_KEYS_FILE=keys_file,
+        SPOTLIGHT_MAX_ACTIVE_JOBS_PER_TENANT=CAP,
         SPOTLIGHT_MAX_UPLOAD_BYTES=MAX_UPLOAD,
         SPOTLIGHT_MAX_ELEMENTS=MAX_ELEMENTS,
     )
@@ -298,3 +308,27 @@ def test_private_callback_urls_are_refused_at_submission(stack: Stack, a: httpx.
                                                          url: str) -> None:
     expect_error(stack, a, post_json("/v1/jobs", {"dataset": owned["dataset"], "params": QUICK_PARAMS,
                                                   "callback_url": url}), 400, "validation_error")
+
+
+def test_a_hashed_key_from_the_keys_file_works_and_the_job_cap_answers_429(stack: Stack) -> None:
+    with stack.client(headers={"Authorization": f"Bearer {KEY_C}"}) as c:
+        ds = stack.upload(c, seed=9)
+        jobs = [stack.submit(c, ds, {**QUICK_PARAMS, "seed": i}) for i in range(CAP)]
+        before = snapshot(stack)
+        r = c.post("/v1/jobs", json={"dataset": ds, "params": QUICK_PARAMS})
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == "too_many_active_jobs"
+        assert int(r.headers["Retry-After"]) > 0
+        assert snapshot(stack) == before
+        # a canceled job frees its slot
+        assert c.delete(f"/v1/jobs/{jobs[0]}").json()["status"] == "canceled"
+        assert c.post("/v1/jobs", json={"dataset": ds, "params": QUICK_PARAMS}).status_code == 202
+
+
+def test_without_keys_the_api_refuses_a_public_bind(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPOTLIGHT_API_KEYS")}
+    env.update({"PYTHONPATH": str(REPO_ROOT), "SPOTLIGHT_DATA_DIR": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:1/0"})
+    proc = subprocess.run([sys.executable, "-m", "spotlight.cli", "api", "--host", "0.0.0.0", "--port", "1"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "refusing to bind 0.0.0.0 without API keys" in proc.stdout + proc.stderr
