@@ -9,6 +9,7 @@ on `app.state`; routes receive it through service/deps.py. The app never imports
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 
 from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
+from service.ingest import sweep_stale_workspaces
 from service.limits import BodyLimitMiddleware
 from service.request_log import RequestLogMiddleware, configure_logging
 from service.routers import datasets, jobs, ops, results
@@ -26,6 +28,7 @@ from spotlight.expiry import ExpirySweeper
 from spotlight.settings import Settings, get_settings
 from spotlight.store import store_from_settings
 
+log = logging.getLogger("spotlight.api")
 API_VERSION = "1.0.0"
 DESCRIPTION = (
     "Finds the regions of a model's embedding space where its loss is high (the spotlight, "
@@ -40,6 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        removed = sweep_stale_workspaces(app.state.store)
+        if removed:
+            log.info("removed upload work folders left by a previous process", extra={"count": removed})
         sweeper = ExpirySweeper(settings)  # results past their TTL leave the store and Redis together
         sweeper.start()
         yield
@@ -78,6 +84,15 @@ def _install_optional(app: FastAPI) -> None:
         module.install(app)
 
 
+# Statuses any operation can answer: a body or query it cannot parse, an oversized body, a fault.
+_EVERYWHERE = {
+    "400": "Invalid input",
+    "413": "Body too large (payload_too_large)",
+    "500": "Server fault (internal_error)",
+    "503": "Redis or the store unreachable (service_unavailable, store_error)",
+}
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's spec, with request-validation errors documented as what they are here: 400 + ErrorResponse."""
     if app.openapi_schema:
@@ -87,20 +102,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for path_item in spec.get("paths", {}).values():
         for op in path_item.values():
             responses = op.get("responses", {})
-            for status, response in responses.items():
-                # Errors are always JSON, even on routes whose success is HTML or .npy (FastAPI
-                # files every extra response under the route's own media type).
-                content = response.get("content", {})
-                if status[:1] in ("4", "5"):
-                    for media in [m for m in content if m != "application/json"]:
-                        if content[media].get("schema") == error_ref:
-                            content.setdefault("application/json", content.pop(media))
             if "422" in responses:
                 del responses["422"]
-                responses.setdefault(
-                    "400",
-                    {"description": "Invalid input", "content": {"application/json": {"schema": error_ref}}},
-                )
+                responses.setdefault("400", {"description": "Invalid input"})
+            for status, text in _EVERYWHERE.items():
+                responses.setdefault(status, {"description": text})
+            for status, response in responses.items():
+                if status.startswith(("4", "5")):  # errors are JSON even where success is HTML or .npy
+                    response["content"] = {"application/json": {"schema": error_ref}}
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)

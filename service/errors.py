@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from spotlight.protocol import ErrorCode
 from spotlight.store import StoreError
@@ -103,7 +104,21 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     else:
         message, details = str(exc.detail), {}
     headers = dict(exc.headers) if exc.headers else None
+    if status == 405:
+        allowed = _allowed_methods(request)
+        details["allowed"] = allowed
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
     return error_response(status, code, message, details, headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path (Starlette's own 405 names only one route's)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "__none__"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -181,6 +196,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Body or array too large (payload_too_large, too_many_elements)",
         415: "Unsupported content type",
         429: "Too many active jobs (too_many_active_jobs); see Retry-After",
+        410: "The dataset behind these results was deleted (dataset_gone)",
+        500: "Server fault (internal_error)",
         503: "Redis or the store unreachable",
     }
     return {s: {"model": ErrorResponse, "description": descriptions.get(s, "Error")} for s in statuses}

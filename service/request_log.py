@@ -1,4 +1,6 @@
-"""Structured logs: one JSON object per line, one line per request with its id, status and duration.
+"""Structured access logs: one JSON line per request with its id, method, path, status and duration.
+
+(The JSON format itself lives in spotlight/logs.py, shared with the worker.)
 
 The request id comes from the caller's `X-Request-ID` when it sends a sane one, else it is made
 here; it is echoed in the response header so a caller can quote it, and every log line written
@@ -7,59 +9,19 @@ while the request runs carries it (a contextvar, so threads from the threadpool 
 
 from __future__ import annotations
 
-import contextvars
-import json
 import logging
 import re
 import secrets
-import sys
 import time
-from datetime import datetime, timezone
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+from spotlight.logs import JsonFormatter, configure_logging, request_id_var
+
+__all__ = ["JsonFormatter", "RequestLogMiddleware", "configure_logging", "request_id_var"]
+
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 access_log = logging.getLogger("spotlight.api.access")
-
-
-class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON line; `extra={...}` fields become top-level keys."""
-
-    _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        rid = request_id_var.get()
-        if rid:
-            out["request_id"] = rid
-        for key, value in vars(record).items():
-            if key not in self._STD and not key.startswith("_"):
-                out[key] = value
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def configure_logging(level: str = "INFO", as_json: bool = True) -> None:
-    """Give the `spotlight` loggers one stderr handler (idempotent: apps made in tests share it)."""
-    logger = logging.getLogger("spotlight")
-    logger.setLevel(level.upper())
-    for h in logger.handlers:
-        if getattr(h, "_spotlight", False):
-            h.setFormatter(JsonFormatter() if as_json else logging.Formatter("%(levelname)s %(name)s %(message)s"))
-            return
-    handler = logging.StreamHandler(sys.stderr)
-    handler._spotlight = True  # type: ignore[attr-defined]
-    handler.setFormatter(JsonFormatter() if as_json else logging.Formatter("%(levelname)s %(name)s %(message)s"))
-    logger.addHandler(handler)
-    logger.propagate = False
 
 
 class RequestLogMiddleware:
@@ -91,6 +53,7 @@ class RequestLogMiddleware:
             access_log.info(
                 "request",
                 extra={
+                    "request_id": rid,
                     "method": scope.get("method"),
                     "path": scope.get("path"),
                     "status": status,

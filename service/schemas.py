@@ -11,13 +11,16 @@ from spotlight.params import SearchParams
 from spotlight.protocol import JobError, JobStatus, Progress
 
 
+MAX_OFFSET = 10**9  # paging offsets past this are a caller's mistake, not a Redis error
+
+
 # ----- datasets -----
 class InlineDataset(BaseModel):
     """A dataset sent as JSON arrays (small data; bounded by the inline body limit)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    embeddings: list[list[float]] = Field(description="n x d floats.")
+    embeddings: list[Annotated[list[float], Field(min_length=1)]] = Field(min_length=1, description="n x d floats.")
     losses: list[float] | None = Field(None, description="n floats; or give logits + labels.")
     logits: list[list[float]] | None = Field(None, description="n x c floats; with labels, losses = cross-entropy.")
     labels: list[int] | None = Field(None, description="n class indices.")
@@ -36,9 +39,10 @@ class DatasetReference(BaseModel):
 
 
 def _dataset_kind(value: Any) -> str:
+    """Which form of `dataset` a value is: validation sees dicts, serialisation sees models."""
     if isinstance(value, str):
         return "id"
-    if isinstance(value, dict) and "uri" in value:
+    if isinstance(value, DatasetReference) or (isinstance(value, dict) and "uri" in value):
         return "uri"
     return "inline"
 
@@ -70,7 +74,9 @@ class JobCreate(BaseModel):
 
     dataset: DatasetSpec = Field(description="A dataset id (ds_…), inline arrays, or {\"uri\": …}.")
     params: SearchParams = Field(default_factory=SearchParams)
-    callback_url: str | None = Field(None, max_length=2048, description="POSTed the job's outcome when it ends.")
+    callback_url: str | None = Field(
+        None, max_length=2048, pattern=r"^https?://[^\s/?#]+", description="POSTed the job's outcome when it ends."
+    )
 
 
 class JobOut(BaseModel):

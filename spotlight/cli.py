@@ -318,6 +318,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     console = Console(stderr=True)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     fields = _submit_files(args)

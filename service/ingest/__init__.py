@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,6 +53,30 @@ def workspace(store: ArtifactStore) -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+STALE_WORKSPACE_S = 6 * 3600
+
+
+def sweep_stale_workspaces(store: ArtifactStore, max_age_s: float = STALE_WORKSPACE_S) -> int:
+    """Remove upload work folders an API process left behind when it died mid-upload.
+
+    Only folders untouched for `max_age_s` go, so uploads other API processes sharing this store
+    are receiving right now are left alone. Returns how many were removed.
+    """
+    if not store.is_local:
+        return 0
+    base = os.path.join(store.root, ".ingest")
+    removed = 0
+    now = time.time()
+    for entry in os.scandir(base) if os.path.isdir(base) else ():
+        try:
+            if entry.is_dir() and now - entry.stat().st_mtime > max_age_s:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def _sniff(path: str) -> str:
@@ -208,6 +233,7 @@ __all__ = [
     "build_from_spec",
     "build_in",
     "receive_parts",
+    "sweep_stale_workspaces",
     "sources_from_inline",
     "sources_from_parts",
     "sources_from_uri",

@@ -66,7 +66,7 @@ def _int_rows(info: NpyInfo, field: str) -> Iterator[np.ndarray]:
             bad = ~np.isfinite(chunk) | (chunk != np.round(chunk)) | (np.abs(chunk) > INT64_MAX)
             if bad.any():
                 row = start + int(np.argwhere(bad)[0][0])
-                raise _validation(f"{field} must be whole numbers (row {row} is {chunk[row - start]!r})",
+                raise _validation(f"{field} must be whole numbers (row {row} is {float(chunk[row - start])!r})",
                                   field=field, row=row)
         elif chunk.dtype.kind == "u" and chunk.dtype.itemsize == 8 and chunk.size and chunk.max() > 2**63 - 1:
             raise _validation(f"{field} has values beyond int64", field=field)

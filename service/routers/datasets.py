@@ -12,18 +12,27 @@ from pydantic import TypeAdapter, ValidationError
 from service.deps import DatasetsDep, SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError, error_responses, validation_error
 from service.ingest import build_from_parts, build_from_spec, receive_parts, workspace
-from service.schemas import DatasetList, DatasetOut, DatasetReference, InlineDataset
+from service.schemas import MAX_OFFSET, DatasetList, DatasetOut, DatasetReference, InlineDataset
 from spotlight.protocol import DATASET_FIELDS, DatasetRecord, ErrorCode
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 503))
 
 _MULTIPART_SCHEMA: dict[str, Any] = {
-    "type": "object",
     "description": "One `file` (.npz or .parquet), or one .npy part per key (ids/metadata may also be JSON).",
-    "properties": {
-        "file": {"type": "string", "format": "binary"},
-        **{k: {"type": "string", "format": "binary"} for k in DATASET_FIELDS},
-    },
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {"file": {"type": "string", "format": "binary"}},
+            "required": ["file"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {k: {"type": "string", "format": "binary"} for k in DATASET_FIELDS},
+            "required": ["embeddings"],
+            "additionalProperties": False,
+        },
+    ],
 }
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -107,7 +116,7 @@ def list_datasets(
     tenant: TenantDep,
     datasets: DatasetsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> DatasetList:
     records, total = datasets.list(tenant, limit, offset)
     return DatasetList(datasets=[to_out(r) for r in records], total=total)

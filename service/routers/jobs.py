@@ -11,7 +11,7 @@ from service.deps import DatasetsDep, JobsDep, SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError, error_responses
 from service.ingest import build_from_spec, workspace
 from service.job_registry import JobRegistry, body_hash
-from service.schemas import JobCreate, JobList, JobOut
+from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
 from spotlight.netguard import URLRefused, check_callback_url
 from spotlight.params import SearchParams
 from spotlight.protocol import DatasetRecord, ErrorCode, new_job_id
@@ -111,7 +111,7 @@ def list_jobs(
     tenant: TenantDep,
     jobs: JobsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobList:
     items, total = jobs.list(tenant, limit, offset)
     return JobList(jobs=items, total=total)

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from service.deps import JobsDep, StoreDep, TenantDep
 from service.errors import ApiError, error_responses
 from service.job_registry import JobRegistry
-from service.schemas import Member, MembersOut, RegionsOut
+from service.schemas import MAX_OFFSET, Member, MembersOut, RegionsOut
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.protocol import (
     REGIONS_FILE,
@@ -57,26 +57,31 @@ def get_regions(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) 
 @router.get(
     "/{job_id}/regions/{k}/members",
     response_model=MembersOut,
+    responses=error_responses(410),
     summary="Members of region k, highest weight first",
 )
 def get_members(
     job_id: str,
-    k: Annotated[int, Path(ge=0)],
+    k: Annotated[int, Path(ge=0, le=1000)],
     tenant: TenantDep,
     jobs: JobsDep,
     store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> MembersOut:
     spec = finished_spec(jobs, tenant, job_id)
     n_regions = len(_read_regions(store, job_id).get("regions", []))
     if k >= n_regions:
         raise ApiError(404, ErrorCode.REGION_NOT_FOUND, f"Region {k} does not exist; this job has {n_regions}.",
                        {"job": job_id, "k": k, "regions": n_regions})
-    members = store.load_npy(job_file(job_id, members_file(k)))
+    try:
+        members = store.load_npy(job_file(job_id, members_file(k)))
+        weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
+    except FileNotFoundError:
+        raise ApiError(404, ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).",
+                       {"job": job_id}) from None
     total = int(members.shape[0])
     idx = np.asarray(members[offset : offset + limit], dtype=np.int64)
-    weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
     files = DatasetFiles(store, spec.dataset_sha256)
     try:
         w = np.asarray(weights[idx, k], dtype=np.float64) if idx.size else np.empty(0)

@@ -13,7 +13,8 @@ import redis
 from rq import Worker
 from rq.job import Job
 
-from spotlight.protocol import META_ERROR, META_STATUS, REGIONS_FILE, ErrorCode, job_file
+from spotlight.jobqueue import job_queue
+from spotlight.protocol import META_ERROR, REGIONS_FILE, TASK_PATH, ErrorCode, job_file
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
@@ -110,6 +111,37 @@ def test_killed_worker_job_is_retried_on_another_worker(workers, redis_url, stor
     job.refresh()
     assert job.worker_name == survivor and job.retries_left == 0
     assert store.exists(job_file(job.id, REGIONS_FILE))
+
+
+def test_killed_worker_without_retries_fails_worker_lost_even_without_our_callback(
+    workers, redis_url, store_dir, store
+) -> None:
+    """Enqueued the bare RQ way (no on_failure): the surviving worker's exception handler records the loss."""
+    procs = {"w1": workers.start("w1"), "w2": workers.start("w2")}
+    wait_registered(redis_url, {"w1", "w2"})
+    spec = make_spec(write_dataset(store, n=500), LONG)
+    queue = job_queue(redis.Redis.from_url(redis_url), settings_for(redis_url, store_dir))
+    job = queue.enqueue(TASK_PATH, spec.model_dump(mode="json"), job_id=spec.job_id, job_timeout=600)
+    wait_for(lambda: meta_status(job) == "running", 60, "the job to start")
+    job.refresh()
+    os.kill(procs[job.worker_name].pid, signal.SIGKILL)
+
+    assert wait_ended(job, 45) == "failed"
+    assert job.get_meta(refresh=True)[META_ERROR]["code"] == ErrorCode.WORKER_LOST
+    assert job.get_status(refresh=True) == "failed"
+
+
+def test_job_past_its_timeout_fails_job_timeout_without_retry(workers, redis_url, store_dir, store) -> None:
+    worker = workers.start("w1")
+    wait_registered(redis_url, {"w1"})
+    settings = Settings(redis_url=redis_url, store_url=str(store_dir), job_retries=1, job_timeout_s=1)
+    job = enqueue(redis_url, make_spec(write_dataset(store, n=500), LONG), settings)
+
+    assert wait_ended(job, 30) == "failed", workers.log("w1")
+    assert job.get_meta(refresh=True)[META_ERROR]["code"] == ErrorCode.JOB_TIMEOUT
+    job.refresh()
+    assert job.retries_left == 1  # a timeout is not retried: another run would time out too
+    assert not store.exists(job_file(job.id, REGIONS_FILE)) and worker.poll() is None
 
 
 def test_store_error_fails_the_job_and_the_worker_serves_the_next(workers, redis_url, store_dir, store) -> None:

@@ -15,7 +15,7 @@ import redis
 import uvicorn
 
 from service.app import create_app
-from spotlight.redis_server import free_port
+from spotlight.redis_server import EmbeddedRedis, free_port
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
@@ -40,19 +40,23 @@ class LiveApi:
         return self.store.list(".ingest")
 
 
-@pytest.fixture
-def make_api(redis_url: str, store_dir: Path, tmp_path: Path) -> Iterator[Callable[..., LiveApi]]:
-    running: list[tuple[uvicorn.Server, threading.Thread]] = []
-    refs = tmp_path / "refs"
-    refs.mkdir()
+class _Servers:
+    """Starts uvicorn servers in threads and stops them all at teardown."""
 
-    def start(**overrides: Any) -> LiveApi:
+    def __init__(self, redis_url: str, root: Path) -> None:
+        self.redis_url = redis_url
+        self.root = root
+        self.running: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(self, **overrides: Any) -> LiveApi:
+        refs = self.root / "refs"
+        refs.mkdir(exist_ok=True)
+        store_dir = self.root / "store"
         values: dict[str, Any] = {
-            "redis_url": redis_url,
-            "data_dir": tmp_path / "data",
+            "redis_url": self.redis_url,
+            "data_dir": self.root / "data",
             "store_url": str(store_dir),
             "allowed_roots": [str(refs)],
-            "log_level": "WARNING",
             "api_keys": None,
             "api_keys_file": None,
         }
@@ -69,23 +73,82 @@ def make_api(redis_url: str, store_dir: Path, tmp_path: Path) -> Iterator[Callab
         while not server.started:
             if time.monotonic() > deadline or not thread.is_alive():
                 raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        running.append((server, thread))
+            time.sleep(0.01)
+        self.running.append((server, thread))
         return LiveApi(
-            url=f"http://127.0.0.1:{port}",
-            settings=settings,
-            store=app.state.store,
-            redis=redis.Redis.from_url(redis_url),
-            refs_dir=refs,
+            url=f"http://127.0.0.1:{port}", settings=settings, store=app.state.store,
+            redis=redis.Redis.from_url(self.redis_url), refs_dir=refs,
         )
 
-    yield start
-    for server, thread in running:
-        server.should_exit = True
-    for server, thread in running:
-        thread.join(10)
+    def stop_all(self) -> None:
+        for server, _ in self.running:
+            server.should_exit = True
+        for _, thread in self.running:
+            thread.join(10)
+
+
+@pytest.fixture
+def make_api(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., LiveApi]]:
+    """Start a live API (settings overridable) on a clean Redis db and a fresh store."""
+    servers = _Servers(redis_url, tmp_path)
+    yield servers.start
+    servers.stop_all()
+
+
+@pytest.fixture(scope="module")
+def shared_api(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
+    """One live API for a module whose tests store nothing (they check that), on its own Redis db."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    redis.Redis.from_url(url).flushdb()
+    servers = _Servers(url, tmp_path_factory.mktemp("shared-api"))
+    yield servers.start()
+    servers.stop_all()
+    redis.Redis.from_url(url).flushdb()
 
 
 @pytest.fixture
 def api(make_api: Callable[..., LiveApi]) -> LiveApi:
     return make_api()
+
+
+# ----- payload helpers -----
+def npy_bytes(array: Any) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def npz_bytes(compressed: bool = False, **arrays: Any) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    return buf.getvalue()
+
+
+def parquet_bytes(table: Any) -> bytes:
+    import io
+
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def toy(n: int = 20, d: int = 3, seed: int = 0) -> dict[str, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return {
+        "embeddings": rng.normal(size=(n, d)).astype(np.float32),
+        "losses": rng.random(n).astype(np.float32),
+        "labels": rng.integers(0, 3, size=n),
+        "predictions": rng.integers(0, 3, size=n),
+    }

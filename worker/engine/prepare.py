@@ -94,7 +94,8 @@ def standardise(
     """(X - m) / s as float32 on `device`, with m and s computed in float64 over row chunks.
 
     s = sqrt(sum_i w_i ||x_i - m||^2 / (d sum_i w_i)); s = 1 when every x is the same point.
-    Never holds more than one float32 n x d copy plus one float64 chunk.
+    Three passes over the input (mean, scale, copy); never holds more than one float32 n x d copy
+    plus one float64 chunk.
     """
     n, d = embeddings.shape
     w = torch.from_numpy(weights).to(device)
@@ -105,16 +106,18 @@ def standardise(
             raise ValueError("embeddings contain NaN or inf")
         mean += w[i : i + chunk] @ rows
     mean /= w.sum()
-    z = torch.empty(n, d, dtype=torch.float32, device=device)
     sq = torch.zeros((), dtype=torch.float64, device=device)
     for i in range(0, n, chunk):
         rows = _rows(embeddings, i, i + chunk, device) - mean
         sq += w[i : i + chunk] @ (rows * rows).sum(1)
-        z[i : i + chunk] = rows
     scale = float(torch.sqrt(sq / (d * w.sum())))
     if not np.isfinite(scale) or scale <= 1e-10 * float(mean.abs().max()) or scale < 1e-300:
         scale = 1.0  # every embedding is (numerically) the same point: nothing to standardise
-    z /= scale
+    z = torch.empty(n, d, dtype=torch.float32, device=device)
+    for i in range(0, n, chunk):
+        # Rounded to float32 once, from float64: translated or rescaled copies of the same data give
+        # the same z up to float64 rounding of m and s, far below float32 resolution.
+        z[i : i + chunk] = (_rows(embeddings, i, i + chunk, device) - mean) / scale
     return z, Frame(mean=mean.cpu().numpy(), scale=scale, basis=None)
 
 

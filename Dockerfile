@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+# Two images from one file:
+#   docker build --target api    -t spotlight-api .      # FastAPI, no torch (small, CPU only)
+#   docker build --target worker -t spotlight-worker .   # RQ worker on a CUDA PyTorch base
+# docker-compose.yml builds both; tests/test_packaging.py checks this file against the code.
+
+ARG PYTHON_IMAGE=python:3.11-slim
+ARG TORCH_IMAGE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+
+# ---- the project's source, shared by both targets ----
+FROM ${PYTHON_IMAGE} AS source
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY spotlight/ spotlight/
+COPY service/ service/
+COPY worker/ worker/
+
+# ---- api: the base install only (no torch) ----
+FROM ${PYTHON_IMAGE} AS api
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    SPOTLIGHT_DATA_DIR=/data
+COPY --from=source /src /app
+WORKDIR /app
+RUN pip install /app \
+    && useradd --uid 1000 --create-home spotlight \
+    && mkdir -p /data/store \
+    && chown -R spotlight /data
+USER spotlight
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"
+CMD ["spotlight", "api", "--host", "0.0.0.0", "--port", "8000"]
+
+# ---- worker: torch and CUDA from the base image, plus the worker and s3 extras ----
+FROM ${TORCH_IMAGE} AS worker
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    SPOTLIGHT_DATA_DIR=/data
+COPY --from=source /src /app
+WORKDIR /app
+RUN pip install "/app[worker,s3]" \
+    && useradd --uid 1000 --create-home spotlight \
+    && mkdir -p /data/store \
+    && chown -R spotlight /data
+USER spotlight
+CMD ["spotlight", "worker"]

@@ -1,0 +1,68 @@
+"""One log format for every process (API, worker, CLI): one JSON object per line on stderr.
+
+Shared here, outside `service/` and `worker/`, so both write the same shape. Fields passed as
+`extra={...}` become top-level keys; the current request id (a contextvar the API sets per
+request) is added to every line written while that request runs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON line; `extra={...}` fields become top-level keys."""
+
+    _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        rid = request_id_var.get()
+        if rid:
+            out["request_id"] = rid
+        for key, value in vars(record).items():
+            if key not in self._STD and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (test runners swap it), not the one at setup."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def configure_logging(level: str = "INFO", as_json: bool = True) -> None:
+    """Give the `spotlight` logger tree one stderr handler (idempotent: safe to call per app/process).
+
+    When the process already logs through a root handler (the CLI installs one), records reach it
+    by propagation and no second handler is added, so no line is written twice.
+    """
+    logger = logging.getLogger("spotlight")
+    logger.setLevel(level.upper())
+    if logging.getLogger().handlers and not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        return
+    formatter = JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    for h in logger.handlers:
+        if isinstance(h, _StderrHandler):
+            h.setFormatter(formatter)
+            return
+    handler = _StderrHandler()
+    handler.setFormatter(formatter)
+    logger.addHandler(handler)

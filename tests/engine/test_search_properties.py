@@ -1,0 +1,101 @@
+"""Properties the product promises: unit-free, reproducible, caller coordinates that reproduce the weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+from worker.engine import search
+
+from .conftest import planted_problem
+
+PARAMS = {"device": "cpu", "steps": 400, "n_spotlights": 2, "spotlight_size": 0.04}
+
+
+def kernel_from_region(x: np.ndarray, region) -> np.ndarray:
+    """The kernel value of every row, recomputed from the reported centre/precision with Region's formula."""
+    u = (np.asarray(region.precision) * (x.astype(np.float64) - region.center) ** 2).sum(1)
+    return np.maximum(0.0, 1.0 - u) if region.kernel == "flat" else np.exp(-u / 2)
+
+
+@pytest.mark.parametrize("kernel", ["flat", "gaussian"])
+@pytest.mark.parametrize("shape", ["spherical", "diagonal"])
+def test_reported_center_and_precision_reproduce_the_weights(kernel: str, shape: str) -> None:
+    """centre/precision are in the caller's units: the documented formula on raw x gives the weights."""
+    x, loss, _ = planted_problem(n=800, d=6)
+    x = x * 37.0 + 1000.0  # units far from standardised
+    result = search(x, loss, {**PARAMS, "kernel": kernel, "shape": shape})
+    for j, region in enumerate(result.regions):
+        assert np.shape(region.precision) == (() if shape == "spherical" else (6,))
+        np.testing.assert_allclose(kernel_from_region(x, region), result.weights[:, j], atol=2e-3)
+
+
+@pytest.mark.parametrize("kernel", ["flat", "gaussian"])
+def test_translating_and_scaling_embeddings_gives_the_same_regions(kernel: str) -> None:
+    """Same regions up to float32 rounding of the standardised copy (float64 inputs, so the moved copy
+    is not itself rounded differently). One region: later ones chase noise here, and noise regions are
+    ties that a rounding difference may break either way."""
+    x, loss, _ = planted_problem(n=1000, d=8)
+    x = x.astype(np.float64)
+    base = search(x, loss, {**PARAMS, "kernel": kernel, "n_spotlights": 1})
+    moved = search(x * 250.0 - 3000.0, loss, {**PARAMS, "kernel": kernel, "n_spotlights": 1})
+    np.testing.assert_allclose(moved.weights, base.weights, atol=2e-3)
+    for a, b in zip(base.regions, moved.regions):
+        np.testing.assert_allclose(b.center, a.center * 250.0 - 3000.0, rtol=1e-4, atol=1e-2)
+        assert b.precision == pytest.approx(a.precision / 250.0**2, rel=1e-3)
+        assert b.weighted_loss == pytest.approx(a.weighted_loss, rel=1e-3)
+
+
+def test_power_of_two_scaling_is_bit_exact() -> None:
+    """Scaling by 2^k changes the mean and scale exactly, so the standardised data and every result agree bit for bit."""
+    x, loss, _ = planted_problem(n=600, d=5)
+    base = search(x, loss, PARAMS)
+    scaled = search(x * 1024.0, loss, PARAMS)
+    np.testing.assert_array_equal(scaled.weights, base.weights)
+    for a, b in zip(base.regions, scaled.regions):
+        np.testing.assert_array_equal(b.center, a.center * 1024.0)
+
+
+def test_same_seed_same_result() -> None:
+    x, loss, _ = planted_problem(n=1000, d=8)
+    first = search(x, loss, {**PARAMS, "seed": 3})
+    again = search(x, loss, {**PARAMS, "seed": 3})
+    np.testing.assert_array_equal(first.weights, again.weights)
+    assert [r.to_dict() for r in first.regions] == [r.to_dict() for r in again.regions]
+
+
+def test_scaling_losses_does_not_change_the_regions() -> None:
+    """Losses are standardised too: only their ranking-relevant shape matters, not their unit."""
+    x, loss, _ = planted_problem(n=1000, d=8)
+    loss = loss.astype(np.float64)
+    base = search(x, loss, PARAMS)
+    scaled = search(x, loss * 1e4 + 7.0, PARAMS)
+    np.testing.assert_allclose(scaled.weights, base.weights, atol=2e-3)
+
+
+def test_later_regions_look_elsewhere() -> None:
+    """Two planted balls: the first two regions cover different ones."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2000, 6)).astype(np.float32)
+    d0 = np.linalg.norm(x - x[0], axis=1)
+    far = int(np.argmax(d0))
+    d1 = np.linalg.norm(x - x[far], axis=1)
+    ball0, ball1 = d0 <= np.quantile(d0, 0.03), d1 <= np.quantile(d1, 0.03)
+    loss = rng.exponential(0.5, size=2000) + 2.0 * (ball0 | ball1)
+    result = search(x, loss, {**PARAMS, "spotlight_size": 0.03, "steps": 500})
+    aps = [[average_precision_score(b, result.weights[:, j]) for b in (ball0, ball1)] for j in range(2)]
+    assert max(aps[0]) > 0.7 and max(aps[1]) > 0.7
+    assert np.argmax(aps[0]) != np.argmax(aps[1])
+
+
+def test_diagonal_shape_finds_an_elongated_region() -> None:
+    """A slab thin in one axis and wide in the others: the diagonal precision is largest on that axis."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2000, 4)).astype(np.float32)
+    slab = (np.abs(x[:, 0] - 1.0) < 0.15) & (np.abs(x[:, 1]) < 1.5)
+    loss = rng.exponential(0.3, size=2000) + 2.0 * slab
+    result = search(x, loss, {**PARAMS, "n_spotlights": 1, "shape": "diagonal", "spotlight_size": float(slab.mean())})
+    region = result.regions[0]
+    assert int(np.argmax(region.precision)) == 0
+    assert average_precision_score(slab, result.weights[:, 0]) > 0.6

@@ -1,0 +1,111 @@
+"""Results endpoints read what a worker wrote to the store (written by hand here), 409 until finished."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from rq.job import Job
+
+from spotlight.protocol import META_STATUS, job_file, members_file
+from tests.service.conftest import LiveApi, npz_bytes, toy
+
+N = 30
+
+
+def _finished_job(api: LiveApi, c) -> tuple[str, np.ndarray, dict]:
+    data = toy(N)
+    ids = np.array([f"r{i}" for i in range(N)])
+    meta = np.array([json.dumps({"row": i}) for i in range(N)])
+    ds = c.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(ids=ids, metadata=meta, **data))}).json()
+    job_id = c.post("/v1/jobs", json={"dataset": ds["id"], "params": {"n_spotlights": 2}}).json()["id"]
+    rng = np.random.default_rng(0)
+    weights = rng.random((N, 2)).astype(np.float32)
+    weights[weights < 0.3] = 0.0
+    regions = {"regions": [
+        {"index": k, "center": [0.1, 0.2, 0.3], "precision": 2.0, "kernel": "gaussian", "shape": "spherical",
+         "size_requested": 3.0, "total_weight": float(weights[:, k].sum()), "weighted_loss": 0.9,
+         "mean_loss": 0.5, "lift": 1.8, "feasible": True}
+        for k in range(2)
+    ]}
+    for k in range(2):
+        order = np.argsort(-weights[:, k], kind="stable")
+        api.store.save_npy(job_file(job_id, members_file(k)), order[weights[order, k] > 0].astype(np.int64))
+    api.store.save_npy(job_file(job_id, "weights.npy"), weights)
+    api.store.write_bytes(job_file(job_id, "report.html"), b"<html><body>report</body></html>")
+    return job_id, weights, {"regions": regions, "data": data}
+
+
+def _mark_finished(api: LiveApi, job_id: str) -> None:
+    job = Job.fetch(job_id, connection=api.redis)
+    job.meta[META_STATUS] = "finished"
+    job.save_meta()
+
+
+def test_results_are_409_until_finished_then_served(api: LiveApi) -> None:
+    with api.client() as c:
+        job_id, weights, extra = _finished_job(api, c)
+        base = f"/v1/jobs/{job_id}"
+        for path in ("/regions", "/regions/0/members", "/weights", "/report"):
+            r = c.get(base + path)
+            assert r.status_code == 409, (path, r.text)
+            assert r.json()["error"]["code"] == "job_not_finished" and r.json()["error"]["details"]["status"] == "queued"
+        regions_file = extra["regions"]
+        api.store.write_json(job_file(job_id, "regions.json"), regions_file)
+        _mark_finished(api, job_id)
+
+        assert c.get(base).json()["status"] == "finished"
+        assert c.get(base).json()["progress"]["fraction"] == 1.0
+        assert c.get(base + "/regions").json() == regions_file  # extra fields (feasible) pass through
+
+        page = c.get(base + "/regions/1/members", params={"limit": 5}).json()
+        expected = np.argsort(-weights[:, 1], kind="stable")
+        expected = expected[weights[expected, 1] > 0]
+        assert page["total"] == len(expected)
+        got = [m["index"] for m in page["members"]]
+        assert got == expected[:5].tolist()
+        ws = [m["weight"] for m in page["members"]]
+        assert ws == sorted(ws, reverse=True) and all(0 <= w <= 1 for w in ws)
+        first = page["members"][0]
+        i = first["index"]
+        assert first["id"] == f"r{i}" and first["metadata"] == {"row": i}
+        assert first["label"] == int(extra["data"]["labels"][i]) and first["prediction"] == int(extra["data"]["predictions"][i])
+        assert abs(first["loss"] - float(extra["data"]["losses"][i])) < 1e-6
+        assert abs(first["weight"] - float(weights[i, 1])) < 1e-6
+        rest = c.get(base + "/regions/1/members", params={"limit": 1000, "offset": 5}).json()
+        assert [m["index"] for m in rest["members"]] == expected[5:].tolist()
+
+        r = c.get(base + "/weights")
+        assert r.status_code == 200 and r.headers["content-type"] == "application/x-npy"
+        back = np.load(io.BytesIO(r.content), allow_pickle=False)
+        assert back.dtype == np.float32 and np.array_equal(back, weights)
+
+        r = c.get(base + "/report")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html") and "report" in r.text
+
+        r = c.get(base + "/regions/2/members")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "region_not_found"
+        assert c.get(base + "/regions/-1/members").status_code == 400
+
+
+def test_members_after_dataset_deleted_is_410(api: LiveApi) -> None:
+    with api.client() as c:
+        job_id, _, extra = _finished_job(api, c)
+        api.store.write_json(job_file(job_id, "regions.json"), extra["regions"])
+        _mark_finished(api, job_id)
+        ds = c.get(f"/v1/jobs/{job_id}").json()["dataset"]
+        assert c.delete(f"/v1/datasets/{ds}").status_code == 204
+        r = c.get(f"/v1/jobs/{job_id}/regions/0/members")
+        assert r.status_code == 410 and r.json()["error"]["code"] == "dataset_gone"
+        assert c.get(f"/v1/jobs/{job_id}/regions").status_code == 200
+
+
+def test_corrupt_result_file_is_a_500_in_the_error_format(api: LiveApi) -> None:
+    with api.client() as c:
+        job_id, _, _ = _finished_job(api, c)
+        api.store.write_bytes(job_file(job_id, "regions.json"), b"{not json")
+        _mark_finished(api, job_id)
+        r = c.get(f"/v1/jobs/{job_id}/regions", headers={"X-Request-ID": "req-123"})
+    assert r.status_code == 500
+    assert r.json()["error"]["code"] == "internal_error" and r.json()["error"]["details"]["request_id"] == "req-123"

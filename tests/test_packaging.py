@@ -1,0 +1,179 @@
+"""Dockerfile and docker-compose.yml agree with the code (no Docker engine runs here, so we parse them)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from spotlight.cli import build_parser
+from spotlight.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
+    out = []
+    for line in joined.splitlines():
+        if line.strip():
+            word, _, rest = line.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for word, rest in _instructions((ROOT / "Dockerfile").read_text()):
+        if word == "FROM":
+            m = re.match(r"(\S+)\s+AS\s+(\S+)", rest, re.I)
+            assert m, f"every stage is named: FROM {rest}"
+            current = stages.setdefault(m.group(2), [("FROM", m.group(1))])
+        elif current is not None:
+            current.append((word, rest))
+    return stages
+
+
+def _args() -> dict[str, str]:
+    return dict(
+        rest.split("=", 1) for word, rest in _instructions((ROOT / "Dockerfile").read_text()) if word == "ARG" and "=" in rest
+    )
+
+
+def _base_image(stage: str) -> str:
+    image = _stages()[stage][0][1]
+    m = re.fullmatch(r"\$\{(\w+)\}", image)
+    return _args()[m.group(1)] if m else image
+
+
+def _cmd(stage: str) -> list[str]:
+    import json
+
+    cmds = [rest for word, rest in _stages()[stage] if word == "CMD"]
+    assert len(cmds) == 1
+    return json.loads(cmds[0])  # exec form, so signals reach the process
+
+
+def _subcommands() -> set[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return set(sub.choices)
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _flag(argv: list[str], flag: str) -> str | None:
+    return argv[argv.index(flag) + 1] if flag in argv else None
+
+
+def test_dockerfile_has_an_api_target_without_torch_and_a_cuda_worker_target() -> None:
+    stages = _stages()
+    assert {"api", "worker"} <= set(stages)
+    api_text = " ".join(f"{w} {r}" for w, r in stages["api"]).lower()
+    assert "torch" not in _base_image("api").lower() and "torch" not in api_text
+    assert "cuda" in _base_image("worker").lower() and "torch" in _base_image("worker").lower()
+    api_install = " ".join(r for w, r in stages["api"] if w == "RUN")
+    assert re.search(r"pip install /app(\s|$)", api_install), "the api installs the base package, no extras"
+    worker_install = " ".join(r for w, r in stages["worker"] if w == "RUN")
+    assert re.search(r"pip install \"?/app\[worker,s3\]", worker_install)
+
+
+def test_image_commands_are_cli_subcommands_and_the_port_is_exposed() -> None:
+    subcommands = _subcommands()
+    assert _cmd("api")[:2] == ["spotlight", "api"] and _cmd("worker")[:2] == ["spotlight", "worker"]
+    assert {"up", "api", "worker", "openapi", "submit"} <= subcommands
+    exposed = {r for w, r in _stages()["api"] if w == "EXPOSE"}
+    assert exposed == {_flag(_cmd("api"), "--port")}
+    build_parser().parse_args(_cmd("api")[1:])
+    build_parser().parse_args(_cmd("worker")[1:])
+
+
+def test_pyproject_entry_point_is_the_cli() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["spotlight"] == "spotlight.cli:main"
+    assert not any(dep.startswith("torch") for dep in project["dependencies"])
+    assert any(dep.startswith("torch") for dep in project["optional-dependencies"]["worker"])
+
+
+def test_compose_services_match_the_code() -> None:
+    compose = _compose()
+    services = compose["services"]
+    assert {"redis", "api", "worker"} <= set(services)
+    stages = set(_stages())
+    subcommands = _subcommands()
+    for name in ("api", "worker"):
+        svc = services[name]
+        assert svc["build"]["target"] in stages
+        argv = svc["command"] if isinstance(svc["command"], list) else shlex.split(svc["command"])
+        assert argv[0] == "spotlight" and argv[1] == name and argv[1] in subcommands
+        build_parser().parse_args(argv[1:])
+    api_port = _flag(services["api"]["command"], "--port")
+    assert f"{api_port}:{api_port}" in [str(p) for p in services["api"]["ports"]]
+
+
+def test_compose_redis_persists_with_aof_on_a_volume() -> None:
+    compose = _compose()
+    redis = compose["services"]["redis"]
+    cmd = redis["command"] if isinstance(redis["command"], list) else shlex.split(redis["command"])
+    assert cmd[cmd.index("--appendonly") + 1] == "yes"
+    volume = redis["volumes"][0].split(":")[0]
+    assert volume in compose["volumes"] and redis["volumes"][0].split(":")[1] == "/data"
+
+
+def test_compose_worker_reserves_an_nvidia_gpu() -> None:
+    devices = _compose()["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    return dict(e.split("=", 1) for e in env) if isinstance(env, list) else dict(env)
+
+
+def test_compose_env_names_exist_in_settings_and_the_store_is_shared() -> None:
+    services = _compose()["services"]
+    known = {"REDIS_URL"} | {f"SPOTLIGHT_{name.upper()}" for name in Settings.model_fields}
+    for name in ("api", "worker"):
+        env = _env(services[name])
+        unknown = set(env) - known
+        assert not unknown, f"{name} sets variables Settings does not read: {unknown}"
+        assert env["REDIS_URL"].startswith("redis://redis:")
+    api_env, worker_env = _env(services["api"]), _env(services["worker"])
+    assert api_env["SPOTLIGHT_STORE_URL"] == worker_env["SPOTLIGHT_STORE_URL"]
+    store = api_env["SPOTLIGHT_STORE_URL"]
+    mounts = {name: {v.split(":")[1]: v.split(":")[0] for v in services[name]["volumes"]} for name in ("api", "worker")}
+    shared = [(path, vol) for path, vol in mounts["api"].items() if mounts["worker"].get(path) == vol]
+    assert any(store == path or store.startswith(path.rstrip("/") + "/") for path, _ in shared), (store, shared)
+
+
+def test_compose_api_binds_open_only_with_keys() -> None:
+    api = _compose()["services"]["api"]
+    argv = api["command"]
+    if _flag(argv, "--host") not in (None, "127.0.0.1", "localhost") and "--allow-open-bind" not in argv:
+        assert "SPOTLIGHT_API_KEYS" in _env(api) or "SPOTLIGHT_API_KEYS_FILE" in _env(api)
+
+
+@pytest.mark.parametrize("host,keys,allow,ok", [
+    ("127.0.0.1", None, False, True),
+    ("0.0.0.0", None, False, False),
+    ("0.0.0.0", None, True, True),
+    ("0.0.0.0", "t:k", False, True),
+])
+def test_open_bind_needs_keys_or_the_flag(host: str, keys: str | None, allow: bool, ok: bool) -> None:
+    from spotlight.cli import check_bind
+
+    settings = Settings(api_keys=keys)
+    if ok:
+        check_bind(settings, host, allow)
+    else:
+        with pytest.raises(SystemExit, match="without API keys"):
+            check_bind(settings, host, allow)
