@@ -59,7 +59,7 @@ class BadReference(Exception):
     """A reference the server will not or cannot read. Carries the contract's error fields."""
 
     code: str = ErrorCode.REFERENCE_UNREADABLE
-    status_code: int = 422
+    status_code: int = 400
 
     def __init__(self, message: str, *, uri: str, reason: str, **details: Any) -> None:
         super().__init__(message)
@@ -91,7 +91,7 @@ class ReferenceUnreadable(BadReference):
     """Allowed, but missing or unreadable (not found, permission denied, not a file, HTTP error)."""
 
     code = ErrorCode.REFERENCE_UNREADABLE
-    status_code = 422
+    status_code = 400  # like every other "your input is wrong" answer of the API
 
 
 @dataclass

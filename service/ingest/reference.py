@@ -3,7 +3,7 @@
 `_open_reference` is the one place a URI becomes bytes; it is `spotlight.refs.open_reference`,
 the sandbox (allowed roots with symlink and TOCTOU checks, allowed schemes, SSRF-guarded http(s),
 size checked before reading). Its refusals keep their own code and status: `reference_refused`
-400, `payload_too_large` 413, `reference_unreadable` 422.
+400, `payload_too_large` 413, `reference_unreadable` 400.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def fetch_reference(uri: str, settings: Settings, work_dir: str) -> str:
                 try:
                     block = ref.file.read(COPY_CHUNK)
                 except OSError as exc:
-                    raise ApiError(422, ErrorCode.REFERENCE_UNREADABLE, f"Reference {uri!r}: reading failed ({exc})",
+                    raise ApiError(400, ErrorCode.REFERENCE_UNREADABLE, f"Reference {uri!r}: reading failed ({exc})",
                                    {"uri": uri, "reason": "io"}) from None
                 if not block:
                     break

@@ -70,8 +70,8 @@ def test_a_file_inside_the_root_is_ingested(stack: Stack, client: httpx.Client) 
         ("{refs}/escape.npz", 400, "reference_refused"),
         ("{refs}/../outside/secret.npz", 400, "reference_refused"),
         ("{root}/outside/secret.npz", 400, "reference_refused"),
-        ("{refs}/missing.npz", 422, "reference_unreadable"),
-        ("{refs}", 422, "reference_unreadable"),
+        ("{refs}/missing.npz", 400, "reference_unreadable"),
+        ("{refs}", 400, "reference_unreadable"),
         ("{refs}/big.npz", 413, "payload_too_large"),
     ],
 )
@@ -96,7 +96,7 @@ def test_http_references_go_through_the_guard(stack: Stack, client: httpx.Client
     assert (r.status_code, r.json()["error"]["code"]) == (400, "reference_refused")
     assert http_server.seen_hosts.count(f"localhost:{http_server.port}") == 0
     r = client.post("/v1/datasets", json={"uri": http_server.url("/nope.npz")})
-    assert (r.status_code, r.json()["error"]["code"]) == (422, "reference_unreadable")
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "reference_unreadable")
 
 
 def test_a_job_on_a_referenced_dataset(stack: Stack, client: httpx.Client) -> None:

@@ -116,7 +116,7 @@ def test_missing_files_are_unreadable_not_refused(tree) -> None:
     with pytest.raises(ReferenceUnreadable) as info:
         open_reference(f"file://{tree['root']}/nope.npz", roots(tree["root"]))
     assert (info.value.code, info.value.status_code, info.value.reason) == (
-        ErrorCode.REFERENCE_UNREADABLE, 422, "not_found")
+        ErrorCode.REFERENCE_UNREADABLE, 400, "not_found")
 
 
 def test_directories_and_fifos_are_not_read(tree) -> None:
