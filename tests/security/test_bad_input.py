@@ -1,12 +1,14 @@
-"""Every bad input of issue 4 gets its own 4xx with the contract's error JSON, stores nothing, and
-leaves the service healthy. One live API process (real HTTP, real Redis) serves the whole module.
+"""Bad input the service's own matrix (tests/service/test_bad_input.py) does not reach, checked
+more strictly: a separate API process, and after every refusal neither the store *nor Redis* has
+changed and /healthz answers. Covers .npy-field and JSON spellings of non-finite values, corrupt
+Parquet, malformed job bodies, proof that pickles are never unpickled, other tenants' ids on every
+verb, references outside the sandbox, callbacks to private addresses, and a public bind of
+`spotlight api` without keys.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import subprocess
 import sys
@@ -26,25 +28,17 @@ from .stack import QUICK_PARAMS, REPO_ROOT, Stack
 
 pytestmark = pytest.mark.e2e
 
-KEY_A, KEY_B, KEY_C = "key-of-tenant-a", "key-of-tenant-b", "key-of-tenant-c"
-CAP = 3
+KEY_A, KEY_B = "key-of-tenant-a", "key-of-tenant-b"
 MAX_UPLOAD = 4 * 1024 * 1024
-MAX_ELEMENTS = 200_000
 SENTINEL_NAME = "unpickled-sentinel"
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("bad-input")
-    keys_file = root / "keys"  # tenant c's key only as its hash, as an operator would store it
-    keys_file.write_text(f"# tenants\nc:sha256:{hashlib.sha256(KEY_C.encode()).hexdigest()}\n")
     s = Stack(
-        root,
+        tmp_path_factory.mktemp("bad-input"),
         SPOTLIGHT_API_KEYS=f"a:{KEY_A},b:{KEY_B}",
-        SPOTLIGHT_API_KEYS_FILE=keys_file,
-        SPOTLIGHT_MAX_ACTIVE_JOBS_PER_TENANT=CAP,
         SPOTLIGHT_MAX_UPLOAD_BYTES=MAX_UPLOAD,
-        SPOTLIGHT_MAX_ELEMENTS=MAX_ELEMENTS,
     )
     s.start_redis()
     try:
@@ -146,90 +140,48 @@ class Evil:
 
 
 def zip_bomb() -> bytes:
-    """A small .npz whose members inflate far past the upload limit (about 200 MB of zeros)."""
+    """A small .npz whose embeddings inflate to twice the upload limit at a modest ratio (about
+    30:1, under any "suspicious ratio" rule): only counting inflated bytes stops it."""
+    n = 2 * MAX_UPLOAD // 16
+    rng = np.random.default_rng(2)
+    emb = np.zeros((n, 4), np.float32)
+    emb[::8, 0] = rng.normal(size=len(emb[::8]))
     buf = io.BytesIO()
-    emb = good()["embeddings"]
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        zf.writestr("losses.npy", npy(good()["losses"]))
-        with zf.open("embeddings.npy", "w", force_zip64=True) as member:
-            member.write(npy(emb))
-            zeros = bytes(1024 * 1024)
-            for _ in range(200):
-                member.write(zeros)
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("embeddings.npy", npy(emb))
+        zf.writestr("losses.npy", npy(np.ones(n, np.float32)))
     return buf.getvalue()
 
 
-def parquet_bytes() -> bytes:
+def parquet_bytes(drop: str | None = None) -> bytes:
     g = good()
-    table = pa.table({"embeddings": pa.array(g["embeddings"].tolist()), "losses": pa.array(g["losses"])})
+    columns = {"embeddings": pa.array(g["embeddings"].tolist()), "losses": pa.array(g["losses"])}
+    columns.pop(drop or "", None)
+    table = pa.table(columns)
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()
 
 
 # ----- the cases -----
-def nan_emb() -> bytes:
-    g = good()
-    g["embeddings"][3, 1] = np.nan
-    return npz(**g)
-
-
-def inf_loss() -> bytes:
-    g = good()
-    g["losses"][7] = np.inf
-    return npz(**g)
-
-
 CASES: dict[str, tuple[Callable[[], Callable[[httpx.Client], httpx.Response]], int, str]] = {
-    "nan in embeddings (npz)": (lambda: upload_file("x.npz", nan_emb()), 400, "non_finite_values"),
-    "inf in losses (npz)": (lambda: upload_file("x.npz", inf_loss()), 400, "non_finite_values"),
     "nan in losses (npy parts)": (
         lambda: upload_parts(embeddings=npy(good()["embeddings"]), losses=npy(np.full(50, np.nan, np.float32))),
+        400, "non_finite_values"),
+    "inf in embeddings (npy parts)": (
+        lambda: upload_parts(embeddings=npy(np.full((50, 3), np.inf, np.float32)), losses=npy(good()["losses"])),
         400, "non_finite_values"),
     "Infinity in inline JSON": (
         lambda: post_raw("/v1/datasets", b'{"embeddings": [[1, 2], [3, 4]], "losses": [1, Infinity]}'),
         400, "non_finite_values"),
-    "losses shorter than embeddings": (
-        lambda: upload_file("x.npz", npz(embeddings=good()["embeddings"], losses=good()["losses"][:-1])),
-        400, "shape_mismatch"),
-    "labels of another length": (
-        lambda: upload_file("x.npz", npz(**good(), labels=np.zeros(49, np.int64))), 400, "shape_mismatch"),
-    "ids of another length": (
-        lambda: post_json("/v1/datasets", {"embeddings": [[0.0, 1.0]] * 4, "losses": [1.0] * 4, "ids": [1, 2, 3]}),
-        400, "shape_mismatch"),
-    "metadata of another length": (
-        lambda: post_json("/v1/datasets", {"embeddings": [[0.0, 1.0]] * 4, "losses": [1.0] * 4, "metadata": [{}]}),
-        400, "shape_mismatch"),
-    "1-D embeddings": (
-        lambda: upload_file("x.npz", npz(embeddings=np.ones(50, np.float32), losses=good()["losses"])),
-        400, "validation_error"),
-    "3-D embeddings": (
-        lambda: upload_file("x.npz", npz(embeddings=np.ones((50, 2, 2), np.float32), losses=good()["losses"])),
-        400, "validation_error"),
-    "n = 0": (lambda: upload_file("x.npz", npz(embeddings=np.ones((0, 3), np.float32),
-                                                losses=np.ones(0, np.float32))), 400, "validation_error"),
-    "d = 0": (lambda: upload_file("x.npz", npz(embeddings=np.ones((50, 0), np.float32), losses=good()["losses"])),
-              400, "validation_error"),
-    "malformed JSON": (lambda: post_raw("/v1/datasets", b'{"embeddings": [[1, 2]'), 400, "malformed_json"),
+    "-Infinity in inline JSON embeddings": (
+        lambda: post_raw("/v1/datasets", b'{"embeddings": [[1, -Infinity], [3, 4]], "losses": [1, 2]}'),
+        400, "non_finite_values"),
     "malformed JSON job": (lambda: post_raw("/v1/jobs", b'{"dataset": '), 400, "malformed_json"),
-    "wrong types inline": (lambda: post_json("/v1/datasets", {"embeddings": "abc", "losses": [1.0]}),
-                           400, "validation_error"),
-    "truncated npz": (lambda: upload_file("x.npz", npz(**good())[:-200]), 400, "bad_file"),
-    "corrupt npz": (lambda: upload_file("x.npz", b"PK\x03\x04" + bytes(range(256)) * 8), 400, "bad_file"),
-    "truncated npy part": (
-        lambda: upload_parts(embeddings=npy(good()["embeddings"])[:-30], losses=npy(good()["losses"])),
-        400, "bad_file"),
     "corrupt parquet": (lambda: upload_file("x.parquet", b"PAR1" + bytes(500) + b"PAR1"), 400, "bad_file"),
-    "truncated parquet": (lambda: upload_file("x.parquet", parquet_bytes()[:-40]), 400, "bad_file"),
-    "zip bomb in npz": (lambda: upload_file("x.npz", zip_bomb()), 400, "bad_file"),
-    "upload above the size limit": (
-        lambda: upload_file("x.npz", npz(embeddings=np.ones((MAX_UPLOAD // 16 + 10, 4), np.float32),
-                                         losses=np.ones(MAX_UPLOAD // 16 + 10, np.float32))),
-        413, "payload_too_large"),
-    "n·d above the limit": (
-        lambda: upload_file("x.npz", npz(embeddings=np.ones((MAX_ELEMENTS // 10 + 1, 10), np.float16),
-                                         losses=np.ones(MAX_ELEMENTS // 10 + 1, np.float16))),
-        413, "too_many_elements"),
+    "parquet without embeddings": (lambda: upload_file("x.parquet", parquet_bytes(drop="embeddings")),
+                                   400, "validation_error"),
+    "zip bomb with a plausible ratio (npz)": (lambda: upload_file("x.npz", zip_bomb()), 413, "payload_too_large"),
 }
 
 
@@ -257,18 +209,6 @@ def _npz_with_raw(**members: bytes) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize(
-    "params",
-    [{"spotlight_size": 120}, {"spotlight_size": 500}, {"spotlight_size": 0}, {"spotlight_size": -0.1},
-     {"no_such_param": 1}, {"steps": "many"}, {"n_spotlights": [1]}, {"kernel": "square"}],
-)
-def test_bad_params_are_refused_cleanly(stack: Stack, a: httpx.Client, owned: dict[str, str],
-                                        params: dict[str, Any]) -> None:
-    err = expect_error(stack, a, post_json("/v1/jobs", {"dataset": owned["dataset"], "params": params}),
-                       400, "validation_error")
-    assert "params" in json.dumps(err["details"]) or "spotlight_size" in err["message"]
-
-
 def test_unknown_ids_are_404(stack: Stack, a: httpx.Client) -> None:
     expect_error(stack, a, lambda c: c.get("/v1/datasets/ds_000000000000000000000000"), 404, "dataset_not_found")
     expect_error(stack, a, lambda c: c.get("/v1/jobs/job_000000000000000000000000"), 404, "job_not_found")
@@ -289,13 +229,6 @@ def test_another_tenants_ids_are_404_and_untouched(stack: Stack, b: httpx.Client
     assert job not in [j["id"] for j in b.get("/v1/jobs").json()["jobs"]]
 
 
-def test_missing_or_wrong_keys_are_401(stack: Stack) -> None:
-    with stack.client() as anonymous:
-        expect_error(stack, anonymous, lambda c: c.get("/v1/datasets"), 401, "unauthorized")
-    with stack.client(headers={"Authorization": "Bearer not-a-key"}) as wrong:
-        expect_error(stack, wrong, lambda c: c.get("/v1/jobs"), 401, "unauthorized")
-
-
 def test_references_outside_the_sandbox_are_refused(stack: Stack, a: httpx.Client) -> None:
     for uri in ("file:///etc/passwd", "file:///proc/self/environ", "s3://bucket/key.npz",
                 "http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:6379/"):
@@ -308,21 +241,6 @@ def test_private_callback_urls_are_refused_at_submission(stack: Stack, a: httpx.
                                                          url: str) -> None:
     expect_error(stack, a, post_json("/v1/jobs", {"dataset": owned["dataset"], "params": QUICK_PARAMS,
                                                   "callback_url": url}), 400, "validation_error")
-
-
-def test_a_hashed_key_from_the_keys_file_works_and_the_job_cap_answers_429(stack: Stack) -> None:
-    with stack.client(headers={"Authorization": f"Bearer {KEY_C}"}) as c:
-        ds = stack.upload(c, seed=9)
-        jobs = [stack.submit(c, ds, {**QUICK_PARAMS, "seed": i}) for i in range(CAP)]
-        before = snapshot(stack)
-        r = c.post("/v1/jobs", json={"dataset": ds, "params": QUICK_PARAMS})
-        assert r.status_code == 429, r.text
-        assert r.json()["error"]["code"] == "too_many_active_jobs"
-        assert int(r.headers["Retry-After"]) > 0
-        assert snapshot(stack) == before
-        # a canceled job frees its slot
-        assert c.delete(f"/v1/jobs/{jobs[0]}").json()["status"] == "canceled"
-        assert c.post("/v1/jobs", json={"dataset": ds, "params": QUICK_PARAMS}).status_code == 202
 
 
 def test_without_keys_the_api_refuses_a_public_bind(tmp_path: Path) -> None:
