@@ -24,6 +24,7 @@ from service.ingest import sweep_stale_workspaces
 from service.limits import BodyLimitMiddleware
 from service.request_log import RequestLogMiddleware, configure_logging
 from service.routers import datasets, jobs, ops, results
+from spotlight.expiry import ExpirySweeper
 from spotlight.settings import Settings, get_settings
 from spotlight.store import store_from_settings
 
@@ -45,7 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         removed = sweep_stale_workspaces(app.state.store)
         if removed:
             log.info("removed upload work folders left by a previous process", extra={"count": removed})
+        sweeper = ExpirySweeper(settings)  # results past their TTL leave the store and Redis together
+        sweeper.start()
         yield
+        sweeper.stop()
         if app.state.redis is not None:
             app.state.redis.close()
 

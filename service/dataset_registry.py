@@ -73,7 +73,8 @@ class DatasetRegistry:
     def list(self, tenant: str, limit: int, offset: int) -> tuple[list[DatasetRecord], int]:
         key = tenant_datasets_key(tenant)
         total = int(self.r.zcard(key))
-        ids = [i.decode() for i in self.r.zrevrange(key, offset, offset + limit - 1)]
+        # Past the end: an empty page (Redis refuses offsets beyond 64 bits with an error).
+        ids = [i.decode() for i in self.r.zrevrange(key, offset, offset + limit - 1)] if offset < total else []
         raws = self.r.mget([dataset_key(i) for i in ids]) if ids else []
         records = [DatasetRecord.model_validate_json(raw) for raw in raws if raw]
         return records, total

@@ -147,6 +147,9 @@ class JobRegistry:
 
     def list(self, tenant: str, limit: int, offset: int) -> tuple[list[JobOut], int]:
         key = tenant_jobs_key(tenant)
+        # Past the end: an empty page (Redis refuses offsets beyond 64 bits with an error).
+        if offset >= int(self.r.zcard(key)):
+            return [], int(self.r.zcard(key))
         ids = [i.decode() for i in self.r.zrevrange(key, offset, offset + limit - 1)]
         out: list[JobOut] = []
         for job_id in ids:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from typing import Annotated, Any
-from urllib.parse import urlparse
 
 from fastapi import APIRouter, Header, Query, Response
 
@@ -13,14 +12,10 @@ from service.errors import ApiError, error_responses
 from service.ingest import build_from_spec, workspace
 from service.job_registry import JobRegistry, body_hash
 from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
+from spotlight.netguard import URLRefused, check_callback_url
 from spotlight.params import SearchParams
 from spotlight.protocol import DatasetRecord, ErrorCode, new_job_id
 from spotlight.settings import Settings
-
-try:  # the security helper's SSRF guard, when it has landed
-    from spotlight.netguard import check_callback_url as _check_callback_url  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on merge order
-    _check_callback_url = None
 
 log = logging.getLogger("spotlight.api.jobs")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 503))
@@ -44,15 +39,11 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
 
 
 def check_callback(url: str, settings: Settings) -> None:
-    if _check_callback_url is not None:
-        try:
-            _check_callback_url(url, settings)
-        except Exception as exc:  # the guard's own refusal types; any refusal is the caller's
-            raise ApiError(400, ErrorCode.VALIDATION, f"callback_url refused: {exc}", {"field": "callback_url"}) from None
-        return
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ApiError(400, ErrorCode.VALIDATION, "callback_url must be an http(s) URL", {"field": "callback_url"})
+    """400 unless the callback URL passes the SSRF guard (http(s), allow-listed host, public address)."""
+    try:
+        check_callback_url(url, settings)
+    except URLRefused as exc:
+        raise ApiError(400, ErrorCode.VALIDATION, exc.message, {"field": "callback_url", **exc.details()}) from None
 
 
 def _existing(jobs: JobRegistry, tenant: str, job_id: str, response: Response) -> JobOut:

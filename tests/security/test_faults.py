@@ -1,0 +1,255 @@
+"""Faults, as real processes: Redis killed and restarted, the API killed mid-upload and mid-poll,
+a worker killed mid-job, the store unwritable. Nothing stored is lost or corrupt, and no job is
+left `running`.
+
+(Work-horse kills, whole-worker kills with a retry, and a store error inside the worker are
+covered at the RQ level in tests/runtime/test_workers.py; these tests watch through the API.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .stack import QUICK_PARAMS, REPO_ROOT, Stack, npz_bytes, wait_for
+
+pytestmark = pytest.mark.e2e
+
+# Long enough on one CPU core to be killed while running.
+LONG_PARAMS = {"n_spotlights": 5, "steps": 2000, "restarts": 8, "spotlight_size": 0.05, "device": "cpu"}
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path)
+    s.start_redis()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def digest_tree(root: Path, below: str) -> dict[str, str]:
+    """sha256 of every file under root/below (hidden work folders excluded)."""
+    base = root / below
+    if not base.exists():
+        return {}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(base.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    }
+
+
+def test_redis_restart_keeps_queued_jobs_and_finished_results(stack: Stack) -> None:
+    stack.start_api()
+    stack.start_worker("w1")
+    with stack.client() as c:
+        ds = stack.upload(c)
+        done = stack.submit(c, ds)
+        assert stack.wait_ended(c, done, 90)["status"] == "finished", stack.log("w1")
+        regions_before = c.get(f"/v1/jobs/{done}/regions").json()
+
+        stack.kill("w1")  # queue jobs with nobody to run them
+        queued = [stack.submit(c, ds, {**QUICK_PARAMS, "seed": i}) for i in range(3)]
+        time.sleep(1.5)  # AOF fsyncs every second: what was acknowledged a second ago is on disk
+        stack.redis.kill()
+
+        down = c.get(f"/v1/jobs/{done}")
+        assert down.status_code == 503 and down.json()["error"]["code"] == "service_unavailable"
+        assert c.get("/healthz").status_code == 200
+
+        stack.redis.start()
+        assert c.get(f"/v1/jobs/{done}/regions").json() == regions_before
+        assert all(stack.status(c, j)["status"] == "queued" for j in queued)
+        stack.start_worker("w2")
+        for job in queued:
+            assert stack.wait_ended(c, job, 90)["status"] == "finished", stack.log("w2")
+        assert c.get(f"/v1/jobs/{queued[0]}/regions").status_code == 200
+
+
+def test_a_worker_survives_a_redis_restart(stack: Stack) -> None:
+    stack.start_api()
+    worker = stack.start_worker("w1")
+    with stack.client() as c:
+        ds = stack.upload(c)
+        assert stack.wait_ended(c, stack.submit(c, ds), 90)["status"] == "finished"
+        time.sleep(1.2)
+        stack.redis.kill()
+        time.sleep(2)
+        stack.redis.start()
+        job = stack.submit(c, ds, {**QUICK_PARAMS, "seed": 7})
+        assert stack.wait_ended(c, job, 90)["status"] == "finished", stack.log("w1")
+    assert worker.poll() is None
+
+
+def test_api_killed_mid_upload_loses_and_corrupts_nothing(stack: Stack) -> None:
+    stack.start_api()
+    with stack.client() as c:
+        kept = stack.upload(c, seed=1)
+    before = digest_tree(stack.store_dir, "datasets")
+    assert before
+
+    body = npz_bytes(n=200_000, d=8, seed=2)  # ~8 MB, sent slowly
+    started = threading.Event()
+
+    def slow_body() -> Iterator[bytes]:
+        boundary = b"--spotlightboundary"
+        yield boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="big.npz"\r\n'
+        yield b"Content-Type: application/octet-stream\r\n\r\n"
+        for i in range(0, len(body), 256 * 1024):
+            started.set()
+            yield body[i:i + 256 * 1024]
+            time.sleep(0.05)
+        yield b"\r\n" + boundary + b"--\r\n"
+
+    errors: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            with stack.client() as c:
+                c.post("/v1/datasets", content=slow_body(),
+                       headers={"Content-Type": "multipart/form-data; boundary=spotlightboundary"})
+        except BaseException as exc:  # the server vanishes mid-body: expected
+            errors.append(exc)
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    assert started.wait(20)
+    time.sleep(0.3)
+    stack.kill("api")
+    thread.join(30)
+    assert errors and isinstance(errors[0], httpx.HTTPError)
+
+    stack.start_api()
+    with stack.client() as c:
+        listed = c.get("/v1/datasets").json()
+        assert [d["id"] for d in listed["datasets"]] == [kept]  # the cut upload registered nothing
+        assert digest_tree(stack.store_dir, "datasets") == before  # nothing stored changed
+        stack.start_worker("w1")
+        assert stack.wait_ended(c, stack.submit(c, kept), 90)["status"] == "finished", stack.log("w1")
+
+
+def test_api_killed_mid_poll_serves_only_whole_results(stack: Stack) -> None:
+    """Poll status and regions while the job runs and while the API is killed and restarted:
+    every answer is a status, a 409 job_not_finished, or a complete result — never 5xx or half."""
+    stack.start_api()
+    stack.start_worker("w1")
+    seen: list[tuple[int, str]] = []
+    with stack.client() as c:
+        ds = stack.upload(c)
+        job = stack.submit(c, ds, {**LONG_PARAMS, "steps": 400, "restarts": 4})
+        wait_for(lambda: stack.status(c, job)["status"] == "running", 60, "the job to start")
+
+        def poll_once() -> None:
+            try:
+                s = c.get(f"/v1/jobs/{job}")
+                r = c.get(f"/v1/jobs/{job}/regions")
+            except httpx.TransportError:
+                return  # the API is down right now
+            seen.append((s.status_code, s.json()["status"] if s.status_code == 200 else s.text))
+            if r.status_code == 409:
+                assert r.json()["error"]["code"] == "job_not_finished"
+            else:
+                assert r.status_code == 200, r.text
+                regions = r.json()["regions"]
+                assert len(regions) == LONG_PARAMS["n_spotlights"]
+                assert all(len(reg["center"]) == 4 for reg in regions)
+
+        for _ in range(5):
+            poll_once()
+        stack.kill("api")
+        for _ in range(3):
+            poll_once()
+        stack.start_api()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not seen or seen[-1][1] not in ("finished", "failed")):
+            poll_once()
+            time.sleep(0.1)
+        assert seen[-1] == (200, "finished"), stack.log("w1")
+        assert all(code == 200 for code, _ in seen)
+        assert c.get(f"/v1/jobs/{job}/weights").status_code == 200
+
+
+def test_results_are_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    """A writer killed mid-file leaves no file under the final name (write, then rename)."""
+    script = (
+        "import sys, time\n"
+        "from spotlight.store import ArtifactStore\n"
+        "s = ArtifactStore(sys.argv[1])\n"
+        "with s.open_write_atomic('jobs/job_x/regions.json') as f:\n"
+        "    f.write(b'{\"regions\": [')\n"
+        "    f.flush()\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    folder = tmp_path / "jobs" / "job_x"
+    assert not (folder / "regions.json").exists()
+    assert [p.name.startswith(".tmp-") for p in folder.iterdir()] == [True]
+
+
+def test_a_worker_killed_with_no_retry_left_shows_failed_worker_lost(tmp_path: Path) -> None:
+    s = Stack(tmp_path, SPOTLIGHT_JOB_RETRIES=0)
+    s.start_redis()
+    try:
+        s.start_api()
+        s.start_worker("w1")
+        s.start_worker("w2")  # idle; its maintenance notices w1's abandoned job
+        with s.client() as c:
+            ds = s.upload(c, n=500)
+            job = s.submit(c, ds, LONG_PARAMS)
+            wait_for(lambda: s.status(c, job)["status"] == "running", 60, "the job to start")
+            seen_by = httpx.get(f"{s.url}/v1/jobs/{job}").json()
+            assert seen_by["status"] == "running"
+            import redis as redis_lib
+            from rq.job import Job
+
+            victim = Job.fetch(job, connection=redis_lib.Redis.from_url(s.redis.url)).worker_name
+            s.kill(victim)  # worker and work-horse, as a machine losing the process group
+            ended = s.wait_ended(c, job, 60)
+            assert ended["status"] == "failed"
+            assert ended["error"]["code"] == "worker_lost"
+            # and the surviving worker still serves
+            assert s.wait_ended(c, s.submit(c, ds, QUICK_PARAMS), 90)["status"] == "finished"
+    finally:
+        s.close()
+
+
+def test_an_unwritable_store_gives_503_and_the_service_recovers(stack: Stack) -> None:
+    stack.start_api()
+    with stack.client() as c:
+        kept = stack.upload(c, seed=1)
+        datasets = stack.store_dir / "datasets"
+        moved = stack.store_dir / "datasets-away"
+        shutil.move(datasets, moved)
+        datasets.write_bytes(b"a file where a folder must be: every write below it fails")
+        try:
+            r = c.post("/v1/datasets", files={"file": ("x.npz", npz_bytes(seed=5), "application/octet-stream")})
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "store_error"
+            assert c.get("/healthz").status_code == 200
+        finally:
+            datasets.unlink()
+            shutil.move(moved, datasets)
+        assert c.get("/readyz").status_code == 200
+        assert stack.upload(c, seed=5) != kept
+        assert c.get(f"/v1/datasets/{kept}").status_code == 200
