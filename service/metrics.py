@@ -4,7 +4,8 @@ Nothing here is counted in the API process's memory: with several API processes 
 behind a load balancer, per-process counters would differ from scrape to scrape. Instead:
 
 - ``spotlight_jobs{status}`` (gauge): jobs RQ holds for ``settings.queue_name`` right now, by the
-  contract's status. queued = the queue + deferred + scheduled; running = the started registry;
+  contract's status. queued = the queue + deferred + scheduled; running = the started registry (less jobs
+  whose worker has already written their end);
   finished / failed / canceled = the finished, failed and canceled registries (canceled: those whose
   job hash still exists, as RQ never prunes that registry) — a job our task
   ended as failed or canceled sits in RQ's *finished* registry (the task returned normally), so
@@ -133,9 +134,13 @@ def job_counts(conn: Redis, queue: Queue) -> dict[str, int]:
         + int(conn.zcard(queue.deferred_job_registry.key))
         + int(conn.zcard(queue.scheduled_job_registry.key))
     )
-    # started entries are "job_id:execution_id": one job may briefly have two executions
-    started = conn.zrange(queue.started_job_registry.key, 0, -1)
-    counts["running"] = len({(m.decode() if isinstance(m, bytes) else m).split(":", 1)[0] for m in started})
+    # started entries are "job_id:execution_id": one job may briefly have two executions. A job whose
+    # worker has already written how it ended (and is now delivering its callback) counts as that,
+    # as the API's job view says.
+    started = sorted({(m.decode() if isinstance(m, bytes) else m).split(":", 1)[0]
+                      for m in conn.zrange(queue.started_job_registry.key, 0, -1)})
+    for status in _own_statuses(conn, queue, started):
+        counts[status if status in ("finished", "failed", "canceled") else "running"] += 1
     live = f"({now}"  # registry scores are expiry times; an entry past its expiry is on its way out
     counts["failed"] = int(conn.zcount(queue.failed_job_registry.key, live, "+inf"))
     # RQ scores canceled entries with the cancel time and never cleans that registry: a canceled

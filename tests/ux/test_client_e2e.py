@@ -155,8 +155,16 @@ def test_metrics_after_the_job_show_its_timing_and_the_workers_device(finished: 
     from prometheus_client.parser import text_string_to_metric_families
 
     _wired(finished["job"].regions(), "job timings in /metrics")
-    text = finished["client"]._http.get("/metrics").text
-    samples = [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+    def scrape() -> list[Any]:
+        text = finished["client"]._http.get("/metrics").text
+        return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+    deadline = time.monotonic() + 30  # timings are recorded just after the status turns finished
+    while True:
+        samples = scrape()
+        if any(s.name == "spotlight_jobs_ended_total" for s in samples) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
 
     def one(name: str, **labels: str) -> float:
         found = [s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]

@@ -94,11 +94,15 @@ def test_jobs_by_status_queue_depth_and_workers_from_redis(redis_url: str, tmp_p
     canceled = q.enqueue("time.sleep", 0)
     canceled.cancel()
     running = q.enqueue("time.sleep", 20)
+    ending = q.enqueue("time.sleep", 20)  # still RQ-started, but our worker already wrote that it ended
+    ending.meta[META_STATUS] = "finished"
+    ending.save_meta()
     jobstats.record_worker_device(conn, QUEUE, "w-metrics", "cuda:0")
+    jobstats.record_worker_device(conn, QUEUE, "w-other", "cpu")
     worker_proc("w-metrics")
-    _wait(lambda: q.started_job_registry.get_job_ids(cleanup=False) == [running.id] or
-          any(m.decode().startswith(running.id) for m in conn.zrange(q.started_job_registry.key, 0, -1)), 60,
-          "the long job to start")
+    worker_proc("w-other")
+    _wait(lambda: {m.decode().split(":")[0] for m in conn.zrange(q.started_job_registry.key, 0, -1)}
+          == {running.id, ending.id}, 60, "both long jobs to start")
     q.enqueue("time.sleep", 0)
     q.enqueue("time.sleep", 0)
 
@@ -106,13 +110,14 @@ def test_jobs_by_status_queue_depth_and_workers_from_redis(redis_url: str, tmp_p
     m = scrape(api1)
     jobs = m["spotlight_jobs"]
     assert {s.labels["status"]: s.value for s in jobs} == {
-        "queued": 2, "running": 1, "finished": 1, "failed": 2, "canceled": 1,
+        "queued": 2, "running": 1, "finished": 2, "failed": 2, "canceled": 1,
     }
     assert value(m["spotlight_queue_depth"], "spotlight_queue_depth") == 2
     assert value(m["spotlight_redis_up"], "spotlight_redis_up") == 1
-    assert value(m["spotlight_workers"], "spotlight_workers", state="busy") == 1
+    assert value(m["spotlight_workers"], "spotlight_workers", state="busy") == 2
     info = m["spotlight_worker_info"]
-    assert [(s.labels["worker"], s.labels["device"], s.labels["state"]) for s in info] == [("w-metrics", "cuda:0", "busy")]
+    assert sorted((s.labels["worker"], s.labels["device"], s.labels["state"]) for s in info) == [
+        ("w-metrics", "cuda:0", "busy"), ("w-other", "cpu", "busy")]
     # a second API process reads the same state
     m2 = scrape(api2)
     assert {s.labels["status"]: s.value for s in m2["spotlight_jobs"]} == {s.labels["status"]: s.value for s in jobs}
