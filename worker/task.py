@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,11 @@ from rq.timeouts import JobTimeoutException
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.params import SearchParams
 from spotlight.protocol import (
+    META_ENDED_AT,
+    META_STARTED_AT,
     META_STATUS,
     REGIONS_FILE,
+    REPORT_FILE,
     WEIGHTS_FILE,
     ErrorCode,
     JobError,
@@ -40,6 +44,7 @@ from spotlight.protocol import (
     job_file,
     job_prefix,
     members_file,
+    utcnow,
 )
 from spotlight.settings import Settings, get_settings
 from spotlight.store import ArtifactStore, StoreError, store_from_settings
@@ -86,6 +91,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
     status: JobStatus = "finished"
     error: JobError | None = None
     result: SearchResult | None = None
+    regions: list[dict[str, Any]] | None = None
     try:
         if reporter.cancel_requested():
             raise SearchCanceled()
@@ -93,8 +99,9 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         inputs = load_inputs(store, spec.dataset_sha256)
         result = search(inputs, spec.params, reporter)
         reporter.device(result.device)
-        regions = describe_regions(result, inputs, spec, settings.member_min_weight)
-        # UX hook: report.html (worker/report.py) is written here, before regions.json.
+        _record_device(job, settings, result.device)
+        regions = describe_regions(result, inputs, spec, settings.member_min_weight, reporter)
+        write_report(store, spec, job, inputs, result, regions)
         write_results(store, spec.job_id, result, regions, settings.member_min_weight)
     except SearchCanceled:
         status, error = "canceled", JobError(code=ErrorCode.CANCELED, message="The job was canceled by its owner.")
@@ -111,7 +118,8 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
             with contextlib.suppress(Exception):
                 store.delete_prefix(job_prefix(spec.job_id))  # no half-written result stays behind
     reporter.ended(status, error)
-    # UX hook: the callback (worker/webhook.py) is delivered here, once the meta says how it ended.
+    record_stats(job, settings, status)
+    notify(spec, settings, status, error, regions if status == "finished" else None)
     return _summary(spec, status, error, result)
 
 
@@ -173,18 +181,127 @@ def member_indices(weights: np.ndarray, min_weight: float) -> np.ndarray:
 
 
 def describe_regions(
-    result: SearchResult, inputs: Inputs, spec: JobSpec, min_weight: float
+    result: SearchResult, inputs: Inputs, spec: JobSpec, min_weight: float, reporter: JobReporter | None = None
 ) -> list[dict[str, Any]]:
-    """The regions as regions.json stores them.
+    """The regions as regions.json stores them, each with what a person reads about it.
 
-    UX hook: worker/describe.py adds what a person reads about each region (labels, examples).
+    `description` (worker/describe.py): composition by label, prediction and metadata field, and a
+    bootstrap interval of the weighted loss; `p_value` when `params.n_permutations` > 0. A failure
+    to describe is logged and leaves the regions without descriptions rather than failing the job.
     """
     regions = []
     for k, region in enumerate(result.regions):
         entry = region.to_dict()
         entry["n_members"] = int(np.count_nonzero(result.weights[:, k] >= min_weight))
         regions.append(entry)
+    from worker import describe
+
+    try:
+        descriptions = describe.describe_job(
+            result.weights, result.losses, labels=inputs.labels, predictions=inputs.predictions,
+            sample_weights=inputs.sample_weights, read_metadata=inputs.files.metadata, seed=spec.params.seed,
+        )
+        for entry, description in zip(regions, descriptions):
+            entry["description"] = description
+    except Exception:  # noqa: BLE001 - descriptions are a help, the regions are the result
+        log.exception("describing the regions of %s failed", spec.job_id)
+    if spec.params.n_permutations > 0:
+        from worker.engine import search as engine_search
+
+        best = describe.rerun_best(
+            engine_search, inputs.embeddings, spec.params, labels=inputs.labels, predictions=inputs.predictions,
+            sample_weights=inputs.sample_weights, should_stop=reporter.should_stop if reporter else None,
+        )
+        try:
+            p_values = describe.significance(best, result.losses, regions, spec.params.n_permutations, spec.params.seed)
+        except SearchCanceled:
+            raise
+        except Exception as exc:
+            log.exception("permutation test failed")
+            raise JobFailed(ErrorCode.SEARCH_FAILED, f"The permutation test failed: {type(exc).__name__}: {exc}") from exc
+        for entry, p in zip(regions, p_values):
+            entry["p_value"] = p
+            entry["n_permutations"] = spec.params.n_permutations
     return regions
+
+
+def write_report(
+    store: ArtifactStore, spec: JobSpec, job: Job, inputs: Inputs, result: SearchResult, regions: list[dict[str, Any]]
+) -> None:
+    """report.html (worker/report.py), written before regions.json so a finished job always has one."""
+    from worker.report import job_report
+
+    manifest = inputs.files.manifest()
+    meta = job.get_meta(refresh=False)
+    info = {
+        "id": spec.job_id, "dataset": spec.dataset_id, "n": manifest.get("n"), "dim": manifest.get("dim"),
+        "params": spec.params.model_dump(mode="json"), "created_at": spec.created_at.isoformat(),
+        "started_at": meta.get(META_STARTED_AT), "ended_at": utcnow().isoformat(),
+        "device": result.device, "elapsed_s": round(result.elapsed_s, 3),
+    }
+    try:
+        html = job_report(
+            info, regions, [r.get("description") for r in regions], inputs.embeddings, result.losses,
+            result.weights, labels=inputs.labels, predictions=inputs.predictions,
+            read_ids=inputs.files.ids, read_metadata=inputs.files.metadata, seed=spec.params.seed,
+        )
+    except Exception:  # noqa: BLE001 - no report is better than no result; the endpoint then answers 404
+        log.exception("rendering the report of %s failed", spec.job_id)
+        return
+    try:
+        store.write_bytes(job_file(spec.job_id, REPORT_FILE), html.encode("utf-8"))
+    except (StoreError, OSError) as exc:
+        raise JobFailed(ErrorCode.STORE_ERROR, f"The report could not be written to the store: {exc}") from exc
+
+
+def record_stats(job: Job, settings: Settings, status: str) -> None:
+    """Duration and queue wait for /metrics (kept in Redis, so every API process reports the same)."""
+    from spotlight import jobstats
+
+    meta = job.get_meta(refresh=False)
+    started = _parse_time(meta.get(META_STARTED_AT))
+    ended = _parse_time(meta.get(META_ENDED_AT))
+    enqueued = job.enqueued_at.replace(tzinfo=timezone.utc) if job.enqueued_at and job.enqueued_at.tzinfo is None else job.enqueued_at
+    try:
+        jobstats.record_job_end(
+            job.connection, settings.queue_name, status,
+            (ended - started).total_seconds() if started and ended else None,
+            (started - enqueued).total_seconds() if started and enqueued else None,
+        )
+    except Exception:  # noqa: BLE001 - metrics never fail a job
+        log.warning("could not record the stats of %s", job.id, exc_info=True)
+
+
+def _record_device(job: Job, settings: Settings, device: str) -> None:
+    """Which device this worker computes on, for /metrics' worker table."""
+    from spotlight import jobstats
+
+    if job.worker_name:
+        with contextlib.suppress(Exception):
+            jobstats.record_worker_device(job.connection, settings.queue_name, job.worker_name, device)
+
+
+def notify(
+    spec: JobSpec, settings: Settings, status: str, error: JobError | None, regions: list[dict[str, Any]] | None
+) -> None:
+    """POST the signed summary to the job's callback_url (worker/webhook.py); never fails the job."""
+    if not spec.callback_url:
+        return
+    from worker.webhook import deliver, job_summary
+
+    payload = job_summary(spec.model_dump(mode="json"), status, error.model_dump() if error else None, regions)
+    deliver(spec.callback_url, payload, settings.webhook_secret, settings.webhook_retries,
+            settings=settings, delivery_id=spec.job_id)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def write_results(
