@@ -262,8 +262,10 @@ def _parse_param(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _submit_files(args: argparse.Namespace) -> dict[str, Path]:
-    """The multipart fields to upload: one .npz/.parquet as `file`, or .npy arrays by key."""
+def _upload(client: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Upload EMB.npy LOSSES.npy (+ --labels/--predictions), or one .npz/.parquet file as it is."""
+    import numpy as np
+
     paths = [Path(p) for p in args.files]
     for p in paths + [Path(x) for x in (args.labels, args.predictions) if x]:
         if not p.is_file():
@@ -271,91 +273,70 @@ def _submit_files(args: argparse.Namespace) -> dict[str, Path]:
     if len(paths) == 1 and paths[0].suffix in (".npz", ".parquet"):
         if args.labels or args.predictions:
             raise SystemExit("spotlight submit: --labels/--predictions go inside the .npz/.parquet")
-        return {"file": paths[0]}
+        return client.upload(path=paths[0])
     if len(paths) != 2 or any(p.suffix != ".npy" for p in paths):
         raise SystemExit("spotlight submit: give EMB.npy LOSSES.npy, or a single .npz or .parquet file")
-    fields = {"embeddings": paths[0], "losses": paths[1]}
-    if args.labels:
-        fields["labels"] = Path(args.labels)
-    if args.predictions:
-        fields["predictions"] = Path(args.predictions)
-    return fields
+
+    def load(path: str | Path | None) -> Any:
+        return None if path is None else np.load(path, mmap_mode="r", allow_pickle=False)
+
+    return client.upload(
+        embeddings=load(paths[0]), losses=load(paths[1]), labels=load(args.labels), predictions=load(args.predictions)
+    )
 
 
-def _raise_for_error(response: Any) -> None:
-    if response.status_code < 400:
-        return
-    try:
-        err = response.json()["error"]
-        detail = f"{err['code']}: {err['message']}"
-    except (ValueError, KeyError, TypeError):
-        detail = response.text[:500]
-    raise SystemExit(f"spotlight submit: {response.request.method} {response.request.url.path} -> {response.status_code} {detail}")
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    """Upload, start a job, and with --wait show its progress and print its regions.
-
-    Minimal over httpx; to be replaced by spotlight.client.SpotlightClient once it lands.
-    """
-    import contextlib
-
-    import httpx
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+def _regions_table(job_id: str, regions: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
-    console = Console(stderr=True)
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    fields = _submit_files(args)
-    with httpx.Client(base_url=args.server.rstrip("/"), headers=headers, timeout=httpx.Timeout(30.0, read=600.0)) as http:
-        with contextlib.ExitStack() as stack:
-            files = {k: (p.name, stack.enter_context(p.open("rb")), "application/octet-stream") for k, p in fields.items()}
-            r = http.post("/v1/datasets", files=files)
-        _raise_for_error(r)
-        dataset = r.json()
-        console.print(f"dataset {dataset['id']}: n={dataset['n']}, dim={dataset['dim']}")
-        r = http.post("/v1/jobs", json={"dataset": dataset["id"], "params": dict(args.param)})
-        _raise_for_error(r)
-        job = r.json()
-        if not args.wait:
-            print(job["id"])
-            return 0
-        deadline = time.monotonic() + args.timeout
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-            console=console, transient=True,
-        ) as bar:
-            task = bar.add_task(f"{job['id']} queued", total=1.0)
-            while job["status"] in ("queued", "running"):
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"spotlight submit: {job['id']} still {job['status']} after {args.timeout:.0f} s")
-                time.sleep(0.5)
-                r = http.get(f"/v1/jobs/{job['id']}")
-                _raise_for_error(r)
-                job = r.json()
-                p = job.get("progress") or {}
-                desc = f"{job['id']} {job['status']}"
-                if job["status"] == "running" and p.get("n_spotlights"):
-                    desc += f" spotlight {p.get('spotlight')}/{p.get('n_spotlights')}"
-                bar.update(task, completed=float(p.get("fraction") or 0.0), description=desc)
-        if job["status"] != "finished":
-            err = job.get("error") or {}
-            console.print(f"[red]{job['id']} {job['status']}[/red]: {err.get('code')}: {err.get('message')}")
-            return 1
-        r = http.get(f"/v1/jobs/{job['id']}/regions")
-        _raise_for_error(r)
-        regions = r.json()["regions"]
-    table = Table(title=f"{job['id']}: {len(regions)} regions")
-    for col in ("region", "weighted loss", "mean loss", "lift", "total weight", "size requested"):
-        table.add_column(col, justify="right")
+    table = Table(title=f"{job_id}: {len(regions)} regions")
+    for col in ("region", "weighted loss", "mean loss", "lift", "total weight", "size requested", "stands out"):
+        table.add_column(col, justify="left" if col == "stands out" else "right")
     for reg in regions:
         table.add_row(
             str(reg["index"]), f"{reg['weighted_loss']:.4g}", f"{reg['mean_loss']:.4g}", f"{reg['lift']:.3g}",
-            f"{reg['total_weight']:.1f}", f"{reg['size_requested']:.1f}",
+            f"{reg['total_weight']:.1f}", f"{reg['size_requested']:.1f}", _stands_out(reg.get("description")),
         )
-    Console().print(table)
+    return table
+
+
+def _stands_out(description: Any) -> str:
+    """The most over-represented label, prediction and metadata values, e.g. 'label=3 (x4.1)'."""
+    if not isinstance(description, dict):
+        return ""
+    fields: list[tuple[str, Any]] = [("label", description.get("labels")), ("prediction", description.get("predictions"))]
+    fields += list((description.get("metadata") or {}).items())
+    parts = []
+    for name, comp in fields:
+        top = ((comp or {}).get("over_represented") or [None])[0] if isinstance(comp, dict) else None
+        if isinstance(top, dict) and isinstance(top.get("lift"), (int, float)) and top["lift"] > 1:
+            parts.append(f"{name}={top['value']} (x{top['lift']:.2g})")
+    return ", ".join(parts[:3])
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Upload, start a job, and with --wait show its progress and print its regions (via SpotlightClient)."""
+    from rich.console import Console
+
+    from spotlight.client import JobFailedError, SpotlightClient, SpotlightError
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
+    console = Console(stderr=True)
+    try:
+        with SpotlightClient(args.server, api_key=args.api_key) as client:
+            dataset = _upload(client, args)
+            console.print(f"dataset {dataset['id']}: n={dataset['n']}, dim={dataset['dim']}")
+            job = client.submit(dataset["id"], **dict(args.param))
+            if not args.wait:
+                print(job.id)
+                return 0
+            job.wait(progress=True, timeout=args.timeout)
+            regions = job.regions()
+    except JobFailedError as exc:
+        console.print(f"[red]{exc.status.get('id')} {exc.status.get('status')}[/red]: {exc.code}: {exc}")
+        return 1
+    except SpotlightError as exc:
+        raise SystemExit(f"spotlight submit: {exc.code}: {exc}") from None
+    Console().print(_regions_table(job.id, regions))
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spotlight.cli import _parse_param, _submit_files, build_parser, main
+from spotlight.cli import _parse_param, main
 
 
 def test_openapi_prints_the_spec_and_writes_the_same_to_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -29,14 +29,13 @@ def test_params_are_json_values_or_strings() -> None:
         _parse_param("steps")
 
 
-def test_submit_takes_two_npy_or_one_npz(tmp_path: Path) -> None:
-    for name in ("e.npy", "l.npy", "lab.npy", "d.npz"):
-        np.save(tmp_path / name, np.zeros(3)) if name.endswith(".npy") else np.savez(tmp_path / name, a=np.zeros(1))
-    parse = build_parser().parse_args
-    fields = _submit_files(parse(["submit", str(tmp_path / "e.npy"), str(tmp_path / "l.npy"), "--labels", str(tmp_path / "lab.npy")]))
-    assert set(fields) == {"embeddings", "losses", "labels"}
-    assert set(_submit_files(parse(["submit", str(tmp_path / "d.npz")]))) == {"file"}
+def test_submit_refuses_wrong_file_sets_before_any_request(tmp_path: Path) -> None:
+    np.save(tmp_path / "e.npy", np.zeros((3, 2)))
+    np.savez(tmp_path / "d.npz", embeddings=np.zeros((3, 2)), losses=np.zeros(3))
+    unreachable = ["--server", "http://127.0.0.1:9"]  # nothing listens: any request would fail differently
     with pytest.raises(SystemExit, match="single .npz"):
-        _submit_files(parse(["submit", str(tmp_path / "e.npy")]))
+        main(["submit", str(tmp_path / "e.npy"), *unreachable])
     with pytest.raises(SystemExit, match="no such file"):
-        _submit_files(parse(["submit", str(tmp_path / "missing.npz")]))
+        main(["submit", str(tmp_path / "missing.npz"), *unreachable])
+    with pytest.raises(SystemExit, match="go inside"):
+        main(["submit", str(tmp_path / "d.npz"), "--labels", str(tmp_path / "e.npy"), *unreachable])
