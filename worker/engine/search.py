@@ -29,9 +29,11 @@ from worker.engine.result import Region, SearchCanceled, SearchResult
 # a few hundred microseconds, and waking a second thread for each of ~40 small ops costs more than it
 # saves (5x slower on a loaded 2-core machine). Larger problems keep torch's thread count.
 SINGLE_THREAD_BELOW = 2**22
-# Share of the step cap spent tightening the barrier from (n - S) to 0.05 S; the rest runs at the
-# final slack until every restart's plateau-halved learning rate has decayed (or the cap is hit).
-TIGHTEN_FRACTION = 0.25
+# Steps spent tightening the barrier from (n - S) to 0.05 S (fewer when the cap is lower); then the
+# search runs at the final slack until every restart's plateau-halved learning rate has decayed (or
+# the cap is hit). Tightening much faster lets the region shrink before its centre has moved to the
+# high-loss area (measured: planted balls missed at 75 steps, found at 150).
+TIGHTEN_STEPS = 150
 PATIENCE = 10  # steps without improvement before a restart's learning rate is halved (as the authors)
 MAX_HALVINGS = 4  # a restart has converged once its learning rate was halved this many times
 PLATEAU_TOL = 1e-4  # improvement of the penalised objective (standardised units) that counts
@@ -105,8 +107,8 @@ def search(
     Notes
     -----
     Constraint. It is enforced by the authors' tightening quadratic barrier: with the slack
-    :math:`b_t` falling geometrically from :math:`n - S` to :math:`0.05 S` over the first quarter
-    of the step cap, the optimiser maximises
+    :math:`b_t` falling geometrically from :math:`n - S` to :math:`0.05 S` over the first 150
+    steps (or the whole cap, if lower), the optimiser maximises
     :math:`L - \mathrm{barrier\_scale} \cdot (\sum w k - (S + b_t))^2 / b_t^2` whenever
     :math:`\sum w k < S + b_t`. The region returned is the best *feasible* iterate seen
     (:math:`\sum w k \ge S`), not the last one; if none was feasible, the one with the largest total
@@ -135,9 +137,9 @@ def search(
     >>> from worker.engine import search
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(2000, 8)).astype(np.float32)
-    >>> loss = (np.linalg.norm(x - 2.0, axis=1) < 2.5).astype(np.float32)
+    >>> loss = (np.linalg.norm(x - 1.5, axis=1) < 3.0).astype(np.float32)  # 1 % of examples fail
     >>> result = search(x, loss, {"n_spotlights": 1, "device": "cpu"})
-    >>> result.regions[0].lift > 5
+    >>> result.regions[0].lift > 5  # the region's failure rate is over 5x the dataset's
     True
     """
     started = time.perf_counter()
@@ -318,7 +320,7 @@ def _optimise_region(
     theta = _initial_theta(problem, mu, p)
     r = mu.shape[1]
     cap = p.steps
-    tighten = max(1, min(cap, round(cap * TIGHTEN_FRACTION)))
+    tighten = max(1, min(cap, TIGHTEN_STEPS))
     slacks = core.barrier_slacks(problem.n_total, problem.size, tighten)
     lr = torch.full((r,), p.learning_rate, dtype=mu.dtype, device=mu.device)
     adam_mu = core.AdamState(torch.zeros_like(mu), torch.zeros_like(mu))
