@@ -46,7 +46,7 @@ def test_gradient_matches_naive_autograd_of_the_formula(kernel: str, shape: str)
 
     mu, theta = mu0.clone().requires_grad_(), theta0.clone().requires_grad_()
     tau = torch.exp(theta) / d  # (1 or d) x r
-    naive_u = (((x[:, :, None] - mu[None, :, :]) ** 2) * tau[None, :, :]).sum(1)
+    naive_u = (((x[:, :, None] - mu[None, :, :]) ** 2) * tau[None, :, :]).sum(1).t()  # R x n
     naive = objective(naive_u)
     g_naive = torch.autograd.grad(naive, [mu, theta])
 

@@ -95,7 +95,7 @@ def test_label_entropy_penalty_makes_regions_purer() -> None:
     x, loss, labels = _two_label_problem()
     plain = search(x, loss, PARAMS, labels=labels)
     pure = search(x, loss, {**PARAMS, "label_entropy_coeff": 5.0}, labels=labels)
-    assert _label_entropy(pure.weights[:, 0], labels) < _label_entropy(plain.weights[:, 0], labels) - 0.3
+    assert _label_entropy(pure.weights[:, 0], labels) < 0.5 * _label_entropy(plain.weights[:, 0], labels)
 
 
 def test_prediction_entropy_penalty_uses_argmax_of_logits() -> None:
@@ -103,7 +103,7 @@ def test_prediction_entropy_penalty_uses_argmax_of_logits() -> None:
     logits = np.stack([-x[:, 1], x[:, 1]], 1).astype(np.float32) * 4  # argmax == labels
     plain = search(x, loss, PARAMS)
     pure = search(x, loss, {**PARAMS, "prediction_entropy_coeff": 5.0}, logits=logits)
-    assert _label_entropy(pure.weights[:, 0], labels) < _label_entropy(plain.weights[:, 0], labels) - 0.3
+    assert _label_entropy(pure.weights[:, 0], labels) < 0.5 * _label_entropy(plain.weights[:, 0], labels)
 
 
 def test_entropy_penalty_without_codes_is_an_error() -> None:

@@ -2,7 +2,8 @@
 
 Everything here works in *standardised* coordinates (the caller's embeddings centred and divided
 by one scale, see `prepare.py`) and on a batch of R restarts at once: centres are a d x R matrix,
-log-precisions a 1 x R (spherical) or d x R (diagonal) matrix, and per-example quantities are n x R.
+log-precisions a 1 x R (spherical) or d x R (diagonal) matrix, and per-example quantities are R x n
+(restart-major, so every elementwise op and every reduction over examples runs on contiguous rows).
 
 Cost: the only passes over the n x d matrix X are X @ M (forward) and M-gradient = X^T @ G
 (backward), via ||x - mu||^2 = ||x||^2 - 2 x.mu + ||mu||^2 with ||x||^2 precomputed. No d x d
@@ -44,19 +45,22 @@ def row_chunk(n: int, d: int, device: torch.device) -> int:
 
 
 class _RowProducts(torch.autograd.Function):
-    """Z = X @ P for a constant X (n x d) and a small P (d x R), in row chunks.
+    """Z = P^T X^T (R x n) for a constant X (n x d) and a small P (d x R), in row chunks of X.
 
-    Backward is dP = X^T @ dZ, one more pass over X. X is saved by reference, never copied.
+    Backward is dP = (dZ X)^T, one more pass over X. X is saved by reference, never copied; with
+    `squared`, X*X is used instead, formed one chunk at a time.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: torch.Tensor, chunk: int, squared: bool) -> torch.Tensor:  # type: ignore[override]
-        out = torch.empty(x.shape[0], p.shape[1], dtype=p.dtype, device=p.device)
-        for i in range(0, x.shape[0], chunk):
-            xc = x[i : i + chunk]
-            if squared:
-                xc = xc * xc
-            torch.mm(xc, p, out=out[i : i + chunk])
+        pt = p.t().contiguous()
+        if not squared and (x.device.type != "cpu" or chunk >= x.shape[0]):
+            out = pt @ x.t()
+        else:
+            out = torch.empty(p.shape[1], x.shape[0], dtype=p.dtype, device=p.device)
+            for i in range(0, x.shape[0], chunk):
+                xc = x[i : i + chunk]
+                out[:, i : i + chunk] = pt @ (xc * xc if squared else xc).t()
         ctx.save_for_backward(x)
         ctx.chunk, ctx.squared = chunk, squared
         return out
@@ -64,24 +68,25 @@ class _RowProducts(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
+        grad = grad.contiguous()
         if not ctx.squared:
-            return None, (grad.t() @ x).t(), None, None
-        acc = torch.zeros(grad.shape[1], x.shape[1], dtype=grad.dtype, device=grad.device)
+            return None, (grad @ x).t(), None, None
+        acc = torch.zeros(grad.shape[0], x.shape[1], dtype=grad.dtype, device=grad.device)
         for i in range(0, x.shape[0], ctx.chunk):
             xc = x[i : i + ctx.chunk]
-            acc.addmm_(grad[i : i + ctx.chunk].t(), xc * xc)
+            acc.addmm_(grad[:, i : i + ctx.chunk], xc * xc)
         return None, acc.t(), None, None
 
 
 def row_products(x: torch.Tensor, p: torch.Tensor, chunk: int, squared: bool = False) -> torch.Tensor:
-    """X @ P (or (X*X) @ P) with a gradient for P only; see `_RowProducts`."""
+    """(X @ P)^T, or ((X*X) @ P)^T, as R x n, with a gradient for P only; see `_RowProducts`."""
     return _RowProducts.apply(x, p, chunk, squared)
 
 
 def scaled_distances(
     x: torch.Tensor, sq_norms: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, chunk: int
 ) -> torch.Tensor:
-    """u[i, r] = sum_j tau[j, r] (x[i, j] - mu[j, r])^2 with tau = exp(theta) / d, for every restart.
+    """u[r, i] = sum_j tau[j, r] (x[i, j] - mu[j, r])^2 with tau = exp(theta) / d, for every restart (R x n).
 
     Spherical (theta is 1 x R): u = tau * (||x||^2 - 2 x.mu + ||mu||^2), two passes over X a step.
     Diagonal (theta is d x R): u = (X*X) @ tau - 2 X @ (tau*mu) + sum(tau*mu^2), four passes.
@@ -90,25 +95,25 @@ def scaled_distances(
     d = x.shape[1]
     tau = torch.exp(theta) / d
     if theta.shape[0] == 1:
-        dist = sq_norms[:, None] - 2.0 * row_products(x, mu, chunk) + (mu * mu).sum(0)[None, :]
-        return torch.clamp(dist, min=0.0) * tau
+        dist = sq_norms[None, :] - 2.0 * row_products(x, mu, chunk) + (mu * mu).sum(0)[:, None]
+        return torch.clamp(dist, min=0.0) * tau.t()
     u = (
         row_products(x, tau, chunk, squared=True)
         - 2.0 * row_products(x, tau * mu, chunk)
-        + (tau * mu * mu).sum(0)[None, :]
+        + (tau * mu * mu).sum(0)[:, None]
     )
     return torch.clamp(u, min=0.0)
 
 
-def support_rescale(u: torch.Tensor, active: torch.Tensor, kernel: str) -> torch.Tensor:
+def support_rescale(u: torch.Tensor, active: torch.Tensor | None, kernel: str) -> torch.Tensor:
     """Factor f (one per restart, <= 1) such that min over active examples of f*u is <= MAX_MIN_U[kernel].
 
-    Multiplying every precision of a restart by f multiplies its u by f, so this is the projection
+    `active` masks the examples with positive weight (None: all). Multiplying every precision of a
+    restart by f multiplies its u by f, so this is the projection
     that keeps a region's support from ever emptying (the flat kernel's NaN trap) at no extra pass.
     """
     with torch.no_grad():
-        big = torch.full_like(u, float("inf"))
-        u_min = torch.where(active[:, None], u, big).amin(0)
+        u_min = u.amin(1) if active is None else torch.where(active[None, :], u, float("inf")).amin(1)
         bound = MAX_MIN_U[kernel]
         f = torch.where(u_min > bound, bound / u_min, torch.ones_like(u_min))
         return torch.nan_to_num(f, nan=1.0, posinf=1.0)
@@ -116,9 +121,9 @@ def support_rescale(u: torch.Tensor, active: torch.Tensor, kernel: str) -> torch
 
 def weighted_entropy(wk: torch.Tensor, total: torch.Tensor, codes: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Entropy in bits of the kernel-weighted distribution of integer codes (labels/predictions), per restart."""
-    mass = torch.zeros(n_classes, wk.shape[1], dtype=wk.dtype, device=wk.device).index_add(0, codes, wk)
-    p = mass / total[None, :]
-    return -(p * torch.log2(torch.clamp(p, min=1e-12))).sum(0)
+    mass = torch.zeros(wk.shape[0], n_classes, dtype=wk.dtype, device=wk.device).index_add(1, codes, wk)
+    p = mass / total[:, None]
+    return -(p * torch.log2(torch.clamp(p, min=1e-12))).sum(1)
 
 
 @dataclass
@@ -156,22 +161,55 @@ def evaluate(
     barrier_scale: float,
     regs: Regularisers | None = None,
 ) -> Evaluation:
-    """The objective of every restart from its scaled distances u (n x R).
+    """The objective of every restart from its scaled distances u (R x n).
 
     value = sum_i w_i k_i s_i / sum_i w_i k_i - sum_c coeff_c * H_c   (H: weighted entropy, bits)
     penalised = value - barrier(sum_i w_i k_i).
     """
     k = kernel_weights(u, kernel)
-    wk = k * weights[:, None]
-    total = wk.sum(0)
+    total = k @ weights
     safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
-    value = (wk * scores[:, None]).sum(0) / safe_total
-    if regs is not None:
+    wk = k * weights[None, :] if regs is not None else None
+    value = (k @ (weights * scores)) / safe_total
+    if wk is not None:
         for codes, n_classes, coeff in zip(regs.codes, regs.n_classes, regs.coeffs):
             if coeff > 0:
                 value = value - coeff * weighted_entropy(wk, safe_total, codes, n_classes)
     penalised = value - barrier_penalty(total, size, slack, barrier_scale)
     return Evaluation(value=value, penalised=penalised, total=total)
+
+
+def objective_and_gradient(
+    x: torch.Tensor,
+    sq_norms: torch.Tensor,
+    mu: torch.Tensor,
+    theta: torch.Tensor,
+    scores: torch.Tensor,
+    weights: torch.Tensor,
+    active: torch.Tensor | None,
+    kernel: str,
+    size: float,
+    slack: float,
+    barrier_scale: float,
+    regs: Regularisers | None,
+    chunk: int,
+) -> tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step's work: every restart's objective and its gradient (two passes over X).
+
+    Returns (evaluation, d objective / d mu, d objective / d theta, f) where f is the support
+    projection factor of each restart (`support_rescale`); the caller adds log f to theta. The
+    gradient is taken at the projected point: u is linear in the precisions, so scaling them by f
+    and scaling u by f are the same thing.
+    """
+    mu = mu.detach().requires_grad_(True)
+    theta = theta.detach().requires_grad_(True)
+    with torch.enable_grad():
+        u = scaled_distances(x, sq_norms, mu, theta, chunk)
+        f = support_rescale(u, active, kernel)
+        ev = evaluate(u * f[:, None], scores, weights, kernel, size, slack, barrier_scale, regs)
+        g_mu, g_theta = torch.autograd.grad(ev.penalised.sum(), [mu, theta])
+    detached = Evaluation(ev.value.detach(), ev.penalised.detach(), ev.total.detach())
+    return detached, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
 
 
 def barrier_slacks(n_total: float, size: float, steps: int) -> list[float]:

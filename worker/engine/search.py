@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +25,15 @@ from worker.engine.prepare import (
 )
 from worker.engine.result import Region, SearchCanceled, SearchResult
 
-# Share of the step cap spent tightening the barrier from (n - S) to 0.05 S; the rest runs at the
-# final slack until every restart's plateau-halved learning rate has decayed (or the cap is hit).
-TIGHTEN_FRACTION = 0.25
+# Below this many embedding entries (n * d) a CPU search runs on one thread: per-step work is then
+# a few hundred microseconds, and waking a second thread for each of ~40 small ops costs more than it
+# saves (5x slower on a loaded 2-core machine). Larger problems keep torch's thread count.
+SINGLE_THREAD_BELOW = 2**22
+# Steps spent tightening the barrier from (n - S) to 0.05 S (fewer when the cap is lower); then the
+# search runs at the final slack until every restart's plateau-halved learning rate has decayed (or
+# the cap is hit). Tightening much faster lets the region shrink before its centre has moved to the
+# high-loss area (measured: planted balls missed at 75 steps, found at 150).
+TIGHTEN_STEPS = 150
 PATIENCE = 10  # steps without improvement before a restart's learning rate is halved (as the authors)
 MAX_HALVINGS = 4  # a restart has converged once its learning rate was halved this many times
 PLATEAU_TOL = 1e-4  # improvement of the penalised objective (standardised units) that counts
@@ -100,8 +107,8 @@ def search(
     Notes
     -----
     Constraint. It is enforced by the authors' tightening quadratic barrier: with the slack
-    :math:`b_t` falling geometrically from :math:`n - S` to :math:`0.05 S` over the first quarter
-    of the step cap, the optimiser maximises
+    :math:`b_t` falling geometrically from :math:`n - S` to :math:`0.05 S` over the first 150
+    steps (or the whole cap, if lower), the optimiser maximises
     :math:`L - \mathrm{barrier\_scale} \cdot (\sum w k - (S + b_t))^2 / b_t^2` whenever
     :math:`\sum w k < S + b_t`. The region returned is the best *feasible* iterate seen
     (:math:`\sum w k \ge S`), not the last one; if none was feasible, the one with the largest total
@@ -130,9 +137,9 @@ def search(
     >>> from worker.engine import search
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(2000, 8)).astype(np.float32)
-    >>> loss = (np.linalg.norm(x - 2.0, axis=1) < 2.5).astype(np.float32)
+    >>> loss = (np.linalg.norm(x - 1.5, axis=1) < 3.0).astype(np.float32)  # 1 % of examples fail
     >>> result = search(x, loss, {"n_spotlights": 1, "device": "cpu"})
-    >>> result.regions[0].lift > 5
+    >>> result.regions[0].lift > 5  # the region's failure rate is over 5x the dataset's
     True
     """
     started = time.perf_counter()
@@ -163,9 +170,29 @@ def search(
         raise ValueError("sample_weights must be non-negative with a positive sum")
 
     device = resolve_device(p.device)
-    z, frame = standardise(embeddings, w, device, core.row_chunk(n, x_shape[1], device))
+    with _threads_for(device, n * x_shape[1]):
+        return _search(embeddings, loss_v, w, labels_v, preds_v, p, device, progress, should_stop, started)
+
+
+@contextlib.contextmanager
+def _threads_for(device: torch.device, entries: int) -> Iterator[None]:
+    """One CPU thread for small problems (see SINGLE_THREAD_BELOW), restored afterwards."""
+    before = torch.get_num_threads()
+    if device.type == "cpu" and entries < SINGLE_THREAD_BELOW and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _search(embeddings, loss_v, w, labels_v, preds_v, p: SearchParams, device: torch.device,
+            progress: Progress | None, should_stop: ShouldStop | None, started: float) -> SearchResult:
+    n, d = embeddings.shape
+    z, frame = standardise(embeddings, w, device, core.row_chunk(n, d, device))
     if p.pca_components is not None:
-        z, frame = project_pca(z, w, frame, p.pca_components, core.row_chunk(n, x_shape[1], device))
+        z, frame = project_pca(z, w, frame, p.pca_components, core.row_chunk(n, d, device))
     problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device)
 
     k_all = np.zeros((n, p.n_spotlights), dtype=np.float32)
@@ -175,7 +202,7 @@ def search(
         found = _optimise_region(problem, scores, p, j, progress, should_stop)
         with torch.no_grad():
             u = core.scaled_distances(z, problem.sq_norms, found.mu[:, None], found.theta[:, None], problem.chunk)
-            k = core.kernel_weights(u[:, 0], p.kernel)
+            k = core.kernel_weights(u[0], p.kernel)
         k_np = k.cpu().numpy().astype(np.float32)
         k_all[:, j] = k_np
         regions.append(_describe(j, k_np, found, frame, loss_v, w, problem.size, p))
@@ -206,7 +233,7 @@ class _Problem:
     z: torch.Tensor  # n x d float32
     sq_norms: torch.Tensor  # n
     weights: torch.Tensor  # n
-    active: torch.Tensor  # n bool: weight > 0
+    active: torch.Tensor | None  # n bool: weight > 0; None when every weight is
     scores: torch.Tensor  # n, >= 0: losses (or their negatives), shifted and divided by their std
     size: float  # S
     n_total: float  # sum of weights
@@ -238,7 +265,8 @@ class _Problem:
                     regs.coeffs.append(coeff / unit)
         wt = torch.from_numpy(w.astype(np.float32)).to(device)
         n_total = float(w.sum())
-        return cls(z=z, sq_norms=sq, weights=wt, active=wt > 0, scores=scores,
+        active = None if bool((wt > 0).all()) else wt > 0
+        return cls(z=z, sq_norms=sq, weights=wt, active=active, scores=scores,
                    size=float(p.size_count(n_total)),
                    n_total=n_total, regs=regs, chunk=chunk)
 
@@ -256,9 +284,9 @@ def _initial_starts(problem: _Problem, scores: torch.Tensor, p: SearchParams, j:
     """Starting centres (d x R): the data mean, and examples drawn among the highest scores."""
     rng = np.random.default_rng([p.seed, j])
     s = scores.cpu().numpy()
-    active = problem.active.cpu().numpy()
     order = np.argsort(-s, kind="stable")
-    order = order[active[order]]
+    if problem.active is not None:
+        order = order[problem.active.cpu().numpy()[order]]
     pool = order[: max(p.restarts, int(math.ceil(problem.size)))]
     n_pick = min(p.restarts - 1, len(pool)) if p.restarts > 1 else 1
     picks = rng.choice(pool, size=n_pick, replace=False) if len(pool) else np.array([], dtype=np.int64)
@@ -273,7 +301,7 @@ def _initial_theta(problem: _Problem, mu: torch.Tensor, p: SearchParams) -> torc
     d, r = mu.shape
     with torch.no_grad():
         u0 = core.scaled_distances(problem.z, problem.sq_norms, mu, torch.zeros(1, r, device=mu.device), problem.chunk)
-        med = u0[problem.active].median(0).values
+        med = (u0 if problem.active is None else u0[:, problem.active]).median(1).values
         theta = torch.where(med > 0, torch.log(INIT_MEDIAN_U[p.kernel] / med), torch.zeros_like(med))
         theta = theta.clamp(core.THETA_MIN, core.THETA_MAX)[None, :]
     return theta.expand(d if p.shape == "diagonal" else 1, r).contiguous()
@@ -292,7 +320,7 @@ def _optimise_region(
     theta = _initial_theta(problem, mu, p)
     r = mu.shape[1]
     cap = p.steps
-    tighten = max(1, min(cap, round(cap * TIGHTEN_FRACTION)))
+    tighten = max(1, min(cap, TIGHTEN_STEPS))
     slacks = core.barrier_slacks(problem.n_total, problem.size, tighten)
     lr = torch.full((r,), p.learning_rate, dtype=mu.dtype, device=mu.device)
     adam_mu = core.AdamState(torch.zeros_like(mu), torch.zeros_like(mu))
@@ -311,19 +339,12 @@ def _optimise_region(
         if should_stop is not None and should_stop():
             raise SearchCanceled(f"stopped during spotlight {j} at step {t}")
         slack = slacks[min(t, tighten - 1)]
-        mu.requires_grad_(True)
-        theta.requires_grad_(True)
-        with torch.enable_grad():
-            u = core.scaled_distances(problem.z, problem.sq_norms, mu, theta, problem.chunk)
-            f = core.support_rescale(u, problem.active, p.kernel)
-            ev = core.evaluate(u * f[None, :], scores, problem.weights, p.kernel, problem.size, slack,
-                               p.barrier_scale, problem.regs)
-            g_mu, g_theta = torch.autograd.grad(ev.penalised.sum(), [mu, theta])
-        mu = mu.detach()
-        theta = theta.detach()
+        ev, g_mu, g_theta, f = core.objective_and_gradient(
+            problem.z, problem.sq_norms, mu, theta, scores, problem.weights, problem.active, p.kernel,
+            problem.size, slack, p.barrier_scale, problem.regs, problem.chunk)
         with torch.no_grad():
             theta += torch.log(f)[None, :]
-            value, total, pen = ev.value.detach(), ev.total.detach(), ev.penalised.detach()
+            value, total, pen = ev.value, ev.total, ev.penalised
             better = (total >= problem.size) & (value > best_value)
             best_value = torch.where(better, value, best_value)
             best_mu = torch.where(better[None, :], mu, best_mu)
@@ -333,8 +354,8 @@ def _optimise_region(
             fall_mu = torch.where(bigger[None, :], mu, fall_mu)
             fall_theta = torch.where(bigger[None, :], theta, fall_theta)
 
-            core.adam_ascent(mu, torch.nan_to_num(g_mu), adam_mu, lr)
-            core.adam_ascent(theta, torch.nan_to_num(g_theta), adam_theta, lr)
+            core.adam_ascent(mu, g_mu, adam_mu, lr)
+            core.adam_ascent(theta, g_theta, adam_theta, lr)
             theta.clamp_(core.THETA_MIN, core.THETA_MAX)
 
             if t >= tighten - 1:

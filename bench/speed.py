@@ -1,0 +1,120 @@
+"""Speed benchmark: one optimiser step against the paper's formulation and the memory floor.
+
+    python -m bench.speed              # n = 50 000, d = 512 and 2048, then 5 regions at d = 512
+    python -m bench.speed --n 20000    # smaller, for a smoke test
+
+Per step, measured in this one run on the same matrix X (n x d, float32):
+- engine: one step of this engine (objective + gradient of all `restarts` starts at once, via
+  ||x||^2 - 2 X M + ||mu||^2), exactly the function the search loop calls;
+- paper:  the authors' formulation, sum(((x - mu) @ P) * (x - mu)) with a d x d precision matrix P
+  and autograd, one start, timed over a few steps (it is O(n d^2));
+- floor:  two passes over X, X @ v and X^T @ c (matrix-vector products), the least any
+  O(n d) gradient step can read.
+Then the wall time of a complete default search (5 regions) at d = 512.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from spotlight.params import SearchParams
+from worker.engine import core, search
+
+
+def _timed(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of fn() over `repeats` runs after one warm-up (seconds)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def make_data(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """ReLU-like embeddings (non-negative, off-centre) and losses with a planted high-loss region."""
+    rng = np.random.default_rng(seed)
+    x = np.maximum(rng.normal(size=(n, d)).astype(np.float32) + 0.3, 0)
+    near = np.argsort(((x - x[0]) ** 2).sum(1))[: n // 50]
+    loss = rng.exponential(0.5, size=n).astype(np.float32)
+    loss[near] += 2.0
+    return x, loss
+
+
+def step_times(x_np: np.ndarray, loss: np.ndarray, restarts: int, paper_steps: int) -> dict[str, float]:
+    x = torch.from_numpy(x_np)
+    n, d = x.shape
+    z = (x - x.mean(0)) / x.std()
+    sq = (z * z).sum(1)
+    scores = torch.from_numpy(loss)
+    w = torch.ones(n)
+    active = torch.ones(n, dtype=torch.bool)
+    chunk = core.row_chunk(n, d, z.device)
+    g = torch.Generator().manual_seed(0)
+
+    def engine(r: int) -> Callable[[], object]:
+        mu = torch.randn(d, r, generator=g) * 0.1
+        theta = torch.full((1, r), -1.0)
+        return lambda: core.objective_and_gradient(z, sq, mu, theta, scores, w, active, "gaussian",
+                                                   0.02 * n, 0.5 * n, 1.0, None, chunk)
+
+    v, c = torch.randn(d, generator=g), torch.randn(n, generator=g)
+    out = {
+        "engine": _timed(engine(restarts), 7),
+        "engine_1": _timed(engine(1), 7),
+        "floor": _timed(lambda: (z @ v, c @ z), 9),
+    }
+    mu = torch.zeros(d, requires_grad=True)
+    log_tau = torch.tensor(float(np.log(1e-4)), requires_grad=True)
+
+    def paper() -> None:
+        precision = torch.eye(d) * torch.exp(log_tau)
+        diff = z - mu
+        k = torch.exp(-torch.sum((diff @ precision) * diff, dim=1) / 2)
+        obj = (k / k.sum()) @ scores
+        obj.backward()
+
+    out["paper"] = _timed(paper, paper_steps)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=50_000)
+    parser.add_argument("--dims", type=int, nargs="+", default=[512, 2048])
+    parser.add_argument("--paper-steps", type=int, default=2, help="timed steps of the O(n d^2) formulation")
+    args = parser.parse_args()
+    params = SearchParams(device="cpu")
+    print(f"# bench.speed — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f} (shared machine)")
+    print(f"# per-step times, n = {args.n}, float32; engine = {params.restarts} restarts at once")
+    print(f"{'d':>5s} | {'engine ms':>9s} | {'engine 1 start':>14s} | {'floor ms':>8s} | {'paper ms':>9s} | "
+          f"{'engine/floor':>12s} | {'1 start/floor':>13s} | {'paper/engine':>12s} | {'paper/(engine/R)':>16s}")
+    for d in args.dims:
+        x, loss = make_data(args.n, d)
+        t = step_times(x, loss, params.restarts, args.paper_steps)
+        print(f"{d:5d} | {t['engine'] * 1e3:9.1f} | {t['engine_1'] * 1e3:14.1f} | {t['floor'] * 1e3:8.1f} | "
+              f"{t['paper'] * 1e3:9.0f} | {t['engine'] / t['floor']:12.2f} | {t['engine_1'] / t['floor']:13.2f} | "
+              f"{t['paper'] / t['engine']:12.0f} | {t['paper'] / (t['engine'] / params.restarts):16.0f}")
+        del x
+    x, loss = make_data(args.n, 512)
+    t = time.perf_counter()
+    result = search(x, loss, params)
+    wall = time.perf_counter() - t
+    steps = [r.steps_run for r in result.regions]
+    print(f"# full search, defaults ({params.n_spotlights} regions, {params.kernel}, restarts {params.restarts}, "
+          f"cap {params.steps} steps), n = {args.n}, d = 512: {wall:.1f} s; steps per region {steps}; "
+          f"load {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
