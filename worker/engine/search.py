@@ -234,7 +234,7 @@ class _Problem:
     z: torch.Tensor  # n x d float32
     sq_norms: torch.Tensor  # n
     weights: torch.Tensor  # n
-    active: torch.Tensor | None  # n bool: weight > 0; None when every weight is
+    active: torch.Tensor | None  # n bool: weight > 0; None when every weight is positive
     scores: torch.Tensor  # n, >= 0: losses (or their negatives), shifted and divided by their std
     size: float  # S
     n_total: float  # sum of weights
