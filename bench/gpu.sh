@@ -26,11 +26,10 @@ rng = np.random.default_rng(0)
 x = np.empty((n, d), dtype=np.float32)
 for i in range(0, n, 65536):  # chunked, so that generation never holds a float64 n x d copy
     x[i:i + 65536] = np.maximum(rng.standard_normal((min(65536, n - i), d), dtype=np.float32) + 0.3, 0)
-anchor = x[0].copy()
-dist = ((x - anchor) ** 2).sum(1) if n * d <= 2**27 else np.concatenate(
-    [((x[i:i + 65536] - anchor) ** 2).sum(1) for i in range(0, n, 65536)])
+cluster = rng.choice(n, size=n // 50, replace=False)  # planted: 2 % of rows shifted along 16 dims, high loss
+x[np.sort(cluster), :min(16, d)] += 1.5
 loss = rng.exponential(0.5, size=n).astype(np.float32)
-loss[np.argsort(dist)[: n // 50]] += 2.0
+loss[cluster] += 2.0
 print(f"data: {n} x {d} float32 ({x.nbytes / 2**30:.1f} GiB), generated in {time.perf_counter() - t:.1f} s")
 if torch.cuda.is_available():
     print("gpu:", torch.cuda.get_device_name(0))

@@ -36,14 +36,22 @@ class SearchParams(BaseModel):
     n_spotlights: int = Field(5, ge=1, le=50, description="How many regions to find, one after another.")
     kernel: Kernel = Field(
         "gaussian",
-        description="'flat' = max(0, 1 - tau*|x-mu|^2) (published paper) or 'gaussian' = exp(-tau*|x-mu|^2/2).",
+        description="'flat' = max(0, 1 - tau*|x-mu|^2) (published paper) or 'gaussian' = exp(-tau*|x-mu|^2/2). "
+        "Default gaussian: 97 % of the oracle's AP on the planted-slice benchmark, flat 81-94 % (docs/engine.md).",
     )
     shape: Shape = Field("spherical", description="'spherical' (scalar precision) or 'diagonal' (one per dimension).")
     objective: Objective = Field("max_loss", description="'max_loss' finds weak spots; 'min_loss' strong ones.")
-    steps: int = Field(1000, ge=1, le=100_000, description="Cap on optimiser steps per region.")
+    steps: int = Field(
+        500, ge=1, le=100_000,
+        description="Cap on optimiser steps per region; the search stops earlier once converged (~200 steps typically).",
+    )
     learning_rate: float = Field(0.05, gt=0, le=10, description="Adam step size, in standardised units.")
     barrier_scale: float = Field(1.0, ge=0, le=1e6, description="Weight of the spotlight-size barrier.")
-    restarts: int = Field(8, ge=1, le=256, description="Starts optimised at once; the best feasible one is kept.")
+    restarts: int = Field(
+        4, ge=1, le=256,
+        description="Starts optimised at once (one matrix product); the best feasible one is kept. "
+        "Default 4: as good as 8 on the planted-slice benchmark, at about half the CPU time per step.",
+    )
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of every random choice; same seed, same device, same result.")
     pca_components: int | None = Field(
         None, ge=1, le=4096, description="Project embeddings on this many principal components first."

@@ -27,10 +27,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _rows(a: ArrayLike, start: int, stop: int, device: torch.device) -> torch.Tensor:
-    """Rows [start, stop) of a numpy array (memory-mapped or not) or tensor, as float64 on `device`."""
+    """Rows [start, stop) of a numpy array (memory-mapped or not) or tensor, as float64 on `device`.
+
+    float32/float64 rows travel as they are and are widened on the device (half the transfer of
+    widening on the host); other dtypes are converted to float64 on the host first.
+    """
     if isinstance(a, torch.Tensor):
-        return a[start:stop].detach().to(device=device, dtype=torch.float64)
-    return torch.from_numpy(np.asarray(a[start:stop], dtype=np.float64)).to(device)
+        return a[start:stop].detach().to(device=device).to(torch.float64)
+    rows = np.asarray(a[start:stop])
+    if rows.dtype not in (np.float32, np.float64):
+        rows = rows.astype(np.float64)
+    return torch.from_numpy(np.ascontiguousarray(rows)).to(device).to(torch.float64)
 
 
 def as_vector(a: ArrayLike | None, n: int, name: str, dtype: Any = np.float64) -> np.ndarray | None:
