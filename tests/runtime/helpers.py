@@ -26,7 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # A search that takes well under a second, and one that runs for a few seconds (kill tests).
 QUICK = {"n_spotlights": 2, "steps": 30, "restarts": 2, "spotlight_size": 0.1, "device": "cpu"}
-LONG = {"n_spotlights": 3, "steps": 600, "restarts": 4, "spotlight_size": 0.05, "device": "cpu"}
+# Converges slowly enough to be caught running (~2 s on a quiet core at n = 500, ~4 s at n = 5000).
+LONG = {"n_spotlights": 10, "steps": 600, "restarts": 4, "spotlight_size": 0.05, "device": "cpu"}
 
 
 def write_dataset(store: ArtifactStore, n: int = 200, d: int = 4, seed: int = 0, labels: bool = True) -> str:

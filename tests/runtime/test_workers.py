@@ -135,7 +135,7 @@ def test_job_past_its_timeout_fails_job_timeout_without_retry(workers, redis_url
     worker = workers.start("w1")
     wait_registered(redis_url, {"w1"})
     settings = Settings(redis_url=redis_url, store_url=str(store_dir), job_retries=1, job_timeout_s=1)
-    job = enqueue(redis_url, make_spec(write_dataset(store, n=500), LONG), settings)
+    job = enqueue(redis_url, make_spec(write_dataset(store, n=5000), LONG), settings)
 
     assert wait_ended(job, 30) == "failed", workers.log("w1")
     assert job.get_meta(refresh=True)[META_ERROR]["code"] == ErrorCode.JOB_TIMEOUT

@@ -6,6 +6,7 @@ import numpy as np
 from rq import Queue
 from rq.job import Job, JobStatus
 
+from spotlight.params import SearchParams
 from spotlight.protocol import META_STATUS, TASK_PATH, cancel_key
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
@@ -25,7 +26,7 @@ def test_submit_enqueues_rq_job_by_import_path(api: LiveApi) -> None:
         job = r.json()
         assert job["id"].startswith("job_") and job["status"] == "queued" and job["dataset"] == ds
         assert job["params"]["n_spotlights"] == 3 and job["params"]["kernel"] == "flat"
-        assert job["progress"] == {"spotlight": 0, "n_spotlights": 3, "step": 0, "steps": 1000, "fraction": 0.0}
+        assert job["progress"] == {"spotlight": 0, "n_spotlights": 3, "step": 0, "steps": SearchParams().steps, "fraction": 0.0}
         assert job["error"] is None and job["started_at"] is None and job["ended_at"] is None
         assert c.get(f"/v1/jobs/{job['id']}").json() == job
     rq_job = Job.fetch(job["id"], connection=api.redis)
