@@ -12,8 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +19,11 @@ import httpx
 import numpy as np
 
 from spotlight.redis_server import EmbeddedRedis, free_port
+from tests.runtime.helpers import wait_for  # noqa: F401 - re-exported for the security tests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICK_PARAMS = {"n_spotlights": 2, "steps": 30, "restarts": 1, "spotlight_size": 0.1, "device": "cpu"}
 TERMINAL = ("finished", "failed", "canceled")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def npz_bytes(n: int = 120, d: int = 4, seed: int = 0) -> bytes:
