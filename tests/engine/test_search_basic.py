@@ -41,7 +41,7 @@ def test_gradient_matches_naive_autograd_of_the_formula(kernel: str, shape: str)
         return core.evaluate(u, scores, weights, kernel, size, slack, 1.0, regs).penalised.sum()
 
     mu, theta = mu0.clone().requires_grad_(), theta0.clone().requires_grad_()
-    fast = objective(core.scaled_distances(x, (x * x).sum(1), mu, theta, chunk=64))
+    fast = objective(core.scaled_distances(core.EmbeddingMatrix(x, chunk=64), mu, theta))
     g_fast = torch.autograd.grad(fast, [mu, theta])
 
     mu, theta = mu0.clone().requires_grad_(), theta0.clone().requires_grad_()
@@ -53,6 +53,30 @@ def test_gradient_matches_naive_autograd_of_the_formula(kernel: str, shape: str)
     assert torch.allclose(fast, naive, rtol=1e-10)
     for a, b in zip(g_fast, g_naive):
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", ["spherical", "diagonal"])
+@pytest.mark.parametrize("transposed", [True, False])
+def test_float32_passes_agree_with_float64_in_every_layout(shape: str, transposed: bool) -> None:
+    """The CPU fast paths (oneDNN products, the transposed copy for the backward pass) compute the
+    same distances and gradients as a float64 reference, with and without the transposed copy."""
+    g = torch.Generator().manual_seed(1)
+    n, d, r = 2000, 48, 4
+    x64 = torch.randn(n, d, generator=g, dtype=torch.float64) + 0.3
+    mu0 = torch.randn(d, r, generator=g, dtype=torch.float64) * 0.5
+    theta0 = torch.randn(d if shape == "diagonal" else 1, r, generator=g, dtype=torch.float64) * 0.3
+    w = torch.rand(r, n, generator=g, dtype=torch.float64)
+
+    def run(data: core.EmbeddingMatrix, dtype: torch.dtype) -> list[torch.Tensor]:
+        mu, theta = mu0.to(dtype).requires_grad_(), theta0.to(dtype).requires_grad_()
+        u = core.scaled_distances(data, mu, theta)
+        grads = torch.autograd.grad((u * w.to(dtype)).sum(), [mu, theta])
+        return [u.detach().double(), *(t.double() for t in grads)]
+
+    fast = core.EmbeddingMatrix(x64.float(), chunk=300, transposed_max_bytes=2**40 if transposed else 0)
+    assert (fast.xt is not None) == transposed
+    for a, b in zip(run(fast, torch.float32), run(core.EmbeddingMatrix(x64), torch.float64)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
 
 
 @pytest.mark.parametrize("kernel", ["flat", "gaussian"])

@@ -202,7 +202,7 @@ def _search(embeddings, loss_v, w, labels_v, preds_v, p: SearchParams, device: t
     for j in range(p.n_spotlights):
         found = _optimise_region(problem, scores, p, j, progress, should_stop)
         with torch.no_grad():
-            u = core.scaled_distances(z, problem.sq_norms, found.mu[:, None], found.theta[:, None], problem.chunk)
+            u = core.scaled_distances(problem.data, found.mu[:, None], found.theta[:, None])
             k = core.kernel_weights(u[0], p.kernel)
         k_np = k.cpu().numpy().astype(np.float32)
         k_all[:, j] = k_np
@@ -231,23 +231,17 @@ def _as_params(params: SearchParams | dict[str, Any] | None) -> SearchParams:
 class _Problem:
     """Everything the optimiser needs, on the device, in standardised units."""
 
-    z: torch.Tensor  # n x d float32
-    sq_norms: torch.Tensor  # n
+    data: core.EmbeddingMatrix  # the standardised n x d float32 embeddings
     weights: torch.Tensor  # n
     active: torch.Tensor | None  # n bool: weight > 0; None when every weight is positive
     scores: torch.Tensor  # n, >= 0: losses (or their negatives), shifted and divided by their std
     size: float  # S
     n_total: float  # sum of weights
     regs: core.Regularisers | None
-    chunk: int
 
     @classmethod
     def build(cls, z, loss_v, w, labels_v, preds_v, p: SearchParams, device: torch.device) -> _Problem:
-        n, d = z.shape
-        chunk = core.row_chunk(n, d, device)
-        sq = torch.empty(n, dtype=torch.float32, device=device)
-        for i in range(0, n, chunk):
-            sq[i : i + chunk] = (z[i : i + chunk] * z[i : i + chunk]).sum(1)
+        data = core.EmbeddingMatrix(z)
         raw = loss_v if p.objective == "max_loss" else -loss_v
         raw = raw - raw.min()
         spread = math.sqrt(float(np.average((raw - np.average(raw, weights=w)) ** 2, weights=w)))
@@ -267,9 +261,9 @@ class _Problem:
         wt = torch.from_numpy(w.astype(np.float32)).to(device)
         n_total = float(w.sum())
         active = None if bool((wt > 0).all()) else wt > 0
-        return cls(z=z, sq_norms=sq, weights=wt, active=active, scores=scores,
+        return cls(data=data, weights=wt, active=active, scores=scores,
                    size=float(p.size_count(n_total)),
-                   n_total=n_total, regs=regs, chunk=chunk)
+                   n_total=n_total, regs=regs)
 
 
 @dataclass
@@ -291,9 +285,9 @@ def _initial_starts(problem: _Problem, scores: torch.Tensor, p: SearchParams, j:
     pool = order[: max(p.restarts, int(math.ceil(problem.size)))]
     n_pick = min(p.restarts - 1, len(pool)) if p.restarts > 1 else 1
     picks = rng.choice(pool, size=n_pick, replace=False) if len(pool) else np.array([], dtype=np.int64)
-    cols = [problem.z[int(i)] for i in picks]
+    cols = [problem.data.x[int(i)] for i in picks]
     if p.restarts > 1 or not cols:
-        cols.insert(0, torch.zeros(problem.z.shape[1], dtype=problem.z.dtype, device=problem.z.device))
+        cols.insert(0, torch.zeros(problem.data.x.shape[1], dtype=problem.data.x.dtype, device=problem.data.x.device))
     return torch.stack(cols, 1).contiguous()
 
 
@@ -301,7 +295,7 @@ def _initial_theta(problem: _Problem, mu: torch.Tensor, p: SearchParams) -> torc
     """Log-precision putting each start's median active example at u = INIT_MEDIAN_U[kernel]."""
     d, r = mu.shape
     with torch.no_grad():
-        u0 = core.scaled_distances(problem.z, problem.sq_norms, mu, torch.zeros(1, r, device=mu.device), problem.chunk)
+        u0 = core.scaled_distances(problem.data, mu, torch.zeros(1, r, device=mu.device))
         med = (u0 if problem.active is None else u0[:, problem.active]).median(1).values
         theta = torch.where(med > 0, torch.log(INIT_MEDIAN_U[p.kernel] / med), torch.zeros_like(med))
         theta = theta.clamp(core.THETA_MIN, core.THETA_MAX)[None, :]
@@ -341,8 +335,8 @@ def _optimise_region(
             raise SearchCanceled(f"stopped during spotlight {j} at step {t}")
         slack = slacks[min(t, tighten - 1)]
         ev, g_mu, g_theta, f = core.objective_and_gradient(
-            problem.z, problem.sq_norms, mu, theta, scores, problem.weights, problem.active, p.kernel,
-            problem.size, slack, p.barrier_scale, problem.regs, problem.chunk)
+            problem.data, mu, theta, scores, problem.weights, problem.active, p.kernel,
+            problem.size, slack, p.barrier_scale, problem.regs)
         with torch.no_grad():
             theta += torch.log(f)[None, :]
             value, total, pen = ev.value, ev.total, ev.penalised
