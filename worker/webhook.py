@@ -11,7 +11,7 @@ answers 2xx the failure is logged and :func:`deliver` returns False. It never ra
 receiver never fails a job that has already succeeded. A 4xx other than 408/429 is not retried:
 the receiver has said it will not take this body.
 
-Outbound URLs go through the SSRF guard (spotlight/netguard.py) when it is installed: the address
+Outbound URLs go through the SSRF guard (spotlight/netguard.py): the address
 is checked and pinned on every attempt, so a name that re-resolves to an internal address is
 refused. ``deliver(..., settings=None)`` posts directly (tests and trusted setups).
 """
@@ -36,10 +36,7 @@ DELIVERY_HEADER = "X-Spotlight-Delivery"
 MAX_BACKOFF_S = 60.0
 _RETRYABLE_4XX = {408, 425, 429}
 
-try:  # the security helper's outbound guard, when it has landed
-    from spotlight.netguard import guarded_request as _guarded_request  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on merge order
-    _guarded_request = None
+from spotlight.netguard import guarded_request
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -111,7 +108,7 @@ def deliver(
     Attempts: up to `retries` (at least 1). After failed attempt i (0-based) it waits
     ``min(max_backoff, backoff * 2**i)`` seconds. The signature header is sent only when `secret`
     is set. `settings` (the worker's Settings) routes the request through the SSRF guard when
-    spotlight/netguard.py is installed; a URL the guard refuses is logged and not retried.
+    given; a URL the guard refuses is logged and not retried.
     """
     try:
         body = encode_body(payload)
@@ -142,8 +139,8 @@ def deliver(
 def _attempt(url: str, body: bytes, headers: dict[str, str], timeout: float, settings: Any) -> str:
     """One POST: 'ok', 'retry' (worth another try) or 'final' (never worth retrying)."""
     try:
-        if settings is not None and _guarded_request is not None:
-            with _guarded_request("POST", url, settings, "callback", headers=headers, content=body,
+        if settings is not None:
+            with guarded_request("POST", url, settings, "callback", headers=headers, content=body,
                                   timeout=httpx.Timeout(timeout)) as response:
                 status = response.status_code
         else:

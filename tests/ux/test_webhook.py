@@ -134,7 +134,6 @@ def test_signature_is_hmac_sha256_of_the_exact_body() -> None:
 
 
 def test_with_settings_the_callback_goes_through_the_ssrf_guard(receiver_factory: Any, tmp_path: Any) -> None:
-    pytest.importorskip("spotlight.netguard", reason="the SSRF guard (spotlight/netguard.py) has not been merged")
     from spotlight.settings import Settings
 
     r = receiver_factory([200])
