@@ -391,8 +391,8 @@ def _project(emb: np.ndarray, sample: np.ndarray, regions: Sequence[Mapping[str,
              ) -> tuple[_Projection, np.ndarray]:
     """2-D PCA (numpy SVD, fitted on at most MAX_PCA_FIT rows) of the sampled rows and the region centres.
 
-    UMAP, when the `umap` package is importable, replaces PCA for the points (centres are then
-    placed at the weighted mean of their region's members, as UMAP cannot map new points exactly).
+    PCA, not UMAP or t-SNE: it is linear, so a region's centre maps to a point exactly and its
+    members sit around it, and it costs one SVD of a sample (no extra dependency, seconds at most).
     """
     n = emb.shape[0]
     d = emb.shape[1] if emb.ndim == 2 else 1
