@@ -10,6 +10,8 @@ Per step, measured in this one run on the same matrix X (n x d, float32):
   and autograd, one start, timed over a few steps (it is O(n d^2));
 - floor:  two passes over X, X @ v and X^T @ c (matrix-vector products), the least any
   O(n d) gradient step can read; timed on X and on a transposed copy, the faster counts.
+Engine and floor are timed in turn, 15 rounds; the ratios printed are medians of per-round ratios
+(robust to the drift of a shared machine), the times medians of their own.
 Then the wall time of a complete default search (5 regions) at d = 512.
 """
 
@@ -27,6 +29,24 @@ import torch
 
 from spotlight.params import SearchParams
 from worker.engine import core, search
+
+
+def _interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Wall times (seconds) of each fn, run in turn in every round after one warm-up each.
+
+    Why interleaved: on a shared machine the speed drifts by tens of percent over a minute; timing
+    the engine and the floor back to back and taking the median of per-round *ratios* cancels that
+    drift, where medians of separately timed blocks do not.
+    """
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return times
 
 
 def _timed(fn: Callable[[], object], repeats: int) -> float:
@@ -70,13 +90,22 @@ def step_times(x_np: np.ndarray, loss: np.ndarray, restarts: int, paper_steps: i
 
     v, c = torch.randn(d, generator=g), torch.randn(n, generator=g)
     zt = z.t().contiguous()
-    out = {
-        "engine": _timed(engine(restarts), 9),
-        "engine_1": _timed(engine(1), 9),
-        # the faster of the two layouts, so the floor is the least two passes can cost here
-        "floor": min(_timed(lambda: (z @ v, c @ z), 9), _timed(lambda: (v @ zt, zt @ c), 9)),
-    }
+    t = _interleaved({
+        "engine": engine(restarts),
+        "engine_1": engine(1),
+        "floor_rows": lambda: (z @ v, c @ z),
+        "floor_cols": lambda: (v @ zt, zt @ c),
+    }, rounds=15)
     del zt
+    # the floor of a round is the faster of the two layouts: the least two passes can cost here
+    floor = [min(a, b) for a, b in zip(t["floor_rows"], t["floor_cols"])]
+    out = {
+        "engine": statistics.median(t["engine"]),
+        "engine_1": statistics.median(t["engine_1"]),
+        "floor": statistics.median(floor),
+        "ratio": statistics.median(e / f for e, f in zip(t["engine"], floor)),
+        "ratio_1": statistics.median(e / f for e, f in zip(t["engine_1"], floor)),
+    }
     mu = torch.zeros(d, requires_grad=True)
     log_tau = torch.tensor(float(np.log(1e-4)), requires_grad=True)
 
@@ -107,7 +136,7 @@ def main() -> None:
         x, loss = make_data(args.n, d)
         t = step_times(x, loss, params.restarts, args.paper_steps)
         print(f"{d:5d} | {t['engine'] * 1e3:9.1f} | {t['engine_1'] * 1e3:14.1f} | {t['floor'] * 1e3:8.1f} | "
-              f"{t['paper'] * 1e3:9.0f} | {t['engine'] / t['floor']:12.2f} | {t['engine_1'] / t['floor']:13.2f} | "
+              f"{t['paper'] * 1e3:9.0f} | {t['ratio']:12.2f} | {t['ratio_1']:13.2f} | "
               f"{t['paper'] / t['engine']:12.0f} | {t['paper'] / (t['engine'] / params.restarts):16.0f}")
         del x
     x, loss = make_data(args.n, 512)
