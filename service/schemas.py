@@ -126,9 +126,17 @@ class Member(BaseModel):
     id: str | int | None = Field(description="The caller's id of the row, or null when none was uploaded.")
     weight: float = Field(ge=0, le=1, description="Kernel value of the row in this region.")
     loss: float
+    contribution: float = Field(
+        ge=0,
+        description="weight x (loss - the job's loss floor): the row's share of the region's weighted loss; "
+        "for min_loss jobs weight x (loss ceiling - loss). Members are ordered by it with order=contribution.",
+    )
     label: int | None = None
     prediction: int | None = None
     metadata: dict[str, Any] | None = None
+
+
+MemberOrder = Literal["weight", "contribution"]
 
 
 class MembersOut(BaseModel):

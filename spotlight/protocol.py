@@ -14,9 +14,12 @@ Store layout (paths relative to the store root)::
     datasets/<sha256>/ids.json             list of n str|int (optional)
     datasets/<sha256>/metadata.jsonl       n JSON objects    (optional)
     datasets/<sha256>/metadata.offsets.npy int64, n + 1      byte offsets of each metadata.jsonl row (with metadata)
-    jobs/<job_id>/regions.json             {"regions": [...]}  written last: its presence means done
+    jobs/<job_id>/regions.json             {"regions": [...], "objective", "loss_reference"}  written last:
+                                           its presence means done
     jobs/<job_id>/weights.npy              float32, n x k
     jobs/<job_id>/members_<k>.npy          int64 indices of region k's members, highest weight first
+    jobs/<job_id>/members_<k>_by_contribution.npy  the same members, highest weight x (loss - loss_reference)
+                                           first (spotlight/contribution.py)
     jobs/<job_id>/report.html              self-contained report
 
 Every result file is written to a temporary name and renamed, so a reader never sees half a file.
@@ -74,6 +77,10 @@ REPORT_FILE = "report.html"
 
 def members_file(k: int) -> str:
     return f"members_{k}.npy"
+
+
+def members_by_contribution_file(k: int) -> str:
+    return f"members_{k}_by_contribution.npy"
 
 
 # ----- Redis keys (RQ keeps its own under "rq:") -----

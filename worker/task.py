@@ -28,6 +28,7 @@ from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
+from spotlight.contribution import Objective, order_by_contribution, reference_loss
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.params import SearchParams
 from spotlight.protocol import (
@@ -43,6 +44,7 @@ from spotlight.protocol import (
     JobStatus,
     job_file,
     job_prefix,
+    members_by_contribution_file,
     members_file,
     utcnow,
 )
@@ -102,7 +104,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         _record_device(job, settings, result.device)
         regions = describe_regions(result, inputs, spec, settings.member_min_weight, reporter)
         write_report(store, spec, job, inputs, result, regions)
-        write_results(store, spec.job_id, result, regions, settings.member_min_weight)
+        write_results(store, spec.job_id, result, regions, settings.member_min_weight, spec.params.objective)
     except SearchCanceled:
         status, error = "canceled", JobError(code=ErrorCode.CANCELED, message="The job was canceled by its owner.")
     except JobTimeoutException:
@@ -305,15 +307,24 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def write_results(
-    store: ArtifactStore, job_id: str, result: SearchResult, regions: list[dict[str, Any]], min_weight: float
+    store: ArtifactStore, job_id: str, result: SearchResult, regions: list[dict[str, Any]], min_weight: float,
+    objective: Objective = "max_loss",
 ) -> None:
-    """weights.npy, members_<k>.npy, then regions.json last: its presence means the rest is whole."""
+    """weights.npy, members_<k>.npy (by weight) and members_<k>_by_contribution.npy, then regions.json
+    last: its presence means the rest is whole. regions.json also carries `loss_reference`, the loss
+    that contributes nothing, so the API computes a page's contributions without reading every loss.
+    """
     weights = np.ascontiguousarray(result.weights, dtype=np.float32)
+    reference = reference_loss(result.losses, objective)
     try:
         store.save_npy(job_file(job_id, WEIGHTS_FILE), weights)
         for k in range(weights.shape[1]):
-            store.save_npy(job_file(job_id, members_file(k)), member_indices(weights[:, k], min_weight))
-        store.write_json(job_file(job_id, REGIONS_FILE), {"regions": regions})
+            by_weight = member_indices(weights[:, k], min_weight)
+            store.save_npy(job_file(job_id, members_file(k)), by_weight)
+            by_contribution = order_by_contribution(by_weight, weights[:, k], result.losses, objective, reference)
+            store.save_npy(job_file(job_id, members_by_contribution_file(k)), by_contribution)
+        store.write_json(job_file(job_id, REGIONS_FILE),
+                         {"regions": regions, "objective": objective, "loss_reference": reference})
     except (StoreError, OSError) as exc:
         raise JobFailed(ErrorCode.STORE_ERROR, f"The results could not be written to the store: {exc}") from exc
 

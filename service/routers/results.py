@@ -12,7 +12,8 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from service.deps import JobsDep, StoreDep, TenantDep
 from service.errors import ApiError, error_responses
 from service.job_registry import JobRegistry
-from service.schemas import MAX_OFFSET, Member, MembersOut, RegionsOut
+from service.schemas import MAX_OFFSET, Member, MemberOrder, MembersOut, RegionsOut
+from spotlight.contribution import contributions, order_by_contribution, reference_loss
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.protocol import (
     REGIONS_FILE,
@@ -22,6 +23,7 @@ from spotlight.protocol import (
     JobSpec,
     META_SPEC,
     job_file,
+    members_by_contribution_file,
     members_file,
 )
 from spotlight.store import ArtifactStore
@@ -58,7 +60,7 @@ def get_regions(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) 
     "/{job_id}/regions/{k}/members",
     response_model=MembersOut,
     responses=error_responses(410),
-    summary="Members of region k, highest weight first",
+    summary="Members of region k, highest weight (or contribution) first",
 )
 def get_members(
     job_id: str,
@@ -68,24 +70,42 @@ def get_members(
     store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    order: Annotated[
+        MemberOrder,
+        Query(description="'weight' (default): highest kernel value first. 'contribution': highest "
+                          "weight x (loss - the job's loss floor) first, the failing examples of the region."),
+    ] = "weight",
 ) -> MembersOut:
     spec = finished_spec(jobs, tenant, job_id)
-    n_regions = len(_read_regions(store, job_id).get("regions", []))
+    stored = _read_regions(store, job_id)
+    n_regions = len(stored.get("regions", []))
     if k >= n_regions:
         raise ApiError(404, ErrorCode.REGION_NOT_FOUND, f"Region {k} does not exist; this job has {n_regions}.",
                        {"job": job_id, "k": k, "regions": n_regions})
+    files = DatasetFiles(store, spec.dataset_sha256)
+    objective = spec.params.objective
     try:
         members = store.load_npy(job_file(job_id, members_file(k)))
         weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
+        reference = stored.get("loss_reference")
+        if order == "contribution":
+            try:
+                members = store.load_npy(job_file(job_id, members_by_contribution_file(k)))
+            except FileNotFoundError:  # results written before contributions were stored: order them now
+                all_losses = _losses_or_gone(files, job_id, spec)
+                reference = reference_loss(all_losses, objective)
+                members = order_by_contribution(np.asarray(members), weights[:, k], all_losses, objective, reference)
     except FileNotFoundError:
         raise ApiError(404, ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).",
                        {"job": job_id}) from None
     total = int(members.shape[0])
     idx = np.asarray(members[offset : offset + limit], dtype=np.int64)
-    files = DatasetFiles(store, spec.dataset_sha256)
     try:
         w = np.asarray(weights[idx, k], dtype=np.float64) if idx.size else np.empty(0)
         losses = np.asarray(files.losses()[idx], dtype=np.float64)
+        if reference is None:
+            reference = reference_loss(files.losses(), objective)
+        contrib = contributions(np.clip(w, 0.0, 1.0), losses, objective, float(reference))
         labels = files.labels()
         preds = files.predictions()
         ids = files.ids(idx)
@@ -100,6 +120,7 @@ def get_members(
             id=ids[j] if ids is not None else None,
             weight=float(min(max(w[j], 0.0), 1.0)),
             loss=float(losses[j]),
+            contribution=float(contrib[j]),
             label=int(labels[i]) if labels is not None else None,
             prediction=int(preds[i]) if preds is not None else None,
             metadata=meta[j] if meta is not None else None,
@@ -107,6 +128,15 @@ def get_members(
         for j, i in enumerate(idx.tolist())
     ]
     return MembersOut(total=total, limit=limit, offset=offset, members=rows)
+
+
+def _losses_or_gone(files: DatasetFiles, job_id: str, spec: JobSpec) -> np.ndarray:
+    try:
+        return np.asarray(files.losses())
+    except DatasetMissing:
+        raise ApiError(410, ErrorCode.DATASET_GONE,
+                       "The dataset this job searched has been deleted; its rows can no longer be shown.",
+                       {"job": job_id, "dataset": spec.dataset_id}) from None
 
 
 def _stream(store: ArtifactStore, path: str) -> Iterator[bytes]:

@@ -18,7 +18,9 @@ from spotlight.protocol import (
     WEIGHTS_FILE,
     ErrorCode,
     cancel_key,
+    dataset_file,
     job_file,
+    members_by_contribution_file,
     members_file,
 )
 from spotlight.settings import Settings
@@ -51,8 +53,11 @@ def test_finished_job_writes_regions_weights_and_members(settings, store, redis_
     assert meta[META_STATUS] == "finished" and meta[META_ERROR] is None
     assert meta[META_PROGRESS]["fraction"] == 1.0 and meta[META_PROGRESS]["spotlight"] == 2
     assert meta["ended_at"] and meta["started_at"] and meta["device"] == "cpu"
-    regions = store.read_json(job_file(spec.job_id, REGIONS_FILE))["regions"]
+    stored = store.read_json(job_file(spec.job_id, REGIONS_FILE))
+    regions = stored["regions"]
     assert [r["index"] for r in regions] == [0, 1]
+    losses = np.asarray(store.load_npy(dataset_file(sha, "losses.npy")), dtype=np.float64)
+    assert stored["objective"] == "max_loss" and stored["loss_reference"] == float(losses.astype(np.float32).min())
     weights = store.load_npy(job_file(spec.job_id, WEIGHTS_FILE))
     assert weights.dtype == np.float32 and weights.shape == (200, 2)
     assert np.isfinite(weights).all() and weights.min() >= 0 and weights.max() <= 1
@@ -62,6 +67,11 @@ def test_finished_job_writes_regions_weights_and_members(settings, store, redis_
         assert members.dtype == np.int64
         assert (w >= settings.member_min_weight).all() and (np.diff(w) <= 0).all()
         assert len(members) == int((weights[:, k] >= settings.member_min_weight).sum()) == regions[k]["n_members"]
+        # the same members by contribution: weight x (loss - the loss floor recorded in regions.json)
+        by_contribution = store.load_npy(job_file(spec.job_id, members_by_contribution_file(k)))
+        assert sorted(by_contribution.tolist()) == sorted(members.tolist())
+        c = weights[by_contribution, k].astype(np.float64) * (losses[by_contribution] - stored["loss_reference"])
+        assert (np.diff(c) <= 1e-9).all() and (c >= 0).all()
     # no temporary file left next to the results
     assert not [p for p in store.list(f"jobs/{spec.job_id}") if "/.tmp-" in p]
 

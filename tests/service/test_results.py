@@ -8,7 +8,7 @@ import json
 import numpy as np
 from rq.job import Job
 
-from spotlight.protocol import META_STATUS, job_file, members_file
+from spotlight.protocol import META_STATUS, job_file, members_by_contribution_file, members_file
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 N = 30
@@ -109,3 +109,42 @@ def test_corrupt_result_file_is_a_500_in_the_error_format(api: LiveApi) -> None:
         r = c.get(f"/v1/jobs/{job_id}/regions", headers={"X-Request-ID": "req-123"})
     assert r.status_code == 500
     assert r.json()["error"]["code"] == "internal_error" and r.json()["error"]["details"]["request_id"] == "req-123"
+
+
+def test_members_by_contribution_for_results_written_without_the_ordered_file(api: LiveApi) -> None:
+    """order=contribution: same members, ordered by weight x (loss - min loss), each row carrying its
+    contribution; results that lack members_<k>_by_contribution.npy are ordered on the fly."""
+    with api.client() as c:
+        job_id, weights, extra = _finished_job(api, c)
+        api.store.write_json(job_file(job_id, "regions.json"), extra["regions"])
+        _mark_finished(api, job_id)
+        base = f"/v1/jobs/{job_id}/regions/1/members"
+        by_weight = c.get(base, params={"limit": 1000}).json()
+        by_contrib = c.get(base, params={"limit": 1000, "order": "contribution"}).json()
+    losses = extra["data"]["losses"].astype(np.float64)
+    expected = weights[:, 1].astype(np.float64) * (losses - losses.min())
+    assert by_contrib["total"] == by_weight["total"] > 0
+    assert sorted(m["index"] for m in by_contrib["members"]) == sorted(m["index"] for m in by_weight["members"])
+    got = [m["contribution"] for m in by_contrib["members"]]
+    assert got == sorted(got, reverse=True)
+    for m in by_contrib["members"] + by_weight["members"]:
+        assert abs(m["contribution"] - expected[m["index"]]) < 1e-5
+    # the two orders differ on this data (random weights and losses), so the parameter is not ignored
+    assert [m["index"] for m in by_contrib["members"]] != [m["index"] for m in by_weight["members"]]
+
+
+def test_members_order_uses_the_stored_file_and_bad_order_is_400(api: LiveApi) -> None:
+    with api.client() as c:
+        job_id, weights, extra = _finished_job(api, c)
+        stored_order = np.array([int(i) for i in np.flatnonzero(weights[:, 0] > 0)[::-1]], dtype=np.int64)
+        api.store.save_npy(job_file(job_id, members_by_contribution_file(0)), stored_order)
+        api.store.write_json(job_file(job_id, "regions.json"), {**extra["regions"], "loss_reference": 0.0})
+        _mark_finished(api, job_id)
+        base = f"/v1/jobs/{job_id}/regions/0/members"
+        page = c.get(base, params={"limit": 1000, "order": "contribution"}).json()
+        assert [m["index"] for m in page["members"]] == stored_order.tolist()
+        i = page["members"][0]["index"]  # loss_reference 0: contribution is weight x loss
+        assert abs(page["members"][0]["contribution"] - float(weights[i, 0]) * float(extra["data"]["losses"][i])) < 1e-5
+        r = c.get(base, params={"order": "loss"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "validation_error"
+        assert "order" in r.text

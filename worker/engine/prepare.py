@@ -37,6 +37,8 @@ def _rows(a: ArrayLike, start: int, stop: int, device: torch.device) -> torch.Te
     rows = np.asarray(a[start:stop])
     if rows.dtype not in (np.float32, np.float64):
         rows = rows.astype(np.float64)
+    if not rows.flags.writeable:  # a read-only memory map: torch wants writable memory, copy the chunk
+        rows = np.array(rows, copy=True)
     return torch.from_numpy(np.ascontiguousarray(rows)).to(device).to(torch.float64)
 
 
