@@ -171,18 +171,20 @@ class Job:
         """The regions found, each a dict (center, precision, weighted_loss, lift, description, ...)."""
         return list(self.client._json("GET", f"/v1/jobs/{self.id}/regions")["regions"])
 
-    def members(self, k: int, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        """``{"total", "members": [{"index", "id", "weight", "loss", "label", "prediction", "metadata"}]}``,
-        highest weight first."""
+    def members(self, k: int, limit: int = 50, offset: int = 0, order: str = "weight") -> dict[str, Any]:
+        """``{"total", "members": [{"index", "id", "weight", "loss", "contribution", "label", "prediction",
+        "metadata"}]}``, highest weight first, or with ``order="contribution"`` highest
+        weight x (loss - the job's loss floor) first: the failing examples of the region."""
         return self.client._json(
-            "GET", f"/v1/jobs/{self.id}/regions/{int(k)}/members", params={"limit": limit, "offset": offset}
+            "GET", f"/v1/jobs/{self.id}/regions/{int(k)}/members",
+            params={"limit": limit, "offset": offset, "order": order},
         )
 
-    def iter_members(self, k: int, page: int = 500) -> Iterator[dict[str, Any]]:
-        """Every member of region k, fetched page by page."""
+    def iter_members(self, k: int, page: int = 500, order: str = "weight") -> Iterator[dict[str, Any]]:
+        """Every member of region k, fetched page by page, in `order` (see `members`)."""
         offset = 0
         while True:
-            answer = self.members(k, limit=page, offset=offset)
+            answer = self.members(k, limit=page, offset=offset, order=order)
             rows = answer["members"]
             yield from rows
             offset += len(rows)

@@ -30,6 +30,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from spotlight.contribution import contributions, order_by_contribution, reference_loss
+from spotlight.params import Objective
+
 MAX_POINTS = 4000  # points drawn in a projection (members of each region are always included)
 MAX_PCA_FIT = 20000  # rows the PCA is fitted on
 MEMBERS_SHOWN = 12
@@ -58,11 +61,12 @@ def member_rows(
     predictions: np.ndarray | None = None,
     ids: Sequence[Any] | None = None,
     metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    contribution: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of the members table in the API's `Member` shape, for the given dataset rows.
 
-    `weights_k`, `losses`, `labels`, `predictions` are whole-dataset arrays (indexed here);
-    `ids` and `metadata` are aligned with `indices` (what DatasetFiles.ids(idx) / .metadata(idx) give).
+    `weights_k`, `losses`, `labels`, `predictions`, `contribution` are whole-dataset arrays (indexed
+    here); `ids` and `metadata` are aligned with `indices` (what DatasetFiles.ids(idx) / .metadata(idx) give).
     """
     idx = [int(i) for i in np.asarray(indices).ravel()]
     rows = []
@@ -72,6 +76,7 @@ def member_rows(
             "id": ids[j] if ids is not None else None,
             "weight": float(weights_k[i]),
             "loss": float(losses[i]),
+            "contribution": float(contribution[i]) if contribution is not None else None,
             "label": int(labels[i]) if labels is not None else None,
             "prediction": int(predictions[i]) if predictions is not None else None,
             "metadata": dict(metadata[j]) if metadata is not None and metadata[j] is not None else None,
@@ -92,21 +97,30 @@ def job_report(
     read_ids: Callable[[np.ndarray], Sequence[Any] | None] | None = None,
     read_metadata: Callable[[np.ndarray], Sequence[Mapping[str, Any] | None] | None] | None = None,
     seed: int = 0,
+    member_min_weight: float = 0.0,
+    objective: Objective = "max_loss",
 ) -> str:
     """The report of a finished job: picks each region's top members, reads their ids and metadata
-    through the given readers (``DatasetFiles.ids`` / ``.metadata``), and renders the page."""
+    through the given readers (``DatasetFiles.ids`` / ``.metadata``), and renders the page.
+
+    Top members are those with weight >= `member_min_weight` (and > 0) with the highest contribution,
+    weight x (loss - the floor) (spotlight/contribution.py): the failing examples of the weak spot,
+    which is what a reader of the report looks for, rather than the easy examples at its centre.
+    """
     W = np.asarray(weights)
+    loss_v = np.asarray(losses, dtype=np.float64)
+    reference = reference_loss(loss_v, objective)
     members = []
     for k in range(W.shape[1] if W.ndim == 2 else 0):
         col = np.asarray(W[:, k], dtype=np.float64)
-        top = min(MEMBERS_SHOWN, col.size)
-        idx = np.argpartition(-col, top - 1)[:top] if top else np.arange(0)
-        idx = idx[np.lexsort((idx, -col[idx]))]  # highest weight first, ties by row
-        idx = idx[col[idx] > 0]
+        inside = np.flatnonzero((col >= member_min_weight) & (col > 0))
+        contrib = contributions(col, loss_v, objective, reference)
+        idx = order_by_contribution(inside, col, loss_v, objective, reference)[:MEMBERS_SHOWN]
         members.append(member_rows(
             idx, col, losses, labels, predictions,
             read_ids(idx) if read_ids is not None else None,
             read_metadata(idx) if read_metadata is not None else None,
+            contribution=contrib,
         ))
     return render_report(job, regions, descriptions, embeddings, losses, W, members, seed=seed)
 
@@ -134,7 +148,7 @@ def render_report(
     descriptions : one :func:`worker.describe.describe_region` dict per region (or None).
     embeddings : (n, d) array, may be memory-mapped (only a sample of rows is read).
     losses : (n,) array.   weights : (n, k) kernel values.
-    members : per region, its top rows (see :func:`member_rows`), highest weight first.
+    members : per region, its top rows (see :func:`member_rows`), highest contribution first.
     """
     emb = np.asarray(embeddings) if not isinstance(embeddings, np.ndarray) else embeddings
     loss = np.asarray(losses, dtype=np.float64).ravel()
@@ -254,7 +268,7 @@ def _region_card(
         f'<dl class="facts">{stat_html}</dl>'
         f'<div class="plots">{plots}</div>'
         f'{_composition_html(desc)}'
-        f'<h3>Top members</h3>{_members_table(rows)}</section>'
+        f'<h3>Top members <small class="muted">by contribution: weight × loss above the floor</small></h3>{_members_table(rows)}</section>'
     )
 
 
@@ -305,16 +319,17 @@ def _members_table(rows: Sequence[Mapping[str, Any]]) -> str:
                 fields.append(key)
     has_label = any(r.get("label") is not None for r in rows)
     has_pred = any(r.get("prediction") is not None for r in rows)
-    head = "<th>#</th><th>id</th><th>weight</th><th>loss</th>"
+    has_contribution = any(r.get("contribution") is not None for r in rows)
+    head = "<th>#</th><th>id</th>" + ("<th>contribution</th>" if has_contribution else "") + "<th>weight</th><th>loss</th>"
     head += ("<th>label</th>" if has_label else "") + ("<th>prediction</th>" if has_pred else "")
     head += "".join(f"<th>{e(f)}</th>" for f in fields)
     body = []
     for r in rows:
         wrong = has_label and has_pred and r.get("label") != r.get("prediction")
-        cells = [
-            f'<td class="num">{_int(r.get("index"))}</td>', f"<td>{e(_short(r.get('id'), 40))}</td>",
-            f'<td class="num">{_num(r.get("weight"), 3)}</td>', f'<td class="num">{_num(r.get("loss"))}</td>',
-        ]
+        cells = [f'<td class="num">{_int(r.get("index"))}</td>', f"<td>{e(_short(r.get('id'), 40))}</td>"]
+        if has_contribution:
+            cells.append(f'<td class="num">{_num(r.get("contribution"), 3)}</td>')
+        cells += [f'<td class="num">{_num(r.get("weight"), 3)}</td>', f'<td class="num">{_num(r.get("loss"))}</td>']
         if has_label:
             cells.append(f'<td class="num">{e(_short(r.get("label")))}</td>')
         if has_pred:

@@ -103,7 +103,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         reporter.device(result.device)
         _record_device(job, settings, result.device)
         regions = describe_regions(result, inputs, spec, settings.member_min_weight, reporter)
-        write_report(store, spec, job, inputs, result, regions)
+        write_report(store, spec, job, inputs, result, regions, settings.member_min_weight)
         write_results(store, spec.job_id, result, regions, settings.member_min_weight, spec.params.objective)
     except SearchCanceled:
         status, error = "canceled", JobError(code=ErrorCode.CANCELED, message="The job was canceled by its owner.")
@@ -228,7 +228,8 @@ def describe_regions(
 
 
 def write_report(
-    store: ArtifactStore, spec: JobSpec, job: Job, inputs: Inputs, result: SearchResult, regions: list[dict[str, Any]]
+    store: ArtifactStore, spec: JobSpec, job: Job, inputs: Inputs, result: SearchResult, regions: list[dict[str, Any]],
+    min_weight: float = 0.0,
 ) -> None:
     """report.html (worker/report.py), written before regions.json so a finished job always has one."""
     from worker.report import job_report
@@ -246,6 +247,7 @@ def write_report(
             info, regions, [r.get("description") for r in regions], inputs.embeddings, result.losses,
             result.weights, labels=inputs.labels, predictions=inputs.predictions,
             read_ids=inputs.files.ids, read_metadata=inputs.files.metadata, seed=spec.params.seed,
+            member_min_weight=min_weight, objective=spec.params.objective,
         )
     except Exception:  # noqa: BLE001 - no report is better than no result; the endpoint then answers 404
         log.exception("rendering the report of %s failed", spec.job_id)

@@ -100,6 +100,10 @@ def test_finished_job_results_through_the_client(finished: dict[str, Any]) -> No
     assert weights.shape == (400, 2) and weights.dtype == np.float32
     assert np.isclose(weights[first["index"], 0], first["weight"], atol=1e-6)
     assert len(list(job.iter_members(1, page=100))) == job.members(1, limit=1)["total"]
+    by_contribution = list(job.iter_members(0, page=7, order="contribution"))
+    contrib = [m["contribution"] for m in by_contribution]
+    assert len(by_contribution) == members["total"] and contrib == sorted(contrib, reverse=True) and contrib[0] > 0
+    assert {m["index"] for m in by_contribution} == {m["index"] for m in job.iter_members(0)}
     with pytest.raises(SpotlightError) as info:
         job.members(5)
     assert info.value.code == "region_not_found"

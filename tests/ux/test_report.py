@@ -206,10 +206,15 @@ def test_job_report_picks_top_members_through_the_readers() -> None:
 
     html = job_report({"id": "job_r"}, regions, [None, None], data["embeddings"], data["losses"], weights,
                       labels=data["labels"], predictions=data["predictions"], read_ids=ids,
-                      read_metadata=lambda idx: [data["metadata"][i] for i in idx])
-    top0 = np.argsort(-weights[:, 0], kind="stable")[:12].tolist()
+                      read_metadata=lambda idx: [data["metadata"][i] for i in idx], member_min_weight=0.2)
+    # top members: weight >= the member threshold, highest weight x (loss - min loss) first
+    losses = data["losses"].astype(np.float64)
+    contrib = weights[:, 0].astype(np.float64) * (losses - losses.min())
+    inside = np.flatnonzero(weights[:, 0] >= 0.2)
+    top0 = inside[np.argsort(-contrib[inside], kind="stable")][:12].tolist()
     assert asked[0] == top0
-    assert data["ids"][top0[0]] in html
+    assert data["ids"][top0[0]] in html and "contribution" in html
+    assert top0 != np.argsort(-weights[:, 0], kind="stable")[:12].tolist()  # not the weight order
 
 
 def test_p_value_at_its_floor_is_shown_as_a_bound() -> None:
