@@ -2,7 +2,7 @@
 
     spotlight up [--host 127.0.0.1] [--port 8000] [--workers 1] [--data-dir .spotlight]
     spotlight api [--host ...] [--port ...]          the HTTP API alone (uvicorn)
-    spotlight worker [--burst]                       one RQ worker
+    spotlight worker [--burst] [--no-callbacks | --callbacks-only]   one RQ worker
     spotlight openapi [--output FILE]                the API's OpenAPI spec
     spotlight submit EMB.npy LOSSES.npy [--labels L.npy] [--wait] [--param k=v ...]
 
@@ -81,7 +81,8 @@ def check_bind(settings: Settings, host: str, allow_open_bind: bool) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker.runner import run_worker
 
-    run_worker(get_settings(), burst=args.burst, name=args.name)
+    run_worker(get_settings(), burst=args.burst, name=args.name,
+               searches=not args.callbacks_only, callbacks=not args.no_callbacks)
     return 0
 
 
@@ -224,8 +225,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             api_argv.append("--allow-open-bind")
         supervisor.start("api", api_argv)
         for i in range(args.workers):
-            supervisor.start(f"worker-{i}", [*me, "worker"])
-        log.info("spotlight is up on http://%s:%d with %d worker(s); Ctrl-C stops it", args.host, args.port, args.workers)
+            supervisor.start(f"worker-{i}", [*me, "worker", "--no-callbacks"])
+        supervisor.start("worker-callbacks", [*me, "worker", "--callbacks-only"])
+        log.info("spotlight is up on http://%s:%d with %d worker(s) and a callbacks worker; Ctrl-C stops it",
+                 args.host, args.port, args.workers)
         restarts: list[float] = []
         while not stop.wait(0.5):
             for name, code in supervisor.exited():
@@ -363,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     wk = sub.add_parser("worker", help="run one worker (needs REDIS_URL)")
     wk.add_argument("--burst", action="store_true", help="quit when the queue is empty")
     wk.add_argument("--name", default=None, help="worker name (default host.pid)")
+    only = wk.add_mutually_exclusive_group()
+    only.add_argument("--no-callbacks", action="store_true",
+                      help="searches only: leave webhook deliveries to a --callbacks-only worker")
+    only.add_argument("--callbacks-only", action="store_true",
+                      help="deliver webhooks only (no torch needed: runs in the API's image)")
     wk.set_defaults(func=cmd_worker)
 
     oa = sub.add_parser("openapi", help="print or write the API's OpenAPI spec")

@@ -51,12 +51,47 @@ log = logging.getLogger("spotlight.jobqueue")
 
 # Named by import path so that whichever process runs RQ's cleanup can resolve it.
 FAILURE_CALLBACK_PATH = "spotlight.jobqueue.on_job_failure"
+# The webhook delivery task (worker/webhook.py; imports httpx, never torch).
+CALLBACK_TASK_PATH = "worker.webhook.deliver_callback"
+CALLBACK_RESULT_TTL_S = 3600
 TERMINAL_STATUSES = ("finished", "failed", "canceled")
 
 
 def job_queue(connection: Redis, settings: Settings) -> Queue:
     """The queue the API enqueues on and every worker listens to."""
     return Queue(settings.queue_name, connection=connection)
+
+
+def callback_queue(connection: Redis, settings: Settings) -> Queue:
+    """Where finished jobs' webhooks wait for delivery: `<queue_name>-callbacks`.
+
+    Why a queue of its own: delivery retries with backoff against a receiver that may be down, up
+    to about a minute; done inside the search job it would hold a GPU worker that long. Any worker
+    started without ``--no-callbacks`` takes these when it has no search to run; `spotlight up` and
+    docker-compose run one callbacks-only worker and keep the search workers off this queue.
+    """
+    return Queue(f"{settings.queue_name}-callbacks", connection=connection)
+
+
+def callback_timeout_s(settings: Settings, attempt_timeout_s: float = 10.0, max_backoff_s: float = 60.0) -> int:
+    """Long enough for every attempt and every backoff wait of one delivery, plus a margin."""
+    attempts = max(1, settings.webhook_retries)
+    waits = sum(min(max_backoff_s, 2.0**i) for i in range(attempts - 1))
+    return int(attempts * attempt_timeout_s + waits + 30)
+
+
+def enqueue_callback(connection: Redis, settings: Settings, url: str, payload: dict[str, Any], delivery_id: str) -> Job:
+    """Queue one webhook delivery: the URL and a small JSON summary (no arrays), nothing else."""
+    return callback_queue(connection, settings).enqueue(
+        CALLBACK_TASK_PATH,
+        url,
+        payload,
+        delivery_id,
+        description=f"spotlight callback {delivery_id}",
+        job_timeout=callback_timeout_s(settings),
+        result_ttl=CALLBACK_RESULT_TTL_S,
+        failure_ttl=settings.result_ttl_s,
+    )
 
 
 def initial_meta(spec: JobSpec) -> dict[str, Any]:
@@ -117,6 +152,9 @@ def _mark(job: Job, status: str, error: JobError | None) -> None:
 
 def record_worker_lost(job: Job, reason: str = "the worker running it stopped") -> None:
     """The job's worker or work-horse died mid-run: queued again when RQ will retry it, else failed."""
+    if job.func_name != TASK_PATH:  # a webhook delivery: it has no status of ours to record
+        log.warning("%s lost (%s)", job.description or job.id, reason)
+        return
     if job.should_retry:
         log.warning("job %s lost (%s); retrying, %s retries left", job.id, reason, job.retries_left)
         _mark(job, "queued", None)

@@ -120,6 +120,19 @@ def test_compose_services_match_the_code() -> None:
     assert f"{api_port}:{api_port}" in [str(p) for p in services["api"]["ports"]]
 
 
+def test_compose_delivers_webhooks_from_a_torch_free_worker_and_keeps_gpu_workers_off_them() -> None:
+    services = _compose()["services"]
+    gpu, callbacks = services["worker"], services["callbacks"]
+    gpu_args = build_parser().parse_args(gpu["command"][1:])
+    cb_args = build_parser().parse_args(callbacks["command"][1:])
+    assert gpu_args.no_callbacks and not gpu_args.callbacks_only
+    assert cb_args.callbacks_only and not cb_args.no_callbacks
+    assert callbacks["build"]["target"] == "api"  # the image without torch (tests/runtime/test_callbacks.py runs it so)
+    env = _env(callbacks)
+    assert env["REDIS_URL"] == _env(gpu)["REDIS_URL"] and env["SPOTLIGHT_QUEUE_NAME"] == _env(gpu)["SPOTLIGHT_QUEUE_NAME"]
+    assert "deploy" not in callbacks  # no GPU reserved for it
+
+
 def test_compose_redis_persists_with_aof_on_a_volume() -> None:
     compose = _compose()
     redis = compose["services"]["redis"]
@@ -142,7 +155,7 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
 def test_compose_env_names_exist_in_settings_and_the_store_is_shared() -> None:
     services = _compose()["services"]
     known = {"REDIS_URL"} | {f"SPOTLIGHT_{name.upper()}" for name in Settings.model_fields}
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "callbacks"):
         env = _env(services[name])
         unknown = set(env) - known
         assert not unknown, f"{name} sets variables Settings does not read: {unknown}"

@@ -1,4 +1,4 @@
-"""The worker process: an RQ worker on the search queue, configured from Settings.
+"""The worker process: an RQ worker on the search queue (and the callbacks queue), configured from Settings.
 
 CUDA and fork
 -------------
@@ -44,7 +44,7 @@ from rq import Worker
 from rq.job import Job
 from rq.queue import Queue
 
-from spotlight.jobqueue import abandoned_job_handler, job_queue, record_worker_lost
+from spotlight.jobqueue import abandoned_job_handler, callback_queue, job_queue, record_worker_lost
 from spotlight.settings import Settings
 
 log = logging.getLogger("spotlight.worker")
@@ -104,10 +104,17 @@ def worker_name() -> str:
     return f"{socket.gethostname()}.{os.getpid()}"
 
 
-def build_worker(settings: Settings, connection: redis.Redis, name: str | None = None) -> SpotlightWorker:
-    """An RQ worker on the search queue, with every lifetime taken from Settings."""
+def build_worker(
+    settings: Settings, connection: redis.Redis, name: str | None = None, *, searches: bool = True, callbacks: bool = True
+) -> SpotlightWorker:
+    """An RQ worker with every lifetime taken from Settings, on the search queue and/or the callbacks
+    queue (searches first: RQ dequeues in the order given)."""
+    queues = ([job_queue(connection, settings)] if searches else []) + (
+        [callback_queue(connection, settings)] if callbacks else [])
+    if not queues:
+        raise ValueError("a worker needs at least one queue")
     worker = SpotlightWorker(
-        [job_queue(connection, settings)],
+        queues,
         name=name or worker_name(),
         connection=connection,
         default_result_ttl=settings.result_ttl_s,
@@ -122,21 +129,23 @@ def build_worker(settings: Settings, connection: redis.Redis, name: str | None =
     return worker
 
 
-def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None, preload: bool = True) -> bool:
+def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None, preload: bool = True,
+               searches: bool = True, callbacks: bool = True) -> bool:
     """Serve jobs until stopped (SIGTERM/SIGINT: finish the current job; twice: stop now).
 
+    A callbacks-only worker (``searches=False``) never imports torch: it runs in the API's image.
     Returns whether any job was processed (RQ's answer; useful with ``burst``).
     """
     if not settings.redis_url:
         raise SystemExit("spotlight worker: REDIS_URL is not set (start Redis, or use `spotlight up`)")
-    if preload:
+    if preload and searches:
         preload_engine()
     connection = redis.Redis.from_url(settings.redis_url)
-    worker = build_worker(settings, connection, name)
+    worker = build_worker(settings, connection, name, searches=searches, callbacks=callbacks)
     log.info(
-        "worker %s on queue %s (heartbeat %ss, lost after %ss more, maintenance every %ss)",
+        "worker %s on %s (heartbeat %ss, lost after %ss more, maintenance every %ss)",
         worker.name,
-        settings.queue_name,
+        ", ".join(worker.queue_names()),
         settings.worker_heartbeat_s,
         settings.worker_lost_after_s,
         settings.maintenance_interval_s,

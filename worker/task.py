@@ -121,7 +121,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
                 store.delete_prefix(job_prefix(spec.job_id))  # no half-written result stays behind
     reporter.ended(status, error)
     record_stats(job, settings, status)
-    notify(spec, settings, status, error, regions if status == "finished" else None)
+    notify(spec, settings, status, error, regions if status == "finished" else None, job.connection)
     return _summary(spec, status, error, result)
 
 
@@ -286,16 +286,25 @@ def _record_device(job: Job, settings: Settings, device: str) -> None:
 
 
 def notify(
-    spec: JobSpec, settings: Settings, status: str, error: JobError | None, regions: list[dict[str, Any]] | None
+    spec: JobSpec, settings: Settings, status: str, error: JobError | None, regions: list[dict[str, Any]] | None,
+    connection: Any,
 ) -> None:
-    """POST the signed summary to the job's callback_url (worker/webhook.py); never fails the job."""
+    """Queue the signed summary for the job's callback_url (worker/webhook.py); never fails the job.
+
+    Delivery runs as its own RQ job on the callbacks queue (spotlight/jobqueue.py), so a receiver that
+    is down never holds this (GPU) worker.
+    """
     if not spec.callback_url:
         return
-    from worker.webhook import deliver, job_summary
+    from spotlight.jobqueue import enqueue_callback
+    from worker.webhook import job_summary
 
     payload = job_summary(spec.model_dump(mode="json"), status, error.model_dump() if error else None, regions)
-    deliver(spec.callback_url, payload, settings.webhook_secret, settings.webhook_retries,
-            settings=settings, delivery_id=spec.job_id)
+
+    try:
+        enqueue_callback(connection, settings, spec.callback_url, payload, spec.job_id)
+    except Exception:  # noqa: BLE001 - the job has ended; a callback that cannot be queued is logged
+        log.exception("the callback of %s could not be queued", spec.job_id)
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -136,6 +136,16 @@ def deliver(
     return False
 
 
+def deliver_callback(url: str, payload: dict[str, Any], delivery_id: str) -> bool:
+    """The RQ task behind `spotlight.jobqueue.enqueue_callback`: one job's webhook, with the worker's
+    secret, retries and SSRF guard. Runs in the callbacks queue's worker, never in a search."""
+    from spotlight.settings import get_settings
+
+    settings = get_settings()
+    return deliver(url, payload, settings.webhook_secret, settings.webhook_retries, settings=settings,
+                   delivery_id=delivery_id)
+
+
 def _attempt(url: str, body: bytes, headers: dict[str, str], timeout: float, settings: Any) -> str:
     """One POST: 'ok', 'retry' (worth another try) or 'final' (never worth retrying)."""
     try:
