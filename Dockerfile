@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # Two images from one file:
-#   docker build --target api    -t spotlight-api .      # FastAPI, no torch (small, CPU only)
+#   docker build --target api    -t spotlight-api .      # FastAPI, no torch (small, CPU only); also runs
+#                                                        #   `spotlight worker --callbacks-only` (webhooks)
 #   docker build --target worker -t spotlight-worker .   # RQ worker on a CUDA PyTorch base
 # docker-compose.yml builds both; tests/test_packaging.py checks this file against the code.
 
