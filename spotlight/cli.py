@@ -288,17 +288,23 @@ def _upload(client: Any, args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def _regions_table(job_id: str, regions: list[dict[str, Any]]) -> Any:
+def _regions_table(job_id: str, regions: list[dict[str, Any]], tops: list[list[dict[str, Any]]] | None = None) -> Any:
+    """The regions as a table; with `tops`, each region's top members by contribution (their ids, else rows)."""
     from rich.table import Table
 
     table = Table(title=f"{job_id}: {len(regions)} regions")
-    for col in ("region", "weighted loss", "mean loss", "lift", "total weight", "size requested", "stands out"):
-        table.add_column(col, justify="left" if col == "stands out" else "right")
-    for reg in regions:
-        table.add_row(
+    cols = ["region", "weighted loss", "mean loss", "lift", "total weight", "size requested", "stands out"]
+    cols += ["top failing rows"] if tops is not None else []
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("stands out", "top failing rows") else "right")
+    for j, reg in enumerate(regions):
+        row = [
             str(reg["index"]), f"{reg['weighted_loss']:.4g}", f"{reg['mean_loss']:.4g}", f"{reg['lift']:.3g}",
             f"{reg['total_weight']:.1f}", f"{reg['size_requested']:.1f}", _stands_out(reg.get("description")),
-        )
+        ]
+        if tops is not None:
+            row.append(", ".join(str(m["id"] if m.get("id") is not None else m["index"]) for m in tops[j]))
+        table.add_row(*row)
     return table
 
 
@@ -334,12 +340,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 return 0
             job.wait(progress=True, timeout=args.timeout)
             regions = job.regions()
+            tops = ([job.members(r["index"], limit=args.top, order="contribution")["members"] for r in regions]
+                    if args.top > 0 else None)
     except JobFailedError as exc:
         console.print(f"[red]{exc.status.get('id')} {exc.status.get('status')}[/red]: {exc.code}: {exc}")
         return 1
     except SpotlightError as exc:
         raise SystemExit(f"spotlight submit: {exc.code}: {exc}") from None
-    Console().print(_regions_table(job.id, regions))
+    Console().print(_regions_table(job.id, regions, tops))
     return 0
 
 
@@ -384,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--server", default=os.environ.get("SPOTLIGHT_SERVER", "http://127.0.0.1:8000"))
     sm.add_argument("--api-key", default=os.environ.get("SPOTLIGHT_API_KEY"))
     sm.add_argument("--wait", action="store_true", help="wait for the job, then print its regions")
+    sm.add_argument("--top", type=int, default=3, metavar="N",
+                    help="with --wait, list each region's N top members by contribution (0: none)")
     sm.add_argument("--param", action="append", default=[], type=_parse_param, metavar="KEY=VALUE")
     sm.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait")
     sm.set_defaults(func=cmd_submit)

@@ -56,3 +56,7 @@ def test_submit_uploads_npy_files_waits_and_prints_the_planted_region(
     assert "label=7" in first
     lift = float(first.split("│")[4])
     assert lift > 3, first
+    # its top failing rows (by contribution; no ids were uploaded, so row numbers) are pocket rows
+    assert "top failing rows" in done.stdout
+    rows = [int(i) for i in first.split("│")[8].split(",")]
+    assert len(rows) == 3 and all(pocket[i] for i in rows), (rows, first)
