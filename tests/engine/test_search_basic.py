@@ -55,6 +55,41 @@ def test_gradient_matches_naive_autograd_of_the_formula(kernel: str, shape: str)
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("kernel", ["flat", "gaussian"])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("case", ["barrier_active", "barrier_slack", "projected"])
+def test_hand_derived_spherical_step_equals_the_autograd_path(kernel: str, masked: bool, case: str) -> None:
+    """The common case (spherical, no entropy penalty) uses a hand-derived gradient; it must give the
+    autograd path's objective, gradient and projection, with the barrier active or slack, some
+    weights zero, and the support projection (f < 1) kicking in."""
+    g = torch.Generator().manual_seed(2)
+    n, d, r = 400, 7, 3
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) + 0.5
+    data = core.EmbeddingMatrix(x, chunk=128)
+    scores = torch.rand(n, generator=g, dtype=torch.float64) * 2
+    weights = torch.rand(n, generator=g, dtype=torch.float64) + 0.2
+    active = None
+    if masked:
+        weights[::5] = 0.0
+        active = weights > 0
+    mu = torch.randn(d, r, generator=g, dtype=torch.float64) * 0.5
+    theta = torch.tensor([[-0.5, 0.3, 1.0]], dtype=torch.float64) + (8.0 if case == "projected" else 0.0)
+    total = float(weights.sum())
+    size, slack = (0.3 * total, 0.6 * total) if case == "barrier_active" else (0.01 * total, 0.02 * total)
+    args = (data, mu, theta, scores, weights, active, kernel, size, slack, 1.5)
+    fast = core.objective_and_gradient(*args, None)
+    # an entropy penalty with coefficient 0 changes nothing but forces the autograd path
+    labels = torch.zeros(n, dtype=torch.long)
+    slow = core.objective_and_gradient(*args, core.Regularisers(codes=[labels], n_classes=[1], coeffs=[0.0]))
+    if case == "projected":
+        assert (fast[3] < 1).all()
+    if case == "barrier_active":
+        assert (fast[0].penalised < fast[0].value).any()
+    for a, b in [(fast[0].value, slow[0].value), (fast[0].penalised, slow[0].penalised),
+                 (fast[0].total, slow[0].total), *zip(fast[1:], slow[1:])]:
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-9, atol=1e-12), (a, b)
+
+
 @pytest.mark.parametrize("shape", ["spherical", "diagonal"])
 @pytest.mark.parametrize("transposed", [True, False])
 def test_float32_passes_agree_with_float64_in_every_layout(shape: str, transposed: bool) -> None:

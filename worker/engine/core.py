@@ -298,6 +298,8 @@ def objective_and_gradient(
     gradient is taken at the projected point: u is linear in the precisions, so scaling them by f
     and scaling u by f are the same thing.
     """
+    if theta.shape[0] == 1 and regs is None:
+        return _spherical_step(data, mu, theta, scores, weights, active, kernel, size, slack, barrier_scale)
     mu = mu.detach().requires_grad_(True)
     theta = theta.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -307,6 +309,67 @@ def objective_and_gradient(
         g_mu, g_theta = torch.autograd.grad(ev.penalised.sum(), [mu, theta])
     detached = Evaluation(ev.value.detach(), ev.penalised.detach(), ev.total.detach())
     return detached, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
+
+
+def _spherical_step(
+    data: EmbeddingMatrix,
+    mu: torch.Tensor,
+    theta: torch.Tensor,
+    scores: torch.Tensor,
+    weights: torch.Tensor,
+    active: torch.Tensor | None,
+    kernel: str,
+    size: float,
+    slack: float,
+    barrier_scale: float,
+) -> tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`objective_and_gradient` for the common case (spherical, no entropy penalty), derived by hand.
+
+    Why: autograd's graph costs ~20 elementwise passes over the R x n temporaries a step; this takes
+    ~8 (measured 15-17 % faster a step at n = 50 000, d = 512, bench/speed). Same numbers as the
+    autograd path (tests/engine compares them), with u = a * D, a = f * tau, D = ||x - mu||^2:
+
+        T = sum_i w_i k_i,  V = sum_i w_i s_i k_i / T,  P = V - scale * (gap / b)^2, gap = max(0, S + b - T)
+        dP/dk_i = w_i s_i / T + w_i (beta - V / T),  beta = 2 scale gap / b^2
+        g_i = dP/du_i = dP/dk_i * k'(u_i)   (gaussian: -k/2; flat: -1 where u <= 1)
+        dP/dtheta = sum_i g_i u_i,   dP/dmu = a (-2 X^T g + 2 mu sum_i g_i)
+
+    D is clamped at 0 (rounding of the expanded form); unlike autograd's clamp this keeps the
+    gradient there, whose factor (x - mu) is ~0 at such points anyway.
+    """
+    d = data.shape[1]
+    tau = torch.exp(theta[0]) / d
+    dist = data.project(mu.t())
+    dist.mul_(-2.0).add_(data.sq_norms[None, :]).add_((mu * mu).sum(0)[:, None]).clamp_(min=0.0)
+    if active is None:  # min_i(tau * D_i) = tau * min_i D_i: no R x n temporary for the projection
+        f = support_rescale((dist.amin(1) * tau)[:, None], None, kernel)
+    else:
+        f = support_rescale(dist * tau[:, None], active, kernel)
+    a = f * tau
+    if kernel == "gaussian":
+        k = torch.exp(dist * (-0.5 * a)[:, None])
+    elif kernel == "flat":
+        k = torch.clamp(1.0 - dist * a[:, None], min=0.0)
+    else:
+        raise ValueError(f"unknown kernel {kernel!r}")
+    ws = weights * scores
+    total = k @ weights
+    safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
+    value = (k @ ws) / safe_total
+    gap = torch.clamp(size + slack - total, min=0.0)
+    penalised = value - barrier_scale * (gap / slack) ** 2
+    beta = 2.0 * barrier_scale * gap / slack**2
+    coef = torch.stack([1.0 / safe_total, beta - value / safe_total], 1)  # R x 2
+    g = coef @ torch.stack([ws, weights], 0)  # dP/dk, R x n
+    if kernel == "gaussian":
+        g.mul_(k).mul_(-0.5)
+    else:
+        g.mul_((dist * a[:, None] <= 1.0).to(g.dtype)).neg_()  # clamp's gradient mask, as autograd has it
+    g_theta = ((g * dist).sum(1) * a)[None, :]
+    g.mul_(a[:, None])
+    g_mu = -2.0 * data.pullback(g).t() + 2.0 * mu * g.sum(1)[None, :]
+    ev = Evaluation(value=value, penalised=penalised, total=total)
+    return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
 
 
 def barrier_slacks(n_total: float, size: float, steps: int) -> list[float]:
