@@ -37,7 +37,7 @@ class SearchParams(BaseModel):
     kernel: Kernel = Field(
         "gaussian",
         description="'flat' = max(0, 1 - tau*|x-mu|^2) (published paper) or 'gaussian' = exp(-tau*|x-mu|^2/2). "
-        "Default gaussian: 95-97 % of the oracle's AP on the planted-slice benchmark (121 % ranked by contribution), flat 81-94 % (docs/engine.md).",
+        "Default gaussian: 93-97 % of the oracle's AP on the planted-slice benchmark (121 % ranked by contribution), flat 81-94 % (docs/engine.md).",
     )
     shape: Shape = Field("spherical", description="'spherical' (scalar precision) or 'diagonal' (one per dimension).")
     objective: Objective = Field("max_loss", description="'max_loss' finds weak spots; 'min_loss' strong ones.")
