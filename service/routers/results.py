@@ -92,7 +92,10 @@ def get_members(
             try:
                 members = store.load_npy(job_file(job_id, members_by_contribution_file(k)))
             except FileNotFoundError:  # results written before contributions were stored: order them now
-                all_losses = _losses_or_gone(files, job_id, spec)
+                try:
+                    all_losses = np.asarray(files.losses())
+                except DatasetMissing:
+                    raise _dataset_gone(job_id, spec) from None
                 reference = reference_loss(all_losses, objective)
                 members = order_by_contribution(np.asarray(members), weights[:, k], all_losses, objective, reference)
     except FileNotFoundError:
@@ -111,9 +114,7 @@ def get_members(
         ids = files.ids(idx)
         meta = files.metadata(idx)
     except DatasetMissing:
-        raise ApiError(410, ErrorCode.DATASET_GONE,
-                       "The dataset this job searched has been deleted; its rows can no longer be shown.",
-                       {"job": job_id, "dataset": spec.dataset_id}) from None
+        raise _dataset_gone(job_id, spec) from None
     rows = [
         Member(
             index=int(i),
@@ -130,13 +131,10 @@ def get_members(
     return MembersOut(total=total, limit=limit, offset=offset, members=rows)
 
 
-def _losses_or_gone(files: DatasetFiles, job_id: str, spec: JobSpec) -> np.ndarray:
-    try:
-        return np.asarray(files.losses())
-    except DatasetMissing:
-        raise ApiError(410, ErrorCode.DATASET_GONE,
-                       "The dataset this job searched has been deleted; its rows can no longer be shown.",
-                       {"job": job_id, "dataset": spec.dataset_id}) from None
+def _dataset_gone(job_id: str, spec: JobSpec) -> ApiError:
+    return ApiError(410, ErrorCode.DATASET_GONE,
+                    "The dataset this job searched has been deleted; its rows can no longer be shown.",
+                    {"job": job_id, "dataset": spec.dataset_id})
 
 
 def _stream(store: ArtifactStore, path: str) -> Iterator[bytes]:

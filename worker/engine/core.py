@@ -356,9 +356,8 @@ def _spherical_step(
     total = k @ weights
     safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
     value = (k @ ws) / safe_total
-    gap = torch.clamp(size + slack - total, min=0.0)
-    penalised = value - barrier_scale * (gap / slack) ** 2
-    beta = 2.0 * barrier_scale * gap / slack**2
+    penalised = value - barrier_penalty(total, size, slack, barrier_scale)
+    beta = 2.0 * barrier_scale * torch.clamp(size + slack - total, min=0.0) / slack**2  # d(-barrier)/d total
     coef = torch.stack([1.0 / safe_total, beta - value / safe_total], 1)  # R x 2
     g = coef @ torch.stack([ws, weights], 0)  # dP/dk, R x n
     if kernel == "gaussian":
