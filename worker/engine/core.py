@@ -17,7 +17,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from worker.engine import native as native_kernel
 
 # Projection bound on the smallest scaled distance u = tau * ||x - mu||^2 of a restart, per kernel:
 # keeping min_i u_i <= this keeps at least one example inside the kernel (flat: k >= 0.1, gaussian:
@@ -89,7 +92,8 @@ class EmbeddingMatrix:
     `TRANSPOSED_COPY_MAX_BYTES`; on a GPU both are plain matmuls. ||x||^2 is precomputed once.
     """
 
-    def __init__(self, x: torch.Tensor, chunk: int | None = None, transposed_max_bytes: int = TRANSPOSED_COPY_MAX_BYTES):
+    def __init__(self, x: torch.Tensor, chunk: int | None = None, transposed_max_bytes: int = TRANSPOSED_COPY_MAX_BYTES,
+                 native: bool | None = None):
         self.x = x.contiguous()
         n, d = self.x.shape
         self.chunk = chunk if chunk is not None else row_chunk(n, d, x.device)
@@ -98,13 +102,24 @@ class EmbeddingMatrix:
             rows = self.x[i : i + self.chunk]
             self.sq_norms[i : i + self.chunk] = (rows * rows).sum(1)
         on_cpu = x.device.type == "cpu"
-        self._linear = _cpu_linear() if on_cpu and self.x.dtype == torch.float32 else None
-        fits = self.x.numel() * self.x.element_size() <= transposed_max_bytes
-        self.xt = self.x.t().contiguous() if on_cpu and fits else None
+        cpu32 = on_cpu and self.x.dtype == torch.float32
+        self._linear = _cpu_linear() if cpu32 else None
+        # the fused one-pass step (native.py) for float32 on a CPU; None asks whether it is available
+        self.native = cpu32 and (native_kernel.available() if native is None else native)
+        self._transposed_fits = on_cpu and self.x.numel() * self.x.element_size() <= transposed_max_bytes
+        self._xt: torch.Tensor | None = None
 
     @property
     def shape(self) -> torch.Size:
         return self.x.shape
+
+    @property
+    def xt(self) -> torch.Tensor | None:
+        """The transposed copy, made on the first backward pass that needs it: the fused native step
+        never does, so the common CPU search holds one copy of X, not two."""
+        if self._xt is None and self._transposed_fits:
+            self._xt = self.x.t().contiguous()
+        return self._xt
 
     def project(self, pt: torch.Tensor) -> torch.Tensor:
         """P^T X^T (R x n) for a small P^T (R x d): one pass over X."""
@@ -246,7 +261,8 @@ class Evaluation:
 
 def barrier_penalty(total: torch.Tensor, size: float, slack: float, scale: float) -> torch.Tensor:
     """Quadratic barrier: scale * (total - (size + slack))^2 / slack^2 when total < size + slack, else 0."""
-    gap = torch.clamp(size + slack - total, min=0.0)
+    gap = size + slack - total
+    gap = gap * (gap > 0)  # clamp at 0 for torch tensors and numpy arrays alike
     return scale * (gap / slack) ** 2
 
 
@@ -290,16 +306,22 @@ def objective_and_gradient(
     slack: float,
     barrier_scale: float,
     regs: Regularisers | None,
+    weighted_scores: torch.Tensor | None = None,
 ) -> tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One optimiser step's work: every restart's objective and its gradient (two passes over X).
+    """One optimiser step's work: every restart's objective and its gradient (two passes over X; one
+    on a CPU with the native kernel).
 
     Returns (evaluation, d objective / d mu, d objective / d theta, f) where f is the support
     projection factor of each restart (`support_rescale`); the caller adds log f to theta. The
     gradient is taken at the projected point: u is linear in the precisions, so scaling them by f
-    and scaling u by f are the same thing.
+    and scaling u by f are the same thing. `weighted_scores` (weights * scores) may be passed by a
+    caller that steps many times on the same scores, to spare an n-long product a step.
     """
     if theta.shape[0] == 1 and regs is None:
-        return _spherical_step(data, mu, theta, scores, weights, active, kernel, size, slack, barrier_scale)
+        ws = weighted_scores if weighted_scores is not None else weights * scores
+        if data.native and kernel in ("gaussian", "flat") and mu.dtype == torch.float32:
+            return _spherical_step_native(data, mu, theta, ws, weights, kernel, size, slack, barrier_scale)
+        return _spherical_step(data, mu, theta, scores, weights, active, kernel, size, slack, barrier_scale, ws)
     mu = mu.detach().requires_grad_(True)
     theta = theta.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -322,6 +344,7 @@ def _spherical_step(
     size: float,
     slack: float,
     barrier_scale: float,
+    ws: torch.Tensor | None = None,
 ) -> tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
     """`objective_and_gradient` for the common case (spherical, no entropy penalty), derived by hand.
 
@@ -352,7 +375,8 @@ def _spherical_step(
         k = torch.clamp(1.0 - dist * a[:, None], min=0.0)
     else:
         raise ValueError(f"unknown kernel {kernel!r}")
-    ws = weights * scores
+    if ws is None:
+        ws = weights * scores
     total = k @ weights
     safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
     value = (k @ ws) / safe_total
@@ -369,6 +393,58 @@ def _spherical_step(
     g_mu = -2.0 * data.pullback(g).t() + 2.0 * mu * g.sum(1)[None, :]
     ev = Evaluation(value=value, penalised=penalised, total=total)
     return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
+
+
+def _spherical_step_native(
+    data: EmbeddingMatrix,
+    mu: torch.Tensor,
+    theta: torch.Tensor,
+    ws: torch.Tensor,
+    weights: torch.Tensor,
+    kernel: str,
+    size: float,
+    slack: float,
+    barrier_scale: float,
+) -> tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`_spherical_step` in one pass over X (`native.fused_pass`); same maths, float64 sums.
+
+    The support projection needs the nearest example's distance before the kernel values, which a
+    single pass only knows at its end; so the pass runs with f = 1 and is repeated with the true f in
+    the rare step where the projection acts (f < 1), which changes nothing else. The gradient is
+    linear in c1 = 1/T and c2 = beta - V/T, so the pass returns both halves and they are combined
+    here once T is known. The R- and d-sized arithmetic is numpy (see `native.fused_pass`).
+    """
+    d = data.shape[1]
+    mu_np = mu.numpy()
+    tau = (np.exp(theta[0].numpy().astype(np.float64)) / d).astype(np.float32)
+    stats, h = native_kernel.fused_pass(data.x, data.sq_norms, weights, ws, mu_np, tau, kernel)
+    u_min = stats[:, 6].astype(np.float32) * tau
+    bound = np.float32(MAX_MIN_U[kernel])
+    with np.errstate(divide="ignore", invalid="ignore"):  # as support_rescale: inf/nan -> 1
+        f = np.nan_to_num(np.where(u_min > bound, bound / u_min, np.float32(1.0)), nan=1.0, posinf=1.0)
+    f = f.astype(np.float32)
+    if (f < 1).any():
+        stats, h = native_kernel.fused_pass(data.x, data.sq_norms, weights, ws, mu_np, f * tau, kernel)
+    a = (f * tau).astype(np.float64)
+    r = mu.shape[1]
+    total, weighted, e_ws, e_w, q_ws, q_w = stats[:, :6].T
+    safe_total = np.maximum(total, np.finfo(np.float32).tiny)
+    value = weighted / safe_total
+    penalised = value - barrier_penalty(total, size, slack, barrier_scale)
+    gap = size + slack - total
+    beta = 2.0 * barrier_scale * gap * (gap > 0) / slack**2
+    c1, c2 = 1.0 / safe_total, beta - value / safe_total
+    k_slope = -0.5 if kernel == "gaussian" else -1.0  # dk/du per unit e (see fused_step.c)
+    g_sum = k_slope * (c1 * e_ws + c2 * e_w)  # sum_i dP/du_i
+    g_theta = a * k_slope * (c1 * q_ws + c2 * q_w)
+    g_x = k_slope * (c1[:, None] * h[:r] + c2[:, None] * h[r:])  # sum_i dP/du_i x_i, R x d
+    g_mu = -2.0 * a[None, :] * g_x.T + 2.0 * mu_np.astype(np.float64) * (a * g_sum)[None, :]
+
+    def back(v: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.nan_to_num(np.ascontiguousarray(v, dtype=np.float32)))
+
+    ev = Evaluation(value=back(value), penalised=back(penalised), total=back(total))
+    return ev, back(g_mu), back(g_theta)[None, :], torch.from_numpy(f)
 
 
 def barrier_slacks(n_total: float, size: float, steps: int) -> list[float]:

@@ -329,6 +329,7 @@ def _optimise_region(
     waits = torch.zeros(r, dtype=torch.long, device=mu.device)
     halvings = torch.zeros(r, dtype=torch.long, device=mu.device)
     steps_run, converged = 0, False
+    weighted_scores = problem.weights * scores  # once per region, not once per step
 
     for t in range(cap):
         if should_stop is not None and should_stop():
@@ -336,7 +337,7 @@ def _optimise_region(
         slack = slacks[min(t, tighten - 1)]
         ev, g_mu, g_theta, f = core.objective_and_gradient(
             problem.data, mu, theta, scores, problem.weights, problem.active, p.kernel,
-            problem.size, slack, p.barrier_scale, problem.regs)
+            problem.size, slack, p.barrier_scale, problem.regs, weighted_scores)
         with torch.no_grad():
             theta += torch.log(f)[None, :]
             value, total, pen = ev.value, ev.total, ev.penalised

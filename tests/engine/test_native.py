@@ -1,0 +1,166 @@
+"""The fused one-pass CPU step (worker/engine/fused_step.c via native.py) against the torch path.
+
+The torch path is the reference here (it is itself tested against a naive autograd of the formula
+in test_search_basic.py); the kernel must give its objective, gradient and projection, on the
+cases that exercise every branch of the C code: both kernels, zero weights, the barrier active and
+slack, the support projection (second pass), row and dimension tails, more restarts than one pass
+takes, one and several threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spotlight.params import SearchParams
+from worker.engine import core, native, search
+
+pytestmark = pytest.mark.skipif(
+    native.library() is None, reason="no C compiler here, or SPOTLIGHT_NATIVE_KERNELS=0: the torch path runs instead"
+)
+
+
+def _problem(n: int, d: int, r: int, masked: bool, case: str, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g) * 0.7 + 0.3
+    scores = torch.rand(n, generator=g) * 2
+    weights = torch.rand(n, generator=g) + 0.2
+    if masked:
+        weights[::5] = 0.0
+    mu = torch.randn(d, r, generator=g) * 0.4
+    theta = torch.linspace(-0.5, 1.0, r)[None, :] + (20.0 if case == "projected" else 0.0)
+    total = float(weights.sum())
+    size, slack = (0.3 * total, 0.6 * total) if case == "barrier_active" else (0.01 * total, 0.02 * total)
+    return x, scores, weights, mu, theta, size, slack
+
+
+def _step(data, x_dtype, scores, weights, mu, theta, kernel, size, slack):
+    active = None if bool((weights > 0).all()) else weights > 0
+    t = x_dtype
+    return core.objective_and_gradient(data, mu.to(t), theta.to(t), scores.to(t), weights.to(t), active, kernel,
+                                       size, slack, 1.5, None)
+
+
+def _close(a: torch.Tensor, ref: torch.Tensor, rel: float) -> bool:
+    scale = float(ref.abs().max()) or 1.0
+    return a.shape == ref.shape and float((a.double() - ref.double()).abs().max()) <= rel * scale
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "flat"])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("case", ["barrier_active", "barrier_slack", "projected"])
+@pytest.mark.parametrize("n,d,r", [(1001, 7, 3), (3000, 48, 4), (257, 1, 1), (2000, 33, 9)])
+def test_fused_step_equals_the_torch_path(kernel: str, masked: bool, case: str, n: int, d: int, r: int) -> None:
+    x, scores, weights, mu, theta, size, slack = _problem(n, d, r, masked, case)
+    fast = _step(core.EmbeddingMatrix(x, native=True), torch.float32, scores, weights, mu, theta, kernel, size, slack)
+    # The reference is the float64 torch path, except for a region projected down to one or two
+    # examples in one dimension: there the float32 expanded form's cancellation (distances ~1e-5 of
+    # |x|^2; the gradient's sum g x - mu sum g) dominates whatever path computes it. The objective is
+    # then compared with the float32 torch path, which rounds the distances the same way, and the
+    # gradient is only required to be finite.
+    collapsed = case == "projected" and d == 1
+    ref_dtype = torch.float32 if collapsed else torch.float64
+    ref = _step(core.EmbeddingMatrix(x.to(ref_dtype), native=False), ref_dtype, scores, weights, mu, theta, kernel,
+                size, slack)
+    if case == "projected":
+        assert (fast[3] < 1).all()  # the second pass, with the true projection, ran
+    if case == "barrier_active":
+        assert (ref[0].penalised < ref[0].value).any()
+    assert fast[1].dtype == torch.float32 and fast[1].shape == (d, r) and fast[2].shape == (1, r)
+    assert _close(fast[3], ref[3], 1e-5)
+    for a, b in [(fast[0].value, ref[0].value), (fast[0].penalised, ref[0].penalised), (fast[0].total, ref[0].total)]:
+        assert _close(a, b, 1e-5), (a, b)
+    if collapsed:
+        assert torch.isfinite(fast[1]).all() and torch.isfinite(fast[2]).all()
+        return
+    # the gradient of a float32 step: distances are float32 (the expanded form), sums are float64
+    assert _close(fast[1], ref[1], 2e-4), (fast[1] - ref[1]).abs().max()
+    assert _close(fast[2], ref[2], 2e-4), (fast[2], ref[2])
+
+
+def test_fused_step_is_deterministic_and_thread_count_only_moves_rounding() -> None:
+    x, scores, weights, mu, theta, size, slack = _problem(20_000, 64, 4, False, "barrier_slack")
+    data = core.EmbeddingMatrix(x, native=True)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        a = _step(data, torch.float32, scores, weights, mu, theta, "gaussian", size, slack)
+        b = _step(data, torch.float32, scores, weights, mu, theta, "gaussian", size, slack)
+        torch.set_num_threads(1)
+        c = _step(data, torch.float32, scores, weights, mu, theta, "gaussian", size, slack)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]) and torch.equal(a[0].penalised, b[0].penalised)
+    assert _close(c[1], a[1], 1e-5) and _close(c[0].value, a[0].value, 1e-6)
+
+
+def test_the_native_step_never_makes_the_transposed_copy() -> None:
+    """The torch path keeps X^T for its backward pass (2x the memory); the one-pass step needs none."""
+    x, scores, weights, mu, theta, size, slack = _problem(3000, 16, 4, False, "barrier_slack")
+    fast = core.EmbeddingMatrix(x, native=True)
+    _step(fast, torch.float32, scores, weights, mu, theta, "gaussian", size, slack)
+    assert fast._xt is None
+    slow = core.EmbeddingMatrix(x, native=False)
+    _step(slow, torch.float32, scores, weights, mu, theta, "gaussian", size, slack)
+    assert slow._xt is not None
+
+
+def test_a_search_finds_the_same_regions_with_and_without_the_kernel() -> None:
+    rng = np.random.default_rng(3)
+    n, d = 6000, 24
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    planted = np.linalg.norm(x[:, :3] - 1.2, axis=1) < 1.0
+    loss = (rng.exponential(0.3, size=n) + 2.0 * planted).astype(np.float32)
+    params = SearchParams(n_spotlights=2, device="cpu", seed=1)
+    fast = search(x, loss, params)
+    with native.switched(False):
+        slow = search(x, loss, params)
+    assert all(r.feasible for r in fast.regions + slow.regions)
+    # the planted region: the same optimum (the weaker second one sits on a flat landscape where
+    # float rounding alone may pick a neighbouring optimum, so only its feasibility is compared)
+    a, b = fast.regions[0], slow.regions[0]
+    assert abs(a.weighted_loss - b.weighted_loss) <= 0.01 * b.weighted_loss
+    assert np.linalg.norm(a.center - b.center) <= 0.05 * (1 + np.linalg.norm(b.center))
+    k = int(planted.sum())
+    top_fast, top_slow = (set(np.argsort(-res.weights[:, 0])[:k]) for res in (fast, slow))
+    assert len(top_fast & top_slow) >= 0.9 * k
+
+
+def test_fused_pass_refuses_what_it_cannot_read() -> None:
+    x = torch.randn(100, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="float32"):
+        native.fused_pass(x, x[:, 0].contiguous(), x[:, 1].contiguous(), x[:, 2].contiguous(),
+                          np.zeros((4, 1), np.float32), np.ones(1, np.float32), "gaussian")
+
+
+def test_build_is_cached_and_falls_back_without_a_working_compiler(tmp_path: Path, caplog) -> None:
+    first = native.build(directory=tmp_path / "cache")
+    assert first is not None and first.exists()
+    stamp = first.stat().st_mtime_ns
+    assert native.build(directory=tmp_path / "cache") == first and first.stat().st_mtime_ns == stamp
+    assert native.build(cc="no-such-compiler-here", directory=tmp_path / "none") is None
+    with caplog.at_level(logging.WARNING, logger="worker.engine.native"):
+        assert native.build(cc="false", directory=tmp_path / "broken") is None  # a "compiler" that always fails
+    assert "build failed" in caplog.text
+    assert not list((tmp_path / "broken").glob("*.so*"))  # no half-written library left behind
+
+
+def test_a_library_of_another_abi_version_is_not_used(monkeypatch) -> None:
+    path = native.build()
+    assert path is not None
+    monkeypatch.setattr(native, "ABI_VERSION", native.ABI_VERSION + 1)
+    assert native._bind(path) is None
+
+
+def test_the_switch_turns_the_kernel_off_per_process() -> None:
+    code = "from worker.engine import native, core; import torch; print(native.available(), core.EmbeddingMatrix(torch.ones(3, 2)).native)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "SPOTLIGHT_NATIVE_KERNELS": "0"})
+    assert out.stdout.split() == ["False", "False"]

@@ -1,0 +1,189 @@
+/* One optimiser step of the spherical spotlight, fused into a single pass over the embeddings.
+ *
+ * Why C: on a CPU the step is bound by reading X (n x d, float32). The torch path reads it twice
+ * (X M forward, G X backward) through skinny matrix products that run at about half a
+ * matrix-vector product's bandwidth. Here each row is read from memory once: its R distances, kernel
+ * values and every sum the objective and gradient need are taken while the row is in L1.
+ * See worker/engine/native.py (build, load, threads) and core._spherical_step (the same maths in
+ * torch, which this must match).
+ *
+ * The gradient is linear in two per-restart scalars known only after the pass (1/T and
+ * beta - V/T), so the pass accumulates the two halves separately:
+ *   stats[r*7 + 0..6] = T  = sum w k,        N  = sum ws k,
+ *                       E1 = sum ws e,       E2 = sum w e,
+ *                       Q1 = sum ws e D,     Q2 = sum w e D,     Dmin = min over w > 0 of D
+ *   h[r][.] = sum ws e x,   h[R + r][.] = sum w e x
+ * with D = max(0, |x|^2 - 2 x.mu + |mu|^2), u = a D, and per kernel
+ *   gaussian: k = exp(-u/2), e = k;     flat: k = max(0, 1 - u), e = [u <= 1].
+ * Scalar sums are in double; h is summed in float over at most 256 rows, then flushed to double.
+ * Portable C (GCC/Clang vector extensions): -march=native picks the widest vectors the CPU has.
+ */
+#include <math.h>
+#include <string.h>
+
+typedef float vf __attribute__((vector_size(64), aligned(4)));
+#define VL 16
+#define MAX_R 8
+#define MAX_BLOCK_ROWS 16
+#define FLUSH_ROWS 256
+
+static inline float hsum(vf v) {
+    /* pairwise: a serial 16-add chain per row costs more than the row's FMAs */
+    float t[VL];
+    memcpy(t, &v, sizeof t);
+    for (int s = VL / 2; s > 0; s >>= 1)
+        for (int k = 0; k < s; ++k) t[k] += t[k + s];
+    return t[0];
+}
+
+/* Phase A of a block: the R dot products of each row (two rows at a time, so each centre vector
+ * loaded from L1 serves two rows), then the scalars. Leaves c[row][q] (q < 2R: ws e, then w e). */
+static inline __attribute__((always_inline)) void block_scalars(
+    const float *restrict x, long d, long i0, long i1, const float *restrict sq, const float *restrict w,
+    const float *restrict ws, const float *restrict mt, const float *restrict mm, const float *restrict a,
+    int flat, double *restrict stats, float *restrict c, const int R) {
+    const long pf = (d >= 512 ? 2 : (1024 + d - 1) / d) * d; /* prefetch ~4 KB ahead, in whole rows */
+    for (long i = i0; i < i1; i += 2) {
+        const int two = i + 1 < i1;
+        const float *x0 = x + i * d;
+        const float *x1 = two ? x0 + d : x0;
+        vf acc0[MAX_R], acc1[MAX_R];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) { acc0[r] = (vf){0}; acc1[r] = (vf){0}; }
+        long j = 0;
+        for (; j + VL <= d; j += VL) {
+            __builtin_prefetch(x0 + pf + j);
+            __builtin_prefetch(x1 + pf + j);
+            vf v0 = *(const vf *)(x0 + j), v1 = *(const vf *)(x1 + j);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r) {
+                vf q = *(const vf *)(mt + r * d + j);
+                acc0[r] += v0 * q;
+                acc1[r] += v1 * q;
+            }
+        }
+        float dot[2][MAX_R];
+        for (int r = 0; r < R; ++r) {
+            float s0 = hsum(acc0[r]), s1 = hsum(acc1[r]);
+            for (long jj = j; jj < d; ++jj) {
+                s0 += x0[jj] * mt[r * d + jj];
+                s1 += x1[jj] * mt[r * d + jj];
+            }
+            dot[0][r] = s0;
+            dot[1][r] = s1;
+        }
+        for (int t = 0; t < 1 + two; ++t) {
+            const long row = i + t;
+            const float wi = w[row], wsi = ws[row];
+            float *cr = c + (row - i0) * 2 * R;
+            for (int r = 0; r < R; ++r) {
+                float dist = sq[row] - 2.0f * dot[t][r] + mm[r];
+                if (dist < 0.0f) dist = 0.0f;
+                const float u = a[r] * dist;
+                float k, e;
+                if (flat) {
+                    k = 1.0f - u > 0.0f ? 1.0f - u : 0.0f;
+                    e = u <= 1.0f ? 1.0f : 0.0f;
+                } else {
+                    k = expf(-0.5f * u);
+                    e = k;
+                }
+                double *s = stats + r * 7;
+                s[0] += (double)(wi * k);
+                s[1] += (double)(wsi * k);
+                s[2] += (double)(wsi * e);
+                s[3] += (double)(wi * e);
+                s[4] += (double)(wsi * e) * dist;
+                s[5] += (double)(wi * e) * dist;
+                if (wi > 0.0f && dist < s[6]) s[6] = dist;
+                cr[r] = wsi * e;
+                cr[R + r] = wi * e;
+            }
+        }
+    }
+}
+
+/* Phase B of a block (rows still in L2): h[q][j] += sum_rows c[row][q] x[row][j], with the 2R
+ * accumulators of one 16-wide column strip in registers; rows whose c are all 0 (outside a flat
+ * kernel) are skipped. */
+static inline __attribute__((always_inline)) void block_pullback(
+    const float *restrict x, long d, long i0, long i1, const float *restrict c, float *restrict hb,
+    long *restrict live, const int R) {
+    const int Q = 2 * R;
+    long nl = 0;
+    for (long i = i0; i < i1; ++i) {
+        const float *cr = c + (i - i0) * Q;
+        int any = 0;
+        for (int q = 0; q < Q; ++q) any |= cr[q] != 0.0f;
+        if (any) live[nl++] = i;
+    }
+    if (nl == 0) return;
+    long j = 0;
+    for (; j + VL <= d; j += VL) {
+        vf acc[2 * MAX_R];
+#pragma GCC unroll 16
+        for (int q = 0; q < Q; ++q) acc[q] = (vf){0};
+        for (long l = 0; l < nl; ++l) {
+            const long i = live[l];
+            const vf v = *(const vf *)(x + i * d + j);
+            const float *cr = c + (i - i0) * Q;
+#pragma GCC unroll 16
+            for (int q = 0; q < Q; ++q) acc[q] += cr[q] * v;
+        }
+#pragma GCC unroll 16
+        for (int q = 0; q < Q; ++q) *(vf *)(hb + q * d + j) += acc[q];
+    }
+    for (; j < d; ++j)
+        for (int q = 0; q < Q; ++q) {
+            float s = 0.0f;
+            for (long l = 0; l < nl; ++l) s += c[(live[l] - i0) * Q + q] * x[live[l] * d + j];
+            hb[q * d + j] += s;
+        }
+}
+
+static inline __attribute__((always_inline)) void rows_fused(
+    const float *restrict x, long d, long i0, long i1, const float *restrict sq, const float *restrict w,
+    const float *restrict ws, const float *restrict mt, const float *restrict mm, const float *restrict a,
+    int flat, double *restrict stats, double *restrict h, float *restrict hb, const int R) {
+    float c[MAX_BLOCK_ROWS * 2 * MAX_R];
+    long live[MAX_BLOCK_ROWS];
+    double local[7 * MAX_R]; /* on this thread's stack: callers' per-thread outputs share cache lines */
+    memcpy(local, stats, sizeof(double) * 7 * R);
+    /* Rows per block: the block must stay in L1 between the two phases. Rows a power-of-two stride
+     * apart fall in the same few cache sets, so the block is kept to ~32 KiB and at most 16 rows. */
+    long rows = 32768 / (4 * d);
+    rows = rows < 8 ? 8 : rows > MAX_BLOCK_ROWS ? MAX_BLOCK_ROWS : rows & ~1L;
+    const long n_hb = 2L * R * d;
+    memset(hb, 0, sizeof(float) * n_hb);
+    long pending = 0;
+    for (long b = i0; b < i1; b += rows) {
+        const long e = b + rows < i1 ? b + rows : i1;
+        block_scalars(x, d, b, e, sq, w, ws, mt, mm, a, flat, local, c, R);
+        block_pullback(x, d, b, e, c, hb, live, R);
+        pending += e - b;
+        if (pending >= FLUSH_ROWS || e == i1) { /* float partial sums of <= 256 rows, then double */
+            for (long q = 0; q < n_hb; ++q) h[q] += hb[q];
+            memset(hb, 0, sizeof(float) * n_hb);
+            pending = 0;
+        }
+    }
+    memcpy(stats, local, sizeof(double) * 7 * R);
+}
+
+/* Rows [i0, i1) of X for R <= 8 restarts; the caller zeroes stats/h (Dmin to +inf) and gives a
+ * scratch buffer of 2 R d floats. Returns 0, or -1 for an R out of range. */
+int spotlight_fused_step(const float *x, long d, long i0, long i1, const float *sq, const float *w,
+                         const float *ws, const float *mt, const float *mm, const float *a, int flat, int R,
+                         double *stats, double *h, float *scratch) {
+    switch (R) {
+#define CASE(K) \
+    case K: rows_fused(x, d, i0, i1, sq, w, ws, mt, mm, a, flat, stats, h, scratch, K); return 0;
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+    default:
+        return -1;
+    }
+}
+
+/* The ABI version the Python side checks, so a stale cached build is never called. */
+int spotlight_fused_step_abi(void) { return 1; }
