@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import average_precision_score
 
 from spotlight.params import SearchParams
 from worker.engine import core, native, search
@@ -116,21 +117,23 @@ def test_a_search_finds_the_same_regions_with_and_without_the_kernel() -> None:
     rng = np.random.default_rng(3)
     n, d = 6000, 24
     x = rng.normal(size=(n, d)).astype(np.float32)
-    planted = np.linalg.norm(x[:, :3] - 1.2, axis=1) < 1.0
-    loss = (rng.exponential(0.3, size=n) + 2.0 * planted).astype(np.float32)
+    planted = rng.random(n) < 0.05  # a failing pocket: shifted along 3 dimensions, high loss
+    x[planted, :3] += 2.5
+    loss = (rng.exponential(0.3, size=n) + 1.5 * planted).astype(np.float32)
     params = SearchParams(n_spotlights=2, device="cpu", seed=1)
     fast = search(x, loss, params)
     with native.switched(False):
         slow = search(x, loss, params)
     assert all(r.feasible for r in fast.regions + slow.regions)
-    # the planted region: the same optimum (the weaker second one sits on a flat landscape where
-    # float rounding alone may pick a neighbouring optimum, so only its feasibility is compared)
+    # The planted region: the same optimum, compared where the loss defines it (its 3 planted
+    # dimensions, its weighted loss, its members). Along the 21 dimensions that carry no signal the
+    # objective is flat and rounding alone moves the centre; the weaker second region sits on such a
+    # flat landscape altogether, so only its feasibility is compared.
     a, b = fast.regions[0], slow.regions[0]
     assert abs(a.weighted_loss - b.weighted_loss) <= 0.01 * b.weighted_loss
-    assert np.linalg.norm(a.center - b.center) <= 0.05 * (1 + np.linalg.norm(b.center))
-    k = int(planted.sum())
-    top_fast, top_slow = (set(np.argsort(-res.weights[:, 0])[:k]) for res in (fast, slow))
-    assert len(top_fast & top_slow) >= 0.9 * k
+    assert np.abs(a.center[:3] - b.center[:3]).max() <= 0.1
+    ap_fast, ap_slow = (average_precision_score(planted, res.weights[:, 0]) for res in (fast, slow))
+    assert ap_slow > 0.5 and abs(ap_fast - ap_slow) <= 0.03, (ap_fast, ap_slow)
 
 
 def test_fused_pass_refuses_what_it_cannot_read() -> None:
