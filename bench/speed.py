@@ -14,8 +14,9 @@ Per step, measured in this one run on the same matrix X (n x d, float32):
 - floor:  two passes over X, X @ v and X^T @ c (matrix-vector products): what a two-pass
   O(n d) gradient step must read; timed on X and on a transposed copy, the faster counts. (The
   fused kernel reads X once, so it can come in under this floor.)
-Engine, torch and floor are timed in turn, 15 rounds; the ratios printed are medians of per-round
-ratios (robust to the drift of a shared machine), the times medians of their own.
+Engine, torch and floor are timed in turn, 15 rounds of a few back-to-back calls each (see
+`_interleaved`); the ratios printed are medians of per-round ratios (robust to the drift of a
+shared machine), the times medians of their own.
 Then the wall time of a complete default search (5 regions) at d = 512, with the kernel and on the
 torch path.
 """
@@ -36,21 +37,29 @@ from spotlight.params import SearchParams
 from worker.engine import core, native, search
 
 
-def _interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-    """Wall times (seconds) of each fn, run in turn in every round after one warm-up each.
+def _interleaved(fns: dict[str, Callable[[], object]], rounds: int, block: int = 4) -> dict[str, list[float]]:
+    """Per round, the wall time (seconds) of each fn: the median of `block` - 1 back-to-back calls,
+    after one call that is not counted. Fns take turns, round after round, after one warm-up each.
 
     Why interleaved: on a shared machine the speed drifts by tens of percent over a minute; timing
-    the engine and the floor back to back and taking the median of per-round *ratios* cancels that
-    drift, where medians of separately timed blocks do not.
+    the engine and the floor in turn and taking the median of per-round *ratios* cancels that drift,
+    where medians of separately timed blocks do not. Why back to back, first call dropped: a search
+    runs its steps back to back, while the call right after a different kind of work pays for that
+    work's leftovers (after a torch product its OpenMP threads spin on both cores for a while, which
+    slowed the native step's threads by ~20 %); every fn is timed the same way.
     """
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            t = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t)
+            calls = []
+            for _ in range(block - 1):
+                t = time.perf_counter()
+                fn()
+                calls.append(time.perf_counter() - t)
+            times[name].append(statistics.median(calls))
     return times
 
 
@@ -166,8 +175,9 @@ def main() -> None:
         steps = [r.steps_run for r in result.regions]
         lifts = [round(r.lift, 2) for r in result.regions]
         print(f"# full search, {name}, defaults ({params.n_spotlights} regions, {params.kernel}, restarts "
-              f"{params.restarts}, cap {params.steps} steps), n = {args.n}, d = 512: {wall:.1f} s; steps per "
-              f"region {steps}; lifts {lifts}; load {os.getloadavg()[0]:.2f}")
+              f"{params.restarts}, cap {params.steps} steps), n = {args.n}, d = 512: {wall:.1f} s "
+              f"({wall / sum(steps) * 1e3:.1f} ms a step, everything included); steps per region {steps}; "
+              f"lifts {lifts}; load {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,8 @@ def test_fused_step_equals_the_torch_path(kernel: str, masked: bool, case: str, 
     assert _close(fast[2], ref[2], 2e-4), (fast[2], ref[2])
 
 
-def test_fused_step_is_deterministic_and_thread_count_only_moves_rounding() -> None:
+def test_fused_step_gives_the_same_bits_on_any_thread_count() -> None:
+    """Chunks depend on n only and their sums are added in chunk order, whoever computed them."""
     x, scores, weights, mu, theta, size, slack = _problem(20_000, 64, 4, False, "barrier_slack")
     data = core.EmbeddingMatrix(x, native=True)
     before = torch.get_num_threads()
@@ -98,8 +99,9 @@ def test_fused_step_is_deterministic_and_thread_count_only_moves_rounding() -> N
         c = _step(data, torch.float32, scores, weights, mu, theta, "gaussian", size, slack)
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]) and torch.equal(a[0].penalised, b[0].penalised)
-    assert _close(c[1], a[1], 1e-5) and _close(c[0].value, a[0].value, 1e-6)
+    for other in (b, c):
+        assert torch.equal(a[1], other[1]) and torch.equal(a[2], other[2])
+        assert torch.equal(a[0].penalised, other[0].penalised) and torch.equal(a[0].total, other[0].total)
 
 
 def test_the_native_step_never_makes_the_transposed_copy() -> None:

@@ -19,6 +19,8 @@
  * Portable C (GCC/Clang vector extensions): -march=native picks the widest vectors the CPU has.
  */
 #include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__SSE__)
 #include <xmmintrin.h>
@@ -29,6 +31,9 @@ typedef float vf __attribute__((vector_size(64), aligned(4)));
 #define MAX_R 8
 #define MAX_BLOCK_ROWS 16
 #define FLUSH_ROWS 256
+#define MAX_CHUNKS 32 /* per pass: chunks of n / 32 rows, at least MIN_CHUNK_ROWS */
+#define MIN_CHUNK_ROWS 1024
+#define MAX_THREADS 256
 #ifndef STREAMS
 #define STREAMS 2
 #endif
@@ -191,12 +196,39 @@ static inline __attribute__((always_inline)) void rows_fused(
     memcpy(stats, local, sizeof(double) * 7 * R);
 }
 
-/* Rows [i0, i1) of X for R <= 8 restarts; the caller zeroes stats/h (Dmin to +inf) and gives a
- * scratch buffer of 2 R d floats. Returns 0, or -1 for an R out of range. */
-int spotlight_fused_step(const float *x, long d, long i0, long i1, const float *sq, const float *w,
-                         const float *ws, const float *mt, const float *mm, const float *a, int flat, int R,
-                         double *stats, double *h, float *scratch) {
-    if (R < 1 || R > MAX_R) return -1;
+static void range_fused(const float *x, long d, long i0, long i1, const float *sq, const float *w,
+                        const float *ws, const float *mt, const float *mm, const float *a, int flat, int R,
+                        double *stats, double *h, float *scratch) {
+    switch (R) {
+#define CASE(K) \
+    case K: rows_fused(x, d, i0, i1, sq, w, ws, mt, mm, a, flat, stats, h, scratch, K); break;
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+    }
+}
+
+/* One pass shared by threads: the rows are cut into chunks that depend on n only; threads take
+ * the next chunk from a counter (a slow or late thread never holds the others up), each chunk has
+ * its own sums, and those are added in chunk order at the end: the result is the same bits
+ * whatever the thread count or timing. */
+struct pass {
+    const float *x, *sq, *w, *ws, *mt, *mm, *a;
+    long d, n, chunk_rows, n_chunks;
+    int flat, R;
+    double *chunk_stats; /* n_chunks x 7R */
+    double *chunk_h;     /* n_chunks x 2Rd */
+    long next;
+    int failed;
+};
+
+static void *pass_worker(void *arg) {
+    struct pass *P = arg;
+    const long nh = 2L * P->R * P->d;
+    float *scratch = malloc(sizeof(float) * nh);
+    if (!scratch) {
+        __atomic_store_n(&P->failed, 1, __ATOMIC_RELAXED);
+        return NULL;
+    }
 #if defined(__SSE__)
     /* Flush denormals to zero while the kernel runs (restored after): a guard, since a tight region
      * leaves most kernel values ~0 and arithmetic on denormals can take a microcode assist per
@@ -205,17 +237,69 @@ int spotlight_fused_step(const float *x, long d, long i0, long i1, const float *
     const unsigned int csr = _mm_getcsr();
     _mm_setcsr(csr | 0x8040);
 #endif
-    switch (R) {
-#define CASE(K) \
-    case K: rows_fused(x, d, i0, i1, sq, w, ws, mt, mm, a, flat, stats, h, scratch, K); break;
-        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
-#undef CASE
+    for (;;) {
+        const long c = __atomic_fetch_add(&P->next, 1, __ATOMIC_RELAXED);
+        if (c >= P->n_chunks) break;
+        double *st = P->chunk_stats + c * 7L * P->R;
+        for (int r = 0; r < P->R; ++r) st[r * 7 + 6] = INFINITY; /* the rest is zero (calloc) */
+        const long i0 = c * P->chunk_rows, i1 = i0 + P->chunk_rows < P->n ? i0 + P->chunk_rows : P->n;
+        range_fused(P->x, P->d, i0, i1, P->sq, P->w, P->ws, P->mt, P->mm, P->a, P->flat, P->R, st,
+                    P->chunk_h + c * nh, scratch);
     }
 #if defined(__SSE__)
     _mm_setcsr(csr);
 #endif
-    return 0;
+    free(scratch);
+    return NULL;
+}
+
+/* The whole pass over X (n x d) for R <= 8 restarts on `threads` threads (this one included):
+ * stats (R x 7) and h (2R x d) as described at the top. Returns 0; -1 for an R out of range; -2 when
+ * memory for the per-chunk sums cannot be had. */
+int spotlight_fused_pass(const float *x, long d, long n, const float *sq, const float *w, const float *ws,
+                         const float *mt, const float *mm, const float *a, int flat, int R, int threads,
+                         double *stats, double *h) {
+    if (R < 1 || R > MAX_R) return -1;
+    struct pass P = {x, sq, w, ws, mt, mm, a, d, n, 0, 0, flat, R, NULL, NULL, 0, 0};
+    P.chunk_rows = (n + MAX_CHUNKS - 1) / MAX_CHUNKS;
+    if (P.chunk_rows < MIN_CHUNK_ROWS) P.chunk_rows = MIN_CHUNK_ROWS;
+    P.n_chunks = n > 0 ? (n + P.chunk_rows - 1) / P.chunk_rows : 0;
+    const long nh = 2L * R * d;
+    P.chunk_stats = calloc((size_t)(P.n_chunks > 0 ? P.n_chunks : 1) * 7 * R, sizeof(double));
+    P.chunk_h = calloc((size_t)(P.n_chunks > 0 ? P.n_chunks : 1) * nh, sizeof(double));
+    if (!P.chunk_stats || !P.chunk_h) {
+        free(P.chunk_stats);
+        free(P.chunk_h);
+        return -2;
+    }
+    if (threads > P.n_chunks) threads = (int)P.n_chunks;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    pthread_t th[MAX_THREADS];
+    int started = 0;
+    for (int t = 1; t < threads; ++t) {
+        if (pthread_create(&th[t], NULL, pass_worker, &P) != 0) break; /* fewer threads, same result */
+        started = t;
+    }
+    pass_worker(&P);
+    for (int t = 1; t <= started; ++t) pthread_join(th[t], NULL);
+    int rc = P.failed ? -2 : 0;
+    for (int r = 0; r < R; ++r) {
+        for (int k = 0; k < 6; ++k) stats[r * 7 + k] = 0.0;
+        stats[r * 7 + 6] = INFINITY;
+    }
+    memset(h, 0, sizeof(double) * nh);
+    for (long c = 0; c < P.n_chunks; ++c) {
+        const double *st = P.chunk_stats + c * 7 * R, *hc = P.chunk_h + c * nh;
+        for (int r = 0; r < R; ++r) {
+            for (int k = 0; k < 6; ++k) stats[r * 7 + k] += st[r * 7 + k];
+            if (st[r * 7 + 6] < stats[r * 7 + 6]) stats[r * 7 + 6] = st[r * 7 + 6];
+        }
+        for (long q = 0; q < nh; ++q) h[q] += hc[q];
+    }
+    free(P.chunk_stats);
+    free(P.chunk_h);
+    return rc;
 }
 
 /* The ABI version the Python side checks, so a stale cached build is never called. */
-int spotlight_fused_step_abi(void) { return 1; }
+int spotlight_fused_step_abi(void) { return 2; }

@@ -11,9 +11,9 @@ Build: `$CC` (default `cc`) with -O3 -march=native, into `$SPOTLIGHT_NATIVE_CACH
 this CPU's feature flags, so machines sharing a home directory never load each other's build. The
 library is written to a temporary name and renamed, so concurrent workers race harmlessly.
 
-Threads: the rows are cut into `torch.get_num_threads()` contiguous ranges, one per thread of a
-pool (ctypes releases the GIL), each with its own output buffers, summed in range order — the result
-depends on the thread count, never on timing.
+Threads: `torch.get_num_threads()` threads, started in C for each pass (ctypes releases the GIL).
+The rows are cut into chunks that depend on n only, taken from a shared counter, and each chunk's
+sums are added in chunk order: the same bits for any thread count and any timing.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("fused_step.c")
-ABI_VERSION = 1
+ABI_VERSION = 2
 MAX_RESTARTS_PER_PASS = 8  # the kernel's register budget; more restarts take several passes
 STATS = ("total", "weighted_score", "grad_ws", "grad_w", "grad_ws_dist", "grad_w_dist", "min_dist")
 _FLAG_SETS = (["-O3", "-march=native"], ["-O3"])  # -march=native is refused by some compilers/CPUs
@@ -101,7 +100,7 @@ def build(cc: str | None = None, directory: Path | None = None) -> Path | None:
         except OSError as exc:
             log.warning("native kernel: cache directory %s is not writable (%s); using the torch step", directory, exc)
             return None
-        cmd = [cc, *flags, "-fPIC", "-shared", "-o", tmp, str(SOURCE), "-lm"]
+        cmd = [cc, *flags, "-fPIC", "-shared", "-pthread", "-o", tmp, str(SOURCE), "-lm"]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
         except (OSError, subprocess.SubprocessError) as exc:
@@ -127,8 +126,8 @@ def _bind(path: Path) -> ctypes.CDLL | None:
         log.warning("native kernel: cannot load %s (%s); using the torch step", path, exc)
         return None
     p, long_, int_ = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-    lib.spotlight_fused_step.argtypes = [p, long_, long_, long_, p, p, p, p, p, p, int_, int_, p, p, p]
-    lib.spotlight_fused_step.restype = int_
+    lib.spotlight_fused_pass.argtypes = [p, long_, long_, p, p, p, p, p, p, int_, int_, int_, p, p]
+    lib.spotlight_fused_pass.restype = int_
     return lib
 
 
@@ -159,16 +158,6 @@ def switched(on: bool) -> Iterator[None]:
         _state["forced"] = before
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """A pool per process and size: RQ forks a work-horse per job, and a parent's threads do not survive a fork."""
-    key = (os.getpid(), workers)
-    with _lock:
-        if _state.get("pool_key") != key:
-            _state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spotlight-step")
-            _state["pool_key"] = key
-        return _state["pool"]  # type: ignore[return-value]
-
-
 def fused_pass(
     x: torch.Tensor,
     sq_norms: torch.Tensor,
@@ -196,39 +185,24 @@ def fused_pass(
         if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
             raise ValueError("fused_pass needs contiguous float32 CPU tensors")
     flat = {"flat": 1, "gaussian": 0}[kernel]
-    threads = max(1, min(torch.get_num_threads(), n // 1024 or 1))
-    cuts = [n * k // threads for k in range(threads + 1)]
-    ptrs = (x.data_ptr(), sq_norms.data_ptr(), weights.data_ptr(), weighted_scores.data_ptr())
-    stats_all = np.empty((r_all, 7))
-    h_all = np.empty((2 * r_all, d))
+    threads = max(1, torch.get_num_threads())
+    stats = np.empty((r_all, 7))
+    h = np.empty((2 * r_all, d))
     for r0 in range(0, r_all, MAX_RESTARTS_PER_PASS):
         r = min(MAX_RESTARTS_PER_PASS, r_all - r0)
         mt = np.ascontiguousarray(mu[:, r0 : r0 + r].T, dtype=np.float32)
         mm = np.ascontiguousarray((mt * mt).sum(1), dtype=np.float32)
         ar = np.ascontiguousarray(a[r0 : r0 + r], dtype=np.float32)
-        stats = np.zeros((threads, r, 7))
-        stats[:, :, 6] = np.inf
-        h = np.zeros((threads, 2 * r, d))
-        scratch = np.empty((threads, 2 * r * d), dtype=np.float32)
-
-        def run(k: int, r: int = r, mt=mt, mm=mm, ar=ar, stats=stats, h=h, scratch=scratch) -> int:
-            return lib.spotlight_fused_step(
-                ptrs[0], d, cuts[k], cuts[k + 1], ptrs[1], ptrs[2], ptrs[3], mt.ctypes.data, mm.ctypes.data,
-                ar.ctypes.data, flat, r, stats[k].ctypes.data, h[k].ctypes.data, scratch[k].ctypes.data)
-
-        if threads == 1:
-            codes = [run(0)]
-        else:  # this thread takes the first range: one hand-off fewer
-            others = [_pool(threads - 1).submit(run, k) for k in range(1, threads)]
-            codes = [run(0)] + [f.result() for f in others]
-        if any(codes):
-            raise RuntimeError(f"native kernel refused its arguments (codes {codes})")
-        total = stats[0]
-        for k in range(1, threads):  # in range order: the same thread count gives the same bits
-            total[:, :6] += stats[k, :, :6]
-            np.minimum(total[:, 6], stats[k, :, 6], out=total[:, 6])
-            h[0] += h[k]
-        stats_all[r0 : r0 + r] = total
-        h_all[r0 : r0 + r] = h[0, :r]
-        h_all[r_all + r0 : r_all + r0 + r] = h[0, r:]
-    return stats_all, h_all
+        st = np.empty((r, 7))
+        hr = np.empty((2 * r, d))
+        code = lib.spotlight_fused_pass(
+            x.data_ptr(), d, n, sq_norms.data_ptr(), weights.data_ptr(), weighted_scores.data_ptr(),
+            mt.ctypes.data, mm.ctypes.data, ar.ctypes.data, flat, r, threads, st.ctypes.data, hr.ctypes.data)
+        if code == -2:
+            raise MemoryError("native kernel: no memory for the per-chunk sums")
+        if code != 0:
+            raise RuntimeError(f"native kernel refused its arguments (code {code})")
+        stats[r0 : r0 + r] = st
+        h[r0 : r0 + r] = hr[:r]
+        h[r_all + r0 : r_all + r0 + r] = hr[r:]
+    return stats, h
