@@ -420,10 +420,10 @@ def _spherical_step_native(
     stats, h = native_kernel.fused_pass(data.x, data.sq_norms, weights, ws, mu_np, tau, kernel)
     u_min = stats[:, 6].astype(np.float32) * tau
     bound = np.float32(MAX_MIN_U[kernel])
-    with np.errstate(divide="ignore", invalid="ignore"):  # as support_rescale: inf/nan -> 1
-        f = np.nan_to_num(np.where(u_min > bound, bound / u_min, np.float32(1.0)), nan=1.0, posinf=1.0)
-    f = f.astype(np.float32)
-    if (f < 1).any():
+    f = np.ones_like(u_min)
+    far = u_min > bound  # as support_rescale (inf -> 0, nan -> 1: NaN compares False)
+    if far.any():
+        f[far] = bound / u_min[far]
         stats, h = native_kernel.fused_pass(data.x, data.sq_norms, weights, ws, mu_np, f * tau, kernel)
     a = (f * tau).astype(np.float64)
     r = mu.shape[1]
@@ -441,7 +441,8 @@ def _spherical_step_native(
     g_mu = -2.0 * a[None, :] * g_x.T + 2.0 * mu_np.astype(np.float64) * (a * g_sum)[None, :]
 
     def back(v: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.nan_to_num(np.ascontiguousarray(v, dtype=np.float32)))
+        v = np.ascontiguousarray(v, dtype=np.float32)
+        return torch.from_numpy(v if np.isfinite(v).all() else np.nan_to_num(v))
 
     ev = Evaluation(value=back(value), penalised=back(penalised), total=back(total))
     return ev, back(g_mu), back(g_theta)[None, :], torch.from_numpy(f)

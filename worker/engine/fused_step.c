@@ -39,6 +39,29 @@ typedef float vf __attribute__((vector_size(64), aligned(4)));
 #endif
 #define PF_ROWS(d) ((d) >= 512 ? 2 : (1024 + (d) - 1) / (d)) /* software prefetch ~4 KB ahead per stream */
 
+typedef int vi __attribute__((vector_size(64), aligned(4)));
+
+/* exp on 16 floats (Cephes' expf: range reduction by ln 2, degree-5 polynomial). Within 1 ulp of
+ * libm's expf over x in [-87, 0] (tests/engine/test_native.py checks it through spotlight_vexpf);
+ * the step maps x < -87 to 0 itself. */
+static inline vf vexpf(vf x) {
+    x = (vf)(((vi)x & (x > -87.5f)) | ((vi)(x - x + -87.5f) & (x <= -87.5f))); /* max(x, -87.5) */
+    vf fx = x * 1.44269504088896341f + 0.5f;
+    vf n = __builtin_convertvector(__builtin_convertvector(fx, vi), vf);
+    n += __builtin_convertvector(n > fx, vf); /* truncation -> floor: the comparison is -1 where true */
+    x -= n * 0.693359375f;
+    x -= n * -2.12194440e-4f;
+    const vf z = x * x;
+    vf y = 1.9875691500e-4f * x + 1.3981999507e-3f;
+    y = y * x + 8.3334519073e-3f;
+    y = y * x + 4.1665795894e-2f;
+    y = y * x + 1.6666665459e-1f;
+    y = y * x + 5.0000001201e-1f;
+    y = y * z + x + 1.0f;
+    const vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    return y * (vf)e;
+}
+
 static inline float hsum(vf v) {
     /* pairwise: a serial 16-add chain per row costs more than the row's FMAs */
     float t[VL];
@@ -53,8 +76,12 @@ static inline float hsum(vf v) {
 static inline __attribute__((always_inline)) void block_scalars(
     const float *restrict x, long d, const long *restrict idx, long L, const float *restrict sq,
     const float *restrict w, const float *restrict ws, const float *restrict mt, const float *restrict mm,
-    const float *restrict a, int flat, double *restrict stats, float *restrict c, const int R) {
+    const float *restrict ar, int flat, double *restrict stats, float *restrict c, const int R) {
     const long pf = PF_ROWS(d) * d;
+    /* squared distances, kernel values and factors e of the block, padded to whole vectors */
+    float dd[MAX_BLOCK_ROWS * MAX_R] __attribute__((aligned(64))) = {0};
+    float kk[MAX_BLOCK_ROWS * MAX_R] __attribute__((aligned(64)));
+    float ee[MAX_BLOCK_ROWS * MAX_R] __attribute__((aligned(64)));
     for (long p = 0; p < L; p += 2) {
         const int two = p + 1 < L;
         const float *x0 = x + idx[p] * d;
@@ -74,44 +101,59 @@ static inline __attribute__((always_inline)) void block_scalars(
                 acc1[r] += v1 * q;
             }
         }
-        float dot[2][MAX_R];
         for (int r = 0; r < R; ++r) {
             float s0 = hsum(acc0[r]), s1 = hsum(acc1[r]);
             for (long jj = j; jj < d; ++jj) {
                 s0 += x0[jj] * mt[r * d + jj];
                 s1 += x1[jj] * mt[r * d + jj];
             }
-            dot[0][r] = s0;
-            dot[1][r] = s1;
-        }
-        for (int t = 0; t < 1 + two; ++t) {
-            const long row = idx[p + t];
-            const float wi = w[row], wsi = ws[row];
-            float *cr = c + (p + t) * 2 * R;
-            for (int r = 0; r < R; ++r) {
-                float dist = sq[row] - 2.0f * dot[t][r] + mm[r];
-                if (dist < 0.0f) dist = 0.0f;
-                const float u = a[r] * dist;
-                float k, e;
-                if (flat) {
-                    k = 1.0f - u > 0.0f ? 1.0f - u : 0.0f;
-                    e = u <= 1.0f ? 1.0f : 0.0f;
-                } else { /* exp(-87.3) is float's least normal: below it, 0 rather than a denormal */
-                    k = u < 174.0f ? expf(-0.5f * u) : 0.0f;
-                    e = k;
-                }
-                double *s = stats + r * 7;
-                s[0] += (double)(wi * k);
-                s[1] += (double)(wsi * k);
-                s[2] += (double)(wsi * e);
-                s[3] += (double)(wi * e);
-                s[4] += (double)(wsi * e) * dist;
-                s[5] += (double)(wi * e) * dist;
-                if (wi > 0.0f && dist < s[6]) s[6] = dist;
-                cr[r] = wsi * e;
-                cr[R + r] = wi * e;
+            for (int t = 0; t < 1 + two; ++t) {
+                float dist = sq[idx[p + t]] - 2.0f * (t ? s1 : s0) + mm[r];
+                dd[(p + t) * R + r] = dist > 0.0f ? dist : 0.0f;
             }
         }
+    }
+    /* The block's kernel values, 16 at a time (position p * R + r; ar holds a[r] at each). */
+    for (long i = 0; i < L * R; i += VL) {
+        const vf u = *(const vf *)(ar + i) * *(const vf *)(dd + i);
+        if (flat) {
+            const vf k = 1.0f - u;
+            *(vf *)(kk + i) = (vf)((vi)k & (k > 0.0f));
+            *(vf *)(ee + i) = (vf)((vi)(vf){1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1} & (u <= 1.0f));
+        } else { /* exp(-87.3) is float's least normal: below it, 0 rather than a denormal */
+            const vf k = (vf)((vi)vexpf(-0.5f * u) & (u < 174.0f));
+            *(vf *)(kk + i) = k;
+            *(vf *)(ee + i) = k;
+        }
+    }
+    /* Sums over the block's rows in float (<= 16 terms), then into the double totals. */
+    float t_w[MAX_R] = {0}, t_ws[MAX_R] = {0}, e_ws[MAX_R] = {0}, e_w[MAX_R] = {0}, q_ws[MAX_R] = {0},
+          q_w[MAX_R] = {0};
+    for (long p = 0; p < L; ++p) {
+        const long row = idx[p];
+        const float wi = w[row], wsi = ws[row];
+        float *cr = c + p * 2 * R;
+        for (int r = 0; r < R; ++r) {
+            const float k = kk[p * R + r], e = ee[p * R + r], dist = dd[p * R + r];
+            t_w[r] += wi * k;
+            t_ws[r] += wsi * k;
+            e_ws[r] += wsi * e;
+            e_w[r] += wi * e;
+            q_ws[r] += wsi * e * dist;
+            q_w[r] += wi * e * dist;
+            if (wi > 0.0f && dist < stats[r * 7 + 6]) stats[r * 7 + 6] = dist;
+            cr[r] = wsi * e;
+            cr[R + r] = wi * e;
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        double *st = stats + r * 7;
+        st[0] += t_w[r];
+        st[1] += t_ws[r];
+        st[2] += e_ws[r];
+        st[3] += e_w[r];
+        st[4] += q_ws[r];
+        st[5] += q_w[r];
     }
 }
 
@@ -159,6 +201,8 @@ static inline __attribute__((always_inline)) void rows_fused(
     int flat, double *restrict stats, double *restrict h, float *restrict hb, const int R) {
     float c[MAX_BLOCK_ROWS * 2 * MAX_R];
     long live[MAX_BLOCK_ROWS], idx[MAX_BLOCK_ROWS];
+    float ar[MAX_BLOCK_ROWS * MAX_R] __attribute__((aligned(64)));
+    for (int i = 0; i < MAX_BLOCK_ROWS * MAX_R; ++i) ar[i] = a[i % R];
     double local[7 * MAX_R]; /* on this thread's stack: callers' per-thread outputs share cache lines */
     memcpy(local, stats, sizeof(double) * 7 * R);
     /* Rows per block: the block must stay in L1 between the two phases. Rows a power-of-two stride
@@ -183,7 +227,7 @@ static inline __attribute__((always_inline)) void rows_fused(
             for (int t = 0; t < STREAMS; ++t)
                 if (start[t] + k < end[t]) idx[L++] = start[t] + k;
         if (L == 0) break;
-        block_scalars(x, d, idx, L, sq, w, ws, mt, mm, a, flat, local, c, R);
+        block_scalars(x, d, idx, L, sq, w, ws, mt, mm, ar, flat, local, c, R);
         block_pullback(x, d, idx, L, c, hb, live, R);
         pending += L;
         if (pending >= FLUSH_ROWS) { /* float partial sums of <= 256 rows, then double */
@@ -301,5 +345,15 @@ int spotlight_fused_pass(const float *x, long d, long n, const float *sq, const 
     return rc;
 }
 
+/* vexpf on n floats, for the tests. */
+void spotlight_vexpf(const float *x, float *out, long n) {
+    for (long i = 0; i < n; i += VL) {
+        float buf[VL] = {0};
+        for (long k = 0; k < VL && i + k < n; ++k) buf[k] = x[i + k];
+        const vf y = vexpf(*(const vf *)buf);
+        for (long k = 0; k < VL && i + k < n; ++k) out[i + k] = y[k];
+    }
+}
+
 /* The ABI version the Python side checks, so a stale cached build is never called. */
-int spotlight_fused_step_abi(void) { return 2; }
+int spotlight_fused_step_abi(void) { return 3; }

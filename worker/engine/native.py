@@ -37,7 +37,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("fused_step.c")
-ABI_VERSION = 2
+ABI_VERSION = 3
 MAX_RESTARTS_PER_PASS = 8  # the kernel's register budget; more restarts take several passes
 STATS = ("total", "weighted_score", "grad_ws", "grad_w", "grad_ws_dist", "grad_w_dist", "min_dist")
 _FLAG_SETS = (["-O3", "-march=native"], ["-O3"])  # -march=native is refused by some compilers/CPUs
@@ -128,6 +128,8 @@ def _bind(path: Path) -> ctypes.CDLL | None:
     p, long_, int_ = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
     lib.spotlight_fused_pass.argtypes = [p, long_, long_, p, p, p, p, p, p, int_, int_, int_, p, p]
     lib.spotlight_fused_pass.restype = int_
+    lib.spotlight_vexpf.argtypes = [p, p, long_]
+    lib.spotlight_vexpf.restype = None
     return lib
 
 
