@@ -157,6 +157,21 @@ def test_build_is_cached_and_falls_back_without_a_working_compiler(tmp_path: Pat
     assert not list((tmp_path / "broken").glob("*.so*"))  # no half-written library left behind
 
 
+def test_nothing_is_loaded_from_a_cache_others_can_write(tmp_path: Path, caplog) -> None:
+    cache = tmp_path / "cache"
+    built = native.build(directory=cache)
+    assert built is not None
+    built.chmod(0o666)  # a library someone else could have replaced
+    with caplog.at_level(logging.WARNING, logger="worker.engine.native"):
+        assert native.build(directory=cache) is None
+    built.chmod(0o600)
+    cache.chmod(0o777)  # a directory where someone else could plant one
+    assert native.build(directory=cache) is None
+    assert "writable by other users" in caplog.text
+    cache.chmod(0o700)
+    assert native.build(directory=cache) == built
+
+
 def test_a_library_of_another_abi_version_is_not_used(monkeypatch) -> None:
     path = native.build()
     assert path is not None

@@ -8,7 +8,8 @@ log-precisions a 1 x R (spherical) or d x R (diagonal) matrix, and per-example q
 Cost: the only passes over the n x d matrix X are X @ M (forward) and M-gradient = X^T @ G
 (backward), via ||x - mu||^2 = ||x||^2 - 2 x.mu + ||mu||^2 with ||x||^2 precomputed. No d x d
 matrix is ever formed. The diagonal shape adds the same two passes over X*X, done in row chunks so
-that no n x d temporary exists.
+that no n x d temporary exists. On a CPU the default case (spherical, no entropy penalty, float32)
+reads X once instead, in C (`_spherical_step_native`, `native.py`, `fused_step.c`).
 """
 
 from __future__ import annotations

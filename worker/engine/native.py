@@ -9,7 +9,8 @@ anything but float32 on a CPU, the engine uses the torch path, which tests hold 
 Build: `$CC` (default `cc`) with -O3 -march=native, into `$SPOTLIGHT_NATIVE_CACHE` (default
 `~/.cache/spotlight/native`), named by a hash of the source, the flags, the compiler's version and
 this CPU's feature flags, so machines sharing a home directory never load each other's build. The
-library is written to a temporary name and renamed, so concurrent workers race harmlessly.
+library is written to a temporary name and renamed, so concurrent workers race harmlessly; nothing
+is loaded from a directory or file that another user could have written (see SECURITY.md).
 
 Threads: `torch.get_num_threads()` threads, started in C for each pass (ctypes releases the GIL).
 The rows are cut into chunks that depend on n only, taken from a shared counter, and each chunk's
@@ -70,6 +71,12 @@ def _cpu_fingerprint() -> str:
     return platform.machine() + platform.processor()
 
 
+def _private(path: Path) -> bool:
+    """Owned by this user and writable by no one else: a library loaded from here runs in the worker."""
+    st = path.stat()
+    return (not hasattr(os, "getuid") or st.st_uid == os.getuid()) and not st.st_mode & 0o022
+
+
 def _compiler_version(cc: str) -> str:
     try:
         return subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
@@ -91,10 +98,14 @@ def build(cc: str | None = None, directory: Path | None = None) -> Path | None:
         key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(),
                                          _cpu_fingerprint().encode(), cc.encode()])).hexdigest()[:20]
         target = directory / f"fused_step-{key}.so"
-        if target.exists():
-            return target
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not _private(directory) or (target.exists() and not _private(target)):
+                log.warning("native kernel: %s is writable by other users or not ours; not loading code from it; "
+                            "using the torch step", directory)
+                return None
+            if target.exists():
+                return target
             fd, tmp = tempfile.mkstemp(dir=directory, suffix=".so.tmp")
             os.close(fd)
         except OSError as exc:
