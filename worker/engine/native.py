@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def build(cc: str | None = None, directory: Path | None = None) -> Path | None:
     """Compile the kernel (or find it already compiled); the library's path, or None when no build works."""
     cc = cc or os.environ.get("CC") or "cc"
     if shutil.which(cc) is None:
-        log.info("native kernel: no C compiler %r on PATH; using the torch step", cc)
+        log.warning("native kernel: no C compiler %r on PATH; CPU searches use the slower torch step", cc)
         return None
     directory = directory or cache_dir()
     source = SOURCE.read_bytes()
@@ -112,6 +113,7 @@ def build(cc: str | None = None, directory: Path | None = None) -> Path | None:
             log.warning("native kernel: cache directory %s is not writable (%s); using the torch step", directory, exc)
             return None
         cmd = [cc, *flags, "-fPIC", "-shared", "-pthread", "-o", tmp, str(SOURCE), "-lm"]
+        started = time.perf_counter()
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
         except (OSError, subprocess.SubprocessError) as exc:
@@ -119,6 +121,7 @@ def build(cc: str | None = None, directory: Path | None = None) -> Path | None:
             errors.append(str(exc))
         if done is not None and done.returncode == 0:
             os.replace(tmp, target)
+            log.info("native kernel: compiled %s in %.1f s", target, time.perf_counter() - started)
             return target
         if done is not None:
             errors.append(done.stderr.strip()[-2000:])
