@@ -157,6 +157,34 @@ def test_build_is_cached_and_falls_back_without_a_working_compiler(tmp_path: Pat
     assert not list((tmp_path / "broken").glob("*.so*"))  # no half-written library left behind
 
 
+def test_a_compiler_refusing_march_native_gets_the_portable_build_once(tmp_path: Path) -> None:
+    """Some compilers or CPUs refuse -march=native: the portable flags are used, and a later process
+    finds that build instead of trying (and failing) -march=native again."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "picky-cc"
+    fake.write_text('#!/bin/sh\necho "$*" >> ' + str(calls) + '\ncase "$*" in *-march=native*) exit 1;; esac\n'
+                    'case "$*" in *--version*) exec cc --version;; esac\nexec cc "$@"\n')
+    fake.chmod(0o755)
+    first = native.build(cc=str(fake), directory=tmp_path / "cache")
+    assert first is not None and native._bind(first) is not None
+    builds = [line for line in calls.read_text().splitlines() if "-shared" in line]
+    assert len(builds) == 2 and "-march=native" in builds[0] and "-march=native" not in builds[1]
+    assert native.build(cc=str(fake), directory=tmp_path / "cache") == first
+    assert len([line for line in calls.read_text().splitlines() if "-shared" in line]) == 2
+
+
+def test_the_library_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """GNU ld keeps the 0600 of the temporary file it writes into; build() also sets the mode itself,
+    for linkers that recreate their output with the umask's mode."""
+    before = os.umask(0o002)  # group-writable files by default, as on many desktops
+    try:
+        built = native.build(directory=tmp_path / "cache")
+    finally:
+        os.umask(before)
+    assert built is not None and not built.stat().st_mode & 0o022
+    assert native.build(directory=tmp_path / "cache") == built  # and so it is loaded, not refused
+
+
 def test_nothing_is_loaded_from_a_cache_others_can_write(tmp_path: Path, caplog) -> None:
     cache = tmp_path / "cache"
     built = native.build(directory=cache)

@@ -95,18 +95,24 @@ def build(cc: str | None = None, directory: Path | None = None) -> Path | None:
     source = SOURCE.read_bytes()
     version = _compiler_version(cc)
     errors = []
-    for flags in _FLAG_SETS:
-        key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(),
-                                         _cpu_fingerprint().encode(), cc.encode()])).hexdigest()[:20]
-        target = directory / f"fused_step-{key}.so"
+    fingerprint = _cpu_fingerprint()
+    targets = [directory / "fused_step-{}.so".format(hashlib.sha256(b"\0".join(
+        [source, " ".join(flags).encode(), version.encode(), fingerprint.encode(), cc.encode()])).hexdigest()[:20])
+        for flags in _FLAG_SETS]
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private(directory) or any(t.exists() and not _private(t) for t in targets):
+            log.warning("native kernel: %s is writable by other users or not ours; not loading code from it; "
+                        "using the torch step", directory)
+            return None
+    except OSError as exc:
+        log.warning("native kernel: cache directory %s is unusable (%s); using the torch step", directory, exc)
+        return None
+    for target in targets:  # a build with any flag set (a failed -march=native is not retried first)
+        if target.exists():
+            return target
+    for flags, target in zip(_FLAG_SETS, targets):
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not _private(directory) or (target.exists() and not _private(target)):
-                log.warning("native kernel: %s is writable by other users or not ours; not loading code from it; "
-                            "using the torch step", directory)
-                return None
-            if target.exists():
-                return target
             fd, tmp = tempfile.mkstemp(dir=directory, suffix=".so.tmp")
             os.close(fd)
         except OSError as exc:
@@ -120,6 +126,7 @@ def build(cc: str | None = None, directory: Path | None = None) -> Path | None:
             done = None
             errors.append(str(exc))
         if done is not None and done.returncode == 0:
+            os.chmod(tmp, 0o700)  # the linker's mode follows the umask; never group- or world-writable
             os.replace(tmp, target)
             log.info("native kernel: compiled %s in %.1f s", target, time.perf_counter() - started)
             return target
