@@ -107,6 +107,7 @@ class EmbeddingMatrix:
         self._linear = _cpu_linear() if cpu32 else None
         # the fused one-pass step (native.py) for float32 on a CPU; None asks whether it is available
         self.native = cpu32 and (native_kernel.available() if native is None else native)
+        self.threads: int | None = None  # the native step's threads; None: torch.get_num_threads()
         self._transposed_fits = on_cpu and self.x.numel() * self.x.element_size() <= transposed_max_bytes
         self._xt: torch.Tensor | None = None
 
@@ -418,14 +419,15 @@ def _spherical_step_native(
     d = data.shape[1]
     mu_np = mu.numpy()
     tau = (np.exp(theta[0].numpy().astype(np.float64)) / d).astype(np.float32)
-    stats, h = native_kernel.fused_pass(data.x, data.sq_norms, weights, ws, mu_np, tau, kernel)
+    stats, h = native_kernel.fused_pass(data.x, data.sq_norms, weights, ws, mu_np, tau, kernel, data.threads)
     u_min = stats[:, 6].astype(np.float32) * tau
     bound = np.float32(MAX_MIN_U[kernel])
     f = np.ones_like(u_min)
     far = u_min > bound  # as support_rescale (inf -> 0, nan -> 1: NaN compares False)
     if far.any():
         f[far] = bound / u_min[far]
-        stats, h = native_kernel.fused_pass(data.x, data.sq_norms, weights, ws, mu_np, f * tau, kernel)
+        stats, h = native_kernel.fused_pass(data.x, data.sq_norms, weights, ws, mu_np, f * tau, kernel,
+                                            data.threads)
     a = (f * tau).astype(np.float64)
     r = mu.shape[1]
     total, weighted, e_ws, e_w, q_ws, q_w = stats[:, :6].T

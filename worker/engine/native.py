@@ -12,7 +12,8 @@ this CPU's feature flags, so machines sharing a home directory never load each o
 library is written to a temporary name and renamed, so concurrent workers race harmlessly; nothing
 is loaded from a directory or file that another user could have written (see SECURITY.md).
 
-Threads: `torch.get_num_threads()` threads, started in C for each pass (ctypes releases the GIL).
+Threads: as many as the caller says (the search: torch's thread count, or 1 for small problems),
+started in C for each pass (ctypes releases the GIL).
 The rows are cut into chunks that depend on n only, taken from a shared counter, and each chunk's
 sums are added in chunk order: the same bits for any thread count and any timing.
 """
@@ -189,6 +190,7 @@ def fused_pass(
     mu: np.ndarray,
     a: np.ndarray,
     kernel: str,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One pass over X for every restart: (stats R x 7, h 2R x d), both float64 numpy arrays.
 
@@ -208,7 +210,7 @@ def fused_pass(
         if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
             raise ValueError("fused_pass needs contiguous float32 CPU tensors")
     flat = {"flat": 1, "gaussian": 0}[kernel]
-    threads = max(1, torch.get_num_threads())
+    threads = max(1, threads if threads is not None else torch.get_num_threads())
     stats = np.empty((r_all, 7))
     h = np.empty((2 * r_all, d))
     for r0 in range(0, r_all, MAX_RESTARTS_PER_PASS):
