@@ -261,11 +261,19 @@ class Evaluation:
     total: torch.Tensor  # total kernel weight sum_i w_i k_i
 
 
+def _barrier_gap(total: torch.Tensor, size: float, slack: float) -> torch.Tensor:
+    gap = size + slack - total
+    return gap * (gap > 0)  # clamp at 0 for torch tensors and numpy arrays alike
+
+
 def barrier_penalty(total: torch.Tensor, size: float, slack: float, scale: float) -> torch.Tensor:
     """Quadratic barrier: scale * (total - (size + slack))^2 / slack^2 when total < size + slack, else 0."""
-    gap = size + slack - total
-    gap = gap * (gap > 0)  # clamp at 0 for torch tensors and numpy arrays alike
-    return scale * (gap / slack) ** 2
+    return scale * (_barrier_gap(total, size, slack) / slack) ** 2
+
+
+def barrier_slope(total: torch.Tensor, size: float, slack: float, scale: float) -> torch.Tensor:
+    """d(-barrier_penalty)/d total: what the hand-derived steps add to dP/dk_i per unit weight."""
+    return 2.0 * scale * _barrier_gap(total, size, slack) / slack**2
 
 
 def evaluate(
@@ -383,7 +391,7 @@ def _spherical_step(
     safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
     value = (k @ ws) / safe_total
     penalised = value - barrier_penalty(total, size, slack, barrier_scale)
-    beta = 2.0 * barrier_scale * torch.clamp(size + slack - total, min=0.0) / slack**2  # d(-barrier)/d total
+    beta = barrier_slope(total, size, slack, barrier_scale)
     coef = torch.stack([1.0 / safe_total, beta - value / safe_total], 1)  # R x 2
     g = coef @ torch.stack([ws, weights], 0)  # dP/dk, R x n
     if kernel == "gaussian":
@@ -434,8 +442,7 @@ def _spherical_step_native(
     safe_total = np.maximum(total, np.finfo(np.float32).tiny)
     value = weighted / safe_total
     penalised = value - barrier_penalty(total, size, slack, barrier_scale)
-    gap = size + slack - total
-    beta = 2.0 * barrier_scale * gap * (gap > 0) / slack**2
+    beta = barrier_slope(total, size, slack, barrier_scale)
     c1, c2 = 1.0 / safe_total, beta - value / safe_total
     k_slope = -0.5 if kernel == "gaussian" else -1.0  # dk/du per unit e (see fused_step.c)
     g_sum = k_slope * (c1 * e_ws + c2 * e_w)  # sum_i dP/du_i
