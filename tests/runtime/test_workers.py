@@ -19,7 +19,16 @@ from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
 from .gate import Gate, held_key
-from .helpers import QUICK, WorkerProcs, enqueue, make_spec, meta_status, wait_for, worker_env, write_dataset
+from .helpers import (
+    QUICK,
+    WorkerProcs,
+    enqueue,
+    make_spec,
+    meta_status,
+    wait_for,
+    worker_env,
+    write_dataset,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,6 +197,23 @@ def test_api_killed_mid_poll_serves_only_whole_results(stack: Stack) -> None:
         assert seen[-1] == (200, "finished"), stack.log("w1")
         assert all(code == 200 for code, _ in seen)
         assert c.get(f"/v1/jobs/{job}/weights").status_code == 200
+
+
+def test_a_running_job_canceled_over_http_stops_at_the_next_step(stack: Stack) -> None:
+    """DELETE on a job that is running (held mid-search at the test's gate, so it cannot finish first
+    on a fast CPU): 202 with cancel_requested, then `canceled` with no results."""
+    stack.start_api()
+    stack.start_worker("w1", held=True)
+    with stack.client() as c:
+        job = stack.submit(c, stack.upload(c))
+        stack.gate(job).wait_held()
+        r = c.delete(f"/v1/jobs/{job}")
+        assert r.status_code == 202 and r.json()["cancel_requested"] is True and r.json()["status"] == "running"
+        ended = stack.wait_ended(c, job, 60)  # the worker's own cancel check ends the hold
+        assert ended["status"] == "canceled" and ended["error"]["code"] == "canceled", ended
+        assert ended["progress"]["fraction"] < 1.0
+        assert c.get(f"/v1/jobs/{job}/regions").status_code == 409
+        assert c.delete(f"/v1/jobs/{job}").status_code == 409  # nothing left to cancel
 
 
 def test_results_are_written_whole_or_not_at_all(tmp_path: Path) -> None:
