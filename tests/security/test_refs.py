@@ -128,14 +128,54 @@ def test_directories_and_fifos_are_not_read(tree) -> None:
         assert info.value.reason == "not_a_file"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
-def test_files_the_server_may_not_read_are_unreadable(tree) -> None:
-    locked = tree["root"] / "locked.npz"
-    locked.write_bytes(b"x")
-    locked.chmod(0)
-    with pytest.raises(ReferenceUnreadable) as info:
-        open_reference(f"file://{locked}", roots(tree["root"]))
-    assert info.value.reason == "permission"
+PERMISSION_CHECK = """
+import os, pwd, sys
+from spotlight.refs import ReferenceUnreadable, open_reference  # imported first: Python may live under /root
+from spotlight.settings import Settings
+root, locked = sys.argv[1], sys.argv[2]
+settings = Settings(allowed_roots=[root], data_dir=root)
+if os.geteuid() == 0:  # root reads everything: drop to nobody, as a server not run as root would be
+    nobody = pwd.getpwnam("nobody")
+    os.setgroups([])
+    os.setgid(nobody.pw_gid)
+    os.setuid(nobody.pw_uid)
+    assert os.geteuid() == nobody.pw_uid
+try:
+    open_reference("file://" + locked, settings)
+except ReferenceUnreadable as exc:
+    print(exc.reason, exc.status_code, exc.code)
+else:
+    print("read")
+"""
+
+
+def test_files_the_server_may_not_read_are_unreadable(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Runs as a user that cannot read the file (under CI's root: `nobody`, in a subprocess)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="spotlight-perm-"))  # outside pytest's 0700 tmp: nobody must reach it
+    try:
+        root = base / "root"
+        root.mkdir()
+        for p in (base, root):
+            p.chmod(0o755)
+        locked = root / "locked.npz"
+        locked.write_bytes(b"x")
+        locked.chmod(0)
+        done = subprocess.run([sys.executable, "-c", PERMISSION_CHECK, str(root), str(locked)], capture_output=True,
+                              text=True, timeout=60, check=False, cwd=Path(__file__).resolve().parents[2])
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["permission", "400", ErrorCode.REFERENCE_UNREADABLE]
+        locked.chmod(0o644)  # and the same file, once readable, is read: the refusal was the permission
+        readable = subprocess.run([sys.executable, "-c", PERMISSION_CHECK, str(root), str(locked)], capture_output=True,
+                                  text=True, timeout=60, check=False, cwd=Path(__file__).resolve().parents[2])
+        assert readable.stdout.split() == ["read"], readable.stderr
+    finally:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_files_above_the_size_limit_are_refused_with_413(tree) -> None:
