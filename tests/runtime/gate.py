@@ -138,6 +138,20 @@ def held_searches() -> Iterator[None]:
         worker.task.search = original
 
 
+def held_task() -> None:
+    """An RQ task that runs until the test opens its gate (`Gate(conn, job.id)`): a busy worker on
+    demand, for tests that need a job in RQ's started registry while they look at something else."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("held_task runs inside an RQ worker")
+    hold(job.connection, job.id, lambda: False)
+
+
+HELD_TASK_PATH = "tests.runtime.gate.held_task"
+
+
 def worker_argv(name: str, *flags: str) -> list[str]:
     """argv of a held worker: `spotlight worker` through this module."""
     return [sys.executable, "-m", "tests.runtime.gate", "worker", "--name", name, *flags]

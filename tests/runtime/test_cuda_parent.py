@@ -22,7 +22,15 @@ import redis
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
-from .helpers import QUICK, REPO_ROOT, enqueue, make_spec, meta_status, worker_env, write_dataset
+from .helpers import (
+    QUICK,
+    REPO_ROOT,
+    enqueue,
+    make_spec,
+    meta_status,
+    worker_env,
+    write_dataset,
+)
 
 pytestmark = pytest.mark.e2e
 
