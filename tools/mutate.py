@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-PROTOCOL_TESTS = ["tests/service/test_idempotency.py", "tests/service/test_jobs.py", "tests/service/test_auth.py",
+PROTOCOL_TESTS = ["tests/service/test_protocol.py", "tests/service/test_idempotency.py", "tests/service/test_jobs.py", "tests/service/test_auth.py",
                   "tests/service/test_datasets.py", "tests/runtime/test_task.py"]
 AUTH_TESTS = ["tests/service/test_auth.py"]
 REFS_TESTS = ["tests/security/test_refs.py", "tests/security/test_references_api.py"]
