@@ -91,7 +91,7 @@ class JobRegistry:
     def __init__(self, r: redis.Redis, settings: Settings) -> None:
         self.r = r
         self.settings = settings
-        self.queue = Queue(settings.queue_name, connection=r)
+        self.queue = Queue(settings.rq_queue_name(), connection=r)
 
     # ----- reading -----
     def fetch(self, tenant: str, job_id: str) -> Job:
