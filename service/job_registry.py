@@ -101,7 +101,9 @@ class JobRegistry:
             job = Job.fetch(job_id, connection=self.r)
         except NoSuchJobError:
             raise _not_found(job_id) from None
-        if job.meta.get(META_TENANT) != tenant:
+        # RQ's job keys are not namespaced: a job of another deployment sharing this Redis
+        # (SPOTLIGHT_NAMESPACE) was enqueued on another queue, and is not ours.
+        if job.meta.get(META_TENANT) != tenant or job.origin != self.queue.name:
             raise _not_found(job_id)
         return job
 
