@@ -224,3 +224,16 @@ def test_the_local_cache_fits_its_volume(deployment: str, monkeypatch: pytest.Mo
     volume = next(v for v in pod["volumes"] if v["name"] == mounts[str(settings.data_dir)])
     assert settings.resolved_cache_dir().is_relative_to(settings.data_dir)
     assert settings.cache_max_bytes < quantity_bytes(volume["emptyDir"]["sizeLimit"])
+
+
+def test_both_images_can_reach_an_s3_store() -> None:
+    """The store is s3:// here, so the image of every process that touches it carries s3fs."""
+    from tests.test_packaging import _stages
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(dep.startswith("s3fs") for dep in extras["s3"])
+    for deployment, stage in (("spotlight-api", "api"), ("spotlight-worker", "worker")):
+        assert container(deployment)["image"].split(":")[0] == f"spotlight-{stage}"
+        install = " ".join(r for w, r in _stages()[stage] if w == "RUN")
+        extras_installed = install.split("/app[", 1)[1].split("]", 1)[0].split(",") if "/app[" in install else []
+        assert "s3" in extras_installed, stage
