@@ -41,8 +41,11 @@ def npz_bytes(n: int = 200, d: int = 4, seed: int = 0, labels: bool = True) -> b
 class Cluster:
     """API and worker nodes against one Redis URL and one store URL."""
 
-    def __init__(self, root: Path, redis_url: str, store_url: str, **shared_env: str) -> None:
+    def __init__(self, root: Path, redis_url: str, store_url: str, *, own_home: bool = False, **shared_env: str) -> None:
+        """`own_home`: each node also gets its own HOME (no user-level cache, such as the compiled
+        CPU kernel's, shared between nodes; each worker then builds its own on its first search)."""
         self.root = Path(root)
+        self.own_home = own_home
         self.redis_url = redis_url
         self.store_url = store_url
         self.shared_env = {k: str(v) for k, v in shared_env.items()}
@@ -66,6 +69,9 @@ class Cluster:
             "SPOTLIGHT_LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(REPO_ROOT),  # the code is the image every node runs
         })
+        if self.own_home:
+            env["HOME"] = str(self.node_dir(name) / "home")
+            env["XDG_CACHE_HOME"] = str(self.node_dir(name) / "home" / ".cache")
         env.update(self.shared_env)
         env.update(extra)
         return env

@@ -27,7 +27,7 @@ def nodes(s3: SeaweedS3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     root = tmp_path_factory.mktemp("nodes")
     bucket = s3.make_bucket()
     with EmbeddedRedis(root / "redis-node") as server:
-        c = Cluster(root, server.url, f"s3://{bucket}/spotlight", **s3.env())
+        c = Cluster(root, server.url, f"s3://{bucket}/spotlight", own_home=True, **s3.env())
         try:
             for name in WORKERS:
                 c.start_worker(name)

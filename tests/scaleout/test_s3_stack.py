@@ -66,6 +66,10 @@ def test_a_search_runs_end_to_end_with_every_artifact_on_s3(cluster: Cluster, s3
 
     stored = [k.rsplit("/", 1)[-1] for k in keys(s3, f"{root}/jobs/{job}")]
     assert {"regions.json", "weights.npy", "members_0.npy", "members_1.npy", "report.html"} <= set(stored)
+    # regions.json ("done") was put last: no other result object is newer.
+    fs = s3.filesystem()
+    modified = {k.rsplit("/", 1)[-1]: fs.info(k)["LastModified"] for k in keys(s3, f"{root}/jobs/{job}")}
+    assert modified["regions.json"] == max(modified.values())
     # Every object was put whole under its final name: no temporary names anywhere in the bucket.
     assert not [k for k in keys(s3, root) if ".tmp-" in k or ".part-" in k]
     # Nothing landed on either node's disk but the worker's cache of the dataset's arrays.
