@@ -149,3 +149,23 @@ def test_a_finished_job_always_has_a_report(case: str, params: dict[str, Any], s
             assert "has no members" in html
     if says:
         assert says in html
+
+
+def test_a_report_that_fails_to_render_is_replaced_by_the_numbers_and_the_reason(
+    settings: Settings, store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong while drawing, a finished job has a report: the regions' numbers and why."""
+    import worker.report
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise MemoryError("the plotting library ran out of memory")
+
+    monkeypatch.setattr(worker.report, "job_report", broken)
+    store = ArtifactStore(str(store_dir))
+    rng = np.random.default_rng(6)
+    summary, stored = _run(settings, store, _store_dataset(store, rng.normal(size=(150, 3)), rng.random(150)),
+                           n_spotlights=2, spotlight_size=0.1)
+    assert summary["status"] == "finished"
+    html = store.read_bytes(job_file(summary["job_id"], REPORT_FILE)).decode()
+    assert "could not be drawn" in html and "MemoryError: the plotting library ran out of memory" in html
+    assert f"<td class=\"num\">{stored['regions'][1]['n_members']}</td>" in html
