@@ -303,9 +303,10 @@ def _summary_rows(
             "mean_loss": _num(d.get("mean_loss")), "ci": _ci(d.get("mean_loss_ci")),
             "lift": _times(d.get("lift")), "error_rate": _pct(err.get("inside")) if err else None,
             "weighted_loss": _num(r.get("weighted_loss")),
+            "earlier": bool(r.get("overlap")),
             "overlap": [(f"#{o.get('region')}", _pct(o.get("share"))) for o in (r.get("overlap") or [])
                         if isinstance(o, Mapping) and float(o.get("share") or 0) > 0],
-            "p_value": _pval(r.get("p_value"), n_perm),
+            "p_value": _pval(r.get("p_value"), n_perm), "has_p_value": _is_num(r.get("p_value")),
             "headline": _headline(d),
         })
     return rows
@@ -351,8 +352,9 @@ def _region_stats(region: Mapping[str, Any], desc: Mapping[str, Any], n_perm: An
         {"label": "Kernel-weighted loss", "value": _num(region.get("weighted_loss")),
          "title": "The search's objective: Σ k·loss / Σ k."},
         {"label": "Size requested", "value": _num(region.get("size_requested"), 1)},
-        {"label": "p-value", "value": "", "pval": _pval(region.get("p_value"), n_perm)},
     ]
+    if _is_num(region.get("p_value")):
+        stats.append({"label": "p-value", "value": "", "pval": _pval(region.get("p_value"), n_perm)})
     err = desc.get("error_rate")
     if err:
         stats.append({"label": "Error rate members / all", "value": f"{_pct(err.get('inside'))} / {_pct(err.get('overall'))}"})
