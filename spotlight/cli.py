@@ -299,7 +299,7 @@ def _regions_table(job_id: str, regions: list[dict[str, Any]], tops: list[list[d
     """
     from rich.table import Table
 
-    descriptions = [r.get("description") if isinstance(r.get("description"), dict) else {} for r in regions]
+    descriptions: list[dict[str, Any]] = [_description(r) for r in regions]
     dataset_mean = next((d["dataset_mean_loss"] for d in descriptions if d.get("dataset_mean_loss") is not None),
                         regions[0].get("mean_loss") if regions else None)
     with_errors = any(d.get("error_rate") for d in descriptions)
@@ -309,7 +309,7 @@ def _regions_table(job_id: str, regions: list[dict[str, Any]], tops: list[list[d
     cols += ["shares with", "stands out"] + (["top failing rows"] if tops is not None else [])
     for col in cols:
         table.add_column(col, justify="left" if col in ("stands out", "top failing rows", "shares with") else "right")
-    for j, (reg, desc) in enumerate(zip(regions, descriptions)):
+    for j, (reg, desc) in enumerate(zip(regions, descriptions, strict=True)):
         row = [
             str(reg["index"]), _fmt(reg.get("n_members"), ","), _fmt(reg.get("effective_size", reg.get("total_weight")), ".1f"),
             _fmt(desc.get("mean_loss"), ".4g"), _fmt(desc.get("lift"), ".3g"),
@@ -322,6 +322,11 @@ def _regions_table(job_id: str, regions: list[dict[str, Any]], tops: list[list[d
             row.append(", ".join(str(m["id"] if m.get("id") is not None else m["index"]) for m in tops[j]))
         table.add_row(*row)
     return table
+
+
+def _description(region: dict[str, Any]) -> dict[str, Any]:
+    found = region.get("description")
+    return found if isinstance(found, dict) else {}
 
 
 def _fmt(value: Any, spec: str) -> str:

@@ -112,7 +112,8 @@ def describe_region(
     overall_w = _as_weights(np.ones(n), sample_weights)
     finite = np.isfinite(loss)
     loss0 = np.where(finite, loss, 0.0)
-    dataset_mean = _finite(float(overall_w[finite] @ loss0[finite] / overall_w[finite].sum())) if (overall_w[finite].sum() > 0) else 0.0
+    w_all = overall_w * finite
+    dataset_mean = _finite(float(w_all @ loss0 / w_all.sum())) if w_all.sum() > 0 else 0.0
     w_loss = w * finite
     mean = _finite(float(w_loss @ loss0 / w_loss.sum())) if w_loss.sum() > 0 else None
     out: dict[str, Any] = {

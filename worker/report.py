@@ -32,7 +32,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -103,9 +103,14 @@ def member_rows(
             "contribution": float(contribution[i]) if contribution is not None else None,
             "label": int(labels[i]) if labels is not None else None,
             "prediction": int(predictions[i]) if predictions is not None else None,
-            "metadata": dict(metadata[j]) if metadata is not None and metadata[j] is not None else None,
+            "metadata": _metadata_of(metadata, j),
         })
     return rows
+
+
+def _metadata_of(metadata: Sequence[Mapping[str, Any] | None] | None, j: int) -> dict[str, Any] | None:
+    row = metadata[j] if metadata is not None else None
+    return dict(row) if row is not None else None
 
 
 def job_report(
@@ -190,10 +195,10 @@ def render_report(
     proj, centers, proj_why = _safe_projection(emb, sample, regions, seed)
     overview = None
     if regions:
-        overview = _plot(lambda: _overview_plot(proj, proj_why, centers, sample, sets, regions))
+        overview = _plot(partial(_overview_plot, proj, proj_why, centers, sample, sets, regions))
     cards = []
     for j, region in enumerate(regions):
-        desc = descriptions[j] if j < len(descriptions) and descriptions[j] else {}
+        desc = _description(descriptions, j)
         rows = top_members[j] if j < len(top_members) else []
         colour = PALETTE[j % len(PALETTE)]
         member_mask = np.zeros(n, dtype=bool)
@@ -204,9 +209,9 @@ def render_report(
             "setup": _setup_line(region),
             "stats": _region_stats(region, desc, n_perm),
             "empty_why": _empty_reason(region) if sets[j].size == 0 else None,
-            "projection": _plot(lambda: _region_projection(j, proj, proj_why, centers, sample, member_mask, colour))
+            "projection": _plot(partial(_region_projection, j, proj, proj_why, centers, sample, member_mask, colour))
             if sets[j].size else None,
-            "histogram": _plot(lambda: _loss_histogram(loss, member_mask, region, desc, colour)) if sets[j].size else None,
+            "histogram": _plot(partial(_loss_histogram, loss, member_mask, region, desc, colour)) if sets[j].size else None,
             "composition": _composition_blocks(desc),
             "numeric": _numeric_rows(desc),
             "members": _members_table(rows),
@@ -267,6 +272,12 @@ def image_link(field: str, value: Any) -> str | None:
 
 
 # ----- what the templates show -----
+def _description(descriptions: Sequence[Mapping[str, Any] | None], j: int) -> Mapping[str, Any]:
+    """Region j's description, or an empty one (describing may have failed; the page shows "—")."""
+    found = descriptions[j] if j < len(descriptions) else None
+    return found if found is not None else {}
+
+
 def _job_facts(job: Mapping[str, Any], n: int, d: int) -> list[tuple[str, str]]:
     created, started, ended = (_dt(job.get(x)) for x in ("created_at", "started_at", "ended_at"))
     wait = _seconds(started - created) if created and started else "—"
@@ -294,7 +305,7 @@ def _summary_rows(
 ) -> list[dict[str, Any]]:
     rows = []
     for j, r in enumerate(regions):
-        d = descriptions[j] if j < len(descriptions) and descriptions[j] else {}
+        d = _description(descriptions, j)
         err = d.get("error_rate")
         rows.append({
             "index": r.get("index", j), "anchor": f"region-{j}", "colour": PALETTE[j % len(PALETTE)],

@@ -85,7 +85,7 @@ def planted_regions(data: dict[str, Any], size: float = 0.02) -> tuple[list[dict
 def with_members(regions: list[dict[str, Any]], weights: np.ndarray) -> list[dict[str, Any]]:
     """n_members, effective_size and overlap of each region, as the worker adds them (worker/task.py)."""
     sets = members_of(regions, weights)
-    for region, members, overlap in zip(regions, sets, overlaps_with_earlier(sets)):
+    for region, members, overlap in zip(regions, sets, overlaps_with_earlier(sets), strict=True):
         region.update(n_members=int(members.size), effective_size=effective_size(weights[:, region["index"]]),
                       overlap=overlap)
     return regions
@@ -107,7 +107,7 @@ def engine_regions(data: dict[str, Any], **params: Any) -> tuple[list[dict[str, 
     regions = with_members([region.to_dict() for region in result.regions], result.weights)
     if p.n_permutations:
         best = rerun_best(search, data["embeddings"], p, **kw)
-        for entry, pv in zip(regions, significance(best, result.losses, regions, p.n_permutations, p.seed)):
+        for entry, pv in zip(regions, significance(best, result.losses, regions, p.n_permutations, p.seed), strict=True):
             entry["p_value"] = pv
     return regions, result.weights, result.device, result.elapsed_s
 
