@@ -357,3 +357,18 @@ def test_loss_histogram_goes_logarithmic_when_most_losses_are_near_0(losses: np.
     counts, _ = np.histogram(losses, bins)
     # on the chosen axis the bulk of the losses spreads over several bins instead of filling one
     assert counts.max() < 0.5 * losses.size
+
+
+def test_the_projection_finds_the_leading_directions_without_a_full_svd() -> None:
+    from worker.report import _top_components
+
+    rng = np.random.default_rng(0)
+    n, d = 3000, 300
+    a, b = rng.normal(size=d), rng.normal(size=d)
+    X = rng.normal(size=(n, d)) + np.outer(rng.normal(size=n) * 6, a / np.linalg.norm(a)) \
+        + np.outer(rng.normal(size=n) * 4, b / np.linalg.norm(b))
+    Xc = X - X.mean(axis=0)
+    _, _, vt = np.linalg.svd(Xc, full_matrices=False)
+    comps = _top_components(Xc, seed=0)
+    assert comps.shape == (2, d)
+    assert np.allclose(np.abs(np.sum(comps * vt[:2], axis=1)), 1.0, atol=1e-6)  # same directions, up to sign
