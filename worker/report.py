@@ -595,7 +595,7 @@ def _overview_plot(proj: _Projection | None, why: str | None, centers: np.ndarra
     for j, region in enumerate(regions):
         colour = PALETTE[j % len(PALETTE)]
         m = np.isin(sample, sets[j])
-        ax.scatter(xy[m, 0], xy[m, 1], s=10, c=colour, alpha=0.75, linewidths=0)
+        ax.scatter(xy[m, 0], xy[m, 1], s=10, c=colour, linewidths=0)
         ax.scatter(centers[j, 0], centers[j, 1], marker="X", s=110, c=colour, edgecolors="white", linewidths=1.2, zorder=5)
         handles.append(Line2D([], [], marker="o", linestyle="", color=colour,
                               label=f"region #{region.get('index', j)} ({sets[j].size:,} members)"))
@@ -616,7 +616,7 @@ def _region_projection(j: int, proj: _Projection | None, why: str | None, center
     xy = proj.xy
     inside = member_mask[sample]
     ax.scatter(xy[~inside, 0], xy[~inside, 1], s=3, c="#d5d8dc", linewidths=0, rasterized=True)
-    ax.scatter(xy[inside, 0], xy[inside, 1], s=9, c=colour, alpha=0.8, linewidths=0, rasterized=True)
+    ax.scatter(xy[inside, 0], xy[inside, 1], s=9, c=colour, linewidths=0, rasterized=True)
     ax.scatter(centers[j, 0], centers[j, 1], marker="X", s=110, c=colour, edgecolors="black", linewidths=0.8, zorder=5)
     ax.set_title(f"members ({int(inside.sum()):,} drawn) in the projection", fontsize=8, color="#333")
     _style_axes(ax)
