@@ -61,9 +61,6 @@ class Settings(BaseSettings):
     job_retries: int = Field(1, description="How often a job whose worker died is retried on another worker.")
     max_active_jobs_per_tenant: int = Field(20, description="Queued + running jobs one tenant may have (429 past it).")
     progress_interval_s: float = Field(0.3, description="How often a worker publishes a job's progress.")
-    member_min_weight: float = Field(
-        1e-3, description="Kernel weight at or above which an example counts as a member of a region."
-    )
 
     # --- input limits ---
     max_upload_bytes: int = Field(4 * 1024**3, description="Largest accepted upload or reference, in bytes (413 past it).")
