@@ -281,3 +281,37 @@ def test_http_errors_and_oversize_bodies(http_server) -> None:
         open_reference(http_server.url("/lies", "data.test"), s, resolver=r)
     with pytest.raises(ReferenceTooLarge):  # no declared length: counting stops it at the limit
         open_reference(http_server.url("/endless", "data.test"), s, resolver=r)
+
+
+# ----- each guard on its own (tools/mutate.py: a check that another one happens to cover still counts) -----
+@pytest.mark.parametrize("scheme", ["local", "zip", "tar", "dir", "data", "simplecache", "filecache", "reference"])
+def test_wrapper_schemes_are_refused_by_name_even_unchained_and_allow_listed(tree, scheme: str) -> None:
+    with pytest.raises(ReferenceRefused) as info:
+        open_reference(f"{scheme}://{tree['outside']}/secret.npz", roots(tree["root"], allowed_schemes=[scheme]))
+    assert info.value.reason == "scheme"
+
+
+def test_a_chained_reference_is_refused_even_when_every_part_is_allowed(tree) -> None:
+    uri = f"memory://x.npz::file://{tree['outside']}/secret.npz"
+    with pytest.raises(ReferenceRefused) as info:
+        open_reference(uri, roots(tree["root"], allowed_schemes=["memory", "file"]))
+    assert info.value.reason == "scheme" and "chained" in info.value.message
+
+
+def test_a_file_in_the_second_root_is_read_and_one_outside_all_roots_is_refused_before_opening(tree) -> None:
+    second = tree["tmp"] / "second"
+    second.mkdir()
+    (second / "b.npz").write_bytes(b"second-root")
+    both = roots(tree["root"], second)
+    assert read(open_reference(f"file://{second}/b.npz", both)) == b"second-root"
+    with pytest.raises(ReferenceRefused) as info:
+        open_reference(f"file://{tree['outside']}/secret.npz", both)
+    assert info.value.reason == "outside_roots" and "outside the folders" in info.value.message
+
+
+def test_the_size_limit_is_inclusive(tree) -> None:
+    size = len(b"inside-bytes")
+    assert open_reference(f"file://{tree['root']}/data.npz", roots(tree["root"], max_upload_bytes=size)).size == size
+    with pytest.raises(ReferenceTooLarge) as info:
+        open_reference(f"file://{tree['root']}/data.npz", roots(tree["root"], max_upload_bytes=size - 1))
+    assert info.value.details["size"] == size
