@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from spotlight.jobstate import JobStatus
 from spotlight.params import SearchParams
-from spotlight.protocol import JobError, JobStatus, Progress
+from spotlight.protocol import JobError, Progress
 
 
 MAX_OFFSET = 10**9  # paging offsets past this are a caller's mistake, not a Redis error

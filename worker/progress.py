@@ -15,6 +15,7 @@ from typing import Any
 from redis import Redis
 from rq.job import Job
 
+from spotlight.jobstate import JobStatus, end_fields
 from spotlight.protocol import (
     META_DEVICE,
     META_ENDED_AT,
@@ -23,7 +24,6 @@ from spotlight.protocol import (
     META_STARTED_AT,
     META_STATUS,
     JobError,
-    JobStatus,
     Progress,
     cancel_key,
     utcnow,
@@ -62,7 +62,7 @@ class JobReporter:
         self.progress_state = Progress(n_spotlights=n_spotlights, steps=steps)
         self._save(
             **{
-                META_STATUS: "running",
+                META_STATUS: JobStatus.RUNNING.value,
                 META_STARTED_AT: utcnow().isoformat(),
                 META_ENDED_AT: None,
                 META_ERROR: None,
@@ -75,12 +75,8 @@ class JobReporter:
         self._save(**{META_DEVICE: device})
 
     def ended(self, status: JobStatus, error: JobError | None = None) -> None:
-        fields: dict[str, Any] = {
-            META_STATUS: status,
-            META_ENDED_AT: utcnow().isoformat(),
-            META_ERROR: error.model_dump() if error else None,
-        }
-        if status == "finished":
+        fields = end_fields(status, error)
+        if status == JobStatus.FINISHED:
             p = self.progress_state
             fields[META_PROGRESS] = Progress(
                 spotlight=p.n_spotlights, n_spotlights=p.n_spotlights, step=p.steps, steps=p.steps, fraction=1.0
