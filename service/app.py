@@ -20,11 +20,11 @@ from fastapi.openapi.utils import get_openapi
 
 from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
+from service.expiry import ExpirySweeper
 from service.ingest import sweep_stale_workspaces
 from service.limits import BodyLimitMiddleware
 from service.request_log import RequestLogMiddleware, configure_logging
 from service.routers import datasets, jobs, ops, results
-from spotlight.expiry import ExpirySweeper
 from spotlight.settings import Settings, get_settings
 from spotlight.store import store_from_settings
 
