@@ -20,11 +20,11 @@ from fastapi.openapi.utils import get_openapi
 
 from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
-from service.expiry import ExpirySweeper
-from service.ingest import sweep_stale_workspaces
+from service.expiry import ExpirySweeper, sweep_stale_work
 from service.limits import BodyLimitMiddleware
-from service.request_log import RequestLogMiddleware, configure_logging
+from service.request_log import RequestLogMiddleware
 from service.routers import datasets, jobs, ops, results
+from spotlight.logs import configure_logging
 from spotlight.settings import Settings, get_settings
 from spotlight.store import store_from_settings
 
@@ -43,9 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        removed = sweep_stale_workspaces(app.state.store)
+        removed = sweep_stale_work(app.state.store)
         if removed:
-            log.info("removed upload work folders left by a previous process", extra={"count": removed})
+            log.info("removed upload work folders left by a previous process", extra={"count": len(removed)})
         sweeper = ExpirySweeper(settings)  # results past their TTL leave the store and Redis together
         sweeper.start()
         yield

@@ -38,6 +38,7 @@ import redis as redis_lib
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
+from service.ingest import WORK_DIR
 from spotlight.jobstate import TERMINAL, ended_at, status_of
 from spotlight.protocol import KEY_PREFIX, cancel_key, job_prefix, parse_time, tenant_active_key
 from spotlight.settings import Settings
@@ -50,7 +51,6 @@ PENDING_KEY = f"{KEY_PREFIX}:expiry:pending"  # job ids whose store folder still
 TENANT_JOBS_PATTERN = f"{KEY_PREFIX}:tenant:*:jobs"
 LOCK_TTL_S = 300
 MISSING_GRACE_S = 60.0
-WORK_DIR = ".ingest"
 STALE_WORK_S = 3600.0
 
 _RELEASE_LOCK = """

@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,11 +40,15 @@ ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 PARQUET_MAGIC = b"PAR1"
 
 
+# Upload work folders live here inside a local store; service/expiry.py sweeps those a killed process left.
+WORK_DIR = ".ingest"
+
+
 @contextlib.contextmanager
 def workspace(store: ArtifactStore) -> Iterator[str]:
     """A private folder for one upload, on the store's filesystem when the store is local."""
     if store.is_local:
-        path = os.path.join(store.root, ".ingest", secrets.token_hex(8))
+        path = os.path.join(store.root, WORK_DIR, secrets.token_hex(8))
         os.makedirs(path)
     else:
         path = tempfile.mkdtemp(prefix="spotlight-ingest-")
@@ -53,30 +56,6 @@ def workspace(store: ArtifactStore) -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-STALE_WORKSPACE_S = 6 * 3600
-
-
-def sweep_stale_workspaces(store: ArtifactStore, max_age_s: float = STALE_WORKSPACE_S) -> int:
-    """Remove upload work folders an API process left behind when it died mid-upload.
-
-    Only folders untouched for `max_age_s` go, so uploads other API processes sharing this store
-    are receiving right now are left alone. Returns how many were removed.
-    """
-    if not store.is_local:
-        return 0
-    base = os.path.join(store.root, ".ingest")
-    removed = 0
-    now = time.time()
-    for entry in os.scandir(base) if os.path.isdir(base) else ():
-        try:
-            if entry.is_dir() and now - entry.stat().st_mtime > max_age_s:
-                shutil.rmtree(entry.path, ignore_errors=True)
-                removed += 1
-        except OSError:
-            continue
-    return removed
 
 
 def _sniff(path: str) -> str:
@@ -233,7 +212,6 @@ __all__ = [
     "build_from_spec",
     "build_in",
     "receive_parts",
-    "sweep_stale_workspaces",
     "sources_from_inline",
     "sources_from_parts",
     "sources_from_uri",
