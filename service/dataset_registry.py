@@ -13,8 +13,8 @@ import secrets
 
 import redis
 
-from service.errors import ApiError
 from spotlight.dataset_files import DatasetBuilder
+from spotlight.errors import NotFound
 from spotlight.protocol import (
     DatasetRecord,
     ErrorCode,
@@ -66,7 +66,7 @@ class DatasetRegistry:
         raw = self.r.get(dataset_key(dataset_id)) if dataset_id.startswith("ds_") else None
         record = DatasetRecord.model_validate_json(raw) if raw else None
         if record is None or record.tenant != tenant:
-            raise ApiError(404, ErrorCode.DATASET_NOT_FOUND, f"No dataset {dataset_id!r} for this caller.",
+            raise NotFound(ErrorCode.DATASET_NOT_FOUND, f"No dataset {dataset_id!r} for this caller.",
                            {"dataset": dataset_id})
         return record
 

@@ -19,8 +19,8 @@ from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
-from service.errors import ApiError
 from service.schemas import JobOut
+from spotlight.errors import Conflict, LimitReached, NotFound
 from spotlight.jobqueue import enqueue_search
 from spotlight.jobstate import TERMINAL, JobStatus, end_fields, ended_at, failure_of, started_at, status_of
 from spotlight.params import SearchParams
@@ -49,8 +49,8 @@ def body_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _not_found(job_id: str) -> ApiError:
-    return ApiError(404, ErrorCode.JOB_NOT_FOUND, f"No job {job_id!r} for this caller.", {"job": job_id})
+def _not_found(job_id: str) -> NotFound:
+    return NotFound(ErrorCode.JOB_NOT_FOUND, f"No job {job_id!r} for this caller.", {"job": job_id})
 
 
 class JobRegistry:
@@ -105,19 +105,19 @@ class JobRegistry:
         for job_id in ids:
             try:
                 out.append(self.view(self.fetch(tenant, job_id)))
-            except ApiError:  # expired with its TTL: forget it
+            except NotFound:  # expired with its TTL: forget it
                 self.r.zrem(key, job_id)
         return out, int(self.r.zcard(key))
 
     # ----- idempotency -----
     def idempotent_replay(self, tenant: str, key: str, digest: str) -> str | None:
-        """The job id an earlier request with this key made, None when the key is new; 409 on a different body."""
+        """The job id an earlier request with this key made, None when the key is new; Conflict on a different body."""
         raw = self.r.get(idempotency_key(tenant, key))
         if raw is None:
             return None
         saved = json.loads(raw)
         if saved["body_sha256"] != digest:
-            raise ApiError(409, ErrorCode.IDEMPOTENCY_CONFLICT,
+            raise Conflict(ErrorCode.IDEMPOTENCY_CONFLICT,
                            "This Idempotency-Key was used with a different request body; use a new key.",
                            {"idempotency_key": key, "job": saved["job_id"]})
         return str(saved["job_id"])
@@ -153,10 +153,10 @@ class JobRegistry:
         cap = self.settings.max_active_jobs_per_tenant
         active = self.active_count(tenant)
         if active >= cap:
-            raise ApiError(
-                429, ErrorCode.TOO_MANY_JOBS,
+            raise LimitReached(
+                ErrorCode.TOO_MANY_JOBS,
                 f"You have {active} queued or running jobs, the limit is {cap}; wait for some to finish.",
-                {"active": active, "limit": cap}, headers={"Retry-After": str(RETRY_AFTER_S)},
+                {"active": active, "limit": cap}, retry_after_s=RETRY_AFTER_S,
             )
 
     def submit(
@@ -179,11 +179,11 @@ class JobRegistry:
 
     # ----- canceling -----
     def cancel(self, tenant: str, job_id: str) -> tuple[Job, bool]:
-        """Cancel now when queued (True), or ask the running worker to stop (False); 409 when ended."""
+        """Cancel now when queued (True), or ask the running worker to stop (False); Conflict when ended."""
         job = self.fetch(tenant, job_id)
         status = status_of(job)
         if status in TERMINAL:
-            raise ApiError(409, ErrorCode.JOB_NOT_CANCELABLE, f"The job is already {status}; nothing to cancel.",
+            raise Conflict(ErrorCode.JOB_NOT_CANCELABLE, f"The job is already {status}; nothing to cancel.",
                            {"job": job_id, "status": status})
         # Set first: if a worker picks the job up between here and RQ's cancel, it still stops.
         self.r.set(cancel_key(job_id), "1", ex=self.settings.job_timeout_s + 3600)
