@@ -1,4 +1,4 @@
-"""The API's request and response bodies (pydantic v2), named as in the contract (shared/API.md)."""
+"""The API's request and response bodies (pydantic v2); openapi/openapi.json is generated from them."""
 
 from __future__ import annotations
 
