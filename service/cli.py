@@ -17,7 +17,7 @@ from pathlib import Path
 import uvicorn
 
 from service.openapi_export import openapi_json
-from spotlight.logs import configure_logging
+from spotlight.cli import command_parser, run_command
 from spotlight.settings import get_settings
 from spotlight.up import check_bind
 
@@ -51,8 +51,7 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spotlight", description="The Spotlight API's commands.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser, sub = command_parser("The Spotlight API's commands.")
     api = sub.add_parser("api", help="run the HTTP API (uvicorn)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
@@ -65,10 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json, root=True)
-    return int(args.func(args) or 0)
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

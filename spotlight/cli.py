@@ -173,10 +173,23 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-# ----- the parser -----
+# ----- the parser (the apps' command modules build theirs with the same two helpers) -----
+def command_parser(description: str) -> tuple[argparse.ArgumentParser, Any]:
+    """A `spotlight` parser and its sub-command table."""
+    parser = argparse.ArgumentParser(prog="spotlight", description=description)
+    return parser, parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse `argv`, set up this process's logging from Settings, run the chosen command."""
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json, root=True)
+    return int(args.func(args) or 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spotlight", description="Find the high-loss regions of a model's embedding space.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser, sub = command_parser("Find the high-loss regions of a model's embedding space.")
 
     up = sub.add_parser("up", help="run Redis (embedded unless REDIS_URL is set), the API and workers, in the foreground")
     up_arguments(up)
@@ -204,10 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in APP_COMMANDS:
         return run_app_command(argv)
-    args = build_parser().parse_args(argv)
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json, root=True)
-    return int(args.func(args) or 0)
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

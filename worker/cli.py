@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from spotlight.logs import configure_logging
+from spotlight.cli import command_parser, run_command
 from spotlight.settings import get_settings
 from worker.runner import run_worker
 
@@ -25,8 +25,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spotlight", description="The Spotlight worker's command.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser, sub = command_parser("The Spotlight worker's command.")
     wk = sub.add_parser("worker", help="run one worker (needs REDIS_URL)")
     wk.add_argument("--burst", action="store_true", help="quit when the queue is empty")
     wk.add_argument("--name", default=None, help="worker name (default host.pid)")
@@ -40,10 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json, root=True)
-    return int(args.func(args) or 0)
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":
