@@ -52,6 +52,17 @@ def app_parser(command: str) -> argparse.ArgumentParser:
     return importlib.import_module(module).build_parser()
 
 
+def _missing_extra(command: str, extra: str, exc: ModuleNotFoundError) -> SystemExit:
+    """The error for a command whose extra is not installed (any other missing module is a bug: re-raised)."""
+    top = (exc.name or "").split(".")[0]
+    if top not in _EXTRA_MODULES:
+        raise exc
+    return SystemExit(
+        f"spotlight {command}: this install lacks {top!r}, which comes with "
+        f"pip install 'spotlight-service[{extra}]'"
+    )
+
+
 def run_app_command(argv: list[str]) -> int:
     """Hand `spotlight <command> ...` to the module that owns the command."""
     command = argv[0]
@@ -59,20 +70,17 @@ def run_app_command(argv: list[str]) -> int:
     try:
         owner = importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        top = (exc.name or "").split(".")[0]
-        if top not in _EXTRA_MODULES:
-            raise
-        raise SystemExit(
-            f"spotlight {command}: this install lacks {top!r}; install the {extra!r} extra: "
-            f"pip install 'spotlight-service[{extra}]'"
-        ) from None
+        raise _missing_extra(command, extra, exc) from None
     return int(owner.main(argv) or 0)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from spotlight.up import cmd_up as run_up
 
-    return run_up(args)
+    try:
+        return run_up(args)
+    except ModuleNotFoundError as exc:  # the embedded Redis: its children say what they lack themselves
+        raise _missing_extra("up", "server,worker", exc) from None
 
 
 # ----- spotlight submit -----
