@@ -22,7 +22,7 @@ from rq.job import Job
 from service.schemas import JobOut
 from spotlight.errors import Conflict, LimitReached, NotFound
 from spotlight.jobqueue import enqueue_search
-from spotlight.jobstate import TERMINAL, JobStatus, end_fields, ended_at, failure_of, started_at, status_of
+from spotlight.jobstate import TERMINAL, JobStatus, ended_at, failure_of, started_at, status_fields, status_of
 from spotlight.params import SearchParams
 from spotlight.protocol import (
     META_DEVICE,
@@ -192,7 +192,7 @@ class JobRegistry:
                 job.cancel()
             except InvalidJobOperation:
                 pass
-            job.meta.update(end_fields(JobStatus.CANCELED, JobError(
+            job.meta.update(status_fields(JobStatus.CANCELED, JobError(
                 code=ErrorCode.CANCELED, message="Canceled by the caller before it started.")))
             job.save_meta()
             self.r.srem(tenant_active_key(tenant), job_id)

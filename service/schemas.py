@@ -11,7 +11,6 @@ from spotlight.jobstate import JobStatus
 from spotlight.params import SearchParams
 from spotlight.protocol import JobError, Progress
 
-
 MAX_OFFSET = 10**9  # paging offsets past this are a caller's mistake, not a Redis error
 
 

@@ -31,12 +31,10 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from spotlight.jobstate import JobStatus, end_fields, has_ended
+from spotlight.jobstate import JobStatus, has_ended, status_fields
 from spotlight.protocol import (
-    META_ERROR,
     META_PROGRESS,
     META_SPEC,
-    META_STATUS,
     META_TENANT,
     TASK_PATH,
     ErrorCode,
@@ -97,9 +95,8 @@ def initial_meta(spec: JobSpec) -> dict[str, Any]:
     return {
         META_TENANT: spec.tenant,
         META_SPEC: spec.model_dump(mode="json"),
-        META_STATUS: JobStatus.QUEUED.value,
         META_PROGRESS: Progress(n_spotlights=spec.params.n_spotlights, steps=spec.params.steps).model_dump(),
-        META_ERROR: None,
+        **status_fields(JobStatus.QUEUED),
     }
 
 
@@ -134,7 +131,7 @@ def _mark(job: Job, status: JobStatus, error: JobError | None) -> None:
     meta = job.get_meta(refresh=True)
     if has_ended(meta):
         return  # the task already wrote how it ended; a late hook must not overwrite that
-    meta.update(end_fields(status, error))
+    meta.update(status_fields(status, error))
     if status == JobStatus.QUEUED:  # waits for its retry: progress starts over
         spec = meta.get(META_SPEC) or {}
         params = spec.get("params") or {}

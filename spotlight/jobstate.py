@@ -118,10 +118,17 @@ def ended_at(job: Job, status: JobStatus | None = None) -> datetime | None:
     return None
 
 
-def end_fields(status: JobStatus, error: JobError | None) -> dict[str, Any]:
-    """The meta fields that record a job's end (or, for QUEUED, that it waits again for a retry)."""
+def status_fields(status: JobStatus, error: JobError | None = None) -> dict[str, Any]:
+    """The meta fields that move a job into `status`: the one way a status is written.
+
+    QUEUED: waiting (first, or again for a retry); RUNNING: a worker started it now; an end
+    (FINISHED, FAILED, CANCELED): when, and why for a failure or cancel.
+    """
     if status == JobStatus.QUEUED:
         return {META_STATUS: JobStatus.QUEUED.value, META_ERROR: None, META_ENDED_AT: None}
+    if status == JobStatus.RUNNING:
+        return {META_STATUS: JobStatus.RUNNING.value, META_ERROR: None, META_ENDED_AT: None,
+                META_STARTED_AT: utcnow().isoformat()}
     return {
         META_STATUS: status.value,
         META_ERROR: error.model_dump() if error else None,

@@ -7,7 +7,7 @@ from rq import Queue
 from rq.job import JobStatus as RqStatus
 
 from spotlight.jobqueue import on_job_failure, record_worker_lost
-from spotlight.jobstate import TERMINAL, JobStatus, end_fields, ended_at, failure_of, status_of
+from spotlight.jobstate import TERMINAL, JobStatus, ended_at, failure_of, status_fields, status_of
 from spotlight.protocol import META_STATUS, ErrorCode, JobError
 
 
@@ -24,7 +24,7 @@ def test_terminal_set_is_the_three_ends() -> None:
 def test_recorded_end_wins_over_rq_and_carries_its_cause(redis_url: str) -> None:
     job = _job(redis_url)
     job.set_status(RqStatus.FINISHED)  # the task returned normally after recording a failure
-    job.meta.update(end_fields(JobStatus.FAILED, JobError(code=ErrorCode.STORE_ERROR, message="disk full")))
+    job.meta.update(status_fields(JobStatus.FAILED, JobError(code=ErrorCode.STORE_ERROR, message="disk full")))
     job.save_meta()
     assert status_of(job) == JobStatus.FAILED
     error = failure_of(job)

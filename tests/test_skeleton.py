@@ -5,8 +5,8 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from spotlight.params import SearchParams
 from spotlight.jobstate import JobStatus, status_from
+from spotlight.params import SearchParams
 from spotlight.store import ArtifactStore
 
 

@@ -29,8 +29,8 @@ from rq.timeouts import JobTimeoutException
 
 from spotlight.contribution import Objective, order_by_contribution, reference_loss
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
-from spotlight.params import SearchParams
 from spotlight.jobstate import JobStatus, ended_at, started_at, status_of
+from spotlight.params import SearchParams
 from spotlight.protocol import (
     META_STARTED_AT,
     REGIONS_FILE,

@@ -17,12 +17,12 @@ from spotlight.contribution import contributions, order_by_contribution, referen
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.jobstate import JobStatus, status_of
 from spotlight.protocol import (
+    META_SPEC,
     REGIONS_FILE,
     REPORT_FILE,
     WEIGHTS_FILE,
     ErrorCode,
     JobSpec,
-    META_SPEC,
     job_file,
     members_by_contribution_file,
     members_file,
