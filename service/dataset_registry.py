@@ -21,6 +21,7 @@ from spotlight.protocol import (
     blob_refs_key,
     dataset_key,
     dataset_prefix,
+    redis_text,
     tenant_datasets_key,
     utcnow,
 )
@@ -74,7 +75,7 @@ class DatasetRegistry:
         key = tenant_datasets_key(tenant)
         total = int(self.r.zcard(key))
         # Past the end: an empty page (Redis refuses offsets beyond 64 bits with an error).
-        ids = [i.decode() for i in self.r.zrevrange(key, offset, offset + limit - 1)] if offset < total else []
+        ids = [redis_text(i) for i in self.r.zrevrange(key, offset, offset + limit - 1)] if offset < total else []
         raws = self.r.mget([dataset_key(i) for i in ids]) if ids else []
         records = [DatasetRecord.model_validate_json(raw) for raw in raws if raw]
         return records, total

@@ -40,7 +40,7 @@ from rq.job import Job
 
 from service.ingest import WORK_DIR
 from spotlight.jobstate import TERMINAL, ended_at, status_of
-from spotlight.protocol import KEY_PREFIX, cancel_key, job_prefix, parse_time, tenant_active_key
+from spotlight.protocol import KEY_PREFIX, cancel_key, job_prefix, parse_time, redis_text, tenant_active_key
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore, store_from_settings
 
@@ -57,10 +57,6 @@ _RELEASE_LOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def job_ended_at(job: Job) -> float | None:
@@ -148,7 +144,7 @@ def sweep_expired(
     try:
         # Store folders left over by an earlier sweep that could not reach the store.
         for raw in redis.smembers(PENDING_KEY):
-            job_id = _text(raw)
+            job_id = redis_text(raw)
             if _delete_store_side(redis, store, job_id):
                 deleted.append(job_id)
 
@@ -156,9 +152,9 @@ def sweep_expired(
         grace = min(missing_grace_s, float(settings.result_ttl_s))
         indexed: set[str] = set()
         for raw_key in redis.scan_iter(match=TENANT_JOBS_PATTERN, count=200):
-            tenant_key = _text(raw_key)
+            tenant_key = redis_text(raw_key)
             for raw_id, created in redis.zrange(tenant_key, 0, -1, withscores=True):
-                job_id = _text(raw_id)
+                job_id = redis_text(raw_id)
                 indexed.add(job_id)
                 try:
                     job: Job | None = Job.fetch(job_id, connection=redis)

@@ -36,6 +36,7 @@ from spotlight.protocol import (
     Progress,
     cancel_key,
     idempotency_key,
+    redis_text,
     tenant_active_key,
     tenant_jobs_key,
     utcnow,
@@ -100,7 +101,7 @@ class JobRegistry:
         # Past the end: an empty page (Redis refuses offsets beyond 64 bits with an error).
         if offset >= int(self.r.zcard(key)):
             return [], int(self.r.zcard(key))
-        ids = [i.decode() for i in self.r.zrevrange(key, offset, offset + limit - 1)]
+        ids = [redis_text(i) for i in self.r.zrevrange(key, offset, offset + limit - 1)]
         out: list[JobOut] = []
         for job_id in ids:
             try:
@@ -139,7 +140,7 @@ class JobRegistry:
         """Queued + running jobs of the tenant, dropping ids RQ reports as ended or gone."""
         key = tenant_active_key(tenant)
         for raw in self.r.smembers(key):
-            job_id = raw.decode()
+            job_id = redis_text(raw)
             try:
                 job = Job.fetch(job_id, connection=self.r)
                 ended = status_of(job) in TERMINAL

@@ -47,7 +47,7 @@ from rq.job import Job
 
 from spotlight import jobstats
 from spotlight.jobstate import JobStatus, status_from
-from spotlight.protocol import META_DEVICE
+from spotlight.protocol import META_DEVICE, redis_text
 
 log = logging.getLogger("spotlight.api.metrics")
 
@@ -137,7 +137,7 @@ def job_counts(conn: Redis, queue: Queue) -> dict[JobStatus, int]:
     # started entries are "job_id:execution_id": one job may briefly have two executions. A job whose
     # worker has already written how it ended (and is now delivering its callback) counts as that,
     # as the API's job view says.
-    started = sorted({(m.decode() if isinstance(m, bytes) else m).split(":", 1)[0]
+    started = sorted({redis_text(m).split(":", 1)[0]
                       for m in conn.zrange(queue.started_job_registry.key, 0, -1)})
     for status in _statuses(conn, queue, started, "started"):
         counts[status] += 1
@@ -145,10 +145,10 @@ def job_counts(conn: Redis, queue: Queue) -> dict[JobStatus, int]:
     counts[JobStatus.FAILED] += int(conn.zcount(queue.failed_job_registry.key, live, "+inf"))
     # RQ scores canceled entries with the cancel time and never cleans that registry: a canceled
     # job is on record while its job hash exists.
-    canceled = [m.decode() if isinstance(m, bytes) else m for m in conn.zrange(queue.canceled_job_registry.key, 0, -1)]
+    canceled = [redis_text(m) for m in conn.zrange(queue.canceled_job_registry.key, 0, -1)]
     counts[JobStatus.CANCELED] += sum(1 for exists in _exists(conn, canceled) if exists)
     finished_ids = [
-        (m.decode() if isinstance(m, bytes) else m)
+        redis_text(m)
         for m in conn.zrangebyscore(queue.finished_job_registry.key, live, "+inf")
     ]
     for status in _statuses(conn, queue, finished_ids, "finished"):

@@ -105,6 +105,11 @@ def members_by_contribution_file(k: int) -> str:
 KEY_PREFIX = "spotlight"
 
 
+def redis_text(value: bytes | str) -> str:
+    """A Redis reply as text: connections RQ uses answer bytes (``decode_responses=False``)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def dataset_key(dataset_id: str) -> str:
     """JSON of a DatasetRecord."""
     return f"{KEY_PREFIX}:dataset:{dataset_id}"
