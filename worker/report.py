@@ -32,6 +32,7 @@ import numpy as np
 
 from spotlight.contribution import contributions, order_by_contribution, reference_loss
 from spotlight.params import Objective
+from spotlight.protocol import parse_time
 
 MAX_POINTS = 4000  # points drawn in a projection (members of each region are always included)
 MAX_PCA_FIT = 20000  # rows the PCA is fitted on
@@ -580,14 +581,7 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def _dt(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return None
+    return parse_time(value)  # the one timestamp parser (spotlight/protocol.py)
 
 
 def _fmt_dt(value: datetime | None) -> str:
