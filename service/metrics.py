@@ -44,6 +44,7 @@ from prometheus_client.utils import floatToGoString
 from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job
+from rq.worker import BaseWorker
 
 from spotlight import jobstats
 from spotlight.jobstate import JobStatus, status_from
@@ -95,8 +96,8 @@ class SpotlightCollector:
 
         ended = CounterMetricFamily("spotlight_jobs_ended", "Jobs that ended, by status, since the stats began.",
                                     labels=["status"])
-        for status, n in sorted(jobstats.read_ended(conn, self.queue_name).items()):
-            ended.add_metric([status], n)
+        for label, n in sorted(jobstats.read_ended(conn, self.queue_name).items()):
+            ended.add_metric([label], n)
         yield ended
 
         hists = jobstats.read_histograms(conn, self.queue_name)
@@ -180,7 +181,7 @@ def _statuses(conn: Redis, queue: Queue, job_ids: list[str], rq_status: str) -> 
             yield status_from(rq_status, meta if isinstance(meta, dict) else None)
 
 
-def _worker_device(conn: Redis, queue_name: str, worker: Worker) -> str:
+def _worker_device(conn: Redis, queue_name: str, worker: BaseWorker) -> str:
     device = jobstats.read_worker_device(conn, queue_name, worker.name)
     if device:
         return device
@@ -201,7 +202,7 @@ def _buckets(h: dict[str, Any]) -> list[tuple[str, float]]:
 def render_metrics(conn: Redis | None, queue_name: str) -> bytes:
     """The Prometheus text exposition of everything above (a fresh registry per call: no global state)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SpotlightCollector(conn, queue_name))  # type: ignore[arg-type]
+    registry.register(SpotlightCollector(conn, queue_name))
     return generate_latest(registry)
 
 

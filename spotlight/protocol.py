@@ -105,9 +105,9 @@ def members_by_contribution_file(k: int) -> str:
 KEY_PREFIX = "spotlight"
 
 
-def redis_text(value: bytes | str) -> str:
+def redis_text(value: Any) -> str:
     """A Redis reply as text: connections RQ uses answer bytes (``decode_responses=False``)."""
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def dataset_key(dataset_id: str) -> str:
