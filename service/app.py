@@ -8,7 +8,6 @@ on `app.state`; routes receive it through service/deps.py. The app never imports
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ import redis
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from service import metrics
 from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
 from service.expiry import ExpirySweeper, sweep_stale_work
@@ -65,23 +65,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (datasets, jobs, results, ops):
         app.include_router(module.router)
-    _install_optional(app)
+    metrics.install(app)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes)
     app.add_middleware(RequestLogMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
-
-
-def _install_optional(app: FastAPI) -> None:
-    """Modules other parts of the project add (e.g. service/metrics.py with `install(app)`)."""
-    for name in ("service.metrics",):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.install(app)
 
 
 # Statuses any operation can answer: a body or query it cannot parse, an oversized body, a fault.

@@ -213,5 +213,5 @@ def metrics(request: Request) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    """Called by service.app.create_app (its optional-module hook)."""
+    """Called by service.app.create_app."""
     app.include_router(metrics_router)

@@ -40,7 +40,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (test runners swap it), not the one at setup."""
 
     def emit(self, record: logging.LogRecord) -> None:
