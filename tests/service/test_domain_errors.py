@@ -54,3 +54,17 @@ def test_every_code_a_domain_error_can_carry_has_one_status() -> None:
 def test_the_edge_answers_each_domain_error_with_its_codes_status(error: DomainError, status: int) -> None:
     assert http_status(error) == status
     assert error.to_error()["code"] == error.code
+
+
+def test_errors_the_edge_raises_itself_use_their_codes_status() -> None:
+    """Routes and dependencies may raise ApiError(status, code, ...): the status must be the code's."""
+    checked = 0
+    for path in sorted((ROOT / "service").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ApiError" and len(node.args) >= 2):
+                continue
+            status, code = node.args[0], node.args[1]
+            if isinstance(status, ast.Constant) and isinstance(code, ast.Attribute):
+                assert HTTP_STATUS[getattr(ErrorCode, code.attr)] == status.value, (path.name, node.lineno)
+                checked += 1
+    assert checked > 5
