@@ -6,6 +6,6 @@
     progress.py    progress and cancel flag through the job's meta
     engine/        the search: a pure function of arrays and params (torch)
     describe.py    what stands out in each region; bootstrap and permutation statistics
-    report.py      the HTTP-free HTML report
+    report.py      the self-contained HTML report of a job
     webhook.py     signed callbacks, delivered from their own queue
 """
