@@ -17,7 +17,7 @@ COPY spotlight/ spotlight/
 COPY service/ service/
 COPY worker/ worker/
 
-# ---- api: the server extra (no torch) ----
+# ---- api: the server and s3 extras (no torch) ----
 FROM ${PYTHON_IMAGE} AS api
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -25,7 +25,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SPOTLIGHT_DATA_DIR=/data
 COPY --from=source /src /app
 WORKDIR /app
-RUN pip install "/app[server]" \
+RUN pip install "/app[server,s3]" \
     && useradd --uid 1000 --create-home spotlight \
     && mkdir -p /data/store \
     && chown -R spotlight /data
