@@ -31,13 +31,10 @@ spotlight/jobqueue.py for what ends up in the job's meta):
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
 import socket
-import sys
 
 import redis
 from rq import Worker
@@ -45,25 +42,10 @@ from rq.job import Job
 from rq.queue import Queue
 
 from spotlight.jobqueue import abandoned_job_handler, callback_queue, job_queue, record_worker_lost
+from spotlight.process import die_with_parent
 from spotlight.settings import Settings
 
 log = logging.getLogger("spotlight.worker")
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when its parent dies; exit now if it already has."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - no prctl: the heartbeat still catches it
-        return
-    if os.getppid() != parent_pid:  # the parent died between fork() and prctl()
-        os._exit(1)
-
 
 def _work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: object) -> None:
     """Runs in the worker when its horse exited abnormally (SIGKILL, OOM killer, segfault)."""
@@ -83,7 +65,7 @@ class SpotlightWorker(Worker):
         return int(max(interval, 1)) + int(self.lost_after_s)
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
-        _die_with_parent(self.pid or os.getppid())
+        die_with_parent(signal.SIGKILL, self.pid or os.getppid())  # spotlight/process.py
         super().main_work_horse(job, queue)
 
 
