@@ -1,8 +1,8 @@
 """Targeted mutation check of the modules that guard tenants and data.
 
 Each mutation below is one small, plausible slip — an operator flipped, a condition dropped, a
-constant changed — in `spotlight/protocol.py`, `service/auth.py` or the reference checks
-(`spotlight/refs.py`, `spotlight/netguard.py`). For each, the script copies the repository (never
+constant changed — in `spotlight/protocol.py` (with the job states of `spotlight/jobstate.py`),
+`service/auth.py` or the reference checks (`spotlight/refs.py`, `spotlight/netguard.py`). For each, the script copies the repository (never
 touching the working tree), applies the mutation, and runs the tests that should notice. A
 mutant whose tests still pass *survived*: either a test is missing, or the slip is harmless
 (docs/testing.md lists those, and why).
@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROTOCOL_TESTS = ["tests/service/test_protocol.py", "tests/service/test_idempotency.py", "tests/service/test_jobs.py",
                   "tests/service/test_auth.py", "tests/service/test_datasets.py", "tests/runtime/test_task.py"]
 AUTH_TESTS = ["tests/service/test_auth.py"]
+JOBSTATE_TESTS = ["tests/service/test_protocol.py", "tests/test_jobstate.py", "tests/service/test_jobs.py"]
 REFS_TESTS = ["tests/security/test_refs.py", "tests/security/test_references_api.py"]
 NETGUARD_TESTS = ["tests/security/test_netguard.py", "tests/security/test_refs.py", "tests/ux/test_webhook.py"]
 
@@ -64,17 +65,21 @@ MUTATIONS = [
       'return f"{key_prefix()}:cancel:{job_id}"', 'return f"{key_prefix()}:cancel:"', PROTOCOL_TESTS),
     m("protocol.blob-refs-key-shared", "spotlight/protocol.py",
       'return f"{key_prefix()}:blob:{sha256}:refs"', 'return f"{key_prefix()}:blob:refs"', PROTOCOL_TESTS),
-    m("protocol.worker-canceled-ignored", "spotlight/protocol.py",
-      'if own in ("finished", "failed", "canceled"):', 'if own in ("finished", "failed"):', PROTOCOL_TESTS),
-    m("protocol.worker-status-ignored", "spotlight/protocol.py",
-      'if own in ("finished", "failed", "canceled"):', "if False:", PROTOCOL_TESTS),
-    m("protocol.started-is-queued", "spotlight/protocol.py",
-      '"started": "running",', '"started": "queued",', PROTOCOL_TESTS),
-    m("protocol.stopped-is-failed", "spotlight/protocol.py",
-      '"stopped": "canceled",', '"stopped": "failed",', PROTOCOL_TESTS),
-    m("protocol.unknown-is-running", "spotlight/protocol.py",
-      'return mapping.get(rq_status or "", "queued")', 'return mapping.get(rq_status or "", "running")',
-      PROTOCOL_TESTS),
+    # ----- spotlight/jobstate.py: the one mapping from RQ's statuses and the worker's record -----
+    m("jobstate.worker-canceled-ignored", "spotlight/jobstate.py",
+      "    if own in TERMINAL:\n", "    if own in TERMINAL - {JobStatus.CANCELED}:\n", JOBSTATE_TESTS),
+    m("jobstate.worker-end-ignored", "spotlight/jobstate.py", "    if own in TERMINAL:\n", "    if False:\n",
+      JOBSTATE_TESTS),
+    m("jobstate.started-is-queued", "spotlight/jobstate.py",
+      '"started": JobStatus.RUNNING,', '"started": JobStatus.QUEUED,', JOBSTATE_TESTS),
+    m("jobstate.stopped-is-failed", "spotlight/jobstate.py",
+      '"stopped": JobStatus.CANCELED,', '"stopped": JobStatus.FAILED,', JOBSTATE_TESTS),
+    m("jobstate.unknown-is-running", "spotlight/jobstate.py",
+      'return _FROM_RQ.get(rq_status or "", JobStatus.QUEUED)', 'return _FROM_RQ.get(rq_status or "", JobStatus.RUNNING)',
+      JOBSTATE_TESTS),
+    m("jobstate.unrecorded-failure-is-canceled", "spotlight/jobstate.py",
+      "return _UNRECORDED_FAILURE if status == JobStatus.FAILED else _CANCELED",
+      "return _CANCELED if status == JobStatus.FAILED else _UNRECORDED_FAILURE", JOBSTATE_TESTS),
     m("protocol.job-id-short", "spotlight/protocol.py",
       'return "job_" + secrets.token_hex(12)', 'return "job_" + secrets.token_hex(1)', PROTOCOL_TESTS),
     # ----- service/auth.py: who is calling -----

@@ -1,5 +1,5 @@
-"""The contract's job states as the API reports them, from RQ's status and what the worker wrote;
-and job ids a caller cannot guess."""
+"""The contract's job states as the API reports them (spotlight/jobstate.py), from RQ's status and
+what the worker wrote; and job ids a caller cannot guess."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from spotlight.protocol import META_STATUS, new_job_id, rq_status_to_job_status
+from spotlight.jobstate import status_from
+from spotlight.protocol import META_STATUS, new_job_id
 
 
 @pytest.mark.parametrize(("rq_status", "expected"), [
@@ -18,18 +19,18 @@ from spotlight.protocol import META_STATUS, new_job_id, rq_status_to_job_status
     (None, "queued"), ("a-status-rq-adds-later", "queued"),  # unknown: not yet running, nothing to read
 ])
 def test_rq_statuses_map_onto_the_five_of_the_contract(rq_status: str | None, expected: str) -> None:
-    assert rq_status_to_job_status(rq_status, {}) == expected
+    assert status_from(rq_status, {}) == expected
 
 
 @pytest.mark.parametrize("own", ["finished", "failed", "canceled"])
 @pytest.mark.parametrize("rq_status", ["started", "finished", "failed", None])
 def test_how_the_worker_says_a_job_ended_wins_over_rq(own: str, rq_status: str | None) -> None:
     """A search the worker canceled returns normally, so RQ says `finished`; the job is `canceled`."""
-    assert rq_status_to_job_status(rq_status, {META_STATUS: own}) == own
+    assert status_from(rq_status, {META_STATUS: own}) == own
 
 
 def test_running_written_by_the_worker_does_not_hide_rq_ending_the_job() -> None:
-    assert rq_status_to_job_status("failed", {META_STATUS: "running"}) == "failed"  # its horse was killed
+    assert status_from("failed", {META_STATUS: "running"}) == "failed"  # its horse was killed
 
 
 def test_job_ids_are_unguessable() -> None:
