@@ -7,7 +7,7 @@ touching the working tree), applies the mutation, and runs the tests that should
 mutant whose tests still pass *survived*: either a test is missing, or the slip is harmless
 (docs/testing.md lists those, and why).
 
-    python tools/mutate.py                 # every mutation (a few minutes on 2 cores)
+    python tools/mutate.py                 # every mutation (about 7 minutes on 2 cores)
     python tools/mutate.py -k refs -k auth # only those whose id contains one of the words
     python tools/mutate.py --list          # the mutations, without running anything
 
