@@ -23,8 +23,10 @@ class InlineDataset(BaseModel):
     embeddings: list[Annotated[list[float], Field(min_length=1)]] = Field(min_length=1, description="n x d floats.")
     losses: list[float] | None = Field(None, description="n floats; or give logits + labels.")
     logits: list[list[float]] | None = Field(None, description="n x c floats; with labels, losses = cross-entropy.")
-    labels: list[int] | None = Field(None, description="n class indices.")
-    predictions: list[int] | None = Field(None, description="n predicted classes.")
+    labels: list[int] | list[str] | None = Field(None, description="n class indices, or n class names.")
+    predictions: list[int] | list[str] | None = Field(
+        None, description="n predicted classes (indices, or names like the labels')."
+    )
     sample_weights: list[float] | None = Field(None, description="n non-negative weights.")
     ids: list[str | int] | None = Field(None, description="n ids, echoed in members.")
     metadata: list[dict[str, Any]] | None = Field(None, description="n JSON objects, echoed in members.")
@@ -36,6 +38,11 @@ class DatasetReference(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     uri: str = Field(description="e.g. file:///data/x.npz or s3://bucket/key.parquet", min_length=1, max_length=4096)
+    columns: dict[str, Annotated[str, Field(min_length=1, max_length=1024)]] | None = Field(
+        None,
+        description="Which column (or .npz key) holds which field, e.g. {\"embeddings\": \"emb\", \"labels\": "
+        "\"target\"}; fields not named are found by their common names (embedding, loss, label, pred, id, …).",
+    )
 
 
 def _dataset_kind(value: Any) -> str:
@@ -131,8 +138,8 @@ class Member(BaseModel):
         description="weight x (loss - the job's loss floor): the row's share of the region's weighted loss; "
         "for min_loss jobs weight x (loss ceiling - loss). Members are ordered by it with order=contribution.",
     )
-    label: int | None = None
-    prediction: int | None = None
+    label: int | str | None = Field(None, description="The class index, or its name when the dataset has class names.")
+    prediction: int | str | None = Field(None, description="Like label.")
     metadata: dict[str, Any] | None = None
 
 

@@ -77,11 +77,19 @@ def member_rows(
             "weight": float(weights_k[i]),
             "loss": float(losses[i]),
             "contribution": float(contribution[i]) if contribution is not None else None,
-            "label": int(labels[i]) if labels is not None else None,
-            "prediction": int(predictions[i]) if predictions is not None else None,
+            "label": _class_value(labels, i),
+            "prediction": _class_value(predictions, i),
             "metadata": dict(metadata[j]) if metadata is not None and metadata[j] is not None else None,
         })
     return rows
+
+
+def _class_value(values: np.ndarray | None, i: int) -> Any:
+    """A label or prediction as shown: an int code, or its class name when the task passed names."""
+    if values is None:
+        return None
+    v = values[i]
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def job_report(

@@ -28,6 +28,7 @@ from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
+from spotlight import classes
 from spotlight.contribution import Objective, order_by_contribution, reference_loss
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.params import SearchParams
@@ -203,8 +204,9 @@ def describe_regions(
             result.weights, result.losses, labels=inputs.labels, predictions=inputs.predictions,
             sample_weights=inputs.sample_weights, read_metadata=inputs.files.metadata, seed=spec.params.seed,
         )
+        names = inputs.files.manifest().get(classes.MANIFEST_KEY)
         for entry, description in zip(regions, descriptions):
-            entry["description"] = description
+            entry["description"] = classes.name_description(description, names)
     except Exception:  # noqa: BLE001 - descriptions are a help, the regions are the result
         log.exception("describing the regions of %s failed", spec.job_id)
     if spec.params.n_permutations > 0:
@@ -245,7 +247,8 @@ def write_report(
     try:
         html = job_report(
             info, regions, [r.get("description") for r in regions], inputs.embeddings, result.losses,
-            result.weights, labels=inputs.labels, predictions=inputs.predictions,
+            result.weights, labels=classes.names_of(inputs.labels, manifest.get(classes.MANIFEST_KEY)),
+            predictions=classes.names_of(inputs.predictions, manifest.get(classes.MANIFEST_KEY)),
             read_ids=inputs.files.ids, read_metadata=inputs.files.metadata, seed=spec.params.seed,
             member_min_weight=min_weight, objective=spec.params.objective,
         )

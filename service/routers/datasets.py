@@ -22,7 +22,13 @@ _MULTIPART_SCHEMA: dict[str, Any] = {
     "oneOf": [
         {
             "type": "object",
-            "properties": {"file": {"type": "string", "format": "binary"}},
+            "properties": {
+                "file": {"type": "string", "format": "binary"},
+                "columns": {
+                    "type": "string",
+                    "description": 'JSON object: which column/key holds which field, e.g. {"embeddings": "emb"}',
+                },
+            },
             "required": ["file"],
             "additionalProperties": False,
         },
