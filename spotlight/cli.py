@@ -4,7 +4,8 @@
     spotlight api [--host ...] [--port ...]          the HTTP API alone (uvicorn)
     spotlight worker [--burst] [--no-callbacks | --callbacks-only]   one RQ worker
     spotlight openapi [--output FILE]                the API's OpenAPI spec
-    spotlight submit EMB.npy LOSSES.npy [--labels L.npy] [--wait] [--param k=v ...]
+    spotlight submit DATA [--wait] [--param k=v ...] [--fail-if EXPR] [--json]   (spotlight/cli_client.py)
+    spotlight status|regions|members|report|cancel JOB [--json]
 
 Every process reads its configuration from the environment (spotlight/settings.py); the flags
 here only override the few a person types. This module imports neither FastAPI nor torch at
@@ -253,102 +254,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     return exit_code
 
 
-# ----- spotlight submit -----
-def _parse_param(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--param wants key=value, got {text!r}")
-    key, raw = text.split("=", 1)
-    try:
-        value: Any = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
-
-
-def _upload(client: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Upload EMB.npy LOSSES.npy (+ --labels/--predictions), or one .npz/.parquet file as it is."""
-    import numpy as np
-
-    paths = [Path(p) for p in args.files]
-    for p in paths + [Path(x) for x in (args.labels, args.predictions) if x]:
-        if not p.is_file():
-            raise SystemExit(f"spotlight submit: no such file: {p}")
-    if len(paths) == 1 and paths[0].suffix in (".npz", ".parquet"):
-        if args.labels or args.predictions:
-            raise SystemExit("spotlight submit: --labels/--predictions go inside the .npz/.parquet")
-        return client.upload(path=paths[0])
-    if len(paths) != 2 or any(p.suffix != ".npy" for p in paths):
-        raise SystemExit("spotlight submit: give EMB.npy LOSSES.npy, or a single .npz or .parquet file")
-
-    def load(path: str | Path | None) -> Any:
-        return None if path is None else np.load(path, mmap_mode="r", allow_pickle=False)
-
-    return client.upload(
-        embeddings=load(paths[0]), losses=load(paths[1]), labels=load(args.labels), predictions=load(args.predictions)
-    )
-
-
-def _regions_table(job_id: str, regions: list[dict[str, Any]], tops: list[list[dict[str, Any]]] | None = None) -> Any:
-    """The regions as a table; with `tops`, each region's top members by contribution (their ids, else rows)."""
-    from rich.table import Table
-
-    table = Table(title=f"{job_id}: {len(regions)} regions")
-    cols = ["region", "weighted loss", "mean loss", "lift", "total weight", "size requested", "stands out"]
-    cols += ["top failing rows"] if tops is not None else []
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("stands out", "top failing rows") else "right")
-    for j, reg in enumerate(regions):
-        row = [
-            str(reg["index"]), f"{reg['weighted_loss']:.4g}", f"{reg['mean_loss']:.4g}", f"{reg['lift']:.3g}",
-            f"{reg['total_weight']:.1f}", f"{reg['size_requested']:.1f}", _stands_out(reg.get("description")),
-        ]
-        if tops is not None:
-            row.append(", ".join(str(m["id"] if m.get("id") is not None else m["index"]) for m in tops[j]))
-        table.add_row(*row)
-    return table
-
-
-def _stands_out(description: Any) -> str:
-    """The most over-represented label, prediction and metadata values, e.g. 'label=3 (x4.1)'."""
-    if not isinstance(description, dict):
-        return ""
-    fields: list[tuple[str, Any]] = [("label", description.get("labels")), ("prediction", description.get("predictions"))]
-    fields += list((description.get("metadata") or {}).items())
-    parts = []
-    for name, comp in fields:
-        top = ((comp or {}).get("over_represented") or [None])[0] if isinstance(comp, dict) else None
-        if isinstance(top, dict) and isinstance(top.get("lift"), (int, float)) and top["lift"] > 1:
-            parts.append(f"{name}={top['value']} (x{top['lift']:.2g})")
-    return ", ".join(parts[:3])
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    """Upload, start a job, and with --wait show its progress and print its regions (via SpotlightClient)."""
-    from rich.console import Console
-
-    from spotlight.client import JobFailedError, SpotlightClient, SpotlightError
-
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
-    console = Console(stderr=True)
-    try:
-        with SpotlightClient(args.server, api_key=args.api_key) as client:
-            dataset = _upload(client, args)
-            console.print(f"dataset {dataset['id']}: n={dataset['n']}, dim={dataset['dim']}")
-            job = client.submit(dataset["id"], **dict(args.param))
-            if not args.wait:
-                print(job.id)
-                return 0
-            job.wait(progress=True, timeout=args.timeout)
-            regions = job.regions()
-            tops = ([job.members(r["index"], limit=args.top, order="contribution")["members"] for r in regions]
-                    if args.top > 0 else None)
-    except JobFailedError as exc:
-        console.print(f"[red]{exc.status.get('id')} {exc.status.get('status')}[/red]: {exc.code}: {exc}")
-        return 1
-    except SpotlightError as exc:
-        raise SystemExit(f"spotlight submit: {exc.code}: {exc}") from None
-    Console().print(_regions_table(job.id, regions, tops))
-    return 0
+# ----- client commands (submit, status, regions, members, report, cancel): spotlight/cli_client.py -----
+from spotlight.cli_client import parse_param as _parse_param  # noqa: E402,F401 - kept importable here
+from spotlight.cli_client import register as register_client_commands  # noqa: E402
 
 
 # ----- the parser -----
@@ -385,18 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     oa.add_argument("--output", "-o", default=None)
     oa.set_defaults(func=cmd_openapi)
 
-    sm = sub.add_parser("submit", help="upload arrays, start a search, optionally wait and print the regions")
-    sm.add_argument("files", nargs="+", metavar="FILE", help="EMB.npy LOSSES.npy, or one .npz / .parquet")
-    sm.add_argument("--labels", default=None, help="labels .npy (n ints)")
-    sm.add_argument("--predictions", default=None, help="predictions .npy (n ints)")
-    sm.add_argument("--server", default=os.environ.get("SPOTLIGHT_SERVER", "http://127.0.0.1:8000"))
-    sm.add_argument("--api-key", default=os.environ.get("SPOTLIGHT_API_KEY"))
-    sm.add_argument("--wait", action="store_true", help="wait for the job, then print its regions")
-    sm.add_argument("--top", type=int, default=3, metavar="N",
-                    help="with --wait, list each region's N top members by contribution (0: none)")
-    sm.add_argument("--param", action="append", default=[], type=_parse_param, metavar="KEY=VALUE")
-    sm.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait")
-    sm.set_defaults(func=cmd_submit)
+    register_client_commands(sub)
     return parser
 
 

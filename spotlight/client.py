@@ -601,9 +601,11 @@ def _progress_bar(enabled: bool, job_id: str) -> Iterator[Any]:
     else:
         rich_ok = True
     if rich_ok:
-        with Progress(
+        from rich.console import Console
+
+        with Progress(  # on stderr: stdout is for results (a table, or JSON a pipeline reads)
             TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), transient=False,
+            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), transient=False, console=Console(stderr=True),
         ) as bar:
             task = bar.add_task(job_id, total=1.0, detail="queued")
 
