@@ -23,7 +23,7 @@ from service.errors import ErrorResponse, install_error_handlers
 from service.ingest import sweep_stale_workspaces
 from service.limits import BodyLimitMiddleware
 from service.request_log import RequestLogMiddleware, configure_logging
-from service.routers import datasets, jobs, ops, results
+from service.routers import datasets, jobs, ops, results, score
 from spotlight.expiry import ExpirySweeper
 from spotlight.settings import Settings, get_settings
 from spotlight.store import store_from_settings
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
     install_error_handlers(app)
-    for module in (datasets, jobs, results, ops):
+    for module in (datasets, jobs, results, score, ops):
         app.include_router(module.router)
     _install_optional(app)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes)

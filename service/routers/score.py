@@ -1,0 +1,93 @@
+"""POST /v1/jobs/{id}/score: apply a finished job's regions to another dataset (monitoring a known weak spot).
+
+Each row's weight in each region is the engine's kernel from the region's centre and precision
+(spotlight/kernel.py — the same function the client's `Region.weights(X)` runs), and a row is a
+member of a region when its weight reaches the operator's member threshold, as in members pages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.deps import DatasetsDep, JobsDep, SettingsDep, StoreDep, TenantDep
+from service.errors import ApiError, error_responses
+from service.ingest import build_from_spec, workspace
+from service.routers.results import _read_regions, finished_spec
+from service.schemas import DatasetSpec
+from spotlight import kernel
+from spotlight.dataset_files import DatasetFiles, DatasetMissing
+from spotlight.protocol import ErrorCode
+
+router = APIRouter(prefix="/v1/jobs", tags=["results"], responses=error_responses(401, 404, 409, 503))
+
+# weights travel as JSON here: past this many (rows x regions), use the job's own weights or score in parts
+MAX_SCORE_VALUES = 2_000_000
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: DatasetSpec = Field(description="The rows to score: a dataset id (ds_…), inline arrays, or {\"uri\": …}.")
+
+
+class ScoreOut(BaseModel):
+    job: str
+    dataset: str = Field(description="The dataset scored (ds_…; inline and uri datasets are stored first).")
+    n: int
+    member_min_weight: float = Field(description="Weight at or above which a row counts as a member.")
+    weights: list[list[float]] = Field(description="n x k: each row's kernel weight in each region, in [0, 1].")
+    members: list[list[int]] = Field(description="Per region, the rows that are members, highest weight first.")
+    ids: list[str | int] | None = Field(None, description="The dataset's ids of its rows, when it has ids.")
+
+
+@router.post(
+    "/{job_id}/score",
+    response_model=ScoreOut,
+    responses=error_responses(400, 410, 413),
+    summary="Weights and membership of another dataset's rows in this job's regions",
+)
+def score(
+    job_id: str, body: ScoreRequest, tenant: TenantDep, settings: SettingsDep, store: StoreDep,
+    datasets: DatasetsDep, jobs: JobsDep,
+) -> Any:
+    """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply."""
+    finished_spec(jobs, tenant, job_id)
+    regions = _read_regions(store, job_id).get("regions", [])
+    if isinstance(body.dataset, str):
+        record = datasets.get(tenant, body.dataset)
+    else:
+        with workspace(store) as work:
+            builder, n, d = build_from_spec(body.dataset, work, settings)
+            record, _ = datasets.register(tenant, builder, n, d)
+    dim = len(regions[0]["center"]) if regions else record.dim
+    if record.dim != dim:
+        raise ApiError(400, ErrorCode.SHAPE_MISMATCH,
+                       f"The dataset has dimension {record.dim}; this job's regions have {dim}.",
+                       {"dataset": record.id, "dim": record.dim, "expected": dim})
+    if record.n * max(1, len(regions)) > MAX_SCORE_VALUES:
+        raise ApiError(413, ErrorCode.TOO_LARGE,
+                       f"{record.n} rows x {len(regions)} regions is over {MAX_SCORE_VALUES} weights in one answer; "
+                       "score the rows in parts, or compute them locally with the client's Region.weights(X)",
+                       {"n": record.n, "regions": len(regions), "limit": MAX_SCORE_VALUES})
+    files = DatasetFiles(store, record.sha256)
+    try:
+        x = files.embeddings()
+        columns = [kernel.region_weights(x, region) for region in regions]
+        ids = files.ids()
+    except kernel.RegionSpaceError as exc:
+        raise ApiError(400, ErrorCode.VALIDATION, str(exc), {"job": job_id}) from None
+    except DatasetMissing:
+        raise ApiError(410, ErrorCode.DATASET_GONE, "The dataset's files are no longer stored.",
+                       {"dataset": record.id}) from None
+    w = np.stack(columns, axis=1) if columns else np.zeros((record.n, 0))
+    threshold = float(settings.member_min_weight)
+    members = []
+    for k in range(w.shape[1]):
+        idx = np.flatnonzero(w[:, k] >= threshold)
+        members.append(idx[np.argsort(-w[idx, k], kind="stable")].tolist())
+    return ScoreOut(job=job_id, dataset=record.id, n=record.n, member_min_weight=threshold,
+                    weights=w.tolist(), members=members, ids=ids)
