@@ -476,9 +476,12 @@ class SpotlightClient:
         """Attach to an existing job by id (nothing is requested until you ask)."""
         return Job(self, job_id)
 
-    def jobs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        """Your jobs, newest first."""
-        return list(self._json("GET", "/v1/jobs", params={"limit": limit, "offset": offset})["jobs"])
+    def jobs(self, limit: int = 50, offset: int = 0, status: str | None = None) -> list[dict[str, Any]]:
+        """Your jobs, newest first (only those in `status` — queued, running, finished, failed, canceled — if given)."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status is not None:
+            params["status"] = status
+        return list(self._json("GET", "/v1/jobs", params=params)["jobs"])
 
 
 # ----- packing arrays -----

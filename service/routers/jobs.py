@@ -14,7 +14,7 @@ from service.job_registry import JobRegistry, body_hash
 from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
 from spotlight.netguard import URLRefused, check_callback_url
 from spotlight.params import SearchParams
-from spotlight.protocol import DatasetRecord, ErrorCode, new_job_id
+from spotlight.protocol import DatasetRecord, ErrorCode, JobStatus, new_job_id
 from spotlight.settings import Settings
 
 log = logging.getLogger("spotlight.api.jobs")
@@ -112,8 +112,9 @@ def list_jobs(
     jobs: JobsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
 ) -> JobList:
-    items, total = jobs.list(tenant, limit, offset)
+    items, total = jobs.list(tenant, limit, offset, status)
     return JobList(jobs=items, total=total)
 
 
