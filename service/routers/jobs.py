@@ -14,6 +14,7 @@ from service.job_registry import JobRegistry, body_hash
 from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
 from spotlight.netguard import URLRefused, check_callback_url
 from spotlight.params import SearchParams
+from spotlight.refusal_hints import hinted
 from spotlight.protocol import DatasetRecord, ErrorCode, JobStatus, new_job_id
 from spotlight.settings import Settings
 
@@ -43,7 +44,8 @@ def check_callback(url: str, settings: Settings) -> None:
     try:
         check_callback_url(url, settings)
     except URLRefused as exc:
-        raise ApiError(400, ErrorCode.VALIDATION, exc.message, {"field": "callback_url", **exc.details()}) from None
+        message, details = hinted(exc.message, {"field": "callback_url", **exc.details()})
+        raise ApiError(400, ErrorCode.VALIDATION, message, details) from None
 
 
 def _existing(jobs: JobRegistry, tenant: str, job_id: str, response: Response) -> JobOut:
