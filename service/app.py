@@ -23,6 +23,7 @@ from service.errors import ErrorResponse, install_error_handlers
 from service.ingest import sweep_stale_workspaces
 from service.limits import BodyLimitMiddleware
 from service.request_log import RequestLogMiddleware, configure_logging
+from service.http_metrics import HttpMetricsMiddleware, HttpStats
 from service.query_check import reject_unknown_query
 from service.routers import datasets, jobs, ops, results, score
 from spotlight.expiry import ExpirySweeper
@@ -69,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     _install_optional(app)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes)
+    app.state.http_stats = HttpStats()
+    app.add_middleware(HttpMetricsMiddleware, state=app.state)
     app.add_middleware(RequestLogMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
