@@ -70,9 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     _install_optional(app)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes)
+    app.add_middleware(RequestLogMiddleware)
+    # outermost: counts every answer (413s of the body limit too) after the access log line is written
     app.state.http_stats = HttpStats()
     app.add_middleware(HttpMetricsMiddleware, state=app.state)
-    app.add_middleware(RequestLogMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -143,6 +143,8 @@ class JobRegistry:
             callback_url=spec.callback_url,
             cancel_requested=status not in TERMINAL and bool(self.r.exists(cancel_key(job.id))),
             device=meta.get(META_DEVICE),
+            name=spec.name,
+            tags=spec.tags,
         )
 
     def list(self, tenant: str, limit: int, offset: int, status: str | None = None) -> tuple[list[JobOut], int]:
@@ -232,11 +234,12 @@ class JobRegistry:
             )
 
     def submit(
-        self, tenant: str, job_id: str, dataset: DatasetRecord, params: SearchParams, callback_url: str | None
+        self, tenant: str, job_id: str, dataset: DatasetRecord, params: SearchParams, callback_url: str | None,
+        name: str | None = None, tags: list[str] | None = None,
     ) -> Job:
         spec = JobSpec(
             job_id=job_id, tenant=tenant, dataset_id=dataset.id, dataset_sha256=dataset.sha256,
-            params=params, callback_url=callback_url, created_at=utcnow(),
+            params=params, callback_url=callback_url, created_at=utcnow(), name=name, tags=list(tags or []),
         )
         lock = self.r.lock(f"spotlight:lock:submit:{tenant}", timeout=30, blocking_timeout=30)
         with lock:

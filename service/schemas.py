@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from spotlight.params import SearchParams
-from spotlight.protocol import JobError, JobStatus, Progress
+from spotlight.protocol import TAGS_MAX, JobError, JobStatus, Name, Progress, TagText
 
 
 MAX_OFFSET = 10**9  # paging offsets past this are a caller's mistake, not a Redis error
@@ -68,6 +68,8 @@ class DatasetOut(BaseModel):
     sha256: str = Field(description="Hash of the canonical content; same content, same hash, stored once.")
     created_at: datetime
     deduplicated: bool = Field(False, description="True when this content was already stored (no new copy).")
+    name: str | None = Field(None, description="Your label for it (POST /v1/datasets?name=…).")
+    tags: list[str] = Field(default_factory=list, description="Your tags (POST /v1/datasets?tags=a&tags=b).")
 
 
 class DatasetList(BaseModel):
@@ -84,6 +86,8 @@ class JobCreate(BaseModel):
     callback_url: str | None = Field(
         None, max_length=2048, pattern=r"^https?://[^\s/?#]+", description="POSTed the job's outcome when it ends."
     )
+    name: Name | None = Field(None, description="Your label for the job (not unique).")
+    tags: list[TagText] = Field(default_factory=list, max_length=TAGS_MAX, description="Your tags, e.g. [\"nightly\"].")
 
 
 class JobOut(BaseModel):
@@ -99,6 +103,8 @@ class JobOut(BaseModel):
     callback_url: str | None = None
     cancel_requested: bool = Field(False, description="A cancel was asked for; the worker stops at its next step.")
     device: str | None = Field(None, description="Where the search ran (e.g. cpu, cuda:0), once known.")
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list)
 
 
 class JobList(BaseModel):

@@ -203,7 +203,7 @@ def _dataset_for(client: Any, args: argparse.Namespace) -> Any:
     if len(paths) == 1 and paths[0].suffix in (".npz", ".parquet"):
         if args.labels or args.predictions:
             raise CliExit("--labels/--predictions go inside the .npz/.parquet (or map them with --column)")
-        return client.upload(path=paths[0], columns=columns)["id"]
+        return client.upload(path=paths[0], columns=columns, name=args.name, tags=args.tag or None)["id"]
     if len(paths) != 2 or any(p.suffix != ".npy" for p in paths):
         raise CliExit("give EMB.npy LOSSES.npy, a single .npz or .parquet file, a URI (s3://…, file://…) or a ds_… id")
     if columns:
@@ -213,7 +213,8 @@ def _dataset_for(client: Any, args: argparse.Namespace) -> Any:
         return None if path is None else np.load(path, mmap_mode="r", allow_pickle=False)
 
     return client.upload(
-        embeddings=load(paths[0]), losses=load(paths[1]), labels=load(args.labels), predictions=load(args.predictions)
+        embeddings=load(paths[0]), losses=load(paths[1]), labels=load(args.labels), predictions=load(args.predictions),
+        name=args.name, tags=args.tag or None,
     )["id"]
 
 
@@ -229,7 +230,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         dataset = _dataset_for(client, args)
         if isinstance(dataset, str) and not args.json:
             print(f"dataset {dataset}", file=sys.stderr)
-        job = client.submit(dataset, idempotency_key=args.idempotency_key, **params)
+        job = client.submit(dataset, idempotency_key=args.idempotency_key, name=args.name, tags=args.tag or None,
+                            **params)
         if not args.wait:
             if args.json:
                 emit_json({"job": job.last_status})
@@ -370,6 +372,8 @@ def register(sub: Any) -> None:
     sm.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait (exit 4 past it)")
     sm.add_argument("--quiet", action="store_true", help="no progress bar")
     sm.add_argument("--idempotency-key", default=None, help="same key + same request: the same job")
+    sm.add_argument("--name", default=None, help="your label for the job (and the dataset it uploads)")
+    sm.add_argument("--tag", action="append", default=[], help="a tag for the job (repeatable)")
     _gate_arg(sm)
     _common(sm)
     sm.set_defaults(func=cmd_submit)

@@ -215,18 +215,18 @@ class Job:
         base = ["id", "index", "region", "weight", "loss", "contribution", "label", "prediction"]
         return tables.pandas().DataFrame([{c: row.get(c) for c in base} for row in rows], columns=base)
 
-    def score(self, dataset: Any, **columns: str | None) -> dict[str, Any]:
+    def score(self, dataset: Any) -> dict[str, Any]:
         """`POST /v1/jobs/{id}/score`: each row of another dataset's weight in each region, and
-        whether it is a member. `dataset`: a dataset id, arrays (n x d embeddings), or a table (with
-        ``embeddings="<column>"`` where aliases do not find it). Returns ``{"n", "regions",
-        "weights": n x k list, "members": [[row, ...] per region], "ids"}``."""
+        whether it is a member. `dataset`: a stored dataset's id, or embeddings (n x d, the job's d;
+        from a DataFrame: ``np.stack(df["embedding"])``). Returns ``{"n", "weights": n x k list,
+        "members": [[row, ...] per region], "ids", "member_min_weight", "dataset"}``."""
         if isinstance(dataset, str) and dataset.startswith("ds_"):
             ds_id = dataset
-        elif tables.kind_of(dataset) is not None:
-            ds_id = self.client.upload(dataset, **columns)["id"]
         else:
             x = np.asarray(dataset, dtype=np.float32)
-            ds_id = self.client.upload(x, np.zeros(x.shape[0], dtype=np.float32))["id"]
+            if x.ndim != 2:
+                raise ValueError(f"score wants embeddings as an n x d array, got shape {list(x.shape)}")
+            ds_id = self.client.upload(x, np.zeros(x.shape[0], dtype=np.float32))["id"]  # losses are not used
         return dict(self.client._json("POST", f"/v1/jobs/{self.id}/score", json={"dataset": ds_id}))
 
     def members(self, k: int, limit: int = 50, offset: int = 0, order: str = "weight") -> dict[str, Any]:
@@ -351,6 +351,9 @@ class SpotlightClient:
         path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
         sample_weights: Any = None,
         columns: Mapping[str, str] | None = None,
+        *,
+        name: str | None = None,
+        tags: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """`POST /v1/datasets`: store a dataset once, search it many times. Returns the dataset
         (``{"id": "ds_…", "n", "dim", "fields", "sha256", "created_at"}``).
@@ -362,27 +365,30 @@ class SpotlightClient:
         metadata); or `path`: one .npz / .parquet file (`columns` maps fields to its column names), or
         a list of .npy files each named after its key (``embeddings.npy``, ``losses.npy``, ...).
         Labels and predictions may be class names (text): the server stores codes plus the names.
+        `name` and `tags` are your labels for the dataset (listed back with it).
         """
         timeout = httpx.Timeout(self._timeout.connect, read=UPLOAD_READ_TIMEOUT_S, write=None, pool=None)
+        query = _name_tags(name, tags)
         kind = tables.kind_of(embeddings)
         if kind is not None:
             named = {"embeddings": None, "losses": losses, "labels": labels, "predictions": predictions, "ids": ids,
                      "logits": logits, "sample_weights": sample_weights, **dict(columns or {})}
-            return self._upload_table(embeddings, kind, named, metadata, timeout)
+            return self._upload_table(embeddings, kind, named, metadata, timeout, query)
         if path is not None:
             if embeddings is not None:
                 raise ValueError("give arrays or path, not both")
             with _files_for_path(path, columns) as files:
-                return self._json("POST", "/v1/datasets", files=files, timeout=timeout)
+                return self._json("POST", "/v1/datasets", files=files, timeout=timeout, params=query)
         if embeddings is None:
             raise ValueError("upload needs embeddings (and losses, or logits + labels), or a path")
         arrays = _dataset_arrays(embeddings, losses, labels, predictions, ids, metadata, logits, sample_weights)
         with _npz_file(arrays) as f:
             return self._json("POST", "/v1/datasets", files={"file": ("dataset.npz", f, "application/zip")},
-                              timeout=timeout)
+                              timeout=timeout, params=query)
 
     def _upload_table(
-        self, table: Any, kind: str, named: dict[str, Any], metadata: Any, timeout: httpx.Timeout
+        self, table: Any, kind: str, named: dict[str, Any], metadata: Any, timeout: httpx.Timeout,
+        query: dict[str, Any],
     ) -> dict[str, Any]:
         """A table as one Parquet file plus the `columns` mapping (spotlight/tables.py)."""
         names = tables.column_names(table, kind)
@@ -402,7 +408,7 @@ class SpotlightClient:
         with tables.parquet_file(table, kind, keep) as f:
             data = {"columns": json.dumps(mapping)} if mapping else None
             return self._json("POST", "/v1/datasets", files={"file": ("dataset.parquet", f, "application/octet-stream")},
-                              data=data, timeout=timeout)
+                              data=data, timeout=timeout, params=query)
 
     def dataset(self, dataset_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/datasets/{dataset_id}")
@@ -430,6 +436,8 @@ class SpotlightClient:
         embeddings: str | None = None,
         sample_weights: Any = None,
         columns: Mapping[str, str] | None = None,
+        name: str | None = None,
+        tags: Sequence[str] | None = None,
         **params: Any,
     ) -> Job:
         """`POST /v1/jobs`: start a search; `params` are the contract's (n_spotlights, spotlight_size,
@@ -437,16 +445,18 @@ class SpotlightClient:
         path to an .npz/.parquet file, the embeddings array, or a table (pandas DataFrame, pyarrow
         Table, ``datasets.Dataset``) whose columns the other arguments name:
         ``submit(df, embeddings="embedding", losses="loss", labels="label", predictions="pred", ids="id")``
-        (uploaded first, as with upload())."""
+        (uploaded first, as with upload()). `name` and `tags` label the job (and a dataset uploaded for it)."""
         first = embeddings_or_dataset_id
+        labels_of = {"name": name, "tags": tags}
         if tables.kind_of(first) is not None:
             if not (metadata is None or isinstance(metadata, (list, tuple))):
                 raise TypeError("with a table, metadata= is a list of column names to keep as metadata")
             table_columns = {"embeddings": embeddings, **dict(columns or {})}
             dataset_id = self.upload(first, losses, labels, predictions, ids, metadata, logits,
                                      sample_weights=sample_weights,
-                                     columns={k: v for k, v in table_columns.items() if v is not None})["id"]
-            return self._start(dataset_id, params, callback_url, idempotency_key)
+                                     columns={k: v for k, v in table_columns.items() if v is not None},
+                                     **labels_of)["id"]
+            return self._start(dataset_id, params, callback_url, idempotency_key, **labels_of)
         if embeddings is not None:
             raise TypeError("embeddings= names a column of a table; with arrays pass them as the first argument")
         by_reference = isinstance(first, (str, os.PathLike, Mapping))
@@ -457,15 +467,19 @@ class SpotlightClient:
         elif isinstance(first, Mapping):
             dataset = dict(first)
         elif isinstance(first, (str, os.PathLike)):
-            dataset = self.upload(path=first, columns=columns)["id"]
+            dataset = self.upload(path=first, columns=columns, **labels_of)["id"]
         else:
             dataset = self.upload(first, losses, labels, predictions, ids, metadata, logits,
-                                  sample_weights=sample_weights)["id"]
-        return self._start(dataset, params, callback_url, idempotency_key)
+                                  sample_weights=sample_weights, **labels_of)["id"]
+        return self._start(dataset, params, callback_url, idempotency_key, **labels_of)
 
     def _start(self, dataset: Any, params: dict[str, Any], callback_url: str | None,
-               idempotency_key: str | None) -> Job:
+               idempotency_key: str | None, name: str | None = None, tags: Sequence[str] | None = None) -> Job:
         body: dict[str, Any] = {"dataset": dataset, "params": params}
+        if name is not None:
+            body["name"] = name
+        if tags:
+            body["tags"] = list(tags)
         if callback_url:
             body["callback_url"] = callback_url
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
@@ -482,6 +496,17 @@ class SpotlightClient:
         if status is not None:
             params["status"] = status
         return list(self._json("GET", "/v1/jobs", params=params)["jobs"])
+
+
+def _name_tags(name: str | None, tags: Sequence[str] | None) -> dict[str, Any]:
+    if isinstance(tags, str):
+        raise TypeError("tags= is a list of strings, e.g. tags=['nightly']")
+    query: dict[str, Any] = {}
+    if name is not None:
+        query["name"] = name
+    if tags:
+        query["tags"] = list(tags)
+    return query
 
 
 # ----- packing arrays -----

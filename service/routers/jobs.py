@@ -99,7 +99,7 @@ def create_job(
                 builder, n, d = build_from_spec(body.dataset, work, settings)
                 record, _ = datasets.register(tenant, builder, n, d)
         check_params_fit(body.params, record)
-        job = jobs.submit(tenant, job_id, record, body.params, body.callback_url)
+        job = jobs.submit(tenant, job_id, record, body.params, body.callback_url, body.name, body.tags)
     except BaseException:
         if idempotency_key:
             jobs.release_idempotency(tenant, idempotency_key, job_id)

@@ -39,3 +39,22 @@ def test_unknown_query_parameters_are_refused_with_what_is_accepted(api: LiveApi
         assert c.get("/v1/datasets", params={"limit": 5}).status_code == 200
         assert c.get("/v1/datasets", params={"page": 2}).status_code == 400
         assert c.get("/healthz", params={"x": 1}).status_code == 400
+
+
+def test_name_and_tags_on_datasets_and_jobs(api: LiveApi) -> None:
+    from spotlight.client import SpotlightClient
+
+    data = toy(20)
+    with SpotlightClient(api.url) as sc:
+        job = sc.submit(data["embeddings"], data["losses"], name="resnet nightly", tags=["nightly", "resnet50"])
+        status = job.status()
+        assert status["name"] == "resnet nightly" and status["tags"] == ["nightly", "resnet50"]
+        ds = sc.dataset(status["dataset"])
+        assert ds["name"] == "resnet nightly" and ds["tags"] == ["nightly", "resnet50"]
+        assert sc.jobs()[0]["tags"] == ["nightly", "resnet50"]
+    with api.client() as c:
+        bad = c.post("/v1/jobs", json={"dataset": ds["id"], "tags": ["has space"]})
+        assert bad.status_code == 400
+        bad = c.post("/v1/datasets", params={"tags": "a,b"},
+                     files={"file": ("d.npz", npz_bytes(embeddings=data["embeddings"], losses=data["losses"]))})
+        assert bad.status_code == 400 and "tags" in bad.json()["error"]["message"]
