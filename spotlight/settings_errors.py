@@ -28,13 +28,11 @@ from spotlight.settings import Settings
 log = logging.getLogger("spotlight.settings")
 
 PREFIX = "SPOTLIGHT_"
-# SPOTLIGHT_* variables read outside Settings (the client CLI, the embedded Redis, the CPU kernels).
+# SPOTLIGHT_* variables read outside Settings (the client CLI, the embedded Redis).
 OTHER_VARIABLES = {
     "SPOTLIGHT_SERVER": "the client CLI's default --server",
     "SPOTLIGHT_API_KEY": "the client CLI's default --api-key",
     "SPOTLIGHT_REDIS_SERVER": "the redis-server binary `spotlight up` runs",
-    "SPOTLIGHT_NATIVE_KERNELS": "0 turns the worker's compiled CPU step off",
-    "SPOTLIGHT_NATIVE_CACHE": "where the worker's compiled CPU step is cached",
 }
 
 
