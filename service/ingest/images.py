@@ -3,7 +3,7 @@
 The report shows `data:image/…` metadata values as thumbnails, so an image column becomes one of
 those per row, bounded in size: with Pillow installed every image is shrunk to a THUMB_PX-pixel
 thumbnail (a few kB); without it an image is kept as it is only when it already fits
-MAX_URI_BYTES, else dropped (null). Bytes that are not a recognised image format are never stored
+MAX_URI_BYTES, else dropped (null). An image declaring more than MAX_PIXELS is never decoded. Bytes that are not a recognised image format are never stored
 as text (they would be mojibake): the row keeps ``null``.
 """
 
@@ -15,6 +15,9 @@ from typing import Any
 
 THUMB_PX = 96
 MAX_URI_BYTES = 24 * 1024
+# Images are decoded in the API process: past this many pixels one is skipped (null) unread, so a
+# small file that declares a huge canvas (a decompression bomb) costs nothing.
+MAX_PIXELS = 4096 * 4096
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -41,7 +44,10 @@ def _thumbnail(data: bytes) -> tuple[bytes, str] | None:
     except ImportError:
         return None
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            if im.width * im.height > MAX_PIXELS:
+                return b"", ""
+            im.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at a reduced scale
             im.thumbnail((THUMB_PX, THUMB_PX))
             out = io.BytesIO()
             if im.mode in ("RGBA", "LA", "P"):
@@ -63,6 +69,8 @@ def to_data_uri(data: bytes | None) -> str | None:
     small = _thumbnail(data)
     if small is not None:
         data, mime = small
+        if not data:  # too many pixels to decode here
+            return None
     uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
     return uri if len(uri) <= MAX_URI_BYTES else None
 

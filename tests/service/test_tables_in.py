@@ -237,3 +237,19 @@ def test_client_imports_with_numpy_and_httpx_only() -> None:
                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_an_image_declaring_a_huge_canvas_is_skipped_unread() -> None:
+    import struct
+    import zlib
+
+    from service.ingest.images import MAX_PIXELS, image_value
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    side = int(MAX_PIXELS**0.5) + 1  # a header promising more pixels than the limit, with almost no data
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    assert image_value({"bytes": bomb, "path": None}) is None
+    assert image_value(_png((0, 0, 255), size=40)).startswith("data:image/")
