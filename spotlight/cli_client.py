@@ -176,11 +176,53 @@ def _check_params(params: dict[str, Any]) -> None:
         from spotlight.params import SearchParams
     except ImportError:  # a client-only install without pydantic: the server checks them
         return
+    import difflib
+
+    known = sorted(SearchParams.model_fields)
+    for key in params:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"the parameters are {', '.join(known)}"
+            raise CliExit(f"--param: unknown parameter {key!r}; {hint}")
     try:
         SearchParams(**params)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise CliExit(f"--param: {problems}") from None
+
+
+def _check_file_columns(path: Path, columns: dict[str, str] | None) -> None:
+    """The columns (Parquet schema, .npz keys) of a local file against --column, before uploading it.
+
+    Only what can be read cheaply: the Parquet schema needs pyarrow (skipped without it, the server
+    checks anyway); .npz keys are the zip's member names.
+    """
+    from spotlight import columns as colmap
+
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            return
+        try:
+            names = list(pq.read_schema(path).names)
+        except Exception:  # noqa: BLE001 - unreadable here: let the server say what is wrong with it
+            return
+    else:
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = [n[:-4] if n.endswith(".npy") else n for n in zf.namelist()]
+        except (zipfile.BadZipFile, OSError):
+            return
+    emb_cols = [n for n in names if n.startswith("emb_") and n[4:].isdigit()]
+    try:
+        found = colmap.resolve([n for n in names if n not in emb_cols], columns)
+    except colmap.ColumnError as exc:
+        raise CliExit(f"{path}: {exc.message}") from None
+    if "embeddings" not in found and not emb_cols:
+        raise CliExit(f"{path}: {colmap.missing_embeddings_message(names)}")
 
 
 def _dataset_for(client: Any, args: argparse.Namespace) -> Any:
@@ -203,6 +245,7 @@ def _dataset_for(client: Any, args: argparse.Namespace) -> Any:
     if len(paths) == 1 and paths[0].suffix in (".npz", ".parquet"):
         if args.labels or args.predictions:
             raise CliExit("--labels/--predictions go inside the .npz/.parquet (or map them with --column)")
+        _check_file_columns(paths[0], columns)
         return client.upload(path=paths[0], columns=columns, name=args.name, tags=args.tag or None)["id"]
     if len(paths) != 2 or any(p.suffix != ".npy" for p in paths):
         raise CliExit("give EMB.npy LOSSES.npy, a single .npz or .parquet file, a URI (s3://…, file://…) or a ds_… id")

@@ -93,7 +93,7 @@ def resolve(found: Iterable[str], mapping: Mapping[str, str] | None = None) -> d
         if len(hits) > 1:
             raise ColumnError(
                 f"columns {_shown(hits)} could each be the {field}; keep one, or say which with "
-                f'columns={{"{field}": "<name>"}}',
+                f'columns={{"{field}": "<name>"}} (CLI: --column {field}=<name>)',
                 field=field, candidates=hits, columns=columns[:200],
             )
         if hits:
@@ -105,6 +105,7 @@ def missing_embeddings_message(found: Iterable[str]) -> str:
     """The error for a table without embeddings: what is accepted, and what was there."""
     return (
         "no embeddings: name a list column " + " or ".join(repr(a) for a in ALIASES["embeddings"][:3])
-        + ", use columns emb_0 … emb_{d-1}, or map one with columns={\"embeddings\": \"<name>\"}; "
+        + ", use columns emb_0 … emb_{d-1}, or map one with columns={\"embeddings\": \"<name>\"} "
+        "(CLI: --column embeddings=<name>); "
         f"found {_shown(found)}"
     )

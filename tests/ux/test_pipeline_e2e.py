@@ -186,10 +186,12 @@ def test_cli_submit_checks_params_and_columns_before_uploading(stack: dict[str, 
     df.rename(columns={"embedding": "vector"}).to_parquet(tmp_path / "renamed.parquet")
     out = _cli(stack, "submit", str(tmp_path / "renamed.parquet"), "--param", "n_spotlights=0")
     assert out.returncode == 2 and "n_spotlights" in out.stderr
-    out = _cli(stack, "submit", str(tmp_path / "renamed.parquet"), "--json")
-    assert out.returncode == 3
+    out = _cli(stack, "submit", str(tmp_path / "renamed.parquet"), "--json")  # found from the schema, not uploaded
+    assert out.returncode == 2
     err = json.loads(out.stdout)["error"]
-    assert err["code"] == "validation_error" and "'vector'" in err["message"]
+    assert err["code"] == "usage_error" and "'vector'" in err["message"] and "--column embeddings=" in err["message"]
+    out = _cli(stack, "submit", str(tmp_path / "renamed.parquet"), "--param", "n_spotlight=2")
+    assert out.returncode == 2 and "did you mean n_spotlights?" in out.stderr
     out = _cli(stack, "submit", str(tmp_path / "renamed.parquet"), "--column", "embeddings=vector", "--json",
                *CLI_PARAMS)
     assert out.returncode == 0, out.stderr
