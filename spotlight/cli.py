@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import logging
 import os
 import signal
@@ -27,7 +26,6 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from spotlight.logs import JsonFormatter
 from spotlight.settings import Settings, get_settings
@@ -255,8 +253,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 # ----- client commands (submit, status, regions, members, report, cancel): spotlight/cli_client.py -----
-from spotlight.cli_client import parse_param as _parse_param  # noqa: E402,F401 - kept importable here
-from spotlight.cli_client import register as register_client_commands  # noqa: E402
+from spotlight.cli_client import parse_param as _parse_param  # noqa: F401 - kept importable here
+from spotlight.cli_client import register as register_client_commands
 
 
 # ----- the parser -----

@@ -213,7 +213,7 @@ def _check_file_columns(path: Path, columns: dict[str, str] | None) -> None:
 
         try:
             with zipfile.ZipFile(path) as zf:
-                names = [n[:-4] if n.endswith(".npy") else n for n in zf.namelist()]
+                names = [n.removesuffix(".npy") for n in zf.namelist()]
         except (zipfile.BadZipFile, OSError):
             return
     emb_cols = [n for n in names if n.startswith("emb_") and n[4:].isdigit()]

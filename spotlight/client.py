@@ -43,7 +43,7 @@ import numpy as np
 
 from spotlight import kernel, tables
 
-__all__ = ["Job", "Region", "SpotlightClient", "SpotlightError", "JobFailedError", "JobWaitTimeout"]
+__all__ = ["Job", "JobFailedError", "JobWaitTimeout", "Region", "SpotlightClient", "SpotlightError"]
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 # An upload's answer comes after the server has validated and stored everything: allow it longer.
@@ -623,14 +623,13 @@ def _progress_bar(enabled: bool, job_id: str) -> Iterator[Any]:
         yield lambda status: None
         return
     try:
+        from rich.console import Console
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
     except ImportError:
         rich_ok = False
     else:
         rich_ok = True
     if rich_ok:
-        from rich.console import Console
-
         with Progress(  # on stderr: stdout is for results (a table, or JSON a pipeline reads)
             TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), transient=False, console=Console(stderr=True),
