@@ -50,6 +50,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 UPLOAD_READ_TIMEOUT_S = 600.0
 _SPOOL_BYTES = 64 * 1024 * 1024  # arrays up to this size are packed in memory, larger ones in a temp file
 _TERMINAL = ("finished", "failed", "canceled")
+INLINE_SCORE_VALUES = 1_000_000  # embeddings up to this many numbers are scored inline (about 20 MB of JSON)
 
 
 class SpotlightError(Exception):
@@ -221,13 +222,16 @@ class Job:
         from a DataFrame: ``np.stack(df["embedding"])``). Returns ``{"n", "weights": n x k list,
         "members": [[row, ...] per region], "ids", "member_min_weight", "dataset"}``."""
         if isinstance(dataset, str) and dataset.startswith("ds_"):
-            ds_id = dataset
+            body: dict[str, Any] = {"dataset": dataset}
         else:
-            x = np.asarray(dataset, dtype=np.float32)
+            x = np.asarray(dataset, dtype=np.float64)
             if x.ndim != 2:
                 raise ValueError(f"score wants embeddings as an n x d array, got shape {list(x.shape)}")
-            ds_id = self.client.upload(x, np.zeros(x.shape[0], dtype=np.float32))["id"]  # losses are not used
-        return dict(self.client._json("POST", f"/v1/jobs/{self.id}/score", json={"dataset": ds_id}))
+            if x.size <= INLINE_SCORE_VALUES:
+                body = {"embeddings": x.tolist()}  # scored as they are: nothing is stored
+            else:  # too big for one JSON body: store them once (losses are not used)
+                body = {"dataset": self.client.upload(x, np.zeros(x.shape[0], dtype=np.float32))["id"]}
+        return dict(self.client._json("POST", f"/v1/jobs/{self.id}/score", json=body))
 
     def members(self, k: int, limit: int = 50, offset: int = 0, order: str = "weight") -> dict[str, Any]:
         """``{"total", "members": [{"index", "id", "weight", "loss", "contribution", "label", "prediction",

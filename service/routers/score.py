@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.deps import DatasetsDep, JobsDep, SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError, error_responses
@@ -29,14 +29,27 @@ MAX_SCORE_VALUES = 2_000_000
 
 
 class ScoreRequest(BaseModel):
+    """The rows to score: bare embeddings (nothing is stored), or a dataset (its ids come back too)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    dataset: DatasetSpec = Field(description="The rows to score: a dataset id (ds_…), inline arrays, or {\"uri\": …}.")
+    embeddings: list[list[float]] | None = Field(
+        None, min_length=1, description="n x d embeddings to score as they are (no losses needed; nothing is stored)."
+    )
+    dataset: DatasetSpec | None = Field(
+        None, description="Or a dataset: an id (ds_…), inline arrays, or {\"uri\": …} (stored first, like an upload)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ScoreRequest:
+        if (self.embeddings is None) == (self.dataset is None):
+            raise ValueError("give either embeddings or dataset")
+        return self
 
 
 class ScoreOut(BaseModel):
     job: str
-    dataset: str = Field(description="The dataset scored (ds_…; inline and uri datasets are stored first).")
+    dataset: str | None = Field(None, description="The dataset scored (ds_…), or null for bare embeddings.")
     n: int
     member_min_weight: float = Field(description="Weight at or above which a row counts as a member.")
     weights: list[list[float]] = Field(description="n x k: each row's kernel weight in each region, in [0, 1].")
@@ -57,37 +70,59 @@ def score(
     """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply."""
     finished_spec(jobs, tenant, job_id)
     regions = _read_regions(store, job_id).get("regions", [])
-    if isinstance(body.dataset, str):
+    record = None
+    if body.embeddings is not None:
+        x = _inline_embeddings(body.embeddings)
+    elif isinstance(body.dataset, str):
         record = datasets.get(tenant, body.dataset)
     else:
         with workspace(store) as work:
-            builder, n, d = build_from_spec(body.dataset, work, settings)
+            builder, n, d = build_from_spec(body.dataset, work, settings)  # type: ignore[arg-type]
             record, _ = datasets.register(tenant, builder, n, d)
-    dim = len(regions[0]["center"]) if regions else record.dim
-    if record.dim != dim:
+    n, dim_in = (record.n, record.dim) if record is not None else x.shape
+    dim = len(regions[0]["center"]) if regions else dim_in
+    if dim_in != dim:
         raise ApiError(400, ErrorCode.SHAPE_MISMATCH,
-                       f"The dataset has dimension {record.dim}; this job's regions have {dim}.",
-                       {"dataset": record.id, "dim": record.dim, "expected": dim})
-    if record.n * max(1, len(regions)) > MAX_SCORE_VALUES:
+                       f"The rows have dimension {dim_in}; this job's regions have {dim}.",
+                       {"dim": dim_in, "expected": dim, **({"dataset": record.id} if record else {})})
+    if n * max(1, len(regions)) > MAX_SCORE_VALUES:
         raise ApiError(413, ErrorCode.TOO_LARGE,
-                       f"{record.n} rows x {len(regions)} regions is over {MAX_SCORE_VALUES} weights in one answer; "
+                       f"{n} rows x {len(regions)} regions is over {MAX_SCORE_VALUES} weights in one answer; "
                        "score the rows in parts, or compute them locally with the client's Region.weights(X)",
-                       {"n": record.n, "regions": len(regions), "limit": MAX_SCORE_VALUES})
-    files = DatasetFiles(store, record.sha256)
+                       {"n": n, "regions": len(regions), "limit": MAX_SCORE_VALUES})
+    ids = None
     try:
-        x = files.embeddings()
+        if record is not None:
+            files = DatasetFiles(store, record.sha256)
+            x = files.embeddings()
+            ids = files.ids()
         columns = [kernel.region_weights(x, region) for region in regions]
-        ids = files.ids()
     except kernel.RegionSpaceError as exc:
         raise ApiError(400, ErrorCode.VALIDATION, str(exc), {"job": job_id}) from None
     except DatasetMissing:
         raise ApiError(410, ErrorCode.DATASET_GONE, "The dataset's files are no longer stored.",
-                       {"dataset": record.id}) from None
-    w = np.stack(columns, axis=1) if columns else np.zeros((record.n, 0))
+                       {"dataset": record.id if record else None}) from None
+    w = np.stack(columns, axis=1) if columns else np.zeros((n, 0))
     threshold = float(settings.member_min_weight)
     members = []
     for k in range(w.shape[1]):
         idx = np.flatnonzero(w[:, k] >= threshold)
         members.append(idx[np.argsort(-w[idx, k], kind="stable")].tolist())
-    return ScoreOut(job=job_id, dataset=record.id, n=record.n, member_min_weight=threshold,
+    return ScoreOut(job=job_id, dataset=record.id if record else None, n=n, member_min_weight=threshold,
                     weights=w.tolist(), members=members, ids=ids)
+
+
+def _inline_embeddings(rows: list[list[float]]) -> np.ndarray:
+    """Bare embeddings from JSON: equal-length rows of finite numbers (400 otherwise)."""
+    try:
+        x = np.asarray(rows, dtype=np.float64)
+    except ValueError:
+        raise ApiError(400, ErrorCode.SHAPE_MISMATCH, "embeddings: rows differ in length",
+                       {"field": "embeddings"}) from None
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ApiError(400, ErrorCode.VALIDATION, "embeddings must be n x d with d >= 1", {"field": "embeddings"})
+    if not np.isfinite(x).all():
+        row = int(np.argwhere(~np.isfinite(x))[0][0])
+        raise ApiError(400, ErrorCode.NON_FINITE, f"embeddings has NaN or infinite values (first at row {row})",
+                       {"field": "embeddings", "row": row})
+    return x

@@ -141,6 +141,13 @@ def test_scoring_new_rows_on_the_server_equals_region_weights_locally(planted_jo
     members = set(answer["members"][0])
     assert members == set(np.flatnonzero(local[:, 0] >= answer["member_min_weight"]).tolist())
     assert len(members & set(range(10))) >= 8  # the planted rows are found
+    assert answer["dataset"] is None and answer["ids"] is None  # bare embeddings: nothing stored
+    # a stored dataset (with ids) scores the same, and names its rows
+    sc = planted_job["client"]
+    stored = sc.upload(new_x, np.zeros(50), ids=[f"new-{i}" for i in range(50)])
+    by_id = job.score(stored["id"])
+    assert by_id["dataset"] == stored["id"] and by_id["ids"][:2] == ["new-0", "new-1"]
+    np.testing.assert_allclose(np.asarray(by_id["weights"]), local, rtol=0, atol=1e-5)  # stored as float32
     with pytest.raises(SpotlightError) as info:
         job.score(rng.normal(size=(5, 3)))
     assert info.value.code == "shape_mismatch"
