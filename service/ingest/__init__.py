@@ -32,6 +32,7 @@ from service.ingest.parquet import parquet_to_sources
 from service.ingest.reference import fetch_reference
 from service.ingest.sources import JsonlRows, Sources
 from service.schemas import DatasetReference, InlineDataset
+from spotlight import columns as colmap
 from spotlight.dataset_files import DatasetBuilder
 from spotlight.protocol import DATASET_ARRAYS, DATASET_FIELDS, ErrorCode
 from spotlight.settings import Settings
@@ -152,6 +153,8 @@ def sources_from_parts(parts: list[Part], work_dir: str, settings: Settings) -> 
         if by_name["file"].size == 0:
             raise ApiError(400, ErrorCode.BAD_FILE, "the uploaded file is empty")
         return sources_from_container(by_name["file"].path, work_dir, settings, "file", columns)
+    parts = _canonical_part_names(parts)
+    names = [p.name for p in parts]
     unknown = [n for n in names if n not in DATASET_FIELDS]
     if unknown:
         raise ApiError(400, ErrorCode.VALIDATION,
@@ -178,6 +181,18 @@ def _columns_part(part: Part, settings: Settings) -> dict[str, str]:
         raise ApiError(400, ErrorCode.VALIDATION, "columns must map each field to a column name (a string)",
                        {"field": "columns"})
     return {str(k): v for k, v in value.items()}
+
+
+def _canonical_part_names(parts: list[Part]) -> list[Part]:
+    """Separate .npy fields may use the names people use (embedding, loss, label, pred, id …)."""
+    try:
+        by_field = colmap.resolve([p.name for p in parts if p.name != "metadata"])
+    except colmap.ColumnError as exc:
+        raise ApiError(400, ErrorCode.VALIDATION, exc.message, exc.details) from None
+    field_of = {column: field for field, column in by_field.items()}
+    for part in parts:
+        part.name = field_of.get(part.name, part.name)
+    return parts
 
 
 def _first_char(path: str) -> bytes:

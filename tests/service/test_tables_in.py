@@ -253,3 +253,19 @@ def test_an_image_declaring_a_huge_canvas_is_skipped_unread() -> None:
         chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
     assert image_value({"bytes": bomb, "path": None}) is None
     assert image_value(_png((0, 0, 255), size=40)).startswith("data:image/")
+
+
+def test_separate_npy_fields_may_use_everyday_names(api: LiveApi) -> None:
+    from tests.service.conftest import npy_bytes
+
+    rng = np.random.default_rng(4)
+    with api.client() as c:
+        r = c.post("/v1/datasets", files={"embedding": ("e.npy", npy_bytes(rng.normal(size=(6, 2)))),
+                                          "loss": ("l.npy", npy_bytes(rng.random(6))),
+                                          "target": ("t.npy", npy_bytes(np.array(["a", "b"] * 3)))})
+        assert r.status_code == 201, r.text
+        assert r.json()["fields"] == ["embeddings", "losses", "labels"]
+        r = c.post("/v1/datasets", files={"embedding": ("e.npy", npy_bytes(rng.normal(size=(6, 2)))),
+                                          "emb": ("f.npy", npy_bytes(rng.normal(size=(6, 2)))),
+                                          "loss": ("l.npy", npy_bytes(rng.random(6)))})
+        assert r.status_code == 400 and "could each be the embeddings" in r.json()["error"]["message"]
