@@ -6,6 +6,7 @@ ingests them; the stored dataset is read back from the store.
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
@@ -227,16 +228,23 @@ def test_client_error_from_server_for_a_bad_table_names_the_columns(api: LiveApi
     assert info.value.code == "validation_error" and "'losses'" in info.value.message
 
 
-def test_client_imports_with_numpy_and_httpx_only() -> None:
+def _imported_after(statement: str) -> list[str]:
     code = (
-        "import sys, spotlight.client, spotlight.cli_client\n"
-        "heavy = {'pandas', 'pyarrow', 'datasets', 'fastapi', 'torch', 'rq', 'redis', 'starlette', 'uvicorn'}\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+        f"import sys; {statement}\n"
+        "heavy = {'pandas', 'pyarrow', 'datasets', 'fastapi', 'torch', 'rq', 'redis', 'starlette', 'uvicorn', "
+        "'pydantic'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=60,
-                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+                         timeout=60, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    return ast.literal_eval(out.stdout.strip())
+
+
+def test_client_imports_with_numpy_and_httpx_only() -> None:
+    assert _imported_after("import spotlight.client, spotlight.cli_client") == []
+    # the whole CLI reads settings (pydantic) but loads no server, queue or dataframe library
+    assert _imported_after("import spotlight.cli") == ["pydantic"]
 
 
 def test_an_image_declaring_a_huge_canvas_is_skipped_unread() -> None:
