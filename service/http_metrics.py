@@ -96,7 +96,7 @@ class HttpStats:
             def loop() -> None:
                 while True:
                     time.sleep(FLUSH_INTERVAL_S)
-                    self.flush(getattr(state, "redis", None), state.settings.queue_name)
+                    self.flush(getattr(state, "redis", None), state.settings.rq_queue_name())
 
             self._thread = threading.Thread(target=loop, name="http-metrics-flush", daemon=True)
             self._thread.start()

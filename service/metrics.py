@@ -216,8 +216,8 @@ def render_metrics(conn: Redis | None, queue_name: str) -> bytes:
 def metrics(request: Request) -> Response:
     state = request.app.state
     if hasattr(state, "http_stats"):  # this process's last second of requests, so the scrape includes them
-        state.http_stats.flush(state.redis, state.settings.queue_name)
-    return Response(render_metrics(state.redis, state.settings.queue_name), media_type=CONTENT_TYPE_LATEST)
+        state.http_stats.flush(state.redis, state.settings.rq_queue_name())
+    return Response(render_metrics(state.redis, state.settings.rq_queue_name()), media_type=CONTENT_TYPE_LATEST)
 
 
 def install(app: FastAPI) -> None:

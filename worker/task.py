@@ -1,6 +1,6 @@
 """The RQ task: one spotlight search, from a stored dataset to stored results.
 
-It reads like the job's life: load the dataset (memory-mapped from the store) → search (the
+It reads like the job's life: load the dataset (memory-mapped from the store or its local cache) → search (the
 engine, reporting progress and honouring cancellation) → describe the regions → write the
 results (each file atomically, ``regions.json`` last, so its presence means "done") → say how
 it ended in the job's meta.
@@ -135,7 +135,9 @@ def _open_store(settings: Settings) -> ArtifactStore:
 
 
 def load_inputs(store: ArtifactStore, sha256: str) -> Inputs:
-    """Memory-map the dataset's arrays; a missing dataset and an unreadable store are told apart."""
+    """The dataset's arrays, memory-mapped: in place from a local store; from the bounded local
+    cache (``cache_dir``, ``cache_max_bytes``) on an object store, or streamed into memory when an
+    array does not fit it. A missing dataset and an unreadable store are told apart."""
     files = DatasetFiles(store, sha256)
     try:
         return Inputs(
@@ -271,7 +273,7 @@ def record_stats(job: Job, settings: Settings, status: str) -> None:
     enqueued = job.enqueued_at.replace(tzinfo=timezone.utc) if job.enqueued_at and job.enqueued_at.tzinfo is None else job.enqueued_at
     try:
         jobstats.record_job_end(
-            job.connection, settings.queue_name, status,
+            job.connection, settings.rq_queue_name(), status,
             (ended - started).total_seconds() if started and ended else None,
             (started - enqueued).total_seconds() if started and enqueued else None,
         )
@@ -285,7 +287,7 @@ def _record_device(job: Job, settings: Settings, device: str) -> None:
 
     if job.worker_name:
         with contextlib.suppress(Exception):
-            jobstats.record_worker_device(job.connection, settings.queue_name, job.worker_name, device)
+            jobstats.record_worker_device(job.connection, settings.rq_queue_name(), job.worker_name, device)
 
 
 def notify(
