@@ -63,6 +63,13 @@ def _missing_extra(command: str, extra: str, exc: ModuleNotFoundError) -> System
     )
 
 
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """`spotlight ARGV` parsed as `main` parses it: an app's command by that app's own parser."""
+    argv = list(argv)
+    parser = app_parser(argv[0]) if argv and argv[0] in APP_COMMANDS else build_parser()
+    return parser.parse_args(argv)
+
+
 def run_app_command(argv: list[str]) -> int:
     """Hand `spotlight <command> ...` to the module that owns the command."""
     command = argv[0]
