@@ -14,16 +14,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service import metrics
 from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
 from service.expiry import ExpirySweeper, sweep_stale_work
+from service.http_metrics import HttpMetricsMiddleware, HttpStats
 from service.limits import BodyLimitMiddleware
+from service.query_check import reject_unknown_query
 from service.request_log import RequestLogMiddleware
-from service.routers import datasets, jobs, ops, results
+from service.routers import datasets, jobs, ops, results, score
 from spotlight.logs import configure_logging
 from spotlight.settings import Settings, get_settings
 from spotlight.store import store_from_settings
@@ -53,7 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if app.state.redis is not None:
             app.state.redis.close()
 
-    app = FastAPI(title="Spotlight service", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="Spotlight service", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
+                  dependencies=[Depends(reject_unknown_query)])
     app.state.settings = settings
     app.state.keyring = KeyRing.from_settings(settings)
     app.state.store = store_from_settings(settings)
@@ -63,11 +66,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
     install_error_handlers(app)
-    for module in (datasets, jobs, results, ops):
+    for module in (datasets, jobs, results, score, ops):
         app.include_router(module.router)
     metrics.install(app)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes)
     app.add_middleware(RequestLogMiddleware)
+    # outermost: counts every answer (413s of the body limit too) after the access log line is written
+    app.state.http_stats = HttpStats()
+    app.add_middleware(HttpMetricsMiddleware, state=app.state)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -13,9 +13,11 @@ from service.ingest import build_from_spec, workspace
 from service.job_registry import JobRegistry, body_hash
 from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
 from spotlight.errors import NotFound
+from spotlight.jobstate import JobStatus
 from spotlight.netguard import URLRefused, check_callback_url
 from spotlight.params import SearchParams
 from spotlight.protocol import DatasetRecord, ErrorCode, new_job_id
+from spotlight.refusal_hints import hinted
 from spotlight.settings import Settings
 
 log = logging.getLogger("spotlight.api.jobs")
@@ -44,7 +46,8 @@ def check_callback(url: str, settings: Settings) -> None:
     try:
         check_callback_url(url, settings)
     except URLRefused as exc:
-        raise ApiError(400, ErrorCode.VALIDATION, exc.message, {"field": "callback_url", **exc.details()}) from None
+        message, details = hinted(exc.message, {"field": "callback_url", **exc.details()})
+        raise ApiError(400, ErrorCode.VALIDATION, message, details) from None
 
 
 def _existing(jobs: JobRegistry, tenant: str, job_id: str, response: Response) -> JobOut:
@@ -99,7 +102,7 @@ def create_job(
                 builder, n, d = build_from_spec(body.dataset, work, settings)
                 record, _ = datasets.register(tenant, builder, n, d)
         check_params_fit(body.params, record)
-        job = jobs.submit(tenant, job_id, record, body.params, body.callback_url)
+        job = jobs.submit(tenant, job_id, record, body.params, body.callback_url, body.name, body.tags)
     except BaseException:
         if idempotency_key:
             jobs.release_idempotency(tenant, idempotency_key, job_id)
@@ -114,8 +117,9 @@ def list_jobs(
     jobs: JobsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
 ) -> JobList:
-    items, total = jobs.list(tenant, limit, offset)
+    items, total = jobs.list(tenant, limit, offset, status)
     return JobList(jobs=items, total=total)
 
 
