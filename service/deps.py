@@ -6,10 +6,11 @@ routes as `Annotated[..., Depends(...)]` aliases, so tests can build an app per 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import redis
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 
 from service.auth import OPEN_TENANT, KeyRing, bearer_token
 from service.dataset_registry import DatasetRegistry
@@ -57,6 +58,29 @@ def get_tenant(
     return tenant
 
 
+# Ids as this service mints them (`job_` / `ds_` + hex; letters, digits, '_' and '-' allowed, as
+# RQ allows in a job id). Anything else cannot name a job or dataset, so it is 404 at the edge,
+# before it reaches RQ (which raises on ids it would not have made) or a store path.
+_JOB_ID = re.compile(r"job_[A-Za-z0-9_-]{1,64}")
+_DATASET_ID = re.compile(r"ds_[A-Za-z0-9_-]{1,64}")
+
+
+def job_id_path(job_id: Annotated[str, Path(description="The job's id, `job_…`.")]) -> str:
+    if not _JOB_ID.fullmatch(job_id):
+        raise ApiError(404, ErrorCode.JOB_NOT_FOUND, "No job with this id for this caller (ids look like job_…).",
+                       {"job": job_id[:100]})
+    return job_id
+
+
+def dataset_id_path(dataset_id: Annotated[str, Path(description="The dataset's id, `ds_…`.")]) -> str:
+    if not _DATASET_ID.fullmatch(dataset_id):
+        raise ApiError(404, ErrorCode.DATASET_NOT_FOUND,
+                       "No dataset with this id for this caller (ids look like ds_…).", {"dataset": dataset_id[:100]})
+    return dataset_id
+
+
+JobIdDep = Annotated[str, Depends(job_id_path)]
+DatasetIdDep = Annotated[str, Depends(dataset_id_path)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]

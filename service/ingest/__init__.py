@@ -11,7 +11,6 @@ and is removed whatever happens, so an upload that fails leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -30,7 +29,7 @@ from service.ingest.npy import NPY_MAGIC, inspect_npy, load_small, save_npy
 from service.ingest.npz import extract_npz
 from service.ingest.parquet import parquet_to_sources
 from service.ingest.reference import fetch_reference
-from service.ingest.sources import JsonlRows, Sources
+from service.ingest.sources import JsonlRows, Sources, loads
 from service.schemas import DatasetReference, InlineDataset
 from spotlight.dataset_files import DatasetBuilder
 from spotlight.protocol import DATASET_ARRAYS, DATASET_FIELDS, ErrorCode
@@ -125,8 +124,8 @@ def _metadata_from_npy(path: str) -> list[Any]:
     arr = load_small(info)
     try:
         if arr.ndim == 0:
-            return list(json.loads(str(arr.item())))
-        return [json.loads(s if isinstance(s, str) else s.decode()) for s in arr.tolist()]
+            return list(loads(str(arr.item())))
+        return [loads(s if isinstance(s, str) else s.decode()) for s in arr.tolist()]
     except (ValueError, TypeError) as exc:
         raise ApiError(400, ErrorCode.VALIDATION, f"metadata is not valid JSON ({exc})", {"field": "metadata"}) from None
 
@@ -174,7 +173,7 @@ def _json_list(part: Part, settings: Settings, field: str) -> list[Any]:
                        {"field": field, "limit_bytes": settings.max_inline_bytes})
     try:
         with open(part.path, "rb") as f:
-            value = json.load(f)
+            value = loads(f.read())
     except ValueError as exc:
         raise ApiError(400, ErrorCode.BAD_FILE, f"{field}: not valid JSON ({exc})", {"field": field}) from None
     if not isinstance(value, list):

@@ -16,7 +16,7 @@ import numpy as np
 
 from service.errors import ApiError
 from service.ingest.npy import NpyInfo, inspect_npy, iter_rows, load_small
-from service.ingest.sources import JsonlRows, Sources
+from service.ingest.sources import MAX_JSON_DEPTH, JsonlRows, Sources, too_deep
 from spotlight.dataset_files import DatasetBuilder
 from spotlight.protocol import ErrorCode
 from spotlight.settings import Settings
@@ -107,6 +107,9 @@ def _metadata_rows(rows: Any) -> Iterator[dict[str, Any]]:
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise _validation(f"metadata[{i}] must be a JSON object", field="metadata", row=i)
+        if too_deep(row):
+            raise _validation(f"metadata[{i}] nests deeper than {MAX_JSON_DEPTH} levels", field="metadata", row=i,
+                              limit=MAX_JSON_DEPTH)
         try:
             json.dumps(row, allow_nan=False)
         except ValueError:
@@ -132,7 +135,7 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
         raise _validation(f"embeddings is empty (shape {[n, d]}); need n >= 1 rows and d >= 1 dimensions",
                           field="embeddings", shape=[n, d])
     for f, info in infos.items():
-        elements = int(np.prod(info.shape, dtype=np.int64))
+        elements = info.elements
         if elements > settings.max_elements:
             raise ApiError(
                 413, ErrorCode.TOO_MANY_ELEMENTS,

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
 
-from service.deps import DatasetsDep, SettingsDep, StoreDep, TenantDep
+from service.deps import DatasetIdDep, DatasetsDep, SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError, error_responses, validation_error
 from service.ingest import build_from_parts, build_from_spec, receive_parts, workspace
+from service.ingest.sources import loads
 from service.schemas import MAX_OFFSET, DatasetList, DatasetOut, DatasetReference, InlineDataset
 from spotlight.protocol import DATASET_FIELDS, DatasetRecord, ErrorCode
 
@@ -63,7 +63,7 @@ async def read_json(request: Request) -> Any:
     """The body as JSON (size already capped by the body-limit middleware); 400 malformed_json."""
     raw = await request.body()
     try:
-        return json.loads(raw)
+        return loads(raw)
     except ValueError as exc:
         raise ApiError(400, ErrorCode.MALFORMED_JSON, f"The body is not valid JSON ({exc}).") from None
 
@@ -123,7 +123,7 @@ def list_datasets(
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404), summary="One dataset")
-def get_dataset(dataset_id: str, tenant: TenantDep, datasets: DatasetsDep) -> DatasetOut:
+def get_dataset(dataset_id: DatasetIdDep, tenant: TenantDep, datasets: DatasetsDep) -> DatasetOut:
     return to_out(datasets.get(tenant, dataset_id))
 
 
@@ -131,6 +131,6 @@ def get_dataset(dataset_id: str, tenant: TenantDep, datasets: DatasetsDep) -> Da
     "/{dataset_id}", status_code=204, response_class=Response, responses=error_responses(404),
     summary="Delete a dataset (its content goes with the last dataset that shares it)",
 )
-def delete_dataset(dataset_id: str, tenant: TenantDep, datasets: DatasetsDep) -> Response:
+def delete_dataset(dataset_id: DatasetIdDep, tenant: TenantDep, datasets: DatasetsDep) -> Response:
     datasets.delete(tenant, dataset_id)
     return Response(status_code=204)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 
-from service.deps import DatasetsDep, JobsDep, SettingsDep, StoreDep, TenantDep
+from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError, error_responses
 from service.ingest import build_from_spec, workspace
 from service.job_registry import JobRegistry, body_hash
@@ -30,6 +30,14 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
             "use a fraction in (0, 1) or a smaller count",
             {"field": "params.spotlight_size", "n": dataset.n},
         )
+    for coeff, needs in (("label_entropy_coeff", "labels"), ("prediction_entropy_coeff", "predictions")):
+        if getattr(params, coeff) > 0 and needs not in dataset.fields:
+            raise ApiError(
+                400, ErrorCode.VALIDATION,
+                f"{coeff} > 0 needs {needs}, and dataset {dataset.id} has none; upload {needs} with it or set "
+                f"{coeff} to 0",
+                {"field": f"params.{coeff}", "dataset_fields": list(dataset.fields)},
+            )
     if params.pca_components is not None and params.pca_components > min(dataset.n, dataset.dim):
         raise ApiError(
             400, ErrorCode.VALIDATION,
@@ -118,7 +126,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404), summary="A job's status and progress")
-def get_job(job_id: str, tenant: TenantDep, jobs: JobsDep) -> JobOut:
+def get_job(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep) -> JobOut:
     return jobs.view(jobs.fetch(tenant, job_id))
 
 
@@ -128,7 +136,7 @@ def get_job(job_id: str, tenant: TenantDep, jobs: JobsDep) -> JobOut:
     responses={**error_responses(404, 409), 202: {"model": JobOut, "description": "Running: the worker will stop"}},
     summary="Cancel a queued or running job",
 )
-def cancel_job(job_id: str, response: Response, tenant: TenantDep, jobs: JobsDep) -> Any:
+def cancel_job(job_id: JobIdDep, response: Response, tenant: TenantDep, jobs: JobsDep) -> Any:
     """A queued job is canceled at once (200, status `canceled`); a running one is asked to stop
     (202, `cancel_requested: true`) and turns `canceled` at the worker's next step."""
     job, done = jobs.cancel(tenant, job_id)
