@@ -23,6 +23,7 @@ from service.errors import ErrorResponse, install_error_handlers
 from service.ingest import sweep_stale_workspaces
 from service.limits import BodyLimitMiddleware
 from service.request_log import RequestLogMiddleware, configure_logging
+from service import docs, security_headers
 from service.routers import datasets, jobs, ops, results
 from spotlight.expiry import ExpirySweeper
 from spotlight.settings import Settings, get_settings
@@ -53,7 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if app.state.redis is not None:
             app.state.redis.close()
 
-    app = FastAPI(title="Spotlight service", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc come from service/docs.py (local assets, no CDN), not FastAPI's defaults.
+    app = FastAPI(title="Spotlight service", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.keyring = KeyRing.from_settings(settings)
     app.state.store = store_from_settings(settings)
@@ -63,11 +66,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
     install_error_handlers(app)
-    for module in (datasets, jobs, results, ops):
+    for module in (datasets, jobs, results, ops, docs):
         app.include_router(module.router)
     _install_optional(app)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes)
     app.add_middleware(RequestLogMiddleware)
+    security_headers.install(app)  # outermost, so every answer (500s included) carries the headers
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

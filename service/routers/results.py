@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from service.deps import JobIdDep, JobsDep, StoreDep, TenantDep
 from service.errors import ApiError, error_responses
 from service.job_registry import JobRegistry
+from service.security_headers import REPORT_CSP
 from service.schemas import MAX_OFFSET, Member, MemberOrder, MembersOut, RegionsOut
 from spotlight.contribution import contributions, order_by_contribution, reference_loss
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
@@ -175,4 +176,5 @@ def get_report(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreD
     path = job_file(job_id, REPORT_FILE)
     if not store.exists(path):
         raise ApiError(404, ErrorCode.NOT_FOUND, "This job has no report.", {"job": job_id})
-    return HTMLResponse(store.read_bytes(path))
+    # The report's own policy: inline styles and data: images, nothing loaded from anywhere else.
+    return HTMLResponse(store.read_bytes(path), headers={"Content-Security-Policy": REPORT_CSP})
