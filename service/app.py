@@ -21,7 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
 from service.ingest import sweep_stale_workspaces
-from service.limits import BodyLimitMiddleware
+from service.limits import BodyLimitMiddleware, ReferenceSlots
 from service.request_log import RequestLogMiddleware, configure_logging
 from service import docs, security_headers
 from service.routers import datasets, jobs, ops, results
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.keyring = KeyRing.from_settings(settings)
     app.state.store = store_from_settings(settings)
+    app.state.reference_slots = ReferenceSlots(settings.max_reference_fetches, settings.max_reference_fetches_per_tenant)
     app.state.redis = (
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
         if settings.redis_url

@@ -6,6 +6,7 @@ routes as `Annotated[..., Depends(...)]` aliases, so tests can build an app per 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from service.auth import OPEN_TENANT, KeyRing, bearer_token
 from service.dataset_registry import DatasetRegistry
 from service.errors import ApiError
 from service.job_registry import JobRegistry
+from service.schemas import DatasetReference
 from spotlight.protocol import ErrorCode
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
@@ -81,6 +83,14 @@ def dataset_id_path(dataset_id: Annotated[str, Path(description="The dataset's i
 
 JobIdDep = Annotated[str, Depends(job_id_path)]
 DatasetIdDep = Annotated[str, Depends(dataset_id_path)]
+def reference_slot(request: Request, tenant: str, dataset: object) -> contextlib.AbstractContextManager[None]:
+    """A slot of the app's `ReferenceSlots` when `dataset` is a reference (reading it holds a
+    thread for up to `reference_timeout_s`); nothing to take for inline arrays or an id."""
+    if isinstance(dataset, DatasetReference):
+        return request.app.state.reference_slots.take(tenant)
+    return contextlib.nullcontext()
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]

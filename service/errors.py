@@ -199,9 +199,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflict with the resource's state",
         413: "Body or array too large (payload_too_large, too_many_elements)",
         415: "Unsupported content type",
-        429: "Too many active jobs (too_many_active_jobs); see Retry-After",
+        429: "Too many active jobs (too_many_active_jobs) or reference reads (too_many_reference_fetches); see Retry-After",
         410: "The dataset behind these results was deleted (dataset_gone)",
         500: "Server fault (internal_error)",
-        503: "Redis or the store unreachable",
+        503: "Redis or the store unreachable, or the server reading its most references at once; see Retry-After",
     }
     return {s: {"model": ErrorResponse, "description": descriptions.get(s, "Error")} for s in statuses}

@@ -208,6 +208,7 @@ class ErrorCode:
     JOB_NOT_CANCELABLE = "job_not_cancelable"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     TOO_MANY_JOBS = "too_many_active_jobs"
+    TOO_MANY_FETCHES = "too_many_reference_fetches"
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"

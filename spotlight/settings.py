@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     allow_private_addresses: bool = Field(
         False, description="Let references and callbacks reach loopback, link-local and private addresses."
     )
+    reference_timeout_s: float = Field(
+        120.0, gt=0, description="Total time one http(s) reference may take to download, however slowly it trickles."
+    )
+    max_reference_fetches: int = Field(
+        8, ge=1, description="References one API process reads at once, all tenants together (503 past it)."
+    )
+    max_reference_fetches_per_tenant: int = Field(
+        2, ge=1, description="References one tenant may have read at once (429 past it)."
+    )
 
     # --- access ---
     api_keys: str | None = Field(

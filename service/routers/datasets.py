@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
 
-from service.deps import DatasetIdDep, DatasetsDep, SettingsDep, StoreDep, TenantDep
+from service.deps import DatasetIdDep, DatasetsDep, SettingsDep, StoreDep, TenantDep, reference_slot
 from service.errors import ApiError, error_responses, validation_error
 from service.ingest import build_from_parts, build_from_spec, receive_parts, workspace
 from service.ingest.sources import loads
@@ -84,7 +84,7 @@ def parse_json_dataset(body: Any) -> DatasetReference | InlineDataset:
     status_code=201,
     response_model=DatasetOut,
     summary="Upload a dataset",
-    responses=error_responses(400, 413, 415),
+    responses=error_responses(400, 413, 415, 429),
     openapi_extra=_UPLOAD_BODY,
 )
 async def create_dataset(
@@ -102,7 +102,8 @@ async def create_dataset(
         elif ctype == "application/json" or ctype.endswith("+json"):
             body = await read_json(request)
             spec = parse_json_dataset(body)
-            builder, n, d = await run_in_threadpool(build_from_spec, spec, work, settings)
+            with reference_slot(request, tenant, spec):
+                builder, n, d = await run_in_threadpool(build_from_spec, spec, work, settings)
         else:
             raise ApiError(415, ErrorCode.UNSUPPORTED_MEDIA,
                            "Send multipart/form-data (files) or application/json (inline arrays or a uri).",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
-from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep
+from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
 from service.errors import ApiError, error_responses
 from service.ingest import build_from_spec, workspace
 from service.job_registry import JobRegistry, body_hash
@@ -68,6 +68,7 @@ def _existing(jobs: JobRegistry, tenant: str, job_id: str, response: Response) -
 )
 def create_job(
     body: JobCreate,
+    request: Request,
     response: Response,
     tenant: TenantDep,
     settings: SettingsDep,
@@ -101,7 +102,7 @@ def create_job(
         if isinstance(body.dataset, str):
             record = datasets.get(tenant, body.dataset)
         else:
-            with workspace(store) as work:
+            with reference_slot(request, tenant, body.dataset), workspace(store) as work:
                 builder, n, d = build_from_spec(body.dataset, work, settings)
                 record, _ = datasets.register(tenant, builder, n, d)
         check_params_fit(body.params, record)
