@@ -70,7 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (datasets, jobs, results, ops, docs):
         app.include_router(module.router)
     _install_optional(app)
-    app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes)
+    app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes,
+                       job_limit=settings.max_job_body_bytes)
     app.add_middleware(RequestLogMiddleware)
     security_headers.install(app)  # outermost, so every answer (500s included) carries the headers
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

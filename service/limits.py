@@ -1,7 +1,8 @@
 """Limits on what one request may hold: its body (while it streams in) and reference reads.
 
-A dataset upload may be as large as `max_upload_bytes` (plus the multipart framing); every other
-body (JSON with inline arrays, job submissions) as large as `max_inline_bytes`. A declared
+A dataset upload may be as large as `max_upload_bytes` (plus the multipart framing); a job
+submission as large as `max_job_body_bytes`; every other body (JSON with inline arrays) as large
+as `max_inline_bytes`. A declared
 Content-Length above the limit is refused before a byte is read; a chunked body is cut off the
 moment it passes the limit. Either way the caller gets 413 `payload_too_large`.
 """
@@ -23,16 +24,23 @@ RETRY_AFTER_S = 10
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, upload_limit: int, inline_limit: int) -> None:
+    def __init__(self, app: ASGIApp, upload_limit: int, inline_limit: int, job_limit: int | None = None) -> None:
         self.app = app
         self.upload_limit = upload_limit
         self.inline_limit = inline_limit
+        self.job_limit = inline_limit if job_limit is None else min(job_limit, inline_limit)
 
     def limit_for(self, scope: Scope) -> int:
         headers = dict(scope.get("headers") or [])
         ctype = headers.get(b"content-type", b"").decode("latin-1").lower()
-        if scope.get("path", "").rstrip("/") == "/v1/datasets" and ctype.startswith("multipart/"):
+        path = scope.get("path", "").rstrip("/")
+        if path == "/v1/datasets" and ctype.startswith("multipart/"):
             return self.upload_limit + MULTIPART_SLACK
+        if path == "/v1/jobs":
+            # A job body is parsed whole by the framework (one Python object per number, ~30x its
+            # size for short numbers), so it gets a smaller limit than /v1/datasets, which walks
+            # inline JSON in slices (service/ingest/inline_json.py).
+            return self.job_limit
         return self.inline_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(4 * 1024**3, description="Largest accepted upload or reference, in bytes (413 past it).")
     max_elements: int = Field(2 * 1024**3, description="Largest accepted n·d of an embedding matrix.")
     max_inline_bytes: int = Field(64 * 1024**2, description="Largest JSON body with inline arrays.")
+    max_job_body_bytes: int = Field(
+        4 * 1024**2,
+        description="Largest job submission body (its inline dataset is parsed whole; larger data: upload it first).",
+    )
 
     # --- references ---
     allowed_roots: list[str] = Field(

@@ -91,6 +91,9 @@ def _load_ids(src: Sources, n: int) -> list[Any] | None:
         info = inspect_npy(src.ids, "ids")
         if info.dtype.kind not in "iuUS" or len(info.shape) != 1:
             raise _validation("ids must be a 1-D array of strings or integers", field="ids", dtype=str(info.dtype))
+        if info.shape[0] != n:  # from the header, before the ids are loaded
+            raise _mismatch(f"ids has {info.shape[0]} entries but embeddings has n={n} rows", field="ids",
+                            length=info.shape[0], n=n)
         arr = load_small(info)
         ids: list[Any] = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in arr.tolist()]
     else:

@@ -6,13 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import TypeAdapter, ValidationError
 
 from service.deps import DatasetIdDep, DatasetsDep, SettingsDep, StoreDep, TenantDep, reference_slot
-from service.errors import ApiError, error_responses, validation_error
-from service.ingest import build_from_parts, build_from_spec, receive_parts, workspace
-from service.ingest.sources import loads
-from service.schemas import MAX_OFFSET, DatasetList, DatasetOut, DatasetReference, InlineDataset
+from service.errors import ApiError, error_responses
+from service.ingest import build_from_parts, build_from_spec, build_in, receive_parts, workspace
+from service.ingest.inline_json import parse_dataset_body
+from service.schemas import MAX_OFFSET, DatasetList, DatasetOut, DatasetReference
 from spotlight.protocol import DATASET_FIELDS, DatasetRecord, ErrorCode
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 503))
@@ -59,26 +58,6 @@ def to_out(record: DatasetRecord, deduplicated: bool = False) -> DatasetOut:
     )
 
 
-async def read_json(request: Request) -> Any:
-    """The body as JSON (size already capped by the body-limit middleware); 400 malformed_json."""
-    raw = await request.body()
-    try:
-        return loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, ErrorCode.MALFORMED_JSON, f"The body is not valid JSON ({exc}).") from None
-
-
-def parse_json_dataset(body: Any) -> DatasetReference | InlineDataset:
-    if isinstance(body, dict) and "uri" in body:
-        adapter: TypeAdapter[Any] = TypeAdapter(DatasetReference)
-    else:
-        adapter = TypeAdapter(InlineDataset)
-    try:
-        return adapter.validate_python(body)
-    except ValidationError as exc:
-        raise validation_error(exc.errors()) from None
-
-
 @router.post(
     "",
     status_code=201,
@@ -100,10 +79,14 @@ async def create_dataset(
             parts = await receive_parts(request, work, settings)
             builder, n, d = await run_in_threadpool(build_from_parts, parts, work, settings)
         elif ctype == "application/json" or ctype.endswith("+json"):
-            body = await read_json(request)
-            spec = parse_json_dataset(body)
-            with reference_slot(request, tenant, spec):
-                builder, n, d = await run_in_threadpool(build_from_spec, spec, work, settings)
+            # Walked in slices (service/ingest/inline_json.py): memory stays a small multiple of the body.
+            parsed = await run_in_threadpool(parse_dataset_body, await request.body(), work)
+            if isinstance(parsed, str):
+                spec = DatasetReference(uri=parsed)
+                with reference_slot(request, tenant, spec):
+                    builder, n, d = await run_in_threadpool(build_from_spec, spec, work, settings)
+            else:
+                builder, n, d = await run_in_threadpool(build_in, work, parsed, settings)
         else:
             raise ApiError(415, ErrorCode.UNSUPPORTED_MEDIA,
                            "Send multipart/form-data (files) or application/json (inline arrays or a uri).",
