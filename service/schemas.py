@@ -60,7 +60,9 @@ class DatasetOut(BaseModel):
     fields: list[str] = Field(description="Stored fields, e.g. embeddings, losses, labels, ids, metadata.")
     sha256: str = Field(description="Hash of the canonical content; same content, same hash, stored once.")
     created_at: datetime
-    deduplicated: bool = Field(False, description="True when this content was already stored (no new copy).")
+    deduplicated: bool = Field(
+        False, description="True when you already stored this content (no new copy); never says whether another tenant has."
+    )
 
 
 class DatasetList(BaseModel):

@@ -168,3 +168,25 @@ def test_405_names_the_allowed_methods(client: TestClient, method: str, path: st
     assert r.status_code == 405
     assert {m.strip() for m in r.headers["allow"].split(",")} == allowed
     assert set(r.json()["error"]["details"]["allowed"]) == allowed
+
+
+def test_dedup_is_disclosed_only_within_a_tenant(redis_url: str, tmp_path: Path) -> None:
+    settings = Settings(redis_url=redis_url, data_dir=tmp_path, store_url=str(tmp_path / "store"),
+                        api_keys="a:key-a,b:key-b", api_keys_file=None)
+    body = {"embeddings": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], "losses": [1.0, 2.0, 0.5]}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        a, b = ({"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"})
+        first = c.post("/v1/datasets", json=body, headers=a).json()
+        assert first["deduplicated"] is False
+        # Another tenant sending the same bytes learns nothing about tenant a.
+        other = c.post("/v1/datasets", json=body, headers=b).json()
+        assert other["deduplicated"] is False and other["id"] != first["id"]
+        # The same tenant is told (its own earlier upload), and both copies share one stored folder.
+        again = c.post("/v1/datasets", json=body, headers=a).json()
+        assert again["deduplicated"] is True
+        assert len(list((tmp_path / "store" / "datasets").iterdir())) == 1
+        # b's view stays the same after a deletes all its copies.
+        for ds in (first["id"], again["id"]):
+            assert c.delete(f"/v1/datasets/{ds}", headers=a).status_code == 204
+        assert c.get(f"/v1/datasets/{other['id']}", headers=b).status_code == 200
+        assert c.post("/v1/datasets", json=body, headers=b).json()["deduplicated"] is True
