@@ -31,6 +31,7 @@ spotlight/jobqueue.py for what ends up in the job's meta):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -44,6 +45,7 @@ from rq import Worker
 from rq.job import Job
 from rq.queue import Queue
 
+from spotlight import capabilities
 from spotlight.jobqueue import abandoned_job_handler, callback_queue, job_queue, record_worker_lost
 from spotlight.settings import Settings
 
@@ -150,4 +152,11 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
         settings.worker_lost_after_s,
         settings.maintenance_interval_s,
     )
-    return worker.work(burst=burst, logging_level=settings.log_level.upper())
+    if searches:  # the API refuses device "cuda" jobs that no live worker could run
+        capabilities.publish(connection, settings.queue_name, worker.name, capabilities.detect_cuda_devices())
+    try:
+        return worker.work(burst=burst, logging_level=settings.log_level.upper())
+    finally:
+        if searches:
+            with contextlib.suppress(redis.RedisError):
+                capabilities.withdraw(connection, settings.queue_name, worker.name)

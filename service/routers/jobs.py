@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
+import redis
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
@@ -12,6 +13,7 @@ from service.errors import ApiError, error_responses
 from service.ingest import build_from_spec, workspace
 from service.job_registry import JobRegistry, body_hash
 from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
+from spotlight import capabilities
 from spotlight.netguard import URLRefused, check_callback_url
 from spotlight.params import SearchParams
 from spotlight.protocol import DatasetRecord, ErrorCode, new_job_id
@@ -43,6 +45,21 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
             400, ErrorCode.VALIDATION,
             f"pca_components {params.pca_components} must be at most min(n, dim) = {min(dataset.n, dataset.dim)}",
             {"field": "params.pca_components", "n": dataset.n, "dim": dataset.dim},
+        )
+
+
+def check_device(params: SearchParams, r: redis.Redis, settings: Settings) -> None:
+    """400 when the job asks for a CUDA device that no live worker has (workers publish theirs)."""
+    if not params.device.startswith("cuda"):
+        return
+    index = int(params.device.split(":", 1)[1]) if ":" in params.device else 0
+    most = capabilities.max_cuda_devices(r, settings.queue_name)
+    if most is None or most <= index:
+        have = "no running worker has a GPU" if not most else f"the running workers have at most {most} GPU(s)"
+        raise ApiError(
+            400, ErrorCode.VALIDATION,
+            f"device {params.device!r} cannot run here: {have}; use \"auto\" (a GPU when one is free) or \"cpu\"",
+            {"field": "params.device", "cuda_devices": most or 0},
         )
 
 
@@ -106,6 +123,7 @@ def create_job(
                 builder, n, d = build_from_spec(body.dataset, work, settings)
                 record, _ = datasets.register(tenant, builder, n, d)
         check_params_fit(body.params, record)
+        check_device(body.params, jobs.r, settings)
         job = jobs.submit(tenant, job_id, record, body.params, body.callback_url)
     except BaseException:
         if idempotency_key:

@@ -190,3 +190,46 @@ def test_dedup_is_disclosed_only_within_a_tenant(redis_url: str, tmp_path: Path)
             assert c.delete(f"/v1/datasets/{ds}", headers=a).status_code == 204
         assert c.get(f"/v1/datasets/{other['id']}", headers=b).status_code == 200
         assert c.post("/v1/datasets", json=body, headers=b).json()["deduplicated"] is True
+
+
+def test_cuda_jobs_need_a_live_worker_with_a_gpu(client: TestClient, redis_url: str) -> None:
+    import redis as redis_lib
+    from rq import Queue, Worker
+
+    from spotlight import capabilities
+
+    conn = redis_lib.Redis.from_url(redis_url)
+    ds = _dataset(client)
+
+    def submit(device: str) -> Any:
+        return client.post("/v1/jobs", json={"dataset": ds, "params": {"device": device, "steps": 5}})
+
+    for device in ("cuda", "cuda:0", "cuda:3"):
+        r = submit(device)
+        assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "params.device", r.text
+    # A worker that published a GPU but is not alive (not in RQ's registry) counts for nothing.
+    capabilities.publish(conn, "spotlight", "gone-worker", 2)
+    assert submit("cuda").status_code == 400
+    # A live worker (registered with RQ) with one GPU: cuda and cuda:0 are accepted, cuda:1 is not.
+    worker = Worker([Queue("spotlight", connection=conn)], name="gpu-worker", connection=conn)
+    worker.register_birth()
+    try:
+        capabilities.publish(conn, "spotlight", "gpu-worker", 1)
+        assert submit("cuda").status_code == 202
+        assert submit("cuda:0").status_code == 202
+        assert submit("cuda:1").status_code == 400
+        assert submit("cpu").status_code == 202 and submit("auto").status_code == 202
+    finally:
+        worker.register_death()
+    assert submit("cuda").status_code == 400
+
+
+def test_a_cpu_build_reports_no_cuda_devices_without_a_child_process() -> None:
+    import torch
+
+    from spotlight import capabilities
+
+    if torch.version.cuda:
+        pytest.skip("a CUDA build of torch: the count comes from a child process")
+    assert capabilities.detect_cuda_devices() == 0
+    assert not torch.cuda.is_initialized()

@@ -1,0 +1,63 @@
+"""What the workers can compute on, published at their start so the API can refuse what none can run.
+
+A job asking for ``device: "cuda"`` on a deployment whose workers have no GPU used to be accepted
+and then fail in the worker. Each search worker now records how many CUDA devices it sees
+(a hash per queue, worker name -> count); the API reads it together with RQ's registry of live
+workers (so a dead worker's record counts for nothing) and answers 400 at submission.
+
+Counting devices must not initialise CUDA in the worker's parent process (its forked work-horses
+could not use it then), so on a CUDA build of torch the count comes from a short child process;
+a CPU build has none without asking.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from redis import Redis
+from rq import Worker
+
+from spotlight.protocol import KEY_PREFIX
+
+_COUNT_SCRIPT = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
+
+
+def capabilities_key(queue_name: str) -> str:
+    return f"{KEY_PREFIX}:workers:{queue_name}:cuda_devices"
+
+
+def detect_cuda_devices(timeout_s: float = 120.0) -> int:
+    """CUDA devices this machine's torch sees, without initialising CUDA in this process."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    if not torch.version.cuda:  # a CPU build
+        return 0
+    try:
+        out = subprocess.run([sys.executable, "-c", _COUNT_SCRIPT], capture_output=True, text=True,
+                             timeout=timeout_s, check=True).stdout
+        return int(out.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+        return 0
+
+
+def publish(conn: Redis, queue_name: str, worker_name: str, cuda_devices: int) -> None:
+    conn.hset(capabilities_key(queue_name), worker_name, cuda_devices)
+
+
+def withdraw(conn: Redis, queue_name: str, worker_name: str) -> None:
+    conn.hdel(capabilities_key(queue_name), worker_name)
+
+
+def max_cuda_devices(conn: Redis, queue_name: str) -> int | None:
+    """The most CUDA devices any live worker of the queue has; None when no live worker published."""
+    published = {
+        (k.decode() if isinstance(k, bytes) else k): int(v) for k, v in conn.hgetall(capabilities_key(queue_name)).items()
+    }
+    if not published:
+        return None
+    live = {w.name for w in Worker.all(connection=conn)}
+    counts = [n for name, n in published.items() if name in live]
+    return max(counts) if counts else None
