@@ -22,7 +22,7 @@ from rq.job import Job
 
 from service.errors import ApiError
 from service.schemas import JobOut
-from spotlight.jobqueue import enqueue_search
+from spotlight.jobqueue import enqueue_search, large_queue
 from spotlight.params import SearchParams
 from spotlight.protocol import (
     META_DEVICE,
@@ -210,7 +210,8 @@ class JobRegistry:
             )
 
     def submit(
-        self, tenant: str, job_id: str, dataset: DatasetRecord, params: SearchParams, callback_url: str | None
+        self, tenant: str, job_id: str, dataset: DatasetRecord, params: SearchParams, callback_url: str | None,
+        *, large: bool = False,
     ) -> Job:
         spec = JobSpec(
             job_id=job_id, tenant=tenant, dataset_id=dataset.id, dataset_sha256=dataset.sha256,
@@ -220,7 +221,7 @@ class JobRegistry:
         with lock:
             self.check_capacity(tenant)
             # One enqueue path for API and tests: timeout, TTLs, retries and the failure hook from Settings.
-            job = enqueue_search(self.queue, spec, self.settings)
+            job = enqueue_search(large_queue(self.r, self.settings) if large else self.queue, spec, self.settings)
             pipe = self.r.pipeline()
             pipe.zadd(tenant_jobs_key(tenant), {job_id: spec.created_at.timestamp()})
             pipe.sadd(tenant_active_key(tenant), job_id)

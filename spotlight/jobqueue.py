@@ -62,6 +62,12 @@ def job_queue(connection: Redis, settings: Settings) -> Queue:
     return Queue(settings.queue_name, connection=connection)
 
 
+def large_queue(connection: Redis, settings: Settings) -> Queue:
+    """The large lane, `<queue_name>-large`: jobs estimated above `large_job_cost` (spotlight/cost.py).
+    Search workers listen to both lanes and take from them in turn (RQ's round-robin dequeue)."""
+    return Queue(f"{settings.queue_name}-large", connection=connection)
+
+
 def callback_queue(connection: Redis, settings: Settings) -> Queue:
     """Where finished jobs' webhooks wait for delivery: `<queue_name>-callbacks`.
 

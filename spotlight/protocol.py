@@ -209,6 +209,8 @@ class ErrorCode:
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     TOO_MANY_JOBS = "too_many_active_jobs"
     TOO_MANY_FETCHES = "too_many_reference_fetches"
+    JOB_TOO_COSTLY = "job_too_costly"
+    TOO_MUCH_ACTIVE_COST = "too_much_active_cost"
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"

@@ -40,6 +40,17 @@ class Settings(BaseSettings):
     result_ttl_s: int = Field(7 * 24 * 3600, description="How long finished or failed jobs and their results are kept.")
     job_retries: int = Field(1, description="How often a job whose worker died is retried on another worker.")
     max_active_jobs_per_tenant: int = Field(20, description="Queued + running jobs one tenant may have (429 past it).")
+    max_job_cost: float = Field(
+        1e14, gt=0,
+        description="Largest estimated cost of one job, in element-steps: n·d × restarts × steps × (regions + permutations).",
+    )
+    max_active_cost_per_tenant: float = Field(
+        2e14, gt=0, description="Largest summed estimated cost of one tenant's queued + running jobs (429 past it)."
+    )
+    large_job_cost: float = Field(
+        1e11, gt=0,
+        description="Jobs estimated above this go to the large lane, served in turn with the others (round robin).",
+    )
     progress_interval_s: float = Field(0.3, description="How often a worker publishes a job's progress.")
     member_min_weight: float = Field(
         1e-3, description="Kernel weight at or above which an example counts as a member of a region."

@@ -42,11 +42,12 @@ import sys
 
 import redis
 from rq import Worker
+from rq.worker import DequeueStrategy
 from rq.job import Job
 from rq.queue import Queue
 
 from spotlight import capabilities
-from spotlight.jobqueue import abandoned_job_handler, callback_queue, job_queue, record_worker_lost
+from spotlight.jobqueue import abandoned_job_handler, callback_queue, job_queue, large_queue, record_worker_lost
 from spotlight.settings import Settings
 
 log = logging.getLogger("spotlight.worker")
@@ -109,9 +110,9 @@ def worker_name() -> str:
 def build_worker(
     settings: Settings, connection: redis.Redis, name: str | None = None, *, searches: bool = True, callbacks: bool = True
 ) -> SpotlightWorker:
-    """An RQ worker with every lifetime taken from Settings, on the search queue and/or the callbacks
-    queue (searches first: RQ dequeues in the order given)."""
-    queues = ([job_queue(connection, settings)] if searches else []) + (
+    """An RQ worker with every lifetime taken from Settings, on the search queue's two lanes (normal,
+    then large) and/or the callbacks queue; `run_worker` takes from them round robin."""
+    queues = ([job_queue(connection, settings), large_queue(connection, settings)] if searches else []) + (
         [callback_queue(connection, settings)] if callbacks else [])
     if not queues:
         raise ValueError("a worker needs at least one queue")
@@ -155,7 +156,9 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
     if searches:  # the API refuses device "cuda" jobs that no live worker could run
         capabilities.publish(connection, settings.queue_name, worker.name, capabilities.detect_cuda_devices())
     try:
-        return worker.work(burst=burst, logging_level=settings.log_level.upper())
+        # Round robin over the lanes: a long job never has every short one wait behind a queue of longs.
+        return worker.work(burst=burst, logging_level=settings.log_level.upper(),
+                           dequeue_strategy=DequeueStrategy.ROUND_ROBIN)
     finally:
         if searches:
             with contextlib.suppress(redis.RedisError):

@@ -14,9 +14,10 @@ from service.ingest import build_from_spec, workspace
 from service.job_registry import JobRegistry, body_hash
 from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
 from spotlight import capabilities
+from spotlight import cost as cost_lib
 from spotlight.netguard import URLRefused, check_callback_url
 from spotlight.params import SearchParams
-from spotlight.protocol import DatasetRecord, ErrorCode, new_job_id
+from spotlight.protocol import DatasetRecord, ErrorCode, new_job_id, tenant_active_key
 from spotlight.settings import Settings
 
 log = logging.getLogger("spotlight.api.jobs")
@@ -60,6 +61,31 @@ def check_device(params: SearchParams, r: redis.Redis, settings: Settings) -> No
             400, ErrorCode.VALIDATION,
             f"device {params.device!r} cannot run here: {have}; use \"auto\" (a GPU when one is free) or \"cpu\"",
             {"field": "params.device", "cuda_devices": most or 0},
+        )
+
+
+def check_cost(jobs: JobRegistry, tenant: str, cost: int, settings: Settings) -> None:
+    """400 for a job whose estimated cost is over `max_job_cost`; 429 when it would take the
+    tenant's queued + running jobs past `max_active_cost_per_tenant` (spotlight/cost.py)."""
+    if cost > settings.max_job_cost:
+        raise ApiError(
+            400, ErrorCode.JOB_TOO_COSTLY,
+            f"This job would cost up to {cost:.3g} element-steps (n·d x restarts x steps x (regions + "
+            f"permutations)); this server runs at most {settings.max_job_cost:.3g} per job "
+            "(SPOTLIGHT_MAX_JOB_COST). Lower steps, restarts, n_spotlights or n_permutations, or use pca_components.",
+            {"cost": cost, "limit": settings.max_job_cost, "setting": "SPOTLIGHT_MAX_JOB_COST"},
+        )
+    active_ids = {i.decode() if isinstance(i, bytes) else i for i in jobs.r.smembers(tenant_active_key(tenant))}
+    active = cost_lib.active_cost(jobs.r, tenant, active_ids)
+    if active + cost > settings.max_active_cost_per_tenant:
+        raise ApiError(
+            429, ErrorCode.TOO_MUCH_ACTIVE_COST,
+            f"Your queued and running jobs already cost {active:.3g} element-steps; with this one ({cost:.3g}) "
+            f"they would pass this server's limit of {settings.max_active_cost_per_tenant:.3g} per tenant "
+            "(SPOTLIGHT_MAX_ACTIVE_COST_PER_TENANT); wait for some to finish.",
+            {"active_cost": active, "cost": cost, "limit": settings.max_active_cost_per_tenant,
+             "setting": "SPOTLIGHT_MAX_ACTIVE_COST_PER_TENANT"},
+            headers={"Retry-After": "30"},
         )
 
 
@@ -124,7 +150,10 @@ def create_job(
                 record, _ = datasets.register(tenant, builder, n, d)
         check_params_fit(body.params, record)
         check_device(body.params, jobs.r, settings)
-        job = jobs.submit(tenant, job_id, record, body.params, body.callback_url)
+        cost = cost_lib.job_cost(body.params, record.n, record.dim)
+        check_cost(jobs, tenant, cost, settings)
+        job = jobs.submit(tenant, job_id, record, body.params, body.callback_url, large=cost > settings.large_job_cost)
+        cost_lib.record(jobs.r, tenant, job_id, cost)
     except BaseException:
         if idempotency_key:
             jobs.release_idempotency(tenant, idempotency_key, job_id)
