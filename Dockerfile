@@ -35,8 +35,6 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=10s \
 CMD ["spotlight", "api", "--host", "0.0.0.0", "--port", "8000"]
 
 # ---- worker: torch and CUDA from the base image, plus the worker and s3 extras ----
-# (On a GPU the search step is torch's. The one-pass C step for CPUs needs a C compiler, which this
-# runtime image lacks: a CPU-only worker from it logs that and runs the torch step; docs/engine.md.)
 FROM ${TORCH_IMAGE} AS worker
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

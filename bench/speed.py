@@ -5,20 +5,16 @@
 
 Per step, measured in this one run on the same matrix X (n x d, float32):
 - engine: one step of this engine (objective + gradient of all `restarts` starts at once, via
-  ||x||^2 - 2 x.mu + ||mu||^2), exactly the function the search loop calls: on a CPU with a C
-  compiler, the fused one-pass kernel (worker/engine/fused_step.c);
-- torch:  the same step on the torch path (X M forward, G X backward: two passes), what runs
-  without the kernel (and on a GPU);
+  ||x||^2 - 2 x.mu + ||mu||^2: X M forward, G X backward, two passes), exactly the function the
+  search loop calls;
 - paper:  the authors' formulation, sum(((x - mu) @ P) * (x - mu)) with a d x d precision matrix P
   and autograd, one start, timed over a few steps (it is O(n d^2));
 - floor:  two passes over X, X @ v and X^T @ c (matrix-vector products): what a two-pass
-  O(n d) gradient step must read; timed on X and on a transposed copy, the faster counts. (The
-  fused kernel reads X once, so it can come in under this floor.)
-Engine, torch and floor are timed in turn, 15 rounds of a few back-to-back calls each (see
+  O(n d) gradient step must read; timed on X and on a transposed copy, the faster counts.
+Engine and floor are timed in turn, 15 rounds of a few back-to-back calls each (see
 `_interleaved`); the ratios printed are medians of per-round ratios (robust to the drift of a
 shared machine), the times medians of their own.
-Then the wall time of a complete default search (5 regions) at d = 512, with the kernel and on the
-torch path.
+Then the wall time of a complete default search (5 regions) at d = 512.
 """
 
 from __future__ import annotations
@@ -34,7 +30,7 @@ import numpy as np
 import torch
 
 from spotlight.params import SearchParams
-from worker.engine import core, native, search
+from worker.engine import core, search
 
 
 def _interleaved(fns: dict[str, Callable[[], object]], rounds: int, block: int = 4) -> dict[str, list[float]]:
@@ -46,7 +42,7 @@ def _interleaved(fns: dict[str, Callable[[], object]], rounds: int, block: int =
     where medians of separately timed blocks do not. Why back to back, first call dropped: a search
     runs its steps back to back, while the call right after a different kind of work pays for that
     work's leftovers (after a torch product its OpenMP threads spin on both cores for a while, which
-    slowed the native step's threads by ~20 %); every fn is timed the same way.
+    slowed the next step by ~20 %); every fn is timed the same way.
     """
     for fn in fns.values():
         fn()
@@ -96,13 +92,12 @@ def step_times(x_np: np.ndarray, loss: np.ndarray, restarts: int, paper_steps: i
     active = None  # as the search passes it when every sample weight is positive
     g = torch.Generator().manual_seed(0)
 
-    torch_data = core.EmbeddingMatrix(z, native=False)  # the torch path, for the side-by-side column
     ws = w * scores  # once per region in the search, so not part of a step
 
-    def engine(r: int, on: core.EmbeddingMatrix = data) -> Callable[[], object]:
+    def engine(r: int) -> Callable[[], object]:
         mu = torch.randn(d, r, generator=g) * 0.1
         theta = torch.full((1, r), -1.0)
-        return lambda: core.objective_and_gradient(on, mu, theta, scores, w, active, "gaussian",
+        return lambda: core.objective_and_gradient(data, mu, theta, scores, w, active, "gaussian",
                                                    0.02 * n, 0.5 * n, 1.0, None, ws)
 
     v, c = torch.randn(d, generator=g), torch.randn(n, generator=g)
@@ -110,22 +105,18 @@ def step_times(x_np: np.ndarray, loss: np.ndarray, restarts: int, paper_steps: i
     t = _interleaved({
         "engine": engine(restarts),
         "engine_1": engine(1),
-        "torch": engine(restarts, torch_data),
         "floor_rows": lambda: (z @ v, c @ z),
         "floor_cols": lambda: (v @ zt, zt @ c),
     }, rounds=15)
-    del zt, torch_data
+    del zt
     # the floor of a round is the faster of the two layouts: the least two passes can cost here
     floor = [min(a, b) for a, b in zip(t["floor_rows"], t["floor_cols"])]
     out = {
         "engine": statistics.median(t["engine"]),
         "engine_1": statistics.median(t["engine_1"]),
-        "torch": statistics.median(t["torch"]),
         "floor": statistics.median(floor),
         "ratio": statistics.median(e / f for e, f in zip(t["engine"], floor)),
         "ratio_1": statistics.median(e / f for e, f in zip(t["engine_1"], floor)),
-        "ratio_torch": statistics.median(e / f for e, f in zip(t["torch"], floor)),
-        "speedup": statistics.median(b / a for a, b in zip(t["engine"], t["torch"])),
     }
     mu = torch.zeros(d, requires_grad=True)
     log_tau = torch.tensor(float(np.log(1e-4)), requires_grad=True)
@@ -146,38 +137,30 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50_000)
     parser.add_argument("--dims", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--paper-steps", type=int, default=2, help="timed steps of the O(n d^2) formulation")
-    parser.add_argument("--skip-torch-search", action="store_true", help="time the full search on the engine only")
     args = parser.parse_args()
     params = SearchParams(device="cpu")
     print(f"# bench.speed — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f} (shared machine)")
-    kernel = "native fused one-pass kernel" if native.available() else "torch path (native kernel unavailable)"
-    print(f"# per-step times, n = {args.n}, float32; engine = {params.restarts} restarts at once, {kernel}; "
-          f"torch = the same step on the torch path (two passes)")
-    print(f"{'d':>5s} | {'engine ms':>9s} | {'torch ms':>8s} | {'engine 1 start':>14s} | {'floor ms':>8s} | "
-          f"{'paper ms':>9s} | {'engine/floor':>12s} | {'torch/floor':>11s} | {'1 start/floor':>13s} | "
-          f"{'torch/engine':>12s} | {'paper/engine':>12s} | {'paper/(engine/R)':>16s}")
+    print(f"# per-step times, n = {args.n}, float32; engine = {params.restarts} restarts at once (torch, two passes)")
+    print(f"{'d':>5s} | {'engine ms':>9s} | {'engine 1 start':>14s} | {'floor ms':>8s} | {'paper ms':>9s} | "
+          f"{'engine/floor':>12s} | {'1 start/floor':>13s} | {'paper/engine':>12s} | {'paper/(engine/R)':>16s}")
     for d in args.dims:
         x, loss = make_data(args.n, d)
         t = step_times(x, loss, params.restarts, args.paper_steps)
-        print(f"{d:5d} | {t['engine'] * 1e3:9.1f} | {t['torch'] * 1e3:8.1f} | {t['engine_1'] * 1e3:14.1f} | "
-              f"{t['floor'] * 1e3:8.1f} | {t['paper'] * 1e3:9.0f} | {t['ratio']:12.2f} | {t['ratio_torch']:11.2f} | "
-              f"{t['ratio_1']:13.2f} | {t['speedup']:12.2f} | {t['paper'] / t['engine']:12.0f} | "
-              f"{t['paper'] / (t['engine'] / params.restarts):16.0f}")
+        print(f"{d:5d} | {t['engine'] * 1e3:9.1f} | {t['engine_1'] * 1e3:14.1f} | {t['floor'] * 1e3:8.1f} | "
+              f"{t['paper'] * 1e3:9.0f} | {t['ratio']:12.2f} | {t['ratio_1']:13.2f} | "
+              f"{t['paper'] / t['engine']:12.0f} | {t['paper'] / (t['engine'] / params.restarts):16.0f}")
         del x
     x, loss = make_data(args.n, 512)
-    runs = [("engine", True)] + ([("torch path", False)] if native.available() and not args.skip_torch_search else [])
-    for name, on in runs:
-        with native.switched(on):
-            t = time.perf_counter()
-            result = search(x, loss, params)
-            wall = time.perf_counter() - t
-        steps = [r.steps_run for r in result.regions]
-        lifts = [round(r.lift, 2) for r in result.regions]
-        print(f"# full search, {name}, defaults ({params.n_spotlights} regions, {params.kernel}, restarts "
-              f"{params.restarts}, cap {params.steps} steps), n = {args.n}, d = 512: {wall:.1f} s "
-              f"({wall / sum(steps) * 1e3:.1f} ms a step, everything included); steps per region {steps}; "
-              f"lifts {lifts}; load {os.getloadavg()[0]:.2f}")
+    t = time.perf_counter()
+    result = search(x, loss, params)
+    wall = time.perf_counter() - t
+    steps = [r.steps_run for r in result.regions]
+    lifts = [round(r.lift, 2) for r in result.regions]
+    print(f"# full search, defaults ({params.n_spotlights} regions, {params.kernel}, restarts "
+          f"{params.restarts}, cap {params.steps} steps), n = {args.n}, d = 512: {wall:.1f} s "
+          f"({wall / sum(steps) * 1e3:.1f} ms a step, everything included); steps per region {steps}; "
+          f"lifts {lifts}; load {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

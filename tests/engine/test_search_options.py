@@ -30,8 +30,8 @@ def test_zero_weight_examples_are_ignored() -> None:
     """Appending a decoy ball of huge losses with weight 0 does not attract the region.
 
     (Not bit-identical: more rows change float32 summation order, and the optimiser's path is
-    sensitive to last-bit differences; the region found must be as good and in the same place.)"""
-    x, loss, _ = planted_problem(n=800, d=5)
+    sensitive to last-bit differences; the region found must be as good, with the same members.)"""
+    x, loss, planted = planted_problem(n=800, d=5)
     base = search(x, loss, PARAMS)
     decoy = (x[:100] * 0.05 + 6.0).astype(np.float32)
     x2 = np.vstack([x, decoy])
@@ -40,7 +40,8 @@ def test_zero_weight_examples_are_ignored() -> None:
     with_decoy = search(x2, loss2, PARAMS, sample_weights=w2)
     assert with_decoy.weights[800:].max() < 1e-3
     assert with_decoy.regions[0].weighted_loss == pytest.approx(base.regions[0].weighted_loss, rel=0.05)
-    assert np.linalg.norm(with_decoy.regions[0].center - base.regions[0].center) < 0.5
+    for result in (base, with_decoy):  # the same members: the planted ball
+        assert average_precision_score(planted, result.weights[:800, 0]) > 0.7
     assert with_decoy.regions[0].size_requested == pytest.approx(base.regions[0].size_requested)
 
 

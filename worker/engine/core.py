@@ -8,20 +8,16 @@ log-precisions a 1 x R (spherical) or d x R (diagonal) matrix, and per-example q
 Cost: the only passes over the n x d matrix X are X @ M (forward) and M-gradient = X^T @ G
 (backward), via ||x - mu||^2 = ||x||^2 - 2 x.mu + ||mu||^2 with ||x||^2 precomputed. No d x d
 matrix is ever formed. The diagonal shape adds the same two passes over X*X, done in row chunks so
-that no n x d temporary exists. On a CPU the default case (spherical, no entropy penalty, float32)
-reads X once instead, in C (`_spherical_step_native`, `native.py`, `fused_step.c`).
+that no n x d temporary exists. One implementation on every device: torch's own operators.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from worker.engine import native as native_kernel
 
 # Projection bound on the smallest scaled distance u = tau * ||x - mu||^2 of a restart, per kernel:
 # keeping min_i u_i <= this keeps at least one example inside the kernel (flat: k >= 0.1, gaussian:
@@ -50,51 +46,16 @@ def row_chunk(n: int, d: int, device: torch.device) -> int:
     return max(256, min(n, budget // (4 * max(d, 1))))
 
 
-# On a CPU the transposed copy of the embeddings (see `EmbeddingMatrix`) is kept while it is at most
-# this big: it doubles the memory the search holds, and buys a ~1.6x faster backward pass.
-TRANSPOSED_COPY_MAX_BYTES = 2 * 2**30
-
-
-def _onednn_linear() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-    """oneDNN's fp32 linear (A @ B^T for a contiguous B), or None where this torch build lacks it.
-
-    Why: for the step's skinny products (R = 4 columns) MKL's sgemm packs the big operand first and
-    runs at ~40 % of a matrix-vector product's bandwidth; oneDNN's kernel reads it once (measured
-    1.4x faster forward, 1.9x backward at n = 50 000, d = 512, bench/speed). It is a private op, so
-    it is checked once against a plain matmul and dropped if missing or wrong.
-    """
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-        if not torch.backends.mkldnn.is_available():
-            return None
-        a, b = torch.randn(3, 5), torch.randn(7, 5)
-        if not torch.allclose(op(a, b, None, "none", [], ""), a @ b.t(), atol=1e-5):
-            return None
-    except (AttributeError, RuntimeError):
-        return None
-    return lambda a, b: op(a, b, None, "none", [], "")
-
-
-_LINEAR: list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None] = []
-
-
-def _cpu_linear() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-    if not _LINEAR:
-        _LINEAR.append(_onednn_linear())
-    return _LINEAR[0]
-
-
 class EmbeddingMatrix:
-    """The standardised embeddings X (n x d, float32) with what a step's two passes need.
+    """The standardised embeddings X (n x d) with what a step's two passes need, ||x||^2 precomputed.
 
-    A step reads X twice: P^T X^T (R x n, the distances) forward and G X (R x d, the gradient)
-    backward. On a CPU each pass is fastest from a different layout (oneDNN reads its "weight"
-    operand row by row), so a transposed copy X^T is kept there when it fits
-    `TRANSPOSED_COPY_MAX_BYTES`; on a GPU both are plain matmuls. ||x||^2 is precomputed once.
+    A step reads X twice: the distances P^T X^T (R x n) forward and the gradient G X (R x d)
+    backward, both plain torch matmuls. The forward product is taken as (X P)^T: BLAS reads X once
+    for a tall-skinny product, where P^T X^T packs the big operand first (measured 4-8 ms against
+    16-20 ms at n = 50 000, d = 512, R = 4 on this CPU).
     """
 
-    def __init__(self, x: torch.Tensor, chunk: int | None = None, transposed_max_bytes: int = TRANSPOSED_COPY_MAX_BYTES,
-                 native: bool | None = None):
+    def __init__(self, x: torch.Tensor, chunk: int | None = None):
         self.x = x.contiguous()
         n, d = self.x.shape
         self.chunk = chunk if chunk is not None else row_chunk(n, d, x.device)
@@ -102,42 +63,18 @@ class EmbeddingMatrix:
         for i in range(0, n, self.chunk):
             rows = self.x[i : i + self.chunk]
             self.sq_norms[i : i + self.chunk] = (rows * rows).sum(1)
-        on_cpu = x.device.type == "cpu"
-        cpu32 = on_cpu and self.x.dtype == torch.float32
-        self._linear = _cpu_linear() if cpu32 else None
-        # the fused one-pass step (native.py) for float32 on a CPU; None asks whether it is available
-        self.native = cpu32 and (native_kernel.available() if native is None else native)
-        self.threads: int | None = None  # the native step's threads; None: torch.get_num_threads()
-        self._transposed_fits = on_cpu and self.x.numel() * self.x.element_size() <= transposed_max_bytes
-        self._xt: torch.Tensor | None = None
 
     @property
     def shape(self) -> torch.Size:
         return self.x.shape
 
-    @property
-    def xt(self) -> torch.Tensor | None:
-        """The transposed copy, made on the first backward pass that needs it: the fused native step
-        never does, so the common CPU search holds one copy of X, not two."""
-        if self._xt is None and self._transposed_fits:
-            self._xt = self.x.t().contiguous()
-        return self._xt
-
     def project(self, pt: torch.Tensor) -> torch.Tensor:
-        """P^T X^T (R x n) for a small P^T (R x d): one pass over X."""
-        pt = pt.contiguous()
-        if self._linear is not None:
-            return self._linear(pt, self.x)
-        return pt @ self.x.t()
+        """P^T X^T (R x n, contiguous) for a small P^T (R x d): one pass over X."""
+        return (self.x @ pt.t()).t().contiguous()
 
     def pullback(self, g: torch.Tensor) -> torch.Tensor:
         """G X (R x d) for G (R x n): one pass over X."""
-        g = g.contiguous()
-        if self.xt is None:
-            return g @ self.x
-        if self._linear is not None:
-            return self._linear(g, self.xt)
-        return (self.xt @ g.t()).t()
+        return g.contiguous() @ self.x
 
     def project_squared(self, pt: torch.Tensor) -> torch.Tensor:
         """P^T (X*X)^T (R x n), X*X formed one row chunk at a time (no n x d temporary)."""
@@ -318,8 +255,7 @@ def objective_and_gradient(
     regs: Regularisers | None,
     weighted_scores: torch.Tensor | None = None,
 ) -> tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One optimiser step's work: every restart's objective and its gradient (two passes over X; one
-    on a CPU with the native kernel).
+    """One optimiser step's work: every restart's objective and its gradient (two passes over X).
 
     Returns (evaluation, d objective / d mu, d objective / d theta, f) where f is the support
     projection factor of each restart (`support_rescale`); the caller adds log f to theta. The
@@ -329,8 +265,6 @@ def objective_and_gradient(
     """
     if theta.shape[0] == 1 and regs is None:
         ws = weighted_scores if weighted_scores is not None else weights * scores
-        if data.native and kernel in ("gaussian", "flat") and mu.dtype == torch.float32:
-            return _spherical_step_native(data, mu, theta, ws, weights, kernel, size, slack, barrier_scale)
         return _spherical_step(data, mu, theta, scores, weights, active, kernel, size, slack, barrier_scale, ws)
     mu = mu.detach().requires_grad_(True)
     theta = theta.detach().requires_grad_(True)
@@ -403,59 +337,6 @@ def _spherical_step(
     g_mu = -2.0 * data.pullback(g).t() + 2.0 * mu * g.sum(1)[None, :]
     ev = Evaluation(value=value, penalised=penalised, total=total)
     return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
-
-
-def _spherical_step_native(
-    data: EmbeddingMatrix,
-    mu: torch.Tensor,
-    theta: torch.Tensor,
-    ws: torch.Tensor,
-    weights: torch.Tensor,
-    kernel: str,
-    size: float,
-    slack: float,
-    barrier_scale: float,
-) -> tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`_spherical_step` in one pass over X (`native.fused_pass`); same maths, float64 sums.
-
-    The support projection needs the nearest example's distance before the kernel values, which a
-    single pass only knows at its end; so the pass runs with f = 1 and is repeated with the true f in
-    the rare step where the projection acts (f < 1), which changes nothing else. The gradient is
-    linear in c1 = 1/T and c2 = beta - V/T, so the pass returns both halves and they are combined
-    here once T is known. The R- and d-sized arithmetic is numpy (see `native.fused_pass`).
-    """
-    d = data.shape[1]
-    mu_np = mu.numpy()
-    tau = (np.exp(theta[0].numpy().astype(np.float64)) / d).astype(np.float32)
-    stats, h = native_kernel.fused_pass(data.x, data.sq_norms, weights, ws, mu_np, tau, kernel, data.threads)
-    u_min = stats[:, 6].astype(np.float32) * tau
-    bound = np.float32(MAX_MIN_U[kernel])
-    f = np.ones_like(u_min)
-    far = u_min > bound  # as support_rescale (inf -> 0, nan -> 1: NaN compares False)
-    if far.any():
-        f[far] = bound / u_min[far]
-        stats, h = native_kernel.fused_pass(data.x, data.sq_norms, weights, ws, mu_np, f * tau, kernel,
-                                            data.threads)
-    a = (f * tau).astype(np.float64)
-    r = mu.shape[1]
-    total, weighted, e_ws, e_w, q_ws, q_w = stats[:, :6].T
-    safe_total = np.maximum(total, np.finfo(np.float32).tiny)
-    value = weighted / safe_total
-    penalised = value - barrier_penalty(total, size, slack, barrier_scale)
-    beta = barrier_slope(total, size, slack, barrier_scale)
-    c1, c2 = 1.0 / safe_total, beta - value / safe_total
-    k_slope = -0.5 if kernel == "gaussian" else -1.0  # dk/du per unit e (see fused_step.c)
-    g_sum = k_slope * (c1 * e_ws + c2 * e_w)  # sum_i dP/du_i
-    g_theta = a * k_slope * (c1 * q_ws + c2 * q_w)
-    g_x = k_slope * (c1[:, None] * h[:r] + c2[:, None] * h[r:])  # sum_i dP/du_i x_i, R x d
-    g_mu = -2.0 * a[None, :] * g_x.T + 2.0 * mu_np.astype(np.float64) * (a * g_sum)[None, :]
-
-    def back(v: np.ndarray) -> torch.Tensor:
-        v = np.ascontiguousarray(v, dtype=np.float32)
-        return torch.from_numpy(v if np.isfinite(v).all() else np.nan_to_num(v))
-
-    ev = Evaluation(value=back(value), penalised=back(penalised), total=back(total))
-    return ev, back(g_mu), back(g_theta)[None, :], torch.from_numpy(f)
 
 
 def barrier_slacks(n_total: float, size: float, steps: int) -> list[float]:

@@ -29,7 +29,6 @@ from worker.engine.result import Region, SearchCanceled, SearchResult
 # a few hundred microseconds, and waking a second thread for each of ~40 small ops costs more than it
 # saves (5x slower on a loaded 2-core machine). Larger problems keep torch's thread count.
 SINGLE_THREAD_BELOW = 2**22
-NATIVE_THREADS_FROM = 2**20  # entries from which the native step uses every thread (see _threads_for)
 # Steps spent tightening the barrier from (n - S) to 0.05 S (fewer when the cap is lower); then the
 # search runs at the final slack until every restart's plateau-halved learning rate has decayed (or
 # the cap is hit). Tightening much faster lets the region shrink before its centre has moved to the
@@ -172,38 +171,30 @@ def search(
         raise ValueError("sample_weights must be non-negative with a positive sum")
 
     device = resolve_device(p.device)
-    with _threads_for(device, n * x_shape[1]) as pass_threads:
-        return _search(embeddings, loss_v, w, labels_v, preds_v, p, device, progress, should_stop, started,
-                       pass_threads)
+    with _threads_for(device, n * x_shape[1]):
+        return _search(embeddings, loss_v, w, labels_v, preds_v, p, device, progress, should_stop, started)
 
 
 @contextlib.contextmanager
-def _threads_for(device: torch.device, entries: int) -> Iterator[int]:
-    """One CPU thread for small problems' torch ops (see SINGLE_THREAD_BELOW), restored afterwards.
-
-    Yields the thread count for the native one-pass step, which starts its own threads for ~50 us a
-    pass instead of waking torch's for each of ~40 small ops: all of them from NATIVE_THREADS_FROM
-    entries (measured at n = 20 000, d = 128: 5.1-5.6 s for 5 regions against 6.0-6.6 s on one thread).
-    """
+def _threads_for(device: torch.device, entries: int) -> Iterator[None]:
+    """One CPU thread for small problems' torch ops (see SINGLE_THREAD_BELOW), restored afterwards."""
     before = torch.get_num_threads()
     if device.type == "cpu" and entries < SINGLE_THREAD_BELOW and before > 1:
         torch.set_num_threads(1)
     try:
-        yield before if entries >= NATIVE_THREADS_FROM else 1
+        yield
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
 
 
 def _search(embeddings, loss_v, w, labels_v, preds_v, p: SearchParams, device: torch.device,
-            progress: Progress | None, should_stop: ShouldStop | None, started: float,
-            pass_threads: int) -> SearchResult:
+            progress: Progress | None, should_stop: ShouldStop | None, started: float) -> SearchResult:
     n, d = embeddings.shape
     z, frame = standardise(embeddings, w, device, core.row_chunk(n, d, device))
     if p.pca_components is not None:
         z, frame = project_pca(z, w, frame, p.pca_components, core.row_chunk(n, d, device))
     problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device)
-    problem.data.threads = pass_threads
 
     k_all = np.zeros((n, p.n_spotlights), dtype=np.float32)
     regions: list[Region] = []
