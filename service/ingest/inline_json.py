@@ -21,10 +21,12 @@ import shutil
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from service.errors import ApiError
-from service.ingest.npy import NpyWriter
+from service.errors import ApiError, validation_error
+from service.ingest.npy import NpyWriter, save_npy
 from service.ingest.sources import MAX_JSON_DEPTH, JsonlRows, Sources, too_deep
+from service.schemas import DatasetReference
 from spotlight.protocol import DATASET_ARRAYS, DATASET_FIELDS, ErrorCode
 
 SLICE_CHARS = 1 << 18
@@ -34,6 +36,8 @@ _WS = " \t\n\r"
 _DECODER = json.JSONDecoder()
 _MATRIX_END = re.compile(r"\][ \t\n\r]*\]")
 _NOT_NUMBERS = re.compile(r'true|false|null|"|\{')
+_URI_KEY = re.compile(r'"uri"\s*:')
+MAX_REFERENCE_CHARS = 64 * 1024
 
 
 def _malformed(message: str, position: int) -> ApiError:
@@ -168,6 +172,24 @@ def _as_array(items: list[Any], field: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
+def _class_names(t: _Text, field: str, work_dir: str) -> str:
+    """labels/predictions given as class names: kept as text (build() decides what they mean)."""
+    names = []
+    for i, value in enumerate(_read_rows(t, field)):
+        if not isinstance(value, str):
+            raise _invalid(f"{field}.{i}", "mix of class names and integers; give one kind")
+        names.append(value)
+    return save_npy(os.path.join(work_dir, f"inline-{field}.npy"), np.asarray(names, dtype=str))
+
+
+def _first_element(t: _Text) -> str:
+    """The first character of the array's first element (the cursor stays at the '[')."""
+    i = t.i + 1
+    while i < len(t.s) and t.s[i] in _WS:
+        i += 1
+    return t.s[i] if i < len(t.s) else ""
+
+
 def _read_array(t: _Text, field: str, work_dir: str) -> str | None:
     """Stream the array at the cursor into a .npy in `work_dir`; None for a JSON null."""
     if t.peek() == "n":
@@ -176,6 +198,8 @@ def _read_array(t: _Text, field: str, work_dir: str) -> str | None:
         return None
     if t.peek() != "[":
         raise _invalid(field, "must be a list" + (" of rows" if field in _MATRICES else " of numbers"))
+    if field in _INT_FIELDS and _first_element(t) == '"':
+        return _class_names(t, field, work_dir)
     raw_path = os.path.join(work_dir, f"inline-{field}.raw")
     dtype = np.dtype(np.int64 if field in _INT_FIELDS else np.float64)
     rows = 0
@@ -249,8 +273,25 @@ def _read_ids(t: _Text) -> list[Any] | None:
     return ids
 
 
-def parse_dataset_body(raw: bytes, work_dir: str) -> Sources | str:
-    """An inline dataset body -> `Sources` with its arrays on disk; a `{"uri": ...}` body -> the uri.
+def _reference(text: str) -> DatasetReference | None:
+    """The body as a `DatasetReference` when it is one (a small object with a `uri`), else None."""
+    if len(text) > MAX_REFERENCE_CHARS or not _URI_KEY.search(text):
+        return None
+    t = _Text(text)
+    body = t.value()
+    if t.peek():
+        raise _malformed("extra data after the object", t.i)
+    if not isinstance(body, dict) or "uri" not in body:
+        return None
+    try:
+        return DatasetReference.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from None
+
+
+def parse_dataset_body(raw: bytes, work_dir: str) -> Sources | DatasetReference:
+    """An inline dataset body -> `Sources` with its arrays on disk; a `{"uri": ...}` body -> the
+    validated `DatasetReference` (small: parsed whole, by the model).
 
     Raises 400 malformed_json / validation_error / shape_mismatch like the pydantic models would.
     """
@@ -258,11 +299,13 @@ def parse_dataset_body(raw: bytes, work_dir: str) -> Sources | str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _malformed("not UTF-8", exc.start) from None
+    reference = _reference(text)
+    if reference is not None:
+        return reference
     t = _Text(text)
     t.expect("{")
     src = Sources(origin="json")
     seen: set[str] = set()
-    uri: Any = None
     if t.peek() == "}":
         t.i += 1
     else:
@@ -283,7 +326,8 @@ def parse_dataset_body(raw: bytes, work_dir: str) -> Sources | str:
             elif key == "metadata":
                 src.metadata = _read_metadata(t, work_dir)
             elif key == "uri":
-                uri = t.value()
+                raise _invalid("uri", f"a reference body has only `uri` (and its options), at most "
+                                      f"{MAX_REFERENCE_CHARS} characters")
             else:
                 raise _invalid(str(key)[:100], f"unknown field; expected some of {', '.join(DATASET_FIELDS)}, or uri")
             ch = t.peek()
@@ -294,12 +338,6 @@ def parse_dataset_body(raw: bytes, work_dir: str) -> Sources | str:
                 raise _malformed("expected ',' or '}'", t.i - 1)
     if t.peek():
         raise _malformed("extra data after the object", t.i)
-    if "uri" in seen:
-        if len(seen) > 1:
-            raise _invalid("uri", "a reference body has only `uri`")
-        if not isinstance(uri, str) or not 1 <= len(uri) <= 4096:
-            raise _invalid("uri", "must be a string of 1 to 4096 characters")
-        return uri
     if "embeddings" not in src.arrays:
         raise _invalid("embeddings", "Field required")
     return src

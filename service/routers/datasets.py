@@ -81,10 +81,9 @@ async def create_dataset(
         elif ctype == "application/json" or ctype.endswith("+json"):
             # Walked in slices (service/ingest/inline_json.py): memory stays a small multiple of the body.
             parsed = await run_in_threadpool(parse_dataset_body, await request.body(), work)
-            if isinstance(parsed, str):
-                spec = DatasetReference(uri=parsed)
-                with reference_slot(request, tenant, spec):
-                    builder, n, d = await run_in_threadpool(build_from_spec, spec, work, settings)
+            if isinstance(parsed, DatasetReference):
+                with reference_slot(request, tenant, parsed):
+                    builder, n, d = await run_in_threadpool(build_from_spec, parsed, work, settings)
             else:
                 builder, n, d = await run_in_threadpool(build_in, work, parsed, settings)
         else:

@@ -136,11 +136,27 @@ def test_an_inline_body_is_parsed_in_slices_not_as_one_object_per_number(tmp_pat
     (b'{"uri": "file:///x.npz", "losses": [1]}', "validation_error"),
     (b'{"losses": [1]}', "validation_error"),
     (b'\xff\xfe', "malformed_json"),
+    (b'{"embeddings": [[1], [2]], "losses": [1, 2], "labels": ["cat", 1]}', "validation_error"),
+    (b'{"uri": 3}', "validation_error"),
 ])
 def test_inline_bodies_are_checked_like_the_model(client: TestClient, body: bytes, code: str) -> None:
     r = client.post("/v1/datasets", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == code, r.text
+
+
+def test_class_names_are_kept_as_text_for_the_builder(tmp_path: Path) -> None:
+    body = b'{"embeddings": [[1], [2], [3]], "losses": [1, 2, 3], "labels": ["cat", "dog", "cat"]}'
+    src = parse_dataset_body(body, str(tmp_path))
+    assert not isinstance(src, str) and hasattr(src, "arrays")
+    assert np.load(src.arrays["labels"]).tolist() == ["cat", "dog", "cat"]
+
+
+def test_a_reference_body_is_validated_by_its_model(tmp_path: Path) -> None:
+    from service.schemas import DatasetReference
+
+    ref = parse_dataset_body(b'{"uri": "file:///data/x.npz"}', str(tmp_path))
+    assert isinstance(ref, DatasetReference) and ref.uri == "file:///data/x.npz"
 
 
 def test_slices_cut_inside_rows_and_numbers_give_the_same_arrays(tmp_path: Path, monkeypatch) -> None:
