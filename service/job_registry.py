@@ -92,6 +92,7 @@ class JobRegistry:
         self.r = r
         self.settings = settings
         self.queue = Queue(settings.rq_queue_name(), connection=r)
+        self.large = large_queue(r, settings)  # the large lane (spotlight/cost.py)
 
     # ----- reading -----
     def fetch(self, tenant: str, job_id: str) -> Job:
@@ -103,7 +104,7 @@ class JobRegistry:
             raise _not_found(job_id) from None
         # RQ's job keys are not namespaced: a job of another deployment sharing this Redis
         # (SPOTLIGHT_NAMESPACE) was enqueued on another queue, and is not ours.
-        if job.meta.get(META_TENANT) != tenant or job.origin != self.queue.name:
+        if job.meta.get(META_TENANT) != tenant or job.origin not in (self.queue.name, self.large.name):
             raise _not_found(job_id)
         return job
 
@@ -223,7 +224,7 @@ class JobRegistry:
         with lock:
             self.check_capacity(tenant)
             # One enqueue path for API and tests: timeout, TTLs, retries and the failure hook from Settings.
-            job = enqueue_search(large_queue(self.r, self.settings) if large else self.queue, spec, self.settings)
+            job = enqueue_search(self.large if large else self.queue, spec, self.settings)
             pipe = self.r.pipeline()
             pipe.zadd(tenant_jobs_key(tenant), {job_id: spec.created_at.timestamp()})
             pipe.sadd(tenant_active_key(tenant), job_id)

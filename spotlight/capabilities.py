@@ -16,15 +16,15 @@ import subprocess
 import sys
 
 from redis import Redis
-from rq import Worker
+from rq import Queue, Worker
 
-from spotlight.protocol import KEY_PREFIX
+from spotlight.settings import Settings
 
 _COUNT_SCRIPT = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
 
 
-def capabilities_key(queue_name: str) -> str:
-    return f"{KEY_PREFIX}:workers:{queue_name}:cuda_devices"
+def capabilities_key(settings: Settings) -> str:
+    return f"{settings.key_prefix()}:workers:cuda_devices"
 
 
 def detect_cuda_devices(timeout_s: float = 120.0) -> int:
@@ -43,21 +43,21 @@ def detect_cuda_devices(timeout_s: float = 120.0) -> int:
         return 0
 
 
-def publish(conn: Redis, queue_name: str, worker_name: str, cuda_devices: int) -> None:
-    conn.hset(capabilities_key(queue_name), worker_name, cuda_devices)
+def publish(conn: Redis, settings: Settings, worker_name: str, cuda_devices: int) -> None:
+    conn.hset(capabilities_key(settings), worker_name, cuda_devices)
 
 
-def withdraw(conn: Redis, queue_name: str, worker_name: str) -> None:
-    conn.hdel(capabilities_key(queue_name), worker_name)
+def withdraw(conn: Redis, settings: Settings, worker_name: str) -> None:
+    conn.hdel(capabilities_key(settings), worker_name)
 
 
-def max_cuda_devices(conn: Redis, queue_name: str) -> int | None:
+def max_cuda_devices(conn: Redis, settings: Settings) -> int | None:
     """The most CUDA devices any live worker of the queue has; None when no live worker published."""
     published = {
-        (k.decode() if isinstance(k, bytes) else k): int(v) for k, v in conn.hgetall(capabilities_key(queue_name)).items()
+        (k.decode() if isinstance(k, bytes) else k): int(v) for k, v in conn.hgetall(capabilities_key(settings)).items()
     }
     if not published:
         return None
-    live = {w.name for w in Worker.all(connection=conn)}
+    live = {w.name for w in Worker.all(queue=Queue(settings.rq_queue_name(), connection=conn))}
     counts = [n for name, n in published.items() if name in live]
     return max(counts) if counts else None

@@ -19,7 +19,7 @@ from __future__ import annotations
 from redis import Redis
 
 from spotlight.params import SearchParams
-from spotlight.protocol import KEY_PREFIX
+from spotlight.protocol import key_prefix
 
 
 def job_cost(params: SearchParams, n: int, dim: int) -> int:
@@ -30,7 +30,7 @@ def job_cost(params: SearchParams, n: int, dim: int) -> int:
 
 def cost_key(tenant: str) -> str:
     """Hash job id -> cost of the tenant's jobs that may still be queued or running."""
-    return f"{KEY_PREFIX}:cost:{tenant}"
+    return f"{key_prefix()}:cost:{tenant}"
 
 
 def record(conn: Redis, tenant: str, job_id: str, cost: int) -> None:

@@ -65,7 +65,7 @@ def job_queue(connection: Redis, settings: Settings) -> Queue:
 def large_queue(connection: Redis, settings: Settings) -> Queue:
     """The large lane, `<queue_name>-large`: jobs estimated above `large_job_cost` (spotlight/cost.py).
     Search workers listen to both lanes and take from them in turn (RQ's round-robin dequeue)."""
-    return Queue(f"{settings.queue_name}-large", connection=connection)
+    return Queue(f"{settings.rq_queue_name()}-large", connection=connection)
 
 
 def callback_queue(connection: Redis, settings: Settings) -> Queue:

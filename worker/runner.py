@@ -154,7 +154,7 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
         settings.maintenance_interval_s,
     )
     if searches:  # the API refuses device "cuda" jobs that no live worker could run
-        capabilities.publish(connection, settings.queue_name, worker.name, capabilities.detect_cuda_devices())
+        capabilities.publish(connection, settings, worker.name, capabilities.detect_cuda_devices())
     try:
         # Round robin over the lanes: a long job never has every short one wait behind a queue of longs.
         return worker.work(burst=burst, logging_level=settings.log_level.upper(),
@@ -162,4 +162,4 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
     finally:
         if searches:
             with contextlib.suppress(redis.RedisError):
-                capabilities.withdraw(connection, settings.queue_name, worker.name)
+                capabilities.withdraw(connection, settings, worker.name)

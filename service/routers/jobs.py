@@ -54,7 +54,7 @@ def check_device(params: SearchParams, r: redis.Redis, settings: Settings) -> No
     if not params.device.startswith("cuda"):
         return
     index = int(params.device.split(":", 1)[1]) if ":" in params.device else 0
-    most = capabilities.max_cuda_devices(r, settings.queue_name)
+    most = capabilities.max_cuda_devices(r, settings)
     if most is None or most <= index:
         have = "no running worker has a GPU" if not most else f"the running workers have at most {most} GPU(s)"
         raise ApiError(

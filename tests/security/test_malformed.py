@@ -208,13 +208,14 @@ def test_cuda_jobs_need_a_live_worker_with_a_gpu(client: TestClient, redis_url: 
         r = submit(device)
         assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "params.device", r.text
     # A worker that published a GPU but is not alive (not in RQ's registry) counts for nothing.
-    capabilities.publish(conn, "spotlight", "gone-worker", 2)
+    settings = client.app.state.settings
+    capabilities.publish(conn, settings, "gone-worker", 2)
     assert submit("cuda").status_code == 400
     # A live worker (registered with RQ) with one GPU: cuda and cuda:0 are accepted, cuda:1 is not.
     worker = Worker([Queue("spotlight", connection=conn)], name="gpu-worker", connection=conn)
     worker.register_birth()
     try:
-        capabilities.publish(conn, "spotlight", "gpu-worker", 1)
+        capabilities.publish(conn, settings, "gpu-worker", 1)
         assert submit("cuda").status_code == 202
         assert submit("cuda:0").status_code == 202
         assert submit("cuda:1").status_code == 400
