@@ -46,6 +46,7 @@ from rq import Queue, Worker
 from rq.job import Job
 
 from spotlight import jobstats
+from spotlight.jobqueue import large_lane
 from spotlight.protocol import META_DEVICE, META_STATUS
 
 log = logging.getLogger("spotlight.api.metrics")
@@ -82,7 +83,10 @@ class SpotlightCollector:
 
     def _collect(self, conn: Redis) -> Iterator[Metric]:
         queue = Queue(self.queue_name, connection=conn)
+        large = Queue(large_lane(self.queue_name), connection=conn)  # both lanes are this queue's jobs
         counts = job_counts(conn, queue)
+        for status, n in job_counts(conn, large).items():
+            counts[status] = counts.get(status, 0) + n
         jobs = GaugeMetricFamily("spotlight_jobs", "Jobs on record by status (until their results expire).",
                                  labels=["status"])
         for status in STATUSES:
@@ -90,7 +94,7 @@ class SpotlightCollector:
         yield jobs
 
         depth = GaugeMetricFamily("spotlight_queue_depth", "Jobs waiting in the queue for a worker.")
-        depth.add_metric([], conn.llen(queue.key))
+        depth.add_metric([], conn.llen(queue.key) + conn.llen(large.key))
         yield depth
 
         ended = CounterMetricFamily("spotlight_jobs_ended", "Jobs that ended, by status, since the stats began.",

@@ -35,7 +35,7 @@ def test_the_cost_counts_every_factor() -> None:
 def client(redis_url: str, tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(redis_url=redis_url, data_dir=tmp_path, store_url=str(tmp_path / "store"),
                         api_keys=",".join(f"{t}:{k}" for t, k in KEYS.items()), api_keys_file=None,
-                        max_job_cost=1e9, max_active_cost_per_tenant=2.5e8)
+                        max_job_cost=1e9, max_active_cost_per_tenant=2.5e8, large_job_cost=5e7)
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c
 
@@ -71,6 +71,9 @@ def test_a_tenants_queued_work_is_capped_by_cost_and_others_are_unaffected(clien
     assert "retry-after" in r.headers
     # Tenant b has its own budget.
     assert client.post("/v1/jobs", json={"dataset": ds_b, "params": params}, headers=AUTH["b"]).status_code == 202
+    # These jobs (1e8 > large_job_cost) wait on the large lane, and /metrics counts them.
+    metrics = client.get("/metrics").text
+    assert 'spotlight_jobs{status="queued"} 3.0' in metrics and "spotlight_queue_depth 3.0" in metrics, metrics
     # Canceling one of a's jobs gives its share back.
     first = client.get("/v1/jobs", headers=AUTH["a"]).json()["jobs"][0]["id"]
     assert client.delete(f"/v1/jobs/{first}", headers=AUTH["a"]).status_code == 200
