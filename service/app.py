@@ -8,7 +8,6 @@ on `app.state`; routes receive it through service/deps.py. The app never imports
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,14 +17,14 @@ import redis
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from service import docs, metrics, security_headers
 from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
-from service.ingest import sweep_stale_workspaces
+from service.expiry import ExpirySweeper, sweep_stale_work
 from service.limits import BodyLimitMiddleware, ReferenceSlots
-from service.request_log import RequestLogMiddleware, configure_logging
-from service import docs, security_headers
+from service.request_log import RequestLogMiddleware
 from service.routers import datasets, jobs, ops, results
-from spotlight.expiry import ExpirySweeper
+from spotlight.logs import configure_logging
 from spotlight.settings import Settings, get_settings
 from spotlight.store import store_from_settings
 
@@ -44,9 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        removed = sweep_stale_workspaces(app.state.store)
+        removed = sweep_stale_work(app.state.store)
         if removed:
-            log.info("removed upload work folders left by a previous process", extra={"count": removed})
+            log.info("removed upload work folders left by a previous process", extra={"count": len(removed)})
         sweeper = ExpirySweeper(settings)  # results past their TTL leave the store and Redis together
         sweeper.start()
         yield
@@ -69,25 +68,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (datasets, jobs, results, ops, docs):
         app.include_router(module.router)
-    _install_optional(app)
+    metrics.install(app)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes,
                        job_limit=settings.max_job_body_bytes)
     app.add_middleware(RequestLogMiddleware)
     security_headers.install(app)  # outermost, so every answer (500s included) carries the headers
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
-
-
-def _install_optional(app: FastAPI) -> None:
-    """Modules other parts of the project add (e.g. service/metrics.py with `install(app)`)."""
-    for name in ("service.metrics",):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.install(app)
 
 
 # Statuses any operation can answer: a body or query it cannot parse, an oversized body, a fault.

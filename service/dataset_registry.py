@@ -13,14 +13,15 @@ import secrets
 
 import redis
 
-from service.errors import ApiError
 from spotlight.dataset_files import DatasetBuilder
+from spotlight.errors import NotFound
 from spotlight.protocol import (
     DatasetRecord,
     ErrorCode,
     blob_refs_key,
     dataset_key,
     dataset_prefix,
+    redis_text,
     tenant_datasets_key,
     utcnow,
 )
@@ -78,7 +79,7 @@ class DatasetRegistry:
         raw = self.r.get(dataset_key(dataset_id)) if dataset_id.startswith("ds_") else None
         record = DatasetRecord.model_validate_json(raw) if raw else None
         if record is None or record.tenant != tenant:
-            raise ApiError(404, ErrorCode.DATASET_NOT_FOUND, f"No dataset {dataset_id!r} for this caller.",
+            raise NotFound(ErrorCode.DATASET_NOT_FOUND, f"No dataset {dataset_id!r} for this caller.",
                            {"dataset": dataset_id})
         return record
 
@@ -86,7 +87,7 @@ class DatasetRegistry:
         key = tenant_datasets_key(tenant)
         total = int(self.r.zcard(key))
         # Past the end: an empty page (Redis refuses offsets beyond 64 bits with an error).
-        ids = [i.decode() for i in self.r.zrevrange(key, offset, offset + limit - 1)] if offset < total else []
+        ids = [redis_text(i) for i in self.r.zrevrange(key, offset, offset + limit - 1)] if offset < total else []
         raws = self.r.mget([dataset_key(i) for i in ids]) if ids else []
         records = [DatasetRecord.model_validate_json(raw) for raw in raws if raw]
         return records, total

@@ -78,7 +78,8 @@ class ReferenceSlots:
     takes (up to `reference_timeout_s`). Without a bound, a few slow references from one tenant
     would hold every thread and the API would stop answering everyone. A slot is taken without
     waiting: when none is free the caller gets 429 (its own share is used) or 503 (the server's
-    is), with Retry-After, and the API's other endpoints keep their threads.
+    is; `service_unavailable` with details.reason `reference_fetches`), with Retry-After, and the
+    API's other endpoints keep their threads.
     """
 
     def __init__(self, total: int, per_tenant: int) -> None:
@@ -101,10 +102,11 @@ class ReferenceSlots:
                 )
             if self._in_use >= self.total:
                 raise ApiError(
-                    503, ErrorCode.TOO_MANY_FETCHES,
+                    503, ErrorCode.UNAVAILABLE,
                     f"The server is reading {self._in_use} references already (SPOTLIGHT_MAX_REFERENCE_FETCHES); "
                     "retry shortly.",
-                    {"in_progress": self._in_use, "limit": self.total}, headers={"Retry-After": str(RETRY_AFTER_S)},
+                    {"in_progress": self._in_use, "limit": self.total, "reason": "reference_fetches"},
+                    headers={"Retry-After": str(RETRY_AFTER_S)},
                 )
             self._in_use += 1
             self._by_tenant[tenant] = mine + 1

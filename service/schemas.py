@@ -1,4 +1,4 @@
-"""The API's request and response bodies (pydantic v2), named as in the contract (shared/API.md)."""
+"""The API's request and response bodies (pydantic v2); openapi/openapi.json is generated from them."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from spotlight.jobstate import JobStatus
 from spotlight.params import SearchParams
-from spotlight.protocol import JobError, JobStatus, Progress
-
+from spotlight.protocol import JobError, Progress
 
 MAX_OFFSET = 10**9  # paging offsets past this are a caller's mistake, not a Redis error
 

@@ -5,42 +5,19 @@ and then fail in the worker. Each search worker now records how many CUDA device
 (a hash per queue, worker name -> count); the API reads it together with RQ's registry of live
 workers (so a dead worker's record counts for nothing) and answers 400 at submission.
 
-Counting devices must not initialise CUDA in the worker's parent process (its forked work-horses
-could not use it then), so on a CUDA build of torch the count comes from a short child process;
-a CPU build has none without asking.
+The worker counts its devices with worker/devices.py (this module never imports torch).
 """
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 from redis import Redis
 from rq import Queue, Worker
 
 from spotlight.settings import Settings
 
-_COUNT_SCRIPT = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
-
 
 def capabilities_key(settings: Settings) -> str:
     return f"{settings.key_prefix()}:workers:cuda_devices"
-
-
-def detect_cuda_devices(timeout_s: float = 120.0) -> int:
-    """CUDA devices this machine's torch sees, without initialising CUDA in this process."""
-    try:
-        import torch
-    except ImportError:
-        return 0
-    if not torch.version.cuda:  # a CPU build
-        return 0
-    try:
-        out = subprocess.run([sys.executable, "-c", _COUNT_SCRIPT], capture_output=True, text=True,
-                             timeout=timeout_s, check=True).stdout
-        return int(out.strip().splitlines()[-1])
-    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
-        return 0
 
 
 def publish(conn: Redis, settings: Settings, worker_name: str, cuda_devices: int) -> None:

@@ -1,4 +1,4 @@
-"""Python client of the Spotlight service: the HTTP contract (shared/API.md), one method per verb.
+"""Python client of the Spotlight service: one method per verb of the HTTP contract (openapi/openapi.json).
 
 It needs only numpy and httpx, so it installs on any laptop next to a notebook; a progress bar uses
 `rich` (or `tqdm`) when one of them is importable. Nothing else from this repository is imported.

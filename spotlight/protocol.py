@@ -28,7 +28,7 @@ Every result file is written to a temporary name and renamed, so a reader never 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -40,11 +40,29 @@ TASK_PATH = "worker.task.run_job"
 DATASET_ARRAYS = ("embeddings", "losses", "logits", "labels", "predictions", "sample_weights")
 DATASET_FIELDS = DATASET_ARRAYS + ("ids", "metadata")
 
-JobStatus = Literal["queued", "running", "finished", "failed", "canceled"]
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A timezone-aware datetime from a datetime, an ISO-8601 string or epoch seconds; None if absent.
+
+    RQ stores naive UTC datetimes and object stores report mtimes in several shapes; naive values
+    are taken as UTC.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, (int, float)):
+        parsed = datetime.fromtimestamp(float(value), timezone.utc)
+    else:
+        try:
+            parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def new_job_id() -> str:
@@ -93,6 +111,11 @@ def key_prefix() -> str:
     from spotlight.settings import get_settings  # settings never imports this module: no cycle
 
     return get_settings().key_prefix()
+
+
+def redis_text(value: Any) -> str:
+    """A Redis reply as text: connections RQ uses answer bytes (``decode_responses=False``)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def dataset_key(dataset_id: str) -> str:
@@ -172,29 +195,11 @@ class JobSpec(BaseModel):
 META_TENANT = "tenant"
 META_PROGRESS = "progress"  # Progress.model_dump()
 META_ERROR = "error"  # JobError.model_dump() when the job failed or was canceled
-META_STATUS = "spotlight_status"  # JobStatus the worker last set (RQ's own status is the fallback)
+META_STATUS = "spotlight_status"  # jobstate.JobStatus our code last recorded (spotlight/jobstate.py reads it)
 META_STARTED_AT = "started_at"
 META_ENDED_AT = "ended_at"
 META_DEVICE = "device"
 META_SPEC = "spec"  # JobSpec.model_dump(mode="json")
-
-
-def rq_status_to_job_status(rq_status: str | None, meta: dict[str, Any]) -> JobStatus:
-    """Map RQ's job status onto the contract's five, trusting what the worker wrote first."""
-    own = meta.get(META_STATUS)
-    if own in ("finished", "failed", "canceled"):
-        return own
-    mapping: dict[str, JobStatus] = {
-        "queued": "queued",
-        "deferred": "queued",
-        "scheduled": "queued",
-        "started": "running",
-        "finished": "finished",
-        "failed": "failed",
-        "stopped": "canceled",
-        "canceled": "canceled",
-    }
-    return mapping.get(rq_status or "", "queued")
 
 
 # Error codes shared by the API and the worker (the contract's `error.code`).

@@ -23,9 +23,10 @@ other fsspec schemes (``s3://``, ``gs://``, ...)
     accepted: they would read local files around the roots.
 
 Anything larger than ``max_upload_bytes`` is refused before its bytes are read
-(:class:`ReferenceTooLarge`, which the API answers with 413). An http(s) download is counted on
-the wire (no decoding: a ``Content-Encoding`` is refused) and ends at ``reference_timeout_s`` in
-total, however slowly the server sends.
+(:class:`ReferenceTooLarge`, code ``payload_too_large``). An http(s) download is counted on the
+wire (no decoding: a ``Content-Encoding`` is refused) and ends at ``reference_timeout_s`` in total,
+however slowly the server sends. These are domain errors (spotlight/errors.py); the API's edge
+decides their HTTP status.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from spotlight.errors import InvalidInput
 from spotlight.netguard import Deadline, Resolver, URLRefused, guarded_request, redact_url
 from spotlight.protocol import ErrorCode
 from spotlight.settings import Settings
@@ -57,43 +59,33 @@ _DOWNLOAD_CHUNK = 1024 * 1024
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
 
-class BadReference(Exception):
-    """A reference the server will not or cannot read. Carries the contract's error fields."""
+class BadReference(InvalidInput):
+    """A reference the server will not or cannot read: a domain error with the contract's code."""
 
-    code: str = ErrorCode.REFERENCE_UNREADABLE
-    status_code: int = 400
+    default_code = ErrorCode.REFERENCE_UNREADABLE
 
     def __init__(self, message: str, *, uri: str, reason: str, **details: Any) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(self.default_code, message, {"uri": redact_url(uri), "reason": reason, **details})
         self.uri = uri
         self.reason = reason
-        self.details = {"uri": redact_url(uri), "reason": reason, **details}
-
-    def to_error(self) -> dict[str, Any]:
-        """The contract's error object (without the outer ``{"error": ...}``)."""
-        return {"code": self.code, "message": self.message, "details": self.details}
 
 
 class ReferenceRefused(BadReference):
     """The caller named something outside the sandbox: scheme, root, host or address not allowed."""
 
-    code = ErrorCode.REFERENCE_REFUSED
-    status_code = 400
+    default_code = ErrorCode.REFERENCE_REFUSED
 
 
 class ReferenceTooLarge(ReferenceRefused):
-    """The referenced object is larger than ``max_upload_bytes``; answered with 413."""
+    """The referenced object is larger than ``max_upload_bytes`` (code payload_too_large)."""
 
-    code = ErrorCode.TOO_LARGE
-    status_code = 413
+    default_code = ErrorCode.TOO_LARGE
 
 
 class ReferenceUnreadable(BadReference):
     """Allowed, but missing or unreadable (not found, permission denied, not a file, HTTP error)."""
 
-    code = ErrorCode.REFERENCE_UNREADABLE
-    status_code = 400  # like every other "your input is wrong" answer of the API
+    default_code = ErrorCode.REFERENCE_UNREADABLE
 
 
 @dataclass

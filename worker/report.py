@@ -42,6 +42,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from spotlight.contribution import contributions, reference_loss
 from spotlight.members import overlap_matrix
 from spotlight.params import Objective
+from spotlight.protocol import parse_time
 
 log = logging.getLogger("spotlight.worker.report")
 
@@ -748,14 +749,7 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def _dt(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return None
+    return parse_time(value)  # the one timestamp parser (spotlight/protocol.py)
 
 
 def _fmt_dt(value: datetime | None) -> str:

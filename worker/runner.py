@@ -32,41 +32,24 @@ spotlight/jobqueue.py for what ends up in the job's meta):
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
 import socket
-import sys
 
 import redis
 from rq import Worker
-from rq.worker import DequeueStrategy
 from rq.job import Job
 from rq.queue import Queue
+from rq.worker import DequeueStrategy
 
 from spotlight import capabilities
 from spotlight.jobqueue import abandoned_job_handler, callback_queue, job_queue, large_queue, record_worker_lost
+from spotlight.process import die_with_parent
 from spotlight.settings import Settings
+from worker.devices import detect_cuda_devices
 
 log = logging.getLogger("spotlight.worker")
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when its parent dies; exit now if it already has."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - no prctl: the heartbeat still catches it
-        return
-    if os.getppid() != parent_pid:  # the parent died between fork() and prctl()
-        os._exit(1)
-
 
 def _work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: object) -> None:
     """Runs in the worker when its horse exited abnormally (SIGKILL, OOM killer, segfault)."""
@@ -86,7 +69,7 @@ class SpotlightWorker(Worker):
         return int(max(interval, 1)) + int(self.lost_after_s)
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
-        _die_with_parent(self.pid or os.getppid())
+        die_with_parent(signal.SIGKILL, self.pid or os.getppid())  # spotlight/process.py
         super().main_work_horse(job, queue)
 
 
@@ -154,7 +137,7 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
         settings.maintenance_interval_s,
     )
     if searches:  # the API refuses device "cuda" jobs that no live worker could run
-        capabilities.publish(connection, settings, worker.name, capabilities.detect_cuda_devices())
+        capabilities.publish(connection, settings, worker.name, detect_cuda_devices())
     try:
         # Round robin over the lanes: a long job never has every short one wait behind a queue of longs.
         return worker.work(burst=burst, logging_level=settings.log_level.upper(),

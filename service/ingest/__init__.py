@@ -15,14 +15,12 @@ import os
 import secrets
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from starlette.requests import Request
 
-from service.errors import ApiError
 from service.ingest.build import build
 from service.ingest.multipart import Part, receive_multipart
 from service.ingest.npy import NPY_MAGIC, inspect_npy, iter_rows, load_small, save_npy
@@ -32,6 +30,7 @@ from service.ingest.reference import fetch_reference
 from service.ingest.sources import JsonlRows, Sources, loads
 from service.schemas import DatasetReference, InlineDataset
 from spotlight.dataset_files import DatasetBuilder
+from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import DATASET_ARRAYS, DATASET_FIELDS, ErrorCode
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
@@ -41,11 +40,15 @@ METADATA_CHUNK_BYTES = 4 * 1024 * 1024
 PARQUET_MAGIC = b"PAR1"
 
 
+# Upload work folders live here inside a local store; service/expiry.py sweeps those a killed process left.
+WORK_DIR = ".ingest"
+
+
 @contextlib.contextmanager
 def workspace(store: ArtifactStore) -> Iterator[str]:
     """A private folder for one upload, on the store's filesystem when the store is local."""
     if store.is_local:
-        path = os.path.join(store.root, ".ingest", secrets.token_hex(8))
+        path = os.path.join(store.root, WORK_DIR, secrets.token_hex(8))
         os.makedirs(path)
     else:
         path = tempfile.mkdtemp(prefix="spotlight-ingest-")
@@ -53,30 +56,6 @@ def workspace(store: ArtifactStore) -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-STALE_WORKSPACE_S = 6 * 3600
-
-
-def sweep_stale_workspaces(store: ArtifactStore, max_age_s: float = STALE_WORKSPACE_S) -> int:
-    """Remove upload work folders an API process left behind when it died mid-upload.
-
-    Only folders untouched for `max_age_s` go, so uploads other API processes sharing this store
-    are receiving right now are left alone. Returns how many were removed.
-    """
-    if not store.is_local:
-        return 0
-    base = os.path.join(store.root, ".ingest")
-    removed = 0
-    now = time.time()
-    for entry in os.scandir(base) if os.path.isdir(base) else ():
-        try:
-            if entry.is_dir() and now - entry.stat().st_mtime > max_age_s:
-                shutil.rmtree(entry.path, ignore_errors=True)
-                removed += 1
-        except OSError:
-            continue
-    return removed
 
 
 def _sniff(path: str) -> str:
@@ -99,9 +78,9 @@ def sources_from_container(path: str, work_dir: str, settings: Settings, what: s
     if kind == "parquet":
         return parquet_to_sources(path, work_dir, settings)
     if kind == "npy":
-        raise ApiError(400, ErrorCode.VALIDATION,
+        raise InvalidInput(ErrorCode.VALIDATION,
                        f"{what} is a single .npy; send an .npz (or .parquet), or separate .npy fields named after the keys")
-    raise ApiError(400, ErrorCode.BAD_FILE, f"{what} is neither an .npz nor a .parquet file", {"format": "unknown"})
+    raise InvalidInput(ErrorCode.BAD_FILE, f"{what} is neither an .npz nor a .parquet file", {"format": "unknown"})
 
 
 def _sources_from_npz(members: dict[str, str], work_dir: str, settings: Settings) -> Sources:
@@ -134,27 +113,27 @@ def _metadata_from_npy(path: str, n: int | None, work_dir: str, settings: Settin
     """
     info = inspect_npy(path, "metadata")
     if info.dtype.kind not in "US":
-        raise ApiError(400, ErrorCode.VALIDATION, "metadata in an .npz must be JSON text (one string per row)",
+        raise InvalidInput(ErrorCode.VALIDATION, "metadata in an .npz must be JSON text (one string per row)",
                        {"field": "metadata"})
     if info.shape == ():
         if info.nbytes > settings.max_inline_bytes:
-            raise ApiError(413, ErrorCode.TOO_LARGE,
+            raise TooLarge(ErrorCode.TOO_LARGE,
                            f"metadata as one JSON string is limited to {settings.max_inline_bytes} bytes; "
                            "store one string per row instead", {"field": "metadata",
                                                                 "limit_bytes": settings.max_inline_bytes})
         try:
             value = loads(str(load_small(info).item()))
         except ValueError as exc:
-            raise ApiError(400, ErrorCode.VALIDATION, f"metadata is not valid JSON ({exc})",
+            raise InvalidInput(ErrorCode.VALIDATION, f"metadata is not valid JSON ({exc})",
                            {"field": "metadata"}) from None
         if not isinstance(value, list):
-            raise ApiError(400, ErrorCode.VALIDATION, "metadata must be a JSON list", {"field": "metadata"})
+            raise InvalidInput(ErrorCode.VALIDATION, "metadata must be a JSON list", {"field": "metadata"})
         return value
     if len(info.shape) != 1:
-        raise ApiError(400, ErrorCode.SHAPE_MISMATCH, f"metadata must be 1-D, got shape {list(info.shape)}",
+        raise InvalidInput(ErrorCode.SHAPE_MISMATCH, f"metadata must be 1-D, got shape {list(info.shape)}",
                        {"field": "metadata", "shape": list(info.shape)})
     if n is not None and info.shape[0] != n:
-        raise ApiError(400, ErrorCode.SHAPE_MISMATCH,
+        raise InvalidInput(ErrorCode.SHAPE_MISMATCH,
                        f"metadata has {info.shape[0]} rows but embeddings has n={n} rows",
                        {"field": "metadata", "length": info.shape[0], "n": n})
     out = os.path.join(work_dir, "npz-metadata.jsonl")
@@ -169,18 +148,18 @@ def _metadata_from_npy(path: str, n: int | None, work_dir: str, settings: Settin
 def sources_from_parts(parts: list[Part], work_dir: str, settings: Settings) -> Sources:
     names = [p.name for p in parts]
     if not parts:
-        raise ApiError(400, ErrorCode.VALIDATION, "the multipart body has no parts; send `file` or .npy fields")
+        raise InvalidInput(ErrorCode.VALIDATION, "the multipart body has no parts; send `file` or .npy fields")
     if len(set(names)) != len(names):
-        raise ApiError(400, ErrorCode.VALIDATION, "a field appears twice in the multipart body")
+        raise InvalidInput(ErrorCode.VALIDATION, "a field appears twice in the multipart body")
     if "file" in names:
         if len(parts) != 1:
-            raise ApiError(400, ErrorCode.VALIDATION, "send either one `file` or separate fields, not both")
+            raise InvalidInput(ErrorCode.VALIDATION, "send either one `file` or separate fields, not both")
         if parts[0].size == 0:
-            raise ApiError(400, ErrorCode.BAD_FILE, "the uploaded file is empty")
+            raise InvalidInput(ErrorCode.BAD_FILE, "the uploaded file is empty")
         return sources_from_container(parts[0].path, work_dir, settings, "file")
     unknown = [n for n in names if n not in DATASET_FIELDS]
     if unknown:
-        raise ApiError(400, ErrorCode.VALIDATION,
+        raise InvalidInput(ErrorCode.VALIDATION,
                        f"unknown field(s) {unknown}; expected `file` or some of {', '.join(DATASET_FIELDS)}",
                        {"unknown": unknown, "allowed": ["file", *DATASET_FIELDS]})
     src = Sources(origin="npy")
@@ -188,7 +167,7 @@ def sources_from_parts(parts: list[Part], work_dir: str, settings: Settings) -> 
         kind = _sniff(part.path)
         if part.name in DATASET_ARRAYS:
             if kind != "npy":
-                raise ApiError(400, ErrorCode.BAD_FILE, f"{part.name}: expected a .npy file", {"field": part.name})
+                raise InvalidInput(ErrorCode.BAD_FILE, f"{part.name}: expected a .npy file", {"field": part.name})
             src.arrays[part.name] = part.path
         elif part.name == "ids":
             src.ids = part.path if kind == "npy" else _json_list(part, settings, "ids")
@@ -204,16 +183,16 @@ def _first_char(path: str) -> bytes:
 
 def _json_list(part: Part, settings: Settings, field: str) -> list[Any]:
     if part.size > settings.max_inline_bytes:
-        raise ApiError(413, ErrorCode.TOO_LARGE,
+        raise TooLarge(ErrorCode.TOO_LARGE,
                        f"{field} as JSON is limited to {settings.max_inline_bytes} bytes; send a .npy instead",
                        {"field": field, "limit_bytes": settings.max_inline_bytes})
     try:
         with open(part.path, "rb") as f:
             value = loads(f.read())
     except ValueError as exc:
-        raise ApiError(400, ErrorCode.BAD_FILE, f"{field}: not valid JSON ({exc})", {"field": field}) from None
+        raise InvalidInput(ErrorCode.BAD_FILE, f"{field}: not valid JSON ({exc})", {"field": field}) from None
     if not isinstance(value, list):
-        raise ApiError(400, ErrorCode.VALIDATION, f"{field} must be a JSON array", {"field": field})
+        raise InvalidInput(ErrorCode.VALIDATION, f"{field} must be a JSON array", {"field": field})
     return value
 
 
@@ -235,7 +214,7 @@ def sources_from_inline(data: InlineDataset, work_dir: str) -> Sources:
             arr = np.asarray(value, dtype=dtype)
         except (ValueError, OverflowError) as exc:
             code = ErrorCode.SHAPE_MISMATCH if "inhomogeneous" in str(exc) else ErrorCode.VALIDATION
-            raise ApiError(400, code, f"{field}: {'rows differ in length' if code == ErrorCode.SHAPE_MISMATCH else exc}",
+            raise InvalidInput(code, f"{field}: {'rows differ in length' if code == ErrorCode.SHAPE_MISMATCH else exc}",
                            {"field": field}) from None
         if field in ("embeddings", "logits") and arr.ndim == 1 and arr.size == 0:
             arr = arr.reshape(0, 0)
@@ -268,7 +247,6 @@ __all__ = [
     "build_from_spec",
     "build_in",
     "receive_parts",
-    "sweep_stale_workspaces",
     "sources_from_inline",
     "sources_from_parts",
     "sources_from_uri",

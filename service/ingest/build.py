@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import ApiError
 from service.ingest.npy import NpyInfo, inspect_npy, iter_rows, load_small
 from service.ingest.sources import MAX_JSON_DEPTH, JsonlRows, Sources, too_deep
 from spotlight.dataset_files import DatasetBuilder
+from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import ErrorCode
 from spotlight.settings import Settings
 
@@ -25,12 +25,12 @@ NUMERIC_KINDS = "fiub"
 INT64_MAX = float(2**63 - 1)
 
 
-def _validation(message: str, **details: Any) -> ApiError:
-    return ApiError(400, ErrorCode.VALIDATION, message, details)
+def _validation(message: str, **details: Any) -> InvalidInput:
+    return InvalidInput(ErrorCode.VALIDATION, message, details)
 
 
-def _mismatch(message: str, **details: Any) -> ApiError:
-    return ApiError(400, ErrorCode.SHAPE_MISMATCH, message, details)
+def _mismatch(message: str, **details: Any) -> InvalidInput:
+    return InvalidInput(ErrorCode.SHAPE_MISMATCH, message, details)
 
 
 def _numeric(info: NpyInfo, field: str) -> None:
@@ -49,8 +49,8 @@ def _finite_rows(info: NpyInfo, field: str) -> Iterator[np.ndarray]:
                 bad |= ~np.isfinite(c.astype(np.float32))
         if bad.any():
             row = start + int(np.argwhere(bad)[0][0])
-            raise ApiError(
-                400, ErrorCode.NON_FINITE,
+            raise InvalidInput(
+                ErrorCode.NON_FINITE,
                 f"{field} has NaN or infinite values (first at row {row}); remove or impute them",
                 {"field": field, "row": row},
             )
@@ -122,7 +122,7 @@ def _metadata_rows(rows: Any) -> Iterator[dict[str, Any]]:
 
 
 def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[int, int]:
-    """Validate and write every field; return (n, dim). Raises ApiError with the contract's codes."""
+    """Validate and write every field; return (n, dim). Raises InvalidInput (or TooLarge) with the contract's codes."""
     if "embeddings" not in src.arrays:
         raise _validation("embeddings is required (an n x d array)", field="embeddings")
     infos = {f: inspect_npy(p, f) for f, p in src.arrays.items()}
@@ -140,8 +140,8 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
     for f, info in infos.items():
         elements = info.elements
         if elements > settings.max_elements:
-            raise ApiError(
-                413, ErrorCode.TOO_MANY_ELEMENTS,
+            raise TooLarge(
+                ErrorCode.TOO_MANY_ELEMENTS,
                 f"{f} has {elements} elements, over this server's limit of {settings.max_elements}",
                 {"field": f, "elements": elements, "limit": settings.max_elements},
             )

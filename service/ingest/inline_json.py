@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from service.errors import ApiError, validation_error
+from service.errors import validation_error
 from service.ingest.npy import NpyWriter, save_npy
 from service.ingest.sources import MAX_JSON_DEPTH, JsonlRows, Sources, too_deep
 from service.schemas import DatasetReference
+from spotlight.errors import InvalidInput
 from spotlight.protocol import DATASET_ARRAYS, DATASET_FIELDS, ErrorCode
 
 SLICE_CHARS = 1 << 18
@@ -40,14 +41,14 @@ _URI_KEY = re.compile(r'"uri"\s*:')
 MAX_REFERENCE_CHARS = 64 * 1024
 
 
-def _malformed(message: str, position: int) -> ApiError:
-    return ApiError(400, ErrorCode.MALFORMED_JSON, f"The body is not valid JSON ({message} at character {position}).",
-                    {"position": position})
+def _malformed(message: str, position: int) -> InvalidInput:
+    return InvalidInput(ErrorCode.MALFORMED_JSON, f"The body is not valid JSON ({message} at character {position}).",
+                        {"position": position})
 
 
-def _invalid(field: str, problem: str, code: str = ErrorCode.VALIDATION) -> ApiError:
+def _invalid(field: str, problem: str, code: str = ErrorCode.VALIDATION) -> InvalidInput:
     message = f"Invalid request: {field}: {problem}"
-    return ApiError(400, code, message, {"errors": [{"field": field, "problem": problem, "type": "inline_json"}]})
+    return InvalidInput(code, message, {"errors": [{"field": field, "problem": problem, "type": "inline_json"}]})
 
 
 class _Text:
@@ -286,7 +287,8 @@ def _reference(text: str) -> DatasetReference | None:
     try:
         return DatasetReference.model_validate(body)
     except ValidationError as exc:
-        raise validation_error(exc.errors()) from None
+        error = validation_error(exc.errors())  # the API's wording of a model's errors, as a domain error
+        raise InvalidInput(error.code, error.message, error.details) from None
 
 
 def parse_dataset_body(raw: bytes, work_dir: str) -> Sources | DatasetReference:

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from service.errors import ApiError
+from spotlight.errors import InvalidInput
 from spotlight.protocol import ErrorCode
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -43,8 +43,8 @@ class NpyInfo:
         return self.elements * self.dtype.itemsize
 
 
-def bad_file(field: str, message: str, **details: Any) -> ApiError:
-    return ApiError(400, ErrorCode.BAD_FILE, f"{field}: {message}", {"field": field, **details})
+def bad_file(field: str, message: str, **details: Any) -> InvalidInput:
+    return InvalidInput(ErrorCode.BAD_FILE, f"{field}: {message}", {"field": field, **details})
 
 
 def inspect_npy(path: str, field: str) -> NpyInfo:

@@ -13,7 +13,7 @@ import os
 import zipfile
 import zlib
 
-from service.errors import ApiError
+from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import DATASET_FIELDS, ErrorCode
 
 MAX_MEMBERS = 16
@@ -23,8 +23,8 @@ RATIO_CHECK_MIN_BYTES = 8 * 1024 * 1024
 COPY_CHUNK = 1024 * 1024
 
 
-def _bad(message: str, **details: object) -> ApiError:
-    return ApiError(400, ErrorCode.BAD_FILE, f"npz: {message}", {"format": "npz", **details})
+def _bad(message: str, **details: object) -> InvalidInput:
+    return InvalidInput(ErrorCode.BAD_FILE, f"npz: {message}", {"format": "npz", **details})
 
 
 def extract_npz(path: str, work_dir: str, max_total_bytes: int) -> dict[str, str]:
@@ -44,8 +44,8 @@ def extract_npz(path: str, work_dir: str, max_total_bytes: int) -> dict[str, str
             name = info.filename
             key = name[:-4] if name.endswith(".npy") else name
             if key not in DATASET_FIELDS or "/" in name:
-                raise ApiError(
-                    400, ErrorCode.VALIDATION,
+                raise InvalidInput(
+                    ErrorCode.VALIDATION,
                     f"npz: unknown key {key!r}; expected some of {', '.join(DATASET_FIELDS)}",
                     {"key": key, "allowed": list(DATASET_FIELDS)},
                 )
@@ -68,8 +68,8 @@ def extract_npz(path: str, work_dir: str, max_total_bytes: int) -> dict[str, str
             keys[key] = info
         declared = sum(i.file_size for i in keys.values())
         if declared > max_total_bytes:
-            raise ApiError(
-                413, ErrorCode.TOO_LARGE,
+            raise TooLarge(
+                ErrorCode.TOO_LARGE,
                 f"npz: its members would inflate to {declared} bytes, over the limit of {max_total_bytes}",
                 {"declared_bytes": declared, "limit_bytes": max_total_bytes},
             )
@@ -89,7 +89,7 @@ def extract_npz(path: str, work_dir: str, max_total_bytes: int) -> dict[str, str
                         if written > info.file_size or written_total > max_total_bytes:
                             raise _bad(f"{info.filename} inflates past its declared size; refused")
                         dst.write(block)
-            except ApiError:
+            except InvalidInput:
                 raise
             except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:
                 raise _bad(f"{info.filename} is corrupt or truncated ({exc})") from None

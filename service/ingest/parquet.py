@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.errors import ApiError
 from service.ingest.npy import NpyWriter
 from service.ingest.sources import JsonlRows, Sources, json_safe
+from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import ErrorCode
 from spotlight.settings import Settings
 
@@ -27,12 +27,12 @@ SCALAR_FIELDS = ("losses", "labels", "predictions", "sample_weights")
 BATCH_ROWS = 16384
 
 
-def _bad(message: str, **details: Any) -> ApiError:
-    return ApiError(400, ErrorCode.BAD_FILE, f"parquet: {message}", {"format": "parquet", **details})
+def _bad(message: str, **details: Any) -> InvalidInput:
+    return InvalidInput(ErrorCode.BAD_FILE, f"parquet: {message}", {"format": "parquet", **details})
 
 
-def _validation(message: str, **details: Any) -> ApiError:
-    return ApiError(400, ErrorCode.VALIDATION, f"parquet: {message}", details)
+def _validation(message: str, **details: Any) -> InvalidInput:
+    return InvalidInput(ErrorCode.VALIDATION, f"parquet: {message}", details)
 
 
 def _is_list(t: pa.DataType) -> bool:
@@ -79,7 +79,7 @@ def parquet_to_sources(path: str, work_dir: str, settings: Settings) -> Sources:
     else:
         raise _validation("no embeddings: add a list column `embeddings` or columns emb_0 … emb_{d-1}")
     if n * d > settings.max_elements:
-        raise ApiError(413, ErrorCode.TOO_MANY_ELEMENTS,
+        raise TooLarge(ErrorCode.TOO_MANY_ELEMENTS,
                        f"embeddings has {n * d} elements, over this server's limit of {settings.max_elements}",
                        {"field": "embeddings", "elements": n * d, "limit": settings.max_elements})
 
@@ -127,7 +127,7 @@ def parquet_to_sources(path: str, work_dir: str, settings: Settings) -> Sources:
             if meta_file is not None:
                 for row in batch.select(meta_cols).to_pylist():
                     meta_file.write(json.dumps(json_safe(row), allow_nan=False).encode() + b"\n")
-    except ApiError:
+    except InvalidInput:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _bad(f"could not read the data ({exc})") from None
@@ -162,13 +162,13 @@ def _list_length_of(col: pa.Array) -> int:
 def _list_values(col: pa.Array, width: int, name: str) -> np.ndarray:
     """Rows of a list column as an (rows x width) array; every row must have `width` entries."""
     if col.null_count:
-        raise ApiError(400, ErrorCode.NON_FINITE, f"{name} has null rows; every row needs {width} numbers",
+        raise InvalidInput(ErrorCode.NON_FINITE, f"{name} has null rows; every row needs {width} numbers",
                        {"field": name})
     if not pa.types.is_fixed_size_list(col.type):
         lengths = col.value_lengths().to_numpy(zero_copy_only=False)
         if (lengths != width).any():
             bad = int(np.argwhere(lengths != width)[0][0])
-            raise ApiError(400, ErrorCode.SHAPE_MISMATCH,
+            raise InvalidInput(ErrorCode.SHAPE_MISMATCH,
                            f"{name} rows differ in length: expected {width}, a row has {int(lengths[bad])}",
                            {"field": name, "expected": width, "found": int(lengths[bad])})
     values = col.flatten()
@@ -183,6 +183,6 @@ def _first_list_length(pf: pq.ParquetFile, n: int) -> int:
     for batch in pf.iter_batches(batch_size=1, columns=["embeddings"]):
         col = batch.column(0)
         if col.null_count:
-            raise ApiError(400, ErrorCode.NON_FINITE, "embeddings has null rows", {"field": "embeddings"})
+            raise InvalidInput(ErrorCode.NON_FINITE, "embeddings has null rows", {"field": "embeddings"})
         return _list_length_of(col)
     return 0

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.errors import ApiError
+from spotlight.errors import InvalidInput
 from spotlight.protocol import ErrorCode
 
 
@@ -60,8 +60,8 @@ class JsonlRows:
                 try:
                     yield loads(line)
                 except ValueError as exc:
-                    raise ApiError(
-                        400, ErrorCode.BAD_FILE, f"metadata: line {lineno} is not JSON ({exc})", {"line": lineno}
+                    raise InvalidInput(
+                        ErrorCode.BAD_FILE, f"metadata: line {lineno} is not JSON ({exc})", {"line": lineno}
                     ) from None
 
     def count(self) -> int:

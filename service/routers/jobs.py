@@ -15,6 +15,7 @@ from service.job_registry import JobRegistry, body_hash
 from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
 from spotlight import capabilities
 from spotlight import cost as cost_lib
+from spotlight.errors import NotFound
 from spotlight.netguard import URLRefused, check_callback_url
 from spotlight.params import SearchParams
 from spotlight.protocol import DatasetRecord, ErrorCode, new_job_id, tenant_active_key
@@ -131,7 +132,7 @@ def create_job(
         if earlier is not None:
             try:
                 return _existing(jobs, tenant, earlier, response)
-            except ApiError:  # the job expired: the key is free again
+            except NotFound:  # the job expired: the key is free again
                 jobs.release_idempotency(tenant, idempotency_key, earlier)
     job_id = new_job_id()
     if idempotency_key:

@@ -16,13 +16,14 @@ from service.security_headers import REPORT_CSP
 from service.schemas import MAX_OFFSET, Member, MemberOrder, MembersOut, RegionsOut
 from spotlight.contribution import contributions
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
+from spotlight.jobstate import JobStatus, status_of
 from spotlight.protocol import (
+    META_SPEC,
     REGIONS_FILE,
     REPORT_FILE,
     WEIGHTS_FILE,
     ErrorCode,
     JobSpec,
-    META_SPEC,
     job_file,
     members_by_contribution_file,
     members_file,
@@ -35,8 +36,8 @@ STREAM_CHUNK = 1024 * 1024
 
 def finished_spec(jobs: JobRegistry, tenant: str, job_id: str) -> JobSpec:
     job = jobs.fetch(tenant, job_id)
-    status = jobs.status(job)
-    if status != "finished":
+    status = status_of(job)
+    if status != JobStatus.FINISHED:
         raise ApiError(409, ErrorCode.JOB_NOT_FINISHED,
                        f"The job is {status}; results exist once it has finished.",
                        {"job": job_id, "status": status})

@@ -80,7 +80,7 @@ def test_up_serves_a_search_and_stops_on_sigterm_leaving_no_process(tmp_path: Pa
         cmdlines = [p.cmdline() for p in family]
         assert any("redis-server" in c[0] for c in cmdlines)
         assert any("api" in c for c in cmdlines)
-        workers = [c for c in cmdlines if "worker" in c and "spotlight.cli" in c]
+        workers = [c for c in cmdlines if "worker" in c and "worker.cli" in c]  # started by module name
         assert {c[c.index("worker") + 1] for c in workers} == {"--callbacks-only", "--no-callbacks"}  # a horse repeats its parent
         t0 = time.monotonic()
         up.send_signal(signal.SIGTERM)

@@ -191,7 +191,8 @@ def test_slow_references_are_bounded_and_the_api_keeps_answering(api: Any, hosti
         assert hostile.started.acquire(timeout=30)
         # The server's total (2) is used: tenant c is told to come back, nothing hangs.
         r = c.post("/v1/datasets", json=slow)
-        assert r.status_code == 503 and r.json()["error"]["code"] == "too_many_reference_fetches", r.text
+        assert r.status_code == 503 and r.json()["error"]["code"] == "service_unavailable", r.text
+        assert r.json()["error"]["details"]["reason"] == "reference_fetches"
         # Everything else still answers, for everyone.
         for client in (a, b, c):
             assert client.get("/healthz").status_code == 200

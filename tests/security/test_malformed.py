@@ -228,9 +228,9 @@ def test_cuda_jobs_need_a_live_worker_with_a_gpu(client: TestClient, redis_url: 
 def test_a_cpu_build_reports_no_cuda_devices_without_a_child_process() -> None:
     import torch
 
-    from spotlight import capabilities
+    from worker.devices import detect_cuda_devices
 
     if torch.version.cuda:
         pytest.skip("a CUDA build of torch: the count comes from a child process")
-    assert capabilities.detect_cuda_devices() == 0
+    assert detect_cuda_devices() == 0
     assert not torch.cuda.is_initialized()

@@ -81,15 +81,15 @@ def test_npz_metadata_rows_are_read_and_echoed(client: TestClient) -> None:
 
 
 def test_one_huge_metadata_string_is_refused_by_its_header(settings: Settings, tmp_path: Path) -> None:
-    from service.errors import ApiError
     from service.ingest import _metadata_from_npy
+    from spotlight.errors import TooLarge
 
     path = tmp_path / "m.npy"
     np.save(path, np.array("[" + ",".join(["{}"] * 1000) + "]"))
     small = settings.model_copy(update={"max_inline_bytes": 1000})
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(TooLarge) as info:
         _metadata_from_npy(str(path), 1000, str(tmp_path), small)
-    assert info.value.status == 413
+    assert info.value.code == "payload_too_large"
 
 
 def _short_numbers_body(n: int, d: int) -> bytes:

@@ -9,6 +9,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from service.errors import http_status
 from spotlight.protocol import ErrorCode
 from spotlight.refs import (
     OpenedReference,
@@ -69,7 +70,7 @@ def test_paths_leading_outside_the_roots_are_refused(tree, path: str) -> None:
     with pytest.raises(ReferenceRefused) as info:
         open_reference(uri, roots(tree["root"]))
     assert info.value.code == ErrorCode.REFERENCE_REFUSED
-    assert info.value.status_code == 400
+    assert http_status(info.value) == 400
     assert "SECRET" not in str(info.value.to_error())
 
 
@@ -115,7 +116,7 @@ def test_a_directory_swapped_for_a_symlink_after_the_check_is_refused(tree, monk
 def test_missing_files_are_unreadable_not_refused(tree) -> None:
     with pytest.raises(ReferenceUnreadable) as info:
         open_reference(f"file://{tree['root']}/nope.npz", roots(tree["root"]))
-    assert (info.value.code, info.value.status_code, info.value.reason) == (
+    assert (info.value.code, http_status(info.value), info.value.reason) == (
         ErrorCode.REFERENCE_UNREADABLE, 400, "not_found")
 
 
@@ -141,7 +142,7 @@ def test_files_the_server_may_not_read_are_unreadable(tree) -> None:
 def test_files_above_the_size_limit_are_refused_with_413(tree) -> None:
     with pytest.raises(ReferenceTooLarge) as info:
         open_reference(f"file://{tree['root']}/data.npz", roots(tree["root"], max_upload_bytes=5))
-    assert (info.value.status_code, info.value.code) == (413, ErrorCode.TOO_LARGE)
+    assert (http_status(info.value), info.value.code) == (413, ErrorCode.TOO_LARGE)
     assert info.value.details["limit"] == 5
     assert isinstance(info.value, ReferenceRefused)
 

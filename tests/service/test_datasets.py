@@ -161,7 +161,8 @@ def test_startup_sweeps_upload_folders_a_dead_process_left(make_api, tmp_path) -
     (ingest / "old").mkdir(parents=True)
     (ingest / "old" / "part-0").write_bytes(b"half an upload")
     (ingest / "fresh").mkdir()
-    past = time.time() - 7 * 3600
+    past = time.time() - 7 * 3600  # nothing written in it for longer than the sweeper's idle limit
+    os.utime(ingest / "old" / "part-0", (past, past))
     os.utime(ingest / "old", (past, past))
     make_api()
     assert sorted(p.name for p in ingest.iterdir()) == ["fresh"]
