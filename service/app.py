@@ -14,16 +14,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service import docs, metrics, security_headers
 from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
 from service.expiry import ExpirySweeper, sweep_stale_work
+from service.http_metrics import HttpMetricsMiddleware, HttpStats
 from service.limits import BodyLimitMiddleware, ReferenceSlots
+from service.query_check import reject_unknown_query
 from service.request_log import RequestLogMiddleware
-from service.routers import datasets, jobs, ops, results
+from service.routers import datasets, jobs, ops, results, score
 from spotlight.logs import configure_logging
 from spotlight.settings import Settings, get_settings
 from spotlight.store import store_from_settings
@@ -55,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # /docs and /redoc come from service/docs.py (local assets, no CDN), not FastAPI's defaults.
     app = FastAPI(title="Spotlight service", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+                  dependencies=[Depends(reject_unknown_query)], docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.keyring = KeyRing.from_settings(settings)
     app.state.store = store_from_settings(settings)
@@ -66,13 +68,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
     install_error_handlers(app)
-    for module in (datasets, jobs, results, ops, docs):
+    for module in (datasets, jobs, results, score, ops, docs):
         app.include_router(module.router)
     metrics.install(app)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes,
                        job_limit=settings.max_job_body_bytes)
     app.add_middleware(RequestLogMiddleware)
-    security_headers.install(app)  # outermost, so every answer (500s included) carries the headers
+    # outermost middleware: counts every answer (413s of the body limit too) after the access log line is written
+    app.state.http_stats = HttpStats()
+    app.add_middleware(HttpMetricsMiddleware, state=app.state)
+    security_headers.install(app)  # wraps even the outermost middleware: every answer (500s included) has the headers
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

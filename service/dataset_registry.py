@@ -43,7 +43,10 @@ class DatasetRegistry:
         self.r = r
         self.store = store
 
-    def register(self, tenant: str, builder: DatasetBuilder, n: int, dim: int) -> tuple[DatasetRecord, bool]:
+    def register(
+        self, tenant: str, builder: DatasetBuilder, n: int, dim: int, name: str | None = None,
+        tags: list[str] | None = None,
+    ) -> tuple[DatasetRecord, bool]:
         """Move the built files in (unless the content is already stored) and create the record.
 
         Returns the record and whether this tenant already had this content (deduplicated). Other
@@ -53,7 +56,7 @@ class DatasetRegistry:
         sha = builder.content_sha256()
         record = DatasetRecord(
             id=new_dataset_id(), tenant=tenant, sha256=sha, n=n, dim=dim,
-            fields=builder.manifest(n, dim)["fields"], created_at=utcnow(),
+            fields=builder.manifest(n, dim)["fields"], created_at=utcnow(), name=name, tags=list(tags or []),
         )
         with _blob_lock(self.r, sha):
             existed = self._tenant_holds(tenant, sha)

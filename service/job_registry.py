@@ -97,10 +97,15 @@ class JobRegistry:
             callback_url=spec.callback_url,
             cancel_requested=status not in TERMINAL and bool(self.r.exists(cancel_key(job.id))),
             device=meta.get(META_DEVICE),
+            name=spec.name,
+            tags=spec.tags,
         )
 
-    def list(self, tenant: str, limit: int, offset: int) -> tuple[list[JobOut], int]:
+    def list(self, tenant: str, limit: int, offset: int, status: str | None = None) -> tuple[list[JobOut], int]:
+        """A page of the tenant's jobs, newest first; with `status`, only jobs in that state (and their total)."""
         key = tenant_jobs_key(tenant)
+        if status is not None:
+            return self._list_by_status(tenant, limit, offset, status)
         # Past the end: an empty page (Redis refuses offsets beyond 64 bits with an error).
         if offset >= int(self.r.zcard(key)):
             return [], int(self.r.zcard(key))
@@ -112,6 +117,25 @@ class JobRegistry:
             except NotFound:  # expired with its TTL: forget it
                 self.r.zrem(key, job_id)
         return out, int(self.r.zcard(key))
+
+    def _list_by_status(self, tenant: str, limit: int, offset: int, status: str) -> tuple[list[JobOut], int]:
+        """Statuses live in each job's RQ hash, not in the index: walk the index (newest first) and filter."""
+        key = tenant_jobs_key(tenant)
+        matched: list[JobOut] = []
+        total = 0
+        for start in range(0, int(self.r.zcard(key)), 500):
+            for raw in self.r.zrevrange(key, start, start + 499):
+                job_id = redis_text(raw)
+                try:
+                    view = self.view(self.fetch(tenant, job_id))
+                except NotFound:  # expired with its TTL
+                    continue
+                if view.status != status:
+                    continue
+                if offset <= total < offset + limit:
+                    matched.append(view)
+                total += 1
+        return matched, total
 
     # ----- idempotency -----
     def idempotent_replay(self, tenant: str, key: str, digest: str) -> str | None:
@@ -165,11 +189,11 @@ class JobRegistry:
 
     def submit(
         self, tenant: str, job_id: str, dataset: DatasetRecord, params: SearchParams, callback_url: str | None,
-        *, large: bool = False,
+        name: str | None = None, tags: list[str] | None = None, *, large: bool = False,
     ) -> Job:
         spec = JobSpec(
             job_id=job_id, tenant=tenant, dataset_id=dataset.id, dataset_sha256=dataset.sha256,
-            params=params, callback_url=callback_url, created_at=utcnow(),
+            params=params, callback_url=callback_url, created_at=utcnow(), name=name, tags=list(tags or []),
         )
         lock = self.r.lock(f"spotlight:lock:submit:{tenant}", timeout=30, blocking_timeout=30)
         with lock:

@@ -20,6 +20,9 @@ behind a load balancer, per-process counters would differ from scrape to scrape.
   registered workers of the queue; the device is what the worker recorded
   (jobstats.record_worker_device), else the device of its current job, else "unknown".
 - ``spotlight_redis_up``: 0 when Redis could not be read (the other series are then absent).
+- ``spotlight_http_requests_total{method, route, status_class}`` and
+  ``spotlight_http_request_duration_seconds{…}``: every API process's requests by route template
+  (service/http_metrics.py: counted in memory, added to Redis about once a second).
 
 Reads are side-effect free: registries are counted with ZCARD / ZCOUNT, never with RQ's
 ``count`` (which runs cleanup and could fail abandoned jobs from inside a scrape).
@@ -46,6 +49,7 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.worker import BaseWorker
 
+from service.http_metrics import HttpCollector
 from spotlight import jobstats
 from spotlight.jobqueue import large_lane
 from spotlight.jobstate import JobStatus, status_from
@@ -128,6 +132,7 @@ class SpotlightCollector:
             states.add_metric([state], n)
         yield states
         yield info
+        yield from HttpCollector(conn, self.queue_name).collect()
 
 
 def job_counts(conn: Redis, queue: Queue) -> dict[JobStatus, int]:
@@ -213,6 +218,8 @@ def render_metrics(conn: Redis | None, queue_name: str) -> bytes:
 @metrics_router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
     state = request.app.state
+    if hasattr(state, "http_stats"):  # this process's last second of requests, so the scrape includes them
+        state.http_stats.flush(state.redis, state.settings.rq_queue_name())
     return Response(render_metrics(state.redis, state.settings.rq_queue_name()), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -28,7 +28,7 @@ Every result file is written to a temporary name and renamed, so a reader never 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -153,6 +153,13 @@ def idempotency_key(tenant: str, key: str) -> str:
 
 
 # ----- records -----
+NAME_MAX = 200
+TAG_MAX = 64
+TAGS_MAX = 20
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
+TagText = Annotated[str, Field(min_length=1, max_length=TAG_MAX, pattern=r"^[^\s,]+$")]
+
+
 class DatasetRecord(BaseModel):
     """A tenant's dataset: a name for stored content. Two tenants uploading the same bytes share
     the blob, never the record."""
@@ -164,6 +171,8 @@ class DatasetRecord(BaseModel):
     dim: int
     fields: list[str]
     created_at: datetime
+    name: str | None = None  # the caller's own label and tags (not unique; for finding things again)
+    tags: list[str] = Field(default_factory=list)
 
 
 class Progress(BaseModel):
@@ -189,6 +198,8 @@ class JobSpec(BaseModel):
     params: SearchParams
     callback_url: str | None = None
     created_at: datetime
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list)
 
 
 # Keys of the RQ job's meta dict (small state only).

@@ -153,5 +153,11 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """Settings read once per process; tests clear the cache after changing the environment."""
-    return Settings()
+    """Settings read once per process; tests clear the cache after changing the environment.
+
+    A bad variable ends the process with one line naming it and the form it needs, and unknown
+    SPOTLIGHT_* variables are warned about (spotlight/settings_errors.py).
+    """
+    from spotlight.settings_errors import load_settings
+
+    return load_settings()

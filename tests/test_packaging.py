@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from spotlight.cli import APP_COMMANDS, app_parser, build_parser
+from spotlight.cli import build_parser, parse_args
 from spotlight.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,11 +67,6 @@ def _subcommands() -> set[str]:
     return set(sub.choices)
 
 
-def _parse(argv: list[str]) -> Any:
-    """Parse `spotlight ARGV` as `spotlight.cli.main` would: app commands by the app's own parser."""
-    return (app_parser(argv[0]) if argv[0] in APP_COMMANDS else build_parser()).parse_args(argv)
-
-
 def _compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
@@ -99,8 +94,8 @@ def test_image_commands_are_cli_subcommands_and_the_port_is_exposed() -> None:
     assert {"up", "api", "worker", "openapi", "submit"} <= subcommands
     exposed = {r for w, r in _stages()["api"] if w == "EXPOSE"}
     assert exposed == {_flag(_cmd("api"), "--port")}
-    _parse(_cmd("api")[1:])
-    _parse(_cmd("worker")[1:])
+    parse_args(_cmd("api")[1:])
+    parse_args(_cmd("worker")[1:])
 
 
 def test_pyproject_entry_point_is_the_cli() -> None:
@@ -121,7 +116,7 @@ def test_compose_services_match_the_code() -> None:
         assert svc["build"]["target"] in stages
         argv = svc["command"] if isinstance(svc["command"], list) else shlex.split(svc["command"])
         assert argv[0] == "spotlight" and argv[1] == name and argv[1] in subcommands
-        _parse(argv[1:])
+        parse_args(argv[1:])
     api_port = _flag(services["api"]["command"], "--port")
     assert f"{api_port}:{api_port}" in [str(p) for p in services["api"]["ports"]]
 
@@ -129,8 +124,8 @@ def test_compose_services_match_the_code() -> None:
 def test_compose_delivers_webhooks_from_a_torch_free_worker_and_keeps_gpu_workers_off_them() -> None:
     services = _compose()["services"]
     gpu, callbacks = services["worker"], services["callbacks"]
-    gpu_args = _parse(gpu["command"][1:])
-    cb_args = _parse(callbacks["command"][1:])
+    gpu_args = parse_args(gpu["command"][1:])
+    cb_args = parse_args(callbacks["command"][1:])
     assert gpu_args.no_callbacks and not gpu_args.callbacks_only
     assert cb_args.callbacks_only and not cb_args.no_callbacks
     assert callbacks["build"]["target"] == "api"  # the image without torch (tests/runtime/test_callbacks.py runs it so)

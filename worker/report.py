@@ -102,8 +102,8 @@ def member_rows(
             "weight": float(weights_k[i]),
             "loss": float(losses[i]),
             "contribution": float(contribution[i]) if contribution is not None else None,
-            "label": int(labels[i]) if labels is not None else None,
-            "prediction": int(predictions[i]) if predictions is not None else None,
+            "label": _class_value(labels, i),
+            "prediction": _class_value(predictions, i),
             "metadata": _metadata_of(metadata, j),
         })
     return rows
@@ -112,6 +112,14 @@ def member_rows(
 def _metadata_of(metadata: Sequence[Mapping[str, Any] | None] | None, j: int) -> dict[str, Any] | None:
     row = metadata[j] if metadata is not None else None
     return dict(row) if row is not None else None
+
+
+def _class_value(values: np.ndarray | None, i: int) -> Any:
+    """A label or prediction as shown: an int code, or its class name when the task passed names."""
+    if values is None:
+        return None
+    v = values[i]
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def job_report(

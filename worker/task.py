@@ -27,10 +27,11 @@ from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
+from spotlight import classes
 from spotlight.contribution import Objective, order_by_contribution, reference_loss
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.jobstate import JobStatus, ended_at, started_at, status_of
-from spotlight.members import effective_size, member_set, overlaps_with_earlier
+from spotlight.members import effective_size, member_min_weight, member_set, overlaps_with_earlier
 from spotlight.params import SearchParams
 from spotlight.protocol import (
     META_STARTED_AT,
@@ -209,8 +210,9 @@ def describe_regions(
     """The regions as regions.json stores them, each with what a person reads about it.
 
     Each region gets `n_members` (its member set), `effective_size` (sum of kernel weight x sample
-    weight: how many examples the region counts) and `overlap` (per earlier region, the share of
-    this region's members it also holds); `description` (worker/describe.py) is computed on the
+    weight: how many examples the region counts), `overlap` (per earlier region, the share of
+    this region's members it also holds) and `member_min_weight` (what a row of other data needs
+    to be a member, for the score route); `description` (worker/describe.py) is computed on the
     member set: mean loss and lift, error rate, composition by label, prediction and metadata field;
     `p_value` when `params.n_permutations` > 0. A failure to describe is logged and leaves the
     regions without descriptions rather than failing the job.
@@ -223,6 +225,7 @@ def describe_regions(
         entry["n_members"] = int(sets[k].size)
         entry["effective_size"] = effective_size(result.weights[:, k], inputs.sample_weights)
         entry["overlap"] = overlaps[k]
+        entry["member_min_weight"] = member_min_weight(result.weights[:, k], region.kernel, sets[k])
         regions.append(entry)
     from worker import describe
 
@@ -231,8 +234,9 @@ def describe_regions(
             sets, result.losses, labels=inputs.labels, predictions=inputs.predictions,
             sample_weights=inputs.sample_weights, read_metadata=inputs.files.metadata, seed=spec.params.seed,
         )
+        names = inputs.files.manifest().get(classes.MANIFEST_KEY)
         for entry, description in zip(regions, descriptions):
-            entry["description"] = description
+            entry["description"] = classes.name_description(description, names)
     except Exception:  # noqa: BLE001 - descriptions are a help, the regions are the result
         log.exception("describing the regions of %s failed", spec.job_id)
     if spec.params.n_permutations > 0:
@@ -267,6 +271,7 @@ def write_report(
     from worker.report import fallback_report, job_report
 
     manifest = inputs.files.manifest()
+    names = manifest.get(classes.MANIFEST_KEY)  # labels and predictions are shown by class name
     meta = job.get_meta(refresh=False)
     info = {
         "id": spec.job_id, "dataset": spec.dataset_id, "n": manifest.get("n"), "dim": manifest.get("dim"),
@@ -278,7 +283,7 @@ def write_report(
         html = job_report(
             info, regions, [r.get("description") for r in regions], inputs.embeddings, result.losses,
             result.weights, [m.by_weight for m in members], [m.by_contribution for m in members],
-            labels=inputs.labels, predictions=inputs.predictions,
+            labels=classes.names_of(inputs.labels, names), predictions=classes.names_of(inputs.predictions, names),
             read_ids=inputs.files.ids, read_metadata=inputs.files.metadata, seed=spec.params.seed,
             objective=spec.params.objective,
         )

@@ -29,6 +29,7 @@ from service.ingest.parquet import parquet_to_sources
 from service.ingest.reference import fetch_reference
 from service.ingest.sources import JsonlRows, Sources, loads
 from service.schemas import DatasetReference, InlineDataset
+from spotlight import columns as colmap
 from spotlight.dataset_files import DatasetBuilder
 from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import DATASET_ARRAYS, DATASET_FIELDS, ErrorCode
@@ -70,13 +71,19 @@ def _sniff(path: str) -> str:
     return "unknown"
 
 
-def sources_from_container(path: str, work_dir: str, settings: Settings, what: str) -> Sources:
-    """A whole dataset in one file: .npz or .parquet (recognised by content, not by name)."""
+def sources_from_container(
+    path: str, work_dir: str, settings: Settings, what: str, columns: dict[str, str] | None = None
+) -> Sources:
+    """A whole dataset in one file: .npz or .parquet (recognised by content, not by name).
+
+    `columns` maps fields to the file's own column (or key) names where aliases do not find them
+    (spotlight/columns.py).
+    """
     kind = _sniff(path)
     if kind == "npz":
-        return _sources_from_npz(extract_npz(path, work_dir, settings.max_upload_bytes), work_dir, settings)
+        return _sources_from_npz(extract_npz(path, work_dir, settings.max_upload_bytes, columns), work_dir, settings)
     if kind == "parquet":
-        return parquet_to_sources(path, work_dir, settings)
+        return parquet_to_sources(path, work_dir, settings, columns)
     if kind == "npy":
         raise InvalidInput(ErrorCode.VALIDATION,
                        f"{what} is a single .npy; send an .npz (or .parquet), or separate .npy fields named after the keys")
@@ -152,11 +159,16 @@ def sources_from_parts(parts: list[Part], work_dir: str, settings: Settings) -> 
     if len(set(names)) != len(names):
         raise InvalidInput(ErrorCode.VALIDATION, "a field appears twice in the multipart body")
     if "file" in names:
-        if len(parts) != 1:
-            raise InvalidInput(ErrorCode.VALIDATION, "send either one `file` or separate fields, not both")
-        if parts[0].size == 0:
+        by_name = {p.name: p for p in parts}
+        if set(names) - {"file", "columns"}:
+            raise InvalidInput(ErrorCode.VALIDATION,
+                               "send either one `file` (with an optional `columns` part) or separate fields, not both")
+        columns = _columns_part(by_name["columns"], settings) if "columns" in by_name else None
+        if by_name["file"].size == 0:
             raise InvalidInput(ErrorCode.BAD_FILE, "the uploaded file is empty")
-        return sources_from_container(parts[0].path, work_dir, settings, "file")
+        return sources_from_container(by_name["file"].path, work_dir, settings, "file", columns)
+    parts = _canonical_part_names(parts)
+    names = [p.name for p in parts]
     unknown = [n for n in names if n not in DATASET_FIELDS]
     if unknown:
         raise InvalidInput(ErrorCode.VALIDATION,
@@ -176,12 +188,33 @@ def sources_from_parts(parts: list[Part], work_dir: str, settings: Settings) -> 
     return src
 
 
+def _columns_part(part: Part, settings: Settings) -> dict[str, str]:
+    """The `columns` part: a JSON object mapping fields to the file's column names."""
+    value = _json_list(part, settings, "columns", want=dict)
+    if not all(isinstance(v, str) for v in value.values()):
+        raise InvalidInput(ErrorCode.VALIDATION, "columns must map each field to a column name (a string)",
+                       {"field": "columns"})
+    return {str(k): v for k, v in value.items()}
+
+
+def _canonical_part_names(parts: list[Part]) -> list[Part]:
+    """Separate .npy fields may use the names people use (embedding, loss, label, pred, id …)."""
+    try:
+        by_field = colmap.resolve([p.name for p in parts if p.name != "metadata"])
+    except colmap.ColumnError as exc:
+        raise InvalidInput(ErrorCode.VALIDATION, exc.message, exc.details) from None
+    field_of = {column: field for field, column in by_field.items()}
+    for part in parts:
+        part.name = field_of.get(part.name, part.name)
+    return parts
+
+
 def _first_char(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read(4096).lstrip()[:1]
 
 
-def _json_list(part: Part, settings: Settings, field: str) -> list[Any]:
+def _json_list(part: Part, settings: Settings, field: str, want: type = list) -> Any:
     if part.size > settings.max_inline_bytes:
         raise TooLarge(ErrorCode.TOO_LARGE,
                        f"{field} as JSON is limited to {settings.max_inline_bytes} bytes; send a .npy instead",
@@ -191,8 +224,9 @@ def _json_list(part: Part, settings: Settings, field: str) -> list[Any]:
             value = loads(f.read())
     except ValueError as exc:
         raise InvalidInput(ErrorCode.BAD_FILE, f"{field}: not valid JSON ({exc})", {"field": field}) from None
-    if not isinstance(value, list):
-        raise InvalidInput(ErrorCode.VALIDATION, f"{field} must be a JSON array", {"field": field})
+    if not isinstance(value, want):
+        kind = "array" if want is list else "object"
+        raise InvalidInput(ErrorCode.VALIDATION, f"{field} must be a JSON {kind}", {"field": field})
     return value
 
 
@@ -209,7 +243,12 @@ def sources_from_inline(data: InlineDataset, work_dir: str) -> Sources:
         value = getattr(data, field)
         if value is None:
             continue
-        dtype = np.int64 if field in ("labels", "predictions") else np.float64
+        dtype: Any = np.int64 if field in ("labels", "predictions") else np.float64
+        if dtype is np.int64 and any(isinstance(v, str) for v in value):
+            if not all(isinstance(v, str) for v in value):
+                raise InvalidInput(ErrorCode.VALIDATION, f"{field}: mix of class names and integers; give one kind",
+                               {"field": field})
+            dtype = str  # class names: build() encodes them
         try:
             arr = np.asarray(value, dtype=dtype)
         except (ValueError, OverflowError) as exc:
@@ -224,9 +263,9 @@ def sources_from_inline(data: InlineDataset, work_dir: str) -> Sources:
     return src
 
 
-def sources_from_uri(uri: str, work_dir: str, settings: Settings) -> Sources:
+def sources_from_uri(uri: str, work_dir: str, settings: Settings, columns: dict[str, str] | None = None) -> Sources:
     path = fetch_reference(uri, settings, work_dir)
-    src = sources_from_container(path, work_dir, settings, "the referenced file")
+    src = sources_from_container(path, work_dir, settings, "the referenced file", columns)
     src.origin = f"uri+{src.origin}"
     return src
 
@@ -257,7 +296,7 @@ __all__ = [
 def build_from_spec(spec: InlineDataset | DatasetReference, work_dir: str, settings: Settings) -> tuple[DatasetBuilder, int, int]:
     """A JSON dataset (inline arrays or {"uri": ...}) -> a builder ready to commit."""
     if isinstance(spec, DatasetReference):
-        src = sources_from_uri(spec.uri, work_dir, settings)
+        src = sources_from_uri(spec.uri, work_dir, settings, spec.columns)
     else:
         src = sources_from_inline(spec, work_dir)
     return build_in(work_dir, src, settings)

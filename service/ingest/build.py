@@ -9,13 +9,15 @@ work folder behind, which the caller removes: nothing reaches the store half-wri
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from service.ingest.npy import NpyInfo, inspect_npy, iter_rows, load_small
+from service.ingest.npy import NpyInfo, inspect_npy, iter_rows, load_small, save_npy
 from service.ingest.sources import MAX_JSON_DEPTH, JsonlRows, Sources, too_deep
+from spotlight import classes
 from spotlight.dataset_files import DatasetBuilder
 from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import ErrorCode
@@ -23,6 +25,7 @@ from spotlight.settings import Settings
 
 NUMERIC_KINDS = "fiub"
 INT64_MAX = float(2**63 - 1)
+MAX_CLASSES = 100_000  # more distinct text labels than this is an id column, not classes
 
 
 def _validation(message: str, **details: Any) -> InvalidInput:
@@ -126,6 +129,7 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
     if "embeddings" not in src.arrays:
         raise _validation("embeddings is required (an n x d array)", field="embeddings")
     infos = {f: inspect_npy(p, f) for f, p in src.arrays.items()}
+    encode_text_classes(src, infos)
     for f, info in infos.items():
         _numeric(info, f)
 
@@ -183,9 +187,49 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
         builder.add_ids(ids)
     if metadata is not None:
         builder.add_metadata(_metadata_rows(metadata), n)
+    if src.class_names is not None and ("labels" in infos or "predictions" in infos):
+        builder.extra[classes.MANIFEST_KEY] = list(src.class_names)
     if src.origin:
         builder.extra["source_format"] = src.origin
     return n, d
+
+
+def check_class_count(names: list[str], field: str) -> None:
+    if len(names) > MAX_CLASSES:
+        raise _validation(f"{field} has {len(names)} distinct classes, over {MAX_CLASSES}; is it an id column?",
+                          field=field, classes=len(names), limit=MAX_CLASSES)
+
+
+def encode_text_classes(src: Sources, infos: dict[str, NpyInfo]) -> None:
+    """Labels/predictions given as text -> int codes (.npy beside the original) + src.class_names.
+
+    Labels and predictions share one vocabulary (so label == prediction still compares codes);
+    text on one side and bare integers on the other has no common meaning and is refused.
+    """
+    text = [f for f in ("labels", "predictions") if f in infos and infos[f].dtype.kind in "US"]
+    if not text:
+        return
+    ints = [f for f in ("labels", "predictions") if f in infos and f not in text]
+    if ints and src.class_names is None:
+        raise _validation(
+            f"{text[0]} are class names but {ints[0]} are integers; give both as names, or both as class indices",
+            field=ints[0],
+        )
+    values: dict[str, np.ndarray] = {}
+    for f in text:
+        if len(infos[f].shape) != 1:
+            raise _mismatch(f"{f} must be 1-D, got shape {list(infos[f].shape)}", field=f, shape=list(infos[f].shape))
+        arr = load_small(infos[f])
+        if arr.dtype.kind == "S":
+            arr = np.char.decode(arr, "utf-8", errors="replace")
+        values[f] = arr
+    names = classes.vocabulary((np.unique(v) for v in values.values()), src.class_names)
+    check_class_count(names, text[0])
+    for f, arr in values.items():
+        path = save_npy(os.path.join(os.path.dirname(infos[f].path), f"coded-{f}.npy"), classes.encode(arr, names))
+        src.arrays[f] = path
+        infos[f] = inspect_npy(path, f)
+    src.class_names = names
 
 
 def _non_negative(info: NpyInfo) -> Iterator[np.ndarray]:

@@ -14,6 +14,7 @@ from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import ErrorCode
 from spotlight.refs import BadReference, ReferenceRefused, ReferenceUnreadable
 from spotlight.refs import open_reference as _open_reference
+from spotlight.refusal_hints import hinted
 from spotlight.settings import Settings
 
 COPY_CHUNK = 1024 * 1024
@@ -24,7 +25,8 @@ def fetch_reference(uri: str, settings: Settings, work_dir: str) -> str:
     try:
         ref = _open_reference(uri, settings)
     except BadReference as exc:
-        raise InvalidInput(exc.code, f"Reference {exc.uri!r}: {exc.message}", exc.details) from None
+        message, details = hinted(f"Reference {exc.uri!r}: {exc.message}", exc.details)
+        raise InvalidInput(exc.code, message, details) from None
     limit = settings.max_upload_bytes
     with ref:
         dest = os.path.join(work_dir, "reference")

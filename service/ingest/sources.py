@@ -75,6 +75,10 @@ class Sources:
     ids: list[Any] | str | None = None  # a list, or the path of a .npy of strings/ints
     metadata: list[Any] | JsonlRows | None = None
     origin: str = ""  # "npz", "parquet", "npy", "json", "uri" (for logs and the manifest)
+    # Names of the label/prediction codes (spotlight/classes.py): set when they arrived as text or as
+    # a Hugging Face ClassLabel; text arrays still in `arrays` are encoded by build().
+    class_names: list[str] | None = None
+    columns: dict[str, str] | None = None  # the caller's field -> column/key mapping (spotlight/columns.py)
 
 
 def json_safe(value: Any) -> Any:

@@ -12,7 +12,7 @@ from service.errors import ApiError, error_responses
 from service.ingest import build_from_parts, build_from_spec, build_in, receive_parts, workspace
 from service.ingest.inline_json import parse_dataset_body
 from service.schemas import MAX_OFFSET, DatasetList, DatasetOut, DatasetReference
-from spotlight.protocol import DATASET_FIELDS, DatasetRecord, ErrorCode
+from spotlight.protocol import DATASET_FIELDS, NAME_MAX, TAG_MAX, TAGS_MAX, DatasetRecord, ErrorCode
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 503))
 
@@ -21,7 +21,13 @@ _MULTIPART_SCHEMA: dict[str, Any] = {
     "oneOf": [
         {
             "type": "object",
-            "properties": {"file": {"type": "string", "format": "binary"}},
+            "properties": {
+                "file": {"type": "string", "format": "binary"},
+                "columns": {
+                    "type": "string",
+                    "description": 'JSON object: which column/key holds which field, e.g. {"embeddings": "emb"}',
+                },
+            },
             "required": ["file"],
             "additionalProperties": False,
         },
@@ -54,8 +60,17 @@ _UPLOAD_BODY: dict[str, Any] = {
 def to_out(record: DatasetRecord, deduplicated: bool = False) -> DatasetOut:
     return DatasetOut(
         id=record.id, n=record.n, dim=record.dim, fields=record.fields, sha256=record.sha256,
-        created_at=record.created_at, deduplicated=deduplicated,
+        created_at=record.created_at, deduplicated=deduplicated, name=record.name, tags=record.tags,
     )
+
+
+def _tags(tags: list[str] | None) -> list[str]:
+    for tag in tags or []:
+        if not tag or len(tag) > TAG_MAX or any(c.isspace() or c == "," for c in tag):
+            raise ApiError(400, ErrorCode.VALIDATION,
+                           f"tags must be 1-{TAG_MAX} characters without spaces or commas; got {tag[:80]!r}",
+                           {"field": "tags"})
+    return list(tags or [])
 
 
 @router.post(
@@ -67,7 +82,9 @@ def to_out(record: DatasetRecord, deduplicated: bool = False) -> DatasetOut:
     openapi_extra=_UPLOAD_BODY,
 )
 async def create_dataset(
-    request: Request, tenant: TenantDep, settings: SettingsDep, store: StoreDep, datasets: DatasetsDep
+    request: Request, tenant: TenantDep, settings: SettingsDep, store: StoreDep, datasets: DatasetsDep,
+    name: Annotated[str | None, Query(min_length=1, max_length=NAME_MAX, description="Your label for it.")] = None,
+    tags: Annotated[list[str] | None, Query(max_length=TAGS_MAX, description="Your tags (repeat: tags=a&tags=b).")] = None,
 ) -> Any:
     """Store a dataset: multipart `file` (.npz/.parquet) or .npy fields, inline JSON arrays, or `{"uri": …}`.
 
@@ -90,7 +107,7 @@ async def create_dataset(
             raise ApiError(415, ErrorCode.UNSUPPORTED_MEDIA,
                            "Send multipart/form-data (files) or application/json (inline arrays or a uri).",
                            {"content_type": ctype or None})
-        record, existed = await run_in_threadpool(datasets.register, tenant, builder, n, d)
+        record, existed = await run_in_threadpool(datasets.register, tenant, builder, n, d, name, _tags(tags))
     return to_out(record, existed)
 
 

@@ -16,9 +16,11 @@ from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
 from spotlight import capabilities
 from spotlight import cost as cost_lib
 from spotlight.errors import NotFound
+from spotlight.jobstate import JobStatus
 from spotlight.netguard import URLRefused, check_callback_url
 from spotlight.params import SearchParams
 from spotlight.protocol import DatasetRecord, ErrorCode, new_job_id, tenant_active_key
+from spotlight.refusal_hints import hinted
 from spotlight.settings import Settings
 
 log = logging.getLogger("spotlight.api.jobs")
@@ -95,7 +97,8 @@ def check_callback(url: str, settings: Settings) -> None:
     try:
         check_callback_url(url, settings)
     except URLRefused as exc:
-        raise ApiError(400, ErrorCode.VALIDATION, exc.message, {"field": "callback_url", **exc.details()}) from None
+        message, details = hinted(exc.message, {"field": "callback_url", **exc.details()})
+        raise ApiError(400, ErrorCode.VALIDATION, message, details) from None
 
 
 def _existing(jobs: JobRegistry, tenant: str, job_id: str, response: Response) -> JobOut:
@@ -153,7 +156,8 @@ def create_job(
         check_device(body.params, jobs.r, settings)
         cost = cost_lib.job_cost(body.params, record.n, record.dim)
         check_cost(jobs, tenant, cost, settings)
-        job = jobs.submit(tenant, job_id, record, body.params, body.callback_url, large=cost > settings.large_job_cost)
+        job = jobs.submit(tenant, job_id, record, body.params, body.callback_url, body.name, body.tags,
+                          large=cost > settings.large_job_cost)
         cost_lib.record(jobs.r, tenant, job_id, cost)
     except BaseException:
         if idempotency_key:
@@ -169,8 +173,9 @@ def list_jobs(
     jobs: JobsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
 ) -> JobList:
-    items, total = jobs.list(tenant, limit, offset)
+    items, total = jobs.list(tenant, limit, offset, status)
     return JobList(jobs=items, total=total)
 
 

@@ -14,6 +14,7 @@ from service.errors import ApiError, error_responses
 from service.job_registry import JobRegistry
 from service.security_headers import REPORT_CSP
 from service.schemas import MAX_OFFSET, Member, MemberOrder, MembersOut, RegionsOut
+from spotlight import classes
 from spotlight.contribution import contributions
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.jobstate import JobStatus, status_of
@@ -102,6 +103,7 @@ def get_members(
         contrib = contributions(np.clip(w, 0.0, 1.0), losses, spec.params.objective, reference)
         labels = files.labels()
         preds = files.predictions()
+        names = files.manifest().get(classes.MANIFEST_KEY)
         ids = files.ids(idx)
         meta = files.metadata(idx)
     except DatasetMissing:
@@ -113,8 +115,8 @@ def get_members(
             weight=float(min(max(w[j], 0.0), 1.0)),
             loss=float(losses[j]),
             contribution=float(contrib[j]),
-            label=int(labels[i]) if labels is not None else None,
-            prediction=int(preds[i]) if preds is not None else None,
+            label=classes.name_of(int(labels[i]), names) if labels is not None else None,
+            prediction=classes.name_of(int(preds[i]), names) if preds is not None else None,
             metadata=meta[j] if meta is not None else None,
         )
         for j, i in enumerate(idx.tolist())
