@@ -102,8 +102,9 @@ def check_callback(url: str, settings: Settings) -> None:
 
 
 def _existing(jobs: JobRegistry, tenant: str, job_id: str, response: Response) -> JobOut:
+    view = jobs.view(jobs.fetch(tenant, job_id))  # raises when the job expired: then nothing is replayed
     response.headers["Idempotent-Replayed"] = "true"
-    return jobs.view(jobs.fetch(tenant, job_id))
+    return view
 
 
 @router.post(

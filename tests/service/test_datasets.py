@@ -166,3 +166,15 @@ def test_startup_sweeps_upload_folders_a_dead_process_left(make_api, tmp_path) -
     os.utime(ingest / "old", (past, past))
     make_api()
     assert sorted(p.name for p in ingest.iterdir()) == ["fresh"]
+
+
+def test_deleting_a_dataset_frees_its_blob_while_other_contents_stay(api: LiveApi) -> None:
+    """Each stored content counts its own references: another content's datasets do not keep it."""
+    with api.client() as c:
+        x = c.post("/v1/datasets", files={"file": ("x.npz", npz_bytes(**toy(seed=1)))}).json()
+        y = c.post("/v1/datasets", files={"file": ("y.npz", npz_bytes(**toy(seed=2)))}).json()
+        assert x["sha256"] != y["sha256"]
+        assert sorted(api.stored_datasets()) == sorted([x["sha256"], y["sha256"]])
+        assert c.delete(f"/v1/datasets/{x['id']}").status_code == 204
+        assert api.stored_datasets() == [y["sha256"]]  # x's bytes are gone although y is still stored
+        assert c.get(f"/v1/datasets/{y['id']}").status_code == 200
