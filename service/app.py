@@ -17,12 +17,12 @@ import redis
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service import metrics
+from service import docs, metrics, security_headers
 from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
 from service.expiry import ExpirySweeper, sweep_stale_work
 from service.http_metrics import HttpMetricsMiddleware, HttpStats
-from service.limits import BodyLimitMiddleware
+from service.limits import BodyLimitMiddleware, ReferenceSlots
 from service.query_check import reject_unknown_query
 from service.request_log import RequestLogMiddleware
 from service.routers import datasets, jobs, ops, results, score
@@ -55,25 +55,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if app.state.redis is not None:
             app.state.redis.close()
 
+    # /docs and /redoc come from service/docs.py (local assets, no CDN), not FastAPI's defaults.
     app = FastAPI(title="Spotlight service", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
-                  dependencies=[Depends(reject_unknown_query)])
+                  dependencies=[Depends(reject_unknown_query)], docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.keyring = KeyRing.from_settings(settings)
     app.state.store = store_from_settings(settings)
+    app.state.reference_slots = ReferenceSlots(settings.max_reference_fetches, settings.max_reference_fetches_per_tenant)
     app.state.redis = (
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
         if settings.redis_url
         else None
     )
     install_error_handlers(app)
-    for module in (datasets, jobs, results, score, ops):
+    for module in (datasets, jobs, results, score, ops, docs):
         app.include_router(module.router)
     metrics.install(app)
-    app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes)
+    app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes,
+                       job_limit=settings.max_job_body_bytes)
     app.add_middleware(RequestLogMiddleware)
-    # outermost: counts every answer (413s of the body limit too) after the access log line is written
+    # outermost middleware: counts every answer (413s of the body limit too) after the access log line is written
     app.state.http_stats = HttpStats()
     app.add_middleware(HttpMetricsMiddleware, state=app.state)
+    security_headers.install(app)  # wraps even the outermost middleware: every answer (500s included) has the headers
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -49,7 +49,9 @@ class DatasetRegistry:
     ) -> tuple[DatasetRecord, bool]:
         """Move the built files in (unless the content is already stored) and create the record.
 
-        Returns the record and whether the content was already there (deduplicated).
+        Returns the record and whether this tenant already had this content (deduplicated). Other
+        tenants' copies are shared on disk but never disclosed: telling a caller that someone else
+        holds the bytes it just sent would let it test guesses about other tenants' data.
         """
         sha = builder.content_sha256()
         record = DatasetRecord(
@@ -57,7 +59,7 @@ class DatasetRegistry:
             fields=builder.manifest(n, dim)["fields"], created_at=utcnow(), name=name, tags=list(tags or []),
         )
         with _blob_lock(self.r, sha):
-            existed = self.store.exists(f"{dataset_prefix(sha)}/manifest.json")
+            existed = self._tenant_holds(tenant, sha)
             builder.commit(self.store, n, dim)
             pipe = self.r.pipeline()
             pipe.set(dataset_key(record.id), record.model_dump_json())
@@ -65,6 +67,16 @@ class DatasetRegistry:
             pipe.sadd(blob_refs_key(sha), record.id)
             pipe.execute()
         return record, existed
+
+    def _tenant_holds(self, tenant: str, sha256: str) -> bool:
+        """Whether one of `tenant`'s own datasets already points at this content."""
+        ids = [i.decode() if isinstance(i, bytes) else i for i in self.r.smembers(blob_refs_key(sha256))]
+        if not ids:
+            return False
+        for raw in self.r.mget([dataset_key(i) for i in ids]):
+            if raw and DatasetRecord.model_validate_json(raw).tenant == tenant:
+                return True
+        return False
 
     def get(self, tenant: str, dataset_id: str) -> DatasetRecord:
         raw = self.r.get(dataset_key(dataset_id)) if dataset_id.startswith("ds_") else None

@@ -65,6 +65,9 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.TOO_MANY_ELEMENTS: 413,
     ErrorCode.UNSUPPORTED_MEDIA: 415,
     ErrorCode.TOO_MANY_JOBS: 429,
+    ErrorCode.TOO_MANY_FETCHES: 429,
+    ErrorCode.TOO_MUCH_ACTIVE_COST: 429,
+    ErrorCode.JOB_TOO_COSTLY: 400,
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.STORE_ERROR: 503,
@@ -157,14 +160,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, code, message, details, headers)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves on this path (Starlette's own 405 names only one route's)."""
-    methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches({**request.scope, "method": "__none__"})
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    """Every method some route serves on this path, asked of the routes themselves per method
+    (routers may be nested, and Starlette's own 405 names only one route's methods)."""
+    allowed = []
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in request.app.routes):
+            allowed.append(method)
+    return allowed
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -242,9 +249,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflict with the resource's state",
         413: "Body or array too large (payload_too_large, too_many_elements)",
         415: "Unsupported content type",
-        429: "Too many active jobs (too_many_active_jobs); see Retry-After",
+        429: "Too many active jobs (too_many_active_jobs) or reference reads (too_many_reference_fetches); see Retry-After",
         410: "The dataset behind these results was deleted (dataset_gone)",
         500: "Server fault (internal_error)",
-        503: "Redis or the store unreachable",
+        503: "Redis or the store unreachable, or the server reading its most references at once; see Retry-After",
     }
     return {s: {"model": ErrorResponse, "description": descriptions.get(s, "Error")} for s in statuses}

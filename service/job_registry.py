@@ -21,7 +21,7 @@ from rq.job import Job
 
 from service.schemas import JobOut
 from spotlight.errors import Conflict, LimitReached, NotFound
-from spotlight.jobqueue import enqueue_search
+from spotlight.jobqueue import enqueue_search, large_queue
 from spotlight.jobstate import TERMINAL, JobStatus, ended_at, failure_of, started_at, status_fields, status_of
 from spotlight.params import SearchParams
 from spotlight.protocol import (
@@ -59,6 +59,7 @@ class JobRegistry:
         self.r = r
         self.settings = settings
         self.queue = Queue(settings.rq_queue_name(), connection=r)
+        self.large = large_queue(r, settings)  # the large lane (spotlight/cost.py)
 
     # ----- reading -----
     def fetch(self, tenant: str, job_id: str) -> Job:
@@ -70,7 +71,7 @@ class JobRegistry:
             raise _not_found(job_id) from None
         # RQ's job keys are not namespaced: a job of another deployment sharing this Redis
         # (SPOTLIGHT_NAMESPACE) was enqueued on another queue, and is not ours.
-        if job.meta.get(META_TENANT) != tenant or job.origin != self.queue.name:
+        if job.meta.get(META_TENANT) != tenant or job.origin not in (self.queue.name, self.large.name):
             raise _not_found(job_id)
         return job
 
@@ -188,7 +189,7 @@ class JobRegistry:
 
     def submit(
         self, tenant: str, job_id: str, dataset: DatasetRecord, params: SearchParams, callback_url: str | None,
-        name: str | None = None, tags: list[str] | None = None,
+        name: str | None = None, tags: list[str] | None = None, *, large: bool = False,
     ) -> Job:
         spec = JobSpec(
             job_id=job_id, tenant=tenant, dataset_id=dataset.id, dataset_sha256=dataset.sha256,
@@ -198,7 +199,7 @@ class JobRegistry:
         with lock:
             self.check_capacity(tenant)
             # One enqueue path for API and tests: timeout, TTLs, retries and the failure hook from Settings.
-            job = enqueue_search(self.queue, spec, self.settings)
+            job = enqueue_search(self.large if large else self.queue, spec, self.settings)
             pipe = self.r.pipeline()
             pipe.zadd(tenant_jobs_key(tenant), {job_id: spec.created_at.timestamp()})
             pipe.sadd(tenant_active_key(tenant), job_id)

@@ -51,6 +51,7 @@ from rq.worker import BaseWorker
 
 from service.http_metrics import HttpCollector
 from spotlight import jobstats
+from spotlight.jobqueue import large_lane
 from spotlight.jobstate import JobStatus, status_from
 from spotlight.protocol import META_DEVICE, redis_text
 
@@ -87,7 +88,10 @@ class SpotlightCollector:
 
     def _collect(self, conn: Redis) -> Iterator[Metric]:
         queue = Queue(self.queue_name, connection=conn)
+        large = Queue(large_lane(self.queue_name), connection=conn)  # both lanes are this queue's jobs
         counts = job_counts(conn, queue)
+        for status, n in job_counts(conn, large).items():
+            counts[status] = counts.get(status, 0) + n
         jobs = GaugeMetricFamily("spotlight_jobs", "Jobs on record by status (until their results expire).",
                                  labels=["status"])
         for status in JobStatus:
@@ -95,7 +99,7 @@ class SpotlightCollector:
         yield jobs
 
         depth = GaugeMetricFamily("spotlight_queue_depth", "Jobs waiting in the queue for a worker.")
-        depth.add_metric([], conn.llen(queue.key))
+        depth.add_metric([], conn.llen(queue.key) + conn.llen(large.key))
         yield depth
 
         ended = CounterMetricFamily("spotlight_jobs_ended", "Jobs that ended, by status, since the stats began.",

@@ -67,7 +67,9 @@ class DatasetOut(BaseModel):
     fields: list[str] = Field(description="Stored fields, e.g. embeddings, losses, labels, ids, metadata.")
     sha256: str = Field(description="Hash of the canonical content; same content, same hash, stored once.")
     created_at: datetime
-    deduplicated: bool = Field(False, description="True when this content was already stored (no new copy).")
+    deduplicated: bool = Field(
+        False, description="True when you already stored this content (no new copy); never says whether another tenant has."
+    )
     name: str | None = Field(None, description="Your label for it (POST /v1/datasets?name=…).")
     tags: list[str] = Field(default_factory=list, description="Your tags (POST /v1/datasets?tags=a&tags=b).")
 

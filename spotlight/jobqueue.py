@@ -58,6 +58,16 @@ def job_queue(connection: Redis, settings: Settings) -> Queue:
     return Queue(settings.rq_queue_name(), connection=connection)
 
 
+def large_lane(queue_name: str) -> str:
+    """The name of a search queue's large lane: jobs estimated above `large_job_cost` (spotlight/cost.py).
+    Search workers listen to both lanes and take from them in turn (RQ's round-robin dequeue)."""
+    return f"{queue_name}-large"
+
+
+def large_queue(connection: Redis, settings: Settings) -> Queue:
+    return Queue(large_lane(settings.rq_queue_name()), connection=connection)
+
+
 def callback_queue(connection: Redis, settings: Settings) -> Queue:
     """Where finished jobs' webhooks wait for delivery: `<queue_name>-callbacks`.
 

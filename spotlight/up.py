@@ -135,6 +135,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-timeout", type=float, default=15.0, help="seconds to wait for children on stop")
 
 
+# After the embedded Redis is restarted, worker exits within this window are blamed on the outage.
+REDIS_GRACE_S = 30.0
+REDIS_START_TIMEOUT_S = 60.0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     settings = get_settings()
     check_bind(settings, args.host, args.allow_open_bind)
@@ -173,14 +178,38 @@ def cmd_up(args: argparse.Namespace) -> int:
         log.info("spotlight is up on http://%s:%d with %d worker(s) and a callbacks worker; Ctrl-C stops it",
                  args.host, args.port, args.workers)
         restarts: list[float] = []
+        redis_restarts: list[float] = []
+        redis_back_at = float("-inf")
         while not stop.wait(0.5):
+            if redis_server is not None and not redis_server.alive():
+                # Restarted on the same port and folder: the AOF brings back queued jobs and results.
+                # The API answers 503 meanwhile; workers reconnect (or are restarted below).
+                now = time.monotonic()
+                redis_restarts = [t for t in redis_restarts if t > now - 60] + [now]
+                if len(redis_restarts) > 5:
+                    log.error("the embedded Redis keeps dying (status %s): stopping everything",
+                              redis_server.returncode)
+                    exit_code = 1
+                    stop.set()
+                    break
+                log.warning("the embedded Redis exited (status %s): restarting it on its AOF in %s",
+                            redis_server.returncode, data_dir / "redis")
+                try:
+                    redis_server.start(timeout=REDIS_START_TIMEOUT_S)
+                except RuntimeError as exc:
+                    log.error("could not restart the embedded Redis (%s); trying again", exc)
+                    continue
+                redis_back_at = time.monotonic()
+                log.info("the embedded Redis is back on %s", redis_server.url)
             for name, code in supervisor.exited():
                 if name == "api":
                     log.error("the API exited (status %s): stopping everything", code)
                     exit_code = 1
                     stop.set()
                     break
-                restarts = [t for t in restarts if t > time.monotonic() - 60] + [time.monotonic()]
+                # A worker that lost Redis while it was down is not crash-looping: restart it freely.
+                if time.monotonic() - redis_back_at > REDIS_GRACE_S:
+                    restarts = [t for t in restarts if t > time.monotonic() - 60] + [time.monotonic()]
                 if len(restarts) > 5:
                     log.error("workers keep dying (%s exited with %s): stopping everything", name, code)
                     exit_code = 1

@@ -31,6 +31,7 @@ spotlight/jobqueue.py for what ends up in the job's meta):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -40,10 +41,13 @@ import redis
 from rq import Worker
 from rq.job import Job
 from rq.queue import Queue
+from rq.worker import DequeueStrategy
 
-from spotlight.jobqueue import abandoned_job_handler, callback_queue, job_queue, record_worker_lost
+from spotlight import capabilities
+from spotlight.jobqueue import abandoned_job_handler, callback_queue, job_queue, large_queue, record_worker_lost
 from spotlight.process import die_with_parent
 from spotlight.settings import Settings
+from worker.devices import detect_cuda_devices
 
 log = logging.getLogger("spotlight.worker")
 
@@ -89,9 +93,9 @@ def worker_name() -> str:
 def build_worker(
     settings: Settings, connection: redis.Redis, name: str | None = None, *, searches: bool = True, callbacks: bool = True
 ) -> SpotlightWorker:
-    """An RQ worker with every lifetime taken from Settings, on the search queue and/or the callbacks
-    queue (searches first: RQ dequeues in the order given)."""
-    queues = ([job_queue(connection, settings)] if searches else []) + (
+    """An RQ worker with every lifetime taken from Settings, on the search queue's two lanes (normal,
+    then large) and/or the callbacks queue; `run_worker` takes from them round robin."""
+    queues = ([job_queue(connection, settings), large_queue(connection, settings)] if searches else []) + (
         [callback_queue(connection, settings)] if callbacks else [])
     if not queues:
         raise ValueError("a worker needs at least one queue")
@@ -132,4 +136,13 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
         settings.worker_lost_after_s,
         settings.maintenance_interval_s,
     )
-    return worker.work(burst=burst, logging_level=settings.log_level.upper())
+    if searches:  # the API refuses device "cuda" jobs that no live worker could run
+        capabilities.publish(connection, settings, worker.name, detect_cuda_devices())
+    try:
+        # Round robin over the lanes: a long job never has every short one wait behind a queue of longs.
+        return worker.work(burst=burst, logging_level=settings.log_level.upper(),
+                           dequeue_strategy=DequeueStrategy.ROUND_ROBIN)
+    finally:
+        if searches:
+            with contextlib.suppress(redis.RedisError):
+                capabilities.withdraw(connection, settings, worker.name)

@@ -11,7 +11,6 @@ and is removed whatever happens, so an upload that fails leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -24,11 +23,11 @@ from starlette.requests import Request
 
 from service.ingest.build import build
 from service.ingest.multipart import Part, receive_multipart
-from service.ingest.npy import NPY_MAGIC, inspect_npy, load_small, save_npy
+from service.ingest.npy import NPY_MAGIC, inspect_npy, iter_rows, load_small, save_npy
 from service.ingest.npz import extract_npz
 from service.ingest.parquet import parquet_to_sources
 from service.ingest.reference import fetch_reference
-from service.ingest.sources import JsonlRows, Sources
+from service.ingest.sources import JsonlRows, Sources, loads
 from service.schemas import DatasetReference, InlineDataset
 from spotlight import columns as colmap
 from spotlight.dataset_files import DatasetBuilder
@@ -38,6 +37,7 @@ from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+METADATA_CHUNK_BYTES = 4 * 1024 * 1024
 PARQUET_MAGIC = b"PAR1"
 
 
@@ -81,7 +81,7 @@ def sources_from_container(
     """
     kind = _sniff(path)
     if kind == "npz":
-        return _sources_from_npz(extract_npz(path, work_dir, settings.max_upload_bytes, columns))
+        return _sources_from_npz(extract_npz(path, work_dir, settings.max_upload_bytes, columns), work_dir, settings)
     if kind == "parquet":
         return parquet_to_sources(path, work_dir, settings, columns)
     if kind == "npy":
@@ -90,31 +90,66 @@ def sources_from_container(
     raise InvalidInput(ErrorCode.BAD_FILE, f"{what} is neither an .npz nor a .parquet file", {"format": "unknown"})
 
 
-def _sources_from_npz(members: dict[str, str]) -> Sources:
+def _sources_from_npz(members: dict[str, str], work_dir: str, settings: Settings) -> Sources:
     src = Sources(origin="npz")
     for key, path in members.items():
         if key == "ids":
             src.ids = path
-        elif key == "metadata":
-            src.metadata = _metadata_from_npy(path)
-        else:
+        elif key != "metadata":
             src.arrays[key] = path
+    if "metadata" in members:
+        src.metadata = _metadata_from_npy(members["metadata"], _rows_declared(src), work_dir, settings)
     return src
 
 
-def _metadata_from_npy(path: str) -> list[Any]:
-    """metadata in an .npz: n JSON strings, or one JSON string holding the list."""
+def _rows_declared(src: Sources) -> int | None:
+    """n as the embeddings' header declares it (None when there are none, or they are not 2-D)."""
+    if "embeddings" not in src.arrays:
+        return None
+    shape = inspect_npy(src.arrays["embeddings"], "embeddings").shape
+    return shape[0] if len(shape) == 2 else None
+
+
+def _metadata_from_npy(path: str, n: int | None, work_dir: str, settings: Settings) -> list[Any] | JsonlRows:
+    """metadata in an .npz: n JSON strings, or one JSON string holding the list.
+
+    Sizes come from the header first: a row count that is not the embeddings' n, or a single string
+    over the inline limit, is refused before a byte of it is parsed. The rows are then copied a
+    chunk at a time into a JSON-lines file (JSON text may hold a line break only as whitespace, so
+    each becomes a space), never held as Python objects all at once.
+    """
     info = inspect_npy(path, "metadata")
     if info.dtype.kind not in "US":
         raise InvalidInput(ErrorCode.VALIDATION, "metadata in an .npz must be JSON text (one string per row)",
                        {"field": "metadata"})
-    arr = load_small(info)
-    try:
-        if arr.ndim == 0:
-            return list(json.loads(str(arr.item())))
-        return [json.loads(s if isinstance(s, str) else s.decode()) for s in arr.tolist()]
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(ErrorCode.VALIDATION, f"metadata is not valid JSON ({exc})", {"field": "metadata"}) from None
+    if info.shape == ():
+        if info.nbytes > settings.max_inline_bytes:
+            raise TooLarge(ErrorCode.TOO_LARGE,
+                           f"metadata as one JSON string is limited to {settings.max_inline_bytes} bytes; "
+                           "store one string per row instead", {"field": "metadata",
+                                                                "limit_bytes": settings.max_inline_bytes})
+        try:
+            value = loads(str(load_small(info).item()))
+        except ValueError as exc:
+            raise InvalidInput(ErrorCode.VALIDATION, f"metadata is not valid JSON ({exc})",
+                           {"field": "metadata"}) from None
+        if not isinstance(value, list):
+            raise InvalidInput(ErrorCode.VALIDATION, "metadata must be a JSON list", {"field": "metadata"})
+        return value
+    if len(info.shape) != 1:
+        raise InvalidInput(ErrorCode.SHAPE_MISMATCH, f"metadata must be 1-D, got shape {list(info.shape)}",
+                       {"field": "metadata", "shape": list(info.shape)})
+    if n is not None and info.shape[0] != n:
+        raise InvalidInput(ErrorCode.SHAPE_MISMATCH,
+                       f"metadata has {info.shape[0]} rows but embeddings has n={n} rows",
+                       {"field": "metadata", "length": info.shape[0], "n": n})
+    out = os.path.join(work_dir, "npz-metadata.jsonl")
+    with open(out, "w", encoding="utf-8") as f:
+        for chunk in iter_rows(info, METADATA_CHUNK_BYTES):
+            for text in chunk.tolist():
+                line = text if isinstance(text, str) else text.decode("utf-8", "replace")
+                f.write((line.replace("\r", " ").replace("\n", " ").strip() or "null") + "\n")
+    return JsonlRows(out)
 
 
 def sources_from_parts(parts: list[Part], work_dir: str, settings: Settings) -> Sources:
@@ -186,7 +221,7 @@ def _json_list(part: Part, settings: Settings, field: str, want: type = list) ->
                        {"field": field, "limit_bytes": settings.max_inline_bytes})
     try:
         with open(part.path, "rb") as f:
-            value = json.load(f)
+            value = loads(f.read())
     except ValueError as exc:
         raise InvalidInput(ErrorCode.BAD_FILE, f"{field}: not valid JSON ({exc})", {"field": field}) from None
     if not isinstance(value, want):

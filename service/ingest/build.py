@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from service.ingest.npy import NpyInfo, inspect_npy, iter_rows, load_small, save_npy
-from service.ingest.sources import JsonlRows, Sources
+from service.ingest.sources import MAX_JSON_DEPTH, JsonlRows, Sources, too_deep
 from spotlight import classes
 from spotlight.dataset_files import DatasetBuilder
 from spotlight.errors import InvalidInput, TooLarge
@@ -94,6 +94,9 @@ def _load_ids(src: Sources, n: int) -> list[Any] | None:
         info = inspect_npy(src.ids, "ids")
         if info.dtype.kind not in "iuUS" or len(info.shape) != 1:
             raise _validation("ids must be a 1-D array of strings or integers", field="ids", dtype=str(info.dtype))
+        if info.shape[0] != n:  # from the header, before the ids are loaded
+            raise _mismatch(f"ids has {info.shape[0]} entries but embeddings has n={n} rows", field="ids",
+                            length=info.shape[0], n=n)
         arr = load_small(info)
         ids: list[Any] = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in arr.tolist()]
     else:
@@ -110,6 +113,9 @@ def _metadata_rows(rows: Any) -> Iterator[dict[str, Any]]:
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise _validation(f"metadata[{i}] must be a JSON object", field="metadata", row=i)
+        if too_deep(row):
+            raise _validation(f"metadata[{i}] nests deeper than {MAX_JSON_DEPTH} levels", field="metadata", row=i,
+                              limit=MAX_JSON_DEPTH)
         try:
             json.dumps(row, allow_nan=False)
         except ValueError:
@@ -136,7 +142,7 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
         raise _validation(f"embeddings is empty (shape {[n, d]}); need n >= 1 rows and d >= 1 dimensions",
                           field="embeddings", shape=[n, d])
     for f, info in infos.items():
-        elements = int(np.prod(info.shape, dtype=np.int64))
+        elements = info.elements
         if elements > settings.max_elements:
             raise TooLarge(
                 ErrorCode.TOO_MANY_ELEMENTS,

@@ -21,6 +21,8 @@ from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import ErrorCode
 
 MAX_PARTS = 16
+# RFC 2046 allows 70 characters; python-multipart accepts up to 256 and raises past that.
+MAX_BOUNDARY = 256
 
 
 @dataclass
@@ -38,6 +40,10 @@ async def receive_multipart(request: Request, work_dir: str, max_bytes: int) -> 
     boundary = params.get(b"boundary")
     if not boundary:
         raise InvalidInput(ErrorCode.VALIDATION, "multipart body without a boundary in its Content-Type")
+    if len(boundary) > MAX_BOUNDARY:
+        raise InvalidInput(ErrorCode.VALIDATION,
+                           f"the multipart boundary is {len(boundary)} characters; at most {MAX_BOUNDARY} are accepted "
+                           "(RFC 2046 allows 70)", {"boundary_length": len(boundary), "limit": MAX_BOUNDARY})
 
     parts: list[Part] = []
     current: dict[str, object] = {}

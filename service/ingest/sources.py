@@ -16,6 +16,36 @@ from spotlight.errors import InvalidInput
 from spotlight.protocol import ErrorCode
 
 
+# How deeply a metadata value may nest. Rows are echoed back as they came, so a few levels are
+# plenty; without a bound, a deep value makes every recursive reader (json, pydantic) overflow.
+MAX_JSON_DEPTH = 64
+
+
+def loads(text: str | bytes) -> Any:
+    """`json.loads`, with nesting too deep for the parser reported as the ValueError it is."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a parsed JSON value nests more than `limit` arrays/objects deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 @dataclass
 class JsonlRows:
     """Metadata rows in a JSON-lines file on disk (streamed, never loaded whole)."""
@@ -28,7 +58,7 @@ class JsonlRows:
                 if not line.strip():
                     continue
                 try:
-                    yield json.loads(line)
+                    yield loads(line)
                 except ValueError as exc:
                     raise InvalidInput(
                         ErrorCode.BAD_FILE, f"metadata: line {lineno} is not JSON ({exc})", {"line": lineno}

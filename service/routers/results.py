@@ -9,9 +9,10 @@ import numpy as np
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from service.deps import JobsDep, StoreDep, TenantDep
+from service.deps import JobIdDep, JobsDep, StoreDep, TenantDep
 from service.errors import ApiError, error_responses
 from service.job_registry import JobRegistry
+from service.security_headers import REPORT_CSP
 from service.schemas import MAX_OFFSET, Member, MemberOrder, MembersOut, RegionsOut
 from spotlight import classes
 from spotlight.contribution import contributions
@@ -53,7 +54,7 @@ def _read_regions(store: ArtifactStore, job_id: str) -> dict[str, Any]:
 
 
 @router.get("/{job_id}/regions", response_model=RegionsOut, summary="The regions found")
-def get_regions(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> Any:
+def get_regions(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> Any:
     finished_spec(jobs, tenant, job_id)
     return _read_regions(store, job_id)
 
@@ -65,7 +66,7 @@ def get_regions(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) 
     summary="Members of region k (its member set), highest weight (or contribution) first",
 )
 def get_members(
-    job_id: str,
+    job_id: JobIdDep,
     k: Annotated[int, Path(ge=0, le=1000)],
     tenant: TenantDep,
     jobs: JobsDep,
@@ -141,7 +142,7 @@ def _stream(store: ArtifactStore, path: str) -> Iterator[bytes]:
     responses={200: {"content": {"application/x-npy": {}}, "description": "float32 n x k .npy"}},
     summary="Kernel weight of every example in every region (.npy)",
 )
-def get_weights(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> StreamingResponse:
+def get_weights(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> StreamingResponse:
     finished_spec(jobs, tenant, job_id)
     path = job_file(job_id, WEIGHTS_FILE)
     if not store.exists(path):
@@ -162,9 +163,10 @@ def get_weights(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) 
     responses={200: {"content": {"text/html": {}}, "description": "A self-contained HTML page"}},
     summary="The job's report, a page a person reads",
 )
-def get_report(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> HTMLResponse:
+def get_report(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> HTMLResponse:
     finished_spec(jobs, tenant, job_id)
     path = job_file(job_id, REPORT_FILE)
     if not store.exists(path):
         raise ApiError(404, ErrorCode.NOT_FOUND, "This job has no report.", {"job": job_id})
-    return HTMLResponse(store.read_bytes(path))
+    # The report's own policy: inline styles and data: images, nothing loaded from anywhere else.
+    return HTMLResponse(store.read_bytes(path), headers={"Content-Security-Policy": REPORT_CSP})

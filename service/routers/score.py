@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.deps import DatasetsDep, JobsDep, SettingsDep, StoreDep, TenantDep
+from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
 from service.errors import error_responses
 from service.ingest import build_from_spec, workspace
 from service.routers.results import _read_regions, finished_spec
@@ -73,7 +73,7 @@ class ScoreOut(BaseModel):
     summary="Weights and membership of another dataset's rows in this job's regions",
 )
 def score(
-    job_id: str, body: ScoreRequest, tenant: TenantDep, settings: SettingsDep, store: StoreDep,
+    job_id: JobIdDep, body: ScoreRequest, request: Request, tenant: TenantDep, settings: SettingsDep, store: StoreDep,
     datasets: DatasetsDep, jobs: JobsDep,
 ) -> Any:
     """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply."""
@@ -85,7 +85,7 @@ def score(
     elif isinstance(body.dataset, str):
         record = datasets.get(tenant, body.dataset)
     else:
-        with workspace(store) as work:
+        with reference_slot(request, tenant, body.dataset), workspace(store) as work:
             builder, n, d = build_from_spec(body.dataset, work, settings)  # type: ignore[arg-type]
             record, _ = datasets.register(tenant, builder, n, d)
     n, dim_in = (record.n, record.dim) if record is not None else x.shape

@@ -90,7 +90,7 @@ def test_a_job_without_callback_queues_nothing_and_workers_need_a_queue(redis_ur
     assert meta_status(job) == "finished"
     conn = redis.Redis.from_url(redis_url)
     assert Queue("spotlight-callbacks", connection=conn).count == 0
-    assert build_worker(settings, conn).queue_names() == ["spotlight", "spotlight-callbacks"]
-    assert build_worker(settings, conn, callbacks=False).queue_names() == ["spotlight"]
+    assert build_worker(settings, conn).queue_names() == ["spotlight", "spotlight-large", "spotlight-callbacks"]
+    assert build_worker(settings, conn, callbacks=False).queue_names() == ["spotlight", "spotlight-large"]
     with pytest.raises(ValueError):
         build_worker(settings, conn, searches=False, callbacks=False)
