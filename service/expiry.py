@@ -174,7 +174,8 @@ def sweep_expired(
         indexed: set[str] = set()
         for raw_key in redis.scan_iter(match=tenant_jobs_pattern(), count=200):
             tenant_key = redis_text(raw_key)
-            for raw_id, created in redis.zrange(tenant_key, 0, -1, withscores=True):
+            entries: list[tuple[bytes, float]] = redis.zrange(tenant_key, 0, -1, withscores=True)  # type: ignore[assignment]
+            for raw_id, created in entries:
                 job_id = redis_text(raw_id)
                 indexed.add(job_id)
                 try:

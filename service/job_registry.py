@@ -10,6 +10,8 @@ the one argument is a `JobSpec` (ids and params, never arrays). Per-tenant state
 
 from __future__ import annotations
 
+import builtins
+
 import hashlib
 import json
 from typing import Any
@@ -118,7 +120,7 @@ class JobRegistry:
                 self.r.zrem(key, job_id)
         return out, int(self.r.zcard(key))
 
-    def _list_by_status(self, tenant: str, limit: int, offset: int, status: str) -> tuple[list[JobOut], int]:
+    def _list_by_status(self, tenant: str, limit: int, offset: int, status: str) -> tuple[builtins.list[JobOut], int]:
         """Statuses live in each job's RQ hash, not in the index: walk the index (newest first) and filter."""
         key = tenant_jobs_key(tenant)
         matched: list[JobOut] = []
@@ -189,7 +191,7 @@ class JobRegistry:
 
     def submit(
         self, tenant: str, job_id: str, dataset: DatasetRecord, params: SearchParams, callback_url: str | None,
-        name: str | None = None, tags: list[str] | None = None, *, large: bool = False,
+        name: str | None = None, tags: builtins.list[str] | None = None, *, large: bool = False,
     ) -> Job:
         spec = JobSpec(
             job_id=job_id, tenant=tenant, dataset_id=dataset.id, dataset_sha256=dataset.sha256,

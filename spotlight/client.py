@@ -116,7 +116,7 @@ class JobWaitTimeout(SpotlightError, TimeoutError):
     """`Job.wait(timeout=...)` ran out before the job ended (the job itself goes on)."""
 
 
-class Region(dict):  # type: ignore[type-arg]
+class Region(dict[str, Any]):
     """One region as the API returns it (a dict: ``r["lift"]``), plus :meth:`weights` for new data."""
 
     def weights(self, embeddings: Any) -> np.ndarray:
@@ -480,7 +480,7 @@ class SpotlightClient:
         ``submit(df, embeddings="embedding", losses="loss", labels="label", predictions="pred", ids="id")``
         (uploaded first, as with upload()). `name` and `tags` label the job (and a dataset uploaded for it)."""
         first = embeddings_or_dataset_id
-        labels_of = {"name": name, "tags": tags}
+        labels_of: dict[str, Any] = {"name": name, "tags": tags}
         if tables.kind_of(first) is not None:
             if not (metadata is None or isinstance(metadata, (list, tuple))):
                 raise TypeError("with a table, metadata= is a list of column names to keep as metadata")
@@ -614,7 +614,7 @@ def _npz_file(arrays: dict[str, np.ndarray]) -> Iterator[IO[bytes]]:
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as f:
         np.savez(f, **arrays)  # type: ignore[arg-type]
         f.seek(0)
-        yield f  # type: ignore[misc]
+        yield f
 
 
 @contextmanager
@@ -625,7 +625,7 @@ def _files_for_path(
     opened: list[IO[bytes]] = []
     try:
         if len(paths) == 1 and not os.fspath(paths[0]).endswith(".npy"):
-            f = open(paths[0], "rb")  # noqa: SIM115 - closed below
+            f: IO[bytes] = open(paths[0], "rb")  # closed in the finally below
             opened.append(f)
             files: Any = [("file", (os.path.basename(os.fspath(paths[0])), f, "application/octet-stream"))]
             if columns:
@@ -639,7 +639,7 @@ def _files_for_path(
             name = os.path.basename(os.fspath(p))
             if not name.endswith(".npy"):
                 raise ValueError(f"{p}: with several files, each must be a .npy named after its key (embeddings.npy, ...)")
-            f = open(p, "rb")  # noqa: SIM115 - closed below
+            f = open(p, "rb")  # closed in the finally below
             opened.append(f)
             files.append((name[: -len(".npy")], (name, f, "application/octet-stream")))
         yield files

@@ -225,7 +225,7 @@ class DatasetBuilder:
             for chunk in chunks:
                 c = np.ascontiguousarray(chunk, dtype=dtype)
                 rows += c.shape[0] if c.ndim else 1
-                w.write(memoryview(c).cast("B"))
+                w.write(c.data.cast("B"))
             if rows != (shape[0] if shape else 1):
                 raise ValueError(f"{field}: wrote {rows} rows, expected {shape[0]}")
         finally:

@@ -51,7 +51,8 @@ class GateSyntaxError(ValueError):
 
 def region_value(region: Mapping[str, Any], name: str) -> float | None:
     """A region's value of one gate field, or None when the region has none."""
-    desc = region.get("description") if isinstance(region.get("description"), dict) else {}
+    raw = region.get("description")
+    desc: dict[str, Any] = raw if isinstance(raw, dict) else {}
     if name in ("error_rate", "error_rate_lift"):
         err = desc.get("error_rate")
         v = None if not isinstance(err, dict) else err.get("inside" if name == "error_rate" else "lift")

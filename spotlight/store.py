@@ -232,7 +232,7 @@ class ArtifactStore:
         """Object store: write a local temporary file, then upload it whole under its final key."""
         final = self.full(path)
         with tempfile.NamedTemporaryFile(prefix="spotlight-put-") as tmp:
-            yield tmp  # type: ignore[misc]
+            yield tmp
             tmp.flush()
             try:
                 self.fs.put_file(tmp.name, final)

@@ -117,7 +117,7 @@ def parquet_file(table: Any, kind: str, keep: Sequence[str] | None = None) -> It
                 arrow = arrow.select(list(keep))
             pq.write_table(arrow, f)
         f.seek(0)
-        yield f  # type: ignore[misc]
+        yield f
 
 
 # ----- results as DataFrames -----
@@ -153,12 +153,13 @@ def region_rows(regions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for r in regions:
         row = {c: r.get(c) for c in REGION_COLUMNS}
-        desc = r.get("description") if isinstance(r.get("description"), dict) else {}
+        raw = r.get("description")
+        desc: dict[str, Any] = raw if isinstance(raw, dict) else {}
         row["members_mean_loss"] = desc.get("mean_loss")
         row["members_lift"] = desc.get("lift")
         ci = desc.get("mean_loss_ci")
         ok = isinstance(ci, (list, tuple)) and len(ci) == 2
-        row["ci_low"], row["ci_high"] = (ci[0], ci[1]) if ok else (None, None)
+        row["ci_low"], row["ci_high"] = (ci[0], ci[1]) if ok and ci is not None else (None, None)
         err = desc.get("error_rate") or {}
         row["error_rate_inside"] = err.get("inside") if isinstance(err, dict) else None
         shares = [o.get("share") for o in r.get("overlap") or [] if isinstance(o, dict)]

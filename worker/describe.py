@@ -273,8 +273,8 @@ def bootstrap_interval(
     full = float(wl.sum() / w.sum())
     if w.size > BOOTSTRAP_UNITS:
         group = rng.integers(0, BOOTSTRAP_UNITS, size=w.size)
-        wl = np.bincount(group, weights=wl, minlength=BOOTSTRAP_UNITS)
-        w = np.bincount(group, weights=w, minlength=BOOTSTRAP_UNITS)
+        wl = np.bincount(group, weights=wl, minlength=BOOTSTRAP_UNITS).astype(np.float64)
+        w = np.bincount(group, weights=w, minlength=BOOTSTRAP_UNITS).astype(np.float64)
     stats = np.empty(n_bootstrap)
     for start in range(0, n_bootstrap, _BOOTSTRAP_CHUNK):
         b = min(_BOOTSTRAP_CHUNK, n_bootstrap - start)
@@ -425,7 +425,7 @@ def _composition(
     share_all = overall / total_all if total_all > 0 else np.zeros(m)
     excess = inside - share_all * total_in
     order = np.lexsort((np.arange(m), -excess))  # most excess first, ties by first appearance
-    values = []
+    values: list[dict[str, Any]] = []
     for j in order[: max(0, top)]:
         if excess[j] <= 0 and values:
             break

@@ -206,7 +206,7 @@ def encode_text_classes(src: Sources, infos: dict[str, NpyInfo]) -> None:
     Labels and predictions share one vocabulary (so label == prediction still compares codes);
     text on one side and bare integers on the other has no common meaning and is refused.
     """
-    text = [f for f in ("labels", "predictions") if f in infos and infos[f].dtype.kind in "US"]
+    text: list[str] = [f for f in ("labels", "predictions") if f in infos and infos[f].dtype.kind in "US"]
     if not text:
         return
     ints = [f for f in ("labels", "predictions") if f in infos and f not in text]

@@ -79,7 +79,7 @@ def image_value(value: Any) -> str | None:
     """One cell of an image column: a HF Image struct ``{"bytes", "path"}`` or raw bytes."""
     if isinstance(value, dict):
         raw = value.get("bytes")
-        return to_data_uri(raw) if isinstance(raw, (bytes, bytearray)) else None
+        return to_data_uri(bytes(raw)) if isinstance(raw, (bytes, bytearray)) else None
     if isinstance(value, (bytes, bytearray)):
         return to_data_uri(bytes(value))
     return None

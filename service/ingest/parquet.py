@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -214,7 +214,7 @@ def parquet_to_sources(
 
 
 def _classes(
-    pf: pq.ParquetFile, schema: pa.Schema, features: dict[str, Any], col_of: dict[str, str], text: list[str]
+    pf: pq.ParquetFile, schema: pa.Schema, features: dict[str, Any], col_of: dict[str, str], text: Sequence[str]
 ) -> list[str] | None:
     """Class names of labels/predictions: a ClassLabel's names, then every text value (sorted), or None."""
     named = [_class_label_names(features.get(col_of[f])) for f in ("labels", "predictions") if f in col_of]
