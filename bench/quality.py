@@ -1,7 +1,8 @@
 """Quality benchmark: planted error slices on real data (scikit-learn's handwritten digits).
 
-    python -m bench.quality            # full table (a few minutes on 2 cores)
-    python -m bench.quality --quick    # fewer authors' steps, for a smoke test
+    python -m bench.quality                  # all three parts (~10 min on 2 cores)
+    python -m bench.quality --quick          # fewer authors' steps, smaller high-dimension data: a smoke test
+    python -m bench.quality --part multi     # one part: single, multi or highdim
 
 For each setting a small torch MLP is trained on a training split in which one subgroup is made
 hard on purpose; the spotlight then runs on the *held-out* split's penultimate-layer embeddings and
@@ -14,6 +15,10 @@ by a region's weight and by its contribution, weight x (loss - min loss) (the or
 `order=contribution` and of the report); ranking by loss alone; and two oracles: ranking by distance
 to the planted slice's own centroid, and a gaussian of that distance times loss (the contribution
 of an ideal spherical region). A goals block after the table checks the issue's goals.
+
+Then, in the same run, the multi-mode setting (three problems planted in one model; coverage and
+redundancy of the 5 regions, against a Domino-style mixture slicer) and planted slices in high
+dimension (`bench.quality_modes`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.metrics import average_precision_score
 
-from bench import authors_spotlight
+from bench import authors_spotlight, quality_modes
 from spotlight.contribution import contributions
 from spotlight.params import SearchParams
 from worker.engine import search
@@ -215,14 +220,26 @@ def print_goals(names: list[str], ap: dict, mean_ap: dict, rows: list[dict]) -> 
           f"'oracle · distance'; beats loss ranking on: {wins}")
 
 
+MULTI_VARIANTS = {"engine (default: deflation tails)": {}, "engine, deflation paper": {"deflation": "paper"}}
+HIGHDIM_VARIANTS = {"engine gaussian (default)": {}, "engine flat": {"kernel": "flat"}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="500 authors' steps instead of 5000 (smoke test only)")
+    parser.add_argument("--quick", action="store_true", help="500 authors' steps, n = 5000 in high dimension (smoke test only)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--part", choices=["all", "single", "multi", "highdim"], default="all")
     args = parser.parse_args()
-    settings = build_settings(args.seed)
-    rows = evaluate(settings, authors_steps=500 if args.quick else 5000)
-    print_table(settings, rows)
+    if args.part in ("all", "single"):
+        settings = build_settings(args.seed)
+        rows = evaluate(settings, authors_steps=500 if args.quick else 5000)
+        print_table(settings, rows)
+    if args.part in ("all", "multi"):
+        mm = quality_modes.build_multimode(args.seed)
+        quality_modes.print_multimode(mm, quality_modes.run_multimode(mm, MULTI_VARIANTS))
+    if args.part in ("all", "highdim"):
+        n = 5000 if args.quick else 20_000
+        quality_modes.print_highdim(quality_modes.run_highdim(HIGHDIM_VARIANTS, n, [256, 512]), n)
 
 
 if __name__ == "__main__":
