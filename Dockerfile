@@ -16,7 +16,7 @@ COPY spotlight/ spotlight/
 COPY service/ service/
 COPY worker/ worker/
 
-# ---- api: the base install only (no torch) ----
+# ---- api: the base install and s3fs (no torch) ----
 FROM ${PYTHON_IMAGE} AS api
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -24,7 +24,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SPOTLIGHT_DATA_DIR=/data
 COPY --from=source /src /app
 WORKDIR /app
-RUN pip install /app \
+RUN pip install "/app[s3]" \
     && useradd --uid 1000 --create-home spotlight \
     && mkdir -p /data/store \
     && chown -R spotlight /data

@@ -91,7 +91,7 @@ class JobRegistry:
     def __init__(self, r: redis.Redis, settings: Settings) -> None:
         self.r = r
         self.settings = settings
-        self.queue = Queue(settings.queue_name, connection=r)
+        self.queue = Queue(settings.rq_queue_name(), connection=r)
 
     # ----- reading -----
     def fetch(self, tenant: str, job_id: str) -> Job:
@@ -101,7 +101,9 @@ class JobRegistry:
             job = Job.fetch(job_id, connection=self.r)
         except NoSuchJobError:
             raise _not_found(job_id) from None
-        if job.meta.get(META_TENANT) != tenant:
+        # RQ's job keys are not namespaced: a job of another deployment sharing this Redis
+        # (SPOTLIGHT_NAMESPACE) was enqueued on another queue, and is not ours.
+        if job.meta.get(META_TENANT) != tenant or job.origin != self.queue.name:
             raise _not_found(job_id)
         return job
 

@@ -210,7 +210,7 @@ def render_metrics(conn: Redis | None, queue_name: str) -> bytes:
 @metrics_router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
     state = request.app.state
-    return Response(render_metrics(state.redis, state.settings.queue_name), media_type=CONTENT_TYPE_LATEST)
+    return Response(render_metrics(state.redis, state.settings.rq_queue_name()), media_type=CONTENT_TYPE_LATEST)
 
 
 def install(app: FastAPI) -> None:

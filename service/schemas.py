@@ -100,6 +100,62 @@ class JobList(BaseModel):
 
 
 # ----- results -----
+class RegionOverlap(BaseModel):
+    region: int = Field(description="An earlier region's index.")
+    shared: int = Field(ge=0, description="Rows that are members of both regions.")
+    share: float = Field(ge=0, le=1, description="shared / this region's n_members: the share of this region "
+                         "that the earlier region already shows (0 when this region has no members).")
+
+
+class ValueShare(BaseModel):
+    """One value of a label, prediction or metadata field, among the members vs in the whole dataset."""
+
+    model_config = ConfigDict(extra="allow")
+
+    value: Any
+    count_inside: float = Field(description="Members with this value (times their sample weights).")
+    count_overall: float = Field(description="Rows of the dataset with this value (times their sample weights).")
+    share_inside: float
+    share_overall: float
+    lift: float = Field(description="share_inside / share_overall.")
+
+
+class Composition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    n_values: int
+    over_represented: list[ValueShare] = Field(description="Values the members hold more often than the dataset, "
+                                               "most excess members first.")
+    dominant: dict[str, Any] | None = None
+
+
+class ErrorRate(BaseModel):
+    inside: float = Field(description="Share of members whose prediction differs from their label.")
+    overall: float
+    lift: float
+
+
+class RegionDescription(BaseModel):
+    """What a person reads about a region, computed on its member set (not the whole weighted dataset)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    basis: Literal["members"] = "members"
+    n_members: int
+    mean_loss: float | None = Field(description="The members' mean loss (null without members).")
+    dataset_mean_loss: float
+    lift: float | None = Field(description="mean_loss / dataset_mean_loss (null without members or when the "
+                               "dataset's mean loss is not positive).")
+    mean_loss_ci: list[float] | None = Field(description="Bootstrap interval of mean_loss at ci_level.")
+    ci_level: float
+    n_bootstrap: int
+    error_rate: ErrorRate | None = Field(None, description="With labels and predictions.")
+    labels: Composition | None = None
+    predictions: Composition | None = None
+    metadata: dict[str, Composition] = Field(default_factory=dict)
+    numeric: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
 class RegionOut(BaseModel):
     """One region; the worker may add fields beyond these (e.g. feasible, p_value)."""
 
@@ -112,9 +168,17 @@ class RegionOut(BaseModel):
     shape: str
     size_requested: float
     total_weight: float
-    weighted_loss: float
-    mean_loss: float
-    lift: float
+    weighted_loss: float = Field(description="The search's objective: sum(k * loss) / sum(k) over every row.")
+    mean_loss: float = Field(description="The dataset's mean loss.")
+    lift: float = Field(description="weighted_loss / mean_loss. The members' own mean loss and lift, what a "
+                        "person reads, are in description.")
+    n_members: int = Field(description="Size of the member set, the rows `…/members` pages: the flat kernel's "
+                           "support (weight > 0); for the gaussian, the heaviest rows that together count as many "
+                           "examples as the region (ceil(effective_size) rows without sample weights).")
+    effective_size: float = Field(description="How many examples the region counts: sum of kernel weight x "
+                                  "sample weight over every row (equals total_weight).")
+    overlap: list[RegionOverlap] = Field(description="One entry per earlier region: members in common.")
+    description: RegionDescription | None = Field(None, description="Absent when describing the region failed.")
 
 
 class RegionsOut(BaseModel):
@@ -140,7 +204,8 @@ MemberOrder = Literal["weight", "contribution"]
 
 
 class MembersOut(BaseModel):
-    total: int = Field(description="How many rows are members (weight >= the operator's member threshold).")
+    total: int = Field(description="The region's n_members: the size of its member set (the flat kernel's support; "
+                       "for the gaussian, the heaviest rows that count as many examples as the region).")
     limit: int
     offset: int
     members: list[Member]

@@ -289,27 +289,61 @@ def _upload(client: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _regions_table(job_id: str, regions: list[dict[str, Any]], tops: list[list[dict[str, Any]]] | None = None) -> Any:
-    """The regions as a table; with `tops`, each region's top members by contribution (their ids, else rows)."""
+    """The regions as a table, each read through its member set (the rows `members` pages).
+
+    Per region: its members, how many examples it counts (sum of kernel weights), the members'
+    mean loss and lift over the dataset's mean (which, the same for every region, is in the title),
+    their error rate when labels and predictions were given, the largest share of its members an
+    earlier region already holds, what stands out among them, and with `tops` its top members by
+    contribution (their ids, else rows).
+    """
     from rich.table import Table
 
-    table = Table(title=f"{job_id}: {len(regions)} regions")
-    cols = ["region", "weighted loss", "mean loss", "lift", "total weight", "size requested", "stands out"]
-    cols += ["top failing rows"] if tops is not None else []
+    descriptions: list[dict[str, Any]] = [_description(r) for r in regions]
+    dataset_mean = next((d["dataset_mean_loss"] for d in descriptions if d.get("dataset_mean_loss") is not None),
+                        regions[0].get("mean_loss") if regions else None)
+    with_errors = any(d.get("error_rate") for d in descriptions)
+    title = f"{job_id}: {len(regions)} regions" + (f" · dataset mean loss {_fmt(dataset_mean, '.4g')}" if regions else "")
+    table = Table(title=title)
+    cols = ["region", "members", "counts as (Σk)", "mean loss", "lift"] + (["error rate"] if with_errors else [])
+    cols += ["shares with", "stands out"] + (["top failing rows"] if tops is not None else [])
     for col in cols:
-        table.add_column(col, justify="left" if col in ("stands out", "top failing rows") else "right")
-    for j, reg in enumerate(regions):
+        table.add_column(col, justify="left" if col in ("stands out", "top failing rows", "shares with") else "right")
+    for j, (reg, desc) in enumerate(zip(regions, descriptions, strict=True)):
         row = [
-            str(reg["index"]), f"{reg['weighted_loss']:.4g}", f"{reg['mean_loss']:.4g}", f"{reg['lift']:.3g}",
-            f"{reg['total_weight']:.1f}", f"{reg['size_requested']:.1f}", _stands_out(reg.get("description")),
+            str(reg["index"]), _fmt(reg.get("n_members"), ","), _fmt(reg.get("effective_size", reg.get("total_weight")), ".1f"),
+            _fmt(desc.get("mean_loss"), ".4g"), _fmt(desc.get("lift"), ".3g"),
         ]
+        if with_errors:
+            err = desc.get("error_rate") or {}
+            row.append(_fmt(100 * err["inside"], ".1f") + "%" if isinstance(err.get("inside"), (int, float)) else "—")
+        row += [_most_shared(reg.get("overlap")), _stands_out(desc)]
         if tops is not None:
             row.append(", ".join(str(m["id"] if m.get("id") is not None else m["index"]) for m in tops[j]))
         table.add_row(*row)
     return table
 
 
+def _description(region: dict[str, Any]) -> dict[str, Any]:
+    found = region.get("description")
+    return found if isinstance(found, dict) else {}
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
+
+
+def _most_shared(overlap: Any) -> str:
+    """The earlier region holding the largest share of this region's members, e.g. '#0: 86%'."""
+    shares = [o for o in overlap or [] if isinstance(o, dict) and isinstance(o.get("share"), (int, float))]
+    if not shares:
+        return "—"
+    top = max(shares, key=lambda o: o["share"])
+    return f"#{top['region']}: {100 * top['share']:.0f}%" if top["share"] > 0 else "none"
+
+
 def _stands_out(description: Any) -> str:
-    """The most over-represented label, prediction and metadata values, e.g. 'label=3 (x4.1)'."""
+    """The values most over-represented among the members, e.g. 'label=3 (x4.1)'."""
     if not isinstance(description, dict):
         return ""
     fields: list[tuple[str, Any]] = [("label", description.get("labels")), ("prediction", description.get("predictions"))]

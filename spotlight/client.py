@@ -168,13 +168,35 @@ class Job:
 
     # ----- results (SpotlightError code job_not_finished until the job has finished) -----
     def regions(self) -> list[dict[str, Any]]:
-        """The regions found, each a dict (center, precision, weighted_loss, lift, description, ...)."""
+        """The regions found, each a dict. Besides the search's own numbers (center, precision,
+        weighted_loss, lift = weighted_loss / the dataset's mean loss, total_weight):
+
+        - ``n_members``: the size of the region's member set, the rows `members` pages (the flat
+          kernel's support; for the gaussian, the heaviest rows that count as many examples as the region);
+        - ``effective_size``: how many examples the region counts, the sum of its kernel weights;
+        - ``overlap``: per earlier region ``{"region", "shared", "share"}``, the share of this
+          region's members that region already holds;
+        - ``description``: computed on the members: ``mean_loss``, ``lift``, ``mean_loss_ci``,
+          ``error_rate``, and the ``labels`` / ``predictions`` / ``metadata`` values they over-represent.
+        """
         return list(self.client._json("GET", f"/v1/jobs/{self.id}/regions")["regions"])
 
+    def overlaps(self) -> np.ndarray:
+        """k x k: entry (j, i) is the share of region j's members that are also members of region i
+        (filled below the diagonal from each region's ``overlap``, 1 on it, NaN above)."""
+        regions = self.regions()
+        out = np.full((len(regions), len(regions)), np.nan)
+        for j, region in enumerate(regions):
+            out[j, j] = 1.0
+            for entry in region.get("overlap") or []:
+                out[j, int(entry["region"])] = float(entry["share"])
+        return out
+
     def members(self, k: int, limit: int = 50, offset: int = 0, order: str = "weight") -> dict[str, Any]:
-        """``{"total", "members": [{"index", "id", "weight", "loss", "contribution", "label", "prediction",
-        "metadata"}]}``, highest weight first, or with ``order="contribution"`` highest
-        weight x (loss - the job's loss floor) first: the failing examples of the region."""
+        """A page of region k's member set: ``{"total", "members": [{"index", "id", "weight", "loss",
+        "contribution", "label", "prediction", "metadata"}]}`` (``total`` is the region's ``n_members``),
+        highest weight first, or with ``order="contribution"`` highest weight x (loss - the job's loss
+        floor) first: the failing examples of the region."""
         return self.client._json(
             "GET", f"/v1/jobs/{self.id}/regions/{int(k)}/members",
             params={"limit": limit, "offset": offset, "order": order},
@@ -191,8 +213,12 @@ class Job:
             if not rows or offset >= answer["total"]:
                 return
 
+    def member_indices(self, k: int, order: str = "weight", page: int = 1000) -> np.ndarray:
+        """Region k's member rows (int64) in `order`, fetched page by page."""
+        return np.array([m["index"] for m in self.iter_members(k, page=page, order=order)], dtype=np.int64)
+
     def weights(self) -> np.ndarray:
-        """The kernel value of every example in every region: float32, n x k."""
+        """The kernel value of every example in every region, members or not: float32, n x k."""
         response = self.client._request("GET", f"/v1/jobs/{self.id}/weights")
         return np.load(io.BytesIO(response.content), allow_pickle=False)
 

@@ -1,7 +1,8 @@
 """Read a stored dataset: the one reader the API (members pages) and the worker (search inputs) share.
 
 A dataset is content-addressed under ``datasets/<sha256>/`` in the layout spotlight/protocol.py
-documents. Arrays come back memory-mapped when the store is local, so the worker can hand an
+documents. Arrays come back memory-mapped when the store is local (on an object store: mapped from
+a bounded local cache, or streamed when they do not fit; spotlight/store.py), so the worker can hand an
 n x d matrix to the engine without a copy and the API can read fifty rows of a members page
 without loading the rest. Metadata rows are read by offset (``metadata.offsets.npy``), so a page
 of members costs a few seeks whatever n is.
@@ -123,7 +124,8 @@ class DatasetFiles:
 
     def _array(self, name: str, mmap: bool) -> np.ndarray:
         try:
-            return self.store.load_npy(self.path(name), mmap=mmap)
+            # Content-addressed, so never rewritten: a remote store may serve it from the local cache.
+            return self.store.load_npy(self.path(name), mmap=mmap, immutable=True)
         except FileNotFoundError as exc:
             raise DatasetMissing(f"dataset {self.sha256} has no {name}") from exc
 

@@ -41,21 +41,35 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from spotlight.protocol import (
-    KEY_PREFIX,
     META_ENDED_AT,
     cancel_key,
     job_prefix,
+    key_prefix,
     rq_status_to_job_status,
     tenant_active_key,
+    tenant_jobs_key,
 )
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore, store_from_settings
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = f"{KEY_PREFIX}:lock:expiry"
-PENDING_KEY = f"{KEY_PREFIX}:expiry:pending"  # job ids whose store folder still has to go
-TENANT_JOBS_PATTERN = f"{KEY_PREFIX}:tenant:*:jobs"
+
+
+def lock_key() -> str:
+    """Held by the one process sweeping right now."""
+    return f"{key_prefix()}:lock:expiry"
+
+
+def pending_key() -> str:
+    """Job ids whose store folder still has to go."""
+    return f"{key_prefix()}:expiry:pending"
+
+
+def tenant_jobs_pattern() -> str:
+    return tenant_jobs_key("*")
+
+
 LOCK_TTL_S = 300
 MISSING_GRACE_S = 60.0
 WORK_DIR = ".ingest"
@@ -111,7 +125,7 @@ def _status_text(job: Job) -> str | None:
 
 
 def _tenant_of(tenant_jobs: str) -> str:
-    return tenant_jobs[len(f"{KEY_PREFIX}:tenant:") : -len(":jobs")]
+    return tenant_jobs[len(f"{key_prefix()}:tenant:") : -len(":jobs")]
 
 
 def _delete_redis_side(conn: redis_lib.Redis, tenant_key: str, job_id: str, job: Job | None) -> None:
@@ -121,7 +135,7 @@ def _delete_redis_side(conn: redis_lib.Redis, tenant_key: str, job_id: str, job:
     pipe.zrem(tenant_key, job_id)
     pipe.srem(tenant_active_key(_tenant_of(tenant_key)), job_id)
     pipe.delete(cancel_key(job_id))
-    pipe.sadd(PENDING_KEY, job_id)
+    pipe.sadd(pending_key(), job_id)
     pipe.execute()
 
 
@@ -131,7 +145,7 @@ def _delete_store_side(conn: redis_lib.Redis, store: ArtifactStore, job_id: str)
     except Exception as exc:  # store down or unwritable: retry next sweep
         log.warning("expiry: could not delete jobs/%s from the store (%s); will retry", job_id, exc)
         return False
-    conn.srem(PENDING_KEY, job_id)
+    conn.srem(pending_key(), job_id)
     return True
 
 
@@ -180,12 +194,12 @@ def sweep_expired(
     sweep lock). `redis` must be a connection RQ can use (``decode_responses=False``)."""
     now = time.time() if now is None else now
     token = secrets.token_hex(8)
-    if not redis.set(LOCK_KEY, token, nx=True, ex=LOCK_TTL_S):
+    if not redis.set(lock_key(), token, nx=True, ex=LOCK_TTL_S):
         return []
     deleted: list[str] = []
     try:
         # Store folders left over by an earlier sweep that could not reach the store.
-        for raw in redis.smembers(PENDING_KEY):
+        for raw in redis.smembers(pending_key()):
             job_id = _text(raw)
             if _delete_store_side(redis, store, job_id):
                 deleted.append(job_id)
@@ -193,7 +207,7 @@ def sweep_expired(
         cutoff = now - settings.result_ttl_s
         grace = min(missing_grace_s, float(settings.result_ttl_s))
         indexed: set[str] = set()
-        for raw_key in redis.scan_iter(match=TENANT_JOBS_PATTERN, count=200):
+        for raw_key in redis.scan_iter(match=tenant_jobs_pattern(), count=200):
             tenant_key = _text(raw_key)
             for raw_id, created in redis.zrange(tenant_key, 0, -1, withscores=True):
                 job_id = _text(raw_id)
@@ -220,7 +234,7 @@ def sweep_expired(
             if _delete_store_side(redis, store, job_id) and job_id not in deleted:
                 deleted.append(job_id)
     finally:
-        redis.eval(_RELEASE_LOCK, 1, LOCK_KEY, token)
+        redis.eval(_RELEASE_LOCK, 1, lock_key(), token)
     if deleted:
         log.info("expiry: deleted %d expired job(s)", len(deleted))
     return deleted

@@ -59,7 +59,7 @@ TERMINAL_STATUSES = ("finished", "failed", "canceled")
 
 def job_queue(connection: Redis, settings: Settings) -> Queue:
     """The queue the API enqueues on and every worker listens to."""
-    return Queue(settings.queue_name, connection=connection)
+    return Queue(settings.rq_queue_name(), connection=connection)
 
 
 def callback_queue(connection: Redis, settings: Settings) -> Queue:
@@ -70,7 +70,7 @@ def callback_queue(connection: Redis, settings: Settings) -> Queue:
     started without ``--no-callbacks`` takes these when it has no search to run; `spotlight up` and
     docker-compose run one callbacks-only worker and keep the search workers off this queue.
     """
-    return Queue(f"{settings.queue_name}-callbacks", connection=connection)
+    return Queue(f"{settings.rq_queue_name()}-callbacks", connection=connection)
 
 
 def callback_timeout_s(settings: Settings, attempt_timeout_s: float = 10.0, max_backoff_s: float = 60.0) -> int:

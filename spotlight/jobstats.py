@@ -27,7 +27,7 @@ from typing import Any
 
 from redis import Redis
 
-from spotlight.protocol import KEY_PREFIX
+from spotlight.protocol import key_prefix
 
 # Bucket upper bounds in seconds. Searches run from seconds (small data) to hours (big data, CPU).
 DURATION_BOUNDS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
@@ -40,7 +40,7 @@ WORKER_TTL_S = 24 * 3600
 
 
 def stats_prefix(queue_name: str) -> str:
-    return f"{KEY_PREFIX}:stats:{queue_name}"
+    return f"{key_prefix()}:stats:{queue_name}"
 
 
 def hist_key(queue_name: str, metric: str, label: str) -> str:

@@ -84,41 +84,49 @@ def members_by_contribution_file(k: int) -> str:
 
 
 # ----- Redis keys (RQ keeps its own under "rq:") -----
-KEY_PREFIX = "spotlight"
+KEY_PREFIX = "spotlight"  # without a namespace; build keys with key_prefix()
+
+
+def key_prefix() -> str:
+    """Start of our keys: KEY_PREFIX, behind ``<namespace>:`` when the process's settings name
+    one (``SPOTLIGHT_NAMESPACE``, read once per process), so deployments can share one Redis."""
+    from spotlight.settings import get_settings  # settings never imports this module: no cycle
+
+    return get_settings().key_prefix()
 
 
 def dataset_key(dataset_id: str) -> str:
     """JSON of a DatasetRecord."""
-    return f"{KEY_PREFIX}:dataset:{dataset_id}"
+    return f"{key_prefix()}:dataset:{dataset_id}"
 
 
 def tenant_datasets_key(tenant: str) -> str:
     """Sorted set of the tenant's dataset ids, scored by creation time."""
-    return f"{KEY_PREFIX}:tenant:{tenant}:datasets"
+    return f"{key_prefix()}:tenant:{tenant}:datasets"
 
 
 def tenant_jobs_key(tenant: str) -> str:
     """Sorted set of the tenant's job ids, scored by creation time."""
-    return f"{KEY_PREFIX}:tenant:{tenant}:jobs"
+    return f"{key_prefix()}:tenant:{tenant}:jobs"
 
 
 def tenant_active_key(tenant: str) -> str:
     """Set of the tenant's job ids that may be queued or running (the API prunes it on submit)."""
-    return f"{KEY_PREFIX}:tenant:{tenant}:active"
+    return f"{key_prefix()}:tenant:{tenant}:active"
 
 
 def blob_refs_key(sha256: str) -> str:
     """Set of dataset ids that point at one stored content; the blob is deleted with the last."""
-    return f"{KEY_PREFIX}:blob:{sha256}:refs"
+    return f"{key_prefix()}:blob:{sha256}:refs"
 
 
 def cancel_key(job_id: str) -> str:
     """Present when the caller asked to cancel; the worker checks it between steps."""
-    return f"{KEY_PREFIX}:cancel:{job_id}"
+    return f"{key_prefix()}:cancel:{job_id}"
 
 
 def idempotency_key(tenant: str, key: str) -> str:
-    return f"{KEY_PREFIX}:idem:{tenant}:{key}"
+    return f"{key_prefix()}:idem:{tenant}:{key}"
 
 
 # ----- records -----

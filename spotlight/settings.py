@@ -14,6 +14,9 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+_KEY_PREFIX = "spotlight"  # spotlight/protocol.py's KEY_PREFIX (that module imports this one)
+
+
 class Settings(BaseSettings):
     """Operator configuration. Defaults suit one laptop; production overrides them by env."""
 
@@ -34,6 +37,23 @@ class Settings(BaseSettings):
         description="fsspec URL of the artifact store (e.g. s3://bucket/prefix). Unset: data_dir/store.",
     )
     queue_name: str = Field("spotlight", description="RQ queue the API enqueues on and workers listen to.")
+    namespace: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9_-]{0,62})?$",
+        description="Prefix `<namespace>:` on every Redis key of ours and on the queue names, so several "
+        "deployments can share one Redis. Empty: no prefix.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Folder where dataset arrays read from a remote store are cached for memory-mapping. "
+        "Unset: data_dir/cache.",
+    )
+    cache_max_bytes: int = Field(
+        20 * 1024**3,
+        ge=0,
+        description="Size bound of that cache; least recently used files go first. 0: no cache (arrays "
+        "are streamed into memory).",
+    )
 
     # --- jobs ---
     job_timeout_s: int = Field(6 * 3600, description="Wall-clock limit of one job in the worker (RQ job timeout).")
@@ -41,9 +61,6 @@ class Settings(BaseSettings):
     job_retries: int = Field(1, description="How often a job whose worker died is retried on another worker.")
     max_active_jobs_per_tenant: int = Field(20, description="Queued + running jobs one tenant may have (429 past it).")
     progress_interval_s: float = Field(0.3, description="How often a worker publishes a job's progress.")
-    member_min_weight: float = Field(
-        1e-3, description="Kernel weight at or above which an example counts as a member of a region."
-    )
 
     # --- input limits ---
     max_upload_bytes: int = Field(4 * 1024**3, description="Largest accepted upload or reference, in bytes (413 past it).")
@@ -96,6 +113,18 @@ class Settings(BaseSettings):
         if self.store_url:
             return self.store_url
         return str((self.data_dir / "store").resolve())
+
+    def resolved_cache_dir(self) -> Path:
+        """The local cache folder, defaulting to a folder under data_dir."""
+        return (self.cache_dir or self.data_dir / "cache").resolve()
+
+    def rq_queue_name(self) -> str:
+        """The RQ queue's name: ``queue_name``, behind ``<namespace>:`` when a namespace is set."""
+        return f"{self.namespace}:{self.queue_name}" if self.namespace else self.queue_name
+
+    def key_prefix(self) -> str:
+        """Start of every Redis key of ours: ``spotlight``, behind ``<namespace>:`` when one is set."""
+        return f"{self.namespace}:{_KEY_PREFIX}" if self.namespace else _KEY_PREFIX
 
 
 @lru_cache

@@ -1,37 +1,148 @@
 """The artifact store: big arrays and results live here, never in Redis.
 
 A thin layer over fsspec so the same code serves a local folder (the default) and any fsspec URL
-(`s3://bucket/prefix` with s3fs installed). Writes go to a temporary name and are renamed into
-place, so a reader sees a whole file or none. On object stores, where a PUT is already atomic,
-the temporary write is the object itself.
+(`s3://bucket/prefix` with s3fs installed).
+
+Whole or nothing, on both kinds of store:
+
+- Local folder: a write goes to a temporary name in the same folder and is renamed into place
+  (one atomic rename), so a reader sees a whole file or none.
+- Object store: a rename is a copy there, and a half-finished copy is visible under the final
+  name. So each object is first written to a local temporary file and then put *whole* under its
+  final key with one upload (S3 makes an object visible only when its PUT or multipart upload
+  completes). Nothing is ever renamed on an object store. The results-last rule
+  (``regions.json`` written after every other result file) therefore holds there too.
+
+Reading from an object store, no file can be memory-mapped. Immutable files (a dataset's arrays:
+they are content-addressed) are copied into a bounded local cache (:class:`LocalCache`) and mapped
+from there; past the cache's size, or with the cache off, an array is streamed into memory.
+Listings are never cached (``use_listings_cache=False``): another process (an API on another node)
+may have just written the object this one asks about.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
+import logging
 import os
 import secrets
+import hashlib
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 import fsspec
 import numpy as np
 
 
+log = logging.getLogger("spotlight.store")
+
+
 class StoreError(RuntimeError):
     """The store could not be read or written (full, unwritable, unreachable)."""
+
+
+class LocalCache:
+    """A bounded folder of copies of immutable store objects, least recently used evicted first.
+
+    Why: on an object store the worker cannot memory-map a dataset, and downloading it for every
+    job of the same dataset would cost one full transfer per job. Copies are keyed by store path,
+    which is safe only for content-addressed files (``datasets/<sha256>/...`` never change once
+    written); callers pass ``immutable=True`` for those alone.
+
+    Several work-horses (processes) may share one folder: a copy is downloaded to a private
+    temporary name and renamed into place, and eviction deletes files that another process may
+    still have mapped (Linux keeps a mapped file's pages until the mapping goes). Use refreshes a
+    file's mtime, which is what "least recently used" is measured by.
+    """
+
+    def __init__(self, root: str | Path, max_bytes: int) -> None:
+        self.root = Path(root)
+        self.max_bytes = int(max_bytes)
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    def _local(self, key: str) -> Path:
+        return self.root / key.lstrip("/")
+
+    def fetch(self, fs: Any, remote: str, key: str) -> str | None:
+        """The local path of a copy of `remote`, downloading it unless a copy is there already;
+        None when it cannot fit in the cache (the caller streams it instead). A copy only ever
+        appears whole (renamed in after its size was checked), so its presence is enough."""
+        if not self.enabled:
+            return None
+        local = self._local(key)
+        with contextlib.suppress(OSError):
+            os.utime(local)  # a hit: now the most recently used
+            return str(local)
+        size = int(fs.size(remote))
+        if size > self.max_bytes:
+            return None
+        local.parent.mkdir(parents=True, exist_ok=True)
+        self.evict(self.max_bytes - size)
+        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=".part-")
+        os.close(fd)
+        try:
+            fs.get_file(remote, tmp)
+            got = os.path.getsize(tmp)
+            if got != size:
+                raise StoreError(f"downloaded {got} of {size} bytes of {key}")
+            os.replace(tmp, local)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return str(local)
+
+    def files(self) -> list[tuple[float, int, Path]]:
+        """(mtime, size, path) of every cached copy (temporary parts excluded)."""
+        out = []
+        for folder, _dirs, names in os.walk(self.root):
+            for name in names:
+                if name.startswith(".part-"):
+                    continue
+                path = Path(folder) / name
+                with contextlib.suppress(OSError):
+                    st = path.stat()
+                    out.append((st.st_mtime, st.st_size, path))
+        return out
+
+    def size(self) -> int:
+        return sum(size for _, size, _ in self.files())
+
+    def evict(self, keep_bytes: int) -> list[Path]:
+        """Delete least recently used copies until at most `keep_bytes` remain; returns what went."""
+        entries = sorted(self.files())
+        total = sum(size for _, size, _ in entries)
+        removed: list[Path] = []
+        for _mtime, size, path in entries:
+            if total <= max(keep_bytes, 0):
+                break
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+                total -= size
+        if removed:
+            log.info("cache: evicted %d file(s) from %s", len(removed), self.root)
+        return removed
 
 
 class ArtifactStore:
     """Paths are relative to the store root and use '/' separators."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cache: LocalCache | None = None) -> None:
         self.url = url
-        self.fs, root = fsspec.core.url_to_fs(url)
+        protocol, _ = fsspec.core.split_protocol(url)
+        # A listing cached in this process would hide what another process wrote since.
+        options: dict[str, Any] = {} if protocol in (None, "file", "local") else {"use_listings_cache": False}
+        self.fs, root = fsspec.core.url_to_fs(url, **options)
         self.root = root.rstrip("/")
         self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self.cache = None if self.is_local else cache
         if self.is_local:
             os.makedirs(self.root, exist_ok=True)
 
@@ -57,13 +168,28 @@ class ArtifactStore:
     def read_json(self, path: str) -> Any:
         return json.loads(self.read_bytes(path))
 
-    def load_npy(self, path: str, mmap: bool = True) -> np.ndarray:
-        """Load an array without pickle; memory-mapped when the store is local."""
+    def load_npy(self, path: str, mmap: bool = True, *, immutable: bool = False) -> np.ndarray:
+        """Load an array without pickle.
+
+        Local store: memory-mapped in place (with `mmap`). Object store: an `immutable` file that
+        fits the local cache is copied there once and memory-mapped; anything else is streamed
+        into memory in chunks (numpy reads a file object piecewise into the array, so the peak is
+        the array itself, not the array plus a copy of the file's bytes).
+        """
         local = self.local_path(path)
+        if local is None and immutable and self.cache is not None and mmap:
+            full = self.full(path)
+            key = f"{hashlib.sha256(self.url.encode()).hexdigest()[:16]}/{path}"  # one store's copies per folder
+            try:
+                local = self.cache.fetch(self.fs, full, key)
+            except FileNotFoundError:
+                raise  # missing: the caller tells "dataset gone" from a store fault
+            except OSError as exc:
+                raise StoreError(f"cannot read {path}: {exc}") from exc
         if local is not None:
             return np.load(local, mmap_mode="r" if mmap else None, allow_pickle=False)
         with self.open_read(path) as f:
-            return np.load(io.BytesIO(f.read()), allow_pickle=False)
+            return np.load(f, allow_pickle=False)
 
     def size(self, path: str) -> int:
         return int(self.fs.size(self.full(path)))
@@ -77,7 +203,11 @@ class ArtifactStore:
     # ----- writes -----
     @contextlib.contextmanager
     def open_write_atomic(self, path: str) -> Iterator[IO[bytes]]:
-        """Write to a temporary name, rename into place on success, remove it on failure."""
+        """Write a file whole or not at all (see the module doc for how, per kind of store)."""
+        if not self.is_local:
+            with self._open_write_object(path) as f:
+                yield f
+            return
         final = self.full(path)
         parent = final.rsplit("/", 1)[0]
         tmp = f"{parent}/.tmp-{secrets.token_hex(8)}-{final.rsplit('/', 1)[1]}"
@@ -96,6 +226,18 @@ class ArtifactStore:
             if isinstance(exc, OSError):
                 raise StoreError(f"cannot write {path}: {exc}") from exc
             raise
+
+    @contextlib.contextmanager
+    def _open_write_object(self, path: str) -> Iterator[IO[bytes]]:
+        """Object store: write a local temporary file, then upload it whole under its final key."""
+        final = self.full(path)
+        with tempfile.NamedTemporaryFile(prefix="spotlight-put-") as tmp:
+            yield tmp  # type: ignore[misc]
+            tmp.flush()
+            try:
+                self.fs.put_file(tmp.name, final)
+            except OSError as exc:
+                raise StoreError(f"cannot write {path}: {exc}") from exc
 
     def write_bytes(self, path: str, data: bytes) -> None:
         with self.open_write_atomic(path) as f:
@@ -135,4 +277,6 @@ class ArtifactStore:
 
 
 def store_from_settings(settings: Any) -> ArtifactStore:
-    return ArtifactStore(settings.resolved_store_url())
+    """The store of these settings, with the local cache its remote reads use."""
+    cache = LocalCache(settings.resolved_cache_dir(), settings.cache_max_bytes)
+    return ArtifactStore(settings.resolved_store_url(), cache=cache)

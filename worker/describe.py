@@ -1,18 +1,20 @@
 """What a person reads about a region: who is in it, and how sure we are that it is real.
 
 Pure numpy (no torch, no Redis, no files), so it is tested on small arrays and the worker calls it
-after the search. Three questions per region:
+after the search. Three questions per region, after one rule:
+
+Every description is computed on the region's **member set** (spotlight/members.py), the rows a
+person calls the region, each counted once (times its sample weight) — not over the whole dataset
+weighted by the kernel, which for a gaussian region is mostly rows far from it.
 
 1. **Composition** — which labels, predictions and categorical metadata values are over-represented
-   inside the region? Inside a region each example counts with its kernel weight k_i, so the share
-   of value v inside is ``sum(k_i [v_i = v]) / sum(k_i)``, compared with its share of the whole
-   dataset; ``lift = share_inside / share_overall``. Values are ranked by *excess weight*,
-   ``weighted_count - share_overall * total_weight`` (how many more examples of v the region holds
-   than a region of the same size drawn at random would): ranking by lift alone would put a value
-   seen twice at the top.
-2. **Certainty of the loss** — a bootstrap interval for the region's weighted loss
-   ``L = sum(k_i l_i) / sum(k_i)``, from the Poisson bootstrap (each example drawn Poisson(1) times,
-   the streaming equivalent of resampling n rows with replacement).
+   among the members? The share of value v among members is compared with its share of the whole
+   dataset; ``lift = share_inside / share_overall``. Values are ranked by *excess count*,
+   ``count_inside - share_overall * n_members`` (how many more members hold v than a random set
+   of the same size would): ranking by lift alone would put a value seen twice at the top.
+2. **Loss, and how sure** — the members' mean loss against the dataset's (their ``lift``), with a
+   bootstrap interval from the Poisson bootstrap (each member drawn Poisson(1) times, the
+   streaming equivalent of resampling with replacement).
 3. **Is the region noise?** — :func:`permutation_test`: shuffle the losses (which destroys any link
    between place in embedding space and loss), rerun the same search, and count how often the best
    region of a shuffled run scores at least as high as the region found. The search is injected
@@ -28,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-# Example weights below this share of the region's largest are left out of the bootstrap: with a
-# gaussian kernel every example has some weight, and the far tail changes the interval by less than
-# its own rounding while costing O(n) per resample.
+# Example weights below this share of the largest are left out of the bootstrap (when it is given
+# kernel weights): the far tail changes the interval by less than its own rounding while costing
+# O(n) per resample.
 _BOOTSTRAP_TAIL = 1e-3
 _BOOTSTRAP_CHUNK = 64
 BOOTSTRAP_UNITS = 4096  # examples (or random groups of them) a bootstrap resample draws
@@ -41,7 +43,7 @@ _URLISH = re.compile(r"^(https?://|data:)", re.IGNORECASE)
 
 
 def describe_region(
-    weights_k: np.ndarray,
+    members: np.ndarray,
     losses: np.ndarray,
     labels: np.ndarray | None = None,
     predictions: np.ndarray | None = None,
@@ -54,66 +56,85 @@ def describe_region(
     ci_level: float = 0.95,
     metadata_index: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Describe one region from the kernel weight of every example in it.
+    """Describe one region from its member set (spotlight/members.py).
+
+    Every number here is about the members, the rows a person calls the region, each counted once
+    (times its sample weight): their mean loss against the dataset's, their error rate, which
+    labels, predictions and metadata values they over-represent. The kernel-weighted loss (the
+    search's objective) is the region's own ``weighted_loss``; it is not repeated here.
 
     Parameters
     ----------
-    weights_k : (n,) array
-        The kernel value of every example in this region (a column of the job's weights).
+    members : (m,) int array
+        The region's member rows (``spotlight.members.member_set``).
     losses : (n,) array
         The per-example losses searched.
     labels, predictions : (n,) int arrays, optional
-    metadata_columns : {field: n values}, optional
+    metadata_columns : {field: values}, optional
         One list per metadata field (see :func:`metadata_columns`). Fields with at most
         ``MAX_CATEGORIES`` distinct scalar values are described as categories, numeric fields with
-        more as numbers (weighted mean inside vs whole dataset); others (free text, ids) are skipped.
+        more as numbers (mean among members vs whole dataset); others (free text, ids) are skipped.
     rng_seed : int
         Seed of the bootstrap; same seed, same interval.
     n_bootstrap : int
         Bootstrap resamples (0 skips the interval).
     sample_weights : (n,) array, optional
-        Per-example counts (the authors' `counts`); multiply the kernel weights everywhere.
+        Per-example counts (the authors' `counts`); every row counts that many times, inside and overall.
     top : int
         How many over-represented values to keep per field.
-    metadata_index : (m,) int array, optional
+    metadata_index : (r,) int array, optional
         The dataset rows the metadata lists describe, when they cover a uniform sample of rows
         rather than all n (big datasets: see :func:`metadata_sample`). Shares are then estimated
-        on that sample, inside and overall alike.
+        on that sample, among members and overall alike.
 
     Returns
     -------
     dict, JSON-ready and never NaN::
 
-        {"total_weight", "effective_size", "weighted_loss", "mean_loss",
-         "weighted_loss_ci": [lo, hi] | None, "ci_level", "n_bootstrap",
+        {"basis": "members", "n_members", "mean_loss", "dataset_mean_loss", "lift",
+         "mean_loss_ci": [lo, hi] | None, "ci_level", "n_bootstrap",
          "error_rate": {"inside", "overall", "lift"} | None,    # with labels and predictions
          "labels": {...}, "predictions": {...},                 # see _composition
          "metadata": {field: {...}}, "numeric": {field: {"inside", "overall", "std_overall"}}}
+
+    ``mean_loss`` and ``lift`` are None when the region has no members; ``lift`` also when the
+    dataset's mean loss is not positive (a ratio of losses means nothing then).
     """
-    w = _as_weights(weights_k, sample_weights)
     loss = np.asarray(losses, dtype=np.float64).ravel()
-    if loss.shape != w.shape:
-        raise ValueError(f"losses has {loss.size} entries but weights has {w.size}")
+    n = loss.size
+    idx = np.asarray(members, dtype=np.int64).ravel()
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"member rows must lie in [0, {n})")
+    inside = np.zeros(n)
+    inside[idx] = 1.0
+    w = _as_weights(inside, sample_weights)
     total = float(w.sum())
-    overall_w = _as_weights(np.ones_like(w), sample_weights)
-    mean_loss = _finite(float(np.average(loss, weights=overall_w)) if overall_w.sum() > 0 else 0.0)
+    overall_w = _as_weights(np.ones(n), sample_weights)
+    finite = np.isfinite(loss)
+    loss0 = np.where(finite, loss, 0.0)
+    w_all = overall_w * finite
+    dataset_mean = _finite(float(w_all @ loss0 / w_all.sum())) if w_all.sum() > 0 else 0.0
+    w_loss = w * finite
+    mean = _finite(float(w_loss @ loss0 / w_loss.sum())) if w_loss.sum() > 0 else None
     out: dict[str, Any] = {
-        "total_weight": _finite(total),
-        "effective_size": _finite(total**2 / float(np.square(w).sum())) if total > 0 else 0.0,
-        "weighted_loss": _finite(float(w @ loss / total)) if total > 0 else mean_loss,
-        "mean_loss": mean_loss,
-        "weighted_loss_ci": None,
+        "basis": "members",
+        "n_members": int(idx.size),
+        "mean_loss": mean,
+        "dataset_mean_loss": dataset_mean,
+        "lift": _finite(mean / dataset_mean) if mean is not None and dataset_mean > 0 else None,
+        "mean_loss_ci": None,
         "ci_level": ci_level,
         "n_bootstrap": int(n_bootstrap),
     }
-    if total > 0 and n_bootstrap > 0:
-        out["weighted_loss_ci"] = bootstrap_interval(w, loss, n_bootstrap, rng_seed, ci_level)
+    if mean is not None and n_bootstrap > 0:
+        keep = w_loss > 0
+        out["mean_loss_ci"] = bootstrap_interval(w_loss[keep], loss0[keep], n_bootstrap, rng_seed, ci_level)
     out["error_rate"] = None
     if labels is not None and predictions is not None:
         wrong = (np.asarray(labels).ravel() != np.asarray(predictions).ravel()).astype(np.float64)
-        inside = float(w @ wrong / total) if total > 0 else 0.0
-        overall = float(overall_w @ wrong / overall_w.sum()) if overall_w.sum() > 0 else 0.0
-        out["error_rate"] = {"inside": _finite(inside), "overall": _finite(overall), "lift": _lift(inside, overall)}
+        rate_in = float(w @ wrong / total) if total > 0 else 0.0
+        rate_all = float(overall_w @ wrong / overall_w.sum()) if overall_w.sum() > 0 else 0.0
+        out["error_rate"] = {"inside": _finite(rate_in), "overall": _finite(rate_all), "lift": _lift(rate_in, rate_all)}
     out["labels"] = _composition(_codes_of_ints(labels), w, overall_w, top) if labels is not None else None
     out["predictions"] = (
         _composition(_codes_of_ints(predictions), w, overall_w, top) if predictions is not None else None
@@ -138,7 +159,7 @@ def describe_region(
 
 
 def describe_regions(
-    weights: np.ndarray,
+    member_sets: Sequence[np.ndarray],
     losses: np.ndarray,
     labels: np.ndarray | None = None,
     predictions: np.ndarray | None = None,
@@ -149,21 +170,18 @@ def describe_regions(
     sample_weights: np.ndarray | None = None,
     metadata_index: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`describe_region` for every column of an n x k weights matrix."""
-    weights = np.asarray(weights)
-    if weights.ndim != 2:
-        raise ValueError("weights must be n x k")
+    """:func:`describe_region` for every region's member set."""
     return [
         describe_region(
-            weights[:, k], losses, labels, predictions, metadata_columns, rng_seed + k, n_bootstrap,
+            members, losses, labels, predictions, metadata_columns, rng_seed + k, n_bootstrap,
             sample_weights=sample_weights, metadata_index=metadata_index,
         )
-        for k in range(weights.shape[1])
+        for k, members in enumerate(member_sets)
     ]
 
 
 def describe_job(
-    weights: np.ndarray,
+    member_sets: Sequence[np.ndarray],
     losses: np.ndarray,
     *,
     labels: np.ndarray | None = None,
@@ -181,8 +199,7 @@ def describe_job(
     uniform sample of rows (seeded) stands for the dataset — a region holding 2 % of n still has
     ~2 % of the sample, plenty to rank its over-represented values.
     """
-    weights = np.asarray(weights)
-    n = weights.shape[0]
+    n = int(np.asarray(losses).shape[0])
     columns: dict[str, list[Any]] | None = None
     index: np.ndarray | None = None
     if read_metadata is not None:
@@ -190,7 +207,7 @@ def describe_job(
         rows = read_metadata(np.arange(n) if index is None else index)
         columns = metadata_columns(rows) if rows is not None else None
     return describe_regions(
-        weights, losses, labels, predictions, columns, seed, n_bootstrap,
+        member_sets, losses, labels, predictions, columns, seed, n_bootstrap,
         sample_weights=sample_weights, metadata_index=index,
     )
 
@@ -403,7 +420,6 @@ def _composition(
     m = len(names)
     inside = np.bincount(codes, weights=w, minlength=m)
     overall = np.bincount(codes, weights=overall_w, minlength=m)
-    counts = np.bincount(codes, minlength=m)
     total_in, total_all = float(inside.sum()), float(overall.sum())
     share_in = inside / total_in if total_in > 0 else np.zeros(m)
     share_all = overall / total_all if total_all > 0 else np.zeros(m)
@@ -415,8 +431,8 @@ def _composition(
             break
         values.append({
             "value": _jsonable(names[j]),
-            "weighted_count": _finite(float(inside[j])),
-            "count": int(counts[j]),
+            "count_inside": _finite(float(inside[j])),
+            "count_overall": _finite(float(overall[j])),
             "share_inside": _finite(float(share_in[j])),
             "share_overall": _finite(float(share_all[j])),
             "lift": _lift(float(share_in[j]), float(share_all[j])),

@@ -1,6 +1,6 @@
 """The RQ task: one spotlight search, from a stored dataset to stored results.
 
-It reads like the job's life: load the dataset (memory-mapped from the store) → search (the
+It reads like the job's life: load the dataset (memory-mapped from the store or its local cache) → search (the
 engine, reporting progress and honouring cancellation) → describe the regions → write the
 results (each file atomically, ``regions.json`` last, so its presence means "done") → say how
 it ended in the job's meta.
@@ -30,6 +30,7 @@ from rq.timeouts import JobTimeoutException
 
 from spotlight.contribution import Objective, order_by_contribution, reference_loss
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
+from spotlight.members import effective_size, member_set, overlaps_with_earlier
 from spotlight.params import SearchParams
 from spotlight.protocol import (
     META_ENDED_AT,
@@ -102,9 +103,10 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         result = search(inputs, spec.params, reporter)
         reporter.device(result.device)
         _record_device(job, settings, result.device)
-        regions = describe_regions(result, inputs, spec, settings.member_min_weight, reporter)
-        write_report(store, spec, job, inputs, result, regions, settings.member_min_weight)
-        write_results(store, spec.job_id, result, regions, settings.member_min_weight, spec.params.objective)
+        members = pick_members(result, inputs, spec.params.objective)
+        regions = describe_regions(result, inputs, spec, members, reporter)
+        write_report(store, spec, job, inputs, result, regions, members)
+        write_results(store, spec.job_id, result, regions, members, spec.params.objective)
     except SearchCanceled:
         status, error = "canceled", JobError(code=ErrorCode.CANCELED, message="The job was canceled by its owner.")
     except JobTimeoutException:
@@ -134,7 +136,9 @@ def _open_store(settings: Settings) -> ArtifactStore:
 
 
 def load_inputs(store: ArtifactStore, sha256: str) -> Inputs:
-    """Memory-map the dataset's arrays; a missing dataset and an unreadable store are told apart."""
+    """The dataset's arrays, memory-mapped: in place from a local store; from the bounded local
+    cache (``cache_dir``, ``cache_max_bytes``) on an object store, or streamed into memory when an
+    array does not fit it. A missing dataset and an unreadable store are told apart."""
     files = DatasetFiles(store, sha256)
     try:
         return Inputs(
@@ -175,32 +179,57 @@ def search(inputs: Inputs, params: SearchParams, reporter: JobReporter) -> Searc
         raise JobFailed(ErrorCode.SEARCH_FAILED, f"The search failed: {type(exc).__name__}: {exc}") from exc
 
 
-def member_indices(weights: np.ndarray, min_weight: float) -> np.ndarray:
-    """Indices whose weight is at least `min_weight`, highest weight first (ties by index)."""
-    idx = np.flatnonzero(weights >= min_weight)
-    order = np.argsort(-weights[idx], kind="stable")
-    return idx[order].astype(np.int64)
+@dataclass
+class RegionMembers:
+    """One region's member set (spotlight/members.py) in the two orders the API pages and the report shows.
+
+    Computed once here; write_results stores both orders and the report reads its top rows from
+    `by_contribution`, so nothing ranks members a second time.
+    """
+
+    by_weight: np.ndarray  # int64 rows, highest kernel weight first, ties by row
+    by_contribution: np.ndarray  # the same rows, highest weight x (loss - the floor) first
+
+
+def pick_members(result: SearchResult, inputs: Inputs, objective: Objective = "max_loss") -> list[RegionMembers]:
+    """Every region's members, by the one rule of spotlight/members.py, in both orders."""
+    reference = reference_loss(result.losses, objective)
+    picked = []
+    for k, region in enumerate(result.regions):
+        column = np.asarray(result.weights[:, k])
+        by_weight = member_set(column, region.kernel, inputs.sample_weights)
+        by_contribution = order_by_contribution(by_weight, column, result.losses, objective, reference)
+        picked.append(RegionMembers(by_weight=by_weight, by_contribution=by_contribution))
+    return picked
 
 
 def describe_regions(
-    result: SearchResult, inputs: Inputs, spec: JobSpec, min_weight: float, reporter: JobReporter | None = None
+    result: SearchResult, inputs: Inputs, spec: JobSpec, members: list[RegionMembers],
+    reporter: JobReporter | None = None,
 ) -> list[dict[str, Any]]:
     """The regions as regions.json stores them, each with what a person reads about it.
 
-    `description` (worker/describe.py): composition by label, prediction and metadata field, and a
-    bootstrap interval of the weighted loss; `p_value` when `params.n_permutations` > 0. A failure
-    to describe is logged and leaves the regions without descriptions rather than failing the job.
+    Each region gets `n_members` (its member set), `effective_size` (sum of kernel weight x sample
+    weight: how many examples the region counts) and `overlap` (per earlier region, the share of
+    this region's members it also holds); `description` (worker/describe.py) is computed on the
+    member set: mean loss and lift, error rate, composition by label, prediction and metadata field;
+    `p_value` when `params.n_permutations` > 0. A failure to describe is logged and leaves the
+    regions without descriptions rather than failing the job.
     """
+    sets = [m.by_weight for m in members]
+    overlaps = overlaps_with_earlier(sets)
     regions = []
     for k, region in enumerate(result.regions):
         entry = region.to_dict()
-        entry["n_members"] = int(np.count_nonzero(result.weights[:, k] >= min_weight))
+        entry["n_members"] = int(sets[k].size)
+        entry["effective_size"] = effective_size(result.weights[:, k], inputs.sample_weights)
+        entry["overlap"] = overlaps[k]
         regions.append(entry)
     from worker import describe
 
     try:
         descriptions = describe.describe_job(
-            result.weights, result.losses, labels=inputs.labels, predictions=inputs.predictions,
+            sets, result.losses, labels=inputs.labels, predictions=inputs.predictions,
             sample_weights=inputs.sample_weights, read_metadata=inputs.files.metadata, seed=spec.params.seed,
         )
         for entry, description in zip(regions, descriptions):
@@ -229,10 +258,14 @@ def describe_regions(
 
 def write_report(
     store: ArtifactStore, spec: JobSpec, job: Job, inputs: Inputs, result: SearchResult, regions: list[dict[str, Any]],
-    min_weight: float = 0.0,
+    members: list[RegionMembers],
 ) -> None:
-    """report.html (worker/report.py), written before regions.json so a finished job always has one."""
-    from worker.report import job_report
+    """report.html (worker/report.py), written before regions.json so a finished job always has one.
+
+    The report never fails for its data (degenerate regions get a note where a plot would be); should
+    rendering fail anyway, a plain page with the regions' numbers and the reason is written instead.
+    """
+    from worker.report import fallback_report, job_report
 
     manifest = inputs.files.manifest()
     meta = job.get_meta(refresh=False)
@@ -245,13 +278,14 @@ def write_report(
     try:
         html = job_report(
             info, regions, [r.get("description") for r in regions], inputs.embeddings, result.losses,
-            result.weights, labels=inputs.labels, predictions=inputs.predictions,
+            result.weights, [m.by_weight for m in members], [m.by_contribution for m in members],
+            labels=inputs.labels, predictions=inputs.predictions,
             read_ids=inputs.files.ids, read_metadata=inputs.files.metadata, seed=spec.params.seed,
-            member_min_weight=min_weight, objective=spec.params.objective,
+            objective=spec.params.objective,
         )
-    except Exception:  # noqa: BLE001 - no report is better than no result; the endpoint then answers 404
+    except Exception as exc:  # noqa: BLE001 - a finished job always has a report: the numbers, and why no more
         log.exception("rendering the report of %s failed", spec.job_id)
-        return
+        html = fallback_report(info, regions, f"{type(exc).__name__}: {exc}")
     try:
         store.write_bytes(job_file(spec.job_id, REPORT_FILE), html.encode("utf-8"))
     except (StoreError, OSError) as exc:
@@ -268,7 +302,7 @@ def record_stats(job: Job, settings: Settings, status: str) -> None:
     enqueued = job.enqueued_at.replace(tzinfo=timezone.utc) if job.enqueued_at and job.enqueued_at.tzinfo is None else job.enqueued_at
     try:
         jobstats.record_job_end(
-            job.connection, settings.queue_name, status,
+            job.connection, settings.rq_queue_name(), status,
             (ended - started).total_seconds() if started and ended else None,
             (started - enqueued).total_seconds() if started and enqueued else None,
         )
@@ -282,7 +316,7 @@ def _record_device(job: Job, settings: Settings, device: str) -> None:
 
     if job.worker_name:
         with contextlib.suppress(Exception):
-            jobstats.record_worker_device(job.connection, settings.queue_name, job.worker_name, device)
+            jobstats.record_worker_device(job.connection, settings.rq_queue_name(), job.worker_name, device)
 
 
 def notify(
@@ -318,8 +352,8 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def write_results(
-    store: ArtifactStore, job_id: str, result: SearchResult, regions: list[dict[str, Any]], min_weight: float,
-    objective: Objective = "max_loss",
+    store: ArtifactStore, job_id: str, result: SearchResult, regions: list[dict[str, Any]],
+    members: list[RegionMembers], objective: Objective = "max_loss",
 ) -> None:
     """weights.npy, members_<k>.npy (by weight) and members_<k>_by_contribution.npy, then regions.json
     last: its presence means the rest is whole. regions.json also carries `loss_reference`, the loss
@@ -329,11 +363,9 @@ def write_results(
     reference = reference_loss(result.losses, objective)
     try:
         store.save_npy(job_file(job_id, WEIGHTS_FILE), weights)
-        for k in range(weights.shape[1]):
-            by_weight = member_indices(weights[:, k], min_weight)
-            store.save_npy(job_file(job_id, members_file(k)), by_weight)
-            by_contribution = order_by_contribution(by_weight, weights[:, k], result.losses, objective, reference)
-            store.save_npy(job_file(job_id, members_by_contribution_file(k)), by_contribution)
+        for k, picked in enumerate(members):
+            store.save_npy(job_file(job_id, members_file(k)), picked.by_weight)
+            store.save_npy(job_file(job_id, members_by_contribution_file(k)), picked.by_contribution)
         store.write_json(job_file(job_id, REGIONS_FILE),
                          {"regions": regions, "objective": objective, "loss_reference": reference})
     except (StoreError, OSError) as exc:

@@ -13,7 +13,7 @@ from service.deps import JobsDep, StoreDep, TenantDep
 from service.errors import ApiError, error_responses
 from service.job_registry import JobRegistry
 from service.schemas import MAX_OFFSET, Member, MemberOrder, MembersOut, RegionsOut
-from spotlight.contribution import contributions, order_by_contribution, reference_loss
+from spotlight.contribution import contributions
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.protocol import (
     REGIONS_FILE,
@@ -60,7 +60,7 @@ def get_regions(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) 
     "/{job_id}/regions/{k}/members",
     response_model=MembersOut,
     responses=error_responses(410),
-    summary="Members of region k, highest weight (or contribution) first",
+    summary="Members of region k (its member set), highest weight (or contribution) first",
 )
 def get_members(
     job_id: str,
@@ -83,32 +83,21 @@ def get_members(
         raise ApiError(404, ErrorCode.REGION_NOT_FOUND, f"Region {k} does not exist; this job has {n_regions}.",
                        {"job": job_id, "k": k, "regions": n_regions})
     files = DatasetFiles(store, spec.dataset_sha256)
-    objective = spec.params.objective
+    # The worker stored the member set in both orders and the loss floor: this route only pages them.
+    ordered = members_file(k) if order == "weight" else members_by_contribution_file(k)
     try:
-        members = store.load_npy(job_file(job_id, members_file(k)))
+        members = store.load_npy(job_file(job_id, ordered))
         weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
-        reference = stored.get("loss_reference")
-        if order == "contribution":
-            try:
-                members = store.load_npy(job_file(job_id, members_by_contribution_file(k)))
-            except FileNotFoundError:  # results written before contributions were stored: order them now
-                try:
-                    all_losses = np.asarray(files.losses())
-                except DatasetMissing:
-                    raise _dataset_gone(job_id, spec) from None
-                reference = reference_loss(all_losses, objective)
-                members = order_by_contribution(np.asarray(members), weights[:, k], all_losses, objective, reference)
     except FileNotFoundError:
         raise ApiError(404, ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).",
                        {"job": job_id}) from None
+    reference = float(stored["loss_reference"])
     total = int(members.shape[0])
     idx = np.asarray(members[offset : offset + limit], dtype=np.int64)
     try:
         w = np.asarray(weights[idx, k], dtype=np.float64) if idx.size else np.empty(0)
         losses = np.asarray(files.losses()[idx], dtype=np.float64)
-        if reference is None:
-            reference = reference_loss(files.losses(), objective)
-        contrib = contributions(np.clip(w, 0.0, 1.0), losses, objective, float(reference))
+        contrib = contributions(np.clip(w, 0.0, 1.0), losses, spec.params.objective, reference)
         labels = files.labels()
         preds = files.predictions()
         ids = files.ids(idx)

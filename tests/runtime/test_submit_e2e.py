@@ -54,7 +54,7 @@ def test_submit_uploads_npy_files_waits_and_prints_the_planted_region(
     # the first region is the planted pocket: its label stands out and its lift is far above 1
     first = next(line for line in done.stdout.splitlines() if line.strip().startswith("│      0"))
     assert "label=7" in first
-    lift = float(first.split("│")[4])
+    lift = float(first.split("│")[5])  # region, members, counts as, mean loss, lift (of the members)
     assert lift > 3, first
     # its top failing rows (by contribution; no ids were uploaded, so row numbers) are pocket rows
     assert "top failing rows" in done.stdout

@@ -26,14 +26,15 @@ from spotlight.protocol import (
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 from worker.progress import JobReporter
-from worker.task import execute, member_indices
+from spotlight.members import member_set
+from worker.task import execute
 
 from .helpers import LONG, enqueue, make_spec, wait_for, write_dataset
 
 
 @pytest.fixture
 def settings(store_dir: Path, redis_url: str) -> Settings:
-    return Settings(redis_url=redis_url, store_url=str(store_dir), progress_interval_s=0.05, member_min_weight=1e-3)
+    return Settings(redis_url=redis_url, store_url=str(store_dir), progress_interval_s=0.05)
 
 
 @pytest.fixture
@@ -65,8 +66,9 @@ def test_finished_job_writes_regions_weights_and_members(settings, store, redis_
         members = store.load_npy(job_file(spec.job_id, members_file(k)))
         w = weights[members, k]
         assert members.dtype == np.int64
-        assert (w >= settings.member_min_weight).all() and (np.diff(w) <= 0).all()
-        assert len(members) == int((weights[:, k] >= settings.member_min_weight).sum()) == regions[k]["n_members"]
+        assert (w > 0).all() and (np.diff(w) <= 0).all()
+        assert members.tolist() == member_set(weights[:, k], regions[k]["kernel"]).tolist()
+        assert len(members) == regions[k]["n_members"]
         # the same members by contribution: weight x (loss - the loss floor recorded in regions.json)
         by_contribution = store.load_npy(job_file(spec.job_id, members_by_contribution_file(k)))
         assert sorted(by_contribution.tolist()) == sorted(members.tolist())
@@ -74,11 +76,6 @@ def test_finished_job_writes_regions_weights_and_members(settings, store, redis_
         assert (np.diff(c) <= 1e-9).all() and (c >= 0).all()
     # no temporary file left next to the results
     assert not [p for p in store.list(f"jobs/{spec.job_id}") if "/.tmp-" in p]
-
-
-def test_member_indices_order_by_weight_then_index() -> None:
-    w = np.array([0.5, 0.0005, 0.9, 0.5, 0.001], dtype=np.float32)
-    assert member_indices(w, 1e-3).tolist() == [2, 0, 3, 4]
 
 
 def test_progress_is_published_at_most_once_per_interval(settings, store, redis_url) -> None:

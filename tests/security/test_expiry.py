@@ -106,15 +106,15 @@ def test_sweeping_twice_is_harmless(conn, store, settings) -> None:
     make_job(conn, store, "a", "job_old", "finished", ended=NOW - 2 * TTL)
     assert expiry.sweep_expired(conn, store, settings, now=NOW) == ["job_old"]
     assert expiry.sweep_expired(conn, store, settings, now=NOW) == []
-    assert conn.get(expiry.LOCK_KEY) is None
+    assert conn.get(expiry.lock_key()) is None
 
 
 def test_only_one_process_sweeps_at_a_time(conn, store, settings) -> None:
     make_job(conn, store, "a", "job_old", "finished", ended=NOW - 2 * TTL)
-    conn.set(expiry.LOCK_KEY, "another-process", ex=60)
+    conn.set(expiry.lock_key(), "another-process", ex=60)
     assert expiry.sweep_expired(conn, store, settings, now=NOW) == []
     assert present(conn, store, "a", "job_old") == (True, True, True)
-    assert conn.get(expiry.LOCK_KEY) == b"another-process"  # not released by the loser
+    assert conn.get(expiry.lock_key()) == b"another-process"  # not released by the loser
 
 
 def test_concurrent_sweepers_delete_each_job_once(conn, store, settings, redis_url) -> None:
@@ -151,10 +151,10 @@ def test_an_unreachable_store_leaves_nothing_orphaned(conn, store, settings, mon
         assert expiry.sweep_expired(conn, store, settings, now=NOW) == ["job_old"]
     # callers no longer see the job; its files wait in the pending set
     assert present(conn, store, "a", "job_old") == (False, False, True)
-    assert conn.sismember(expiry.PENDING_KEY, "job_old")
+    assert conn.sismember(expiry.pending_key(), "job_old")
     assert expiry.sweep_expired(conn, store, settings, now=NOW) == ["job_old"]
     assert present(conn, store, "a", "job_old") == (False, False, False)
-    assert not conn.sismember(expiry.PENDING_KEY, "job_old")
+    assert not conn.sismember(expiry.pending_key(), "job_old")
 
 
 def test_the_default_clock_is_now(conn, store) -> None:

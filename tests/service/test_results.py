@@ -23,15 +23,25 @@ def _finished_job(api: LiveApi, c) -> tuple[str, np.ndarray, dict]:
     rng = np.random.default_rng(0)
     weights = rng.random((N, 2)).astype(np.float32)
     weights[weights < 0.3] = 0.0
-    regions = {"regions": [
-        {"index": k, "center": [0.1, 0.2, 0.3], "precision": 2.0, "kernel": "gaussian", "shape": "spherical",
-         "size_requested": 3.0, "total_weight": float(weights[:, k].sum()), "weighted_loss": 0.9,
-         "mean_loss": 0.5, "lift": 1.8, "feasible": True}
-        for k in range(2)
-    ]}
+    losses = data["losses"].astype(np.float64)
+    reference = float(data["losses"].min())
+    sets = []
     for k in range(2):
         order = np.argsort(-weights[:, k], kind="stable")
-        api.store.save_npy(job_file(job_id, members_file(k)), order[weights[order, k] > 0].astype(np.int64))
+        members = order[weights[order, k] > 0].astype(np.int64)
+        sets.append(members)
+        api.store.save_npy(job_file(job_id, members_file(k)), members)
+        c = weights[members, k] * (losses[members] - reference)
+        api.store.save_npy(job_file(job_id, members_by_contribution_file(k)), members[np.argsort(-c, kind="stable")])
+    shared = int(np.isin(sets[1], sets[0]).sum())
+    regions = {"regions": [
+        {"index": k, "center": [0.1, 0.2, 0.3], "precision": 2.0, "kernel": "flat", "shape": "spherical",
+         "size_requested": 3.0, "total_weight": float(weights[:, k].sum()), "weighted_loss": 0.9,
+         "mean_loss": 0.5, "lift": 1.8, "feasible": True, "n_members": int(sets[k].size),
+         "effective_size": float(weights[:, k].sum()),
+         "overlap": [] if k == 0 else [{"region": 0, "shared": shared, "share": shared / sets[1].size}]}
+        for k in range(2)
+    ], "objective": "max_loss", "loss_reference": reference}
     api.store.save_npy(job_file(job_id, "weights.npy"), weights)
     api.store.write_bytes(job_file(job_id, "report.html"), b"<html><body>report</body></html>")
     return job_id, weights, {"regions": regions, "data": data}
@@ -57,7 +67,11 @@ def test_results_are_409_until_finished_then_served(api: LiveApi) -> None:
 
         assert c.get(base).json()["status"] == "finished"
         assert c.get(base).json()["progress"]["fraction"] == 1.0
-        assert c.get(base + "/regions").json() == regions_file  # extra fields (feasible) pass through
+        served = c.get(base + "/regions").json()
+        for got, want in zip(served["regions"], regions_file["regions"], strict=True):
+            assert {key: got[key] for key in want} == want  # extra fields (feasible) pass through
+            assert got["description"] is None  # none was stored
+        assert served["regions"][1]["overlap"][0]["region"] == 0
 
         page = c.get(base + "/regions/1/members", params={"limit": 5}).json()
         expected = np.argsort(-weights[:, 1], kind="stable")
@@ -111,9 +125,9 @@ def test_corrupt_result_file_is_a_500_in_the_error_format(api: LiveApi) -> None:
     assert r.json()["error"]["code"] == "internal_error" and r.json()["error"]["details"]["request_id"] == "req-123"
 
 
-def test_members_by_contribution_for_results_written_without_the_ordered_file(api: LiveApi) -> None:
-    """order=contribution: same members, ordered by weight x (loss - min loss), each row carrying its
-    contribution; results that lack members_<k>_by_contribution.npy are ordered on the fly."""
+def test_members_by_contribution_page_the_stored_order_with_each_rows_contribution(api: LiveApi) -> None:
+    """order=contribution: the same members in the order the worker stored, each row carrying
+    weight x (loss - the stored loss floor)."""
     with api.client() as c:
         job_id, weights, extra = _finished_job(api, c)
         api.store.write_json(job_file(job_id, "regions.json"), extra["regions"])
@@ -123,7 +137,7 @@ def test_members_by_contribution_for_results_written_without_the_ordered_file(ap
         by_contrib = c.get(base, params={"limit": 1000, "order": "contribution"}).json()
     losses = extra["data"]["losses"].astype(np.float64)
     expected = weights[:, 1].astype(np.float64) * (losses - losses.min())
-    assert by_contrib["total"] == by_weight["total"] > 0
+    assert by_contrib["total"] == by_weight["total"] == extra["regions"]["regions"][1]["n_members"] > 0
     assert sorted(m["index"] for m in by_contrib["members"]) == sorted(m["index"] for m in by_weight["members"])
     got = [m["contribution"] for m in by_contrib["members"]]
     assert got == sorted(got, reverse=True)

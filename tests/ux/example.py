@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from spotlight.contribution import contributions, order_by_contribution
+from spotlight.members import effective_size, member_set, overlaps_with_earlier
 from worker.describe import describe_regions, metadata_columns
 from worker.report import member_rows, render_report
 
@@ -74,9 +76,23 @@ def planted_regions(data: dict[str, Any], size: float = 0.02) -> tuple[list[dict
             "index": j, "center": c.tolist(), "precision": float(tau), "kernel": "gaussian", "shape": "spherical",
             "objective": "max_loss", "size_requested": size * len(loss), "total_weight": float(w.sum()),
             "weighted_loss": wl, "mean_loss": float(loss.mean()), "lift": wl / float(loss.mean()),
-            "feasible": True, "steps_run": 300, "converged": True, "n_members": int((w >= 1e-3).sum()),
+            "feasible": True, "steps_run": 300, "converged": True,
         })
-    return regions, np.stack(cols, axis=1).astype(np.float32)
+    weights = np.stack(cols, axis=1).astype(np.float32)
+    return with_members(regions, weights), weights
+
+
+def with_members(regions: list[dict[str, Any]], weights: np.ndarray) -> list[dict[str, Any]]:
+    """n_members, effective_size and overlap of each region, as the worker adds them (worker/task.py)."""
+    sets = members_of(regions, weights)
+    for region, members, overlap in zip(regions, sets, overlaps_with_earlier(sets), strict=True):
+        region.update(n_members=int(members.size), effective_size=effective_size(weights[:, region["index"]]),
+                      overlap=overlap)
+    return regions
+
+
+def members_of(regions: list[dict[str, Any]], weights: np.ndarray) -> list[np.ndarray]:
+    return [member_set(weights[:, k], r.get("kernel", "gaussian")) for k, r in enumerate(regions)]
 
 
 def engine_regions(data: dict[str, Any], **params: Any) -> tuple[list[dict[str, Any]], np.ndarray, str, float]:
@@ -88,14 +104,10 @@ def engine_regions(data: dict[str, Any], **params: Any) -> tuple[list[dict[str, 
     p = SearchParams(**{"n_spotlights": 3, "spotlight_size": 0.03, "steps": 400, "device": "cpu", **params})
     kw = {"labels": data["labels"], "predictions": data["predictions"]}
     result = search(data["embeddings"], data["losses"], p, **kw)
-    regions = []
-    for k, region in enumerate(result.regions):
-        entry = region.to_dict()
-        entry["n_members"] = int(np.count_nonzero(result.weights[:, k] >= 1e-3))
-        regions.append(entry)
+    regions = with_members([region.to_dict() for region in result.regions], result.weights)
     if p.n_permutations:
         best = rerun_best(search, data["embeddings"], p, **kw)
-        for entry, pv in zip(regions, significance(best, result.losses, regions, p.n_permutations, p.seed)):
+        for entry, pv in zip(regions, significance(best, result.losses, regions, p.n_permutations, p.seed), strict=True):
             entry["p_value"] = pv
     return regions, result.weights, result.device, result.elapsed_s
 
@@ -103,13 +115,15 @@ def engine_regions(data: dict[str, Any], **params: Any) -> tuple[list[dict[str, 
 def build_report(data: dict[str, Any], regions: list[dict[str, Any]], weights: np.ndarray,
                  job_extra: dict[str, Any] | None = None, n_bootstrap: int = 200) -> str:
     cols = metadata_columns(data["metadata"])
-    descriptions = describe_regions(weights, data["losses"], data["labels"], data["predictions"], cols,
+    sets = members_of(regions, weights)
+    descriptions = describe_regions(sets, data["losses"], data["labels"], data["predictions"], cols,
                                     n_bootstrap=n_bootstrap)
     members = []
-    for k in range(weights.shape[1]):
-        idx = np.argsort(-weights[:, k], kind="stable")[:12]
+    for k, ms in enumerate(sets):
+        idx = order_by_contribution(ms, weights[:, k], data["losses"])[:12]
         members.append(member_rows(idx, weights[:, k], data["losses"], data["labels"], data["predictions"],
-                                   [data["ids"][i] for i in idx], [data["metadata"][i] for i in idx]))
+                                   [data["ids"][i] for i in idx], [data["metadata"][i] for i in idx],
+                                   contribution=contributions(weights[:, k], data["losses"])))
     t0 = datetime(2026, 11, 28, 16, 0, 0, tzinfo=timezone.utc)
     job = {
         "id": "job_0123456789abcdef01234567", "status": "finished", "dataset": "ds_example",
@@ -118,7 +132,7 @@ def build_report(data: dict[str, Any], regions: list[dict[str, Any]], weights: n
         "created_at": t0.isoformat(), "started_at": (t0 + timedelta(seconds=1.4)).isoformat(),
         "ended_at": (t0 + timedelta(seconds=9.8)).isoformat(), "device": "cpu", **(job_extra or {}),
     }
-    return render_report(job, regions, descriptions, data["embeddings"], data["losses"], weights, members)
+    return render_report(job, regions, descriptions, data["embeddings"], data["losses"], weights, sets, members)
 
 
 def main(out: str) -> None:

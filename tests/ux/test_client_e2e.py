@@ -99,7 +99,10 @@ def test_finished_job_results_through_the_client(finished: dict[str, Any]) -> No
     weights = job.weights()
     assert weights.shape == (400, 2) and weights.dtype == np.float32
     assert np.isclose(weights[first["index"], 0], first["weight"], atol=1e-6)
-    assert len(list(job.iter_members(1, page=100))) == job.members(1, limit=1)["total"]
+    assert len(list(job.iter_members(1, page=100))) == job.members(1, limit=1)["total"] == regions[1]["n_members"]
+    assert job.member_indices(1).tolist() == [m["index"] for m in job.iter_members(1)]
+    overlaps = job.overlaps()
+    assert overlaps.shape == (2, 2) and overlaps[1, 0] == regions[1]["overlap"][0]["share"]
     by_contribution = list(job.iter_members(0, page=7, order="contribution"))
     contrib = [m["contribution"] for m in by_contribution]
     assert len(by_contribution) == members["total"] and contrib == sorted(contrib, reverse=True) and contrib[0] > 0
@@ -120,8 +123,8 @@ def test_finished_job_report_through_the_client(finished: dict[str, Any], tmp_pa
 def test_finished_job_regions_carry_descriptions_and_p_values(finished: dict[str, Any]) -> None:
     regions = finished["job"].regions()
     d = regions[0]["description"]
-    lo, hi = d["weighted_loss_ci"]
-    assert lo <= regions[0]["weighted_loss"] <= hi
+    lo, hi = d["mean_loss_ci"]  # the members' mean loss and its interval
+    assert lo <= d["mean_loss"] <= hi and d["n_members"] == regions[0]["n_members"]
     assert d["labels"]["over_represented"][0]["value"] == 1  # every pocket row has label 1
     assert d["metadata"]["site"]["over_represented"][0]["value"] == "north"
     assert [0 < r["p_value"] <= 1 for r in regions] == [True, True]

@@ -21,33 +21,62 @@ from worker.describe import (
 )
 
 
-def test_composition_is_kernel_weighted_share_against_whole_dataset() -> None:
-    # 10 rows: labels 0 x6, 1 x4. Region weights put 3.0 on label 1 and 1.0 on label 0.
+def test_composition_is_the_members_share_against_the_whole_dataset() -> None:
+    # 10 rows: labels 0 x6, 1 x4. Members: rows 0, 1 (label 0) and 6, 7, 8, 9 (label 1).
     labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
-    w = np.array([0.5, 0.5, 0, 0, 0, 0, 1.0, 1.0, 0.5, 0.5])
+    members = np.array([6, 7, 0, 8, 9, 1])
     losses = np.arange(10, dtype=float)
-    d = describe_region(w, losses, labels=labels, n_bootstrap=0)
+    d = describe_region(members, losses, labels=labels, n_bootstrap=0)
     top = d["labels"]["over_represented"]
     assert top[0]["value"] == 1
-    assert top[0]["weighted_count"] == pytest.approx(3.0)
-    assert top[0]["count"] == 4
-    assert top[0]["share_inside"] == pytest.approx(0.75)
+    assert top[0]["count_inside"] == 4 and top[0]["count_overall"] == 4
+    assert top[0]["share_inside"] == pytest.approx(4 / 6)
     assert top[0]["share_overall"] == pytest.approx(0.4)
-    assert top[0]["lift"] == pytest.approx(0.75 / 0.4)
+    assert top[0]["lift"] == pytest.approx((4 / 6) / 0.4)
     # label 0 is under-represented: not listed once an over-represented value exists
     assert [v["value"] for v in top] == [1]
-    assert d["labels"]["dominant"] == {"value": 1, "share_inside": pytest.approx(0.75)}
-    assert d["total_weight"] == pytest.approx(4.0)
-    assert d["weighted_loss"] == pytest.approx(float(w @ losses / w.sum()))
-    assert d["effective_size"] == pytest.approx(16.0 / float((w**2).sum()))
-    assert d["weighted_loss_ci"] is None
+    assert d["labels"]["dominant"] == {"value": 1, "share_inside": pytest.approx(4 / 6)}
+    assert d["basis"] == "members" and d["n_members"] == 6
+    assert d["mean_loss"] == pytest.approx(float(losses[members].mean()))
+    assert d["dataset_mean_loss"] == pytest.approx(4.5)
+    assert d["lift"] == pytest.approx(float(losses[members].mean()) / 4.5)
+    assert d["mean_loss_ci"] is None
+
+
+def test_description_is_computed_on_the_members_not_the_weighted_dataset() -> None:
+    """A gaussian region whose weight is mostly spread thinly over the dataset: what stands out, the
+    error rate, the mean loss and the lift are those of its members, the rows a person calls the region."""
+    from spotlight.members import member_set
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    x = rng.normal(size=n)
+    labels = rng.integers(0, 10, size=n)
+    preds = labels.copy()
+    pocket = np.argsort(np.abs(x - 2.0))[:40]  # the 40 rows nearest 2.0: label 8, all wrong, high loss
+    labels[pocket], preds[pocket] = 8, 3
+    losses = rng.gamma(1.0, 0.2, size=n)
+    losses[pocket] += 3.0
+    weights = np.exp(-np.square(x - 2.0) / (2 * 0.2**2))  # never 0: some weight on every row
+    members = member_set(weights, "gaussian")
+    d = describe_region(members, losses, labels, preds, n_bootstrap=200)
+    assert d["n_members"] == members.size < 0.5 * int((weights >= 1e-3).sum())
+    assert float(np.isin(members, pocket).mean()) > 0.5
+    label8 = next(v for v in d["labels"]["over_represented"] if v["value"] == 8)
+    assert label8["share_inside"] == pytest.approx(float((labels[members] == 8).mean()))
+    assert d["error_rate"]["inside"] == pytest.approx(float((labels[members] != preds[members]).mean()))
+    assert d["mean_loss"] == pytest.approx(float(losses[members].mean()))
+    assert d["lift"] == pytest.approx(float(losses[members].mean() / losses.mean()))
+    lo, hi = d["mean_loss_ci"]
+    assert lo < d["mean_loss"] < hi
+    # not the kernel-weighted share over every row, which is what describing the weights gives
+    assert label8["share_inside"] != pytest.approx(float(weights[labels == 8].sum() / weights.sum()), abs=0.02)
 
 
 def test_error_rate_and_predictions() -> None:
     labels = np.array([0, 0, 1, 1, 1, 1])
     preds = np.array([0, 1, 0, 1, 1, 1])  # rows 1 and 2 wrong
-    w = np.array([0, 1, 1, 0, 0, 0], dtype=float)
-    d = describe_region(w, np.ones(6), labels, preds, n_bootstrap=0)
+    d = describe_region(np.array([1, 2]), np.ones(6), labels, preds, n_bootstrap=0)
     assert d["error_rate"]["inside"] == pytest.approx(1.0)
     assert d["error_rate"]["overall"] == pytest.approx(2 / 6)
     assert d["error_rate"]["lift"] == pytest.approx(3.0)
@@ -68,9 +97,7 @@ def test_metadata_fields_are_classified_categorical_numeric_or_skipped() -> None
         for i in range(n)
     ]
     rows[5].pop("source")  # missing in one row
-    w = np.zeros(n)
-    w[:40] = 1.0
-    d = describe_region(w, rng.random(n), metadata_columns=metadata_columns(rows), n_bootstrap=0)
+    d = describe_region(np.arange(40), rng.random(n), metadata_columns=metadata_columns(rows), n_bootstrap=0)
     assert set(d["metadata"]) == {"source"}
     src = d["metadata"]["source"]["over_represented"][0]
     assert src["value"] == "phone"
@@ -109,20 +136,20 @@ def test_bootstrap_is_reproducible_with_its_seed() -> None:
     assert bootstrap_interval(w, losses, 200, seed=5) != bootstrap_interval(w, losses, 200, seed=6)
 
 
-def test_empty_region_gives_no_interval_and_no_nan() -> None:
-    d = describe_region(np.zeros(5), np.arange(5.0), labels=np.arange(5), n_bootstrap=100)
-    assert d["weighted_loss_ci"] is None
-    assert d["total_weight"] == 0.0
+def test_empty_region_gives_no_loss_no_interval_and_no_nan() -> None:
+    d = describe_region(np.array([], dtype=np.int64), np.arange(5.0), labels=np.arange(5), n_bootstrap=100)
+    assert d["n_members"] == 0 and d["mean_loss"] is None and d["lift"] is None and d["mean_loss_ci"] is None
     json.dumps(d, allow_nan=False)
+    # a dataset mean loss of 0 leaves the lift undefined rather than infinite
+    assert describe_region(np.array([0]), np.zeros(3), n_bootstrap=10)["lift"] is None
 
 
-def test_describe_regions_one_per_column_and_length_checks() -> None:
-    W = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
-    out = describe_regions(W, np.array([1.0, 2.0, 3.0]), n_bootstrap=10)
+def test_describe_regions_one_per_member_set_and_checks() -> None:
+    out = describe_regions([np.array([0, 2]), np.array([1])], np.array([1.0, 2.0, 3.0]), n_bootstrap=10)
     assert len(out) == 2
-    assert out[0]["weighted_loss"] == pytest.approx((1 + 1.5) / 1.5)
+    assert out[0]["mean_loss"] == pytest.approx(2.0) and out[1]["mean_loss"] == pytest.approx(2.0)
     with pytest.raises(ValueError):
-        describe_region(np.ones(3), np.ones(4))
+        describe_region(np.array([3]), np.ones(3))
 
 
 # ----- permutation test -----
@@ -179,7 +206,7 @@ def test_describe_job_reads_metadata_through_the_reader_and_samples_big_datasets
     n = 5000
     rng = np.random.default_rng(4)
     group = np.where(rng.random(n) < 0.1, "rare", "common")
-    w = np.where(group == "rare", 1.0, 0.0)[:, None]
+    w = [np.flatnonzero(group == "rare")]
     losses = rng.random(n)
     asked: list[np.ndarray] = []
 

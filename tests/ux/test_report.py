@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -12,8 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.ux.example import build_report, planted_dataset, planted_regions
-from worker.report import image_src, member_rows, render_report
+from spotlight.members import member_set
+from tests.ux.example import build_report, members_of, planted_dataset, planted_regions, with_members
+from worker.describe import describe_regions, metadata_columns
+from worker.report import fallback_report, image_link, image_src, job_report, loss_bins, member_rows, render_report
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -54,13 +55,15 @@ def test_report_has_the_sections_a_reader_needs(example: dict[str, Any]) -> None
     assert "job_0123456789abcdef01234567" in html
     for j in range(len(example["regions"])):
         assert f'id="region-{j}"' in html
-    # numbers of the regions are shown
+    # numbers of the regions are shown: the kernel-weighted loss and, first, the member set's size
     wl = example["regions"][0]["weighted_loss"]
     assert f"{wl:.4g}" in html
+    assert f"<b>{example['regions'][0]['n_members']}</b>" in html
     # the planted pockets' composition is what the page says stands out
     assert "time = <b>night</b>" in html
-    assert html.count("data:image/png;base64,") == 1 + len(example["regions"])  # overview + one per region
-    assert "Top members" in html and "img-" in html
+    # overview + a projection and a loss histogram per region
+    assert html.count("data:image/png;base64,") == 1 + 2 * len(example["regions"])
+    assert "Top members" in html and "img-" in html and "Members in common" in html
 
 
 def test_no_external_assets_and_no_script(example: dict[str, Any]) -> None:
@@ -68,70 +71,91 @@ def test_no_external_assets_and_no_script(example: dict[str, Any]) -> None:
     assert "script" not in refs.tags and "link" not in refs.tags and "iframe" not in refs.tags
     for tag, attr, url in refs.urls:
         if attr == "href":
-            assert url.startswith("#"), url  # only in-page links
+            assert url.startswith("#"), url  # only in-page links (the example's metadata has no URL)
         else:
             assert tag == "img" and url.startswith("data:image/"), (tag, attr, url)
     assert "@import" not in example["html"] and "url(" not in example["html"]
     assert "Content-Security-Policy" in example["html"]
 
 
-def _one_row_report(metadata: dict[str, Any], ids: list[Any] | None = None, params: dict[str, Any] | None = None) -> str:
+def _one_row_report(metadata: dict[str, Any], ids: list[Any] | None = None, params: dict[str, Any] | None = None,
+                    job_id: str = "job_<x>") -> str:
     emb = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.5]])
     losses = np.array([1.0, 2.0, 3.0])
     w = np.array([[1.0], [0.5], [0.0]])
     region = {"index": 0, "center": [0.0, 0.0], "weighted_loss": 1.33, "mean_loss": 2.0, "lift": 0.66,
-              "total_weight": 1.5, "size_requested": 1.0}
-    rows = member_rows([0, 1], w[:, 0], losses, np.array([0, 1, 1]), np.array([1, 1, 1]),
-                       ids or ["a", "b"], [metadata, metadata])
-    return render_report({"id": "job_<x>", "params": params or {}}, [region], [None], emb, losses, w, [rows])
+              "total_weight": 1.5, "size_requested": 1.0, "kernel": "gaussian", "n_members": 2, "effective_size": 1.5,
+              "overlap": []}
+    members = np.array([0, 1])
+    meta = [metadata, metadata, metadata]
+    desc = describe_regions([members], losses, np.array([0, 1, 1]), np.array([1, 1, 1]), metadata_columns(meta),
+                            n_bootstrap=0)
+    rows = member_rows(members, w[:, 0], losses, np.array([0, 1, 1]), np.array([1, 1, 1]), ids or ["a", "b"], meta[:2])
+    return render_report({"id": job_id, "params": params or {}}, [region], desc, emb, losses, w, [members], [rows])
+
+
+HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>{{ 7*7 }}{% raw %}'
 
 
 def test_user_content_is_escaped_everywhere() -> None:
-    evil = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+    """Ids, metadata keys and values (shown in the members table and, as categories, in what stands
+    out), the job's id and parameters: all hostile, all shown as text by the autoescaping templates."""
     html = _one_row_report(
-        {"caption": evil, "link": "javascript:alert(3)", evil: "key too", "image": "javascript:alert(4)"},
-        ids=[evil, "b"], params={"seed": evil},
+        {"caption": HOSTILE, "link": "javascript:alert(3)", HOSTILE: "key too", "image": "javascript:alert(4)",
+         "photo": 'https://h.example/a.png"><script>alert(5)</script>'},
+        ids=[HOSTILE, "b"], params={"seed": HOSTILE}, job_id=f"job_{HOSTILE}",
     )
     assert "<script>" not in html
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
+    assert "49" not in text and text.count("{% raw %}") == text.count("{{ 7*7 }}") > 0  # data is never a template
     refs = _refs(html)
     assert "script" not in refs.tags
+    assert refs.tags.count("img") == html.count("data:image/png;base64,")  # only the plots are images
     assert not [a for a in refs.attr_names if a.startswith("on")]  # no event handler got through
     assert all(not url.lower().startswith("javascript") for _, _, url in refs.urls)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "{{ 7*7 }}" in html  # shown as the text it is
     assert "javascript:alert(3)" in html  # shown as text
-    assert "job_&lt;x&gt;" in html
+    assert "job_&lt;script&gt;" in html
 
 
-def test_images_only_from_http_and_data_image_urls() -> None:
+def test_hostile_values_in_the_fallback_page_are_escaped_too() -> None:
+    html = fallback_report({"id": HOSTILE}, [{"index": 0, "n_members": 3}], reason=HOSTILE)
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "script" not in _refs(html).tags
+
+
+def test_inline_images_only_from_data_urls_and_http_images_become_links() -> None:
+    """Opening the report contacts no other host: an http(s) image URL is a link, never an <img>."""
     html = _one_row_report({"thumbnail": "https://cdn.example.org/a/b.jpg?x=1&y=2", "photo": "http://h/p",
                             "caption": "plain text here", "inline": "data:image/png;base64,iVBORw0KGgo="})
-    imgs = [url for tag, _, url in _refs(html).urls if tag == "img" and not url.startswith("data:image/png;base64,iVBORw0KGgoAAAA")]
-    members_imgs = [u for u in imgs if "example.org" in u or u == "http://h/p" or u == "data:image/png;base64,iVBORw0KGgo="]
-    assert "https://cdn.example.org/a/b.jpg?x=1&y=2" in members_imgs  # parsed back from &amp;
-    assert "http://h/p" in members_imgs  # a URL in a field named like an image
-    assert "data:image/png;base64,iVBORw0KGgo=" in members_imgs
+    refs = _refs(html)
+    imgs = [url for tag, _, url in refs.urls if tag == "img"]
+    assert "data:image/png;base64,iVBORw0KGgo=" in imgs
+    assert all(u.startswith("data:image/") for u in imgs)
+    links = [url for tag, attr, url in refs.urls if tag == "a" and attr == "href" and not url.startswith("#")]
+    assert set(links) == {"https://cdn.example.org/a/b.jpg?x=1&y=2", "http://h/p"}  # parsed back from &amp;
     assert "plain text here" in html
-    # every external reference is one of the members' own image URLs
-    external = [u for _, _, u in _refs(html).urls if re.match(r"(?i)https?:", u)]
-    assert set(external) == {"https://cdn.example.org/a/b.jpg?x=1&y=2", "http://h/p"}
+    assert "img-src data:;" in html  # and the page's CSP forbids loading any other image
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "ok"),
+    ("field", "value", "inline", "link"),
     [
-        ("img", "https://x.org/a.png", True),
-        ("caption", "https://x.org/page.html", False),
-        ("thumbnail", "https://x.org/render?id=3", True),
-        ("img", "javascript:alert(1)", False),
-        ("img", "data:text/html,<script>", False),
-        ("img", "data:image/png;base64,AAAA", True),
-        ("img", 'data:image/png;base64,AA"onerror=x', False),
-        ("img", "https://x.org/a b.png", False),
-        ("img", 12, False),
+        ("img", "https://x.org/a.png", False, True),
+        ("caption", "https://x.org/page.html", False, False),
+        ("thumbnail", "https://x.org/render?id=3", False, True),
+        ("img", "javascript:alert(1)", False, False),
+        ("img", "data:text/html,<script>", False, False),
+        ("img", "data:image/png;base64,AAAA", True, False),
+        ("img", 'data:image/png;base64,AA"onerror=x', False, False),
+        ("img", "https://x.org/a b.png", False, False),
+        ("img", 12, False, False),
     ],
 )
-def test_image_src_rules(field: str, value: Any, ok: bool) -> None:
-    assert (image_src(field, value) is not None) is ok
+def test_image_rules(field: str, value: Any, inline: bool, link: bool) -> None:
+    assert (image_src(field, value) is not None) is inline
+    assert (image_link(field, value) is not None) is link
 
 
 def test_renders_with_no_regions_and_big_n_is_subsampled() -> None:
@@ -142,9 +166,10 @@ def test_renders_with_no_regions_and_big_n_is_subsampled() -> None:
     w = np.exp(-((emb - 1.0) ** 2).sum(axis=1))[:, None]
     region = {"index": 0, "center": [1.0] * 4, "weighted_loss": 0.6, "mean_loss": 0.5, "lift": 1.2,
               "total_weight": float(w.sum()), "size_requested": 600}
-    html = render_report({"id": "job_big"}, [region], [None], emb, losses, w, [[]])
+    members = member_set(w[:, 0], "gaussian")
+    html = render_report({"id": "job_big"}, [region], [None], emb, losses, w, [members], [[]])
     assert "4,000 of 30,000 rows shown" in html
-    empty = render_report({"id": "job_none"}, [], [], emb[:10], losses[:10], np.zeros((10, 0)), [])
+    empty = render_report({"id": "job_none"}, [], [], emb[:10], losses[:10], np.zeros((10, 0)), [], [])
     assert "No regions" in empty
 
 
@@ -193,33 +218,157 @@ if __name__ == "__main__":  # regenerate docs/report.png from the example
         print(out, proc.returncode)
 
 
-def test_job_report_picks_top_members_through_the_readers() -> None:
-    from worker.report import job_report
-
+def test_job_report_lists_the_stored_contribution_order_through_the_readers() -> None:
+    """The report shows the first rows of the order the worker stored for `order=contribution`; it
+    does not rank members itself."""
     data = planted_dataset(n=400, d=6, seed=1)
     regions, weights = planted_regions(data)
+    sets = members_of(regions, weights)
+    stored = [np.roll(m, 3) for m in sets]  # any order: the report must follow it, not recompute one
     asked: list[list[int]] = []
 
     def ids(idx: np.ndarray) -> list[str]:
         asked.append(idx.tolist())
         return [data["ids"][i] for i in idx]
 
-    html = job_report({"id": "job_r"}, regions, [None, None], data["embeddings"], data["losses"], weights,
+    html = job_report({"id": "job_r"}, regions, [None, None], data["embeddings"], data["losses"], weights, sets, stored,
                       labels=data["labels"], predictions=data["predictions"], read_ids=ids,
-                      read_metadata=lambda idx: [data["metadata"][i] for i in idx], member_min_weight=0.2)
-    # top members: weight >= the member threshold, highest weight x (loss - min loss) first
-    losses = data["losses"].astype(np.float64)
-    contrib = weights[:, 0].astype(np.float64) * (losses - losses.min())
-    inside = np.flatnonzero(weights[:, 0] >= 0.2)
-    top0 = inside[np.argsort(-contrib[inside], kind="stable")][:12].tolist()
-    assert asked[0] == top0
-    assert data["ids"][top0[0]] in html and "contribution" in html
-    assert top0 != np.argsort(-weights[:, 0], kind="stable")[:12].tolist()  # not the weight order
+                      read_metadata=lambda idx: [data["metadata"][i] for i in idx])
+    assert asked == [m[:12].tolist() for m in stored]
+    assert data["ids"][stored[0][0]] in html and "contribution" in html
 
 
 def test_p_value_at_its_floor_is_shown_as_a_bound() -> None:
     from worker.report import _pval
 
-    assert "≤ 0.05" in _pval(1 / 20, 19) and "good" in _pval(1 / 20, 19)
-    assert "≤" not in _pval(0.3, 19) and "0.3" in _pval(0.3, 19)
-    assert "—" in _pval(None, 19)
+    assert _pval(1 / 20, 19)["text"] == "≤ 0.05" and _pval(1 / 20, 19)["cls"] == "good"
+    assert _pval(0.3, 19)["text"] == "0.3"
+    assert _pval(None, 19)["text"] == "—"
+
+
+# ----- degenerate inputs: a report always, saying why a plot is missing -----
+def _report_for(emb: np.ndarray, losses: np.ndarray, weights: np.ndarray, kernel: str = "gaussian",
+                labels: np.ndarray | None = None) -> str:
+    """A report as the worker writes it (member sets, descriptions, stored orders) for these arrays."""
+    from spotlight.contribution import order_by_contribution
+
+    weights = np.asarray(weights, dtype=np.float32)  # as stored: a weight of 1e-300 is 0 here
+    d = emb.shape[1]
+    regions = [{"index": k, "center": [0.0] * d, "precision": 1.0, "kernel": kernel, "shape": "spherical",
+                "size_requested": 1.0, "total_weight": float(weights[:, k].sum()), "weighted_loss": 1.0,
+                "mean_loss": 1.0, "lift": 1.0, "feasible": True} for k in range(weights.shape[1])]
+    with_members(regions, weights)
+    sets = members_of(regions, weights)
+    desc = describe_regions(sets, losses, labels, labels, n_bootstrap=20)
+    orders = [order_by_contribution(m, weights[:, k], losses) for k, m in enumerate(sets)]
+    return job_report({"id": "job_degenerate"}, regions, desc, emb, losses, weights, sets, orders, labels=labels,
+                      predictions=labels)
+
+
+def _check_every_region_is_explained(html: str, k: int) -> list[str]:
+    """Each region card has its two plots, or for each missing one a note saying why; returns the notes."""
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    refs = _refs(html)
+    assert "script" not in refs.tags
+    notes = []
+    for j in range(k):
+        start = html.index(f'id="region-{j}"')
+        end = html.find('id="region-', start + 10)
+        card = html[start: end if end > 0 else len(html)]
+        if "has no members" in card:
+            notes.append("no members")
+            continue
+        why = re.findall(r"not drawn\. (\S[^<]*)</p>", card)
+        assert card.count('class="plot"') + len(why) == 2, card[:3000]
+        notes.extend(why)
+    return notes
+
+
+DEGENERATE = {
+    "empty member set": (np.random.default_rng(0).normal(size=(50, 3)), np.linspace(0, 1, 50), np.zeros((50, 1))),
+    "spotlight_size 1e-300": (np.random.default_rng(1).normal(size=(50, 3)), np.linspace(0, 1, 50),
+                              np.full((50, 1), 1e-300)),
+    "constant losses": (np.random.default_rng(2).normal(size=(50, 3)), np.full(50, 0.7), np.full((50, 1), 0.5)),
+    "d = 1": (np.linspace(0, 1, 40)[:, None], np.linspace(0, 2, 40), np.linspace(0, 1, 40)[:, None]),
+    "n = 1": (np.ones((1, 4)), np.array([2.0]), np.ones((1, 1))),
+    "n = 2": (np.eye(2), np.array([0.0, 1.0]), np.array([[1.0], [0.2]])),
+    "identical rows": (np.ones((30, 5)), np.linspace(0, 1, 30), np.full((30, 1), 1.0)),
+    "losses mostly near 0": (np.random.default_rng(3).normal(size=(500, 4)),
+                             np.random.default_rng(3).exponential(0.01, size=500) ** 3, np.full((500, 1), 0.05)),
+    "more regions than colours": (np.random.default_rng(4).normal(size=(60, 2)), np.linspace(0, 1, 60),
+                                  np.random.default_rng(4).random((60, 12))),
+}
+
+
+@pytest.mark.parametrize("case", list(DEGENERATE), ids=list(DEGENERATE))
+def test_degenerate_inputs_still_get_a_report_that_says_why_a_plot_is_missing(case: str) -> None:
+    emb, losses, weights = DEGENERATE[case]
+    html = _report_for(emb, losses, weights)
+    notes = _check_every_region_is_explained(html, weights.shape[1])
+    expected = {
+        "empty member set": "no members", "spotlight_size 1e-300": "no members",
+        "constant losses": "losses equal", "n = 1": "1 row",
+    }.get(case)
+    if expected:
+        assert any(expected in note for note in notes), notes
+    else:
+        assert not notes, notes  # these have something to draw, and draw it
+
+
+def test_degenerate_inputs_a_property(tmp_path: Path) -> None:
+    """Any small dataset (one row or a few, one dimension or a few, weights with zeros, ties or
+    denormals, constant or skewed losses, several regions) gives a whole report."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @st.composite
+    def inputs(draw: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        n, d, k = draw(st.integers(1, 7)), draw(st.integers(1, 3)), draw(st.integers(0, 3))
+        values = st.sampled_from([0.0, 1e-300, 1e-3, 0.5, 1.0])
+        emb = np.array(draw(st.lists(st.sampled_from([0.0, 1.0, -2.5]), min_size=n * d, max_size=n * d))).reshape(n, d)
+        losses = np.array(draw(st.lists(st.sampled_from([0.0, 1e-4, 0.3, 7.0]), min_size=n, max_size=n)))
+        weights = np.array(draw(st.lists(values, min_size=n * k, max_size=n * k))).reshape(n, k)
+        return emb, losses, weights, draw(st.sampled_from(["gaussian", "flat"]))
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(inputs())
+    def check(case: tuple[np.ndarray, np.ndarray, np.ndarray, str]) -> None:
+        emb, losses, weights, kernel = case
+        html = _report_for(emb, losses, weights, kernel, labels=np.arange(len(losses)) % 2)
+        _check_every_region_is_explained(html, weights.shape[1])
+        if weights.shape[1] == 0:
+            assert "No regions" in html
+
+    check()
+
+
+@pytest.mark.parametrize(
+    ("losses", "scale"),
+    [
+        (np.random.default_rng(0).exponential(0.05, 2000) ** 2, "log"),  # a classifier's losses: most near 0
+        (np.concatenate([np.zeros(500), np.random.default_rng(1).exponential(0.05, 1500) ** 2]), "symlog"),
+        (np.random.default_rng(2).random(2000), "linear"),
+    ],
+)
+def test_loss_histogram_goes_logarithmic_when_most_losses_are_near_0(losses: np.ndarray, scale: str) -> None:
+    bins, got = loss_bins(losses)
+    assert got == scale
+    assert bins[0] <= losses.min() and bins[-1] >= losses.max() and (np.diff(bins) > 0).all()
+    counts, _ = np.histogram(losses, bins)
+    # on the chosen axis the bulk of the losses spreads over several bins instead of filling one
+    assert counts.max() < 0.5 * losses.size
+
+
+def test_the_projection_finds_the_leading_directions_without_a_full_svd() -> None:
+    from worker.report import _top_components
+
+    rng = np.random.default_rng(0)
+    n, d = 3000, 300
+    a, b = rng.normal(size=d), rng.normal(size=d)
+    X = rng.normal(size=(n, d)) + np.outer(rng.normal(size=n) * 6, a / np.linalg.norm(a)) \
+        + np.outer(rng.normal(size=n) * 4, b / np.linalg.norm(b))
+    Xc = X - X.mean(axis=0)
+    _, _, vt = np.linalg.svd(Xc, full_matrices=False)
+    comps = _top_components(Xc, seed=0)
+    assert comps.shape == (2, d)
+    assert np.allclose(np.abs(np.sum(comps * vt[:2], axis=1)), 1.0, atol=1e-6)  # same directions, up to sign

@@ -1,0 +1,109 @@
+"""Which rows are a region's *members*: the one rule, used by the worker, the API and the benchmarks.
+
+A region is soft: every row i has a kernel weight k_i in [0, 1] (and, when the caller gave
+``sample_weights``, a count s_i). A person, though, reads a region as a set of rows. The member set
+is that set, and its size is of the order of the region:
+
+- **flat kernel**: the region's support, every row with k_i > 0. The paper's flat kernel is zero
+  outside a ball, so the ball *is* the region.
+- **gaussian (and any kernel that is never zero)**: the heaviest rows that together count as many
+  examples as the region does. The region counts S = sum(s_i * k_i) examples (its ``total_weight``,
+  the effective size); its members are the rows of highest k_i, taken in that order until their
+  counts s_i reach S (without sample weights: the ceil(S) heaviest rows). It is the hard set with
+  the same mass as the soft one: the rows the region's weight is mostly made of.
+
+Ties in k are broken by row index (lower first), so the set is deterministic. Rows with k_i * s_i
+= 0 (or a non-finite value) are never members, so a region whose weights are all 0 has no members.
+
+The overlap of two regions is the share of one's members that are also members of the other:
+``overlap_share(a, b) = |a & b| / |a|`` (0 when a is empty). Regions report it against every
+earlier region: "what share of this region was already shown".
+
+numpy only, so the client side, the API and the worker all import it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+# S within this relative distance below an integer counts as that integer: ceil(40.000000001) is 41
+# but a region of 40 rows whose float32 weights sum to 40.000000001 has 40 members.
+_MASS_TOLERANCE = 1e-6
+SUPPORT_KERNELS = frozenset({"flat"})
+
+
+def _usable(weights_k: np.ndarray, sample_weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    k = np.asarray(weights_k, dtype=np.float64).ravel()
+    s = np.ones_like(k) if sample_weights is None else np.asarray(sample_weights, dtype=np.float64).ravel()
+    if s.shape != k.shape:
+        raise ValueError(f"sample_weights has {s.size} entries but the weights have {k.size}")
+    ok = np.isfinite(k) & np.isfinite(s) & (k > 0) & (s > 0)
+    return np.where(ok, k, 0.0), np.where(ok, s, 0.0)
+
+
+def effective_size(weights_k: np.ndarray, sample_weights: np.ndarray | None = None) -> float:
+    """S = sum(s_i * k_i): how many examples the region counts (its ``total_weight``)."""
+    k, s = _usable(weights_k, sample_weights)
+    return float(k @ s)
+
+
+def member_set(weights_k: np.ndarray, kernel: str, sample_weights: np.ndarray | None = None) -> np.ndarray:
+    """The region's members (see the module docstring), highest weight first, ties by row (int64).
+
+    Parameters
+    ----------
+    weights_k : (n,) array
+        The region's kernel weight of every row (a column of the job's weights).
+    kernel : str
+        The region's kernel: 'flat' takes the support; any other kernel the heaviest rows that
+        count as many examples as the region.
+    sample_weights : (n,) array, optional
+        The caller's per-row counts; a row with count 0 is never a member.
+    """
+    k, s = _usable(weights_k, sample_weights)
+    candidates = np.flatnonzero(k > 0)
+    order = candidates[np.lexsort((candidates, -k[candidates]))]
+    if kernel in SUPPORT_KERNELS or order.size == 0:
+        return order.astype(np.int64)
+    mass = float(k @ s)
+    need = math.ceil(mass * (1.0 - _MASS_TOLERANCE))
+    counted = np.cumsum(s[order])
+    # the fewest heaviest rows whose counts reach the region's mass (at least one: the region is not empty)
+    m = int(np.searchsorted(counted, need * (1.0 - _MASS_TOLERANCE), side="left")) + 1
+    return order[: max(1, min(m, order.size))].astype(np.int64)
+
+
+def overlap_share(a: np.ndarray, b: np.ndarray) -> float:
+    """|a & b| / |a|: the share of a's members that are also b's members (0.0 when a is empty)."""
+    a = np.asarray(a, dtype=np.int64)
+    if a.size == 0:
+        return 0.0
+    return float(np.isin(a, np.asarray(b, dtype=np.int64)).sum() / a.size)
+
+
+def overlaps_with_earlier(member_sets: Sequence[np.ndarray]) -> list[list[dict[str, float | int]]]:
+    """For region j, one entry per earlier region i < j: ``{"region": i, "shared": |M_j & M_i|,
+    "share": |M_j & M_i| / |M_j|}`` — what share of region j's members region i already held."""
+    sets = [np.asarray(m, dtype=np.int64) for m in member_sets]
+    out: list[list[dict[str, float | int]]] = []
+    for j, mj in enumerate(sets):
+        row: list[dict[str, float | int]] = []
+        for i in range(j):
+            shared = int(np.isin(mj, sets[i]).sum())
+            row.append({"region": i, "shared": shared, "share": shared / mj.size if mj.size else 0.0})
+        out.append(row)
+    return out
+
+
+def overlap_matrix(member_sets: Sequence[np.ndarray]) -> np.ndarray:
+    """k x k: entry (j, i) is overlap_share(M_j, M_i), the share of region j's members in region i."""
+    sets = [np.asarray(m, dtype=np.int64) for m in member_sets]
+    k = len(sets)
+    out = np.zeros((k, k))
+    for j in range(k):
+        for i in range(k):
+            out[j, i] = overlap_share(sets[j], sets[i])
+    return out
