@@ -155,10 +155,11 @@ def evaluate(settings: list[Setting], authors_steps: int) -> list[dict]:
 
     for s in settings:
         size = params.size_count(len(s.loss_test))
-        for kernel in ("flat", "gaussian"):
+        for name, update in (("engine flat", {"kernel": "flat"}), ("engine gaussian", {}),
+                             ("engine gaussian, deflation paper", {"deflation": "paper"})):
             t = time.perf_counter()
-            res = search(s.x_test, s.loss_test, params.model_copy(update={"kernel": kernel}))
-            both(s, f"engine {kernel}", res.weights, int(not np.all(np.isfinite(res.weights))), time.perf_counter() - t)
+            res = search(s.x_test, s.loss_test, params.model_copy(update=update))
+            both(s, name, res.weights, int(not np.all(np.isfinite(res.weights))), time.perf_counter() - t)
         t = time.perf_counter()
         w, nan = authors_spotlight.run(s.x_test, s.loss_test, size, N_REGIONS, steps=authors_steps)
         both(s, "authors (flat, 5000 st.)", w, nan, time.perf_counter() - t)
@@ -182,10 +183,10 @@ def print_table(settings: list[Setting], rows: list[dict]) -> None:
               f"mean loss slice {s.loss_test[s.slice_test].mean():.2f} vs rest {s.loss_test[~s.slice_test].mean():.2f}")
     methods = list(dict.fromkeys(r["method"] for r in rows))
     names = [s.name for s in settings]
-    head = (f"{'method':40s}" + "".join(f" | {n:>17s}" for n in names)
+    head = (f"{'method':44s}" + "".join(f" | {n:>17s}" for n in names)
             + " |  mean AP | / oracle d. | / oracle c. | NaN | time s")
     print(head)
-    print(f"{'':40s}" + "".join(f" | {'AP   P@10  P@25':>17s}" for _ in names) + " |          |             |             |     |")
+    print(f"{'':44s}" + "".join(f" | {'AP   P@10  P@25':>17s}" for _ in names) + " |          |             |             |     |")
     print("-" * len(head))
     ap = {(r["method"], r["setting"]): r["scores"][0] for r in rows}
     mean_ap = {m: float(np.mean([ap[(m, n)] for n in names])) for m in methods}
@@ -195,7 +196,7 @@ def print_table(settings: list[Setting], rows: list[dict]) -> None:
         cells = "".join(f" | {r['scores'][0]:.3f} {r['scores'][1]:.2f} {r['scores'][2]:.2f}" for r in mine)
         nan = sum(r["nan"] for r in mine)
         secs = sum(r["seconds"] for r in mine)
-        print(f"{m:40s}{cells} | {mean_ap[m]:8.3f} | {mean_ap[m] / oracle_d:11.1%} | {mean_ap[m] / oracle_c:11.1%} "
+        print(f"{m:44s}{cells} | {mean_ap[m]:8.3f} | {mean_ap[m] / oracle_d:11.1%} | {mean_ap[m] / oracle_c:11.1%} "
               f"| {nan:3d} | {secs:6.1f}")
     print_goals(names, ap, mean_ap, rows)
 

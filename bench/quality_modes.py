@@ -126,12 +126,12 @@ def print_multimode(mm: MultiMode, rows: list[dict]) -> None:
     print(f"# multi-mode: one model, three planted problems; held-out n={len(mm.loss)}, d={mm.x.shape[1]}; "
           + "; ".join(f"{k} {int(v.sum())} rows, mean loss {mm.loss[v].mean():.2f}" for k, v in mm.modes.items())
           + f"; rest {mm.loss[~np.any(list(mm.modes.values()), 0)].mean():.2f}")
-    head = f"{'method':40s}" + "".join(f" | {n:>12s}" for n in names) + " | mean AP | coverage | redundancy | time s"
+    head = f"{'method':50s}" + "".join(f" | {n:>12s}" for n in names) + " | mean AP | coverage | redundancy | time s"
     print(head)
     print("-" * len(head))
     for r in rows:
         cells = "".join(f" | {a:12.3f}" for a in r["best"])
-        print(f"{r['method']:40s}{cells} | {np.mean(r['best']):7.3f} | {r['coverage']:4d} / {len(names)} | "
+        print(f"{r['method']:50s}{cells} | {np.mean(r['best']):7.3f} | {r['coverage']:4d} / {len(names)} | "
               f"{r['redundancy']:10.2f} | {r['seconds']:6.1f}")
     mixture = next(r for r in rows if r["method"].startswith("mixture"))
     for how in ("weight", "contribution"):
