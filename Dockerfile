@@ -1,12 +1,13 @@
 # syntax=docker/dockerfile:1
 # Two images from one file:
-#   docker build --target api    -t spotlight-api .      # FastAPI, no torch (small, CPU only); also runs
+#   docker build --target api    -t spotlight-api .      # FastAPI, no torch (the `server` extra); also runs
 #                                                        #   `spotlight worker --callbacks-only` (webhooks)
 #   docker build --target worker -t spotlight-worker .   # RQ worker on a CUDA PyTorch base
 # docker-compose.yml builds both; tests/test_packaging.py checks this file against the code.
 
 ARG PYTHON_IMAGE=python:3.11-slim
-ARG TORCH_IMAGE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+# The worker's torch is the minor version the tests run on (the Makefile's TORCH); a test checks it.
+ARG TORCH_IMAGE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime
 
 # ---- the project's source, shared by both targets ----
 FROM ${PYTHON_IMAGE} AS source
@@ -16,7 +17,7 @@ COPY spotlight/ spotlight/
 COPY service/ service/
 COPY worker/ worker/
 
-# ---- api: the base install and s3fs (no torch) ----
+# ---- api: the server and s3 extras (no torch) ----
 FROM ${PYTHON_IMAGE} AS api
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -24,7 +25,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SPOTLIGHT_DATA_DIR=/data
 COPY --from=source /src /app
 WORKDIR /app
-RUN pip install "/app[s3]" \
+RUN pip install "/app[server,s3]" \
     && useradd --uid 1000 --create-home spotlight \
     && mkdir -p /data/store \
     && chown -R spotlight /data

@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: install run test openapi bench-quality bench-speed bench-upload bench-load clean
+.PHONY: install run test lint openapi bench-quality bench-speed bench-upload bench-load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Lint and type-check (configured in pyproject.toml); not yet part of `make test`.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 openapi: install
 	$(BIN)/spotlight openapi --output openapi/openapi.json

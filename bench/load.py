@@ -9,6 +9,15 @@ vanished: must be 0) and the latency of submissions and status polls (p50 / p99)
 
     python -m bench.load                      # 200 jobs, 2 workers, 8 pollers
     python -m bench.load --jobs 50 --workers 1
+    python -m bench.load --hostile [--repo PATH]   # other tenants' latency and the API's RSS under attack
+
+`--hostile` runs instead the attacks of issue 12 at once against one API and one worker, for
+`--duration` seconds: 42 references trickling a byte a second, two `gzip, gzip` reference bombs,
+two inline JSON bodies of short numbers (`--inline-mb` each), an .npz with 15 M metadata strings,
+the hours-long job of the issue and three large ones; meanwhile a victim tenant polls `/healthz`
+and `/v1/jobs` and submits one small job. Prints the victim's latency (p50 / p99 / max, errors),
+how long its small job waited to start, what each attack got, and the API's peak RSS. `--repo`
+runs another checkout's service (e.g. an export of an older commit) for a before/after comparison.
 """
 
 from __future__ import annotations
@@ -64,8 +73,9 @@ def pct(values: list[float], q: float) -> float:
 class Service:
     """Redis + API + workers as child processes, each in its own session."""
 
-    def __init__(self, root: Path, workers: int, tenants: int) -> None:
+    def __init__(self, root: Path, workers: int, tenants: int, repo: Path = REPO_ROOT) -> None:
         self.root = root
+        self.repo = repo
         self.redis = EmbeddedRedis(root / "redis")
         self.port = free_port()
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -76,7 +86,7 @@ class Service:
             "SPOTLIGHT_API_KEYS": ",".join(f"t{i}:{tenant_key(i)}" for i in range(tenants)),
             "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.3",
             "SPOTLIGHT_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(REPO_ROOT),
+            "PYTHONPATH": str(repo),
         })
         self.env.pop("SPOTLIGHT_API_KEYS_FILE", None)
         self.workers = workers
@@ -88,7 +98,7 @@ class Service:
     def _spawn(self, name: str, *argv: str) -> None:
         log = (self.root / f"{name}.log").open("wb")
         self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "spotlight.cli", *argv], cwd=REPO_ROOT, env=self.env,
+            [sys.executable, "-m", "spotlight.cli", *argv], cwd=self.repo, env=self.env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         ))
 
@@ -204,6 +214,207 @@ async def run_load(url: str, n_jobs: int, n_pollers: int, datasets: list[str], t
     }
 
 
+# ----- --hostile: the attacks of issue 12, all at once -----
+class HostileServer:
+    """Loopback HTTP server: /trickle.npz sends a byte a second, /bomb.npz is `gzip, gzip` of zeros."""
+
+    def __init__(self, bomb_mb: int) -> None:
+        import gzip
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        bomb = gzip.compress(gzip.compress(b"\0" * (bomb_mb * 1024 * 1024), 9), 9)
+        stop = self.stop = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.close_connection = True
+                if self.path == "/bomb.npz":
+                    self.send_response(200)
+                    self.send_header("Content-Encoding", "gzip, gzip")
+                    self.send_header("Content-Length", str(len(bomb)))
+                    self.end_headers()
+                    self.wfile.write(bomb)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", "1000000")
+                self.end_headers()
+                while not stop.wait(1.0):
+                    try:
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                    except OSError:
+                        return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def short_numbers_body(mb: float, d: int = 64) -> bytes:
+    row = "[" + ",".join(["0"] * d) + "]"
+    n = int(mb * 1e6 / (len(row) + 3))
+    return ('{"embeddings": [' + ",".join([row] * n) + '], "losses": [' + ",".join(["1"] * n) + "]}").encode()
+
+
+def metadata_bomb(millions: float) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, embeddings=np.ones((4, 2)), losses=np.ones(4), metadata=np.array(["{}"] * int(millions * 1e6)))
+    return buf.getvalue()
+
+
+HUGE_JOB = {"n_spotlights": 50, "steps": 100_000, "restarts": 256, "n_permutations": 1000, "shape": "diagonal",
+            "device": "cpu"}
+LARGE_JOB = {"n_spotlights": 5, "steps": 2000, "restarts": 8, "spotlight_size": 0.05, "device": "cpu"}
+SMALL_JOB = {"n_spotlights": 1, "steps": 30, "restarts": 1, "spotlight_size": 0.1, "device": "cpu"}
+
+
+def run_hostile(args: argparse.Namespace) -> int:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    attacker_tenants = [1, 2, 3]
+    hostile = HostileServer(args.bomb_mb)
+    outcomes: dict[str, dict[str, int]] = {}
+    lock = threading.Lock()
+
+    def note(kind: str, outcome: str) -> None:
+        with lock:
+            outcomes.setdefault(kind, {})[outcome] = outcomes.setdefault(kind, {}).get(outcome, 0) + 1
+
+    with tempfile.TemporaryDirectory(prefix="spotlight-hostile-") as tmp:
+        service = Service(Path(tmp), 1, 4, repo=args.repo.resolve())
+        service.env.update({
+            "SPOTLIGHT_ALLOWED_SCHEMES": '["file", "http"]', "SPOTLIGHT_ALLOWED_HOSTS": '["127.0.0.1"]',
+            "SPOTLIGHT_ALLOW_PRIVATE_ADDRESSES": "true", "SPOTLIGHT_REFERENCE_TIMEOUT_S": str(args.duration),
+            "SPOTLIGHT_MAX_UPLOAD_BYTES": str(512 * 1024**2),
+        })
+        sampler_stop = threading.Event()
+        peak = {"rss": 0, "before": 0}
+        try:
+            service.start()
+            api = psutil.Process(service.procs[0].pid)
+            peak["before"] = api.memory_info().rss
+
+            def sample() -> None:
+                while not sampler_stop.wait(0.02):
+                    try:
+                        peak["rss"] = max(peak["rss"], api.memory_info().rss)
+                    except psutil.Error:
+                        return
+
+            threading.Thread(target=sample, daemon=True).start()
+            with httpx.Client(base_url=service.url, timeout=60) as c:
+                victim_ds = c.post("/v1/datasets", headers=auth(0),
+                                   files={"file": ("d.npz", npz(300, 8, 0), "application/octet-stream")}).json()["id"]
+                big_ds = c.post("/v1/datasets", headers=auth(1),
+                                files={"file": ("d.npz", npz(20000, 64, 1), "application/octet-stream")}).json()["id"]
+
+            latencies: list[float] = []
+            errors: dict[str, int] = {}
+            small_wait: float | None = None
+            stop = threading.Event()
+
+            def victim() -> None:
+                with httpx.Client(base_url=service.url, timeout=10, headers=auth(0)) as v:
+                    i = 0
+                    while not stop.is_set():
+                        path = "/healthz" if i % 2 else "/v1/jobs"
+                        i += 1
+                        t0 = time.perf_counter()
+                        try:
+                            r = v.get(path)
+                            latencies.append(time.perf_counter() - t0)
+                            if r.status_code != 200:
+                                errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                        except httpx.HTTPError as exc:
+                            latencies.append(time.perf_counter() - t0)
+                            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                        stop.wait(0.05)
+
+            def attack(kind: str, tenant: int, method: str, path: str, **kw: Any) -> None:
+                try:
+                    with httpx.Client(base_url=service.url, timeout=args.duration + 30, headers=auth(tenant)) as a:
+                        r = a.request(method, path, **kw)
+                    note(kind, f"{r.status_code} {r.json().get('error', {}).get('code', '') if r.status_code >= 400 else ''}".strip())
+                except (httpx.HTTPError, ValueError) as exc:
+                    note(kind, type(exc).__name__)
+
+            inline = short_numbers_body(args.inline_mb)
+            meta_npz = metadata_bomb(15)
+            watcher = threading.Thread(target=victim, daemon=True)
+            watcher.start()
+            t_start = time.monotonic()
+            with ThreadPoolExecutor(64) as pool:
+                jobs = [pool.submit(attack, "job huge (issue)", 1, "POST", "/v1/jobs",
+                                    json={"dataset": big_ds, "params": HUGE_JOB})]
+                jobs += [pool.submit(attack, "job large", 1, "POST", "/v1/jobs",
+                                     json={"dataset": big_ds, "params": LARGE_JOB}) for _ in range(3)]
+                for f in jobs:
+                    f.result()
+                for i in range(2):
+                    pool.submit(attack, "gzip,gzip reference", attacker_tenants[i % 3], "POST", "/v1/datasets",
+                                json={"uri": f"http://127.0.0.1:{hostile.port}/bomb.npz"})
+                for i in range(2):
+                    pool.submit(attack, f"inline JSON {len(inline) / 1e6:.0f} MB", attacker_tenants[i % 3], "POST",
+                                "/v1/datasets", content=inline, headers={"content-type": "application/json"})
+                pool.submit(attack, "npz 15 M metadata strings", 3, "POST", "/v1/datasets",
+                            files={"file": ("m.npz", meta_npz, "application/octet-stream")})
+                for i in range(42):
+                    pool.submit(attack, "slow reference", attacker_tenants[i % 3], "POST", "/v1/datasets",
+                                json={"uri": f"http://127.0.0.1:{hostile.port}/trickle.npz"})
+                # The victim's small job, once the attack is under way.
+                time.sleep(2)
+                small_id = None
+                with httpx.Client(base_url=service.url, timeout=10, headers=auth(0)) as v:
+                    t_sub = time.monotonic()
+                    while time.monotonic() - t_start < args.duration:
+                        try:
+                            if small_id is None:
+                                r = v.post("/v1/jobs", json={"dataset": victim_ds, "params": SMALL_JOB})
+                                small_id = r.json().get("id") if r.status_code == 202 else None
+                            elif v.get(f"/v1/jobs/{small_id}").json().get("started_at"):
+                                small_wait = time.monotonic() - t_sub
+                                break
+                        except (httpx.HTTPError, ValueError):
+                            pass  # the API did not answer in time: keep trying until the run ends
+                        time.sleep(0.25)
+                stop.wait(max(0.0, args.duration - (time.monotonic() - t_start)))
+                stop.set()
+                hostile.stop.set()
+            watcher.join(15)
+        finally:
+            sampler_stop.set()
+            service.stop()
+            hostile.close()
+
+    ms = 1000.0
+    mib = 1024**2
+    print(f"hostile: {args.duration:.0f} s of attacks on one API + one worker, API from {args.repo}")
+    print(f"  victim GETs      {len(latencies)}   p50 {pct(latencies, 50) * ms:.0f} ms   p99 {pct(latencies, 99) * ms:.0f} ms"
+          f"   max {max(latencies) * ms if latencies else float('nan'):.0f} ms   errors {errors or 0}")
+    waited = f"started after {small_wait:.1f} s" if small_wait is not None else "not started within the run"
+    print(f"  victim small job {waited}")
+    print(f"  API RSS          before {peak['before'] / mib:.0f} MiB   peak {peak['rss'] / mib:.0f} MiB")
+    for kind, seen in outcomes.items():
+        print(f"  {kind:<26} {seen}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
@@ -214,7 +425,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--d", type=int, default=8, help="embedding dimension")
     parser.add_argument("--poll-interval", type=float, default=0.05, help="pause of each poller between polls (s)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for all jobs to end")
+    parser.add_argument("--hostile", action="store_true", help="run the attacks of issue 12 instead (see above)")
+    parser.add_argument("--duration", type=float, default=40.0, help="--hostile: seconds of attack")
+    parser.add_argument("--inline-mb", type=float, default=32.0, help="--hostile: size of each inline JSON body")
+    parser.add_argument("--bomb-mb", type=int, default=256, help="--hostile: zeros inside each gzip bomb, MiB")
+    parser.add_argument("--repo", type=Path, default=REPO_ROOT, help="checkout whose service to run")
     args = parser.parse_args(argv)
+    if args.hostile:
+        return run_hostile(args)
 
     with tempfile.TemporaryDirectory(prefix="spotlight-load-") as tmp:
         service = Service(Path(tmp), args.workers, args.tenants)

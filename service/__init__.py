@@ -1,6 +1,8 @@
 """The HTTP edge of the Spotlight service (FastAPI). It never imports the worker or torch.
 
     app.py              create_app(settings) -> FastAPI; `uvicorn service.app:create_app --factory`
+    cli.py              `spotlight api` and `spotlight openapi`
+    expiry.py           results past their TTL leave Redis and the store together; stale upload folders
     routers/            one APIRouter per resource: datasets, jobs, results, ops
     deps.py             settings, Redis, store, tenant and registries as Annotated dependencies
     auth.py             API keys (hashed, constant-time compare) -> tenant

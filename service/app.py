@@ -8,23 +8,25 @@ on `app.state`; routes receive it through service/deps.py. The app never imports
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import redis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from service import docs, metrics, security_headers
 from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
-from service.ingest import sweep_stale_workspaces
-from service.limits import BodyLimitMiddleware
-from service.request_log import RequestLogMiddleware, configure_logging
-from service.routers import datasets, jobs, ops, results
-from spotlight.expiry import ExpirySweeper
+from service.expiry import ExpirySweeper, sweep_stale_work
+from service.http_metrics import HttpMetricsMiddleware, HttpStats
+from service.limits import BodyLimitMiddleware, ReferenceSlots
+from service.query_check import reject_unknown_query
+from service.request_log import RequestLogMiddleware
+from service.routers import datasets, jobs, ops, results, score
+from spotlight.logs import configure_logging
 from spotlight.settings import Settings, get_settings
 from spotlight.store import store_from_settings
 
@@ -43,9 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        removed = sweep_stale_workspaces(app.state.store)
+        removed = sweep_stale_work(app.state.store)
         if removed:
-            log.info("removed upload work folders left by a previous process", extra={"count": removed})
+            log.info("removed upload work folders left by a previous process", extra={"count": len(removed)})
         sweeper = ExpirySweeper(settings)  # results past their TTL leave the store and Redis together
         sweeper.start()
         yield
@@ -53,35 +55,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if app.state.redis is not None:
             app.state.redis.close()
 
-    app = FastAPI(title="Spotlight service", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc come from service/docs.py (local assets, no CDN), not FastAPI's defaults.
+    app = FastAPI(title="Spotlight service", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
+                  dependencies=[Depends(reject_unknown_query)], docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.keyring = KeyRing.from_settings(settings)
     app.state.store = store_from_settings(settings)
+    app.state.reference_slots = ReferenceSlots(settings.max_reference_fetches, settings.max_reference_fetches_per_tenant)
     app.state.redis = (
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
         if settings.redis_url
         else None
     )
     install_error_handlers(app)
-    for module in (datasets, jobs, results, ops):
+    for module in (datasets, jobs, results, score, ops, docs):
         app.include_router(module.router)
-    _install_optional(app)
-    app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes)
+    metrics.install(app)
+    app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes,
+                       job_limit=settings.max_job_body_bytes)
     app.add_middleware(RequestLogMiddleware)
+    # outermost middleware: counts every answer (413s of the body limit too) after the access log line is written
+    app.state.http_stats = HttpStats()
+    app.add_middleware(HttpMetricsMiddleware, state=app.state)
+    security_headers.install(app)  # wraps even the outermost middleware: every answer (500s included) has the headers
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
-
-
-def _install_optional(app: FastAPI) -> None:
-    """Modules other parts of the project add (e.g. service/metrics.py with `install(app)`)."""
-    for name in ("service.metrics",):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.install(app)
 
 
 # Statuses any operation can answer: a body or query it cannot parse, an oversized body, a fault.

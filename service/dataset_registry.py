@@ -13,14 +13,15 @@ import secrets
 
 import redis
 
-from service.errors import ApiError
 from spotlight.dataset_files import DatasetBuilder
+from spotlight.errors import NotFound
 from spotlight.protocol import (
     DatasetRecord,
     ErrorCode,
     blob_refs_key,
     dataset_key,
     dataset_prefix,
+    redis_text,
     tenant_datasets_key,
     utcnow,
 )
@@ -42,18 +43,23 @@ class DatasetRegistry:
         self.r = r
         self.store = store
 
-    def register(self, tenant: str, builder: DatasetBuilder, n: int, dim: int) -> tuple[DatasetRecord, bool]:
+    def register(
+        self, tenant: str, builder: DatasetBuilder, n: int, dim: int, name: str | None = None,
+        tags: list[str] | None = None,
+    ) -> tuple[DatasetRecord, bool]:
         """Move the built files in (unless the content is already stored) and create the record.
 
-        Returns the record and whether the content was already there (deduplicated).
+        Returns the record and whether this tenant already had this content (deduplicated). Other
+        tenants' copies are shared on disk but never disclosed: telling a caller that someone else
+        holds the bytes it just sent would let it test guesses about other tenants' data.
         """
         sha = builder.content_sha256()
         record = DatasetRecord(
             id=new_dataset_id(), tenant=tenant, sha256=sha, n=n, dim=dim,
-            fields=builder.manifest(n, dim)["fields"], created_at=utcnow(),
+            fields=builder.manifest(n, dim)["fields"], created_at=utcnow(), name=name, tags=list(tags or []),
         )
         with _blob_lock(self.r, sha):
-            existed = self.store.exists(f"{dataset_prefix(sha)}/manifest.json")
+            existed = self._tenant_holds(tenant, sha)
             builder.commit(self.store, n, dim)
             pipe = self.r.pipeline()
             pipe.set(dataset_key(record.id), record.model_dump_json())
@@ -62,11 +68,21 @@ class DatasetRegistry:
             pipe.execute()
         return record, existed
 
+    def _tenant_holds(self, tenant: str, sha256: str) -> bool:
+        """Whether one of `tenant`'s own datasets already points at this content."""
+        ids = [i.decode() if isinstance(i, bytes) else i for i in self.r.smembers(blob_refs_key(sha256))]
+        if not ids:
+            return False
+        for raw in self.r.mget([dataset_key(i) for i in ids]):
+            if raw and DatasetRecord.model_validate_json(raw).tenant == tenant:
+                return True
+        return False
+
     def get(self, tenant: str, dataset_id: str) -> DatasetRecord:
         raw = self.r.get(dataset_key(dataset_id)) if dataset_id.startswith("ds_") else None
         record = DatasetRecord.model_validate_json(raw) if raw else None
         if record is None or record.tenant != tenant:
-            raise ApiError(404, ErrorCode.DATASET_NOT_FOUND, f"No dataset {dataset_id!r} for this caller.",
+            raise NotFound(ErrorCode.DATASET_NOT_FOUND, f"No dataset {dataset_id!r} for this caller.",
                            {"dataset": dataset_id})
         return record
 
@@ -74,7 +90,7 @@ class DatasetRegistry:
         key = tenant_datasets_key(tenant)
         total = int(self.r.zcard(key))
         # Past the end: an empty page (Redis refuses offsets beyond 64 bits with an error).
-        ids = [i.decode() for i in self.r.zrevrange(key, offset, offset + limit - 1)] if offset < total else []
+        ids = [redis_text(i) for i in self.r.zrevrange(key, offset, offset + limit - 1)] if offset < total else []
         raws = self.r.mget([dataset_key(i) for i in ids]) if ids else []
         records = [DatasetRecord.model_validate_json(raw) for raw in raws if raw]
         return records, total

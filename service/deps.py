@@ -6,15 +6,18 @@ routes as `Annotated[..., Depends(...)]` aliases, so tests can build an app per 
 
 from __future__ import annotations
 
+import contextlib
+import re
 from typing import Annotated
 
 import redis
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 
 from service.auth import OPEN_TENANT, KeyRing, bearer_token
 from service.dataset_registry import DatasetRegistry
 from service.errors import ApiError
 from service.job_registry import JobRegistry
+from service.schemas import DatasetReference
 from spotlight.protocol import ErrorCode
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
@@ -55,6 +58,37 @@ def get_tenant(
         tenant = found
     request.scope.setdefault("state", {})["tenant"] = tenant
     return tenant
+
+
+# Ids as this service mints them (`job_` / `ds_` + hex; letters, digits, '_' and '-' allowed, as
+# RQ allows in a job id). Anything else cannot name a job or dataset, so it is 404 at the edge,
+# before it reaches RQ (which raises on ids it would not have made) or a store path.
+_JOB_ID = re.compile(r"job_[A-Za-z0-9_-]{1,64}")
+_DATASET_ID = re.compile(r"ds_[A-Za-z0-9_-]{1,64}")
+
+
+def job_id_path(job_id: Annotated[str, Path(description="The job's id, `job_…`.")]) -> str:
+    if not _JOB_ID.fullmatch(job_id):
+        raise ApiError(404, ErrorCode.JOB_NOT_FOUND, "No job with this id for this caller (ids look like job_…).",
+                       {"job": job_id[:100]})
+    return job_id
+
+
+def dataset_id_path(dataset_id: Annotated[str, Path(description="The dataset's id, `ds_…`.")]) -> str:
+    if not _DATASET_ID.fullmatch(dataset_id):
+        raise ApiError(404, ErrorCode.DATASET_NOT_FOUND,
+                       "No dataset with this id for this caller (ids look like ds_…).", {"dataset": dataset_id[:100]})
+    return dataset_id
+
+
+JobIdDep = Annotated[str, Depends(job_id_path)]
+DatasetIdDep = Annotated[str, Depends(dataset_id_path)]
+def reference_slot(request: Request, tenant: str, dataset: object) -> contextlib.AbstractContextManager[None]:
+    """A slot of the app's `ReferenceSlots` when `dataset` is a reference (reading it holds a
+    thread for up to `reference_timeout_s`); nothing to take for inline arrays or an id."""
+    if isinstance(dataset, DatasetReference):
+        return request.app.state.reference_slots.take(tenant)
+    return contextlib.nullcontext()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,10 +1,13 @@
 """Every error the API sends, in one place: the contract's `{"error": {"code", "message", "details"}}`.
 
-Routes and helpers raise `ApiError` (or let a known library exception escape); the handlers here
-turn each into the contract's JSON, including the errors the framework itself produces (unknown
-route, wrong method, request validation, malformed JSON, body too large) and unexpected faults.
-Caller mistakes are 4xx; 5xx only for server faults. Request validation is 400, like every other
-"your input is wrong" answer, so a caller has one status to branch on.
+Below the edge, registries, ingestion and reference checks raise domain errors
+(spotlight/errors.py) that know nothing of HTTP; `HTTP_STATUS` here is the one mapping from their
+`code` to a status. Routes and dependencies (the edge itself) may raise `ApiError` with a status of
+their own choosing. The handlers turn each into the contract's JSON, including the errors the
+framework itself produces (unknown route, wrong method, request validation, malformed JSON, body
+too large) and unexpected faults. Caller mistakes are 4xx; 5xx only for server faults. Request
+validation is 400, like every other "your input is wrong" answer, so a caller has one status to
+branch on.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from spotlight.errors import DomainError
 from spotlight.protocol import ErrorCode
 from spotlight.store import StoreError
 
@@ -38,8 +42,47 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+# The HTTP status of each error code: one code, one status, wherever it is raised.
+HTTP_STATUS: dict[str, int] = {
+    ErrorCode.VALIDATION: 400,
+    ErrorCode.MALFORMED_JSON: 400,
+    ErrorCode.BAD_FILE: 400,
+    ErrorCode.NON_FINITE: 400,
+    ErrorCode.SHAPE_MISMATCH: 400,
+    ErrorCode.REFERENCE_REFUSED: 400,
+    ErrorCode.REFERENCE_UNREADABLE: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.DATASET_NOT_FOUND: 404,
+    ErrorCode.JOB_NOT_FOUND: 404,
+    ErrorCode.REGION_NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.JOB_NOT_FINISHED: 409,
+    ErrorCode.JOB_NOT_CANCELABLE: 409,
+    ErrorCode.IDEMPOTENCY_CONFLICT: 409,
+    ErrorCode.DATASET_GONE: 410,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.TOO_MANY_ELEMENTS: 413,
+    ErrorCode.UNSUPPORTED_MEDIA: 415,
+    ErrorCode.TOO_MANY_JOBS: 429,
+    ErrorCode.TOO_MANY_FETCHES: 429,
+    ErrorCode.TOO_MUCH_ACTIVE_COST: 429,
+    ErrorCode.JOB_TOO_COSTLY: 400,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.STORE_ERROR: 503,
+}
+
+
+def http_status(error: DomainError) -> int:
+    """The status a domain error is answered with; a code missing from the table is a bug (500)."""
+    return HTTP_STATUS.get(error.code, 500)
+
+
 class ApiError(Exception):
-    """An error with its HTTP status and the contract's code; raised anywhere below a route."""
+    """An answer a route or dependency (the edge) decides itself: its HTTP status and the contract's code.
+
+    Code below the edge raises a domain error (spotlight/errors.py) instead."""
 
     def __init__(
         self,
@@ -90,6 +133,12 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+    return error_response(http_status(exc), exc.code, exc.message, exc.details, headers)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
@@ -111,14 +160,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, code, message, details, headers)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves on this path (Starlette's own 405 names only one route's)."""
-    methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches({**request.scope, "method": "__none__"})
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    """Every method some route serves on this path, asked of the routes themselves per method
+    (routers may be nested, and Starlette's own 405 names only one route's methods)."""
+    allowed = []
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in request.app.routes):
+            allowed.append(method)
+    return allowed
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -178,6 +231,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(redis.exceptions.ConnectionError, _redis_down)
@@ -195,9 +249,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflict with the resource's state",
         413: "Body or array too large (payload_too_large, too_many_elements)",
         415: "Unsupported content type",
-        429: "Too many active jobs (too_many_active_jobs); see Retry-After",
+        429: "Too many active jobs (too_many_active_jobs) or reference reads (too_many_reference_fetches); see Retry-After",
         410: "The dataset behind these results was deleted (dataset_gone)",
         500: "Server fault (internal_error)",
-        503: "Redis or the store unreachable",
+        503: "Redis or the store unreachable, or the server reading its most references at once; see Retry-After",
     }
     return {s: {"model": ErrorResponse, "description": descriptions.get(s, "Error")} for s in statuses}

@@ -20,6 +20,9 @@ behind a load balancer, per-process counters would differ from scrape to scrape.
   registered workers of the queue; the device is what the worker recorded
   (jobstats.record_worker_device), else the device of its current job, else "unknown".
 - ``spotlight_redis_up``: 0 when Redis could not be read (the other series are then absent).
+- ``spotlight_http_requests_total{method, route, status_class}`` and
+  ``spotlight_http_request_duration_seconds{…}``: every API process's requests by route template
+  (service/http_metrics.py: counted in memory, added to Redis about once a second).
 
 Reads are side-effect free: registries are counted with ZCARD / ZCOUNT, never with RQ's
 ``count`` (which runs cleanup and could fail abandoned jobs from inside a scrape).
@@ -44,13 +47,16 @@ from prometheus_client.utils import floatToGoString
 from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job
+from rq.worker import BaseWorker
 
+from service.http_metrics import HttpCollector
 from spotlight import jobstats
-from spotlight.protocol import META_DEVICE, META_STATUS
+from spotlight.jobqueue import large_lane
+from spotlight.jobstate import JobStatus, status_from
+from spotlight.protocol import META_DEVICE, redis_text
 
 log = logging.getLogger("spotlight.api.metrics")
 
-STATUSES = ("queued", "running", "finished", "failed", "canceled")
 _META_CHUNK = 1000
 
 metrics_router = APIRouter(tags=["operations"])
@@ -82,21 +88,24 @@ class SpotlightCollector:
 
     def _collect(self, conn: Redis) -> Iterator[Metric]:
         queue = Queue(self.queue_name, connection=conn)
+        large = Queue(large_lane(self.queue_name), connection=conn)  # both lanes are this queue's jobs
         counts = job_counts(conn, queue)
+        for status, n in job_counts(conn, large).items():
+            counts[status] = counts.get(status, 0) + n
         jobs = GaugeMetricFamily("spotlight_jobs", "Jobs on record by status (until their results expire).",
                                  labels=["status"])
-        for status in STATUSES:
-            jobs.add_metric([status], counts[status])
+        for status in JobStatus:
+            jobs.add_metric([status.value], counts[status])
         yield jobs
 
         depth = GaugeMetricFamily("spotlight_queue_depth", "Jobs waiting in the queue for a worker.")
-        depth.add_metric([], conn.llen(queue.key))
+        depth.add_metric([], conn.llen(queue.key) + conn.llen(large.key))
         yield depth
 
         ended = CounterMetricFamily("spotlight_jobs_ended", "Jobs that ended, by status, since the stats began.",
                                     labels=["status"])
-        for status, n in sorted(jobstats.read_ended(conn, self.queue_name).items()):
-            ended.add_metric([status], n)
+        for label, n in sorted(jobstats.read_ended(conn, self.queue_name).items()):
+            ended.add_metric([label], n)
         yield ended
 
         hists = jobstats.read_histograms(conn, self.queue_name)
@@ -123,13 +132,14 @@ class SpotlightCollector:
             states.add_metric([state], n)
         yield states
         yield info
+        yield from HttpCollector(conn, self.queue_name).collect()
 
 
-def job_counts(conn: Redis, queue: Queue) -> dict[str, int]:
+def job_counts(conn: Redis, queue: Queue) -> dict[JobStatus, int]:
     """Jobs by the contract's status, read without side effects (see the module docstring)."""
     now = time.time()
-    counts = dict.fromkeys(STATUSES, 0)
-    counts["queued"] = (
+    counts = dict.fromkeys(JobStatus, 0)
+    counts[JobStatus.QUEUED] = (
         int(conn.llen(queue.key))
         + int(conn.zcard(queue.deferred_job_registry.key))
         + int(conn.zcard(queue.scheduled_job_registry.key))
@@ -137,22 +147,22 @@ def job_counts(conn: Redis, queue: Queue) -> dict[str, int]:
     # started entries are "job_id:execution_id": one job may briefly have two executions. A job whose
     # worker has already written how it ended (and is now delivering its callback) counts as that,
     # as the API's job view says.
-    started = sorted({(m.decode() if isinstance(m, bytes) else m).split(":", 1)[0]
+    started = sorted({redis_text(m).split(":", 1)[0]
                       for m in conn.zrange(queue.started_job_registry.key, 0, -1)})
-    for status in _own_statuses(conn, queue, started):
-        counts[status if status in ("finished", "failed", "canceled") else "running"] += 1
+    for status in _statuses(conn, queue, started, "started"):
+        counts[status] += 1
     live = f"({now}"  # registry scores are expiry times; an entry past its expiry is on its way out
-    counts["failed"] = int(conn.zcount(queue.failed_job_registry.key, live, "+inf"))
+    counts[JobStatus.FAILED] += int(conn.zcount(queue.failed_job_registry.key, live, "+inf"))
     # RQ scores canceled entries with the cancel time and never cleans that registry: a canceled
     # job is on record while its job hash exists.
-    canceled = [m.decode() if isinstance(m, bytes) else m for m in conn.zrange(queue.canceled_job_registry.key, 0, -1)]
-    counts["canceled"] = sum(1 for exists in _exists(conn, canceled) if exists)
+    canceled = [redis_text(m) for m in conn.zrange(queue.canceled_job_registry.key, 0, -1)]
+    counts[JobStatus.CANCELED] += sum(1 for exists in _exists(conn, canceled) if exists)
     finished_ids = [
-        (m.decode() if isinstance(m, bytes) else m)
+        redis_text(m)
         for m in conn.zrangebyscore(queue.finished_job_registry.key, live, "+inf")
     ]
-    for status in _own_statuses(conn, queue, finished_ids):
-        counts[status if status in ("failed", "canceled") else "finished"] += 1
+    for status in _statuses(conn, queue, finished_ids, "finished"):
+        counts[status] += 1
     return counts
 
 
@@ -164,25 +174,23 @@ def _exists(conn: Redis, job_ids: list[str]) -> Iterator[bool]:
         yield from (bool(x) for x in pipe.execute())
 
 
-def _own_statuses(conn: Redis, queue: Queue, job_ids: list[str]) -> Iterator[str | None]:
-    """The status our worker wrote in each job's meta (None when it wrote none)."""
+def _statuses(conn: Redis, queue: Queue, job_ids: list[str], rq_status: str) -> Iterator[JobStatus]:
+    """The contract's status of each job of one RQ registry (`rq_status`), by spotlight/jobstate.py's rule."""
     for start in range(0, len(job_ids), _META_CHUNK):
         pipe = conn.pipeline(transaction=False)
         for job_id in job_ids[start : start + _META_CHUNK]:
             pipe.hget(Job.key_for(job_id), "meta")
         for raw in pipe.execute():
-            if not raw:
-                yield None
-                continue
-            try:
-                meta = queue.serializer.loads(raw)
-            except Exception:  # noqa: BLE001 - a job we cannot read still counts, as finished
-                yield None
-                continue
-            yield meta.get(META_STATUS) if isinstance(meta, dict) else None
+            meta = None
+            if raw:
+                try:
+                    meta = queue.serializer.loads(raw)
+                except Exception:  # noqa: BLE001 - a job we cannot read still counts, by RQ's status
+                    meta = None
+            yield status_from(rq_status, meta if isinstance(meta, dict) else None)
 
 
-def _worker_device(conn: Redis, queue_name: str, worker: Worker) -> str:
+def _worker_device(conn: Redis, queue_name: str, worker: BaseWorker) -> str:
     device = jobstats.read_worker_device(conn, queue_name, worker.name)
     if device:
         return device
@@ -203,16 +211,18 @@ def _buckets(h: dict[str, Any]) -> list[tuple[str, float]]:
 def render_metrics(conn: Redis | None, queue_name: str) -> bytes:
     """The Prometheus text exposition of everything above (a fresh registry per call: no global state)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SpotlightCollector(conn, queue_name))  # type: ignore[arg-type]
+    registry.register(SpotlightCollector(conn, queue_name))
     return generate_latest(registry)
 
 
 @metrics_router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
     state = request.app.state
+    if hasattr(state, "http_stats"):  # this process's last second of requests, so the scrape includes them
+        state.http_stats.flush(state.redis, state.settings.rq_queue_name())
     return Response(render_metrics(state.redis, state.settings.rq_queue_name()), media_type=CONTENT_TYPE_LATEST)
 
 
 def install(app: FastAPI) -> None:
-    """Called by service.app.create_app (its optional-module hook)."""
+    """Called by service.app.create_app."""
     app.include_router(metrics_router)

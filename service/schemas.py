@@ -1,4 +1,4 @@
-"""The API's request and response bodies (pydantic v2), named as in the contract (shared/API.md)."""
+"""The API's request and response bodies (pydantic v2); openapi/openapi.json is generated from them."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from spotlight.jobstate import JobStatus
 from spotlight.params import SearchParams
-from spotlight.protocol import JobError, JobStatus, Progress
-
+from spotlight.protocol import TAGS_MAX, JobError, Name, Progress, TagText
 
 MAX_OFFSET = 10**9  # paging offsets past this are a caller's mistake, not a Redis error
 
@@ -23,8 +23,10 @@ class InlineDataset(BaseModel):
     embeddings: list[Annotated[list[float], Field(min_length=1)]] = Field(min_length=1, description="n x d floats.")
     losses: list[float] | None = Field(None, description="n floats; or give logits + labels.")
     logits: list[list[float]] | None = Field(None, description="n x c floats; with labels, losses = cross-entropy.")
-    labels: list[int] | None = Field(None, description="n class indices.")
-    predictions: list[int] | None = Field(None, description="n predicted classes.")
+    labels: list[int] | list[str] | None = Field(None, description="n class indices, or n class names.")
+    predictions: list[int] | list[str] | None = Field(
+        None, description="n predicted classes (indices, or names like the labels')."
+    )
     sample_weights: list[float] | None = Field(None, description="n non-negative weights.")
     ids: list[str | int] | None = Field(None, description="n ids, echoed in members.")
     metadata: list[dict[str, Any]] | None = Field(None, description="n JSON objects, echoed in members.")
@@ -36,6 +38,11 @@ class DatasetReference(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     uri: str = Field(description="e.g. file:///data/x.npz or s3://bucket/key.parquet", min_length=1, max_length=4096)
+    columns: dict[str, Annotated[str, Field(min_length=1, max_length=1024)]] | None = Field(
+        None,
+        description="Which column (or .npz key) holds which field, e.g. {\"embeddings\": \"emb\", \"labels\": "
+        "\"target\"}; fields not named are found by their common names (embedding, loss, label, pred, id, …).",
+    )
 
 
 def _dataset_kind(value: Any) -> str:
@@ -60,7 +67,11 @@ class DatasetOut(BaseModel):
     fields: list[str] = Field(description="Stored fields, e.g. embeddings, losses, labels, ids, metadata.")
     sha256: str = Field(description="Hash of the canonical content; same content, same hash, stored once.")
     created_at: datetime
-    deduplicated: bool = Field(False, description="True when this content was already stored (no new copy).")
+    deduplicated: bool = Field(
+        False, description="True when you already stored this content (no new copy); never says whether another tenant has."
+    )
+    name: str | None = Field(None, description="Your label for it (POST /v1/datasets?name=…).")
+    tags: list[str] = Field(default_factory=list, description="Your tags (POST /v1/datasets?tags=a&tags=b).")
 
 
 class DatasetList(BaseModel):
@@ -77,6 +88,8 @@ class JobCreate(BaseModel):
     callback_url: str | None = Field(
         None, max_length=2048, pattern=r"^https?://[^\s/?#]+", description="POSTed the job's outcome when it ends."
     )
+    name: Name | None = Field(None, description="Your label for the job (not unique).")
+    tags: list[TagText] = Field(default_factory=list, max_length=TAGS_MAX, description="Your tags, e.g. [\"nightly\"].")
 
 
 class JobOut(BaseModel):
@@ -92,6 +105,8 @@ class JobOut(BaseModel):
     callback_url: str | None = None
     cancel_requested: bool = Field(False, description="A cancel was asked for; the worker stops at its next step.")
     device: str | None = Field(None, description="Where the search ran (e.g. cpu, cuda:0), once known.")
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list)
 
 
 class JobList(BaseModel):
@@ -178,6 +193,10 @@ class RegionOut(BaseModel):
     effective_size: float = Field(description="How many examples the region counts: sum of kernel weight x "
                                   "sample weight over every row (equals total_weight).")
     overlap: list[RegionOverlap] = Field(description="One entry per earlier region: members in common.")
+    member_min_weight: float | None = Field(
+        None, description="What a row of other data needs to be a member (POST /v1/jobs/{id}/score): weight > 0 "
+        "and >= this. 0 for the flat kernel (its support); for the gaussian, the smallest weight among the "
+        "members here. Null when the region has no members (then no row is).")
     description: RegionDescription | None = Field(None, description="Absent when describing the region failed.")
 
 
@@ -195,8 +214,8 @@ class Member(BaseModel):
         description="weight x (loss - the job's loss floor): the row's share of the region's weighted loss; "
         "for min_loss jobs weight x (loss ceiling - loss). Members are ordered by it with order=contribution.",
     )
-    label: int | None = None
-    prediction: int | None = None
+    label: int | str | None = Field(None, description="The class index, or its name when the dataset has class names.")
+    prediction: int | str | None = Field(None, description="Like label.")
     metadata: dict[str, Any] | None = None
 
 

@@ -1,7 +1,15 @@
-"""Python client of the Spotlight service: the HTTP contract (shared/API.md), one method per verb.
+"""Python client of the Spotlight service: one method per verb of the HTTP contract (openapi/openapi.json).
 
 It needs only numpy and httpx, so it installs on any laptop next to a notebook; a progress bar uses
-`rich` (or `tqdm`) when one of them is importable. Nothing else from this repository is imported.
+`rich` (or `tqdm`) when one of them is importable. From this repository it imports only numpy-only
+modules (spotlight/columns.py, kernel.py, tables.py). pandas, pyarrow and `datasets` are imported
+only when a table of theirs is given, or a DataFrame of results is asked for.
+
+    job = sc.submit(df, embeddings="embedding", losses="loss", labels="label", ids="id")
+    job.wait()
+    job.regions_df()                     # one row per region (pandas)
+    job.members_df(0)                    # region 0's members, metadata as columns
+    job.regions()[0].weights(new_x)      # the region's kernel weight of new embeddings, locally
 
     from spotlight.client import SpotlightClient
 
@@ -33,13 +41,16 @@ from typing import IO, Any
 import httpx
 import numpy as np
 
-__all__ = ["Job", "SpotlightClient", "SpotlightError", "JobFailedError", "JobWaitTimeout"]
+from spotlight import kernel, tables
+
+__all__ = ["Job", "JobFailedError", "JobWaitTimeout", "Region", "SpotlightClient", "SpotlightError"]
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 # An upload's answer comes after the server has validated and stored everything: allow it longer.
 UPLOAD_READ_TIMEOUT_S = 600.0
 _SPOOL_BYTES = 64 * 1024 * 1024  # arrays up to this size are packed in memory, larger ones in a temp file
 _TERMINAL = ("finished", "failed", "canceled")
+INLINE_SCORE_VALUES = 1_000_000  # embeddings up to this many numbers are scored inline (about 20 MB of JSON)
 
 
 class SpotlightError(Exception):
@@ -105,6 +116,19 @@ class JobWaitTimeout(SpotlightError, TimeoutError):
     """`Job.wait(timeout=...)` ran out before the job ended (the job itself goes on)."""
 
 
+class Region(dict):  # type: ignore[type-arg]
+    """One region as the API returns it (a dict: ``r["lift"]``), plus :meth:`weights` for new data."""
+
+    def weights(self, embeddings: Any) -> np.ndarray:
+        """The region's kernel weight (in [0, 1]) of each row of `embeddings` (n x d, the job's d).
+
+        The engine's own formula (spotlight/kernel.py) from the region's centre, precision and
+        kernel, so it equals what `POST /v1/jobs/{id}/score` answers. Regions found with
+        ``pca_components`` raise `spotlight.kernel.RegionSpaceError` (their PCA basis is not stored).
+        """
+        return kernel.region_weights(embeddings, self)
+
+
 class Job:
     """A submitted search. Cheap to make: ``client.job("job_…")`` attaches to an existing one."""
 
@@ -167,19 +191,60 @@ class Job:
         return self.last_status
 
     # ----- results (SpotlightError code job_not_finished until the job has finished) -----
-    def regions(self) -> list[dict[str, Any]]:
-        """The regions found, each a dict. Besides the search's own numbers (center, precision,
-        weighted_loss, lift = weighted_loss / the dataset's mean loss, total_weight):
+    def regions(self) -> list[Region]:
+        """The regions found, each a dict with a ``weights(X)`` method. Besides the search's own numbers
+        (center, precision, weighted_loss, lift = weighted_loss / the dataset's mean loss, total_weight):
 
         - ``n_members``: the size of the region's member set, the rows `members` pages (the flat
           kernel's support; for the gaussian, the heaviest rows that count as many examples as the region);
         - ``effective_size``: how many examples the region counts, the sum of its kernel weights;
         - ``overlap``: per earlier region ``{"region", "shared", "share"}``, the share of this
           region's members that region already holds;
+        - ``member_min_weight``: what a row of other data needs to be a member (see :meth:`score`);
         - ``description``: computed on the members: ``mean_loss``, ``lift``, ``mean_loss_ci``,
-          ``error_rate``, and the ``labels`` / ``predictions`` / ``metadata`` values they over-represent.
+          ``error_rate``, and the ``labels`` / ``predictions`` / ``metadata`` values they over-represent
+          (by class name when the dataset has them).
         """
-        return list(self.client._json("GET", f"/v1/jobs/{self.id}/regions")["regions"])
+        return [Region(r) for r in self.client._json("GET", f"/v1/jobs/{self.id}/regions")["regions"]]
+
+    def regions_df(self) -> Any:
+        """The regions as a pandas DataFrame: one row per region (weighted loss, lift, size, members,
+        p-value, error rate inside, the dominant label/prediction by name, what stands out)."""
+        return tables.pandas().DataFrame(tables.region_rows(self.regions()))
+
+    def members_df(self, k: int, limit: int | None = None, order: str = "weight") -> Any:
+        """Region k's members as a pandas DataFrame (all of them unless `limit`), metadata keys as columns."""
+        rows = list(self.iter_members(k, order=order)) if limit is None else self.members(k, limit, 0, order)["members"]
+        return tables.pandas().DataFrame(tables.member_rows(rows))
+
+    def membership_df(self) -> Any:
+        """Every (row, region) membership as a pandas DataFrame, keyed by your ids: columns
+        id, index, region, weight, loss, contribution, label, prediction. Join it to your own table
+        with ``df.merge(job.membership_df(), on="id")``."""
+        rows: list[dict[str, Any]] = []
+        for r in self.regions():
+            rows += tables.member_rows(list(self.iter_members(int(r["index"]), page=1000)), region=int(r["index"]))
+        base = ["id", "index", "region", "weight", "loss", "contribution", "label", "prediction"]
+        return tables.pandas().DataFrame([{c: row.get(c) for c in base} for row in rows], columns=base)
+
+    def score(self, dataset: Any) -> dict[str, Any]:
+        """`POST /v1/jobs/{id}/score`: each row of another dataset's weight in each region, and
+        whether it is a member. `dataset`: a stored dataset's id, or embeddings (n x d, the job's d;
+        from a DataFrame: ``np.stack(df["embedding"])``). Returns ``{"n", "weights": n x k list,
+        "members": [[row, ...] per region], "ids", "member_min_weight", "dataset"}``: a row is a
+        member of region k when its weight is above 0 and at least ``member_min_weight[k]``, the
+        threshold region k drew on the data it was found on (spotlight/members.py)."""
+        if isinstance(dataset, str) and dataset.startswith("ds_"):
+            body: dict[str, Any] = {"dataset": dataset}
+        else:
+            x = np.asarray(dataset, dtype=np.float64)
+            if x.ndim != 2:
+                raise ValueError(f"score wants embeddings as an n x d array, got shape {list(x.shape)}")
+            if x.size <= INLINE_SCORE_VALUES:
+                body = {"embeddings": x.tolist()}  # scored as they are: nothing is stored
+            else:  # too big for one JSON body: store them once (losses are not used)
+                body = {"dataset": self.client.upload(x, np.zeros(x.shape[0], dtype=np.float32))["id"]}
+        return dict(self.client._json("POST", f"/v1/jobs/{self.id}/score", json=body))
 
     def overlaps(self) -> np.ndarray:
         """k x k: entry (j, i) is the share of region j's members that are also members of region i
@@ -318,26 +383,65 @@ class SpotlightClient:
         logits: Any = None,
         path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
         sample_weights: Any = None,
+        columns: Mapping[str, str] | None = None,
+        *,
+        name: str | None = None,
+        tags: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """`POST /v1/datasets`: store a dataset once, search it many times. Returns the dataset
         (``{"id": "ds_…", "n", "dim", "fields", "sha256", "created_at"}``).
 
-        Give arrays (packed into one .npz, sent as multipart field ``file``), or `path`: one
-        .npz / .parquet file, or a list of .npy files each named after its key
-        (``embeddings.npy``, ``losses.npy``, ...).
+        Give arrays (packed into one .npz, sent as multipart field ``file``); or a table — a pandas
+        DataFrame, a pyarrow Table or a Hugging Face ``datasets.Dataset`` — as the first argument with
+        the other arguments naming its columns (``upload(df, losses="loss", labels="label")``; columns
+        named embedding/loss/label/pred/id … are found without naming, every other column becomes
+        metadata); or `path`: one .npz / .parquet file (`columns` maps fields to its column names), or
+        a list of .npy files each named after its key (``embeddings.npy``, ``losses.npy``, ...).
+        Labels and predictions may be class names (text): the server stores codes plus the names.
+        `name` and `tags` are your labels for the dataset (listed back with it).
         """
         timeout = httpx.Timeout(self._timeout.connect, read=UPLOAD_READ_TIMEOUT_S, write=None, pool=None)
+        query = _name_tags(name, tags)
+        kind = tables.kind_of(embeddings)
+        if kind is not None:
+            named = {"embeddings": None, "losses": losses, "labels": labels, "predictions": predictions, "ids": ids,
+                     "logits": logits, "sample_weights": sample_weights, **dict(columns or {})}
+            return self._upload_table(embeddings, kind, named, metadata, timeout, query)
         if path is not None:
             if embeddings is not None:
                 raise ValueError("give arrays or path, not both")
-            with _files_for_path(path) as files:
-                return self._json("POST", "/v1/datasets", files=files, timeout=timeout)
+            with _files_for_path(path, columns) as files:
+                return self._json("POST", "/v1/datasets", files=files, timeout=timeout, params=query)
         if embeddings is None:
             raise ValueError("upload needs embeddings (and losses, or logits + labels), or a path")
         arrays = _dataset_arrays(embeddings, losses, labels, predictions, ids, metadata, logits, sample_weights)
         with _npz_file(arrays) as f:
             return self._json("POST", "/v1/datasets", files={"file": ("dataset.npz", f, "application/zip")},
-                              timeout=timeout)
+                              timeout=timeout, params=query)
+
+    def _upload_table(
+        self, table: Any, kind: str, named: dict[str, Any], metadata: Any, timeout: httpx.Timeout,
+        query: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A table as one Parquet file plus the `columns` mapping (spotlight/tables.py)."""
+        names = tables.column_names(table, kind)
+        mapping = tables.mapping_for(names, named)
+        keep = None
+        if metadata is not None:  # with a table, metadata= is the list of columns to keep as metadata
+            if isinstance(metadata, str) or not all(isinstance(c, str) for c in metadata):
+                raise TypeError("with a table, metadata= is a list of column names to keep as metadata")
+            missing = [c for c in metadata if c not in names]
+            if missing:
+                raise ValueError(f"metadata columns {missing} are not in the table; found {names}")
+            from spotlight import columns as colmap
+
+            fields = colmap.resolve([c for c in names if not c.startswith("emb_")], mapping)
+            emb_cols = [c for c in names if c.startswith("emb_") and c[4:].isdigit()]
+            keep = [c for c in names if c in fields.values() or c in emb_cols or c in metadata]
+        with tables.parquet_file(table, kind, keep) as f:
+            data = {"columns": json.dumps(mapping)} if mapping else None
+            return self._json("POST", "/v1/datasets", files={"file": ("dataset.parquet", f, "application/octet-stream")},
+                              data=data, timeout=timeout, params=query)
 
     def dataset(self, dataset_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/datasets/{dataset_id}")
@@ -362,12 +466,32 @@ class SpotlightClient:
         *,
         predictions: Any = None,
         logits: Any = None,
+        embeddings: str | None = None,
+        sample_weights: Any = None,
+        columns: Mapping[str, str] | None = None,
+        name: str | None = None,
+        tags: Sequence[str] | None = None,
         **params: Any,
     ) -> Job:
         """`POST /v1/jobs`: start a search; `params` are the contract's (n_spotlights, spotlight_size,
         kernel, ...). The first argument is a dataset id (``"ds_…"``), a ``{"uri": …}`` reference, a
-        path to an .npz/.parquet file, or the embeddings array (uploaded first, as with upload())."""
+        path to an .npz/.parquet file, the embeddings array, or a table (pandas DataFrame, pyarrow
+        Table, ``datasets.Dataset``) whose columns the other arguments name:
+        ``submit(df, embeddings="embedding", losses="loss", labels="label", predictions="pred", ids="id")``
+        (uploaded first, as with upload()). `name` and `tags` label the job (and a dataset uploaded for it)."""
         first = embeddings_or_dataset_id
+        labels_of = {"name": name, "tags": tags}
+        if tables.kind_of(first) is not None:
+            if not (metadata is None or isinstance(metadata, (list, tuple))):
+                raise TypeError("with a table, metadata= is a list of column names to keep as metadata")
+            table_columns = {"embeddings": embeddings, **dict(columns or {})}
+            dataset_id = self.upload(first, losses, labels, predictions, ids, metadata, logits,
+                                     sample_weights=sample_weights,
+                                     columns={k: v for k, v in table_columns.items() if v is not None},
+                                     **labels_of)["id"]
+            return self._start(dataset_id, params, callback_url, idempotency_key, **labels_of)
+        if embeddings is not None:
+            raise TypeError("embeddings= names a column of a table; with arrays pass them as the first argument")
         by_reference = isinstance(first, (str, os.PathLike, Mapping))
         if by_reference and any(x is not None for x in (losses, labels, ids, metadata, predictions, logits)):
             raise ValueError("losses/labels/ids/metadata go with embeddings, not with a stored dataset or a file")
@@ -376,10 +500,19 @@ class SpotlightClient:
         elif isinstance(first, Mapping):
             dataset = dict(first)
         elif isinstance(first, (str, os.PathLike)):
-            dataset = self.upload(path=first)["id"]
+            dataset = self.upload(path=first, columns=columns, **labels_of)["id"]
         else:
-            dataset = self.upload(first, losses, labels, predictions, ids, metadata, logits)["id"]
+            dataset = self.upload(first, losses, labels, predictions, ids, metadata, logits,
+                                  sample_weights=sample_weights, **labels_of)["id"]
+        return self._start(dataset, params, callback_url, idempotency_key, **labels_of)
+
+    def _start(self, dataset: Any, params: dict[str, Any], callback_url: str | None,
+               idempotency_key: str | None, name: str | None = None, tags: Sequence[str] | None = None) -> Job:
         body: dict[str, Any] = {"dataset": dataset, "params": params}
+        if name is not None:
+            body["name"] = name
+        if tags:
+            body["tags"] = list(tags)
         if callback_url:
             body["callback_url"] = callback_url
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
@@ -390,9 +523,23 @@ class SpotlightClient:
         """Attach to an existing job by id (nothing is requested until you ask)."""
         return Job(self, job_id)
 
-    def jobs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        """Your jobs, newest first."""
-        return list(self._json("GET", "/v1/jobs", params={"limit": limit, "offset": offset})["jobs"])
+    def jobs(self, limit: int = 50, offset: int = 0, status: str | None = None) -> list[dict[str, Any]]:
+        """Your jobs, newest first (only those in `status` — queued, running, finished, failed, canceled — if given)."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status is not None:
+            params["status"] = status
+        return list(self._json("GET", "/v1/jobs", params=params)["jobs"])
+
+
+def _name_tags(name: str | None, tags: Sequence[str] | None) -> dict[str, Any]:
+    if isinstance(tags, str):
+        raise TypeError("tags= is a list of strings, e.g. tags=['nightly']")
+    query: dict[str, Any] = {}
+    if name is not None:
+        query["name"] = name
+    if tags:
+        query["tags"] = list(tags)
+    return query
 
 
 # ----- packing arrays -----
@@ -401,6 +548,11 @@ def _dataset_arrays(
     sample_weights: Any,
 ) -> dict[str, np.ndarray]:
     emb = np.asarray(embeddings)
+    if emb.dtype == object and emb.ndim == 1 and emb.size:  # a sequence of per-row arrays (e.g. a Series)
+        try:
+            emb = np.stack([np.asarray(row, dtype=np.float64) for row in emb])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"embeddings: rows are not equal-length number arrays ({exc})") from None
     if emb.dtype.kind not in "fiu":
         raise ValueError(f"embeddings must be numbers, got dtype {emb.dtype}")
     arrays: dict[str, np.ndarray] = {"embeddings": emb.astype(np.float32, copy=False)}
@@ -413,8 +565,13 @@ def _dataset_arrays(
     for name, value in (("labels", labels), ("predictions", predictions)):
         if value is not None:
             arr = np.asarray(value)
+            if arr.dtype == object and all(isinstance(v, str) for v in arr.ravel().tolist()):
+                arr = arr.astype(str)
+            if arr.dtype.kind in "US":  # class names: the server stores codes plus the names
+                arrays[name] = arr.astype(str)
+                continue
             if arr.dtype.kind not in "iub":
-                raise ValueError(f"{name} must be integers (class indices), got dtype {arr.dtype}")
+                raise ValueError(f"{name} must be integers (class indices) or class names (text), got dtype {arr.dtype}")
             arrays[name] = arr.astype(np.int64, copy=False)
     if ids is not None:
         id_list = list(np.asarray(ids).tolist()) if isinstance(ids, np.ndarray) else list(ids)
@@ -423,16 +580,32 @@ def _dataset_arrays(
     if metadata is not None:
         # One JSON string holding the list: the server reads either that or one string per row;
         # a single string avoids numpy padding every row to the longest one.
-        arrays["metadata"] = np.asarray(json.dumps([dict(m) for m in metadata], allow_nan=False, default=_json_default))
+        rows = [_json_safe(dict(m)) for m in metadata]
+        arrays["metadata"] = np.asarray(json.dumps(rows, allow_nan=False))
     return arrays
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
+def _json_safe(value: Any) -> Any:
+    """A metadata value as JSON: NaN/inf/NaT -> null, timestamps -> ISO text, numpy -> Python."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"metadata value of type {type(value).__name__} is not JSON")
+        return [_json_safe(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if type(value).__name__ in ("NaTType", "NAType"):  # pandas' missing timestamp / missing value
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
 
 
 @contextmanager
@@ -445,15 +618,22 @@ def _npz_file(arrays: dict[str, np.ndarray]) -> Iterator[IO[bytes]]:
 
 
 @contextmanager
-def _files_for_path(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> Iterator[Any]:
+def _files_for_path(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], columns: Mapping[str, str] | None = None
+) -> Iterator[Any]:
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     opened: list[IO[bytes]] = []
     try:
         if len(paths) == 1 and not os.fspath(paths[0]).endswith(".npy"):
             f = open(paths[0], "rb")  # noqa: SIM115 - closed below
             opened.append(f)
-            yield {"file": (os.path.basename(os.fspath(paths[0])), f, "application/octet-stream")}
+            files: Any = [("file", (os.path.basename(os.fspath(paths[0])), f, "application/octet-stream"))]
+            if columns:
+                files.append(("columns", (None, json.dumps(dict(columns)))))
+            yield files
             return
+        if columns:
+            raise ValueError("columns= applies to one .npz/.parquet file; .npy files are named after their keys")
         files = []
         for p in paths:
             name = os.path.basename(os.fspath(p))
@@ -476,15 +656,16 @@ def _progress_bar(enabled: bool, job_id: str) -> Iterator[Any]:
         yield lambda status: None
         return
     try:
+        from rich.console import Console
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
     except ImportError:
         rich_ok = False
     else:
         rich_ok = True
     if rich_ok:
-        with Progress(
+        with Progress(  # on stderr: stdout is for results (a table, or JSON a pipeline reads)
             TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), transient=False,
+            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), transient=False, console=Console(stderr=True),
         ) as bar:
             task = bar.add_task(job_id, total=1.0, detail="queued")
 

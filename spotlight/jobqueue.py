@@ -31,19 +31,16 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
+from spotlight.jobstate import JobStatus, has_ended, status_fields
 from spotlight.protocol import (
-    META_ENDED_AT,
-    META_ERROR,
     META_PROGRESS,
     META_SPEC,
-    META_STATUS,
     META_TENANT,
     TASK_PATH,
     ErrorCode,
     JobError,
     JobSpec,
     Progress,
-    utcnow,
 )
 from spotlight.settings import Settings
 
@@ -54,12 +51,21 @@ FAILURE_CALLBACK_PATH = "spotlight.jobqueue.on_job_failure"
 # The webhook delivery task (worker/webhook.py; imports httpx, never torch).
 CALLBACK_TASK_PATH = "worker.webhook.deliver_callback"
 CALLBACK_RESULT_TTL_S = 3600
-TERMINAL_STATUSES = ("finished", "failed", "canceled")
 
 
 def job_queue(connection: Redis, settings: Settings) -> Queue:
     """The queue the API enqueues on and every worker listens to."""
     return Queue(settings.rq_queue_name(), connection=connection)
+
+
+def large_lane(queue_name: str) -> str:
+    """The name of a search queue's large lane: jobs estimated above `large_job_cost` (spotlight/cost.py).
+    Search workers listen to both lanes and take from them in turn (RQ's round-robin dequeue)."""
+    return f"{queue_name}-large"
+
+
+def large_queue(connection: Redis, settings: Settings) -> Queue:
+    return Queue(large_lane(settings.rq_queue_name()), connection=connection)
 
 
 def callback_queue(connection: Redis, settings: Settings) -> Queue:
@@ -99,9 +105,8 @@ def initial_meta(spec: JobSpec) -> dict[str, Any]:
     return {
         META_TENANT: spec.tenant,
         META_SPEC: spec.model_dump(mode="json"),
-        META_STATUS: "queued",
         META_PROGRESS: Progress(n_spotlights=spec.params.n_spotlights, steps=spec.params.steps).model_dump(),
-        META_ERROR: None,
+        **status_fields(JobStatus.QUEUED),
     }
 
 
@@ -132,21 +137,17 @@ def enqueue_search(
 
 
 # ----- what a job's meta says when its run ended without the task saying so -----
-def _mark(job: Job, status: str, error: JobError | None) -> None:
+def _mark(job: Job, status: JobStatus, error: JobError | None) -> None:
     meta = job.get_meta(refresh=True)
-    if meta.get(META_STATUS) in TERMINAL_STATUSES:
+    if has_ended(meta):
         return  # the task already wrote how it ended; a late hook must not overwrite that
-    meta[META_STATUS] = status
-    if status == "queued":
+    meta.update(status_fields(status, error))
+    if status == JobStatus.QUEUED:  # waits for its retry: progress starts over
         spec = meta.get(META_SPEC) or {}
         params = spec.get("params") or {}
         meta[META_PROGRESS] = Progress(
             n_spotlights=int(params.get("n_spotlights", 0)), steps=int(params.get("steps", 0))
         ).model_dump()
-        meta[META_ERROR] = None
-    else:
-        meta[META_ERROR] = error.model_dump() if error else None
-        meta[META_ENDED_AT] = utcnow().isoformat()
     job.save_meta()
 
 
@@ -157,12 +158,12 @@ def record_worker_lost(job: Job, reason: str = "the worker running it stopped") 
         return
     if job.should_retry:
         log.warning("job %s lost (%s); retrying, %s retries left", job.id, reason, job.retries_left)
-        _mark(job, "queued", None)
+        _mark(job, JobStatus.QUEUED, None)
     else:
         log.error("job %s lost (%s); no retries left", job.id, reason)
         _mark(
             job,
-            "failed",
+            JobStatus.FAILED,
             JobError(
                 code=ErrorCode.WORKER_LOST,
                 message=f"The job was interrupted ({reason}) and not retried further; submit it again.",
@@ -184,12 +185,12 @@ def on_job_failure(
         # The task records its own timeouts; this catches one that fired outside the search.
         # Another run would time out again, so RQ is told not to retry it.
         job.retries_left = 0
-        _mark(job, "failed", JobError(code=ErrorCode.JOB_TIMEOUT, message=f"The job ran past its time limit: {exc_value}"))
+        _mark(job, JobStatus.FAILED, JobError(code=ErrorCode.JOB_TIMEOUT, message=f"The job ran past its time limit: {exc_value}"))
     elif job.should_retry:
         log.warning("job %s raised %r; retrying", job.id, exc_value)
-        _mark(job, "queued", None)
+        _mark(job, JobStatus.QUEUED, None)
     else:
-        _mark(job, "failed", JobError(code=ErrorCode.INTERNAL, message=f"The worker failed unexpectedly: {exc_value!r}"))
+        _mark(job, JobStatus.FAILED, JobError(code=ErrorCode.INTERNAL, message=f"The worker failed unexpectedly: {exc_value!r}"))
 
 
 def abandoned_job_handler(

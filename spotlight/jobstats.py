@@ -27,7 +27,7 @@ from typing import Any
 
 from redis import Redis
 
-from spotlight.protocol import key_prefix
+from spotlight.protocol import key_prefix, redis_text
 
 # Bucket upper bounds in seconds. Searches run from seconds (small data) to hours (big data, CPU).
 DURATION_BOUNDS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
@@ -102,10 +102,10 @@ def read_histograms(conn: Redis, queue_name: str) -> dict[str, dict[str, dict[st
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for metric, bounds in HISTOGRAMS.items():
         prefix = f"{stats_prefix(queue_name)}:hist:{metric}:"
-        keys = sorted(k.decode() if isinstance(k, bytes) else k for k in conn.scan_iter(match=prefix + "*", count=100))
+        keys = sorted(redis_text(k) for k in conn.scan_iter(match=prefix + "*", count=100))
         out[metric] = {}
         for key in keys:
-            raw = {(k.decode() if isinstance(k, bytes) else k): v for k, v in conn.hgetall(key).items()}
+            raw = {redis_text(k): v for k, v in conn.hgetall(key).items()}
             counts = [int(raw.get(f"b{i}", 0)) for i in range(len(bounds) + 1)]
             cumulative, running = [], 0
             for bound, c in zip((*bounds, math.inf), counts):
@@ -118,9 +118,9 @@ def read_histograms(conn: Redis, queue_name: str) -> dict[str, dict[str, dict[st
 
 
 def read_ended(conn: Redis, queue_name: str) -> dict[str, int]:
-    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in conn.hgetall(ended_key(queue_name)).items()}
+    return {redis_text(k): int(v) for k, v in conn.hgetall(ended_key(queue_name)).items()}
 
 
 def read_worker_device(conn: Redis, queue_name: str, worker_name: str) -> str | None:
     value = conn.hget(worker_key(queue_name, worker_name), "device")
-    return value.decode() if isinstance(value, bytes) else value
+    return None if value is None else redis_text(value)

@@ -40,7 +40,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (test runners swap it), not the one at setup."""
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -48,17 +48,28 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
-def configure_logging(level: str = "INFO", as_json: bool = True) -> None:
-    """Give the `spotlight` logger tree one stderr handler (idempotent: safe to call per app/process).
+def configure_logging(level: str = "INFO", as_json: bool = True, *, root: bool = False) -> None:
+    """Set up logging for this process; idempotent, safe to call once per app or command.
 
-    When the process already logs through a root handler (the CLI installs one), records reach it
-    by propagation and no second handler is added, so no line is written twice.
+    ``root=True`` (a process the `spotlight` command runs: API, worker, `up`, `submit`): one
+    handler on the root logger, so RQ's and uvicorn's lines come out in the same format and RQ
+    adds no handler of its own. ``root=False`` (an app built inside another program, e.g. a test):
+    a handler on the `spotlight` logger tree only; when the root logger already has handlers,
+    records reach them by propagation and no second handler is added, so no line is written twice.
     """
+    formatter = JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger = logging.getLogger("spotlight")
     logger.setLevel(level.upper())
+    if root:
+        handler = _StderrHandler()
+        handler.setFormatter(formatter)
+        top = logging.getLogger()
+        top.handlers[:] = [handler]
+        top.setLevel(level.upper())
+        logger.handlers[:] = [h for h in logger.handlers if not isinstance(h, _StderrHandler)]
+        return
     if logging.getLogger().handlers and not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         return
-    formatter = JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     for h in logger.handlers:
         if isinstance(h, _StderrHandler):
             h.setFormatter(formatter)

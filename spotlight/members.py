@@ -15,6 +15,18 @@ is that set, and its size is of the order of the region:
 Ties in k are broken by row index (lower first), so the set is deterministic. Rows with k_i * s_i
 = 0 (or a non-finite value) are never members, so a region whose weights are all 0 has no members.
 
+**Other data** (``POST /v1/jobs/{id}/score``): the ceil(S) rule is defined on the dataset the
+region was found on; rows of another dataset are members by the threshold it drew there. Each
+region stores ``member_min_weight`` (see :func:`member_min_weight`): 0 for the flat kernel, the
+smallest kernel weight among its members for the others, and None when it has no members. A row of
+other data is a member when its weight is above 0 and at least that (:func:`members_at_or_above`):
+for the flat kernel that is the support again; for the gaussian, the rows at least as deep in the
+region as its shallowest member. So the job's own rows score as its member set, up to rows whose
+weight is within 1e-4 (relative) of that member's: the comparison allows that much below the
+threshold, because weights recomputed from the region's centre and precision (spotlight/kernel.py,
+float64) differ from the engine's float32 ones by rounding and the shallowest member must not drop
+out for it; and rows tied with it, which the ceil(S) rule may cut by row index.
+
 The overlap of two regions is the share of one's members that are also members of the other:
 ``overlap_share(a, b) = |a & b| / |a|`` (0 when a is empty). Regions report it against every
 earlier region: "what share of this region was already shown".
@@ -33,6 +45,8 @@ import numpy as np
 # but a region of 40 rows whose float32 weights sum to 40.000000001 has 40 members.
 _MASS_TOLERANCE = 1e-6
 SUPPORT_KERNELS = frozenset({"flat"})
+# weights of other data within this relative distance below a region's member_min_weight still reach it
+_WEIGHT_RTOL = 1e-4
 
 
 def _usable(weights_k: np.ndarray, sample_weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +88,31 @@ def member_set(weights_k: np.ndarray, kernel: str, sample_weights: np.ndarray | 
     # the fewest heaviest rows whose counts reach the region's mass (at least one: the region is not empty)
     m = int(np.searchsorted(counted, need * (1.0 - _MASS_TOLERANCE), side="left")) + 1
     return order[: max(1, min(m, order.size))].astype(np.int64)
+
+
+def member_min_weight(weights_k: np.ndarray, kernel: str, members: np.ndarray) -> float | None:
+    """The weight at or above which a row of other data is a member (and above 0); None: no row is.
+
+    0.0 for the flat kernel (its members are its support, whatever the data); for any other kernel
+    the smallest weight among `members`, the region's member set on the data it was found on.
+    """
+    if kernel in SUPPORT_KERNELS:
+        return 0.0
+    idx = np.asarray(members, dtype=np.int64)
+    if idx.size == 0:
+        return None
+    return float(np.min(np.asarray(weights_k, dtype=np.float64)[idx]))
+
+
+def members_at_or_above(weights_k: np.ndarray, min_weight: float | None) -> np.ndarray:
+    """Rows of other data that are members: finite weight > 0 and >= `min_weight` (None: none),
+    highest weight first, ties by row (int64)."""
+    k = np.asarray(weights_k, dtype=np.float64).ravel()
+    if min_weight is None:
+        return np.empty(0, dtype=np.int64)
+    ok = np.isfinite(k) & (k > 0) & (k >= float(min_weight) * (1.0 - _WEIGHT_RTOL))
+    rows = np.flatnonzero(ok)
+    return rows[np.lexsort((rows, -k[rows]))].astype(np.int64)
 
 
 def overlap_share(a: np.ndarray, b: np.ndarray) -> float:

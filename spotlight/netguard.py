@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -305,10 +307,72 @@ def _pinned_request(client: httpx.Client, method: str, checked: CheckedURL, addr
     default_port = 443 if checked.scheme == "https" else 80
     name = f"[{checked.host}]" if ":" in checked.host else checked.host
     host_header = name if checked.port == default_port else f"{name}:{checked.port}"
-    extensions = {"sni_hostname": checked.host} if checked.scheme == "https" else {}
+    extensions = {**kwargs.pop("extensions", {}), **({"sni_hostname": checked.host} if checked.scheme == "https" else {})}
     return client.build_request(
         method, pinned, headers={**headers, "Host": host_header}, extensions=extensions, **kwargs
     )
+
+
+class Deadline:
+    """A total time limit on one outbound exchange, enforced even against a peer that trickles.
+
+    httpx's timeouts bound each read, so a server sending a byte every few seconds never trips
+    them. Each TCP connection the request opens is recorded (through httpcore's documented
+    ``trace`` extension), and when the deadline passes a timer shuts those sockets down: the
+    blocked read returns at once with an error, whatever the peer does.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.ends_at = time.monotonic() + seconds
+        self.expired = False
+        self._streams: list[Any] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def remaining(self) -> float:
+        return max(0.0, self.ends_at - time.monotonic())
+
+    def timeout(self, base: httpx.Timeout) -> httpx.Timeout:
+        """`base` with each phase capped at the time left (so connecting cannot outlive it either)."""
+        left = max(self.remaining(), 0.001)
+
+        def cap(value: float | None) -> float:
+            return left if value is None else min(value, left)
+
+        return httpx.Timeout(connect=cap(base.connect), read=cap(base.read), write=cap(base.write), pool=cap(base.pool))
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            with self._lock:
+                self._streams.append(info.get("return_value"))
+                expired = self.expired
+            if expired:
+                self._shutdown()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            streams = list(self._streams)
+        for stream in streams:
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def __enter__(self) -> Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
 
 
 @contextmanager
@@ -323,15 +387,21 @@ def guarded_request(
     timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     transport: httpx.BaseTransport | None = None,
     max_redirects: int = MAX_REDIRECTS,
+    deadline: Deadline | None = None,
     **kwargs: Any,
 ) -> Iterator[httpx.Response]:
     """Send one request through the guard and yield the (streamed, unread) final response.
 
     Every hop — the URL and each redirect target — is checked by :func:`check_url` and connected
-    to at a checked address. Redirects are followed only for GET/HEAD. Raises :class:`URLRefused`
-    or an ``httpx.HTTPError``; the caller reads and judges the status code.
+    to at a checked address. Redirects are followed only for GET/HEAD. With a `deadline`, the whole
+    exchange (connecting, every hop, and the caller's reading of the body inside the ``with``) ends
+    when it passes. Raises :class:`URLRefused` or an ``httpx.HTTPError``; the caller reads and
+    judges the status code.
     """
     headers = dict(headers or {})
+    if deadline is not None:
+        timeout = deadline.timeout(timeout)
+        kwargs["extensions"] = {**kwargs.get("extensions", {}), "trace": deadline.trace}
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, transport=transport) as client:
         current = url
         for _hop in range(max_redirects + 1):
@@ -339,6 +409,8 @@ def guarded_request(
             response: httpx.Response | None = None
             last_error: Exception | None = None
             for address in checked.addresses:
+                if deadline is not None and deadline.expired:
+                    raise httpx.ReadTimeout(f"the {purpose} took longer than {deadline.seconds:g} s")
                 request = _pinned_request(client, method, checked, address, headers, **kwargs)
                 try:
                     response = client.send(request, stream=True)

@@ -27,14 +27,15 @@ class SearchParams(BaseModel):
     `steps` is a cap: the engine stops earlier once the objective has converged.
     """
 
+    # Numbers are strict: `true` is not 1 and "500" is not 500 (a caller's typo must not run a job).
     model_config = ConfigDict(extra="forbid")
 
     spotlight_size: float = Field(
-        0.02,
+        0.02, strict=True,
         gt=0,
         description="Minimum total kernel weight of a region: a fraction of n in (0, 1), or a count >= 1.",
     )
-    n_spotlights: int = Field(5, ge=1, le=50, description="How many regions to find, one after another.")
+    n_spotlights: int = Field(5, strict=True, ge=1, le=50, description="How many regions to find, one after another.")
     kernel: Kernel = Field(
         "gaussian",
         description="'flat' = max(0, 1 - tau*|x-mu|^2) (published paper) or 'gaussian' = exp(-tau*|x-mu|^2/2) "
@@ -43,13 +44,13 @@ class SearchParams(BaseModel):
     shape: Shape = Field("spherical", description="'spherical' (scalar precision) or 'diagonal' (one per dimension).")
     objective: Objective = Field("max_loss", description="'max_loss' finds weak spots; 'min_loss' strong ones.")
     steps: int = Field(
-        500, ge=1, le=100_000,
+        500, strict=True, ge=1, le=100_000,
         description="Cap on optimiser steps per region; the search stops earlier once converged (~200 steps typically).",
     )
-    learning_rate: float = Field(0.05, gt=0, le=10, description="Adam step size, in standardised units.")
-    barrier_scale: float = Field(1.0, ge=0, le=1e6, description="Weight of the spotlight-size barrier.")
+    learning_rate: float = Field(0.05, strict=True, gt=0, le=10, description="Adam step size, in standardised units.")
+    barrier_scale: float = Field(1.0, strict=True, ge=0, le=1e6, description="Weight of the spotlight-size barrier.")
     restarts: int = Field(
-        4, ge=1, le=256,
+        4, strict=True, ge=1, le=256,
         description="Starts optimised at once (one matrix product); the best feasible one is kept.",
     )
     deflation: Deflation = Field(
@@ -59,17 +60,17 @@ class SearchParams(BaseModel):
         "with its tails; 'paper' by (1 - k/max k), the paper's re-weighting, which leaves a gaussian region's "
         "tails in place so later regions often find the same weak spot again.",
     )
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of every random choice; same seed, same device, same result.")
+    seed: int = Field(0, strict=True, ge=0, le=2**32 - 1, description="Seed of every random choice; same seed, same device, same result.")
     pca_components: int | None = Field(
-        None, ge=1, le=4096, description="Project embeddings on this many principal components first."
+        None, strict=True, ge=1, le=4096, description="Project embeddings on this many principal components first."
     )
-    label_entropy_coeff: float = Field(0.0, ge=0, le=1e3, description="Penalty on the entropy of labels in a region.")
+    label_entropy_coeff: float = Field(0.0, strict=True, ge=0, le=1e3, description="Penalty on the entropy of labels in a region.")
     prediction_entropy_coeff: float = Field(
-        0.0, ge=0, le=1e3, description="Penalty on the entropy of predictions in a region."
+        0.0, strict=True, ge=0, le=1e3, description="Penalty on the entropy of predictions in a region."
     )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
     n_permutations: int = Field(
-        0, ge=0, le=1000, description="Permutation test runs (losses shuffled) for each region's p-value; 0 skips it."
+        0, strict=True, ge=0, le=1000, description="Permutation test runs (losses shuffled) for each region's p-value; 0 skips it."
     )
 
     @field_validator("spotlight_size")

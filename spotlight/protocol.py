@@ -28,7 +28,7 @@ Every result file is written to a temporary name and renamed, so a reader never 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -40,11 +40,29 @@ TASK_PATH = "worker.task.run_job"
 DATASET_ARRAYS = ("embeddings", "losses", "logits", "labels", "predictions", "sample_weights")
 DATASET_FIELDS = DATASET_ARRAYS + ("ids", "metadata")
 
-JobStatus = Literal["queued", "running", "finished", "failed", "canceled"]
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A timezone-aware datetime from a datetime, an ISO-8601 string or epoch seconds; None if absent.
+
+    RQ stores naive UTC datetimes and object stores report mtimes in several shapes; naive values
+    are taken as UTC.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, (int, float)):
+        parsed = datetime.fromtimestamp(float(value), timezone.utc)
+    else:
+        try:
+            parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def new_job_id() -> str:
@@ -95,6 +113,11 @@ def key_prefix() -> str:
     return get_settings().key_prefix()
 
 
+def redis_text(value: Any) -> str:
+    """A Redis reply as text: connections RQ uses answer bytes (``decode_responses=False``)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def dataset_key(dataset_id: str) -> str:
     """JSON of a DatasetRecord."""
     return f"{key_prefix()}:dataset:{dataset_id}"
@@ -130,6 +153,13 @@ def idempotency_key(tenant: str, key: str) -> str:
 
 
 # ----- records -----
+NAME_MAX = 200
+TAG_MAX = 64
+TAGS_MAX = 20
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
+TagText = Annotated[str, Field(min_length=1, max_length=TAG_MAX, pattern=r"^[^\s,]+$")]
+
+
 class DatasetRecord(BaseModel):
     """A tenant's dataset: a name for stored content. Two tenants uploading the same bytes share
     the blob, never the record."""
@@ -141,6 +171,8 @@ class DatasetRecord(BaseModel):
     dim: int
     fields: list[str]
     created_at: datetime
+    name: str | None = None  # the caller's own label and tags (not unique; for finding things again)
+    tags: list[str] = Field(default_factory=list)
 
 
 class Progress(BaseModel):
@@ -166,35 +198,19 @@ class JobSpec(BaseModel):
     params: SearchParams
     callback_url: str | None = None
     created_at: datetime
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list)
 
 
 # Keys of the RQ job's meta dict (small state only).
 META_TENANT = "tenant"
 META_PROGRESS = "progress"  # Progress.model_dump()
 META_ERROR = "error"  # JobError.model_dump() when the job failed or was canceled
-META_STATUS = "spotlight_status"  # JobStatus the worker last set (RQ's own status is the fallback)
+META_STATUS = "spotlight_status"  # jobstate.JobStatus our code last recorded (spotlight/jobstate.py reads it)
 META_STARTED_AT = "started_at"
 META_ENDED_AT = "ended_at"
 META_DEVICE = "device"
 META_SPEC = "spec"  # JobSpec.model_dump(mode="json")
-
-
-def rq_status_to_job_status(rq_status: str | None, meta: dict[str, Any]) -> JobStatus:
-    """Map RQ's job status onto the contract's five, trusting what the worker wrote first."""
-    own = meta.get(META_STATUS)
-    if own in ("finished", "failed", "canceled"):
-        return own
-    mapping: dict[str, JobStatus] = {
-        "queued": "queued",
-        "deferred": "queued",
-        "scheduled": "queued",
-        "started": "running",
-        "finished": "finished",
-        "failed": "failed",
-        "stopped": "canceled",
-        "canceled": "canceled",
-    }
-    return mapping.get(rq_status or "", "queued")
 
 
 # Error codes shared by the API and the worker (the contract's `error.code`).
@@ -216,6 +232,9 @@ class ErrorCode:
     JOB_NOT_CANCELABLE = "job_not_cancelable"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     TOO_MANY_JOBS = "too_many_active_jobs"
+    TOO_MANY_FETCHES = "too_many_reference_fetches"
+    JOB_TOO_COSTLY = "job_too_costly"
+    TOO_MUCH_ACTIVE_COST = "too_much_active_cost"
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"

@@ -95,6 +95,13 @@ class EmbeddedRedis:
             self.proc.kill()
             self.proc.wait()
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
     def kill(self) -> None:
         """SIGKILL: for fault tests that restart Redis as a crash would."""
         if self.proc is not None and self.proc.poll() is None:

@@ -23,7 +23,10 @@ other fsspec schemes (``s3://``, ``gs://``, ...)
     accepted: they would read local files around the roots.
 
 Anything larger than ``max_upload_bytes`` is refused before its bytes are read
-(:class:`ReferenceTooLarge`, which the API answers with 413).
+(:class:`ReferenceTooLarge`, code ``payload_too_large``). An http(s) download is counted on the
+wire (no decoding: a ``Content-Encoding`` is refused) and ends at ``reference_timeout_s`` in total,
+however slowly the server sends. These are domain errors (spotlight/errors.py); the API's edge
+decides their HTTP status.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from spotlight.netguard import Resolver, URLRefused, guarded_request, redact_url
+from spotlight.errors import InvalidInput
+from spotlight.netguard import Deadline, Resolver, URLRefused, guarded_request, redact_url
 from spotlight.protocol import ErrorCode
 from spotlight.settings import Settings
 
@@ -55,43 +59,33 @@ _DOWNLOAD_CHUNK = 1024 * 1024
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
 
-class BadReference(Exception):
-    """A reference the server will not or cannot read. Carries the contract's error fields."""
+class BadReference(InvalidInput):
+    """A reference the server will not or cannot read: a domain error with the contract's code."""
 
-    code: str = ErrorCode.REFERENCE_UNREADABLE
-    status_code: int = 400
+    default_code = ErrorCode.REFERENCE_UNREADABLE
 
     def __init__(self, message: str, *, uri: str, reason: str, **details: Any) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(self.default_code, message, {"uri": redact_url(uri), "reason": reason, **details})
         self.uri = uri
         self.reason = reason
-        self.details = {"uri": redact_url(uri), "reason": reason, **details}
-
-    def to_error(self) -> dict[str, Any]:
-        """The contract's error object (without the outer ``{"error": ...}``)."""
-        return {"code": self.code, "message": self.message, "details": self.details}
 
 
 class ReferenceRefused(BadReference):
     """The caller named something outside the sandbox: scheme, root, host or address not allowed."""
 
-    code = ErrorCode.REFERENCE_REFUSED
-    status_code = 400
+    default_code = ErrorCode.REFERENCE_REFUSED
 
 
 class ReferenceTooLarge(ReferenceRefused):
-    """The referenced object is larger than ``max_upload_bytes``; answered with 413."""
+    """The referenced object is larger than ``max_upload_bytes`` (code payload_too_large)."""
 
-    code = ErrorCode.TOO_LARGE
-    status_code = 413
+    default_code = ErrorCode.TOO_LARGE
 
 
 class ReferenceUnreadable(BadReference):
     """Allowed, but missing or unreadable (not found, permission denied, not a file, HTTP error)."""
 
-    code = ErrorCode.REFERENCE_UNREADABLE
-    status_code = 400  # like every other "your input is wrong" answer of the API
+    default_code = ErrorCode.REFERENCE_UNREADABLE
 
 
 @dataclass
@@ -246,23 +240,40 @@ def _open_file(uri: str, netloc: str, raw_path: str, settings: Settings) -> Open
 
 # ----- http(s):// -----
 def _open_http(uri: str, settings: Settings, resolver: Resolver | None) -> OpenedReference:
+    """Download within the byte budget and the total deadline, counting bytes as they arrive.
+
+    The body is read raw (`iter_raw`): nothing decodes it, so what is counted is what came over
+    the wire and what is stored. A response with a `Content-Encoding` is refused: a few KB of
+    gzip (stacked twice) can inflate to gigabytes, and a dataset file gains nothing from it.
+    """
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
+    deadline = Deadline(settings.reference_timeout_s)
     try:
-        with guarded_request(
-            "GET", uri, settings, "reference", resolver=resolver, headers={"Accept-Encoding": "identity"}
+        with deadline, guarded_request(
+            "GET", uri, settings, "reference", resolver=resolver, headers={"Accept-Encoding": "identity"},
+            deadline=deadline,
         ) as response:
             if response.status_code != 200:
                 raise ReferenceUnreadable(
                     f"the server at the reference answered HTTP {response.status_code}",
                     uri=uri, reason="http_status", status=response.status_code,
                 )
+            encoding = response.headers.get("content-encoding", "").strip().lower()
+            if encoding not in ("", "identity"):
+                raise ReferenceRefused(
+                    f"the server sent the file with Content-Encoding {encoding[:100]!r}; references are read "
+                    "as they are stored (identity), so compressed transfers are refused",
+                    uri=uri, reason="content_encoding", content_encoding=encoding[:100],
+                )
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit():
                 _check_size(int(declared), uri, settings)
             size = 0
-            for chunk in response.iter_bytes(_DOWNLOAD_CHUNK):
+            for chunk in response.iter_raw(_DOWNLOAD_CHUNK):
                 size += len(chunk)
                 _check_size(size, uri, settings)
+                if deadline.expired:
+                    raise httpx.ReadTimeout("deadline")
                 spool.write(chunk)
             name = PurePosixPath(unquote(response.request.url.path)).name or "reference"
     except URLRefused as exc:
@@ -270,6 +281,11 @@ def _open_http(uri: str, settings: Settings, resolver: Resolver | None) -> Opene
         raise ReferenceRefused(exc.message, uri=uri, reason=exc.reason) from exc
     except httpx.HTTPError as exc:
         spool.close()
+        if deadline.expired:
+            raise ReferenceUnreadable(
+                f"the reference did not arrive within {settings.reference_timeout_s:g} s "
+                "(SPOTLIGHT_REFERENCE_TIMEOUT_S)", uri=uri, reason="timeout", limit_s=settings.reference_timeout_s,
+            ) from exc
         raise ReferenceUnreadable(f"cannot fetch the reference ({type(exc).__name__}: {exc})", uri=uri,
                                   reason="network") from exc
     except BaseException:

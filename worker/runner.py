@@ -31,39 +31,25 @@ spotlight/jobqueue.py for what ends up in the job's meta):
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import contextlib
 import logging
 import os
 import signal
 import socket
-import sys
 
 import redis
 from rq import Worker
 from rq.job import Job
 from rq.queue import Queue
+from rq.worker import DequeueStrategy
 
-from spotlight.jobqueue import abandoned_job_handler, callback_queue, job_queue, record_worker_lost
+from spotlight import capabilities
+from spotlight.jobqueue import abandoned_job_handler, callback_queue, job_queue, large_queue, record_worker_lost
+from spotlight.process import die_with_parent
 from spotlight.settings import Settings
+from worker.devices import detect_cuda_devices
 
 log = logging.getLogger("spotlight.worker")
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when its parent dies; exit now if it already has."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - no prctl: the heartbeat still catches it
-        return
-    if os.getppid() != parent_pid:  # the parent died between fork() and prctl()
-        os._exit(1)
-
 
 def _work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: object) -> None:
     """Runs in the worker when its horse exited abnormally (SIGKILL, OOM killer, segfault)."""
@@ -83,7 +69,7 @@ class SpotlightWorker(Worker):
         return int(max(interval, 1)) + int(self.lost_after_s)
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
-        _die_with_parent(self.pid or os.getppid())
+        die_with_parent(signal.SIGKILL, self.pid or os.getppid())  # spotlight/process.py
         super().main_work_horse(job, queue)
 
 
@@ -107,9 +93,9 @@ def worker_name() -> str:
 def build_worker(
     settings: Settings, connection: redis.Redis, name: str | None = None, *, searches: bool = True, callbacks: bool = True
 ) -> SpotlightWorker:
-    """An RQ worker with every lifetime taken from Settings, on the search queue and/or the callbacks
-    queue (searches first: RQ dequeues in the order given)."""
-    queues = ([job_queue(connection, settings)] if searches else []) + (
+    """An RQ worker with every lifetime taken from Settings, on the search queue's two lanes (normal,
+    then large) and/or the callbacks queue; `run_worker` takes from them round robin."""
+    queues = ([job_queue(connection, settings), large_queue(connection, settings)] if searches else []) + (
         [callback_queue(connection, settings)] if callbacks else [])
     if not queues:
         raise ValueError("a worker needs at least one queue")
@@ -150,4 +136,13 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
         settings.worker_lost_after_s,
         settings.maintenance_interval_s,
     )
-    return worker.work(burst=burst, logging_level=settings.log_level.upper())
+    if searches:  # the API refuses device "cuda" jobs that no live worker could run
+        capabilities.publish(connection, settings, worker.name, detect_cuda_devices())
+    try:
+        # Round robin over the lanes: a long job never has every short one wait behind a queue of longs.
+        return worker.work(burst=burst, logging_level=settings.log_level.upper(),
+                           dequeue_strategy=DequeueStrategy.ROUND_ROBIN)
+    finally:
+        if searches:
+            with contextlib.suppress(redis.RedisError):
+                capabilities.withdraw(connection, settings, worker.name)

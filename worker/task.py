@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -28,25 +27,25 @@ from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
+from spotlight import classes
 from spotlight.contribution import Objective, order_by_contribution, reference_loss
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
-from spotlight.members import effective_size, member_set, overlaps_with_earlier
+from spotlight.jobstate import JobStatus, ended_at, started_at, status_of
+from spotlight.members import effective_size, member_min_weight, member_set, overlaps_with_earlier
 from spotlight.params import SearchParams
 from spotlight.protocol import (
-    META_ENDED_AT,
     META_STARTED_AT,
-    META_STATUS,
     REGIONS_FILE,
     REPORT_FILE,
     WEIGHTS_FILE,
     ErrorCode,
     JobError,
     JobSpec,
-    JobStatus,
     job_file,
     job_prefix,
     members_by_contribution_file,
     members_file,
+    parse_time,
     utcnow,
 )
 from spotlight.settings import Settings, get_settings
@@ -87,11 +86,12 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
 
 def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | None = None) -> dict[str, Any]:
     """Run one search for `job` and record how it ended. Returns a small summary (RQ keeps it)."""
-    if job.get_meta(refresh=True).get(META_STATUS) == "canceled":
-        return _summary(spec, "canceled")  # canceled while it waited in the queue
+    job.get_meta(refresh=True)
+    if status_of(job) == JobStatus.CANCELED:
+        return _summary(spec, JobStatus.CANCELED)  # canceled while it waited in the queue
     reporter = JobReporter(job, settings.progress_interval_s)
     reporter.started(spec.params.n_spotlights, spec.params.steps)
-    status: JobStatus = "finished"
+    status = JobStatus.FINISHED
     error: JobError | None = None
     result: SearchResult | None = None
     regions: list[dict[str, Any]] | None = None
@@ -108,14 +108,14 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         write_report(store, spec, job, inputs, result, regions, members)
         write_results(store, spec.job_id, result, regions, members, spec.params.objective)
     except SearchCanceled:
-        status, error = "canceled", JobError(code=ErrorCode.CANCELED, message="The job was canceled by its owner.")
+        status, error = JobStatus.CANCELED, JobError(code=ErrorCode.CANCELED, message="The job was canceled by its owner.")
     except JobTimeoutException:
-        status, error = "failed", JobError(
+        status, error = JobStatus.FAILED, JobError(
             code=ErrorCode.JOB_TIMEOUT,
             message=f"The job ran past its limit of {job.timeout} s; try fewer steps, restarts or spotlights.",
         )
     except JobFailed as exc:
-        status, error = "failed", exc.error
+        status, error = JobStatus.FAILED, exc.error
     if error is not None:
         log.warning("job %s %s: %s: %s", spec.job_id, status, error.code, error.message)
         if store is not None:
@@ -123,7 +123,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
                 store.delete_prefix(job_prefix(spec.job_id))  # no half-written result stays behind
     reporter.ended(status, error)
     record_stats(job, settings, status)
-    notify(spec, settings, status, error, regions if status == "finished" else None, job.connection)
+    notify(spec, settings, status, error, regions if status == JobStatus.FINISHED else None, job.connection)
     return _summary(spec, status, error, result)
 
 
@@ -210,8 +210,9 @@ def describe_regions(
     """The regions as regions.json stores them, each with what a person reads about it.
 
     Each region gets `n_members` (its member set), `effective_size` (sum of kernel weight x sample
-    weight: how many examples the region counts) and `overlap` (per earlier region, the share of
-    this region's members it also holds); `description` (worker/describe.py) is computed on the
+    weight: how many examples the region counts), `overlap` (per earlier region, the share of
+    this region's members it also holds) and `member_min_weight` (what a row of other data needs
+    to be a member, for the score route); `description` (worker/describe.py) is computed on the
     member set: mean loss and lift, error rate, composition by label, prediction and metadata field;
     `p_value` when `params.n_permutations` > 0. A failure to describe is logged and leaves the
     regions without descriptions rather than failing the job.
@@ -224,6 +225,7 @@ def describe_regions(
         entry["n_members"] = int(sets[k].size)
         entry["effective_size"] = effective_size(result.weights[:, k], inputs.sample_weights)
         entry["overlap"] = overlaps[k]
+        entry["member_min_weight"] = member_min_weight(result.weights[:, k], region.kernel, sets[k])
         regions.append(entry)
     from worker import describe
 
@@ -232,8 +234,9 @@ def describe_regions(
             sets, result.losses, labels=inputs.labels, predictions=inputs.predictions,
             sample_weights=inputs.sample_weights, read_metadata=inputs.files.metadata, seed=spec.params.seed,
         )
+        names = inputs.files.manifest().get(classes.MANIFEST_KEY)
         for entry, description in zip(regions, descriptions):
-            entry["description"] = description
+            entry["description"] = classes.name_description(description, names)
     except Exception:  # noqa: BLE001 - descriptions are a help, the regions are the result
         log.exception("describing the regions of %s failed", spec.job_id)
     if spec.params.n_permutations > 0:
@@ -268,6 +271,7 @@ def write_report(
     from worker.report import fallback_report, job_report
 
     manifest = inputs.files.manifest()
+    names = manifest.get(classes.MANIFEST_KEY)  # labels and predictions are shown by class name
     meta = job.get_meta(refresh=False)
     info = {
         "id": spec.job_id, "dataset": spec.dataset_id, "n": manifest.get("n"), "dim": manifest.get("dim"),
@@ -279,7 +283,7 @@ def write_report(
         html = job_report(
             info, regions, [r.get("description") for r in regions], inputs.embeddings, result.losses,
             result.weights, [m.by_weight for m in members], [m.by_contribution for m in members],
-            labels=inputs.labels, predictions=inputs.predictions,
+            labels=classes.names_of(inputs.labels, names), predictions=classes.names_of(inputs.predictions, names),
             read_ids=inputs.files.ids, read_metadata=inputs.files.metadata, seed=spec.params.seed,
             objective=spec.params.objective,
         )
@@ -292,14 +296,13 @@ def write_report(
         raise JobFailed(ErrorCode.STORE_ERROR, f"The report could not be written to the store: {exc}") from exc
 
 
-def record_stats(job: Job, settings: Settings, status: str) -> None:
+def record_stats(job: Job, settings: Settings, status: JobStatus) -> None:
     """Duration and queue wait for /metrics (kept in Redis, so every API process reports the same)."""
     from spotlight import jobstats
 
-    meta = job.get_meta(refresh=False)
-    started = _parse_time(meta.get(META_STARTED_AT))
-    ended = _parse_time(meta.get(META_ENDED_AT))
-    enqueued = job.enqueued_at.replace(tzinfo=timezone.utc) if job.enqueued_at and job.enqueued_at.tzinfo is None else job.enqueued_at
+    started = started_at(job)
+    ended = ended_at(job, status)
+    enqueued = parse_time(job.enqueued_at)
     try:
         jobstats.record_job_end(
             job.connection, settings.rq_queue_name(), status,
@@ -320,7 +323,7 @@ def _record_device(job: Job, settings: Settings, device: str) -> None:
 
 
 def notify(
-    spec: JobSpec, settings: Settings, status: str, error: JobError | None, regions: list[dict[str, Any]] | None,
+    spec: JobSpec, settings: Settings, status: JobStatus, error: JobError | None, regions: list[dict[str, Any]] | None,
     connection: Any,
 ) -> None:
     """Queue the signed summary for the job's callback_url (worker/webhook.py); never fails the job.
@@ -339,16 +342,6 @@ def notify(
         enqueue_callback(connection, settings, spec.callback_url, payload, spec.job_id)
     except Exception:  # noqa: BLE001 - the job has ended; a callback that cannot be queued is logged
         log.exception("the callback of %s could not be queued", spec.job_id)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def write_results(
@@ -373,11 +366,11 @@ def write_results(
 
 
 def _summary(
-    spec: JobSpec, status: str, error: JobError | None = None, result: SearchResult | None = None
+    spec: JobSpec, status: JobStatus, error: JobError | None = None, result: SearchResult | None = None
 ) -> dict[str, Any]:
     return {
         "job_id": spec.job_id,
-        "status": status,
+        "status": JobStatus(status).value,
         "error": error.model_dump() if error else None,
         "regions": len(result.regions) if result else 0,
         "device": result.device if result else None,

@@ -11,41 +11,45 @@ and is removed whatever happens, so an upload that fails leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from starlette.requests import Request
 
-from service.errors import ApiError
 from service.ingest.build import build
 from service.ingest.multipart import Part, receive_multipart
-from service.ingest.npy import NPY_MAGIC, inspect_npy, load_small, save_npy
+from service.ingest.npy import NPY_MAGIC, inspect_npy, iter_rows, load_small, save_npy
 from service.ingest.npz import extract_npz
 from service.ingest.parquet import parquet_to_sources
 from service.ingest.reference import fetch_reference
-from service.ingest.sources import JsonlRows, Sources
+from service.ingest.sources import JsonlRows, Sources, loads
 from service.schemas import DatasetReference, InlineDataset
+from spotlight import columns as colmap
 from spotlight.dataset_files import DatasetBuilder
+from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import DATASET_ARRAYS, DATASET_FIELDS, ErrorCode
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+METADATA_CHUNK_BYTES = 4 * 1024 * 1024
 PARQUET_MAGIC = b"PAR1"
+
+
+# Upload work folders live here inside a local store; service/expiry.py sweeps those a killed process left.
+WORK_DIR = ".ingest"
 
 
 @contextlib.contextmanager
 def workspace(store: ArtifactStore) -> Iterator[str]:
     """A private folder for one upload, on the store's filesystem when the store is local."""
     if store.is_local:
-        path = os.path.join(store.root, ".ingest", secrets.token_hex(8))
+        path = os.path.join(store.root, WORK_DIR, secrets.token_hex(8))
         os.makedirs(path)
     else:
         path = tempfile.mkdtemp(prefix="spotlight-ingest-")
@@ -53,30 +57,6 @@ def workspace(store: ArtifactStore) -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-STALE_WORKSPACE_S = 6 * 3600
-
-
-def sweep_stale_workspaces(store: ArtifactStore, max_age_s: float = STALE_WORKSPACE_S) -> int:
-    """Remove upload work folders an API process left behind when it died mid-upload.
-
-    Only folders untouched for `max_age_s` go, so uploads other API processes sharing this store
-    are receiving right now are left alone. Returns how many were removed.
-    """
-    if not store.is_local:
-        return 0
-    base = os.path.join(store.root, ".ingest")
-    removed = 0
-    now = time.time()
-    for entry in os.scandir(base) if os.path.isdir(base) else ():
-        try:
-            if entry.is_dir() and now - entry.stat().st_mtime > max_age_s:
-                shutil.rmtree(entry.path, ignore_errors=True)
-                removed += 1
-        except OSError:
-            continue
-    return removed
 
 
 def _sniff(path: str) -> str:
@@ -91,61 +71,107 @@ def _sniff(path: str) -> str:
     return "unknown"
 
 
-def sources_from_container(path: str, work_dir: str, settings: Settings, what: str) -> Sources:
-    """A whole dataset in one file: .npz or .parquet (recognised by content, not by name)."""
+def sources_from_container(
+    path: str, work_dir: str, settings: Settings, what: str, columns: dict[str, str] | None = None
+) -> Sources:
+    """A whole dataset in one file: .npz or .parquet (recognised by content, not by name).
+
+    `columns` maps fields to the file's own column (or key) names where aliases do not find them
+    (spotlight/columns.py).
+    """
     kind = _sniff(path)
     if kind == "npz":
-        return _sources_from_npz(extract_npz(path, work_dir, settings.max_upload_bytes))
+        return _sources_from_npz(extract_npz(path, work_dir, settings.max_upload_bytes, columns), work_dir, settings)
     if kind == "parquet":
-        return parquet_to_sources(path, work_dir, settings)
+        return parquet_to_sources(path, work_dir, settings, columns)
     if kind == "npy":
-        raise ApiError(400, ErrorCode.VALIDATION,
+        raise InvalidInput(ErrorCode.VALIDATION,
                        f"{what} is a single .npy; send an .npz (or .parquet), or separate .npy fields named after the keys")
-    raise ApiError(400, ErrorCode.BAD_FILE, f"{what} is neither an .npz nor a .parquet file", {"format": "unknown"})
+    raise InvalidInput(ErrorCode.BAD_FILE, f"{what} is neither an .npz nor a .parquet file", {"format": "unknown"})
 
 
-def _sources_from_npz(members: dict[str, str]) -> Sources:
+def _sources_from_npz(members: dict[str, str], work_dir: str, settings: Settings) -> Sources:
     src = Sources(origin="npz")
     for key, path in members.items():
         if key == "ids":
             src.ids = path
-        elif key == "metadata":
-            src.metadata = _metadata_from_npy(path)
-        else:
+        elif key != "metadata":
             src.arrays[key] = path
+    if "metadata" in members:
+        src.metadata = _metadata_from_npy(members["metadata"], _rows_declared(src), work_dir, settings)
     return src
 
 
-def _metadata_from_npy(path: str) -> list[Any]:
-    """metadata in an .npz: n JSON strings, or one JSON string holding the list."""
+def _rows_declared(src: Sources) -> int | None:
+    """n as the embeddings' header declares it (None when there are none, or they are not 2-D)."""
+    if "embeddings" not in src.arrays:
+        return None
+    shape = inspect_npy(src.arrays["embeddings"], "embeddings").shape
+    return shape[0] if len(shape) == 2 else None
+
+
+def _metadata_from_npy(path: str, n: int | None, work_dir: str, settings: Settings) -> list[Any] | JsonlRows:
+    """metadata in an .npz: n JSON strings, or one JSON string holding the list.
+
+    Sizes come from the header first: a row count that is not the embeddings' n, or a single string
+    over the inline limit, is refused before a byte of it is parsed. The rows are then copied a
+    chunk at a time into a JSON-lines file (JSON text may hold a line break only as whitespace, so
+    each becomes a space), never held as Python objects all at once.
+    """
     info = inspect_npy(path, "metadata")
     if info.dtype.kind not in "US":
-        raise ApiError(400, ErrorCode.VALIDATION, "metadata in an .npz must be JSON text (one string per row)",
+        raise InvalidInput(ErrorCode.VALIDATION, "metadata in an .npz must be JSON text (one string per row)",
                        {"field": "metadata"})
-    arr = load_small(info)
-    try:
-        if arr.ndim == 0:
-            return list(json.loads(str(arr.item())))
-        return [json.loads(s if isinstance(s, str) else s.decode()) for s in arr.tolist()]
-    except (ValueError, TypeError) as exc:
-        raise ApiError(400, ErrorCode.VALIDATION, f"metadata is not valid JSON ({exc})", {"field": "metadata"}) from None
+    if info.shape == ():
+        if info.nbytes > settings.max_inline_bytes:
+            raise TooLarge(ErrorCode.TOO_LARGE,
+                           f"metadata as one JSON string is limited to {settings.max_inline_bytes} bytes; "
+                           "store one string per row instead", {"field": "metadata",
+                                                                "limit_bytes": settings.max_inline_bytes})
+        try:
+            value = loads(str(load_small(info).item()))
+        except ValueError as exc:
+            raise InvalidInput(ErrorCode.VALIDATION, f"metadata is not valid JSON ({exc})",
+                           {"field": "metadata"}) from None
+        if not isinstance(value, list):
+            raise InvalidInput(ErrorCode.VALIDATION, "metadata must be a JSON list", {"field": "metadata"})
+        return value
+    if len(info.shape) != 1:
+        raise InvalidInput(ErrorCode.SHAPE_MISMATCH, f"metadata must be 1-D, got shape {list(info.shape)}",
+                       {"field": "metadata", "shape": list(info.shape)})
+    if n is not None and info.shape[0] != n:
+        raise InvalidInput(ErrorCode.SHAPE_MISMATCH,
+                       f"metadata has {info.shape[0]} rows but embeddings has n={n} rows",
+                       {"field": "metadata", "length": info.shape[0], "n": n})
+    out = os.path.join(work_dir, "npz-metadata.jsonl")
+    with open(out, "w", encoding="utf-8") as f:
+        for chunk in iter_rows(info, METADATA_CHUNK_BYTES):
+            for text in chunk.tolist():
+                line = text if isinstance(text, str) else text.decode("utf-8", "replace")
+                f.write((line.replace("\r", " ").replace("\n", " ").strip() or "null") + "\n")
+    return JsonlRows(out)
 
 
 def sources_from_parts(parts: list[Part], work_dir: str, settings: Settings) -> Sources:
     names = [p.name for p in parts]
     if not parts:
-        raise ApiError(400, ErrorCode.VALIDATION, "the multipart body has no parts; send `file` or .npy fields")
+        raise InvalidInput(ErrorCode.VALIDATION, "the multipart body has no parts; send `file` or .npy fields")
     if len(set(names)) != len(names):
-        raise ApiError(400, ErrorCode.VALIDATION, "a field appears twice in the multipart body")
+        raise InvalidInput(ErrorCode.VALIDATION, "a field appears twice in the multipart body")
     if "file" in names:
-        if len(parts) != 1:
-            raise ApiError(400, ErrorCode.VALIDATION, "send either one `file` or separate fields, not both")
-        if parts[0].size == 0:
-            raise ApiError(400, ErrorCode.BAD_FILE, "the uploaded file is empty")
-        return sources_from_container(parts[0].path, work_dir, settings, "file")
+        by_name = {p.name: p for p in parts}
+        if set(names) - {"file", "columns"}:
+            raise InvalidInput(ErrorCode.VALIDATION,
+                               "send either one `file` (with an optional `columns` part) or separate fields, not both")
+        columns = _columns_part(by_name["columns"], settings) if "columns" in by_name else None
+        if by_name["file"].size == 0:
+            raise InvalidInput(ErrorCode.BAD_FILE, "the uploaded file is empty")
+        return sources_from_container(by_name["file"].path, work_dir, settings, "file", columns)
+    parts = _canonical_part_names(parts)
+    names = [p.name for p in parts]
     unknown = [n for n in names if n not in DATASET_FIELDS]
     if unknown:
-        raise ApiError(400, ErrorCode.VALIDATION,
+        raise InvalidInput(ErrorCode.VALIDATION,
                        f"unknown field(s) {unknown}; expected `file` or some of {', '.join(DATASET_FIELDS)}",
                        {"unknown": unknown, "allowed": ["file", *DATASET_FIELDS]})
     src = Sources(origin="npy")
@@ -153,7 +179,7 @@ def sources_from_parts(parts: list[Part], work_dir: str, settings: Settings) -> 
         kind = _sniff(part.path)
         if part.name in DATASET_ARRAYS:
             if kind != "npy":
-                raise ApiError(400, ErrorCode.BAD_FILE, f"{part.name}: expected a .npy file", {"field": part.name})
+                raise InvalidInput(ErrorCode.BAD_FILE, f"{part.name}: expected a .npy file", {"field": part.name})
             src.arrays[part.name] = part.path
         elif part.name == "ids":
             src.ids = part.path if kind == "npy" else _json_list(part, settings, "ids")
@@ -162,23 +188,45 @@ def sources_from_parts(parts: list[Part], work_dir: str, settings: Settings) -> 
     return src
 
 
+def _columns_part(part: Part, settings: Settings) -> dict[str, str]:
+    """The `columns` part: a JSON object mapping fields to the file's column names."""
+    value = _json_list(part, settings, "columns", want=dict)
+    if not all(isinstance(v, str) for v in value.values()):
+        raise InvalidInput(ErrorCode.VALIDATION, "columns must map each field to a column name (a string)",
+                       {"field": "columns"})
+    return {str(k): v for k, v in value.items()}
+
+
+def _canonical_part_names(parts: list[Part]) -> list[Part]:
+    """Separate .npy fields may use the names people use (embedding, loss, label, pred, id …)."""
+    try:
+        by_field = colmap.resolve([p.name for p in parts if p.name != "metadata"])
+    except colmap.ColumnError as exc:
+        raise InvalidInput(ErrorCode.VALIDATION, exc.message, exc.details) from None
+    field_of = {column: field for field, column in by_field.items()}
+    for part in parts:
+        part.name = field_of.get(part.name, part.name)
+    return parts
+
+
 def _first_char(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read(4096).lstrip()[:1]
 
 
-def _json_list(part: Part, settings: Settings, field: str) -> list[Any]:
+def _json_list(part: Part, settings: Settings, field: str, want: type = list) -> Any:
     if part.size > settings.max_inline_bytes:
-        raise ApiError(413, ErrorCode.TOO_LARGE,
+        raise TooLarge(ErrorCode.TOO_LARGE,
                        f"{field} as JSON is limited to {settings.max_inline_bytes} bytes; send a .npy instead",
                        {"field": field, "limit_bytes": settings.max_inline_bytes})
     try:
         with open(part.path, "rb") as f:
-            value = json.load(f)
+            value = loads(f.read())
     except ValueError as exc:
-        raise ApiError(400, ErrorCode.BAD_FILE, f"{field}: not valid JSON ({exc})", {"field": field}) from None
-    if not isinstance(value, list):
-        raise ApiError(400, ErrorCode.VALIDATION, f"{field} must be a JSON array", {"field": field})
+        raise InvalidInput(ErrorCode.BAD_FILE, f"{field}: not valid JSON ({exc})", {"field": field}) from None
+    if not isinstance(value, want):
+        kind = "array" if want is list else "object"
+        raise InvalidInput(ErrorCode.VALIDATION, f"{field} must be a JSON {kind}", {"field": field})
     return value
 
 
@@ -195,12 +243,17 @@ def sources_from_inline(data: InlineDataset, work_dir: str) -> Sources:
         value = getattr(data, field)
         if value is None:
             continue
-        dtype = np.int64 if field in ("labels", "predictions") else np.float64
+        dtype: Any = np.int64 if field in ("labels", "predictions") else np.float64
+        if dtype is np.int64 and any(isinstance(v, str) for v in value):
+            if not all(isinstance(v, str) for v in value):
+                raise InvalidInput(ErrorCode.VALIDATION, f"{field}: mix of class names and integers; give one kind",
+                               {"field": field})
+            dtype = str  # class names: build() encodes them
         try:
             arr = np.asarray(value, dtype=dtype)
         except (ValueError, OverflowError) as exc:
             code = ErrorCode.SHAPE_MISMATCH if "inhomogeneous" in str(exc) else ErrorCode.VALIDATION
-            raise ApiError(400, code, f"{field}: {'rows differ in length' if code == ErrorCode.SHAPE_MISMATCH else exc}",
+            raise InvalidInput(code, f"{field}: {'rows differ in length' if code == ErrorCode.SHAPE_MISMATCH else exc}",
                            {"field": field}) from None
         if field in ("embeddings", "logits") and arr.ndim == 1 and arr.size == 0:
             arr = arr.reshape(0, 0)
@@ -210,9 +263,9 @@ def sources_from_inline(data: InlineDataset, work_dir: str) -> Sources:
     return src
 
 
-def sources_from_uri(uri: str, work_dir: str, settings: Settings) -> Sources:
+def sources_from_uri(uri: str, work_dir: str, settings: Settings, columns: dict[str, str] | None = None) -> Sources:
     path = fetch_reference(uri, settings, work_dir)
-    src = sources_from_container(path, work_dir, settings, "the referenced file")
+    src = sources_from_container(path, work_dir, settings, "the referenced file", columns)
     src.origin = f"uri+{src.origin}"
     return src
 
@@ -233,7 +286,6 @@ __all__ = [
     "build_from_spec",
     "build_in",
     "receive_parts",
-    "sweep_stale_workspaces",
     "sources_from_inline",
     "sources_from_parts",
     "sources_from_uri",
@@ -244,7 +296,7 @@ __all__ = [
 def build_from_spec(spec: InlineDataset | DatasetReference, work_dir: str, settings: Settings) -> tuple[DatasetBuilder, int, int]:
     """A JSON dataset (inline arrays or {"uri": ...}) -> a builder ready to commit."""
     if isinstance(spec, DatasetReference):
-        src = sources_from_uri(spec.uri, work_dir, settings)
+        src = sources_from_uri(spec.uri, work_dir, settings, spec.columns)
     else:
         src = sources_from_inline(spec, work_dir)
     return build_in(work_dir, src, settings)

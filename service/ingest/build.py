@@ -9,28 +9,31 @@ work folder behind, which the caller removes: nothing reaches the store half-wri
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from service.errors import ApiError
-from service.ingest.npy import NpyInfo, inspect_npy, iter_rows, load_small
-from service.ingest.sources import JsonlRows, Sources
+from service.ingest.npy import NpyInfo, inspect_npy, iter_rows, load_small, save_npy
+from service.ingest.sources import MAX_JSON_DEPTH, JsonlRows, Sources, too_deep
+from spotlight import classes
 from spotlight.dataset_files import DatasetBuilder
+from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import ErrorCode
 from spotlight.settings import Settings
 
 NUMERIC_KINDS = "fiub"
 INT64_MAX = float(2**63 - 1)
+MAX_CLASSES = 100_000  # more distinct text labels than this is an id column, not classes
 
 
-def _validation(message: str, **details: Any) -> ApiError:
-    return ApiError(400, ErrorCode.VALIDATION, message, details)
+def _validation(message: str, **details: Any) -> InvalidInput:
+    return InvalidInput(ErrorCode.VALIDATION, message, details)
 
 
-def _mismatch(message: str, **details: Any) -> ApiError:
-    return ApiError(400, ErrorCode.SHAPE_MISMATCH, message, details)
+def _mismatch(message: str, **details: Any) -> InvalidInput:
+    return InvalidInput(ErrorCode.SHAPE_MISMATCH, message, details)
 
 
 def _numeric(info: NpyInfo, field: str) -> None:
@@ -49,8 +52,8 @@ def _finite_rows(info: NpyInfo, field: str) -> Iterator[np.ndarray]:
                 bad |= ~np.isfinite(c.astype(np.float32))
         if bad.any():
             row = start + int(np.argwhere(bad)[0][0])
-            raise ApiError(
-                400, ErrorCode.NON_FINITE,
+            raise InvalidInput(
+                ErrorCode.NON_FINITE,
                 f"{field} has NaN or infinite values (first at row {row}); remove or impute them",
                 {"field": field, "row": row},
             )
@@ -91,6 +94,9 @@ def _load_ids(src: Sources, n: int) -> list[Any] | None:
         info = inspect_npy(src.ids, "ids")
         if info.dtype.kind not in "iuUS" or len(info.shape) != 1:
             raise _validation("ids must be a 1-D array of strings or integers", field="ids", dtype=str(info.dtype))
+        if info.shape[0] != n:  # from the header, before the ids are loaded
+            raise _mismatch(f"ids has {info.shape[0]} entries but embeddings has n={n} rows", field="ids",
+                            length=info.shape[0], n=n)
         arr = load_small(info)
         ids: list[Any] = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in arr.tolist()]
     else:
@@ -107,6 +113,9 @@ def _metadata_rows(rows: Any) -> Iterator[dict[str, Any]]:
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise _validation(f"metadata[{i}] must be a JSON object", field="metadata", row=i)
+        if too_deep(row):
+            raise _validation(f"metadata[{i}] nests deeper than {MAX_JSON_DEPTH} levels", field="metadata", row=i,
+                              limit=MAX_JSON_DEPTH)
         try:
             json.dumps(row, allow_nan=False)
         except ValueError:
@@ -116,10 +125,11 @@ def _metadata_rows(rows: Any) -> Iterator[dict[str, Any]]:
 
 
 def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[int, int]:
-    """Validate and write every field; return (n, dim). Raises ApiError with the contract's codes."""
+    """Validate and write every field; return (n, dim). Raises InvalidInput (or TooLarge) with the contract's codes."""
     if "embeddings" not in src.arrays:
         raise _validation("embeddings is required (an n x d array)", field="embeddings")
     infos = {f: inspect_npy(p, f) for f, p in src.arrays.items()}
+    encode_text_classes(src, infos)
     for f, info in infos.items():
         _numeric(info, f)
 
@@ -132,10 +142,10 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
         raise _validation(f"embeddings is empty (shape {[n, d]}); need n >= 1 rows and d >= 1 dimensions",
                           field="embeddings", shape=[n, d])
     for f, info in infos.items():
-        elements = int(np.prod(info.shape, dtype=np.int64))
+        elements = info.elements
         if elements > settings.max_elements:
-            raise ApiError(
-                413, ErrorCode.TOO_MANY_ELEMENTS,
+            raise TooLarge(
+                ErrorCode.TOO_MANY_ELEMENTS,
                 f"{f} has {elements} elements, over this server's limit of {settings.max_elements}",
                 {"field": f, "elements": elements, "limit": settings.max_elements},
             )
@@ -177,9 +187,49 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
         builder.add_ids(ids)
     if metadata is not None:
         builder.add_metadata(_metadata_rows(metadata), n)
+    if src.class_names is not None and ("labels" in infos or "predictions" in infos):
+        builder.extra[classes.MANIFEST_KEY] = list(src.class_names)
     if src.origin:
         builder.extra["source_format"] = src.origin
     return n, d
+
+
+def check_class_count(names: list[str], field: str) -> None:
+    if len(names) > MAX_CLASSES:
+        raise _validation(f"{field} has {len(names)} distinct classes, over {MAX_CLASSES}; is it an id column?",
+                          field=field, classes=len(names), limit=MAX_CLASSES)
+
+
+def encode_text_classes(src: Sources, infos: dict[str, NpyInfo]) -> None:
+    """Labels/predictions given as text -> int codes (.npy beside the original) + src.class_names.
+
+    Labels and predictions share one vocabulary (so label == prediction still compares codes);
+    text on one side and bare integers on the other has no common meaning and is refused.
+    """
+    text = [f for f in ("labels", "predictions") if f in infos and infos[f].dtype.kind in "US"]
+    if not text:
+        return
+    ints = [f for f in ("labels", "predictions") if f in infos and f not in text]
+    if ints and src.class_names is None:
+        raise _validation(
+            f"{text[0]} are class names but {ints[0]} are integers; give both as names, or both as class indices",
+            field=ints[0],
+        )
+    values: dict[str, np.ndarray] = {}
+    for f in text:
+        if len(infos[f].shape) != 1:
+            raise _mismatch(f"{f} must be 1-D, got shape {list(infos[f].shape)}", field=f, shape=list(infos[f].shape))
+        arr = load_small(infos[f])
+        if arr.dtype.kind == "S":
+            arr = np.char.decode(arr, "utf-8", errors="replace")
+        values[f] = arr
+    names = classes.vocabulary((np.unique(v) for v in values.values()), src.class_names)
+    check_class_count(names, text[0])
+    for f, arr in values.items():
+        path = save_npy(os.path.join(os.path.dirname(infos[f].path), f"coded-{f}.npy"), classes.encode(arr, names))
+        src.arrays[f] = path
+        infos[f] = inspect_npy(path, f)
+    src.class_names = names
 
 
 def _non_negative(info: NpyInfo) -> Iterator[np.ndarray]:

@@ -17,10 +17,12 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from service.errors import ApiError
+from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import ErrorCode
 
 MAX_PARTS = 16
+# RFC 2046 allows 70 characters; python-multipart accepts up to 256 and raises past that.
+MAX_BOUNDARY = 256
 
 
 @dataclass
@@ -37,7 +39,11 @@ async def receive_multipart(request: Request, work_dir: str, max_bytes: int) -> 
     _, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if not boundary:
-        raise ApiError(400, ErrorCode.VALIDATION, "multipart body without a boundary in its Content-Type")
+        raise InvalidInput(ErrorCode.VALIDATION, "multipart body without a boundary in its Content-Type")
+    if len(boundary) > MAX_BOUNDARY:
+        raise InvalidInput(ErrorCode.VALIDATION,
+                           f"the multipart boundary is {len(boundary)} characters; at most {MAX_BOUNDARY} are accepted "
+                           "(RFC 2046 allows 70)", {"boundary_length": len(boundary), "limit": MAX_BOUNDARY})
 
     parts: list[Part] = []
     current: dict[str, object] = {}
@@ -71,9 +77,9 @@ async def receive_multipart(request: Request, work_dir: str, max_bytes: int) -> 
         _, opts = parse_options_header(headers.get("content-disposition", ""))
         name = opts.get(b"name")
         if not name:
-            raise ApiError(400, ErrorCode.VALIDATION, "a multipart part has no name in its Content-Disposition")
+            raise InvalidInput(ErrorCode.VALIDATION, "a multipart part has no name in its Content-Disposition")
         if len(parts) >= MAX_PARTS:
-            raise ApiError(400, ErrorCode.VALIDATION, f"too many parts; at most {MAX_PARTS}")
+            raise InvalidInput(ErrorCode.VALIDATION, f"too many parts; at most {MAX_PARTS}")
         filename = opts.get(b"filename")
         path = os.path.join(work_dir, f"part-{len(parts)}")
         parts.append(
@@ -91,8 +97,8 @@ async def receive_multipart(request: Request, work_dir: str, max_bytes: int) -> 
         size = end - start
         total += size
         if total > max_bytes:
-            raise ApiError(
-                413, ErrorCode.TOO_LARGE,
+            raise TooLarge(
+                ErrorCode.TOO_LARGE,
                 f"The upload is larger than this server's limit of {max_bytes} bytes.",
                 {"limit_bytes": max_bytes},
             )
@@ -128,10 +134,10 @@ async def receive_multipart(request: Request, work_dir: str, max_bytes: int) -> 
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:
-        raise ApiError(400, ErrorCode.BAD_FILE, f"the multipart body is malformed ({exc})") from None
+        raise InvalidInput(ErrorCode.BAD_FILE, f"the multipart body is malformed ({exc})") from None
     finally:
         if out is not None:
             out.close()
     if not ended:
-        raise ApiError(400, ErrorCode.BAD_FILE, "the multipart body ended before its closing boundary (truncated?)")
+        raise InvalidInput(ErrorCode.BAD_FILE, "the multipart body ended before its closing boundary (truncated?)")
     return parts

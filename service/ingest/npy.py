@@ -9,6 +9,7 @@ resident memory and a 1 GB array read end to end would otherwise show up as 1 GB
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from service.errors import ApiError
+from spotlight.errors import InvalidInput
 from spotlight.protocol import ErrorCode
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -33,12 +34,17 @@ class NpyInfo:
     offset: int
 
     @property
+    def elements(self) -> int:
+        """The element count, as a Python int: a header's shape may multiply past int64."""
+        return math.prod(self.shape)
+
+    @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return self.elements * self.dtype.itemsize
 
 
-def bad_file(field: str, message: str, **details: Any) -> ApiError:
-    return ApiError(400, ErrorCode.BAD_FILE, f"{field}: {message}", {"field": field, **details})
+def bad_file(field: str, message: str, **details: Any) -> InvalidInput:
+    return InvalidInput(ErrorCode.BAD_FILE, f"{field}: {message}", {"field": field, **details})
 
 
 def inspect_npy(path: str, field: str) -> NpyInfo:
@@ -49,10 +55,13 @@ def inspect_npy(path: str, field: str) -> NpyInfo:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
+            elif version in ((2, 0), (3, 0)):
+                # 3.0 differs from 2.0 only in encoding its header as UTF-8 instead of latin-1, which
+                # matters only for non-latin-1 names of structured fields; every dtype accepted here
+                # (numbers, strings) has a plain ASCII header, so the public 2.0 reader reads both.
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
             else:
-                shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # 3.0: utf-8 header
+                raise ValueError(f"format version {version[0]}.{version[1]} is not one numpy writes (1.0-3.0)")
         except Exception as exc:  # numpy raises ValueError, SyntaxError, EOFError... on junk
             raise bad_file(field, f"not a valid .npy file ({exc})") from None
         offset = f.tell()

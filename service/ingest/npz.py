@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import zipfile
 import zlib
+from collections.abc import Mapping
 
-from service.errors import ApiError
+from spotlight import columns as colmap
+from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import DATASET_FIELDS, ErrorCode
 
 MAX_MEMBERS = 16
@@ -23,12 +25,38 @@ RATIO_CHECK_MIN_BYTES = 8 * 1024 * 1024
 COPY_CHUNK = 1024 * 1024
 
 
-def _bad(message: str, **details: object) -> ApiError:
-    return ApiError(400, ErrorCode.BAD_FILE, f"npz: {message}", {"format": "npz", **details})
+def _bad(message: str, **details: object) -> InvalidInput:
+    return InvalidInput(ErrorCode.BAD_FILE, f"npz: {message}", {"format": "npz", **details})
 
 
-def extract_npz(path: str, work_dir: str, max_total_bytes: int) -> dict[str, str]:
-    """Return {key: path of the extracted .npy}; raise 400 bad_file / 413 payload_too_large."""
+def _fields_of(names: list[str], columns: Mapping[str, str] | None) -> dict[str, str]:
+    """{member key: dataset field} by spotlight/columns.py (aliases, or the caller's mapping)."""
+    try:
+        by_field = colmap.resolve(names, columns)
+    except colmap.ColumnError as exc:
+        raise InvalidInput(ErrorCode.VALIDATION, f"npz: {exc.message}", {"keys": names, **exc.details}) from None
+    out = {key: field for field, key in by_field.items()}
+    if "metadata" in names and "metadata" not in out:
+        out["metadata"] = "metadata"
+    unknown = [k for k in names if k not in out]
+    if unknown:
+        raise InvalidInput(
+            ErrorCode.VALIDATION,
+            f"npz: unknown key(s) {unknown}; found {names}. Expected some of {', '.join(DATASET_FIELDS)} "
+            "(or a common alias such as embedding, loss, label, pred, id), or map yours with "
+            'columns={"embeddings": "<key>", ...}',
+            {"key": unknown[0], "keys": names, "allowed": list(DATASET_FIELDS)},
+        )
+    return out
+
+
+def extract_npz(
+    path: str, work_dir: str, max_total_bytes: int, columns: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Return {field: path of the extracted .npy}; raise 400 bad_file / 413 payload_too_large.
+
+    Keys are the dataset's fields, a common alias of one, or what `columns` maps a field to.
+    """
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
@@ -40,15 +68,14 @@ def extract_npz(path: str, work_dir: str, max_total_bytes: int) -> dict[str, str
         if len(infos) > MAX_MEMBERS:
             raise _bad(f"{len(infos)} members; at most {MAX_MEMBERS} are expected")
         keys: dict[str, zipfile.ZipInfo] = {}
-        for info in infos:
+        member_keys = [i.filename[:-4] if i.filename.endswith(".npy") else i.filename for i in infos]
+        field_of = _fields_of(member_keys, columns)
+        for info, member_key in zip(infos, member_keys):
             name = info.filename
-            key = name[:-4] if name.endswith(".npy") else name
-            if key not in DATASET_FIELDS or "/" in name:
-                raise ApiError(
-                    400, ErrorCode.VALIDATION,
-                    f"npz: unknown key {key!r}; expected some of {', '.join(DATASET_FIELDS)}",
-                    {"key": key, "allowed": list(DATASET_FIELDS)},
-                )
+            key = field_of[member_key]
+            if "/" in name:
+                raise InvalidInput(ErrorCode.VALIDATION, f"npz: member {name!r} is in a folder; expected flat keys",
+                                   {"key": member_key})
             if key in keys:
                 raise _bad(f"key {key!r} appears twice")
             if info.flag_bits & 0x1:
@@ -68,8 +95,8 @@ def extract_npz(path: str, work_dir: str, max_total_bytes: int) -> dict[str, str
             keys[key] = info
         declared = sum(i.file_size for i in keys.values())
         if declared > max_total_bytes:
-            raise ApiError(
-                413, ErrorCode.TOO_LARGE,
+            raise TooLarge(
+                ErrorCode.TOO_LARGE,
                 f"npz: its members would inflate to {declared} bytes, over the limit of {max_total_bytes}",
                 {"declared_bytes": declared, "limit_bytes": max_total_bytes},
             )
@@ -89,7 +116,7 @@ def extract_npz(path: str, work_dir: str, max_total_bytes: int) -> dict[str, str
                         if written > info.file_size or written_total > max_total_bytes:
                             raise _bad(f"{info.filename} inflates past its declared size; refused")
                         dst.write(block)
-            except ApiError:
+            except InvalidInput:
                 raise
             except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:
                 raise _bad(f"{info.filename} is corrupt or truncated ({exc})") from None

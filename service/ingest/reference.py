@@ -2,18 +2,19 @@
 
 `_open_reference` is the one place a URI becomes bytes; it is `spotlight.refs.open_reference`,
 the sandbox (allowed roots with symlink and TOCTOU checks, allowed schemes, SSRF-guarded http(s),
-size checked before reading). Its refusals keep their own code and status: `reference_refused`
-400, `payload_too_large` 413, `reference_unreadable` 400.
+size checked before reading). Its refusals keep their own code (`reference_refused`,
+`payload_too_large`, `reference_unreadable`); service/errors.py gives each its HTTP status.
 """
 
 from __future__ import annotations
 
 import os
 
-from service.errors import ApiError
+from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import ErrorCode
 from spotlight.refs import BadReference, ReferenceRefused, ReferenceUnreadable
 from spotlight.refs import open_reference as _open_reference
+from spotlight.refusal_hints import hinted
 from spotlight.settings import Settings
 
 COPY_CHUNK = 1024 * 1024
@@ -24,7 +25,8 @@ def fetch_reference(uri: str, settings: Settings, work_dir: str) -> str:
     try:
         ref = _open_reference(uri, settings)
     except BadReference as exc:
-        raise ApiError(exc.status_code, exc.code, f"Reference {exc.uri!r}: {exc.message}", exc.details) from None
+        message, details = hinted(f"Reference {exc.uri!r}: {exc.message}", exc.details)
+        raise InvalidInput(exc.code, message, details) from None
     limit = settings.max_upload_bytes
     with ref:
         dest = os.path.join(work_dir, "reference")
@@ -34,13 +36,13 @@ def fetch_reference(uri: str, settings: Settings, work_dir: str) -> str:
                 try:
                     block = ref.file.read(COPY_CHUNK)
                 except OSError as exc:
-                    raise ApiError(400, ErrorCode.REFERENCE_UNREADABLE, f"Reference {uri!r}: reading failed ({exc})",
-                                   {"uri": uri, "reason": "io"}) from None
+                    raise ReferenceUnreadable(f"Reference {uri!r}: reading failed ({exc})",
+                                              uri=uri, reason="io") from None
                 if not block:
                     break
                 copied += len(block)
                 if copied > limit:  # a file that grew after its size was checked
-                    raise ApiError(413, ErrorCode.TOO_LARGE, f"The referenced file grew past the limit of {limit}",
+                    raise TooLarge(ErrorCode.TOO_LARGE, f"The referenced file grew past the limit of {limit}",
                                    {"limit_bytes": limit})
                 out.write(block)
     return dest

@@ -12,8 +12,38 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.errors import ApiError
+from spotlight.errors import InvalidInput
 from spotlight.protocol import ErrorCode
+
+
+# How deeply a metadata value may nest. Rows are echoed back as they came, so a few levels are
+# plenty; without a bound, a deep value makes every recursive reader (json, pydantic) overflow.
+MAX_JSON_DEPTH = 64
+
+
+def loads(text: str | bytes) -> Any:
+    """`json.loads`, with nesting too deep for the parser reported as the ValueError it is."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a parsed JSON value nests more than `limit` arrays/objects deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 @dataclass
@@ -28,10 +58,10 @@ class JsonlRows:
                 if not line.strip():
                     continue
                 try:
-                    yield json.loads(line)
+                    yield loads(line)
                 except ValueError as exc:
-                    raise ApiError(
-                        400, ErrorCode.BAD_FILE, f"metadata: line {lineno} is not JSON ({exc})", {"line": lineno}
+                    raise InvalidInput(
+                        ErrorCode.BAD_FILE, f"metadata: line {lineno} is not JSON ({exc})", {"line": lineno}
                     ) from None
 
     def count(self) -> int:
@@ -45,6 +75,10 @@ class Sources:
     ids: list[Any] | str | None = None  # a list, or the path of a .npy of strings/ints
     metadata: list[Any] | JsonlRows | None = None
     origin: str = ""  # "npz", "parquet", "npy", "json", "uri" (for logs and the manifest)
+    # Names of the label/prediction codes (spotlight/classes.py): set when they arrived as text or as
+    # a Hugging Face ClassLabel; text arrays still in `arrays` are encoded by build().
+    class_names: list[str] | None = None
+    columns: dict[str, str] | None = None  # the caller's field -> column/key mapping (spotlight/columns.py)
 
 
 def json_safe(value: Any) -> Any:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import TypeAdapter, ValidationError
 
-from service.deps import DatasetsDep, SettingsDep, StoreDep, TenantDep
-from service.errors import ApiError, error_responses, validation_error
-from service.ingest import build_from_parts, build_from_spec, receive_parts, workspace
-from service.schemas import MAX_OFFSET, DatasetList, DatasetOut, DatasetReference, InlineDataset
-from spotlight.protocol import DATASET_FIELDS, DatasetRecord, ErrorCode
+from service.deps import DatasetIdDep, DatasetsDep, SettingsDep, StoreDep, TenantDep, reference_slot
+from service.errors import ApiError, error_responses
+from service.ingest import build_from_parts, build_from_spec, build_in, receive_parts, workspace
+from service.ingest.inline_json import parse_dataset_body
+from service.schemas import MAX_OFFSET, DatasetList, DatasetOut, DatasetReference
+from spotlight.protocol import DATASET_FIELDS, NAME_MAX, TAG_MAX, TAGS_MAX, DatasetRecord, ErrorCode
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 503))
 
@@ -22,7 +21,13 @@ _MULTIPART_SCHEMA: dict[str, Any] = {
     "oneOf": [
         {
             "type": "object",
-            "properties": {"file": {"type": "string", "format": "binary"}},
+            "properties": {
+                "file": {"type": "string", "format": "binary"},
+                "columns": {
+                    "type": "string",
+                    "description": 'JSON object: which column/key holds which field, e.g. {"embeddings": "emb"}',
+                },
+            },
             "required": ["file"],
             "additionalProperties": False,
         },
@@ -55,28 +60,17 @@ _UPLOAD_BODY: dict[str, Any] = {
 def to_out(record: DatasetRecord, deduplicated: bool = False) -> DatasetOut:
     return DatasetOut(
         id=record.id, n=record.n, dim=record.dim, fields=record.fields, sha256=record.sha256,
-        created_at=record.created_at, deduplicated=deduplicated,
+        created_at=record.created_at, deduplicated=deduplicated, name=record.name, tags=record.tags,
     )
 
 
-async def read_json(request: Request) -> Any:
-    """The body as JSON (size already capped by the body-limit middleware); 400 malformed_json."""
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, ErrorCode.MALFORMED_JSON, f"The body is not valid JSON ({exc}).") from None
-
-
-def parse_json_dataset(body: Any) -> DatasetReference | InlineDataset:
-    if isinstance(body, dict) and "uri" in body:
-        adapter: TypeAdapter[Any] = TypeAdapter(DatasetReference)
-    else:
-        adapter = TypeAdapter(InlineDataset)
-    try:
-        return adapter.validate_python(body)
-    except ValidationError as exc:
-        raise validation_error(exc.errors()) from None
+def _tags(tags: list[str] | None) -> list[str]:
+    for tag in tags or []:
+        if not tag or len(tag) > TAG_MAX or any(c.isspace() or c == "," for c in tag):
+            raise ApiError(400, ErrorCode.VALIDATION,
+                           f"tags must be 1-{TAG_MAX} characters without spaces or commas; got {tag[:80]!r}",
+                           {"field": "tags"})
+    return list(tags or [])
 
 
 @router.post(
@@ -84,11 +78,13 @@ def parse_json_dataset(body: Any) -> DatasetReference | InlineDataset:
     status_code=201,
     response_model=DatasetOut,
     summary="Upload a dataset",
-    responses=error_responses(400, 413, 415),
+    responses=error_responses(400, 413, 415, 429),
     openapi_extra=_UPLOAD_BODY,
 )
 async def create_dataset(
-    request: Request, tenant: TenantDep, settings: SettingsDep, store: StoreDep, datasets: DatasetsDep
+    request: Request, tenant: TenantDep, settings: SettingsDep, store: StoreDep, datasets: DatasetsDep,
+    name: Annotated[str | None, Query(min_length=1, max_length=NAME_MAX, description="Your label for it.")] = None,
+    tags: Annotated[list[str] | None, Query(max_length=TAGS_MAX, description="Your tags (repeat: tags=a&tags=b).")] = None,
 ) -> Any:
     """Store a dataset: multipart `file` (.npz/.parquet) or .npy fields, inline JSON arrays, or `{"uri": …}`.
 
@@ -100,14 +96,18 @@ async def create_dataset(
             parts = await receive_parts(request, work, settings)
             builder, n, d = await run_in_threadpool(build_from_parts, parts, work, settings)
         elif ctype == "application/json" or ctype.endswith("+json"):
-            body = await read_json(request)
-            spec = parse_json_dataset(body)
-            builder, n, d = await run_in_threadpool(build_from_spec, spec, work, settings)
+            # Walked in slices (service/ingest/inline_json.py): memory stays a small multiple of the body.
+            parsed = await run_in_threadpool(parse_dataset_body, await request.body(), work)
+            if isinstance(parsed, DatasetReference):
+                with reference_slot(request, tenant, parsed):
+                    builder, n, d = await run_in_threadpool(build_from_spec, parsed, work, settings)
+            else:
+                builder, n, d = await run_in_threadpool(build_in, work, parsed, settings)
         else:
             raise ApiError(415, ErrorCode.UNSUPPORTED_MEDIA,
                            "Send multipart/form-data (files) or application/json (inline arrays or a uri).",
                            {"content_type": ctype or None})
-        record, existed = await run_in_threadpool(datasets.register, tenant, builder, n, d)
+        record, existed = await run_in_threadpool(datasets.register, tenant, builder, n, d, name, _tags(tags))
     return to_out(record, existed)
 
 
@@ -123,7 +123,7 @@ def list_datasets(
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404), summary="One dataset")
-def get_dataset(dataset_id: str, tenant: TenantDep, datasets: DatasetsDep) -> DatasetOut:
+def get_dataset(dataset_id: DatasetIdDep, tenant: TenantDep, datasets: DatasetsDep) -> DatasetOut:
     return to_out(datasets.get(tenant, dataset_id))
 
 
@@ -131,6 +131,6 @@ def get_dataset(dataset_id: str, tenant: TenantDep, datasets: DatasetsDep) -> Da
     "/{dataset_id}", status_code=204, response_class=Response, responses=error_responses(404),
     summary="Delete a dataset (its content goes with the last dataset that shares it)",
 )
-def delete_dataset(dataset_id: str, tenant: TenantDep, datasets: DatasetsDep) -> Response:
+def delete_dataset(dataset_id: DatasetIdDep, tenant: TenantDep, datasets: DatasetsDep) -> Response:
     datasets.delete(tenant, dataset_id)
     return Response(status_code=204)

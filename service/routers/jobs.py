@@ -5,16 +5,22 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+import redis
+from fastapi import APIRouter, Header, Query, Request, Response
 
-from service.deps import DatasetsDep, JobsDep, SettingsDep, StoreDep, TenantDep
+from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
 from service.errors import ApiError, error_responses
 from service.ingest import build_from_spec, workspace
 from service.job_registry import JobRegistry, body_hash
 from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
+from spotlight import capabilities
+from spotlight import cost as cost_lib
+from spotlight.errors import NotFound
+from spotlight.jobstate import JobStatus
 from spotlight.netguard import URLRefused, check_callback_url
 from spotlight.params import SearchParams
-from spotlight.protocol import DatasetRecord, ErrorCode, new_job_id
+from spotlight.protocol import DatasetRecord, ErrorCode, new_job_id, tenant_active_key
+from spotlight.refusal_hints import hinted
 from spotlight.settings import Settings
 
 log = logging.getLogger("spotlight.api.jobs")
@@ -30,6 +36,14 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
             "use a fraction in (0, 1) or a smaller count",
             {"field": "params.spotlight_size", "n": dataset.n},
         )
+    for coeff, needs in (("label_entropy_coeff", "labels"), ("prediction_entropy_coeff", "predictions")):
+        if getattr(params, coeff) > 0 and needs not in dataset.fields:
+            raise ApiError(
+                400, ErrorCode.VALIDATION,
+                f"{coeff} > 0 needs {needs}, and dataset {dataset.id} has none; upload {needs} with it or set "
+                f"{coeff} to 0",
+                {"field": f"params.{coeff}", "dataset_fields": list(dataset.fields)},
+            )
     if params.pca_components is not None and params.pca_components > min(dataset.n, dataset.dim):
         raise ApiError(
             400, ErrorCode.VALIDATION,
@@ -38,17 +52,59 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
         )
 
 
+def check_device(params: SearchParams, r: redis.Redis, settings: Settings) -> None:
+    """400 when the job asks for a CUDA device that no live worker has (workers publish theirs)."""
+    if not params.device.startswith("cuda"):
+        return
+    index = int(params.device.split(":", 1)[1]) if ":" in params.device else 0
+    most = capabilities.max_cuda_devices(r, settings)
+    if most is None or most <= index:
+        have = "no running worker has a GPU" if not most else f"the running workers have at most {most} GPU(s)"
+        raise ApiError(
+            400, ErrorCode.VALIDATION,
+            f"device {params.device!r} cannot run here: {have}; use \"auto\" (a GPU when one is free) or \"cpu\"",
+            {"field": "params.device", "cuda_devices": most or 0},
+        )
+
+
+def check_cost(jobs: JobRegistry, tenant: str, cost: int, settings: Settings) -> None:
+    """400 for a job whose estimated cost is over `max_job_cost`; 429 when it would take the
+    tenant's queued + running jobs past `max_active_cost_per_tenant` (spotlight/cost.py)."""
+    if cost > settings.max_job_cost:
+        raise ApiError(
+            400, ErrorCode.JOB_TOO_COSTLY,
+            f"This job would cost up to {cost:.3g} element-steps (n·d x restarts x steps x (regions + "
+            f"permutations)); this server runs at most {settings.max_job_cost:.3g} per job "
+            "(SPOTLIGHT_MAX_JOB_COST). Lower steps, restarts, n_spotlights or n_permutations, or use pca_components.",
+            {"cost": cost, "limit": settings.max_job_cost, "setting": "SPOTLIGHT_MAX_JOB_COST"},
+        )
+    active_ids = {i.decode() if isinstance(i, bytes) else i for i in jobs.r.smembers(tenant_active_key(tenant))}
+    active = cost_lib.active_cost(jobs.r, tenant, active_ids)
+    if active + cost > settings.max_active_cost_per_tenant:
+        raise ApiError(
+            429, ErrorCode.TOO_MUCH_ACTIVE_COST,
+            f"Your queued and running jobs already cost {active:.3g} element-steps; with this one ({cost:.3g}) "
+            f"they would pass this server's limit of {settings.max_active_cost_per_tenant:.3g} per tenant "
+            "(SPOTLIGHT_MAX_ACTIVE_COST_PER_TENANT); wait for some to finish.",
+            {"active_cost": active, "cost": cost, "limit": settings.max_active_cost_per_tenant,
+             "setting": "SPOTLIGHT_MAX_ACTIVE_COST_PER_TENANT"},
+            headers={"Retry-After": "30"},
+        )
+
+
 def check_callback(url: str, settings: Settings) -> None:
     """400 unless the callback URL passes the SSRF guard (http(s), allow-listed host, public address)."""
     try:
         check_callback_url(url, settings)
     except URLRefused as exc:
-        raise ApiError(400, ErrorCode.VALIDATION, exc.message, {"field": "callback_url", **exc.details()}) from None
+        message, details = hinted(exc.message, {"field": "callback_url", **exc.details()})
+        raise ApiError(400, ErrorCode.VALIDATION, message, details) from None
 
 
 def _existing(jobs: JobRegistry, tenant: str, job_id: str, response: Response) -> JobOut:
+    view = jobs.view(jobs.fetch(tenant, job_id))  # raises when the job expired: then nothing is replayed
     response.headers["Idempotent-Replayed"] = "true"
-    return jobs.view(jobs.fetch(tenant, job_id))
+    return view
 
 
 @router.post(
@@ -60,6 +116,7 @@ def _existing(jobs: JobRegistry, tenant: str, job_id: str, response: Response) -
 )
 def create_job(
     body: JobCreate,
+    request: Request,
     response: Response,
     tenant: TenantDep,
     settings: SettingsDep,
@@ -79,7 +136,7 @@ def create_job(
         if earlier is not None:
             try:
                 return _existing(jobs, tenant, earlier, response)
-            except ApiError:  # the job expired: the key is free again
+            except NotFound:  # the job expired: the key is free again
                 jobs.release_idempotency(tenant, idempotency_key, earlier)
     job_id = new_job_id()
     if idempotency_key:
@@ -93,11 +150,16 @@ def create_job(
         if isinstance(body.dataset, str):
             record = datasets.get(tenant, body.dataset)
         else:
-            with workspace(store) as work:
+            with reference_slot(request, tenant, body.dataset), workspace(store) as work:
                 builder, n, d = build_from_spec(body.dataset, work, settings)
                 record, _ = datasets.register(tenant, builder, n, d)
         check_params_fit(body.params, record)
-        job = jobs.submit(tenant, job_id, record, body.params, body.callback_url)
+        check_device(body.params, jobs.r, settings)
+        cost = cost_lib.job_cost(body.params, record.n, record.dim)
+        check_cost(jobs, tenant, cost, settings)
+        job = jobs.submit(tenant, job_id, record, body.params, body.callback_url, body.name, body.tags,
+                          large=cost > settings.large_job_cost)
+        cost_lib.record(jobs.r, tenant, job_id, cost)
     except BaseException:
         if idempotency_key:
             jobs.release_idempotency(tenant, idempotency_key, job_id)
@@ -112,13 +174,14 @@ def list_jobs(
     jobs: JobsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
 ) -> JobList:
-    items, total = jobs.list(tenant, limit, offset)
+    items, total = jobs.list(tenant, limit, offset, status)
     return JobList(jobs=items, total=total)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404), summary="A job's status and progress")
-def get_job(job_id: str, tenant: TenantDep, jobs: JobsDep) -> JobOut:
+def get_job(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep) -> JobOut:
     return jobs.view(jobs.fetch(tenant, job_id))
 
 
@@ -128,7 +191,7 @@ def get_job(job_id: str, tenant: TenantDep, jobs: JobsDep) -> JobOut:
     responses={**error_responses(404, 409), 202: {"model": JobOut, "description": "Running: the worker will stop"}},
     summary="Cancel a queued or running job",
 )
-def cancel_job(job_id: str, response: Response, tenant: TenantDep, jobs: JobsDep) -> Any:
+def cancel_job(job_id: JobIdDep, response: Response, tenant: TenantDep, jobs: JobsDep) -> Any:
     """A queued job is canceled at once (200, status `canceled`); a running one is asked to stop
     (202, `cancel_requested: true`) and turns `canceled` at the worker's next step."""
     job, done = jobs.cancel(tenant, job_id)

@@ -9,19 +9,22 @@ import numpy as np
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from service.deps import JobsDep, StoreDep, TenantDep
+from service.deps import JobIdDep, JobsDep, StoreDep, TenantDep
 from service.errors import ApiError, error_responses
 from service.job_registry import JobRegistry
+from service.security_headers import REPORT_CSP
 from service.schemas import MAX_OFFSET, Member, MemberOrder, MembersOut, RegionsOut
+from spotlight import classes
 from spotlight.contribution import contributions
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
+from spotlight.jobstate import JobStatus, status_of
 from spotlight.protocol import (
+    META_SPEC,
     REGIONS_FILE,
     REPORT_FILE,
     WEIGHTS_FILE,
     ErrorCode,
     JobSpec,
-    META_SPEC,
     job_file,
     members_by_contribution_file,
     members_file,
@@ -34,8 +37,8 @@ STREAM_CHUNK = 1024 * 1024
 
 def finished_spec(jobs: JobRegistry, tenant: str, job_id: str) -> JobSpec:
     job = jobs.fetch(tenant, job_id)
-    status = jobs.status(job)
-    if status != "finished":
+    status = status_of(job)
+    if status != JobStatus.FINISHED:
         raise ApiError(409, ErrorCode.JOB_NOT_FINISHED,
                        f"The job is {status}; results exist once it has finished.",
                        {"job": job_id, "status": status})
@@ -51,7 +54,7 @@ def _read_regions(store: ArtifactStore, job_id: str) -> dict[str, Any]:
 
 
 @router.get("/{job_id}/regions", response_model=RegionsOut, summary="The regions found")
-def get_regions(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> Any:
+def get_regions(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> Any:
     finished_spec(jobs, tenant, job_id)
     return _read_regions(store, job_id)
 
@@ -63,7 +66,7 @@ def get_regions(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) 
     summary="Members of region k (its member set), highest weight (or contribution) first",
 )
 def get_members(
-    job_id: str,
+    job_id: JobIdDep,
     k: Annotated[int, Path(ge=0, le=1000)],
     tenant: TenantDep,
     jobs: JobsDep,
@@ -100,6 +103,7 @@ def get_members(
         contrib = contributions(np.clip(w, 0.0, 1.0), losses, spec.params.objective, reference)
         labels = files.labels()
         preds = files.predictions()
+        names = files.manifest().get(classes.MANIFEST_KEY)
         ids = files.ids(idx)
         meta = files.metadata(idx)
     except DatasetMissing:
@@ -111,8 +115,8 @@ def get_members(
             weight=float(min(max(w[j], 0.0), 1.0)),
             loss=float(losses[j]),
             contribution=float(contrib[j]),
-            label=int(labels[i]) if labels is not None else None,
-            prediction=int(preds[i]) if preds is not None else None,
+            label=classes.name_of(int(labels[i]), names) if labels is not None else None,
+            prediction=classes.name_of(int(preds[i]), names) if preds is not None else None,
             metadata=meta[j] if meta is not None else None,
         )
         for j, i in enumerate(idx.tolist())
@@ -138,7 +142,7 @@ def _stream(store: ArtifactStore, path: str) -> Iterator[bytes]:
     responses={200: {"content": {"application/x-npy": {}}, "description": "float32 n x k .npy"}},
     summary="Kernel weight of every example in every region (.npy)",
 )
-def get_weights(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> StreamingResponse:
+def get_weights(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> StreamingResponse:
     finished_spec(jobs, tenant, job_id)
     path = job_file(job_id, WEIGHTS_FILE)
     if not store.exists(path):
@@ -159,9 +163,10 @@ def get_weights(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) 
     responses={200: {"content": {"text/html": {}}, "description": "A self-contained HTML page"}},
     summary="The job's report, a page a person reads",
 )
-def get_report(job_id: str, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> HTMLResponse:
+def get_report(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> HTMLResponse:
     finished_spec(jobs, tenant, job_id)
     path = job_file(job_id, REPORT_FILE)
     if not store.exists(path):
         raise ApiError(404, ErrorCode.NOT_FOUND, "This job has no report.", {"job": job_id})
-    return HTMLResponse(store.read_bytes(path))
+    # The report's own policy: inline styles and data: images, nothing loaded from anywhere else.
+    return HTMLResponse(store.read_bytes(path), headers={"Content-Security-Policy": REPORT_CSP})

@@ -22,12 +22,13 @@ from spotlight.protocol import META_STATUS, JobSpec, dataset_file, new_job_id, u
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
+from . import gate
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# A search that takes well under a second, and one that runs for a few seconds (kill tests).
+# A search that takes well under a second. Tests that need a job to be running while they kill,
+# cancel or time it out hold it at a gate instead of hoping it is slow (tests/runtime/gate.py).
 QUICK = {"n_spotlights": 2, "steps": 30, "restarts": 2, "spotlight_size": 0.1, "device": "cpu"}
-# Converges slowly enough to be caught running (~2 s on a quiet core at n = 500, ~4 s at n = 5000).
-LONG = {"n_spotlights": 10, "steps": 600, "restarts": 4, "spotlight_size": 0.05, "device": "cpu"}
 
 
 def write_dataset(store: ArtifactStore, n: int = 200, d: int = 4, seed: int = 0, labels: bool = True) -> str:
@@ -91,10 +92,12 @@ class WorkerProcs:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, held: bool = False) -> subprocess.Popen[bytes]:
+        """A worker; `held=True` holds each of its searches at the test's gate (tests/runtime/gate.py)."""
         log = (self.log_dir / f"{name}.log").open("wb")
+        argv = gate.worker_argv(name) if held else [sys.executable, "-m", "spotlight.cli", "worker", "--name", name]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "spotlight.cli", "worker", "--name", name],
+            argv,
             cwd=REPO_ROOT,
             env=self.env,
             stdout=log,
@@ -116,6 +119,8 @@ class WorkerProcs:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll `predicate` until it is truthy: for state only readable by asking (an HTTP status, a
+    process table). What a test can block on (a gate, a Redis list) it blocks on instead."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

@@ -7,17 +7,23 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import redis
 from rq import Queue
 
-from spotlight.jobqueue import CALLBACK_TASK_PATH, callback_queue, callback_timeout_s
+from spotlight.jobqueue import CALLBACK_TASK_PATH, callback_queue
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
-from tests.runtime.helpers import REPO_ROOT, enqueue, make_spec, meta_status, wait_for, worker_env, write_dataset
+from tests.runtime.helpers import (
+    REPO_ROOT,
+    enqueue,
+    make_spec,
+    meta_status,
+    worker_env,
+    write_dataset,
+)
 from tests.ux.test_webhook import Receiver
 from worker.webhook import SIGNATURE_HEADER, verify_signature
 
@@ -52,9 +58,8 @@ def test_callback_is_queued_and_delivered_by_a_callbacks_only_worker_without_tor
         assert queue.name == "spotlight-callbacks" and queue.count == 1
         queued = queue.jobs[0]
         assert queued.func_name == CALLBACK_TASK_PATH and queued.args[0] == receiver.url
-        assert queued.timeout == callback_timeout_s(settings)
-        time.sleep(0.3)
-        assert receiver.requests == []
+        assert queued.timeout >= 65  # README: a receiver that is down gets ~65 s of attempts (tests/ux/test_webhook.py)
+        assert receiver.requests == []  # the search-only worker has exited: nobody else could have called
 
         # 2. a callbacks-only worker delivers it; torch is made unimportable to prove it needs none
         no_torch = tmp_path / "no_torch" / "torch"
@@ -63,7 +68,7 @@ def test_callback_is_queued_and_delivered_by_a_callbacks_only_worker_without_tor
         env_api_image = {**env, "PYTHONPATH": f"{no_torch.parent}:{env['PYTHONPATH']}"}
         done = _worker(env_api_image, tmp_path / "callbacks.log", "--callbacks-only")
         assert done.returncode == 0, (tmp_path / "callbacks.log").read_text()
-        wait_for(lambda: receiver.requests, 10, "the callback")
+        receiver.wait_requests(1, 10)
         assert len(receiver.requests) == 1 and queue.count == 0
         req = receiver.requests[0]
         assert verify_signature(req["body"], req["headers"][SIGNATURE_HEADER], SECRET)
@@ -85,7 +90,7 @@ def test_a_job_without_callback_queues_nothing_and_workers_need_a_queue(redis_ur
     assert meta_status(job) == "finished"
     conn = redis.Redis.from_url(redis_url)
     assert Queue("spotlight-callbacks", connection=conn).count == 0
-    assert build_worker(settings, conn).queue_names() == ["spotlight", "spotlight-callbacks"]
-    assert build_worker(settings, conn, callbacks=False).queue_names() == ["spotlight"]
+    assert build_worker(settings, conn).queue_names() == ["spotlight", "spotlight-large", "spotlight-callbacks"]
+    assert build_worker(settings, conn, callbacks=False).queue_names() == ["spotlight", "spotlight-large"]
     with pytest.raises(ValueError):
         build_worker(settings, conn, searches=False, callbacks=False)

@@ -29,7 +29,8 @@ from worker.progress import JobReporter
 from spotlight.members import member_set
 from worker.task import execute
 
-from .helpers import LONG, enqueue, make_spec, wait_for, write_dataset
+from .gate import Gate, held_searches
+from .helpers import enqueue, make_spec, write_dataset
 
 
 @pytest.fixture
@@ -104,14 +105,23 @@ def test_cancel_before_start_ends_canceled_without_results(settings, store, redi
 
 
 def test_cancel_while_running_stops_the_search(settings, store, redis_url) -> None:
-    spec = make_spec(write_dataset(store, n=500), LONG)
+    """The search is held mid-run (tests/runtime/gate.py) until the cancel flag, read by the job's real
+    reporter, ends it: no race against how fast this CPU runs the search."""
+    spec = make_spec(write_dataset(store))
     job = enqueue(redis_url, spec, settings)
+    conn = redis.Redis.from_url(redis_url)
     out: dict = {}
-    thread = threading.Thread(target=lambda: out.update(execute(spec, job, settings, store)))
-    thread.start()
-    wait_for(lambda: job.get_meta(refresh=True)[META_PROGRESS]["step"] > 0, 30, "the search to start")
-    redis.Redis.from_url(redis_url).set(cancel_key(spec.job_id), 1)
-    thread.join(30)
+    with held_searches():
+        thread = threading.Thread(target=lambda: out.update(execute(spec, job, settings, store)))
+        thread.start()
+        try:
+            Gate(conn, spec.job_id).wait_held(30)
+            assert job.get_meta(refresh=True)[META_STATUS] == "running"
+            conn.set(cancel_key(spec.job_id), 1)
+            thread.join(30)
+        finally:
+            Gate(conn, spec.job_id).open()  # never leave the thread held if an assertion failed
+            thread.join(30)
     assert not thread.is_alive()
     assert out["status"] == "canceled"
     meta = job.get_meta(refresh=True)

@@ -18,7 +18,17 @@ from spotlight.protocol import META_ERROR, REGIONS_FILE, TASK_PATH, ErrorCode, j
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
-from .helpers import LONG, QUICK, WorkerProcs, enqueue, make_spec, meta_status, wait_for, worker_env, write_dataset
+from .gate import Gate, held_key
+from .helpers import (
+    QUICK,
+    WorkerProcs,
+    enqueue,
+    make_spec,
+    meta_status,
+    wait_for,
+    worker_env,
+    write_dataset,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -51,10 +61,6 @@ def wait_ended(job: Job, timeout: float) -> str:
     )
 
 
-def horse_of(worker_pid: int) -> psutil.Process:
-    return wait_for(lambda: psutil.Process(worker_pid).children(), 30, "a work-horse")[0]
-
-
 def test_two_workers_drain_ten_jobs(workers, redis_url, store_dir, store) -> None:
     workers.start("w1")
     workers.start("w2")
@@ -71,13 +77,18 @@ def test_two_workers_drain_ten_jobs(workers, redis_url, store_dir, store) -> Non
 
 
 def test_killed_horse_is_retried_and_finishes(workers, redis_url, store_dir, store) -> None:
-    worker = workers.start("w1")
+    worker = workers.start("w1", held=True)
     wait_registered(redis_url, {"w1"})
-    job = enqueue(redis_url, make_spec(write_dataset(store, n=500), LONG), settings_for(redis_url, store_dir, 1))
-    wait_for(lambda: meta_status(job) == "running", 60, "the job to start")
-    horse_of(worker.pid).send_signal(signal.SIGKILL)
+    job = enqueue(redis_url, make_spec(write_dataset(store), QUICK), settings_for(redis_url, store_dir, 1))
+    gate = Gate(redis.Redis.from_url(redis_url), job.id)
+    horse = gate.wait_held()
+    assert meta_status(job) == "running" and horse in [c.pid for c in psutil.Process(worker.pid).children()]
+    os.kill(horse, signal.SIGKILL)
 
-    assert wait_ended(job, 90) == "finished", workers.log("w1")
+    retry = gate.wait_held(60)  # the retry, in a new work-horse of the same worker
+    assert retry != horse
+    gate.open()
+    assert wait_ended(job, 60) == "finished", workers.log("w1")
     job.refresh()
     assert job.retries_left == 0  # it did take the retry
     assert store.exists(job_file(job.id, REGIONS_FILE))
@@ -85,29 +96,31 @@ def test_killed_horse_is_retried_and_finishes(workers, redis_url, store_dir, sto
 
 
 def test_killed_horse_without_retries_fails_worker_lost(workers, redis_url, store_dir, store) -> None:
-    worker = workers.start("w1")
+    worker = workers.start("w1", held=True)
     wait_registered(redis_url, {"w1"})
-    job = enqueue(redis_url, make_spec(write_dataset(store, n=500), LONG), settings_for(redis_url, store_dir, 0))
-    wait_for(lambda: meta_status(job) == "running", 60, "the job to start")
-    horse_of(worker.pid).send_signal(signal.SIGKILL)
+    job = enqueue(redis_url, make_spec(write_dataset(store), QUICK), settings_for(redis_url, store_dir, 0))
+    os.kill(Gate(redis.Redis.from_url(redis_url), job.id).wait_held(), signal.SIGKILL)
 
     assert wait_ended(job, 30) == "failed", workers.log("w1")
     assert job.get_meta(refresh=True)[META_ERROR]["code"] == ErrorCode.WORKER_LOST
     assert job.get_status(refresh=True) == "failed"
+    assert worker.poll() is None
 
 
 def test_killed_worker_job_is_retried_on_another_worker(workers, redis_url, store_dir, store) -> None:
-    procs = {"w1": workers.start("w1"), "w2": workers.start("w2")}
+    procs = {"w1": workers.start("w1", held=True), "w2": workers.start("w2", held=True)}
     wait_registered(redis_url, {"w1", "w2"})
-    job = enqueue(redis_url, make_spec(write_dataset(store, n=500), LONG), settings_for(redis_url, store_dir, 1))
-    wait_for(lambda: meta_status(job) == "running", 60, "the job to start")
+    job = enqueue(redis_url, make_spec(write_dataset(store), QUICK), settings_for(redis_url, store_dir, 1))
+    gate = Gate(redis.Redis.from_url(redis_url), job.id)
+    horse = psutil.Process(gate.wait_held())
     job.refresh()
     victim, survivor = (job.worker_name, ({"w1", "w2"} - {job.worker_name}).pop())
-    horse = horse_of(procs[victim].pid)
     os.kill(procs[victim].pid, signal.SIGKILL)  # the worker only: its horse must not outlive it
     wait_for(lambda: not horse.is_running() or horse.status() == psutil.STATUS_ZOMBIE, 10, "the orphaned horse to die")
 
-    assert wait_ended(job, 45) == "finished", workers.log(survivor)  # RQ alone would wait 60 s more
+    gate.wait_held(45)  # RQ alone would wait 60 s more before the retry
+    gate.open()
+    assert wait_ended(job, 45) == "finished", workers.log(survivor)
     job.refresh()
     assert job.worker_name == survivor and job.retries_left == 0
     assert store.exists(job_file(job.id, REGIONS_FILE))
@@ -117,12 +130,12 @@ def test_killed_worker_without_retries_fails_worker_lost_even_without_our_callba
     workers, redis_url, store_dir, store
 ) -> None:
     """Enqueued the bare RQ way (no on_failure): the surviving worker's exception handler records the loss."""
-    procs = {"w1": workers.start("w1"), "w2": workers.start("w2")}
+    procs = {"w1": workers.start("w1", held=True), "w2": workers.start("w2", held=True)}
     wait_registered(redis_url, {"w1", "w2"})
-    spec = make_spec(write_dataset(store, n=500), LONG)
+    spec = make_spec(write_dataset(store), QUICK)
     queue = job_queue(redis.Redis.from_url(redis_url), settings_for(redis_url, store_dir))
     job = queue.enqueue(TASK_PATH, spec.model_dump(mode="json"), job_id=spec.job_id, job_timeout=600)
-    wait_for(lambda: meta_status(job) == "running", 60, "the job to start")
+    Gate(redis.Redis.from_url(redis_url), job.id).wait_held()
     job.refresh()
     os.kill(procs[job.worker_name].pid, signal.SIGKILL)
 
@@ -132,13 +145,15 @@ def test_killed_worker_without_retries_fails_worker_lost_even_without_our_callba
 
 
 def test_job_past_its_timeout_fails_job_timeout_without_retry(workers, redis_url, store_dir, store) -> None:
-    worker = workers.start("w1")
+    """The search is held at the gate and never let go: it outlasts its 2 s limit on any CPU."""
+    worker = workers.start("w1", held=True)
     wait_registered(redis_url, {"w1"})
-    settings = Settings(redis_url=redis_url, store_url=str(store_dir), job_retries=1, job_timeout_s=1)
-    job = enqueue(redis_url, make_spec(write_dataset(store, n=5000), LONG), settings)
+    settings = Settings(redis_url=redis_url, store_url=str(store_dir), job_retries=1, job_timeout_s=2)
+    job = enqueue(redis_url, make_spec(write_dataset(store), QUICK), settings)
 
     assert wait_ended(job, 30) == "failed", workers.log("w1")
     assert job.get_meta(refresh=True)[META_ERROR]["code"] == ErrorCode.JOB_TIMEOUT
+    assert redis.Redis.from_url(redis_url).llen(held_key(job.id)) == 1  # it was mid-search when the limit hit
     job.refresh()
     assert job.retries_left == 1  # a timeout is not retried: another run would time out too
     assert not store.exists(job_file(job.id, REGIONS_FILE)) and worker.poll() is None

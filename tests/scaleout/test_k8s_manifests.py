@@ -22,7 +22,7 @@ import redis
 import yaml
 from rq import Queue
 
-from spotlight.cli import build_parser
+from spotlight.cli import parse_args
 from spotlight.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,7 +130,7 @@ def test_selectors_match_their_pods() -> None:
 
 def test_the_api_command_port_and_probes_agree_with_the_cli_and_the_app() -> None:
     api = container("spotlight-api")
-    args = build_parser().parse_args(api["command"][1:])
+    args = parse_args(api["command"][1:])
     assert api["command"][0] == "spotlight" and args.command == "api"
     ports = {p["name"]: p["containerPort"] for p in api["ports"]}
     assert ports["http"] == args.port
@@ -145,8 +145,8 @@ def test_the_api_command_port_and_probes_agree_with_the_cli_and_the_app() -> Non
 
 def test_gpu_workers_run_searches_only_and_a_torch_free_worker_delivers_webhooks() -> None:
     gpu, callbacks = container("spotlight-worker"), container("spotlight-callbacks")
-    gpu_args = build_parser().parse_args(gpu["command"][1:])
-    cb_args = build_parser().parse_args(callbacks["command"][1:])
+    gpu_args = parse_args(gpu["command"][1:])
+    cb_args = parse_args(callbacks["command"][1:])
     assert gpu_args.command == cb_args.command == "worker"
     assert gpu_args.no_callbacks and not gpu_args.callbacks_only
     assert cb_args.callbacks_only and not cb_args.no_callbacks

@@ -17,8 +17,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+import redis
 
 from spotlight.redis_server import EmbeddedRedis, free_port
+from tests.runtime.gate import Gate
 from tests.runtime.helpers import wait_for  # noqa: F401 - re-exported for the security tests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -71,10 +73,10 @@ class Stack:
         env.update(self.extra_env)
         return env
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, argv: list[str], module: str = "spotlight.cli") -> subprocess.Popen[bytes]:
         log = (self.root / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "spotlight.cli", *argv],
+            [sys.executable, "-m", module, *argv],
             cwd=REPO_ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.procs[name] = proc
@@ -87,6 +89,19 @@ class Stack:
     # ----- processes -----
     def start_redis(self) -> None:
         self.redis.start()
+
+    def fsync_every_write(self) -> None:
+        """Make the running Redis fsync its AOF before it acknowledges a write (`appendfsync always`,
+        set through Redis itself), so a test that SIGKILLs it knows what the disk holds instead of
+        sleeping past the default once-a-second fsync."""
+        conn = redis.Redis.from_url(self.redis.url)
+        conn.config_set("appendfsync", "always")
+        assert conn.config_get("appendfsync") == {"appendfsync": "always"}
+        conn.close()
+
+    def aof_bytes(self) -> bytes:
+        """Everything in Redis's append-only file(s) on disk."""
+        return b"".join(p.read_bytes() for p in sorted(self.redis.data_dir.rglob("appendonly*")) if p.is_file())
 
     def start_api(self, timeout: float = 60) -> None:
         self._spawn("api", ["api", "--host", "127.0.0.1", "--port", str(self.api_port)])
@@ -101,8 +116,12 @@ class Stack:
 
         wait_for(up, timeout, "the API to answer /healthz", interval=0.1)
 
-    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        return self._spawn(name, ["worker", "--name", name])
+    def start_worker(self, name: str, held: bool = False) -> subprocess.Popen[bytes]:
+        """A worker; `held=True` holds each of its searches at the test's gate (tests/runtime/gate.py)."""
+        return self._spawn(name, ["worker", "--name", name], "tests.runtime.gate" if held else "spotlight.cli")
+
+    def gate(self, job_id: str) -> Gate:
+        return Gate(redis.Redis.from_url(self.redis.url), job_id)
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
         proc = self.procs.get(name)

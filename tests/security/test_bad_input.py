@@ -68,12 +68,14 @@ def owned(stack: Stack, a: httpx.Client) -> dict[str, str]:
 
 
 def snapshot(stack: Stack) -> tuple[set[str], set[bytes]]:
-    """Every file in the store and every key in Redis (workers' own keys aside)."""
+    """Every file in the store and every key in Redis (workers' own keys and request counters aside:
+    /metrics counts every request, refused ones included — service/http_metrics.py)."""
     files = {str(p.relative_to(stack.store_dir)) for p in stack.store_dir.rglob("*") if p.is_file()}
     files = {f for f in files if not f.startswith(".probe")}
     conn = redis.Redis.from_url(stack.redis.url)
     try:
-        keys = {k for k in conn.keys("*") if not k.startswith((b"rq:worker", b"rq:workers"))}
+        keys = {k for k in conn.keys("*")
+                if not k.startswith((b"rq:worker", b"rq:workers")) and not (b":stats:" in k and b":http" in k)}
     finally:
         conn.close()
     return files, keys

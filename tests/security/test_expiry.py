@@ -13,7 +13,7 @@ import redis
 from rq import Queue
 from rq.job import Job, JobStatus
 
-from spotlight import expiry
+from service import expiry
 from spotlight.protocol import (
     META_ENDED_AT,
     META_STATUS,

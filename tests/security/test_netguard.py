@@ -222,3 +222,21 @@ def test_redirect_loops_stop() -> None:
                              "reference", resolver=resolver, transport=httpx.MockTransport(handler)):
             pass
     assert info.value.reason == "redirects"
+
+
+@pytest.mark.parametrize("address", [
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1: a DNS64 resolver hands these out for any name
+    "64:ff9b::a00:7",  # NAT64 of 10.0.0.7
+    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254, the cloud metadata address
+])
+def test_nat64_addresses_of_private_ipv4_are_refused(address: str) -> None:
+    import ipaddress
+
+    from spotlight.netguard import is_forbidden_address
+
+    assert is_forbidden_address(ipaddress.ip_address(address))
+    resolver = fixed_resolver({"hooks.example.com": [address]})
+    with pytest.raises(URLRefused) as info:
+        check_callback_url("https://hooks.example.com/cb", settings(allowed_hosts=["hooks.example.com"]),
+                           resolver=resolver)
+    assert info.value.reason == "private_address"

@@ -9,6 +9,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from service.errors import http_status
 from spotlight.protocol import ErrorCode
 from spotlight.refs import (
     OpenedReference,
@@ -69,7 +70,7 @@ def test_paths_leading_outside_the_roots_are_refused(tree, path: str) -> None:
     with pytest.raises(ReferenceRefused) as info:
         open_reference(uri, roots(tree["root"]))
     assert info.value.code == ErrorCode.REFERENCE_REFUSED
-    assert info.value.status_code == 400
+    assert http_status(info.value) == 400
     assert "SECRET" not in str(info.value.to_error())
 
 
@@ -115,7 +116,7 @@ def test_a_directory_swapped_for_a_symlink_after_the_check_is_refused(tree, monk
 def test_missing_files_are_unreadable_not_refused(tree) -> None:
     with pytest.raises(ReferenceUnreadable) as info:
         open_reference(f"file://{tree['root']}/nope.npz", roots(tree["root"]))
-    assert (info.value.code, info.value.status_code, info.value.reason) == (
+    assert (info.value.code, http_status(info.value), info.value.reason) == (
         ErrorCode.REFERENCE_UNREADABLE, 400, "not_found")
 
 
@@ -128,20 +129,60 @@ def test_directories_and_fifos_are_not_read(tree) -> None:
         assert info.value.reason == "not_a_file"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
-def test_files_the_server_may_not_read_are_unreadable(tree) -> None:
-    locked = tree["root"] / "locked.npz"
-    locked.write_bytes(b"x")
-    locked.chmod(0)
-    with pytest.raises(ReferenceUnreadable) as info:
-        open_reference(f"file://{locked}", roots(tree["root"]))
-    assert info.value.reason == "permission"
+PERMISSION_CHECK = """
+import os, pwd, sys
+from spotlight.refs import ReferenceUnreadable, open_reference  # imported first: Python may live under /root
+from spotlight.settings import Settings
+root, locked = sys.argv[1], sys.argv[2]
+settings = Settings(allowed_roots=[root], data_dir=root)
+if os.geteuid() == 0:  # root reads everything: drop to nobody, as a server not run as root would be
+    nobody = pwd.getpwnam("nobody")
+    os.setgroups([])
+    os.setgid(nobody.pw_gid)
+    os.setuid(nobody.pw_uid)
+    assert os.geteuid() == nobody.pw_uid
+try:
+    open_reference("file://" + locked, settings)
+except ReferenceUnreadable as exc:
+    print(exc.reason, exc.code)
+else:
+    print("read")
+"""
+
+
+def test_files_the_server_may_not_read_are_unreadable(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Runs as a user that cannot read the file (under CI's root: `nobody`, in a subprocess)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="spotlight-perm-"))  # outside pytest's 0700 tmp: nobody must reach it
+    try:
+        root = base / "root"
+        root.mkdir()
+        for p in (base, root):
+            p.chmod(0o755)
+        locked = root / "locked.npz"
+        locked.write_bytes(b"x")
+        locked.chmod(0)
+        done = subprocess.run([sys.executable, "-c", PERMISSION_CHECK, str(root), str(locked)], capture_output=True,
+                              text=True, timeout=60, check=False, cwd=Path(__file__).resolve().parents[2])
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["permission", ErrorCode.REFERENCE_UNREADABLE]
+        locked.chmod(0o644)  # and the same file, once readable, is read: the refusal was the permission
+        readable = subprocess.run([sys.executable, "-c", PERMISSION_CHECK, str(root), str(locked)], capture_output=True,
+                                  text=True, timeout=60, check=False, cwd=Path(__file__).resolve().parents[2])
+        assert readable.stdout.split() == ["read"], readable.stderr
+    finally:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_files_above_the_size_limit_are_refused_with_413(tree) -> None:
     with pytest.raises(ReferenceTooLarge) as info:
         open_reference(f"file://{tree['root']}/data.npz", roots(tree["root"], max_upload_bytes=5))
-    assert (info.value.status_code, info.value.code) == (413, ErrorCode.TOO_LARGE)
+    assert (http_status(info.value), info.value.code) == (413, ErrorCode.TOO_LARGE)
     assert info.value.details["limit"] == 5
     assert isinstance(info.value, ReferenceRefused)
 
@@ -241,3 +282,37 @@ def test_http_errors_and_oversize_bodies(http_server) -> None:
         open_reference(http_server.url("/lies", "data.test"), s, resolver=r)
     with pytest.raises(ReferenceTooLarge):  # no declared length: counting stops it at the limit
         open_reference(http_server.url("/endless", "data.test"), s, resolver=r)
+
+
+# ----- each guard on its own (tools/mutate.py: a check that another one happens to cover still counts) -----
+@pytest.mark.parametrize("scheme", ["local", "zip", "tar", "dir", "data", "simplecache", "filecache", "reference"])
+def test_wrapper_schemes_are_refused_by_name_even_unchained_and_allow_listed(tree, scheme: str) -> None:
+    with pytest.raises(ReferenceRefused) as info:
+        open_reference(f"{scheme}://{tree['outside']}/secret.npz", roots(tree["root"], allowed_schemes=[scheme]))
+    assert info.value.reason == "scheme"
+
+
+def test_a_chained_reference_is_refused_even_when_every_part_is_allowed(tree) -> None:
+    uri = f"memory://x.npz::file://{tree['outside']}/secret.npz"
+    with pytest.raises(ReferenceRefused) as info:
+        open_reference(uri, roots(tree["root"], allowed_schemes=["memory", "file"]))
+    assert info.value.reason == "scheme" and "chained" in info.value.message
+
+
+def test_a_file_in_the_second_root_is_read_and_one_outside_all_roots_is_refused_before_opening(tree) -> None:
+    second = tree["tmp"] / "second"
+    second.mkdir()
+    (second / "b.npz").write_bytes(b"second-root")
+    both = roots(tree["root"], second)
+    assert read(open_reference(f"file://{second}/b.npz", both)) == b"second-root"
+    with pytest.raises(ReferenceRefused) as info:
+        open_reference(f"file://{tree['outside']}/secret.npz", both)
+    assert info.value.reason == "outside_roots" and "outside the folders" in info.value.message
+
+
+def test_the_size_limit_is_inclusive(tree) -> None:
+    size = len(b"inside-bytes")
+    assert open_reference(f"file://{tree['root']}/data.npz", roots(tree["root"], max_upload_bytes=size)).size == size
+    with pytest.raises(ReferenceTooLarge) as info:
+        open_reference(f"file://{tree['root']}/data.npz", roots(tree["root"], max_upload_bytes=size - 1))
+    assert info.value.details["size"] == size

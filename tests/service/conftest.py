@@ -70,7 +70,7 @@ class _Servers:
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 15
-        while not server.started:
+        while not server.started:  # uvicorn offers only this flag to wait on
             if time.monotonic() > deadline or not thread.is_alive():
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.01)

@@ -75,3 +75,43 @@ def test_keyring_stores_only_hashes_and_rejects_bad_config(tmp_path: Path) -> No
         KeyRing.from_settings(Settings(api_keys="no-colon", api_keys_file=None))
     with pytest.raises(KeyConfigError):
         KeyRing.from_settings(Settings(api_keys="t:sha256:abc", api_keys_file=None))
+
+
+def test_only_a_bearer_scheme_with_a_token_is_read() -> None:
+    """A valid key under another scheme, or a scheme with no token, is not a credential."""
+    from service.auth import bearer_token
+
+    assert bearer_token("Bearer key-1") == "key-1" and bearer_token("bearer  key-1 ") == "key-1"
+    for header in ("Basic key-1", "Token key-1", "key-1", "Bearer", "Bearer   ", "", None):
+        assert bearer_token(header) is None, header
+
+
+def test_a_valid_key_under_another_scheme_is_401(make_api) -> None:
+    api = make_api(api_keys="alice:a-secret")
+    with api.client() as c:
+        assert c.get("/v1/jobs", headers={"Authorization": "Bearer a-secret"}).status_code == 200
+        assert c.get("/v1/jobs", headers={"Authorization": "Basic a-secret"}).status_code == 401
+        assert c.get("/v1/jobs", headers={"Authorization": "Bearer"}).status_code == 401
+
+
+@pytest.mark.parametrize("entry", [
+    "a b:key",  # tenant names become parts of Redis keys and log fields: letters, digits, '_.-' only
+    "a/b:key",
+    "tenant*:key",
+    "é:key",
+    ":key",
+    "x" * 65 + ":key",
+    "t:",  # no key at all
+    "t:sha256:" + "g" * 64,  # not hex
+])
+def test_malformed_key_entries_stop_the_server_at_startup(entry: str) -> None:
+    with pytest.raises(KeyConfigError):
+        KeyRing.from_settings(Settings(api_keys=entry, api_keys_file=None))
+
+
+def test_hashed_keys_match_whatever_the_case_of_their_hex() -> None:
+    digest = hashlib.sha256(b"erin-key").hexdigest()
+    for written in (digest, digest.upper()):
+        ring = KeyRing.from_settings(Settings(api_keys=f"erin:sha256:{written}", api_keys_file=None))
+        assert ring.tenant_for("erin-key") == "erin"
+    assert KeyRing.from_settings(Settings(api_keys=f"t:{'x' * 64}", api_keys_file=None)).tenant_for("x" * 64) == "t"

@@ -161,7 +161,20 @@ def test_startup_sweeps_upload_folders_a_dead_process_left(make_api, tmp_path) -
     (ingest / "old").mkdir(parents=True)
     (ingest / "old" / "part-0").write_bytes(b"half an upload")
     (ingest / "fresh").mkdir()
-    past = time.time() - 7 * 3600
+    past = time.time() - 7 * 3600  # nothing written in it for longer than the sweeper's idle limit
+    os.utime(ingest / "old" / "part-0", (past, past))
     os.utime(ingest / "old", (past, past))
     make_api()
     assert sorted(p.name for p in ingest.iterdir()) == ["fresh"]
+
+
+def test_deleting_a_dataset_frees_its_blob_while_other_contents_stay(api: LiveApi) -> None:
+    """Each stored content counts its own references: another content's datasets do not keep it."""
+    with api.client() as c:
+        x = c.post("/v1/datasets", files={"file": ("x.npz", npz_bytes(**toy(seed=1)))}).json()
+        y = c.post("/v1/datasets", files={"file": ("y.npz", npz_bytes(**toy(seed=2)))}).json()
+        assert x["sha256"] != y["sha256"]
+        assert sorted(api.stored_datasets()) == sorted([x["sha256"], y["sha256"]])
+        assert c.delete(f"/v1/datasets/{x['id']}").status_code == 204
+        assert api.stored_datasets() == [y["sha256"]]  # x's bytes are gone although y is still stored
+        assert c.get(f"/v1/datasets/{y['id']}").status_code == 200

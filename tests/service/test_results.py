@@ -97,6 +97,9 @@ def test_results_are_409_until_finished_then_served(api: LiveApi) -> None:
 
         r = c.get(base + "/report")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html") and "report" in r.text
+        # Served under the report's own policy: inline styles and data: images, nothing remote.
+        assert "img-src data:;" in r.headers["content-security-policy"]
+        assert r.headers["x-content-type-options"] == "nosniff"
 
         r = c.get(base + "/regions/2/members")
         assert r.status_code == 404 and r.json()["error"]["code"] == "region_not_found"

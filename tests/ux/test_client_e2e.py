@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import redis
 
 from spotlight.client import Job, SpotlightClient, SpotlightError
 from spotlight.redis_server import EmbeddedRedis
+from tests.runtime.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -134,10 +134,7 @@ def test_finished_job_regions_carry_descriptions_and_p_values(finished: dict[str
 def test_finished_job_called_back_with_a_signed_summary(finished: dict[str, Any]) -> None:
     from worker.webhook import SIGNATURE_HEADER, verify_signature
 
-    requests = finished["receiver"].requests
-    deadline = time.monotonic() + 30  # the callback follows the status change: wait for it
-    while not requests and time.monotonic() < deadline:
-        time.sleep(0.05)
+    requests = finished["receiver"].wait_requests(1, 30)  # the callback follows the status change
     assert len(requests) == 1
     req = requests[0]
     assert verify_signature(req["body"], req["headers"][SIGNATURE_HEADER], SECRET)
@@ -153,12 +150,9 @@ def test_metrics_after_the_job_show_its_timing_and_the_workers_device(finished: 
         text = finished["client"]._http.get("/metrics").text
         return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
 
-    deadline = time.monotonic() + 30  # timings are recorded just after the status turns finished
-    while True:
-        samples = scrape()
-        if any(s.name == "spotlight_jobs_ended_total" for s in samples) or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    # timings are recorded just after the status turns finished; /metrics is only known by asking
+    samples = wait_for(lambda: (got := scrape()) and any(s.name == "spotlight_jobs_ended_total" for s in got) and got,
+                       30, "the job's timings in /metrics", interval=0.1)
 
     def one(name: str, **labels: str) -> float:
         found = [s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from spotlight import jobstats
 from spotlight.protocol import META_STATUS
 from spotlight.redis_server import free_port
 from spotlight.settings import Settings
+from tests.runtime.gate import HELD_TASK_PATH, Gate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "metrics-test"
@@ -74,15 +74,6 @@ def worker_proc(redis_url: str, tmp_path: Path) -> Iterator[Any]:
         p.wait(10)
 
 
-def _wait(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_jobs_by_status_queue_depth_and_workers_from_redis(redis_url: str, tmp_path: Path, worker_proc: Any) -> None:
     conn = redis.Redis.from_url(redis_url)
     q = Queue(QUEUE, connection=conn)
@@ -93,16 +84,17 @@ def test_jobs_by_status_queue_depth_and_workers_from_redis(redis_url: str, tmp_p
     q.enqueue("math.sqrt", -1)  # raises: RQ's failed registry
     canceled = q.enqueue("time.sleep", 0)
     canceled.cancel()
-    running = q.enqueue("time.sleep", 20)
-    ending = q.enqueue("time.sleep", 20)  # still RQ-started, but our worker already wrote that it ended
+    running = q.enqueue(HELD_TASK_PATH)  # each runs until its gate opens (tests/runtime/gate.py)
+    ending = q.enqueue(HELD_TASK_PATH)  # still RQ-started, but our worker already wrote that it ended
     ending.meta[META_STATUS] = "finished"
     ending.save_meta()
     jobstats.record_worker_device(conn, QUEUE, "w-metrics", "cuda:0")
     jobstats.record_worker_device(conn, QUEUE, "w-other", "cpu")
     worker_proc("w-metrics")
     worker_proc("w-other")
-    _wait(lambda: {m.decode().split(":")[0] for m in conn.zrange(q.started_job_registry.key, 0, -1)}
-          == {running.id, ending.id}, 60, "both long jobs to start")
+    for job in (running, ending):
+        Gate(conn, job.id).wait_held(60)
+    assert {m.decode().split(":")[0] for m in conn.zrange(q.started_job_registry.key, 0, -1)} == {running.id, ending.id}
     q.enqueue("time.sleep", 0)
     q.enqueue("time.sleep", 0)
 
@@ -121,6 +113,8 @@ def test_jobs_by_status_queue_depth_and_workers_from_redis(redis_url: str, tmp_p
     # a second API process reads the same state
     m2 = scrape(api2)
     assert {s.labels["status"]: s.value for s in m2["spotlight_jobs"]} == {s.labels["status"]: s.value for s in jobs}
+    for job in (running, ending):
+        Gate(conn, job.id).open()
 
 
 def test_histograms_recorded_by_workers_are_shared_by_every_api_process(redis_url: str, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -16,7 +17,7 @@ from tests.ux.example import build_report, members_of, planted_dataset, planted_
 from worker.describe import describe_regions, metadata_columns
 from worker.report import fallback_report, image_link, image_src, job_report, loss_bins, member_rows, render_report
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium")  # found as .ci/run finds it (`command -v chromium`)
 
 
 @pytest.fixture(scope="module")
@@ -183,20 +184,34 @@ def _chromium_screenshot(html_file: Path, out: Path, tmp: Path, height: int = 24
     )
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                    "(apt-get install -y chromium; .ci/run installs it)")
+def _pixels_near(image: Any, hex_colour: str, tolerance: int = 12) -> int:
+    """How many pixels of an RGB image are within `tolerance` of a colour on every channel."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
+    target = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.int16)
+    return int((np.abs(rgb - target) <= tolerance).all(axis=2).sum())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium on PATH (apt-get install -y chromium; .ci/run installs it)")
 def test_page_renders_in_headless_chromium(example: dict[str, Any], tmp_path: Path) -> None:
+    """The page as a browser draws it: the page background, and each region's colour in the PCA view
+    (its members highlighted) — not only a PNG of some size."""
+    from PIL import Image
+
+    from worker.report import PALETTE
+
     page = tmp_path / "report.html"
     page.write_text(example["html"], encoding="utf-8")
     shot = tmp_path / "shot.png"
     proc = _chromium_screenshot(page, shot, tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
-    png = shot.read_bytes()
-    assert png.startswith(b"\x89PNG")
-    # the page drew something: a blank page compresses to a few kB
-    assert len(png) > 50_000
-    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-    assert (width, height) == (1200, 2400)
+    image = Image.open(shot)
+    assert image.format == "PNG" and image.size == (1200, 2400)
+    total = image.size[0] * image.size[1]
+    assert _pixels_near(image, "#f6f7f9", 2) > total // 10  # the page's background, not a blank white page
+    for k in range(len(example["regions"])):
+        drawn = _pixels_near(image, PALETTE[k % len(PALETTE)])
+        assert drawn > 200, f"region {k}'s colour {PALETTE[k]} covers only {drawn} pixels"
+    assert _pixels_near(image, "#ff00ff", 40) == 0  # a colour the report never uses: the count is selective
 
 
 if __name__ == "__main__":  # regenerate docs/report.png from the example

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from worker.webhook import SIGNATURE_HEADER, deliver, encode_body, job_summary, sign, verify_signature
+from worker.webhook import (
+    SIGNATURE_HEADER,
+    deliver,
+    encode_body,
+    job_summary,
+    sign,
+    verify_signature,
+)
 
 SECRET = "s3cret-key"
 
@@ -21,22 +28,33 @@ class Receiver:
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = statuses
         self.requests: list[dict[str, Any]] = []
+        self.arrived = threading.Condition()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.requests.append({"headers": dict(self.headers), "body": body, "path": self.path})
-                i = min(len(receiver.requests) - 1, len(receiver.statuses) - 1)
+                with receiver.arrived:
+                    receiver.requests.append({"headers": dict(self.headers), "body": body, "path": self.path})
+                    i = min(len(receiver.requests) - 1, len(receiver.statuses) - 1)
                 self.send_response(receiver.statuses[i])
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                with receiver.arrived:
+                    receiver.arrived.notify_all()
 
             def log_message(self, *args: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def wait_requests(self, count: int, timeout: float) -> list[dict[str, Any]]:
+        """Block until `count` requests have been answered (a condition, not a polling loop)."""
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: len(self.requests) >= count, timeout):
+                raise AssertionError(f"{len(self.requests)} of {count} callback requests after {timeout} s")
+            return list(self.requests)
 
     @property
     def url(self) -> str:
@@ -145,3 +163,41 @@ def test_with_settings_the_callback_goes_through_the_ssrf_guard(receiver_factory
     assert deliver(r.url, PAYLOAD, SECRET, retries=3, settings=allowed) is True
     assert len(r.requests) == 1
     assert verify_signature(r.requests[0]["body"], r.requests[0]["headers"][SIGNATURE_HEADER], SECRET)
+
+
+# What README.md ("Webhooks") promises a receiver that is down, with the default settings: up to ~65 s
+# of attempts, 5 attempts of at most 10 s each, backoff 1-8 s between them. Written out here, not
+# computed by the code under test, so that a change to either side turns this red.
+DOCUMENTED_ATTEMPTS = 5
+DOCUMENTED_ATTEMPT_TIMEOUT_S = 10.0
+DOCUMENTED_BACKOFF_S = [1.0, 2.0, 4.0, 8.0]
+DOCUMENTED_TOTAL_S = 65.0
+
+
+def test_a_receiver_that_is_down_gets_the_documented_attempts_and_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The callbacks worker's task with the default settings: how many attempts, each bounded how
+    long, with which waits, and a job timeout that covers the documented worst case."""
+    from spotlight import jobqueue
+    from spotlight.settings import Settings
+    from worker import webhook
+
+    monkeypatch.delenv("SPOTLIGHT_WEBHOOK_RETRIES", raising=False)
+    attempts: list[float] = []
+    waits: list[float] = []
+
+    def attempt(url: str, body: bytes, headers: dict[str, str], timeout: float, settings: Any) -> str:
+        attempts.append(timeout)
+        return "retry"  # a receiver that is down: every attempt is worth another
+
+    real_deliver = webhook.deliver
+    monkeypatch.setattr(webhook, "_attempt", attempt)
+    monkeypatch.setattr(webhook, "deliver", lambda *a, **kw: real_deliver(*a, **kw, sleep=waits.append))
+    assert webhook.deliver_callback("https://receiver.example/hook", PAYLOAD, "job_1") is False
+
+    assert len(attempts) == DOCUMENTED_ATTEMPTS
+    assert attempts == [DOCUMENTED_ATTEMPT_TIMEOUT_S] * DOCUMENTED_ATTEMPTS
+    assert waits == DOCUMENTED_BACKOFF_S
+    assert sum(attempts) + sum(waits) == DOCUMENTED_TOTAL_S
+    # the RQ job that carries one delivery must outlive that worst case, but not by minutes
+    timeout = jobqueue.callback_timeout_s(Settings())
+    assert DOCUMENTED_TOTAL_S <= timeout <= DOCUMENTED_TOTAL_S + 60

@@ -33,19 +33,19 @@ import secrets
 import shutil
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any
 
 import redis as redis_lib
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
+from service.ingest import WORK_DIR
+from spotlight.jobstate import TERMINAL, ended_at, status_of
 from spotlight.protocol import (
-    META_ENDED_AT,
     cancel_key,
     job_prefix,
     key_prefix,
-    rq_status_to_job_status,
+    parse_time,
+    redis_text,
     tenant_active_key,
     tenant_jobs_key,
 )
@@ -72,9 +72,7 @@ def tenant_jobs_pattern() -> str:
 
 LOCK_TTL_S = 300
 MISSING_GRACE_S = 60.0
-WORK_DIR = ".ingest"
 STALE_WORK_S = 3600.0
-_ENDED = ("finished", "failed", "canceled")
 
 _RELEASE_LOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -82,46 +80,12 @@ return 0
 """
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _timestamp(value: Any) -> float | None:
-    """Seconds since the epoch from a datetime, an ISO string or a number; None if absent."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, datetime):
-        dt = value
-    else:
-        try:
-            dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if dt.tzinfo is None:  # RQ stores naive UTC
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
 def job_ended_at(job: Job) -> float | None:
-    """When the job ended (finished, failed or canceled), or None while it is queued or running."""
-    status = rq_status_to_job_status(_status_text(job), job.meta or {})
-    if status not in _ENDED:
-        return None
-    for candidate in ((job.meta or {}).get(META_ENDED_AT), job.ended_at, job.enqueued_at, job.created_at):
-        ts = _timestamp(candidate)
-        if ts is not None:
-            return ts
-    return 0.0
-
-
-def _status_text(job: Job) -> str | None:
-    try:
-        status = job.get_status(refresh=False)
-    except Exception:
-        return None
-    return getattr(status, "value", status)
+    """When the job ended (finished, failed or canceled) in epoch seconds, None while it is queued or running."""
+    when = ended_at(job)
+    if when is None:
+        return None if status_of(job, refresh=False) not in TERMINAL else 0.0
+    return when.timestamp()
 
 
 def _tenant_of(tenant_jobs: str) -> str:
@@ -154,7 +118,8 @@ def _folder_mtime(store: ArtifactStore, path: str) -> float | None:
         info = store.fs.info(store.full(path))
     except (OSError, ValueError):
         return None
-    return _timestamp(info.get("mtime") or info.get("LastModified") or info.get("last_modified"))
+    when = parse_time(info.get("mtime") or info.get("LastModified") or info.get("last_modified"))
+    return when.timestamp() if when else None
 
 
 def _orphan_folders(conn: redis_lib.Redis, store: ArtifactStore, indexed: set[str], older_than: float) -> list[str]:
@@ -200,7 +165,7 @@ def sweep_expired(
     try:
         # Store folders left over by an earlier sweep that could not reach the store.
         for raw in redis.smembers(pending_key()):
-            job_id = _text(raw)
+            job_id = redis_text(raw)
             if _delete_store_side(redis, store, job_id):
                 deleted.append(job_id)
 
@@ -208,9 +173,9 @@ def sweep_expired(
         grace = min(missing_grace_s, float(settings.result_ttl_s))
         indexed: set[str] = set()
         for raw_key in redis.scan_iter(match=tenant_jobs_pattern(), count=200):
-            tenant_key = _text(raw_key)
+            tenant_key = redis_text(raw_key)
             for raw_id, created in redis.zrange(tenant_key, 0, -1, withscores=True):
-                job_id = _text(raw_id)
+                job_id = redis_text(raw_id)
                 indexed.add(job_id)
                 try:
                     job: Job | None = Job.fetch(job_id, connection=redis)

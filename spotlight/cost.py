@@ -1,0 +1,46 @@
+"""What a search will cost, estimated at submission from its parameters and the dataset's shape.
+
+The unit is the element-step: one embedding coordinate of one row, for one restart, in one
+optimiser step. A search runs `restarts` starts of `steps` steps over n x d coordinates (d after
+PCA) for each of its `n_spotlights` regions, and the permutation test reruns a one-region search
+`n_permutations` times, so
+
+    cost = n * d * restarts * steps * (n_spotlights + n_permutations)
+
+`steps` is a cap (the engine stops when converged), so this is an upper bound — the one a
+scheduler must plan for. The API refuses a job over `max_job_cost`, refuses a tenant whose queued
+and running jobs would together pass `max_active_cost_per_tenant`, and sends jobs over
+`large_job_cost` to the queue's large lane, which workers serve in turn with the normal lane
+(RQ's round-robin dequeue), so a long job cannot hold up every short one behind it.
+"""
+
+from __future__ import annotations
+
+from redis import Redis
+
+from spotlight.params import SearchParams
+from spotlight.protocol import key_prefix
+
+
+def job_cost(params: SearchParams, n: int, dim: int) -> int:
+    """Upper bound on the element-steps of a job (Python ints: no overflow)."""
+    d = min(params.pca_components, dim) if params.pca_components else dim
+    return n * d * params.restarts * params.steps * (params.n_spotlights + params.n_permutations)
+
+
+def cost_key(tenant: str) -> str:
+    """Hash job id -> cost of the tenant's jobs that may still be queued or running."""
+    return f"{key_prefix()}:cost:{tenant}"
+
+
+def record(conn: Redis, tenant: str, job_id: str, cost: int) -> None:
+    conn.hset(cost_key(tenant), job_id, cost)
+
+
+def active_cost(conn: Redis, tenant: str, active_ids: set[str]) -> int:
+    """The summed cost of `active_ids` (the tenant's queued + running jobs); forgets the others."""
+    costs = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in conn.hgetall(cost_key(tenant)).items()}
+    ended = [job for job in costs if job not in active_ids]
+    if ended:
+        conn.hdel(cost_key(tenant), *ended)
+    return sum(c for job, c in costs.items() if job in active_ids)
