@@ -163,9 +163,11 @@ def evaluate(settings: list[Setting], authors_steps: int) -> list[dict]:
         t = time.perf_counter()
         w, nan = authors_spotlight.run(s.x_test, s.loss_test, size, N_REGIONS, steps=authors_steps)
         both(s, "authors (flat, 5000 st.)", w, nan, time.perf_counter() - t)
-        rows.append(dict(setting=s.name, method="loss ranking", scores=_scores(s.slice_test, s.loss_test), nan=0, seconds=0.0))
+        rows.append(dict(setting=s.name, method="loss ranking", scores=_scores(s.slice_test, s.loss_test), nan=0,
+                         seconds=0.0))
         sq = ((s.x_test - s.x_test[s.slice_test].mean(0)) ** 2).sum(1)
-        rows.append(dict(setting=s.name, method="oracle · distance", scores=_scores(s.slice_test, -sq), nan=0, seconds=0.0))
+        rows.append(dict(setting=s.name, method="oracle · distance", scores=_scores(s.slice_test, -sq), nan=0,
+                         seconds=0.0))
         # like with like for contributions: a gaussian of the distance to the slice centroid (bandwidth:
         # the median squared distance), times loss
         kernel = np.exp(-0.5 * sq / max(float(np.median(sq)), 1e-12))
@@ -175,7 +177,7 @@ def evaluate(settings: list[Setting], authors_steps: int) -> list[dict]:
 
 
 def print_table(settings: list[Setting], rows: list[dict]) -> None:
-    print(f"# bench.quality — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+    print(f"# bench.quality — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
     for s in settings:
         print(f"# {s.name}: {s.description}; held-out n={len(s.loss_test)}, d={s.x_test.shape[1]}, "
@@ -186,7 +188,8 @@ def print_table(settings: list[Setting], rows: list[dict]) -> None:
     head = (f"{'method':44s}" + "".join(f" | {n:>17s}" for n in names)
             + " |  mean AP | / oracle d. | / oracle c. | NaN | time s")
     print(head)
-    print(f"{'':44s}" + "".join(f" | {'AP   P@10  P@25':>17s}" for _ in names) + " |          |             |             |     |")
+    print(f"{'':44s}" + "".join(f" | {'AP   P@10  P@25':>17s}" for _ in names)
+          + " |          |             |             |     |")
     print("-" * len(head))
     ap = {(r["method"], r["setting"]): r["scores"][0] for r in rows}
     mean_ap = {m: float(np.mean([ap[(m, n)] for n in names])) for m in methods}
@@ -227,7 +230,8 @@ HIGHDIM_VARIANTS = {"engine gaussian (default)": {}, "engine flat": {"kernel": "
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="500 authors' steps, n = 5000 in high dimension (smoke test only)")
+    parser.add_argument("--quick", action="store_true",
+                        help="500 authors' steps, n = 5000 in high dimension (smoke test only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--part", choices=["all", "single", "multi", "highdim"], default="all")
     args = parser.parse_args()

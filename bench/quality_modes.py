@@ -10,7 +10,8 @@ common, members being each region's ceil(S) heaviest rows (a rule local to this 
 spotlight size in rows). The Domino-style mixture slicer (`bench.mixture_slicer`) is scored the same
 way on its 5 worst slices.
 
-High dimension: n rows of an anisotropic gaussian cloud (per-dimension scale ~ (j + 1)^-1/4, a participation ratio of ~150-290 dimensions), with
+High dimension: n rows of an anisotropic gaussian cloud (per-dimension scale (j + 1)^-1/4, a
+participation ratio of ~150-290 dimensions), with
 2 % of rows made to fail (loss + 2 on an exponential(0.5) base): a *ball* (the rows nearest one data
 point) or a *cap* (the rows nearest a point outside the cloud, along a random direction: nearly a
 half-space). Region 0 of a default search is scored by its top-|S| recall (share of the slice among
@@ -109,7 +110,8 @@ def run_multimode(mm: MultiMode, variants: dict[str, dict]) -> list[dict]:
         t = time.perf_counter()
         res = search(mm.x, mm.loss, base.model_copy(update=update), labels=mm.labels)
         secs = time.perf_counter() - t
-        rows.append(dict(method=f"{name} · weight", seconds=secs, **score_multimode(mm, res.weights, res.weights, size)))
+        rows.append(dict(method=f"{name} · weight", seconds=secs,
+                         **score_multimode(mm, res.weights, res.weights, size)))
         rows.append(dict(method=f"{name} · contribution", seconds=0.0,
                          **score_multimode(mm, contributions(res.weights, mm.loss), res.weights, size)))
     t = time.perf_counter()
@@ -138,7 +140,8 @@ def print_multimode(mm: MultiMode, rows: list[dict]) -> None:
         r = rows[0 if how == "weight" else 1]
         print(f"# goals for '{r['method']}': every mode covered by a distinct region: "
               f"{'yes' if r['coverage'] == len(names) else 'NO'} ({r['coverage']} / {len(names)}); "
-              f"mean best AP >= the mixture slicer's: {'yes' if np.mean(r['best']) >= np.mean(mixture['best']) else 'NO'} "
+              f"mean best AP >= the mixture slicer's: "
+              f"{'yes' if np.mean(r['best']) >= np.mean(mixture['best']) else 'NO'} "
               f"({np.mean(r['best']):.3f} vs {np.mean(mixture['best']):.3f}); redundancy <= 0.3: "
               f"{'yes' if r['redundancy'] <= 0.3 else 'NO'} ({r['redundancy']:.2f})")
 

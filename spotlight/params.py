@@ -45,7 +45,8 @@ class SearchParams(BaseModel):
     objective: Objective = Field("max_loss", description="'max_loss' finds weak spots; 'min_loss' strong ones.")
     steps: int = Field(
         500, strict=True, ge=1, le=100_000,
-        description="Cap on optimiser steps per region; the search stops earlier once converged (~200 steps typically).",
+        description="Cap on optimiser steps per region; the search stops earlier once converged "
+        "(~200 steps typically).",
     )
     learning_rate: float = Field(0.05, strict=True, gt=0, le=10, description="Adam step size, in standardised units.")
     barrier_scale: float = Field(1.0, strict=True, ge=0, le=1e6, description="Weight of the spotlight-size barrier.")
@@ -60,17 +61,23 @@ class SearchParams(BaseModel):
         "with its tails; 'paper' by (1 - k/max k), the paper's re-weighting, which leaves a gaussian region's "
         "tails in place so later regions often find the same weak spot again.",
     )
-    seed: int = Field(0, strict=True, ge=0, le=2**32 - 1, description="Seed of every random choice; same seed, same device, same result.")
+    seed: int = Field(
+        0, strict=True, ge=0, le=2**32 - 1,
+        description="Seed of every random choice; same seed, same device, same result.",
+    )
     pca_components: int | None = Field(
         None, strict=True, ge=1, le=4096, description="Project embeddings on this many principal components first."
     )
-    label_entropy_coeff: float = Field(0.0, strict=True, ge=0, le=1e3, description="Penalty on the entropy of labels in a region.")
+    label_entropy_coeff: float = Field(
+        0.0, strict=True, ge=0, le=1e3, description="Penalty on the entropy of labels in a region."
+    )
     prediction_entropy_coeff: float = Field(
         0.0, strict=True, ge=0, le=1e3, description="Penalty on the entropy of predictions in a region."
     )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
     n_permutations: int = Field(
-        0, strict=True, ge=0, le=1000, description="Permutation test runs (losses shuffled) for each region's p-value; 0 skips it."
+        0, strict=True, ge=0, le=1000,
+        description="Permutation test runs (losses shuffled) for each region's p-value; 0 skips it.",
     )
 
     @field_validator("spotlight_size")
@@ -89,6 +96,6 @@ class SearchParams(BaseModel):
             raise ValueError("device must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return v
 
-    def size_count(self, n: int) -> float:
+    def size_count(self, n: float) -> float:
         """The spotlight size S as a number of examples for a dataset of n rows."""
         return self.spotlight_size * n if self.spotlight_size < 1 else float(self.spotlight_size)

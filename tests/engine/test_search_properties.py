@@ -44,18 +44,19 @@ def test_translating_and_scaling_embeddings_gives_the_same_regions(kernel: str) 
     base = search(x, loss, {**PARAMS, "kernel": kernel, "n_spotlights": 1})
     moved = search(x * 250.0 - 3000.0, loss, {**PARAMS, "kernel": kernel, "n_spotlights": 1})
     np.testing.assert_allclose(moved.weights, base.weights, atol=2e-3)  # every example's membership
-    for a, b in zip(base.regions, moved.regions):
+    for a, b in zip(base.regions, moved.regions, strict=True):
         assert b.weighted_loss == pytest.approx(a.weighted_loss, rel=1e-3)
         assert b.total_weight == pytest.approx(a.total_weight, rel=1e-3)
 
 
 def test_power_of_two_scaling_is_bit_exact() -> None:
-    """Scaling by 2^k changes the mean and scale exactly, so the standardised data and every result agree bit for bit."""
+    """Scaling by 2^k changes the mean and scale exactly, so the standardised data and every result agree
+    bit for bit."""
     x, loss, _ = planted_problem(n=600, d=5)
     base = search(x, loss, PARAMS)
     scaled = search(x * 1024.0, loss, PARAMS)
     np.testing.assert_array_equal(scaled.weights, base.weights)
-    for a, b in zip(base.regions, scaled.regions):
+    for a, b in zip(base.regions, scaled.regions, strict=True):
         np.testing.assert_array_equal(b.center, a.center * 1024.0)
 
 
@@ -120,7 +121,7 @@ def test_each_region_is_a_different_weak_spot() -> None:
     for a in anchors:
         dist = np.linalg.norm(x - x[a], axis=1)
         balls.append(dist <= np.quantile(dist, 0.08))
-    loss = rng.exponential(0.4, size=n) + sum(b * s for b, s in zip(balls, (2.5, 2.0, 1.5)))
+    loss = rng.exponential(0.4, size=n) + sum(b * s for b, s in zip(balls, (2.5, 2.0, 1.5), strict=True))
     result = search(x, loss, {**PARAMS, "n_spotlights": 3, "spotlight_size": 0.02, "steps": 500})
     aps = np.array([[average_precision_score(b, result.weights[:, j]) for b in balls] for j in range(3)])
     owner = aps.argmax(0)

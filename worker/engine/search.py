@@ -160,7 +160,9 @@ def search(
             raise ValueError("give losses, or logits together with labels")
         loss_v = losses_from_logits(logits, labels_v)
     else:
-        loss_v = as_vector(losses, n, "losses")
+        given = as_vector(losses, n, "losses")
+        assert given is not None  # losses is not None here
+        loss_v = given
     if preds_v is None and logits is not None and p.prediction_entropy_coeff > 0:
         lg = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
         preds_v = np.asarray(lg).argmax(1).astype(np.int64)
@@ -409,15 +411,16 @@ def _describe(
     lift = weighted / mean_loss if abs(mean_loss) > tiny else 1.0
     dz = found.mu.shape[0]
     tau = np.exp(found.theta.double().cpu().numpy()) / dz
-    precision = frame.precision(tau)
-    precision = float(precision[0]) if p.shape == "spherical" else np.asarray(precision, dtype=np.float64)
+    per_dim = np.asarray(frame.precision(tau), dtype=np.float64).ravel()
+    precision: float | np.ndarray = float(per_dim[0]) if p.shape == "spherical" else per_dim
     extra: dict[str, Any] = {}
     if frame.basis is not None:
         extra = {"pca_components": int(frame.basis.shape[1]), "precision_space": "pca"}
     return Region(
         index=j,
         center=_finite_array(frame.center(found.mu.double().cpu().numpy())),
-        precision=float(_finite_array(np.asarray(precision))) if np.isscalar(precision) else _finite_array(precision),
+        precision=(float(_finite_array(np.asarray(precision))) if isinstance(precision, float)
+                   else _finite_array(precision)),
         kernel=p.kernel,
         shape=p.shape,
         objective=p.objective,
