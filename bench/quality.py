@@ -1,7 +1,8 @@
 """Quality benchmark: planted error slices on real data (scikit-learn's handwritten digits).
 
-    python -m bench.quality            # full table (a few minutes on 2 cores)
-    python -m bench.quality --quick    # fewer authors' steps, for a smoke test
+    python -m bench.quality                  # all three parts (~10 min on 2 cores)
+    python -m bench.quality --quick          # fewer authors' steps, smaller high-dimension data: a smoke test
+    python -m bench.quality --part multi     # one part: single, multi or highdim
 
 For each setting a small torch MLP is trained on a training split in which one subgroup is made
 hard on purpose; the spotlight then runs on the *held-out* split's penultimate-layer embeddings and
@@ -14,6 +15,10 @@ by a region's weight and by its contribution, weight x (loss - min loss) (the or
 `order=contribution` and of the report); ranking by loss alone; and two oracles: ranking by distance
 to the planted slice's own centroid, and a gaussian of that distance times loss (the contribution
 of an ideal spherical region). A goals block after the table checks the issue's goals.
+
+Then, in the same run, the multi-mode setting (three problems planted in one model; coverage and
+redundancy of the 5 regions, against a Domino-style mixture slicer) and planted slices in high
+dimension (`bench.quality_modes`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.metrics import average_precision_score
 
-from bench import authors_spotlight
+from bench import authors_spotlight, quality_modes
 from spotlight.contribution import contributions
 from spotlight.params import SearchParams
 from worker.engine import search
@@ -150,16 +155,19 @@ def evaluate(settings: list[Setting], authors_steps: int) -> list[dict]:
 
     for s in settings:
         size = params.size_count(len(s.loss_test))
-        for kernel in ("flat", "gaussian"):
+        for name, update in (("engine flat", {"kernel": "flat"}), ("engine gaussian", {}),
+                             ("engine gaussian, deflation paper", {"deflation": "paper"})):
             t = time.perf_counter()
-            res = search(s.x_test, s.loss_test, params.model_copy(update={"kernel": kernel}))
-            both(s, f"engine {kernel}", res.weights, int(not np.all(np.isfinite(res.weights))), time.perf_counter() - t)
+            res = search(s.x_test, s.loss_test, params.model_copy(update=update))
+            both(s, name, res.weights, int(not np.all(np.isfinite(res.weights))), time.perf_counter() - t)
         t = time.perf_counter()
         w, nan = authors_spotlight.run(s.x_test, s.loss_test, size, N_REGIONS, steps=authors_steps)
         both(s, "authors (flat, 5000 st.)", w, nan, time.perf_counter() - t)
-        rows.append(dict(setting=s.name, method="loss ranking", scores=_scores(s.slice_test, s.loss_test), nan=0, seconds=0.0))
+        rows.append(dict(setting=s.name, method="loss ranking", scores=_scores(s.slice_test, s.loss_test), nan=0,
+                         seconds=0.0))
         sq = ((s.x_test - s.x_test[s.slice_test].mean(0)) ** 2).sum(1)
-        rows.append(dict(setting=s.name, method="oracle · distance", scores=_scores(s.slice_test, -sq), nan=0, seconds=0.0))
+        rows.append(dict(setting=s.name, method="oracle · distance", scores=_scores(s.slice_test, -sq), nan=0,
+                         seconds=0.0))
         # like with like for contributions: a gaussian of the distance to the slice centroid (bandwidth:
         # the median squared distance), times loss
         kernel = np.exp(-0.5 * sq / max(float(np.median(sq)), 1e-12))
@@ -169,7 +177,7 @@ def evaluate(settings: list[Setting], authors_steps: int) -> list[dict]:
 
 
 def print_table(settings: list[Setting], rows: list[dict]) -> None:
-    print(f"# bench.quality — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+    print(f"# bench.quality — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
     for s in settings:
         print(f"# {s.name}: {s.description}; held-out n={len(s.loss_test)}, d={s.x_test.shape[1]}, "
@@ -177,10 +185,11 @@ def print_table(settings: list[Setting], rows: list[dict]) -> None:
               f"mean loss slice {s.loss_test[s.slice_test].mean():.2f} vs rest {s.loss_test[~s.slice_test].mean():.2f}")
     methods = list(dict.fromkeys(r["method"] for r in rows))
     names = [s.name for s in settings]
-    head = (f"{'method':40s}" + "".join(f" | {n:>17s}" for n in names)
+    head = (f"{'method':44s}" + "".join(f" | {n:>17s}" for n in names)
             + " |  mean AP | / oracle d. | / oracle c. | NaN | time s")
     print(head)
-    print(f"{'':40s}" + "".join(f" | {'AP   P@10  P@25':>17s}" for _ in names) + " |          |             |             |     |")
+    print(f"{'':44s}" + "".join(f" | {'AP   P@10  P@25':>17s}" for _ in names)
+          + " |          |             |             |     |")
     print("-" * len(head))
     ap = {(r["method"], r["setting"]): r["scores"][0] for r in rows}
     mean_ap = {m: float(np.mean([ap[(m, n)] for n in names])) for m in methods}
@@ -190,7 +199,7 @@ def print_table(settings: list[Setting], rows: list[dict]) -> None:
         cells = "".join(f" | {r['scores'][0]:.3f} {r['scores'][1]:.2f} {r['scores'][2]:.2f}" for r in mine)
         nan = sum(r["nan"] for r in mine)
         secs = sum(r["seconds"] for r in mine)
-        print(f"{m:40s}{cells} | {mean_ap[m]:8.3f} | {mean_ap[m] / oracle_d:11.1%} | {mean_ap[m] / oracle_c:11.1%} "
+        print(f"{m:44s}{cells} | {mean_ap[m]:8.3f} | {mean_ap[m] / oracle_d:11.1%} | {mean_ap[m] / oracle_c:11.1%} "
               f"| {nan:3d} | {secs:6.1f}")
     print_goals(names, ap, mean_ap, rows)
 
@@ -215,14 +224,27 @@ def print_goals(names: list[str], ap: dict, mean_ap: dict, rows: list[dict]) -> 
           f"'oracle · distance'; beats loss ranking on: {wins}")
 
 
+MULTI_VARIANTS = {"engine (default: deflation tails)": {}, "engine, deflation paper": {"deflation": "paper"}}
+HIGHDIM_VARIANTS = {"engine gaussian (default)": {}, "engine flat": {"kernel": "flat"}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="500 authors' steps instead of 5000 (smoke test only)")
+    parser.add_argument("--quick", action="store_true",
+                        help="500 authors' steps, n = 5000 in high dimension (smoke test only)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--part", choices=["all", "single", "multi", "highdim"], default="all")
     args = parser.parse_args()
-    settings = build_settings(args.seed)
-    rows = evaluate(settings, authors_steps=500 if args.quick else 5000)
-    print_table(settings, rows)
+    if args.part in ("all", "single"):
+        settings = build_settings(args.seed)
+        rows = evaluate(settings, authors_steps=500 if args.quick else 5000)
+        print_table(settings, rows)
+    if args.part in ("all", "multi"):
+        mm = quality_modes.build_multimode(args.seed)
+        quality_modes.print_multimode(mm, quality_modes.run_multimode(mm, MULTI_VARIANTS))
+    if args.part in ("all", "highdim"):
+        n = 5000 if args.quick else 20_000
+        quality_modes.print_highdim(quality_modes.run_highdim(HIGHDIM_VARIANTS, n, [256, 512]), n)
 
 
 if __name__ == "__main__":

@@ -108,15 +108,15 @@ def step_times(x_np: np.ndarray, loss: np.ndarray, restarts: int, paper_steps: i
         "floor_rows": lambda: (z @ v, c @ z),
         "floor_cols": lambda: (v @ zt, zt @ c),
     }, rounds=15)
-    del zt
+
     # the floor of a round is the faster of the two layouts: the least two passes can cost here
-    floor = [min(a, b) for a, b in zip(t["floor_rows"], t["floor_cols"])]
+    floor = [min(a, b) for a, b in zip(t["floor_rows"], t["floor_cols"], strict=True)]
     out = {
         "engine": statistics.median(t["engine"]),
         "engine_1": statistics.median(t["engine_1"]),
         "floor": statistics.median(floor),
-        "ratio": statistics.median(e / f for e, f in zip(t["engine"], floor)),
-        "ratio_1": statistics.median(e / f for e, f in zip(t["engine_1"], floor)),
+        "ratio": statistics.median(e / f for e, f in zip(t["engine"], floor, strict=True)),
+        "ratio_1": statistics.median(e / f for e, f in zip(t["engine_1"], floor, strict=True)),
     }
     mu = torch.zeros(d, requires_grad=True)
     log_tau = torch.tensor(float(np.log(1e-4)), requires_grad=True)
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--paper-steps", type=int, default=2, help="timed steps of the O(n d^2) formulation")
     args = parser.parse_args()
     params = SearchParams(device="cpu")
-    print(f"# bench.speed — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
+    print(f"# bench.speed — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f} (shared machine)")
     print(f"# per-step times, n = {args.n}, float32; engine = {params.restarts} restarts at once (torch, two passes)")
     print(f"{'d':>5s} | {'engine ms':>9s} | {'engine 1 start':>14s} | {'floor ms':>8s} | {'paper ms':>9s} | "

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 Kernel = Literal["flat", "gaussian"]
 Shape = Literal["spherical", "diagonal"]
 Objective = Literal["max_loss", "min_loss"]
+Deflation = Literal["tails", "paper"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -37,33 +38,46 @@ class SearchParams(BaseModel):
     n_spotlights: int = Field(5, strict=True, ge=1, le=50, description="How many regions to find, one after another.")
     kernel: Kernel = Field(
         "gaussian",
-        description="'flat' = max(0, 1 - tau*|x-mu|^2) (published paper) or 'gaussian' = exp(-tau*|x-mu|^2/2). "
-        "Default gaussian: 93-97 % of the oracle's AP on the planted-slice benchmark (121 % ranked by contribution), flat 81-94 % (docs/engine.md).",
+        description="'flat' = max(0, 1 - tau*|x-mu|^2) (published paper) or 'gaussian' = exp(-tau*|x-mu|^2/2) "
+        "(ranks the rest of a slice larger than the region, where flat weighs it 0; docs/engine.md).",
     )
     shape: Shape = Field("spherical", description="'spherical' (scalar precision) or 'diagonal' (one per dimension).")
     objective: Objective = Field("max_loss", description="'max_loss' finds weak spots; 'min_loss' strong ones.")
     steps: int = Field(
         500, strict=True, ge=1, le=100_000,
-        description="Cap on optimiser steps per region; the search stops earlier once converged (~200 steps typically).",
+        description="Cap on optimiser steps per region; the search stops earlier once converged "
+        "(~200 steps typically).",
     )
     learning_rate: float = Field(0.05, strict=True, gt=0, le=10, description="Adam step size, in standardised units.")
     barrier_scale: float = Field(1.0, strict=True, ge=0, le=1e6, description="Weight of the spotlight-size barrier.")
     restarts: int = Field(
         4, strict=True, ge=1, le=256,
-        description="Starts optimised at once (one matrix product); the best feasible one is kept. "
-        "Default 4: as good as 8 on the planted-slice benchmark, at about half the CPU time per step.",
+        description="Starts optimised at once (one matrix product); the best feasible one is kept.",
     )
-    seed: int = Field(0, strict=True, ge=0, le=2**32 - 1, description="Seed of every random choice; same seed, same device, same result.")
+    deflation: Deflation = Field(
+        "tails",
+        description="How a found region is taken out before the next one is sought, so that each region shows "
+        "a different weak spot: 'tails' multiplies every loss score by (1 - k/max k)^8, removing the region "
+        "with its tails; 'paper' by (1 - k/max k), the paper's re-weighting, which leaves a gaussian region's "
+        "tails in place so later regions often find the same weak spot again.",
+    )
+    seed: int = Field(
+        0, strict=True, ge=0, le=2**32 - 1,
+        description="Seed of every random choice; same seed, same device, same result.",
+    )
     pca_components: int | None = Field(
         None, strict=True, ge=1, le=4096, description="Project embeddings on this many principal components first."
     )
-    label_entropy_coeff: float = Field(0.0, strict=True, ge=0, le=1e3, description="Penalty on the entropy of labels in a region.")
+    label_entropy_coeff: float = Field(
+        0.0, strict=True, ge=0, le=1e3, description="Penalty on the entropy of labels in a region."
+    )
     prediction_entropy_coeff: float = Field(
         0.0, strict=True, ge=0, le=1e3, description="Penalty on the entropy of predictions in a region."
     )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
     n_permutations: int = Field(
-        0, strict=True, ge=0, le=1000, description="Permutation test runs (losses shuffled) for each region's p-value; 0 skips it."
+        0, strict=True, ge=0, le=1000,
+        description="Permutation test runs (losses shuffled) for each region's p-value; 0 skips it.",
     )
 
     @field_validator("spotlight_size")
@@ -82,6 +96,6 @@ class SearchParams(BaseModel):
             raise ValueError("device must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return v
 
-    def size_count(self, n: int) -> float:
+    def size_count(self, n: float) -> float:
         """The spotlight size S as a number of examples for a dataset of n rows."""
         return self.spotlight_size * n if self.spotlight_size < 1 else float(self.spotlight_size)

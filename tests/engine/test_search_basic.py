@@ -51,7 +51,7 @@ def test_gradient_matches_naive_autograd_of_the_formula(kernel: str, shape: str)
     g_naive = torch.autograd.grad(naive, [mu, theta])
 
     assert torch.allclose(fast, naive, rtol=1e-10)
-    for a, b in zip(g_fast, g_naive):
+    for a, b in zip(g_fast, g_naive, strict=True):
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-10)
 
 
@@ -86,7 +86,7 @@ def test_hand_derived_spherical_step_equals_the_autograd_path(kernel: str, maske
     if case == "barrier_active":
         assert (fast[0].penalised < fast[0].value).any()
     for a, b in [(fast[0].value, slow[0].value), (fast[0].penalised, slow[0].penalised),
-                 (fast[0].total, slow[0].total), *zip(fast[1:], slow[1:])]:
+                 (fast[0].total, slow[0].total), *zip(fast[1:], slow[1:], strict=True)]:
         assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-9, atol=1e-12), (a, b)
 
 
@@ -108,7 +108,7 @@ def test_float32_passes_agree_with_float64(shape: str) -> None:
         return [u.detach().double(), *(t.double() for t in grads)]
 
     fast = core.EmbeddingMatrix(x64.float(), chunk=300)
-    for a, b in zip(run(fast, torch.float32), run(core.EmbeddingMatrix(x64), torch.float64)):
+    for a, b in zip(run(fast, torch.float32), run(core.EmbeddingMatrix(x64), torch.float64), strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
 
 

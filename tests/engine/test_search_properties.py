@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import average_precision_score
 
 from worker.engine import search
@@ -43,18 +44,19 @@ def test_translating_and_scaling_embeddings_gives_the_same_regions(kernel: str) 
     base = search(x, loss, {**PARAMS, "kernel": kernel, "n_spotlights": 1})
     moved = search(x * 250.0 - 3000.0, loss, {**PARAMS, "kernel": kernel, "n_spotlights": 1})
     np.testing.assert_allclose(moved.weights, base.weights, atol=2e-3)  # every example's membership
-    for a, b in zip(base.regions, moved.regions):
+    for a, b in zip(base.regions, moved.regions, strict=True):
         assert b.weighted_loss == pytest.approx(a.weighted_loss, rel=1e-3)
         assert b.total_weight == pytest.approx(a.total_weight, rel=1e-3)
 
 
 def test_power_of_two_scaling_is_bit_exact() -> None:
-    """Scaling by 2^k changes the mean and scale exactly, so the standardised data and every result agree bit for bit."""
+    """Scaling by 2^k changes the mean and scale exactly, so the standardised data and every result agree
+    bit for bit."""
     x, loss, _ = planted_problem(n=600, d=5)
     base = search(x, loss, PARAMS)
     scaled = search(x * 1024.0, loss, PARAMS)
     np.testing.assert_array_equal(scaled.weights, base.weights)
-    for a, b in zip(base.regions, scaled.regions):
+    for a, b in zip(base.regions, scaled.regions, strict=True):
         np.testing.assert_array_equal(b.center, a.center * 1024.0)
 
 
@@ -100,3 +102,44 @@ def test_diagonal_shape_finds_an_elongated_region() -> None:
     region = result.regions[0]
     assert int(np.argmax(region.precision)) == 0
     assert average_precision_score(slab, result.weights[:, 0]) > 0.6
+
+
+def _top(weights: np.ndarray, j: int, size: int) -> set[int]:
+    return set(np.argsort(-weights[:, j], kind="stable")[:size].tolist())
+
+
+def test_each_region_is_a_different_weak_spot() -> None:
+    """Three planted balls of different strength, each four times the spotlight size, three regions:
+    each ball gets its own region, and no two regions share more than 30 % of their heaviest rows
+    (the default deflation, 'tails'; the paper's re-weighting spends two regions on the strongest
+    ball here, whose tails it leaves in place)."""
+    rng = np.random.default_rng(8)
+    n = 3000
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    anchors = [0, int(np.argmax(x[:, 0])), int(np.argmin(x[:, 0]))]
+    balls = []
+    for a in anchors:
+        dist = np.linalg.norm(x - x[a], axis=1)
+        balls.append(dist <= np.quantile(dist, 0.08))
+    loss = rng.exponential(0.4, size=n) + sum(b * s for b, s in zip(balls, (2.5, 2.0, 1.5), strict=True))
+    result = search(x, loss, {**PARAMS, "n_spotlights": 3, "spotlight_size": 0.02, "steps": 500})
+    aps = np.array([[average_precision_score(b, result.weights[:, j]) for b in balls] for j in range(3)])
+    owner = aps.argmax(0)
+    assert len(set(owner.tolist())) == 3 and aps.max(0).min() > 0.6, aps
+    size = int(0.02 * n)
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert len(_top(result.weights, i, size) & _top(result.weights, j, size)) <= 0.3 * size
+
+
+def test_deflation_tails_takes_out_more_than_the_papers() -> None:
+    """The two rules on the same kernel values: 'paper' keeps s (1 - k/max k), 'tails' that to the 8th
+    power, so a row at half the peak weight keeps half its score under one and 0.4 % under the other."""
+    from worker.engine.search import deflate
+
+    k = torch.tensor([1.0, 0.5, 0.1, 0.0]) * 0.8
+    s = torch.tensor([2.0, 2.0, 2.0, 2.0])
+    paper, tails = deflate(s, k, "paper"), deflate(s, k, "tails")
+    assert torch.allclose(paper, torch.tensor([0.0, 1.0, 1.8, 2.0]))
+    assert torch.allclose(tails, torch.tensor([0.0, 2 * 0.5**8, 2 * 0.9**8, 2.0]))
+    assert torch.equal(deflate(s, torch.zeros(4), "tails"), s)  # an empty region takes nothing out

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 
-
 # Projection bound on the smallest scaled distance u = tau * ||x - mu||^2 of a restart, per kernel:
 # keeping min_i u_i <= this keeps at least one example inside the kernel (flat: k >= 0.1, gaussian:
 # k >= e^-20, far from float32 underflow), so the region's total weight never reaches 0, its
@@ -98,13 +97,13 @@ class _RowProducts(torch.autograd.Function):
     P (d x R); backward dP = (dZ X)^T, one more pass."""
 
     @staticmethod
-    def forward(ctx, data: EmbeddingMatrix, p: torch.Tensor, squared: bool) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, data: EmbeddingMatrix, p: torch.Tensor, squared: bool) -> torch.Tensor:
         ctx.data, ctx.squared = data, squared
         pt = p.t().contiguous()
         return data.project_squared(pt) if squared else data.project(pt)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         data: EmbeddingMatrix = ctx.data
         g = data.pullback_squared(grad.contiguous()) if ctx.squared else data.pullback(grad)
         return None, g.t(), None
@@ -117,7 +116,7 @@ class _SphericalDistances(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, data: EmbeddingMatrix, mu: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, data: EmbeddingMatrix, mu: torch.Tensor) -> torch.Tensor:
         out = data.project(mu.t())
         out.mul_(-2.0).add_(data.sq_norms[None, :]).add_((mu * mu).sum(0)[:, None])
         ctx.data = data
@@ -125,7 +124,7 @@ class _SphericalDistances(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         (mu,) = ctx.saved_tensors
         data: EmbeddingMatrix = ctx.data
         g_mu = -2.0 * data.pullback(grad).t() + 2.0 * mu * grad.sum(1)[None, :]
@@ -233,8 +232,8 @@ def evaluate(
     safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
     wk = k * weights[None, :] if regs is not None else None
     value = (k @ (weights * scores)) / safe_total
-    if wk is not None:
-        for codes, n_classes, coeff in zip(regs.codes, regs.n_classes, regs.coeffs):
+    if regs is not None and wk is not None:
+        for codes, n_classes, coeff in zip(regs.codes, regs.n_classes, regs.coeffs, strict=True):
             if coeff > 0:
                 value = value - coeff * weighted_entropy(wk, safe_total, codes, n_classes)
     penalised = value - barrier_penalty(total, size, slack, barrier_scale)

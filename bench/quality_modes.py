@@ -1,0 +1,196 @@
+"""Two more quality settings for `bench.quality`: several failure modes in one model, and planted
+slices in high dimension. Run from `python -m bench.quality` (side by side with the single-mode table).
+
+Multi-mode (digits): one MLP trained with three problems planted at once (class 8 nearly absent,
+60 % of 5s given random labels, heavy-ink 7s relabelled 1); the held-out split's 64-d embeddings and
+losses are searched with the default 5 regions. Per mode: the best region's AP (by weight, and by
+contribution). Coverage: how many modes get a *distinct* region with AP >= 0.5 (the best injective
+assignment of regions to modes). Redundancy: the largest share of members two regions have in
+common, members being each region's ceil(S) heaviest rows (a rule local to this benchmark; S = the
+spotlight size in rows). The Domino-style mixture slicer (`bench.mixture_slicer`) is scored the same
+way on its 5 worst slices.
+
+High dimension: n rows of an anisotropic gaussian cloud (per-dimension scale (j + 1)^-1/4, a
+participation ratio of ~150-290 dimensions), with
+2 % of rows made to fail (loss + 2 on an exponential(0.5) base): a *ball* (the rows nearest one data
+point) or a *cap* (the rows nearest a point outside the cloud, along a random direction: nearly a
+half-space). Region 0 of a default search is scored by its top-|S| recall (share of the slice among
+its |S| heaviest rows) and its lift against the slice's own lift (mean loss in the slice / overall).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score
+
+from bench import mixture_slicer
+from spotlight.contribution import contributions
+from spotlight.params import SearchParams
+from worker.engine import search
+
+AP_FOUND = 0.5
+
+
+@dataclass
+class MultiMode:
+    x: np.ndarray
+    loss: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    modes: dict[str, np.ndarray]
+
+
+def build_multimode(seed: int = 0) -> MultiMode:
+    from bench.quality import _augmented_digits, _train_mlp
+
+    x, y, ids = _augmented_digits(seed)
+    rng = np.random.default_rng(seed)
+    test_ids = rng.permutation(ids.max() + 1)[: (ids.max() + 1) // 2]
+    is_test = np.isin(ids, test_ids)
+    x_tr, y_tr, x_te, y_te = x[~is_test], y[~is_test].copy(), x[is_test], y[is_test]
+    ink_tr, ink_te = x_tr.sum(1), x_te.sum(1)
+    cut = np.quantile(ink_tr[y_tr == 7], 0.6)
+    y_bad = y_tr.copy()
+    flip = (y_tr == 5) & (rng.random(len(y_tr)) < 0.6)
+    y_bad[flip] = rng.integers(0, 10, size=int(flip.sum()))
+    y_bad[(y_tr == 7) & (ink_tr > cut)] = 1
+    keep = (y_tr != 8) | (rng.random(len(y_tr)) < 0.03)
+    model = _train_mlp(x_tr[keep], y_bad[keep], seed + 3)
+    with torch.no_grad():
+        emb = model[0](torch.from_numpy(x_te))
+        logits = model[1](emb)
+        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y_te).long(), reduction="none")
+        probs = torch.softmax(logits, 1)
+    modes = {"rare 8s": y_te == 8, "noisy 5s": y_te == 5, "heavy-ink 7s": (y_te == 7) & (ink_te > cut)}
+    return MultiMode(emb.numpy(), loss.numpy(), y_te, probs.numpy(), modes)
+
+
+def top_members(weights: np.ndarray, size: int) -> list[np.ndarray]:
+    """Each column's `size` heaviest rows (the benchmark's membership rule)."""
+    return [np.argsort(-weights[:, j], kind="stable")[:size] for j in range(weights.shape[1])]
+
+
+def redundancy(members: list[np.ndarray]) -> float:
+    """The largest share of members two regions have in common."""
+    worst = 0.0
+    for a, b in itertools.combinations(members, 2):
+        worst = max(worst, len(np.intersect1d(a, b)) / max(1, min(len(a), len(b))))
+    return worst
+
+
+def coverage(ap: np.ndarray) -> int:
+    """Modes with AP >= AP_FOUND, each by its own region (best injective assignment; ap is regions x modes)."""
+    n_regions, n_modes = ap.shape
+    best = 0
+    for regions in itertools.permutations(range(n_regions), min(n_modes, n_regions)):
+        best = max(best, sum(ap[r, m] >= AP_FOUND for m, r in enumerate(regions)))
+    return best
+
+
+def score_multimode(mm: MultiMode, ranking: np.ndarray, weights: np.ndarray, size: int) -> dict:
+    """Best AP per mode of the columns of `ranking`; redundancy of the members by `weights` (the regions)."""
+    ap = np.array([[average_precision_score(t, ranking[:, j]) for t in mm.modes.values()]
+                   for j in range(ranking.shape[1])])
+    return dict(best=ap.max(0), coverage=coverage(ap), redundancy=redundancy(top_members(weights, size)),
+                owner=ap.argmax(0))
+
+
+def run_multimode(mm: MultiMode, variants: dict[str, dict]) -> list[dict]:
+    rows = []
+    n = len(mm.loss)
+    base = SearchParams(device="cpu")
+    size = int(math.ceil(base.size_count(n)))
+    for name, update in variants.items():
+        t = time.perf_counter()
+        res = search(mm.x, mm.loss, base.model_copy(update=update), labels=mm.labels)
+        secs = time.perf_counter() - t
+        rows.append(dict(method=f"{name} · weight", seconds=secs,
+                         **score_multimode(mm, res.weights, res.weights, size)))
+        rows.append(dict(method=f"{name} · contribution", seconds=0.0,
+                         **score_multimode(mm, contributions(res.weights, mm.loss), res.weights, size)))
+    t = time.perf_counter()
+    slices = mixture_slicer.fit_slices(mm.x, mm.labels, mm.probs, mm.loss, n_slices=base.n_spotlights)
+    rows.append(dict(method="mixture slicer (Domino-style)", seconds=time.perf_counter() - t,
+                     **score_multimode(mm, slices, slices, size)))
+    loss = mm.loss[:, None].astype(np.float64)
+    rows.append(dict(method="loss ranking (one list)", seconds=0.0, **score_multimode(mm, loss, loss, size)))
+    return rows
+
+
+def print_multimode(mm: MultiMode, rows: list[dict]) -> None:
+    names = list(mm.modes)
+    print(f"# multi-mode: one model, three planted problems; held-out n={len(mm.loss)}, d={mm.x.shape[1]}; "
+          + "; ".join(f"{k} {int(v.sum())} rows, mean loss {mm.loss[v].mean():.2f}" for k, v in mm.modes.items())
+          + f"; rest {mm.loss[~np.any(list(mm.modes.values()), 0)].mean():.2f}")
+    head = f"{'method':50s}" + "".join(f" | {n:>12s}" for n in names) + " | mean AP | coverage | redundancy | time s"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        cells = "".join(f" | {a:12.3f}" for a in r["best"])
+        print(f"{r['method']:50s}{cells} | {np.mean(r['best']):7.3f} | {r['coverage']:4d} / {len(names)} | "
+              f"{r['redundancy']:10.2f} | {r['seconds']:6.1f}")
+    mixture = next(r for r in rows if r["method"].startswith("mixture"))
+    for how in ("weight", "contribution"):
+        r = rows[0 if how == "weight" else 1]
+        print(f"# goals for '{r['method']}': every mode covered by a distinct region: "
+              f"{'yes' if r['coverage'] == len(names) else 'NO'} ({r['coverage']} / {len(names)}); "
+              f"mean best AP >= the mixture slicer's: "
+              f"{'yes' if np.mean(r['best']) >= np.mean(mixture['best']) else 'NO'} "
+              f"({np.mean(r['best']):.3f} vs {np.mean(mixture['best']):.3f}); redundancy <= 0.3: "
+              f"{'yes' if r['redundancy'] <= 0.3 else 'NO'} ({r['redundancy']:.2f})")
+
+
+def highdim_problem(n: int, d: int, kind: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    scale = (np.arange(d) + 1.0) ** -0.25
+    x = (rng.normal(size=(n, d)) * scale).astype(np.float32)
+    if kind == "ball":
+        anchor = x[0].astype(np.float64)
+    else:  # a point outside the cloud along a random direction: its nearest rows form a cap
+        v = rng.normal(size=d)
+        v /= np.linalg.norm(v)
+        spread = float(np.sqrt(((x.astype(np.float64) @ v) ** 2).mean()))
+        anchor = v * 6.0 * spread
+    dist = ((x.astype(np.float64) - anchor) ** 2).sum(1)
+    planted = dist <= np.quantile(dist, 0.02)
+    loss = (rng.exponential(0.5, size=n) + 2.0 * planted).astype(np.float32)
+    return x, loss, planted
+
+
+def run_highdim(variants: dict[str, dict], n: int, dims: list[int]) -> list[dict]:
+    rows = []
+    for d in dims:
+        for kind in ("ball", "cap"):
+            x, loss, planted = highdim_problem(n, d, kind, seed=d)
+            slice_lift = float(loss[planted].mean() / loss.mean())
+            for name, update in variants.items():
+                params = SearchParams(device="cpu", n_spotlights=1).model_copy(update=update)
+                t = time.perf_counter()
+                res = search(x, loss, params)
+                top = np.argsort(-res.weights[:, 0], kind="stable")[: int(planted.sum())]
+                rows.append(dict(d=d, kind=kind, method=name, recall=float(planted[top].mean()),
+                                 lift=res.regions[0].lift, slice_lift=slice_lift,
+                                 ap=float(average_precision_score(planted, res.weights[:, 0])),
+                                 seconds=time.perf_counter() - t))
+    return rows
+
+
+def print_highdim(rows: list[dict], n: int) -> None:
+    print(f"# high dimension: n={n}, 2 % planted slice (loss +2), region 0 of a default search")
+    head = f"{'method':28s} |    d | slice | top-|S| recall |     AP | lift | slice lift | lift / slice's | time s"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['method']:28s} | {r['d']:4d} | {r['kind']:>5s} | {r['recall']:14.3f} | {r['ap']:6.3f} | "
+              f"{r['lift']:4.2f} | {r['slice_lift']:10.2f} | {r['lift'] / r['slice_lift']:14.1%} | {r['seconds']:6.1f}")
+    first = rows[0]["method"]
+    mine = [r for r in rows if r["method"] == first]
+    met = [r for r in mine if r["recall"] >= 0.9 and r["lift"] >= 0.8 * r["slice_lift"]]
+    print(f"# goals for '{first}': top-|S| recall >= 0.9 and lift >= 80 % of the slice's: "
+          f"{len(met)} of {len(mine)} slices")
