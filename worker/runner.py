@@ -32,10 +32,13 @@ spotlight/jobqueue.py for what ends up in the job's meta):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
 import socket
+import sys
+import time
 
 import redis
 from rq import Worker
@@ -127,22 +130,57 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
     if preload and searches:
         preload_engine()
     connection = redis.Redis.from_url(settings.redis_url)
-    worker = build_worker(settings, connection, name, searches=searches, callbacks=callbacks)
-    log.info(
-        "worker %s on %s (heartbeat %ss, lost after %ss more, maintenance every %ss)",
-        worker.name,
-        ", ".join(worker.queue_names()),
-        settings.worker_heartbeat_s,
-        settings.worker_lost_after_s,
-        settings.maintenance_interval_s,
-    )
-    if searches:  # the API refuses device "cuda" jobs that no live worker could run
-        capabilities.publish(connection, settings, worker.name, detect_cuda_devices())
-    try:
-        # Round robin over the lanes: a long job never has every short one wait behind a queue of longs.
-        return worker.work(burst=burst, logging_level=settings.log_level.upper(),
-                           dequeue_strategy=DequeueStrategy.ROUND_ROBIN)
-    finally:
-        if searches:
-            with contextlib.suppress(redis.RedisError):
-                capabilities.withdraw(connection, settings, worker.name)
+    for attempt in itertools.count():
+        # A fresh RQ worker after each outage: the old one's registration may still sit in Redis (AOF).
+        worker = build_worker(settings, connection, _attempt_name(name, attempt), searches=searches,
+                              callbacks=callbacks)
+        log.info(
+            "worker %s on %s (heartbeat %ss, lost after %ss more, maintenance every %ss)",
+            worker.name,
+            ", ".join(worker.queue_names()),
+            settings.worker_heartbeat_s,
+            settings.worker_lost_after_s,
+            settings.maintenance_interval_s,
+        )
+        try:
+            if searches:  # the API refuses device "cuda" jobs that no live worker could run
+                capabilities.publish(connection, settings, worker.name, detect_cuda_devices())
+            # Round robin over the lanes: a long job never has every short one wait behind a queue of longs.
+            return worker.work(burst=burst, logging_level=settings.log_level.upper(),
+                               dequeue_strategy=DequeueStrategy.ROUND_ROBIN)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # RQ retries its blocking wait for work, but an outage anywhere else in its loop (finishing
+            # a job, maintenance, a heartbeat) ends work(). Serve again once Redis answers; a job that
+            # was running is RQ's abandoned-job case (retried or failed `worker_lost`).
+            log.warning("worker %s lost Redis (%s); serving again once it answers", worker.name, exc)
+            _stop_on_signals()
+            _wait_for_redis(connection)
+        finally:
+            if searches:
+                with contextlib.suppress(redis.RedisError):
+                    capabilities.withdraw(connection, settings, worker.name)
+    raise AssertionError("unreachable")
+
+
+def _attempt_name(name: str | None, attempt: int) -> str | None:
+    if attempt == 0:
+        return name
+    return f"{name or worker_name()}-{attempt}"
+
+
+def _stop_on_signals() -> None:
+    """Outside RQ's loop its signal handlers would raise into our wait: SIGTERM/SIGINT just stop."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
+
+
+def _wait_for_redis(connection: redis.Redis, max_pause_s: float = 5.0) -> None:
+    """Block until Redis answers PING, pausing 0.1 s, doubling up to `max_pause_s`."""
+    pause = 0.1
+    while True:
+        try:
+            connection.ping()
+            return
+        except (redis.ConnectionError, redis.TimeoutError):
+            time.sleep(pause)
+            pause = min(pause * 2, max_pause_s)

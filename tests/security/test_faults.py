@@ -103,6 +103,32 @@ def test_a_worker_survives_a_redis_restart(stack: Stack) -> None:
     assert worker.poll() is None
 
 
+def test_a_worker_that_loses_redis_mid_job_serves_again_once_it_returns(tmp_path: Path) -> None:
+    """An outage outside RQ's wait for work (here: while the worker supervises a running job and
+    renews its heartbeat) ends RQ's loop; the worker must come back rather than exit."""
+    stack = Stack(tmp_path, SPOTLIGHT_WORKER_HEARTBEAT_S="1")
+    stack.start_redis()
+    try:
+        stack.fsync_every_write()
+        stack.start_api()
+        worker = stack.start_worker("w1", held=True)
+        with stack.client() as c:
+            ds = stack.upload(c)
+            first = stack.submit(c, ds)
+            stack.gate(first).wait_held()
+            stack.redis.kill()  # mid-job: the worker's next heartbeat meets a dead Redis
+            wait_for(lambda: "lost Redis" in stack.log("w1") or worker.poll() is not None, 60,
+                     "the worker to notice the outage")
+            assert worker.poll() is None, stack.log("w1")
+            stack.redis.start()
+            second = stack.submit(c, ds, {**QUICK_PARAMS, "seed": 3})
+            stack.gate(second).open()
+            assert stack.wait_ended(c, second, 90)["status"] == "finished", stack.log("w1")
+        assert worker.poll() is None
+    finally:
+        stack.close()
+
+
 def test_api_killed_mid_upload_loses_and_corrupts_nothing(stack: Stack) -> None:
     stack.start_api()
     with stack.client() as c:
