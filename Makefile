@@ -24,10 +24,11 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/spotlight up --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-test: install
+# The linter, the format check and the type checker first (seconds), then the suite.
+test: lint
 	$(BIN)/python -m pytest -q
 
-# Lint and type-check (configured in pyproject.toml); not yet part of `make test`.
+# Lint, format check and type check, configured in pyproject.toml.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

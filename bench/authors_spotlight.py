@@ -56,7 +56,9 @@ def run_region(
         return torch.clamp(1 - torch.exp(log_tau) * ((x - mu) ** 2).sum(1), min=0)
 
 
-def run(embeddings: np.ndarray, losses: np.ndarray, size: float, n_regions: int, steps: int = 5000) -> tuple[np.ndarray, int]:
+def run(
+    embeddings: np.ndarray, losses: np.ndarray, size: float, n_regions: int, steps: int = 5000
+) -> tuple[np.ndarray, int]:
     """n_regions regions in sequence; returns (n x n_regions weights normalised like the authors', NaN count)."""
     torch.manual_seed(0)
     x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))

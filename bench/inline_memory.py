@@ -87,12 +87,28 @@ def main() -> None:
     redis_srv = EmbeddedRedis(work / "redis").start()
     port = free_port()
     env = {
-        **os.environ, "PYTHONPATH": str(args.repo.resolve()), "SPOTLIGHT_REDIS_URL": redis_srv.url,
-        "SPOTLIGHT_STORE_URL": str(work / "store"), "SPOTLIGHT_DATA_DIR": str(work),
-        "SPOTLIGHT_LOG_LEVEL": "WARNING", "SPOTLIGHT_MAX_INLINE_BYTES": str(64 * MIB),
+        **os.environ,
+        "PYTHONPATH": str(args.repo.resolve()),
+        "SPOTLIGHT_REDIS_URL": redis_srv.url,
+        "SPOTLIGHT_STORE_URL": str(work / "store"),
+        "SPOTLIGHT_DATA_DIR": str(work),
+        "SPOTLIGHT_LOG_LEVEL": "WARNING",
+        "SPOTLIGHT_MAX_INLINE_BYTES": str(64 * MIB),
     }
-    cmd = [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
-           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "service.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
     server = subprocess.Popen(cmd, cwd=args.repo, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -123,8 +139,10 @@ def main() -> None:
             sampler.stop.set()
             sampler.join()
             answer = f"{r.status_code} {r.json().get('error', {}).get('code', '') if r.status_code >= 400 else ''}"
-            print(f"| {name} | {len(body) / MIB:.1f} MiB | {answer.strip()} | {elapsed:.1f} s | {before / MIB:.0f} MiB "
-                  f"| {sampler.peak / MIB:.0f} MiB | {(sampler.peak - before) / len(body):.1f} |")
+            print(
+                f"| {name} | {len(body) / MIB:.1f} MiB | {answer.strip()} | {elapsed:.1f} s | {before / MIB:.0f} MiB "
+                f"| {sampler.peak / MIB:.0f} MiB | {(sampler.peak - before) / len(body):.1f} |"
+            )
             del body
     finally:
         server.terminate()

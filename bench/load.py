@@ -80,14 +80,16 @@ class Service:
         self.port = free_port()
         self.procs: list[subprocess.Popen[bytes]] = []
         self.env = dict(os.environ)
-        self.env.update({
-            "SPOTLIGHT_STORE_URL": str(root / "store"),
-            "SPOTLIGHT_DATA_DIR": str(root / "data"),
-            "SPOTLIGHT_API_KEYS": ",".join(f"t{i}:{tenant_key(i)}" for i in range(tenants)),
-            "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.3",
-            "SPOTLIGHT_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(repo),
-        })
+        self.env.update(
+            {
+                "SPOTLIGHT_STORE_URL": str(root / "store"),
+                "SPOTLIGHT_DATA_DIR": str(root / "data"),
+                "SPOTLIGHT_API_KEYS": ",".join(f"t{i}:{tenant_key(i)}" for i in range(tenants)),
+                "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.3",
+                "SPOTLIGHT_LOG_LEVEL": "WARNING",
+                "PYTHONPATH": str(repo),
+            }
+        )
         self.env.pop("SPOTLIGHT_API_KEYS_FILE", None)
         self.workers = workers
 
@@ -97,10 +99,16 @@ class Service:
 
     def _spawn(self, name: str, *argv: str) -> None:
         log = (self.root / f"{name}.log").open("wb")
-        self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "spotlight.cli", *argv], cwd=self.repo, env=self.env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        ))
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "spotlight.cli", *argv],
+                cwd=self.repo,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
     def start(self) -> None:
         self.redis.start()
@@ -131,8 +139,9 @@ class Service:
         self.redis.stop()
 
 
-async def run_load(url: str, n_jobs: int, n_pollers: int, datasets: list[str], timeout_s: float,
-                   poll_interval_s: float) -> dict[str, Any]:
+async def run_load(
+    url: str, n_jobs: int, n_pollers: int, datasets: list[str], timeout_s: float, poll_interval_s: float
+) -> dict[str, Any]:
     """`datasets[i]` belongs to tenant i; job j goes to tenant j % len(datasets)."""
     tenants = len(datasets)
     limits = httpx.Limits(max_connections=n_jobs + n_pollers + 4, max_keepalive_connections=n_jobs + n_pollers + 4)
@@ -208,9 +217,16 @@ async def run_load(url: str, n_jobs: int, n_pollers: int, datasets: list[str], t
         for tenant in range(tenants):
             listed += (await client.get("/v1/jobs", params={"limit": 1000}, headers=auth(tenant))).json()["total"]
     return {
-        "accepted": list(accepted), "refused": refused, "final": final, "vanished": vanished,
-        "submit_lat": submit_lat, "poll_lat": poll_lat, "poll_errors": poll_errors,
-        "t_submitted": t_submitted, "wall": wall, "listed_total": listed,
+        "accepted": list(accepted),
+        "refused": refused,
+        "final": final,
+        "vanished": vanished,
+        "submit_lat": submit_lat,
+        "poll_lat": poll_lat,
+        "poll_errors": poll_errors,
+        "t_submitted": t_submitted,
+        "wall": wall,
+        "listed_total": listed,
     }
 
 
@@ -275,8 +291,14 @@ def metadata_bomb(millions: float) -> bytes:
     return buf.getvalue()
 
 
-HUGE_JOB = {"n_spotlights": 50, "steps": 100_000, "restarts": 256, "n_permutations": 1000, "shape": "diagonal",
-            "device": "cpu"}
+HUGE_JOB = {
+    "n_spotlights": 50,
+    "steps": 100_000,
+    "restarts": 256,
+    "n_permutations": 1000,
+    "shape": "diagonal",
+    "device": "cpu",
+}
 LARGE_JOB = {"n_spotlights": 5, "steps": 2000, "restarts": 8, "spotlight_size": 0.05, "device": "cpu"}
 SMALL_JOB = {"n_spotlights": 1, "steps": 30, "restarts": 1, "spotlight_size": 0.1, "device": "cpu"}
 
@@ -298,11 +320,15 @@ def run_hostile(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="spotlight-hostile-") as tmp:
         service = Service(Path(tmp), 1, 4, repo=args.repo.resolve())
-        service.env.update({
-            "SPOTLIGHT_ALLOWED_SCHEMES": '["file", "http"]', "SPOTLIGHT_ALLOWED_HOSTS": '["127.0.0.1"]',
-            "SPOTLIGHT_ALLOW_PRIVATE_ADDRESSES": "true", "SPOTLIGHT_REFERENCE_TIMEOUT_S": str(args.duration),
-            "SPOTLIGHT_MAX_UPLOAD_BYTES": str(512 * 1024**2),
-        })
+        service.env.update(
+            {
+                "SPOTLIGHT_ALLOWED_SCHEMES": '["file", "http"]',
+                "SPOTLIGHT_ALLOWED_HOSTS": '["127.0.0.1"]',
+                "SPOTLIGHT_ALLOW_PRIVATE_ADDRESSES": "true",
+                "SPOTLIGHT_REFERENCE_TIMEOUT_S": str(args.duration),
+                "SPOTLIGHT_MAX_UPLOAD_BYTES": str(512 * 1024**2),
+            }
+        )
         sampler_stop = threading.Event()
         peak = {"rss": 0, "before": 0}
         try:
@@ -319,10 +345,16 @@ def run_hostile(args: argparse.Namespace) -> int:
 
             threading.Thread(target=sample, daemon=True).start()
             with httpx.Client(base_url=service.url, timeout=60) as c:
-                victim_ds = c.post("/v1/datasets", headers=auth(0),
-                                   files={"file": ("d.npz", npz(300, 8, 0), "application/octet-stream")}).json()["id"]
-                big_ds = c.post("/v1/datasets", headers=auth(1),
-                                files={"file": ("d.npz", npz(20000, 64, 1), "application/octet-stream")}).json()["id"]
+                victim_ds = c.post(
+                    "/v1/datasets",
+                    headers=auth(0),
+                    files={"file": ("d.npz", npz(300, 8, 0), "application/octet-stream")},
+                ).json()["id"]
+                big_ds = c.post(
+                    "/v1/datasets",
+                    headers=auth(1),
+                    files={"file": ("d.npz", npz(20000, 64, 1), "application/octet-stream")},
+                ).json()["id"]
 
             latencies: list[float] = []
             errors: dict[str, int] = {}
@@ -350,7 +382,10 @@ def run_hostile(args: argparse.Namespace) -> int:
                 try:
                     with httpx.Client(base_url=service.url, timeout=args.duration + 30, headers=auth(tenant)) as a:
                         r = a.request(method, path, **kw)
-                    note(kind, f"{r.status_code} {r.json().get('error', {}).get('code', '') if r.status_code >= 400 else ''}".strip())
+                    note(
+                        kind,
+                        f"{r.status_code} {r.json().get('error', {}).get('code', '') if r.status_code >= 400 else ''}".strip(),
+                    )
                 except (httpx.HTTPError, ValueError) as exc:
                     note(kind, type(exc).__name__)
 
@@ -360,23 +395,55 @@ def run_hostile(args: argparse.Namespace) -> int:
             watcher.start()
             t_start = time.monotonic()
             with ThreadPoolExecutor(64) as pool:
-                jobs = [pool.submit(attack, "job huge (issue)", 1, "POST", "/v1/jobs",
-                                    json={"dataset": big_ds, "params": HUGE_JOB})]
-                jobs += [pool.submit(attack, "job large", 1, "POST", "/v1/jobs",
-                                     json={"dataset": big_ds, "params": LARGE_JOB}) for _ in range(3)]
+                jobs = [
+                    pool.submit(
+                        attack, "job huge (issue)", 1, "POST", "/v1/jobs", json={"dataset": big_ds, "params": HUGE_JOB}
+                    )
+                ]
+                jobs += [
+                    pool.submit(
+                        attack, "job large", 1, "POST", "/v1/jobs", json={"dataset": big_ds, "params": LARGE_JOB}
+                    )
+                    for _ in range(3)
+                ]
                 for f in jobs:
                     f.result()
                 for i in range(2):
-                    pool.submit(attack, "gzip,gzip reference", attacker_tenants[i % 3], "POST", "/v1/datasets",
-                                json={"uri": f"http://127.0.0.1:{hostile.port}/bomb.npz"})
+                    pool.submit(
+                        attack,
+                        "gzip,gzip reference",
+                        attacker_tenants[i % 3],
+                        "POST",
+                        "/v1/datasets",
+                        json={"uri": f"http://127.0.0.1:{hostile.port}/bomb.npz"},
+                    )
                 for i in range(2):
-                    pool.submit(attack, f"inline JSON {len(inline) / 1e6:.0f} MB", attacker_tenants[i % 3], "POST",
-                                "/v1/datasets", content=inline, headers={"content-type": "application/json"})
-                pool.submit(attack, "npz 15 M metadata strings", 3, "POST", "/v1/datasets",
-                            files={"file": ("m.npz", meta_npz, "application/octet-stream")})
+                    pool.submit(
+                        attack,
+                        f"inline JSON {len(inline) / 1e6:.0f} MB",
+                        attacker_tenants[i % 3],
+                        "POST",
+                        "/v1/datasets",
+                        content=inline,
+                        headers={"content-type": "application/json"},
+                    )
+                pool.submit(
+                    attack,
+                    "npz 15 M metadata strings",
+                    3,
+                    "POST",
+                    "/v1/datasets",
+                    files={"file": ("m.npz", meta_npz, "application/octet-stream")},
+                )
                 for i in range(42):
-                    pool.submit(attack, "slow reference", attacker_tenants[i % 3], "POST", "/v1/datasets",
-                                json={"uri": f"http://127.0.0.1:{hostile.port}/trickle.npz"})
+                    pool.submit(
+                        attack,
+                        "slow reference",
+                        attacker_tenants[i % 3],
+                        "POST",
+                        "/v1/datasets",
+                        json={"uri": f"http://127.0.0.1:{hostile.port}/trickle.npz"},
+                    )
                 # The victim's small job, once the attack is under way.
                 time.sleep(2)
                 small_id = None
@@ -405,8 +472,10 @@ def run_hostile(args: argparse.Namespace) -> int:
     ms = 1000.0
     mib = 1024**2
     print(f"hostile: {args.duration:.0f} s of attacks on one API + one worker, API from {args.repo}")
-    print(f"  victim GETs      {len(latencies)}   p50 {pct(latencies, 50) * ms:.0f} ms   p99 {pct(latencies, 99) * ms:.0f} ms"
-          f"   max {max(latencies) * ms if latencies else float('nan'):.0f} ms   errors {errors or 0}")
+    print(
+        f"  victim GETs      {len(latencies)}   p50 {pct(latencies, 50) * ms:.0f} ms   p99 {pct(latencies, 99) * ms:.0f} ms"
+        f"   max {max(latencies) * ms if latencies else float('nan'):.0f} ms   errors {errors or 0}"
+    )
     waited = f"started after {small_wait:.1f} s" if small_wait is not None else "not started within the run"
     print(f"  victim small job {waited}")
     print(f"  API RSS          before {peak['before'] / mib:.0f} MiB   peak {peak['rss'] / mib:.0f} MiB")
@@ -441,12 +510,16 @@ def main(argv: list[str] | None = None) -> int:
             with httpx.Client(base_url=service.url, timeout=60) as c:
                 datasets = []
                 for i in range(args.tenants):
-                    r = c.post("/v1/datasets", headers=auth(i),
-                               files={"file": ("d.npz", npz(args.n, args.d, i), "application/octet-stream")})
+                    r = c.post(
+                        "/v1/datasets",
+                        headers=auth(i),
+                        files={"file": ("d.npz", npz(args.n, args.d, i), "application/octet-stream")},
+                    )
                     r.raise_for_status()
                     datasets.append(r.json()["id"])
-            res = asyncio.run(run_load(service.url, args.jobs, args.pollers, datasets, args.timeout,
-                                     args.poll_interval))
+            res = asyncio.run(
+                run_load(service.url, args.jobs, args.pollers, datasets, args.timeout, args.poll_interval)
+            )
         finally:
             service.stop()
 
@@ -455,19 +528,25 @@ def main(argv: list[str] | None = None) -> int:
     failed = sum(1 for j in accepted if final.get(j) == "failed")
     lost = sum(1 for j in accepted if final.get(j) not in ("finished", "failed", "canceled"))
     ms = 1000.0
-    print(f"load: {args.jobs} concurrent submissions, {args.workers} workers, {args.pollers} pollers "
-          f"(pause {args.poll_interval} s), {args.tenants} tenants with a dataset of {args.n}x{args.d} each, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"load: {args.jobs} concurrent submissions, {args.workers} workers, {args.pollers} pollers "
+        f"(pause {args.poll_interval} s), {args.tenants} tenants with a dataset of {args.n}x{args.d} each, "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"  accepted        {len(accepted)}   refused {res['refused'] or 0}")
     print(f"  finished        {finished}")
     print(f"  failed          {failed}")
     print(f"  jobs lost       {lost}   (accepted but never ended, or vanished: {len(res['vanished'])})")
     print(f"  listed by API   {res['listed_total']}")
-    print(f"  submit latency  p50 {pct(res['submit_lat'], 50) * ms:.1f} ms   p99 {pct(res['submit_lat'], 99) * ms:.1f} ms"
-          f"   (all {len(res['submit_lat'])} sent in {res['t_submitted']:.2f} s)")
-    print(f"  poll latency    p50 {pct(res['poll_lat'], 50) * ms:.1f} ms   p99 {pct(res['poll_lat'], 99) * ms:.1f} ms"
-          f"   ({len(res['poll_lat'])} polls, {res['poll_errors']} errors, mean "
-          f"{statistics.fmean(res['poll_lat']) * ms if res['poll_lat'] else float('nan'):.1f} ms)")
+    print(
+        f"  submit latency  p50 {pct(res['submit_lat'], 50) * ms:.1f} ms   p99 {pct(res['submit_lat'], 99) * ms:.1f} ms"
+        f"   (all {len(res['submit_lat'])} sent in {res['t_submitted']:.2f} s)"
+    )
+    print(
+        f"  poll latency    p50 {pct(res['poll_lat'], 50) * ms:.1f} ms   p99 {pct(res['poll_lat'], 99) * ms:.1f} ms"
+        f"   ({len(res['poll_lat'])} polls, {res['poll_errors']} errors, mean "
+        f"{statistics.fmean(res['poll_lat']) * ms if res['poll_lat'] else float('nan'):.1f} ms)"
+    )
     print(f"  wall            {res['wall']:.1f} s   ({finished / res['wall']:.2f} jobs/s)")
     return 0 if lost == 0 and not res["refused"] else 1
 

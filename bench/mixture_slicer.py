@@ -59,8 +59,12 @@ def fit_slices(
         y_hat_probs = (resp.T @ p + 1e-3) / (nk[:, None] + 1e-3 * n_classes)
         # E step: log pi + log N(z) + w_y * log P(y) + w_yhat * sum_c p_c log q_c
         log_n = -0.5 * (((z[:, None, :] - means[None]) ** 2) / var[None] + np.log(2 * np.pi * var[None])).sum(2)
-        log_lik = (np.log(weights)[None] + log_n + y_weight * (y @ np.log(y_probs).T)
-                   + y_hat_weight * (p @ np.log(y_hat_probs).T))
+        log_lik = (
+            np.log(weights)[None]
+            + log_n
+            + y_weight * (y @ np.log(y_probs).T)
+            + y_hat_weight * (p @ np.log(y_hat_probs).T)
+        )
         log_lik -= log_lik.max(1, keepdims=True)
         resp = np.exp(log_lik)
         resp /= resp.sum(1, keepdims=True)

@@ -148,48 +148,84 @@ def evaluate(settings: list[Setting], authors_steps: int) -> list[dict]:
     params = SearchParams(n_spotlights=N_REGIONS, device="cpu")
 
     def both(s: Setting, method: str, weights: np.ndarray, nan: int, seconds: float) -> None:
-        rows.append(dict(setting=s.name, method=f"{method} · weight", scores=_best_of(s.slice_test, weights),
-                         nan=nan, seconds=seconds))
-        rows.append(dict(setting=s.name, method=f"{method} · contribution", nan=nan, seconds=0.0,
-                         scores=_best_of(s.slice_test, contributions(np.nan_to_num(weights), s.loss_test))))
+        rows.append(
+            dict(
+                setting=s.name,
+                method=f"{method} · weight",
+                scores=_best_of(s.slice_test, weights),
+                nan=nan,
+                seconds=seconds,
+            )
+        )
+        rows.append(
+            dict(
+                setting=s.name,
+                method=f"{method} · contribution",
+                nan=nan,
+                seconds=0.0,
+                scores=_best_of(s.slice_test, contributions(np.nan_to_num(weights), s.loss_test)),
+            )
+        )
 
     for s in settings:
         size = params.size_count(len(s.loss_test))
-        for name, update in (("engine flat", {"kernel": "flat"}), ("engine gaussian", {}),
-                             ("engine gaussian, deflation paper", {"deflation": "paper"})):
+        for name, update in (
+            ("engine flat", {"kernel": "flat"}),
+            ("engine gaussian", {}),
+            ("engine gaussian, deflation paper", {"deflation": "paper"}),
+        ):
             t = time.perf_counter()
             res = search(s.x_test, s.loss_test, params.model_copy(update=update))
             both(s, name, res.weights, int(not np.all(np.isfinite(res.weights))), time.perf_counter() - t)
         t = time.perf_counter()
         w, nan = authors_spotlight.run(s.x_test, s.loss_test, size, N_REGIONS, steps=authors_steps)
         both(s, "authors (flat, 5000 st.)", w, nan, time.perf_counter() - t)
-        rows.append(dict(setting=s.name, method="loss ranking", scores=_scores(s.slice_test, s.loss_test), nan=0,
-                         seconds=0.0))
+        rows.append(
+            dict(setting=s.name, method="loss ranking", scores=_scores(s.slice_test, s.loss_test), nan=0, seconds=0.0)
+        )
         sq = ((s.x_test - s.x_test[s.slice_test].mean(0)) ** 2).sum(1)
-        rows.append(dict(setting=s.name, method="oracle · distance", scores=_scores(s.slice_test, -sq), nan=0,
-                         seconds=0.0))
+        rows.append(
+            dict(setting=s.name, method="oracle · distance", scores=_scores(s.slice_test, -sq), nan=0, seconds=0.0)
+        )
         # like with like for contributions: a gaussian of the distance to the slice centroid (bandwidth:
         # the median squared distance), times loss
         kernel = np.exp(-0.5 * sq / max(float(np.median(sq)), 1e-12))
-        rows.append(dict(setting=s.name, method="oracle · contribution", nan=0, seconds=0.0,
-                         scores=_scores(s.slice_test, contributions(kernel, s.loss_test))))
+        rows.append(
+            dict(
+                setting=s.name,
+                method="oracle · contribution",
+                nan=0,
+                seconds=0.0,
+                scores=_scores(s.slice_test, contributions(kernel, s.loss_test)),
+            )
+        )
     return rows
 
 
 def print_table(settings: list[Setting], rows: list[dict]) -> None:
-    print(f"# bench.quality — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
+    print(
+        f"# bench.quality — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}"
+    )
     for s in settings:
-        print(f"# {s.name}: {s.description}; held-out n={len(s.loss_test)}, d={s.x_test.shape[1]}, "
-              f"slice={int(s.slice_test.sum())} ({s.slice_test.mean():.1%}), "
-              f"mean loss slice {s.loss_test[s.slice_test].mean():.2f} vs rest {s.loss_test[~s.slice_test].mean():.2f}")
+        print(
+            f"# {s.name}: {s.description}; held-out n={len(s.loss_test)}, d={s.x_test.shape[1]}, "
+            f"slice={int(s.slice_test.sum())} ({s.slice_test.mean():.1%}), "
+            f"mean loss slice {s.loss_test[s.slice_test].mean():.2f} vs rest {s.loss_test[~s.slice_test].mean():.2f}"
+        )
     methods = list(dict.fromkeys(r["method"] for r in rows))
     names = [s.name for s in settings]
-    head = (f"{'method':44s}" + "".join(f" | {n:>17s}" for n in names)
-            + " |  mean AP | / oracle d. | / oracle c. | NaN | time s")
+    head = (
+        f"{'method':44s}"
+        + "".join(f" | {n:>17s}" for n in names)
+        + " |  mean AP | / oracle d. | / oracle c. | NaN | time s"
+    )
     print(head)
-    print(f"{'':44s}" + "".join(f" | {'AP   P@10  P@25':>17s}" for _ in names)
-          + " |          |             |             |     |")
+    print(
+        f"{'':44s}"
+        + "".join(f" | {'AP   P@10  P@25':>17s}" for _ in names)
+        + " |          |             |             |     |"
+    )
     print("-" * len(head))
     ap = {(r["method"], r["setting"]): r["scores"][0] for r in rows}
     mean_ap = {m: float(np.mean([ap[(m, n)] for n in names])) for m in methods}
@@ -199,15 +235,19 @@ def print_table(settings: list[Setting], rows: list[dict]) -> None:
         cells = "".join(f" | {r['scores'][0]:.3f} {r['scores'][1]:.2f} {r['scores'][2]:.2f}" for r in mine)
         nan = sum(r["nan"] for r in mine)
         secs = sum(r["seconds"] for r in mine)
-        print(f"{m:44s}{cells} | {mean_ap[m]:8.3f} | {mean_ap[m] / oracle_d:11.1%} | {mean_ap[m] / oracle_c:11.1%} "
-              f"| {nan:3d} | {secs:6.1f}")
+        print(
+            f"{m:44s}{cells} | {mean_ap[m]:8.3f} | {mean_ap[m] / oracle_d:11.1%} | {mean_ap[m] / oracle_c:11.1%} "
+            f"| {nan:3d} | {secs:6.1f}"
+        )
     print_goals(names, ap, mean_ap, rows)
 
 
 def print_goals(names: list[str], ap: dict, mean_ap: dict, rows: list[dict]) -> None:
     """The issue's goals, checked on this run's numbers, for the product's ranking (gaussian, by contribution)."""
-    product, authors = "engine gaussian · contribution", ("authors (flat, 5000 st.) · weight",
-                                                          "authors (flat, 5000 st.) · contribution")
+    product, authors = (
+        "engine gaussian · contribution",
+        ("authors (flat, 5000 st.) · weight", "authors (flat, 5000 st.) · contribution"),
+    )
     beats_loss = all(ap[(product, n)] > ap[("loss ranking", n)] for n in names)
     beats_authors = all(ap[(product, n)] > max(ap[(a, n)] for a in authors) for n in names)
     nan = sum(r["nan"] for r in rows if r["method"].startswith("engine"))
@@ -215,13 +255,17 @@ def print_goals(names: list[str], ap: dict, mean_ap: dict, rows: list[dict]) -> 
     versus = ", ".join(f"{n} {ap[(product, n)]:.3f} vs {ap[('loss ranking', n)]:.3f}" for n in names)
     print(f"#   beats loss ranking on every setting: {'yes' if beats_loss else 'NO'} ({versus})")
     print(f"#   beats the authors' best scoring on every setting: {'yes' if beats_authors else 'NO'}")
-    print(f"#   mean AP vs oracle: {mean_ap[product] / mean_ap['oracle · distance']:.1%} of 'oracle · distance', "
-          f"{mean_ap[product] / mean_ap['oracle · contribution']:.1%} of 'oracle · contribution' (goal >= 95 %)")
+    print(
+        f"#   mean AP vs oracle: {mean_ap[product] / mean_ap['oracle · distance']:.1%} of 'oracle · distance', "
+        f"{mean_ap[product] / mean_ap['oracle · contribution']:.1%} of 'oracle · contribution' (goal >= 95 %)"
+    )
     print(f"#   NaN regions returned by the engine: {nan}")
     weight_row = "engine gaussian · weight"
     wins = ", ".join(n for n in names if ap[(weight_row, n)] > ap[("loss ranking", n)]) or "no setting"
-    print(f"# by weight alone ('{weight_row}'): {mean_ap[weight_row] / mean_ap['oracle · distance']:.1%} of "
-          f"'oracle · distance'; beats loss ranking on: {wins}")
+    print(
+        f"# by weight alone ('{weight_row}'): {mean_ap[weight_row] / mean_ap['oracle · distance']:.1%} of "
+        f"'oracle · distance'; beats loss ranking on: {wins}"
+    )
 
 
 MULTI_VARIANTS = {"engine (default: deflation tails)": {}, "engine, deflation paper": {"deflation": "paper"}}
@@ -230,8 +274,9 @@ HIGHDIM_VARIANTS = {"engine gaussian (default)": {}, "engine flat": {"kernel": "
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="500 authors' steps, n = 5000 in high dimension (smoke test only)")
+    parser.add_argument(
+        "--quick", action="store_true", help="500 authors' steps, n = 5000 in high dimension (smoke test only)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--part", choices=["all", "single", "multi", "highdim"], default="all")
     args = parser.parse_args()

@@ -95,10 +95,12 @@ def coverage(ap: np.ndarray) -> int:
 
 def score_multimode(mm: MultiMode, ranking: np.ndarray, weights: np.ndarray, size: int) -> dict:
     """Best AP per mode of the columns of `ranking`; redundancy of the members by `weights` (the regions)."""
-    ap = np.array([[average_precision_score(t, ranking[:, j]) for t in mm.modes.values()]
-                   for j in range(ranking.shape[1])])
-    return dict(best=ap.max(0), coverage=coverage(ap), redundancy=redundancy(top_members(weights, size)),
-                owner=ap.argmax(0))
+    ap = np.array(
+        [[average_precision_score(t, ranking[:, j]) for t in mm.modes.values()] for j in range(ranking.shape[1])]
+    )
+    return dict(
+        best=ap.max(0), coverage=coverage(ap), redundancy=redundancy(top_members(weights, size)), owner=ap.argmax(0)
+    )
 
 
 def run_multimode(mm: MultiMode, variants: dict[str, dict]) -> list[dict]:
@@ -110,14 +112,25 @@ def run_multimode(mm: MultiMode, variants: dict[str, dict]) -> list[dict]:
         t = time.perf_counter()
         res = search(mm.x, mm.loss, base.model_copy(update=update), labels=mm.labels)
         secs = time.perf_counter() - t
-        rows.append(dict(method=f"{name} · weight", seconds=secs,
-                         **score_multimode(mm, res.weights, res.weights, size)))
-        rows.append(dict(method=f"{name} · contribution", seconds=0.0,
-                         **score_multimode(mm, contributions(res.weights, mm.loss), res.weights, size)))
+        rows.append(
+            dict(method=f"{name} · weight", seconds=secs, **score_multimode(mm, res.weights, res.weights, size))
+        )
+        rows.append(
+            dict(
+                method=f"{name} · contribution",
+                seconds=0.0,
+                **score_multimode(mm, contributions(res.weights, mm.loss), res.weights, size),
+            )
+        )
     t = time.perf_counter()
     slices = mixture_slicer.fit_slices(mm.x, mm.labels, mm.probs, mm.loss, n_slices=base.n_spotlights)
-    rows.append(dict(method="mixture slicer (Domino-style)", seconds=time.perf_counter() - t,
-                     **score_multimode(mm, slices, slices, size)))
+    rows.append(
+        dict(
+            method="mixture slicer (Domino-style)",
+            seconds=time.perf_counter() - t,
+            **score_multimode(mm, slices, slices, size),
+        )
+    )
     loss = mm.loss[:, None].astype(np.float64)
     rows.append(dict(method="loss ranking (one list)", seconds=0.0, **score_multimode(mm, loss, loss, size)))
     return rows
@@ -125,25 +138,31 @@ def run_multimode(mm: MultiMode, variants: dict[str, dict]) -> list[dict]:
 
 def print_multimode(mm: MultiMode, rows: list[dict]) -> None:
     names = list(mm.modes)
-    print(f"# multi-mode: one model, three planted problems; held-out n={len(mm.loss)}, d={mm.x.shape[1]}; "
-          + "; ".join(f"{k} {int(v.sum())} rows, mean loss {mm.loss[v].mean():.2f}" for k, v in mm.modes.items())
-          + f"; rest {mm.loss[~np.any(list(mm.modes.values()), 0)].mean():.2f}")
+    print(
+        f"# multi-mode: one model, three planted problems; held-out n={len(mm.loss)}, d={mm.x.shape[1]}; "
+        + "; ".join(f"{k} {int(v.sum())} rows, mean loss {mm.loss[v].mean():.2f}" for k, v in mm.modes.items())
+        + f"; rest {mm.loss[~np.any(list(mm.modes.values()), 0)].mean():.2f}"
+    )
     head = f"{'method':50s}" + "".join(f" | {n:>12s}" for n in names) + " | mean AP | coverage | redundancy | time s"
     print(head)
     print("-" * len(head))
     for r in rows:
         cells = "".join(f" | {a:12.3f}" for a in r["best"])
-        print(f"{r['method']:50s}{cells} | {np.mean(r['best']):7.3f} | {r['coverage']:4d} / {len(names)} | "
-              f"{r['redundancy']:10.2f} | {r['seconds']:6.1f}")
+        print(
+            f"{r['method']:50s}{cells} | {np.mean(r['best']):7.3f} | {r['coverage']:4d} / {len(names)} | "
+            f"{r['redundancy']:10.2f} | {r['seconds']:6.1f}"
+        )
     mixture = next(r for r in rows if r["method"].startswith("mixture"))
     for how in ("weight", "contribution"):
         r = rows[0 if how == "weight" else 1]
-        print(f"# goals for '{r['method']}': every mode covered by a distinct region: "
-              f"{'yes' if r['coverage'] == len(names) else 'NO'} ({r['coverage']} / {len(names)}); "
-              f"mean best AP >= the mixture slicer's: "
-              f"{'yes' if np.mean(r['best']) >= np.mean(mixture['best']) else 'NO'} "
-              f"({np.mean(r['best']):.3f} vs {np.mean(mixture['best']):.3f}); redundancy <= 0.3: "
-              f"{'yes' if r['redundancy'] <= 0.3 else 'NO'} ({r['redundancy']:.2f})")
+        print(
+            f"# goals for '{r['method']}': every mode covered by a distinct region: "
+            f"{'yes' if r['coverage'] == len(names) else 'NO'} ({r['coverage']} / {len(names)}); "
+            f"mean best AP >= the mixture slicer's: "
+            f"{'yes' if np.mean(r['best']) >= np.mean(mixture['best']) else 'NO'} "
+            f"({np.mean(r['best']):.3f} vs {np.mean(mixture['best']):.3f}); redundancy <= 0.3: "
+            f"{'yes' if r['redundancy'] <= 0.3 else 'NO'} ({r['redundancy']:.2f})"
+        )
 
 
 def highdim_problem(n: int, d: int, kind: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -174,10 +193,18 @@ def run_highdim(variants: dict[str, dict], n: int, dims: list[int]) -> list[dict
                 t = time.perf_counter()
                 res = search(x, loss, params)
                 top = np.argsort(-res.weights[:, 0], kind="stable")[: int(planted.sum())]
-                rows.append(dict(d=d, kind=kind, method=name, recall=float(planted[top].mean()),
-                                 lift=res.regions[0].lift, slice_lift=slice_lift,
-                                 ap=float(average_precision_score(planted, res.weights[:, 0])),
-                                 seconds=time.perf_counter() - t))
+                rows.append(
+                    dict(
+                        d=d,
+                        kind=kind,
+                        method=name,
+                        recall=float(planted[top].mean()),
+                        lift=res.regions[0].lift,
+                        slice_lift=slice_lift,
+                        ap=float(average_precision_score(planted, res.weights[:, 0])),
+                        seconds=time.perf_counter() - t,
+                    )
+                )
     return rows
 
 
@@ -187,10 +214,14 @@ def print_highdim(rows: list[dict], n: int) -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['method']:28s} | {r['d']:4d} | {r['kind']:>5s} | {r['recall']:14.3f} | {r['ap']:6.3f} | "
-              f"{r['lift']:4.2f} | {r['slice_lift']:10.2f} | {r['lift'] / r['slice_lift']:14.1%} | {r['seconds']:6.1f}")
+        print(
+            f"{r['method']:28s} | {r['d']:4d} | {r['kind']:>5s} | {r['recall']:14.3f} | {r['ap']:6.3f} | "
+            f"{r['lift']:4.2f} | {r['slice_lift']:10.2f} | {r['lift'] / r['slice_lift']:14.1%} | {r['seconds']:6.1f}"
+        )
     first = rows[0]["method"]
     mine = [r for r in rows if r["method"] == first]
     met = [r for r in mine if r["recall"] >= 0.9 and r["lift"] >= 0.8 * r["slice_lift"]]
-    print(f"# goals for '{first}': top-|S| recall >= 0.9 and lift >= 80 % of the slice's: "
-          f"{len(met)} of {len(mine)} slices")
+    print(
+        f"# goals for '{first}': top-|S| recall >= 0.9 and lift >= 80 % of the slice's: "
+        f"{len(met)} of {len(mine)} slices"
+    )

@@ -97,17 +97,21 @@ def step_times(x_np: np.ndarray, loss: np.ndarray, restarts: int, paper_steps: i
     def engine(r: int) -> Callable[[], object]:
         mu = torch.randn(d, r, generator=g) * 0.1
         theta = torch.full((1, r), -1.0)
-        return lambda: core.objective_and_gradient(data, mu, theta, scores, w, active, "gaussian",
-                                                   0.02 * n, 0.5 * n, 1.0, None, ws)
+        return lambda: core.objective_and_gradient(
+            data, mu, theta, scores, w, active, "gaussian", 0.02 * n, 0.5 * n, 1.0, None, ws
+        )
 
     v, c = torch.randn(d, generator=g), torch.randn(n, generator=g)
     zt = z.t().contiguous()
-    t = _interleaved({
-        "engine": engine(restarts),
-        "engine_1": engine(1),
-        "floor_rows": lambda: (z @ v, c @ z),
-        "floor_cols": lambda: (v @ zt, zt @ c),
-    }, rounds=15)
+    t = _interleaved(
+        {
+            "engine": engine(restarts),
+            "engine_1": engine(1),
+            "floor_rows": lambda: (z @ v, c @ z),
+            "floor_cols": lambda: (v @ zt, zt @ c),
+        },
+        rounds=15,
+    )
 
     # the floor of a round is the faster of the two layouts: the least two passes can cost here
     floor = [min(a, b) for a, b in zip(t["floor_rows"], t["floor_cols"], strict=True)]
@@ -139,17 +143,23 @@ def main() -> None:
     parser.add_argument("--paper-steps", type=int, default=2, help="timed steps of the O(n d^2) formulation")
     args = parser.parse_args()
     params = SearchParams(device="cpu")
-    print(f"# bench.speed — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f} (shared machine)")
+    print(
+        f"# bench.speed — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f} (shared machine)"
+    )
     print(f"# per-step times, n = {args.n}, float32; engine = {params.restarts} restarts at once (torch, two passes)")
-    print(f"{'d':>5s} | {'engine ms':>9s} | {'engine 1 start':>14s} | {'floor ms':>8s} | {'paper ms':>9s} | "
-          f"{'engine/floor':>12s} | {'1 start/floor':>13s} | {'paper/engine':>12s} | {'paper/(engine/R)':>16s}")
+    print(
+        f"{'d':>5s} | {'engine ms':>9s} | {'engine 1 start':>14s} | {'floor ms':>8s} | {'paper ms':>9s} | "
+        f"{'engine/floor':>12s} | {'1 start/floor':>13s} | {'paper/engine':>12s} | {'paper/(engine/R)':>16s}"
+    )
     for d in args.dims:
         x, loss = make_data(args.n, d)
         t = step_times(x, loss, params.restarts, args.paper_steps)
-        print(f"{d:5d} | {t['engine'] * 1e3:9.1f} | {t['engine_1'] * 1e3:14.1f} | {t['floor'] * 1e3:8.1f} | "
-              f"{t['paper'] * 1e3:9.0f} | {t['ratio']:12.2f} | {t['ratio_1']:13.2f} | "
-              f"{t['paper'] / t['engine']:12.0f} | {t['paper'] / (t['engine'] / params.restarts):16.0f}")
+        print(
+            f"{d:5d} | {t['engine'] * 1e3:9.1f} | {t['engine_1'] * 1e3:14.1f} | {t['floor'] * 1e3:8.1f} | "
+            f"{t['paper'] * 1e3:9.0f} | {t['ratio']:12.2f} | {t['ratio_1']:13.2f} | "
+            f"{t['paper'] / t['engine']:12.0f} | {t['paper'] / (t['engine'] / params.restarts):16.0f}"
+        )
         del x
     x, loss = make_data(args.n, 512)
     t = time.perf_counter()
@@ -157,10 +167,12 @@ def main() -> None:
     wall = time.perf_counter() - t
     steps = [r.steps_run for r in result.regions]
     lifts = [round(r.lift, 2) for r in result.regions]
-    print(f"# full search, defaults ({params.n_spotlights} regions, {params.kernel}, restarts "
-          f"{params.restarts}, cap {params.steps} steps), n = {args.n}, d = 512: {wall:.1f} s "
-          f"({wall / sum(steps) * 1e3:.1f} ms a step, everything included); steps per region {steps}; "
-          f"lifts {lifts}; load {os.getloadavg()[0]:.2f}")
+    print(
+        f"# full search, defaults ({params.n_spotlights} regions, {params.kernel}, restarts "
+        f"{params.restarts}, cap {params.steps} steps), n = {args.n}, d = 512: {wall:.1f} s "
+        f"({wall / sum(steps) * 1e3:.1f} ms a step, everything included); steps per region {steps}; "
+        f"lifts {lifts}; load {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

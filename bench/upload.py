@@ -71,10 +71,10 @@ def multipart(parts: list[tuple[str, Path]], boundary: str) -> tuple[Iterator[by
         for name, p in parts
     ]
     tail = f"--{boundary}--\r\n".encode()
-    length = sum(len(h) + p.stat().st_size + 2 for h, (_, p) in zip(heads, parts)) + len(tail)
+    length = sum(len(h) + p.stat().st_size + 2 for h, (_, p) in zip(heads, parts, strict=True)) + len(tail)
 
     def gen() -> Iterator[bytes]:
-        for head, (_, p) in zip(heads, parts):
+        for head, (_, p) in zip(heads, parts, strict=True):
             yield head
             with open(p, "rb") as f:
                 while block := f.read(1024 * 1024):
@@ -120,8 +120,20 @@ def main() -> None:
         "SPOTLIGHT_DATA_DIR": str(work),
         "SPOTLIGHT_LOG_LEVEL": "WARNING",
     }
-    cmd = [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
-           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "service.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
     server = subprocess.Popen(cmd, cwd=ROOT, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -141,7 +153,9 @@ def main() -> None:
         sampler.start()
         t0 = time.perf_counter()
         r = httpx.post(
-            url + "/v1/datasets", content=body, timeout=None,
+            url + "/v1/datasets",
+            content=body,
+            timeout=None,
             headers={"Content-Type": "multipart/form-data; boundary=benchboundary7f3a", "Content-Length": str(length)},
         )
         elapsed = time.perf_counter() - t0
@@ -155,7 +169,9 @@ def main() -> None:
         print(f"time              {elapsed:.1f} s ({length / mib / elapsed:,.0f} MiB/s, receive + validate + store)")
         print(f"API RSS baseline  {baseline / mib:,.0f} MiB")
         print(f"API RSS peak      {sampler.peak / mib:,.0f} MiB   (target < 300 MiB)")
-        print(f"peak / upload     {sampler.peak / length:.3f}   (peak - baseline) / upload {(sampler.peak - baseline) / length:.3f}")
+        print(
+            f"peak / upload     {sampler.peak / length:.3f}   (peak - baseline) / upload {(sampler.peak - baseline) / length:.3f}"
+        )
         print("PASS" if sampler.peak < 300 * mib else "FAIL: peak RSS over 300 MiB")
     finally:
         server.terminate()

@@ -1,17 +1,17 @@
 """The HTTP edge of the Spotlight service (FastAPI). It never imports the worker or torch.
 
-    app.py              create_app(settings) -> FastAPI; `uvicorn service.app:create_app --factory`
-    cli.py              `spotlight api` and `spotlight openapi`
-    expiry.py           results past their TTL leave Redis and the store together; stale upload folders
-    routers/            one APIRouter per resource: datasets, jobs, results, ops
-    deps.py             settings, Redis, store, tenant and registries as Annotated dependencies
-    auth.py             API keys (hashed, constant-time compare) -> tenant
-    errors.py           every error response, in the contract's {"error": {code, message, details}}
-    limits.py           body size limits enforced while the body streams in
-    request_log.py      one JSON access-log line per request, with its request id
-    ingest/             upload -> validated canonical dataset files (streamed, chunked, no pickle)
-    dataset_registry.py dataset records in Redis + content-addressed, refcounted blobs in the store
-    job_registry.py     RQ jobs: submit (cap, idempotency), status view, list, cancel
-    schemas.py          request/response bodies
-    openapi_export.py   the spec as stable JSON (openapi/openapi.json is generated from it)
+app.py              create_app(settings) -> FastAPI; `uvicorn service.app:create_app --factory`
+cli.py              `spotlight api` and `spotlight openapi`
+expiry.py           results past their TTL leave Redis and the store together; stale upload folders
+routers/            one APIRouter per resource: datasets, jobs, results, ops
+deps.py             settings, Redis, store, tenant and registries as Annotated dependencies
+auth.py             API keys (hashed, constant-time compare) -> tenant
+errors.py           every error response, in the contract's {"error": {code, message, details}}
+limits.py           body size limits enforced while the body streams in
+request_log.py      one JSON access-log line per request, with its request id
+ingest/             upload -> validated canonical dataset files (streamed, chunked, no pickle)
+dataset_registry.py dataset records in Redis + content-addressed, refcounted blobs in the store
+job_registry.py     RQ jobs: submit (cap, idempotency), status view, list, cancel
+schemas.py          request/response bodies
+openapi_export.py   the spec as stable JSON (openapi/openapi.json is generated from it)
 """

@@ -35,7 +35,7 @@ API_VERSION = "1.0.0"
 DESCRIPTION = (
     "Finds the regions of a model's embedding space where its loss is high (the spotlight, "
     "d'Eon et al., FAccT 2022). Upload a dataset, submit a job, read regions and members. "
-    "Every error is `{\"error\": {\"code\", \"message\", \"details\"}}`."
+    'Every error is `{"error": {"code", "message", "details"}}`.'
 )
 
 
@@ -56,12 +56,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.redis.close()
 
     # /docs and /redoc come from service/docs.py (local assets, no CDN), not FastAPI's defaults.
-    app = FastAPI(title="Spotlight service", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
-                  dependencies=[Depends(reject_unknown_query)], docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Spotlight service",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.keyring = KeyRing.from_settings(settings)
     app.state.store = store_from_settings(settings)
-    app.state.reference_slots = ReferenceSlots(settings.max_reference_fetches, settings.max_reference_fetches_per_tenant)
+    app.state.reference_slots = ReferenceSlots(
+        settings.max_reference_fetches, settings.max_reference_fetches_per_tenant
+    )
     app.state.redis = (
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
         if settings.redis_url
@@ -71,8 +80,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (datasets, jobs, results, score, ops, docs):
         app.include_router(module.router)
     metrics.install(app)
-    app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes, inline_limit=settings.max_inline_bytes,
-                       job_limit=settings.max_job_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        upload_limit=settings.max_upload_bytes,
+        inline_limit=settings.max_inline_bytes,
+        job_limit=settings.max_job_body_bytes,
+    )
     app.add_middleware(RequestLogMiddleware)
     # outermost middleware: counts every answer (413s of the body limit too) after the access log line is written
     app.state.http_stats = HttpStats()

@@ -44,7 +44,12 @@ class DatasetRegistry:
         self.store = store
 
     def register(
-        self, tenant: str, builder: DatasetBuilder, n: int, dim: int, name: str | None = None,
+        self,
+        tenant: str,
+        builder: DatasetBuilder,
+        n: int,
+        dim: int,
+        name: str | None = None,
         tags: list[str] | None = None,
     ) -> tuple[DatasetRecord, bool]:
         """Move the built files in (unless the content is already stored) and create the record.
@@ -55,8 +60,15 @@ class DatasetRegistry:
         """
         sha = builder.content_sha256()
         record = DatasetRecord(
-            id=new_dataset_id(), tenant=tenant, sha256=sha, n=n, dim=dim,
-            fields=builder.manifest(n, dim)["fields"], created_at=utcnow(), name=name, tags=list(tags or []),
+            id=new_dataset_id(),
+            tenant=tenant,
+            sha256=sha,
+            n=n,
+            dim=dim,
+            fields=builder.manifest(n, dim)["fields"],
+            created_at=utcnow(),
+            name=name,
+            tags=list(tags or []),
         )
         with _blob_lock(self.r, sha):
             existed = self._tenant_holds(tenant, sha)
@@ -82,8 +94,9 @@ class DatasetRegistry:
         raw = self.r.get(dataset_key(dataset_id)) if dataset_id.startswith("ds_") else None
         record = DatasetRecord.model_validate_json(raw) if raw else None
         if record is None or record.tenant != tenant:
-            raise NotFound(ErrorCode.DATASET_NOT_FOUND, f"No dataset {dataset_id!r} for this caller.",
-                           {"dataset": dataset_id})
+            raise NotFound(
+                ErrorCode.DATASET_NOT_FOUND, f"No dataset {dataset_id!r} for this caller.", {"dataset": dataset_id}
+            )
         return record
 
     def list(self, tenant: str, limit: int, offset: int) -> tuple[list[DatasetRecord], int]:

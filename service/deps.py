@@ -51,8 +51,11 @@ def get_tenant(
         found = keyring.tenant_for(token) if token else None
         if found is None:
             raise ApiError(
-                401, ErrorCode.UNAUTHORIZED,
-                "Missing or wrong API key; send `Authorization: Bearer <key>`." if token is None else "Unknown API key.",
+                401,
+                ErrorCode.UNAUTHORIZED,
+                "Missing or wrong API key; send `Authorization: Bearer <key>`."
+                if token is None
+                else "Unknown API key.",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         tenant = found
@@ -69,20 +72,30 @@ _DATASET_ID = re.compile(r"ds_[A-Za-z0-9_-]{1,64}")
 
 def job_id_path(job_id: Annotated[str, Path(description="The job's id, `job_…`.")]) -> str:
     if not _JOB_ID.fullmatch(job_id):
-        raise ApiError(404, ErrorCode.JOB_NOT_FOUND, "No job with this id for this caller (ids look like job_…).",
-                       {"job": job_id[:100]})
+        raise ApiError(
+            404,
+            ErrorCode.JOB_NOT_FOUND,
+            "No job with this id for this caller (ids look like job_…).",
+            {"job": job_id[:100]},
+        )
     return job_id
 
 
 def dataset_id_path(dataset_id: Annotated[str, Path(description="The dataset's id, `ds_…`.")]) -> str:
     if not _DATASET_ID.fullmatch(dataset_id):
-        raise ApiError(404, ErrorCode.DATASET_NOT_FOUND,
-                       "No dataset with this id for this caller (ids look like ds_…).", {"dataset": dataset_id[:100]})
+        raise ApiError(
+            404,
+            ErrorCode.DATASET_NOT_FOUND,
+            "No dataset with this id for this caller (ids look like ds_…).",
+            {"dataset": dataset_id[:100]},
+        )
     return dataset_id
 
 
 JobIdDep = Annotated[str, Depends(job_id_path)]
 DatasetIdDep = Annotated[str, Depends(dataset_id_path)]
+
+
 def reference_slot(request: Request, tenant: str, dataset: object) -> contextlib.AbstractContextManager[None]:
     """A slot of the app's `ReferenceSlots` when `dataset` is a reference (reading it holds a
     thread for up to `reference_timeout_s`); nothing to take for inline arrays or an id."""

@@ -47,17 +47,21 @@ def assets_dir() -> Path | None:
 
 def _page(title: str, head: str, body: str) -> HTMLResponse:
     html = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{escape(title)}</title>"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)}</title>'
         f"{head}</head>{body}</html>\n"
     )
     return HTMLResponse(html, headers={"Content-Security-Policy": DOCS_CSP})
 
 
 def _missing(title: str, base: str) -> HTMLResponse:
-    return _page(title, "", f"<body><p>The API docs' assets are not installed on this server (install the "
-                            f"<code>server</code> extra). The spec is at <a href=\"{base}/openapi.json\">"
-                            f"{base}/openapi.json</a>.</p></body>")
+    return _page(
+        title,
+        "",
+        f"<body><p>The API docs' assets are not installed on this server (install the "
+        f'<code>server</code> extra). The spec is at <a href="{base}/openapi.json">'
+        f"{base}/openapi.json</a>.</p></body>",
+    )
 
 
 @router.get("/docs")
@@ -66,11 +70,15 @@ def swagger_ui(request: Request) -> HTMLResponse:
     title = f"{request.app.title} - Swagger UI"
     if assets_dir() is None:
         return _missing(title, base)
-    head = (f'<link rel="stylesheet" href="{base}/docs/assets/swagger-ui.css">'
-            f'<link rel="icon" type="image/png" href="{base}/docs/assets/favicon.png">')
-    body = (f'<body data-spec="{base}/openapi.json"><div id="swagger-ui"></div>'
-            f'<script src="{base}/docs/assets/swagger-ui-bundle.js"></script>'
-            f'<script src="{base}/docs/assets/swagger-init.js"></script></body>')
+    head = (
+        f'<link rel="stylesheet" href="{base}/docs/assets/swagger-ui.css">'
+        f'<link rel="icon" type="image/png" href="{base}/docs/assets/favicon.png">'
+    )
+    body = (
+        f'<body data-spec="{base}/openapi.json"><div id="swagger-ui"></div>'
+        f'<script src="{base}/docs/assets/swagger-ui-bundle.js"></script>'
+        f'<script src="{base}/docs/assets/swagger-init.js"></script></body>'
+    )
     return _page(title, head, body)
 
 
@@ -81,8 +89,10 @@ def redoc(request: Request) -> HTMLResponse:
     if assets_dir() is None:
         return _missing(title, base)
     head = f'<link rel="icon" type="image/png" href="{base}/docs/assets/favicon.png">'
-    body = (f'<body><redoc spec-url="{base}/openapi.json"></redoc>'
-            f'<script src="{base}/docs/assets/redoc.standalone.js"></script></body>')
+    body = (
+        f'<body><redoc spec-url="{base}/openapi.json"></redoc>'
+        f'<script src="{base}/docs/assets/redoc.standalone.js"></script></body>'
+    )
     return _page(title, head, body)
 
 

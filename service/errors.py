@@ -216,7 +216,9 @@ async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
 async def _store_down(_: Request, exc: Exception) -> JSONResponse:
     log.error("store error: %s", exc)
     return error_response(
-        503, ErrorCode.STORE_ERROR, "The artifact store could not be read or written; retry shortly.",
+        503,
+        ErrorCode.STORE_ERROR,
+        "The artifact store could not be read or written; retry shortly.",
         headers={"Retry-After": "5"},
     )
 
@@ -224,7 +226,9 @@ async def _store_down(_: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(
-        500, ErrorCode.INTERNAL, "The server failed; this is a bug, not your input. Quote the request id when reporting it.",
+        500,
+        ErrorCode.INTERNAL,
+        "The server failed; this is a bug, not your input. Quote the request id when reporting it.",
         {"request_id": request.headers.get("x-request-id") or getattr(request.state, "request_id", None)},
     )
 

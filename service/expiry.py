@@ -55,7 +55,6 @@ from spotlight.store import ArtifactStore, store_from_settings
 log = logging.getLogger(__name__)
 
 
-
 def lock_key() -> str:
     """Held by the one process sweeping right now."""
     return f"{key_prefix()}:lock:expiry"
@@ -106,7 +105,7 @@ def _delete_redis_side(conn: redis_lib.Redis, tenant_key: str, job_id: str, job:
 def _delete_store_side(conn: redis_lib.Redis, store: ArtifactStore, job_id: str) -> bool:
     try:
         store.delete_prefix(job_prefix(job_id))
-    except Exception as exc:  # store down or unwritable: retry next sweep
+    except Exception as exc:  # noqa: BLE001 - store down or unwritable: retry next sweep
         log.warning("expiry: could not delete jobs/%s from the store (%s); will retry", job_id, exc)
         return False
     conn.srem(pending_key(), job_id)
@@ -263,7 +262,7 @@ class ExpirySweeper(threading.Thread):
                 try:
                     sweep_expired(conn, store, self.settings)
                     sweep_stale_work(store)
-                except Exception as exc:  # Redis restarting, store down: try again next round
+                except Exception as exc:  # noqa: BLE001 - Redis restarting, store down: try again next round
                     log.warning("expiry sweep failed: %s", exc)
         finally:
             conn.close()

@@ -140,14 +140,22 @@ class HttpCollector:
 
     def collect(self) -> Iterator[Metric]:
         labels = ["method", "route", "status_class"]
-        requests = CounterMetricFamily("spotlight_http_requests", "HTTP requests answered, by route and status class.",
-                                       labels=labels)
-        latency = HistogramMetricFamily("spotlight_http_request_duration_seconds",
-                                        "Time to answer an HTTP request, by route and status class.", labels=labels)
-        members = sorted(m.decode() if isinstance(m, bytes) else m for m in self.conn.smembers(index_key(self.queue_name)))
+        requests = CounterMetricFamily(
+            "spotlight_http_requests", "HTTP requests answered, by route and status class.", labels=labels
+        )
+        latency = HistogramMetricFamily(
+            "spotlight_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route and status class.",
+            labels=labels,
+        )
+        members = sorted(
+            m.decode() if isinstance(m, bytes) else m for m in self.conn.smembers(index_key(self.queue_name))
+        )
         for series in members:
-            raw = {(k.decode() if isinstance(k, bytes) else k): v
-                   for k, v in self.conn.hgetall(series_key(self.queue_name, series)).items()}
+            raw = {
+                (k.decode() if isinstance(k, bytes) else k): v
+                for k, v in self.conn.hgetall(series_key(self.queue_name, series)).items()
+            }
             parts = series.rsplit(" ", 1)
             method, route = parts[0].split(" ", 1)
             label_values = [method, route, parts[1]]

@@ -11,7 +11,6 @@ the one argument is a `JobSpec` (ids and params, never arrays). Per-tenant state
 from __future__ import annotations
 
 import builtins
-
 import hashlib
 import json
 from typing import Any
@@ -81,9 +80,13 @@ class JobRegistry:
         meta = job.meta
         spec = JobSpec.model_validate(meta[META_SPEC])
         status = status_of(job)
-        progress = Progress.model_validate(meta.get(META_PROGRESS) or {
-            "n_spotlights": spec.params.n_spotlights, "steps": spec.params.steps,
-        })
+        progress = Progress.model_validate(
+            meta.get(META_PROGRESS)
+            or {
+                "n_spotlights": spec.params.n_spotlights,
+                "steps": spec.params.steps,
+            }
+        )
         if status == JobStatus.FINISHED:
             progress = progress.model_copy(update={"fraction": 1.0})
         return JobOut(
@@ -147,9 +150,11 @@ class JobRegistry:
             return None
         saved = json.loads(raw)
         if saved["body_sha256"] != digest:
-            raise Conflict(ErrorCode.IDEMPOTENCY_CONFLICT,
-                           "This Idempotency-Key was used with a different request body; use a new key.",
-                           {"idempotency_key": key, "job": saved["job_id"]})
+            raise Conflict(
+                ErrorCode.IDEMPOTENCY_CONFLICT,
+                "This Idempotency-Key was used with a different request body; use a new key.",
+                {"idempotency_key": key, "job": saved["job_id"]},
+            )
         return str(saved["job_id"])
 
     def claim_idempotency(self, tenant: str, key: str, digest: str, job_id: str) -> str | None:
@@ -186,16 +191,32 @@ class JobRegistry:
             raise LimitReached(
                 ErrorCode.TOO_MANY_JOBS,
                 f"You have {active} queued or running jobs, the limit is {cap}; wait for some to finish.",
-                {"active": active, "limit": cap}, retry_after_s=RETRY_AFTER_S,
+                {"active": active, "limit": cap},
+                retry_after_s=RETRY_AFTER_S,
             )
 
     def submit(
-        self, tenant: str, job_id: str, dataset: DatasetRecord, params: SearchParams, callback_url: str | None,
-        name: str | None = None, tags: builtins.list[str] | None = None, *, large: bool = False,
+        self,
+        tenant: str,
+        job_id: str,
+        dataset: DatasetRecord,
+        params: SearchParams,
+        callback_url: str | None,
+        name: str | None = None,
+        tags: builtins.list[str] | None = None,
+        *,
+        large: bool = False,
     ) -> Job:
         spec = JobSpec(
-            job_id=job_id, tenant=tenant, dataset_id=dataset.id, dataset_sha256=dataset.sha256,
-            params=params, callback_url=callback_url, created_at=utcnow(), name=name, tags=list(tags or []),
+            job_id=job_id,
+            tenant=tenant,
+            dataset_id=dataset.id,
+            dataset_sha256=dataset.sha256,
+            params=params,
+            callback_url=callback_url,
+            created_at=utcnow(),
+            name=name,
+            tags=list(tags or []),
         )
         lock = self.r.lock(f"spotlight:lock:submit:{tenant}", timeout=30, blocking_timeout=30)
         with lock:
@@ -214,8 +235,11 @@ class JobRegistry:
         job = self.fetch(tenant, job_id)
         status = status_of(job)
         if status in TERMINAL:
-            raise Conflict(ErrorCode.JOB_NOT_CANCELABLE, f"The job is already {status}; nothing to cancel.",
-                           {"job": job_id, "status": status})
+            raise Conflict(
+                ErrorCode.JOB_NOT_CANCELABLE,
+                f"The job is already {status}; nothing to cancel.",
+                {"job": job_id, "status": status},
+            )
         # Set first: if a worker picks the job up between here and RQ's cancel, it still stops.
         self.r.set(cancel_key(job_id), "1", ex=self.settings.job_timeout_s + 3600)
         if status == JobStatus.QUEUED:
@@ -223,8 +247,12 @@ class JobRegistry:
                 job.cancel()
             except InvalidJobOperation:
                 pass
-            job.meta.update(status_fields(JobStatus.CANCELED, JobError(
-                code=ErrorCode.CANCELED, message="Canceled by the caller before it started.")))
+            job.meta.update(
+                status_fields(
+                    JobStatus.CANCELED,
+                    JobError(code=ErrorCode.CANCELED, message="Canceled by the caller before it started."),
+                )
+            )
             job.save_meta()
             self.r.srem(tenant_active_key(tenant), job_id)
             return job, True

@@ -95,14 +95,17 @@ class ReferenceSlots:
             mine = self._by_tenant.get(tenant, 0)
             if mine >= self.per_tenant:
                 raise ApiError(
-                    429, ErrorCode.TOO_MANY_FETCHES,
+                    429,
+                    ErrorCode.TOO_MANY_FETCHES,
                     f"You already have {mine} references being read (the limit per tenant is {self.per_tenant}, "
                     "SPOTLIGHT_MAX_REFERENCE_FETCHES_PER_TENANT); retry when one has finished.",
-                    {"in_progress": mine, "limit": self.per_tenant}, headers={"Retry-After": str(RETRY_AFTER_S)},
+                    {"in_progress": mine, "limit": self.per_tenant},
+                    headers={"Retry-After": str(RETRY_AFTER_S)},
                 )
             if self._in_use >= self.total:
                 raise ApiError(
-                    503, ErrorCode.UNAVAILABLE,
+                    503,
+                    ErrorCode.UNAVAILABLE,
                     f"The server is reading {self._in_use} references already (SPOTLIGHT_MAX_REFERENCE_FETCHES); "
                     "retry shortly.",
                     {"in_progress": self._in_use, "limit": self.total, "reason": "reference_fetches"},

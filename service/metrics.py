@@ -92,8 +92,9 @@ class SpotlightCollector:
         counts = job_counts(conn, queue)
         for status, n in job_counts(conn, large).items():
             counts[status] = counts.get(status, 0) + n
-        jobs = GaugeMetricFamily("spotlight_jobs", "Jobs on record by status (until their results expire).",
-                                 labels=["status"])
+        jobs = GaugeMetricFamily(
+            "spotlight_jobs", "Jobs on record by status (until their results expire).", labels=["status"]
+        )
         for status in JobStatus:
             jobs.add_metric([status.value], counts[status])
         yield jobs
@@ -102,32 +103,40 @@ class SpotlightCollector:
         depth.add_metric([], conn.llen(queue.key) + conn.llen(large.key))
         yield depth
 
-        ended = CounterMetricFamily("spotlight_jobs_ended", "Jobs that ended, by status, since the stats began.",
-                                    labels=["status"])
+        ended = CounterMetricFamily(
+            "spotlight_jobs_ended", "Jobs that ended, by status, since the stats began.", labels=["status"]
+        )
         for label, n in sorted(jobstats.read_ended(conn, self.queue_name).items()):
             ended.add_metric([label], n)
         yield ended
 
         hists = jobstats.read_histograms(conn, self.queue_name)
-        duration = HistogramMetricFamily("spotlight_job_duration_seconds",
-                                         "Time from a job's start to its end on a worker.", labels=["status"])
+        duration = HistogramMetricFamily(
+            "spotlight_job_duration_seconds", "Time from a job's start to its end on a worker.", labels=["status"]
+        )
         for label, h in sorted(hists["job_duration_seconds"].items()):
             duration.add_metric([label], _buckets(h), sum_value=h["sum"])
         yield duration
-        wait = HistogramMetricFamily("spotlight_job_queue_wait_seconds",
-                                     "Time a job waited in the queue before a worker started it.")
+        wait = HistogramMetricFamily(
+            "spotlight_job_queue_wait_seconds", "Time a job waited in the queue before a worker started it."
+        )
         for h in hists["job_queue_wait_seconds"].values():
             wait.add_metric([], _buckets(h), sum_value=h["sum"])
         yield wait
 
         states = GaugeMetricFamily("spotlight_workers", "Workers listening on the queue, by state.", labels=["state"])
-        info = GaugeMetricFamily("spotlight_worker_info", "One series per worker: where it runs and on what device.",
-                                 labels=["worker", "hostname", "state", "device"])
+        info = GaugeMetricFamily(
+            "spotlight_worker_info",
+            "One series per worker: where it runs and on what device.",
+            labels=["worker", "hostname", "state", "device"],
+        )
         by_state: dict[str, int] = {}
         for worker in Worker.all(queue=queue):
             state = str(worker.get_state() or "unknown")
             by_state[state] = by_state.get(state, 0) + 1
-            info.add_metric([worker.name, worker.hostname or "", state, _worker_device(conn, self.queue_name, worker)], 1)
+            info.add_metric(
+                [worker.name, worker.hostname or "", state, _worker_device(conn, self.queue_name, worker)], 1
+            )
         for state, n in sorted(by_state.items()):
             states.add_metric([state], n)
         yield states
@@ -147,8 +156,7 @@ def job_counts(conn: Redis, queue: Queue) -> dict[JobStatus, int]:
     # started entries are "job_id:execution_id": one job may briefly have two executions. A job whose
     # worker has already written how it ended (and is now delivering its callback) counts as that,
     # as the API's job view says.
-    started = sorted({redis_text(m).split(":", 1)[0]
-                      for m in conn.zrange(queue.started_job_registry.key, 0, -1)})
+    started = sorted({redis_text(m).split(":", 1)[0] for m in conn.zrange(queue.started_job_registry.key, 0, -1)})
     for status in _statuses(conn, queue, started, "started"):
         counts[status] += 1
     live = f"({now}"  # registry scores are expiry times; an entry past its expiry is on its way out
@@ -157,10 +165,7 @@ def job_counts(conn: Redis, queue: Queue) -> dict[JobStatus, int]:
     # job is on record while its job hash exists.
     canceled = [redis_text(m) for m in conn.zrange(queue.canceled_job_registry.key, 0, -1)]
     counts[JobStatus.CANCELED] += sum(1 for exists in _exists(conn, canceled) if exists)
-    finished_ids = [
-        redis_text(m)
-        for m in conn.zrangebyscore(queue.finished_job_registry.key, live, "+inf")
-    ]
+    finished_ids = [redis_text(m) for m in conn.zrangebyscore(queue.finished_job_registry.key, live, "+inf")]
     for status in _statuses(conn, queue, finished_ids, "finished"):
         counts[status] += 1
     return counts

@@ -33,6 +33,9 @@ async def reject_unknown_query(request: Request) -> None:
     unknown = sorted(set(request.query_params.keys()) - allowed)
     if unknown:
         accepted = ", ".join(sorted(allowed)) or "none"
-        raise ApiError(400, ErrorCode.VALIDATION,
-                       f"Unknown query parameter(s) {unknown}; this endpoint accepts: {accepted}.",
-                       {"unknown": unknown, "allowed": sorted(allowed)})
+        raise ApiError(
+            400,
+            ErrorCode.VALIDATION,
+            f"Unknown query parameter(s) {unknown}; this endpoint accepts: {accepted}.",
+            {"unknown": unknown, "allowed": sorted(allowed)},
+        )

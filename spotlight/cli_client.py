@@ -91,10 +91,14 @@ def regions_table(job_id: str, regions: list[dict[str, Any]], tops: list[list[di
     from spotlight.tables import stands_out
 
     descriptions: list[dict[str, Any]] = [_description(r) for r in regions]
-    dataset_mean = next((d["dataset_mean_loss"] for d in descriptions if d.get("dataset_mean_loss") is not None),
-                        regions[0].get("mean_loss") if regions else None)
+    dataset_mean = next(
+        (d["dataset_mean_loss"] for d in descriptions if d.get("dataset_mean_loss") is not None),
+        regions[0].get("mean_loss") if regions else None,
+    )
     with_errors = any(d.get("error_rate") for d in descriptions)
-    title = f"{job_id}: {len(regions)} regions" + (f" · dataset mean loss {_fmt(dataset_mean, '.4g')}" if regions else "")
+    title = f"{job_id}: {len(regions)} regions" + (
+        f" · dataset mean loss {_fmt(dataset_mean, '.4g')}" if regions else ""
+    )
     table = Table(title=title)
     cols = ["region", "members", "counts as (Σk)", "mean loss", "lift"] + (["error rate"] if with_errors else [])
     cols += ["shares with", "stands out"] + (["top failing rows"] if tops is not None else [])
@@ -102,9 +106,11 @@ def regions_table(job_id: str, regions: list[dict[str, Any]], tops: list[list[di
         table.add_column(col, justify="left" if col in ("stands out", "top failing rows", "shares with") else "right")
     for j, (reg, desc) in enumerate(zip(regions, descriptions, strict=True)):
         row = [
-            str(reg["index"]), _fmt(reg.get("n_members"), ","),
+            str(reg["index"]),
+            _fmt(reg.get("n_members"), ","),
             _fmt(reg.get("effective_size", reg.get("total_weight")), ".1f"),
-            _fmt(desc.get("mean_loss"), ".4g"), _fmt(desc.get("lift"), ".3g"),
+            _fmt(desc.get("mean_loss"), ".4g"),
+            _fmt(desc.get("lift"), ".3g"),
         ]
         if with_errors:
             err = desc.get("error_rate") or {}
@@ -153,8 +159,11 @@ def apply_gate(gate: Any, regions: list[dict[str, Any]]) -> dict[str, Any] | Non
     missing: set[str] = set()
     hits = [int(r["index"]) for r in regions if gate.matches(r, missing)]
     if missing:
-        print(f"--fail-if: no value for {', '.join(sorted(missing))} in some regions (those never match; "
-              "p_value needs --param n_permutations=N)", file=sys.stderr)
+        print(
+            f"--fail-if: no value for {', '.join(sorted(missing))} in some regions (those never match; "
+            "p_value needs --param n_permutations=N)",
+            file=sys.stderr,
+        )
     for k in hits:
         print(f"--fail-if: region {k} matches {gate.text!r}", file=sys.stderr)
     return {"expression": gate.text, "failed": bool(hits), "regions": hits}
@@ -183,8 +192,9 @@ def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
             _report_error(args, exc.code, exc.message)
             raise CliExit(exc.message, EXIT_TIMEOUT, exc.code) from None
         except JobFailedError as exc:
-            _report_error(args, exc.code, f"{exc.status.get('id')} {exc.status.get('status')}: {exc.message}",
-                          {"job": exc.status})
+            _report_error(
+                args, exc.code, f"{exc.status.get('id')} {exc.status.get('status')}: {exc.message}", {"job": exc.status}
+            )
             return EXIT_GATE
         except SpotlightError as exc:
             _report_error(args, exc.code, exc.message, {"status_code": exc.status_code, "details": exc.details})
@@ -291,8 +301,12 @@ def _dataset_for(client: Any, args: argparse.Namespace) -> Any:
         return None if path is None else np.load(path, mmap_mode="r", allow_pickle=False)
 
     return client.upload(
-        embeddings=load(paths[0]), losses=load(paths[1]), labels=load(args.labels), predictions=load(args.predictions),
-        name=args.name, tags=args.tag or None,
+        embeddings=load(paths[0]),
+        losses=load(paths[1]),
+        labels=load(args.labels),
+        predictions=load(args.predictions),
+        name=args.name,
+        tags=args.tag or None,
     )["id"]
 
 
@@ -308,8 +322,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         dataset = _dataset_for(client, args)
         if isinstance(dataset, str) and not args.json:
             print(f"dataset {dataset}", file=sys.stderr)
-        job = client.submit(dataset, idempotency_key=args.idempotency_key, name=args.name, tags=args.tag or None,
-                            **params)
+        job = client.submit(
+            dataset, idempotency_key=args.idempotency_key, name=args.name, tags=args.tag or None, **params
+        )
         if not args.wait:
             if args.json:
                 emit_json({"job": job.last_status})
@@ -318,8 +333,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
             return EXIT_OK
         status = job.wait(progress=not args.quiet, timeout=args.timeout)
         regions = job.regions()
-        tops = ([job.members(r["index"], limit=args.top, order="contribution")["members"] for r in regions]
-                if args.top > 0 else None)
+        tops = (
+            [job.members(r["index"], limit=args.top, order="contribution")["members"] for r in regions]
+            if args.top > 0
+            else None
+        )
     verdict = apply_gate(gate, regions)
     if args.json:
         emit_json({"job": status, "regions": regions, "top_members": tops, **({"gate": verdict} if verdict else {})})
@@ -335,8 +353,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.job(args.job)
-        status = job.wait(progress=not args.quiet, timeout=args.timeout, raise_on_failure=False) if args.wait \
+        status = (
+            job.wait(progress=not args.quiet, timeout=args.timeout, raise_on_failure=False)
+            if args.wait
             else job.status()
+        )
     if args.json:
         emit_json(status)
     else:
@@ -357,12 +378,21 @@ def cmd_regions(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.job(args.job)
         regions = job.regions()
-        tops = ([job.members(r["index"], limit=args.top, order="contribution")["members"] for r in regions]
-                if args.top > 0 else None)
+        tops = (
+            [job.members(r["index"], limit=args.top, order="contribution")["members"] for r in regions]
+            if args.top > 0
+            else None
+        )
     verdict = apply_gate(gate, regions)
     if args.json:
-        emit_json({"job": args.job, "regions": regions, **({"top_members": tops} if tops is not None else {}),
-                   **({"gate": verdict} if verdict else {})})
+        emit_json(
+            {
+                "job": args.job,
+                "regions": regions,
+                **({"top_members": tops} if tops is not None else {}),
+                **({"gate": verdict} if verdict else {}),
+            }
+        )
     else:
         from rich.console import Console
 
@@ -385,9 +415,16 @@ def cmd_members(args: argparse.Namespace) -> int:
         table.add_column(col)
     for m in answer["members"]:
         meta = json.dumps(m.get("metadata"), default=str)[:80] if m.get("metadata") else ""
-        table.add_row(str(m["index"]), str(m.get("id") if m.get("id") is not None else ""), f"{m['weight']:.3g}",
-                      f"{m['loss']:.4g}", f"{m.get('contribution', 0):.4g}", str(m.get("label") or ""),
-                      str(m.get("prediction") or ""), meta)
+        table.add_row(
+            str(m["index"]),
+            str(m.get("id") if m.get("id") is not None else ""),
+            f"{m['weight']:.3g}",
+            f"{m['loss']:.4g}",
+            f"{m.get('contribution', 0):.4g}",
+            str(m.get("label") or ""),
+            str(m.get("prediction") or ""),
+            meta,
+        )
     Console().print(table)
     return EXIT_OK
 
@@ -414,39 +451,69 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(status)
     else:
-        print(f"{status['id']} {status['status']}" + (" (stopping)" if status.get("cancel_requested") and
-                                                       status["status"] == "running" else ""))
+        print(
+            f"{status['id']} {status['status']}"
+            + (" (stopping)" if status.get("cancel_requested") and status["status"] == "running" else "")
+        )
     return EXIT_OK
 
 
 # ----- the parsers -----
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", default=os.environ.get("SPOTLIGHT_SERVER", "http://127.0.0.1:8000"),
-                   help="the service's URL (default $SPOTLIGHT_SERVER or http://127.0.0.1:8000)")
+    p.add_argument(
+        "--server",
+        default=os.environ.get("SPOTLIGHT_SERVER", "http://127.0.0.1:8000"),
+        help="the service's URL (default $SPOTLIGHT_SERVER or http://127.0.0.1:8000)",
+    )
     p.add_argument("--api-key", default=os.environ.get("SPOTLIGHT_API_KEY"), help="default $SPOTLIGHT_API_KEY")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout (progress and logs on stderr)")
 
 
 def _gate_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fail-if", default=None, metavar="EXPR",
-                   help="exit 1 when a region matches, e.g. 'lift > 3 and p_value < 0.05' "
-                        "(fields: lift, weighted_loss, p_value, error_rate, n_members, total_weight, …)")
+    p.add_argument(
+        "--fail-if",
+        default=None,
+        metavar="EXPR",
+        help="exit 1 when a region matches, e.g. 'lift > 3 and p_value < 0.05' "
+        "(fields: lift, weighted_loss, p_value, error_rate, n_members, total_weight, …)",
+    )
 
 
 def register(sub: Any) -> None:
     """Add the client commands to the `spotlight` parser's subcommands."""
     sm = sub.add_parser("submit", help="upload a dataset (or name one), start a search, optionally wait and gate")
-    sm.add_argument("files", nargs="+", metavar="DATA",
-                    help="EMB.npy LOSSES.npy, one .npz/.parquet, a URI the server reads (s3://…, file://…), or ds_…")
+    sm.add_argument(
+        "files",
+        nargs="+",
+        metavar="DATA",
+        help="EMB.npy LOSSES.npy, one .npz/.parquet, a URI the server reads (s3://…, file://…), or ds_…",
+    )
     sm.add_argument("--labels", default=None, help="labels .npy (n ints or class names), with EMB.npy LOSSES.npy")
     sm.add_argument("--predictions", default=None, help="predictions .npy, with EMB.npy LOSSES.npy")
-    sm.add_argument("--column", action="append", default=[], type=parse_column, metavar="FIELD=COLUMN",
-                    help="which column of a .parquet/.npz/URI holds a field, e.g. embeddings=emb (repeatable)")
-    sm.add_argument("--param", action="append", default=[], type=parse_param, metavar="KEY=VALUE",
-                    help="a search parameter, e.g. n_spotlights=3 (checked before uploading)")
+    sm.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        type=parse_column,
+        metavar="FIELD=COLUMN",
+        help="which column of a .parquet/.npz/URI holds a field, e.g. embeddings=emb (repeatable)",
+    )
+    sm.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        type=parse_param,
+        metavar="KEY=VALUE",
+        help="a search parameter, e.g. n_spotlights=3 (checked before uploading)",
+    )
     sm.add_argument("--wait", action="store_true", help="wait for the job, then print its regions")
-    sm.add_argument("--top", type=int, default=3, metavar="N",
-                    help="with --wait, list each region's N top members by contribution (0: none)")
+    sm.add_argument(
+        "--top",
+        type=int,
+        default=3,
+        metavar="N",
+        help="with --wait, list each region's N top members by contribution (0: none)",
+    )
     sm.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait (exit 4 past it)")
     sm.add_argument("--quiet", action="store_true", help="no progress bar")
     sm.add_argument("--idempotency-key", default=None, help="same key + same request: the same job")

@@ -93,7 +93,10 @@ class SpotlightError(Exception):
             body = response.json()
             err = body["error"]
             return cls(
-                str(err["code"]), str(err.get("message", "")), response.status_code, dict(err.get("details") or {}),
+                str(err["code"]),
+                str(err.get("message", "")),
+                response.status_code,
+                dict(err.get("details") or {}),
                 response,
             )
         except (ValueError, KeyError, TypeError):
@@ -177,8 +180,10 @@ class Job:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     raise JobWaitTimeout(
-                        "wait_timeout", f"job {self.id} still {status.get('status')} after {timeout:g} s",
-                        None, {"job": self.id, "status": status.get("status")},
+                        "wait_timeout",
+                        f"job {self.id} still {status.get('status')} after {timeout:g} s",
+                        None,
+                        {"job": self.id, "status": status.get("status")},
                     )
                 time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
         if raise_on_failure and status.get("status") != "finished":
@@ -263,7 +268,8 @@ class Job:
         highest weight first, or with ``order="contribution"`` highest weight x (loss - the job's loss
         floor) first: the failing examples of the region."""
         return self.client._json(
-            "GET", f"/v1/jobs/{self.id}/regions/{int(k)}/members",
+            "GET",
+            f"/v1/jobs/{self.id}/regions/{int(k)}/members",
             params={"limit": limit, "offset": offset, "order": order},
         )
 
@@ -358,8 +364,11 @@ class SpotlightClient:
             return response.json()
         except ValueError:
             raise SpotlightError(
-                "bad_response", f"{method} {path} answered {response.status_code} with non-JSON content",
-                response.status_code, {}, response,
+                "bad_response",
+                f"{method} {path} answered {response.status_code} with non-JSON content",
+                response.status_code,
+                {},
+                response,
             ) from None
 
     # ----- operations -----
@@ -404,8 +413,16 @@ class SpotlightClient:
         query = _name_tags(name, tags)
         kind = tables.kind_of(embeddings)
         if kind is not None:
-            named = {"embeddings": None, "losses": losses, "labels": labels, "predictions": predictions, "ids": ids,
-                     "logits": logits, "sample_weights": sample_weights, **dict(columns or {})}
+            named = {
+                "embeddings": None,
+                "losses": losses,
+                "labels": labels,
+                "predictions": predictions,
+                "ids": ids,
+                "logits": logits,
+                "sample_weights": sample_weights,
+                **dict(columns or {}),
+            }
             return self._upload_table(embeddings, kind, named, metadata, timeout, query)
         if path is not None:
             if embeddings is not None:
@@ -416,11 +433,21 @@ class SpotlightClient:
             raise ValueError("upload needs embeddings (and losses, or logits + labels), or a path")
         arrays = _dataset_arrays(embeddings, losses, labels, predictions, ids, metadata, logits, sample_weights)
         with _npz_file(arrays) as f:
-            return self._json("POST", "/v1/datasets", files={"file": ("dataset.npz", f, "application/zip")},
-                              timeout=timeout, params=query)
+            return self._json(
+                "POST",
+                "/v1/datasets",
+                files={"file": ("dataset.npz", f, "application/zip")},
+                timeout=timeout,
+                params=query,
+            )
 
     def _upload_table(
-        self, table: Any, kind: str, named: dict[str, Any], metadata: Any, timeout: httpx.Timeout,
+        self,
+        table: Any,
+        kind: str,
+        named: dict[str, Any],
+        metadata: Any,
+        timeout: httpx.Timeout,
         query: dict[str, Any],
     ) -> dict[str, Any]:
         """A table as one Parquet file plus the `columns` mapping (spotlight/tables.py)."""
@@ -440,8 +467,14 @@ class SpotlightClient:
             keep = [c for c in names if c in fields.values() or c in emb_cols or c in metadata]
         with tables.parquet_file(table, kind, keep) as f:
             data = {"columns": json.dumps(mapping)} if mapping else None
-            return self._json("POST", "/v1/datasets", files={"file": ("dataset.parquet", f, "application/octet-stream")},
-                              data=data, timeout=timeout, params=query)
+            return self._json(
+                "POST",
+                "/v1/datasets",
+                files={"file": ("dataset.parquet", f, "application/octet-stream")},
+                data=data,
+                timeout=timeout,
+                params=query,
+            )
 
     def dataset(self, dataset_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/datasets/{dataset_id}")
@@ -485,10 +518,18 @@ class SpotlightClient:
             if not (metadata is None or isinstance(metadata, (list, tuple))):
                 raise TypeError("with a table, metadata= is a list of column names to keep as metadata")
             table_columns = {"embeddings": embeddings, **dict(columns or {})}
-            dataset_id = self.upload(first, losses, labels, predictions, ids, metadata, logits,
-                                     sample_weights=sample_weights,
-                                     columns={k: v for k, v in table_columns.items() if v is not None},
-                                     **labels_of)["id"]
+            dataset_id = self.upload(
+                first,
+                losses,
+                labels,
+                predictions,
+                ids,
+                metadata,
+                logits,
+                sample_weights=sample_weights,
+                columns={k: v for k, v in table_columns.items() if v is not None},
+                **labels_of,
+            )["id"]
             return self._start(dataset_id, params, callback_url, idempotency_key, **labels_of)
         if embeddings is not None:
             raise TypeError("embeddings= names a column of a table; with arrays pass them as the first argument")
@@ -502,12 +543,20 @@ class SpotlightClient:
         elif isinstance(first, (str, os.PathLike)):
             dataset = self.upload(path=first, columns=columns, **labels_of)["id"]
         else:
-            dataset = self.upload(first, losses, labels, predictions, ids, metadata, logits,
-                                  sample_weights=sample_weights, **labels_of)["id"]
+            dataset = self.upload(
+                first, losses, labels, predictions, ids, metadata, logits, sample_weights=sample_weights, **labels_of
+            )["id"]
         return self._start(dataset, params, callback_url, idempotency_key, **labels_of)
 
-    def _start(self, dataset: Any, params: dict[str, Any], callback_url: str | None,
-               idempotency_key: str | None, name: str | None = None, tags: Sequence[str] | None = None) -> Job:
+    def _start(
+        self,
+        dataset: Any,
+        params: dict[str, Any],
+        callback_url: str | None,
+        idempotency_key: str | None,
+        name: str | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> Job:
         body: dict[str, Any] = {"dataset": dataset, "params": params}
         if name is not None:
             body["name"] = name
@@ -544,7 +593,13 @@ def _name_tags(name: str | None, tags: Sequence[str] | None) -> dict[str, Any]:
 
 # ----- packing arrays -----
 def _dataset_arrays(
-    embeddings: Any, losses: Any, labels: Any, predictions: Any, ids: Any, metadata: Any, logits: Any,
+    embeddings: Any,
+    losses: Any,
+    labels: Any,
+    predictions: Any,
+    ids: Any,
+    metadata: Any,
+    logits: Any,
     sample_weights: Any,
 ) -> dict[str, np.ndarray]:
     emb = np.asarray(embeddings)
@@ -571,7 +626,9 @@ def _dataset_arrays(
                 arrays[name] = arr.astype(str)
                 continue
             if arr.dtype.kind not in "iub":
-                raise ValueError(f"{name} must be integers (class indices) or class names (text), got dtype {arr.dtype}")
+                raise ValueError(
+                    f"{name} must be integers (class indices) or class names (text), got dtype {arr.dtype}"
+                )
             arrays[name] = arr.astype(np.int64, copy=False)
     if ids is not None:
         id_list = list(np.asarray(ids).tolist()) if isinstance(ids, np.ndarray) else list(ids)
@@ -638,7 +695,9 @@ def _files_for_path(
         for p in paths:
             name = os.path.basename(os.fspath(p))
             if not name.endswith(".npy"):
-                raise ValueError(f"{p}: with several files, each must be a .npy named after its key (embeddings.npy, ...)")
+                raise ValueError(
+                    f"{p}: with several files, each must be a .npy named after its key (embeddings.npy, ...)"
+                )
             f = open(p, "rb")  # closed in the finally below
             opened.append(f)
             files.append((name[: -len(".npy")], (name, f, "application/octet-stream")))
@@ -664,8 +723,13 @@ def _progress_bar(enabled: bool, job_id: str) -> Iterator[Any]:
         rich_ok = True
     if rich_ok:
         with Progress(  # on stderr: stdout is for results (a table, or JSON a pipeline reads)
-            TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), transient=False, console=Console(stderr=True),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            transient=False,
+            console=Console(stderr=True),
         ) as bar:
             task = bar.add_task(job_id, total=1.0, detail="queued")
 

@@ -56,7 +56,8 @@ def check_mapping(mapping: Mapping[str, str] | None) -> dict[str, str]:
         if field not in ALIASES:
             raise ColumnError(
                 f"columns: unknown field {field!r}; the fields are {', '.join(FIELDS)} (other columns become metadata)",
-                field=field, allowed=list(FIELDS),
+                field=field,
+                allowed=list(FIELDS),
             )
         if not isinstance(column, str) or not column:
             raise ColumnError(f"columns: {field} must name a column (a non-empty string)", field=field)
@@ -82,7 +83,9 @@ def resolve(found: Iterable[str], mapping: Mapping[str, str] | None = None) -> d
         if column not in present:
             raise ColumnError(
                 f"columns: {field} is mapped to {column!r}, which is not there; found {_shown(columns)}",
-                field=field, column=column, columns=columns[:200],
+                field=field,
+                column=column,
+                columns=columns[:200],
             )
         out[field] = column
     taken = set(out.values())
@@ -94,7 +97,9 @@ def resolve(found: Iterable[str], mapping: Mapping[str, str] | None = None) -> d
             raise ColumnError(
                 f"columns {_shown(hits)} could each be the {field}; keep one, or say which with "
                 f'columns={{"{field}": "<name>"}} (CLI: --column {field}=<name>)',
-                field=field, candidates=hits, columns=columns[:200],
+                field=field,
+                candidates=hits,
+                columns=columns[:200],
             )
         if hits:
             out[field] = hits[0]
@@ -104,8 +109,9 @@ def resolve(found: Iterable[str], mapping: Mapping[str, str] | None = None) -> d
 def missing_embeddings_message(found: Iterable[str]) -> str:
     """The error for a table without embeddings: what is accepted, and what was there."""
     return (
-        "no embeddings: name a list column " + " or ".join(repr(a) for a in ALIASES["embeddings"][:3])
-        + ", use columns emb_0 … emb_{d-1}, or map one with columns={\"embeddings\": \"<name>\"} "
+        "no embeddings: name a list column "
+        + " or ".join(repr(a) for a in ALIASES["embeddings"][:3])
+        + ', use columns emb_0 … emb_{d-1}, or map one with columns={"embeddings": "<name>"} '
         "(CLI: --column embeddings=<name>); "
         f"found {_shown(found)}"
     )

@@ -28,8 +28,9 @@ def reference_loss(losses: np.ndarray, objective: Objective = "max_loss") -> flo
     return float(finite.min() if objective == "max_loss" else finite.max())
 
 
-def contributions(weights: np.ndarray, losses: np.ndarray, objective: Objective = "max_loss",
-                  reference: float | None = None) -> np.ndarray:
+def contributions(
+    weights: np.ndarray, losses: np.ndarray, objective: Objective = "max_loss", reference: float | None = None
+) -> np.ndarray:
     """weight * |loss - reference| (float64, same shape as `weights`; `losses` broadcast along rows).
 
     `weights` is n or n x k; `losses` n. Never negative, never NaN: a non-finite loss or weight
@@ -46,8 +47,13 @@ def contributions(weights: np.ndarray, losses: np.ndarray, objective: Objective 
     return np.where(np.isfinite(out), np.maximum(out, 0.0), 0.0)
 
 
-def order_by_contribution(members: np.ndarray, weights: np.ndarray, losses: np.ndarray,
-                          objective: Objective = "max_loss", reference: float | None = None) -> np.ndarray:
+def order_by_contribution(
+    members: np.ndarray,
+    weights: np.ndarray,
+    losses: np.ndarray,
+    objective: Objective = "max_loss",
+    reference: float | None = None,
+) -> np.ndarray:
     """`members` (row indices) reordered: highest contribution first, ties by weight, then by row.
 
     `weights` and `losses` are the full n-vectors (a region's weight column and the dataset's losses).

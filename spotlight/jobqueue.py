@@ -185,12 +185,20 @@ def on_job_failure(
         # The task records its own timeouts; this catches one that fired outside the search.
         # Another run would time out again, so RQ is told not to retry it.
         job.retries_left = 0
-        _mark(job, JobStatus.FAILED, JobError(code=ErrorCode.JOB_TIMEOUT, message=f"The job ran past its time limit: {exc_value}"))
+        _mark(
+            job,
+            JobStatus.FAILED,
+            JobError(code=ErrorCode.JOB_TIMEOUT, message=f"The job ran past its time limit: {exc_value}"),
+        )
     elif job.should_retry:
         log.warning("job %s raised %r; retrying", job.id, exc_value)
         _mark(job, JobStatus.QUEUED, None)
     else:
-        _mark(job, JobStatus.FAILED, JobError(code=ErrorCode.INTERNAL, message=f"The worker failed unexpectedly: {exc_value!r}"))
+        _mark(
+            job,
+            JobStatus.FAILED,
+            JobError(code=ErrorCode.INTERNAL, message=f"The worker failed unexpectedly: {exc_value!r}"),
+        )
 
 
 def abandoned_job_handler(

@@ -127,8 +127,12 @@ def status_fields(status: JobStatus, error: JobError | None = None) -> dict[str,
     if status == JobStatus.QUEUED:
         return {META_STATUS: JobStatus.QUEUED.value, META_ERROR: None, META_ENDED_AT: None}
     if status == JobStatus.RUNNING:
-        return {META_STATUS: JobStatus.RUNNING.value, META_ERROR: None, META_ENDED_AT: None,
-                META_STARTED_AT: utcnow().isoformat()}
+        return {
+            META_STATUS: JobStatus.RUNNING.value,
+            META_ERROR: None,
+            META_ENDED_AT: None,
+            META_STARTED_AT: utcnow().isoformat(),
+        }
     return {
         META_STATUS: status.value,
         META_ERROR: error.model_dump() if error else None,

@@ -108,11 +108,13 @@ def read_histograms(conn: Redis, queue_name: str) -> dict[str, dict[str, dict[st
             raw = {redis_text(k): v for k, v in conn.hgetall(key).items()}
             counts = [int(raw.get(f"b{i}", 0)) for i in range(len(bounds) + 1)]
             cumulative, running = [], 0
-            for bound, c in zip((*bounds, math.inf), counts):
+            for bound, c in zip((*bounds, math.inf), counts, strict=True):
                 running += c
                 cumulative.append((bound, running))
-            out[metric][key[len(prefix):]] = {
-                "buckets": cumulative, "sum": float(raw.get("sum", 0.0)), "count": int(raw.get("count", 0)),
+            out[metric][key[len(prefix) :]] = {
+                "buckets": cumulative,
+                "sum": float(raw.get("sum", 0.0)),
+                "count": int(raw.get("count", 0)),
             }
     return out
 

@@ -42,9 +42,7 @@ def kernel_of(u: np.ndarray, kernel: str) -> np.ndarray:
     raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")
 
 
-def weights(
-    x: Any, center: Any, precision: float | Any, kernel: str, basis: Any | None = None
-) -> np.ndarray:
+def weights(x: Any, center: Any, precision: float | Any, kernel: str, basis: Any | None = None) -> np.ndarray:
     """k(x) for every row of x (n x d), float64 in [0, 1]; rows are processed in chunks."""
     x = np.asarray(x)
     if x.ndim == 1:

@@ -298,8 +298,9 @@ def check_callback_url(url: str, settings: Settings, *, resolver: Resolver | Non
 
 
 # ----- making the request -----
-def _pinned_request(client: httpx.Client, method: str, checked: CheckedURL, address: IPAddress,
-                    headers: dict[str, str], **kwargs: Any) -> httpx.Request:
+def _pinned_request(
+    client: httpx.Client, method: str, checked: CheckedURL, address: IPAddress, headers: dict[str, str], **kwargs: Any
+) -> httpx.Request:
     """A request that connects to `address` but presents `checked.host` (Host header, SNI, cert)."""
     parts = urlsplit(checked.url)
     ip_host = f"[{address}]" if address.version == 6 else str(address)
@@ -307,7 +308,10 @@ def _pinned_request(client: httpx.Client, method: str, checked: CheckedURL, addr
     default_port = 443 if checked.scheme == "https" else 80
     name = f"[{checked.host}]" if ":" in checked.host else checked.host
     host_header = name if checked.port == default_port else f"{name}:{checked.port}"
-    extensions = {**kwargs.pop("extensions", {}), **({"sni_hostname": checked.host} if checked.scheme == "https" else {})}
+    extensions = {
+        **kwargs.pop("extensions", {}),
+        **({"sni_hostname": checked.host} if checked.scheme == "https" else {}),
+    }
     return client.build_request(
         method, pinned, headers={**headers, "Host": host_header}, extensions=extensions, **kwargs
     )

@@ -31,7 +31,8 @@ class SearchParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     spotlight_size: float = Field(
-        0.02, strict=True,
+        0.02,
+        strict=True,
         gt=0,
         description="Minimum total kernel weight of a region: a fraction of n in (0, 1), or a count >= 1.",
     )
@@ -44,14 +45,20 @@ class SearchParams(BaseModel):
     shape: Shape = Field("spherical", description="'spherical' (scalar precision) or 'diagonal' (one per dimension).")
     objective: Objective = Field("max_loss", description="'max_loss' finds weak spots; 'min_loss' strong ones.")
     steps: int = Field(
-        500, strict=True, ge=1, le=100_000,
+        500,
+        strict=True,
+        ge=1,
+        le=100_000,
         description="Cap on optimiser steps per region; the search stops earlier once converged "
         "(~200 steps typically).",
     )
     learning_rate: float = Field(0.05, strict=True, gt=0, le=10, description="Adam step size, in standardised units.")
     barrier_scale: float = Field(1.0, strict=True, ge=0, le=1e6, description="Weight of the spotlight-size barrier.")
     restarts: int = Field(
-        4, strict=True, ge=1, le=256,
+        4,
+        strict=True,
+        ge=1,
+        le=256,
         description="Starts optimised at once (one matrix product); the best feasible one is kept.",
     )
     deflation: Deflation = Field(
@@ -62,7 +69,10 @@ class SearchParams(BaseModel):
         "tails in place so later regions often find the same weak spot again.",
     )
     seed: int = Field(
-        0, strict=True, ge=0, le=2**32 - 1,
+        0,
+        strict=True,
+        ge=0,
+        le=2**32 - 1,
         description="Seed of every random choice; same seed, same device, same result.",
     )
     pca_components: int | None = Field(
@@ -76,7 +86,10 @@ class SearchParams(BaseModel):
     )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
     n_permutations: int = Field(
-        0, strict=True, ge=0, le=1000,
+        0,
+        strict=True,
+        ge=0,
+        le=1000,
         description="Permutation test runs (losses shuffled) for each region's p-value; 0 skips it.",
     )
 

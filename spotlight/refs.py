@@ -51,8 +51,24 @@ from spotlight.settings import Settings
 # roots) or talk HTTP without the guard; never accepted even if an operator lists them.
 _NEVER_FSSPEC = frozenset(
     {
-        "file", "local", "http", "https", "zip", "tar", "libarchive", "simplecache", "filecache",
-        "blockcache", "cached", "reference", "dir", "jlab", "jupyter", "data", "ssh", "sftp",
+        "file",
+        "local",
+        "http",
+        "https",
+        "zip",
+        "tar",
+        "libarchive",
+        "simplecache",
+        "filecache",
+        "blockcache",
+        "cached",
+        "reference",
+        "dir",
+        "jlab",
+        "jupyter",
+        "data",
+        "ssh",
+        "sftp",
     }
 )
 _DOWNLOAD_CHUNK = 1024 * 1024
@@ -120,7 +136,10 @@ def _check_size(size: int, uri: str, settings: Settings) -> None:
     if size > settings.max_upload_bytes:
         raise ReferenceTooLarge(
             f"the referenced object is {size} bytes; this server accepts at most {settings.max_upload_bytes}",
-            uri=uri, reason="too_large", size=size, limit=settings.max_upload_bytes,
+            uri=uri,
+            reason="too_large",
+            size=size,
+            limit=settings.max_upload_bytes,
         )
 
 
@@ -131,8 +150,9 @@ def open_reference(uri: str, settings: Settings, *, resolver: Resolver | None = 
     not read, :class:`ReferenceUnreadable` for what is allowed but cannot be read.
     """
     if not isinstance(uri, str) or not uri.strip():
-        raise ReferenceRefused("the reference is empty; give a URI such as file:///data/x.npz", uri=str(uri),
-                               reason="malformed")
+        raise ReferenceRefused(
+            "the reference is empty; give a URI such as file:///data/x.npz", uri=str(uri), reason="malformed"
+        )
     if "\x00" in uri:
         raise ReferenceRefused("the reference contains a NUL character", uri=uri, reason="malformed")
     if "::" in uri.split("?", 1)[0] and not uri.lower().startswith(("http://[", "https://[")):
@@ -144,12 +164,15 @@ def open_reference(uri: str, settings: Settings, *, resolver: Resolver | None = 
     scheme = parts.scheme.lower()
     allowed = [s.lower() for s in settings.allowed_schemes]
     if not scheme or len(scheme) == 1:  # no scheme, or a Windows drive letter
-        raise ReferenceRefused("the reference has no scheme; give a URI such as file:///data/x.npz", uri=uri,
-                               reason="scheme")
+        raise ReferenceRefused(
+            "the reference has no scheme; give a URI such as file:///data/x.npz", uri=uri, reason="scheme"
+        )
     if scheme not in allowed:
         raise ReferenceRefused(
             f"scheme {scheme!r} is not allowed on this server (allowed: {', '.join(allowed) or 'none'})",
-            uri=uri, reason="scheme", allowed_schemes=allowed,
+            uri=uri,
+            reason="scheme",
+            allowed_schemes=allowed,
         )
     if scheme == "file":
         return _open_file(uri, parts.netloc, parts.path, settings)
@@ -183,8 +206,7 @@ def _open_file(uri: str, netloc: str, raw_path: str, settings: Settings) -> Open
         return ReferenceRefused(message, uri=uri, reason=reason)
 
     if netloc not in ("", "localhost"):
-        raise refused(f"file:// references name a path on this server; host {netloc!r} is not accepted",
-                      "malformed")
+        raise refused(f"file:// references name a path on this server; host {netloc!r} is not accepted", "malformed")
     path = unquote(raw_path)
     if "\x00" in path:
         raise refused("the path contains a NUL character", "malformed")
@@ -249,21 +271,33 @@ def _open_http(uri: str, settings: Settings, resolver: Resolver | None) -> Opene
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
     deadline = Deadline(settings.reference_timeout_s)
     try:
-        with deadline, guarded_request(
-            "GET", uri, settings, "reference", resolver=resolver, headers={"Accept-Encoding": "identity"},
-            deadline=deadline,
-        ) as response:
+        with (
+            deadline,
+            guarded_request(
+                "GET",
+                uri,
+                settings,
+                "reference",
+                resolver=resolver,
+                headers={"Accept-Encoding": "identity"},
+                deadline=deadline,
+            ) as response,
+        ):
             if response.status_code != 200:
                 raise ReferenceUnreadable(
                     f"the server at the reference answered HTTP {response.status_code}",
-                    uri=uri, reason="http_status", status=response.status_code,
+                    uri=uri,
+                    reason="http_status",
+                    status=response.status_code,
                 )
             encoding = response.headers.get("content-encoding", "").strip().lower()
             if encoding not in ("", "identity"):
                 raise ReferenceRefused(
                     f"the server sent the file with Content-Encoding {encoding[:100]!r}; references are read "
                     "as they are stored (identity), so compressed transfers are refused",
-                    uri=uri, reason="content_encoding", content_encoding=encoding[:100],
+                    uri=uri,
+                    reason="content_encoding",
+                    content_encoding=encoding[:100],
                 )
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit():
@@ -284,10 +318,14 @@ def _open_http(uri: str, settings: Settings, resolver: Resolver | None) -> Opene
         if deadline.expired:
             raise ReferenceUnreadable(
                 f"the reference did not arrive within {settings.reference_timeout_s:g} s "
-                "(SPOTLIGHT_REFERENCE_TIMEOUT_S)", uri=uri, reason="timeout", limit_s=settings.reference_timeout_s,
+                "(SPOTLIGHT_REFERENCE_TIMEOUT_S)",
+                uri=uri,
+                reason="timeout",
+                limit_s=settings.reference_timeout_s,
             ) from exc
-        raise ReferenceUnreadable(f"cannot fetch the reference ({type(exc).__name__}: {exc})", uri=uri,
-                                  reason="network") from exc
+        raise ReferenceUnreadable(
+            f"cannot fetch the reference ({type(exc).__name__}: {exc})", uri=uri, reason="network"
+        ) from exc
     except BaseException:
         spool.close()
         raise
@@ -318,8 +356,9 @@ def _open_fsspec(uri: str, scheme: str, settings: Settings) -> OpenedReference:
     except PermissionError as exc:
         raise ReferenceUnreadable("the server may not read this object", uri=uri, reason="permission") from exc
     except Exception as exc:  # each filesystem raises its own errors
-        raise ReferenceUnreadable(f"cannot read the reference ({type(exc).__name__}: {exc})", uri=uri,
-                                  reason="io") from exc
+        raise ReferenceUnreadable(
+            f"cannot read the reference ({type(exc).__name__}: {exc})", uri=uri, reason="io"
+        ) from exc
     if info.get("type") != "file":
         raise ReferenceUnreadable("the reference is not a file", uri=uri, reason="not_a_file")
     size = int(info.get("size") or 0)
@@ -327,6 +366,7 @@ def _open_fsspec(uri: str, scheme: str, settings: Settings) -> OpenedReference:
     try:
         file = fs.open(path, "rb")
     except Exception as exc:
-        raise ReferenceUnreadable(f"cannot open the reference ({type(exc).__name__}: {exc})", uri=uri,
-                                  reason="io") from exc
+        raise ReferenceUnreadable(
+            f"cannot open the reference ({type(exc).__name__}: {exc})", uri=uri, reason="io"
+        ) from exc
     return _opened(file, size, PurePosixPath(path).name, uri)

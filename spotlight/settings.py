@@ -13,7 +13,6 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 _KEY_PREFIX = "spotlight"  # spotlight/protocol.py's KEY_PREFIX (that module imports this one)
 
 
@@ -61,20 +60,24 @@ class Settings(BaseSettings):
     job_retries: int = Field(1, description="How often a job whose worker died is retried on another worker.")
     max_active_jobs_per_tenant: int = Field(20, description="Queued + running jobs one tenant may have (429 past it).")
     max_job_cost: float = Field(
-        1e14, gt=0,
+        1e14,
+        gt=0,
         description="Largest estimated cost of one job, in element-steps: n·d × restarts × steps × (regions + permutations).",
     )
     max_active_cost_per_tenant: float = Field(
         2e14, gt=0, description="Largest summed estimated cost of one tenant's queued + running jobs (429 past it)."
     )
     large_job_cost: float = Field(
-        1e11, gt=0,
+        1e11,
+        gt=0,
         description="Jobs estimated above this go to the large lane, served in turn with the others (round robin).",
     )
     progress_interval_s: float = Field(0.3, description="How often a worker publishes a job's progress.")
 
     # --- input limits ---
-    max_upload_bytes: int = Field(4 * 1024**3, description="Largest accepted upload or reference, in bytes (413 past it).")
+    max_upload_bytes: int = Field(
+        4 * 1024**3, description="Largest accepted upload or reference, in bytes (413 past it)."
+    )
     max_elements: int = Field(2 * 1024**3, description="Largest accepted n·d of an embedding matrix.")
     max_inline_bytes: int = Field(64 * 1024**2, description="Largest JSON body with inline arrays.")
     max_job_body_bytes: int = Field(
@@ -87,7 +90,7 @@ class Settings(BaseSettings):
         default_factory=list, description="Local folders `file://` references may read from (JSON list)."
     )
     allowed_schemes: list[str] = Field(
-        default_factory=lambda: ["file"], description="URI schemes references may use (e.g. [\"file\",\"s3\"])."
+        default_factory=lambda: ["file"], description='URI schemes references may use (e.g. ["file","s3"]).'
     )
     allowed_hosts: list[str] = Field(
         default_factory=list, description="Hosts http(s) references and callback URLs may reach."

@@ -57,8 +57,11 @@ def expected_form(field: str) -> str:
         annotation = args[0]
     origin = typing.get_origin(annotation)
     if origin in (list, tuple, set):
-        return 'a JSON list of strings, e.g. ["/data/a", "/data/b"]' if field == "allowed_roots" \
+        return (
+            'a JSON list of strings, e.g. ["/data/a", "/data/b"]'
+            if field == "allowed_roots"
             else 'a JSON list of strings, e.g. ["a", "b"]'
+        )
     if annotation is bool:
         return "true or false"
     if annotation is int:
@@ -109,7 +112,9 @@ class _FromValues(Settings):
     """Settings validated from given values only (no environment): to collect every error at once."""
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, *rest: Any, **kw: Any) -> tuple[Any, ...]:
+    def settings_customise_sources(
+        cls, settings_cls: Any, init_settings: Any, *rest: Any, **kw: Any
+    ) -> tuple[Any, ...]:
         return (init_settings,)
 
 

@@ -23,11 +23,11 @@ may have just written the object this one asks about.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import secrets
-import hashlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +35,6 @@ from typing import IO, Any
 
 import fsspec
 import numpy as np
-
 
 log = logging.getLogger("spotlight.store")
 

@@ -63,13 +63,13 @@ def mapping_for(names: Sequence[str], given: Mapping[str, str | None]) -> dict[s
     for field, column in mapping.items():
         if not isinstance(column, str):
             raise TypeError(f"with a table, {field}= names a column (a string), not {type(column).__name__}")
-    emb_cols = [c for c in names if c.startswith(_EMB_PREFIX) and c[len(_EMB_PREFIX):].isdigit()]
+    emb_cols = [c for c in names if c.startswith(_EMB_PREFIX) and c[len(_EMB_PREFIX) :].isdigit()]
     found = colmap.resolve([c for c in names if c not in emb_cols], mapping)
     if "embeddings" not in found and not emb_cols:
         raise colmap.ColumnError(colmap.missing_embeddings_message(names), columns=list(names))
     if "losses" not in found and not ("logits" in found and "labels" in found):
         raise colmap.ColumnError(
-            "no losses: name the column with losses=\"<column>\" (or give logits and labels); "
+            'no losses: name the column with losses="<column>" (or give logits and labels); '
             f"found {', '.join(repr(n) for n in names[:30])}",
             columns=list(names),
         )
@@ -129,7 +129,10 @@ def stands_out(description: Any, limit: int = 3) -> str:
     """The most over-represented label, prediction and metadata values, e.g. 'label=cat (x4.1)'."""
     if not isinstance(description, dict):
         return ""
-    fields: list[tuple[str, Any]] = [("label", description.get("labels")), ("prediction", description.get("predictions"))]
+    fields: list[tuple[str, Any]] = [
+        ("label", description.get("labels")),
+        ("prediction", description.get("predictions")),
+    ]
     fields += list((description.get("metadata") or {}).items())
     parts = []
     for name, comp in fields:
@@ -140,8 +143,18 @@ def stands_out(description: Any, limit: int = 3) -> str:
 
 
 REGION_COLUMNS = (
-    "index", "n_members", "effective_size", "weighted_loss", "mean_loss", "lift", "total_weight", "size_requested",
-    "feasible", "p_value", "kernel", "shape",
+    "index",
+    "n_members",
+    "effective_size",
+    "weighted_loss",
+    "mean_loss",
+    "lift",
+    "total_weight",
+    "size_requested",
+    "feasible",
+    "p_value",
+    "kernel",
+    "shape",
 )
 
 

@@ -97,7 +97,7 @@ class Supervisor:
         """SIGTERM all; a worker busy with a job gets a second SIGTERM after a grace period (RQ's cold
         stop: the job is abandoned and retried on the next start); then SIGKILL what is left."""
         live = {name: proc for name, (_, proc) in self.children.items() if proc.poll() is None}
-        for name, proc in live.items():
+        for proc in live.values():
             _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout_s
         warned = False
@@ -175,8 +175,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         for i in range(args.workers):
             supervisor.start(f"worker-{i}", [*worker, "--no-callbacks"])
         supervisor.start("worker-callbacks", [*worker, "--callbacks-only"])
-        log.info("spotlight is up on http://%s:%d with %d worker(s) and a callbacks worker; Ctrl-C stops it",
-                 args.host, args.port, args.workers)
+        log.info(
+            "spotlight is up on http://%s:%d with %d worker(s) and a callbacks worker; Ctrl-C stops it",
+            args.host,
+            args.port,
+            args.workers,
+        )
         restarts: list[float] = []
         redis_restarts: list[float] = []
         redis_back_at = float("-inf")
@@ -187,13 +191,17 @@ def cmd_up(args: argparse.Namespace) -> int:
                 now = time.monotonic()
                 redis_restarts = [t for t in redis_restarts if t > now - 60] + [now]
                 if len(redis_restarts) > 5:
-                    log.error("the embedded Redis keeps dying (status %s): stopping everything",
-                              redis_server.returncode)
+                    log.error(
+                        "the embedded Redis keeps dying (status %s): stopping everything", redis_server.returncode
+                    )
                     exit_code = 1
                     stop.set()
                     break
-                log.warning("the embedded Redis exited (status %s): restarting it on its AOF in %s",
-                            redis_server.returncode, data_dir / "redis")
+                log.warning(
+                    "the embedded Redis exited (status %s): restarting it on its AOF in %s",
+                    redis_server.returncode,
+                    data_dir / "redis",
+                )
                 try:
                     redis_server.start(timeout=REDIS_START_TIMEOUT_S)
                 except RuntimeError as exc:

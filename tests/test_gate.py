@@ -6,22 +6,31 @@ import pytest
 
 from spotlight.gate import GateSyntaxError, parse
 
-WEAK = {"index": 0, "lift": 4.0, "p_value": 0.01, "weighted_loss": 2.0, "feasible": True,
-        "description": {"error_rate": {"inside": 0.6, "lift": 3.0}}}
+WEAK = {
+    "index": 0,
+    "lift": 4.0,
+    "p_value": 0.01,
+    "weighted_loss": 2.0,
+    "feasible": True,
+    "description": {"error_rate": {"inside": 0.6, "lift": 3.0}},
+}
 MILD = {"index": 1, "lift": 1.2, "p_value": 0.4, "weighted_loss": 0.6, "feasible": False}
 
 
-@pytest.mark.parametrize(("text", "weak", "mild"), [
-    ("lift > 3 and p_value < 0.05", True, False),
-    ("lift > 3 or weighted_loss >= 0.6", True, True),
-    ("not lift > 3", False, True),
-    ("lift > 5 or lift > 3 and p_value < 0.05", True, False),  # and binds tighter than or
-    ("(lift > 5 or lift > 3) and p_value < 0.05", True, False),
-    ("feasible == 1", True, False),
-    ("error_rate > 0.5 AND error_rate_lift >= 3", True, False),
-    ("1e-3 < p_value", True, True),
-    ("index != 0", False, True),
-])
+@pytest.mark.parametrize(
+    ("text", "weak", "mild"),
+    [
+        ("lift > 3 and p_value < 0.05", True, False),
+        ("lift > 3 or weighted_loss >= 0.6", True, True),
+        ("not lift > 3", False, True),
+        ("lift > 5 or lift > 3 and p_value < 0.05", True, False),  # and binds tighter than or
+        ("(lift > 5 or lift > 3) and p_value < 0.05", True, False),
+        ("feasible == 1", True, False),
+        ("error_rate > 0.5 AND error_rate_lift >= 3", True, False),
+        ("1e-3 < p_value", True, True),
+        ("index != 0", False, True),
+    ],
+)
 def test_expressions_match_the_regions_they_should(text: str, weak: bool, mild: bool) -> None:
     gate = parse(text)
     assert gate.matches(WEAK) is weak and gate.matches(MILD) is mild
@@ -36,8 +45,21 @@ def test_a_missing_value_never_matches_and_is_reported() -> None:
     assert missing == {"error_rate"}  # every part is evaluated, so every absent field is named
 
 
-@pytest.mark.parametrize("text", ["", "lift >", "lift >> 3", "lift > 3 and", "(lift > 3", "lift > 3)",
-                                  "__import__('os') > 1", "lift > 3; rm -rf /", "lfit > 3", "lift + 1 > 3"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "lift >",
+        "lift >> 3",
+        "lift > 3 and",
+        "(lift > 3",
+        "lift > 3)",
+        "__import__('os') > 1",
+        "lift > 3; rm -rf /",
+        "lfit > 3",
+        "lift + 1 > 3",
+    ],
+)
 def test_anything_else_is_refused_with_a_message(text: str) -> None:
     with pytest.raises(GateSyntaxError):
         parse(text)

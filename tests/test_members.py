@@ -73,8 +73,12 @@ def test_overlap_is_the_share_of_the_later_regions_members_already_shown() -> No
     assert out[1] == [{"region": 0, "shared": 5, "share": 0.25}]
     assert out[2] == [{"region": 0, "shared": 0, "share": 0.0}, {"region": 1, "shared": 0, "share": 0.0}]
     assert [e["share"] for e in out[3]] == [0.0, 0.0, 0.0]
-    assert out[4] == [{"region": 0, "shared": 4, "share": 1.0}, {"region": 1, "shared": 0, "share": 0.0},
-                      {"region": 2, "shared": 0, "share": 0.0}, {"region": 3, "shared": 0, "share": 0.0}]
+    assert out[4] == [
+        {"region": 0, "shared": 4, "share": 1.0},
+        {"region": 1, "shared": 0, "share": 0.0},
+        {"region": 2, "shared": 0, "share": 0.0},
+        {"region": 3, "shared": 0, "share": 0.0},
+    ]
     m = overlap_matrix([a, b, c])
     assert m.shape == (3, 3) and np.allclose(np.diag(m), 1.0)
     assert m[1, 0] == pytest.approx(0.25) and m[0, 1] == pytest.approx(0.5) and m[2, :2].sum() == 0

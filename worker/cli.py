@@ -19,8 +19,13 @@ from worker.runner import run_worker
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    run_worker(get_settings(), burst=args.burst, name=args.name,
-               searches=not args.callbacks_only, callbacks=not args.no_callbacks)
+    run_worker(
+        get_settings(),
+        burst=args.burst,
+        name=args.name,
+        searches=not args.callbacks_only,
+        callbacks=not args.no_callbacks,
+    )
     return 0
 
 
@@ -30,10 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--burst", action="store_true", help="quit when the queue is empty")
     wk.add_argument("--name", default=None, help="worker name (default host.pid)")
     only = wk.add_mutually_exclusive_group()
-    only.add_argument("--no-callbacks", action="store_true",
-                      help="searches only: leave webhook deliveries to a --callbacks-only worker")
-    only.add_argument("--callbacks-only", action="store_true",
-                      help="deliver webhooks only (no torch needed: runs in the API's image)")
+    only.add_argument(
+        "--no-callbacks",
+        action="store_true",
+        help="searches only: leave webhook deliveries to a --callbacks-only worker",
+    )
+    only.add_argument(
+        "--callbacks-only", action="store_true", help="deliver webhooks only (no torch needed: runs in the API's image)"
+    )
     wk.set_defaults(func=cmd_worker)
     return parser
 

@@ -173,8 +173,15 @@ def describe_regions(
     """:func:`describe_region` for every region's member set."""
     return [
         describe_region(
-            members, losses, labels, predictions, metadata_columns, rng_seed + k, n_bootstrap,
-            sample_weights=sample_weights, metadata_index=metadata_index,
+            members,
+            losses,
+            labels,
+            predictions,
+            metadata_columns,
+            rng_seed + k,
+            n_bootstrap,
+            sample_weights=sample_weights,
+            metadata_index=metadata_index,
         )
         for k, members in enumerate(member_sets)
     ]
@@ -207,8 +214,15 @@ def describe_job(
         rows = read_metadata(np.arange(n) if index is None else index)
         columns = metadata_columns(rows) if rows is not None else None
     return describe_regions(
-        member_sets, losses, labels, predictions, columns, seed, n_bootstrap,
-        sample_weights=sample_weights, metadata_index=index,
+        member_sets,
+        losses,
+        labels,
+        predictions,
+        columns,
+        seed,
+        n_bootstrap,
+        sample_weights=sample_weights,
+        metadata_index=index,
     )
 
 
@@ -412,9 +426,7 @@ def _classify(values: Sequence[Any]) -> tuple[str, Any]:
     return "skip", None
 
 
-def _composition(
-    coded: tuple[np.ndarray, list[Any]], w: np.ndarray, overall_w: np.ndarray, top: int
-) -> dict[str, Any]:
+def _composition(coded: tuple[np.ndarray, list[Any]], w: np.ndarray, overall_w: np.ndarray, top: int) -> dict[str, Any]:
     """Weighted share of each value inside vs overall; the `top` values with the most excess weight."""
     codes, names = coded
     m = len(names)
@@ -429,21 +441,23 @@ def _composition(
     for j in order[: max(0, top)]:
         if excess[j] <= 0 and values:
             break
-        values.append({
-            "value": _jsonable(names[j]),
-            "count_inside": _finite(float(inside[j])),
-            "count_overall": _finite(float(overall[j])),
-            "share_inside": _finite(float(share_in[j])),
-            "share_overall": _finite(float(share_all[j])),
-            "lift": _lift(float(share_in[j]), float(share_all[j])),
-        })
+        values.append(
+            {
+                "value": _jsonable(names[j]),
+                "count_inside": _finite(float(inside[j])),
+                "count_overall": _finite(float(overall[j])),
+                "share_inside": _finite(float(share_in[j])),
+                "share_overall": _finite(float(share_all[j])),
+                "lift": _lift(float(share_in[j]), float(share_all[j])),
+            }
+        )
     dominant = int(np.argmax(share_in)) if m else None
     return {
         "n_values": m,
         "over_represented": values,
-        "dominant": None if dominant is None else {
-            "value": _jsonable(names[dominant]), "share_inside": _finite(float(share_in[dominant]))
-        },
+        "dominant": None
+        if dominant is None
+        else {"value": _jsonable(names[dominant]), "share_inside": _finite(float(share_in[dominant]))},
     }
 
 

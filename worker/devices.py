@@ -22,8 +22,9 @@ def detect_cuda_devices(timeout_s: float = 120.0) -> int:
     if not torch.version.cuda:  # a CPU build
         return 0
     try:
-        out = subprocess.run([sys.executable, "-c", _COUNT_SCRIPT], capture_output=True, text=True,
-                             timeout=timeout_s, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", _COUNT_SCRIPT], capture_output=True, text=True, timeout=timeout_s, check=True
+        ).stdout
         return int(out.strip().splitlines()[-1])
     except (subprocess.SubprocessError, ValueError, IndexError, OSError):
         return 0

@@ -54,7 +54,9 @@ TEXT_CHARS = 160
 PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#e377c2", "#8c564b", "#bcbd22", "#7f7f7f"]
 _IMAGE_EXT = re.compile(r"\.(png|jpe?g|gif|webp|bmp|svg|avif)$", re.IGNORECASE)
 _IMAGE_FIELD = re.compile(r"(image|img|thumb|photo|picture|pic)", re.IGNORECASE)
-_DATA_IMAGE = re.compile(r"^data:image/(png|jpeg|jpg|gif|webp|bmp|svg\+xml|avif)(;[a-z0-9=.+-]+)*,[A-Za-z0-9+/=%._~-]*$")
+_DATA_IMAGE = re.compile(
+    r"^data:image/(png|jpeg|jpg|gif|webp|bmp|svg\+xml|avif)(;[a-z0-9=.+-]+)*,[A-Za-z0-9+/=%._~-]*$"
+)
 _MAX_DATA_URI = 256 * 1024
 # Losses this skewed (the median in the lowest 5 % of the range, e.g. a classifier's cross-entropy,
 # mostly near 0) are binned on a logarithmic axis, so the few high losses are not one flat bar.
@@ -70,8 +72,11 @@ class NoPlot(Exception):
 @lru_cache(maxsize=1)
 def _templates() -> Environment:
     env = Environment(
-        loader=PackageLoader("worker", "templates"), autoescape=True, undefined=StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True,
+        loader=PackageLoader("worker", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     env.globals["CSP"] = CSP
     return env
@@ -96,16 +101,18 @@ def member_rows(
     idx = [int(i) for i in np.asarray(indices).ravel()]
     rows = []
     for j, i in enumerate(idx):
-        rows.append({
-            "index": i,
-            "id": ids[j] if ids is not None else None,
-            "weight": float(weights_k[i]),
-            "loss": float(losses[i]),
-            "contribution": float(contribution[i]) if contribution is not None else None,
-            "label": _class_value(labels, i),
-            "prediction": _class_value(predictions, i),
-            "metadata": _metadata_of(metadata, j),
-        })
+        rows.append(
+            {
+                "index": i,
+                "id": ids[j] if ids is not None else None,
+                "weight": float(weights_k[i]),
+                "loss": float(losses[i]),
+                "contribution": float(contribution[i]) if contribution is not None else None,
+                "label": _class_value(labels, i),
+                "prediction": _class_value(predictions, i),
+                "metadata": _metadata_of(metadata, j),
+            }
+        )
     return rows
 
 
@@ -153,12 +160,18 @@ def job_report(
     for k, ordered in enumerate(members_by_contribution):
         col = np.asarray(W[:, k], dtype=np.float64)
         idx = np.asarray(ordered, dtype=np.int64)[:MEMBERS_SHOWN]
-        tops.append(member_rows(
-            idx, col, losses, labels, predictions,
-            read_ids(idx) if read_ids is not None else None,
-            read_metadata(idx) if read_metadata is not None else None,
-            contribution=contributions(col, loss_v, objective, reference),
-        ))
+        tops.append(
+            member_rows(
+                idx,
+                col,
+                losses,
+                labels,
+                predictions,
+                read_ids(idx) if read_ids is not None else None,
+                read_metadata(idx) if read_metadata is not None else None,
+                contribution=contributions(col, loss_v, objective, reference),
+            )
+        )
     return render_report(job, regions, descriptions, embeddings, losses, W, member_sets, tops, seed=seed)
 
 
@@ -212,42 +225,72 @@ def render_report(
         colour = PALETTE[j % len(PALETTE)]
         member_mask = np.zeros(n, dtype=bool)
         member_mask[sets[j]] = True
-        cards.append({
-            "index": region.get("index", j), "anchor": f"region-{j}", "colour": colour,
-            "below_size": region.get("feasible") is False,
-            "setup": _setup_line(region),
-            "stats": _region_stats(region, desc, n_perm),
-            "empty_why": _empty_reason(region) if sets[j].size == 0 else None,
-            "projection": _plot(partial(_region_projection, j, proj, proj_why, centers, sample, member_mask, colour))
-            if sets[j].size else None,
-            "histogram": _plot(partial(_loss_histogram, loss, member_mask, region, desc, colour)) if sets[j].size else None,
-            "composition": _composition_blocks(desc),
-            "numeric": _numeric_rows(desc),
-            "members": _members_table(rows),
-        })
-    page = _templates().get_template("report.html.j2").render(
-        title=f"Spotlight report · {job.get('id', 'job')}",
-        facts=_job_facts(job, n, emb.shape[1] if emb.ndim == 2 else 0),
-        params=[(key, _short(value)) for key, value in sorted((job.get("params") or {}).items())],
-        summary=_summary_rows(regions, descriptions, n_perm),
-        dataset_mean=_dataset_mean(regions, descriptions),
-        overlap=_overlap_table(regions, sets),
-        overview=overview,
-        projection_note=(f"{proj.method} of the embeddings, {len(sample):,} of {n:,} rows shown; each region's "
-                         "members in its colour, its centre marked ×.") if proj is not None else "",
-        regions=cards,
+        cards.append(
+            {
+                "index": region.get("index", j),
+                "anchor": f"region-{j}",
+                "colour": colour,
+                "below_size": region.get("feasible") is False,
+                "setup": _setup_line(region),
+                "stats": _region_stats(region, desc, n_perm),
+                "empty_why": _empty_reason(region) if sets[j].size == 0 else None,
+                "projection": _plot(
+                    partial(_region_projection, j, proj, proj_why, centers, sample, member_mask, colour)
+                )
+                if sets[j].size
+                else None,
+                "histogram": _plot(partial(_loss_histogram, loss, member_mask, region, desc, colour))
+                if sets[j].size
+                else None,
+                "composition": _composition_blocks(desc),
+                "numeric": _numeric_rows(desc),
+                "members": _members_table(rows),
+            }
+        )
+    page = (
+        _templates()
+        .get_template("report.html.j2")
+        .render(
+            title=f"Spotlight report · {job.get('id', 'job')}",
+            facts=_job_facts(job, n, emb.shape[1] if emb.ndim == 2 else 0),
+            params=[(key, _short(value)) for key, value in sorted((job.get("params") or {}).items())],
+            summary=_summary_rows(regions, descriptions, n_perm),
+            dataset_mean=_dataset_mean(regions, descriptions),
+            overlap=_overlap_table(regions, sets),
+            overview=overview,
+            projection_note=(
+                f"{proj.method} of the embeddings, {len(sample):,} of {n:,} rows shown; each region's "
+                "members in its colour, its centre marked ×."
+            )
+            if proj is not None
+            else "",
+            regions=cards,
+        )
     )
     return page
 
 
 def fallback_report(job: Mapping[str, Any], regions: Sequence[Mapping[str, Any]], reason: str) -> str:
     """A plain page with the regions' numbers, for when the full report could not be rendered."""
-    rows = [{
-        "index": r.get("index", j), "n_members": _int(r.get("n_members")), "effective_size": _num(r.get("effective_size"), 1),
-        "weighted_loss": _num(r.get("weighted_loss")), "lift": _num(r.get("lift"), 2),
-    } for j, r in enumerate(regions)]
-    return _templates().get_template("fallback.html.j2").render(
-        title=f"Spotlight report · {job.get('id', 'job')}", job_id=str(job.get("id", "—")), reason=reason, rows=rows,
+    rows = [
+        {
+            "index": r.get("index", j),
+            "n_members": _int(r.get("n_members")),
+            "effective_size": _num(r.get("effective_size"), 1),
+            "weighted_loss": _num(r.get("weighted_loss")),
+            "lift": _num(r.get("lift"), 2),
+        }
+        for j, r in enumerate(regions)
+    ]
+    return (
+        _templates()
+        .get_template("fallback.html.j2")
+        .render(
+            title=f"Spotlight report · {job.get('id', 'job')}",
+            job_id=str(job.get("id", "—")),
+            reason=reason,
+            rows=rows,
+        )
     )
 
 
@@ -290,15 +333,21 @@ def _description(descriptions: Sequence[Mapping[str, Any] | None], j: int) -> Ma
 def _job_facts(job: Mapping[str, Any], n: int, d: int) -> list[tuple[str, str]]:
     created, started, ended = (_dt(job.get(x)) for x in ("created_at", "started_at", "ended_at"))
     wait = _seconds(started - created) if created and started else "—"
-    run = _seconds(ended - started) if started and ended else (
-        _seconds(job["elapsed_s"]) if isinstance(job.get("elapsed_s"), (int, float)) else "—")
+    run = (
+        _seconds(ended - started)
+        if started and ended
+        else (_seconds(job["elapsed_s"]) if isinstance(job.get("elapsed_s"), (int, float)) else "—")
+    )
     rows, dims = job.get("n", n), job.get("dim", d)
     return [
-        ("Job", str(job.get("id", "—"))), ("Status", str(job.get("status", "finished"))),
+        ("Job", str(job.get("id", "—"))),
+        ("Status", str(job.get("status", "finished"))),
         ("Dataset", str(job.get("dataset", "—"))),
         ("Rows × dims", f"{_int(rows)} × {_int(dims)}"),
-        ("Device", str(job.get("device") or "—")), ("Created", _fmt_dt(created)),
-        ("Waited in queue", wait), ("Ran for", run),
+        ("Device", str(job.get("device") or "—")),
+        ("Created", _fmt_dt(created)),
+        ("Waited in queue", wait),
+        ("Ran for", run),
     ]
 
 
@@ -316,19 +365,30 @@ def _summary_rows(
     for j, r in enumerate(regions):
         d = _description(descriptions, j)
         err = d.get("error_rate")
-        rows.append({
-            "index": r.get("index", j), "anchor": f"region-{j}", "colour": PALETTE[j % len(PALETTE)],
-            "below_size": r.get("feasible") is False,
-            "n_members": _int(r.get("n_members")), "effective_size": _num(r.get("effective_size", r.get("total_weight")), 1),
-            "mean_loss": _num(d.get("mean_loss")), "ci": _ci(d.get("mean_loss_ci")),
-            "lift": _times(d.get("lift")), "error_rate": _pct(err.get("inside")) if err else None,
-            "weighted_loss": _num(r.get("weighted_loss")),
-            "earlier": bool(r.get("overlap")),
-            "overlap": [(f"#{o.get('region')}", _pct(o.get("share"))) for o in (r.get("overlap") or [])
-                        if isinstance(o, Mapping) and float(o.get("share") or 0) > 0],
-            "p_value": _pval(r.get("p_value"), n_perm), "has_p_value": _is_num(r.get("p_value")),
-            "headline": _headline(d),
-        })
+        rows.append(
+            {
+                "index": r.get("index", j),
+                "anchor": f"region-{j}",
+                "colour": PALETTE[j % len(PALETTE)],
+                "below_size": r.get("feasible") is False,
+                "n_members": _int(r.get("n_members")),
+                "effective_size": _num(r.get("effective_size", r.get("total_weight")), 1),
+                "mean_loss": _num(d.get("mean_loss")),
+                "ci": _ci(d.get("mean_loss_ci")),
+                "lift": _times(d.get("lift")),
+                "error_rate": _pct(err.get("inside")) if err else None,
+                "weighted_loss": _num(r.get("weighted_loss")),
+                "earlier": bool(r.get("overlap")),
+                "overlap": [
+                    (f"#{o.get('region')}", _pct(o.get("share")))
+                    for o in (r.get("overlap") or [])
+                    if isinstance(o, Mapping) and float(o.get("share") or 0) > 0
+                ],
+                "p_value": _pval(r.get("p_value"), n_perm),
+                "has_p_value": _is_num(r.get("p_value")),
+                "headline": _headline(d),
+            }
+        )
     return rows
 
 
@@ -344,8 +404,13 @@ def _overlap_table(regions: Sequence[Mapping[str, Any]], sets: Sequence[np.ndarr
         cells = []
         for i in range(k):
             share = float(m[j, i])
-            cells.append({"self": i == j, "text": "—" if i == j else _pct(share),
-                          "level": 0 if i == j else min(4, int(math.ceil(share * 4)))})
+            cells.append(
+                {
+                    "self": i == j,
+                    "text": "—" if i == j else _pct(share),
+                    "level": 0 if i == j else min(4, int(math.ceil(share * 4))),
+                }
+            )
         rows.append({"name": names[j], "colour": PALETTE[j % len(PALETTE)], "size": _int(sets[j].size), "cells": cells})
     return {"names": names, "rows": rows}
 
@@ -361,37 +426,55 @@ def _setup_line(region: Mapping[str, Any]) -> str:
 def _region_stats(region: Mapping[str, Any], desc: Mapping[str, Any], n_perm: Any) -> list[dict[str, Any]]:
     level = desc.get("ci_level", 0.95)
     stats: list[dict[str, Any]] = [
-        {"label": "Members", "value": _int(region.get("n_members")),
-         "title": "Rows a person calls the region: the flat kernel's support; for the gaussian, the heaviest "
-                  "rows that count as many examples as the region does."},
-        {"label": "Counts as (Σk)", "value": _num(region.get("effective_size", region.get("total_weight")), 1),
-         "title": "Effective size: the sum of the kernel weights, how many examples the region counts."},
+        {
+            "label": "Members",
+            "value": _int(region.get("n_members")),
+            "title": "Rows a person calls the region: the flat kernel's support; for the gaussian, the heaviest "
+            "rows that count as many examples as the region does.",
+        },
+        {
+            "label": "Counts as (Σk)",
+            "value": _num(region.get("effective_size", region.get("total_weight")), 1),
+            "title": "Effective size: the sum of the kernel weights, how many examples the region counts.",
+        },
         {"label": "Members' mean loss", "value": _num(desc.get("mean_loss"))},
         {"label": f"{int(100 * float(level))}% interval", "value": _ci(desc.get("mean_loss_ci"))},
         {"label": "Lift (members ÷ dataset)", "value": _times(desc.get("lift"))},
-        {"label": "Kernel-weighted loss", "value": _num(region.get("weighted_loss")),
-         "title": "The search's objective: Σ k·loss / Σ k."},
+        {
+            "label": "Kernel-weighted loss",
+            "value": _num(region.get("weighted_loss")),
+            "title": "The search's objective: Σ k·loss / Σ k.",
+        },
         {"label": "Size requested", "value": _num(region.get("size_requested"), 1)},
     ]
     if _is_num(region.get("p_value")):
         stats.append({"label": "p-value", "value": "", "pval": _pval(region.get("p_value"), n_perm)})
     err = desc.get("error_rate")
     if err:
-        stats.append({"label": "Error rate members / all", "value": f"{_pct(err.get('inside'))} / {_pct(err.get('overall'))}"})
+        stats.append(
+            {"label": "Error rate members / all", "value": f"{_pct(err.get('inside'))} / {_pct(err.get('overall'))}"}
+        )
     shared = [o for o in (region.get("overlap") or []) if isinstance(o, Mapping)]
     if shared:
         top = max(shared, key=lambda o: float(o.get("share") or 0))
-        stats.append({"label": "Most shared with", "value": f"#{top.get('region')}: {_pct(top.get('share'))}",
-                      "title": "Share of this region's members that an earlier region also holds."})
+        stats.append(
+            {
+                "label": "Most shared with",
+                "value": f"#{top.get('region')}: {_pct(top.get('share'))}",
+                "title": "Share of this region's members that an earlier region also holds.",
+            }
+        )
     return stats
 
 
 def _empty_reason(region: Mapping[str, Any]) -> str:
     total = region.get("effective_size", region.get("total_weight"))
-    return ("This region has no members: every row's kernel weight is 0"
-            + (f" (its weights sum to {_num(total)})" if isinstance(total, (int, float)) else "")
-            + ", for example because the requested size is so small that no row reaches it. There is nothing to "
-              "highlight in a projection, no loss distribution of members and no member to list.")
+    return (
+        "This region has no members: every row's kernel weight is 0"
+        + (f" (its weights sum to {_num(total)})" if isinstance(total, (int, float)) else "")
+        + ", for example because the requested size is so small that no row reaches it. There is nothing to "
+        "highlight in a projection, no loss distribution of members and no member to list."
+    )
 
 
 def _composition_blocks(desc: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -404,18 +487,27 @@ def _composition_blocks(desc: Mapping[str, Any]) -> list[dict[str, Any]]:
         rows = []
         for v in comp.get("over_represented") or []:
             share_in, share_all = _unit(v.get("share_inside")), _unit(v.get("share_overall"))
-            rows.append({
-                "value": _short(v.get("value")), "bar_in": f"{100 * share_in:.1f}", "bar_all": f"{100 * share_all:.1f}",
-                "share_in": _pct(share_in), "share_all": _pct(share_all), "lift": _times(v.get("lift")),
-                "count_in": _count(v.get("count_inside")), "count_all": _count(v.get("count_overall")),
-            })
+            rows.append(
+                {
+                    "value": _short(v.get("value")),
+                    "bar_in": f"{100 * share_in:.1f}",
+                    "bar_all": f"{100 * share_all:.1f}",
+                    "share_in": _pct(share_in),
+                    "share_all": _pct(share_all),
+                    "lift": _times(v.get("lift")),
+                    "count_in": _count(v.get("count_inside")),
+                    "count_all": _count(v.get("count_overall")),
+                }
+            )
         blocks.append({"title": title, "rows": rows})
     return blocks
 
 
 def _numeric_rows(desc: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
-    return [(str(f), _num(v.get("inside")), _num(v.get("overall")), _num(v.get("std_overall")))
-            for f, v in (desc.get("numeric") or {}).items()]
+    return [
+        (str(f), _num(v.get("inside")), _num(v.get("overall")), _num(v.get("std_overall")))
+        for f, v in (desc.get("numeric") or {}).items()
+    ]
 
 
 def _members_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -431,15 +523,26 @@ def _members_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out_rows = []
     for r in rows:
         meta = r.get("metadata") or {}
-        out_rows.append({
-            "index": _int(r.get("index")), "id": _short(r.get("id"), 40) if r.get("id") is not None else "—",
-            "contribution": _num(r.get("contribution"), 3), "weight": _num(r.get("weight"), 3),
-            "loss": _num(r.get("loss")), "label": _short(r.get("label")), "prediction": _short(r.get("prediction")),
-            "wrong": has_label and has_pred and r.get("label") != r.get("prediction"),
-            "cells": [_cell(f, meta.get(f)) for f in fields],
-        })
-    return {"fields": fields, "rows": out_rows, "has_label": has_label, "has_pred": has_pred,
-            "has_contribution": has_contribution}
+        out_rows.append(
+            {
+                "index": _int(r.get("index")),
+                "id": _short(r.get("id"), 40) if r.get("id") is not None else "—",
+                "contribution": _num(r.get("contribution"), 3),
+                "weight": _num(r.get("weight"), 3),
+                "loss": _num(r.get("loss")),
+                "label": _short(r.get("label")),
+                "prediction": _short(r.get("prediction")),
+                "wrong": has_label and has_pred and r.get("label") != r.get("prediction"),
+                "cells": [_cell(f, meta.get(f)) for f in fields],
+            }
+        )
+    return {
+        "fields": fields,
+        "rows": out_rows,
+        "has_label": has_label,
+        "has_pred": has_pred,
+        "has_contribution": has_contribution,
+    }
 
 
 def _cell(field: str, value: Any) -> dict[str, Any]:
@@ -466,10 +569,17 @@ def _headline(desc: Mapping[str, Any]) -> list[dict[str, str]]:
         for v in (comp or {}).get("over_represented") or []:
             lift, share = float(v.get("lift") or 0), float(v.get("share_inside") or 0)
             if lift > 1.2 and share >= 0.2:
-                best.append((share * math.log(lift), {
-                    "name": str(name), "value": _short(v.get("value"), 30),
-                    "inside": _pct(share), "overall": _pct(v.get("share_overall")),
-                }))
+                best.append(
+                    (
+                        share * math.log(lift),
+                        {
+                            "name": str(name),
+                            "value": _short(v.get("value"), 30),
+                            "inside": _pct(share),
+                            "overall": _pct(v.get("share_overall")),
+                        },
+                    )
+                )
     best.sort(key=lambda t: -t[0])
     return [item for _, item in best[:2]]
 
@@ -519,11 +629,16 @@ def _safe_projection(
         return None, np.zeros((len(regions), 2)), str(reason)
     except Exception as exc:  # noqa: BLE001 - see _plot
         log.exception("the report's projection failed")
-        return None, np.zeros((len(regions), 2)), f"The embeddings could not be projected ({type(exc).__name__}: {exc})."
+        return (
+            None,
+            np.zeros((len(regions), 2)),
+            f"The embeddings could not be projected ({type(exc).__name__}: {exc}).",
+        )
 
 
-def _project(emb: np.ndarray, sample: np.ndarray, regions: Sequence[Mapping[str, Any]], seed: int
-             ) -> tuple[_Projection, np.ndarray]:
+def _project(
+    emb: np.ndarray, sample: np.ndarray, regions: Sequence[Mapping[str, Any]], seed: int
+) -> tuple[_Projection, np.ndarray]:
     """2-D PCA (fitted on at most MAX_PCA_FIT rows) of the sampled rows and the region centres.
 
     PCA, not UMAP or t-SNE: it is linear, so a region's centre maps to a point exactly and its
@@ -590,8 +705,14 @@ def _style_axes(ax: Any) -> None:
         ax.spines[side].set_color("#bbb")
 
 
-def _overview_plot(proj: _Projection | None, why: str | None, centers: np.ndarray, sample: np.ndarray,
-                   sets: Sequence[np.ndarray], regions: Sequence[Mapping[str, Any]]) -> bytes:
+def _overview_plot(
+    proj: _Projection | None,
+    why: str | None,
+    centers: np.ndarray,
+    sample: np.ndarray,
+    sets: Sequence[np.ndarray],
+    regions: Sequence[Mapping[str, Any]],
+) -> bytes:
     if proj is None:
         raise NoPlot(why or "The embeddings could not be projected.")
     from matplotlib.lines import Line2D
@@ -605,9 +726,19 @@ def _overview_plot(proj: _Projection | None, why: str | None, centers: np.ndarra
         colour = PALETTE[j % len(PALETTE)]
         m = np.isin(sample, sets[j])
         ax.scatter(xy[m, 0], xy[m, 1], s=10, c=colour, linewidths=0)
-        ax.scatter(centers[j, 0], centers[j, 1], marker="X", s=110, c=colour, edgecolors="white", linewidths=1.2, zorder=5)
-        handles.append(Line2D([], [], marker="o", linestyle="", color=colour,
-                              label=f"region #{region.get('index', j)} ({sets[j].size:,} members)"))
+        ax.scatter(
+            centers[j, 0], centers[j, 1], marker="X", s=110, c=colour, edgecolors="white", linewidths=1.2, zorder=5
+        )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="o",
+                linestyle="",
+                color=colour,
+                label=f"region #{region.get('index', j)} ({sets[j].size:,} members)",
+            )
+        )
     _style_axes(ax)
     ax.set_xlabel("PC 1" if proj.method.startswith("PCA") else "axis 1", fontsize=8, color="#555")
     ax.set_ylabel("PC 2" if proj.method.startswith("PCA") else "axis 2", fontsize=8, color="#555")
@@ -616,8 +747,15 @@ def _overview_plot(proj: _Projection | None, why: str | None, centers: np.ndarra
     return _png(fig)
 
 
-def _region_projection(j: int, proj: _Projection | None, why: str | None, centers: np.ndarray, sample: np.ndarray,
-                       member_mask: np.ndarray, colour: str) -> bytes:
+def _region_projection(
+    j: int,
+    proj: _Projection | None,
+    why: str | None,
+    centers: np.ndarray,
+    sample: np.ndarray,
+    member_mask: np.ndarray,
+    colour: str,
+) -> bytes:
     if proj is None:
         raise NoPlot(why or "The embeddings could not be projected.")
     fig = _figure(4.6, 3.2)
@@ -659,8 +797,9 @@ def loss_bins(loss: np.ndarray, n_bins: int = 40) -> tuple[np.ndarray, str]:
     return np.linspace(lo, hi, n_bins + 1), "linear"
 
 
-def _loss_histogram(loss: np.ndarray, member_mask: np.ndarray, region: Mapping[str, Any],
-                    desc: Mapping[str, Any], colour: str) -> bytes:
+def _loss_histogram(
+    loss: np.ndarray, member_mask: np.ndarray, region: Mapping[str, Any], desc: Mapping[str, Any], colour: str
+) -> bytes:
     if loss.size < 2:
         raise NoPlot(f"The dataset has {loss.size} row{'s' if loss.size != 1 else ''}: too few for a distribution.")
     bins, scale = loss_bins(loss)
@@ -670,20 +809,38 @@ def _loss_histogram(loss: np.ndarray, member_mask: np.ndarray, region: Mapping[s
     ax = fig.add_subplot(1, 1, 1)
     # each group's bars sum to 1: the members (few) and the rest (many) are compared by shape
     if outside.size:
-        ax.hist(outside, bins=bins, weights=np.full(outside.size, 1.0 / outside.size), histtype="stepfilled",
-                color="#7f8c8d", alpha=0.35, label=f"other rows ({outside.size:,})")
+        ax.hist(
+            outside,
+            bins=bins,
+            weights=np.full(outside.size, 1.0 / outside.size),
+            histtype="stepfilled",
+            color="#7f8c8d",
+            alpha=0.35,
+            label=f"other rows ({outside.size:,})",
+        )
     if inside.size:
-        ax.hist(inside, bins=bins, weights=np.full(inside.size, 1.0 / inside.size), histtype="stepfilled",
-                color=colour, alpha=0.6, label=f"members ({inside.size:,})")
+        ax.hist(
+            inside,
+            bins=bins,
+            weights=np.full(inside.size, 1.0 / inside.size),
+            histtype="stepfilled",
+            color=colour,
+            alpha=0.6,
+            label=f"members ({inside.size:,})",
+        )
     if scale == "log":
         ax.set_xscale("log")
     elif scale == "symlog":
         ax.set_xscale("symlog", linthresh=float(bins[3]) if bins.size > 3 and bins[3] > 0 else 1e-6)
-    for value, style, name in ((desc.get("mean_loss"), "-", "members' mean"),
-                               (desc.get("dataset_mean_loss", region.get("mean_loss")), "--", "dataset mean")):
+    for value, style, name in (
+        (desc.get("mean_loss"), "-", "members' mean"),
+        (desc.get("dataset_mean_loss", region.get("mean_loss")), "--", "dataset mean"),
+    ):
         if isinstance(value, (int, float)) and math.isfinite(value) and (scale != "log" or value > 0):
             ax.axvline(float(value), color="#222", linestyle=style, linewidth=1, label=f"{name} {value:.3g}")
-    ax.set_title("loss: members vs other rows" + (" (log scale)" if scale != "linear" else ""), fontsize=8, color="#333")
+    ax.set_title(
+        "loss: members vs other rows" + (" (log scale)" if scale != "linear" else ""), fontsize=8, color="#333"
+    )
     ax.set_xlabel("loss", fontsize=8, color="#555")
     ax.set_ylabel("share of the group", fontsize=8, color="#555")
     ax.legend(fontsize=7, frameon=False)
@@ -740,8 +897,11 @@ def _pval(value: Any, n_permutations: Any = None) -> dict[str, str]:
         return {"text": "—", "cls": "muted", "title": ""}
     n = int(n_permutations) if isinstance(n_permutations, int) and n_permutations > 0 else None
     if n is not None and value <= 1.0 / (n + 1) + 1e-12:
-        return {"text": f"≤ {value:.2g}", "cls": "good",
-                "title": f"No shuffled run out of {n} scored as high: the smallest p-value {n} runs can give."}
+        return {
+            "text": f"≤ {value:.2g}",
+            "cls": "good",
+            "title": f"No shuffled run out of {n} scored as high: the smallest p-value {n} runs can give.",
+        }
     return {"text": f"{value:.3g}", "cls": "good" if value <= 0.05 else "warn", "title": ""}
 
 

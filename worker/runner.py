@@ -54,6 +54,7 @@ from worker.devices import detect_cuda_devices
 
 log = logging.getLogger("spotlight.worker")
 
+
 def _work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: object) -> None:
     """Runs in the worker when its horse exited abnormally (SIGKILL, OOM killer, segfault)."""
     how = f"signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else f"exit status {ret_val}"
@@ -94,12 +95,18 @@ def worker_name() -> str:
 
 
 def build_worker(
-    settings: Settings, connection: redis.Redis, name: str | None = None, *, searches: bool = True, callbacks: bool = True
+    settings: Settings,
+    connection: redis.Redis,
+    name: str | None = None,
+    *,
+    searches: bool = True,
+    callbacks: bool = True,
 ) -> SpotlightWorker:
     """An RQ worker with every lifetime taken from Settings, on the search queue's two lanes (normal,
     then large) and/or the callbacks queue; `run_worker` takes from them round robin."""
     queues = ([job_queue(connection, settings), large_queue(connection, settings)] if searches else []) + (
-        [callback_queue(connection, settings)] if callbacks else [])
+        [callback_queue(connection, settings)] if callbacks else []
+    )
     if not queues:
         raise ValueError("a worker needs at least one queue")
     worker = SpotlightWorker(
@@ -118,8 +125,15 @@ def build_worker(
     return worker
 
 
-def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None, preload: bool = True,
-               searches: bool = True, callbacks: bool = True) -> bool:
+def run_worker(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    name: str | None = None,
+    preload: bool = True,
+    searches: bool = True,
+    callbacks: bool = True,
+) -> bool:
     """Serve jobs until stopped (SIGTERM/SIGINT: finish the current job; twice: stop now).
 
     A callbacks-only worker (``searches=False``) never imports torch: it runs in the API's image.
@@ -132,8 +146,9 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
     connection = redis.Redis.from_url(settings.redis_url)
     for attempt in itertools.count():
         # A fresh RQ worker after each outage: the old one's registration may still sit in Redis (AOF).
-        worker = build_worker(settings, connection, _attempt_name(name, attempt), searches=searches,
-                              callbacks=callbacks)
+        worker = build_worker(
+            settings, connection, _attempt_name(name, attempt), searches=searches, callbacks=callbacks
+        )
         log.info(
             "worker %s on %s (heartbeat %ss, lost after %ss more, maintenance every %ss)",
             worker.name,
@@ -146,8 +161,9 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
             if searches:  # the API refuses device "cuda" jobs that no live worker could run
                 capabilities.publish(connection, settings, worker.name, detect_cuda_devices())
             # Round robin over the lanes: a long job never has every short one wait behind a queue of longs.
-            return worker.work(burst=burst, logging_level=settings.log_level.upper(),
-                               dequeue_strategy=DequeueStrategy.ROUND_ROBIN)
+            return worker.work(
+                burst=burst, logging_level=settings.log_level.upper(), dequeue_strategy=DequeueStrategy.ROUND_ROBIN
+            )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # RQ retries its blocking wait for work, but an outage anywhere else in its loop (finishing
             # a job, maintenance, a heartbeat) ends work(). Serve again once Redis answers; a job that

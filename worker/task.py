@@ -108,11 +108,17 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         write_report(store, spec, job, inputs, result, regions, members)
         write_results(store, spec.job_id, result, regions, members, spec.params.objective)
     except SearchCanceled:
-        status, error = JobStatus.CANCELED, JobError(code=ErrorCode.CANCELED, message="The job was canceled by its owner.")
+        status, error = (
+            JobStatus.CANCELED,
+            JobError(code=ErrorCode.CANCELED, message="The job was canceled by its owner."),
+        )
     except JobTimeoutException:
-        status, error = JobStatus.FAILED, JobError(
-            code=ErrorCode.JOB_TIMEOUT,
-            message=f"The job ran past its limit of {job.timeout} s; try fewer steps, restarts or spotlights.",
+        status, error = (
+            JobStatus.FAILED,
+            JobError(
+                code=ErrorCode.JOB_TIMEOUT,
+                message=f"The job ran past its limit of {job.timeout} s; try fewer steps, restarts or spotlights.",
+            ),
         )
     except JobFailed as exc:
         status, error = JobStatus.FAILED, exc.error
@@ -204,7 +210,10 @@ def pick_members(result: SearchResult, inputs: Inputs, objective: Objective = "m
 
 
 def describe_regions(
-    result: SearchResult, inputs: Inputs, spec: JobSpec, members: list[RegionMembers],
+    result: SearchResult,
+    inputs: Inputs,
+    spec: JobSpec,
+    members: list[RegionMembers],
     reporter: JobReporter | None = None,
 ) -> list[dict[str, Any]]:
     """The regions as regions.json stores them, each with what a person reads about it.
@@ -231,11 +240,16 @@ def describe_regions(
 
     try:
         descriptions = describe.describe_job(
-            sets, result.losses, labels=inputs.labels, predictions=inputs.predictions,
-            sample_weights=inputs.sample_weights, read_metadata=inputs.files.metadata, seed=spec.params.seed,
+            sets,
+            result.losses,
+            labels=inputs.labels,
+            predictions=inputs.predictions,
+            sample_weights=inputs.sample_weights,
+            read_metadata=inputs.files.metadata,
+            seed=spec.params.seed,
         )
         names = inputs.files.manifest().get(classes.MANIFEST_KEY)
-        for entry, description in zip(regions, descriptions):
+        for entry, description in zip(regions, descriptions, strict=True):
             entry["description"] = classes.name_description(description, names)
     except Exception:  # noqa: BLE001 - descriptions are a help, the regions are the result
         log.exception("describing the regions of %s failed", spec.job_id)
@@ -243,8 +257,13 @@ def describe_regions(
         from worker.engine import search as engine_search
 
         best = describe.rerun_best(
-            engine_search, inputs.embeddings, spec.params, labels=inputs.labels, predictions=inputs.predictions,
-            sample_weights=inputs.sample_weights, should_stop=reporter.should_stop if reporter else None,
+            engine_search,
+            inputs.embeddings,
+            spec.params,
+            labels=inputs.labels,
+            predictions=inputs.predictions,
+            sample_weights=inputs.sample_weights,
+            should_stop=reporter.should_stop if reporter else None,
         )
         try:
             p_values = describe.significance(best, result.losses, regions, spec.params.n_permutations, spec.params.seed)
@@ -252,15 +271,22 @@ def describe_regions(
             raise
         except Exception as exc:
             log.exception("permutation test failed")
-            raise JobFailed(ErrorCode.SEARCH_FAILED, f"The permutation test failed: {type(exc).__name__}: {exc}") from exc
-        for entry, p in zip(regions, p_values):
+            raise JobFailed(
+                ErrorCode.SEARCH_FAILED, f"The permutation test failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        for entry, p in zip(regions, p_values, strict=True):
             entry["p_value"] = p
             entry["n_permutations"] = spec.params.n_permutations
     return regions
 
 
 def write_report(
-    store: ArtifactStore, spec: JobSpec, job: Job, inputs: Inputs, result: SearchResult, regions: list[dict[str, Any]],
+    store: ArtifactStore,
+    spec: JobSpec,
+    job: Job,
+    inputs: Inputs,
+    result: SearchResult,
+    regions: list[dict[str, Any]],
     members: list[RegionMembers],
 ) -> None:
     """report.html (worker/report.py), written before regions.json so a finished job always has one.
@@ -274,17 +300,32 @@ def write_report(
     names = manifest.get(classes.MANIFEST_KEY)  # labels and predictions are shown by class name
     meta = job.get_meta(refresh=False)
     info = {
-        "id": spec.job_id, "dataset": spec.dataset_id, "n": manifest.get("n"), "dim": manifest.get("dim"),
-        "params": spec.params.model_dump(mode="json"), "created_at": spec.created_at.isoformat(),
-        "started_at": meta.get(META_STARTED_AT), "ended_at": utcnow().isoformat(),
-        "device": result.device, "elapsed_s": round(result.elapsed_s, 3),
+        "id": spec.job_id,
+        "dataset": spec.dataset_id,
+        "n": manifest.get("n"),
+        "dim": manifest.get("dim"),
+        "params": spec.params.model_dump(mode="json"),
+        "created_at": spec.created_at.isoformat(),
+        "started_at": meta.get(META_STARTED_AT),
+        "ended_at": utcnow().isoformat(),
+        "device": result.device,
+        "elapsed_s": round(result.elapsed_s, 3),
     }
     try:
         html = job_report(
-            info, regions, [r.get("description") for r in regions], inputs.embeddings, result.losses,
-            result.weights, [m.by_weight for m in members], [m.by_contribution for m in members],
-            labels=classes.names_of(inputs.labels, names), predictions=classes.names_of(inputs.predictions, names),
-            read_ids=inputs.files.ids, read_metadata=inputs.files.metadata, seed=spec.params.seed,
+            info,
+            regions,
+            [r.get("description") for r in regions],
+            inputs.embeddings,
+            result.losses,
+            result.weights,
+            [m.by_weight for m in members],
+            [m.by_contribution for m in members],
+            labels=classes.names_of(inputs.labels, names),
+            predictions=classes.names_of(inputs.predictions, names),
+            read_ids=inputs.files.ids,
+            read_metadata=inputs.files.metadata,
+            seed=spec.params.seed,
             objective=spec.params.objective,
         )
     except Exception as exc:  # noqa: BLE001 - a finished job always has a report: the numbers, and why no more
@@ -305,7 +346,9 @@ def record_stats(job: Job, settings: Settings, status: JobStatus) -> None:
     enqueued = parse_time(job.enqueued_at)
     try:
         jobstats.record_job_end(
-            job.connection, settings.rq_queue_name(), status,
+            job.connection,
+            settings.rq_queue_name(),
+            status,
             (ended - started).total_seconds() if started and ended else None,
             (started - enqueued).total_seconds() if started and enqueued else None,
         )
@@ -323,7 +366,11 @@ def _record_device(job: Job, settings: Settings, device: str) -> None:
 
 
 def notify(
-    spec: JobSpec, settings: Settings, status: JobStatus, error: JobError | None, regions: list[dict[str, Any]] | None,
+    spec: JobSpec,
+    settings: Settings,
+    status: JobStatus,
+    error: JobError | None,
+    regions: list[dict[str, Any]] | None,
     connection: Any,
 ) -> None:
     """Queue the signed summary for the job's callback_url (worker/webhook.py); never fails the job.
@@ -345,8 +392,12 @@ def notify(
 
 
 def write_results(
-    store: ArtifactStore, job_id: str, result: SearchResult, regions: list[dict[str, Any]],
-    members: list[RegionMembers], objective: Objective = "max_loss",
+    store: ArtifactStore,
+    job_id: str,
+    result: SearchResult,
+    regions: list[dict[str, Any]],
+    members: list[RegionMembers],
+    objective: Objective = "max_loss",
 ) -> None:
     """weights.npy, members_<k>.npy (by weight) and members_<k>_by_contribution.npy, then regions.json
     last: its presence means the rest is whole. regions.json also carries `loss_reference`, the loss
@@ -359,8 +410,9 @@ def write_results(
         for k, picked in enumerate(members):
             store.save_npy(job_file(job_id, members_file(k)), picked.by_weight)
             store.save_npy(job_file(job_id, members_by_contribution_file(k)), picked.by_contribution)
-        store.write_json(job_file(job_id, REGIONS_FILE),
-                         {"regions": regions, "objective": objective, "loss_reference": reference})
+        store.write_json(
+            job_file(job_id, REGIONS_FILE), {"regions": regions, "objective": objective, "loss_reference": reference}
+        )
     except (StoreError, OSError) as exc:
         raise JobFailed(ErrorCode.STORE_ERROR, f"The results could not be written to the store: {exc}") from exc
 

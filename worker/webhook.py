@@ -28,6 +28,8 @@ from typing import Any
 
 import httpx
 
+from spotlight.netguard import guarded_request
+
 log = logging.getLogger("spotlight.worker.webhook")
 
 SIGNATURE_HEADER = "X-Spotlight-Signature"
@@ -35,8 +37,6 @@ EVENT_HEADER = "X-Spotlight-Event"
 DELIVERY_HEADER = "X-Spotlight-Delivery"
 MAX_BACKOFF_S = 60.0
 _RETRYABLE_4XX = {408, 425, 429}
-
-from spotlight.netguard import guarded_request
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -59,8 +59,13 @@ def encode_body(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str).encode()
 
 
-def job_summary(spec: dict[str, Any], status: str, error: dict[str, Any] | None, regions: list[dict[str, Any]] | None,
-                urls: dict[str, str] | None = None) -> dict[str, Any]:
+def job_summary(
+    spec: dict[str, Any],
+    status: str,
+    error: dict[str, Any] | None,
+    regions: list[dict[str, Any]] | None,
+    urls: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """The callback payload: what ended, how, and the regions' headline numbers (no big arrays).
 
     `spec` is the JobSpec as JSON; `regions` the regions.json entries (None when the job failed);
@@ -142,16 +147,18 @@ def deliver_callback(url: str, payload: dict[str, Any], delivery_id: str) -> boo
     from spotlight.settings import get_settings
 
     settings = get_settings()
-    return deliver(url, payload, settings.webhook_secret, settings.webhook_retries, settings=settings,
-                   delivery_id=delivery_id)
+    return deliver(
+        url, payload, settings.webhook_secret, settings.webhook_retries, settings=settings, delivery_id=delivery_id
+    )
 
 
 def _attempt(url: str, body: bytes, headers: dict[str, str], timeout: float, settings: Any) -> str:
     """One POST: 'ok', 'retry' (worth another try) or 'final' (never worth retrying)."""
     try:
         if settings is not None:
-            with guarded_request("POST", url, settings, "callback", headers=headers, content=body,
-                                  timeout=httpx.Timeout(timeout)) as response:
+            with guarded_request(
+                "POST", url, settings, "callback", headers=headers, content=body, timeout=httpx.Timeout(timeout)
+            ) as response:
                 status = response.status_code
         else:
             with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:

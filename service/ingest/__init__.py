@@ -85,8 +85,10 @@ def sources_from_container(
     if kind == "parquet":
         return parquet_to_sources(path, work_dir, settings, columns)
     if kind == "npy":
-        raise InvalidInput(ErrorCode.VALIDATION,
-                       f"{what} is a single .npy; send an .npz (or .parquet), or separate .npy fields named after the keys")
+        raise InvalidInput(
+            ErrorCode.VALIDATION,
+            f"{what} is a single .npy; send an .npz (or .parquet), or separate .npy fields named after the keys",
+        )
     raise InvalidInput(ErrorCode.BAD_FILE, f"{what} is neither an .npz nor a .parquet file", {"format": "unknown"})
 
 
@@ -120,29 +122,38 @@ def _metadata_from_npy(path: str, n: int | None, work_dir: str, settings: Settin
     """
     info = inspect_npy(path, "metadata")
     if info.dtype.kind not in "US":
-        raise InvalidInput(ErrorCode.VALIDATION, "metadata in an .npz must be JSON text (one string per row)",
-                       {"field": "metadata"})
+        raise InvalidInput(
+            ErrorCode.VALIDATION, "metadata in an .npz must be JSON text (one string per row)", {"field": "metadata"}
+        )
     if info.shape == ():
         if info.nbytes > settings.max_inline_bytes:
-            raise TooLarge(ErrorCode.TOO_LARGE,
-                           f"metadata as one JSON string is limited to {settings.max_inline_bytes} bytes; "
-                           "store one string per row instead", {"field": "metadata",
-                                                                "limit_bytes": settings.max_inline_bytes})
+            raise TooLarge(
+                ErrorCode.TOO_LARGE,
+                f"metadata as one JSON string is limited to {settings.max_inline_bytes} bytes; "
+                "store one string per row instead",
+                {"field": "metadata", "limit_bytes": settings.max_inline_bytes},
+            )
         try:
             value = loads(str(load_small(info).item()))
         except ValueError as exc:
-            raise InvalidInput(ErrorCode.VALIDATION, f"metadata is not valid JSON ({exc})",
-                           {"field": "metadata"}) from None
+            raise InvalidInput(
+                ErrorCode.VALIDATION, f"metadata is not valid JSON ({exc})", {"field": "metadata"}
+            ) from None
         if not isinstance(value, list):
             raise InvalidInput(ErrorCode.VALIDATION, "metadata must be a JSON list", {"field": "metadata"})
         return value
     if len(info.shape) != 1:
-        raise InvalidInput(ErrorCode.SHAPE_MISMATCH, f"metadata must be 1-D, got shape {list(info.shape)}",
-                       {"field": "metadata", "shape": list(info.shape)})
+        raise InvalidInput(
+            ErrorCode.SHAPE_MISMATCH,
+            f"metadata must be 1-D, got shape {list(info.shape)}",
+            {"field": "metadata", "shape": list(info.shape)},
+        )
     if n is not None and info.shape[0] != n:
-        raise InvalidInput(ErrorCode.SHAPE_MISMATCH,
-                       f"metadata has {info.shape[0]} rows but embeddings has n={n} rows",
-                       {"field": "metadata", "length": info.shape[0], "n": n})
+        raise InvalidInput(
+            ErrorCode.SHAPE_MISMATCH,
+            f"metadata has {info.shape[0]} rows but embeddings has n={n} rows",
+            {"field": "metadata", "length": info.shape[0], "n": n},
+        )
     out = os.path.join(work_dir, "npz-metadata.jsonl")
     with open(out, "w", encoding="utf-8") as f:
         for chunk in iter_rows(info, METADATA_CHUNK_BYTES):
@@ -161,8 +172,10 @@ def sources_from_parts(parts: list[Part], work_dir: str, settings: Settings) -> 
     if "file" in names:
         by_name = {p.name: p for p in parts}
         if set(names) - {"file", "columns"}:
-            raise InvalidInput(ErrorCode.VALIDATION,
-                               "send either one `file` (with an optional `columns` part) or separate fields, not both")
+            raise InvalidInput(
+                ErrorCode.VALIDATION,
+                "send either one `file` (with an optional `columns` part) or separate fields, not both",
+            )
         columns = _columns_part(by_name["columns"], settings) if "columns" in by_name else None
         if by_name["file"].size == 0:
             raise InvalidInput(ErrorCode.BAD_FILE, "the uploaded file is empty")
@@ -171,9 +184,11 @@ def sources_from_parts(parts: list[Part], work_dir: str, settings: Settings) -> 
     names = [p.name for p in parts]
     unknown = [n for n in names if n not in DATASET_FIELDS]
     if unknown:
-        raise InvalidInput(ErrorCode.VALIDATION,
-                       f"unknown field(s) {unknown}; expected `file` or some of {', '.join(DATASET_FIELDS)}",
-                       {"unknown": unknown, "allowed": ["file", *DATASET_FIELDS]})
+        raise InvalidInput(
+            ErrorCode.VALIDATION,
+            f"unknown field(s) {unknown}; expected `file` or some of {', '.join(DATASET_FIELDS)}",
+            {"unknown": unknown, "allowed": ["file", *DATASET_FIELDS]},
+        )
     src = Sources(origin="npy")
     for part in parts:
         kind = _sniff(part.path)
@@ -192,8 +207,9 @@ def _columns_part(part: Part, settings: Settings) -> dict[str, str]:
     """The `columns` part: a JSON object mapping fields to the file's column names."""
     value = _json_list(part, settings, "columns", want=dict)
     if not all(isinstance(v, str) for v in value.values()):
-        raise InvalidInput(ErrorCode.VALIDATION, "columns must map each field to a column name (a string)",
-                       {"field": "columns"})
+        raise InvalidInput(
+            ErrorCode.VALIDATION, "columns must map each field to a column name (a string)", {"field": "columns"}
+        )
     return {str(k): v for k, v in value.items()}
 
 
@@ -216,9 +232,11 @@ def _first_char(path: str) -> bytes:
 
 def _json_list(part: Part, settings: Settings, field: str, want: type = list) -> Any:
     if part.size > settings.max_inline_bytes:
-        raise TooLarge(ErrorCode.TOO_LARGE,
-                       f"{field} as JSON is limited to {settings.max_inline_bytes} bytes; send a .npy instead",
-                       {"field": field, "limit_bytes": settings.max_inline_bytes})
+        raise TooLarge(
+            ErrorCode.TOO_LARGE,
+            f"{field} as JSON is limited to {settings.max_inline_bytes} bytes; send a .npy instead",
+            {"field": field, "limit_bytes": settings.max_inline_bytes},
+        )
     try:
         with open(part.path, "rb") as f:
             value = loads(f.read())
@@ -246,15 +264,19 @@ def sources_from_inline(data: InlineDataset, work_dir: str) -> Sources:
         dtype: Any = np.int64 if field in ("labels", "predictions") else np.float64
         if dtype is np.int64 and any(isinstance(v, str) for v in value):
             if not all(isinstance(v, str) for v in value):
-                raise InvalidInput(ErrorCode.VALIDATION, f"{field}: mix of class names and integers; give one kind",
-                               {"field": field})
+                raise InvalidInput(
+                    ErrorCode.VALIDATION, f"{field}: mix of class names and integers; give one kind", {"field": field}
+                )
             dtype = str  # class names: build() encodes them
         try:
             arr = np.asarray(value, dtype=dtype)
         except (ValueError, OverflowError) as exc:
             code = ErrorCode.SHAPE_MISMATCH if "inhomogeneous" in str(exc) else ErrorCode.VALIDATION
-            raise InvalidInput(code, f"{field}: {'rows differ in length' if code == ErrorCode.SHAPE_MISMATCH else exc}",
-                           {"field": field}) from None
+            raise InvalidInput(
+                code,
+                f"{field}: {'rows differ in length' if code == ErrorCode.SHAPE_MISMATCH else exc}",
+                {"field": field},
+            ) from None
         if field in ("embeddings", "logits") and arr.ndim == 1 and arr.size == 0:
             arr = arr.reshape(0, 0)
         src.arrays[field] = save_npy(os.path.join(work_dir, f"inline-{field}.npy"), arr)
@@ -293,7 +315,9 @@ __all__ = [
 ]
 
 
-def build_from_spec(spec: InlineDataset | DatasetReference, work_dir: str, settings: Settings) -> tuple[DatasetBuilder, int, int]:
+def build_from_spec(
+    spec: InlineDataset | DatasetReference, work_dir: str, settings: Settings
+) -> tuple[DatasetBuilder, int, int]:
     """A JSON dataset (inline arrays or {"uri": ...}) -> a builder ready to commit."""
     if isinstance(spec, DatasetReference):
         src = sources_from_uri(spec.uri, work_dir, settings, spec.columns)

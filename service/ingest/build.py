@@ -69,8 +69,9 @@ def _int_rows(info: NpyInfo, field: str) -> Iterator[np.ndarray]:
             bad = ~np.isfinite(chunk) | (chunk != np.round(chunk)) | (np.abs(chunk) > INT64_MAX)
             if bad.any():
                 row = start + int(np.argwhere(bad)[0][0])
-                raise _validation(f"{field} must be whole numbers (row {row} is {float(chunk[row - start])!r})",
-                                  field=field, row=row)
+                raise _validation(
+                    f"{field} must be whole numbers (row {row} is {float(chunk[row - start])!r})", field=field, row=row
+                )
         elif chunk.dtype.kind == "u" and chunk.dtype.itemsize == 8 and chunk.size and chunk.max() > 2**63 - 1:
             raise _validation(f"{field} has values beyond int64", field=field)
         start += chunk.shape[0]
@@ -80,11 +81,16 @@ def _int_rows(info: NpyInfo, field: str) -> Iterator[np.ndarray]:
 def _one_d(infos: dict[str, NpyInfo], field: str, n: int) -> None:
     info = infos[field]
     if len(info.shape) != 1:
-        raise _mismatch(f"{field} must be 1-D with n={n} entries, got shape {list(info.shape)}",
-                        field=field, shape=list(info.shape), n=n)
+        raise _mismatch(
+            f"{field} must be 1-D with n={n} entries, got shape {list(info.shape)}",
+            field=field,
+            shape=list(info.shape),
+            n=n,
+        )
     if info.shape[0] != n:
-        raise _mismatch(f"{field} has {info.shape[0]} entries but embeddings has n={n} rows",
-                        field=field, length=info.shape[0], n=n)
+        raise _mismatch(
+            f"{field} has {info.shape[0]} entries but embeddings has n={n} rows", field=field, length=info.shape[0], n=n
+        )
 
 
 def _load_ids(src: Sources, n: int) -> list[Any] | None:
@@ -95,8 +101,9 @@ def _load_ids(src: Sources, n: int) -> list[Any] | None:
         if info.dtype.kind not in "iuUS" or len(info.shape) != 1:
             raise _validation("ids must be a 1-D array of strings or integers", field="ids", dtype=str(info.dtype))
         if info.shape[0] != n:  # from the header, before the ids are loaded
-            raise _mismatch(f"ids has {info.shape[0]} entries but embeddings has n={n} rows", field="ids",
-                            length=info.shape[0], n=n)
+            raise _mismatch(
+                f"ids has {info.shape[0]} entries but embeddings has n={n} rows", field="ids", length=info.shape[0], n=n
+            )
         arr = load_small(info)
         ids: list[Any] = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in arr.tolist()]
     else:
@@ -114,13 +121,18 @@ def _metadata_rows(rows: Any) -> Iterator[dict[str, Any]]:
         if not isinstance(row, dict):
             raise _validation(f"metadata[{i}] must be a JSON object", field="metadata", row=i)
         if too_deep(row):
-            raise _validation(f"metadata[{i}] nests deeper than {MAX_JSON_DEPTH} levels", field="metadata", row=i,
-                              limit=MAX_JSON_DEPTH)
+            raise _validation(
+                f"metadata[{i}] nests deeper than {MAX_JSON_DEPTH} levels",
+                field="metadata",
+                row=i,
+                limit=MAX_JSON_DEPTH,
+            )
         try:
             json.dumps(row, allow_nan=False)
         except ValueError:
-            raise _validation(f"metadata[{i}] holds NaN or infinity, which JSON cannot carry",
-                              field="metadata", row=i) from None
+            raise _validation(
+                f"metadata[{i}] holds NaN or infinity, which JSON cannot carry", field="metadata", row=i
+            ) from None
         yield row
 
 
@@ -135,12 +147,16 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
 
     emb = infos["embeddings"]
     if len(emb.shape) != 2:
-        raise _validation(f"embeddings must be 2-D (n x d), got shape {list(emb.shape)}",
-                          field="embeddings", shape=list(emb.shape))
+        raise _validation(
+            f"embeddings must be 2-D (n x d), got shape {list(emb.shape)}", field="embeddings", shape=list(emb.shape)
+        )
     n, d = emb.shape
     if n == 0 or d == 0:
-        raise _validation(f"embeddings is empty (shape {[n, d]}); need n >= 1 rows and d >= 1 dimensions",
-                          field="embeddings", shape=[n, d])
+        raise _validation(
+            f"embeddings is empty (shape {[n, d]}); need n >= 1 rows and d >= 1 dimensions",
+            field="embeddings",
+            shape=[n, d],
+        )
     for f, info in infos.items():
         elements = info.elements
         if elements > settings.max_elements:
@@ -152,8 +168,7 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
 
     has_losses = "losses" in infos
     if not has_losses and not ("logits" in infos and "labels" in infos):
-        raise _validation("losses is required (n floats), or logits (n x c) together with labels",
-                          field="losses")
+        raise _validation("losses is required (n floats), or logits (n x c) together with labels", field="losses")
     for f in ("losses", "labels", "predictions", "sample_weights"):
         if f in infos:
             _one_d(infos, f, n)
@@ -161,15 +176,20 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
     if "logits" in infos:
         lg = infos["logits"]
         if len(lg.shape) != 2 or lg.shape[0] != n or lg.shape[1] < 1:
-            raise _mismatch(f"logits must be n x c with n={n}, got shape {list(lg.shape)}",
-                            field="logits", shape=list(lg.shape), n=n)
+            raise _mismatch(
+                f"logits must be n x c with n={n}, got shape {list(lg.shape)}",
+                field="logits",
+                shape=list(lg.shape),
+                n=n,
+            )
     ids = _load_ids(src, n)
     metadata = src.metadata
     if metadata is not None:
         count = metadata.count() if isinstance(metadata, JsonlRows) else len(metadata)
         if count != n:
-            raise _mismatch(f"metadata has {count} rows but embeddings has n={n} rows",
-                            field="metadata", length=count, n=n)
+            raise _mismatch(
+                f"metadata has {count} rows but embeddings has n={n} rows", field="metadata", length=count, n=n
+            )
 
     # --- value passes, each writing its canonical file ---
     builder.add_array("embeddings", (n, d), _finite_rows(emb, "embeddings"))
@@ -196,8 +216,12 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
 
 def check_class_count(names: list[str], field: str) -> None:
     if len(names) > MAX_CLASSES:
-        raise _validation(f"{field} has {len(names)} distinct classes, over {MAX_CLASSES}; is it an id column?",
-                          field=field, classes=len(names), limit=MAX_CLASSES)
+        raise _validation(
+            f"{field} has {len(names)} distinct classes, over {MAX_CLASSES}; is it an id column?",
+            field=field,
+            classes=len(names),
+            limit=MAX_CLASSES,
+        )
 
 
 def encode_text_classes(src: Sources, infos: dict[str, NpyInfo]) -> None:
@@ -251,8 +275,12 @@ def _cross_entropy(logits: NpyInfo, labels: NpyInfo) -> Iterator[np.ndarray]:
         y = label_chunks(z.shape[0])
         if ((y < 0) | (y >= c)).any():
             row = start + int(np.argwhere((y < 0) | (y >= c))[0][0])
-            raise _validation(f"labels must be class indices in [0, {c}) to match the logits (row {row})",
-                              field="labels", row=row, n_classes=c)
+            raise _validation(
+                f"labels must be class indices in [0, {c}) to match the logits (row {row})",
+                field="labels",
+                row=row,
+                n_classes=c,
+            )
         m = z.max(axis=1, keepdims=True)
         lse = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
         start += z.shape[0]

@@ -42,8 +42,11 @@ MAX_REFERENCE_CHARS = 64 * 1024
 
 
 def _malformed(message: str, position: int) -> InvalidInput:
-    return InvalidInput(ErrorCode.MALFORMED_JSON, f"The body is not valid JSON ({message} at character {position}).",
-                        {"position": position})
+    return InvalidInput(
+        ErrorCode.MALFORMED_JSON,
+        f"The body is not valid JSON ({message} at character {position}).",
+        {"position": position},
+    )
 
 
 def _invalid(field: str, problem: str, code: str = ErrorCode.VALIDATION) -> InvalidInput:
@@ -328,8 +331,10 @@ def parse_dataset_body(raw: bytes, work_dir: str) -> Sources | DatasetReference:
             elif key == "metadata":
                 src.metadata = _read_metadata(t, work_dir)
             elif key == "uri":
-                raise _invalid("uri", f"a reference body has only `uri` (and its options), at most "
-                                      f"{MAX_REFERENCE_CHARS} characters")
+                raise _invalid(
+                    "uri",
+                    f"a reference body has only `uri` (and its options), at most {MAX_REFERENCE_CHARS} characters",
+                )
             else:
                 raise _invalid(str(key)[:100], f"unknown field; expected some of {', '.join(DATASET_FIELDS)}, or uri")
             ch = t.peek()

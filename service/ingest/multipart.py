@@ -41,9 +41,12 @@ async def receive_multipart(request: Request, work_dir: str, max_bytes: int) -> 
     if not boundary:
         raise InvalidInput(ErrorCode.VALIDATION, "multipart body without a boundary in its Content-Type")
     if len(boundary) > MAX_BOUNDARY:
-        raise InvalidInput(ErrorCode.VALIDATION,
-                           f"the multipart boundary is {len(boundary)} characters; at most {MAX_BOUNDARY} are accepted "
-                           "(RFC 2046 allows 70)", {"boundary_length": len(boundary), "limit": MAX_BOUNDARY})
+        raise InvalidInput(
+            ErrorCode.VALIDATION,
+            f"the multipart boundary is {len(boundary)} characters; at most {MAX_BOUNDARY} are accepted "
+            "(RFC 2046 allows 70)",
+            {"boundary_length": len(boundary), "limit": MAX_BOUNDARY},
+        )
 
     parts: list[Part] = []
     current: dict[str, object] = {}

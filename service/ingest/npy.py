@@ -62,7 +62,7 @@ def inspect_npy(path: str, field: str) -> NpyInfo:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
             else:
                 raise ValueError(f"format version {version[0]}.{version[1]} is not one numpy writes (1.0-3.0)")
-        except Exception as exc:  # numpy raises ValueError, SyntaxError, EOFError... on junk
+        except Exception as exc:  # noqa: BLE001 - numpy raises ValueError, SyntaxError, EOFError... on junk
             raise bad_file(field, f"not a valid .npy file ({exc})") from None
         offset = f.tell()
     if dtype.hasobject:
@@ -72,8 +72,12 @@ def inspect_npy(path: str, field: str) -> NpyInfo:
     info = NpyInfo(path, tuple(int(s) for s in shape), dtype, bool(fortran), offset)
     expected = offset + info.nbytes
     if size < expected:
-        raise bad_file(field, f"truncated: the header promises {expected} bytes, the file has {size}",
-                       expected_bytes=expected, actual_bytes=size)
+        raise bad_file(
+            field,
+            f"truncated: the header promises {expected} bytes, the file has {size}",
+            expected_bytes=expected,
+            actual_bytes=size,
+        )
     if size > expected:
         raise bad_file(field, f"{size - expected} unexpected bytes after the array data", expected_bytes=expected)
     return info
@@ -89,8 +93,9 @@ def iter_rows(info: NpyInfo, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndar
             yield np.zeros((min(rows, n - start),) + info.shape[1:], dtype=info.dtype)
         return
     with open(info.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        arr = np.ndarray(info.shape, dtype=info.dtype, buffer=mm, offset=info.offset,
-                         order="F" if info.fortran_order else "C")
+        arr = np.ndarray(
+            info.shape, dtype=info.dtype, buffer=mm, offset=info.offset, order="F" if info.fortran_order else "C"
+        )
         try:
             for start in range(0, n, rows):
                 yield np.array(arr[start : start + rows])

@@ -70,12 +70,15 @@ def extract_npz(
         keys: dict[str, zipfile.ZipInfo] = {}
         member_keys = [i.filename[:-4] if i.filename.endswith(".npy") else i.filename for i in infos]
         field_of = _fields_of(member_keys, columns)
-        for info, member_key in zip(infos, member_keys):
+        for info, member_key in zip(infos, member_keys, strict=True):
             name = info.filename
             key = field_of[member_key]
             if "/" in name:
-                raise InvalidInput(ErrorCode.VALIDATION, f"npz: member {name!r} is in a folder; expected flat keys",
-                                   {"key": member_key})
+                raise InvalidInput(
+                    ErrorCode.VALIDATION,
+                    f"npz: member {name!r} is in a folder; expected flat keys",
+                    {"key": member_key},
+                )
             if key in keys:
                 raise _bad(f"key {key!r} appears twice")
             if info.flag_bits & 0x1:
@@ -90,7 +93,9 @@ def extract_npz(
                 raise _bad(
                     f"{name} claims to inflate {info.compress_size} bytes into {info.file_size} "
                     f"(ratio over {MAX_RATIO}); refused as a likely zip bomb",
-                    member=name, compressed=info.compress_size, declared=info.file_size,
+                    member=name,
+                    compressed=info.compress_size,
+                    declared=info.file_size,
                 )
             keys[key] = info
         declared = sum(i.file_size for i in keys.values())

@@ -119,8 +119,11 @@ def parquet_to_sources(
         emb_name = col_of["embeddings"]
         emb_type = schema.field(emb_name).type
         if not _is_list(emb_type) or not _is_number(emb_type.value_type):
-            raise _validation(f"the embeddings column {emb_name!r} must be a list of numbers per row",
-                              column=emb_name, type=str(emb_type))
+            raise _validation(
+                f"the embeddings column {emb_name!r} must be a list of numbers per row",
+                column=emb_name,
+                type=str(emb_type),
+            )
         value_type = emb_type.value_type
         d = emb_type.list_size if pa.types.is_fixed_size_list(emb_type) else _first_list_length(pf, n, emb_name)
         emb_cols = []
@@ -136,9 +139,11 @@ def parquet_to_sources(
     else:
         raise _validation(colmap.missing_embeddings_message(names), columns=names[:200])
     if n * d > settings.max_elements:
-        raise TooLarge(ErrorCode.TOO_MANY_ELEMENTS,
-                       f"embeddings has {n * d} elements, over this server's limit of {settings.max_elements}",
-                       {"field": "embeddings", "elements": n * d, "limit": settings.max_elements})
+        raise TooLarge(
+            ErrorCode.TOO_MANY_ELEMENTS,
+            f"embeddings has {n * d} elements, over this server's limit of {settings.max_elements}",
+            {"field": "embeddings", "elements": n * d, "limit": settings.max_elements},
+        )
 
     scalars = [f for f in SCALAR_FIELDS if f in col_of]
     text = [f for f in ("labels", "predictions") if f in col_of and _is_text(schema.field(col_of[f]).type)]
@@ -152,8 +157,9 @@ def parquet_to_sources(
     if has_logits:
         lt = schema.field(col_of["logits"]).type
         if not (_is_list(lt) and _is_number(lt.value_type)):
-            raise _validation(f"the logits column {col_of['logits']!r} must be a list of numbers per row",
-                              column=col_of["logits"])
+            raise _validation(
+                f"the logits column {col_of['logits']!r} must be a list of numbers per row", column=col_of["logits"]
+            )
     has_ids = "ids" in col_of
     known = {*col_of.values(), *emb_cols}
     meta_cols = [c for c in names if c not in known]
@@ -243,8 +249,11 @@ def _codes(col: pa.Array, vocab: pa.Array, name: str) -> np.ndarray:
     """Text classes -> their int64 codes in `vocab`; a missing class name is an error, not a guess."""
     if col.null_count:
         row = int(np.argwhere(col.is_null().to_numpy(zero_copy_only=False))[0][0])
-        raise InvalidInput(ErrorCode.NON_FINITE, f"{name} has a missing (null) class name; every row needs one",
-                       {"field": name, "row_in_batch": row})
+        raise InvalidInput(
+            ErrorCode.NON_FINITE,
+            f"{name} has a missing (null) class name; every row needs one",
+            {"field": name, "row_in_batch": row},
+        )
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
     return pc.index_in(col.cast(pa.string()), value_set=vocab).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -268,15 +277,18 @@ def _list_length_of(col: pa.Array) -> int:
 def _list_values(col: pa.Array, width: int, name: str) -> np.ndarray:
     """Rows of a list column as an (rows x width) array; every row must have `width` entries."""
     if col.null_count:
-        raise InvalidInput(ErrorCode.NON_FINITE, f"{name} has null rows; every row needs {width} numbers",
-                       {"field": name})
+        raise InvalidInput(
+            ErrorCode.NON_FINITE, f"{name} has null rows; every row needs {width} numbers", {"field": name}
+        )
     if not pa.types.is_fixed_size_list(col.type):
         lengths = col.value_lengths().to_numpy(zero_copy_only=False)
         if (lengths != width).any():
             bad = int(np.argwhere(lengths != width)[0][0])
-            raise InvalidInput(ErrorCode.SHAPE_MISMATCH,
-                           f"{name} rows differ in length: expected {width}, a row has {int(lengths[bad])}",
-                           {"field": name, "expected": width, "found": int(lengths[bad])})
+            raise InvalidInput(
+                ErrorCode.SHAPE_MISMATCH,
+                f"{name} rows differ in length: expected {width}, a row has {int(lengths[bad])}",
+                {"field": name, "expected": width, "found": int(lengths[bad])},
+            )
     values = col.flatten()
     if values.null_count:
         values = values.cast(pa.float64())

@@ -36,14 +36,18 @@ def fetch_reference(uri: str, settings: Settings, work_dir: str) -> str:
                 try:
                     block = ref.file.read(COPY_CHUNK)
                 except OSError as exc:
-                    raise ReferenceUnreadable(f"Reference {uri!r}: reading failed ({exc})",
-                                              uri=uri, reason="io") from None
+                    raise ReferenceUnreadable(
+                        f"Reference {uri!r}: reading failed ({exc})", uri=uri, reason="io"
+                    ) from None
                 if not block:
                     break
                 copied += len(block)
                 if copied > limit:  # a file that grew after its size was checked
-                    raise TooLarge(ErrorCode.TOO_LARGE, f"The referenced file grew past the limit of {limit}",
-                                   {"limit_bytes": limit})
+                    raise TooLarge(
+                        ErrorCode.TOO_LARGE,
+                        f"The referenced file grew past the limit of {limit}",
+                        {"limit_bytes": limit},
+                    )
                 out.write(block)
     return dest
 

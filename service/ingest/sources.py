@@ -15,7 +15,6 @@ from typing import Any
 from spotlight.errors import InvalidInput
 from spotlight.protocol import ErrorCode
 
-
 # How deeply a metadata value may nest. Rows are echoed back as they came, so a few levels are
 # plenty; without a bound, a deep value makes every recursive reader (json, pydantic) overflow.
 MAX_JSON_DEPTH = 64

@@ -59,17 +59,27 @@ _UPLOAD_BODY: dict[str, Any] = {
 
 def to_out(record: DatasetRecord, deduplicated: bool = False) -> DatasetOut:
     return DatasetOut(
-        id=record.id, n=record.n, dim=record.dim, fields=record.fields, sha256=record.sha256,
-        created_at=record.created_at, deduplicated=deduplicated, name=record.name, tags=record.tags,
+        id=record.id,
+        n=record.n,
+        dim=record.dim,
+        fields=record.fields,
+        sha256=record.sha256,
+        created_at=record.created_at,
+        deduplicated=deduplicated,
+        name=record.name,
+        tags=record.tags,
     )
 
 
 def _tags(tags: list[str] | None) -> list[str]:
     for tag in tags or []:
         if not tag or len(tag) > TAG_MAX or any(c.isspace() or c == "," for c in tag):
-            raise ApiError(400, ErrorCode.VALIDATION,
-                           f"tags must be 1-{TAG_MAX} characters without spaces or commas; got {tag[:80]!r}",
-                           {"field": "tags"})
+            raise ApiError(
+                400,
+                ErrorCode.VALIDATION,
+                f"tags must be 1-{TAG_MAX} characters without spaces or commas; got {tag[:80]!r}",
+                {"field": "tags"},
+            )
     return list(tags or [])
 
 
@@ -82,9 +92,15 @@ def _tags(tags: list[str] | None) -> list[str]:
     openapi_extra=_UPLOAD_BODY,
 )
 async def create_dataset(
-    request: Request, tenant: TenantDep, settings: SettingsDep, store: StoreDep, datasets: DatasetsDep,
+    request: Request,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    datasets: DatasetsDep,
     name: Annotated[str | None, Query(min_length=1, max_length=NAME_MAX, description="Your label for it.")] = None,
-    tags: Annotated[list[str] | None, Query(max_length=TAGS_MAX, description="Your tags (repeat: tags=a&tags=b).")] = None,
+    tags: Annotated[
+        list[str] | None, Query(max_length=TAGS_MAX, description="Your tags (repeat: tags=a&tags=b).")
+    ] = None,
 ) -> Any:
     """Store a dataset: multipart `file` (.npz/.parquet) or .npy fields, inline JSON arrays, or `{"uri": …}`.
 
@@ -104,9 +120,12 @@ async def create_dataset(
             else:
                 builder, n, d = await run_in_threadpool(build_in, work, parsed, settings)
         else:
-            raise ApiError(415, ErrorCode.UNSUPPORTED_MEDIA,
-                           "Send multipart/form-data (files) or application/json (inline arrays or a uri).",
-                           {"content_type": ctype or None})
+            raise ApiError(
+                415,
+                ErrorCode.UNSUPPORTED_MEDIA,
+                "Send multipart/form-data (files) or application/json (inline arrays or a uri).",
+                {"content_type": ctype or None},
+            )
         record, existed = await run_in_threadpool(datasets.register, tenant, builder, n, d, name, _tags(tags))
     return to_out(record, existed)
 
@@ -128,7 +147,10 @@ def get_dataset(dataset_id: DatasetIdDep, tenant: TenantDep, datasets: DatasetsD
 
 
 @router.delete(
-    "/{dataset_id}", status_code=204, response_class=Response, responses=error_responses(404),
+    "/{dataset_id}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(404),
     summary="Delete a dataset (its content goes with the last dataset that shares it)",
 )
 def delete_dataset(dataset_id: DatasetIdDep, tenant: TenantDep, datasets: DatasetsDep) -> Response:

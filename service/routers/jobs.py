@@ -31,7 +31,8 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
     """Parameters that are valid alone but impossible for this dataset (400 validation_error)."""
     if params.spotlight_size >= 1 and params.spotlight_size >= dataset.n:
         raise ApiError(
-            400, ErrorCode.VALIDATION,
+            400,
+            ErrorCode.VALIDATION,
             f"spotlight_size {params.spotlight_size:g} (a count) must be below n={dataset.n}; "
             "use a fraction in (0, 1) or a smaller count",
             {"field": "params.spotlight_size", "n": dataset.n},
@@ -39,14 +40,16 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
     for coeff, needs in (("label_entropy_coeff", "labels"), ("prediction_entropy_coeff", "predictions")):
         if getattr(params, coeff) > 0 and needs not in dataset.fields:
             raise ApiError(
-                400, ErrorCode.VALIDATION,
+                400,
+                ErrorCode.VALIDATION,
                 f"{coeff} > 0 needs {needs}, and dataset {dataset.id} has none; upload {needs} with it or set "
                 f"{coeff} to 0",
                 {"field": f"params.{coeff}", "dataset_fields": list(dataset.fields)},
             )
     if params.pca_components is not None and params.pca_components > min(dataset.n, dataset.dim):
         raise ApiError(
-            400, ErrorCode.VALIDATION,
+            400,
+            ErrorCode.VALIDATION,
             f"pca_components {params.pca_components} must be at most min(n, dim) = {min(dataset.n, dataset.dim)}",
             {"field": "params.pca_components", "n": dataset.n, "dim": dataset.dim},
         )
@@ -61,8 +64,9 @@ def check_device(params: SearchParams, r: redis.Redis, settings: Settings) -> No
     if most is None or most <= index:
         have = "no running worker has a GPU" if not most else f"the running workers have at most {most} GPU(s)"
         raise ApiError(
-            400, ErrorCode.VALIDATION,
-            f"device {params.device!r} cannot run here: {have}; use \"auto\" (a GPU when one is free) or \"cpu\"",
+            400,
+            ErrorCode.VALIDATION,
+            f'device {params.device!r} cannot run here: {have}; use "auto" (a GPU when one is free) or "cpu"',
             {"field": "params.device", "cuda_devices": most or 0},
         )
 
@@ -72,7 +76,8 @@ def check_cost(jobs: JobRegistry, tenant: str, cost: int, settings: Settings) ->
     tenant's queued + running jobs past `max_active_cost_per_tenant` (spotlight/cost.py)."""
     if cost > settings.max_job_cost:
         raise ApiError(
-            400, ErrorCode.JOB_TOO_COSTLY,
+            400,
+            ErrorCode.JOB_TOO_COSTLY,
             f"This job would cost up to {cost:.3g} element-steps (n·d x restarts x steps x (regions + "
             f"permutations)); this server runs at most {settings.max_job_cost:.3g} per job "
             "(SPOTLIGHT_MAX_JOB_COST). Lower steps, restarts, n_spotlights or n_permutations, or use pca_components.",
@@ -82,12 +87,17 @@ def check_cost(jobs: JobRegistry, tenant: str, cost: int, settings: Settings) ->
     active = cost_lib.active_cost(jobs.r, tenant, active_ids)
     if active + cost > settings.max_active_cost_per_tenant:
         raise ApiError(
-            429, ErrorCode.TOO_MUCH_ACTIVE_COST,
+            429,
+            ErrorCode.TOO_MUCH_ACTIVE_COST,
             f"Your queued and running jobs already cost {active:.3g} element-steps; with this one ({cost:.3g}) "
             f"they would pass this server's limit of {settings.max_active_cost_per_tenant:.3g} per tenant "
             "(SPOTLIGHT_MAX_ACTIVE_COST_PER_TENANT); wait for some to finish.",
-            {"active_cost": active, "cost": cost, "limit": settings.max_active_cost_per_tenant,
-             "setting": "SPOTLIGHT_MAX_ACTIVE_COST_PER_TENANT"},
+            {
+                "active_cost": active,
+                "cost": cost,
+                "limit": settings.max_active_cost_per_tenant,
+                "setting": "SPOTLIGHT_MAX_ACTIVE_COST_PER_TENANT",
+            },
             headers={"Retry-After": "30"},
         )
 
@@ -125,8 +135,12 @@ def create_job(
     jobs: JobsDep,
     idempotency_key: Annotated[
         str | None,
-        Header(alias="Idempotency-Key", min_length=1, max_length=255,
-               description="Same key + same body: the same job, not a second one."),
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="Same key + same body: the same job, not a second one.",
+        ),
     ] = None,
 ) -> JobOut:
     """Queue a spotlight search on a stored dataset (`"ds_…"`) or on one given inline / by `uri`."""
@@ -157,8 +171,16 @@ def create_job(
         check_device(body.params, jobs.r, settings)
         cost = cost_lib.job_cost(body.params, record.n, record.dim)
         check_cost(jobs, tenant, cost, settings)
-        job = jobs.submit(tenant, job_id, record, body.params, body.callback_url, body.name, body.tags,
-                          large=cost > settings.large_job_cost)
+        job = jobs.submit(
+            tenant,
+            job_id,
+            record,
+            body.params,
+            body.callback_url,
+            body.name,
+            body.tags,
+            large=cost > settings.large_job_cost,
+        )
         cost_lib.record(jobs.r, tenant, job_id, cost)
     except BaseException:
         if idempotency_key:

@@ -20,13 +20,15 @@ def healthz() -> Health:
     return Health()
 
 
-@router.get("/readyz", response_model=Ready, responses=error_responses(503), summary="Redis and the store are reachable")
+@router.get(
+    "/readyz", response_model=Ready, responses=error_responses(503), summary="Redis and the store are reachable"
+)
 def readyz(request: Request) -> Ready:
     checks: dict[str, str] = {}
     r = request.app.state.redis
     try:
         checks["redis"] = "ok" if r is not None and r.ping() else "not configured"
-    except Exception as exc:  # any failure to reach Redis means not ready
+    except Exception as exc:  # noqa: BLE001 - any failure to reach Redis means not ready
         checks["redis"] = f"error: {type(exc).__name__}"
     try:
         request.app.state.store.check_writable()
@@ -34,6 +36,10 @@ def readyz(request: Request) -> Ready:
     except (StoreError, OSError) as exc:
         checks["store"] = f"error: {type(exc).__name__}"
     if any(v != "ok" for v in checks.values()):
-        raise ApiError(503, ErrorCode.UNAVAILABLE, "Not ready: " + ", ".join(f"{k} {v}" for k, v in checks.items()),
-                       {"checks": checks})
+        raise ApiError(
+            503,
+            ErrorCode.UNAVAILABLE,
+            "Not ready: " + ", ".join(f"{k} {v}" for k, v in checks.items()),
+            {"checks": checks},
+        )
     return Ready(checks=checks)

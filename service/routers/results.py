@@ -12,8 +12,8 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from service.deps import JobIdDep, JobsDep, StoreDep, TenantDep
 from service.errors import ApiError, error_responses
 from service.job_registry import JobRegistry
-from service.security_headers import REPORT_CSP
 from service.schemas import MAX_OFFSET, Member, MemberOrder, MembersOut, RegionsOut
+from service.security_headers import REPORT_CSP
 from spotlight import classes
 from spotlight.contribution import contributions
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
@@ -39,9 +39,12 @@ def finished_spec(jobs: JobRegistry, tenant: str, job_id: str) -> JobSpec:
     job = jobs.fetch(tenant, job_id)
     status = status_of(job)
     if status != JobStatus.FINISHED:
-        raise ApiError(409, ErrorCode.JOB_NOT_FINISHED,
-                       f"The job is {status}; results exist once it has finished.",
-                       {"job": job_id, "status": status})
+        raise ApiError(
+            409,
+            ErrorCode.JOB_NOT_FINISHED,
+            f"The job is {status}; results exist once it has finished.",
+            {"job": job_id, "status": status},
+        )
     return JobSpec.model_validate(job.meta[META_SPEC])
 
 
@@ -49,8 +52,9 @@ def _read_regions(store: ArtifactStore, job_id: str) -> dict[str, Any]:
     try:
         return dict(store.read_json(job_file(job_id, REGIONS_FILE)))
     except FileNotFoundError:
-        raise ApiError(404, ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).",
-                       {"job": job_id}) from None
+        raise ApiError(
+            404, ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id}
+        ) from None
 
 
 @router.get("/{job_id}/regions", response_model=RegionsOut, summary="The regions found")
@@ -75,16 +79,22 @@ def get_members(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     order: Annotated[
         MemberOrder,
-        Query(description="'weight' (default): highest kernel value first. 'contribution': highest "
-                          "weight x (loss - the job's loss floor) first, the failing examples of the region."),
+        Query(
+            description="'weight' (default): highest kernel value first. 'contribution': highest "
+            "weight x (loss - the job's loss floor) first, the failing examples of the region."
+        ),
     ] = "weight",
 ) -> MembersOut:
     spec = finished_spec(jobs, tenant, job_id)
     stored = _read_regions(store, job_id)
     n_regions = len(stored.get("regions", []))
     if k >= n_regions:
-        raise ApiError(404, ErrorCode.REGION_NOT_FOUND, f"Region {k} does not exist; this job has {n_regions}.",
-                       {"job": job_id, "k": k, "regions": n_regions})
+        raise ApiError(
+            404,
+            ErrorCode.REGION_NOT_FOUND,
+            f"Region {k} does not exist; this job has {n_regions}.",
+            {"job": job_id, "k": k, "regions": n_regions},
+        )
     files = DatasetFiles(store, spec.dataset_sha256)
     # The worker stored the member set in both orders and the loss floor: this route only pages them.
     ordered = members_file(k) if order == "weight" else members_by_contribution_file(k)
@@ -92,8 +102,9 @@ def get_members(
         members = store.load_npy(job_file(job_id, ordered))
         weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
     except FileNotFoundError:
-        raise ApiError(404, ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).",
-                       {"job": job_id}) from None
+        raise ApiError(
+            404, ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id}
+        ) from None
     reference = float(stored["loss_reference"])
     total = int(members.shape[0])
     idx = np.asarray(members[offset : offset + limit], dtype=np.int64)
@@ -125,9 +136,12 @@ def get_members(
 
 
 def _dataset_gone(job_id: str, spec: JobSpec) -> ApiError:
-    return ApiError(410, ErrorCode.DATASET_GONE,
-                    "The dataset this job searched has been deleted; its rows can no longer be shown.",
-                    {"job": job_id, "dataset": spec.dataset_id})
+    return ApiError(
+        410,
+        ErrorCode.DATASET_GONE,
+        "The dataset this job searched has been deleted; its rows can no longer be shown.",
+        {"job": job_id, "dataset": spec.dataset_id},
+    )
 
 
 def _stream(store: ArtifactStore, path: str) -> Iterator[bytes]:

@@ -43,7 +43,7 @@ class ScoreRequest(BaseModel):
         None, min_length=1, description="n x d embeddings to score as they are (no losses needed; nothing is stored)."
     )
     dataset: DatasetSpec | None = Field(
-        None, description="Or a dataset: an id (ds_…), inline arrays, or {\"uri\": …} (stored first, like an upload)."
+        None, description='Or a dataset: an id (ds_…), inline arrays, or {"uri": …} (stored first, like an upload).'
     )
 
     @model_validator(mode="after")
@@ -73,8 +73,14 @@ class ScoreOut(BaseModel):
     summary="Weights and membership of another dataset's rows in this job's regions",
 )
 def score(
-    job_id: JobIdDep, body: ScoreRequest, request: Request, tenant: TenantDep, settings: SettingsDep, store: StoreDep,
-    datasets: DatasetsDep, jobs: JobsDep,
+    job_id: JobIdDep,
+    body: ScoreRequest,
+    request: Request,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    datasets: DatasetsDep,
+    jobs: JobsDep,
 ) -> Any:
     """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply."""
     finished_spec(jobs, tenant, job_id)
@@ -91,14 +97,18 @@ def score(
     n, dim_in = (record.n, record.dim) if record is not None else x.shape
     dim = len(regions[0]["center"]) if regions else dim_in
     if dim_in != dim:
-        raise InvalidInput(ErrorCode.SHAPE_MISMATCH,
-                       f"The rows have dimension {dim_in}; this job's regions have {dim}.",
-                       {"dim": dim_in, "expected": dim, **({"dataset": record.id} if record else {})})
+        raise InvalidInput(
+            ErrorCode.SHAPE_MISMATCH,
+            f"The rows have dimension {dim_in}; this job's regions have {dim}.",
+            {"dim": dim_in, "expected": dim, **({"dataset": record.id} if record else {})},
+        )
     if n * max(1, len(regions)) > MAX_SCORE_VALUES:
-        raise TooLarge(ErrorCode.TOO_LARGE,
-                       f"{n} rows x {len(regions)} regions is over {MAX_SCORE_VALUES} weights in one answer; "
-                       "score the rows in parts, or compute them locally with the client's Region.weights(X)",
-                       {"n": n, "regions": len(regions), "limit": MAX_SCORE_VALUES})
+        raise TooLarge(
+            ErrorCode.TOO_LARGE,
+            f"{n} rows x {len(regions)} regions is over {MAX_SCORE_VALUES} weights in one answer; "
+            "score the rows in parts, or compute them locally with the client's Region.weights(X)",
+            {"n": n, "regions": len(regions), "limit": MAX_SCORE_VALUES},
+        )
     ids = None
     try:
         if record is not None:
@@ -109,13 +119,23 @@ def score(
     except kernel.RegionSpaceError as exc:
         raise InvalidInput(ErrorCode.VALIDATION, str(exc), {"job": job_id}) from None
     except DatasetMissing:
-        raise Gone(ErrorCode.DATASET_GONE, "The dataset's files are no longer stored.",
-                       {"dataset": record.id if record else None}) from None
+        raise Gone(
+            ErrorCode.DATASET_GONE,
+            "The dataset's files are no longer stored.",
+            {"dataset": record.id if record else None},
+        ) from None
     w = np.stack(columns, axis=1) if columns else np.zeros((n, 0))
     thresholds = [_member_min_weight(store, job_id, k, region) for k, region in enumerate(regions)]
     members = [members_at_or_above(w[:, k], thresholds[k]).tolist() for k in range(w.shape[1])]
-    return ScoreOut(job=job_id, dataset=record.id if record else None, n=n, member_min_weight=thresholds,
-                    weights=w.tolist(), members=members, ids=ids)
+    return ScoreOut(
+        job=job_id,
+        dataset=record.id if record else None,
+        n=n,
+        member_min_weight=thresholds,
+        weights=w.tolist(),
+        members=members,
+        ids=ids,
+    )
 
 
 def _member_min_weight(store: ArtifactStore, job_id: str, k: int, region: dict[str, Any]) -> float | None:
@@ -127,8 +147,9 @@ def _member_min_weight(store: ArtifactStore, job_id: str, k: int, region: dict[s
         members = store.load_npy(job_file(job_id, members_file(k)))
         weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
     except FileNotFoundError:
-        raise NotFound(ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).",
-                       {"job": job_id}) from None
+        raise NotFound(
+            ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id}
+        ) from None
     return member_min_weight(np.asarray(weights[:, k]), str(region["kernel"]), np.asarray(members))
 
 
@@ -137,12 +158,16 @@ def _inline_embeddings(rows: list[list[float]]) -> np.ndarray:
     try:
         x = np.asarray(rows, dtype=np.float64)
     except ValueError:
-        raise InvalidInput(ErrorCode.SHAPE_MISMATCH, "embeddings: rows differ in length",
-                       {"field": "embeddings"}) from None
+        raise InvalidInput(
+            ErrorCode.SHAPE_MISMATCH, "embeddings: rows differ in length", {"field": "embeddings"}
+        ) from None
     if x.ndim != 2 or x.shape[1] == 0:
         raise InvalidInput(ErrorCode.VALIDATION, "embeddings must be n x d with d >= 1", {"field": "embeddings"})
     if not np.isfinite(x).all():
         row = int(np.argwhere(~np.isfinite(x))[0][0])
-        raise InvalidInput(ErrorCode.NON_FINITE, f"embeddings has NaN or infinite values (first at row {row})",
-                       {"field": "embeddings", "row": row})
+        raise InvalidInput(
+            ErrorCode.NON_FINITE,
+            f"embeddings has NaN or infinite values (first at row {row})",
+            {"field": "embeddings", "row": row},
+        )
     return x

@@ -40,7 +40,11 @@ def test_rounding_sensitive_tests_pass_with_plain_kernels_on_one_thread() -> Non
     assert capability.stdout.strip() == "DEFAULT"  # the variable is honoured: the run below is what it says
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(str(HERE / t) for t in ROUNDING_SENSITIVE)],
-        env=env, capture_output=True, text=True, timeout=240, cwd=HERE.parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=HERE.parent.parent,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert " passed" in run.stdout and "skipped" not in run.stdout

@@ -15,8 +15,19 @@ from worker.engine import search
 def test_numpy_formula_gives_the_engines_weights(kernel_name: str, shape: str) -> None:
     x, loss, _ = planted_problem(n=600, d=6)
     x = x * 3.0 + 5.0  # caller units differ from the engine's standardised ones
-    result = search(x, loss, {"n_spotlights": 2, "steps": 40, "restarts": 2, "spotlight_size": 0.05,
-                              "kernel": kernel_name, "shape": shape, "device": "cpu"})
+    result = search(
+        x,
+        loss,
+        {
+            "n_spotlights": 2,
+            "steps": 40,
+            "restarts": 2,
+            "spotlight_size": 0.05,
+            "kernel": kernel_name,
+            "shape": shape,
+            "device": "cpu",
+        },
+    )
     for k, region in enumerate(result.regions):
         mine = kernel.region_weights(x, region.to_dict())
         assert mine.shape == (600,)
@@ -26,8 +37,11 @@ def test_numpy_formula_gives_the_engines_weights(kernel_name: str, shape: str) -
 
 def test_pca_regions_refuse_rather_than_answer_wrongly() -> None:
     x, loss, _ = planted_problem(n=300, d=8)
-    result = search(x, loss, {"n_spotlights": 1, "steps": 20, "restarts": 1, "spotlight_size": 0.05,
-                              "pca_components": 3, "device": "cpu"})
+    result = search(
+        x,
+        loss,
+        {"n_spotlights": 1, "steps": 20, "restarts": 1, "spotlight_size": 0.05, "pca_components": 3, "device": "cpu"},
+    )
     with pytest.raises(kernel.RegionSpaceError, match="pca_components"):
         kernel.region_weights(x, result.regions[0].to_dict())
 

@@ -85,8 +85,12 @@ def test_hand_derived_spherical_step_equals_the_autograd_path(kernel: str, maske
         assert (fast[3] < 1).all()
     if case == "barrier_active":
         assert (fast[0].penalised < fast[0].value).any()
-    for a, b in [(fast[0].value, slow[0].value), (fast[0].penalised, slow[0].penalised),
-                 (fast[0].total, slow[0].total), *zip(fast[1:], slow[1:], strict=True)]:
+    for a, b in [
+        (fast[0].value, slow[0].value),
+        (fast[0].penalised, slow[0].penalised),
+        (fast[0].total, slow[0].total),
+        *zip(fast[1:], slow[1:], strict=True),
+    ]:
         assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-9, atol=1e-12), (a, b)
 
 
@@ -128,8 +132,19 @@ def test_a_float32_step_is_the_float64_step_on_any_thread_count(threads: int) ->
 
     def step(dtype: torch.dtype):
         data = core.EmbeddingMatrix(x.to(dtype))
-        return core.objective_and_gradient(data, mu.to(dtype), theta.to(dtype), scores.to(dtype),
-                                           weights.to(dtype), None, "gaussian", size, slack, 1.5, None)
+        return core.objective_and_gradient(
+            data,
+            mu.to(dtype),
+            theta.to(dtype),
+            scores.to(dtype),
+            weights.to(dtype),
+            None,
+            "gaussian",
+            size,
+            slack,
+            1.5,
+            None,
+        )
 
     ref = step(torch.float64)
     before = torch.get_num_threads()
@@ -139,8 +154,13 @@ def test_a_float32_step_is_the_float64_step_on_any_thread_count(threads: int) ->
     finally:
         torch.set_num_threads(before)
     assert (ref[0].penalised < ref[0].value).any()
-    for a, b in [(out[0].value, ref[0].value), (out[0].penalised, ref[0].penalised), (out[0].total, ref[0].total),
-                 (out[1], ref[1]), (out[2], ref[2])]:
+    for a, b in [
+        (out[0].value, ref[0].value),
+        (out[0].penalised, ref[0].penalised),
+        (out[0].total, ref[0].total),
+        (out[1], ref[1]),
+        (out[2], ref[2]),
+    ]:
         assert a.dtype == torch.float32
         assert float((a.double() - b).abs().max()) <= 1e-4 * max(float(b.abs().max()), 1e-12), (a, b)
 

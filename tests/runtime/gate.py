@@ -99,7 +99,9 @@ class _HeldReporter:
             self._held = True
             job = self._reporter.job
             # A connection of its own: an RQ timeout firing inside a blocking call leaves it unusable.
-            gate_conn = redis.Redis(connection_pool=redis.ConnectionPool(**job.connection.connection_pool.connection_kwargs))
+            gate_conn = redis.Redis(
+                connection_pool=redis.ConnectionPool(**job.connection.connection_pool.connection_kwargs)
+            )
             try:
                 hold(gate_conn, job.id, self._reporter.should_stop)
             finally:

@@ -33,8 +33,14 @@ pytestmark = pytest.mark.timeout(180)
 
 def _worker(env: dict[str, str], log: Path, *flags: str) -> subprocess.CompletedProcess[bytes]:
     with log.open("wb") as out:
-        return subprocess.run([sys.executable, "-m", "spotlight.cli", "worker", "--burst", *flags],
-                              cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=150)
+        return subprocess.run(
+            [sys.executable, "-m", "spotlight.cli", "worker", "--burst", *flags],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=150,
+        )
 
 
 def test_callback_is_queued_and_delivered_by_a_callbacks_only_worker_without_torch(
@@ -43,11 +49,17 @@ def test_callback_is_queued_and_delivered_by_a_callbacks_only_worker_without_tor
     receiver = Receiver([200])
     receiver.thread.start()
     try:
-        env = worker_env(redis_url, store_dir, SPOTLIGHT_WEBHOOK_SECRET=SECRET, SPOTLIGHT_ALLOW_PRIVATE_ADDRESSES="true",
-                         SPOTLIGHT_ALLOWED_HOSTS='["127.0.0.1"]')
+        env = worker_env(
+            redis_url,
+            store_dir,
+            SPOTLIGHT_WEBHOOK_SECRET=SECRET,
+            SPOTLIGHT_ALLOW_PRIVATE_ADDRESSES="true",
+            SPOTLIGHT_ALLOWED_HOSTS='["127.0.0.1"]',
+        )
         settings = Settings(redis_url=redis_url, store_url=str(store_dir))
         spec = make_spec(write_dataset(ArtifactStore(str(store_dir)), n=200)).model_copy(
-            update={"callback_url": receiver.url})
+            update={"callback_url": receiver.url}
+        )
         job = enqueue(redis_url, spec, settings)
 
         # 1. a search-only worker runs the search and leaves the callback queued
@@ -80,8 +92,9 @@ def test_callback_is_queued_and_delivered_by_a_callbacks_only_worker_without_tor
         receiver.server.server_close()
 
 
-def test_a_job_without_callback_queues_nothing_and_workers_need_a_queue(redis_url: str, store_dir: Path,
-                                                                        tmp_path: Path) -> None:
+def test_a_job_without_callback_queues_nothing_and_workers_need_a_queue(
+    redis_url: str, store_dir: Path, tmp_path: Path
+) -> None:
     from worker.runner import build_worker
 
     settings = Settings(redis_url=redis_url, store_url=str(store_dir))

@@ -12,7 +12,9 @@ import pytest
 from spotlight.cli import _parse_param, main
 
 
-def test_openapi_prints_the_spec_and_writes_the_same_to_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_openapi_prints_the_spec_and_writes_the_same_to_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["openapi"]) == 0
     printed = capsys.readouterr().out
     spec = json.loads(printed)

@@ -56,12 +56,20 @@ SCRIPT = textwrap.dedent("""
 
 def test_the_worker_parent_never_initialises_cuda(redis_url: str, store_dir: Path, tmp_path: Path) -> None:
     settings = Settings(redis_url=redis_url, store_url=str(store_dir))
-    job = enqueue(redis_url, make_spec(write_dataset(ArtifactStore(str(store_dir))), {**QUICK, "device": "auto"}),
-                  settings)
+    job = enqueue(
+        redis_url, make_spec(write_dataset(ArtifactStore(str(store_dir))), {**QUICK, "device": "auto"}), settings
+    )
     record = tmp_path / "lazy_init_calls"
     record.touch()
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(record)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, env=worker_env(redis_url, store_dir), timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(record)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=worker_env(redis_url, store_dir),
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     parent = json.loads(done.stdout.strip().splitlines()[-1])
 

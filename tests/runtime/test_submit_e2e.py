@@ -35,16 +35,51 @@ def test_submit_uploads_npy_files_waits_and_prints_the_planted_region(
     servers = _Servers(url, tmp_path)
     api = servers.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOTLIGHT_")}
-    env.update({"REDIS_URL": url, "SPOTLIGHT_STORE_URL": str(tmp_path / "store"), "PYTHONPATH": str(REPO_ROOT),
-                "SPOTLIGHT_LOG_JSON": "false", "COLUMNS": "200"})
-    worker = subprocess.Popen([sys.executable, "-m", "spotlight.cli", "worker", "--burst"], cwd=REPO_ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env.update(
+        {
+            "REDIS_URL": url,
+            "SPOTLIGHT_STORE_URL": str(tmp_path / "store"),
+            "PYTHONPATH": str(REPO_ROOT),
+            "SPOTLIGHT_LOG_JSON": "false",
+            "COLUMNS": "200",
+        }
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "spotlight.cli", "worker", "--burst"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "spotlight.cli", "submit", str(tmp_path / "emb.npy"), str(tmp_path / "loss.npy"),
-             "--labels", str(tmp_path / "labels.npy"), "--server", api.url, "--wait", "--timeout", "150",
-             "--param", "n_spotlights=2", "--param", "spotlight_size=30", "--param", "device=\"cpu\""],
-            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180,
+            [
+                sys.executable,
+                "-m",
+                "spotlight.cli",
+                "submit",
+                str(tmp_path / "emb.npy"),
+                str(tmp_path / "loss.npy"),
+                "--labels",
+                str(tmp_path / "labels.npy"),
+                "--server",
+                api.url,
+                "--wait",
+                "--timeout",
+                "150",
+                "--param",
+                "n_spotlights=2",
+                "--param",
+                "spotlight_size=30",
+                "--param",
+                'device="cpu"',
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
     finally:
         worker.wait(60)

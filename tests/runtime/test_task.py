@@ -10,6 +10,7 @@ import pytest
 import redis
 import torch
 
+from spotlight.members import member_set
 from spotlight.protocol import (
     META_ERROR,
     META_PROGRESS,
@@ -26,7 +27,6 @@ from spotlight.protocol import (
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 from worker.progress import JobReporter
-from spotlight.members import member_set
 from worker.task import execute
 
 from .gate import Gate, held_searches

@@ -23,7 +23,11 @@ pytestmark = pytest.mark.e2e
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SPOTLIGHT_REDIS_URL") and not k.startswith("SPOTLIGHT_API_KEYS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "SPOTLIGHT_REDIS_URL") and not k.startswith("SPOTLIGHT_API_KEYS")
+    }
     env.update({"SPOTLIGHT_LOG_JSON": "false", "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.1", "PYTHONPATH": str(REPO_ROOT)})
     return env
 
@@ -32,17 +36,33 @@ def test_up_serves_a_search_and_stops_on_sigterm_leaving_no_process(tmp_path: Pa
     port = free_port()
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen(
-        [sys.executable, "-m", "spotlight.cli", "up", "--port", str(port), "--workers", "1",
-         "--data-dir", str(tmp_path / "data")],
-        cwd=REPO_ROOT, env=_env(tmp_path), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "spotlight.cli",
+            "up",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=REPO_ROOT,
+        env=_env(tmp_path),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+
             def healthy() -> bool:
                 try:
                     return http.get("/readyz").status_code == 200
                 except httpx.TransportError:
                     return up.poll() is not None  # stop waiting if it died
+
             wait_for(healthy, 90, "the API to answer", interval=0.3)
             assert up.poll() is None, (tmp_path / "up.log").read_text()
 
@@ -57,8 +77,12 @@ def test_up_serves_a_search_and_stops_on_sigterm_leaving_no_process(tmp_path: Pa
             assert job.status_code == 202, job.text
             job_id = job.json()["id"]
             status = wait_for(
-                lambda: (s := http.get(f"/v1/jobs/{job_id}").json())["status"] in ("finished", "failed", "canceled") and s,
-                60, "the job to end", interval=0.2,
+                lambda: (
+                    (s := http.get(f"/v1/jobs/{job_id}").json())["status"] in ("finished", "failed", "canceled") and s
+                ),
+                60,
+                "the job to end",
+                interval=0.2,
             )
             assert status["status"] == "finished", status
             regions = http.get(f"/v1/jobs/{job_id}/regions").json()["regions"]
@@ -70,7 +94,10 @@ def test_up_serves_a_search_and_stops_on_sigterm_leaving_no_process(tmp_path: Pa
         assert any("redis-server" in c[0] for c in cmdlines)
         assert any("api" in c for c in cmdlines)
         workers = [c for c in cmdlines if "worker" in c and "worker.cli" in c]  # started by module name
-        assert {c[c.index("worker") + 1] for c in workers} == {"--callbacks-only", "--no-callbacks"}  # a horse repeats its parent
+        assert {c[c.index("worker") + 1] for c in workers} == {
+            "--callbacks-only",
+            "--no-callbacks",
+        }  # a horse repeats its parent
         t0 = time.monotonic()
         up.send_signal(signal.SIGTERM)
         assert up.wait(40) == 0
@@ -89,7 +116,10 @@ def test_up_serves_a_search_and_stops_on_sigterm_leaving_no_process(tmp_path: Pa
 def test_up_refuses_an_open_bind_without_keys(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "spotlight.cli", "up", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d")],
-        cwd=REPO_ROOT, env=_env(tmp_path), capture_output=True, timeout=60,
+        cwd=REPO_ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        timeout=60,
     )
     assert proc.returncode != 0
     assert b"without API keys" in proc.stderr

@@ -41,7 +41,9 @@ def npz_bytes(n: int = 200, d: int = 4, seed: int = 0, labels: bool = True) -> b
 class Cluster:
     """API and worker nodes against one Redis URL and one store URL."""
 
-    def __init__(self, root: Path, redis_url: str, store_url: str, *, own_home: bool = False, **shared_env: str) -> None:
+    def __init__(
+        self, root: Path, redis_url: str, store_url: str, *, own_home: bool = False, **shared_env: str
+    ) -> None:
         """`own_home`: each node also gets its own HOME (no user-level cache, such as the compiled
         CPU kernel's, shared between nodes; each worker then builds its own on its first search)."""
         self.root = Path(root)
@@ -57,18 +59,20 @@ class Cluster:
 
     def env(self, name: str, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOTLIGHT_", "AWS_")) and k != "REDIS_URL"}
-        env.update({
-            "REDIS_URL": self.redis_url,
-            "SPOTLIGHT_STORE_URL": self.store_url,
-            "SPOTLIGHT_DATA_DIR": str(self.node_dir(name) / "data"),
-            "SPOTLIGHT_WORKER_HEARTBEAT_S": "1",
-            "SPOTLIGHT_WORKER_LOST_AFTER_S": "2",
-            "SPOTLIGHT_MAINTENANCE_INTERVAL_S": "1",
-            "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.2",
-            "SPOTLIGHT_LOG_JSON": "false",
-            "SPOTLIGHT_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(REPO_ROOT),  # the code is the image every node runs
-        })
+        env.update(
+            {
+                "REDIS_URL": self.redis_url,
+                "SPOTLIGHT_STORE_URL": self.store_url,
+                "SPOTLIGHT_DATA_DIR": str(self.node_dir(name) / "data"),
+                "SPOTLIGHT_WORKER_HEARTBEAT_S": "1",
+                "SPOTLIGHT_WORKER_LOST_AFTER_S": "2",
+                "SPOTLIGHT_MAINTENANCE_INTERVAL_S": "1",
+                "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.2",
+                "SPOTLIGHT_LOG_JSON": "false",
+                "SPOTLIGHT_LOG_LEVEL": "WARNING",
+                "PYTHONPATH": str(REPO_ROOT),  # the code is the image every node runs
+            }
+        )
         if self.own_home:
             env["HOME"] = str(self.node_dir(name) / "home")
             env["XDG_CACHE_HOME"] = str(self.node_dir(name) / "home" / ".cache")
@@ -82,7 +86,11 @@ class Cluster:
         log = (cwd / "node.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "spotlight.cli", *argv],
-            cwd=cwd, env=self.env(name, **extra), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=cwd,
+            env=self.env(name, **extra),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs[name] = proc
         return proc
@@ -170,7 +178,11 @@ def wait_workers(redis_url: str, queue_name: str, names: set[str], timeout: floa
     conn = redis.Redis.from_url(redis_url)
     try:
         queue = Queue(queue_name, connection=conn)
-        wait_for(lambda: names <= {w.name for w in Worker.all(queue=queue)}, timeout,
-                 f"workers {sorted(names)} to register", interval=0.2)
+        wait_for(
+            lambda: names <= {w.name for w in Worker.all(queue=queue)},
+            timeout,
+            f"workers {sorted(names)} to register",
+            interval=0.2,
+        )
     finally:
         conn.close()

@@ -86,17 +86,36 @@ class SeaweedS3:
         data = self.root / "data"
         data.mkdir(parents=True, exist_ok=True)
         config = self.root / "s3.json"
-        config.write_text(json.dumps({"identities": [{
-            "name": "spotlight",
-            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": self.secret}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}))
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "spotlight",
+                            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": self.secret}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
         argv = [
-            weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={self.ports['master']}", f"-volume.port={self.ports['volume']}",
-            f"-filer.port={self.ports['filer']}", "-s3", f"-s3.port={self.ports['s3']}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}",
-            "-volume.max=0", "-master.volumeSizeLimitMB=64", "-iam=false",
+            weed,
+            "server",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={self.ports['master']}",
+            f"-volume.port={self.ports['volume']}",
+            f"-filer.port={self.ports['filer']}",
+            "-s3",
+            f"-s3.port={self.ports['s3']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={config}",
+            "-volume.max=0",
+            "-master.volumeSizeLimitMB=64",
+            "-iam=false",
         ]
         log = (self.root / "weed.log").open("ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -115,7 +134,7 @@ class SeaweedS3:
         try:
             self.filesystem().ls("")
             return True
-        except Exception:
+        except Exception:  # noqa: BLE001 - not up yet, whatever the client says
             return False
 
     def filesystem(self) -> Any:
@@ -123,8 +142,12 @@ class SeaweedS3:
         import s3fs
 
         return s3fs.S3FileSystem(
-            key=ACCESS_KEY, secret=self.secret, endpoint_url=self.endpoint, client_kwargs={"region_name": REGION},
-            skip_instance_cache=True, use_listings_cache=False,
+            key=ACCESS_KEY,
+            secret=self.secret,
+            endpoint_url=self.endpoint,
+            client_kwargs={"region_name": REGION},
+            skip_instance_cache=True,
+            use_listings_cache=False,
         )
 
     def make_bucket(self, name: str | None = None) -> str:

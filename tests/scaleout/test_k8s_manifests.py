@@ -119,11 +119,17 @@ def test_selectors_match_their_pods() -> None:
     for w in workloads:
         assert w["spec"]["selector"]["matchLabels"].items() <= w["spec"]["template"]["metadata"]["labels"].items()
     for svc in (o for o in objects() if o["kind"] == "Service"):
-        targets = [w for w in workloads
-                   if svc["spec"]["selector"].items() <= w["spec"]["template"]["metadata"]["labels"].items()]
+        targets = [
+            w
+            for w in workloads
+            if svc["spec"]["selector"].items() <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
         assert len(targets) == 1, svc["metadata"]["name"]
-        ports = {p["name"]: p["containerPort"] for c in targets[0]["spec"]["template"]["spec"]["containers"]
-                 for p in c.get("ports", [])}
+        ports = {
+            p["name"]: p["containerPort"]
+            for c in targets[0]["spec"]["template"]["spec"]["containers"]
+            for p in c.get("ports", [])
+        }
         for port in svc["spec"]["ports"]:
             assert port["targetPort"] in ports, f"{svc['metadata']['name']}: no container port {port['targetPort']}"
 

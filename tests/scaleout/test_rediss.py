@@ -39,8 +39,9 @@ def test_a_rediss_url_with_a_ca_file_reaches_redis_and_an_untrusted_one_does_not
     tls.set("over-tls", "yes")
     assert redis.Redis.from_url(server.url).get("over-tls") == b"yes"  # the same, real server
     tls.close()
-    untrusted = redis.Redis.from_url(f"rediss://127.0.0.1:{proxy.port}/0?ssl_cert_reqs=required",
-                                     socket_connect_timeout=5, socket_timeout=5)
+    untrusted = redis.Redis.from_url(
+        f"rediss://127.0.0.1:{proxy.port}/0?ssl_cert_reqs=required", socket_connect_timeout=5, socket_timeout=5
+    )
     with pytest.raises(redis.ConnectionError):
         untrusted.ping()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -26,8 +25,7 @@ def cluster(s3: SeaweedS3, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     root = tmp_path_factory.mktemp("s3stack")
     bucket = s3.make_bucket()
     with EmbeddedRedis(root / "redis") as server:
-        c = Cluster(root, server.url, f"s3://{bucket}/spotlight", **s3.env(),
-                    SPOTLIGHT_ALLOWED_SCHEMES='["file","s3"]')
+        c = Cluster(root, server.url, f"s3://{bucket}/spotlight", **s3.env(), SPOTLIGHT_ALLOWED_SCHEMES='["file","s3"]')
         c.bucket = bucket  # type: ignore[attr-defined]
         try:
             c.start_worker("worker")

@@ -77,7 +77,11 @@ class Stack:
         log = (self.root / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", module, *argv],
-            cwd=REPO_ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO_ROOT,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs[name] = proc
         return proc
@@ -142,7 +146,9 @@ class Stack:
         return httpx.Client(base_url=self.url, timeout=30, **kw)
 
     def upload(self, client: httpx.Client, seed: int = 0, n: int = 120) -> str:
-        r = client.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(n=n, seed=seed), "application/octet-stream")})
+        r = client.post(
+            "/v1/datasets", files={"file": ("d.npz", npz_bytes(n=n, seed=seed), "application/octet-stream")}
+        )
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
 

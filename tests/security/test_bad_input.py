@@ -74,15 +74,19 @@ def snapshot(stack: Stack) -> tuple[set[str], set[bytes]]:
     files = {f for f in files if not f.startswith(".probe")}
     conn = redis.Redis.from_url(stack.redis.url)
     try:
-        keys = {k for k in conn.keys("*")
-                if not k.startswith((b"rq:worker", b"rq:workers")) and not (b":stats:" in k and b":http" in k)}
+        keys = {
+            k
+            for k in conn.keys("*")
+            if not k.startswith((b"rq:worker", b"rq:workers")) and not (b":stats:" in k and b":http" in k)
+        }
     finally:
         conn.close()
     return files, keys
 
 
-def expect_error(stack: Stack, client: httpx.Client, send: Callable[[httpx.Client], httpx.Response],
-                 status: int, code: str) -> dict[str, Any]:
+def expect_error(
+    stack: Stack, client: httpx.Client, send: Callable[[httpx.Client], httpx.Response], status: int, code: str
+) -> dict[str, Any]:
     before = snapshot(stack)
     r = send(client)
     assert r.status_code == status, r.text
@@ -119,8 +123,9 @@ def upload_file(name: str, data: bytes) -> Callable[[httpx.Client], httpx.Respon
 
 
 def upload_parts(**parts: bytes) -> Callable[[httpx.Client], httpx.Response]:
-    return lambda c: c.post("/v1/datasets", files={k: (f"{k}.npy", v, "application/octet-stream")
-                                                   for k, v in parts.items()})
+    return lambda c: c.post(
+        "/v1/datasets", files={k: (f"{k}.npy", v, "application/octet-stream") for k, v in parts.items()}
+    )
 
 
 def post_json(path: str, body: Any) -> Callable[[httpx.Client], httpx.Response]:
@@ -169,20 +174,31 @@ def parquet_bytes(drop: str | None = None) -> bytes:
 CASES: dict[str, tuple[Callable[[], Callable[[httpx.Client], httpx.Response]], int, str]] = {
     "nan in losses (npy parts)": (
         lambda: upload_parts(embeddings=npy(good()["embeddings"]), losses=npy(np.full(50, np.nan, np.float32))),
-        400, "non_finite_values"),
+        400,
+        "non_finite_values",
+    ),
     "inf in embeddings (npy parts)": (
         lambda: upload_parts(embeddings=npy(np.full((50, 3), np.inf, np.float32)), losses=npy(good()["losses"])),
-        400, "non_finite_values"),
+        400,
+        "non_finite_values",
+    ),
     "Infinity in inline JSON": (
         lambda: post_raw("/v1/datasets", b'{"embeddings": [[1, 2], [3, 4]], "losses": [1, Infinity]}'),
-        400, "non_finite_values"),
+        400,
+        "non_finite_values",
+    ),
     "-Infinity in inline JSON embeddings": (
         lambda: post_raw("/v1/datasets", b'{"embeddings": [[1, -Infinity], [3, 4]], "losses": [1, 2]}'),
-        400, "non_finite_values"),
+        400,
+        "non_finite_values",
+    ),
     "malformed JSON job": (lambda: post_raw("/v1/jobs", b'{"dataset": '), 400, "malformed_json"),
     "corrupt parquet": (lambda: upload_file("x.parquet", b"PAR1" + bytes(500) + b"PAR1"), 400, "bad_file"),
-    "parquet without embeddings": (lambda: upload_file("x.parquet", parquet_bytes(drop="embeddings")),
-                                   400, "validation_error"),
+    "parquet without embeddings": (
+        lambda: upload_file("x.parquet", parquet_bytes(drop="embeddings")),
+        400,
+        "validation_error",
+    ),
     "zip bomb with a plausible ratio (npz)": (lambda: upload_file("x.npz", zip_bomb()), 413, "payload_too_large"),
 }
 
@@ -196,9 +212,10 @@ def test_bad_dataset_input_is_refused_cleanly(stack: Stack, a: httpx.Client, cas
 def test_pickled_npy_is_refused_and_never_unpickled(stack: Stack, a: httpx.Client, tmp_path: Path) -> None:
     sentinel = tmp_path / SENTINEL_NAME
     evil = np.array([Evil(str(sentinel)), Evil(str(sentinel))], dtype=object)
-    for send in (upload_parts(embeddings=npy(evil, allow_pickle=True), losses=npy(good()["losses"][:2])),
-                 upload_file("x.npz", _npz_with_raw(embeddings=npy(evil, allow_pickle=True),
-                                                    losses=npy(good()["losses"][:2])))):
+    for send in (
+        upload_parts(embeddings=npy(evil, allow_pickle=True), losses=npy(good()["losses"][:2])),
+        upload_file("x.npz", _npz_with_raw(embeddings=npy(evil, allow_pickle=True), losses=npy(good()["losses"][:2]))),
+    ):
         expect_error(stack, a, send, 400, "bad_file")
     assert not sentinel.exists(), "the server unpickled the upload"
 
@@ -214,8 +231,13 @@ def _npz_with_raw(**members: bytes) -> bytes:
 def test_unknown_ids_are_404(stack: Stack, a: httpx.Client) -> None:
     expect_error(stack, a, lambda c: c.get("/v1/datasets/ds_000000000000000000000000"), 404, "dataset_not_found")
     expect_error(stack, a, lambda c: c.get("/v1/jobs/job_000000000000000000000000"), 404, "job_not_found")
-    expect_error(stack, a, post_json("/v1/jobs", {"dataset": "ds_000000000000000000000000", "params": QUICK_PARAMS}),
-                 404, "dataset_not_found")
+    expect_error(
+        stack,
+        a,
+        post_json("/v1/jobs", {"dataset": "ds_000000000000000000000000", "params": QUICK_PARAMS}),
+        404,
+        "dataset_not_found",
+    )
     expect_error(stack, a, lambda c: c.get("/v1/jobs/job_000000000000000000000000/regions"), 404, "job_not_found")
 
 
@@ -232,23 +254,44 @@ def test_another_tenants_ids_are_404_and_untouched(stack: Stack, b: httpx.Client
 
 
 def test_references_outside_the_sandbox_are_refused(stack: Stack, a: httpx.Client) -> None:
-    for uri in ("file:///etc/passwd", "file:///proc/self/environ", "s3://bucket/key.npz",
-                "http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:6379/"):
+    for uri in (
+        "file:///etc/passwd",
+        "file:///proc/self/environ",
+        "s3://bucket/key.npz",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:6379/",
+    ):
         expect_error(stack, a, post_json("/v1/datasets", {"uri": uri}), 400, "reference_refused")
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:6379/", "http://169.254.169.254/", "http://0x7f.1/",
-                                 "ftp://example.com/", "http://[::1]/"])
-def test_private_callback_urls_are_refused_at_submission(stack: Stack, a: httpx.Client, owned: dict[str, str],
-                                                         url: str) -> None:
-    expect_error(stack, a, post_json("/v1/jobs", {"dataset": owned["dataset"], "params": QUICK_PARAMS,
-                                                  "callback_url": url}), 400, "validation_error")
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:6379/", "http://169.254.169.254/", "http://0x7f.1/", "ftp://example.com/", "http://[::1]/"],
+)
+def test_private_callback_urls_are_refused_at_submission(
+    stack: Stack, a: httpx.Client, owned: dict[str, str], url: str
+) -> None:
+    expect_error(
+        stack,
+        a,
+        post_json("/v1/jobs", {"dataset": owned["dataset"], "params": QUICK_PARAMS, "callback_url": url}),
+        400,
+        "validation_error",
+    )
 
 
 def test_without_keys_the_api_refuses_a_public_bind(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOTLIGHT_API_KEYS")}
-    env.update({"PYTHONPATH": str(REPO_ROOT), "SPOTLIGHT_DATA_DIR": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:1/0"})
-    proc = subprocess.run([sys.executable, "-m", "spotlight.cli", "api", "--host", "0.0.0.0", "--port", "1"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    env.update(
+        {"PYTHONPATH": str(REPO_ROOT), "SPOTLIGHT_DATA_DIR": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:1/0"}
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "spotlight.cli", "api", "--host", "0.0.0.0", "--port", "1"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert "refusing to bind 0.0.0.0 without API keys" in proc.stdout + proc.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -46,15 +46,23 @@ def settings() -> Settings:
     return Settings(result_ttl_s=int(TTL))
 
 
-def make_job(conn, store, tenant: str, job_id: str, status: str | None, ended: float | None = None,
-             created: float = NOW - 10 * TTL, own_status: bool = True) -> None:
+def make_job(
+    conn,
+    store,
+    tenant: str,
+    job_id: str,
+    status: str | None,
+    ended: float | None = None,
+    created: float = NOW - 10 * TTL,
+    own_status: bool = True,
+) -> None:
     """An RQ job as the API enqueues it, moved to `status` as the worker would, with result files."""
     if status is not None:
         job = Queue("spotlight", connection=conn).enqueue(TASK_PATH, job_id=job_id, meta={"tenant": tenant})
         if status != "queued":
             job.set_status(JobStatus(status if status != "running" else "started"))
         if ended is not None:
-            when = datetime.fromtimestamp(ended, timezone.utc)
+            when = datetime.fromtimestamp(ended, UTC)
             if own_status:
                 job.meta[META_STATUS] = status
                 job.meta[META_ENDED_AT] = when.isoformat()

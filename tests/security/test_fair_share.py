@@ -33,9 +33,16 @@ def test_the_cost_counts_every_factor() -> None:
 
 @pytest.fixture
 def client(redis_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(redis_url=redis_url, data_dir=tmp_path, store_url=str(tmp_path / "store"),
-                        api_keys=",".join(f"{t}:{k}" for t, k in KEYS.items()), api_keys_file=None,
-                        max_job_cost=1e9, max_active_cost_per_tenant=2.5e8, large_job_cost=5e7)
+    settings = Settings(
+        redis_url=redis_url,
+        data_dir=tmp_path,
+        store_url=str(tmp_path / "store"),
+        api_keys=",".join(f"{t}:{k}" for t, k in KEYS.items()),
+        api_keys_file=None,
+        max_job_cost=1e9,
+        max_active_cost_per_tenant=2.5e8,
+        large_job_cost=5e7,
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c
 
@@ -86,8 +93,7 @@ LARGE = {"n_spotlights": 3, "steps": 600, "restarts": 4, "spotlight_size": 0.05,
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path, SPOTLIGHT_API_KEYS=",".join(f"{t}:{k}" for t, k in KEYS.items()),
-              SPOTLIGHT_LARGE_JOB_COST=1e6)
+    s = Stack(tmp_path, SPOTLIGHT_API_KEYS=",".join(f"{t}:{k}" for t, k in KEYS.items()), SPOTLIGHT_LARGE_JOB_COST=1e6)
     s.start_redis()
     try:
         s.start_api()

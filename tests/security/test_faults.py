@@ -90,13 +90,19 @@ def test_a_worker_survives_a_redis_restart(stack: Stack) -> None:
         # bookkeeping between two jobs ends the process instead (RQ's loop), and `spotlight up` or the
         # orchestrator restarts it; that case is not what this test claims.
         admin = redis.Redis.from_url(stack.redis.url)
-        wait_for(lambda: any(cl.get("cmd") in ("blpop", "blmpop") for cl in admin.client_list()), 30,
-                 "the worker to wait on its queues")
+        wait_for(
+            lambda: any(cl.get("cmd") in ("blpop", "blmpop") for cl in admin.client_list()),
+            30,
+            "the worker to wait on its queues",
+        )
         admin.close()
         stack.redis.kill()
         # the worker logs the outage (RQ's reconnect loop, or our skipped maintenance) before Redis returns
-        wait_for(lambda: re.search("could not connect to Redis|Redis unreachable", stack.log("w1")), 30,
-                 "the worker to lose Redis")
+        wait_for(
+            lambda: re.search("could not connect to Redis|Redis unreachable", stack.log("w1")),
+            30,
+            "the worker to lose Redis",
+        )
         stack.redis.start()
         job = stack.submit(c, ds, {**QUICK_PARAMS, "seed": 7})
         assert stack.wait_ended(c, job, 90)["status"] == "finished", stack.log("w1")
@@ -117,8 +123,11 @@ def test_a_worker_that_loses_redis_mid_job_serves_again_once_it_returns(tmp_path
             first = stack.submit(c, ds)
             stack.gate(first).wait_held()
             stack.redis.kill()  # mid-job: the worker's next heartbeat meets a dead Redis
-            wait_for(lambda: "lost Redis" in stack.log("w1") or worker.poll() is not None, 60,
-                     "the worker to notice the outage")
+            wait_for(
+                lambda: "lost Redis" in stack.log("w1") or worker.poll() is not None,
+                60,
+                "the worker to notice the outage",
+            )
             assert worker.poll() is None, stack.log("w1")
             stack.redis.start()
             second = stack.submit(c, ds, {**QUICK_PARAMS, "seed": 3})
@@ -145,7 +154,7 @@ def test_api_killed_mid_upload_loses_and_corrupts_nothing(stack: Stack) -> None:
         yield b"Content-Type: application/octet-stream\r\n\r\n"
         half = len(body) // 2
         for i in range(0, half, 256 * 1024):
-            yield body[i:min(i + 256 * 1024, half)]
+            yield body[i : min(i + 256 * 1024, half)]
         killed.wait(60)  # the rest never reaches a living server
         yield body[half:]
         yield b"\r\n" + boundary + b"--\r\n"
@@ -155,9 +164,12 @@ def test_api_killed_mid_upload_loses_and_corrupts_nothing(stack: Stack) -> None:
     def upload() -> None:
         try:
             with stack.client() as c:
-                c.post("/v1/datasets", content=cut_body(),
-                       headers={"Content-Type": "multipart/form-data; boundary=spotlightboundary"})
-        except BaseException as exc:  # the server vanishes mid-body: expected
+                c.post(
+                    "/v1/datasets",
+                    content=cut_body(),
+                    headers={"Content-Type": "multipart/form-data; boundary=spotlightboundary"},
+                )
+        except BaseException as exc:  # noqa: BLE001 - the server vanishes mid-body: expected
             errors.append(exc)
 
     def receiving() -> bool:  # the API has started writing the body into its ingest work area
@@ -254,8 +266,9 @@ def test_results_are_written_whole_or_not_at_all(tmp_path: Path) -> None:
         "    print('writing', flush=True)\n"
         "    signal.pause()  # until the test kills it\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
         proc.send_signal(signal.SIGKILL)

@@ -17,8 +17,9 @@ from spotlight.settings import Settings
 
 @pytest.fixture
 def client(redis_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(redis_url=redis_url, data_dir=tmp_path, store_url=str(tmp_path / "store"),
-                        api_keys=None, api_keys_file=None)
+    settings = Settings(
+        redis_url=redis_url, data_dir=tmp_path, store_url=str(tmp_path / "store"), api_keys=None, api_keys_file=None
+    )
     app = create_app(settings)
 
     @app.get("/boom", include_in_schema=False)
@@ -38,12 +39,22 @@ def _policy(header: str) -> dict[str, set[str]]:
     return out
 
 
-@pytest.mark.parametrize("method,path,status", [
-    ("GET", "/healthz", 200), ("GET", "/v1/jobs", 200), ("GET", "/v1/jobs/job_nope", 404),
-    ("PUT", "/v1/jobs", 405), ("GET", "/nowhere", 404), ("GET", "/openapi.json", 200),
-    ("POST", "/v1/datasets", 415), ("GET", "/boom", 500), ("GET", "/docs", 200), ("GET", "/redoc", 200),
-    ("GET", "/docs/assets/swagger-ui-bundle.js", 200),
-])
+@pytest.mark.parametrize(
+    "method,path,status",
+    [
+        ("GET", "/healthz", 200),
+        ("GET", "/v1/jobs", 200),
+        ("GET", "/v1/jobs/job_nope", 404),
+        ("PUT", "/v1/jobs", 405),
+        ("GET", "/nowhere", 404),
+        ("GET", "/openapi.json", 200),
+        ("POST", "/v1/datasets", 415),
+        ("GET", "/boom", 500),
+        ("GET", "/docs", 200),
+        ("GET", "/redoc", 200),
+        ("GET", "/docs/assets/swagger-ui-bundle.js", 200),
+    ],
+)
 def test_every_answer_carries_the_security_headers(client: TestClient, method: str, path: str, status: int) -> None:
     r = client.request(method, path)
     assert r.status_code == status

@@ -119,8 +119,14 @@ def hostile() -> Iterator[Hostile]:
 
 def _settings(tmp_path: Path, **over: Any) -> Settings:
     values: dict[str, Any] = {
-        "redis_url": None, "data_dir": tmp_path, "allowed_schemes": ["http"], "allowed_hosts": ["127.0.0.1"],
-        "allow_private_addresses": True, "reference_timeout_s": 1.5, "api_keys": None, "api_keys_file": None,
+        "redis_url": None,
+        "data_dir": tmp_path,
+        "allowed_schemes": ["http"],
+        "allowed_hosts": ["127.0.0.1"],
+        "allow_private_addresses": True,
+        "reference_timeout_s": 1.5,
+        "api_keys": None,
+        "api_keys_file": None,
     }
     values.update(over)
     return Settings(**values)
@@ -164,9 +170,13 @@ KEYS = {"a": "key-a", "b": "key-b", "c": "key-c"}
 def api(redis_url: str, tmp_path: Path) -> Iterator[Any]:
     servers = _Servers(redis_url, tmp_path)
     yield servers.start(
-        api_keys=",".join(f"{t}:{k}" for t, k in KEYS.items()), allowed_schemes=["http"],
-        allowed_hosts=["127.0.0.1"], allow_private_addresses=True, reference_timeout_s=20,
-        max_reference_fetches=2, max_reference_fetches_per_tenant=1,
+        api_keys=",".join(f"{t}:{k}" for t, k in KEYS.items()),
+        allowed_schemes=["http"],
+        allowed_hosts=["127.0.0.1"],
+        allow_private_addresses=True,
+        reference_timeout_s=20,
+        max_reference_fetches=2,
+        max_reference_fetches_per_tenant=1,
     )
     servers.stop_all()
 

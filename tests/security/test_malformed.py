@@ -20,8 +20,14 @@ from spotlight.settings import Settings
 
 @pytest.fixture
 def client(redis_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(redis_url=redis_url, data_dir=tmp_path, store_url=str(tmp_path / "store"),
-                        api_keys=None, api_keys_file=None, max_elements=10_000)
+    settings = Settings(
+        redis_url=redis_url,
+        data_dir=tmp_path,
+        store_url=str(tmp_path / "store"),
+        api_keys=None,
+        api_keys_file=None,
+        max_elements=10_000,
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c
 
@@ -51,9 +57,14 @@ BAD_IDS = ["job_a.b", "job_%20", "job_%C3%A9", "job_%00", "job_x%0A", "ds_a.b", 
 @pytest.mark.parametrize("bad", BAD_IDS)
 def test_ids_the_queue_would_refuse_are_404_on_every_route(client: TestClient, bad: str) -> None:
     routes = [
-        ("GET", f"/v1/jobs/{bad}"), ("DELETE", f"/v1/jobs/{bad}"), ("GET", f"/v1/jobs/{bad}/regions"),
-        ("GET", f"/v1/jobs/{bad}/regions/0/members"), ("GET", f"/v1/jobs/{bad}/weights"),
-        ("GET", f"/v1/jobs/{bad}/report"), ("GET", f"/v1/datasets/{bad}"), ("DELETE", f"/v1/datasets/{bad}"),
+        ("GET", f"/v1/jobs/{bad}"),
+        ("DELETE", f"/v1/jobs/{bad}"),
+        ("GET", f"/v1/jobs/{bad}/regions"),
+        ("GET", f"/v1/jobs/{bad}/regions/0/members"),
+        ("GET", f"/v1/jobs/{bad}/weights"),
+        ("GET", f"/v1/jobs/{bad}/report"),
+        ("GET", f"/v1/datasets/{bad}"),
+        ("DELETE", f"/v1/datasets/{bad}"),
     ]
     for method, path in routes:
         r = client.request(method, path)
@@ -73,15 +84,18 @@ def test_deeply_nested_json_is_a_4xx(client: TestClient, depth: int) -> None:
     r = client.post("/v1/datasets", content=deep, headers={"content-type": "application/json"})
     assert 400 <= r.status_code < 500, r.text
     nested = '{"a":' * depth + "1" + "}" * depth
-    meta = '{"embeddings": [[1.0],[2.0],[3.0]], "losses": [1,2,3], "metadata": [%s, {}, {}]}' % nested
+    meta = '{"embeddings": [[1.0],[2.0],[3.0]], "losses": [1,2,3], "metadata": [' + nested + ", {}, {}]}"
     r = client.post("/v1/datasets", content=meta, headers={"content-type": "application/json"})
     assert 400 <= r.status_code < 500, r.text
-    job = '{"dataset": {"embeddings": [[1.0],[2.0]], "losses": [1, 2], "metadata": [%s, {}]}}' % nested
+    job = '{"dataset": {"embeddings": [[1.0],[2.0]], "losses": [1, 2], "metadata": [' + nested + ", {}]}}"
     r = client.post("/v1/jobs", content=job, headers={"content-type": "application/json"})
     assert 400 <= r.status_code < 500, r.text
     jsonl = ("\n".join([nested, "{}", "{}"])).encode()
-    files = {"embeddings": ("e.npy", _npy(np.ones((3, 2)))), "losses": ("l.npy", _npy(np.ones(3))),
-             "metadata": ("m.jsonl", jsonl)}
+    files = {
+        "embeddings": ("e.npy", _npy(np.ones((3, 2)))),
+        "losses": ("l.npy", _npy(np.ones(3))),
+        "metadata": ("m.jsonl", jsonl),
+    }
     r = client.post("/v1/datasets", files=files)
     assert 400 <= r.status_code < 500, r.text
     files["metadata"] = ("m.json", ("[" + ",".join([nested, "{}", "{}"]) + "]").encode())
@@ -92,7 +106,7 @@ def test_deeply_nested_json_is_a_4xx(client: TestClient, depth: int) -> None:
 
 def test_shallow_metadata_is_still_accepted(client: TestClient) -> None:
     nested = '{"a":' * 10 + "1" + "}" * 10
-    meta = '{"embeddings": [[1.0],[2.0]], "losses": [1,2], "metadata": [%s, {}]}' % nested
+    meta = '{"embeddings": [[1.0],[2.0]], "losses": [1,2], "metadata": [' + nested + ", {}]}"
     r = client.post("/v1/datasets", content=meta, headers={"content-type": "application/json"})
     assert r.status_code == 201, r.text
 
@@ -119,8 +133,10 @@ def test_npy_shapes_whose_size_overflows_int64_are_refused(client: TestClient, s
 
 @pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
 def test_every_npy_format_version_numpy_writes_is_read(client: TestClient, version: tuple[int, int]) -> None:
-    files = {"embeddings": ("e.npy", _npy(np.arange(10, dtype=np.float32).reshape(5, 2), version)),
-             "losses": ("l.npy", _npy(np.ones(5, dtype=np.float32), version))}
+    files = {
+        "embeddings": ("e.npy", _npy(np.arange(10, dtype=np.float32).reshape(5, 2), version)),
+        "losses": ("l.npy", _npy(np.ones(5, dtype=np.float32), version)),
+    }
     r = client.post("/v1/datasets", files=files)
     assert r.status_code == 201, r.text
     assert (r.json()["n"], r.json()["dim"]) == (5, 2)
@@ -133,9 +149,20 @@ def test_an_unknown_npy_version_is_a_clear_400(client: TestClient) -> None:
     assert r.status_code == 400 and "_read_array_header" not in r.text, r.text
 
 
-@pytest.mark.parametrize("field,value", [("steps", True), ("n_spotlights", True), ("restarts", False),
-                                          ("seed", True), ("steps", "500"), ("spotlight_size", True),
-                                          ("learning_rate", True), ("n_permutations", True), ("steps", 5.0)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("steps", True),
+        ("n_spotlights", True),
+        ("restarts", False),
+        ("seed", True),
+        ("steps", "500"),
+        ("spotlight_size", True),
+        ("learning_rate", True),
+        ("n_permutations", True),
+        ("steps", 5.0),
+    ],
+)
 def test_numbers_are_strict(client: TestClient, field: str, value: Any) -> None:
     ds = _dataset(client)
     r = client.post("/v1/jobs", json={"dataset": ds, "params": {field: value}})
@@ -150,19 +177,26 @@ def test_entropy_penalties_need_the_field_they_penalise(client: TestClient) -> N
         assert r.status_code == 400, r.text
         assert needs in r.json()["error"]["message"]
     with_both = _dataset(client, labels=[0, 1, 0, 1], predictions=[1, 1, 0, 0])
-    r = client.post("/v1/jobs", json={"dataset": with_both, "params": {"label_entropy_coeff": 0.5,
-                                                                       "prediction_entropy_coeff": 0.5,
-                                                                       "device": "cpu"}})
+    r = client.post(
+        "/v1/jobs",
+        json={
+            "dataset": with_both,
+            "params": {"label_entropy_coeff": 0.5, "prediction_entropy_coeff": 0.5, "device": "cpu"},
+        },
+    )
     assert r.status_code == 202, r.text
 
 
-@pytest.mark.parametrize("method,path,allowed", [
-    ("PUT", "/v1/jobs", {"GET", "POST"}),
-    ("PATCH", "/v1/jobs/job_abc", {"GET", "DELETE"}),
-    ("POST", "/healthz", {"GET"}),
-    ("DELETE", "/v1/datasets", {"GET", "POST"}),
-    ("POST", "/v1/jobs/job_abc/regions", {"GET"}),
-])
+@pytest.mark.parametrize(
+    "method,path,allowed",
+    [
+        ("PUT", "/v1/jobs", {"GET", "POST"}),
+        ("PATCH", "/v1/jobs/job_abc", {"GET", "DELETE"}),
+        ("POST", "/healthz", {"GET"}),
+        ("DELETE", "/v1/datasets", {"GET", "POST"}),
+        ("POST", "/v1/jobs/job_abc/regions", {"GET"}),
+    ],
+)
 def test_405_names_the_allowed_methods(client: TestClient, method: str, path: str, allowed: set[str]) -> None:
     r = client.request(method, path)
     assert r.status_code == 405
@@ -171,8 +205,13 @@ def test_405_names_the_allowed_methods(client: TestClient, method: str, path: st
 
 
 def test_dedup_is_disclosed_only_within_a_tenant(redis_url: str, tmp_path: Path) -> None:
-    settings = Settings(redis_url=redis_url, data_dir=tmp_path, store_url=str(tmp_path / "store"),
-                        api_keys="a:key-a,b:key-b", api_keys_file=None)
+    settings = Settings(
+        redis_url=redis_url,
+        data_dir=tmp_path,
+        store_url=str(tmp_path / "store"),
+        api_keys="a:key-a,b:key-b",
+        api_keys_file=None,
+    )
     body = {"embeddings": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], "losses": [1.0, 2.0, 0.5]}
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         a, b = ({"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"})

@@ -24,8 +24,9 @@ from spotlight.settings import Settings
 
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
-    return Settings(redis_url=redis_url, data_dir=tmp_path, store_url=str(tmp_path / "store"),
-                    api_keys=None, api_keys_file=None)
+    return Settings(
+        redis_url=redis_url, data_dir=tmp_path, store_url=str(tmp_path / "store"), api_keys=None, api_keys_file=None
+    )
 
 
 @pytest.fixture
@@ -74,8 +75,9 @@ def test_npz_metadata_rows_are_read_and_echoed(client: TestClient) -> None:
     meta = np.array([json.dumps({"i": i, "note": "line\nbreak-free"}) for i in range(n)])
     pretty = np.array([json.dumps({"i": i}, indent=2) for i in range(n)])  # line breaks as whitespace
     for m in (meta, pretty):
-        r = client.post("/v1/datasets", files={"file": ("d.npz", _npz(embeddings=np.eye(n), losses=np.ones(n),
-                                                                       metadata=m))})
+        r = client.post(
+            "/v1/datasets", files={"file": ("d.npz", _npz(embeddings=np.eye(n), losses=np.ones(n), metadata=m))}
+        )
         assert r.status_code == 201, r.text
         assert "metadata" in r.json()["fields"]
 
@@ -120,25 +122,28 @@ def test_an_inline_body_is_parsed_in_slices_not_as_one_object_per_number(tmp_pat
     assert peak < 3 * len(body), (peak, len(body))
 
 
-@pytest.mark.parametrize("body,code", [
-    (b'{"embeddings": [[1, 2], [3]], "losses": [1, 2]}', "shape_mismatch"),
-    (b'{"embeddings": [[1, 2], [3, "x"]], "losses": [1, 2]}', "validation_error"),
-    (b'{"embeddings": [[1, true]], "losses": [1]}', "validation_error"),
-    (b'{"embeddings": [1, 2], "losses": [1, 2]}', "validation_error"),
-    (b'{"embeddings": [[1]], "losses": [[1]]}', "validation_error"),
-    (b'{"embeddings": [[1]], "losses": [1], "labels": [0.5]}', "validation_error"),
-    (b'{"embeddings": [[1]], "losses": [1], "extra": [1]}', "validation_error"),
-    (b'{"embeddings": [[1]], "losses": [1], "ids": [[1]]}', "validation_error"),
-    (b'{"embeddings": [[1]], "losses": [1]', "malformed_json"),
-    (b'{"embeddings": [[1]], "losses": [1,]}', "malformed_json"),
-    (b'{"embeddings": [[1]] "losses": [1]}', "malformed_json"),
-    (b'{"embeddings": [[1]], "losses": [1]} trailing', "malformed_json"),
-    (b'{"uri": "file:///x.npz", "losses": [1]}', "validation_error"),
-    (b'{"losses": [1]}', "validation_error"),
-    (b'\xff\xfe', "malformed_json"),
-    (b'{"embeddings": [[1], [2]], "losses": [1, 2], "labels": ["cat", 1]}', "validation_error"),
-    (b'{"uri": 3}', "validation_error"),
-])
+@pytest.mark.parametrize(
+    "body,code",
+    [
+        (b'{"embeddings": [[1, 2], [3]], "losses": [1, 2]}', "shape_mismatch"),
+        (b'{"embeddings": [[1, 2], [3, "x"]], "losses": [1, 2]}', "validation_error"),
+        (b'{"embeddings": [[1, true]], "losses": [1]}', "validation_error"),
+        (b'{"embeddings": [1, 2], "losses": [1, 2]}', "validation_error"),
+        (b'{"embeddings": [[1]], "losses": [[1]]}', "validation_error"),
+        (b'{"embeddings": [[1]], "losses": [1], "labels": [0.5]}', "validation_error"),
+        (b'{"embeddings": [[1]], "losses": [1], "extra": [1]}', "validation_error"),
+        (b'{"embeddings": [[1]], "losses": [1], "ids": [[1]]}', "validation_error"),
+        (b'{"embeddings": [[1]], "losses": [1]', "malformed_json"),
+        (b'{"embeddings": [[1]], "losses": [1,]}', "malformed_json"),
+        (b'{"embeddings": [[1]] "losses": [1]}', "malformed_json"),
+        (b'{"embeddings": [[1]], "losses": [1]} trailing', "malformed_json"),
+        (b'{"uri": "file:///x.npz", "losses": [1]}', "validation_error"),
+        (b'{"losses": [1]}', "validation_error"),
+        (b"\xff\xfe", "malformed_json"),
+        (b'{"embeddings": [[1], [2]], "losses": [1, 2], "labels": ["cat", 1]}', "validation_error"),
+        (b'{"uri": 3}', "validation_error"),
+    ],
+)
 def test_inline_bodies_are_checked_like_the_model(client: TestClient, body: bytes, code: str) -> None:
     r = client.post("/v1/datasets", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
@@ -166,9 +171,16 @@ def test_slices_cut_inside_rows_and_numbers_give_the_same_arrays(tmp_path: Path,
     emb = rng.normal(size=(57, 5))
     losses = rng.random(57)
     labels = rng.integers(0, 3, 57)
-    body = json.dumps({"losses": losses.tolist(), "embeddings": emb.tolist(), "labels": labels.tolist(),
-                       "ids": [f"r{i}" for i in range(57)], "metadata": [{"i": i} for i in range(57)]},
-                      indent=1).encode()
+    body = json.dumps(
+        {
+            "losses": losses.tolist(),
+            "embeddings": emb.tolist(),
+            "labels": labels.tolist(),
+            "ids": [f"r{i}" for i in range(57)],
+            "metadata": [{"i": i} for i in range(57)],
+        },
+        indent=1,
+    ).encode()
     for size in (7, 13, 64, 1000, 10**6):
         monkeypatch.setattr(inline, "SLICE_CHARS", size)
         work = tmp_path / str(size)

@@ -92,16 +92,18 @@ def test_localhost_names_are_refused_whatever_dns_says(host: str) -> None:
 def test_a_name_resolving_to_any_private_address_is_refused() -> None:
     resolver = fixed_resolver({"hooks.example.com": ["93.184.216.34", "10.0.0.7"]})
     with pytest.raises(URLRefused) as info:
-        check_callback_url("https://hooks.example.com/cb", settings(allowed_hosts=["hooks.example.com"]),
-                           resolver=resolver)
+        check_callback_url(
+            "https://hooks.example.com/cb", settings(allowed_hosts=["hooks.example.com"]), resolver=resolver
+        )
     assert info.value.reason == "private_address"
     assert "10.0.0.7" in str(info.value)
 
 
 def test_an_allow_listed_public_host_passes_with_its_addresses() -> None:
     resolver = fixed_resolver({"hooks.example.com": ["93.184.216.34", "2606:2800:220:1::1"]})
-    checked = check_callback_url("https://Hooks.Example.com./cb?x=1", settings(allowed_hosts=["hooks.example.com"]),
-                                 resolver=resolver)
+    checked = check_callback_url(
+        "https://Hooks.Example.com./cb?x=1", settings(allowed_hosts=["hooks.example.com"]), resolver=resolver
+    )
     assert checked.host == "hooks.example.com"
     assert checked.port == 443
     assert [str(a) for a in checked.addresses] == ["93.184.216.34", "2606:2800:220:1::1"]
@@ -160,16 +162,18 @@ def test_malformed_and_non_http_callbacks_are_refused(url: str, reason: str) -> 
 def test_userinfo_does_not_smuggle_another_host() -> None:
     resolver = fixed_resolver({"hooks.example.com": ["93.184.216.34"], "evil.example": ["93.184.216.35"]})
     with pytest.raises(URLRefused) as info:
-        check_callback_url("http://hooks.example.com@evil.example/", settings(allowed_hosts=["hooks.example.com"]),
-                           resolver=resolver)
+        check_callback_url(
+            "http://hooks.example.com@evil.example/", settings(allowed_hosts=["hooks.example.com"]), resolver=resolver
+        )
     assert info.value.reason == "host_not_allowed"
     assert "hooks.example.com@" not in str(info.value.details())
 
 
 def test_unresolvable_hosts_are_refused() -> None:
     with pytest.raises(URLRefused) as info:
-        check_callback_url("http://nowhere.example/", settings(allowed_hosts=["nowhere.example"]),
-                           resolver=fixed_resolver({}))
+        check_callback_url(
+            "http://nowhere.example/", settings(allowed_hosts=["nowhere.example"]), resolver=fixed_resolver({})
+        )
     assert info.value.reason == "unresolvable"
 
 
@@ -178,8 +182,9 @@ def test_guarded_request_connects_to_the_checked_address_and_sends_the_real_host
     s = settings(allowed_hosts=["files.test"], allow_private_addresses=True)
     # A second lookup would say 10.9.9.9 (rebinding); the request must use the first answer.
     answers = iter([["127.0.0.1"], ["10.9.9.9"]])
-    with guarded_request("GET", http_server.url("/hello", "files.test"), s, "reference",
-                         resolver=lambda h, p: next(answers)) as response:
+    with guarded_request(
+        "GET", http_server.url("/hello", "files.test"), s, "reference", resolver=lambda h, p: next(answers)
+    ) as response:
         assert response.status_code == 200
         assert response.read() == b"hi"
     assert http_server.seen_hosts == [f"files.test:{http_server.port}"]
@@ -188,8 +193,13 @@ def test_guarded_request_connects_to_the_checked_address_and_sends_the_real_host
 def test_guarded_request_refuses_loopback_by_default(http_server) -> None:
     http_server.files["/hello"] = b"hi"
     with pytest.raises(URLRefused):
-        with guarded_request("GET", http_server.url("/hello", "files.test"), settings(allowed_hosts=["files.test"]),
-                             "reference", resolver=fixed_resolver({"files.test": ["127.0.0.1"]})):
+        with guarded_request(
+            "GET",
+            http_server.url("/hello", "files.test"),
+            settings(allowed_hosts=["files.test"]),
+            "reference",
+            resolver=fixed_resolver({"files.test": ["127.0.0.1"]}),
+        ):
             pass
     assert http_server.seen_hosts == []
 
@@ -205,8 +215,14 @@ def test_redirects_to_private_addresses_are_refused() -> None:
     resolver = fixed_resolver({"public.example.com": ["93.184.216.34"], "internal.example.com": ["10.0.0.5"]})
     s = settings(allowed_hosts=["*.example.com"])
     with pytest.raises(URLRefused) as info:
-        with guarded_request("GET", "http://public.example.com/data.npz", s, "reference", resolver=resolver,
-                             transport=httpx.MockTransport(handler)):
+        with guarded_request(
+            "GET",
+            "http://public.example.com/data.npz",
+            s,
+            "reference",
+            resolver=resolver,
+            transport=httpx.MockTransport(handler),
+        ):
             pass
     assert info.value.reason == "private_address"
     assert calls == ["http://93.184.216.34/data.npz"]
@@ -218,17 +234,26 @@ def test_redirect_loops_stop() -> None:
 
     resolver = fixed_resolver({"public.example.com": ["93.184.216.34"]})
     with pytest.raises(URLRefused) as info:
-        with guarded_request("GET", "http://public.example.com/", settings(allowed_hosts=["public.example.com"]),
-                             "reference", resolver=resolver, transport=httpx.MockTransport(handler)):
+        with guarded_request(
+            "GET",
+            "http://public.example.com/",
+            settings(allowed_hosts=["public.example.com"]),
+            "reference",
+            resolver=resolver,
+            transport=httpx.MockTransport(handler),
+        ):
             pass
     assert info.value.reason == "redirects"
 
 
-@pytest.mark.parametrize("address", [
-    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1: a DNS64 resolver hands these out for any name
-    "64:ff9b::a00:7",  # NAT64 of 10.0.0.7
-    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254, the cloud metadata address
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1: a DNS64 resolver hands these out for any name
+        "64:ff9b::a00:7",  # NAT64 of 10.0.0.7
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254, the cloud metadata address
+    ],
+)
 def test_nat64_addresses_of_private_ipv4_are_refused(address: str) -> None:
     import ipaddress
 
@@ -237,6 +262,7 @@ def test_nat64_addresses_of_private_ipv4_are_refused(address: str) -> None:
     assert is_forbidden_address(ipaddress.ip_address(address))
     resolver = fixed_resolver({"hooks.example.com": [address]})
     with pytest.raises(URLRefused) as info:
-        check_callback_url("https://hooks.example.com/cb", settings(allowed_hosts=["hooks.example.com"]),
-                           resolver=resolver)
+        check_callback_url(
+            "https://hooks.example.com/cb", settings(allowed_hosts=["hooks.example.com"]), resolver=resolver
+        )
     assert info.value.reason == "private_address"

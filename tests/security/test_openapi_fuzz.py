@@ -82,8 +82,10 @@ class Live:
         elif case.path == "/v1/datasets":
             if case.media_type == "application/json":
                 rng = np.random.default_rng(k)
-                case.body = {"embeddings": rng.normal(size=(12, 3)).round(3).tolist(),
-                             "losses": rng.random(12).round(3).tolist()}
+                case.body = {
+                    "embeddings": rng.normal(size=(12, 3)).round(3).tolist(),
+                    "losses": rng.random(12).round(3).tolist(),
+                }
             else:
                 case.body = {"file": npz_bytes(n=30, seed=k)}
 
@@ -93,9 +95,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     root: Path = tmp_path_factory.mktemp("fuzz")
     refs = root / "refs"
     refs.mkdir()
-    s = Stack(root, SPOTLIGHT_API_KEYS=f"fuzz:{KEY}", SPOTLIGHT_ALLOWED_ROOTS=f'["{refs}"]',
-              SPOTLIGHT_MAX_UPLOAD_BYTES=2 * 1024 * 1024, SPOTLIGHT_MAX_INLINE_BYTES=1024 * 1024,
-              SPOTLIGHT_MAX_ACTIVE_JOBS_PER_TENANT=100_000)
+    s = Stack(
+        root,
+        SPOTLIGHT_API_KEYS=f"fuzz:{KEY}",
+        SPOTLIGHT_ALLOWED_ROOTS=f'["{refs}"]',
+        SPOTLIGHT_MAX_UPLOAD_BYTES=2 * 1024 * 1024,
+        SPOTLIGHT_MAX_INLINE_BYTES=1024 * 1024,
+        SPOTLIGHT_MAX_ACTIVE_JOBS_PER_TENANT=100_000,
+    )
     s.start_redis()
     try:
         s.start_api()
@@ -120,10 +127,20 @@ def check_2xx_body(operation: schemathesis.APIOperation, response: object) -> No
 def fuzz_operation(operation: schemathesis.APIOperation, mode: GenerationMode, live: Live) -> None:
     counts = live.counts[operation.label]
 
-    @given(case=operation.as_strategy(generation_mode=mode), seed=st.booleans(), body=st.booleans(),
-           k=st.integers(0, QUICK_PARAMS["n_spotlights"] - 1))
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(
+        case=operation.as_strategy(generation_mode=mode),
+        seed=st.booleans(),
+        body=st.booleans(),
+        k=st.integers(0, QUICK_PARAMS["n_spotlights"] - 1),
+    )
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     def run(case: schemathesis.Case, seed: bool, body: bool, k: int) -> None:
         if seed:  # in invalid mode only the ids: a valid body would replace the invalid part
             live.seed(case, k, body and mode == GenerationMode.POSITIVE)
@@ -150,7 +167,7 @@ def test_no_5xx_and_responses_match_the_schema(live: Live, mode: GenerationMode)
             fuzz_operation(operation, mode, live)
         except Unsatisfiable:  # nothing invalid to send (e.g. only a free-form path id): not a failure
             continue
-        except Exception as exc:  # collect every operation's first failure, then report them all
+        except Exception as exc:  # noqa: BLE001 - collect every operation's first failure, then report them all
             failures.append(f"{operation.label}: {exc}")
     assert len(labels) >= 14
     assert not failures, "\n\n".join(failures)
@@ -158,8 +175,12 @@ def test_no_5xx_and_responses_match_the_schema(live: Live, mode: GenerationMode)
     if mode == GenerationMode.POSITIVE:
         no_success = [label for label in labels if not any(200 <= code < 300 for code in live.counts[label])]
         assert not no_success, f"no 2xx reached on {no_success}; status codes seen: {seen}"
-        for label in ("GET /v1/jobs/{job_id}", "GET /v1/jobs/{job_id}/regions",
-                      "GET /v1/jobs/{job_id}/regions/{k}/members", "GET /v1/jobs/{job_id}/weights"):
+        for label in (
+            "GET /v1/jobs/{job_id}",
+            "GET /v1/jobs/{job_id}/regions",
+            "GET /v1/jobs/{job_id}/regions/{k}/members",
+            "GET /v1/jobs/{job_id}/weights",
+        ):
             assert live.counts[label][200] > 0, seen
     else:
         fuzzed = [label for label in labels if live.counts[label]]

@@ -75,8 +75,9 @@ def test_a_file_inside_the_root_is_ingested(stack: Stack, client: httpx.Client) 
         ("{refs}/big.npz", 413, "payload_too_large"),
     ],
 )
-def test_file_references_outside_missing_or_too_big(stack: Stack, client: httpx.Client, path: str, status: int,
-                                                    code: str) -> None:
+def test_file_references_outside_missing_or_too_big(
+    stack: Stack, client: httpx.Client, path: str, status: int, code: str
+) -> None:
     before = datasets_in_store(stack)
     uri = "file://" + path.format(refs=refs_dir(stack), root=stack.root)
     r = client.post("/v1/datasets", json={"uri": uri})
@@ -102,6 +103,7 @@ def test_http_references_go_through_the_guard(stack: Stack, client: httpx.Client
 def test_a_job_on_a_referenced_dataset(stack: Stack, client: httpx.Client) -> None:
     r = client.post("/v1/jobs", json={"dataset": {"uri": f"file://{refs_dir(stack)}/escape.npz"}})
     assert (r.status_code, r.json()["error"]["code"]) == (400, "reference_refused")
-    r = client.post("/v1/jobs", json={"dataset": {"uri": f"file://{refs_dir(stack)}/good.npz"},
-                                      "params": {"spotlight_size": 0.1}})
+    r = client.post(
+        "/v1/jobs", json={"dataset": {"uri": f"file://{refs_dir(stack)}/good.npz"}, "params": {"spotlight_size": 0.1}}
+    )
     assert r.status_code == 202, r.text

@@ -76,7 +76,14 @@ def test_paths_leading_outside_the_roots_are_refused(tree, path: str) -> None:
 
 @pytest.mark.parametrize(
     "uri",
-    ["file://otherhost/{root}/data.npz", "file:{root_rel}/data.npz", "{root}/data.npz", "data.npz", "", "file://{root}/da\x00ta.npz"],
+    [
+        "file://otherhost/{root}/data.npz",
+        "file:{root_rel}/data.npz",
+        "{root}/data.npz",
+        "data.npz",
+        "",
+        "file://{root}/da\x00ta.npz",
+    ],
 )
 def test_malformed_file_references_are_refused(tree, uri: str) -> None:
     uri = uri.format(root=tree["root"], root_rel=str(tree["root"]).lstrip("/"))
@@ -117,7 +124,10 @@ def test_missing_files_are_unreadable_not_refused(tree) -> None:
     with pytest.raises(ReferenceUnreadable) as info:
         open_reference(f"file://{tree['root']}/nope.npz", roots(tree["root"]))
     assert (info.value.code, http_status(info.value), info.value.reason) == (
-        ErrorCode.REFERENCE_UNREADABLE, 400, "not_found")
+        ErrorCode.REFERENCE_UNREADABLE,
+        400,
+        "not_found",
+    )
 
 
 def test_directories_and_fifos_are_not_read(tree) -> None:
@@ -165,13 +175,25 @@ def test_files_the_server_may_not_read_are_unreadable(tmp_path_factory: pytest.T
         locked = root / "locked.npz"
         locked.write_bytes(b"x")
         locked.chmod(0)
-        done = subprocess.run([sys.executable, "-c", PERMISSION_CHECK, str(root), str(locked)], capture_output=True,
-                              text=True, timeout=60, check=False, cwd=Path(__file__).resolve().parents[2])
+        done = subprocess.run(
+            [sys.executable, "-c", PERMISSION_CHECK, str(root), str(locked)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=Path(__file__).resolve().parents[2],
+        )
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == ["permission", ErrorCode.REFERENCE_UNREADABLE]
         locked.chmod(0o644)  # and the same file, once readable, is read: the refusal was the permission
-        readable = subprocess.run([sys.executable, "-c", PERMISSION_CHECK, str(root), str(locked)], capture_output=True,
-                                  text=True, timeout=60, check=False, cwd=Path(__file__).resolve().parents[2])
+        readable = subprocess.run(
+            [sys.executable, "-c", PERMISSION_CHECK, str(root), str(locked)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=Path(__file__).resolve().parents[2],
+        )
         assert readable.stdout.split() == ["read"], readable.stderr
     finally:
         import shutil
@@ -272,8 +294,9 @@ def test_http_redirects_off_the_allow_list_are_refused(http_server) -> None:
 
 
 def test_http_errors_and_oversize_bodies(http_server) -> None:
-    s = Settings(allowed_schemes=["http"], allowed_hosts=["data.test"], allow_private_addresses=True,
-                 max_upload_bytes=100_000)
+    s = Settings(
+        allowed_schemes=["http"], allowed_hosts=["data.test"], allow_private_addresses=True, max_upload_bytes=100_000
+    )
     r = lookup({"data.test": "127.0.0.1"})
     with pytest.raises(ReferenceUnreadable) as info:
         open_reference(http_server.url("/missing.npz", "data.test"), s, resolver=r)

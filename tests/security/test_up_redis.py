@@ -26,10 +26,20 @@ PARAMS = {"n_spotlights": 1, "steps": 20, "restarts": 1, "spotlight_size": 0.1, 
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("REDIS_URL", "SPOTLIGHT_REDIS_URL") and not k.startswith("SPOTLIGHT_API_KEYS")}
-    env.update({"SPOTLIGHT_LOG_JSON": "false", "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.1", "PYTHONPATH": str(REPO_ROOT),
-                "SPOTLIGHT_MAINTENANCE_INTERVAL_S": "1", "SPOTLIGHT_WORKER_HEARTBEAT_S": "1"})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "SPOTLIGHT_REDIS_URL") and not k.startswith("SPOTLIGHT_API_KEYS")
+    }
+    env.update(
+        {
+            "SPOTLIGHT_LOG_JSON": "false",
+            "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.1",
+            "PYTHONPATH": str(REPO_ROOT),
+            "SPOTLIGHT_MAINTENANCE_INTERVAL_S": "1",
+            "SPOTLIGHT_WORKER_HEARTBEAT_S": "1",
+        }
+    )
     return env
 
 
@@ -47,12 +57,27 @@ def test_a_killed_embedded_redis_is_restarted_and_the_service_recovers(tmp_path:
     port = free_port()
     log_path = tmp_path / "up.log"
     up = subprocess.Popen(
-        [sys.executable, "-m", "spotlight.cli", "up", "--port", str(port), "--workers", "1",
-         "--data-dir", str(tmp_path / "data")],
-        cwd=REPO_ROOT, env=_env(), stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "spotlight.cli",
+            "up",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=REPO_ROOT,
+        env=_env(),
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+
             def ready() -> bool:
                 try:
                     return http.get("/readyz").status_code == 200 or up.poll() is not None
@@ -72,8 +97,14 @@ def test_a_killed_embedded_redis_is_restarted_and_the_service_recovers(tmp_path:
             port_redis = next(c.laddr.port for c in old.net_connections() if c.status == psutil.CONN_LISTEN)
             direct = redis.Redis(port=port_redis)
             direct.bgrewriteaof()  # everything so far is on disk before the crash
-            wait_for(lambda: direct.info("persistence")["aof_rewrite_in_progress"] == 0
-                     and direct.info("persistence")["aof_rewrite_scheduled"] == 0, 30, "the AOF rewrite")
+            wait_for(
+                lambda: (
+                    direct.info("persistence")["aof_rewrite_in_progress"] == 0
+                    and direct.info("persistence")["aof_rewrite_scheduled"] == 0
+                ),
+                30,
+                "the AOF rewrite",
+            )
             old.kill()
             old.wait(10)
 

@@ -76,8 +76,11 @@ class _Servers:
             time.sleep(0.01)
         self.running.append((server, thread))
         return LiveApi(
-            url=f"http://127.0.0.1:{port}", settings=settings, store=app.state.store,
-            redis=redis.Redis.from_url(self.redis_url), refs_dir=refs,
+            url=f"http://127.0.0.1:{port}",
+            settings=settings,
+            store=app.state.store,
+            redis=redis.Redis.from_url(self.redis_url),
+            refs_dir=refs,
         )
 
     def stop_all(self) -> None:

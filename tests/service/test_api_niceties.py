@@ -7,7 +7,9 @@ from tests.service.conftest import LiveApi, npz_bytes, toy
 
 def _dataset(c) -> str:
     data = toy(20)
-    r = c.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(embeddings=data["embeddings"], losses=data["losses"]))})
+    r = c.post(
+        "/v1/datasets", files={"file": ("d.npz", npz_bytes(embeddings=data["embeddings"], losses=data["losses"]))}
+    )
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
@@ -55,6 +57,9 @@ def test_name_and_tags_on_datasets_and_jobs(api: LiveApi) -> None:
     with api.client() as c:
         bad = c.post("/v1/jobs", json={"dataset": ds["id"], "tags": ["has space"]})
         assert bad.status_code == 400
-        bad = c.post("/v1/datasets", params={"tags": "a,b"},
-                     files={"file": ("d.npz", npz_bytes(embeddings=data["embeddings"], losses=data["losses"]))})
+        bad = c.post(
+            "/v1/datasets",
+            params={"tags": "a,b"},
+            files={"file": ("d.npz", npz_bytes(embeddings=data["embeddings"], losses=data["losses"]))},
+        )
         assert bad.status_code == 400 and "tags" in bad.json()["error"]["message"]

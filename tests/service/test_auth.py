@@ -30,11 +30,18 @@ def test_tenants_see_only_their_own(make_api) -> None:
     api = make_api(api_keys="alice:ka, bob:kb")
     data = toy()
     with api.client("ka") as alice, api.client("kb") as bob:
-        ds = alice.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(embeddings=data["embeddings"], losses=data["losses"]))}).json()
+        ds = alice.post(
+            "/v1/datasets", files={"file": ("d.npz", npz_bytes(embeddings=data["embeddings"], losses=data["losses"]))}
+        ).json()
         job = alice.post("/v1/jobs", json={"dataset": ds["id"]}).json()
-        for path in (f"/v1/datasets/{ds['id']}", f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/regions",
-                     f"/v1/jobs/{job['id']}/regions/0/members", f"/v1/jobs/{job['id']}/weights",
-                     f"/v1/jobs/{job['id']}/report"):
+        for path in (
+            f"/v1/datasets/{ds['id']}",
+            f"/v1/jobs/{job['id']}",
+            f"/v1/jobs/{job['id']}/regions",
+            f"/v1/jobs/{job['id']}/regions/0/members",
+            f"/v1/jobs/{job['id']}/weights",
+            f"/v1/jobs/{job['id']}/report",
+        ):
             r = bob.get(path)
             assert r.status_code == 404, (path, r.text)
             assert r.json()["error"]["code"] in ("dataset_not_found", "job_not_found")
@@ -44,7 +51,9 @@ def test_tenants_see_only_their_own(make_api) -> None:
         assert bob.get("/v1/datasets").json() == {"datasets": [], "total": 0}
         assert bob.get("/v1/jobs").json() == {"jobs": [], "total": 0}
         # same bytes uploaded by bob: his own record, the shared blob
-        mine = bob.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(embeddings=data["embeddings"], losses=data["losses"]))}).json()
+        mine = bob.post(
+            "/v1/datasets", files={"file": ("d.npz", npz_bytes(embeddings=data["embeddings"], losses=data["losses"]))}
+        ).json()
         assert mine["id"] != ds["id"] and mine["sha256"] == ds["sha256"]
         assert alice.get(f"/v1/datasets/{ds['id']}").status_code == 200
         assert alice.get(f"/v1/jobs/{job['id']}").status_code == 200
@@ -52,15 +61,13 @@ def test_tenants_see_only_their_own(make_api) -> None:
 
 def test_keys_file_with_hashed_keys(tmp_path: Path, make_api) -> None:
     keys = tmp_path / "keys"
-    keys.write_text(
-        "# operators' keys\n"
-        f"carol:sha256:{hashlib.sha256(b'carol-key').hexdigest()}\n"
-        "dave:dave-key\n"
-    )
+    keys.write_text(f"# operators' keys\ncarol:sha256:{hashlib.sha256(b'carol-key').hexdigest()}\ndave:dave-key\n")
     api = make_api(api_keys_file=keys)
-    with api.client("carol-key") as carol, api.client("dave-key") as dave, api.client(
-        hashlib.sha256(b"carol-key").hexdigest()
-    ) as hash_as_key:
+    with (
+        api.client("carol-key") as carol,
+        api.client("dave-key") as dave,
+        api.client(hashlib.sha256(b"carol-key").hexdigest()) as hash_as_key,
+    ):
         assert carol.get("/v1/jobs").status_code == 200
         assert dave.get("/v1/jobs").status_code == 200
         assert hash_as_key.get("/v1/jobs").status_code == 401
@@ -94,16 +101,19 @@ def test_a_valid_key_under_another_scheme_is_401(make_api) -> None:
         assert c.get("/v1/jobs", headers={"Authorization": "Bearer"}).status_code == 401
 
 
-@pytest.mark.parametrize("entry", [
-    "a b:key",  # tenant names become parts of Redis keys and log fields: letters, digits, '_.-' only
-    "a/b:key",
-    "tenant*:key",
-    "é:key",
-    ":key",
-    "x" * 65 + ":key",
-    "t:",  # no key at all
-    "t:sha256:" + "g" * 64,  # not hex
-])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "a b:key",  # tenant names become parts of Redis keys and log fields: letters, digits, '_.-' only
+        "a/b:key",
+        "tenant*:key",
+        "é:key",
+        ":key",
+        "x" * 65 + ":key",
+        "t:",  # no key at all
+        "t:sha256:" + "g" * 64,  # not hex
+    ],
+)
 def test_malformed_key_entries_stop_the_server_at_startup(entry: str) -> None:
     with pytest.raises(KeyConfigError):
         KeyRing.from_settings(Settings(api_keys=entry, api_keys_file=None))

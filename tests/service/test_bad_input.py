@@ -51,7 +51,9 @@ def _truncated_npz() -> bytes:
 
 
 def _corrupt_member() -> bytes:
-    raw = bytearray(npz_bytes(compressed=True, **{k: v for k, v in toy(200, D).items() if k in ("embeddings", "losses")}))
+    raw = bytearray(
+        npz_bytes(compressed=True, **{k: v for k, v in toy(200, D).items() if k in ("embeddings", "losses")})
+    )
     raw[200:260] = b"\xff" * 60  # inside the first member's deflate stream
     return bytes(raw)
 
@@ -67,13 +69,22 @@ CASES: list[tuple[str, dict[str, Any], int, str]] = [
     ("nan embeddings", _npz(embeddings=_nan_emb), 400, "non_finite_values"),
     ("inf losses", _npz(losses=_inf_loss), 400, "non_finite_values"),
     ("float64 beyond float32", _npz(embeddings=_emb.astype(np.float64) * 1e300), 400, "non_finite_values"),
-    ("nan in json", {"content": b'{"embeddings": [[1, NaN]], "losses": [1]}',
-                     "headers": {"content-type": "application/json"}}, 400, "non_finite_values"),
+    (
+        "nan in json",
+        {"content": b'{"embeddings": [[1, NaN]], "losses": [1]}', "headers": {"content-type": "application/json"}},
+        400,
+        "non_finite_values",
+    ),
     ("losses length", _npz(losses=_loss[:-1]), 400, "shape_mismatch"),
     ("labels length", _npz(labels=np.zeros(N + 1, dtype=int)), 400, "shape_mismatch"),
     ("predictions length", _npz(predictions=np.zeros(N - 2, dtype=int)), 400, "shape_mismatch"),
     ("ids length", {"json": {"embeddings": [[1.0], [2.0]], "losses": [1, 2], "ids": ["a"]}}, 400, "shape_mismatch"),
-    ("metadata length", {"json": {"embeddings": [[1.0], [2.0]], "losses": [1, 2], "metadata": [{}]}}, 400, "shape_mismatch"),
+    (
+        "metadata length",
+        {"json": {"embeddings": [[1.0], [2.0]], "losses": [1, 2], "metadata": [{}]}},
+        400,
+        "shape_mismatch",
+    ),
     ("2-d losses", _npz(losses=_loss.reshape(N, 1)), 400, "shape_mismatch"),
     ("ragged json", {"json": {"embeddings": [[1.0, 2.0], [3.0]], "losses": [1, 2]}}, 400, "shape_mismatch"),
     ("1-d embeddings", _npz(embeddings=_emb[:, 0]), 400, "validation_error"),
@@ -83,28 +94,54 @@ CASES: list[tuple[str, dict[str, Any], int, str]] = [
     ("json n = 0", {"json": {"embeddings": [], "losses": []}}, 400, "validation_error"),
     ("no losses", _npz(losses=None), 400, "validation_error"),
     ("logits without labels", _npz(losses=None, logits=np.zeros((N, 2))), 400, "validation_error"),
-    ("labels outside logits", _npz(losses=None, logits=np.zeros((N, 2)), labels=np.full(N, 2)), 400, "validation_error"),
+    (
+        "labels outside logits",
+        _npz(losses=None, logits=np.zeros((N, 2)), labels=np.full(N, 2)),
+        400,
+        "validation_error",
+    ),
     ("fractional labels", _npz(labels=np.full(N, 0.5)), 400, "validation_error"),
     ("negative sample weights", _npz(sample_weights=-np.ones(N)), 400, "validation_error"),
     ("string embeddings", _npz(embeddings=np.array([["a"] * D] * N)), 400, "validation_error"),
     ("unknown npz key", _npz(loss=_loss), 400, "validation_error"),
     ("unknown field", _fields(embeddings=_emb, losses=_loss, extra=_loss), 400, "validation_error"),
     ("wrong json type", {"json": {"embeddings": "nope", "losses": [1]}}, 400, "validation_error"),
-    ("metadata not objects", {"json": {"embeddings": [[1.0]], "losses": [1], "metadata": [3]}}, 400, "validation_error"),
+    (
+        "metadata not objects",
+        {"json": {"embeddings": [[1.0]], "losses": [1], "metadata": [3]}},
+        400,
+        "validation_error",
+    ),
     ("object dtype npy", _fields(embeddings=_emb, losses=_object_npy()), 400, "bad_file"),
     ("truncated npy", _fields(embeddings=npy_bytes(_emb)[:-7], losses=_loss), 400, "bad_file"),
     ("not an npy", _fields(embeddings=b"hello world, not numpy", losses=_loss), 400, "bad_file"),
     ("truncated npz", {"files": {"file": ("d.npz", _truncated_npz())}}, 400, "bad_file"),
     ("corrupt npz member", {"files": {"file": ("d.npz", _corrupt_member())}}, 400, "bad_file"),
-    ("truncated parquet", {"files": {"file": ("d.parquet", parquet_bytes(pa.table(
-        {"embeddings": _emb.tolist(), "losses": _loss}))[:-40])}}, 400, "bad_file"),
+    (
+        "truncated parquet",
+        {
+            "files": {
+                "file": ("d.parquet", parquet_bytes(pa.table({"embeddings": _emb.tolist(), "losses": _loss}))[:-40])
+            }
+        },
+        400,
+        "bad_file",
+    ),
     ("junk file", {"files": {"file": ("d.bin", b"\x00\x01junk" * 100)}}, 400, "bad_file"),
     ("empty file", {"files": {"file": ("d.npz", b"")}}, 400, "bad_file"),
     ("zip bomb", {"files": {"file": ("d.npz", _bomb())}}, 400, "bad_file"),
-    ("unsupported media", {"content": b"embeddings=1", "headers": {"content-type": "text/plain"}}, 415,
-     "unsupported_media_type"),
-    ("malformed json", {"content": b'{"embeddings": [[1,', "headers": {"content-type": "application/json"}}, 400,
-     "malformed_json"),
+    (
+        "unsupported media",
+        {"content": b"embeddings=1", "headers": {"content-type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "malformed json",
+        {"content": b'{"embeddings": [[1,', "headers": {"content-type": "application/json"}},
+        400,
+        "malformed_json",
+    ),
     ("reference outside roots", {"json": {"uri": "file:///etc/passwd"}}, 400, "reference_refused"),
     ("reference scheme", {"json": {"uri": "ftp://example.com/x.npz"}}, 400, "reference_refused"),
     ("reference missing", {"json": {"uri": "REFS/missing.npz"}}, 400, "reference_unreadable"),
@@ -114,7 +151,7 @@ CASES: list[tuple[str, dict[str, Any], int, str]] = [
 
 def _resolve(kwargs: dict[str, Any], api: LiveApi) -> dict[str, Any]:
     if "json" in kwargs and isinstance(kwargs["json"], dict) and str(kwargs["json"].get("uri", "")).startswith("REFS"):
-        rel = kwargs["json"]["uri"][len("REFS/"):]
+        rel = kwargs["json"]["uri"][len("REFS/") :]
         return {"json": {"uri": "file://" + str(api.refs_dir) + "/" + rel}}
     return kwargs
 
@@ -164,7 +201,7 @@ def test_upload_over_limit_is_cut_off_while_streaming(make_api) -> None:
             yield big[i : i + 65536]
 
     boundary = "b0undary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"embeddings\"; filename=\"e.npy\"\r\n\r\n").encode()
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="embeddings"; filename="e.npy"\r\n\r\n').encode()
 
     def body():
         yield head
@@ -172,7 +209,9 @@ def test_upload_over_limit_is_cut_off_while_streaming(make_api) -> None:
         yield f"\r\n--{boundary}--\r\n".encode()
 
     with api.client() as c:
-        r = c.post("/v1/datasets", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        r = c.post(
+            "/v1/datasets", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+        )
         assert r.status_code == 413, r.text
         assert r.json()["error"]["code"] == "payload_too_large"
         # declared too large: refused before reading
@@ -200,9 +239,13 @@ def test_npz_declaring_more_than_the_limit_is_413(make_api) -> None:
 
 def test_metadata_json_lines_that_are_not_json(api: LiveApi) -> None:
     with api.client() as c:
-        r = c.post("/v1/datasets", files={
-            "embeddings": ("e.npy", npy_bytes(_emb)), "losses": ("l.npy", npy_bytes(_loss)),
-            "metadata": ("m.jsonl", b"\n".join([json.dumps({"i": i}).encode() for i in range(N - 1)] + [b"{oops"])),
-        })
+        r = c.post(
+            "/v1/datasets",
+            files={
+                "embeddings": ("e.npy", npy_bytes(_emb)),
+                "losses": ("l.npy", npy_bytes(_loss)),
+                "metadata": ("m.jsonl", b"\n".join([json.dumps({"i": i}).encode() for i in range(N - 1)] + [b"{oops"])),
+            },
+        )
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_file"
     assert api.stored_datasets() == [] and api.leftovers() == []

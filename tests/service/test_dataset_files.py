@@ -18,9 +18,15 @@ def test_roundtrip_with_every_field(store_dir: Path, tmp_path: Path) -> None:
     losses = rng.random(7)
     meta = [{"row": i, "tag": "é" * i} for i in range(7)]
     m = write_dataset(
-        store, str(tmp_path / "w1"), x, losses,
-        labels=np.arange(7) % 2, predictions=np.ones(7, dtype=np.int32),
-        sample_weights=np.full(7, 2.0), ids=[f"a{i}" for i in range(7)], metadata=meta,
+        store,
+        str(tmp_path / "w1"),
+        x,
+        losses,
+        labels=np.arange(7) % 2,
+        predictions=np.ones(7, dtype=np.int32),
+        sample_weights=np.full(7, 2.0),
+        ids=[f"a{i}" for i in range(7)],
+        metadata=meta,
     )
     files = DatasetFiles(store, m["sha256"])
     assert files.n == 7 and files.dim == 3

@@ -36,36 +36,68 @@ def test_all_formats_give_one_sha_and_one_copy(api: LiveApi) -> None:
     emb = data["embeddings"]
     ids = [f"row{i}" for i in range(12)]
     meta = [{"i": i, "group": "ab"[i % 2]} for i in range(12)]
-    table_list = pa.table({
-        "embeddings": pa.array(emb.tolist(), type=pa.list_(pa.float32(), 4)),
-        "losses": data["losses"], "labels": data["labels"], "ids": ids,
-        "i": [m["i"] for m in meta], "group": [m["group"] for m in meta],
-    })
-    table_cols = pa.table({
-        **{f"emb_{j}": emb[:, j] for j in range(4)},
-        "losses": data["losses"], "labels": data["labels"], "ids": ids,
-        "i": [m["i"] for m in meta], "group": [m["group"] for m in meta],
-    })
+    table_list = pa.table(
+        {
+            "embeddings": pa.array(emb.tolist(), type=pa.list_(pa.float32(), 4)),
+            "losses": data["losses"],
+            "labels": data["labels"],
+            "ids": ids,
+            "i": [m["i"] for m in meta],
+            "group": [m["group"] for m in meta],
+        }
+    )
+    table_cols = pa.table(
+        {
+            **{f"emb_{j}": emb[:, j] for j in range(4)},
+            "losses": data["losses"],
+            "labels": data["labels"],
+            "ids": ids,
+            "i": [m["i"] for m in meta],
+            "group": [m["group"] for m in meta],
+        }
+    )
     table_varlist = table_list.set_column(0, "embeddings", pa.array(emb.tolist(), type=pa.list_(pa.float32())))
     with api.client() as c:
         answers = [
             c.post("/v1/datasets", files={"file": ("a.parquet", parquet_bytes(table_list))}),
             c.post("/v1/datasets", files={"file": ("b.parquet", parquet_bytes(table_cols))}),
             c.post("/v1/datasets", files={"file": ("c.parquet", parquet_bytes(table_varlist))}),
-            c.post("/v1/datasets", files={
-                "embeddings": ("e.npy", npy_bytes(emb)),
-                "losses": ("l.npy", npy_bytes(data["losses"].astype(np.float64))),
-                "labels": ("y.npy", npy_bytes(data["labels"].astype(np.int32))),
-                "ids": ("ids.npy", npy_bytes(np.array(ids))),
-                "metadata": ("m.jsonl", "\n".join(json.dumps(m) for m in meta).encode()),
-            }),
-            c.post("/v1/datasets", json={
-                "embeddings": emb.tolist(), "losses": data["losses"].tolist(),
-                "labels": data["labels"].tolist(), "ids": ids, "metadata": meta,
-            }),
-            c.post("/v1/datasets", files={"file": ("z.npz", npz_bytes(
-                compressed=True, embeddings=emb, losses=data["losses"], labels=data["labels"], ids=np.array(ids),
-                metadata=np.array([json.dumps(m) for m in meta])))}),
+            c.post(
+                "/v1/datasets",
+                files={
+                    "embeddings": ("e.npy", npy_bytes(emb)),
+                    "losses": ("l.npy", npy_bytes(data["losses"].astype(np.float64))),
+                    "labels": ("y.npy", npy_bytes(data["labels"].astype(np.int32))),
+                    "ids": ("ids.npy", npy_bytes(np.array(ids))),
+                    "metadata": ("m.jsonl", "\n".join(json.dumps(m) for m in meta).encode()),
+                },
+            ),
+            c.post(
+                "/v1/datasets",
+                json={
+                    "embeddings": emb.tolist(),
+                    "losses": data["losses"].tolist(),
+                    "labels": data["labels"].tolist(),
+                    "ids": ids,
+                    "metadata": meta,
+                },
+            ),
+            c.post(
+                "/v1/datasets",
+                files={
+                    "file": (
+                        "z.npz",
+                        npz_bytes(
+                            compressed=True,
+                            embeddings=emb,
+                            losses=data["losses"],
+                            labels=data["labels"],
+                            ids=np.array(ids),
+                            metadata=np.array([json.dumps(m) for m in meta]),
+                        ),
+                    )
+                },
+            ),
         ]
     for r in answers:
         assert r.status_code == 201, r.text
@@ -95,8 +127,10 @@ def test_logits_and_labels_give_cross_entropy(api: LiveApi) -> None:
     logits = rng.normal(size=(30, 4)) * 50  # large logits: a naive softmax would overflow
     labels = rng.integers(0, 4, size=30)
     with api.client() as c:
-        r = c.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(
-            embeddings=rng.normal(size=(30, 2)), logits=logits, labels=labels))})
+        r = c.post(
+            "/v1/datasets",
+            files={"file": ("d.npz", npz_bytes(embeddings=rng.normal(size=(30, 2)), logits=logits, labels=labels))},
+        )
     assert r.status_code == 201, r.text
     shifted = logits - logits.max(axis=1, keepdims=True)
     expected = -(shifted[np.arange(30), labels] - np.log(np.exp(shifted).sum(axis=1)))
@@ -127,7 +161,9 @@ def test_get_list_delete_and_refcounted_blob(api: LiveApi) -> None:
 def test_embedding_dtypes_are_cast_to_float32(api: LiveApi, dtype: type) -> None:
     emb = (np.arange(12).reshape(6, 2)).astype(dtype)
     with api.client() as c:
-        r = c.post("/v1/datasets", files={"embeddings": ("e.npy", npy_bytes(emb)), "losses": ("l.npy", npy_bytes(np.ones(6)))})
+        r = c.post(
+            "/v1/datasets", files={"embeddings": ("e.npy", npy_bytes(emb)), "losses": ("l.npy", npy_bytes(np.ones(6)))}
+        )
     assert r.status_code == 201, r.text
     stored = _files(api, r.json()).embeddings()
     assert stored.dtype == np.float32 and np.array_equal(stored, emb.astype(np.float32))
@@ -136,15 +172,23 @@ def test_embedding_dtypes_are_cast_to_float32(api: LiveApi, dtype: type) -> None
 def test_fortran_order_npy_is_read_by_rows(api: LiveApi) -> None:
     emb = np.asfortranarray(np.random.default_rng(2).normal(size=(50, 5)))
     with api.client() as c:
-        r = c.post("/v1/datasets", files={"embeddings": ("e.npy", npy_bytes(emb)), "losses": ("l.npy", npy_bytes(np.ones(50)))})
+        r = c.post(
+            "/v1/datasets", files={"embeddings": ("e.npy", npy_bytes(emb)), "losses": ("l.npy", npy_bytes(np.ones(50)))}
+        )
     assert r.status_code == 201, r.text
     assert np.allclose(_files(api, r.json()).embeddings(), emb.astype(np.float32))
 
 
 def test_parquet_rows_of_unequal_length_and_metadata_nans(api: LiveApi) -> None:
     ragged = pa.table({"embeddings": pa.array([[1.0, 2.0], [3.0]]), "losses": [1.0, 2.0]})
-    with_nan = pa.table({"embeddings": pa.array([[1.0, 2.0], [3.0, 4.0]]), "losses": [1.0, 2.0],
-                         "score": [0.5, float("nan")], "when": pa.array([1, None])})
+    with_nan = pa.table(
+        {
+            "embeddings": pa.array([[1.0, 2.0], [3.0, 4.0]]),
+            "losses": [1.0, 2.0],
+            "score": [0.5, float("nan")],
+            "when": pa.array([1, None]),
+        }
+    )
     with api.client() as c:
         r = c.post("/v1/datasets", files={"file": ("r.parquet", parquet_bytes(ragged))})
         assert r.status_code == 400 and r.json()["error"]["code"] == "shape_mismatch"

@@ -40,17 +40,20 @@ def test_every_code_a_domain_error_can_carry_has_one_status() -> None:
     assert codes - worker_only == set(HTTP_STATUS)
 
 
-@pytest.mark.parametrize("error,status", [
-    (InvalidInput(ErrorCode.SHAPE_MISMATCH, "x"), 400),
-    (TooLarge(ErrorCode.TOO_MANY_ELEMENTS, "x"), 413),
-    (NotFound(ErrorCode.JOB_NOT_FOUND, "x"), 404),
-    (Conflict(ErrorCode.JOB_NOT_FINISHED, "x"), 409),
-    (LimitReached(message="x", retry_after_s=10), 429),
-    (ReferenceRefused("x", uri="file:///etc/passwd", reason="root"), 400),
-    (ReferenceUnreadable("x", uri="s3://b/k", reason="not_found"), 400),
-    (ReferenceTooLarge("x", uri="file:///d/big.npz", reason="size"), 413),
-    (DomainError("no_such_code", "x"), 500),
-])
+@pytest.mark.parametrize(
+    "error,status",
+    [
+        (InvalidInput(ErrorCode.SHAPE_MISMATCH, "x"), 400),
+        (TooLarge(ErrorCode.TOO_MANY_ELEMENTS, "x"), 413),
+        (NotFound(ErrorCode.JOB_NOT_FOUND, "x"), 404),
+        (Conflict(ErrorCode.JOB_NOT_FINISHED, "x"), 409),
+        (LimitReached(message="x", retry_after_s=10), 429),
+        (ReferenceRefused("x", uri="file:///etc/passwd", reason="root"), 400),
+        (ReferenceUnreadable("x", uri="s3://b/k", reason="not_found"), 400),
+        (ReferenceTooLarge("x", uri="file:///d/big.npz", reason="size"), 413),
+        (DomainError("no_such_code", "x"), 500),
+    ],
+)
 def test_the_edge_answers_each_domain_error_with_its_codes_status(error: DomainError, status: int) -> None:
     assert http_status(error) == status
     assert error.to_error()["code"] == error.code
@@ -61,7 +64,9 @@ def test_errors_the_edge_raises_itself_use_their_codes_status() -> None:
     checked = 0
     for path in sorted((ROOT / "service").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ApiError" and len(node.args) >= 2):
+            if not (
+                isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ApiError" and len(node.args) >= 2
+            ):
                 continue
             status, code = node.args[0], node.args[1]
             if isinstance(status, ast.Constant) and isinstance(code, ast.Attribute):

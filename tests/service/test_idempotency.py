@@ -17,7 +17,9 @@ KEYS = "a:key-a,b:key-b"
 
 def _dataset(c, seed: int = 0) -> str:
     data = toy(20, seed=seed)
-    r = c.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(embeddings=data["embeddings"], losses=data["losses"]))})
+    r = c.post(
+        "/v1/datasets", files={"file": ("d.npz", npz_bytes(embeddings=data["embeddings"], losses=data["losses"]))}
+    )
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
@@ -46,7 +48,9 @@ def test_the_same_key_in_two_tenants_names_two_jobs(make_api) -> None:
         replay_a = a.post("/v1/jobs", json={"dataset": ds_a}, headers={"Idempotency-Key": "shared"})
         assert replay_a.status_code == 202 and replay_a.json()["id"] == job_a
         assert replay_a.headers["Idempotent-Replayed"] == "true"
-        conflict_a = a.post("/v1/jobs", json={"dataset": ds_a, "params": {"seed": 9}}, headers={"Idempotency-Key": "shared"})
+        conflict_a = a.post(
+            "/v1/jobs", json={"dataset": ds_a, "params": {"seed": 9}}, headers={"Idempotency-Key": "shared"}
+        )
         assert conflict_a.status_code == 409 and conflict_a.json()["error"]["details"]["job"] == job_a
         assert a.get("/v1/jobs").json()["total"] == 1 and b.get("/v1/jobs").json()["total"] == 1
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from rq import Queue
 from rq.job import Job, JobStatus
 
@@ -13,7 +12,9 @@ from tests.service.conftest import LiveApi, npz_bytes, toy
 
 def _dataset(c, n: int = 20) -> str:
     data = toy(n)
-    r = c.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(embeddings=data["embeddings"], losses=data["losses"]))})
+    r = c.post(
+        "/v1/datasets", files={"file": ("d.npz", npz_bytes(embeddings=data["embeddings"], losses=data["losses"]))}
+    )
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
@@ -21,12 +22,20 @@ def _dataset(c, n: int = 20) -> str:
 def test_submit_enqueues_rq_job_by_import_path(api: LiveApi) -> None:
     with api.client() as c:
         ds = _dataset(c)
-        r = c.post("/v1/jobs", json={"dataset": ds, "params": {"n_spotlights": 3, "kernel": "flat", "spotlight_size": 5}})
+        r = c.post(
+            "/v1/jobs", json={"dataset": ds, "params": {"n_spotlights": 3, "kernel": "flat", "spotlight_size": 5}}
+        )
         assert r.status_code == 202, r.text
         job = r.json()
         assert job["id"].startswith("job_") and job["status"] == "queued" and job["dataset"] == ds
         assert job["params"]["n_spotlights"] == 3 and job["params"]["kernel"] == "flat"
-        assert job["progress"] == {"spotlight": 0, "n_spotlights": 3, "step": 0, "steps": SearchParams().steps, "fraction": 0.0}
+        assert job["progress"] == {
+            "spotlight": 0,
+            "n_spotlights": 3,
+            "step": 0,
+            "steps": SearchParams().steps,
+            "fraction": 0.0,
+        }
         assert job["error"] is None and job["started_at"] is None and job["ended_at"] is None
         assert c.get(f"/v1/jobs/{job['id']}").json() == job
     rq_job = Job.fetch(job["id"], connection=api.redis)
@@ -44,15 +53,20 @@ def test_inline_and_reference_datasets_are_ingested_first(api: LiveApi) -> None:
     data = toy(15)
     path.write_bytes(npz_bytes(embeddings=data["embeddings"], losses=data["losses"]))
     with api.client() as c:
-        inline = c.post("/v1/jobs", json={"dataset": {"embeddings": [[0.0, 1.0]] * 4 + [[2.0, 2.0]], "losses": [1, 2, 3, 4, 5]}})
+        inline = c.post(
+            "/v1/jobs", json={"dataset": {"embeddings": [[0.0, 1.0]] * 4 + [[2.0, 2.0]], "losses": [1, 2, 3, 4, 5]}}
+        )
         ref = c.post("/v1/jobs", json={"dataset": {"uri": path.as_uri()}})
         assert inline.status_code == 202 and ref.status_code == 202, (inline.text, ref.text)
         datasets = {d["id"]: d for d in c.get("/v1/datasets").json()["datasets"]}
         assert set(datasets) == {inline.json()["dataset"], ref.json()["dataset"]}
         assert datasets[ref.json()["dataset"]]["n"] == 15
         # NaN is not JSON, but Python's parser (and many clients) accept it: it must still be refused
-        bad = c.post("/v1/jobs", content=b'{"dataset": {"embeddings": [[1.0, NaN]], "losses": [1]}}',
-                     headers={"content-type": "application/json"})
+        bad = c.post(
+            "/v1/jobs",
+            content=b'{"dataset": {"embeddings": [[1.0, NaN]], "losses": [1]}}',
+            headers={"content-type": "application/json"},
+        )
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "non_finite_values"
         assert c.get("/v1/jobs").json()["total"] == 2
 

@@ -11,13 +11,21 @@ from spotlight.jobstate import status_from
 from spotlight.protocol import META_STATUS, new_job_id
 
 
-@pytest.mark.parametrize(("rq_status", "expected"), [
-    ("queued", "queued"), ("deferred", "queued"), ("scheduled", "queued"),
-    ("started", "running"),
-    ("finished", "finished"), ("failed", "failed"),
-    ("stopped", "canceled"), ("canceled", "canceled"),
-    (None, "queued"), ("a-status-rq-adds-later", "queued"),  # unknown: not yet running, nothing to read
-])
+@pytest.mark.parametrize(
+    ("rq_status", "expected"),
+    [
+        ("queued", "queued"),
+        ("deferred", "queued"),
+        ("scheduled", "queued"),
+        ("started", "running"),
+        ("finished", "finished"),
+        ("failed", "failed"),
+        ("stopped", "canceled"),
+        ("canceled", "canceled"),
+        (None, "queued"),
+        ("a-status-rq-adds-later", "queued"),  # unknown: not yet running, nothing to read
+    ],
+)
 def test_rq_statuses_map_onto_the_five_of_the_contract(rq_status: str | None, expected: str) -> None:
     assert status_from(rq_status, {}) == expected
 

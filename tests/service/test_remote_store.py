@@ -85,8 +85,13 @@ def test_a_job_from_upload_to_results_on_a_remote_store(make_api, memory_url: st
         r = c.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(**data))})
         assert r.status_code == 201, r.text
         ds = r.json()
-        job = c.post("/v1/jobs", json={"dataset": ds["id"], "params": {"n_spotlights": 2, "steps": 20,
-                                                                        "spotlight_size": 0.1, "device": "cpu"}})
+        job = c.post(
+            "/v1/jobs",
+            json={
+                "dataset": ds["id"],
+                "params": {"n_spotlights": 2, "steps": 20, "spotlight_size": 0.1, "device": "cpu"},
+            },
+        )
         assert job.status_code == 202, job.text
         job_id = job.json()["id"]
         assert not os.path.exists(memory_url.removeprefix("memory://"))  # nothing went to a local folder

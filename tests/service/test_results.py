@@ -34,14 +34,29 @@ def _finished_job(api: LiveApi, c) -> tuple[str, np.ndarray, dict]:
         c = weights[members, k] * (losses[members] - reference)
         api.store.save_npy(job_file(job_id, members_by_contribution_file(k)), members[np.argsort(-c, kind="stable")])
     shared = int(np.isin(sets[1], sets[0]).sum())
-    regions = {"regions": [
-        {"index": k, "center": [0.1, 0.2, 0.3], "precision": 2.0, "kernel": "flat", "shape": "spherical",
-         "size_requested": 3.0, "total_weight": float(weights[:, k].sum()), "weighted_loss": 0.9,
-         "mean_loss": 0.5, "lift": 1.8, "feasible": True, "n_members": int(sets[k].size),
-         "effective_size": float(weights[:, k].sum()),
-         "overlap": [] if k == 0 else [{"region": 0, "shared": shared, "share": shared / sets[1].size}]}
-        for k in range(2)
-    ], "objective": "max_loss", "loss_reference": reference}
+    regions = {
+        "regions": [
+            {
+                "index": k,
+                "center": [0.1, 0.2, 0.3],
+                "precision": 2.0,
+                "kernel": "flat",
+                "shape": "spherical",
+                "size_requested": 3.0,
+                "total_weight": float(weights[:, k].sum()),
+                "weighted_loss": 0.9,
+                "mean_loss": 0.5,
+                "lift": 1.8,
+                "feasible": True,
+                "n_members": int(sets[k].size),
+                "effective_size": float(weights[:, k].sum()),
+                "overlap": [] if k == 0 else [{"region": 0, "shared": shared, "share": shared / sets[1].size}],
+            }
+            for k in range(2)
+        ],
+        "objective": "max_loss",
+        "loss_reference": reference,
+    }
     api.store.save_npy(job_file(job_id, "weights.npy"), weights)
     api.store.write_bytes(job_file(job_id, "report.html"), b"<html><body>report</body></html>")
     return job_id, weights, {"regions": regions, "data": data}
@@ -60,7 +75,9 @@ def test_results_are_409_until_finished_then_served(api: LiveApi) -> None:
         for path in ("/regions", "/regions/0/members", "/weights", "/report"):
             r = c.get(base + path)
             assert r.status_code == 409, (path, r.text)
-            assert r.json()["error"]["code"] == "job_not_finished" and r.json()["error"]["details"]["status"] == "queued"
+            assert (
+                r.json()["error"]["code"] == "job_not_finished" and r.json()["error"]["details"]["status"] == "queued"
+            )
         regions_file = extra["regions"]
         api.store.write_json(job_file(job_id, "regions.json"), regions_file)
         _mark_finished(api, job_id)
@@ -84,7 +101,9 @@ def test_results_are_409_until_finished_then_served(api: LiveApi) -> None:
         first = page["members"][0]
         i = first["index"]
         assert first["id"] == f"r{i}" and first["metadata"] == {"row": i}
-        assert first["label"] == int(extra["data"]["labels"][i]) and first["prediction"] == int(extra["data"]["predictions"][i])
+        assert first["label"] == int(extra["data"]["labels"][i]) and first["prediction"] == int(
+            extra["data"]["predictions"][i]
+        )
         assert abs(first["loss"] - float(extra["data"]["losses"][i])) < 1e-6
         assert abs(first["weight"] - float(weights[i, 1])) < 1e-6
         rest = c.get(base + "/regions/1/members", params={"limit": 1000, "offset": 5}).json()

@@ -24,8 +24,18 @@ def _finished_gaussian_job(api: LiveApi, c, store_threshold: bool) -> tuple[str,
     data = toy(N)
     ds = c.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(**data))}).json()
     job_id = c.post("/v1/jobs", json={"dataset": ds["id"], "params": {"n_spotlights": 1}}).json()["id"]
-    region = {"index": 0, "center": [0.2, -0.1, 0.3], "precision": 1.5, "kernel": "gaussian", "shape": "spherical",
-              "size_requested": 6.0, "weighted_loss": 0.9, "mean_loss": 0.5, "lift": 1.8, "overlap": []}
+    region = {
+        "index": 0,
+        "center": [0.2, -0.1, 0.3],
+        "precision": 1.5,
+        "kernel": "gaussian",
+        "shape": "spherical",
+        "size_requested": 6.0,
+        "weighted_loss": 0.9,
+        "mean_loss": 0.5,
+        "lift": 1.8,
+        "overlap": [],
+    }
     w = kernel.region_weights(data["embeddings"], region).astype(np.float32)
     members = member_set(w, "gaussian")
     region.update(total_weight=float(w.sum()), effective_size=float(w.sum()), n_members=int(members.size))
@@ -34,8 +44,9 @@ def _finished_gaussian_job(api: LiveApi, c, store_threshold: bool) -> tuple[str,
     api.store.save_npy(job_file(job_id, "weights.npy"), w[:, None])
     api.store.save_npy(job_file(job_id, members_file(0)), members)
     api.store.save_npy(job_file(job_id, members_by_contribution_file(0)), members)
-    api.store.write_json(job_file(job_id, "regions.json"),
-                         {"regions": [region], "objective": "max_loss", "loss_reference": 0.0})
+    api.store.write_json(
+        job_file(job_id, "regions.json"), {"regions": [region], "objective": "max_loss", "loss_reference": 0.0}
+    )
     job = Job.fetch(job_id, connection=api.redis)
     job.meta[META_STATUS] = "finished"
     job.save_meta()
@@ -62,7 +73,9 @@ def test_rows_of_other_data_are_members_by_the_regions_own_threshold(api: LiveAp
         want = np.flatnonzero(w_new >= threshold * (1 - 1e-4))
         assert sorted(answer["members"][0]) == want.tolist()
         assert 0 < len(want) < 40  # some new rows are in, some out
-        assert all(w_new[i] >= w_new[j] for i, j in zip(answer["members"][0], answer["members"][0][1:]))  # deepest first
+        assert all(
+            w_new[i] >= w_new[j] for i, j in zip(answer["members"][0], answer["members"][0][1:], strict=False)
+        )  # deepest first
 
 
 def test_a_region_without_members_takes_no_rows_of_other_data(api: LiveApi) -> None:

@@ -14,14 +14,21 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _spotlight(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SPOTLIGHT_")}
-    return subprocess.run([sys.executable, "-m", "spotlight.cli", "openapi", "-o", str(tmp_path / "o.json")],
-                          cwd=REPO_ROOT, env={**clean, "PYTHONPATH": str(REPO_ROOT), **env},
-                          capture_output=True, text=True, check=False, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "spotlight.cli", "openapi", "-o", str(tmp_path / "o.json")],
+        cwd=REPO_ROOT,
+        env={**clean, "PYTHONPATH": str(REPO_ROOT), **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
 
 
 def test_a_bad_setting_is_one_line_naming_the_variable_and_the_form(tmp_path: Path) -> None:
-    out = _spotlight(tmp_path, SPOTLIGHT_ALLOWED_ROOTS="/tmp/x", SPOTLIGHT_JOB_TIMEOUT_S="soon",
-                     SPOTLIGHT_WEBHOOK_RETRIES="many")
+    out = _spotlight(
+        tmp_path, SPOTLIGHT_ALLOWED_ROOTS="/tmp/x", SPOTLIGHT_JOB_TIMEOUT_S="soon", SPOTLIGHT_WEBHOOK_RETRIES="many"
+    )
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
     assert "Traceback" not in out.stderr and len(lines) <= 4, out.stderr

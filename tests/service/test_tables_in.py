@@ -55,11 +55,16 @@ def _post_file(api: LiveApi, name: str, data: bytes, columns: dict | None = None
 
 def test_parquet_with_everyday_names_and_text_labels(api: LiveApi) -> None:
     d = _everyday()
-    table = pa.table({
-        "embedding": pa.array(d["embedding"].tolist(), type=pa.list_(pa.float32())),
-        "loss": d["loss"], "label": d["label"], "pred": d["pred"], "id": d["id"],
-        "site": ["north"] * 30,
-    })
+    table = pa.table(
+        {
+            "embedding": pa.array(d["embedding"].tolist(), type=pa.list_(pa.float32())),
+            "loss": d["loss"],
+            "label": d["label"],
+            "pred": d["pred"],
+            "id": d["id"],
+            "site": ["north"] * 30,
+        }
+    )
     r = _post_file(api, "x.parquet", parquet_bytes(table))
     assert r.status_code == 201, r.text
     body = r.json()
@@ -117,8 +122,16 @@ def test_npz_aliases_and_mapping(api: LiveApi) -> None:
 
 def test_text_labels_with_integer_predictions_are_refused(api: LiveApi) -> None:
     rng = np.random.default_rng(2)
-    r = _post_file(api, "x.npz", npz_bytes(embeddings=rng.normal(size=(5, 2)), losses=rng.random(5),
-                                           labels=np.array(["a", "b", "a", "b", "a"]), predictions=np.arange(5) % 2))
+    r = _post_file(
+        api,
+        "x.npz",
+        npz_bytes(
+            embeddings=rng.normal(size=(5, 2)),
+            losses=rng.random(5),
+            labels=np.array(["a", "b", "a", "b", "a"]),
+            predictions=np.arange(5) % 2,
+        ),
+    )
     assert r.status_code == 400
     assert "class names" in r.json()["error"]["message"]
 
@@ -136,15 +149,21 @@ def test_reference_with_columns(api: LiveApi) -> None:
 
 def test_hugging_face_export_classlabel_names_and_image_thumbnails(api: LiveApi, tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
-    features = datasets.Features({
-        "embedding": datasets.Sequence(datasets.Value("float32")),
-        "loss": datasets.Value("float32"),
-        "label": datasets.ClassLabel(names=["zero", "one", "eight"]),
-        "image": datasets.Image(),
-    })
+    features = datasets.Features(
+        {
+            "embedding": datasets.Sequence(datasets.Value("float32")),
+            "loss": datasets.Value("float32"),
+            "label": datasets.ClassLabel(names=["zero", "one", "eight"]),
+            "image": datasets.Image(),
+        }
+    )
     big = _png((200, 10, 10), size=400)
-    rows = {"embedding": [[float(i), 1.0] for i in range(6)], "loss": [0.1 * i for i in range(6)],
-            "label": [0, 1, 2, 2, 1, 0], "image": [{"bytes": big, "path": None}] * 6}
+    rows = {
+        "embedding": [[float(i), 1.0] for i in range(6)],
+        "loss": [0.1 * i for i in range(6)],
+        "label": [0, 1, 2, 2, 1, 0],
+        "image": [{"bytes": big, "path": None}] * 6,
+    }
     ds = datasets.Dataset.from_dict(rows, features=features)
     path = tmp_path / "hf.parquet"
     ds.to_parquet(str(path))
@@ -158,8 +177,13 @@ def test_hugging_face_export_classlabel_names_and_image_thumbnails(api: LiveApi,
 
 
 def test_binary_column_that_is_not_an_image_is_not_stored_as_text(api: LiveApi) -> None:
-    table = pa.table({"embeddings": pa.array([[1.0], [2.0]]), "losses": [0.1, 0.2],
-                      "blob": pa.array([b"\x00\xff\xfe", b"\x01"], type=pa.binary())})
+    table = pa.table(
+        {
+            "embeddings": pa.array([[1.0], [2.0]]),
+            "losses": [0.1, 0.2],
+            "blob": pa.array([b"\x00\xff\xfe", b"\x01"], type=pa.binary()),
+        }
+    )
     r = _post_file(api, "x.parquet", parquet_bytes(table))
     assert r.status_code == 201, r.text
     assert DatasetFiles(api.store, r.json()["sha256"]).metadata([0, 1]) == [{"blob": None}, {"blob": None}]
@@ -169,12 +193,17 @@ def test_binary_column_that_is_not_an_image_is_not_stored_as_text(api: LiveApi) 
 def test_client_submits_a_dataframe_with_its_own_column_names(api: LiveApi) -> None:
     pd = pytest.importorskip("pandas")
     d = _everyday(n=12)
-    df = pd.DataFrame({
-        "embedding": list(d["embedding"]),  # a column of numpy arrays
-        "loss": d["loss"], "target": d["label"], "pred": d["pred"], "id": d["id"],
-        "score": [np.nan] + [0.5] * 11,
-        "seen": pd.date_range("2024-01-01", periods=12, freq="D", tz="UTC"),
-    })
+    df = pd.DataFrame(
+        {
+            "embedding": list(d["embedding"]),  # a column of numpy arrays
+            "loss": d["loss"],
+            "target": d["label"],
+            "pred": d["pred"],
+            "id": d["id"],
+            "score": [np.nan] + [0.5] * 11,
+            "seen": pd.date_range("2024-01-01", periods=12, freq="D", tz="UTC"),
+        }
+    )
     with SpotlightClient(api.url) as sc:
         ds = sc.upload(df, losses="loss", labels="target")
         assert ds["fields"] == ["embeddings", "losses", "labels", "predictions", "ids", "metadata"]
@@ -204,12 +233,16 @@ def test_client_numpy_path_with_text_labels_and_messy_metadata(api: LiveApi) -> 
 
 def test_client_submits_a_hugging_face_dataset_and_an_arrow_table(api: LiveApi) -> None:
     datasets = pytest.importorskip("datasets")
-    features = datasets.Features({
-        "emb": datasets.Sequence(datasets.Value("float32")), "loss": datasets.Value("float32"),
-        "label": datasets.ClassLabel(names=["no", "yes"]),
-    })
-    ds = datasets.Dataset.from_dict({"emb": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], "loss": [0.1, 0.9, 0.5],
-                                     "label": [1, 0, 1]}, features=features)
+    features = datasets.Features(
+        {
+            "emb": datasets.Sequence(datasets.Value("float32")),
+            "loss": datasets.Value("float32"),
+            "label": datasets.ClassLabel(names=["no", "yes"]),
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {"emb": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], "loss": [0.1, 0.9, 0.5], "label": [1, 0, 1]}, features=features
+    )
     with SpotlightClient(api.url) as sc:
         out = sc.upload(ds.select([0, 2]))  # an indices mapping, as after shuffle/filter
         files = DatasetFiles(api.store, out["sha256"])
@@ -235,8 +268,15 @@ def _imported_after(statement: str) -> list[str]:
         "'pydantic'}\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False,
-                         timeout=60, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     assert out.returncode == 0, out.stderr
     return ast.literal_eval(out.stdout.strip())
 
@@ -257,8 +297,12 @@ def test_an_image_declaring_a_huge_canvas_is_skipped_unread() -> None:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     side = int(MAX_PIXELS**0.5) + 1  # a header promising more pixels than the limit, with almost no data
-    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)) + \
-        chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
     assert image_value({"bytes": bomb, "path": None}) is None
     assert image_value(_png((0, 0, 255), size=40)).startswith("data:image/")
 
@@ -268,12 +312,22 @@ def test_separate_npy_fields_may_use_everyday_names(api: LiveApi) -> None:
 
     rng = np.random.default_rng(4)
     with api.client() as c:
-        r = c.post("/v1/datasets", files={"embedding": ("e.npy", npy_bytes(rng.normal(size=(6, 2)))),
-                                          "loss": ("l.npy", npy_bytes(rng.random(6))),
-                                          "target": ("t.npy", npy_bytes(np.array(["a", "b"] * 3)))})
+        r = c.post(
+            "/v1/datasets",
+            files={
+                "embedding": ("e.npy", npy_bytes(rng.normal(size=(6, 2)))),
+                "loss": ("l.npy", npy_bytes(rng.random(6))),
+                "target": ("t.npy", npy_bytes(np.array(["a", "b"] * 3))),
+            },
+        )
         assert r.status_code == 201, r.text
         assert r.json()["fields"] == ["embeddings", "losses", "labels"]
-        r = c.post("/v1/datasets", files={"embedding": ("e.npy", npy_bytes(rng.normal(size=(6, 2)))),
-                                          "emb": ("f.npy", npy_bytes(rng.normal(size=(6, 2)))),
-                                          "loss": ("l.npy", npy_bytes(rng.random(6)))})
+        r = c.post(
+            "/v1/datasets",
+            files={
+                "embedding": ("e.npy", npy_bytes(rng.normal(size=(6, 2)))),
+                "emb": ("f.npy", npy_bytes(rng.normal(size=(6, 2)))),
+                "loss": ("l.npy", npy_bytes(rng.random(6))),
+            },
+        )
         assert r.status_code == 400 and "could each be the embeddings" in r.json()["error"]["message"]

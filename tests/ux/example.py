@@ -7,7 +7,7 @@ Regions come from a real engine search when torch is importable, else from the p
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -43,19 +43,33 @@ def planted_dataset(n: int = 3000, d: int = 16, seed: int = 0) -> dict[str, Any]
     metadata = []
     for i in range(n):
         tint = "1e293b" if night[i] else "93c5fd"
-        svg = (f"<svg xmlns='http://www.w3.org/2000/svg' width='32' height='32'><rect width='32' height='32' "
-               f"fill='%23{tint}'/><circle cx='16' cy='16' r='9' fill='%23{'f59e0b' if labels[i] == 1 else 'a3e635'}'/></svg>")
-        metadata.append({
-            "source": str(sources[i]),
-            "time": "night" if night[i] else "day",
-            "brightness": float(np.round(0.2 if night[i] else rng.uniform(0.4, 1.0), 3)),
-            "thumbnail": "data:image/svg+xml," + svg.replace("<", "%3C").replace(">", "%3E").replace(" ", "%20")
-            .replace("'", "%27").replace("=", "%3D").replace("/", "%2F").replace(":", "%3A"),
-            "caption": f"a {CLASSES[labels[i]]} <b>#{i}</b>",
-        })
+        svg = (
+            f"<svg xmlns='http://www.w3.org/2000/svg' width='32' height='32'><rect width='32' height='32' "
+            f"fill='%23{tint}'/><circle cx='16' cy='16' r='9' fill='%23{'f59e0b' if labels[i] == 1 else 'a3e635'}'/></svg>"
+        )
+        metadata.append(
+            {
+                "source": str(sources[i]),
+                "time": "night" if night[i] else "day",
+                "brightness": float(np.round(0.2 if night[i] else rng.uniform(0.4, 1.0), 3)),
+                "thumbnail": "data:image/svg+xml,"
+                + svg.replace("<", "%3C")
+                .replace(">", "%3E")
+                .replace(" ", "%20")
+                .replace("'", "%27")
+                .replace("=", "%3D")
+                .replace("/", "%2F")
+                .replace(":", "%3A"),
+                "caption": f"a {CLASSES[labels[i]]} <b>#{i}</b>",
+            }
+        )
     return {
-        "embeddings": emb.astype(np.float32), "losses": losses.astype(np.float32), "labels": labels,
-        "predictions": preds, "ids": [f"img-{i:05d}" for i in range(n)], "metadata": metadata,
+        "embeddings": emb.astype(np.float32),
+        "losses": losses.astype(np.float32),
+        "labels": labels,
+        "predictions": preds,
+        "ids": [f"img-{i:05d}" for i in range(n)],
+        "metadata": metadata,
         "planted": [night, blur],
     }
 
@@ -72,12 +86,24 @@ def planted_regions(data: dict[str, Any], size: float = 0.02) -> tuple[list[dict
         w = np.exp(-tau * d2 / 2)
         cols.append(w)
         wl = float(w @ loss / w.sum())
-        regions.append({
-            "index": j, "center": c.tolist(), "precision": float(tau), "kernel": "gaussian", "shape": "spherical",
-            "objective": "max_loss", "size_requested": size * len(loss), "total_weight": float(w.sum()),
-            "weighted_loss": wl, "mean_loss": float(loss.mean()), "lift": wl / float(loss.mean()),
-            "feasible": True, "steps_run": 300, "converged": True,
-        })
+        regions.append(
+            {
+                "index": j,
+                "center": c.tolist(),
+                "precision": float(tau),
+                "kernel": "gaussian",
+                "shape": "spherical",
+                "objective": "max_loss",
+                "size_requested": size * len(loss),
+                "total_weight": float(w.sum()),
+                "weighted_loss": wl,
+                "mean_loss": float(loss.mean()),
+                "lift": wl / float(loss.mean()),
+                "feasible": True,
+                "steps_run": 300,
+                "converged": True,
+            }
+        )
     weights = np.stack(cols, axis=1).astype(np.float32)
     return with_members(regions, weights), weights
 
@@ -86,8 +112,9 @@ def with_members(regions: list[dict[str, Any]], weights: np.ndarray) -> list[dic
     """n_members, effective_size and overlap of each region, as the worker adds them (worker/task.py)."""
     sets = members_of(regions, weights)
     for region, members, overlap in zip(regions, sets, overlaps_with_earlier(sets), strict=True):
-        region.update(n_members=int(members.size), effective_size=effective_size(weights[:, region["index"]]),
-                      overlap=overlap)
+        region.update(
+            n_members=int(members.size), effective_size=effective_size(weights[:, region["index"]]), overlap=overlap
+        )
     return regions
 
 
@@ -107,30 +134,53 @@ def engine_regions(data: dict[str, Any], **params: Any) -> tuple[list[dict[str, 
     regions = with_members([region.to_dict() for region in result.regions], result.weights)
     if p.n_permutations:
         best = rerun_best(search, data["embeddings"], p, **kw)
-        for entry, pv in zip(regions, significance(best, result.losses, regions, p.n_permutations, p.seed), strict=True):
+        for entry, pv in zip(
+            regions, significance(best, result.losses, regions, p.n_permutations, p.seed), strict=True
+        ):
             entry["p_value"] = pv
     return regions, result.weights, result.device, result.elapsed_s
 
 
-def build_report(data: dict[str, Any], regions: list[dict[str, Any]], weights: np.ndarray,
-                 job_extra: dict[str, Any] | None = None, n_bootstrap: int = 200) -> str:
+def build_report(
+    data: dict[str, Any],
+    regions: list[dict[str, Any]],
+    weights: np.ndarray,
+    job_extra: dict[str, Any] | None = None,
+    n_bootstrap: int = 200,
+) -> str:
     cols = metadata_columns(data["metadata"])
     sets = members_of(regions, weights)
-    descriptions = describe_regions(sets, data["losses"], data["labels"], data["predictions"], cols,
-                                    n_bootstrap=n_bootstrap)
+    descriptions = describe_regions(
+        sets, data["losses"], data["labels"], data["predictions"], cols, n_bootstrap=n_bootstrap
+    )
     members = []
     for k, ms in enumerate(sets):
         idx = order_by_contribution(ms, weights[:, k], data["losses"])[:12]
-        members.append(member_rows(idx, weights[:, k], data["losses"], data["labels"], data["predictions"],
-                                   [data["ids"][i] for i in idx], [data["metadata"][i] for i in idx],
-                                   contribution=contributions(weights[:, k], data["losses"])))
-    t0 = datetime(2026, 11, 28, 16, 0, 0, tzinfo=timezone.utc)
+        members.append(
+            member_rows(
+                idx,
+                weights[:, k],
+                data["losses"],
+                data["labels"],
+                data["predictions"],
+                [data["ids"][i] for i in idx],
+                [data["metadata"][i] for i in idx],
+                contribution=contributions(weights[:, k], data["losses"]),
+            )
+        )
+    t0 = datetime(2026, 11, 28, 16, 0, 0, tzinfo=UTC)
     job = {
-        "id": "job_0123456789abcdef01234567", "status": "finished", "dataset": "ds_example",
-        "n": len(data["losses"]), "dim": data["embeddings"].shape[1],
+        "id": "job_0123456789abcdef01234567",
+        "status": "finished",
+        "dataset": "ds_example",
+        "n": len(data["losses"]),
+        "dim": data["embeddings"].shape[1],
         "params": {"n_spotlights": len(regions), "spotlight_size": 0.03, "kernel": "gaussian", "steps": 400},
-        "created_at": t0.isoformat(), "started_at": (t0 + timedelta(seconds=1.4)).isoformat(),
-        "ended_at": (t0 + timedelta(seconds=9.8)).isoformat(), "device": "cpu", **(job_extra or {}),
+        "created_at": t0.isoformat(),
+        "started_at": (t0 + timedelta(seconds=1.4)).isoformat(),
+        "ended_at": (t0 + timedelta(seconds=9.8)).isoformat(),
+        "device": "cpu",
+        **(job_extra or {}),
     }
     return render_report(job, regions, descriptions, data["embeddings"], data["losses"], weights, sets, members)
 

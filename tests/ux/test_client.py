@@ -24,19 +24,28 @@ def _mock(handler: Callable[[httpx.Request], httpx.Response]) -> SpotlightClient
 def test_error_json_becomes_spotlight_error_with_the_servers_code() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.headers["Authorization"] == "Bearer k1"
-        return httpx.Response(409, json={"error": {"code": "job_not_finished", "message": "still running",
-                                                   "details": {"status": "running"}}})
+        return httpx.Response(
+            409,
+            json={"error": {"code": "job_not_finished", "message": "still running", "details": {"status": "running"}}},
+        )
 
     with _mock(handler) as sc, pytest.raises(SpotlightError) as info:
         sc.job("job_1").regions()
     err = info.value
-    assert (err.code, err.message, err.status_code, err.details) == ("job_not_finished", "still running", 409,
-                                                                    {"status": "running"})
+    assert (err.code, err.message, err.status_code, err.details) == (
+        "job_not_finished",
+        "still running",
+        409,
+        {"status": "running"},
+    )
     assert err.response is not None and "job_not_finished" in str(err)
 
 
 def test_non_contract_error_and_network_failure_are_spotlight_errors_too() -> None:
-    with _mock(lambda r: httpx.Response(502, text="<html>bad gateway</html>")) as sc, pytest.raises(SpotlightError) as info:
+    with (
+        _mock(lambda r: httpx.Response(502, text="<html>bad gateway</html>")) as sc,
+        pytest.raises(SpotlightError) as info,
+    ):
         sc.datasets()
     assert info.value.code == "http_502" and "bad gateway" in info.value.message
 
@@ -56,13 +65,20 @@ def test_upload_sends_one_npz_with_every_field() -> None:
         boundary = request.headers["content-type"].split("boundary=")[1].encode()
         part = next(p for p in body.split(b"--" + boundary) if b'name="file"' in p)
         seen["npz"] = np.load(io.BytesIO(part.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n", 1)[0]), allow_pickle=False)
-        return httpx.Response(201, json={"id": "ds_1", "n": 3, "dim": 2, "fields": [], "sha256": "x",
-                                         "created_at": "2026-01-01T00:00:00Z"})
+        return httpx.Response(
+            201,
+            json={"id": "ds_1", "n": 3, "dim": 2, "fields": [], "sha256": "x", "created_at": "2026-01-01T00:00:00Z"},
+        )
 
     emb = np.arange(6, dtype=np.float64).reshape(3, 2)
     with _mock(handler) as sc:
-        out = sc.upload(emb, [0.1, 0.2, 0.3], labels=[0, 1, 1], ids=["a", 2, "c"],
-                        metadata=[{"x": np.int64(1)}, {"x": 2}, {"y": "z"}])
+        out = sc.upload(
+            emb,
+            [0.1, 0.2, 0.3],
+            labels=[0, 1, 1],
+            ids=["a", 2, "c"],
+            metadata=[{"x": np.int64(1)}, {"x": 2}, {"y": "z"}],
+        )
     assert out["id"] == "ds_1"
     npz = seen["npz"]
     assert npz["embeddings"].dtype == np.float32 and npz["embeddings"].shape == (3, 2)
@@ -82,12 +98,21 @@ def test_upload_refuses_bad_arguments_before_sending() -> None:
 
 
 def test_wait_raises_on_failure_and_on_timeout_and_rides_out_a_503() -> None:
-    answers = iter([
-        httpx.Response(503, json={"error": {"code": "service_unavailable", "message": "redis down"}}),
-        httpx.Response(200, json={"id": "job_1", "status": "running", "progress": {"fraction": 0.5}}),
-        httpx.Response(200, json={"id": "job_1", "status": "failed", "progress": {},
-                                  "error": {"code": "search_failed", "message": "boom"}}),
-    ])
+    answers = iter(
+        [
+            httpx.Response(503, json={"error": {"code": "service_unavailable", "message": "redis down"}}),
+            httpx.Response(200, json={"id": "job_1", "status": "running", "progress": {"fraction": 0.5}}),
+            httpx.Response(
+                200,
+                json={
+                    "id": "job_1",
+                    "status": "failed",
+                    "progress": {},
+                    "error": {"code": "search_failed", "message": "boom"},
+                },
+            ),
+        ]
+    )
     with _mock(lambda r: next(answers)) as sc:
         with pytest.raises(JobFailedError) as info:
             sc.job("job_1").wait(progress=False, poll=0.01)
@@ -113,8 +138,13 @@ def _data(n: int = 300, d: int = 4, seed: int = 0) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d)).astype(np.float32)
     losses = (rng.random(n) + 2.0 * (x[:, 0] > 1.0)).astype(np.float32)
-    return {"embeddings": x, "losses": losses, "labels": rng.integers(0, 3, n),
-            "ids": [f"row-{i}" for i in range(n)], "metadata": [{"group": "a" if v > 1 else "b"} for v in x[:, 0]]}
+    return {
+        "embeddings": x,
+        "losses": losses,
+        "labels": rng.integers(0, 3, n),
+        "ids": [f"row-{i}" for i in range(n)],
+        "metadata": [{"group": "a" if v > 1 else "b"} for v in x[:, 0]],
+    }
 
 
 def test_client_against_the_real_api_datasets_jobs_errors(live: Any, tmp_path: Path) -> None:
@@ -188,8 +218,13 @@ def test_client_module_imports_nothing_beyond_numpy_and_httpx() -> None:
         "bad = [m for m in ('pydantic', 'torch', 'fastapi', 'redis', 'rq', 'pyarrow', 'spotlight.settings') "
         "if m in sys.modules]; print(bad)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -201,8 +236,13 @@ def test_worker_side_modules_do_not_import_torch_or_fastapi() -> None:
         "import sys; import worker.describe, worker.report, worker.webhook, spotlight.jobstats; "
         "print([m for m in ('torch', 'fastapi', 'matplotlib') if m in sys.modules])"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"  # matplotlib too is imported only when a report is drawn
 
@@ -220,5 +260,10 @@ def test_submit_by_reference_sends_the_reference_and_params(tmp_path: Path) -> N
         with pytest.raises(ValueError):
             sc.submit(tmp_path / "missing.npz", losses=[1.0])  # refused before anything is read or sent
     assert job.id == "job_9" and repr(job) == "Job('job_9', status='queued')"
-    assert bodies == [{"dataset": {"uri": "file:///data/x.npz"}, "params": {"n_spotlights": 2},
-                       "callback_url": "https://cb.example/x"}]
+    assert bodies == [
+        {
+            "dataset": {"uri": "file:///data/x.npz"},
+            "params": {"n_spotlights": 2},
+            "callback_url": "https://cb.example/x",
+        }
+    ]

@@ -44,22 +44,48 @@ def finished(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFacto
     x = rng.normal(size=(n, 4)).astype(np.float32)
     pocket = x[:, 0] > 1.2
     losses = (rng.random(n) + 3.0 * pocket).astype(np.float32)
-    data = {"embeddings": x, "losses": losses, "labels": np.where(pocket, 1, rng.integers(0, 3, n)),
-            "ids": [f"row-{i}" for i in range(n)],
-            "metadata": [{"site": "north" if p else str(rng.choice(["north", "south", "east"]))} for p in pocket]}
+    data = {
+        "embeddings": x,
+        "losses": losses,
+        "labels": np.where(pocket, 1, rng.integers(0, 3, n)),
+        "ids": [f"row-{i}" for i in range(n)],
+        "metadata": [{"site": "north" if p else str(rng.choice(["north", "south", "east"]))} for p in pocket],
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOTLIGHT_")}
-    env.update({"REDIS_URL": url, "SPOTLIGHT_STORE_URL": str(root / "store"), "SPOTLIGHT_DATA_DIR": str(root / "data"),
-                "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.1", "SPOTLIGHT_LOG_JSON": "false", "PYTHONPATH": str(REPO_ROOT),
-                "SPOTLIGHT_WEBHOOK_SECRET": SECRET, "SPOTLIGHT_ALLOW_PRIVATE_ADDRESSES": "true",
-                "SPOTLIGHT_ALLOWED_HOSTS": '["127.0.0.1"]'})
+    env.update(
+        {
+            "REDIS_URL": url,
+            "SPOTLIGHT_STORE_URL": str(root / "store"),
+            "SPOTLIGHT_DATA_DIR": str(root / "data"),
+            "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.1",
+            "SPOTLIGHT_LOG_JSON": "false",
+            "PYTHONPATH": str(REPO_ROOT),
+            "SPOTLIGHT_WEBHOOK_SECRET": SECRET,
+            "SPOTLIGHT_ALLOW_PRIVATE_ADDRESSES": "true",
+            "SPOTLIGHT_ALLOWED_HOSTS": '["127.0.0.1"]',
+        }
+    )
     sc = SpotlightClient(api.url)
     worker = None
     try:
-        job = sc.submit(data["embeddings"], data["losses"], labels=data["labels"], ids=data["ids"],
-                        metadata=data["metadata"], callback_url=receiver.url, **PARAMS)
+        job = sc.submit(
+            data["embeddings"],
+            data["losses"],
+            labels=data["labels"],
+            ids=data["ids"],
+            metadata=data["metadata"],
+            callback_url=receiver.url,
+            **PARAMS,
+        )
         log = (root / "worker.log").open("wb")
-        worker = subprocess.Popen([sys.executable, "-m", "spotlight.cli", "worker", "--burst"], cwd=REPO_ROOT, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "spotlight.cli", "worker", "--burst"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             status = job.wait(progress=True, timeout=180, poll=0.2)
         except SpotlightError:
@@ -151,8 +177,12 @@ def test_metrics_after_the_job_show_its_timing_and_the_workers_device(finished: 
         return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
 
     # timings are recorded just after the status turns finished; /metrics is only known by asking
-    samples = wait_for(lambda: (got := scrape()) and any(s.name == "spotlight_jobs_ended_total" for s in got) and got,
-                       30, "the job's timings in /metrics", interval=0.1)
+    samples = wait_for(
+        lambda: (got := scrape()) and any(s.name == "spotlight_jobs_ended_total" for s in got) and got,
+        30,
+        "the job's timings in /metrics",
+        interval=0.1,
+    )
 
     def one(name: str, **labels: str) -> float:
         found = [s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]

@@ -191,7 +191,7 @@ def test_permutation_test_shuffles_losses_reproducibly() -> None:
     first = [s.copy() for s in seen]
     seen.clear()
     permutation_test(search, losses, 3, seed=7, observed=[0.0])
-    assert all(np.array_equal(a, b) for a, b in zip(first, seen))
+    assert all(np.array_equal(a, b) for a, b in zip(first, seen, strict=True))
     assert all(sorted(s.tolist()) == losses.tolist() for s in first)  # a permutation, nothing else
     assert not np.array_equal(first[0], losses)
     assert permutation_test(search, losses, 0, observed=[1.0, 2.0]) == [1.0, 1.0]

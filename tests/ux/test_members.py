@@ -38,8 +38,9 @@ def _store_dataset(store: ArtifactStore, emb: np.ndarray, losses: np.ndarray, la
     if labels is not None:
         store.save_npy(dataset_file(sha, "labels.npy"), labels.astype(np.int64))
         fields.append("labels")
-    store.write_json(dataset_file(sha, "manifest.json"),
-                     {"n": len(losses), "dim": emb.shape[1], "fields": fields, "sha256": sha})
+    store.write_json(
+        dataset_file(sha, "manifest.json"), {"n": len(losses), "dim": emb.shape[1], "fields": fields, "sha256": sha}
+    )
     return sha
 
 
@@ -75,8 +76,14 @@ def test_member_set_is_of_the_order_of_the_region_on_a_planted_problem(
 ) -> None:
     store = ArtifactStore(str(store_dir))
     emb, losses, labels, pocket = _planted()
-    summary, stored = _run(settings, store, _store_dataset(store, emb, losses, labels),
-                           kernel=kernel, n_spotlights=2, spotlight_size=POCKET)
+    summary, stored = _run(
+        settings,
+        store,
+        _store_dataset(store, emb, losses, labels),
+        kernel=kernel,
+        n_spotlights=2,
+        spotlight_size=POCKET,
+    )
     assert summary["status"] == "finished"
     weights = store.load_npy(job_file(summary["job_id"], WEIGHTS_FILE))
     sets = []
@@ -103,8 +110,9 @@ def test_member_set_is_of_the_order_of_the_region_on_a_planted_problem(
 def test_description_and_overlap_are_those_of_the_stored_member_sets(settings: Settings, store_dir: Path) -> None:
     store = ArtifactStore(str(store_dir))
     emb, losses, labels, _ = _planted()
-    summary, stored = _run(settings, store, _store_dataset(store, emb, losses, labels), n_spotlights=3,
-                           spotlight_size=POCKET)
+    summary, stored = _run(
+        settings, store, _store_dataset(store, emb, losses, labels), n_spotlights=3, spotlight_size=POCKET
+    )
     loss32 = losses.astype(np.float32).astype(np.float64)
     sets = [store.load_npy(job_file(summary["job_id"], members_file(k))) for k in range(3)]
     for k, region in enumerate(stored["regions"]):
@@ -132,14 +140,16 @@ def test_description_and_overlap_are_those_of_the_stored_member_sets(settings: S
         ("n tiny", {"spotlight_size": 0.5, "restarts": 1}, None),
     ],
 )
-def test_a_finished_job_always_has_a_report(case: str, params: dict[str, Any], says: str | None,
-                                            settings: Settings, store_dir: Path) -> None:
+def test_a_finished_job_always_has_a_report(
+    case: str, params: dict[str, Any], says: str | None, settings: Settings, store_dir: Path
+) -> None:
     store = ArtifactStore(str(store_dir))
     rng = np.random.default_rng(5)
     n, d = {"d = 1": (200, 1), "n tiny": (4, 2)}.get(case, (200, 3))
     losses = np.full(n, 0.25) if case == "constant losses" else rng.random(n)
-    summary, stored = _run(settings, store, _store_dataset(store, rng.normal(size=(n, d)), losses),
-                           n_spotlights=2, **params)
+    summary, stored = _run(
+        settings, store, _store_dataset(store, rng.normal(size=(n, d)), losses), n_spotlights=2, **params
+    )
     assert summary["status"] == "finished", summary
     html = store.read_bytes(job_file(summary["job_id"], REPORT_FILE)).decode()
     assert html.startswith("<!DOCTYPE html>") and "Region #1" in html
@@ -163,9 +173,14 @@ def test_a_report_that_fails_to_render_is_replaced_by_the_numbers_and_the_reason
     monkeypatch.setattr(worker.report, "job_report", broken)
     store = ArtifactStore(str(store_dir))
     rng = np.random.default_rng(6)
-    summary, stored = _run(settings, store, _store_dataset(store, rng.normal(size=(150, 3)), rng.random(150)),
-                           n_spotlights=2, spotlight_size=0.1)
+    summary, stored = _run(
+        settings,
+        store,
+        _store_dataset(store, rng.normal(size=(150, 3)), rng.random(150)),
+        n_spotlights=2,
+        spotlight_size=0.1,
+    )
     assert summary["status"] == "finished"
     html = store.read_bytes(job_file(summary["job_id"], REPORT_FILE)).decode()
     assert "could not be drawn" in html and "MemoryError: the plotting library ran out of memory" in html
-    assert f"<td class=\"num\">{stored['regions'][1]['n_members']}</td>" in html
+    assert f'<td class="num">{stored["regions"][1]["n_members"]}</td>' in html

@@ -29,8 +29,15 @@ QUEUE = "metrics-test"
 
 
 def _app(redis_url: str | None, tmp_path: Path) -> TestClient:
-    settings = Settings(redis_url=redis_url, data_dir=tmp_path / "data", store_url=str(tmp_path / "store"),
-                        queue_name=QUEUE, log_level="WARNING", api_keys=None, api_keys_file=None)
+    settings = Settings(
+        redis_url=redis_url,
+        data_dir=tmp_path / "data",
+        store_url=str(tmp_path / "store"),
+        queue_name=QUEUE,
+        log_level="WARNING",
+        api_keys=None,
+        api_keys_file=None,
+    )
     return TestClient(create_app(settings))
 
 
@@ -62,8 +69,9 @@ def worker_proc(redis_url: str, tmp_path: Path) -> Iterator[Any]:
             SimpleWorker([Queue({QUEUE!r}, connection=conn)], connection=conn, name={name!r}).work(burst=True)
         """)
         log = (tmp_path / f"{name}.log").open("wb")
-        p = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         procs.append(p)
         return p
 
@@ -102,14 +110,20 @@ def test_jobs_by_status_queue_depth_and_workers_from_redis(redis_url: str, tmp_p
     m = scrape(api1)
     jobs = m["spotlight_jobs"]
     assert {s.labels["status"]: s.value for s in jobs} == {
-        "queued": 2, "running": 1, "finished": 2, "failed": 2, "canceled": 1,
+        "queued": 2,
+        "running": 1,
+        "finished": 2,
+        "failed": 2,
+        "canceled": 1,
     }
     assert value(m["spotlight_queue_depth"], "spotlight_queue_depth") == 2
     assert value(m["spotlight_redis_up"], "spotlight_redis_up") == 1
     assert value(m["spotlight_workers"], "spotlight_workers", state="busy") == 2
     info = m["spotlight_worker_info"]
     assert sorted((s.labels["worker"], s.labels["device"], s.labels["state"]) for s in info) == [
-        ("w-metrics", "cuda:0", "busy"), ("w-other", "cpu", "busy")]
+        ("w-metrics", "cuda:0", "busy"),
+        ("w-other", "cpu", "busy"),
+    ]
     # a second API process reads the same state
     m2 = scrape(api2)
     assert {s.labels["status"]: s.value for s in m2["spotlight_jobs"]} == {s.labels["status"]: s.value for s in jobs}
@@ -139,7 +153,9 @@ def test_histograms_recorded_by_workers_are_shared_by_every_api_process(redis_ur
         assert value(w, "spotlight_job_queue_wait_seconds_count") == 3
         assert value(w, "spotlight_job_queue_wait_seconds_bucket", le="0.05") == 2  # 0.02 and the skewed 0
         assert value(w, "spotlight_job_queue_wait_seconds_sum") == pytest.approx(3.02)
-        ended = {s.labels["status"]: s.value for s in m["spotlight_jobs_ended"] if s.name == "spotlight_jobs_ended_total"}
+        ended = {
+            s.labels["status"]: s.value for s in m["spotlight_jobs_ended"] if s.name == "spotlight_jobs_ended_total"
+        }
         assert ended == {"finished": 2, "failed": 1, "canceled": 1}
 
 

@@ -51,10 +51,17 @@ def _frame(planted: bool, seed: int) -> tuple[Any, np.ndarray]:
     loss = rng.random(N) + 3.0 * pocket
     label = np.where(pocket, "eight", rng.choice(["one", "two", "three"], size=N))
     pred = np.where(pocket, "three", label)
-    df = pd.DataFrame({
-        "embedding": list(x), "loss": loss, "label": label, "pred": pred, "id": [f"r{i}" for i in range(N)],
-        "site": rng.choice(["north", "south"], size=N), "image": [_png(int(i) % 256) for i in range(N)],
-    })
+    df = pd.DataFrame(
+        {
+            "embedding": list(x),
+            "loss": loss,
+            "label": label,
+            "pred": pred,
+            "id": [f"r{i}" for i in range(N)],
+            "site": rng.choice(["north", "south"], size=N),
+            "image": [_png(int(i) % 256) for i in range(N)],
+        }
+    )
     return df, pocket
 
 
@@ -68,12 +75,27 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
     servers = _Servers(url, root)
     api = servers.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOTLIGHT_")}
-    env.update({"REDIS_URL": url, "SPOTLIGHT_STORE_URL": str(root / "store"), "SPOTLIGHT_DATA_DIR": str(root / "data"),
-                "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.1", "SPOTLIGHT_LOG_JSON": "false", "PYTHONPATH": str(REPO_ROOT),
-                "SPOTLIGHT_SERVER": api.url, "COLUMNS": "200"})
+    env.update(
+        {
+            "REDIS_URL": url,
+            "SPOTLIGHT_STORE_URL": str(root / "store"),
+            "SPOTLIGHT_DATA_DIR": str(root / "data"),
+            "SPOTLIGHT_PROGRESS_INTERVAL_S": "0.1",
+            "SPOTLIGHT_LOG_JSON": "false",
+            "PYTHONPATH": str(REPO_ROOT),
+            "SPOTLIGHT_SERVER": api.url,
+            "COLUMNS": "200",
+        }
+    )
     log = (root / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "spotlight.cli", "worker", "--no-callbacks"], cwd=REPO_ROOT,
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "spotlight.cli", "worker", "--no-callbacks"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         yield {"url": api.url, "env": env, "root": root, "worker_log": root / "worker.log"}
     finally:
@@ -84,16 +106,24 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
 
 
 def _cli(stack: dict[str, Any], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "spotlight.cli", *args], cwd=REPO_ROOT, env=stack["env"],
-                          capture_output=True, text=True, check=False, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "spotlight.cli", *args],
+        cwd=REPO_ROOT,
+        env=stack["env"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
 def planted_job(stack: dict[str, Any]) -> Iterator[dict[str, Any]]:
     df, pocket = _frame(planted=True, seed=0)
     with SpotlightClient(stack["url"]) as sc:
-        job = sc.submit(df, embeddings="embedding", losses="loss", labels="label", predictions="pred", ids="id",
-                        **PARAMS)
+        job = sc.submit(
+            df, embeddings="embedding", losses="loss", labels="label", predictions="pred", ids="id", **PARAMS
+        )
         try:
             job.wait(progress=False, timeout=150, poll=0.2)
         except SpotlightError:
@@ -165,8 +195,9 @@ def test_scoring_new_rows_on_the_server_equals_region_weights_locally(planted_jo
     assert info.value.code == "shape_mismatch"
 
 
-def test_cli_regions_json_status_members_report_and_cancel(planted_job: dict[str, Any], stack: dict[str, Any],
-                                                          tmp_path: Path) -> None:
+def test_cli_regions_json_status_members_report_and_cancel(
+    planted_job: dict[str, Any], stack: dict[str, Any], tmp_path: Path
+) -> None:
     job_id = planted_job["job"].id
     out = _cli(stack, "regions", job_id, "--json")
     assert out.returncode == 0, out.stderr
@@ -185,15 +216,17 @@ def test_cli_regions_json_status_members_report_and_cancel(planted_job: dict[str
     assert out.returncode == 2 and "fail-if" in out.stderr
 
 
-def test_the_gate_fails_on_a_weak_spot_and_passes_a_clean_model(planted_job: dict[str, Any], stack: dict[str, Any],
-                                                               tmp_path: Path) -> None:
+def test_the_gate_fails_on_a_weak_spot_and_passes_a_clean_model(
+    planted_job: dict[str, Any], stack: dict[str, Any], tmp_path: Path
+) -> None:
     out = _cli(stack, "regions", planted_job["job"].id, "--fail-if", GATE)
     assert out.returncode == 1, out.stderr
     assert "region 0 matches" in out.stderr
     clean, _ = _frame(planted=False, seed=1)
     clean.to_parquet(tmp_path / "clean.parquet")
-    out = _cli(stack, "submit", str(tmp_path / "clean.parquet"), "--wait", "--quiet", "--json", "--fail-if", GATE,
-               *CLI_PARAMS)
+    out = _cli(
+        stack, "submit", str(tmp_path / "clean.parquet"), "--wait", "--quiet", "--json", "--fail-if", GATE, *CLI_PARAMS
+    )
     assert out.returncode == 0, out.stderr + stack["worker_log"].read_text()[-2000:]
     doc = json.loads(out.stdout)
     assert doc["gate"] == {"expression": GATE, "failed": False, "regions": []}
@@ -211,7 +244,8 @@ def test_cli_submit_checks_params_and_columns_before_uploading(stack: dict[str, 
     assert err["code"] == "usage_error" and "'vector'" in err["message"] and "--column embeddings=" in err["message"]
     out = _cli(stack, "submit", str(tmp_path / "renamed.parquet"), "--param", "n_spotlight=2")
     assert out.returncode == 2 and "did you mean n_spotlights?" in out.stderr
-    out = _cli(stack, "submit", str(tmp_path / "renamed.parquet"), "--column", "embeddings=vector", "--json",
-               *CLI_PARAMS)
+    out = _cli(
+        stack, "submit", str(tmp_path / "renamed.parquet"), "--column", "embeddings=vector", "--json", *CLI_PARAMS
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["job"]["status"] in ("queued", "running", "finished")

@@ -79,18 +79,33 @@ def test_no_external_assets_and_no_script(example: dict[str, Any]) -> None:
     assert "Content-Security-Policy" in example["html"]
 
 
-def _one_row_report(metadata: dict[str, Any], ids: list[Any] | None = None, params: dict[str, Any] | None = None,
-                    job_id: str = "job_<x>") -> str:
+def _one_row_report(
+    metadata: dict[str, Any],
+    ids: list[Any] | None = None,
+    params: dict[str, Any] | None = None,
+    job_id: str = "job_<x>",
+) -> str:
     emb = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.5]])
     losses = np.array([1.0, 2.0, 3.0])
     w = np.array([[1.0], [0.5], [0.0]])
-    region = {"index": 0, "center": [0.0, 0.0], "weighted_loss": 1.33, "mean_loss": 2.0, "lift": 0.66,
-              "total_weight": 1.5, "size_requested": 1.0, "kernel": "gaussian", "n_members": 2, "effective_size": 1.5,
-              "overlap": []}
+    region = {
+        "index": 0,
+        "center": [0.0, 0.0],
+        "weighted_loss": 1.33,
+        "mean_loss": 2.0,
+        "lift": 0.66,
+        "total_weight": 1.5,
+        "size_requested": 1.0,
+        "kernel": "gaussian",
+        "n_members": 2,
+        "effective_size": 1.5,
+        "overlap": [],
+    }
     members = np.array([0, 1])
     meta = [metadata, metadata, metadata]
-    desc = describe_regions([members], losses, np.array([0, 1, 1]), np.array([1, 1, 1]), metadata_columns(meta),
-                            n_bootstrap=0)
+    desc = describe_regions(
+        [members], losses, np.array([0, 1, 1]), np.array([1, 1, 1]), metadata_columns(meta), n_bootstrap=0
+    )
     rows = member_rows(members, w[:, 0], losses, np.array([0, 1, 1]), np.array([1, 1, 1]), ids or ["a", "b"], meta[:2])
     return render_report({"id": job_id, "params": params or {}}, [region], desc, emb, losses, w, [members], [rows])
 
@@ -102,9 +117,16 @@ def test_user_content_is_escaped_everywhere() -> None:
     """Ids, metadata keys and values (shown in the members table and, as categories, in what stands
     out), the job's id and parameters: all hostile, all shown as text by the autoescaping templates."""
     html = _one_row_report(
-        {"caption": HOSTILE, "link": "javascript:alert(3)", HOSTILE: "key too", "image": "javascript:alert(4)",
-         "photo": 'https://h.example/a.png"><script>alert(5)</script>'},
-        ids=[HOSTILE, "b"], params={"seed": HOSTILE}, job_id=f"job_{HOSTILE}",
+        {
+            "caption": HOSTILE,
+            "link": "javascript:alert(3)",
+            HOSTILE: "key too",
+            "image": "javascript:alert(4)",
+            "photo": 'https://h.example/a.png"><script>alert(5)</script>',
+        },
+        ids=[HOSTILE, "b"],
+        params={"seed": HOSTILE},
+        job_id=f"job_{HOSTILE}",
     )
     assert "<script>" not in html
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
@@ -128,8 +150,14 @@ def test_hostile_values_in_the_fallback_page_are_escaped_too() -> None:
 
 def test_inline_images_only_from_data_urls_and_http_images_become_links() -> None:
     """Opening the report contacts no other host: an http(s) image URL is a link, never an <img>."""
-    html = _one_row_report({"thumbnail": "https://cdn.example.org/a/b.jpg?x=1&y=2", "photo": "http://h/p",
-                            "caption": "plain text here", "inline": "data:image/png;base64,iVBORw0KGgo="})
+    html = _one_row_report(
+        {
+            "thumbnail": "https://cdn.example.org/a/b.jpg?x=1&y=2",
+            "photo": "http://h/p",
+            "caption": "plain text here",
+            "inline": "data:image/png;base64,iVBORw0KGgo=",
+        }
+    )
     refs = _refs(html)
     imgs = [url for tag, _, url in refs.urls if tag == "img"]
     assert "data:image/png;base64,iVBORw0KGgo=" in imgs
@@ -165,8 +193,15 @@ def test_renders_with_no_regions_and_big_n_is_subsampled() -> None:
     emb = rng.normal(size=(n, 4)).astype(np.float32)
     losses = rng.random(n)
     w = np.exp(-((emb - 1.0) ** 2).sum(axis=1))[:, None]
-    region = {"index": 0, "center": [1.0] * 4, "weighted_loss": 0.6, "mean_loss": 0.5, "lift": 1.2,
-              "total_weight": float(w.sum()), "size_requested": 600}
+    region = {
+        "index": 0,
+        "center": [1.0] * 4,
+        "weighted_loss": 0.6,
+        "mean_loss": 0.5,
+        "lift": 1.2,
+        "total_weight": float(w.sum()),
+        "size_requested": 600,
+    }
     members = member_set(w[:, 0], "gaussian")
     html = render_report({"id": "job_big"}, [region], [None], emb, losses, w, [members], [[]])
     assert "4,000 of 30,000 rows shown" in html
@@ -174,24 +209,42 @@ def test_renders_with_no_regions_and_big_n_is_subsampled() -> None:
     assert "No regions" in empty
 
 
-def _chromium_screenshot(html_file: Path, out: Path, tmp: Path, height: int = 2400) -> subprocess.CompletedProcess[bytes]:
+def _chromium_screenshot(
+    html_file: Path, out: Path, tmp: Path, height: int = 2400
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp / 'chromium-profile'}", "--hide-scrollbars", f"--window-size=1200,{height}",
-         f"--screenshot={out}", html_file.resolve().as_uri()],
-        capture_output=True, timeout=120, check=False,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp / 'chromium-profile'}",
+            "--hide-scrollbars",
+            f"--window-size=1200,{height}",
+            f"--screenshot={out}",
+            html_file.resolve().as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
     )
 
 
 def _pixels_near(image: Any, hex_colour: str, tolerance: int = 12) -> int:
     """How many pixels of an RGB image are within `tolerance` of a colour on every channel."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
-    target = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.int16)
+    target = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.int16)
     return int((np.abs(rgb - target) <= tolerance).all(axis=2).sum())
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium on PATH (apt-get install -y chromium; .ci/run installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="needs chromium on PATH (apt-get install -y chromium; .ci/run installs it)"
+)
 def test_page_renders_in_headless_chromium(example: dict[str, Any], tmp_path: Path) -> None:
     """The page as a browser draws it: the page background, and each region's colour in the PCA view
     (its members highlighted) — not only a PNG of some size."""
@@ -222,14 +275,28 @@ if __name__ == "__main__":  # regenerate docs/report.png from the example
 
     data = planted_dataset()
     regions, weights, device, _ = engine_regions(data, n_permutations=19)
-    html = build_report(data, regions, weights, {"device": device,
-                                                 "params": {"n_spotlights": 3, "spotlight_size": 0.03, "steps": 400,
-                                                            "kernel": "gaussian", "n_permutations": 19}})
+    html = build_report(
+        data,
+        regions,
+        weights,
+        {
+            "device": device,
+            "params": {
+                "n_spotlights": 3,
+                "spotlight_size": 0.03,
+                "steps": 400,
+                "kernel": "gaussian",
+                "n_permutations": 19,
+            },
+        },
+    )
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "report.html"
         page.write_text(html, encoding="utf-8")
         out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/report.png")
-        proc = _chromium_screenshot(page, out.resolve(), Path(tmp), height=int(sys.argv[2]) if len(sys.argv) > 2 else 2400)
+        proc = _chromium_screenshot(
+            page, out.resolve(), Path(tmp), height=int(sys.argv[2]) if len(sys.argv) > 2 else 2400
+        )
         print(out, proc.returncode)
 
 
@@ -246,9 +313,20 @@ def test_job_report_lists_the_stored_contribution_order_through_the_readers() ->
         asked.append(idx.tolist())
         return [data["ids"][i] for i in idx]
 
-    html = job_report({"id": "job_r"}, regions, [None, None], data["embeddings"], data["losses"], weights, sets, stored,
-                      labels=data["labels"], predictions=data["predictions"], read_ids=ids,
-                      read_metadata=lambda idx: [data["metadata"][i] for i in idx])
+    html = job_report(
+        {"id": "job_r"},
+        regions,
+        [None, None],
+        data["embeddings"],
+        data["losses"],
+        weights,
+        sets,
+        stored,
+        labels=data["labels"],
+        predictions=data["predictions"],
+        read_ids=ids,
+        read_metadata=lambda idx: [data["metadata"][i] for i in idx],
+    )
     assert asked == [m[:12].tolist() for m in stored]
     assert data["ids"][stored[0][0]] in html and "contribution" in html
 
@@ -262,22 +340,37 @@ def test_p_value_at_its_floor_is_shown_as_a_bound() -> None:
 
 
 # ----- degenerate inputs: a report always, saying why a plot is missing -----
-def _report_for(emb: np.ndarray, losses: np.ndarray, weights: np.ndarray, kernel: str = "gaussian",
-                labels: np.ndarray | None = None) -> str:
+def _report_for(
+    emb: np.ndarray, losses: np.ndarray, weights: np.ndarray, kernel: str = "gaussian", labels: np.ndarray | None = None
+) -> str:
     """A report as the worker writes it (member sets, descriptions, stored orders) for these arrays."""
     from spotlight.contribution import order_by_contribution
 
     weights = np.asarray(weights, dtype=np.float32)  # as stored: a weight of 1e-300 is 0 here
     d = emb.shape[1]
-    regions = [{"index": k, "center": [0.0] * d, "precision": 1.0, "kernel": kernel, "shape": "spherical",
-                "size_requested": 1.0, "total_weight": float(weights[:, k].sum()), "weighted_loss": 1.0,
-                "mean_loss": 1.0, "lift": 1.0, "feasible": True} for k in range(weights.shape[1])]
+    regions = [
+        {
+            "index": k,
+            "center": [0.0] * d,
+            "precision": 1.0,
+            "kernel": kernel,
+            "shape": "spherical",
+            "size_requested": 1.0,
+            "total_weight": float(weights[:, k].sum()),
+            "weighted_loss": 1.0,
+            "mean_loss": 1.0,
+            "lift": 1.0,
+            "feasible": True,
+        }
+        for k in range(weights.shape[1])
+    ]
     with_members(regions, weights)
     sets = members_of(regions, weights)
     desc = describe_regions(sets, losses, labels, labels, n_bootstrap=20)
     orders = [order_by_contribution(m, weights[:, k], losses) for k, m in enumerate(sets)]
-    return job_report({"id": "job_degenerate"}, regions, desc, emb, losses, weights, sets, orders, labels=labels,
-                      predictions=labels)
+    return job_report(
+        {"id": "job_degenerate"}, regions, desc, emb, losses, weights, sets, orders, labels=labels, predictions=labels
+    )
 
 
 def _check_every_region_is_explained(html: str, k: int) -> list[str]:
@@ -289,7 +382,7 @@ def _check_every_region_is_explained(html: str, k: int) -> list[str]:
     for j in range(k):
         start = html.index(f'id="region-{j}"')
         end = html.find('id="region-', start + 10)
-        card = html[start: end if end > 0 else len(html)]
+        card = html[start : end if end > 0 else len(html)]
         if "has no members" in card:
             notes.append("no members")
             continue
@@ -301,17 +394,26 @@ def _check_every_region_is_explained(html: str, k: int) -> list[str]:
 
 DEGENERATE = {
     "empty member set": (np.random.default_rng(0).normal(size=(50, 3)), np.linspace(0, 1, 50), np.zeros((50, 1))),
-    "spotlight_size 1e-300": (np.random.default_rng(1).normal(size=(50, 3)), np.linspace(0, 1, 50),
-                              np.full((50, 1), 1e-300)),
+    "spotlight_size 1e-300": (
+        np.random.default_rng(1).normal(size=(50, 3)),
+        np.linspace(0, 1, 50),
+        np.full((50, 1), 1e-300),
+    ),
     "constant losses": (np.random.default_rng(2).normal(size=(50, 3)), np.full(50, 0.7), np.full((50, 1), 0.5)),
     "d = 1": (np.linspace(0, 1, 40)[:, None], np.linspace(0, 2, 40), np.linspace(0, 1, 40)[:, None]),
     "n = 1": (np.ones((1, 4)), np.array([2.0]), np.ones((1, 1))),
     "n = 2": (np.eye(2), np.array([0.0, 1.0]), np.array([[1.0], [0.2]])),
     "identical rows": (np.ones((30, 5)), np.linspace(0, 1, 30), np.full((30, 1), 1.0)),
-    "losses mostly near 0": (np.random.default_rng(3).normal(size=(500, 4)),
-                             np.random.default_rng(3).exponential(0.01, size=500) ** 3, np.full((500, 1), 0.05)),
-    "more regions than colours": (np.random.default_rng(4).normal(size=(60, 2)), np.linspace(0, 1, 60),
-                                  np.random.default_rng(4).random((60, 12))),
+    "losses mostly near 0": (
+        np.random.default_rng(3).normal(size=(500, 4)),
+        np.random.default_rng(3).exponential(0.01, size=500) ** 3,
+        np.full((500, 1), 0.05),
+    ),
+    "more regions than colours": (
+        np.random.default_rng(4).normal(size=(60, 2)),
+        np.linspace(0, 1, 60),
+        np.random.default_rng(4).random((60, 12)),
+    ),
 }
 
 
@@ -321,8 +423,10 @@ def test_degenerate_inputs_still_get_a_report_that_says_why_a_plot_is_missing(ca
     html = _report_for(emb, losses, weights)
     notes = _check_every_region_is_explained(html, weights.shape[1])
     expected = {
-        "empty member set": "no members", "spotlight_size 1e-300": "no members",
-        "constant losses": "losses equal", "n = 1": "1 row",
+        "empty member set": "no members",
+        "spotlight_size 1e-300": "no members",
+        "constant losses": "losses equal",
+        "n = 1": "1 row",
     }.get(case)
     if expected:
         assert any(expected in note for note in notes), notes
@@ -380,8 +484,11 @@ def test_the_projection_finds_the_leading_directions_without_a_full_svd() -> Non
     rng = np.random.default_rng(0)
     n, d = 3000, 300
     a, b = rng.normal(size=d), rng.normal(size=d)
-    X = rng.normal(size=(n, d)) + np.outer(rng.normal(size=n) * 6, a / np.linalg.norm(a)) \
+    X = (
+        rng.normal(size=(n, d))
+        + np.outer(rng.normal(size=n) * 6, a / np.linalg.norm(a))
         + np.outer(rng.normal(size=n) * 4, b / np.linalg.norm(b))
+    )
     Xc = X - X.mean(axis=0)
     _, _, vt = np.linalg.svd(Xc, full_matrices=False)
     comps = _top_components(Xc, seed=0)

@@ -79,7 +79,9 @@ def receiver_factory() -> Iterator[Any]:
 
 PAYLOAD = job_summary(
     {"job_id": "job_1", "dataset_id": "ds_1", "created_at": "2026-11-28T16:00:00+00:00", "params": {"n_spotlights": 2}},
-    "finished", None, [{"index": 0, "weighted_loss": 1.5, "lift": 3.0, "center": [0.0] * 5}],
+    "finished",
+    None,
+    [{"index": 0, "weighted_loss": 1.5, "lift": 3.0, "center": [0.0] * 5}],
 )
 
 

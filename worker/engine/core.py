@@ -149,11 +149,7 @@ def scaled_distances(data: EmbeddingMatrix, mu: torch.Tensor, theta: torch.Tenso
     if theta.shape[0] == 1:
         dist = _SphericalDistances.apply(data, mu)
         return torch.clamp(dist, min=0.0) * tau.t()
-    u = (
-        row_products(data, tau, squared=True)
-        - 2.0 * row_products(data, tau * mu)
-        + (tau * mu * mu).sum(0)[:, None]
-    )
+    u = row_products(data, tau, squared=True) - 2.0 * row_products(data, tau * mu) + (tau * mu * mu).sum(0)[:, None]
     return torch.clamp(u, min=0.0)
 
 
@@ -357,8 +353,14 @@ class AdamState:
     t: int = 0
 
 
-def adam_ascent(param: torch.Tensor, grad: torch.Tensor, state: AdamState, lr: torch.Tensor,
-                betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+def adam_ascent(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    state: AdamState,
+    lr: torch.Tensor,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> None:
     """One Adam step *up* the gradient, in place; `lr` has one entry per restart (column)."""
     b1, b2 = betas
     state.t += 1

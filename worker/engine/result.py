@@ -54,8 +54,11 @@ class Region:
         return {
             "index": self.index,
             "center": [_finite(v) for v in np.asarray(self.center).ravel()],
-            "precision": (_finite(float(prec)) if isinstance(prec, float | int)
-                          else [_finite(v) for v in np.asarray(prec).ravel()]),
+            "precision": (
+                _finite(float(prec))
+                if isinstance(prec, float | int)
+                else [_finite(v) for v in np.asarray(prec).ravel()]
+            ),
             "kernel": self.kernel,
             "shape": self.shape,
             "objective": self.objective,

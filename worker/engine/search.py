@@ -194,8 +194,18 @@ def _threads_for(device: torch.device, entries: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def _search(embeddings, loss_v, w, labels_v, preds_v, p: SearchParams, device: torch.device,
-            progress: Progress | None, should_stop: ShouldStop | None, started: float) -> SearchResult:
+def _search(
+    embeddings,
+    loss_v,
+    w,
+    labels_v,
+    preds_v,
+    p: SearchParams,
+    device: torch.device,
+    progress: Progress | None,
+    should_stop: ShouldStop | None,
+    started: float,
+) -> SearchResult:
     n, d = embeddings.shape
     z, frame = standardise(embeddings, w, device, core.row_chunk(n, d, device))
     if p.pca_components is not None:
@@ -282,9 +292,15 @@ class _Problem:
         wt = torch.from_numpy(w.astype(np.float32)).to(device)
         n_total = float(w.sum())
         active = None if bool((wt > 0).all()) else wt > 0
-        return cls(data=data, weights=wt, active=active, scores=scores,
-                   size=float(p.size_count(n_total)),
-                   n_total=n_total, regs=regs)
+        return cls(
+            data=data,
+            weights=wt,
+            active=active,
+            scores=scores,
+            size=float(p.size_count(n_total)),
+            n_total=n_total,
+            regs=regs,
+        )
 
 
 @dataclass
@@ -357,8 +373,19 @@ def _optimise_region(
             raise SearchCanceled(f"stopped during spotlight {j} at step {t}")
         slack = slacks[min(t, tighten - 1)]
         ev, g_mu, g_theta, f = core.objective_and_gradient(
-            problem.data, mu, theta, scores, problem.weights, problem.active, p.kernel,
-            problem.size, slack, p.barrier_scale, problem.regs, weighted_scores)
+            problem.data,
+            mu,
+            theta,
+            scores,
+            problem.weights,
+            problem.active,
+            p.kernel,
+            problem.size,
+            slack,
+            p.barrier_scale,
+            problem.regs,
+            weighted_scores,
+        )
         with torch.no_grad():
             theta += torch.log(f)[None, :]
             value, total, pen = ev.value, ev.total, ev.penalised
@@ -399,7 +426,13 @@ def _optimise_region(
 
 
 def _describe(
-    j: int, k: np.ndarray, found: _Found, frame: Frame, loss: np.ndarray, w: np.ndarray, size: float,
+    j: int,
+    k: np.ndarray,
+    found: _Found,
+    frame: Frame,
+    loss: np.ndarray,
+    w: np.ndarray,
+    size: float,
     p: SearchParams,
 ) -> Region:
     """A Region in the caller's units, from the kernel values and the chosen iterate (float64 stats)."""
@@ -419,8 +452,9 @@ def _describe(
     return Region(
         index=j,
         center=_finite_array(frame.center(found.mu.double().cpu().numpy())),
-        precision=(float(_finite_array(np.asarray(precision))) if isinstance(precision, float)
-                   else _finite_array(precision)),
+        precision=(
+            float(_finite_array(np.asarray(precision))) if isinstance(precision, float) else _finite_array(precision)
+        ),
         kernel=p.kernel,
         shape=p.shape,
         objective=p.objective,
