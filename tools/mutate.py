@@ -286,8 +286,8 @@ MUTATIONS = [
     m(
         "refs.wrapper-fs-allowed",
         "spotlight/refs.py",
-        '"file", "local", "http", "https", "zip",',
-        '"file", "http", "https",',
+        '        "local",\n        "http",\n        "https",\n        "zip",\n',
+        '        "http",\n        "https",\n',
         REFS_TESTS,
     ),
     # ----- spotlight/netguard.py: where the server may connect -----
