@@ -21,7 +21,7 @@ from service import docs, metrics, security_headers
 from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
 from service.expiry import ExpirySweeper, sweep_stale_work
-from service.http_metrics import HttpMetricsMiddleware, HttpStats
+from service.http_metrics import HttpStats, http_observer
 from service.limits import BodyLimitMiddleware, ReferenceSlots
 from service.query_check import reject_unknown_query
 from service.request_log import RequestLogMiddleware
@@ -86,10 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         inline_limit=settings.max_inline_bytes,
         job_limit=settings.max_job_body_bytes,
     )
-    app.add_middleware(RequestLogMiddleware)
-    # outermost middleware: counts every answer (413s of the body limit too) after the access log line is written
+    # outside the body limit, so its 413s are logged and counted too
     app.state.http_stats = HttpStats()
-    app.add_middleware(HttpMetricsMiddleware, state=app.state)
+    app.add_middleware(RequestLogMiddleware, observers=[http_observer(app.state)])
     security_headers.install(app)  # wraps even the outermost middleware: every answer (500s included) has the headers
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

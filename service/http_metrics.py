@@ -25,8 +25,9 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 from redis import Redis
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
+from service.request_log import RequestObserver
 from spotlight.jobstats import stats_prefix
 
 log = logging.getLogger("spotlight.api.http_metrics")
@@ -102,33 +103,16 @@ class HttpStats:
             self._thread.start()
 
 
-class HttpMetricsMiddleware:
-    """Times each HTTP request and counts it under its route template and status class."""
+def http_observer(state: Any) -> RequestObserver:
+    """Counts each HTTP request under its route template and status class (measured by the access log)."""
 
-    def __init__(self, app: ASGIApp, state: Any) -> None:
-        self.app = app
-        self.state = state
+    def observe(scope: Scope, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        stats: HttpStats = state.http_stats
+        stats.observe(str(scope.get("method", "")), route, status, seconds)
+        stats.start_flusher(state)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            stats: HttpStats = self.state.http_stats
-            stats.observe(str(scope.get("method", "")), route, status, time.perf_counter() - start)
-            stats.start_flusher(self.state)
+    return observe
 
 
 class HttpCollector:

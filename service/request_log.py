@@ -5,6 +5,9 @@
 The request id comes from the caller's `X-Request-ID` when it sends a sane one, else it is made
 here; it is echoed in the response header so a caller can quote it, and every log line written
 while the request runs carries it (a contextvar, so threads from the threadpool see it too).
+
+This middleware is the one place that measures a request (status, duration): observers such as
+the HTTP metrics (service/http_metrics.py) receive its measurement instead of timing it again.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,9 +28,14 @@ _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 access_log = logging.getLogger("spotlight.api.access")
 
 
+# Called once per HTTP request, after the answer: (the ASGI scope, the status sent, seconds taken).
+RequestObserver = Callable[[Scope, int, float], None]
+
+
 class RequestLogMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, observers: Sequence[RequestObserver] = ()) -> None:
         self.app = app
+        self.observers = tuple(observers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,6 +59,7 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - start
             access_log.info(
                 "request",
                 extra={
@@ -57,8 +67,10 @@ class RequestLogMiddleware:
                     "method": scope.get("method"),
                     "path": scope.get("path"),
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                    "duration_ms": round(seconds * 1000, 2),
                     "tenant": scope.get("state", {}).get("tenant"),
                 },
             )
             request_id_var.reset(token)
+            for observe in self.observers:
+                observe(scope, status, seconds)
