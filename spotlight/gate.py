@@ -9,7 +9,9 @@ Grammar (case-insensitive keywords)::
     operand := number | field
 
 Fields are a region's numbers (FIELDS below; ``error_rate`` is the error rate inside the region,
-``error_rate_lift`` inside over overall). A region without a value for a field (``p_value``
+``error_rate_lift`` inside over overall). ``lift`` and ``mean_loss`` are the member set's — the
+numbers the regions table shows, what a person calls the region; the search's kernel-weighted
+figures are ``weighted_lift`` and ``weighted_loss``. A region without a value for a field (``p_value``
 without ``n_permutations``) never matches a comparison that uses it, and the caller is told.
 Pure Python: the CLI parses the expression before anything is uploaded.
 """
@@ -22,15 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FIELDS: dict[str, str] = {
-    "lift": "weighted loss over the dataset's mean loss",
+    "lift": "the members' mean loss over the dataset's mean loss (the table's lift)",
+    "mean_loss": "the members' mean loss (the table's mean loss)",
+    "weighted_lift": "the kernel-weighted mean loss over the dataset's mean loss",
     "weighted_loss": "kernel-weighted mean loss inside the region",
-    "mean_loss": "the dataset's mean loss",
+    "dataset_mean_loss": "the dataset's mean loss",
     "p_value": "permutation p-value (needs params.n_permutations > 0)",
     "total_weight": "sum of the kernel weights (the region's size)",
     "n_members": "rows in the region's member set (spotlight/members.py)",
     "effective_size": "how many examples the region counts (sum of kernel weights)",
-    "members_mean_loss": "the members' mean loss",
-    "members_lift": "the members' mean loss over the dataset's mean loss",
     "size_requested": "the size the search asked for",
     "feasible": "1 when the region met the size constraint, else 0",
     "error_rate": "error rate (label != prediction) inside the region",
@@ -62,8 +64,12 @@ def region_value(region: Mapping[str, Any], name: str) -> float | None:
     if name in ("error_rate", "error_rate_lift"):
         err = desc.get("error_rate")
         v = None if not isinstance(err, dict) else err.get("inside" if name == "error_rate" else "lift")
-    elif name in ("members_mean_loss", "members_lift"):
-        v = desc.get(name.removeprefix("members_"))
+    elif name in ("lift", "mean_loss"):
+        v = desc.get(name)
+    elif name == "weighted_lift":
+        v = region.get("lift")
+    elif name == "dataset_mean_loss":
+        v = region.get("mean_loss")
     else:
         v = region.get(name)
     if isinstance(v, bool):

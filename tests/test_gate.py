@@ -8,13 +8,13 @@ from spotlight.gate import GateSyntaxError, parse
 
 WEAK = {
     "index": 0,
-    "lift": 4.0,
+    "lift": 1.5,  # the search's kernel-weighted lift; the gate's `lift` is the members' (below)
     "p_value": 0.01,
     "weighted_loss": 2.0,
     "feasible": True,
-    "description": {"error_rate": {"inside": 0.6, "lift": 3.0}},
+    "description": {"lift": 4.0, "mean_loss": 2.4, "error_rate": {"inside": 0.6, "lift": 3.0}},
 }
-MILD = {"index": 1, "lift": 1.2, "p_value": 0.4, "weighted_loss": 0.6, "feasible": False}
+MILD = {"index": 1, "lift": 1.1, "p_value": 0.4, "weighted_loss": 0.6, "feasible": False, "description": {"lift": 1.2}}
 
 
 @pytest.mark.parametrize(
@@ -38,10 +38,10 @@ def test_expressions_match_the_regions_they_should(text: str, weak: bool, mild: 
 
 def test_a_missing_value_never_matches_and_is_reported() -> None:
     missing: set[str] = set()
-    assert parse("p_value < 0.05").matches({"lift": 9.0}, missing) is False
+    assert parse("p_value < 0.05").matches({"description": {"lift": 9.0}}, missing) is False
     assert missing == {"p_value"}
     missing.clear()
-    assert parse("error_rate > 0.1 or lift > 3").matches({"lift": 9.0}, missing) is True
+    assert parse("error_rate > 0.1 or lift > 3").matches({"description": {"lift": 9.0}}, missing) is True
     assert missing == {"error_rate"}  # every part is evaluated, so every absent field is named
 
 
@@ -63,3 +63,8 @@ def test_a_missing_value_never_matches_and_is_reported() -> None:
 def test_anything_else_is_refused_with_a_message(text: str) -> None:
     with pytest.raises(GateSyntaxError):
         parse(text)
+
+
+def test_lift_is_the_member_sets_as_the_table_shows_and_the_kernel_one_has_its_own_name() -> None:
+    assert parse("lift > 3").matches(WEAK) and not parse("weighted_lift > 3").matches(WEAK)
+    assert parse("weighted_lift > 1.4 and mean_loss > 2").matches(WEAK)
