@@ -99,7 +99,14 @@ def regions_table(job_id: str, regions: list[dict[str, Any]], tops: list[list[di
     title = f"{job_id}: {len(regions)} regions" + (
         f" · dataset mean loss {_fmt(dataset_mean, '.4g')}" if regions else ""
     )
-    table = Table(title=title)
+    not_weak = [str(r["index"]) for r, d in zip(regions, descriptions, strict=True) if _at_most_one(d.get("lift"))]
+    caption = (
+        f"region {', '.join(not_weak)}: members' loss at or below the dataset's mean — not a weak spot "
+        "(the search asked for more regions than the data has)"
+        if not_weak
+        else None
+    )
+    table = Table(title=title, caption=caption)
     cols = ["region", "members", "counts as (Σk)", "mean loss", "lift"] + (["error rate"] if with_errors else [])
     cols += ["shares with", "stands out"] + (["top failing rows"] if tops is not None else [])
     for col in cols:
@@ -120,6 +127,10 @@ def regions_table(job_id: str, regions: list[dict[str, Any]], tops: list[list[di
             row.append(", ".join(str(m["id"] if m.get("id") is not None else m["index"]) for m in tops[j]))
         table.add_row(*row)
     return table
+
+
+def _at_most_one(lift: Any) -> bool:
+    return isinstance(lift, (int, float)) and not isinstance(lift, bool) and lift <= 1.0
 
 
 def _description(region: dict[str, Any]) -> dict[str, Any]:
