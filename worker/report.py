@@ -387,6 +387,7 @@ def _summary_rows(
                 "p_value": _pval(r.get("p_value"), n_perm),
                 "has_p_value": _is_num(r.get("p_value")),
                 "headline": _headline(d),
+                "not_weak": _is_num(d.get("lift")) and float(d["lift"]) <= 1.0,
             }
         )
     return rows

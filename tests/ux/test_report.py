@@ -494,3 +494,14 @@ def test_the_projection_finds_the_leading_directions_without_a_full_svd() -> Non
     comps = _top_components(Xc, seed=0)
     assert comps.shape == (2, d)
     assert np.allclose(np.abs(np.sum(comps * vt[:2], axis=1)), 1.0, atol=1e-6)  # same directions, up to sign
+
+
+def test_a_region_whose_members_do_better_than_the_dataset_is_called_out_as_not_a_weak_spot() -> None:
+    rng = np.random.default_rng(5)
+    emb, losses = rng.normal(size=(200, 3)), np.r_[np.full(100, 2.0), np.zeros(100)]
+    weights = np.zeros((200, 2), dtype=np.float32)
+    weights[:30, 0] = 1.0  # members failing: lift 2
+    weights[150:180, 1] = 1.0  # members doing better than the dataset: lift 0
+    html = _report_for(emb, losses, weights)
+    assert "Region #1: the members' mean loss is at or below the dataset's — not a weak spot" in html
+    assert "#0: the members'" not in html
