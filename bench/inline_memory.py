@@ -23,36 +23,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 
+from bench.rss import RssSampler
 from spotlight.redis_server import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024**2
-
-
-class RssSampler(threading.Thread):
-    def __init__(self, pid: int, interval: float = 0.01) -> None:
-        super().__init__(daemon=True)
-        self.proc = psutil.Process(pid)
-        self.interval = interval
-        self.peak = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(self.interval)
 
 
 def inline_body(mb: float, short: bool, d: int = 64) -> bytes:
@@ -127,8 +109,8 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|")
         for name, make in cases:
             body, headers, multipart = make()
-            before = psutil.Process(server.pid).memory_info().rss
-            sampler = RssSampler(server.pid)
+            sampler = RssSampler(server.pid, interval=0.01)
+            before = sampler.before
             sampler.start()
             t0 = time.perf_counter()
             if multipart:

@@ -307,7 +307,7 @@ def run_hostile(args: argparse.Namespace) -> int:
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    import psutil
+    from bench.rss import RssSampler
 
     attacker_tenants = [1, 2, 3]
     hostile = HostileServer(args.bomb_mb)
@@ -329,21 +329,11 @@ def run_hostile(args: argparse.Namespace) -> int:
                 "SPOTLIGHT_MAX_UPLOAD_BYTES": str(512 * 1024**2),
             }
         )
-        sampler_stop = threading.Event()
-        peak = {"rss": 0, "before": 0}
+        sampler: RssSampler | None = None
         try:
             service.start()
-            api = psutil.Process(service.procs[0].pid)
-            peak["before"] = api.memory_info().rss
-
-            def sample() -> None:
-                while not sampler_stop.wait(0.02):
-                    try:
-                        peak["rss"] = max(peak["rss"], api.memory_info().rss)
-                    except psutil.Error:
-                        return
-
-            threading.Thread(target=sample, daemon=True).start()
+            sampler = RssSampler(service.procs[0].pid)
+            sampler.start()
             with httpx.Client(base_url=service.url, timeout=60) as c:
                 victim_ds = c.post(
                     "/v1/datasets",
@@ -465,7 +455,8 @@ def run_hostile(args: argparse.Namespace) -> int:
                 hostile.stop.set()
             watcher.join(15)
         finally:
-            sampler_stop.set()
+            if sampler is not None:
+                sampler.stop.set()
             service.stop()
             hostile.close()
 
@@ -478,7 +469,8 @@ def run_hostile(args: argparse.Namespace) -> int:
     )
     waited = f"started after {small_wait:.1f} s" if small_wait is not None else "not started within the run"
     print(f"  victim small job {waited}")
-    print(f"  API RSS          before {peak['before'] / mib:.0f} MiB   peak {peak['rss'] / mib:.0f} MiB")
+    assert sampler is not None
+    print(f"  API RSS          before {sampler.before / mib:.0f} MiB   peak {sampler.peak / mib:.0f} MiB")
     for kind, seen in outcomes.items():
         print(f"  {kind:<26} {seen}")
     return 0

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -24,8 +23,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 
+from bench.rss import RssSampler
 from spotlight.redis_server import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,23 +84,6 @@ def multipart(parts: list[tuple[str, Path]], boundary: str) -> tuple[Iterator[by
     return gen(), length
 
 
-class RssSampler(threading.Thread):
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
-        super().__init__(daemon=True)
-        self.proc = psutil.Process(pid)
-        self.interval = interval
-        self.peak = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(self.interval)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gb", type=float, default=1.0, help="upload size in GiB")
@@ -147,9 +129,9 @@ def main() -> None:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise SystemExit("the API did not come up")
             time.sleep(0.2)
-        baseline = psutil.Process(server.pid).memory_info().rss
-        body, length = multipart(parts, "benchboundary7f3a")
         sampler = RssSampler(server.pid)
+        baseline = sampler.before
+        body, length = multipart(parts, "benchboundary7f3a")
         sampler.start()
         t0 = time.perf_counter()
         r = httpx.post(

@@ -343,19 +343,29 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 print(job.id)
             return EXIT_OK
         status = job.wait(progress=not args.quiet, timeout=args.timeout)
-        regions = job.regions()
-        tops = (
-            [job.members(r["index"], limit=args.top, order="contribution")["members"] for r in regions]
-            if args.top > 0
-            else None
-        )
+        regions, tops = _regions_and_tops(job, args.top)
     verdict = apply_gate(gate, regions)
+    return _show_regions(args, job.id, {"job": status, "regions": regions, "top_members": tops}, tops, verdict)
+
+
+def _regions_and_tops(job: Any, top: int) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]] | None]:
+    """The job's regions and, with `top` > 0, each region's `top` members by contribution."""
+    regions = job.regions()
+    if top <= 0:
+        return regions, None
+    return regions, [job.members(r["index"], limit=top, order="contribution")["members"] for r in regions]
+
+
+def _show_regions(
+    args: argparse.Namespace, job_id: str, payload: dict[str, Any], tops: Any, verdict: dict[str, Any] | None
+) -> int:
+    """Regions as JSON (`payload`, plus the gate's verdict) or as the table; the gate decides the exit code."""
     if args.json:
-        emit_json({"job": status, "regions": regions, "top_members": tops, **({"gate": verdict} if verdict else {})})
+        emit_json({**payload, **({"gate": verdict} if verdict else {})})
     else:
         from rich.console import Console
 
-        Console().print(regions_table(job.id, regions, tops))
+        Console().print(regions_table(job_id, payload["regions"], tops))
     return EXIT_GATE if verdict and verdict["failed"] else EXIT_OK
 
 
@@ -387,28 +397,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_regions(args: argparse.Namespace) -> int:
     gate = parse_gate(args.fail_if)
     with _client(args) as client:
-        job = client.job(args.job)
-        regions = job.regions()
-        tops = (
-            [job.members(r["index"], limit=args.top, order="contribution")["members"] for r in regions]
-            if args.top > 0
-            else None
-        )
+        regions, tops = _regions_and_tops(client.job(args.job), args.top)
     verdict = apply_gate(gate, regions)
-    if args.json:
-        emit_json(
-            {
-                "job": args.job,
-                "regions": regions,
-                **({"top_members": tops} if tops is not None else {}),
-                **({"gate": verdict} if verdict else {}),
-            }
-        )
-    else:
-        from rich.console import Console
-
-        Console().print(regions_table(args.job, regions, tops))
-    return EXIT_GATE if verdict and verdict["failed"] else EXIT_OK
+    payload = {"job": args.job, "regions": regions, **({"top_members": tops} if tops is not None else {})}
+    return _show_regions(args, args.job, payload, tops, verdict)
 
 
 @guarded

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 
 from spotlight.refs import ReferenceRefused, ReferenceUnreadable, open_reference
 from spotlight.settings import Settings
+from tests.security.conftest import serve_on_loopback
 from tests.service.conftest import _Servers
 
 TRICKLE_FOR_S = 30.0  # how long the server would keep trickling; every deadline here is far shorter
@@ -105,16 +106,11 @@ def hostile() -> Iterator[Hostile]:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    state.stop.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serve_on_loopback(Handler) as state.port:
+        try:
+            yield state
+        finally:
+            state.stop.set()  # trickling handlers stop before the server waits for them
 
 
 def _settings(tmp_path: Path, **over: Any) -> Settings:
