@@ -84,6 +84,19 @@ def worker_env(redis_url: str, store_dir: Path, **overrides: Any) -> dict[str, s
     return env
 
 
+def spawn_logged(
+    argv: list[str], log_path: Path, env: dict[str, str], cwd: Path = REPO_ROOT, mode: str = "wb"
+) -> subprocess.Popen[bytes]:
+    """A process in its own session (so a test can kill its whole group), stdout and stderr to `log_path`."""
+    log = log_path.open(mode)
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def tail_log(log_path: Path, chars: int = 4000) -> str:
+    """The end of a process's log ('' before it wrote one)."""
+    return log_path.read_text(errors="replace")[-chars:] if log_path.exists() else ""
+
+
 class WorkerProcs:
     """`python -m spotlight.cli worker` subprocesses, each in its own session; all killed at the end."""
 
@@ -94,17 +107,8 @@ class WorkerProcs:
 
     def start(self, name: str, held: bool = False) -> subprocess.Popen[bytes]:
         """A worker; `held=True` holds each of its searches at the test's gate (tests/runtime/gate.py)."""
-        log = (self.log_dir / f"{name}.log").open("wb")
         argv = gate.worker_argv(name) if held else [sys.executable, "-m", "spotlight.cli", "worker", "--name", name]
-        proc = subprocess.Popen(
-            argv,
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs[name] = proc
+        proc = self.procs[name] = spawn_logged(argv, self.log_dir / f"{name}.log", self.env)
         return proc
 
     def log(self, name: str) -> str:

@@ -19,7 +19,7 @@ import redis
 from rq.job import Job
 
 from spotlight.redis_server import free_port
-from tests.runtime.helpers import wait_for
+from tests.runtime.helpers import spawn_logged, tail_log, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICK = {"n_spotlights": 2, "steps": 30, "restarts": 1, "spotlight_size": 0.1, "device": "cpu"}
@@ -83,21 +83,12 @@ class Cluster:
     def spawn(self, name: str, argv: list[str], **extra: str) -> subprocess.Popen[bytes]:
         cwd = self.node_dir(name)
         cwd.mkdir(parents=True, exist_ok=True)
-        log = (cwd / "node.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "spotlight.cli", *argv],
-            cwd=cwd,
-            env=self.env(name, **extra),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs[name] = proc
+        argv = [sys.executable, "-m", "spotlight.cli", *argv]
+        proc = self.procs[name] = spawn_logged(argv, cwd / "node.log", self.env(name, **extra), cwd=cwd, mode="ab")
         return proc
 
     def log(self, name: str) -> str:
-        path = self.node_dir(name) / "node.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+        return tail_log(self.node_dir(name) / "node.log")
 
     def url(self, name: str = "api") -> str:
         return f"http://127.0.0.1:{self.ports[name]}"

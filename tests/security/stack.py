@@ -21,7 +21,11 @@ import redis
 
 from spotlight.redis_server import EmbeddedRedis, free_port
 from tests.runtime.gate import Gate
-from tests.runtime.helpers import wait_for  # noqa: F401 - re-exported for the security tests
+from tests.runtime.helpers import (
+    spawn_logged,
+    tail_log,
+    wait_for,  # noqa: F401 - re-exported for the security tests
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICK_PARAMS = {"n_spotlights": 2, "steps": 30, "restarts": 1, "spotlight_size": 0.1, "device": "cpu"}
@@ -74,21 +78,12 @@ class Stack:
         return env
 
     def _spawn(self, name: str, argv: list[str], module: str = "spotlight.cli") -> subprocess.Popen[bytes]:
-        log = (self.root / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module, *argv],
-            cwd=REPO_ROOT,
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs[name] = proc
+        argv = [sys.executable, "-m", module, *argv]
+        proc = self.procs[name] = spawn_logged(argv, self.root / f"{name}.log", self.env(), mode="ab")
         return proc
 
     def log(self, name: str) -> str:
-        path = self.root / f"{name}.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+        return tail_log(self.root / f"{name}.log")
 
     # ----- processes -----
     def start_redis(self) -> None:
