@@ -140,12 +140,13 @@ def _best_of(truth: np.ndarray, weights: np.ndarray) -> tuple[float, float, floa
     return max((_scores(truth, weights[:, j]) for j in range(weights.shape[1])), key=lambda s: s[0])
 
 
-def evaluate(settings: list[Setting], authors_steps: int) -> list[dict]:
+def evaluate(settings: list[Setting], authors_steps: int, variants: dict[str, dict] | None = None) -> list[dict]:
     """Every method on every setting. Region methods are scored twice: by weight (kernel value) and by
     contribution, weight x (loss - min loss) (spotlight/contribution.py), the order the API's
     `order=contribution` and the report list members in."""
     rows = []
     params = SearchParams(n_spotlights=N_REGIONS, device="cpu")
+    variants = SINGLE_VARIANTS if variants is None else variants
 
     def both(s: Setting, method: str, weights: np.ndarray, nan: int, seconds: float) -> None:
         rows.append(
@@ -169,11 +170,7 @@ def evaluate(settings: list[Setting], authors_steps: int) -> list[dict]:
 
     for s in settings:
         size = params.size_count(len(s.loss_test))
-        for name, update in (
-            ("engine flat", {"kernel": "flat"}),
-            ("engine gaussian", {}),
-            ("engine gaussian, deflation paper", {"deflation": "paper"}),
-        ):
+        for name, update in variants.items():
             t = time.perf_counter()
             res = search(s.x_test, s.loss_test, params.model_copy(update=update))
             both(s, name, res.weights, int(not np.all(np.isfinite(res.weights))), time.perf_counter() - t)
@@ -268,8 +265,27 @@ def print_goals(names: list[str], ap: dict, mean_ap: dict, rows: list[dict]) -> 
     )
 
 
-MULTI_VARIANTS = {"engine (default: deflation tails)": {}, "engine, deflation paper": {"deflation": "paper"}}
-HIGHDIM_VARIANTS = {"engine gaussian (default)": {}, "engine flat": {"kernel": "flat"}}
+MULTI_VARIANTS = {
+    "engine (default: deflation tails)": {},
+    "engine, deflation paper": {"deflation": "paper"},
+    "engine ball": {"kernel": "ball"},
+}
+HIGHDIM_VARIANTS = {
+    "engine gaussian (default)": {},
+    "engine flat": {"kernel": "flat"},
+    "engine ball": {"kernel": "ball"},
+}
+SINGLE_VARIANTS = {
+    "engine flat": {"kernel": "flat"},
+    "engine gaussian": {},
+    "engine gaussian, deflation paper": {"deflation": "paper"},
+    "engine ball": {"kernel": "ball"},
+}
+
+
+def _only(variants: dict[str, dict], only: str | None) -> dict[str, dict]:
+    """The variants whose name contains `only` (all when None): one method while iterating."""
+    return variants if only is None else {k: v for k, v in variants.items() if only in k}
 
 
 def main() -> None:
@@ -279,17 +295,18 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--part", choices=["all", "single", "multi", "highdim"], default="all")
+    parser.add_argument("--only", help="run only the engine variants whose name contains this (while iterating)")
     args = parser.parse_args()
     if args.part in ("all", "single"):
         settings = build_settings(args.seed)
-        rows = evaluate(settings, authors_steps=500 if args.quick else 5000)
+        rows = evaluate(settings, authors_steps=500 if args.quick else 5000, variants=_only(SINGLE_VARIANTS, args.only))
         print_table(settings, rows)
     if args.part in ("all", "multi"):
         mm = quality_modes.build_multimode(args.seed)
-        quality_modes.print_multimode(mm, quality_modes.run_multimode(mm, MULTI_VARIANTS))
+        quality_modes.print_multimode(mm, quality_modes.run_multimode(mm, _only(MULTI_VARIANTS, args.only)))
     if args.part in ("all", "highdim"):
         n = 5000 if args.quick else 20_000
-        quality_modes.print_highdim(quality_modes.run_highdim(HIGHDIM_VARIANTS, n, [256, 512]), n)
+        quality_modes.print_highdim(quality_modes.run_highdim(_only(HIGHDIM_VARIANTS, args.only), n, [256, 512]), n)
 
 
 if __name__ == "__main__":

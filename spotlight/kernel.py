@@ -7,6 +7,8 @@ embedding units, and a kernel:
     u(x) = sum_j p_j (x_j - c_j)^2
     flat:      k(x) = max(0, 1 - u)
     gaussian:  k(x) = exp(-u / 2)
+    ball:      k(x) = exp(-max(0, u - radius_u) / 2)   (1 on the core u <= radius_u; the region
+               carries radius_u, the u of the row that closed its core of spotlight_size rows)
 
 The engine searches standardised coordinates z = (x - m) / s; its precision there, tau, is
 reported as p = tau / s^2, so u is the same number in both units and these weights equal the
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-KERNELS = ("flat", "gaussian")
+KERNELS = ("flat", "gaussian", "ball")
 ROW_CHUNK = 65536
 
 
@@ -33,16 +35,27 @@ class RegionSpaceError(ValueError):
     """The region's distance is measured in a space this call was not given (a PCA basis)."""
 
 
-def kernel_of(u: np.ndarray, kernel: str) -> np.ndarray:
-    """Kernel value of scaled squared distances u >= 0."""
+def kernel_of(u: np.ndarray, kernel: str, radius_u: float | None = None) -> np.ndarray:
+    """Kernel value of scaled squared distances u >= 0 (`radius_u`: the ball's core, needed for 'ball')."""
     if kernel == "flat":
         return np.maximum(0.0, 1.0 - u)
     if kernel == "gaussian":
         return np.exp(-0.5 * u)
+    if kernel == "ball":
+        if radius_u is None or not np.isfinite(radius_u):
+            raise ValueError("a 'ball' region needs its radius_u (the core's edge as a value of u)")
+        return np.exp(-0.5 * np.maximum(0.0, u - float(radius_u)))
     raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")
 
 
-def weights(x: Any, center: Any, precision: float | Any, kernel: str, basis: Any | None = None) -> np.ndarray:
+def weights(
+    x: Any,
+    center: Any,
+    precision: float | Any,
+    kernel: str,
+    basis: Any | None = None,
+    radius_u: float | None = None,
+) -> np.ndarray:
     """k(x) for every row of x (n x d), float64 in [0, 1]; rows are processed in chunks."""
     x = np.asarray(x)
     if x.ndim == 1:
@@ -62,7 +75,7 @@ def weights(x: Any, center: Any, precision: float | Any, kernel: str, basis: Any
         r = np.asarray(x[i : i + ROW_CHUNK], dtype=np.float64) - c
         if b is not None:
             r = r @ b
-        out[i : i + ROW_CHUNK] = kernel_of((r * r * p).sum(axis=1), kernel)
+        out[i : i + ROW_CHUNK] = kernel_of((r * r * p).sum(axis=1), kernel, radius_u)
     return out
 
 
@@ -74,4 +87,12 @@ def region_weights(x: Any, region: Mapping[str, Any], basis: Any | None = None) 
             "whose basis the results do not include, so its weights cannot be recomputed from centre and "
             "precision; use the job's stored weights (GET /v1/jobs/{id}/weights) instead"
         )
-    return weights(x, region["center"], region["precision"], str(region["kernel"]), basis)
+    radius = region.get("radius_u")
+    return weights(
+        x,
+        region["center"],
+        region["precision"],
+        str(region["kernel"]),
+        basis,
+        None if radius is None else float(radius),
+    )
