@@ -44,6 +44,9 @@ INIT_MEDIAN_U = {"flat": 0.5, "gaussian": 1.0, "ball": 8.0}
 # are tried at this many scales, log-spaced over REGRESSION_SCALES.
 REGRESSION_GRID = 40
 REGRESSION_SCALES = (1e-2, 1e4)
+# 'ball' regions: core rows tried as the centre once the optimiser has converged (`_member_centres`)
+MEMBER_CANDIDATES = 256
+MEMBER_CHUNK = 32
 REGRESSION_RIDGE = 1e-3  # relative to the mean diagonal of the Gram matrix: keeps the solve well posed
 # deflation="tails": scores times (1 - k/max k)^this after each region (see `deflate`); chosen on the
 # multi-mode benchmark among 1 (the paper), 4, 8 and 16 (docs/engine.md).
@@ -387,6 +390,39 @@ def _regression_starts(problem: _Problem, scores: torch.Tensor, count: int) -> l
     return [scales[i] * w / 2.0 for i in picked]
 
 
+def _member_centres(
+    problem: _Problem, scores: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, value: float
+) -> torch.Tensor:
+    """The found 'ball' centre, or the core member that makes a better centre (same edge width).
+
+    Why: in high dimension a weak spot that is the neighbourhood of a row is found only near that
+    row, a narrow basin that gradient steps from elsewhere rarely reach; they do reach a core that
+    holds much of the weak spot, and so that row. Each of up to MEMBER_CANDIDATES core rows (the
+    highest-scoring first) is tried as the centre, its own core and objective computed exactly;
+    the best replaces the centre only if its objective is higher. Cost: about MEMBER_CANDIDATES / R
+    optimiser steps once per region, in chunks of MEMBER_CHUNK candidates.
+    """
+    data = problem.data
+    ws = problem.weights * scores
+    a = torch.exp(theta[0]) / data.shape[1]
+    dist = data.project(mu[None, :]).mul_(-2.0).add_(data.sq_norms[None, :])
+    edge, _ = core.ball_core(dist, problem.weights, problem.size, problem.unit_weights)
+    members = torch.nonzero(dist[0] <= edge[0])[:, 0]
+    members = members[torch.argsort(scores[members], descending=True, stable=True)][:MEMBER_CANDIDATES]
+    best_value, best_row = value, -1
+    for i in range(0, members.numel(), MEMBER_CHUNK):
+        rows = members[i : i + MEMBER_CHUNK]
+        cand = data.x[rows]  # c x d
+        dist = data.project(cand).mul_(-2.0).add_(data.sq_norms[None, :])
+        edge, _ = core.ball_core(dist, problem.weights, problem.size, problem.unit_weights)
+        k = core.kernel_weights(dist.sub_(edge[:, None]).mul_(a), "ball")
+        values = (k @ ws) / torch.clamp(k @ problem.weights, min=torch.finfo(k.dtype).tiny)
+        j = int(torch.argmax(values))
+        if float(values[j]) > best_value:
+            best_value, best_row = float(values[j]), int(rows[j])
+    return mu if best_row < 0 else data.x[best_row].clone()
+
+
 def _gram(data: core.EmbeddingMatrix, weights: torch.Tensor) -> torch.Tensor:
     """A^T diag(weights) A for A = [X, -||x||^2, 1] in float64, a row chunk at a time."""
     d = data.shape[1]
@@ -492,7 +528,10 @@ def _optimise_region(
     feasible = torch.isfinite(best_value)
     if bool(feasible.any()):
         i = int(torch.argmax(torch.where(feasible, best_value, neg_inf)))
-        return _Found(best_mu[:, i].clone(), best_theta[:, i].clone(), True, steps_run, converged)
+        mu_i, theta_i = best_mu[:, i].clone(), best_theta[:, i].clone()
+        if p.kernel in core.CORE_KERNELS and theta_i.shape[0] == 1:
+            mu_i = _member_centres(problem, scores, mu_i, theta_i, float(best_value[i]))
+        return _Found(mu_i, theta_i, True, steps_run, converged)
     i = int(torch.argmax(best_total))
     return _Found(fall_mu[:, i].clone(), fall_theta[:, i].clone(), False, steps_run, converged)
 
