@@ -128,10 +128,10 @@ def highdim_slice(n: int, d: int, seed: int = 0):
 
 
 def test_a_planted_slice_in_high_dimension_is_found_with_its_lift() -> None:
-    """d = 128, n = 4 000, an 80-row slice whose lift is ~4.7: the ball's top rows are mostly the
-    slice and its lift is most of the slice's, where the gaussian (same search otherwise) has lift
-    ~1 (its weight spreads over every row). Asserted: what the objective defines (lift, feasibility,
-    the slice's share of the members), not where the centre sits."""
+    """d = 128, n = 4 000, an 80-row slice whose lift is ~4.7: the ball's core is the slice (1.0 on
+    seeds 0-2) and its lift ~90 % of the slice's, where the gaussian (same search otherwise) reaches
+    ~24 % (its weight spreads over every row). Asserted: what the objective defines (lift,
+    feasibility, the slice's share of the members), not where the centre sits."""
     x, loss, planted = highdim_slice(4000, 128)
     slice_lift = float(loss[planted].mean() / loss.mean())
     ball = search(x, loss, {**FAST, "spotlight_size": 0.02})
@@ -140,8 +140,8 @@ def test_a_planted_slice_in_high_dimension_is_found_with_its_lift() -> None:
     assert region.feasible and region.total_weight >= region.size_requested * (1 - 1e-5)
     members = member_set(ball.weights[:, 0], "ball")
     assert members.size == 80  # the core: ceil(S) rows of weight 1
-    assert planted[members].mean() >= 0.5  # a random set of 80 rows would hold ~2 % of the slice
-    assert region.lift >= 0.7 * slice_lift
+    assert planted[members].mean() >= 0.9  # a random set of 80 rows would hold ~2 % of the slice
+    assert region.lift >= 0.8 * slice_lift
     assert gauss.regions[0].lift < 0.5 * slice_lift < region.lift
     assert np.all(np.isfinite(ball.weights)) and ball.weights.max() <= 1.0
 
