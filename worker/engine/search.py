@@ -76,6 +76,9 @@ def search(
 
     - ``flat`` (the published paper): :math:`k_i = \max(0, 1 - u_i)`
     - ``gaussian``: :math:`k_i = \exp(-u_i / 2)`
+    - ``ball``: :math:`k_i = \exp(-\max(0, u_i - \rho) / 2)`, 1 on the core of rows nearest the
+      centre that count :math:`S` (:math:`\rho` is the u of the row that closes it, reported as
+      ``radius_u``), so :math:`\sum_i w_i k_i \ge S` holds by construction and no barrier applies
 
     and the objective (``max_loss``; ``min_loss`` uses :math:`-\ell`) is the kernel-weighted mean
     loss :math:`L = \sum_i w_i k_i \ell_i / \sum_i w_i k_i`, minus ``label_entropy_coeff`` and
@@ -131,7 +134,10 @@ def search(
     and divided by one scale, so results do not depend on the units of x), ``restarts`` starts at
     once: the data mean and examples drawn at random (``seed``) among the highest-loss ones. Each
     restart's learning rate halves after 10 steps without improvement; the search stops once every
-    restart has halved 4 times after the barrier is tight, or at ``steps``.
+    restart has halved 4 times after the barrier is tight, or at ``steps``. For ``ball`` the
+    first starts are centres along a least-squares fit of the scores on :math:`(x, \|x\|^2)`
+    (`_regression_starts`), and once converged each of up to 256 core members is tried as the
+    centre (`_member_centres`).
 
     Cost. Distances come from :math:`\|x\|^2 - 2 x\cdot\mu + \|\mu\|^2` with :math:`\|x\|^2`
     precomputed, all restarts in one product :math:`X M`; a step is two passes over X (four for
