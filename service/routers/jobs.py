@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Annotated, Any
 
@@ -19,7 +20,7 @@ from spotlight.errors import NotFound
 from spotlight.jobstate import JobStatus
 from spotlight.netguard import URLRefused, check_callback_url
 from spotlight.params import SearchParams
-from spotlight.protocol import DatasetRecord, ErrorCode, new_job_id, tenant_active_key
+from spotlight.protocol import DatasetRecord, ErrorCode, job_prefix, new_job_id, tenant_active_key
 from spotlight.refusal_hints import hinted
 from spotlight.settings import Settings
 
@@ -213,10 +214,15 @@ def get_job(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep) -> JobOut:
     responses={**error_responses(404, 409), 202: {"model": JobOut, "description": "Running: the worker will stop"}},
     summary="Cancel a queued or running job",
 )
-def cancel_job(job_id: JobIdDep, response: Response, tenant: TenantDep, jobs: JobsDep) -> Any:
+def cancel_job(job_id: JobIdDep, response: Response, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> Any:
     """A queued job is canceled at once (200, status `canceled`); a running one is asked to stop
     (202, `cancel_requested: true`) and turns `canceled` at the worker's next step."""
     job, done = jobs.cancel(tenant, job_id)
     if not done:
         response.status_code = 202
+    else:
+        # A queued job that already ran part of its search (it yielded its worker, worker/task.py)
+        # has a checkpoint under its prefix, and nothing else; should the store fail, expiry removes it.
+        with contextlib.suppress(Exception):
+            store.delete_prefix(job_prefix(job_id))
     return jobs.view(job)
