@@ -8,6 +8,8 @@ between (the job queued again).
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -189,6 +191,10 @@ def test_a_yielded_job_shows_queued_with_regions_done_and_cancels_with_its_check
         assert store.exists(job_file(spec_a.job_id, checkpoint.STATE_FILE))
         assert Job.fetch(spec_a.job_id, connection=conn).get_status() == "queued"
 
+        metrics = api.get("/metrics").text  # a yielded job is queued, not failed
+        for status, n in (("queued", 1), ("running", 1), ("failed", 0)):
+            assert f'spotlight_jobs{{status="{status}"}} {n}.0' in metrics, metrics
+
         r = api.delete(f"/v1/jobs/{spec_a.job_id}", headers=auth)
         assert r.status_code == 200 and r.json()["status"] == "canceled", r.text
     assert not store.exists(job_file(spec_a.job_id, checkpoint.STATE_FILE))
@@ -196,6 +202,34 @@ def test_a_yielded_job_shows_queued_with_regions_done_and_cancels_with_its_check
     worker.wait()
     assert status_of(job_a) == JobStatus.CANCELED
     assert not store.exists(job_file(spec_a.job_id, REGIONS_FILE))
+
+
+@pytest.mark.e2e
+def test_a_lost_run_of_a_yielded_job_is_retried_from_its_checkpoint(settings, store, conn, burst_worker) -> None:
+    spec_a = make_spec(write_dataset(store, n=2000, seed=12), LONG, tenant="a")
+    spec_b = make_spec(write_dataset(store, n=150, seed=13), QUICK, tenant="b")
+    job_a = enqueue_search(large_queue(conn, settings), spec_a, settings)
+    gate_a, gate_b = Gate(conn, spec_a.job_id), Gate(conn, spec_b.job_id)
+    worker = burst_worker()
+    gate_a.wait_held()
+    enqueue_search(job_queue(conn, settings), spec_b, settings)
+    gate_a.open()
+    gate_b.wait_held()  # A yielded after its first region
+    conn.delete(gate.open_key(spec_a.job_id))  # hold A's next run too
+    gate_b.open()
+
+    horse = gate_a.wait_held()  # A's second run, resumed from its checkpoint
+    assert job_a.get_meta(refresh=True)[META_PROGRESS]["spotlight"] == 1
+    os.kill(horse, signal.SIGKILL)
+    assert gate_a.wait_held() != horse  # RQ's retry of the lost run
+    assert job_a.get_meta(refresh=True)[META_PROGRESS]["spotlight"] == 1  # from the checkpoint, not from scratch
+    gate_a.open()
+    worker.wait()
+
+    job_a.refresh()
+    assert status_of(job_a) == JobStatus.FINISHED
+    assert job_a.retries_left == settings.job_retries - 1 and job_a.number_of_retries == 1
+    assert_regions_equal_uninterrupted(store, spec_a)
 
 
 # ----- the task in-process, as RQ runs it -----
