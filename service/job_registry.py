@@ -260,7 +260,7 @@ class JobRegistry:
             job.meta.update(
                 status_fields(
                     JobStatus.CANCELED,
-                    JobError(code=ErrorCode.CANCELED, message="Canceled by the caller before it started."),
+                    JobError(code=ErrorCode.CANCELED, message="Canceled by the caller while it waited in the queue."),
                 )
             )
             job.save_meta()
