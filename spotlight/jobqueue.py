@@ -21,8 +21,8 @@ never ``running``. `record_worker_lost` is idempotent: RQ may call both hooks fo
 Fair share on one worker (yielding)
 -----------------------------------
 A worker serves the normal and the large lane in turn, but a job it runs holds it to the end.
-So a search with regions left gives its worker up when `other_tenant_waiting` says that another
-tenant's search waits in a lane: between two regions the task stores a checkpoint and *returns*
+So a search with regions left gives its worker up when another tenant's search waits in a lane
+(`claim_waiting_job`: one yield per waiting job, however many workers see it): between two regions the task stores a checkpoint and *returns*
 ``Retry(max=yield_retry_max(...))``; RQ then puts the same job (same id) at the back of its lane,
 counting the yield in ``job.number_of_retries`` (apart from ``retries_left``, which counts the
 retries of lost workers above), and records a "retried" result, not a failure. The next run goes
@@ -94,6 +94,32 @@ def search_lanes(connection: Redis, settings: Settings) -> list[Queue]:
 YIELD_SCAN = 20
 
 
+# How long a running search's claim on a waiting job lasts (see `claim_waiting_job`): long enough for
+# the yielding worker to queue its job again and dequeue the next (milliseconds), so the searches of
+# other busy workers reaching a region boundary meanwhile do not yield for the same job. A job that
+# still waits after that was not the one the freed worker took (another lane's came first), so it
+# may be yielded to again.
+YIELD_CLAIM_TTL_S = 5
+
+
+def _waiting_for(
+    connection: Redis, settings: Settings, tenant: str, fresh_only: bool, scan: int
+) -> list[str]:
+    """Ids of the searches of tenants other than `tenant` among the first `scan` jobs of each lane."""
+    found = []
+    for lane in search_lanes(connection, settings):
+        ids = lane.get_job_ids(0, scan)
+        for job in Job.fetch_many(ids, connection=connection) if ids else []:
+            if job is None or job.func_name != TASK_PATH:
+                continue
+            owner = (job.meta or {}).get(META_TENANT)
+            if owner is None or owner == tenant or has_ended(job.meta):
+                continue
+            if not fresh_only or META_YIELDED not in job.meta:
+                found.append(job.id)
+    return found
+
+
 def other_tenant_waiting(
     connection: Redis, settings: Settings, tenant: str, *, fresh_only: bool = False, scan: int = YIELD_SCAN
 ) -> bool:
@@ -106,17 +132,37 @@ def other_tenant_waiting(
     would hand the worker back and forth after every region. Reads job ids and their meta only:
     a few Redis round trips, asked once per region, never per step.
     """
-    for lane in search_lanes(connection, settings):
-        ids = lane.get_job_ids(0, scan)
-        for job in Job.fetch_many(ids, connection=connection) if ids else []:
-            if job is None or job.func_name != TASK_PATH:
-                continue
-            owner = (job.meta or {}).get(META_TENANT)
-            if owner is None or owner == tenant or has_ended(job.meta):
-                continue
-            if not fresh_only or META_YIELDED not in job.meta:
-                return True
-    return False
+    return bool(_waiting_for(connection, settings, tenant, fresh_only, scan))
+
+
+def yield_claim_key(settings: Settings, waiting_job_id: str) -> str:
+    return f"{settings.key_prefix()}:yield-for:{waiting_job_id}"
+
+
+def claim_waiting_job(
+    connection: Redis,
+    settings: Settings,
+    tenant: str,
+    job_id: str,
+    *,
+    fresh_only: bool = False,
+    scan: int = YIELD_SCAN,
+) -> str | None:
+    """A waiting search of another tenant (as `other_tenant_waiting` finds them) that no other running
+    search has yielded to yet, now claimed for `job_id`; None when there is none.
+
+    Why claims: with several busy workers, every one of them sees the same waiting job at its next
+    region boundary; one yield lets it in, so only the search that wins the claim (``SET NX``)
+    yields, and the others keep their workers.
+    """
+    for waiting in _waiting_for(connection, settings, tenant, fresh_only, scan):
+        key = yield_claim_key(settings, waiting)
+        if connection.set(key, job_id, nx=True, ex=YIELD_CLAIM_TTL_S):
+            return waiting
+        holder = connection.get(key)
+        if holder is not None and (holder.decode() if isinstance(holder, bytes) else holder) == job_id:
+            return waiting  # this job yielded to it before and it still waits: yield again
+    return None
 
 
 class YieldState(BaseModel):

@@ -13,7 +13,7 @@ process killed, the machine gone) is left to RQ's retry and abandoned-job handli
 in spotlight/jobqueue.py.
 
 One more way a run ends: between two regions, when another tenant's search waits for this worker
-(`spotlight.jobqueue.other_tenant_waiting`), the search yields. The task stores a checkpoint
+(`spotlight.jobqueue.claim_waiting_job`), the search yields. The task stores a checkpoint
 (worker/checkpoint.py), marks the job queued with its regions done, and *returns* RQ's ``Retry``,
 which puts the job at the back of its lane. Its next run, on any worker, goes on from the
 checkpoint and finds the regions an uninterrupted run would have (docs/engine.md). A lost worker's
@@ -41,7 +41,7 @@ from rq.timeouts import JobTimeoutException
 from spotlight import classes
 from spotlight.contribution import Objective, order_by_contribution, reference_loss
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
-from spotlight.jobqueue import YieldState, other_tenant_waiting, progress_with_regions_done, yield_retry_max
+from spotlight.jobqueue import YieldState, claim_waiting_job, progress_with_regions_done, yield_retry_max
 from spotlight.jobstate import JobStatus, ended_at, started_at, status_of
 from spotlight.members import effective_size, member_min_weight, member_set, overlaps_with_earlier
 from spotlight.params import SearchParams
@@ -218,7 +218,8 @@ def _yielder(job: Job, spec: JobSpec, settings: Settings) -> Callable[[], bool] 
             return False  # RQ would fail the job rather than queue it again (see yield_retry_max)
         slice_used = time.monotonic() - run_started >= settings.yield_slice_s
         try:
-            return other_tenant_waiting(job.connection, settings, spec.tenant, fresh_only=not slice_used)
+            waiting = claim_waiting_job(job.connection, settings, spec.tenant, job.id, fresh_only=not slice_used)
+            return waiting is not None
         except redis.RedisError:
             return False  # Redis unreachable: keep the worker, the search goes on
 

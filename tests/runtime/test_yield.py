@@ -24,6 +24,7 @@ from rq.job import Job
 from rq.results import Result
 
 from service.app import create_app
+from spotlight import jobqueue
 from spotlight.jobqueue import YieldState, enqueue_search, job_queue, large_queue, other_tenant_waiting
 from spotlight.jobstate import JobStatus, failure_of, status_of
 from spotlight.members import member_set
@@ -303,3 +304,18 @@ def test_a_job_that_had_its_turn_is_yielded_to_only_after_a_slice(settings, stor
     job_b2 = enqueue_search(job_queue(conn, settings), spec_b2, settings)
     no_slice = settings.model_copy(update={"yield_slice_s": 0.0})
     assert isinstance(execute(spec_b2, job_b2, no_slice, store), Retry)  # its slice is used: A's turn again
+
+
+def test_of_several_busy_workers_only_one_yields_to_a_waiting_job(settings, store, conn, monkeypatch) -> None:
+    """Two searches of tenant a run (two workers); b's job waits. Both reach a region boundary: one yields, the other goes on."""
+    monkeypatch.setattr(jobqueue, "YIELD_CLAIM_TTL_S", 600)  # however slow this machine, the claim outlives the test
+    sha = write_dataset(store, n=300, seed=14)
+    short = {**LONG, "steps": 40}
+    running = [make_spec(sha, short, tenant="a") for _ in range(2)]
+    jobs = [enqueue_search(large_queue(conn, settings), spec, settings) for spec in running]
+    for job in jobs:
+        large_queue(conn, settings).remove(job)  # taken by the two workers (this test)
+    enqueue_search(job_queue(conn, settings), make_spec(write_dataset(store, n=100, seed=15), QUICK, "b"), settings)
+
+    assert isinstance(execute(running[0], jobs[0], settings, store), Retry)
+    assert execute(running[1], jobs[1], settings, store)["status"] == "finished"  # b's job was already let in
