@@ -25,6 +25,7 @@ from rq.results import Result
 
 from service.app import create_app
 from spotlight import jobqueue
+from spotlight.client import _detail
 from spotlight.jobqueue import YieldState, enqueue_search, job_queue, large_queue, other_tenant_waiting
 from spotlight.jobstate import JobStatus, failure_of, status_of
 from spotlight.members import member_set
@@ -189,6 +190,7 @@ def test_a_yielded_job_shows_queued_with_regions_done_and_cancels_with_its_check
         view = api.get(f"/v1/jobs/{spec_a.job_id}", headers=auth).json()
         assert view["status"] == "queued" and view["error"] is None, view
         assert view["progress"]["spotlight"] == 1 and view["progress"]["fraction"] == pytest.approx(1 / 3), view
+        assert _detail(view) == "queued, 1/3 spotlights done"  # what the client's progress bar says
         assert store.exists(job_file(spec_a.job_id, checkpoint.STATE_FILE))
         assert Job.fetch(spec_a.job_id, connection=conn).get_status() == "queued"
 
