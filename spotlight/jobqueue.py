@@ -102,9 +102,7 @@ YIELD_SCAN = 20
 YIELD_CLAIM_TTL_S = 5
 
 
-def _waiting_for(
-    connection: Redis, settings: Settings, tenant: str, fresh_only: bool, scan: int
-) -> list[str]:
+def _waiting_for(connection: Redis, settings: Settings, tenant: str, fresh_only: bool, scan: int) -> list[str]:
     """Ids of the searches of tenants other than `tenant` among the first `scan` jobs of each lane."""
     found = []
     for lane in search_lanes(connection, settings):
@@ -192,7 +190,11 @@ def progress_with_regions_done(n_spotlights: int, steps: int, done: int) -> Prog
     if done <= 0:
         return Progress(n_spotlights=n_spotlights, steps=steps)
     return Progress(
-        spotlight=done, n_spotlights=n_spotlights, step=steps, steps=steps, fraction=min(1.0, done / max(1, n_spotlights))
+        spotlight=done,
+        n_spotlights=n_spotlights,
+        step=steps,
+        steps=steps,
+        fraction=min(1.0, done / max(1, n_spotlights)),
     )
 
 

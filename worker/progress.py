@@ -54,7 +54,9 @@ class JobReporter:
         self.job.meta.update(fields)
         self.job.save_meta()
 
-    def started(self, n_spotlights: int, steps: int, *, resumed: Progress | None = None, since: str | None = None) -> None:
+    def started(
+        self, n_spotlights: int, steps: int, *, resumed: Progress | None = None, since: str | None = None
+    ) -> None:
         """The job runs now; a run that resumes a yielded search starts from `resumed` and keeps the
         first run's start time `since`."""
         self.progress_state = resumed or Progress(n_spotlights=n_spotlights, steps=steps)

@@ -99,9 +99,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any] | Retry:
     return execute(JobSpec.model_validate(spec), job, get_settings())
 
 
-def execute(
-    spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | None = None
-) -> dict[str, Any] | Retry:
+def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | None = None) -> dict[str, Any] | Retry:
     """Run one search for `job` and record how it ended. Returns a small summary (RQ keeps it), or
     RQ's ``Retry`` when the search yielded its worker to another tenant's job."""
     job.get_meta(refresh=True)

@@ -240,7 +240,9 @@ def test_the_task_yields_to_another_tenant_and_resumes_from_its_checkpoint(setti
     spec_a = make_spec(write_dataset(store, n=800, seed=5), LONG, tenant="a")
     job_a = enqueue_search(large_queue(conn, settings), spec_a, settings)
     large_queue(conn, settings).remove(job_a)  # taken by a worker (this test)
-    other = enqueue_search(job_queue(conn, settings), make_spec(write_dataset(store, n=100, seed=6), QUICK, "b"), settings)
+    other = enqueue_search(
+        job_queue(conn, settings), make_spec(write_dataset(store, n=100, seed=6), QUICK, "b"), settings
+    )
     assert other_tenant_waiting(conn, settings, "a") and not other_tenant_waiting(conn, settings, "b")
 
     out = execute(spec_a, job_a, settings, store)
