@@ -211,6 +211,7 @@ META_STARTED_AT = "started_at"
 META_ENDED_AT = "ended_at"
 META_DEVICE = "device"
 META_SPEC = "spec"  # JobSpec.model_dump(mode="json")
+META_YIELDED = "yielded"  # jobqueue.YieldState of a search that gave its worker to another tenant
 
 
 # Error codes shared by the API and the worker (the contract's `error.code`).
