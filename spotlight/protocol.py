@@ -101,6 +101,13 @@ def members_by_contribution_file(k: int) -> str:
     return f"members_{k}_by_contribution.npy"
 
 
+def member_weights_file(ordered: str) -> str:
+    """The kernel weights of a member file's rows, in its order: a members page reads a slice of these
+    (a few bytes per member) instead of the whole n x k weights.npy, which on an object store is a
+    download of every row."""
+    return ordered.removesuffix(".npy") + "_weights.npy"
+
+
 # ----- Redis keys (RQ keeps its own under "rq:") -----
 KEY_PREFIX = "spotlight"  # without a namespace; build keys with key_prefix()
 

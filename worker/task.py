@@ -57,6 +57,7 @@ from spotlight.protocol import (
     JobSpec,
     job_file,
     job_prefix,
+    member_weights_file,
     members_by_contribution_file,
     members_file,
     parse_time,
@@ -520,17 +521,22 @@ def write_results(
     members: list[RegionMembers],
     objective: Objective = "max_loss",
 ) -> None:
-    """weights.npy, members_<k>.npy (by weight) and members_<k>_by_contribution.npy, then regions.json
-    last: its presence means the rest is whole. regions.json also carries `loss_reference`, the loss
-    that contributes nothing, so the API computes a page's contributions without reading every loss.
+    """weights.npy, members_<k>.npy (by weight) and members_<k>_by_contribution.npy, each with its
+    members' weights beside it (`member_weights_file`), then regions.json last: its presence means the
+    rest is whole. regions.json also carries `loss_reference`, the loss that contributes nothing, so the
+    API computes a page's contributions without reading every loss.
     """
     weights = np.ascontiguousarray(result.weights, dtype=np.float32)
     reference = reference_loss(result.losses, objective)
     try:
         store.save_npy(job_file(job_id, WEIGHTS_FILE), weights)
         for k, picked in enumerate(members):
-            store.save_npy(job_file(job_id, members_file(k)), picked.by_weight)
-            store.save_npy(job_file(job_id, members_by_contribution_file(k)), picked.by_contribution)
+            for name, rows in (
+                (members_file(k), picked.by_weight),
+                (members_by_contribution_file(k), picked.by_contribution),
+            ):
+                store.save_npy(job_file(job_id, name), rows)
+                store.save_npy(job_file(job_id, member_weights_file(name)), np.ascontiguousarray(weights[rows, k]))
         store.write_json(
             job_file(job_id, REGIONS_FILE), {"regions": regions, "objective": objective, "loss_reference": reference}
         )
