@@ -411,13 +411,15 @@ def _ball_step(
     edge, edge_row = ball_core(dist, weights, size, unit_weights)
     u = dist.sub_(edge[:, None]).mul_(a[:, None])
     k = torch.exp(torch.clamp(u, min=0.0).mul_(-0.5))
-    total = k @ weights
+    sums = k @ torch.stack([weights, ws], 1)  # R x 2: T and sum w s k, one pass over k
+    total = sums[:, 0]
     safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
-    value = (k @ ws) / safe_total
-    coef = torch.stack([1.0 / safe_total, -value / safe_total], 1)  # R x 2
-    g = coef @ torch.stack([ws, weights], 0)  # dV/dk, R x n
-    g.mul_(k).mul_(-0.5).mul_((u > 0).to(g.dtype))
-    g_theta = (g * u).sum(1)[None, :]
+    value = sums[:, 1] / safe_total
+    # dV/du = dV/dk * k'(u), k' = -k/2 beyond the edge and 0 inside: the -1/2 goes into the R x 2 factors
+    coef = torch.stack([1.0 / safe_total, -value / safe_total], 1) * -0.5
+    g = coef @ torch.stack([ws, weights], 0)
+    g.mul_(k.masked_fill_(u <= 0, 0.0))
+    g_theta = torch.linalg.vecdot(g, u)[None, :]
     g.mul_(a[:, None])
     g.scatter_add_(1, edge_row[:, None], -g.sum(1, keepdim=True))
     g_mu = -2.0 * data.pullback(g).t()
