@@ -45,6 +45,11 @@ class MultiMode:
     probs: np.ndarray
     modes: dict[str, np.ndarray]
 
+    @property
+    def predictions(self) -> np.ndarray:
+        """The model's predicted class of each row (what a job's `predictions` array holds)."""
+        return self.probs.argmax(1)
+
 
 def build_multimode(seed: int = 0) -> MultiMode:
     from bench.quality import _augmented_digits, _train_mlp
@@ -110,7 +115,7 @@ def run_multimode(mm: MultiMode, variants: dict[str, dict]) -> list[dict]:
     size = int(math.ceil(base.size_count(n)))
     for name, update in variants.items():
         t = time.perf_counter()
-        res = search(mm.x, mm.loss, base.model_copy(update=update), labels=mm.labels)
+        res = search(mm.x, mm.loss, base.model_copy(update=update), labels=mm.labels, predictions=mm.predictions)
         secs = time.perf_counter() - t
         rows.append(
             dict(method=f"{name} · weight", seconds=secs, **score_multimode(mm, res.weights, res.weights, size))
