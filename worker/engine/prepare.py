@@ -245,5 +245,7 @@ def add_evidence(
     k = z.shape[1]
     scale = float(weight * np.sqrt(k))
     tail = torch.from_numpy(((cols - mean) * scale).astype(np.float32)).to(z.device)
-    ev = Evidence(kind=kind, weight=float(weight), n_labels=n_labels, n_predictions=n_predictions, scale=scale, mean=mean)
+    ev = Evidence(
+        kind=kind, weight=float(weight), n_labels=n_labels, n_predictions=n_predictions, scale=scale, mean=mean
+    )
     return torch.cat([z, tail], dim=1), Frame(mean=frame.mean, scale=frame.scale, basis=frame.basis, evidence=ev)

@@ -87,7 +87,8 @@ def search(
         With ``labels``, gives the losses; with ``prediction_entropy_coeff`` > 0 and no
         ``predictions``, their argmax gives the predictions.
     labels, predictions : int arrays of shape (n,), optional
-        Needed by the label and prediction entropy penalties.
+        Label evidence (``evidence_weight`` > 0, the default: one-hot columns appended to the
+        standardised embeddings, see `spotlight.evidence`); the entropy penalties.
     sample_weights : array of shape (n,), optional
         Non-negative weight (count) of each example, :math:`w_i`; all ones by default.
     progress : callable(spotlight, step, steps), optional
