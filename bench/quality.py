@@ -277,12 +277,30 @@ def print_goals(names: list[str], ap: dict, mean_ap: dict, rows: list[dict]) -> 
     )
 
 
+# Every engine row gets the setting's labels and predictions, as a job with them would; the defaults use
+# them as evidence (evidence_weight 1, one-hot labels), "no evidence" rows search embedding space alone.
 SINGLE_VARIANTS = {
     "engine flat": {"kernel": "flat"},
     "engine gaussian": {},
-    "engine gaussian, deflation paper": {"deflation": "paper"},
+    "engine gaussian, no evidence": {"evidence_weight": 0.0},
+    "engine gaussian, evidence labels+predictions": {"evidence": "labels_predictions"},
+    "engine gaussian, no evidence, deflation paper": {"evidence_weight": 0.0, "deflation": "paper"},
 }
-MULTI_VARIANTS = {"engine (default: deflation tails)": {}, "engine, deflation paper": {"deflation": "paper"}}
+MULTI_VARIANTS = {
+    "engine (default: evidence labels, tails)": {},
+    "engine, evidence weight 0.5": {"evidence_weight": 0.5},
+    "engine, evidence weight 2": {"evidence_weight": 2.0},
+    "engine, evidence labels+predictions": {"evidence": "labels_predictions"},
+    "engine, evidence mismatch": {"evidence": "mismatch"},
+    "engine, no evidence": {"evidence_weight": 0.0},
+    "engine, no evidence, deflation paper": {"evidence_weight": 0.0, "deflation": "paper"},
+}
+CROSSCLASS_VARIANTS = {
+    "engine (default: evidence labels)": {},
+    "engine, evidence weight 0.5": {"evidence_weight": 0.5},
+    "engine, evidence mismatch": {"evidence": "mismatch"},
+    "engine, no evidence": {"evidence_weight": 0.0},
+}
 HIGHDIM_VARIANTS = {"engine gaussian (default)": {}, "engine flat": {"kernel": "flat"}}
 
 
@@ -301,6 +319,7 @@ def main() -> None:
     if args.part in ("all", "multi"):
         mm = quality_modes.build_multimode(args.seed)
         quality_modes.print_multimode(mm, quality_modes.run_multimode(mm, MULTI_VARIANTS))
+        quality_modes.print_crossclass(quality_modes.run_crossclass(CROSSCLASS_VARIANTS))
     if args.part in ("all", "highdim"):
         n = 5000 if args.quick else 20_000
         quality_modes.print_highdim(quality_modes.run_highdim(HIGHDIM_VARIANTS, n, [256, 512]), n)
