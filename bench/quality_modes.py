@@ -170,6 +170,33 @@ def print_multimode(mm: MultiMode, rows: list[dict]) -> None:
         )
 
 
+def run_seeds(mm: MultiMode, seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> dict[str, list[dict]]:
+    """The default engine and the mixture slicer over several seeds (the engine's `seed`, the slicer's
+    k-means start): one seed of either can be lucky, so the comparison also runs over five."""
+    n = len(mm.loss)
+    size = int(math.ceil(SearchParams().size_count(n)))
+    out: dict[str, list[dict]] = {"engine (default) · weight": [], "engine (default) · contribution": [], "mixture": []}
+    for seed in seeds:
+        res = search(mm.x, mm.loss, SearchParams(device="cpu", seed=seed), labels=mm.labels, predictions=mm.predictions)
+        out["engine (default) · weight"].append(score_multimode(mm, res.weights, res.weights, size))
+        ranking = contributions(res.weights, mm.loss)
+        out["engine (default) · contribution"].append(score_multimode(mm, ranking, res.weights, size))
+        slices = mixture_slicer.fit_slices(mm.x, mm.labels, mm.probs, mm.loss, n_slices=5, seed=seed)
+        out["mixture"].append(score_multimode(mm, slices, slices, size))
+    return out
+
+
+def print_seeds(out: dict[str, list[dict]]) -> None:
+    print(f"# over seeds 0-{len(out['mixture']) - 1}: mean best AP per seed, and its mean; coverage per seed")
+    for name, runs in out.items():
+        label = "mixture slicer (Domino-style)" if name == "mixture" else name
+        means = [float(np.mean(r["best"])) for r in runs]
+        print(
+            f"{label:50s} | {' '.join(f'{m:.3f}' for m in means)} | mean {np.mean(means):.3f} | coverage "
+            + " ".join(str(r["coverage"]) for r in runs)
+        )
+
+
 def crossclass_problem(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A weak spot that is not a class: 10 gaussian classes (d = 16, n = 4 000), and the 4 % of rows
     nearest the midpoint of classes 0 and 1 fail (loss + 2; half of them mispredicted). The slice is
