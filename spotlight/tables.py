@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from spotlight import columns as colmap
+from spotlight import gate
 
 SPOOL_BYTES = 64 * 1024 * 1024
 _EMB_PREFIX = "emb_"
@@ -146,30 +147,32 @@ REGION_COLUMNS = (
     "index",
     "n_members",
     "effective_size",
-    "weighted_loss",
     "mean_loss",
     "lift",
+    "weighted_loss",
+    "weighted_lift",
+    "dataset_mean_loss",
     "total_weight",
     "size_requested",
     "feasible",
     "p_value",
-    "kernel",
-    "shape",
 )
 
 
 def region_rows(regions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One flat row per region: its numbers, what its members read (mean loss and lift, their
-    interval, the error rate inside), the largest share an earlier region already holds, and what
-    stands out. `mean_loss`/`lift` are the search's (dataset mean, weighted loss over it);
-    `members_mean_loss`/`members_lift` are the description's, computed on the member set."""
+    """One flat row per region, numbers named as the gate names them (`spotlight/gate.py`): `mean_loss`
+    and `lift` are the member set's, `weighted_loss`/`weighted_lift` the kernel's, `dataset_mean_loss`
+    the dataset's; then the members' mean-loss interval, the error rate inside, the largest share an
+    earlier region already holds, the dominant label and prediction, and what stands out."""
     rows = []
     for r in regions:
-        row = {c: r.get(c) for c in REGION_COLUMNS}
+        row: dict[str, Any] = {c: gate.region_value(r, c) for c in REGION_COLUMNS}
+        for c in ("index", "n_members"):
+            row[c] = int(row[c]) if row[c] is not None else None
+        row["feasible"] = bool(row["feasible"]) if row["feasible"] is not None else None
+        row["kernel"], row["shape"] = r.get("kernel"), r.get("shape")
         raw = r.get("description")
         desc: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        row["members_mean_loss"] = desc.get("mean_loss")
-        row["members_lift"] = desc.get("lift")
         ci = desc.get("mean_loss_ci")
         ok = isinstance(ci, (list, tuple)) and len(ci) == 2
         row["ci_low"], row["ci_high"] = (ci[0], ci[1]) if ok and ci is not None else (None, None)

@@ -68,3 +68,17 @@ def test_anything_else_is_refused_with_a_message(text: str) -> None:
 def test_lift_is_the_member_sets_as_the_table_shows_and_the_kernel_one_has_its_own_name() -> None:
     assert parse("lift > 3").matches(WEAK) and not parse("weighted_lift > 3").matches(WEAK)
     assert parse("weighted_lift > 1.4 and mean_loss > 2").matches(WEAK)
+
+
+def test_the_regions_dataframe_names_each_number_as_the_gate_does() -> None:
+    """`job.regions_df()` rows: a column a user copies into --fail-if holds the number the gate tests."""
+    from spotlight.tables import region_rows
+
+    weak, mild = region_rows([WEAK, MILD])
+    assert (weak["lift"], weak["mean_loss"], weak["weighted_lift"]) == (4.0, 2.4, 1.5)
+    assert (mild["lift"], mild["mean_loss"], mild["weighted_lift"]) == (1.2, None, 1.1)
+    assert weak["feasible"] is True and mild["feasible"] is False and weak["index"] == 0
+    assert weak["error_rate_inside"] == 0.6
+    for row, region in ((weak, WEAK), (mild, MILD)):
+        for column in ("lift", "mean_loss", "weighted_lift", "weighted_loss", "p_value"):
+            assert parse(f"{column} > 1").matches(region) is (row[column] is not None and row[column] > 1)

@@ -146,7 +146,7 @@ def test_regions_and_members_come_back_as_dataframes_with_class_names(planted_jo
     regions = job.regions_df()
     assert list(regions["index"]) == [0, 1]
     first = regions.iloc[0]
-    assert first["lift"] > 2
+    assert first["lift"] > 2 and first["lift"] == job.regions()[0]["description"]["lift"]
     assert first["top_label"] == "eight" and first["top_prediction"] == "three"
     assert "label=eight" in first["stands_out"]
     members = job.members_df(0, limit=10, order="contribution")
