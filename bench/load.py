@@ -18,6 +18,17 @@ the hours-long job of the issue and three large ones; meanwhile a victim tenant 
 and `/v1/jobs` and submits one small job. Prints the victim's latency (p50 / p99 / max, errors),
 how long its small job waited to start, what each attack got, and the API's peak RSS. `--repo`
 runs another checkout's service (e.g. an export of an older commit) for a before/after comparison.
+
+`--big-job` runs the fair-share case alone, twice side by side: one API and one worker, tenant 1's
+`--large-jobs` large searches (5 regions each) on a 20 000 x 64 dataset, then, once the first one
+runs, tenant 0's small job. Printed per run: how long the small job waited to start, how many of
+the running large job's regions were done by then, the first large job's time per region (start to end:
+with yielding on, it waits behind its own tenant's other jobs once it yielded) and when all of them were
+done (what the yields cost in throughput: a checkpoint and a reload each). The first
+run has yielding off (`SPOTLIGHT_YIELD_TO_OTHER_TENANTS=false`: a running job holds the worker to
+its end), the second has it on (it gives the worker up at its next region boundary).
+
+    python -m bench.load --big-job [--large-jobs 3]
 """
 
 from __future__ import annotations
@@ -476,6 +487,72 @@ def run_hostile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_for_status(c: httpx.Client, tenant: int, job: str, done: Any, timeout: float) -> dict[str, Any]:
+    """Poll a job until `done(view)`; polling is what a client of the API does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = c.get(f"/v1/jobs/{job}", headers=auth(tenant)).json()
+        if done(view):
+            return dict(view)
+        time.sleep(0.1)
+    raise SystemExit(f"job {job} did not get there within {timeout:.0f} s: {view}")
+
+
+def _seconds(view: dict[str, Any]) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(view["ended_at"]) - datetime.fromisoformat(view["started_at"])).total_seconds()
+
+
+def run_big_job(args: argparse.Namespace) -> int:
+    rows = []
+    for yielding in (False, True):
+        with tempfile.TemporaryDirectory(prefix="spotlight-bigjob-") as tmp:
+            service = Service(Path(tmp), 1, 2, repo=args.repo.resolve())
+            service.env["SPOTLIGHT_YIELD_TO_OTHER_TENANTS"] = str(yielding).lower()
+            try:
+                service.start()
+                with httpx.Client(base_url=service.url, timeout=60) as c:
+                    files = {"file": ("d.npz", npz(300, 8, 0), "application/octet-stream")}
+                    small_ds = c.post("/v1/datasets", headers=auth(0), files=files).json()["id"]
+                    files = {"file": ("d.npz", npz(20000, 64, 1), "application/octet-stream")}
+                    big_ds = c.post("/v1/datasets", headers=auth(1), files=files).json()["id"]
+                    large = []
+                    for _ in range(args.large_jobs):
+                        r = c.post("/v1/jobs", headers=auth(1), json={"dataset": big_ds, "params": LARGE_JOB})
+                        assert r.status_code == 202, r.text
+                        large.append(r.json()["id"])
+                    _wait_for_status(c, 1, large[0], lambda v: v["status"] == "running", args.timeout)
+                    t_sub = time.monotonic()
+                    r = c.post("/v1/jobs", headers=auth(0), json={"dataset": small_ds, "params": SMALL_JOB})
+                    assert r.status_code == 202, r.text
+                    small = r.json()["id"]
+                    _wait_for_status(c, 0, small, lambda v: v["status"] != "queued", args.timeout)
+                    waited = time.monotonic() - t_sub
+                    at_start = c.get(f"/v1/jobs/{large[0]}", headers=auth(1)).json()
+                    _wait_for_status(c, 0, small, lambda v: v["status"] == "finished", args.timeout)
+                    ends = [
+                        _wait_for_status(c, 1, job, lambda v: v["status"] == "finished", args.timeout) for job in large
+                    ]
+                    all_done = time.monotonic() - t_sub
+            finally:
+                service.stop()
+        rows.append((yielding, waited, at_start, _seconds(ends[0]) / LARGE_JOB["n_spotlights"], all_done))
+    print(
+        f"big job: one API + one worker; tenant 1 queues {args.large_jobs} jobs of {LARGE_JOB} on 20000x64, "
+        f"tenant 0 then submits {SMALL_JOB} on 300x8; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+    )
+    for yielding, waited, at_start, per_region, all_done in rows:
+        p = at_start["progress"]
+        print(
+            f"  yielding {'on ' if yielding else 'off'}  small job started after {waited:5.1f} s"
+            f"   (then the first large job was {at_start['status']}, spotlight {p['spotlight']} of {p['n_spotlights']})"
+            f"   first large job: {per_region:.1f} s per region, start to end"
+            f"   all large jobs done {all_done:.1f} s after the small job's submission"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
@@ -491,9 +568,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inline-mb", type=float, default=32.0, help="--hostile: size of each inline JSON body")
     parser.add_argument("--bomb-mb", type=int, default=256, help="--hostile: zeros inside each gzip bomb, MiB")
     parser.add_argument("--repo", type=Path, default=REPO_ROOT, help="checkout whose service to run")
+    parser.add_argument("--big-job", action="store_true", help="run the fair-share case alone, yielding off then on")
+    parser.add_argument("--large-jobs", type=int, default=3, help="--big-job: tenant 1's large jobs")
     args = parser.parse_args(argv)
     if args.hostile:
         return run_hostile(args)
+    if args.big_job:
+        return run_big_job(args)
 
     with tempfile.TemporaryDirectory(prefix="spotlight-load-") as tmp:
         service = Service(Path(tmp), args.workers, args.tenants)

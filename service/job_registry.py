@@ -21,6 +21,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
 from service.schemas import JobOut
+from spotlight import cost as cost_lib
 from spotlight.errors import Conflict, LimitReached, NotFound
 from spotlight.jobqueue import enqueue_search, large_queue
 from spotlight.jobstate import TERMINAL, JobStatus, ended_at, failure_of, started_at, status_fields, status_of
@@ -206,7 +207,11 @@ class JobRegistry:
         tags: builtins.list[str] | None = None,
         *,
         large: bool = False,
+        cost: int | None = None,
     ) -> Job:
+        """Queue the job, under the tenant's lock: the cap on active jobs and, with `cost`, the tenant's
+        cost budget are checked and the job counted against them in one step, so two submissions at
+        once cannot both take the last slot (LimitReached for the one that would pass a limit)."""
         spec = JobSpec(
             job_id=job_id,
             tenant=tenant,
@@ -221,11 +226,16 @@ class JobRegistry:
         lock = self.r.lock(f"spotlight:lock:submit:{tenant}", timeout=30, blocking_timeout=30)
         with lock:
             self.check_capacity(tenant)
+            if cost is not None:
+                active_ids = {redis_text(i) for i in self.r.smembers(tenant_active_key(tenant))}
+                cost_lib.check_budget(self.r, tenant, cost, active_ids, self.settings.max_active_cost_per_tenant)
             # One enqueue path for API and tests: timeout, TTLs, retries and the failure hook from Settings.
             job = enqueue_search(self.large if large else self.queue, spec, self.settings)
             pipe = self.r.pipeline()
             pipe.zadd(tenant_jobs_key(tenant), {job_id: spec.created_at.timestamp()})
             pipe.sadd(tenant_active_key(tenant), job_id)
+            if cost is not None:
+                pipe.hset(cost_lib.cost_key(tenant), job_id, cost)
             pipe.execute()
         return job
 
@@ -250,7 +260,7 @@ class JobRegistry:
             job.meta.update(
                 status_fields(
                     JobStatus.CANCELED,
-                    JobError(code=ErrorCode.CANCELED, message="Canceled by the caller before it started."),
+                    JobError(code=ErrorCode.CANCELED, message="Canceled by the caller while it waited in the queue."),
                 )
             )
             job.save_meta()

@@ -783,4 +783,7 @@ def _detail(status: dict[str, Any]) -> str:
     p = status.get("progress") or {}
     if state == "running" and p.get("n_spotlights"):
         return f"spotlight {p.get('spotlight', 0)}/{p['n_spotlights']} step {p.get('step', 0)}/{p.get('steps', 0)}"
+    if state == "queued" and p.get("spotlight") and p.get("n_spotlights"):
+        # it gave its worker to another tenant's job between regions and waits for its next turn
+        return f"queued, {p['spotlight']}/{p['n_spotlights']} spotlights done"
     return state

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 from redis import Redis
 
+from spotlight.errors import LimitReached
 from spotlight.params import SearchParams
-from spotlight.protocol import key_prefix
+from spotlight.protocol import ErrorCode, key_prefix
+
+BUDGET_RETRY_AFTER_S = 30
 
 
 def job_cost(params: SearchParams, n: int, dim: int) -> int:
@@ -33,10 +36,6 @@ def cost_key(tenant: str) -> str:
     return f"{key_prefix()}:cost:{tenant}"
 
 
-def record(conn: Redis, tenant: str, job_id: str, cost: int) -> None:
-    conn.hset(cost_key(tenant), job_id, cost)
-
-
 def active_cost(conn: Redis, tenant: str, active_ids: set[str]) -> int:
     """The summed cost of `active_ids` (the tenant's queued + running jobs); forgets the others."""
     costs = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in conn.hgetall(cost_key(tenant)).items()}
@@ -44,3 +43,22 @@ def active_cost(conn: Redis, tenant: str, active_ids: set[str]) -> int:
     if ended:
         conn.hdel(cost_key(tenant), *ended)
     return sum(c for job, c in costs.items() if job in active_ids)
+
+
+def check_budget(conn: Redis, tenant: str, cost: int, active_ids: set[str], limit: float) -> None:
+    """LimitReached (``too_much_active_cost``) when the tenant's queued + running jobs and this one
+    would together cost more than `limit` (``max_active_cost_per_tenant``).
+
+    Check and `record` must happen under the tenant's submission lock (service/job_registry.py),
+    with the job enqueued in between: otherwise two submissions at once could both pass.
+    """
+    active = active_cost(conn, tenant, active_ids)
+    if active + cost > limit:
+        raise LimitReached(
+            ErrorCode.TOO_MUCH_ACTIVE_COST,
+            f"Your queued and running jobs already cost {active:.3g} element-steps; with this one ({cost:.3g}) "
+            f"they would pass this server's limit of {limit:.3g} per tenant "
+            "(SPOTLIGHT_MAX_ACTIVE_COST_PER_TENANT); wait for some to finish.",
+            {"active_cost": active, "cost": cost, "limit": limit, "setting": "SPOTLIGHT_MAX_ACTIVE_COST_PER_TENANT"},
+            retry_after_s=BUDGET_RETRY_AFTER_S,
+        )

@@ -17,6 +17,19 @@ How a lost worker is handled (RQ does the work; we configure it and write the ou
 
 Either way our meta ends ``queued`` again (retried) or ``failed`` with code ``worker_lost``,
 never ``running``. `record_worker_lost` is idempotent: RQ may call both hooks for one loss.
+
+Fair share on one worker (yielding)
+-----------------------------------
+A worker serves the normal and the large lane in turn, but a job it runs holds it to the end.
+So a search with regions left gives its worker up when another tenant's search waits in a lane
+(`claim_waiting_job`: one yield per waiting job, however many workers see it): between two regions the task stores a checkpoint and *returns*
+``Retry(max=yield_retry_max(...))``; RQ then puts the same job (same id) at the back of its lane,
+counting the yield in ``job.number_of_retries`` (apart from ``retries_left``, which counts the
+retries of lost workers above), and records a "retried" result, not a failure. The next run goes
+on from the checkpoint. While it waits the job is ``queued`` (RQ's status), its progress says
+how many regions are done, and `YieldState` under ``META_YIELDED`` keeps what must survive the
+wait: the yields so far, the time already run (the job timeout is for all runs together) and
+when the first run started.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import logging
 from types import TracebackType
 from typing import Any
 
+from pydantic import BaseModel
 from redis import Redis
 from rq import Callback, Queue, Retry
 from rq.exceptions import AbandonedJobError
@@ -36,6 +50,7 @@ from spotlight.protocol import (
     META_PROGRESS,
     META_SPEC,
     META_TENANT,
+    META_YIELDED,
     TASK_PATH,
     ErrorCode,
     JobError,
@@ -66,6 +81,121 @@ def large_lane(queue_name: str) -> str:
 
 def large_queue(connection: Redis, settings: Settings) -> Queue:
     return Queue(large_lane(settings.rq_queue_name()), connection=connection)
+
+
+def search_lanes(connection: Redis, settings: Settings) -> list[Queue]:
+    """The lanes a search worker serves, in the order it serves them: normal, then large."""
+    return [job_queue(connection, settings), large_queue(connection, settings)]
+
+
+# How far into each lane a running search looks for another tenant's job. The front of a lane is
+# what the worker takes next; a tenant with more queued jobs than this in front of another's is
+# already over its fair share and the other job will be reached by the yields that follow.
+YIELD_SCAN = 20
+
+
+# How long a running search's claim on a waiting job lasts (see `claim_waiting_job`): long enough for
+# the yielding worker to queue its job again and dequeue the next (milliseconds), so the searches of
+# other busy workers reaching a region boundary meanwhile do not yield for the same job. A job that
+# still waits after that was not the one the freed worker took (another lane's came first), so it
+# may be yielded to again.
+YIELD_CLAIM_TTL_S = 5
+
+
+def _waiting_for(connection: Redis, settings: Settings, tenant: str, fresh_only: bool, scan: int) -> list[str]:
+    """Ids of the searches of tenants other than `tenant` among the first `scan` jobs of each lane."""
+    found = []
+    for lane in search_lanes(connection, settings):
+        ids = lane.get_job_ids(0, scan)
+        for job in Job.fetch_many(ids, connection=connection) if ids else []:
+            if job is None or job.func_name != TASK_PATH:
+                continue
+            owner = (job.meta or {}).get(META_TENANT)
+            if owner is None or owner == tenant or has_ended(job.meta):
+                continue
+            if not fresh_only or META_YIELDED not in job.meta:
+                found.append(job.id)
+    return found
+
+
+def other_tenant_waiting(
+    connection: Redis, settings: Settings, tenant: str, *, fresh_only: bool = False, scan: int = YIELD_SCAN
+) -> bool:
+    """Whether a search of a tenant other than `tenant` waits among the first `scan` jobs of a lane;
+    with `fresh_only`, only one that has not yielded yet (never ran, or lost its worker) counts.
+
+    Why fresh first: a running search gives way to a job that has not started (so that job starts
+    within one region's time), but not to one that already had its turn, unless it has itself run
+    for ``yield_slice_s`` (see worker/task.py); otherwise two multi-region jobs of two tenants
+    would hand the worker back and forth after every region. Reads job ids and their meta only:
+    a few Redis round trips, asked once per region, never per step.
+    """
+    return bool(_waiting_for(connection, settings, tenant, fresh_only, scan))
+
+
+def yield_claim_key(settings: Settings, waiting_job_id: str) -> str:
+    return f"{settings.key_prefix()}:yield-for:{waiting_job_id}"
+
+
+def claim_waiting_job(
+    connection: Redis,
+    settings: Settings,
+    tenant: str,
+    job_id: str,
+    *,
+    fresh_only: bool = False,
+    scan: int = YIELD_SCAN,
+) -> str | None:
+    """A waiting search of another tenant (as `other_tenant_waiting` finds them) that no other running
+    search has yielded to yet, now claimed for `job_id`; None when there is none.
+
+    Why claims: with several busy workers, every one of them sees the same waiting job at its next
+    region boundary; one yield lets it in, so only the search that wins the claim (``SET NX``)
+    yields, and the others keep their workers.
+    """
+    for waiting in _waiting_for(connection, settings, tenant, fresh_only, scan):
+        key = yield_claim_key(settings, waiting)
+        if connection.set(key, job_id, nx=True, ex=YIELD_CLAIM_TTL_S):
+            return waiting
+        holder = connection.get(key)
+        if holder is not None and (holder.decode() if isinstance(holder, bytes) else holder) == job_id:
+            return waiting  # this job yielded to it before and it still waits: yield again
+    return None
+
+
+class YieldState(BaseModel):
+    """What a search that yielded keeps in its meta (``META_YIELDED``) across its runs."""
+
+    regions: int = 0  # regions done and checkpointed
+    yields: int = 0  # how often it gave its worker up
+    ran_s: float = 0.0  # time its runs took so far (the job timeout covers them all)
+    timeout_s: int = 0  # the job's whole time limit, as enqueued
+    first_started_at: str | None = None  # when its first run started (what the API shows as started_at)
+
+    @classmethod
+    def of(cls, meta: dict[str, Any] | None) -> YieldState | None:
+        raw = (meta or {}).get(META_YIELDED)
+        return cls.model_validate(raw) if raw else None
+
+
+def yield_retry_max(n_spotlights: int) -> int:
+    """``Retry.max`` of a yield. A run yields only after a region it found and checkpointed, so a job
+    yields at most n_spotlights - 1 times; RQ fails a job whose yields reach the max, which the task
+    therefore never lets happen (it goes on instead of yielding)."""
+    return max(1, int(n_spotlights))
+
+
+def progress_with_regions_done(n_spotlights: int, steps: int, done: int) -> Progress:
+    """A job's progress when `done` of its regions are found and it waits for its next run."""
+    if done <= 0:
+        return Progress(n_spotlights=n_spotlights, steps=steps)
+    return Progress(
+        spotlight=done,
+        n_spotlights=n_spotlights,
+        step=steps,
+        steps=steps,
+        fraction=min(1.0, done / max(1, n_spotlights)),
+    )
 
 
 def callback_queue(connection: Redis, settings: Settings) -> Queue:
@@ -142,11 +272,12 @@ def _mark(job: Job, status: JobStatus, error: JobError | None) -> None:
     if has_ended(meta):
         return  # the task already wrote how it ended; a late hook must not overwrite that
     meta.update(status_fields(status, error))
-    if status == JobStatus.QUEUED:  # waits for its retry: progress starts over
+    if status == JobStatus.QUEUED:  # waits for its retry: it starts over from its checkpoint, if any
         spec = meta.get(META_SPEC) or {}
         params = spec.get("params") or {}
-        meta[META_PROGRESS] = Progress(
-            n_spotlights=int(params.get("n_spotlights", 0)), steps=int(params.get("steps", 0))
+        yielded = YieldState.of(meta)
+        meta[META_PROGRESS] = progress_with_regions_done(
+            int(params.get("n_spotlights", 0)), int(params.get("steps", 0)), yielded.regions if yielded else 0
         ).model_dump()
     job.save_meta()
 

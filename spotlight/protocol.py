@@ -101,6 +101,13 @@ def members_by_contribution_file(k: int) -> str:
     return f"members_{k}_by_contribution.npy"
 
 
+def member_weights_file(ordered: str) -> str:
+    """The kernel weights of a member file's rows, in its order: a members page reads a slice of these
+    (a few bytes per member) instead of the whole n x k weights.npy, which on an object store is a
+    download of every row."""
+    return ordered.removesuffix(".npy") + "_weights.npy"
+
+
 # ----- Redis keys (RQ keeps its own under "rq:") -----
 KEY_PREFIX = "spotlight"  # without a namespace; build keys with key_prefix()
 
@@ -211,6 +218,7 @@ META_STARTED_AT = "started_at"
 META_ENDED_AT = "ended_at"
 META_DEVICE = "device"
 META_SPEC = "spec"  # JobSpec.model_dump(mode="json")
+META_YIELDED = "yielded"  # jobqueue.YieldState of a search that gave its worker to another tenant
 
 
 # Error codes shared by the API and the worker (the contract's `error.code`).

@@ -72,6 +72,17 @@ class Settings(BaseSettings):
         gt=0,
         description="Jobs estimated above this go to the large lane, served in turn with the others (round robin).",
     )
+    yield_to_other_tenants: bool = Field(
+        True,
+        description="A running search gives its worker up between regions while another tenant's job waits "
+        "(it goes on later from a checkpoint in the store).",
+    )
+    yield_slice_s: float = Field(
+        60.0,
+        ge=0,
+        description="A search yields at once to another tenant's job that has not started yet; to one that "
+        "already had a turn only after running this long (round robin in slices of at least one region).",
+    )
     progress_interval_s: float = Field(0.3, description="How often a worker publishes a job's progress.")
 
     # --- input limits ---

@@ -19,6 +19,7 @@ from spotlight.jobstate import JobStatus, status_fields
 from spotlight.protocol import (
     META_DEVICE,
     META_PROGRESS,
+    META_STARTED_AT,
     JobError,
     Progress,
     cancel_key,
@@ -53,10 +54,22 @@ class JobReporter:
         self.job.meta.update(fields)
         self.job.save_meta()
 
-    def started(self, n_spotlights: int, steps: int) -> None:
-        self.progress_state = Progress(n_spotlights=n_spotlights, steps=steps)
-        self._save(**status_fields(JobStatus.RUNNING), **{META_PROGRESS: self.progress_state.model_dump()})
+    def started(
+        self, n_spotlights: int, steps: int, *, resumed: Progress | None = None, since: str | None = None
+    ) -> None:
+        """The job runs now; a run that resumes a yielded search starts from `resumed` and keeps the
+        first run's start time `since`."""
+        self.progress_state = resumed or Progress(n_spotlights=n_spotlights, steps=steps)
+        fields = status_fields(JobStatus.RUNNING)
+        if since:
+            fields[META_STARTED_AT] = since
+        self._save(**fields, **{META_PROGRESS: self.progress_state.model_dump()})
         self._last_publish = self.clock()
+
+    def yielded(self, progress: Progress, **fields: Any) -> None:
+        """The job gave its worker up and waits in its queue again (spotlight/jobqueue.py)."""
+        self.progress_state = progress
+        self._save(**status_fields(JobStatus.QUEUED), **{META_PROGRESS: progress.model_dump()}, **fields)
 
     def device(self, device: str) -> None:
         self._save(**{META_DEVICE: device})

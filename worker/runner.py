@@ -47,7 +47,7 @@ from rq.queue import Queue
 from rq.worker import DequeueStrategy
 
 from spotlight import capabilities
-from spotlight.jobqueue import abandoned_job_handler, callback_queue, job_queue, large_queue, record_worker_lost
+from spotlight.jobqueue import abandoned_job_handler, callback_queue, record_worker_lost, search_lanes
 from spotlight.process import die_with_parent
 from spotlight.settings import Settings
 from worker.devices import detect_cuda_devices
@@ -104,7 +104,7 @@ def build_worker(
 ) -> SpotlightWorker:
     """An RQ worker with every lifetime taken from Settings, on the search queue's two lanes (normal,
     then large) and/or the callbacks queue; `run_worker` takes from them round robin."""
-    queues = ([job_queue(connection, settings), large_queue(connection, settings)] if searches else []) + (
+    queues = (search_lanes(connection, settings) if searches else []) + (
         [callback_queue(connection, settings)] if callbacks else []
     )
     if not queues:
@@ -160,7 +160,9 @@ def run_worker(
         try:
             if searches:  # the API refuses device "cuda" jobs that no live worker could run
                 capabilities.publish(connection, settings, worker.name, detect_cuda_devices())
-            # Round robin over the lanes: a long job never has every short one wait behind a queue of longs.
+            # Round robin over the lanes: a long job never has every short one wait behind a queue of longs;
+            # and a running search gives the worker up between regions when another tenant's job
+            # waits (worker/task.py, spotlight/jobqueue.py), so it is not held to the long job's end.
             return worker.work(
                 burst=burst, logging_level=settings.log_level.upper(), dequeue_strategy=DequeueStrategy.ROUND_ROBIN
             )

@@ -12,6 +12,13 @@ same way, and the worker goes straight on to the next job. Only what the task ca
 process killed, the machine gone) is left to RQ's retry and abandoned-job handling, configured
 in spotlight/jobqueue.py.
 
+One more way a run ends: between two regions, when another tenant's search waits for this worker
+(`spotlight.jobqueue.claim_waiting_job`), the search yields. The task stores a checkpoint
+(worker/checkpoint.py), marks the job queued with its regions done, and *returns* RQ's ``Retry``,
+which puts the job at the back of its lane. Its next run, on any worker, goes on from the
+checkpoint and finds the regions an uninterrupted run would have (docs/engine.md). A lost worker's
+retry goes on from the last checkpoint too.
+
 The API process never imports this module: it names it by ``protocol.TASK_PATH``.
 """
 
@@ -19,22 +26,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from rq import get_current_job
+import redis
+from rq import Retry, get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from spotlight import classes
 from spotlight.contribution import Objective, order_by_contribution, reference_loss
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
+from spotlight.jobqueue import YieldState, claim_waiting_job, progress_with_regions_done, yield_retry_max
 from spotlight.jobstate import JobStatus, ended_at, started_at, status_of
 from spotlight.members import effective_size, member_min_weight, member_set, overlaps_with_earlier
 from spotlight.params import SearchParams
 from spotlight.protocol import (
+    META_SPEC,
     META_STARTED_AT,
+    META_YIELDED,
     REGIONS_FILE,
     REPORT_FILE,
     WEIGHTS_FILE,
@@ -43,6 +57,7 @@ from spotlight.protocol import (
     JobSpec,
     job_file,
     job_prefix,
+    member_weights_file,
     members_by_contribution_file,
     members_file,
     parse_time,
@@ -50,7 +65,8 @@ from spotlight.protocol import (
 )
 from spotlight.settings import Settings, get_settings
 from spotlight.store import ArtifactStore, StoreError, store_from_settings
-from worker.engine.result import SearchCanceled, SearchResult
+from worker import checkpoint
+from worker.engine.result import SearchCanceled, SearchResult, SearchResume, SearchYielded
 from worker.progress import JobReporter
 
 log = logging.getLogger("spotlight.worker.task")
@@ -76,7 +92,7 @@ class Inputs:
     sample_weights: np.ndarray | None
 
 
-def run_job(spec: dict[str, Any]) -> dict[str, Any]:
+def run_job(spec: dict[str, Any]) -> dict[str, Any] | Retry:
     """RQ entry point (``protocol.TASK_PATH``): the spec is a JobSpec as JSON."""
     job = get_current_job()
     if job is None:
@@ -84,13 +100,22 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     return execute(JobSpec.model_validate(spec), job, get_settings())
 
 
-def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | None = None) -> dict[str, Any]:
-    """Run one search for `job` and record how it ended. Returns a small summary (RQ keeps it)."""
+def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | None = None) -> dict[str, Any] | Retry:
+    """Run one search for `job` and record how it ended. Returns a small summary (RQ keeps it), or
+    RQ's ``Retry`` when the search yielded its worker to another tenant's job."""
     job.get_meta(refresh=True)
     if status_of(job) == JobStatus.CANCELED:
         return _summary(spec, JobStatus.CANCELED)  # canceled while it waited in the queue
+    run_started = time.monotonic()
+    earlier = YieldState.of(job.meta)
     reporter = JobReporter(job, settings.progress_interval_s)
-    reporter.started(spec.params.n_spotlights, spec.params.steps)
+    p = spec.params
+    reporter.started(
+        p.n_spotlights,
+        p.steps,
+        resumed=progress_with_regions_done(p.n_spotlights, p.steps, earlier.regions) if earlier else None,
+        since=earlier.first_started_at if earlier else None,
+    )
     status = JobStatus.FINISHED
     error: JobError | None = None
     result: SearchResult | None = None
@@ -100,13 +125,24 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
             raise SearchCanceled()
         store = store or _open_store(settings)
         inputs = load_inputs(store, spec.dataset_sha256)
-        result = search(inputs, spec.params, reporter)
+        resume = checkpoint.load(store, spec, int(inputs.losses.shape[0]))
+        try:
+            result = search(inputs, spec.params, reporter, resume=resume, should_yield=_yielder(job, spec, settings))
+        except SearchYielded as exc:
+            retry = give_way(store, spec, job, reporter, exc.partial, earlier, run_started)
+            if retry is not None:
+                return retry
+            # No checkpoint could be stored: go on here, from the regions in memory, without yielding.
+            result = search(inputs, spec.params, reporter, resume=SearchResume.of(exc.partial))
+        if earlier:
+            result.elapsed_s += earlier.ran_s
         reporter.device(result.device)
         _record_device(job, settings, result.device)
         members = pick_members(result, inputs, spec.params.objective)
         regions = describe_regions(result, inputs, spec, members, reporter)
         write_report(store, spec, job, inputs, result, regions, members)
         write_results(store, spec.job_id, result, regions, members, spec.params.objective)
+        checkpoint.clear(store, spec.job_id)
     except SearchCanceled:
         status, error = (
             JobStatus.CANCELED,
@@ -117,7 +153,8 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
             JobStatus.FAILED,
             JobError(
                 code=ErrorCode.JOB_TIMEOUT,
-                message=f"The job ran past its limit of {job.timeout} s; try fewer steps, restarts or spotlights.",
+                message=f"The job ran past its limit of {(earlier.timeout_s if earlier else 0) or job.timeout} s; "
+                "try fewer steps, restarts or spotlights.",
             ),
         )
     except JobFailed as exc:
@@ -163,7 +200,85 @@ def load_inputs(store: ArtifactStore, sha256: str) -> Inputs:
         raise JobFailed(ErrorCode.STORE_ERROR, f"The dataset could not be read from the store: {exc}") from exc
 
 
-def search(inputs: Inputs, params: SearchParams, reporter: JobReporter) -> SearchResult:
+def _yielder(job: Job, spec: JobSpec, settings: Settings) -> Callable[[], bool] | None:
+    """The engine's ``should_yield``: whether another tenant's search waits for this worker now.
+
+    A job of another tenant that has not started yet is let in at the next region boundary; one
+    that already had a turn only once this run has lasted ``yield_slice_s`` (spotlight/jobqueue.py
+    says why).
+    """
+    if not settings.yield_to_other_tenants:
+        return None
+    retry_max = yield_retry_max(spec.params.n_spotlights)
+    run_started = time.monotonic()
+
+    def should_yield() -> bool:
+        if (job.number_of_retries or 0) >= retry_max:
+            return False  # RQ would fail the job rather than queue it again (see yield_retry_max)
+        slice_used = time.monotonic() - run_started >= settings.yield_slice_s
+        try:
+            waiting = claim_waiting_job(job.connection, settings, spec.tenant, job.id, fresh_only=not slice_used)
+            return waiting is not None
+        except redis.RedisError:
+            return False  # Redis unreachable: keep the worker, the search goes on
+
+    return should_yield
+
+
+def give_way(
+    store: ArtifactStore,
+    spec: JobSpec,
+    job: Job,
+    reporter: JobReporter,
+    partial: SearchResult,
+    earlier: YieldState | None,
+    run_started: float,
+) -> Retry | None:
+    """Checkpoint the regions so far and hand the job back to RQ (queued again, at the back of its lane).
+
+    The job timeout covers all runs together: the next run gets what this one left (RQ persists the
+    job's ``timeout`` when it queues the job again). None — go on here — when the checkpoint cannot
+    be stored or less than a second of the limit is left.
+    """
+    ran_s = (earlier.ran_s if earlier else 0.0) + (time.monotonic() - run_started)
+    limit = (earlier.timeout_s if earlier else 0) or int(job.timeout or 0)
+    if limit > 0 and limit - ran_s < 1:
+        return None
+    try:
+        checkpoint.save(store, spec, partial)
+    except (StoreError, OSError) as exc:
+        log.warning("job %s: checkpoint not stored (%s); it keeps its worker", spec.job_id, exc)
+        return None
+    state = YieldState(
+        regions=len(partial.regions),
+        yields=(earlier.yields if earlier else 0) + 1,
+        ran_s=ran_s,
+        timeout_s=limit,
+        first_started_at=earlier.first_started_at if earlier else job.meta.get(META_STARTED_AT),
+    )
+    if limit > 0:
+        job.timeout = math.ceil(limit - ran_s)
+    p = spec.params
+    reporter.yielded(
+        progress_with_regions_done(p.n_spotlights, p.steps, state.regions), **{META_YIELDED: state.model_dump()}
+    )
+    log.info(
+        "job %s yields its worker after %d of %d regions (another tenant's job waits)",
+        spec.job_id,
+        state.regions,
+        p.n_spotlights,
+    )
+    return Retry(max=yield_retry_max(p.n_spotlights))
+
+
+def search(
+    inputs: Inputs,
+    params: SearchParams,
+    reporter: JobReporter,
+    *,
+    resume: SearchResume | None = None,
+    should_yield: Callable[[], bool] | None = None,
+) -> SearchResult:
     """Call the engine (imported here, in the work-horse, where choosing a CUDA device is safe)."""
     from worker.engine import search as engine_search
 
@@ -177,8 +292,10 @@ def search(inputs: Inputs, params: SearchParams, reporter: JobReporter) -> Searc
             sample_weights=inputs.sample_weights,
             progress=reporter.progress,
             should_stop=reporter.should_stop,
+            should_yield=should_yield,
+            resume=resume,
         )
-    except (SearchCanceled, JobTimeoutException):
+    except (SearchCanceled, SearchYielded, JobTimeoutException):
         raise
     except Exception as exc:  # the engine's errors become the job's, the worker lives on
         log.exception("search failed")
@@ -343,7 +460,12 @@ def record_stats(job: Job, settings: Settings, status: JobStatus) -> None:
 
     started = started_at(job)
     ended = ended_at(job, status)
+    # RQ stamps enqueued_at again each time a yielded job goes back in its queue; the wait that
+    # counts is the one before its first run.
     enqueued = parse_time(job.enqueued_at)
+    if YieldState.of(job.meta) is not None:
+        created = parse_time((job.meta.get(META_SPEC) or {}).get("created_at"))
+        enqueued = min(created, enqueued) if created and enqueued else created or enqueued
     try:
         jobstats.record_job_end(
             job.connection,
@@ -399,17 +521,22 @@ def write_results(
     members: list[RegionMembers],
     objective: Objective = "max_loss",
 ) -> None:
-    """weights.npy, members_<k>.npy (by weight) and members_<k>_by_contribution.npy, then regions.json
-    last: its presence means the rest is whole. regions.json also carries `loss_reference`, the loss
-    that contributes nothing, so the API computes a page's contributions without reading every loss.
+    """weights.npy, members_<k>.npy (by weight) and members_<k>_by_contribution.npy, each with its
+    members' weights beside it (`member_weights_file`), then regions.json last: its presence means the
+    rest is whole. regions.json also carries `loss_reference`, the loss that contributes nothing, so the
+    API computes a page's contributions without reading every loss.
     """
     weights = np.ascontiguousarray(result.weights, dtype=np.float32)
     reference = reference_loss(result.losses, objective)
     try:
         store.save_npy(job_file(job_id, WEIGHTS_FILE), weights)
         for k, picked in enumerate(members):
-            store.save_npy(job_file(job_id, members_file(k)), picked.by_weight)
-            store.save_npy(job_file(job_id, members_by_contribution_file(k)), picked.by_contribution)
+            for name, rows in (
+                (members_file(k), picked.by_weight),
+                (members_by_contribution_file(k), picked.by_contribution),
+            ):
+                store.save_npy(job_file(job_id, name), rows)
+                store.save_npy(job_file(job_id, member_weights_file(name)), np.ascontiguousarray(weights[rows, k]))
         store.write_json(
             job_file(job_id, REGIONS_FILE), {"regions": regions, "objective": objective, "loss_reference": reference}
         )

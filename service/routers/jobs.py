@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Annotated, Any
 
@@ -19,7 +20,7 @@ from spotlight.errors import NotFound
 from spotlight.jobstate import JobStatus
 from spotlight.netguard import URLRefused, check_callback_url
 from spotlight.params import SearchParams
-from spotlight.protocol import DatasetRecord, ErrorCode, new_job_id, tenant_active_key
+from spotlight.protocol import DatasetRecord, ErrorCode, job_prefix, new_job_id
 from spotlight.refusal_hints import hinted
 from spotlight.settings import Settings
 
@@ -71,9 +72,10 @@ def check_device(params: SearchParams, r: redis.Redis, settings: Settings) -> No
         )
 
 
-def check_cost(jobs: JobRegistry, tenant: str, cost: int, settings: Settings) -> None:
-    """400 for a job whose estimated cost is over `max_job_cost`; 429 when it would take the
-    tenant's queued + running jobs past `max_active_cost_per_tenant` (spotlight/cost.py)."""
+def check_cost(cost: int, settings: Settings) -> None:
+    """400 for a job whose estimated cost is over `max_job_cost` (spotlight/cost.py). The tenant's
+    budget (`max_active_cost_per_tenant`) is checked when the job is queued, under the tenant's
+    submission lock (JobRegistry.submit)."""
     if cost > settings.max_job_cost:
         raise ApiError(
             400,
@@ -82,23 +84,6 @@ def check_cost(jobs: JobRegistry, tenant: str, cost: int, settings: Settings) ->
             f"permutations)); this server runs at most {settings.max_job_cost:.3g} per job "
             "(SPOTLIGHT_MAX_JOB_COST). Lower steps, restarts, n_spotlights or n_permutations, or use pca_components.",
             {"cost": cost, "limit": settings.max_job_cost, "setting": "SPOTLIGHT_MAX_JOB_COST"},
-        )
-    active_ids = {i.decode() if isinstance(i, bytes) else i for i in jobs.r.smembers(tenant_active_key(tenant))}
-    active = cost_lib.active_cost(jobs.r, tenant, active_ids)
-    if active + cost > settings.max_active_cost_per_tenant:
-        raise ApiError(
-            429,
-            ErrorCode.TOO_MUCH_ACTIVE_COST,
-            f"Your queued and running jobs already cost {active:.3g} element-steps; with this one ({cost:.3g}) "
-            f"they would pass this server's limit of {settings.max_active_cost_per_tenant:.3g} per tenant "
-            "(SPOTLIGHT_MAX_ACTIVE_COST_PER_TENANT); wait for some to finish.",
-            {
-                "active_cost": active,
-                "cost": cost,
-                "limit": settings.max_active_cost_per_tenant,
-                "setting": "SPOTLIGHT_MAX_ACTIVE_COST_PER_TENANT",
-            },
-            headers={"Retry-After": "30"},
         )
 
 
@@ -170,7 +155,7 @@ def create_job(
         check_params_fit(body.params, record)
         check_device(body.params, jobs.r, settings)
         cost = cost_lib.job_cost(body.params, record.n, record.dim)
-        check_cost(jobs, tenant, cost, settings)
+        check_cost(cost, settings)
         job = jobs.submit(
             tenant,
             job_id,
@@ -180,8 +165,8 @@ def create_job(
             body.name,
             body.tags,
             large=cost > settings.large_job_cost,
+            cost=cost,
         )
-        cost_lib.record(jobs.r, tenant, job_id, cost)
     except BaseException:
         if idempotency_key:
             jobs.release_idempotency(tenant, idempotency_key, job_id)
@@ -213,10 +198,15 @@ def get_job(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep) -> JobOut:
     responses={**error_responses(404, 409), 202: {"model": JobOut, "description": "Running: the worker will stop"}},
     summary="Cancel a queued or running job",
 )
-def cancel_job(job_id: JobIdDep, response: Response, tenant: TenantDep, jobs: JobsDep) -> Any:
+def cancel_job(job_id: JobIdDep, response: Response, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> Any:
     """A queued job is canceled at once (200, status `canceled`); a running one is asked to stop
     (202, `cancel_requested: true`) and turns `canceled` at the worker's next step."""
     job, done = jobs.cancel(tenant, job_id)
     if not done:
         response.status_code = 202
+    else:
+        # A queued job that already ran part of its search (it yielded its worker, worker/task.py)
+        # has a checkpoint under its prefix, and nothing else; should the store fail, expiry removes it.
+        with contextlib.suppress(Exception):
+            store.delete_prefix(job_prefix(job_id))
     return jobs.view(job)

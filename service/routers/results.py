@@ -26,6 +26,7 @@ from spotlight.protocol import (
     ErrorCode,
     JobSpec,
     job_file,
+    member_weights_file,
     members_by_contribution_file,
     members_file,
 )
@@ -100,16 +101,15 @@ def get_members(
     ordered = members_file(k) if order == "weight" else members_by_contribution_file(k)
     try:
         members = store.load_npy(job_file(job_id, ordered))
-        weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
+        idx = np.asarray(members[offset : offset + limit], dtype=np.int64)
+        w = _page_weights(store, job_id, ordered, k, idx, offset)
     except FileNotFoundError:
         raise ApiError(
             404, ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id}
         ) from None
     reference = float(stored["loss_reference"])
     total = int(members.shape[0])
-    idx = np.asarray(members[offset : offset + limit], dtype=np.int64)
     try:
-        w = np.asarray(weights[idx, k], dtype=np.float64) if idx.size else np.empty(0)
         losses = np.asarray(files.losses()[idx], dtype=np.float64)
         contrib = contributions(np.clip(w, 0.0, 1.0), losses, spec.params.objective, reference)
         labels = files.labels()
@@ -133,6 +133,18 @@ def get_members(
         for j, i in enumerate(idx.tolist())
     ]
     return MembersOut(total=total, limit=limit, offset=offset, members=rows)
+
+
+def _page_weights(store: ArtifactStore, job_id: str, ordered: str, k: int, idx: np.ndarray, offset: int) -> np.ndarray:
+    """The page's kernel weights from the member file's own weights; results stored without them
+    (written by an older worker) give their column of weights.npy instead."""
+    try:
+        weights = store.load_npy(job_file(job_id, member_weights_file(ordered)))
+        return np.asarray(weights[offset : offset + idx.size], dtype=np.float64)
+    except FileNotFoundError:
+        if not idx.size:
+            return np.empty(0)
+        return np.asarray(store.load_npy(job_file(job_id, WEIGHTS_FILE))[idx, k], dtype=np.float64)
 
 
 def _dataset_gone(job_id: str, spec: JobSpec) -> ApiError:

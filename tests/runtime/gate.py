@@ -112,8 +112,8 @@ class _HeldReporter:
 def hold_searches(search: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap worker.task.search so every search is held at its first step."""
 
-    def held_search(inputs: Any, params: Any, reporter: Any) -> Any:
-        return search(inputs, params, _HeldReporter(reporter))
+    def held_search(inputs: Any, params: Any, reporter: Any, **kwargs: Any) -> Any:
+        return search(inputs, params, _HeldReporter(reporter), **kwargs)
 
     held_search.__wrapped__ = search  # type: ignore[attr-defined]
     return held_search

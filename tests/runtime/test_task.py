@@ -21,6 +21,7 @@ from spotlight.protocol import (
     cancel_key,
     dataset_file,
     job_file,
+    member_weights_file,
     members_by_contribution_file,
     members_file,
 )
@@ -75,6 +76,9 @@ def test_finished_job_writes_regions_weights_and_members(settings, store, redis_
         assert sorted(by_contribution.tolist()) == sorted(members.tolist())
         c = weights[by_contribution, k].astype(np.float64) * (losses[by_contribution] - stored["loss_reference"])
         assert (np.diff(c) <= 1e-9).all() and (c >= 0).all()
+        for name, rows in ((members_file(k), members), (members_by_contribution_file(k), by_contribution)):
+            beside = store.load_npy(job_file(spec.job_id, member_weights_file(name)))
+            assert np.array_equal(beside, weights[rows, k])  # what a members page reads
     # no temporary file left next to the results
     assert not [p for p in store.list(f"jobs/{spec.job_id}") if "/.tmp-" in p]
 

@@ -4,7 +4,9 @@ a queue of tenant A's large jobs — the large lane and the normal one are serve
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -85,6 +87,23 @@ def test_a_tenants_queued_work_is_capped_by_cost_and_others_are_unaffected(clien
     first = client.get("/v1/jobs", headers=AUTH["a"]).json()["jobs"][0]["id"]
     assert client.delete(f"/v1/jobs/{first}", headers=AUTH["a"]).status_code == 200
     assert client.post("/v1/jobs", json={"dataset": ds_a, "params": params}, headers=AUTH["a"]).status_code == 202
+
+
+def test_concurrent_submissions_cannot_both_take_the_last_of_the_budget(client: TestClient) -> None:
+    """The budget is checked and the job counted against it in one step, under the tenant's lock:
+    of eight submissions at once, each fitting alone, only as many as the budget holds are queued."""
+    params = {"n_spotlights": 1, "steps": 1000, "restarts": 100, "device": "cpu"}  # 1e8 each, 2.5e8 allowed
+    ds = _dataset(client, "a")
+    start = threading.Barrier(8)
+
+    def submit(_: int) -> int:
+        start.wait()
+        return client.post("/v1/jobs", json={"dataset": ds, "params": params}, headers=AUTH["a"]).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(submit, range(8)))
+    assert codes == [202, 202] + [429] * 6, codes
+    assert client.get("/v1/jobs", headers=AUTH["a"]).json()["total"] == 2
 
 
 # ----- one worker, two tenants -----

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import numpy as np
 from rq.job import Job
 
-from spotlight.protocol import META_STATUS, job_file, members_by_contribution_file, members_file
+from spotlight.protocol import (
+    META_STATUS,
+    job_file,
+    member_weights_file,
+    members_by_contribution_file,
+    members_file,
+)
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 N = 30
@@ -123,6 +130,26 @@ def test_results_are_409_until_finished_then_served(api: LiveApi) -> None:
         r = c.get(base + "/regions/2/members")
         assert r.status_code == 404 and r.json()["error"]["code"] == "region_not_found"
         assert c.get(base + "/regions/-1/members").status_code == 400
+
+
+def test_a_members_page_reads_the_member_files_weights_not_the_whole_weights_file(api: LiveApi) -> None:
+    """With each member file's weights beside it, a page never needs weights.npy (n x k): removed here,
+    the pages still carry every member's weight, in both orders."""
+    with api.client() as c:
+        job_id, weights, extra = _finished_job(api, c)
+        for k in range(2):
+            for name in (members_file(k), members_by_contribution_file(k)):
+                rows = api.store.load_npy(job_file(job_id, name))
+                api.store.save_npy(job_file(job_id, member_weights_file(name)), weights[rows, k])
+        os.remove(api.store.local_path(job_file(job_id, "weights.npy")))
+        api.store.write_json(job_file(job_id, "regions.json"), extra["regions"])
+        _mark_finished(api, job_id)
+        for order in ("weight", "contribution"):
+            page = c.get(f"/v1/jobs/{job_id}/regions/1/members", params={"limit": 4, "offset": 2, "order": order})
+            assert page.status_code == 200, page.text
+            members = page.json()["members"]
+            assert len(members) == 4
+            assert all(abs(m["weight"] - float(weights[m["index"], 1])) < 1e-6 for m in members)
 
 
 def test_members_after_dataset_deleted_is_410(api: LiveApi) -> None:

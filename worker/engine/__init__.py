@@ -2,7 +2,7 @@
 
 Interface (fixed; the RQ task, the benchmarks and the describe step program against it)::
 
-    from worker.engine import search, SearchResult, Region, SearchCanceled
+    from worker.engine import search, SearchResult, Region, SearchCanceled, SearchResume, SearchYielded
 
     result = search(
         embeddings,                 # np.ndarray | torch.Tensor, n x d, any float dtype (float32 used)
@@ -15,12 +15,14 @@ Interface (fixed; the RQ task, the benchmarks and the describe step program agai
         sample_weights=None,        # n non-negative floats (the authors' `counts`)
         progress=None,              # callable(spotlight: int, step: int, steps: int) -> None, 0-based spotlight
         should_stop=None,           # callable() -> bool, polled between steps; True raises SearchCanceled
+        should_yield=None,          # callable() -> bool, polled between regions; True raises SearchYielded
+        resume=None,                # SearchResume of a yielded search: go on from its regions
     ) -> SearchResult
 
 Nothing in a SearchResult is ever NaN or inf.
 """
 
-from worker.engine.result import Region, SearchCanceled, SearchResult
+from worker.engine.result import Region, SearchCanceled, SearchResult, SearchResume, SearchYielded
 from worker.engine.search import search
 
-__all__ = ["Region", "SearchCanceled", "SearchResult", "search"]
+__all__ = ["Region", "SearchCanceled", "SearchResult", "SearchResume", "SearchYielded", "search"]

@@ -13,6 +13,20 @@ class SearchCanceled(Exception):
     """Raised by `search` when its `should_stop` callback returned True between steps."""
 
 
+class SearchYielded(Exception):
+    """Raised by `search` when its `should_yield` callback returned True between two regions.
+
+    Carries the regions found so far as a `SearchResult` (weights n x j): handed back to `search`
+    as ``resume=SearchResume.of(partial)``, the search goes on with region j and ends with the
+    regions an uninterrupted run finds. Why an exception: the caller (the worker task) gives the
+    worker to another tenant's job and comes back later, so the search must unwind, not wait.
+    """
+
+    def __init__(self, partial: SearchResult) -> None:
+        super().__init__(f"yielded after {len(partial.regions)} region(s)")
+        self.partial = partial
+
+
 def _finite(x: float) -> float:
     """Outputs must never be NaN or inf; a non-finite value here is a bug worth failing on."""
     x = float(x)
@@ -49,6 +63,29 @@ class Region:
     converged: bool
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Region:
+        """The inverse of `to_dict` (keys it does not know go back into `extra`); float64 round trip is exact."""
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        prec = data["precision"]
+        return cls(
+            index=int(data["index"]),
+            center=np.asarray(data["center"], dtype=np.float64),
+            precision=float(prec) if isinstance(prec, float | int) else np.asarray(prec, dtype=np.float64),
+            kernel=str(data["kernel"]),
+            shape=str(data["shape"]),
+            objective=str(data["objective"]),
+            size_requested=float(data["size_requested"]),
+            total_weight=float(data["total_weight"]),
+            weighted_loss=float(data["weighted_loss"]),
+            mean_loss=float(data["mean_loss"]),
+            lift=float(data["lift"]),
+            feasible=bool(data["feasible"]),
+            steps_run=int(data["steps_run"]),
+            converged=bool(data["converged"]),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         prec = self.precision
         return {
@@ -81,3 +118,21 @@ class SearchResult:
     losses: np.ndarray  # float32, n: the losses searched (computed from logits + labels when not given)
     device: str  # the torch device the search ran on, e.g. "cpu" or "cuda:0"
     elapsed_s: float
+
+
+@dataclass
+class SearchResume:
+    """Where a yielded search goes on from: the regions it had found, in order, and their kernel values.
+
+    `weights` is the n x len(regions) float32 matrix of the partial result. The engine deflates the
+    scores by these columns exactly as the uninterrupted run did (the same float32 values, in the
+    same order) and seeds region j's restarts by [seed, j] as always, so resuming changes nothing
+    the objective defines.
+    """
+
+    regions: list[Region]
+    weights: np.ndarray
+
+    @classmethod
+    def of(cls, partial: SearchResult) -> SearchResume:
+        return cls(regions=list(partial.regions), weights=partial.weights)

@@ -24,7 +24,7 @@ from worker.engine.prepare import (
     resolve_device,
     standardise,
 )
-from worker.engine.result import Region, SearchCanceled, SearchResult
+from worker.engine.result import Region, SearchCanceled, SearchResult, SearchResume, SearchYielded
 
 # Below this many embedding entries (n * d) a CPU search runs on one thread: per-step work is then
 # a few hundred microseconds, and waking a second thread for each of ~40 small ops costs more than it
@@ -59,6 +59,8 @@ def search(
     sample_weights: ArrayLike | None = None,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
+    should_yield: ShouldStop | None = None,
+    resume: SearchResume | None = None,
 ) -> SearchResult:
     r"""Find `params.n_spotlights` regions of embedding space where the model does unusually badly (or well).
 
@@ -95,6 +97,12 @@ def search(
         Called after every optimiser step; ``steps`` is the cap (the search may stop earlier).
     should_stop : callable() -> bool, optional
         Polled before every step; returning True raises `SearchCanceled`.
+    should_yield : callable() -> bool, optional
+        Polled once a region is done and more remain; returning True raises `SearchYielded`
+        carrying the regions found so far.
+    resume : SearchResume, optional
+        The regions (and their n x j kernel values) of a search that yielded: this call finds
+        regions j, j+1, ... and returns all of them, as an uninterrupted search would have.
 
     Returns
     -------
@@ -109,6 +117,8 @@ def search(
         entropy penalty without its labels/predictions, CUDA requested but absent.
     SearchCanceled
         ``should_stop()`` returned True.
+    SearchYielded
+        ``should_yield()`` returned True; its ``partial`` is the result so far.
 
     Notes
     -----
@@ -180,7 +190,9 @@ def search(
 
     device = resolve_device(p.device)
     with _threads_for(device, n * x_shape[1]):
-        return _search(embeddings, loss_v, w, labels_v, preds_v, p, device, progress, should_stop, started)
+        return _search(
+            embeddings, loss_v, w, labels_v, preds_v, p, device, progress, should_stop, started, should_yield, resume
+        )
 
 
 @contextlib.contextmanager
@@ -207,6 +219,8 @@ def _search(
     progress: Progress | None,
     should_stop: ShouldStop | None,
     started: float,
+    should_yield: ShouldStop | None = None,
+    resume: SearchResume | None = None,
 ) -> SearchResult:
     n, d = embeddings.shape
     z, frame = standardise(embeddings, w, device, core.row_chunk(n, d, device))
@@ -218,7 +232,9 @@ def _search(
     k_all = np.zeros((n, p.n_spotlights), dtype=np.float32)
     regions: list[Region] = []
     scores = problem.scores.clone()
-    for j in range(p.n_spotlights):
+    if resume is not None:
+        scores = _resume(resume, regions, k_all, scores, p)
+    for j in range(len(regions), p.n_spotlights):
         found = _optimise_region(problem, scores, p, j, progress, should_stop)
         with torch.no_grad():
             u = core.scaled_distances(problem.data, found.mu[:, None], found.theta[:, None])
@@ -227,13 +243,42 @@ def _search(
         k_all[:, j] = k_np
         regions.append(_describe(j, k_np, found, frame, loss_v, w, problem.size, p))
         scores = deflate(scores, k, p.deflation)
+        if should_yield is not None and j + 1 < p.n_spotlights and should_yield():
+            raise SearchYielded(_result(regions, k_all[:, : j + 1].copy(), loss_v, z, started))
+    return _result(regions, k_all, loss_v, z, started)
+
+
+def _result(regions: list[Region], weights: np.ndarray, loss_v, z: torch.Tensor, started: float) -> SearchResult:
     return SearchResult(
         regions=regions,
-        weights=k_all,
+        weights=weights,
         losses=loss_v.astype(np.float32),
         device=str(z.device) if z.device.type == "cpu" else f"cuda:{z.device.index or 0}",
         elapsed_s=time.perf_counter() - started,
     )
+
+
+def _resume(
+    resume: SearchResume, regions: list[Region], k_all: np.ndarray, scores: torch.Tensor, p: SearchParams
+) -> torch.Tensor:
+    """Take a yielded search's regions into `regions` and `k_all`; the scores deflated by them, in order.
+
+    The columns are the float32 kernel values the earlier run deflated by, so the scores come out
+    as they were when it stopped (region j's restarts are seeded by [seed, j] either way).
+    """
+    done = len(resume.regions)
+    weights = np.asarray(resume.weights, dtype=np.float32)
+    if done > p.n_spotlights or weights.shape != (k_all.shape[0], done):
+        raise ValueError(
+            f"cannot resume from {done} region(s) with weights of shape {weights.shape}: "
+            f"expected at most {p.n_spotlights} regions and shape ({k_all.shape[0]}, {done})"
+        )
+    regions.extend(resume.regions)
+    k_all[:, :done] = weights
+    for j in range(done):
+        k = torch.from_numpy(np.ascontiguousarray(weights[:, j])).to(scores.device)
+        scores = deflate(scores, k, p.deflation)
+    return scores
 
 
 def deflate(scores: torch.Tensor, k: torch.Tensor, deflation: str) -> torch.Tensor:

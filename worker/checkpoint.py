@@ -1,0 +1,92 @@
+"""A yielded search's checkpoint: the regions found so far and their kernel values, in the artifact store.
+
+Why the store: the n x j kernel values are a big array, and big arrays never travel through Redis
+(the job's meta only says how many regions are done). Why under the job's prefix
+(``jobs/<id>/checkpoint/``): whatever removes a job's files — a failed or canceled run, the
+owner's cancel while it waits, expiry — removes its checkpoint with them.
+
+Layout, written in this order so that `state.json` names only a complete weights file:
+
+- ``checkpoint/weights_<j>.npy``: float32, n x j, the partial result's kernel values;
+- ``checkpoint/state.json``: the j regions (`Region.to_dict`, exact float64 round trip), the
+  weights file's name, and what the checkpoint belongs to (dataset sha256, rows, parameters).
+
+A checkpoint that cannot be read, or belongs to other inputs, is ignored: the search starts over,
+which costs time but never gives a wrong result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from spotlight.protocol import JobSpec, job_file
+from spotlight.store import ArtifactStore, StoreError
+from worker.engine.result import Region, SearchResult, SearchResume
+
+log = logging.getLogger("spotlight.worker.checkpoint")
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = f"{CHECKPOINT_DIR}/state.json"
+
+
+def _weights_file(done: int) -> str:
+    return f"{CHECKPOINT_DIR}/weights_{done}.npy"
+
+
+def _identity(spec: JobSpec, n: int) -> dict[str, object]:
+    return {"dataset_sha256": spec.dataset_sha256, "n": n, "params": spec.params.model_dump(mode="json")}
+
+
+def save(store: ArtifactStore, spec: JobSpec, partial: SearchResult) -> None:
+    """Store the partial result (raises StoreError or OSError when the store refuses it)."""
+    done = len(partial.regions)
+    n = int(partial.weights.shape[0])
+    previous = _stored_weights_file(store, spec.job_id)
+    store.save_npy(job_file(spec.job_id, _weights_file(done)), partial.weights)
+    store.write_json(
+        job_file(spec.job_id, STATE_FILE),
+        {
+            **_identity(spec, n),
+            "regions": [r.to_dict() for r in partial.regions],
+            "weights": _weights_file(done),
+        },
+    )
+    if previous and previous != _weights_file(done):
+        with contextlib.suppress(Exception):  # an older, smaller weights file: only space
+            store.fs.rm(store.full(job_file(spec.job_id, previous)))
+
+
+def load(store: ArtifactStore, spec: JobSpec, n: int) -> SearchResume | None:
+    """The stored checkpoint of this job, None when there is none or it does not fit its inputs."""
+    path = job_file(spec.job_id, STATE_FILE)
+    try:
+        if not store.exists(path):
+            return None
+        state = store.read_json(path)
+        if {k: state.get(k) for k in ("dataset_sha256", "n", "params")} != _identity(spec, n):
+            log.warning("job %s: its checkpoint belongs to other inputs; starting over", spec.job_id)
+            return None
+        regions = [Region.from_dict(r) for r in state["regions"]]
+        weights = store.load_npy(job_file(spec.job_id, str(state["weights"])), mmap=False)
+    except (StoreError, OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("job %s: its checkpoint cannot be read (%s); starting over", spec.job_id, exc)
+        return None
+    if weights.shape != (n, len(regions)) or len(regions) > spec.params.n_spotlights:
+        log.warning("job %s: its checkpoint has weights of shape %s; starting over", spec.job_id, weights.shape)
+        return None
+    return SearchResume(regions=regions, weights=weights)
+
+
+def clear(store: ArtifactStore, job_id: str) -> None:
+    """Remove the job's checkpoint (its results, when finished, stay)."""
+    with contextlib.suppress(Exception):  # a leftover checkpoint is only space; expiry removes it with the job
+        store.delete_prefix(job_file(job_id, CHECKPOINT_DIR))
+
+
+def _stored_weights_file(store: ArtifactStore, job_id: str) -> str | None:
+    with contextlib.suppress(Exception):
+        path = job_file(job_id, STATE_FILE)
+        if store.exists(path):
+            return str(store.read_json(path).get("weights"))
+    return None
