@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score
 
 from spotlight import kernel
 from spotlight.evidence import EvidenceMissing, columns
-from worker.engine import search
+from worker.engine import Region, SearchResume, SearchYielded, search
 from worker.engine.prepare import Frame, add_evidence
 
 from .conftest import planted_problem
@@ -127,3 +127,22 @@ def test_no_labels_no_change_on_the_planted_ball() -> None:
     result = search(x, loss, PARAMS)
     assert "evidence" not in result.regions[0].to_dict()
     assert average_precision_score(planted, result.weights[:, 0]) > 0.8
+
+
+def test_a_yielded_search_with_evidence_resumes_to_the_uninterrupted_regions() -> None:
+    """Regions with an evidence term go through the worker's JSON checkpoint and come back whole."""
+    x, loss, labels, predictions, _ = _scattered_class(n=800, d=5, seed=4)
+    params = {**PARAMS, "n_spotlights": 3, "steps": 120, "restarts": 3, "evidence": "labels_predictions"}
+    whole = search(x, loss, params, labels=labels, predictions=predictions)
+    with pytest.raises(SearchYielded) as caught:
+        search(x, loss, params, labels=labels, predictions=predictions, should_yield=lambda: True)
+    partial = caught.value.partial
+    stored = [Region.from_dict(r.to_dict()) for r in partial.regions]
+    assert stored[0].to_dict()["evidence"] == partial.regions[0].to_dict()["evidence"]
+    resumed = search(
+        x, loss, params, labels=labels, predictions=predictions, resume=SearchResume(stored, partial.weights.copy())
+    )
+    for k, (a, b) in enumerate(zip(resumed.regions, whole.regions, strict=True)):
+        assert a.weighted_loss == pytest.approx(b.weighted_loss, rel=1e-5, abs=1e-6)
+        assert a.to_dict()["evidence"]["kind"] == "labels_predictions"
+        np.testing.assert_allclose(resumed.weights[:, k], whole.weights[:, k], atol=1e-4)
