@@ -119,6 +119,12 @@ class JobWaitTimeout(SpotlightError, TimeoutError):
     """`Job.wait(timeout=...)` ran out before the job ended (the job itself goes on)."""
 
 
+def _codes_or_names(values: Any) -> np.ndarray:
+    """Labels or predictions to send: numbers as int64 codes, anything else as text (class names)."""
+    v = np.asarray(values).ravel()
+    return v.astype(np.int64) if np.issubdtype(v.dtype, np.number) else v
+
+
 class Region(dict[str, Any]):
     """One region as the API returns it (a dict: ``r["lift"]``), plus :meth:`weights` for new data."""
 
@@ -249,14 +255,17 @@ class Job:
             x = np.asarray(dataset, dtype=np.float64)
             if x.ndim != 2:
                 raise ValueError(f"score wants embeddings as an n x d array, got shape {list(x.shape)}")
-            codes = {
-                name: np.asarray(v).astype(np.int64).ravel()
+            codes = {  # class names or integer codes, as the job's dataset had them
+                name: _codes_or_names(v)
                 for name, v in (("labels", labels), ("predictions", predictions))
                 if v is not None
             }
             if x.size <= INLINE_SCORE_VALUES:
                 # scored as they are: nothing is stored
-                body = {"embeddings": x.tolist(), **{k: v.tolist() for k, v in codes.items()}}
+                body = {
+                    "embeddings": x.tolist(),
+                    **{k: [c if isinstance(c, int) else str(c) for c in v.tolist()] for k, v in codes.items()},
+                }
             else:  # too big for one JSON body: store them once (losses are not used)
                 stored = self.client.upload(
                     x,

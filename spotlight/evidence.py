@@ -12,6 +12,7 @@ evidence term from them when scoring new rows, so both compute the same u.
 
 A region found with evidence carries, besides its centre and precision in embedding space, an
 ``evidence`` object: ``{"kind", "weight", "n_labels", "n_predictions", "center", "precision"}``
+(plus ``class_names`` when the job's labels were text: other rows' labels are then matched by name)
 where ``center`` and ``precision`` are per evidence column in one-hot units (a label column's centre
 is near 1 when the region is that class), and the region's scaled distance is
 u(x, y, ŷ) = sum_j p_j (x_j - c_j)^2 + sum_e precision_e (column_e(y, ŷ) - center_e)^2.
@@ -80,11 +81,34 @@ def widths(kind: str, labels: np.ndarray | None, predictions: np.ndarray | None)
     return n_labels, n_predictions
 
 
+def as_codes(values: Any, class_names: list[str] | None, name: str) -> np.ndarray:
+    """Rows' labels or predictions as the codes of the search's columns.
+
+    Integers are taken as those codes. Text is matched by name against the job's `class_names`
+    (labels and predictions share one vocabulary, spotlight/classes.py); a name the job never saw
+    gets code -1 (no column set). Text for a job whose labels were integers is refused."""
+    v = np.asarray(values).reshape(-1)
+    if v.size == 0 or np.issubdtype(v.dtype, np.integer):
+        return v.astype(np.int64)
+    if np.issubdtype(v.dtype, np.floating) or v.dtype == bool:
+        if not np.all(np.isfinite(v)) or np.any(v != np.round(v)):
+            raise ValueError(f"{name} must be integer codes or class names")
+        return v.astype(np.int64)
+    if not class_names:
+        raise EvidenceMissing(f"{name} are class names, but the job's were integer codes: give the codes")
+    index = {str(c): i for i, c in enumerate(class_names)}
+    return np.asarray([index.get(str(x), -1) for x in v], dtype=np.int64)
+
+
 def term(evidence: Mapping[str, Any], labels: Any | None, predictions: Any | None, n: int) -> np.ndarray:
-    """The region's evidence part of u for n rows: sum_e precision_e (column_e - center_e)^2."""
+    """The region's evidence part of u for n rows: sum_e precision_e (column_e - center_e)^2.
+
+    `labels` / `predictions`: integer codes as the job's dataset had them, or class names (matched
+    against the job's `class_names`, stored in the region's evidence when the job had names)."""
     kind = str(evidence["kind"])
-    lab = None if labels is None else np.asarray(labels).reshape(-1)
-    pred = None if predictions is None else np.asarray(predictions).reshape(-1)
+    names = evidence.get("class_names")
+    lab = None if labels is None else as_codes(labels, names, "labels")
+    pred = None if predictions is None else as_codes(predictions, names, "predictions")
     for name, v in (("labels", lab), ("predictions", pred)):
         if v is not None and v.shape[0] != n:
             raise ValueError(f"{name} must have {n} entries (one per row), got {v.shape[0]}")

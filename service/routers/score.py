@@ -25,7 +25,7 @@ from service.errors import error_responses
 from service.ingest import build_from_spec, workspace
 from service.routers.results import _read_regions, finished_spec
 from service.schemas import DatasetSpec
-from spotlight import kernel
+from spotlight import classes, kernel
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.errors import Gone, InvalidInput, NotFound, TooLarge
 from spotlight.members import member_min_weight, members_at_or_above
@@ -49,12 +49,12 @@ class ScoreRequest(BaseModel):
     dataset: DatasetSpec | None = Field(
         None, description='Or a dataset: an id (ds_…), inline arrays, or {"uri": …} (stored first, like an upload).'
     )
-    labels: list[int] | None = Field(
+    labels: list[int] | list[str] | None = Field(
         None,
-        description="With bare embeddings: each row's label (integer codes, as the job's dataset), needed by "
-        "regions found with label evidence (evidence_weight > 0). A dataset brings its own.",
+        description="With bare embeddings: each row's label (class names, or integer codes as the job's dataset "
+        "had them), needed by regions found with label evidence (evidence_weight > 0). A dataset brings its own.",
     )
-    predictions: list[int] | None = Field(
+    predictions: list[int] | list[str] | None = Field(
         None,
         description="With bare embeddings: each row's predicted class, needed by regions found with "
         "evidence 'labels_predictions' or 'mismatch'.",
@@ -134,6 +134,9 @@ def score(
             x = files.embeddings()
             ids = files.ids()
             labels, predictions = files.labels(), files.predictions()
+            names = files.manifest().get(classes.MANIFEST_KEY)
+            if names:  # this dataset's own codes: compare by name with the job's (spotlight/evidence.py)
+                labels, predictions = classes.names_of(labels, names), classes.names_of(predictions, names)
         columns = [kernel.region_weights(x, region, labels=labels, predictions=predictions) for region in regions]
     except kernel.RegionSpaceError as exc:
         raise InvalidInput(ErrorCode.VALIDATION, str(exc), {"job": job_id}) from None

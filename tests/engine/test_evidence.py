@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from spotlight import kernel
-from spotlight.evidence import EvidenceMissing, columns
+from spotlight.evidence import EvidenceMissing, as_codes, columns, term
 from worker.engine import Region, SearchResume, SearchYielded, search
 from worker.engine.prepare import Frame, add_evidence
 
@@ -146,3 +146,18 @@ def test_a_yielded_search_with_evidence_resumes_to_the_uninterrupted_regions() -
         assert a.weighted_loss == pytest.approx(b.weighted_loss, rel=1e-5, abs=1e-6)
         assert a.to_dict()["evidence"]["kind"] == "labels_predictions"
         np.testing.assert_allclose(resumed.weights[:, k], whole.weights[:, k], atol=1e-4)
+
+
+def test_rows_labels_may_be_class_names_matched_by_name() -> None:
+    names = ["cat", "dog", "eight"]
+    assert as_codes(np.array(["eight", "cat", "owl"]), names, "labels").tolist() == [2, 0, -1]  # owl: unseen
+    assert as_codes([2, 0], names, "labels").tolist() == [2, 0]  # codes stay codes
+    assert as_codes(np.array([1.0, 2.0]), None, "labels").tolist() == [1, 2]
+    with pytest.raises(EvidenceMissing, match="integer codes"):
+        as_codes(["cat"], None, "labels")  # the job's labels had no names
+    with pytest.raises(ValueError, match="integer codes or class names"):
+        as_codes([0.5], names, "labels")
+    region = {"kind": "labels", "n_labels": 3, "n_predictions": 0, "center": [0.0, 0.0, 1.0], "precision": 2.0}
+    by_name = term({**region, "class_names": names}, ["eight", "cat"], None, 2)
+    by_code = term(region, [2, 0], None, 2)
+    assert by_name.tolist() == by_code.tolist() == [0.0, 4.0]

@@ -83,3 +83,32 @@ def test_a_stored_dataset_brings_its_own_labels(api: LiveApi) -> None:
         assert np.allclose(served, want, rtol=1e-5)
         both = c.post(f"/v1/jobs/{job_id}/score", json={"dataset": ds["id"], "labels": [0] * N})
         assert both.status_code in (400, 422)
+
+
+def test_text_labels_are_matched_by_name_across_datasets(api: LiveApi) -> None:
+    """Each dataset codes its text labels by its own vocabulary; the region's columns are the job's codes,
+    so the route compares names (the worker stores the job's class names in the region's evidence)."""
+    with api.client() as c:
+        job_id, data, region = _finished_job_with_evidence(api, c)
+        region["evidence"]["class_names"] = ["ant", "bee", "cat"]  # the job's codes 0, 1, 2
+        api.store.write_json(
+            job_file(job_id, "regions.json"), {"regions": [region], "objective": "max_loss", "loss_reference": 0.0}
+        )
+        rng = np.random.default_rng(5)
+        text = rng.choice(["bee", "cat", "cow"], size=N)  # this dataset's vocabulary: bee 0, cat 1, cow 2
+        other = {**toy(N, seed=4), "labels": text}
+        other.pop("predictions")
+        ds = c.post("/v1/datasets", files={"file": ("t.npz", npz_bytes(**other))})
+        assert ds.status_code == 201, ds.text
+        answer = c.post(f"/v1/jobs/{job_id}/score", json={"dataset": ds.json()["id"]})
+        assert answer.status_code == 200, answer.text
+        served = np.asarray(answer.json()["weights"])[:, 0]
+        job_codes = np.select([text == "ant", text == "bee", text == "cat"], [0, 1, 2], -1)
+        want = kernel.region_weights(other["embeddings"], region, labels=job_codes)
+        assert np.allclose(served, want, rtol=1e-5)
+        assert served[text == "cat"].mean() > 5 * served[text != "cat"].mean()  # cat is the region's class
+        inline = c.post(
+            f"/v1/jobs/{job_id}/score", json={"embeddings": other["embeddings"].tolist(), "labels": text.tolist()}
+        )
+        assert inline.status_code == 200, inline.text
+        assert np.allclose(np.asarray(inline.json()["weights"])[:, 0], want, rtol=1e-5)
