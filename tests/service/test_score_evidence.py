@@ -112,3 +112,35 @@ def test_text_labels_are_matched_by_name_across_datasets(api: LiveApi) -> None:
         )
         assert inline.status_code == 200, inline.text
         assert np.allclose(np.asarray(inline.json()["weights"])[:, 0], want, rtol=1e-5)
+
+
+def test_evidence_asked_for_by_name_must_have_its_fields(api: LiveApi) -> None:
+    with api.client() as c:
+        plain = toy(N)
+        bare = c.post(
+            "/v1/datasets",
+            files={"file": ("b.npz", npz_bytes(embeddings=plain["embeddings"], losses=plain["losses"]))},
+        ).json()["id"]
+        labelled = c.post(
+            "/v1/datasets",
+            files={
+                "file": (
+                    "l.npz",
+                    npz_bytes(embeddings=plain["embeddings"], losses=plain["losses"], labels=plain["labels"]),
+                )
+            },
+        ).json()["id"]
+        # the default uses labels when there are some: no labels, no evidence, no error
+        assert c.post("/v1/jobs", json={"dataset": bare, "params": {"device": "cpu"}}).status_code == 202
+        for dataset, params, missing in (
+            (bare, {"evidence_weight": 1.0}, "labels"),
+            (labelled, {"evidence": "mismatch"}, "predictions"),
+            (labelled, {"evidence": "labels_predictions", "evidence_weight": 2.0}, "predictions"),
+        ):
+            r = c.post("/v1/jobs", json={"dataset": dataset, "params": {**params, "device": "cpu"}})
+            assert r.status_code == 400, r.text
+            assert missing in r.json()["error"]["message"] and "evidence_weight to 0" in r.json()["error"]["message"]
+        ok = c.post("/v1/jobs", json={"dataset": labelled, "params": {"evidence": "labels", "device": "cpu"}})
+        assert ok.status_code == 202, ok.text
+        off = c.post("/v1/jobs", json={"dataset": bare, "params": {"evidence_weight": 0.0, "device": "cpu"}})
+        assert off.status_code == 202, off.text
