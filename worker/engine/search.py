@@ -17,6 +17,7 @@ from worker.engine import core
 from worker.engine.prepare import (
     ArrayLike,
     Frame,
+    add_evidence,
     as_vector,
     losses_from_logits,
     project_pca,
@@ -88,7 +89,8 @@ def search(
         With ``labels``, gives the losses; with ``prediction_entropy_coeff`` > 0 and no
         ``predictions``, their argmax gives the predictions.
     labels, predictions : int arrays of shape (n,), optional
-        Needed by the label and prediction entropy penalties.
+        Label evidence (``evidence_weight`` > 0, the default: one-hot columns appended to the
+        standardised embeddings, see `spotlight.evidence`); the entropy penalties.
     sample_weights : array of shape (n,), optional
         Non-negative weight (count) of each example, :math:`w_i`; all ones by default.
     progress : callable(spotlight, step, steps), optional
@@ -173,7 +175,7 @@ def search(
         given = as_vector(losses, n, "losses")
         assert given is not None  # losses is not None here
         loss_v = given
-    if preds_v is None and logits is not None and p.prediction_entropy_coeff > 0:
+    if preds_v is None and logits is not None and (p.prediction_entropy_coeff > 0 or p.evidence_weight > 0):
         lg = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
         preds_v = np.asarray(lg).argmax(1).astype(np.int64)
     if p.label_entropy_coeff > 0 and labels_v is None:
@@ -224,6 +226,7 @@ def _search(
     z, frame = standardise(embeddings, w, device, core.row_chunk(n, d, device))
     if p.pca_components is not None:
         z, frame = project_pca(z, w, frame, p.pca_components, core.row_chunk(n, d, device))
+    z, frame = add_evidence(z, frame, labels_v, preds_v, w, p.evidence, p.evidence_weight)
     problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device)
 
     k_all = np.zeros((n, p.n_spotlights), dtype=np.float32)
@@ -491,9 +494,7 @@ def _describe(
     tau = np.exp(found.theta.double().cpu().numpy()) / dz
     per_dim = np.asarray(frame.precision(tau), dtype=np.float64).ravel()
     precision: float | np.ndarray = float(per_dim[0]) if p.shape == "spherical" else per_dim
-    extra: dict[str, Any] = {}
-    if frame.basis is not None:
-        extra = {"pca_components": int(frame.basis.shape[1]), "precision_space": "pca"}
+    extra = frame.region_extra(found.mu.double().cpu().numpy(), np.atleast_1d(tau))
     return Region(
         index=j,
         center=_finite_array(frame.center(found.mu.double().cpu().numpy())),
