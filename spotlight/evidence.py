@@ -27,6 +27,10 @@ import numpy as np
 
 EvidenceKind = Literal["labels_predictions", "labels", "mismatch"]
 KINDS: tuple[str, ...] = ("labels_predictions", "labels", "mismatch")
+# One column per class code 0..max: codes past this many columns (ids, not classes; or a 1 000-class
+# model) would cost n x c memory and search time for a one-hot that no longer says "which class" to a
+# person, so the search then uses no evidence (`usable`).
+MAX_COLUMNS = 128
 
 
 class EvidenceMissing(ValueError):
@@ -43,7 +47,7 @@ def needs(kind: str) -> tuple[bool, bool]:
 
 
 def _one_hot(codes: np.ndarray, width: int) -> np.ndarray:
-    out = np.zeros((codes.shape[0], width), dtype=np.float64)
+    out = np.zeros((codes.shape[0], width), dtype=np.float32)
     seen = (codes >= 0) & (codes < width)  # a class the search never saw: no column is 1
     out[np.flatnonzero(seen), codes[seen]] = 1.0
     return out
@@ -56,20 +60,25 @@ def columns(
     n_labels: int,
     n_predictions: int,
 ) -> np.ndarray:
-    """The n x c evidence columns (0/1, float64) of rows with these integer labels/predictions."""
+    """The n x c evidence columns (0/1, float32) of rows with these integer labels/predictions."""
     need_labels, need_predictions = needs(kind)
     if (need_labels and labels is None) or (need_predictions and predictions is None):
         wanted = "labels and predictions" if need_labels and need_predictions else "labels"
         raise EvidenceMissing(f"evidence {kind!r} needs the rows' {wanted}")
     if kind == "mismatch":
         assert labels is not None and predictions is not None
-        return (np.asarray(labels) != np.asarray(predictions)).astype(np.float64)[:, None]
+        return (np.asarray(labels) != np.asarray(predictions)).astype(np.float32)[:, None]
     assert labels is not None
     blocks = [_one_hot(np.asarray(labels, dtype=np.int64), n_labels)]
     if kind == "labels_predictions":
         assert predictions is not None
         blocks.append(_one_hot(np.asarray(predictions, dtype=np.int64), n_predictions))
     return np.concatenate(blocks, axis=1)
+
+
+def usable(n_labels: int, n_predictions: int) -> bool:
+    """Whether evidence this wide is used (at most MAX_COLUMNS columns)."""
+    return n_labels + n_predictions <= MAX_COLUMNS
 
 
 def widths(kind: str, labels: np.ndarray | None, predictions: np.ndarray | None) -> tuple[int, int]:

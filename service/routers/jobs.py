@@ -51,13 +51,13 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
     # must be usable (spotlight/evidence.py)
     asked = {"evidence", "evidence_weight"} & params.model_fields_set
     if asked and params.evidence_weight > 0:
-        needs = ["labels"] + ([] if params.evidence == "labels" else ["predictions"])
-        missing = [f for f in needs if f not in dataset.fields]
+        required = ["labels"] + ([] if params.evidence == "labels" else ["predictions"])
+        missing = [f for f in required if f not in dataset.fields]
         if missing:
             raise ApiError(
                 400,
                 ErrorCode.VALIDATION,
-                f"evidence {params.evidence!r} needs {' and '.join(needs)}, and dataset {dataset.id} has no "
+                f"evidence {params.evidence!r} needs {' and '.join(required)}, and dataset {dataset.id} has no "
                 f"{' or '.join(missing)}; upload them with it, choose another evidence, or set evidence_weight to 0",
                 {"field": f"params.{sorted(asked)[0]}", "dataset_fields": list(dataset.fields)},
             )

@@ -64,6 +64,20 @@ def test_nothing_is_appended_without_weight_or_what_the_kind_needs() -> None:
     assert add_evidence(z, frame, labels, None, w, "mismatch", 1.0)[0] is z  # needs predictions too
 
 
+def test_codes_too_wide_for_columns_use_no_evidence_rather_than_n_by_max_code_memory() -> None:
+    """Labels that are ids (a code of 10**9) would mean a billion columns per row: nothing is appended."""
+    z = torch.zeros(10, 3)
+    frame = Frame(mean=np.zeros(3), scale=1.0, basis=None)
+    w = np.ones(10)
+    wide = np.arange(10) * 10**8
+    assert add_evidence(z, frame, wide, None, w, "labels", 1.0)[0] is z
+    assert add_evidence(z, frame, np.arange(10) % 2, wide, w, "labels_predictions", 1.0)[0] is z
+    x, loss, labels, predictions, _ = _scattered_class(n=400)
+    found = search(x, loss, PARAMS, labels=labels * 10**8, predictions=predictions)
+    assert "evidence" not in found.regions[0].to_dict()
+    assert np.array_equal(found.weights, search(x, loss, PARAMS).weights)
+
+
 def test_weight_zero_is_the_search_without_labels() -> None:
     x, loss, labels, predictions, _ = _scattered_class(n=600)
     off = search(x, loss, {**PARAMS, "evidence_weight": 0.0}, labels=labels, predictions=predictions)

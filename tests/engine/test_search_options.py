@@ -100,6 +100,15 @@ def test_label_entropy_penalty_makes_regions_purer() -> None:
     assert _label_entropy(pure.weights[:, 0], labels) < 0.5 * _label_entropy(plain.weights[:, 0], labels)
 
 
+def test_the_label_entropy_penalty_does_not_depend_on_which_codes_the_classes_have() -> None:
+    """Id-like codes (10**9) would make an R x 10**9 mass table; the entropy is the same renumbered."""
+    x, loss, labels = _two_label_problem()
+    params = {**PARAMS, "evidence_weight": 0.0, "label_entropy_coeff": 5.0}
+    small = search(x, loss, params, labels=labels)
+    sparse = search(x, loss, params, labels=labels * 10**9 + 7)
+    assert np.allclose(small.weights, sparse.weights, atol=1e-6)
+
+
 def test_prediction_entropy_penalty_uses_argmax_of_logits() -> None:
     x, loss, labels = _two_label_problem()
     logits = np.stack([-x[:, 1], x[:, 1]], 1).astype(np.float32) * 4  # argmax == labels

@@ -231,8 +231,9 @@ def add_evidence(
 ) -> tuple[torch.Tensor, Frame]:
     """z with label/prediction columns appended (spotlight/evidence.py), or z unchanged.
 
-    Nothing is appended when `weight` is 0 or the job lacks what `kind` needs (labels, and for
-    'labels_predictions'/'mismatch' predictions too): evidence is used when there is some. The
+    Nothing is appended when `weight` is 0, the job lacks what `kind` needs (labels, and for
+    'labels_predictions'/'mismatch' predictions too), or the codes need more than
+    `evidence.MAX_COLUMNS` columns: evidence is used when there is some, of a readable width. The
     columns are centred (weighted) and scaled as `Evidence` says; a copy of z with c more columns
     is made (c = classes of labels + classes of predictions, or 1 for 'mismatch').
     """
@@ -240,11 +241,15 @@ def add_evidence(
     if weight <= 0 or (need_labels and labels is None) or (need_predictions and predictions is None):
         return z, frame
     n_labels, n_predictions = evidence_columns.widths(kind, labels, predictions)
+    if not evidence_columns.usable(n_labels, n_predictions):
+        return z, frame
     cols = evidence_columns.columns(kind, labels, predictions, n_labels, n_predictions)
     mean = np.average(cols, axis=0, weights=weights)
     k = z.shape[1]
     scale = float(weight * np.sqrt(k))
-    tail = torch.from_numpy(((cols - mean) * scale).astype(np.float32)).to(z.device)
+    cols -= mean.astype(np.float32)
+    cols *= np.float32(scale)
+    tail = torch.from_numpy(cols).to(z.device)
     ev = Evidence(
         kind=kind, weight=float(weight), n_labels=n_labels, n_predictions=n_predictions, scale=scale, mean=mean
     )

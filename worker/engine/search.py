@@ -334,8 +334,11 @@ class _Problem:
             regs = core.Regularisers(codes=[], n_classes=[], coeffs=[])
             for codes, coeff in pairs:
                 if coeff > 0 and codes is not None:
-                    regs.codes.append(torch.from_numpy(codes).to(device))
-                    regs.n_classes.append(int(codes.max()) + 1)
+                    # The entropy does not depend on which code a class has: codes renumbered 0..c-1
+                    # keep its R x c mass table small when codes are sparse (ids such as 10**9).
+                    distinct, compact = np.unique(codes, return_inverse=True)
+                    regs.codes.append(torch.from_numpy(compact.astype(np.int64).ravel()).to(device))
+                    regs.n_classes.append(int(distinct.size))
                     regs.coeffs.append(coeff / unit)
         wt = torch.from_numpy(w.astype(np.float32)).to(device)
         n_total = float(w.sum())
