@@ -49,6 +49,8 @@ class Setting:
     x_test: np.ndarray  # held-out embeddings
     loss_test: np.ndarray
     slice_test: np.ndarray  # bool: the planted slice
+    labels_test: np.ndarray  # the held-out rows' labels (what a job's `labels` array holds)
+    predictions_test: np.ndarray  # the model's predicted class of each held-out row
 
 
 def _augmented_digits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -85,12 +87,14 @@ def _train_mlp(x: np.ndarray, y: np.ndarray, seed: int, epochs: int = 40) -> tor
     return model
 
 
-def _held_out(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _held_out(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Held-out embeddings, losses and predicted classes."""
     with torch.no_grad():
         xt = torch.from_numpy(x)
         emb = model[0](xt)
-        loss = torch.nn.functional.cross_entropy(model[1](emb), torch.from_numpy(y).long(), reduction="none")
-    return emb.numpy(), loss.numpy()
+        logits = model[1](emb)
+        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y).long(), reduction="none")
+    return emb.numpy(), loss.numpy(), logits.argmax(1).numpy()
 
 
 def build_settings(seed: int = 0) -> list[Setting]:
@@ -106,24 +110,25 @@ def build_settings(seed: int = 0) -> list[Setting]:
     # 1. Rare subgroup: 97 % of the training 8s removed.
     keep = (y_tr != 8) | (rng.random(len(y_tr)) < 0.03)
     model = _train_mlp(x_tr[keep], y_tr[keep], seed)
-    emb, loss = _held_out(model, x_te, y_te)
-    settings.append(Setting("rare", "class 8 nearly absent from training (3 % kept)", emb, loss, y_te == 8))
+    emb, loss, pred = _held_out(model, x_te, y_te)
+    settings.append(Setting("rare", "class 8 nearly absent from training (3 % kept)", emb, loss, y_te == 8, y_te, pred))
 
     # 2. Noisy labels inside one class: 60 % of the training 5s relabelled at random.
     y_noisy = y_tr.copy()
     flip = (y_tr == 5) & (rng.random(len(y_tr)) < 0.6)
     y_noisy[flip] = rng.integers(0, 10, size=int(flip.sum()))
     model = _train_mlp(x_tr, y_noisy, seed + 1)
-    emb, loss = _held_out(model, x_te, y_te)
-    settings.append(Setting("noisy", "60 % of training 5s given random labels", emb, loss, y_te == 5))
+    emb, loss, pred = _held_out(model, x_te, y_te)
+    settings.append(Setting("noisy", "60 % of training 5s given random labels", emb, loss, y_te == 5, y_te, pred))
 
     # 3. Sub-class by an input attribute: heavy-ink 7s (top 40 % of the class's ink) relabelled as 1.
     cut = np.quantile(ink_tr[y_tr == 7], 0.6)
     y_sub = y_tr.copy()
     y_sub[(y_tr == 7) & (ink_tr > cut)] = 1
     model = _train_mlp(x_tr, y_sub, seed + 2)
-    emb, loss = _held_out(model, x_te, y_te)
-    settings.append(Setting("ink", "heavy-ink 7s relabelled 1 in training", emb, loss, (y_te == 7) & (ink_te > cut)))
+    emb, loss, pred = _held_out(model, x_te, y_te)
+    heavy = (y_te == 7) & (ink_te > cut)
+    settings.append(Setting("ink", "heavy-ink 7s relabelled 1 in training", emb, loss, heavy, y_te, pred))
     return settings
 
 
@@ -172,17 +177,39 @@ def evaluate(settings: list[Setting], authors_steps: int, variants: dict[str, di
         size = params.size_count(len(s.loss_test))
         for name, update in variants.items():
             t = time.perf_counter()
-            res = search(s.x_test, s.loss_test, params.model_copy(update=update))
+            res = search(
+                s.x_test,
+                s.loss_test,
+                params.model_copy(update=update),
+                labels=s.labels_test,
+                predictions=s.predictions_test,
+            )
             both(s, name, res.weights, int(not np.all(np.isfinite(res.weights))), time.perf_counter() - t)
-        t = time.perf_counter()
-        w, nan = authors_spotlight.run(s.x_test, s.loss_test, size, N_REGIONS, steps=authors_steps)
-        both(s, "authors (flat, 5000 st.)", w, nan, time.perf_counter() - t)
+        if authors_steps > 0:  # 0: a tuning run without the (slow) authors' optimiser
+            t = time.perf_counter()
+            w, nan = authors_spotlight.run(s.x_test, s.loss_test, size, N_REGIONS, steps=authors_steps)
+            both(s, "authors (flat, 5000 st.)", w, nan, time.perf_counter() - t)
         rows.append(
             dict(setting=s.name, method="loss ranking", scores=_scores(s.slice_test, s.loss_test), nan=0, seconds=0.0)
         )
         sq = ((s.x_test - s.x_test[s.slice_test].mean(0)) ** 2).sum(1)
         rows.append(
             dict(setting=s.name, method="oracle · distance", scores=_scores(s.slice_test, -sq), nan=0, seconds=0.0)
+        )
+        # like with like for the rows that use label evidence: the distance to the slice's centroid in the
+        # space they search (standardised embeddings plus one-hot labels scaled by sqrt(d), evidence weight 1)
+        centred = s.x_test - s.x_test.mean(0)
+        z = centred / np.sqrt((centred**2).sum(1).mean() / centred.shape[1])
+        aug = np.hstack([z, np.sqrt(z.shape[1]) * np.eye(int(s.labels_test.max()) + 1)[s.labels_test]])
+        sq_labels = ((aug - aug[s.slice_test].mean(0)) ** 2).sum(1)
+        rows.append(
+            dict(
+                setting=s.name,
+                method="oracle · distance, with labels",
+                scores=_scores(s.slice_test, -sq_labels),
+                nan=0,
+                seconds=0.0,
+            )
         )
         # like with like for contributions: a gaussian of the distance to the slice centroid (bandwidth:
         # the median squared distance), times loss
@@ -256,6 +283,12 @@ def print_goals(names: list[str], ap: dict, mean_ap: dict, rows: list[dict]) -> 
         f"#   mean AP vs oracle: {mean_ap[product] / mean_ap['oracle · distance']:.1%} of 'oracle · distance', "
         f"{mean_ap[product] / mean_ap['oracle · contribution']:.1%} of 'oracle · contribution' (goal >= 95 %)"
     )
+    with_labels = mean_ap["oracle · distance, with labels"]
+    print(
+        f"#   like with like (the oracle that sees the labels the default uses as evidence): "
+        f"{mean_ap[product] / with_labels:.1%} of 'oracle · distance, with labels'; by weight "
+        f"{mean_ap['engine gaussian · weight'] / with_labels:.1%}"
+    )
     print(f"#   NaN regions returned by the engine: {nan}")
     weight_row = "engine gaussian · weight"
     wins = ", ".join(n for n in names if ap[(weight_row, n)] > ap[("loss ranking", n)]) or "no setting"
@@ -265,20 +298,37 @@ def print_goals(names: list[str], ap: dict, mean_ap: dict, rows: list[dict]) -> 
     )
 
 
-MULTI_VARIANTS = {
-    "engine (default: deflation tails)": {},
-    "engine, deflation paper": {"deflation": "paper"},
+# Every engine row gets the setting's labels and predictions, as a job with them would; the defaults use
+# them as evidence (evidence_weight 1, one-hot labels), "no evidence" rows search embedding space alone.
+SINGLE_VARIANTS = {
+    "engine flat": {"kernel": "flat"},
+    "engine gaussian": {},
+    "engine gaussian, no evidence": {"evidence_weight": 0.0},
+    "engine gaussian, evidence labels+predictions": {"evidence": "labels_predictions"},
+    "engine gaussian, no evidence, deflation paper": {"evidence_weight": 0.0, "deflation": "paper"},
     "engine ball": {"kernel": "ball"},
+    "engine ball, no evidence": {"kernel": "ball", "evidence_weight": 0.0},
+}
+MULTI_VARIANTS = {
+    "engine (default: evidence labels, tails)": {},
+    "engine, evidence weight 0.5": {"evidence_weight": 0.5},
+    "engine, evidence weight 2": {"evidence_weight": 2.0},
+    "engine, evidence labels+predictions": {"evidence": "labels_predictions"},
+    "engine, evidence mismatch": {"evidence": "mismatch"},
+    "engine, no evidence": {"evidence_weight": 0.0},
+    "engine, no evidence, deflation paper": {"evidence_weight": 0.0, "deflation": "paper"},
+    "engine ball": {"kernel": "ball"},
+    "engine ball, no evidence": {"kernel": "ball", "evidence_weight": 0.0},
+}
+CROSSCLASS_VARIANTS = {
+    "engine (default: evidence labels)": {},
+    "engine, evidence weight 0.5": {"evidence_weight": 0.5},
+    "engine, evidence mismatch": {"evidence": "mismatch"},
+    "engine, no evidence": {"evidence_weight": 0.0},
 }
 HIGHDIM_VARIANTS = {
     "engine gaussian (default)": {},
     "engine flat": {"kernel": "flat"},
-    "engine ball": {"kernel": "ball"},
-}
-SINGLE_VARIANTS = {
-    "engine flat": {"kernel": "flat"},
-    "engine gaussian": {},
-    "engine gaussian, deflation paper": {"deflation": "paper"},
     "engine ball": {"kernel": "ball"},
 }
 
@@ -304,6 +354,9 @@ def main() -> None:
     if args.part in ("all", "multi"):
         mm = quality_modes.build_multimode(args.seed)
         quality_modes.print_multimode(mm, quality_modes.run_multimode(mm, _only(MULTI_VARIANTS, args.only)))
+        if args.only is None:
+            quality_modes.print_seeds(quality_modes.run_seeds(mm))
+            quality_modes.print_crossclass(quality_modes.run_crossclass(CROSSCLASS_VARIANTS))
     if args.part in ("all", "highdim"):
         n = 5000 if args.quick else 20_000
         quality_modes.print_highdim(quality_modes.run_highdim(_only(HIGHDIM_VARIANTS, args.only), n, [256, 512]), n)

@@ -119,17 +119,25 @@ class JobWaitTimeout(SpotlightError, TimeoutError):
     """`Job.wait(timeout=...)` ran out before the job ended (the job itself goes on)."""
 
 
+def _codes_or_names(values: Any) -> np.ndarray:
+    """Labels or predictions to send: numbers as int64 codes, anything else as text (class names)."""
+    v = np.asarray(values).ravel()
+    return v.astype(np.int64) if np.issubdtype(v.dtype, np.number) else v
+
+
 class Region(dict[str, Any]):
     """One region as the API returns it (a dict: ``r["lift"]``), plus :meth:`weights` for new data."""
 
-    def weights(self, embeddings: Any) -> np.ndarray:
+    def weights(self, embeddings: Any, labels: Any = None, predictions: Any = None) -> np.ndarray:
         """The region's kernel weight (in [0, 1]) of each row of `embeddings` (n x d, the job's d).
 
         The engine's own formula (spotlight/kernel.py) from the region's centre, precision and
         kernel, so it equals what `POST /v1/jobs/{id}/score` answers. Regions found with
-        ``pca_components`` raise `spotlight.kernel.RegionSpaceError` (their PCA basis is not stored).
+        ``pca_components`` raise `spotlight.kernel.RegionSpaceError` (their PCA basis is not stored);
+        so do regions found with label evidence (an ``evidence`` entry) when the rows' `labels`
+        (and, for its kinds that use them, `predictions`) are not given.
         """
-        return kernel.region_weights(embeddings, self)
+        return kernel.region_weights(embeddings, self, labels=labels, predictions=predictions)
 
 
 class Job:
@@ -232,23 +240,40 @@ class Job:
         base = ["id", "index", "region", "weight", "loss", "contribution", "label", "prediction"]
         return tables.pandas().DataFrame([{c: row.get(c) for c in base} for row in rows], columns=base)
 
-    def score(self, dataset: Any) -> dict[str, Any]:
+    def score(self, dataset: Any, labels: Any = None, predictions: Any = None) -> dict[str, Any]:
         """`POST /v1/jobs/{id}/score`: each row of another dataset's weight in each region, and
         whether it is a member. `dataset`: a stored dataset's id, or embeddings (n x d, the job's d;
         from a DataFrame: ``np.stack(df["embedding"])``). Returns ``{"n", "weights": n x k list,
         "members": [[row, ...] per region], "ids", "member_min_weight", "dataset"}``: a row is a
         member of region k when its weight is above 0 and at least ``member_min_weight[k]``, the
-        threshold region k drew on the data it was found on (spotlight/members.py)."""
+        threshold region k drew on the data it was found on (spotlight/members.py). Regions found with
+        label evidence need the rows' `labels` (and `predictions`) with embeddings; a stored dataset
+        brings its own."""
         if isinstance(dataset, str) and dataset.startswith("ds_"):
             body: dict[str, Any] = {"dataset": dataset}
         else:
             x = np.asarray(dataset, dtype=np.float64)
             if x.ndim != 2:
                 raise ValueError(f"score wants embeddings as an n x d array, got shape {list(x.shape)}")
+            codes = {  # class names or integer codes, as the job's dataset had them
+                name: _codes_or_names(v)
+                for name, v in (("labels", labels), ("predictions", predictions))
+                if v is not None
+            }
             if x.size <= INLINE_SCORE_VALUES:
-                body = {"embeddings": x.tolist()}  # scored as they are: nothing is stored
+                # scored as they are: nothing is stored
+                body = {
+                    "embeddings": x.tolist(),
+                    **{k: [c if isinstance(c, int) else str(c) for c in v.tolist()] for k, v in codes.items()},
+                }
             else:  # too big for one JSON body: store them once (losses are not used)
-                body = {"dataset": self.client.upload(x, np.zeros(x.shape[0], dtype=np.float32))["id"]}
+                stored = self.client.upload(
+                    x,
+                    np.zeros(x.shape[0], dtype=np.float32),
+                    labels=codes.get("labels"),
+                    predictions=codes.get("predictions"),
+                )
+                body = {"dataset": stored["id"]}
         return dict(self.client._json("POST", f"/v1/jobs/{self.id}/score", json=body))
 
     def overlaps(self) -> np.ndarray:

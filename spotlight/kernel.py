@@ -14,7 +14,10 @@ The engine searches standardised coordinates z = (x - m) / s; its precision ther
 reported as p = tau / s^2, so u is the same number in both units and these weights equal the
 engine's (up to float32 rounding of z). A search with `pca_components` measures distance inside
 its principal subspace, whose basis is not part of the region: such regions need `basis`
-(d x k, orthonormal columns), else weights() refuses rather than answer wrongly.
+(d x k, orthonormal columns), else weights() refuses rather than answer wrongly. A search with
+label/prediction evidence (`evidence_weight`, spotlight/evidence.py) adds a term to u that needs
+the rows' labels (and predictions): such regions carry an ``evidence`` object, and
+`region_weights` refuses rows given without what it needs.
 
 Used by the client (`Region.weights(X)`), the API's score route and a test against the engine.
 numpy only.
@@ -27,12 +30,14 @@ from typing import Any
 
 import numpy as np
 
+from spotlight import evidence as evidence_terms
+
 KERNELS = ("flat", "gaussian", "ball")
 ROW_CHUNK = 65536
 
 
 class RegionSpaceError(ValueError):
-    """The region's distance is measured in a space this call was not given (a PCA basis)."""
+    """The region's distance is measured in a space this call was not given (a PCA basis, labels)."""
 
 
 def kernel_of(u: np.ndarray, kernel: str, radius_u: float | None = None) -> np.ndarray:
@@ -54,9 +59,13 @@ def weights(
     precision: float | Any,
     kernel: str,
     basis: Any | None = None,
+    extra_u: np.ndarray | None = None,
     radius_u: float | None = None,
 ) -> np.ndarray:
-    """k(x) for every row of x (n x d), float64 in [0, 1]; rows are processed in chunks."""
+    """k(x) for every row of x (n x d), float64 in [0, 1]; rows are processed in chunks.
+
+    `extra_u` (n): a part of each row's u measured outside the embeddings (the evidence term).
+    `radius_u`: the ball's core edge, for kernel 'ball'."""
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[None, :]
@@ -75,18 +84,41 @@ def weights(
         r = np.asarray(x[i : i + ROW_CHUNK], dtype=np.float64) - c
         if b is not None:
             r = r @ b
-        out[i : i + ROW_CHUNK] = kernel_of((r * r * p).sum(axis=1), kernel, radius_u)
+        u = (r * r * p).sum(axis=1)
+        if extra_u is not None:
+            u = u + extra_u[i : i + ROW_CHUNK]
+        out[i : i + ROW_CHUNK] = kernel_of(u, kernel, radius_u)
     return out
 
 
-def region_weights(x: Any, region: Mapping[str, Any], basis: Any | None = None) -> np.ndarray:
-    """`weights` of one region as the API returns it (a dict with center, precision, kernel)."""
+def region_weights(
+    x: Any,
+    region: Mapping[str, Any],
+    basis: Any | None = None,
+    labels: Any | None = None,
+    predictions: Any | None = None,
+) -> np.ndarray:
+    """`weights` of one region as the API returns it (a dict with center, precision, kernel).
+
+    A region with an ``evidence`` object needs the rows' `labels` (and `predictions`, for the kinds
+    that use them): without them it raises RegionSpaceError rather than answer wrongly."""
     if region.get("precision_space") == "pca" and basis is None:
         raise RegionSpaceError(
             "this region was found with pca_components: its distance is measured in a principal subspace "
             "whose basis the results do not include, so its weights cannot be recomputed from centre and "
             "precision; use the job's stored weights (GET /v1/jobs/{id}/weights) instead"
         )
+    extra_u = None
+    evidence = region.get("evidence")
+    if evidence is not None:
+        n = int(np.shape(x)[0]) if np.ndim(x) == 2 else 1
+        try:
+            extra_u = evidence_terms.term(evidence, labels, predictions, n)
+        except evidence_terms.EvidenceMissing as exc:
+            raise RegionSpaceError(
+                f"this region was found with labels as evidence (evidence_weight > 0): {exc} to be weighed; "
+                "give them with the rows, or search again with evidence_weight 0 for regions of embedding space alone"
+            ) from None
     radius = region.get("radius_u")
     return weights(
         x,
@@ -94,5 +126,6 @@ def region_weights(x: Any, region: Mapping[str, Any], basis: Any | None = None) 
         region["precision"],
         str(region["kernel"]),
         basis,
+        extra_u,
         None if radius is None else float(radius),
     )

@@ -17,6 +17,7 @@ Kernel = Literal["flat", "gaussian", "ball"]
 Shape = Literal["spherical", "diagonal"]
 Objective = Literal["max_loss", "min_loss"]
 Deflation = Literal["tails", "paper"]
+EvidenceKind = Literal["labels_predictions", "labels", "mismatch"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -85,6 +86,24 @@ class SearchParams(BaseModel):
     )
     prediction_entropy_coeff: float = Field(
         0.0, strict=True, ge=0, le=1e3, description="Penalty on the entropy of predictions in a region."
+    )
+    evidence_weight: float = Field(
+        1.0,
+        strict=True,
+        ge=0,
+        le=100,
+        description="Labels and predictions as error-type evidence: > 0 appends the rows' `evidence` columns "
+        "(one-hot label, by default) to the embeddings, so that a region can be a class or an "
+        "error type ('label 8, predicted something else, near here'); a label difference then counts "
+        "evidence_weight^2 times the typical squared distance between two rows. Used only when the job has the "
+        "labels (and predictions) it needs. Such regions carry an `evidence` term: scoring new rows needs their "
+        "labels/predictions too (docs/engine.md).",
+    )
+    evidence: EvidenceKind = Field(
+        "labels",
+        description="Which evidence columns evidence_weight appends: 'labels' (one-hot label), "
+        "'labels_predictions' (one-hot label and one-hot prediction) or 'mismatch' (one column: "
+        "label != prediction).",
     )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
     n_permutations: int = Field(

@@ -340,14 +340,18 @@ def describe_regions(
     this region's members it also holds) and `member_min_weight` (what a row of other data needs
     to be a member, for the score route); `description` (worker/describe.py) is computed on the
     member set: mean loss and lift, error rate, composition by label, prediction and metadata field;
-    `p_value` when `params.n_permutations` > 0. A failure to describe is logged and leaves the
+    `p_value` when `params.n_permutations` > 0. A region found with label evidence gets the
+    dataset's class names in its `evidence` (its columns are those classes' codes). A failure to describe is logged and leaves the
     regions without descriptions rather than failing the job.
     """
     sets = [m.by_weight for m in members]
     overlaps = overlaps_with_earlier(sets)
+    class_names = inputs.files.manifest().get(classes.MANIFEST_KEY)
     regions = []
     for k, region in enumerate(result.regions):
         entry = region.to_dict()
+        if class_names and "evidence" in entry:  # so that other data's labels are matched by name
+            entry["evidence"]["class_names"] = list(class_names)
         entry["n_members"] = int(sets[k].size)
         entry["effective_size"] = effective_size(result.weights[:, k], inputs.sample_weights)
         entry["overlap"] = overlaps[k]

@@ -47,6 +47,20 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
                 f"{coeff} to 0",
                 {"field": f"params.{coeff}", "dataset_fields": list(dataset.fields)},
             )
+    # label evidence is on by default and used when the dataset has what it needs; asked for by name, it
+    # must be usable (spotlight/evidence.py)
+    asked = {"evidence", "evidence_weight"} & params.model_fields_set
+    if asked and params.evidence_weight > 0:
+        required = ["labels"] + ([] if params.evidence == "labels" else ["predictions"])
+        missing = [f for f in required if f not in dataset.fields]
+        if missing:
+            raise ApiError(
+                400,
+                ErrorCode.VALIDATION,
+                f"evidence {params.evidence!r} needs {' and '.join(required)}, and dataset {dataset.id} has no "
+                f"{' or '.join(missing)}; upload them with it, choose another evidence, or set evidence_weight to 0",
+                {"field": f"params.{sorted(asked)[0]}", "dataset_fields": list(dataset.fields)},
+            )
     if params.pca_components is not None and params.pca_components > min(dataset.n, dataset.dim):
         raise ApiError(
             400,

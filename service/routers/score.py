@@ -6,6 +6,10 @@ the member rule of spotlight/members.py carried over to other data: a row is a m
 weight is above 0 and at least the region's `member_min_weight`, which the worker stored in
 regions.json (flat kernel: 0, the support; gaussian: the smallest weight among the region's members
 on the data it was found on).
+
+A region found with label evidence (`evidence_weight` > 0; spotlight/evidence.py) weighs a row by
+its label (and prediction) too: a stored dataset's own labels/predictions are used, bare embeddings
+take them in `labels` / `predictions`, and rows without what a region needs get a 400 that says so.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from service.errors import error_responses
 from service.ingest import build_from_spec, workspace
 from service.routers.results import _read_regions, finished_spec
 from service.schemas import DatasetSpec
-from spotlight import kernel
+from spotlight import classes, kernel
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.errors import Gone, InvalidInput, NotFound, TooLarge
 from spotlight.members import member_min_weight, members_at_or_above
@@ -45,11 +49,23 @@ class ScoreRequest(BaseModel):
     dataset: DatasetSpec | None = Field(
         None, description='Or a dataset: an id (ds_…), inline arrays, or {"uri": …} (stored first, like an upload).'
     )
+    labels: list[int] | list[str] | None = Field(
+        None,
+        description="With bare embeddings: each row's label (class names, or integer codes as the job's dataset "
+        "had them), needed by regions found with label evidence (evidence_weight > 0). A dataset brings its own.",
+    )
+    predictions: list[int] | list[str] | None = Field(
+        None,
+        description="With bare embeddings: each row's predicted class, needed by regions found with "
+        "evidence 'labels_predictions' or 'mismatch'.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ScoreRequest:
         if (self.embeddings is None) == (self.dataset is None):
             raise ValueError("give either embeddings or dataset")
+        if self.dataset is not None and (self.labels is not None or self.predictions is not None):
+            raise ValueError("labels and predictions go with bare embeddings; a dataset brings its own")
         return self
 
 
@@ -110,14 +126,22 @@ def score(
             {"n": n, "regions": len(regions), "limit": MAX_SCORE_VALUES},
         )
     ids = None
+    labels: Any = body.labels
+    predictions: Any = body.predictions
     try:
         if record is not None:
             files = DatasetFiles(store, record.sha256)
             x = files.embeddings()
             ids = files.ids()
-        columns = [kernel.region_weights(x, region) for region in regions]
+            labels, predictions = files.labels(), files.predictions()
+            names = files.manifest().get(classes.MANIFEST_KEY)
+            if names:  # this dataset's own codes: compare by name with the job's (spotlight/evidence.py)
+                labels, predictions = classes.names_of(labels, names), classes.names_of(predictions, names)
+        columns = [kernel.region_weights(x, region, labels=labels, predictions=predictions) for region in regions]
     except kernel.RegionSpaceError as exc:
         raise InvalidInput(ErrorCode.VALIDATION, str(exc), {"job": job_id}) from None
+    except ValueError as exc:  # labels/predictions of the wrong length
+        raise InvalidInput(ErrorCode.SHAPE_MISMATCH, str(exc), {"job": job_id}) from None
     except DatasetMissing:
         raise Gone(
             ErrorCode.DATASET_GONE,

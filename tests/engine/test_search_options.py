@@ -94,9 +94,19 @@ def _label_entropy(k: np.ndarray, labels: np.ndarray) -> float:
 
 def test_label_entropy_penalty_makes_regions_purer() -> None:
     x, loss, labels = _two_label_problem()
-    plain = search(x, loss, PARAMS, labels=labels)
-    pure = search(x, loss, {**PARAMS, "label_entropy_coeff": 5.0}, labels=labels)
+    alone = {**PARAMS, "evidence_weight": 0.0}  # the penalty on its own (label evidence also makes regions pure)
+    plain = search(x, loss, alone, labels=labels)
+    pure = search(x, loss, {**alone, "label_entropy_coeff": 5.0}, labels=labels)
     assert _label_entropy(pure.weights[:, 0], labels) < 0.5 * _label_entropy(plain.weights[:, 0], labels)
+
+
+def test_the_label_entropy_penalty_does_not_depend_on_which_codes_the_classes_have() -> None:
+    """Id-like codes (10**9) would make an R x 10**9 mass table; the entropy is the same renumbered."""
+    x, loss, labels = _two_label_problem()
+    params = {**PARAMS, "evidence_weight": 0.0, "label_entropy_coeff": 5.0}
+    small = search(x, loss, params, labels=labels)
+    sparse = search(x, loss, params, labels=labels * 10**9 + 7)
+    assert np.allclose(small.weights, sparse.weights, atol=1e-6)
 
 
 def test_prediction_entropy_penalty_uses_argmax_of_logits() -> None:

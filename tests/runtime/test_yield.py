@@ -26,6 +26,7 @@ from rq.results import Result
 from service.app import create_app
 from spotlight import jobqueue
 from spotlight.client import _detail
+from spotlight.dataset_files import DatasetFiles
 from spotlight.jobqueue import YieldState, enqueue_search, job_queue, large_queue, other_tenant_waiting
 from spotlight.jobstate import JobStatus, failure_of, status_of
 from spotlight.members import member_set
@@ -79,10 +80,9 @@ def conn(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def uninterrupted(store: ArtifactStore, spec: JobSpec):
-    """The same search run in one go, in this process."""
-    x = store.load_npy(dataset_file(spec.dataset_sha256, "embeddings.npy"))
-    loss = store.load_npy(dataset_file(spec.dataset_sha256, "losses.npy"))
-    return search(x, loss, spec.params)
+    """The same search run in one go, in this process (with the dataset's labels, as the worker passes them)."""
+    files = DatasetFiles(store, spec.dataset_sha256)
+    return search(files.embeddings(), files.losses(), spec.params, labels=files.labels())
 
 
 def assert_regions_equal_uninterrupted(store: ArtifactStore, spec: JobSpec) -> None:

@@ -51,6 +51,8 @@ def test_spec_documents_the_contract() -> None:
         "pca_components",
         "label_entropy_coeff",
         "prediction_entropy_coeff",
+        "evidence_weight",
+        "evidence",
         "device",
     } <= set(params)
     upload = paths["/v1/datasets"]["post"]["requestBody"]["content"]

@@ -29,7 +29,16 @@ from spotlight.redis_server import EmbeddedRedis
 pd = pytest.importorskip("pandas")
 pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PARAMS = {"n_spotlights": 2, "steps": 60, "restarts": 2, "spotlight_size": 0.05, "device": "cpu"}
+# evidence_weight 0: this pipeline scores new, unlabelled rows, which only regions of embedding space
+# alone can weigh (label-evidence regions and their scoring: tests/service/test_score_evidence.py)
+PARAMS = {
+    "n_spotlights": 2,
+    "steps": 60,
+    "restarts": 2,
+    "spotlight_size": 0.05,
+    "device": "cpu",
+    "evidence_weight": 0.0,
+}
 CLI_PARAMS = [arg for k, v in PARAMS.items() for arg in ("--param", f"{k}={json.dumps(v)}")]
 GATE = "lift > 2 and weighted_loss > 1"
 N = 400

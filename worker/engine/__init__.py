@@ -10,8 +10,8 @@ Interface (fixed; the RQ task, the benchmarks and the describe step program agai
         params,                     # spotlight.params.SearchParams
         *,
         logits=None,                # n x c, with labels: losses = cross-entropy
-        labels=None,                # n ints (also used by label_entropy_coeff)
-        predictions=None,           # n ints (used by prediction_entropy_coeff)
+        labels=None,                # n ints (label evidence, evidence_weight; label_entropy_coeff)
+        predictions=None,           # n ints (evidence 'labels_predictions'/'mismatch'; prediction_entropy_coeff)
         sample_weights=None,        # n non-negative floats (the authors' `counts`)
         progress=None,              # callable(spotlight: int, step: int, steps: int) -> None, 0-based spotlight
         should_stop=None,           # callable() -> bool, polled between steps; True raises SearchCanceled

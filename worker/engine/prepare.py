@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from spotlight import evidence as evidence_columns
+
 ArrayLike = Any  # np.ndarray | torch.Tensor (anything np.asarray accepts)
 
 
@@ -78,23 +80,82 @@ def losses_from_logits(logits: ArrayLike, labels: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class Evidence:
+    """Label/prediction columns appended after the embedding coordinates (spotlight/evidence.py).
+
+    In z they are `scale` * (column - `mean`): a one-hot 1 is worth `scale` standardised units, with
+    scale = evidence_weight * sqrt(k) (k embedding coordinates searched), so two rows that differ in
+    one label are evidence_weight^2 times as far apart as two typical rows of the cloud
+    (E ||z_i - z_j||^2 = 2k; a label difference adds 2 scale^2 = 2 k weight^2).
+    """
+
+    kind: str
+    weight: float
+    n_labels: int
+    n_predictions: int
+    scale: float
+    mean: np.ndarray  # per evidence column, the weighted mean subtracted (keeps z centred)
+
+    @property
+    def width(self) -> int:
+        return int(self.mean.shape[0])
+
+    def describe(self, mu_tail: np.ndarray, tau_tail: np.ndarray) -> dict[str, Any]:
+        """The region's `evidence` object: centre and precision per column in one-hot units."""
+        precision = np.asarray(tau_tail, dtype=np.float64).ravel() * self.scale**2
+        return {
+            "kind": self.kind,
+            "weight": self.weight,
+            "n_labels": self.n_labels,
+            "n_predictions": self.n_predictions,
+            "center": (self.mean + np.asarray(mu_tail, dtype=np.float64) / self.scale).tolist(),
+            "precision": float(precision[0]) if precision.size == 1 else precision.tolist(),
+        }
+
+
+@dataclass
 class Frame:
     """How standardised coordinates z map back to the caller's: x = mean + scale * (basis @ z).
 
-    `basis` is None without PCA (identity); otherwise d x k with orthonormal columns.
+    `basis` is None without PCA (identity); otherwise d x k with orthonormal columns. With
+    `evidence`, z ends with `evidence.width` label/prediction columns that are not embedding
+    coordinates: `center` drops them (`Evidence.describe` reports them).
     """
 
     mean: np.ndarray  # d, float64
     scale: float
     basis: np.ndarray | None
+    evidence: Evidence | None = None
+
+    @property
+    def tail(self) -> int:
+        """How many trailing coordinates of z are evidence columns."""
+        return 0 if self.evidence is None else self.evidence.width
 
     def center(self, z: np.ndarray) -> np.ndarray:
+        z = z[: z.shape[0] - self.tail]
         v = z if self.basis is None else self.basis @ z
         return self.mean + self.scale * v
 
     def precision(self, tau: np.ndarray | float) -> np.ndarray | float:
-        """Precision per unit of squared caller distance (measured inside the PCA subspace if any)."""
-        return np.asarray(tau, dtype=np.float64) / self.scale**2
+        """Precision per unit of squared caller distance (measured inside the PCA subspace if any).
+
+        A diagonal tau's evidence entries are dropped (`region_extra` reports them)."""
+        t = np.asarray(tau, dtype=np.float64)
+        if t.ndim == 1 and t.size > 1 and self.tail:
+            t = t[: t.size - self.tail]
+        return t / self.scale**2
+
+    def region_extra(self, mu: np.ndarray, tau: np.ndarray) -> dict[str, Any]:
+        """What a region carries besides centre and precision: its PCA space, its evidence term."""
+        extra: dict[str, Any] = {}
+        if self.basis is not None:
+            extra = {"pca_components": int(self.basis.shape[1]), "precision_space": "pca"}
+        if self.evidence is not None:
+            tail = self.evidence.width
+            tau_tail = tau if tau.size == 1 else tau[tau.size - tail :]
+            extra["evidence"] = self.evidence.describe(mu[mu.size - tail :], tau_tail)
+        return extra
 
 
 def standardise(
@@ -157,3 +218,39 @@ def project_pca(
     scale = float(np.sqrt(sq)) if sq > 0 and np.isfinite(sq) else 1.0
     proj /= scale
     return proj, Frame(mean=frame.mean, scale=frame.scale * scale, basis=basis.cpu().numpy() * 1.0)
+
+
+def add_evidence(
+    z: torch.Tensor,
+    frame: Frame,
+    labels: np.ndarray | None,
+    predictions: np.ndarray | None,
+    weights: np.ndarray,
+    kind: str,
+    weight: float,
+) -> tuple[torch.Tensor, Frame]:
+    """z with label/prediction columns appended (spotlight/evidence.py), or z unchanged.
+
+    Nothing is appended when `weight` is 0, the job lacks what `kind` needs (labels, and for
+    'labels_predictions'/'mismatch' predictions too), or the codes need more than
+    `evidence.MAX_COLUMNS` columns: evidence is used when there is some, of a readable width. The
+    columns are centred (weighted) and scaled as `Evidence` says; a copy of z with c more columns
+    is made (c = classes of labels + classes of predictions, or 1 for 'mismatch').
+    """
+    need_labels, need_predictions = evidence_columns.needs(kind)
+    if weight <= 0 or (need_labels and labels is None) or (need_predictions and predictions is None):
+        return z, frame
+    n_labels, n_predictions = evidence_columns.widths(kind, labels, predictions)
+    if not evidence_columns.usable(n_labels, n_predictions):
+        return z, frame
+    cols = evidence_columns.columns(kind, labels, predictions, n_labels, n_predictions)
+    mean = np.average(cols, axis=0, weights=weights)
+    k = z.shape[1]
+    scale = float(weight * np.sqrt(k))
+    cols -= mean.astype(np.float32)
+    cols *= np.float32(scale)
+    tail = torch.from_numpy(cols).to(z.device)
+    ev = Evidence(
+        kind=kind, weight=float(weight), n_labels=n_labels, n_predictions=n_predictions, scale=scale, mean=mean
+    )
+    return torch.cat([z, tail], dim=1), Frame(mean=frame.mean, scale=frame.scale, basis=frame.basis, evidence=ev)

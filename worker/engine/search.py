@@ -17,6 +17,7 @@ from worker.engine import core
 from worker.engine.prepare import (
     ArrayLike,
     Frame,
+    add_evidence,
     as_vector,
     losses_from_logits,
     project_pca,
@@ -100,7 +101,8 @@ def search(
         With ``labels``, gives the losses; with ``prediction_entropy_coeff`` > 0 and no
         ``predictions``, their argmax gives the predictions.
     labels, predictions : int arrays of shape (n,), optional
-        Needed by the label and prediction entropy penalties.
+        Label evidence (``evidence_weight`` > 0, the default: one-hot columns appended to the
+        standardised embeddings, see `spotlight.evidence`); the entropy penalties.
     sample_weights : array of shape (n,), optional
         Non-negative weight (count) of each example, :math:`w_i`; all ones by default.
     progress : callable(spotlight, step, steps), optional
@@ -188,7 +190,7 @@ def search(
         given = as_vector(losses, n, "losses")
         assert given is not None  # losses is not None here
         loss_v = given
-    if preds_v is None and logits is not None and p.prediction_entropy_coeff > 0:
+    if preds_v is None and logits is not None and (p.prediction_entropy_coeff > 0 or p.evidence_weight > 0):
         lg = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
         preds_v = np.asarray(lg).argmax(1).astype(np.int64)
     if p.label_entropy_coeff > 0 and labels_v is None:
@@ -239,6 +241,7 @@ def _search(
     z, frame = standardise(embeddings, w, device, core.row_chunk(n, d, device))
     if p.pca_components is not None:
         z, frame = project_pca(z, w, frame, p.pca_components, core.row_chunk(n, d, device))
+    z, frame = add_evidence(z, frame, labels_v, preds_v, w, p.evidence, p.evidence_weight)
     problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device)
 
     k_all = np.zeros((n, p.n_spotlights), dtype=np.float32)
@@ -349,8 +352,11 @@ class _Problem:
             regs = core.Regularisers(codes=[], n_classes=[], coeffs=[])
             for codes, coeff in pairs:
                 if coeff > 0 and codes is not None:
-                    regs.codes.append(torch.from_numpy(codes).to(device))
-                    regs.n_classes.append(int(codes.max()) + 1)
+                    # The entropy does not depend on which code a class has: codes renumbered 0..c-1
+                    # keep its R x c mass table small when codes are sparse (ids such as 10**9).
+                    distinct, compact = np.unique(codes, return_inverse=True)
+                    regs.codes.append(torch.from_numpy(compact.astype(np.int64).ravel()).to(device))
+                    regs.n_classes.append(int(distinct.size))
                     regs.coeffs.append(coeff / unit)
         wt = torch.from_numpy(w.astype(np.float32)).to(device)
         n_total = float(w.sum())
@@ -609,9 +615,7 @@ def _describe(
     tau = np.exp(found.theta.double().cpu().numpy()) / dz
     per_dim = np.asarray(frame.precision(tau), dtype=np.float64).ravel()
     precision: float | np.ndarray = float(per_dim[0]) if p.shape == "spherical" else per_dim
-    extra: dict[str, Any] = {}
-    if frame.basis is not None:
-        extra = {"pca_components": int(frame.basis.shape[1]), "precision_space": "pca"}
+    extra = frame.region_extra(found.mu.double().cpu().numpy(), np.atleast_1d(tau))
     if radius_u is not None:
         extra["radius_u"] = radius_u
     return Region(
