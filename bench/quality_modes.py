@@ -298,10 +298,10 @@ def print_highdim(rows: list[dict], n: int) -> None:
             f"{r['method']:28s} | {r['d']:4d} | {r['kind']:>5s} | {r['recall']:14.3f} | {r['ap']:6.3f} | "
             f"{r['lift']:4.2f} | {r['slice_lift']:10.2f} | {r['lift'] / r['slice_lift']:14.1%} | {r['seconds']:6.1f}"
         )
-    first = rows[0]["method"]
-    mine = [r for r in rows if r["method"] == first]
-    met = [r for r in mine if r["recall"] >= 0.9 and r["lift"] >= 0.8 * r["slice_lift"]]
-    print(
-        f"# goals for '{first}': top-|S| recall >= 0.9 and lift >= 80 % of the slice's: "
-        f"{len(met)} of {len(mine)} slices"
-    )
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        met = [r for r in mine if r["recall"] >= 0.9 and r["lift"] >= 0.8 * r["slice_lift"]]
+        print(
+            f"# goals for '{method}': top-|S| recall >= 0.9 and lift >= 80 % of the slice's: "
+            f"{len(met)} of {len(mine)} slices"
+        )

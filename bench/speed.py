@@ -141,6 +141,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50_000)
     parser.add_argument("--dims", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--paper-steps", type=int, default=2, help="timed steps of the O(n d^2) formulation")
+    parser.add_argument(
+        "--kernels", nargs="+", default=["gaussian", "ball"], help="kernels timed in the full search, one after another"
+    )
     args = parser.parse_args()
     params = SearchParams(device="cpu")
     print(
@@ -162,17 +165,20 @@ def main() -> None:
         )
         del x
     x, loss = make_data(args.n, 512)
-    t = time.perf_counter()
-    result = search(x, loss, params)
-    wall = time.perf_counter() - t
-    steps = [r.steps_run for r in result.regions]
-    lifts = [round(r.lift, 2) for r in result.regions]
-    print(
-        f"# full search, defaults ({params.n_spotlights} regions, {params.kernel}, restarts "
-        f"{params.restarts}, cap {params.steps} steps), n = {args.n}, d = 512: {wall:.1f} s "
-        f"({wall / sum(steps) * 1e3:.1f} ms a step, everything included); steps per region {steps}; "
-        f"lifts {lifts}; load {os.getloadavg()[0]:.2f}"
-    )
+    for kernel in args.kernels:
+        p = params.model_copy(update={"kernel": kernel})
+        t = time.perf_counter()
+        result = search(x, loss, p)
+        wall = time.perf_counter() - t
+        steps = [r.steps_run for r in result.regions]
+        lifts = [round(r.lift, 2) for r in result.regions]
+        default = " (default)" if kernel == params.kernel else ""
+        print(
+            f"# full search, {p.n_spotlights} regions, {kernel}{default}, restarts "
+            f"{p.restarts}, cap {p.steps} steps, n = {args.n}, d = 512: {wall:.1f} s "
+            f"({wall / sum(steps) * 1e3:.1f} ms a step, everything included); steps per region {steps}; "
+            f"lifts {lifts}; load {os.getloadavg()[0]:.2f}"
+        )
 
 
 if __name__ == "__main__":

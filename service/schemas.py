@@ -199,7 +199,7 @@ class RegionOut(BaseModel):
     )
     n_members: int = Field(
         description="Size of the member set, the rows `…/members` pages: the flat kernel's "
-        "support (weight > 0); for the gaussian, the heaviest rows that together count as many "
+        "support (weight > 0); the ball's core (weight 1); for the gaussian, the heaviest rows that together count as many "
         "examples as the region (ceil(effective_size) rows without sample weights)."
     )
     effective_size: float = Field(
@@ -210,7 +210,7 @@ class RegionOut(BaseModel):
     member_min_weight: float | None = Field(
         None,
         description="What a row of other data needs to be a member (POST /v1/jobs/{id}/score): weight > 0 "
-        "and >= this. 0 for the flat kernel (its support); for the gaussian, the smallest weight among the "
+        "and >= this. 0 for the flat kernel (its support), 1 for the ball (its core); for the gaussian, the smallest weight among the "
         "members here. Null when the region has no members (then no row is).",
     )
     description: RegionDescription | None = Field(None, description="Absent when describing the region failed.")
@@ -241,7 +241,7 @@ MemberOrder = Literal["weight", "contribution"]
 class MembersOut(BaseModel):
     total: int = Field(
         description="The region's n_members: the size of its member set (the flat kernel's support; "
-        "for the gaussian, the heaviest rows that count as many examples as the region)."
+        "the ball's core; for the gaussian, the heaviest rows that count as many examples as the region)."
     )
     limit: int
     offset: int

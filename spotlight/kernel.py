@@ -7,6 +7,8 @@ embedding units, and a kernel:
     u(x) = sum_j p_j (x_j - c_j)^2
     flat:      k(x) = max(0, 1 - u)
     gaussian:  k(x) = exp(-u / 2)
+    ball:      k(x) = exp(-max(0, u - radius_u) / 2)   (1 on the core u <= radius_u; the region
+               carries radius_u, the u of the row that closed its core of spotlight_size rows)
 
 The engine searches standardised coordinates z = (x - m) / s; its precision there, tau, is
 reported as p = tau / s^2, so u is the same number in both units and these weights equal the
@@ -30,7 +32,7 @@ import numpy as np
 
 from spotlight import evidence as evidence_terms
 
-KERNELS = ("flat", "gaussian")
+KERNELS = ("flat", "gaussian", "ball")
 ROW_CHUNK = 65536
 
 
@@ -38,12 +40,16 @@ class RegionSpaceError(ValueError):
     """The region's distance is measured in a space this call was not given (a PCA basis, labels)."""
 
 
-def kernel_of(u: np.ndarray, kernel: str) -> np.ndarray:
-    """Kernel value of scaled squared distances u >= 0."""
+def kernel_of(u: np.ndarray, kernel: str, radius_u: float | None = None) -> np.ndarray:
+    """Kernel value of scaled squared distances u >= 0 (`radius_u`: the ball's core, needed for 'ball')."""
     if kernel == "flat":
         return np.maximum(0.0, 1.0 - u)
     if kernel == "gaussian":
         return np.exp(-0.5 * u)
+    if kernel == "ball":
+        if radius_u is None or not np.isfinite(radius_u):
+            raise ValueError("a 'ball' region needs its radius_u (the core's edge as a value of u)")
+        return np.exp(-0.5 * np.maximum(0.0, u - float(radius_u)))
     raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")
 
 
@@ -54,10 +60,12 @@ def weights(
     kernel: str,
     basis: Any | None = None,
     extra_u: np.ndarray | None = None,
+    radius_u: float | None = None,
 ) -> np.ndarray:
     """k(x) for every row of x (n x d), float64 in [0, 1]; rows are processed in chunks.
 
-    `extra_u` (n): a part of each row's u measured outside the embeddings (the evidence term)."""
+    `extra_u` (n): a part of each row's u measured outside the embeddings (the evidence term).
+    `radius_u`: the ball's core edge, for kernel 'ball'."""
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[None, :]
@@ -79,7 +87,7 @@ def weights(
         u = (r * r * p).sum(axis=1)
         if extra_u is not None:
             u = u + extra_u[i : i + ROW_CHUNK]
-        out[i : i + ROW_CHUNK] = kernel_of(u, kernel)
+        out[i : i + ROW_CHUNK] = kernel_of(u, kernel, radius_u)
     return out
 
 
@@ -111,4 +119,13 @@ def region_weights(
                 f"this region was found with labels as evidence (evidence_weight > 0): {exc} to be weighed; "
                 "give them with the rows, or search again with evidence_weight 0 for regions of embedding space alone"
             ) from None
-    return weights(x, region["center"], region["precision"], str(region["kernel"]), basis, extra_u)
+    radius = region.get("radius_u")
+    return weights(
+        x,
+        region["center"],
+        region["precision"],
+        str(region["kernel"]),
+        basis,
+        extra_u,
+        None if radius is None else float(radius),
+    )

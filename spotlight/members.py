@@ -6,7 +6,10 @@ is that set, and its size is of the order of the region:
 
 - **flat kernel**: the region's support, every row with k_i > 0. The paper's flat kernel is zero
   outside a ball, so the ball *is* the region.
-- **gaussian (and any kernel that is never zero)**: the heaviest rows that together count as many
+- **ball kernel**: its core, every row with k_i = 1: the rows nearest the centre that together
+  count the spotlight size (the kernel is 1 there and decays beyond, so the core *is* the region;
+  its edge only ranks the rows outside).
+- **gaussian (and any other kernel that is never zero)**: the heaviest rows that together count as many
   examples as the region does. The region counts S = sum(s_i * k_i) examples (its ``total_weight``,
   the effective size); its members are the rows of highest k_i, taken in that order until their
   counts s_i reach S (without sample weights: the ceil(S) heaviest rows). It is the hard set with
@@ -17,8 +20,8 @@ Ties in k are broken by row index (lower first), so the set is deterministic. Ro
 
 **Other data** (``POST /v1/jobs/{id}/score``): the ceil(S) rule is defined on the dataset the
 region was found on; rows of another dataset are members by the threshold it drew there. Each
-region stores ``member_min_weight`` (see :func:`member_min_weight`): 0 for the flat kernel, the
-smallest kernel weight among its members for the others, and None when it has no members. A row of
+region stores ``member_min_weight`` (see :func:`member_min_weight`): 0 for the flat kernel, 1 for
+the ball (its core), the smallest kernel weight among its members for the others, and None when it has no members. A row of
 other data is a member when its weight is above 0 and at least that (:func:`members_at_or_above`):
 for the flat kernel that is the support again; for the gaussian, the rows at least as deep in the
 region as its shallowest member. So the job's own rows score as its member set, up to rows whose
@@ -45,6 +48,9 @@ import numpy as np
 # but a region of 40 rows whose float32 weights sum to 40.000000001 has 40 members.
 _MASS_TOLERANCE = 1e-6
 SUPPORT_KERNELS = frozenset({"flat"})
+# kernels whose members are their core, the rows of weight 1 (within _CORE_TOLERANCE of it)
+CORE_KERNELS = frozenset({"ball"})
+_CORE_TOLERANCE = 1e-6
 # weights of other data within this relative distance below a region's member_min_weight still reach it
 _WEIGHT_RTOL = 1e-4
 
@@ -72,7 +78,8 @@ def member_set(weights_k: np.ndarray, kernel: str, sample_weights: np.ndarray | 
     weights_k : (n,) array
         The region's kernel weight of every row (a column of the job's weights).
     kernel : str
-        The region's kernel: 'flat' takes the support; any other kernel the heaviest rows that
+        The region's kernel: 'flat' takes the support, 'ball' its core (weight 1); any other kernel
+        the heaviest rows that
         count as many examples as the region.
     sample_weights : (n,) array, optional
         The caller's per-row counts; a row with count 0 is never a member.
@@ -82,6 +89,8 @@ def member_set(weights_k: np.ndarray, kernel: str, sample_weights: np.ndarray | 
     order = candidates[np.lexsort((candidates, -k[candidates]))]
     if kernel in SUPPORT_KERNELS or order.size == 0:
         return order.astype(np.int64)
+    if kernel in CORE_KERNELS:
+        return order[k[order] >= 1.0 - _CORE_TOLERANCE].astype(np.int64)
     mass = float(k @ s)
     need = math.ceil(mass * (1.0 - _MASS_TOLERANCE))
     counted = np.cumsum(s[order])
@@ -93,11 +102,14 @@ def member_set(weights_k: np.ndarray, kernel: str, sample_weights: np.ndarray | 
 def member_min_weight(weights_k: np.ndarray, kernel: str, members: np.ndarray) -> float | None:
     """The weight at or above which a row of other data is a member (and above 0); None: no row is.
 
-    0.0 for the flat kernel (its members are its support, whatever the data); for any other kernel
+    0.0 for the flat kernel (its members are its support, whatever the data); just under 1 for the
+    ball (its core, whatever the data); for any other kernel
     the smallest weight among `members`, the region's member set on the data it was found on.
     """
     if kernel in SUPPORT_KERNELS:
         return 0.0
+    if kernel in CORE_KERNELS:
+        return 1.0 - _CORE_TOLERANCE
     idx = np.asarray(members, dtype=np.int64)
     if idx.size == 0:
         return None

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Kernel = Literal["flat", "gaussian"]
+Kernel = Literal["flat", "gaussian", "ball"]
 Shape = Literal["spherical", "diagonal"]
 Objective = Literal["max_loss", "min_loss"]
 Deflation = Literal["tails", "paper"]
@@ -41,7 +41,9 @@ class SearchParams(BaseModel):
     kernel: Kernel = Field(
         "gaussian",
         description="'flat' = max(0, 1 - tau*|x-mu|^2) (published paper) or 'gaussian' = exp(-tau*|x-mu|^2/2) "
-        "(ranks the rest of a slice larger than the region, where flat weighs it 0; docs/engine.md).",
+        "(ranks the rest of a slice larger than the region, where flat weighs it 0; docs/engine.md), or "
+        "'ball' = 1 on the spotlight_size rows nearest the centre, exp(-(tau*|x-mu|^2 - radius_u)/2) beyond "
+        "(selective in high dimension, where distances concentrate and a gaussian spreads over every row).",
     )
     shape: Shape = Field("spherical", description="'spherical' (scalar precision) or 'diagonal' (one per dimension).")
     objective: Objective = Field("max_loss", description="'max_loss' finds weak spots; 'min_loss' strong ones.")

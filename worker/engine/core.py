@@ -24,18 +24,53 @@ import torch
 # weighted mean is never 0/0 and the barrier always has a gradient. The gaussian bound is loose on
 # purpose: in high dimension even the nearest example of a tight gaussian region sits at u >> 1.
 MAX_MIN_U = {"flat": 0.9, "gaussian": 40.0}
+# Kernels whose weight is 1 on a core of the S nearest rows (see `ball_core`): they are feasible by
+# construction, so they need neither the barrier nor the support projection.
+CORE_KERNELS = frozenset({"ball"})
 # Log-precision bounds (standardised units): tau = exp(theta) / d. Wide enough for any region;
 # narrow enough that exp() never overflows float32.
 THETA_MIN, THETA_MAX = -30.0, 30.0
 
 
 def kernel_weights(u: torch.Tensor, kernel: str) -> torch.Tensor:
-    """Kernel value of each scaled squared distance u = tau * ||x - mu||^2 (u >= 0)."""
+    """Kernel value of each scaled squared distance u = tau * ||x - mu||^2 (u >= 0).
+
+    For 'ball' u is measured from the core's edge (u - radius_u, see `ball_core`): 1 inside the core
+    (u <= 0), a gaussian edge exp(-u/2) outside.
+    """
     if kernel == "flat":
         return torch.clamp(1.0 - u, min=0.0)
     if kernel == "gaussian":
         return torch.exp(-0.5 * u)
+    if kernel == "ball":
+        return torch.exp(-0.5 * torch.clamp(u, min=0.0))
     raise ValueError(f"unknown kernel {kernel!r}")
+
+
+def ball_core(
+    dist: torch.Tensor, weights: torch.Tensor, size: float, unit_weights: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 'ball' kernel's radius: per restart (row of dist, R x n), the smallest distance r such that
+    the rows with dist <= r count at least `size` examples, and the index of the row that sets it.
+
+    Why: a kernel that is 1 on this core and decays outside has total weight >= S whatever its centre
+    and edge, so it can be as selective as the size allows in any dimension; a gaussian (at most 1 at
+    its centre) must spread its weight over everything once distances concentrate (docs/engine.md).
+    `dist` may be any per-row quantity monotone in the distance (the ball uses ||x||^2 - 2 x.mu).
+    With unit weights this is the ceil(S)-th smallest (one `kthvalue`); else a sort and a cumulative sum.
+    When the rows count fewer than S examples the largest distance is returned (all rows in the core).
+    """
+    n = dist.shape[1]
+    if unit_weights:
+        k = min(n, max(1, math.ceil(size * (1.0 - 1e-6))))
+        values, idx = torch.kthvalue(dist, k, dim=1)
+        return values, idx
+    order = torch.argsort(dist, dim=1)
+    counted = torch.cumsum(weights[order], dim=1)
+    need = torch.full((dist.shape[0], 1), size * (1.0 - 1e-6), dtype=counted.dtype, device=counted.device)
+    pos = torch.searchsorted(counted.contiguous(), need).clamp(max=n - 1)
+    idx = order.gather(1, pos)[:, 0]
+    return dist.gather(1, idx[:, None])[:, 0], idx
 
 
 def row_chunk(n: int, d: int, device: torch.device) -> int:
@@ -160,6 +195,8 @@ def support_rescale(u: torch.Tensor, active: torch.Tensor | None, kernel: str) -
     restart by f multiplies its u by f, so this is the projection
     that keeps a region's support from ever emptying (the flat kernel's NaN trap) at no extra pass.
     """
+    if kernel in CORE_KERNELS:  # never empty: the core holds S examples
+        return torch.ones(u.shape[0], dtype=u.dtype, device=u.device)
     with torch.no_grad():
         u_min = u.amin(1) if active is None else torch.where(active[None, :], u, float("inf")).amin(1)
         bound = MAX_MIN_U[kernel]
@@ -222,7 +259,12 @@ def evaluate(
 
     value = sum_i w_i k_i s_i / sum_i w_i k_i - sum_c coeff_c * H_c   (H: weighted entropy, bits)
     penalised = value - barrier(sum_i w_i k_i).
+    For 'ball', u is the scaled distance from the centre; the core's edge is found here (`ball_core`,
+    differentiable through the row that sets it) and no barrier applies: sum_i w_i k_i >= S always.
     """
+    if kernel in CORE_KERNELS:
+        edge, _ = ball_core(u, weights, size, unit_weights=False)
+        u = u - edge[:, None]
     k = kernel_weights(u, kernel)
     total = k @ weights
     safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
@@ -232,6 +274,8 @@ def evaluate(
         for codes, n_classes, coeff in zip(regs.codes, regs.n_classes, regs.coeffs, strict=True):
             if coeff > 0:
                 value = value - coeff * weighted_entropy(wk, safe_total, codes, n_classes)
+    if kernel in CORE_KERNELS:
+        return Evaluation(value=value, penalised=value, total=total)
     penalised = value - barrier_penalty(total, size, slack, barrier_scale)
     return Evaluation(value=value, penalised=penalised, total=total)
 
@@ -260,6 +304,10 @@ def objective_and_gradient(
     """
     if theta.shape[0] == 1 and regs is None:
         ws = weighted_scores if weighted_scores is not None else weights * scores
+        if kernel in CORE_KERNELS:
+            return _ball_step(
+                data, mu, theta, weights, size, ws, unit_weights=active is None and bool((weights == 1).all())
+            )
         return _spherical_step(data, mu, theta, scores, weights, active, kernel, size, slack, barrier_scale, ws)
     mu = mu.detach().requires_grad_(True)
     theta = theta.detach().requires_grad_(True)
@@ -332,6 +380,75 @@ def _spherical_step(
     g_mu = -2.0 * data.pullback(g).t() + 2.0 * mu * g.sum(1)[None, :]
     ev = Evaluation(value=value, penalised=penalised, total=total)
     return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
+
+
+def _ball_step(
+    data: EmbeddingMatrix,
+    mu: torch.Tensor,
+    theta: torch.Tensor,
+    weights: torch.Tensor,
+    size: float,
+    ws: torch.Tensor,
+    unit_weights: bool,
+) -> tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`objective_and_gradient` for the spherical 'ball' kernel, derived by hand (two passes over X).
+
+    With D_i = ||x_i||^2 - 2 x_i . mu (||mu||^2 cancels against the radius, so a centre far outside
+    the data costs no precision), r = D_j the core's edge (`ball_core`), a = exp(theta) / d,
+    u_i = a (D_i - r) and k_i = exp(-max(u_i, 0) / 2):
+
+        T = sum_i w_i k_i,  V = sum_i w_i s_i k_i / T   (no barrier: T >= S by construction)
+        g_i = dV/du_i = w_i (s_i - V) / T * (-k_i / 2) where u_i > 0, else 0
+        dV/dtheta = sum_i g_i u_i
+        dV/dD_i = a g_i, and the edge row j also gets -a sum_i g_i (through r), so these sum to 0
+        dV/dmu = -2 X^T (dV/dD)        (the 2 mu sum term vanishes with the sum)
+
+    tests/engine compares it with autograd of `evaluate` (float64).
+    """
+    d = data.shape[1]
+    a = torch.exp(theta[0]) / d
+    dist = data.project(mu.t()).mul_(-2.0).add_(data.sq_norms[None, :])
+    edge, edge_row = ball_core(dist, weights, size, unit_weights)
+    u = dist.sub_(edge[:, None]).mul_(a[:, None])
+    k = torch.exp(torch.clamp(u, min=0.0).mul_(-0.5))
+    sums = k @ torch.stack([weights, ws], 1)  # R x 2: T and sum w s k, one pass over k
+    total = sums[:, 0]
+    safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
+    value = sums[:, 1] / safe_total
+    # dV/du = dV/dk * k'(u), k' = -k/2 beyond the edge and 0 inside: the -1/2 goes into the R x 2 factors
+    coef = torch.stack([1.0 / safe_total, -value / safe_total], 1) * -0.5
+    g = coef @ torch.stack([ws, weights], 0)
+    g.mul_(k.masked_fill_(u <= 0, 0.0))
+    g_theta = torch.linalg.vecdot(g, u)[None, :]
+    g.mul_(a[:, None])
+    g.scatter_add_(1, edge_row[:, None], -g.sum(1, keepdim=True))
+    g_mu = -2.0 * data.pullback(g).t()
+    ev = Evaluation(value=value, penalised=value, total=total)
+    return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), torch.ones_like(value)
+
+
+def region_weights(
+    data: EmbeddingMatrix, mu: torch.Tensor, theta: torch.Tensor, kernel: str, weights: torch.Tensor, size: float
+) -> tuple[torch.Tensor, float | None]:
+    """The kernel value of every row for one region (mu: d, theta: 1 or d), and for 'ball' its core's
+    edge as a value of u (`radius_u`: k = 1 where u <= radius_u, exp(-(u - radius_u)/2) beyond), else None.
+
+    The spherical ball is evaluated as the optimiser saw it (||x||^2 - 2 x.mu, without ||mu||^2, which a
+    centre far outside the data would make lose float32 precision); radius_u is the edge row's u, in float64.
+    """
+    if kernel not in CORE_KERNELS:
+        return kernel_weights(scaled_distances(data, mu[:, None], theta[:, None])[0], kernel), None
+    if theta.shape[0] == 1:
+        a = torch.exp(theta[0]) / data.shape[1]
+        dist = data.project(mu[None, :]).mul_(-2.0).add_(data.sq_norms[None, :])
+    else:
+        a = torch.ones((), dtype=mu.dtype, device=mu.device)
+        dist = scaled_distances(data, mu[:, None], theta[:, None])
+    edge, row = ball_core(dist, weights, size, unit_weights=False)
+    k = kernel_weights((dist[0] - edge[0]) * a, kernel)
+    gap = data.x[int(row[0])].double() - mu.double()
+    tau = torch.exp(theta.double()) / data.shape[1]
+    return k, float((tau * gap * gap).sum())
 
 
 def barrier_slacks(n_total: float, size: float, steps: int) -> list[float]:

@@ -42,7 +42,8 @@ class Region:
     `center` has d entries (the caller's embedding space, after undoing standardisation and PCA);
     `precision` is a float (spherical) or d floats (diagonal), such that the kernel of example x is
     k(x) = max(0, 1 - sum(precision * (x - center)**2)) for 'flat' and
-    exp(-sum(precision * (x - center)**2) / 2) for 'gaussian'.
+    exp(-sum(precision * (x - center)**2) / 2) for 'gaussian', and
+    exp(-max(0, sum(precision * (x - center)**2) - radius_u) / 2) for 'ball' (`radius_u` in `extra`).
     `feasible` is False when no iterate met the size constraint (total_weight < size_requested):
     the region is then the best infeasible one, flagged rather than hidden.
     """

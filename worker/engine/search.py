@@ -39,7 +39,16 @@ TIGHTEN_STEPS = 150
 PATIENCE = 10  # steps without improvement before a restart's learning rate is halved (as the authors)
 MAX_HALVINGS = 4  # a restart has converged once its learning rate was halved this many times
 PLATEAU_TOL = 1e-3  # improvement of the penalised objective (standardised score units) that counts
-INIT_MEDIAN_U = {"flat": 0.5, "gaussian": 1.0}  # initial precision: median example at this u
+# initial precision: median example at this u ('ball': this far beyond the core's edge, weight e^-4)
+INIT_MEDIAN_U = {"flat": 0.5, "gaussian": 1.0, "ball": 8.0}
+# 'ball' starts: centres along the least-squares fit of the scores on (x, ||x||^2) (`_regression_starts`)
+# are tried at this many scales, log-spaced over REGRESSION_SCALES.
+REGRESSION_GRID = 40
+REGRESSION_SCALES = (1e-2, 1e4)
+# 'ball' regions: core rows tried as the centre once the optimiser has converged (`_member_centres`)
+MEMBER_CANDIDATES = 256
+MEMBER_CHUNK = 32
+REGRESSION_RIDGE = 1e-3  # relative to the mean diagonal of the Gram matrix: keeps the solve well posed
 # deflation="tails": scores times (1 - k/max k)^this after each region (see `deflate`); chosen on the
 # multi-mode benchmark among 1 (the paper), 4, 8 and 16 (docs/engine.md).
 DEFLATION_POWER = 8
@@ -70,6 +79,9 @@ def search(
 
     - ``flat`` (the published paper): :math:`k_i = \max(0, 1 - u_i)`
     - ``gaussian``: :math:`k_i = \exp(-u_i / 2)`
+    - ``ball``: :math:`k_i = \exp(-\max(0, u_i - \rho) / 2)`, 1 on the core of rows nearest the
+      centre that count :math:`S` (:math:`\rho` is the u of the row that closes it, reported as
+      ``radius_u``), so :math:`\sum_i w_i k_i \ge S` holds by construction and no barrier applies
 
     and the objective (``max_loss``; ``min_loss`` uses :math:`-\ell`) is the kernel-weighted mean
     loss :math:`L = \sum_i w_i k_i \ell_i / \sum_i w_i k_i`, minus ``label_entropy_coeff`` and
@@ -134,7 +146,10 @@ def search(
     and divided by one scale, so results do not depend on the units of x), ``restarts`` starts at
     once: the data mean and examples drawn at random (``seed``) among the highest-loss ones. Each
     restart's learning rate halves after 10 steps without improvement; the search stops once every
-    restart has halved 4 times after the barrier is tight, or at ``steps``.
+    restart has halved 4 times after the barrier is tight, or at ``steps``. For ``ball`` the
+    first starts are centres along a least-squares fit of the scores on :math:`(x, \|x\|^2)`
+    (`_regression_starts`), and once converged each of up to 256 core members is tried as the
+    centre (`_member_centres`).
 
     Cost. Distances come from :math:`\|x\|^2 - 2 x\cdot\mu + \|\mu\|^2` with :math:`\|x\|^2`
     precomputed, all restarts in one product :math:`X M`; a step is two passes over X (four for
@@ -237,11 +252,12 @@ def _search(
     for j in range(len(regions), p.n_spotlights):
         found = _optimise_region(problem, scores, p, j, progress, should_stop)
         with torch.no_grad():
-            u = core.scaled_distances(problem.data, found.mu[:, None], found.theta[:, None])
-            k = core.kernel_weights(u[0], p.kernel)
+            k, radius_u = core.region_weights(
+                problem.data, found.mu, found.theta, p.kernel, problem.weights, problem.size
+            )
         k_np = k.cpu().numpy().astype(np.float32)
         k_all[:, j] = k_np
-        regions.append(_describe(j, k_np, found, frame, loss_v, w, problem.size, p))
+        regions.append(_describe(j, k_np, found, frame, loss_v, w, problem.size, p, radius_u))
         scores = deflate(scores, k, p.deflation)
         if should_yield is not None and j + 1 < p.n_spotlights and should_yield():
             raise SearchYielded(_result(regions, k_all[:, : j + 1].copy(), loss_v, z, started))
@@ -317,6 +333,8 @@ class _Problem:
     size: float  # S
     n_total: float  # sum of weights
     regs: core.Regularisers | None
+    unit_weights: bool = False  # every sample weight is 1 (the core's edge is then one kthvalue)
+    gram: torch.Tensor | None = None  # [X, -||x||^2, 1]^T W [...], computed once when a 'ball' start needs it
 
     @classmethod
     def build(cls, z, loss_v, w, labels_v, preds_v, p: SearchParams, device: torch.device) -> _Problem:
@@ -351,6 +369,7 @@ class _Problem:
             size=float(p.size_count(n_total)),
             n_total=n_total,
             regs=regs,
+            unit_weights=bool((wt == 1).all()),
         )
 
 
@@ -364,8 +383,12 @@ class _Found:
 
 
 def _initial_starts(problem: _Problem, scores: torch.Tensor, p: SearchParams, j: int) -> torch.Tensor:
-    """Starting centres (d x R): the data mean, and examples drawn among the highest scores."""
+    """Starting centres (d x R): the data mean, and examples drawn among the highest scores; for
+    'ball', the best two centres of `_regression_starts` first."""
     rng = np.random.default_rng([p.seed, j])
+    fitted: list[torch.Tensor] = []
+    if p.kernel in core.CORE_KERNELS:
+        fitted = _regression_starts(problem, scores, min(2, p.restarts))
     s = scores.cpu().numpy()
     order = np.argsort(-s, kind="stable")
     if problem.active is not None:
@@ -376,7 +399,96 @@ def _initial_starts(problem: _Problem, scores: torch.Tensor, p: SearchParams, j:
     cols = [problem.data.x[int(i)] for i in picks]
     if p.restarts > 1 or not cols:
         cols.insert(0, torch.zeros(problem.data.x.shape[1], dtype=problem.data.x.dtype, device=problem.data.x.device))
-    return torch.stack(cols, 1).contiguous()
+    return torch.stack((fitted + cols)[: p.restarts], 1).contiguous()
+
+
+def _regression_starts(problem: _Problem, scores: torch.Tensor, count: int) -> list[torch.Tensor]:
+    """Centres for the 'ball' kernel from a least-squares fit of the scores on (x, -||x||^2, 1).
+
+    Why: a ball's core is the rows with the smallest ||x||^2 - 2 x.mu, a linear rule in (x, ||x||^2),
+    so the fitted s ~ x.w - b ||x||^2 + c points mu along w. Its scale (how far out the centre sits:
+    near the data for a ball, far outside for a cap, where the core becomes a half-space) is the one
+    number the fit does not pin down, so REGRESSION_GRID scales t (mu = t w / 2) are tried and the
+    `count` whose cores have the highest weighted mean score, not adjacent on the grid, are returned.
+    Cost: one (d + 2)^2 Gram matrix per search (cached), two passes over X and one kthvalue per region.
+    """
+    data = problem.data
+    x = data.x
+    if problem.gram is None:
+        problem.gram = _gram(data, problem.weights)
+    gram = problem.gram
+    ws = (problem.weights * scores).double()
+    rhs = torch.cat(
+        [data.pullback(ws.float()[None, :])[0].double(), (-(data.sq_norms.double() * ws)).sum()[None], ws.sum()[None]]
+    )
+    ridge = REGRESSION_RIDGE * float(torch.diagonal(gram).mean())
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    w = torch.linalg.solve(gram + ridge * eye, rhs)[: x.shape[1]].to(x.dtype)
+    if not bool(torch.isfinite(w).all()) or float(w.abs().max()) == 0.0:
+        return []
+    xw = data.project(w[None, :])[0]
+    scales = torch.logspace(
+        math.log10(REGRESSION_SCALES[0]),
+        math.log10(REGRESSION_SCALES[1]),
+        REGRESSION_GRID,
+        dtype=x.dtype,
+        device=x.device,
+    )
+    key = data.sq_norms[None, :] - scales[:, None] * xw[None, :]  # grid x n: ||x - mu||^2 - ||mu||^2
+    edge, _ = core.ball_core(key, problem.weights, problem.size, unit_weights=problem.unit_weights)
+    inside = (key <= edge[:, None]).to(x.dtype)
+    mean = (inside @ (problem.weights * scores)) / torch.clamp(inside @ problem.weights, min=1e-30)
+    picked: list[int] = []
+    for i in torch.argsort(mean, descending=True, stable=True).tolist():
+        if all(abs(i - q) > 1 for q in picked):
+            picked.append(i)
+        if len(picked) == count:
+            break
+    return [scales[i] * w / 2.0 for i in picked]
+
+
+def _member_centres(
+    problem: _Problem, scores: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, value: float
+) -> torch.Tensor:
+    """The found 'ball' centre, or the core member that makes a better centre (same edge width).
+
+    Why: in high dimension a weak spot that is the neighbourhood of a row is found only near that
+    row, a narrow basin that gradient steps from elsewhere rarely reach; they do reach a core that
+    holds much of the weak spot, and so that row. Each of up to MEMBER_CANDIDATES core rows (the
+    highest-scoring first) is tried as the centre, its own core and objective computed exactly;
+    the best replaces the centre only if its objective is higher. Cost: about MEMBER_CANDIDATES / R
+    optimiser steps once per region, in chunks of MEMBER_CHUNK candidates.
+    """
+    data = problem.data
+    ws = problem.weights * scores
+    a = torch.exp(theta[0]) / data.shape[1]
+    dist = data.project(mu[None, :]).mul_(-2.0).add_(data.sq_norms[None, :])
+    edge, _ = core.ball_core(dist, problem.weights, problem.size, problem.unit_weights)
+    members = torch.nonzero(dist[0] <= edge[0])[:, 0]
+    members = members[torch.argsort(scores[members], descending=True, stable=True)][:MEMBER_CANDIDATES]
+    best_value, best_row = value, -1
+    for i in range(0, members.numel(), MEMBER_CHUNK):
+        rows = members[i : i + MEMBER_CHUNK]
+        cand = data.x[rows]  # c x d
+        dist = data.project(cand).mul_(-2.0).add_(data.sq_norms[None, :])
+        edge, _ = core.ball_core(dist, problem.weights, problem.size, problem.unit_weights)
+        k = core.kernel_weights(dist.sub_(edge[:, None]).mul_(a), "ball")
+        values = (k @ ws) / torch.clamp(k @ problem.weights, min=torch.finfo(k.dtype).tiny)
+        j = int(torch.argmax(values))
+        if float(values[j]) > best_value:
+            best_value, best_row = float(values[j]), int(rows[j])
+    return mu if best_row < 0 else data.x[best_row].clone()
+
+
+def _gram(data: core.EmbeddingMatrix, weights: torch.Tensor) -> torch.Tensor:
+    """A^T diag(weights) A for A = [X, -||x||^2, 1] in float64, a row chunk at a time."""
+    d = data.shape[1]
+    out = torch.zeros(d + 2, d + 2, dtype=torch.float64, device=data.x.device)
+    for i in range(0, data.shape[0], data.chunk):
+        xc = data.x[i : i + data.chunk].double()
+        a = torch.cat([xc, -data.sq_norms[i : i + data.chunk, None].double(), torch.ones_like(xc[:, :1])], 1)
+        out.addmm_(a.t(), a * weights[i : i + data.chunk, None].double())
+    return out
 
 
 def _initial_theta(problem: _Problem, mu: torch.Tensor, p: SearchParams) -> torch.Tensor:
@@ -384,6 +496,8 @@ def _initial_theta(problem: _Problem, mu: torch.Tensor, p: SearchParams) -> torc
     d, r = mu.shape
     with torch.no_grad():
         u0 = core.scaled_distances(problem.data, mu, torch.zeros(1, r, device=mu.device))
+        if p.kernel in core.CORE_KERNELS:  # measured from the core's edge
+            u0 = u0 - core.ball_core(u0, problem.weights, problem.size, unit_weights=False)[0][:, None]
         med = (u0 if problem.active is None else u0[:, problem.active]).median(1).values
         theta = torch.where(med > 0, torch.log(INIT_MEDIAN_U[p.kernel] / med), torch.zeros_like(med))
         theta = theta.clamp(core.THETA_MIN, core.THETA_MAX)[None, :]
@@ -471,7 +585,10 @@ def _optimise_region(
     feasible = torch.isfinite(best_value)
     if bool(feasible.any()):
         i = int(torch.argmax(torch.where(feasible, best_value, neg_inf)))
-        return _Found(best_mu[:, i].clone(), best_theta[:, i].clone(), True, steps_run, converged)
+        mu_i, theta_i = best_mu[:, i].clone(), best_theta[:, i].clone()
+        if p.kernel in core.CORE_KERNELS and theta_i.shape[0] == 1:
+            mu_i = _member_centres(problem, scores, mu_i, theta_i, float(best_value[i]))
+        return _Found(mu_i, theta_i, True, steps_run, converged)
     i = int(torch.argmax(best_total))
     return _Found(fall_mu[:, i].clone(), fall_theta[:, i].clone(), False, steps_run, converged)
 
@@ -485,6 +602,7 @@ def _describe(
     w: np.ndarray,
     size: float,
     p: SearchParams,
+    radius_u: float | None = None,
 ) -> Region:
     """A Region in the caller's units, from the kernel values and the chosen iterate (float64 stats)."""
     kw = k.astype(np.float64) * w
@@ -498,6 +616,8 @@ def _describe(
     per_dim = np.asarray(frame.precision(tau), dtype=np.float64).ravel()
     precision: float | np.ndarray = float(per_dim[0]) if p.shape == "spherical" else per_dim
     extra = frame.region_extra(found.mu.double().cpu().numpy(), np.atleast_1d(tau))
+    if radius_u is not None:
+        extra["radius_u"] = radius_u
     return Region(
         index=j,
         center=_finite_array(frame.center(found.mu.double().cpu().numpy())),
