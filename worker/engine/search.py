@@ -19,6 +19,7 @@ from worker.engine.prepare import (
     Frame,
     add_evidence,
     as_vector,
+    concentration,
     losses_from_logits,
     project_pca,
     resolve_device,
@@ -49,6 +50,12 @@ REGRESSION_SCALES = (1e-2, 1e4)
 MEMBER_CANDIDATES = 256
 MEMBER_CHUNK = 32
 REGRESSION_RIDGE = 1e-3  # relative to the mean diagonal of the Gram matrix: keeps the solve well posed
+# kernel="auto": 'ball' when the concentration of squared distances among the standardised embeddings
+# (`prepare.concentration`: median over the 2 % neighbourhood's gap, ~ mean / std of the distances) is
+# above this, else 'gaussian'. Measured (docs/engine.md): digits embeddings 2.5-2.7 (2.5 projected at
+# random to 384-d), the cross-class clouds 2.5, where the gaussian wins; the d = 256 / 512 planted-slice
+# clouds 11.2 / 15.1, where only the ball focuses. 6 leaves a factor of 2.2 below and 1.9 above.
+AUTO_BALL_ABOVE = 6.0
 # deflation="tails": scores times (1 - k/max k)^this after each region (see `deflate`); chosen on the
 # multi-mode benchmark among 1 (the paper), 4, 8 and 16 (docs/engine.md).
 DEFLATION_POWER = 8
@@ -82,6 +89,9 @@ def search(
     - ``ball``: :math:`k_i = \exp(-\max(0, u_i - \rho) / 2)`, 1 on the core of rows nearest the
       centre that count :math:`S` (:math:`\rho` is the u of the row that closes it, reported as
       ``radius_u``), so :math:`\sum_i w_i k_i \ge S` holds by construction and no barrier applies
+    - ``auto`` (the default): ``ball`` when the standardised embeddings' squared norms concentrate
+      (`prepare.concentration` above ``AUTO_BALL_ABOVE``: high intrinsic dimension), else
+      ``gaussian``; each region's ``kernel`` is the one that ran
 
     and the objective (``max_loss``; ``min_loss`` uses :math:`-\ell`) is the kernel-weighted mean
     loss :math:`L = \sum_i w_i k_i \ell_i / \sum_i w_i k_i`, minus ``label_entropy_coeff`` and
@@ -241,6 +251,9 @@ def _search(
     z, frame = standardise(embeddings, w, device, core.row_chunk(n, d, device))
     if p.pca_components is not None:
         z, frame = project_pca(z, w, frame, p.pca_components, core.row_chunk(n, d, device))
+    if p.kernel == "auto":
+        c = concentration(z, w, core.row_chunk(n, d, device))
+        p = p.model_copy(update={"kernel": resolve_auto(c)})
     z, frame = add_evidence(z, frame, labels_v, preds_v, w, p.evidence, p.evidence_weight)
     problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device)
 
@@ -262,6 +275,16 @@ def _search(
         if should_yield is not None and j + 1 < p.n_spotlights and should_yield():
             raise SearchYielded(_result(regions, k_all[:, : j + 1].copy(), loss_v, z, started))
     return _result(regions, k_all, loss_v, z, started)
+
+
+def resolve_auto(c: float) -> str:
+    """The kernel `kernel="auto"` runs for a measured concentration c (`prepare.concentration`).
+
+    The ball when squared distances concentrate (c > AUTO_BALL_ABOVE: high intrinsic dimension, where
+    a gaussian that must count S rows spreads over all of them), the gaussian otherwise (clusters
+    and low-dimensional structure, where it ranks the rest of a slice larger than the region).
+    """
+    return "ball" if c > AUTO_BALL_ABOVE else "gaussian"
 
 
 def _result(regions: list[Region], weights: np.ndarray, loss_v, z: torch.Tensor, started: float) -> SearchResult:
