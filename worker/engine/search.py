@@ -37,6 +37,14 @@ SINGLE_THREAD_BELOW = 2**22
 # high-loss area (measured on 12-d planted balls: AP 0.61-0.91 at 100 steps, 0.89-0.97 at 150; on the
 # digits benchmark 150 scored 100 % of the oracle, see docs/engine.md).
 TIGHTEN_STEPS = 150
+# 'ball' has no barrier to tighten: its plateau test starts after BALL_WARMUP steps, and a restart has
+# converged after BALL_HALVINGS halvings (its edge keeps sharpening, so the plateau comes late). Measured
+# on the high-dimension benchmark and bench.speed's data (docs/engine.md): 150 and 4 (the barrier's
+# schedule) ran 1 367 steps for 5 regions on 50 000 x 512; 50 and 1 ran 849, with the same recall and lift
+# on every planted slice (BALL_HALVINGS 2: 1 138 steps; a patience of 5 or a tolerance of 1e-2 lost
+# 0.02 of cap recall at d = 256).
+BALL_WARMUP = 50
+BALL_HALVINGS = 1
 PATIENCE = 10  # steps without improvement before a restart's learning rate is halved (as the authors)
 MAX_HALVINGS = 4  # a restart has converged once its learning rate was halved this many times
 PLATEAU_TOL = 1e-3  # improvement of the penalised objective (standardised score units) that counts
@@ -542,6 +550,9 @@ def _optimise_region(
     cap = p.steps
     tighten = max(1, min(cap, TIGHTEN_STEPS))
     slacks = core.barrier_slacks(problem.n_total, problem.size, tighten)
+    ball = p.kernel in core.CORE_KERNELS
+    warm = max(1, min(cap, BALL_WARMUP)) if ball else tighten
+    needed = BALL_HALVINGS if ball else MAX_HALVINGS
     lr = torch.full((r,), p.learning_rate, dtype=mu.dtype, device=mu.device)
     adam_mu = core.AdamState(torch.zeros_like(mu), torch.zeros_like(mu))
     adam_theta = core.AdamState(torch.zeros_like(theta), torch.zeros_like(theta))
@@ -590,7 +601,7 @@ def _optimise_region(
             core.adam_ascent(theta, g_theta, adam_theta, lr)
             theta.clamp_(core.THETA_MIN, core.THETA_MAX)
 
-            if t >= tighten - 1:
+            if t >= warm - 1:
                 improved = pen > plateau_best + PLATEAU_TOL
                 plateau_best = torch.where(improved, pen, plateau_best)
                 waits = torch.where(improved, torch.zeros_like(waits), waits + 1)
@@ -601,7 +612,7 @@ def _optimise_region(
         steps_run = t + 1
         if progress is not None:
             progress(j, t, cap)
-        if t >= tighten - 1 and bool((halvings >= MAX_HALVINGS).all()):
+        if t >= warm - 1 and bool((halvings >= needed).all()):
             converged = True
             break
 
