@@ -337,9 +337,7 @@ class _Problem:
     gram: torch.Tensor | None = None  # [X, -||x||^2, 1]^T W [...], computed once when a 'ball' start needs it
 
     @classmethod
-    def build(
-        cls, z, loss_v, w, labels_v, preds_v, p: SearchParams, device: torch.device, tail: int = 0
-    ) -> _Problem:
+    def build(cls, z, loss_v, w, labels_v, preds_v, p: SearchParams, device: torch.device, tail: int = 0) -> _Problem:
         data = core.EmbeddingMatrix(z, tail=tail)
         raw = loss_v if p.objective == "max_loss" else -loss_v
         raw = raw - raw.min()
