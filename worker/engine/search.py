@@ -144,7 +144,9 @@ def search(
 
     Optimisation. Adam on :math:`(\mu, \log\tau)` in standardised coordinates (embeddings centred
     and divided by one scale, so results do not depend on the units of x), ``restarts`` starts at
-    once: the data mean and examples drawn at random (``seed``) among the highest-loss ones. Each
+    once: the data mean and examples drawn at random (``seed``) among the highest-loss ones. With
+    label evidence a spherical gaussian/flat region has two log-precisions, embedding and evidence
+    columns (``evidence_precision="learned"``), both starting at the same value. Each
     restart's learning rate halves after 10 steps without improvement; the search stops once every
     restart has halved 4 times after the barrier is tight, or at ``steps``. For ``ball`` the
     first starts are centres along a least-squares fit of the scores on :math:`(x, \|x\|^2)`
