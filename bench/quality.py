@@ -305,6 +305,7 @@ SINGLE_VARIANTS = {
     "engine flat": {"kernel": "flat"},
     "engine gaussian": {},
     "engine gaussian, no evidence": {"evidence_weight": 0.0},
+    "engine gaussian, evidence tied": {"evidence_precision": "tied"},
     "engine gaussian, evidence labels+predictions": {"evidence": "labels_predictions"},
     "engine gaussian, no evidence, deflation paper": {"evidence_weight": 0.0, "deflation": "paper"},
     "engine ball": {"kernel": "ball"},
@@ -312,6 +313,7 @@ SINGLE_VARIANTS = {
 }
 MULTI_VARIANTS = {
     "engine (default: evidence labels, tails)": {},
+    "engine, evidence tied": {"evidence_precision": "tied"},
     "engine, evidence weight 0.5": {"evidence_weight": 0.5},
     "engine, evidence weight 2": {"evidence_weight": 2.0},
     "engine, evidence labels+predictions": {"evidence": "labels_predictions"},
@@ -323,6 +325,7 @@ MULTI_VARIANTS = {
 }
 CROSSCLASS_VARIANTS = {
     "engine (default: evidence labels)": {},
+    "engine, evidence tied": {"evidence_precision": "tied"},
     "engine, evidence weight 0.5": {"evidence_weight": 0.5},
     "engine, evidence mismatch": {"evidence": "mismatch"},
     "engine, no evidence": {"evidence_weight": 0.0},
