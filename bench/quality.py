@@ -306,6 +306,7 @@ SINGLE_VARIANTS = {
     "engine flat": {"kernel": "flat"},
     "engine gaussian": {"kernel": "gaussian"},
     "engine gaussian, no evidence": {"kernel": "gaussian", "evidence_weight": 0.0},
+    "engine gaussian, evidence tied": {"kernel": "gaussian", "evidence_precision": "tied"},
     "engine gaussian, evidence labels+predictions": {"kernel": "gaussian", "evidence": "labels_predictions"},
     "engine gaussian, no evidence, deflation paper": {
         "kernel": "gaussian",
@@ -318,6 +319,7 @@ SINGLE_VARIANTS = {
 MULTI_VARIANTS = {
     "engine (default: auto kernel, evidence labels, tails)": {},
     "engine gaussian": {"kernel": "gaussian"},
+    "engine, evidence tied": {"evidence_precision": "tied"},
     "engine, evidence weight 0.5": {"evidence_weight": 0.5},
     "engine, evidence weight 2": {"evidence_weight": 2.0},
     "engine, evidence labels+predictions": {"evidence": "labels_predictions"},
@@ -329,6 +331,7 @@ MULTI_VARIANTS = {
 }
 CROSSCLASS_VARIANTS = {
     "engine (default: evidence labels)": {},
+    "engine, evidence tied": {"evidence_precision": "tied"},
     "engine, evidence weight 0.5": {"evidence_weight": 0.5},
     "engine, evidence mismatch": {"evidence": "mismatch"},
     "engine, no evidence": {"evidence_weight": 0.0},

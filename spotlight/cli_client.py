@@ -77,14 +77,22 @@ def _stderr() -> Any:
     return Console(stderr=True)
 
 
-def regions_table(job_id: str, regions: list[dict[str, Any]], tops: list[list[dict[str, Any]]] | None = None) -> Any:
+TEXT_COLUMNS = ("shares with", "stands out", "top failing rows")
+TEXT_MIN_WIDTH = 10
+WIDE_TABLE = 110  # columns of terminal that fit the table with its top-failing-rows column
+
+
+def regions_table(
+    job_id: str, regions: list[dict[str, Any]], tops: list[list[dict[str, Any]]] | None = None, narrow: bool = False
+) -> Any:
     """The regions as a rich table, each read through its member set (the rows `members` pages).
 
     Per region: its members, how many examples it counts (sum of kernel weights), the members' mean
     loss and lift over the dataset's mean (which, the same for every region, is in the title), their
     error rate when labels and predictions were given, the largest share of its members an earlier
     region already holds, what stands out among them (class names when the dataset has them), and
-    with `tops` its top members by contribution (their ids, else rows).
+    with `tops` its top members by contribution (their ids, else rows). `narrow` (a terminal under
+    WIDE_TABLE columns): headers wrap at words and the table has no outer edge.
     """
     from rich.table import Table
 
@@ -106,11 +114,9 @@ def regions_table(job_id: str, regions: list[dict[str, Any]], tops: list[list[di
         if not_weak
         else None
     )
-    table = Table(title=title, caption=caption)
     cols = ["region", "members", "counts as (Σk)", "mean loss", "lift"] + (["error rate"] if with_errors else [])
     cols += ["shares with", "stands out"] + (["top failing rows"] if tops is not None else [])
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("stands out", "top failing rows", "shares with") else "right")
+    rows = []
     for j, (reg, desc) in enumerate(zip(regions, descriptions, strict=True)):
         row = [
             str(reg["index"]),
@@ -125,8 +131,35 @@ def regions_table(job_id: str, regions: list[dict[str, Any]], tops: list[list[di
         row += [_most_shared(reg.get("overlap")), stands_out(desc)]
         if tops is not None:
             row.append(", ".join(str(m["id"] if m.get("id") is not None else m["index"]) for m in tops[j]))
+        rows.append(row)
+    table = Table(title=title, caption=caption, show_edge=not narrow, pad_edge=not narrow)
+    for i, col in enumerate(cols):
+        # A number is never cut: its column is as wide as its widest value and its header (in a narrow
+        # terminal, the header's longest word: headers wrap); the text columns take the rest and wrap.
+        header = max(len(w) for w in col.split()) if narrow else len(col)
+        if col in TEXT_COLUMNS:
+            table.add_column(col, justify="left", overflow="fold", min_width=max(header, TEXT_MIN_WIDTH))
+        else:
+            table.add_column(col, justify="right", width=max([header] + [len(r[i]) for r in rows]))
+    for row in rows:
         table.add_row(*row)
     return table
+
+
+def print_regions(
+    console: Any, job_id: str, regions: list[dict[str, Any]], tops: list[list[dict[str, Any]]] | None
+) -> None:
+    """The regions table; in a terminal narrower than WIDE_TABLE the top failing rows follow it, one
+    line per region, instead of squeezing every column into an unreadable sliver."""
+    if console.width >= WIDE_TABLE:
+        console.print(regions_table(job_id, regions, tops))
+        return
+    console.print(regions_table(job_id, regions, narrow=True))
+    if tops is None:
+        return
+    for reg, top in zip(regions, tops, strict=True):
+        rows = ", ".join(str(m["id"] if m.get("id") is not None else m["index"]) for m in top)
+        console.print(f"region {reg['index']} top failing rows: {rows or '—'}", overflow="fold")
 
 
 def _at_most_one(lift: Any) -> bool:
@@ -365,7 +398,7 @@ def _show_regions(
     else:
         from rich.console import Console
 
-        Console().print(regions_table(job_id, payload["regions"], tops))
+        print_regions(Console(), job_id, payload["regions"], tops)
     return EXIT_GATE if verdict and verdict["failed"] else EXIT_OK
 
 

@@ -17,6 +17,7 @@ Kernel = Literal["auto", "flat", "gaussian", "ball"]
 Shape = Literal["spherical", "diagonal"]
 Objective = Literal["max_loss", "min_loss"]
 Deflation = Literal["tails", "paper"]
+EvidencePrecision = Literal["learned", "tied"]
 EvidenceKind = Literal["labels_predictions", "labels", "mismatch"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -106,6 +107,13 @@ class SearchParams(BaseModel):
         description="Which evidence columns evidence_weight appends: 'labels' (one-hot label), "
         "'labels_predictions' (one-hot label and one-hot prediction) or 'mismatch' (one column: "
         "label != prediction).",
+    )
+    evidence_precision: EvidencePrecision = Field(
+        "learned",
+        description="How much a region's evidence columns count: 'learned' (each gaussian/flat spherical "
+        "region learns its own precision for them, starting from the embedding's, so a region can ignore the "
+        "labels where they do not help) or 'tied' (one precision for embedding and evidence columns alike; "
+        "the 'ball' kernel always ties them).",
     )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
     n_permutations: int = Field(

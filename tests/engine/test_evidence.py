@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score
 
 from spotlight import kernel
 from spotlight.evidence import EvidenceMissing, as_codes, columns, term
-from worker.engine import Region, SearchResume, SearchYielded, search
+from worker.engine import Region, SearchResume, SearchYielded, core, search
 from worker.engine.prepare import Frame, add_evidence
 
 from .conftest import planted_problem
@@ -175,3 +175,88 @@ def test_rows_labels_may_be_class_names_matched_by_name() -> None:
     by_name = term({**region, "class_names": names}, ["eight", "cat"], None, 2)
     by_code = term(region, [2, 0], None, 2)
     assert by_name.tolist() == by_code.tolist() == [0.0, 4.0]
+
+
+def _two_block_problem(kernel_name: str):
+    """float64 embeddings with three one-hot evidence columns, and restarts near the data."""
+    gen = torch.Generator().manual_seed(5)
+    n, d_emb, c, r = 300, 5, 3, 4
+    x = torch.randn(n, d_emb, generator=gen, dtype=torch.float64)
+    e = torch.nn.functional.one_hot(torch.randint(0, c, (n,), generator=gen), c).double() * 2.0
+    data = core.EmbeddingMatrix(torch.cat([x, e], 1), chunk=64, tail=c)
+    mu = torch.randn(d_emb + c, r, generator=gen, dtype=torch.float64) * 0.5
+    theta = torch.randn(2, r, generator=gen, dtype=torch.float64) * 0.3
+    if kernel_name == "flat":  # large precisions: the support projection f < 1 acts on some restarts
+        theta = theta + 3.0
+    scores = torch.rand(n, generator=gen, dtype=torch.float64)
+    return data, mu, theta, scores, torch.ones(n, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("kernel_name", ["gaussian", "flat"])
+def test_two_precision_gradient_equals_autograd(kernel_name: str) -> None:
+    """The hand-derived step with an evidence precision of its own is the autograd gradient of `evaluate`."""
+    data, mu, theta, scores, w = _two_block_problem(kernel_name)
+    size, slack, scale = 30.0, 20.0, 1.0
+    assert core.split_precision(data, theta)
+    ev, g_mu, g_theta, f = core.objective_and_gradient(
+        data, mu, theta, scores, w, None, kernel_name, size, slack, scale, None
+    )
+    m, t = mu.clone().requires_grad_(True), theta.clone().requires_grad_(True)
+    u = core.scaled_distances(data, m, t)
+    f_ref = core.support_rescale(u, None, kernel_name)
+    ref = core.evaluate(u * f_ref[:, None], scores, w, kernel_name, size, slack, scale)
+    a_mu, a_theta = torch.autograd.grad(ref.penalised.sum(), [m, t])
+    if kernel_name == "flat":
+        assert bool((f < 1).any())
+    torch.testing.assert_close(f, f_ref)
+    torch.testing.assert_close(ev.penalised, ref.penalised.detach())
+    torch.testing.assert_close(g_mu, a_mu)
+    torch.testing.assert_close(g_theta, a_theta)
+    assert g_theta.shape == (2, mu.shape[1])
+
+
+def test_equal_precisions_start_as_the_tied_search() -> None:
+    """With tau_e = tau the objective is the tied one, and the two theta gradients add up to the tied one."""
+    data, mu, theta, scores, w = _two_block_problem("gaussian")
+    tied = theta[:1]
+    both = tied.expand(2, -1).contiguous()
+    ev2, g_mu2, g_theta2, _ = core.objective_and_gradient(
+        data, mu, both, scores, w, None, "gaussian", 30.0, 20.0, 1.0, None
+    )
+    ev1, g_mu1, g_theta1, _ = core.objective_and_gradient(
+        data, mu, tied, scores, w, None, "gaussian", 30.0, 20.0, 1.0, None
+    )
+    torch.testing.assert_close(ev2.penalised, ev1.penalised)
+    torch.testing.assert_close(g_mu2, g_mu1)
+    torch.testing.assert_close(g_theta2.sum(0), g_theta1[0])
+
+
+def _cross_class(n: int = 3000, d: int = 16, seed: int = 0):
+    """A weak spot that is not a class: 10 gaussian classes, and the 4 % of rows nearest the midpoint
+    of classes 0 and 1 fail. The slice is part of two classes: no label names it (bench/quality_modes.py
+    has the benchmark's version)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(10, d)) * 2.0
+    labels = rng.integers(0, 10, n)
+    x = (centres[labels] + rng.normal(size=(n, d))).astype(np.float32)
+    dist = ((x - (centres[0] + centres[1]) / 2) ** 2).sum(1)
+    planted = dist <= np.quantile(dist, 0.04)
+    loss = (rng.exponential(0.5, n) + 2.0 * planted).astype(np.float32)
+    return x, loss, labels, planted
+
+
+def test_a_weak_spot_across_classes_is_found_with_evidence_as_without() -> None:
+    """A region learns how much the label matters: with evidence on, the slice that cuts across two
+    classes is ranked about as well as by the search without labels; tying the evidence precision to
+    the embedding's splits it by label."""
+    x, loss, labels, planted = _cross_class()
+    params = {"device": "cpu", "n_spotlights": 3, "steps": 300}
+
+    def best_ap(update: dict) -> float:
+        res = search(x, loss, {**params, **update}, labels=labels)
+        return max(float(average_precision_score(planted, res.weights[:, j])) for j in range(3))
+
+    learned, tied, off = best_ap({}), best_ap({"evidence_precision": "tied"}), best_ap({"evidence_weight": 0.0})
+    assert off > 0.85  # the slice is a ball of embedding space
+    assert learned > off - 0.08
+    assert learned > tied + 0.15

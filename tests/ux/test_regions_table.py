@@ -30,3 +30,28 @@ def test_regions_at_or_below_the_dataset_mean_are_called_out() -> None:
 
 def test_no_caption_when_every_region_is_a_weak_spot() -> None:
     assert "not a weak spot" not in _render([_region(0, 3.6), _region(1, 1.4)])
+
+
+def test_in_an_80_column_terminal_every_number_and_failing_row_is_whole() -> None:
+    """A laptop's default terminal: numbers, headers' words and top rows' ids are never cut ("membe…")."""
+    from spotlight.cli_client import print_regions
+
+    regions = [_region(0, 3.94), _region(1, 2.31)]
+    for r in regions:
+        r["n_members"] = 1697
+        r["effective_size"] = 1696.4
+        r["description"]["labels"] = {"top": [{"value": "a-long-class-name", "share_inside": 0.9, "lift": 4.3}]}
+    tops = [[{"id": f"row-{k}-{i:05d}"} for i in range(3)] for k in range(2)]
+    console = Console(width=80, record=True)
+    print_regions(console, "job_1cb22e1f7c2bedec3b7e05c5", regions, tops)
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "…" not in text
+    for word in ("region", "members", "lift", "1,697", "1696.4", "3.94", "2.31"):
+        assert word in text
+    for k in range(2):
+        assert f"region {k} top failing rows: row-{k}-00000, row-{k}-00001, row-{k}-00002" in text
+    wide = Console(width=160, record=True)
+    print_regions(wide, "job_x", regions, tops)
+    wide_text = wide.export_text()
+    assert "top failing rows" in wide_text and "counts as (Σk)" in wide_text

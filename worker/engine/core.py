@@ -89,7 +89,7 @@ class EmbeddingMatrix:
     16-20 ms at n = 50 000, d = 512, R = 4 on this CPU).
     """
 
-    def __init__(self, x: torch.Tensor, chunk: int | None = None):
+    def __init__(self, x: torch.Tensor, chunk: int | None = None, tail: int = 0):
         self.x = x.contiguous()
         n, d = self.x.shape
         self.chunk = chunk if chunk is not None else row_chunk(n, d, x.device)
@@ -97,6 +97,11 @@ class EmbeddingMatrix:
         for i in range(0, n, self.chunk):
             rows = self.x[i : i + self.chunk]
             self.sq_norms[i : i + self.chunk] = (rows * rows).sum(1)
+        # The last `tail` columns are label evidence (prepare.add_evidence): a spherical region may give
+        # them their own precision (`split_precision`), which needs this n x c block and its row norms.
+        self.tail = tail
+        self.evidence = self.x[:, d - tail :].contiguous() if tail else None
+        self.evidence_sq_norms = (self.evidence * self.evidence).sum(1) if self.evidence is not None else None
 
     @property
     def shape(self) -> torch.Size:
@@ -171,11 +176,31 @@ def row_products(data: EmbeddingMatrix, p: torch.Tensor, squared: bool = False) 
     return _RowProducts.apply(data, p, squared)
 
 
+def split_precision(data: EmbeddingMatrix, theta: torch.Tensor) -> bool:
+    """Whether theta (2 x R) holds two log-precisions per restart: embedding columns, evidence columns.
+
+    A spherical region searched with label evidence has u = tau ||z - mu||^2 + tau_e ||e - mu_e||^2
+    (z the embedding columns, e the evidence ones), so it can learn how much the label matters. With
+    one embedding column and one evidence column this is the diagonal shape, the same u either way.
+    """
+    return data.tail > 0 and theta.shape[0] == 2
+
+
+def evidence_distances(data: EmbeddingMatrix, mu: torch.Tensor) -> torch.Tensor:
+    """||e_i - mu_e,r||^2 over the evidence columns only (R x n), clamped at 0: one pass over the n x c block."""
+    assert data.evidence is not None and data.evidence_sq_norms is not None
+    mu_e = mu[mu.shape[0] - data.tail :]
+    dist = (data.evidence @ mu_e).t() * -2.0 + data.evidence_sq_norms[None, :] + (mu_e * mu_e).sum(0)[:, None]
+    return torch.clamp(dist, min=0.0)
+
+
 def scaled_distances(data: EmbeddingMatrix, mu: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """u[r, i] = sum_j tau[j, r] (x[i, j] - mu[j, r])^2 with tau = exp(theta) / d, for every restart (R x n).
 
     Spherical (theta is 1 x R): u = tau * (||x||^2 - 2 x.mu + ||mu||^2), two passes over X a step
     (`_SphericalDistances`).
+    Spherical with its own evidence precision (theta is 2 x R, `split_precision`): the same two passes
+    plus one over the n x c evidence block.
     Diagonal (theta is d x R): u = (X*X) @ tau - 2 X @ (tau*mu) + sum(tau*mu^2), four passes.
     Rounding can make the expanded form slightly negative; it is clamped at 0.
     """
@@ -184,6 +209,10 @@ def scaled_distances(data: EmbeddingMatrix, mu: torch.Tensor, theta: torch.Tenso
     if theta.shape[0] == 1:
         dist = _SphericalDistances.apply(data, mu)
         return torch.clamp(dist, min=0.0) * tau.t()
+    if split_precision(data, theta):  # embedding part = all columns minus the evidence part
+        dist_ev = evidence_distances(data, mu)
+        dist_emb = torch.clamp(_SphericalDistances.apply(data, mu) - dist_ev, min=0.0)
+        return dist_emb * tau[0][:, None] + dist_ev * tau[1][:, None]
     u = row_products(data, tau, squared=True) - 2.0 * row_products(data, tau * mu) + (tau * mu * mu).sum(0)[:, None]
     return torch.clamp(u, min=0.0)
 
@@ -309,6 +338,9 @@ def objective_and_gradient(
                 data, mu, theta, weights, size, ws, unit_weights=active is None and bool((weights == 1).all())
             )
         return _spherical_step(data, mu, theta, scores, weights, active, kernel, size, slack, barrier_scale, ws)
+    if regs is None and kernel not in CORE_KERNELS and split_precision(data, theta):
+        ws = weighted_scores if weighted_scores is not None else weights * scores
+        return _split_step(data, mu, theta, weights, active, kernel, size, slack, barrier_scale, ws)
     mu = mu.detach().requires_grad_(True)
     theta = theta.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -378,6 +410,65 @@ def _spherical_step(
     g_theta = ((g * dist).sum(1) * a)[None, :]
     g.mul_(a[:, None])
     g_mu = -2.0 * data.pullback(g).t() + 2.0 * mu * g.sum(1)[None, :]
+    ev = Evaluation(value=value, penalised=penalised, total=total)
+    return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
+
+
+def _split_step(
+    data: EmbeddingMatrix,
+    mu: torch.Tensor,
+    theta: torch.Tensor,
+    weights: torch.Tensor,
+    active: torch.Tensor | None,
+    kernel: str,
+    size: float,
+    slack: float,
+    barrier_scale: float,
+    ws: torch.Tensor,
+) -> tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`_spherical_step` with two precisions (`split_precision`), derived by hand the same way.
+
+    With D = ||z - mu||^2 over the embedding columns, E = ||e - mu_e||^2 over the evidence columns,
+    u = f (tau D + tau_e E), a = f tau, a_e = f tau_e and g_i = dP/du_i as in `_spherical_step`:
+
+        dP/dtheta = (sum_i g_i a D_i, sum_i g_i a_e E_i)
+        dP/dmu = a (-2 X^T g + 2 mu sum_i g_i) on the embedding columns, a_e (...) on the evidence ones
+
+    X^T g is the same one pass over X as the tied case; E and the evidence rows of dP/dmu take one
+    pass each over the n x c evidence block (c small).
+    """
+    d = data.shape[1]
+    tau = torch.exp(theta) / d  # 2 x R
+    dist_ev = evidence_distances(data, mu)
+    dist = data.project(mu.t())
+    dist.mul_(-2.0).add_(data.sq_norms[None, :]).add_((mu * mu).sum(0)[:, None]).sub_(dist_ev).clamp_(min=0.0)
+    u = dist * tau[0][:, None] + dist_ev * tau[1][:, None]
+    f = support_rescale(u, active, kernel)
+    u.mul_(f[:, None])
+    if kernel == "gaussian":
+        k = torch.exp(u * -0.5)
+    elif kernel == "flat":
+        k = torch.clamp(1.0 - u, min=0.0)
+    else:
+        raise ValueError(f"unknown kernel {kernel!r}")
+    total = k @ weights
+    safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
+    value = (k @ ws) / safe_total
+    penalised = value - barrier_penalty(total, size, slack, barrier_scale)
+    beta = barrier_slope(total, size, slack, barrier_scale)
+    coef = torch.stack([1.0 / safe_total, beta - value / safe_total], 1)
+    g = coef @ torch.stack([ws, weights], 0)
+    if kernel == "gaussian":
+        g.mul_(k).mul_(-0.5)
+    else:
+        g.mul_((u <= 1.0).to(g.dtype)).neg_()
+    a, a_e = f * tau[0], f * tau[1]
+    g_theta = torch.stack([(g * dist).sum(1) * a, (g * dist_ev).sum(1) * a_e], 0)
+    g_sum = g.sum(1)
+    g_mu = -2.0 * data.pullback(g * a[:, None]).t() + 2.0 * mu * (a * g_sum)[None, :]
+    assert data.evidence is not None
+    ge = g * a_e[:, None]
+    g_mu[d - data.tail :] = -2.0 * (ge @ data.evidence).t() + 2.0 * mu[d - data.tail :] * (a_e * g_sum)[None, :]
     ev = Evaluation(value=value, penalised=penalised, total=total)
     return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
 

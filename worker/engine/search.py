@@ -162,7 +162,9 @@ def search(
 
     Optimisation. Adam on :math:`(\mu, \log\tau)` in standardised coordinates (embeddings centred
     and divided by one scale, so results do not depend on the units of x), ``restarts`` starts at
-    once: the data mean and examples drawn at random (``seed``) among the highest-loss ones. Each
+    once: the data mean and examples drawn at random (``seed``) among the highest-loss ones. With
+    label evidence a spherical gaussian/flat region has two log-precisions, embedding and evidence
+    columns (``evidence_precision="learned"``), both starting at the same value. Each
     restart's learning rate halves after 10 steps without improvement; the search stops once every
     restart has halved 4 times after the barrier is tight, or at ``steps``. For ``ball`` the
     first starts are centres along a least-squares fit of the scores on :math:`(x, \|x\|^2)`
@@ -263,7 +265,7 @@ def _search(
         c = concentration(z, w, core.row_chunk(n, d, device))
         p = p.model_copy(update={"kernel": resolve_auto(c)})
     z, frame = add_evidence(z, frame, labels_v, preds_v, w, p.evidence, p.evidence_weight)
-    problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device)
+    problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device, tail=frame.tail)
 
     k_all = np.zeros((n, p.n_spotlights), dtype=np.float32)
     regions: list[Region] = []
@@ -368,8 +370,8 @@ class _Problem:
     gram: torch.Tensor | None = None  # [X, -||x||^2, 1]^T W [...], computed once when a 'ball' start needs it
 
     @classmethod
-    def build(cls, z, loss_v, w, labels_v, preds_v, p: SearchParams, device: torch.device) -> _Problem:
-        data = core.EmbeddingMatrix(z)
+    def build(cls, z, loss_v, w, labels_v, preds_v, p: SearchParams, device: torch.device, tail: int = 0) -> _Problem:
+        data = core.EmbeddingMatrix(z, tail=tail)
         raw = loss_v if p.objective == "max_loss" else -loss_v
         raw = raw - raw.min()
         spread = math.sqrt(float(np.average((raw - np.average(raw, weights=w)) ** 2, weights=w)))
@@ -532,7 +534,15 @@ def _initial_theta(problem: _Problem, mu: torch.Tensor, p: SearchParams) -> torc
         med = (u0 if problem.active is None else u0[:, problem.active]).median(1).values
         theta = torch.where(med > 0, torch.log(INIT_MEDIAN_U[p.kernel] / med), torch.zeros_like(med))
         theta = theta.clamp(core.THETA_MIN, core.THETA_MAX)[None, :]
-    return theta.expand(d if p.shape == "diagonal" else 1, r).contiguous()
+    return theta.expand(d if p.shape == "diagonal" else _spherical_rows(problem, p), r).contiguous()
+
+
+def _spherical_rows(problem: _Problem, p: SearchParams) -> int:
+    """Log-precisions per restart for the spherical shape: 2 (embedding, evidence: `core.split_precision`)
+    when the search has evidence columns and `evidence_precision` is 'learned', else 1. Both start equal,
+    so the first step is the tied search's. The 'ball' kernel keeps one (its hand-derived step is tied)."""
+    split = problem.data.tail > 0 and p.evidence_precision == "learned" and p.kernel not in core.CORE_KERNELS
+    return 2 if split else 1
 
 
 def _optimise_region(
@@ -647,6 +657,8 @@ def _describe(
     lift = weighted / mean_loss if abs(mean_loss) > tiny else 1.0
     dz = found.mu.shape[0]
     tau = np.exp(found.theta.double().cpu().numpy()) / dz
+    if p.shape == "spherical" and tau.size == 2 and frame.tail:  # per column: embedding tau, evidence tau_e
+        tau = np.concatenate([np.full(dz - frame.tail, tau[0]), np.full(frame.tail, tau[1])])
     per_dim = np.asarray(frame.precision(tau), dtype=np.float64).ravel()
     precision: float | np.ndarray = float(per_dim[0]) if p.shape == "spherical" else per_dim
     extra = frame.region_extra(found.mu.double().cpu().numpy(), np.atleast_1d(tau))
