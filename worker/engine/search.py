@@ -166,7 +166,8 @@ def search(
     label evidence a spherical gaussian/flat region has two log-precisions, embedding and evidence
     columns (``evidence_precision="learned"``), both starting at the same value. Each
     restart's learning rate halves after 10 steps without improvement; the search stops once every
-    restart has halved 4 times after the barrier is tight, or at ``steps``. For ``ball`` the
+    restart has halved 4 times after the barrier is tight (``ball``, which has no barrier: once
+    after step 50), or at ``steps``. For ``ball`` the
     first starts are centres along a least-squares fit of the scores on :math:`(x, \|x\|^2)`
     (`_regression_starts`), and once converged each of up to 256 core members is tried as the
     centre (`_member_centres`).
