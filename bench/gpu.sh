@@ -43,7 +43,7 @@ if torch.cuda.is_available():
     torch.cuda.synchronize()
 wall = time.perf_counter() - t
 steps = [r.steps_run for r in result.regions]
-print(f"device {result.device}: {params.n_spotlights} regions ({params.kernel}, restarts {params.restarts}, "
+print(f"device {result.device}: {params.n_spotlights} regions ({params.kernel} -> {result.regions[0].kernel}, restarts {params.restarts}, "
       f"cap {params.steps}) on {n} x {d} in {wall:.1f} s (engine's own clock {result.elapsed_s:.1f} s); steps {steps}")
 print("all finite:", bool(np.isfinite(result.weights).all()), "| lifts:", [round(r.lift, 2) for r in result.regions])
 PY

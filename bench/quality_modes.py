@@ -33,8 +33,25 @@ from bench import mixture_slicer
 from spotlight.contribution import contributions
 from spotlight.params import SearchParams
 from worker.engine import search
+from worker.engine.prepare import concentration, standardise
+from worker.engine.search import AUTO_BALL_ABOVE, resolve_auto
 
 AP_FOUND = 0.5
+
+
+def concentration_of(x: np.ndarray) -> float:
+    """c as `kernel="auto"` measures it (`prepare.concentration` of the standardised embeddings)."""
+    w = np.ones(len(x))
+    z, _ = standardise(x, w, torch.device("cpu"), 4096)
+    return concentration(z, w, 4096)
+
+
+def print_concentration(named: dict[str, np.ndarray]) -> None:
+    """One line: each dataset's concentration c and the kernel `kernel="auto"` resolves it to."""
+    cells = ", ".join(
+        f"{k} {c:.2f} -> {resolve_auto(c)}" for k, c in ((k, concentration_of(x)) for k, x in named.items())
+    )
+    print(f"# concentration c (kernel='auto' runs the ball above {AUTO_BALL_ABOVE:g}): {cells}")
 
 
 @dataclass
@@ -267,6 +284,7 @@ def run_highdim(variants: dict[str, dict], n: int, dims: list[int]) -> list[dict
     for d in dims:
         for kind in ("ball", "cap"):
             x, loss, planted = highdim_problem(n, d, kind, seed=d)
+            print_concentration({f"d={d} {kind}": x})
             slice_lift = float(loss[planted].mean() / loss.mean())
             for name, update in variants.items():
                 params = SearchParams(device="cpu", n_spotlights=1).model_copy(update=update)
@@ -283,6 +301,7 @@ def run_highdim(variants: dict[str, dict], n: int, dims: list[int]) -> list[dict
                         slice_lift=slice_lift,
                         ap=float(average_precision_score(planted, res.weights[:, 0])),
                         seconds=time.perf_counter() - t,
+                        ran=res.regions[0].kernel,
                     )
                 )
     return rows
@@ -290,13 +309,15 @@ def run_highdim(variants: dict[str, dict], n: int, dims: list[int]) -> list[dict
 
 def print_highdim(rows: list[dict], n: int) -> None:
     print(f"# high dimension: n={n}, 2 % planted slice (loss +2), region 0 of a default search")
-    head = f"{'method':28s} |    d | slice | top-|S| recall |     AP | lift | slice lift | lift / slice's | time s"
+    head = (
+        f"{'method':28s} |    d | slice | top-|S| recall |     AP | lift | slice lift | lift / slice's | time s | ran"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         print(
             f"{r['method']:28s} | {r['d']:4d} | {r['kind']:>5s} | {r['recall']:14.3f} | {r['ap']:6.3f} | "
-            f"{r['lift']:4.2f} | {r['slice_lift']:10.2f} | {r['lift'] / r['slice_lift']:14.1%} | {r['seconds']:6.1f}"
+            f"{r['lift']:4.2f} | {r['slice_lift']:10.2f} | {r['lift'] / r['slice_lift']:14.1%} | {r['seconds']:6.1f} | {r['ran']}"
         )
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]

@@ -142,7 +142,10 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--paper-steps", type=int, default=2, help="timed steps of the O(n d^2) formulation")
     parser.add_argument(
-        "--kernels", nargs="+", default=["gaussian", "ball"], help="kernels timed in the full search, one after another"
+        "--kernels",
+        nargs="+",
+        default=["auto"],
+        help="kernels timed in the full search, one after another (auto: the one it resolves to)",
     )
     args = parser.parse_args()
     params = SearchParams(device="cpu")
@@ -173,8 +176,10 @@ def main() -> None:
         steps = [r.steps_run for r in result.regions]
         lifts = [round(r.lift, 2) for r in result.regions]
         default = " (default)" if kernel == params.kernel else ""
+        ran = result.regions[0].kernel
+        resolved = f" -> {ran}" if ran != kernel else ""
         print(
-            f"# full search, {p.n_spotlights} regions, {kernel}{default}, restarts "
+            f"# full search, {p.n_spotlights} regions, {kernel}{default}{resolved}, restarts "
             f"{p.restarts}, cap {p.steps} steps, n = {args.n}, d = 512: {wall:.1f} s "
             f"({wall / sum(steps) * 1e3:.1f} ms a step, everything included); steps per region {steps}; "
             f"lifts {lifts}; load {os.getloadavg()[0]:.2f}"

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Kernel = Literal["flat", "gaussian", "ball"]
+Kernel = Literal["auto", "flat", "gaussian", "ball"]
 Shape = Literal["spherical", "diagonal"]
 Objective = Literal["max_loss", "min_loss"]
 Deflation = Literal["tails", "paper"]
@@ -40,9 +40,11 @@ class SearchParams(BaseModel):
     )
     n_spotlights: int = Field(5, strict=True, ge=1, le=50, description="How many regions to find, one after another.")
     kernel: Kernel = Field(
-        "gaussian",
-        description="'flat' = max(0, 1 - tau*|x-mu|^2) (published paper) or 'gaussian' = exp(-tau*|x-mu|^2/2) "
-        "(ranks the rest of a slice larger than the region, where flat weighs it 0; docs/engine.md), or "
+        "auto",
+        description="'auto' = 'ball' when the standardised embeddings' squared distances concentrate (high "
+        "intrinsic dimension: a row's nearest 2 % barely nearer than the median row; measured, threshold 6), else 'gaussian'; each region records the kernel "
+        "it ran (docs/engine.md). 'flat' = max(0, 1 - tau*|x-mu|^2) (published paper), 'gaussian' = "
+        "exp(-tau*|x-mu|^2/2) (ranks the rest of a slice larger than the region, where flat weighs it 0), or "
         "'ball' = 1 on the spotlight_size rows nearest the centre, exp(-(tau*|x-mu|^2 - radius_u)/2) beyond "
         "(selective in high dimension, where distances concentrate and a gaussian spreads over every row).",
     )

@@ -19,6 +19,7 @@ from worker.engine.prepare import (
     Frame,
     add_evidence,
     as_vector,
+    concentration,
     losses_from_logits,
     project_pca,
     resolve_device,
@@ -36,6 +37,14 @@ SINGLE_THREAD_BELOW = 2**22
 # high-loss area (measured on 12-d planted balls: AP 0.61-0.91 at 100 steps, 0.89-0.97 at 150; on the
 # digits benchmark 150 scored 100 % of the oracle, see docs/engine.md).
 TIGHTEN_STEPS = 150
+# 'ball' has no barrier to tighten: its plateau test starts after BALL_WARMUP steps, and a restart has
+# converged after BALL_HALVINGS halvings (its edge keeps sharpening, so the plateau comes late). Measured
+# on the high-dimension benchmark and bench.speed's data (docs/engine.md): 150 and 4 (the barrier's
+# schedule) ran 1 367 steps for 5 regions on 50 000 x 512; 50 and 1 ran 849, with the same recall and lift
+# on every planted slice (BALL_HALVINGS 2: 1 138 steps; a patience of 5 or a tolerance of 1e-2 lost
+# 0.02 of cap recall at d = 256).
+BALL_WARMUP = 50
+BALL_HALVINGS = 1
 PATIENCE = 10  # steps without improvement before a restart's learning rate is halved (as the authors)
 MAX_HALVINGS = 4  # a restart has converged once its learning rate was halved this many times
 PLATEAU_TOL = 1e-3  # improvement of the penalised objective (standardised score units) that counts
@@ -49,6 +58,12 @@ REGRESSION_SCALES = (1e-2, 1e4)
 MEMBER_CANDIDATES = 256
 MEMBER_CHUNK = 32
 REGRESSION_RIDGE = 1e-3  # relative to the mean diagonal of the Gram matrix: keeps the solve well posed
+# kernel="auto": 'ball' when the concentration of squared distances among the standardised embeddings
+# (`prepare.concentration`: median over the 2 % neighbourhood's gap, ~ mean / std of the distances) is
+# above this, else 'gaussian'. Measured (docs/engine.md): digits embeddings 2.5-2.7 (2.5 projected at
+# random to 384-d), the cross-class clouds 2.5, where the gaussian wins; the d = 256 / 512 planted-slice
+# clouds 11.2 / 15.1, where only the ball focuses. 6 leaves a factor of 2.2 below and 1.9 above.
+AUTO_BALL_ABOVE = 6.0
 # deflation="tails": scores times (1 - k/max k)^this after each region (see `deflate`); chosen on the
 # multi-mode benchmark among 1 (the paper), 4, 8 and 16 (docs/engine.md).
 DEFLATION_POWER = 8
@@ -82,6 +97,9 @@ def search(
     - ``ball``: :math:`k_i = \exp(-\max(0, u_i - \rho) / 2)`, 1 on the core of rows nearest the
       centre that count :math:`S` (:math:`\rho` is the u of the row that closes it, reported as
       ``radius_u``), so :math:`\sum_i w_i k_i \ge S` holds by construction and no barrier applies
+    - ``auto`` (the default): ``ball`` when the standardised embeddings' squared norms concentrate
+      (`prepare.concentration` above ``AUTO_BALL_ABOVE``: high intrinsic dimension), else
+      ``gaussian``; each region's ``kernel`` is the one that ran
 
     and the objective (``max_loss``; ``min_loss`` uses :math:`-\ell`) is the kernel-weighted mean
     loss :math:`L = \sum_i w_i k_i \ell_i / \sum_i w_i k_i`, minus ``label_entropy_coeff`` and
@@ -148,7 +166,8 @@ def search(
     label evidence a spherical gaussian/flat region has two log-precisions, embedding and evidence
     columns (``evidence_precision="learned"``), both starting at the same value. Each
     restart's learning rate halves after 10 steps without improvement; the search stops once every
-    restart has halved 4 times after the barrier is tight, or at ``steps``. For ``ball`` the
+    restart has halved 4 times after the barrier is tight (``ball``, which has no barrier: once
+    after step 50), or at ``steps``. For ``ball`` the
     first starts are centres along a least-squares fit of the scores on :math:`(x, \|x\|^2)`
     (`_regression_starts`), and once converged each of up to 256 core members is tried as the
     centre (`_member_centres`).
@@ -243,6 +262,9 @@ def _search(
     z, frame = standardise(embeddings, w, device, core.row_chunk(n, d, device))
     if p.pca_components is not None:
         z, frame = project_pca(z, w, frame, p.pca_components, core.row_chunk(n, d, device))
+    if p.kernel == "auto":
+        c = concentration(z, w, core.row_chunk(n, d, device))
+        p = p.model_copy(update={"kernel": resolve_auto(c)})
     z, frame = add_evidence(z, frame, labels_v, preds_v, w, p.evidence, p.evidence_weight)
     problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device, tail=frame.tail)
 
@@ -264,6 +286,16 @@ def _search(
         if should_yield is not None and j + 1 < p.n_spotlights and should_yield():
             raise SearchYielded(_result(regions, k_all[:, : j + 1].copy(), loss_v, z, started))
     return _result(regions, k_all, loss_v, z, started)
+
+
+def resolve_auto(c: float) -> str:
+    """The kernel `kernel="auto"` runs for a measured concentration c (`prepare.concentration`).
+
+    The ball when squared distances concentrate (c > AUTO_BALL_ABOVE: high intrinsic dimension, where
+    a gaussian that must count S rows spreads over all of them), the gaussian otherwise (clusters
+    and low-dimensional structure, where it ranks the rest of a slice larger than the region).
+    """
+    return "ball" if c > AUTO_BALL_ABOVE else "gaussian"
 
 
 def _result(regions: list[Region], weights: np.ndarray, loss_v, z: torch.Tensor, started: float) -> SearchResult:
@@ -529,6 +561,9 @@ def _optimise_region(
     cap = p.steps
     tighten = max(1, min(cap, TIGHTEN_STEPS))
     slacks = core.barrier_slacks(problem.n_total, problem.size, tighten)
+    ball = p.kernel in core.CORE_KERNELS
+    warm = max(1, min(cap, BALL_WARMUP)) if ball else tighten
+    needed = BALL_HALVINGS if ball else MAX_HALVINGS
     lr = torch.full((r,), p.learning_rate, dtype=mu.dtype, device=mu.device)
     adam_mu = core.AdamState(torch.zeros_like(mu), torch.zeros_like(mu))
     adam_theta = core.AdamState(torch.zeros_like(theta), torch.zeros_like(theta))
@@ -577,7 +612,7 @@ def _optimise_region(
             core.adam_ascent(theta, g_theta, adam_theta, lr)
             theta.clamp_(core.THETA_MIN, core.THETA_MAX)
 
-            if t >= tighten - 1:
+            if t >= warm - 1:
                 improved = pen > plateau_best + PLATEAU_TOL
                 plateau_best = torch.where(improved, pen, plateau_best)
                 waits = torch.where(improved, torch.zeros_like(waits), waits + 1)
@@ -588,7 +623,7 @@ def _optimise_region(
         steps_run = t + 1
         if progress is not None:
             progress(j, t, cap)
-        if t >= tighten - 1 and bool((halvings >= MAX_HALVINGS).all()):
+        if t >= warm - 1 and bool((halvings >= needed).all()):
             converged = True
             break
 
