@@ -396,13 +396,7 @@ def _spherical_step(
         raise ValueError(f"unknown kernel {kernel!r}")
     if ws is None:
         ws = weights * scores
-    total = k @ weights
-    safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
-    value = (k @ ws) / safe_total
-    penalised = value - barrier_penalty(total, size, slack, barrier_scale)
-    beta = barrier_slope(total, size, slack, barrier_scale)
-    coef = torch.stack([1.0 / safe_total, beta - value / safe_total], 1)  # R x 2
-    g = coef @ torch.stack([ws, weights], 0)  # dP/dk, R x n
+    ev, g = _barrier_objective(k, weights, ws, size, slack, barrier_scale)
     if kernel == "gaussian":
         g.mul_(k).mul_(-0.5)
     else:
@@ -410,8 +404,21 @@ def _spherical_step(
     g_theta = ((g * dist).sum(1) * a)[None, :]
     g.mul_(a[:, None])
     g_mu = -2.0 * data.pullback(g).t() + 2.0 * mu * g.sum(1)[None, :]
-    ev = Evaluation(value=value, penalised=penalised, total=total)
     return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
+
+
+def _barrier_objective(
+    k: torch.Tensor, weights: torch.Tensor, ws: torch.Tensor, size: float, slack: float, barrier_scale: float
+) -> tuple[Evaluation, torch.Tensor]:
+    """The barrier-penalised weighted mean of R kernels (R x n values k) and its derivative dP/dk
+    (R x n): what every hand-derived barrier step shares before the chain rule through its kernel."""
+    total = k @ weights
+    safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
+    value = (k @ ws) / safe_total
+    penalised = value - barrier_penalty(total, size, slack, barrier_scale)
+    beta = barrier_slope(total, size, slack, barrier_scale)
+    coef = torch.stack([1.0 / safe_total, beta - value / safe_total], 1)  # R x 2
+    return Evaluation(value=value, penalised=penalised, total=total), coef @ torch.stack([ws, weights], 0)
 
 
 def _split_step(
@@ -451,13 +458,7 @@ def _split_step(
         k = torch.clamp(1.0 - u, min=0.0)
     else:
         raise ValueError(f"unknown kernel {kernel!r}")
-    total = k @ weights
-    safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
-    value = (k @ ws) / safe_total
-    penalised = value - barrier_penalty(total, size, slack, barrier_scale)
-    beta = barrier_slope(total, size, slack, barrier_scale)
-    coef = torch.stack([1.0 / safe_total, beta - value / safe_total], 1)
-    g = coef @ torch.stack([ws, weights], 0)
+    ev, g = _barrier_objective(k, weights, ws, size, slack, barrier_scale)
     if kernel == "gaussian":
         g.mul_(k).mul_(-0.5)
     else:
@@ -469,7 +470,6 @@ def _split_step(
     assert data.evidence is not None
     ge = g * a_e[:, None]
     g_mu[d - data.tail :] = -2.0 * (ge @ data.evidence).t() + 2.0 * mu[d - data.tail :] * (a_e * g_sum)[None, :]
-    ev = Evaluation(value=value, penalised=penalised, total=total)
     return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
 
 
