@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -137,18 +138,38 @@ def _meta_time(job: Job, key: str) -> datetime:
     return datetime.fromisoformat(job.get_meta(refresh=True)[key])
 
 
-@pytest.mark.e2e
-def test_one_worker_runs_b_s_small_job_between_a_s_regions(settings, store, conn, burst_worker) -> None:
-    spec_a = make_spec(write_dataset(store, n=3000, seed=1), LONG, tenant="a")
-    spec_b = make_spec(write_dataset(store, n=150, seed=2), QUICK, tenant="b")
+@dataclass
+class Race:
+    """Tenant A's long job running on the one worker (held at its first step) and B's small job just
+    queued behind it, each with its gate."""
+
+    spec_a: JobSpec
+    spec_b: JobSpec
+    job_a: Job
+    job_b: Job
+    gate_a: Gate
+    gate_b: Gate
+    worker: BurstWorker
+
+
+def a_running_b_queued(settings, store, conn, burst_worker, n_a: int, seed: int) -> Race:
+    spec_a = make_spec(write_dataset(store, n=n_a, seed=seed), LONG, tenant="a")
+    spec_b = make_spec(write_dataset(store, n=150, seed=seed + 1), QUICK, tenant="b")
     job_a = enqueue_search(large_queue(conn, settings), spec_a, settings)
     gate_a, gate_b = Gate(conn, spec_a.job_id), Gate(conn, spec_b.job_id)
     worker = burst_worker()
     gate_a.wait_held()  # A runs (region 0, step 0)
-    gate_b.open()
     job_b = enqueue_search(job_queue(conn, settings), spec_b, settings)  # B's small job arrives
-    gate_a.open()
-    worker.wait()
+    return Race(spec_a, spec_b, job_a, job_b, gate_a, gate_b, worker)
+
+
+@pytest.mark.e2e
+def test_one_worker_runs_b_s_small_job_between_a_s_regions(settings, store, conn, burst_worker) -> None:
+    race = a_running_b_queued(settings, store, conn, burst_worker, n_a=3000, seed=1)
+    spec_a, job_a, job_b = race.spec_a, race.job_a, race.job_b
+    race.gate_b.open()
+    race.gate_a.open()
+    race.worker.wait()
 
     job_a.refresh()
     job_b.refresh()
@@ -175,13 +196,8 @@ def test_one_worker_runs_b_s_small_job_between_a_s_regions(settings, store, conn
 def test_a_yielded_job_shows_queued_with_regions_done_and_cancels_with_its_checkpoint(
     settings, store, conn, burst_worker
 ) -> None:
-    spec_a = make_spec(write_dataset(store, n=2000, seed=3), LONG, tenant="a")
-    spec_b = make_spec(write_dataset(store, n=150, seed=4), QUICK, tenant="b")
-    job_a = enqueue_search(large_queue(conn, settings), spec_a, settings)
-    gate_a, gate_b = Gate(conn, spec_a.job_id), Gate(conn, spec_b.job_id)
-    worker = burst_worker()
-    gate_a.wait_held()
-    enqueue_search(job_queue(conn, settings), spec_b, settings)
+    race = a_running_b_queued(settings, store, conn, burst_worker, n_a=2000, seed=3)
+    spec_a, job_a, gate_a, gate_b, worker = race.spec_a, race.job_a, race.gate_a, race.gate_b, race.worker
     gate_a.open()
     gate_b.wait_held()  # B runs, so A has yielded: it waits in its lane again
 
@@ -209,13 +225,8 @@ def test_a_yielded_job_shows_queued_with_regions_done_and_cancels_with_its_check
 
 @pytest.mark.e2e
 def test_a_lost_run_of_a_yielded_job_is_retried_from_its_checkpoint(settings, store, conn, burst_worker) -> None:
-    spec_a = make_spec(write_dataset(store, n=2000, seed=12), LONG, tenant="a")
-    spec_b = make_spec(write_dataset(store, n=150, seed=13), QUICK, tenant="b")
-    job_a = enqueue_search(large_queue(conn, settings), spec_a, settings)
-    gate_a, gate_b = Gate(conn, spec_a.job_id), Gate(conn, spec_b.job_id)
-    worker = burst_worker()
-    gate_a.wait_held()
-    enqueue_search(job_queue(conn, settings), spec_b, settings)
+    race = a_running_b_queued(settings, store, conn, burst_worker, n_a=2000, seed=12)
+    spec_a, job_a, gate_a, gate_b, worker = race.spec_a, race.job_a, race.gate_a, race.gate_b, race.worker
     gate_a.open()
     gate_b.wait_held()  # A yielded after its first region
     conn.delete(gate.open_key(spec_a.job_id))  # hold A's next run too
