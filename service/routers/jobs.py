@@ -14,7 +14,7 @@ from service.errors import ApiError, error_responses
 from service.ingest import build_from_spec, workspace
 from service.job_registry import JobRegistry, body_hash
 from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
-from spotlight import capabilities
+from spotlight import capabilities, evidence
 from spotlight import cost as cost_lib
 from spotlight.errors import NotFound
 from spotlight.jobstate import JobStatus
@@ -51,7 +51,8 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
     # must be usable (spotlight/evidence.py)
     asked = {"evidence", "evidence_weight"} & params.model_fields_set
     if asked and params.evidence_weight > 0:
-        required = ["labels"] + ([] if params.evidence == "labels" else ["predictions"])
+        need_labels, need_predictions = evidence.needs(params.evidence)
+        required = [f for f, needed in (("labels", need_labels), ("predictions", need_predictions)) if needed]
         missing = [f for f in required if f not in dataset.fields]
         if missing:
             raise ApiError(
