@@ -54,17 +54,22 @@ INIT_MEDIAN_U = {"flat": 0.5, "gaussian": 1.0, "ball": 8.0}
 # are tried at this many scales, log-spaced over REGRESSION_SCALES.
 REGRESSION_GRID = 40
 REGRESSION_SCALES = (1e-2, 1e4)
-# 'ball' regions: core rows tried as the centre once the optimiser has converged (`_member_centres`)
+# 'ball' regions: the core rows nearest the converged centre tried as the centre (`_member_centres`).
+# Measured on five draws of the planted ball slices at d = 256 and 512: 32, 64 and 256 candidates all
+# find the slice's own row (recall 1.0); 256 tried highest-scoring first (and compared at the found
+# edge width) missed it on 3 of 6 draws (0.64-0.77).
 MEMBER_CANDIDATES = 64
 MEMBER_CHUNK = 32
-# 'ball' regions: then up to REFIT_ROUNDS local classifier refits (`_classifier_refits`), each fitted on
-# the REFIT_ROWS * S examples nearest the centre with an L2 penalty REFIT_RIDGE (per standardised
-# feature, on the mean log-loss). Measured on the planted caps (docs/engine.md): 2.5 S rows lost
-# recall at d = 512, 4 S took a set of higher objective but lower recall on a ball slice; a ridge of
-# 1e-4 needed more rounds for the same recall.
+# 'ball' regions: then up to REFIT_ROUNDS classifier refits (`_classifier_refits`), each round one fit
+# on the REFIT_ROWS * S examples nearest the centre and, when more, one on REFIT_ROWS_PER_DIM * d (a
+# d-dimensional rule needs rows in proportion to d: with 3 S alone an isotropic d = 512 cap stayed at
+# 0.68 on one draw of four, and d = 128 caps with S = 80 gained nothing), with the L2 penalty
+# REFIT_RIDGE per standardised feature on the mean log-loss. Measured on the planted caps
+# (docs/engine.md): ridges 1e-3, 3e-3 and 1e-2 gave mean recall 0.942 / 0.943 / 0.939; 4 S rows took
+# sets of higher objective but lower recall, 2.5 S lost recall at d = 512.
 REFIT_ROUNDS = 8
 REFIT_ROWS = 3.0
-REFIT_ROWS_PER_DIM = 0.0
+REFIT_ROWS_PER_DIM = 3.0
 REFIT_RIDGE = 3e-3
 REFIT_ITERATIONS = 100  # L-BFGS iterations per fit at most (measured: 25-50 at d = 256-512)
 REGRESSION_RIDGE = 1e-3  # relative to the mean diagonal of the Gram matrix: keeps the solve well posed
@@ -179,8 +184,10 @@ def search(
     restart has halved 4 times after the barrier is tight (``ball``, which has no barrier: once
     after step 50), or at ``steps``. For ``ball`` the
     first starts are centres along a least-squares fit of the scores on :math:`(x, \|x\|^2)`
-    (`_regression_starts`), and once converged each of up to 256 core members is tried as the
-    centre (`_member_centres`).
+    (`_regression_starts`); once converged the up to 64 core members nearest the centre are tried
+    as the centre (`_member_centres`), then the centre is refitted as the ball that best separates
+    its neighbourhood's highest-scoring rows (`_classifier_refits`, a small logistic regression),
+    each change kept only if the core's mean score rises.
 
     Cost. Distances come from :math:`\|x\|^2 - 2 x\cdot\mu + \|\mu\|^2` with :math:`\|x\|^2`
     precomputed, all restarts in one product :math:`X M`; a step is two passes over X (four for
