@@ -59,6 +59,7 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.JOB_NOT_FINISHED: 409,
     ErrorCode.JOB_NOT_CANCELABLE: 409,
+    ErrorCode.BASIS_MISSING: 409,
     ErrorCode.IDEMPOTENCY_CONFLICT: 409,
     ErrorCode.DATASET_GONE: 410,
     ErrorCode.TOO_LARGE: 413,

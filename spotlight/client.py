@@ -10,6 +10,7 @@ only when a table of theirs is given, or a DataFrame of results is asked for.
     job.regions_df()                     # one row per region (pandas)
     job.members_df(0)                    # region 0's members, metadata as columns
     job.regions()[0].weights(new_x)      # the region's kernel weight of new embeddings, locally
+                                         # (a pca_components job's basis is fetched once, then cached)
 
     from spotlight.client import SpotlightClient
 
@@ -126,18 +127,29 @@ def _codes_or_names(values: Any) -> np.ndarray:
 
 
 class Region(dict[str, Any]):
-    """One region as the API returns it (a dict: ``r["lift"]``), plus :meth:`weights` for new data."""
+    """One region as the API returns it (a dict: ``r["lift"]``), plus :meth:`weights` for new data.
 
-    def weights(self, embeddings: Any, labels: Any = None, predictions: Any = None) -> np.ndarray:
+    `job`: the job it came from (`Job.regions()` sets it), where a region found with
+    ``pca_components`` fetches the basis its distance is measured along."""
+
+    def __init__(self, data: Mapping[str, Any] | None = None, job: Job | None = None) -> None:
+        super().__init__(data or {})
+        self.job = job
+
+    def weights(self, embeddings: Any, labels: Any = None, predictions: Any = None, basis: Any = None) -> np.ndarray:
         """The region's kernel weight (in [0, 1]) of each row of `embeddings` (n x d, the job's d).
 
         The engine's own formula (spotlight/kernel.py) from the region's centre, precision and
-        kernel, so it equals what `POST /v1/jobs/{id}/score` answers. Regions found with
-        ``pca_components`` raise `spotlight.kernel.RegionSpaceError` (their PCA basis is not stored);
-        so do regions found with label evidence (an ``evidence`` entry) when the rows' `labels`
-        (and, for its kinds that use them, `predictions`) are not given.
+        kernel, so it equals what `POST /v1/jobs/{id}/score` answers. A region found with
+        ``pca_components`` measures distance along the job's principal axes: `basis` (d x k), by
+        default its job's `Job.basis()` (fetched once per Job, then cached); a region with neither
+        (one rebuilt from saved JSON) raises `spotlight.kernel.RegionSpaceError`. So do regions found
+        with label evidence (an ``evidence`` entry) when the rows' `labels` (and, for its kinds that
+        use them, `predictions`) are not given.
         """
-        return kernel.region_weights(embeddings, self, labels=labels, predictions=predictions)
+        if basis is None and self.get("precision_space") == "pca" and self.job is not None:
+            basis = self.job.basis()
+        return kernel.region_weights(embeddings, self, basis, labels=labels, predictions=predictions)
 
 
 class Job:
@@ -147,6 +159,7 @@ class Job:
         self.client = client
         self.id = job_id
         self.last_status: dict[str, Any] | None = initial
+        self._basis: np.ndarray | None = None
 
     def __repr__(self) -> str:
         state = self.last_status.get("status") if self.last_status else "?"
@@ -218,7 +231,7 @@ class Job:
           ``error_rate``, and the ``labels`` / ``predictions`` / ``metadata`` values they over-represent
           (by class name when the dataset has them).
         """
-        return [Region(r) for r in self.client._json("GET", f"/v1/jobs/{self.id}/regions")["regions"]]
+        return [Region(r, self) for r in self.client._json("GET", f"/v1/jobs/{self.id}/regions")["regions"]]
 
     def regions_df(self) -> Any:
         """The regions as a pandas DataFrame: one row per region (weighted loss, lift, size, members,
@@ -248,7 +261,8 @@ class Job:
         member of region k when its weight is above 0 and at least ``member_min_weight[k]``, the
         threshold region k drew on the data it was found on (spotlight/members.py). Regions found with
         label evidence need the rows' `labels` (and `predictions`) with embeddings; a stored dataset
-        brings its own."""
+        brings its own. Regions found with ``pca_components`` are scored along the job's stored PCA
+        basis (results stored without it: SpotlightError ``pca_basis_missing``, HTTP 409)."""
         if isinstance(dataset, str) and dataset.startswith("ds_"):
             body: dict[str, Any] = {"dataset": dataset}
         else:
@@ -317,6 +331,17 @@ class Job:
         """The kernel value of every example in every region, members or not: float32, n x k."""
         response = self.client._request("GET", f"/v1/jobs/{self.id}/weights")
         return np.load(io.BytesIO(response.content), allow_pickle=False)
+
+    def basis(self) -> np.ndarray:
+        """`GET /v1/jobs/{id}/basis`: the principal axes (float64, d x k, orthonormal columns) a search
+        with ``pca_components`` measured its regions' distance along; `Region.weights` uses it. Fetched
+        once and kept on this Job (a finished job's basis never changes). A job without
+        ``pca_components`` has none (SpotlightError ``not_found``); results stored without it, by a
+        worker older than the one that stores it, raise ``pca_basis_missing``."""
+        if self._basis is None:
+            response = self.client._request("GET", f"/v1/jobs/{self.id}/basis")
+            self._basis = np.load(io.BytesIO(response.content), allow_pickle=False)
+        return self._basis
 
     @property
     def report_url(self) -> str:

@@ -13,8 +13,10 @@ embedding units, and a kernel:
 The engine searches standardised coordinates z = (x - m) / s; its precision there, tau, is
 reported as p = tau / s^2, so u is the same number in both units and these weights equal the
 engine's (up to float32 rounding of z). A search with `pca_components` measures distance inside
-its principal subspace, whose basis is not part of the region: such regions need `basis`
-(d x k, orthonormal columns), else weights() refuses rather than answer wrongly. A search with
+its principal subspace: u is then measured on (x - c) @ basis, the basis (d x k, orthonormal columns)
+the worker stores beside the regions (`protocol.BASIS_FILE`, `GET /v1/jobs/{id}/basis`). It is not
+part of the region, so such regions (``precision_space: "pca"``) need `basis`, else `region_weights`
+refuses rather than answer wrongly. A search with
 label/prediction evidence (`evidence_weight`, spotlight/evidence.py) adds a term to u that needs
 the rows' labels (and predictions): such regions carry an ``evidence`` object, and
 `region_weights` refuses rows given without what it needs.
@@ -74,6 +76,8 @@ def weights(
         raise ValueError(f"embeddings must be n x {c.shape[0]} (the region's dimension), got shape {list(x.shape)}")
     p = np.asarray(precision, dtype=np.float64)
     b = None if basis is None else np.asarray(basis, dtype=np.float64)
+    if b is not None and (b.ndim != 2 or b.shape[0] != c.shape[0]):
+        raise ValueError(f"basis must be {c.shape[0]} x k (the region's dimension), got shape {list(b.shape)}")
     width = c.shape[0] if b is None else b.shape[1]
     if p.ndim > 0 and p.size not in (1, width):
         raise ValueError(f"precision has {p.size} entries; expected 1 or {width}")
@@ -100,14 +104,23 @@ def region_weights(
 ) -> np.ndarray:
     """`weights` of one region as the API returns it (a dict with center, precision, kernel).
 
-    A region with an ``evidence`` object needs the rows' `labels` (and `predictions`, for the kinds
-    that use them): without them it raises RegionSpaceError rather than answer wrongly."""
-    if region.get("precision_space") == "pca" and basis is None:
+    `basis`: the job's PCA basis (d x k), used by regions found with `pca_components`
+    (``precision_space: "pca"``) and ignored by others, so one job's basis can be passed for all of
+    its regions; a PCA region without it raises RegionSpaceError. A region with an ``evidence``
+    object needs the rows' `labels` (and `predictions`, for the kinds that use them): without them
+    it raises RegionSpaceError rather than answer wrongly."""
+    if region.get("precision_space") != "pca":
+        basis = None
+    elif basis is None:
         raise RegionSpaceError(
-            "this region was found with pca_components: its distance is measured in a principal subspace "
-            "whose basis the results do not include, so its weights cannot be recomputed from centre and "
-            "precision; use the job's stored weights (GET /v1/jobs/{id}/weights) instead"
+            "this region was found with pca_components: its distance is measured along the job's principal "
+            "axes, which centre and precision do not include; give the job's basis (the client's "
+            "Job.basis(), GET /v1/jobs/{id}/basis)"
         )
+    else:
+        axes = region.get("pca_components")
+        if axes is not None and np.ndim(basis) == 2 and np.shape(basis)[1] != int(axes):
+            raise ValueError(f"basis has {np.shape(basis)[1]} columns; this region was found on {int(axes)} components")
     extra_u = None
     evidence = region.get("evidence")
     if evidence is not None:

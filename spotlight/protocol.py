@@ -21,6 +21,9 @@ Store layout (paths relative to the store root)::
     jobs/<job_id>/members_<k>_by_contribution.npy  the same members, highest weight x (loss - loss_reference)
                                            first (spotlight/contribution.py)
     jobs/<job_id>/report.html              self-contained report
+    jobs/<job_id>/pca_basis.npy            float64, d x k: the principal axes (orthonormal columns) a search with
+                                           pca_components measured distance along (only such jobs; the score
+                                           route and the client's Region.weights need it, spotlight/kernel.py)
 
 Every result file is written to a temporary name and renamed, so a reader never sees half a file.
 """
@@ -91,6 +94,7 @@ def job_file(job_id: str, name: str) -> str:
 REGIONS_FILE = "regions.json"
 WEIGHTS_FILE = "weights.npy"
 REPORT_FILE = "report.html"
+BASIS_FILE = "pca_basis.npy"
 
 
 def members_file(k: int) -> str:
@@ -238,6 +242,7 @@ class ErrorCode:
     REGION_NOT_FOUND = "region_not_found"
     JOB_NOT_FINISHED = "job_not_finished"
     JOB_NOT_CANCELABLE = "job_not_cancelable"
+    BASIS_MISSING = "pca_basis_missing"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     TOO_MANY_JOBS = "too_many_active_jobs"
     TOO_MANY_FETCHES = "too_many_reference_fetches"

@@ -46,6 +46,7 @@ from spotlight.jobstate import JobStatus, ended_at, started_at, status_of
 from spotlight.members import effective_size, member_min_weight, member_set, overlaps_with_earlier
 from spotlight.params import SearchParams
 from spotlight.protocol import (
+    BASIS_FILE,
     META_SPEC,
     META_STARTED_AT,
     META_YIELDED,
@@ -526,14 +527,18 @@ def write_results(
     objective: Objective = "max_loss",
 ) -> None:
     """weights.npy, members_<k>.npy (by weight) and members_<k>_by_contribution.npy, each with its
-    members' weights beside it (`member_weights_file`), then regions.json last: its presence means the
-    rest is whole. regions.json also carries `loss_reference`, the loss that contributes nothing, so the
-    API computes a page's contributions without reading every loss.
+    members' weights beside it (`member_weights_file`), pca_basis.npy for a search with
+    `pca_components` (its regions' distance is measured along those axes: scoring other rows needs
+    them), then regions.json last: its presence means the rest is whole. regions.json also carries
+    `loss_reference`, the loss that contributes nothing, so the API computes a page's contributions
+    without reading every loss.
     """
     weights = np.ascontiguousarray(result.weights, dtype=np.float32)
     reference = reference_loss(result.losses, objective)
     try:
         store.save_npy(job_file(job_id, WEIGHTS_FILE), weights)
+        if result.basis is not None:
+            store.save_npy(job_file(job_id, BASIS_FILE), np.ascontiguousarray(result.basis, dtype=np.float64))
         for k, picked in enumerate(members):
             for name, rows in (
                 (members_file(k), picked.by_weight),

@@ -10,6 +10,11 @@ on the data it was found on).
 A region found with label evidence (`evidence_weight` > 0; spotlight/evidence.py) weighs a row by
 its label (and prediction) too: a stored dataset's own labels/predictions are used, bare embeddings
 take them in `labels` / `predictions`, and rows without what a region needs get a 400 that says so.
+
+A region found with `pca_components` (``precision_space: "pca"``) measures distance along the job's
+principal axes, which the worker stores beside the regions (`protocol.BASIS_FILE`): the route loads
+them once per request and `GET /v1/jobs/{id}/basis` hands them to a client that scores locally.
+Results written before the worker stored the basis get a 409 `pca_basis_missing` that says so.
 """
 
 from __future__ import annotations
@@ -18,18 +23,19 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
 from service.errors import error_responses
 from service.ingest import build_from_spec, workspace
-from service.routers.results import _read_regions, finished_spec
+from service.routers.results import _read_regions, _stream, finished_spec
 from service.schemas import DatasetSpec
 from spotlight import classes, kernel
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
-from spotlight.errors import Gone, InvalidInput, NotFound, TooLarge
+from spotlight.errors import Conflict, Gone, InvalidInput, NotFound, TooLarge
 from spotlight.members import member_min_weight, members_at_or_above
-from spotlight.protocol import WEIGHTS_FILE, ErrorCode, job_file, members_file
+from spotlight.protocol import BASIS_FILE, WEIGHTS_FILE, ErrorCode, job_file, members_file
 from spotlight.store import ArtifactStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"], responses=error_responses(401, 404, 409, 503))
@@ -101,6 +107,7 @@ def score(
     """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply."""
     finished_spec(jobs, tenant, job_id)
     regions = _read_regions(store, job_id).get("regions", [])
+    basis = _basis(store, job_id, regions)  # before anything is stored: a job that cannot be scored says so first
     record = None
     if body.embeddings is not None:
         x = _inline_embeddings(body.embeddings)
@@ -137,7 +144,9 @@ def score(
             names = files.manifest().get(classes.MANIFEST_KEY)
             if names:  # this dataset's own codes: compare by name with the job's (spotlight/evidence.py)
                 labels, predictions = classes.names_of(labels, names), classes.names_of(predictions, names)
-        columns = [kernel.region_weights(x, region, labels=labels, predictions=predictions) for region in regions]
+        columns = [
+            kernel.region_weights(x, region, basis, labels=labels, predictions=predictions) for region in regions
+        ]
     except kernel.RegionSpaceError as exc:
         raise InvalidInput(ErrorCode.VALIDATION, str(exc), {"job": job_id}) from None
     except ValueError as exc:  # labels/predictions of the wrong length
@@ -159,6 +168,67 @@ def score(
         weights=w.tolist(),
         members=members,
         ids=ids,
+    )
+
+
+@router.get(
+    "/{job_id}/basis",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"application/x-npy": {}},
+            "description": "float64 d x k .npy: the principal axes (orthonormal columns) of a search with "
+            "pca_components; a region's u is measured on (x - center) @ basis",
+        }
+    },
+    summary="The PCA basis the regions' distance is measured along (.npy; jobs with pca_components)",
+)
+def get_basis(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> StreamingResponse:
+    """What scoring a PCA job's regions locally needs besides the regions (spotlight/kernel.py)."""
+    finished_spec(jobs, tenant, job_id)
+    regions = _read_regions(store, job_id).get("regions", [])
+    if not _needs_basis(regions):
+        raise NotFound(
+            ErrorCode.NOT_FOUND,
+            "This job's regions were found without pca_components: their distance is measured in the "
+            "embedding space itself, so there is no basis; centre and precision are all a region needs.",
+            {"job": job_id},
+        )
+    path = job_file(job_id, BASIS_FILE)
+    if not store.exists(path):
+        raise _basis_missing(job_id)
+    return StreamingResponse(
+        _stream(store, path),
+        media_type="application/x-npy",
+        headers={
+            "Content-Length": str(store.size(path)),
+            "Content-Disposition": f'attachment; filename="{job_id}_basis.npy"',
+        },
+    )
+
+
+def _needs_basis(regions: list[dict[str, Any]]) -> bool:
+    return any(region.get("precision_space") == "pca" for region in regions)
+
+
+def _basis(store: ArtifactStore, job_id: str, regions: list[dict[str, Any]]) -> np.ndarray | None:
+    """The job's PCA basis when a region needs it (read once for all regions), else None."""
+    if not _needs_basis(regions):
+        return None
+    try:
+        return np.asarray(store.load_npy(job_file(job_id, BASIS_FILE), mmap=False), dtype=np.float64)
+    except FileNotFoundError:
+        raise _basis_missing(job_id) from None
+
+
+def _basis_missing(job_id: str) -> Conflict:
+    return Conflict(
+        ErrorCode.BASIS_MISSING,
+        "This job's regions were found with pca_components, and its results were stored without the PCA "
+        "basis their distance is measured along (a worker older than the one that stores it), so other "
+        "rows cannot be scored against them. Its own rows' weights are in GET /v1/jobs/{id}/weights; "
+        "submit the search again to score new rows.",
+        {"job": job_id, "file": BASIS_FILE},
     )
 
 

@@ -77,6 +77,8 @@ def test_resume_from_regions_that_went_through_json() -> None:
     result = search(x, loss, params, resume=SearchResume(stored, partial.weights.copy()))
     assert_same_regions(result, whole)
     assert result.regions[0].to_dict() == whole.regions[0].to_dict()  # taken over as stored, not recomputed
+    # the regions taken over were found along the first run's PCA axes: the resumed run reports the same ones
+    assert result.basis is not None and np.array_equal(result.basis, partial.basis)
 
 
 def test_a_resume_that_does_not_fit_the_problem_is_refused() -> None:

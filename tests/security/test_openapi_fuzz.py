@@ -8,7 +8,8 @@ generated cases, the path's ids are replaced by those real ids (a fresh dataset 
 queued job for the DELETEs, so the shared ones survive) and request bodies by a valid one. Status
 codes are counted per operation, and the valid-mode run asserts a 2xx on every operation — so
 the response-schema check is known to have run on the 2xx bodies of jobs, regions, members and
-weights (weights, an .npy, is also loaded and its shape checked). Bounded: a few examples per
+weights (weights, an .npy, is also loaded and its shape checked). The job searches with
+`pca_components`, so its regions are scored along its stored basis and `/basis` answers too. Bounded: a few examples per
 operation, derandomised, no shrinking.
 
 A new operation whose success needs a particular body fails the valid run ("no 2xx reached on ...")
@@ -46,13 +47,14 @@ CHECKS = [
     checks.response_schema_conformance,
 ]
 N_ROWS = 120
+DIM, PCA_COMPONENTS = 4, 3  # stack.npz_bytes' width; the seeded job projects on 3 of its 4 axes
 
 
 @dataclass
 class Live:
     stack: Stack
     dataset: str
-    job: str  # finished, with QUICK_PARAMS["n_spotlights"] regions
+    job: str  # finished, with QUICK_PARAMS["n_spotlights"] regions found with PCA_COMPONENTS components
     counts: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
 
     def fresh_dataset(self) -> str:
@@ -109,7 +111,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         s.start_worker("w1")
         with s.client(headers=AUTH) as c:
             ds = s.upload(c, n=N_ROWS)
-            job = s.submit(c, ds, QUICK_PARAMS)
+            job = s.submit(c, ds, {**QUICK_PARAMS, "pca_components": PCA_COMPONENTS})
             assert s.wait_ended(c, job, 90)["status"] == "finished", s.log("w1")
         s.kill("w1")  # from here jobs stay queued: cancelable, and no search competes with the fuzzing
         yield Live(s, ds, job)
@@ -122,6 +124,9 @@ def check_2xx_body(operation: schemathesis.APIOperation, response: object) -> No
     if operation.path.endswith("/weights"):
         weights = np.load(io.BytesIO(response.content), allow_pickle=False)  # type: ignore[attr-defined]
         assert weights.dtype == np.float32 and weights.shape == (N_ROWS, QUICK_PARAMS["n_spotlights"])
+    if operation.path.endswith("/basis"):
+        basis = np.load(io.BytesIO(response.content), allow_pickle=False)  # type: ignore[attr-defined]
+        assert basis.dtype == np.float64 and basis.shape == (DIM, PCA_COMPONENTS)
 
 
 def fuzz_operation(operation: schemathesis.APIOperation, mode: GenerationMode, live: Live) -> None:

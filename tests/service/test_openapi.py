@@ -24,6 +24,8 @@ def test_spec_documents_the_contract() -> None:
         "/v1/jobs/{job_id}/regions",
         "/v1/jobs/{job_id}/regions/{k}/members",
         "/v1/jobs/{job_id}/weights",
+        "/v1/jobs/{job_id}/basis",
+        "/v1/jobs/{job_id}/score",
         "/v1/jobs/{job_id}/report",
         "/healthz",
         "/readyz",

@@ -119,6 +119,10 @@ class SearchResult:
     losses: np.ndarray  # float32, n: the losses searched (computed from logits + labels when not given)
     device: str  # the torch device the search ran on, e.g. "cpu" or "cuda:0"
     elapsed_s: float
+    # float64, d x k with orthonormal columns: the principal axes a search with `pca_components` measured
+    # distance along (None without PCA). A region's centre and precision alone do not say which
+    # subspace its distance lives in, so whoever scores other rows (spotlight/kernel.py) needs this too.
+    basis: np.ndarray | None = None
 
 
 @dataclass

@@ -301,8 +301,8 @@ def _search(
         regions.append(_describe(j, k_np, found, frame, loss_v, w, problem.size, p, radius_u))
         scores = deflate(scores, k, p.deflation)
         if should_yield is not None and j + 1 < p.n_spotlights and should_yield():
-            raise SearchYielded(_result(regions, k_all[:, : j + 1].copy(), loss_v, z, started))
-    return _result(regions, k_all, loss_v, z, started)
+            raise SearchYielded(_result(regions, k_all[:, : j + 1].copy(), loss_v, z, started, frame.basis))
+    return _result(regions, k_all, loss_v, z, started, frame.basis)
 
 
 def resolve_auto(c: float) -> str:
@@ -315,13 +315,16 @@ def resolve_auto(c: float) -> str:
     return "ball" if c > AUTO_BALL_ABOVE else "gaussian"
 
 
-def _result(regions: list[Region], weights: np.ndarray, loss_v, z: torch.Tensor, started: float) -> SearchResult:
+def _result(
+    regions: list[Region], weights: np.ndarray, loss_v, z: torch.Tensor, started: float, basis: np.ndarray | None
+) -> SearchResult:
     return SearchResult(
         regions=regions,
         weights=weights,
         losses=loss_v.astype(np.float32),
         device=str(z.device) if z.device.type == "cpu" else f"cuda:{z.device.index or 0}",
         elapsed_s=time.perf_counter() - started,
+        basis=basis,
     )
 
 
