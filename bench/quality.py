@@ -342,6 +342,12 @@ HIGHDIM_VARIANTS = {
     "engine flat": {"kernel": "flat"},
     "engine ball": {"kernel": "ball"},
 }
+# Over several draws of each high-dimension problem: the default, and the ball as it was before the
+# classifier refits (bench/quality_modes.py's ENGINE_CONSTANTS).
+HIGHDIM_DRAW_VARIANTS = {
+    "engine auto (default)": {},
+    "engine ball, refits off": {"kernel": "ball", "constants": "refits off"},
+}
 
 
 def _only(variants: dict[str, dict], only: str | None) -> dict[str, dict]:
@@ -374,6 +380,8 @@ def main() -> None:
     if args.part in ("all", "highdim"):
         n = 5000 if args.quick else 20_000
         quality_modes.print_highdim(quality_modes.run_highdim(_only(HIGHDIM_VARIANTS, args.only), n, [256, 512]), n)
+        draws = quality_modes.run_highdim_draws(_only(HIGHDIM_DRAW_VARIANTS, args.only), n, [256, 512])
+        quality_modes.print_highdim_draws(draws, n)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,122 @@
+"""The ball that best separates the highest-scoring rows of a neighbourhood: a small logistic regression.
+
+A 'ball' region's core is the rows with the smallest ||x||^2 - 2 x.mu, a linear rule in (x, ||x||^2):
+the rule w.x - c ||x||^2 with c > 0 is the ball centred at w / 2c, and c -> 0 a half-space. So the
+centre that best tells the `size` highest-scoring rows of a neighbourhood from the rest comes from an
+L2-penalised logistic regression on (x, -||x||^2), which search.py's `_classifier_refits` uses to move
+a found centre where gradient steps on the kernel's edge do not go (docs/engine.md).
+
+The solver is a limited-memory BFGS written here on plain tensor operations: the problem is smooth and
+strongly convex (the ridge), a few dozen iterations of a few matrix-vector products each, and
+`torch.optim` would import torch's compiler stack (over a second) on first use in every worker process.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from worker.engine import core
+
+HISTORY = 10  # L-BFGS memory (pairs of steps and gradient changes)
+ARMIJO = 1e-4  # sufficient decrease of the backtracking line search
+TOLERANCE = 1e-9  # relative change of the penalised loss that ends the fit
+
+
+def fit_ball(
+    data: core.EmbeddingMatrix,
+    rows: torch.Tensor,
+    scores: torch.Tensor,
+    weights: torch.Tensor,
+    size: float,
+    ridge: float,
+    iterations: int,
+) -> torch.Tensor | None:
+    """The centre of the ball that best separates the `size` highest-scoring of `rows` (counted in
+    examples, `weights`) from the others, or None when the fit is no ball (the ||x||^2 coefficient
+    is not positive: a complement of one) or is not finite.
+
+    The features are centred and the ||x||^2 column scaled to unit spread, so one `ridge` (on the
+    weighted mean log-loss) penalises every column alike; the intercept is not penalised.
+    """
+    w64 = weights.double()
+    order = torch.argsort(scores, descending=True, stable=True)
+    before = torch.cumsum(w64[order], 0) - w64[order]
+    positive = torch.zeros(scores.shape[0], dtype=torch.float64, device=scores.device)
+    positive[order[before < size]] = 1.0
+    if not 0.0 < float(positive.sum()) < rows.numel():
+        return None
+    x = data.x[rows].double()
+    q = data.sq_norms[rows].double()
+    w = w64 / w64.sum()
+    x_c = x - w @ x
+    q_c = q - w @ q
+    q_scale = float(torch.sqrt(w @ (q_c * q_c)))
+    if not q_scale > 0.0:
+        return None
+    feats = torch.cat([x_c, (-q_c / q_scale)[:, None], torch.ones_like(q_c)[:, None]], 1)
+    coef = logistic_regression(feats, positive, w, ridge, iterations)
+    c = float(coef[-2]) / q_scale  # the coefficient of -||x||^2
+    if not (c > 0.0 and bool(torch.isfinite(coef).all())):
+        return None
+    return (coef[:-2] / (2.0 * c)).to(data.x.dtype)
+
+
+def logistic_regression(
+    feats: torch.Tensor, positive: torch.Tensor, w: torch.Tensor, ridge: float, iterations: int
+) -> torch.Tensor:
+    """Coefficients minimising sum_i w_i logloss(feats_i . beta, positive_i) + ridge ||beta||^2, the
+    last column (the intercept) unpenalised: L-BFGS with a backtracking (Armijo) line search."""
+    penalised = torch.ones(feats.shape[1], dtype=feats.dtype, device=feats.device)
+    penalised[-1] = 0.0
+
+    def loss_and_gradient(beta: torch.Tensor) -> tuple[float, torch.Tensor]:
+        logits = feats @ beta
+        # log(1 + e^z) - y z, stably; its derivative in z is sigmoid(z) - y
+        loss = w @ (torch.nn.functional.softplus(logits) - positive * logits)
+        grad = feats.t() @ (w * (torch.sigmoid(logits) - positive))
+        return float(loss + ridge * (penalised * beta * beta).sum()), grad + 2.0 * ridge * penalised * beta
+
+    beta = torch.zeros(feats.shape[1], dtype=feats.dtype, device=feats.device)
+    f, g = loss_and_gradient(beta)
+    steps: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+    for _ in range(iterations):
+        direction = -_inverse_hessian_times(g, steps)
+        slope = float(g @ direction)
+        if slope >= 0.0:  # not a descent direction (curvature pairs gone stale): plain gradient step
+            steps.clear()
+            direction, slope = -g, -float(g @ g)
+        if slope == 0.0:
+            break
+        t = 1.0 if steps else 1.0 / max(1.0, float(g.abs().sum()))
+        while True:
+            beta_new = beta + t * direction
+            f_new, g_new = loss_and_gradient(beta_new)
+            if f_new <= f + ARMIJO * t * slope or t < 1e-12:
+                break
+            t *= 0.5
+        s, y = beta_new - beta, g_new - g
+        sy = float(s @ y)
+        if sy > 1e-12:
+            steps.append((s, y, 1.0 / sy))
+            del steps[:-HISTORY]
+        done = abs(f - f_new) <= TOLERANCE * max(1.0, abs(f))
+        beta, f, g = beta_new, f_new, g_new
+        if done:
+            break
+    return beta
+
+
+def _inverse_hessian_times(g: torch.Tensor, steps: list[tuple[torch.Tensor, torch.Tensor, float]]) -> torch.Tensor:
+    """L-BFGS's two-loop recursion: the inverse-Hessian estimate of the stored pairs applied to g."""
+    q = g.clone()
+    alphas = []
+    for s, y, rho in reversed(steps):
+        a = rho * float(s @ q)
+        q -= a * y
+        alphas.append(a)
+    if steps:
+        s, y, _ = steps[-1]
+        q *= float(s @ y) / float(y @ y)
+    for (s, y, rho), a in zip(steps, reversed(alphas), strict=True):
+        q += (a - rho * float(y @ q)) * s
+    return q
