@@ -357,9 +357,7 @@ def run_highdim_draws(variants: dict[str, dict], n: int, dims: list[int], draws:
 def print_highdim_draws(rows: list[dict], n: int) -> None:
     draws = sorted({r["draw"] for r in rows})
     print(f"# high dimension over draws {draws[0]}-{draws[-1]} of each problem (n={n}): top-|S| recall per draw")
-    head = (
-        f"{'method':28s} |    d | slice | {'recall per draw':>{7 * len(draws) - 1}s} | {'min':>5s} | {'mean':>5s} | lift / slice's (min)"
-    )
+    head = f"{'method':28s} |    d | slice | {'recall per draw':>{7 * len(draws) - 1}s} | {'min':>5s} | {'mean':>5s} | lift / slice's (min)"
     print(head)
     print("-" * len(head))
     for method in dict.fromkeys(r["method"] for r in rows):
