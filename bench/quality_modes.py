@@ -369,10 +369,17 @@ def print_highdim_draws(rows: list[dict], n: int) -> None:
                 f"{method:28s} | {d:4d} | {kind:>5s} | {' '.join(f'{v:6.3f}' for v in rec)} | "
                 f"{min(rec):.3f} | {np.mean(rec):.3f} | {ratio:.1%}"
             )
+    for method, met, total in _goals_met(rows):
+        print(f"# goals for '{method}' (recall >= 0.9, lift >= 80 % of the slice's): {met} of {total} draws")
+
+
+def _goals_met(rows: list[dict]) -> list[tuple[str, int, int]]:
+    """Per method: how many of its rows meet issue 10's goal (recall >= 0.9, lift >= 80 % of the slice's)."""
+    out = []
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
-        met = [r for r in mine if r["recall"] >= 0.9 and r["lift"] >= 0.8 * r["slice_lift"]]
-        print(f"# goals for '{method}' (recall >= 0.9, lift >= 80 % of the slice's): {len(met)} of {len(mine)} draws")
+        out.append((method, sum(r["recall"] >= 0.9 and r["lift"] >= 0.8 * r["slice_lift"] for r in mine), len(mine)))
+    return out
 
 
 def print_highdim(rows: list[dict], n: int) -> None:
@@ -387,10 +394,5 @@ def print_highdim(rows: list[dict], n: int) -> None:
             f"{r['method']:28s} | {r['d']:4d} | {r['kind']:>5s} | {r['recall']:14.3f} | {r['ap']:6.3f} | "
             f"{r['lift']:4.2f} | {r['slice_lift']:10.2f} | {r['lift'] / r['slice_lift']:14.1%} | {r['seconds']:6.1f} | {r['ran']}"
         )
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        met = [r for r in mine if r["recall"] >= 0.9 and r["lift"] >= 0.8 * r["slice_lift"]]
-        print(
-            f"# goals for '{method}': top-|S| recall >= 0.9 and lift >= 80 % of the slice's: "
-            f"{len(met)} of {len(mine)} slices"
-        )
+    for method, met, total in _goals_met(rows):
+        print(f"# goals for '{method}': top-|S| recall >= 0.9 and lift >= 80 % of the slice's: {met} of {total} slices")

@@ -173,13 +173,15 @@ def get_weights(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: Store
     path = job_file(job_id, WEIGHTS_FILE)
     if not store.exists(path):
         raise ApiError(404, ErrorCode.NOT_FOUND, "The job's weights are no longer stored (expired).", {"job": job_id})
+    return npy_download(store, path, f"{job_id}_weights.npy")
+
+
+def npy_download(store: ArtifactStore, path: str, filename: str) -> StreamingResponse:
+    """A stored .npy streamed as an attachment (never read whole into the API's memory)."""
     return StreamingResponse(
         _stream(store, path),
         media_type="application/x-npy",
-        headers={
-            "Content-Length": str(store.size(path)),
-            "Content-Disposition": f'attachment; filename="{job_id}_weights.npy"',
-        },
+        headers={"Content-Length": str(store.size(path)), "Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
 from service.errors import error_responses
 from service.ingest import build_from_spec, workspace
-from service.routers.results import _read_regions, _stream, finished_spec
+from service.routers.results import _read_regions, finished_spec, npy_download
 from service.schemas import DatasetSpec
 from spotlight import classes, kernel
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
@@ -197,14 +197,7 @@ def get_basis(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDe
     path = job_file(job_id, BASIS_FILE)
     if not store.exists(path):
         raise _basis_missing(job_id)
-    return StreamingResponse(
-        _stream(store, path),
-        media_type="application/x-npy",
-        headers={
-            "Content-Length": str(store.size(path)),
-            "Content-Disposition": f'attachment; filename="{job_id}_basis.npy"',
-        },
-    )
+    return npy_download(store, path, f"{job_id}_basis.npy")
 
 
 def _needs_basis(regions: list[dict[str, Any]]) -> bool:
