@@ -237,8 +237,7 @@ def add_evidence(
     columns are centred (weighted) and scaled as `Evidence` says; a copy of z with c more columns
     is made (c = classes of labels + classes of predictions, or 1 for 'mismatch').
     """
-    need_labels, need_predictions = evidence_columns.needs(kind)
-    if weight <= 0 or (need_labels and labels is None) or (need_predictions and predictions is None):
+    if not evidence_columns.applies(kind, weight, labels is not None, predictions is not None):
         return z, frame
     n_labels, n_predictions = evidence_columns.widths(kind, labels, predictions)
     if not evidence_columns.usable(n_labels, n_predictions):
