@@ -75,8 +75,8 @@ class Settings(BaseSettings):
     )
     yield_to_other_tenants: bool = Field(
         True,
-        description="A running search gives its worker up between regions while another tenant's job waits "
-        "(it goes on later from a checkpoint in the store).",
+        description="A running search gives its worker up between regions, and between shuffles of its permutation "
+        "test, while another tenant's job waits (it goes on later from a checkpoint in the store).",
     )
     yield_slice_s: float = Field(
         60.0,
