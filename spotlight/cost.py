@@ -1,14 +1,18 @@
 """What a search will cost, estimated at submission from its parameters and the dataset's shape.
 
-The unit is the element-step: one embedding coordinate of one row, for one restart, in one
-optimiser step. A search runs `restarts` starts of `steps` steps over n x d coordinates (d after
-PCA) for each of its `n_spotlights` regions, and the permutation test reruns a one-region search
+The unit is the element-step: one coordinate of one row, for one restart, in one optimiser step.
+A search runs `restarts` starts of `steps` steps over n x (d + e) coordinates — d after PCA, e the
+label/prediction evidence columns appended when the job has labels (spotlight/evidence.py) — for
+each of its `n_spotlights` regions, and the permutation test reruns a one-region search
 `n_permutations` times, so
 
-    cost = n * d * restarts * steps * (n_spotlights + n_permutations)
+    cost = n * (d + e) * restarts * steps * (n_spotlights + n_permutations)
 
-`steps` is a cap (the engine stops when converged), so this is an upper bound — the one a
-scheduler must plan for. The API refuses a job over `max_job_cost`, refuses a tenant whose queued
+`steps` is a cap (the engine stops when converged), and e is `evidence.max_width`: at submission
+the API knows whether the dataset has labels and predictions but not how many classes they have
+(the worker reads the codes), so a one-hot kind counts the most columns a search ever uses
+(`evidence.MAX_COLUMNS`, 128), 'mismatch' one. So this is an upper bound — the one a scheduler
+must plan for. The API refuses a job over `max_job_cost`, refuses a tenant whose queued
 and running jobs would together pass `max_active_cost_per_tenant`, and sends jobs over
 `large_job_cost` to the queue's large lane, which workers serve in turn with the normal lane
 (RQ's round-robin dequeue), so a long job cannot hold up every short one behind it.
@@ -16,8 +20,11 @@ and running jobs would together pass `max_active_cost_per_tenant`, and sends job
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from redis import Redis
 
+from spotlight import evidence
 from spotlight.errors import LimitReached
 from spotlight.params import SearchParams
 from spotlight.protocol import ErrorCode, key_prefix
@@ -25,9 +32,13 @@ from spotlight.protocol import ErrorCode, key_prefix
 BUDGET_RETRY_AFTER_S = 30
 
 
-def job_cost(params: SearchParams, n: int, dim: int) -> int:
-    """Upper bound on the element-steps of a job (Python ints: no overflow)."""
+def job_cost(params: SearchParams, n: int, dim: int, fields: Collection[str] = ()) -> int:
+    """Upper bound on the element-steps of a job (Python ints: no overflow).
+
+    `fields`: what the dataset holds besides embeddings and losses (``DatasetRecord.fields``);
+    with "labels" (and "predictions") the evidence columns count too."""
     d = min(params.pca_components, dim) if params.pca_components else dim
+    d += evidence.max_width(params.evidence, params.evidence_weight, "labels" in fields, "predictions" in fields)
     return n * d * params.restarts * params.steps * (params.n_spotlights + params.n_permutations)
 
 

@@ -76,6 +76,24 @@ def columns(
     return np.concatenate(blocks, axis=1)
 
 
+def applies(kind: str, weight: float, has_labels: bool, has_predictions: bool) -> bool:
+    """Whether a search appends evidence at all: `weight` > 0 and the job has what `kind` needs.
+    (It then also needs `usable` widths, known only once the labels are read.)"""
+    need_labels, need_predictions = needs(kind)
+    return weight > 0 and (has_labels or not need_labels) and (has_predictions or not need_predictions)
+
+
+def max_width(kind: str, weight: float, has_labels: bool, has_predictions: bool) -> int:
+    """The most columns a search appends, known before its labels are read (for its cost estimate).
+
+    0 when evidence does not apply; 1 for 'mismatch'; otherwise MAX_COLUMNS, since one column per
+    class code is used only up to that many (`usable`) and the class count is known only to the
+    worker, which reads the codes."""
+    if not applies(kind, weight, has_labels, has_predictions):
+        return 0
+    return 1 if kind == "mismatch" else MAX_COLUMNS
+
+
 def usable(n_labels: int, n_predictions: int) -> bool:
     """Whether evidence this wide is used (at most MAX_COLUMNS columns)."""
     return n_labels + n_predictions <= MAX_COLUMNS

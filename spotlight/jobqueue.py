@@ -21,8 +21,8 @@ never ``running``. `record_worker_lost` is idempotent: RQ may call both hooks fo
 Fair share on one worker (yielding)
 -----------------------------------
 A worker serves the normal and the large lane in turn, but a job it runs holds it to the end.
-So a search with regions left gives its worker up when another tenant's search waits in a lane
-(`claim_waiting_job`: one yield per waiting job, however many workers see it): between two regions the task stores a checkpoint and *returns*
+So a search with regions (or permutation-test shuffles) left gives its worker up when another tenant's search waits in a lane
+(`claim_waiting_job`: one yield per waiting job, however many workers see it): between two regions, or two shuffles, the task stores a checkpoint and *returns*
 ``Retry(max=yield_retry_max(...))``; RQ then puts the same job (same id) at the back of its lane,
 counting the yield in ``job.number_of_retries`` (apart from ``retries_left``, which counts the
 retries of lost workers above), and records a "retried" result, not a failure. The next run goes
@@ -178,11 +178,12 @@ class YieldState(BaseModel):
         return cls.model_validate(raw) if raw else None
 
 
-def yield_retry_max(n_spotlights: int) -> int:
-    """``Retry.max`` of a yield. A run yields only after a region it found and checkpointed, so a job
-    yields at most n_spotlights - 1 times; RQ fails a job whose yields reach the max, which the task
-    therefore never lets happen (it goes on instead of yielding)."""
-    return max(1, int(n_spotlights))
+def yield_retry_max(n_spotlights: int, n_permutations: int = 0) -> int:
+    """``Retry.max`` of a yield. A run yields only after a region it found and checkpointed, or after
+    a shuffle of its permutation test, so a job yields at most n_spotlights - 1 + n_permutations - 1
+    times; RQ fails a job whose yields reach the max, which the task therefore never lets happen (it
+    goes on instead of yielding)."""
+    return max(1, int(n_spotlights) + int(n_permutations))
 
 
 def progress_with_regions_done(n_spotlights: int, steps: int, done: int) -> Progress:

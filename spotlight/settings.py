@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     max_job_cost: float = Field(
         1e14,
         gt=0,
-        description="Largest estimated cost of one job, in element-steps: n·d × restarts × steps × (regions + permutations).",
+        description="Largest estimated cost of one job, in element-steps: n·(d + e) × restarts × steps × "
+        "(regions + permutations), e the label evidence columns (up to 128 when the dataset has labels).",
     )
     max_active_cost_per_tenant: float = Field(
         2e14, gt=0, description="Largest summed estimated cost of one tenant's queued + running jobs (429 past it)."
@@ -74,8 +75,8 @@ class Settings(BaseSettings):
     )
     yield_to_other_tenants: bool = Field(
         True,
-        description="A running search gives its worker up between regions while another tenant's job waits "
-        "(it goes on later from a checkpoint in the store).",
+        description="A running search gives its worker up between regions, and between shuffles of its permutation "
+        "test, while another tenant's job waits (it goes on later from a checkpoint in the store).",
     )
     yield_slice_s: float = Field(
         60.0,

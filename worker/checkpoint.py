@@ -9,7 +9,9 @@ Layout, written in this order so that `state.json` names only a complete weights
 
 - ``checkpoint/weights_<j>.npy``: float32, n x j, the partial result's kernel values;
 - ``checkpoint/state.json``: the j regions (`Region.to_dict`, exact float64 round trip), the
-  weights file's name, and what the checkpoint belongs to (dataset sha256, rows, parameters).
+  weights file's name, and what the checkpoint belongs to (dataset sha256, rows, parameters); for a
+  search that yielded during its permutation test (all its regions found), also ``permutations``:
+  the null scores so far and the shuffles' generator state (`describe.NullSoFar`).
 
 A checkpoint that cannot be read, or belongs to other inputs, is ignored: the search starts over,
 which costs time but never gives a wrong result.
@@ -20,8 +22,11 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import numpy as np
+
 from spotlight.protocol import JobSpec, job_file
 from spotlight.store import ArtifactStore, StoreError
+from worker.describe import NullSoFar
 from worker.engine.result import Region, SearchResult, SearchResume
 
 log = logging.getLogger("spotlight.worker.checkpoint")
@@ -38,20 +43,21 @@ def _identity(spec: JobSpec, n: int) -> dict[str, object]:
     return {"dataset_sha256": spec.dataset_sha256, "n": n, "params": spec.params.model_dump(mode="json")}
 
 
-def save(store: ArtifactStore, spec: JobSpec, partial: SearchResult) -> None:
-    """Store the partial result (raises StoreError or OSError when the store refuses it)."""
+def save(store: ArtifactStore, spec: JobSpec, partial: SearchResult, null: NullSoFar | None = None) -> None:
+    """Store the partial result, and with `null` the permutation test so far (raises StoreError or
+    OSError when the store refuses it)."""
     done = len(partial.regions)
     n = int(partial.weights.shape[0])
     previous = _stored_weights_file(store, spec.job_id)
     store.save_npy(job_file(spec.job_id, _weights_file(done)), partial.weights)
-    store.write_json(
-        job_file(spec.job_id, STATE_FILE),
-        {
-            **_identity(spec, n),
-            "regions": [r.to_dict() for r in partial.regions],
-            "weights": _weights_file(done),
-        },
-    )
+    state: dict[str, object] = {
+        **_identity(spec, n),
+        "regions": [r.to_dict() for r in partial.regions],
+        "weights": _weights_file(done),
+    }
+    if null is not None:
+        state["permutations"] = null.to_dict()
+    store.write_json(job_file(spec.job_id, STATE_FILE), state)
     if previous and previous != _weights_file(done):
         with contextlib.suppress(Exception):  # an older, smaller weights file: only space
             store.fs.rm(store.full(job_file(spec.job_id, previous)))
@@ -76,6 +82,30 @@ def load(store: ArtifactStore, spec: JobSpec, n: int) -> SearchResume | None:
         log.warning("job %s: its checkpoint has weights of shape %s; starting over", spec.job_id, weights.shape)
         return None
     return SearchResume(regions=regions, weights=weights)
+
+
+def load_null(store: ArtifactStore, spec: JobSpec, n: int) -> NullSoFar | None:
+    """The permutation test so far of this job's checkpoint; None when there is none (the search
+    yielded between regions, or never), it does not fit its inputs, or it cannot be read."""
+    path = job_file(spec.job_id, STATE_FILE)
+    try:
+        if not store.exists(path):
+            return None
+        state = store.read_json(path)
+        if {k: state.get(k) for k in ("dataset_sha256", "n", "params")} != _identity(spec, n):
+            return None
+        raw = state.get("permutations")
+        if raw is None or len(state["regions"]) != spec.params.n_spotlights:
+            return None
+        null = NullSoFar.from_dict(raw)
+        np.random.default_rng(spec.params.seed).bit_generator.state = null.rng_state  # one the generator takes
+    except (StoreError, OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("job %s: its permutation test so far cannot be read (%s); it starts over", spec.job_id, exc)
+        return None
+    if len(null.scores) > spec.params.n_permutations:
+        log.warning("job %s: its checkpoint has %d null scores; the test starts over", spec.job_id, len(null.scores))
+        return None
+    return null
 
 
 def clear(store: ArtifactStore, job_id: str) -> None:

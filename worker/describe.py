@@ -18,7 +18,9 @@ weighted by the kernel, which for a gaussian region is mostly rows far from it.
 3. **Is the region noise?** — :func:`permutation_test`: shuffle the losses (which destroys any link
    between place in embedding space and loss), rerun the same search, and count how often the best
    region of a shuffled run scores at least as high as the region found. The search is injected
-   (`search_fn`), so this module stays free of torch; the worker passes the engine.
+   (`search_fn`), so this module stays free of torch; the worker passes the engine. A long test can
+   stop between two shuffles and go on later (:class:`NullSoFar`): the worker does so to give its
+   worker to another tenant's job, and the p-values come out as an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -239,13 +242,20 @@ def significance(
     regions: Sequence[Mapping[str, Any]],
     n_permutations: int,
     seed: int = 0,
+    *,
+    resume: NullSoFar | None = None,
+    should_yield: Callable[[], bool] | None = None,
 ) -> list[float]:
     """p-value of every region (see :func:`permutation_test`), scores from :func:`region_score`.
 
     `search_best(shuffled_losses)` reruns the job's search with one spotlight on shuffled losses
-    and returns ``region_score`` of the region it finds.
+    and returns ``region_score`` of the region it finds. `resume` and `should_yield`: see
+    :func:`permutation_null`.
     """
-    return permutation_test(search_best, losses, n_permutations, seed, observed=[region_score(r) for r in regions])
+    observed = [region_score(r) for r in regions]
+    return permutation_test(
+        search_best, losses, n_permutations, seed, observed=observed, resume=resume, should_yield=should_yield
+    )
 
 
 def metadata_columns(rows: Iterable[Mapping[str, Any] | None], max_fields: int = 20) -> dict[str, list[Any]]:
@@ -301,20 +311,66 @@ def bootstrap_interval(
     return [_finite(float(lo)), _finite(float(hi))]
 
 
+@dataclass
+class NullSoFar:
+    """A permutation test stopped between two shuffles: the scores of the shuffles done, in order, and
+    the state of the generator that draws the shuffles (numpy's ``bit_generator.state``, a dict of
+    ints: JSON as it is), so that the next shuffle is the one an uninterrupted run would draw next."""
+
+    scores: list[float]
+    rng_state: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scores": list(self.scores), "rng_state": self.rng_state}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> NullSoFar:
+        return cls(scores=[float(x) for x in raw["scores"]], rng_state=dict(raw["rng_state"]))
+
+
+class PermutationsYielded(Exception):
+    """`should_yield` said yes between two shuffles; `done` is where the test goes on from."""
+
+    def __init__(self, done: NullSoFar) -> None:
+        super().__init__(f"permutation test stopped after {len(done.scores)} shuffles")
+        self.done = done
+
+
 def permutation_null(
-    search_fn: Callable[[np.ndarray], float], losses: np.ndarray, n_permutations: int, seed: int = 0
+    search_fn: Callable[[np.ndarray], float],
+    losses: np.ndarray,
+    n_permutations: int,
+    seed: int = 0,
+    *,
+    resume: NullSoFar | None = None,
+    should_yield: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """Scores of the best region found on `n_permutations` shuffles of the losses.
 
     `search_fn(shuffled_losses) -> float` runs the job's search (same embeddings, same params; one
     spotlight is enough, as the first region is the best one) and returns the best region's score,
     higher meaning more extreme (use :func:`region_score`).
+
+    After each shuffle but the last, ``should_yield()`` (when given) may stop the test: it raises
+    :class:`PermutationsYielded` with the scores so far and the generator's state. Called again with
+    that as `resume` (same losses, count and seed), it goes on with the next shuffle of the same
+    stream, so the scores equal an uninterrupted run's.
     """
+    n = int(n_permutations)
     rng = np.random.default_rng(seed)
     base = np.asarray(losses)
-    null = np.empty(int(n_permutations))
-    for i in range(int(n_permutations)):
+    null = np.empty(n)
+    start = 0
+    if resume is not None:
+        start = len(resume.scores)
+        if start > n:
+            raise ValueError(f"cannot resume a test of {n} shuffles after {start}")
+        null[:start] = resume.scores
+        rng.bit_generator.state = resume.rng_state
+    for i in range(start, n):
         null[i] = float(search_fn(rng.permutation(base)))
+        if should_yield is not None and i + 1 < n and should_yield():
+            raise PermutationsYielded(NullSoFar(scores=null[: i + 1].tolist(), rng_state=dict(rng.bit_generator.state)))
     return null
 
 
@@ -338,16 +394,19 @@ def permutation_test(
     seed: int = 0,
     *,
     observed: Sequence[float],
+    resume: NullSoFar | None = None,
+    should_yield: Callable[[], bool] | None = None,
 ) -> list[float]:
     """One p-value per region: how often a search on shuffled losses does at least as well.
 
-    See :func:`permutation_null` for `search_fn` and :func:`p_values` for the formula. With
-    ``n_permutations == 0`` nothing runs and every p-value is 1.0 (no evidence either way) —
-    callers skip the field instead.
+    See :func:`permutation_null` for `search_fn`, `resume` and `should_yield`, and :func:`p_values`
+    for the formula. With ``n_permutations == 0`` nothing runs and every p-value is 1.0 (no evidence
+    either way) — callers skip the field instead.
     """
     if n_permutations <= 0:
         return [1.0 for _ in observed]
-    return p_values(observed, permutation_null(search_fn, losses, n_permutations, seed))
+    null = permutation_null(search_fn, losses, n_permutations, seed, resume=resume, should_yield=should_yield)
+    return p_values(observed, null)
 
 
 def rerun_best(

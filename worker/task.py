@@ -16,8 +16,10 @@ One more way a run ends: between two regions, when another tenant's search waits
 (`spotlight.jobqueue.claim_waiting_job`), the search yields. The task stores a checkpoint
 (worker/checkpoint.py), marks the job queued with its regions done, and *returns* RQ's ``Retry``,
 which puts the job at the back of its lane. Its next run, on any worker, goes on from the
-checkpoint and finds the regions an uninterrupted run would have (docs/engine.md). A lost worker's
-retry goes on from the last checkpoint too.
+checkpoint and finds the regions an uninterrupted run would have (docs/engine.md). The permutation
+test (`n_permutations`) yields the same way between two shuffles: the checkpoint then holds every
+region and the null scores so far, and the next run goes on with the next shuffle of the same stream,
+so the p-values equal an uninterrupted run's. A lost worker's retry goes on from the last checkpoint too.
 
 The API process never imports this module: it names it by ``protocol.TASK_PATH``.
 """
@@ -67,6 +69,7 @@ from spotlight.protocol import (
 from spotlight.settings import Settings, get_settings
 from spotlight.store import ArtifactStore, StoreError, store_from_settings
 from worker import checkpoint
+from worker.describe import NullSoFar, PermutationsYielded
 from worker.engine.result import SearchCanceled, SearchResult, SearchResume, SearchYielded
 from worker.progress import JobReporter
 
@@ -127,8 +130,10 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         store = store or _open_store(settings)
         inputs = load_inputs(store, spec.dataset_sha256)
         resume = checkpoint.load(store, spec, int(inputs.losses.shape[0]))
+        null_so_far = checkpoint.load_null(store, spec, int(inputs.losses.shape[0])) if resume else None
+        yielder = _yielder(job, spec, settings)
         try:
-            result = search(inputs, spec.params, reporter, resume=resume, should_yield=_yielder(job, spec, settings))
+            result = search(inputs, spec.params, reporter, resume=resume, should_yield=yielder)
         except SearchYielded as exc:
             retry = give_way(store, spec, job, reporter, exc.partial, earlier, run_started)
             if retry is not None:
@@ -140,7 +145,15 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         reporter.device(result.device)
         _record_device(job, settings, result.device)
         members = pick_members(result, inputs, spec.params.objective)
-        regions = describe_regions(result, inputs, spec, members, reporter)
+        try:
+            regions = describe_regions(
+                result, inputs, spec, members, reporter, should_yield=yielder, null_so_far=null_so_far
+            )
+        except PermutationsYielded as exc:
+            retry = give_way(store, spec, job, reporter, result, earlier, run_started, null=exc.done)
+            if retry is not None:
+                return retry
+            regions = describe_regions(result, inputs, spec, members, reporter, null_so_far=exc.done)
         write_report(store, spec, job, inputs, result, regions, members)
         write_results(store, spec.job_id, result, regions, members, spec.params.objective)
         checkpoint.clear(store, spec.job_id)
@@ -210,7 +223,7 @@ def _yielder(job: Job, spec: JobSpec, settings: Settings) -> Callable[[], bool] 
     """
     if not settings.yield_to_other_tenants:
         return None
-    retry_max = yield_retry_max(spec.params.n_spotlights)
+    retry_max = yield_retry_max(spec.params.n_spotlights, spec.params.n_permutations)
     run_started = time.monotonic()
 
     def should_yield() -> bool:
@@ -234,8 +247,10 @@ def give_way(
     partial: SearchResult,
     earlier: YieldState | None,
     run_started: float,
+    null: NullSoFar | None = None,
 ) -> Retry | None:
-    """Checkpoint the regions so far and hand the job back to RQ (queued again, at the back of its lane).
+    """Checkpoint the regions so far (and with `null`, the permutation test so far) and hand the job
+    back to RQ (queued again, at the back of its lane).
 
     The job timeout covers all runs together: the next run gets what this one left (RQ persists the
     job's ``timeout`` when it queues the job again). None — go on here — when the checkpoint cannot
@@ -246,8 +261,8 @@ def give_way(
     if limit > 0 and limit - ran_s < 1:
         return None
     try:
-        checkpoint.save(store, spec, partial)
-    except (StoreError, OSError) as exc:
+        checkpoint.save(store, spec, partial, null)
+    except (StoreError, OSError, ValueError) as exc:  # ValueError: a score JSON cannot hold (NaN)
         log.warning("job %s: checkpoint not stored (%s); it keeps its worker", spec.job_id, exc)
         return None
     state = YieldState(
@@ -264,12 +279,14 @@ def give_way(
         progress_with_regions_done(p.n_spotlights, p.steps, state.regions), **{META_YIELDED: state.model_dump()}
     )
     log.info(
-        "job %s yields its worker after %d of %d regions (another tenant's job waits)",
+        "job %s yields its worker after %d of %d regions and %d of %d permutations (another tenant's job waits)",
         spec.job_id,
         state.regions,
         p.n_spotlights,
+        len(null.scores) if null else 0,
+        p.n_permutations,
     )
-    return Retry(max=yield_retry_max(p.n_spotlights))
+    return Retry(max=yield_retry_max(p.n_spotlights, p.n_permutations))
 
 
 def search(
@@ -333,6 +350,9 @@ def describe_regions(
     spec: JobSpec,
     members: list[RegionMembers],
     reporter: JobReporter | None = None,
+    *,
+    should_yield: Callable[[], bool] | None = None,
+    null_so_far: NullSoFar | None = None,
 ) -> list[dict[str, Any]]:
     """The regions as regions.json stores them, each with what a person reads about it.
 
@@ -341,9 +361,11 @@ def describe_regions(
     this region's members it also holds) and `member_min_weight` (what a row of other data needs
     to be a member, for the score route); `description` (worker/describe.py) is computed on the
     member set: mean loss and lift, error rate, composition by label, prediction and metadata field;
-    `p_value` when `params.n_permutations` > 0. A region found with label evidence gets the
-    dataset's class names in its `evidence` (its columns are those classes' codes). A failure to describe is logged and leaves the
-    regions without descriptions rather than failing the job.
+    `p_value` when `params.n_permutations` > 0 (that test goes on from `null_so_far`, and stops with
+    `describe.PermutationsYielded` between two shuffles when `should_yield()` says so). A region
+    found with label evidence gets the dataset's class names in its `evidence` (its columns are
+    those classes' codes). A failure to describe is logged and leaves the regions without
+    descriptions rather than failing the job.
     """
     sets = [m.by_weight for m in members]
     overlaps = overlaps_with_earlier(sets)
@@ -388,8 +410,16 @@ def describe_regions(
             should_stop=reporter.should_stop if reporter else None,
         )
         try:
-            p_values = describe.significance(best, result.losses, regions, spec.params.n_permutations, spec.params.seed)
-        except SearchCanceled:
+            p_values = describe.significance(
+                best,
+                result.losses,
+                regions,
+                spec.params.n_permutations,
+                spec.params.seed,
+                resume=null_so_far,
+                should_yield=should_yield,
+            )
+        except (SearchCanceled, PermutationsYielded):
             raise
         except Exception as exc:
             log.exception("permutation test failed")

@@ -95,9 +95,10 @@ def check_cost(cost: int, settings: Settings) -> None:
         raise ApiError(
             400,
             ErrorCode.JOB_TOO_COSTLY,
-            f"This job would cost up to {cost:.3g} element-steps (n·d x restarts x steps x (regions + "
-            f"permutations)); this server runs at most {settings.max_job_cost:.3g} per job "
-            "(SPOTLIGHT_MAX_JOB_COST). Lower steps, restarts, n_spotlights or n_permutations, or use pca_components.",
+            f"This job would cost up to {cost:.3g} element-steps (n·(d + label evidence columns) x restarts x "
+            f"steps x (regions + permutations)); this server runs at most {settings.max_job_cost:.3g} per job "
+            "(SPOTLIGHT_MAX_JOB_COST). Lower steps, restarts, n_spotlights or n_permutations, use pca_components, "
+            "or set evidence_weight to 0.",
             {"cost": cost, "limit": settings.max_job_cost, "setting": "SPOTLIGHT_MAX_JOB_COST"},
         )
 
@@ -169,7 +170,7 @@ def create_job(
                 record, _ = datasets.register(tenant, builder, n, d)
         check_params_fit(body.params, record)
         check_device(body.params, jobs.r, settings)
-        cost = cost_lib.job_cost(body.params, record.n, record.dim)
+        cost = cost_lib.job_cost(body.params, record.n, record.dim, record.fields)
         check_cost(cost, settings)
         job = jobs.submit(
             tenant,
