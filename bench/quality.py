@@ -351,7 +351,7 @@ HIGHDIM_DRAW_VARIANTS = {
 
 
 # The clustered clouds (`bench.quality_modes.clusters_problem`): what auto runs against both kernels.
-CLUSTERS_VARIANTS = {"engine gaussian": {"kernel": "gaussian"}, "engine ball": {"kernel": "ball"}}
+CLUSTERS_VARIANTS: dict[str, dict] = {"engine gaussian": {"kernel": "gaussian"}, "engine ball": {"kernel": "ball"}}
 
 
 def clusters_part(seed: int) -> None:

@@ -75,10 +75,11 @@ REFIT_ITERATIONS = 100  # L-BFGS iterations per fit at most (measured: 25-50 at 
 REGRESSION_RIDGE = 1e-3  # relative to the mean diagonal of the Gram matrix: keeps the solve well posed
 # kernel="auto": 'ball' when the intrinsic dimension of a row's spotlight-sized neighbourhood among the
 # standardised embeddings (`prepare.local_dimension`, k) is above this, else 'gaussian'. Measured
-# (docs/engine.md): digits embeddings 4.4-5.8, the 16-d cross-class clouds 9.0-9.8, where the gaussian
-# is kept; ten 32 / 64 / 128 / 256-d gaussian classes 14-16 / 20-22 / 30 / 43, the d = 256 / 512
-# planted-slice clouds 54 / 77, where the ball wins. 12 leaves a factor of 1.2 above the cross-class
-# clouds and below the 32-d classes, 1.7 below the 64-d ones.
+# (docs/engine.md): digits embeddings 4.8-5.8, where the gaussian wins; the 16-d cross-class clouds
+# 9.1-9.4, gaussian kept (the ball scored higher there too); ten 32 / 64 / 128 / 256-d gaussian
+# classes 14.1 / 20.3-21.1 / 29.5-29.8 / 42-44 and the d = 256 / 512 planted-slice clouds 53 / 75,
+# where the ball wins. 12 leaves a factor of 1.28 above the cross-class clouds, 1.17 below the 32-d
+# classes and 1.7 below the 64-d ones.
 AUTO_BALL_ABOVE = 12.0
 # deflation="tails": scores times (1 - k/max k)^this after each region (see `deflate`); chosen on the
 # multi-mode benchmark among 1 (the paper), 4, 8 and 16 (docs/engine.md).
@@ -282,8 +283,8 @@ def _search(
     if p.pca_components is not None:
         z, frame = project_pca(z, w, frame, p.pca_components, core.row_chunk(n, d, device))
     if p.kernel == "auto":
-        k = local_dimension(z, w, core.row_chunk(n, d, device))
-        p = p.model_copy(update={"kernel": resolve_auto(k)})
+        dim = local_dimension(z, w, core.row_chunk(n, d, device))
+        p = p.model_copy(update={"kernel": resolve_auto(dim)})
     z, frame = add_evidence(z, frame, labels_v, preds_v, w, p.evidence, p.evidence_weight)
     problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device, tail=frame.tail)
 
