@@ -1,14 +1,18 @@
-"""Shared fixtures: a real Redis server (never a fake) and a temporary store."""
+"""Shared fixtures: a real Redis server (never a fake) and a temporary store; `api_client`, the app
+on them for a test (settings overridden per test)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from spotlight.redis_server import EmbeddedRedis
+from spotlight.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +38,18 @@ def store_dir(tmp_path: Path) -> Path:
     path = tmp_path / "store"
     path.mkdir()
     return path
+
+
+@contextlib.contextmanager
+def api_client(redis_url: str, tmp_path: Path, **overrides: Any) -> Iterator[Any]:
+    """A TestClient of the app on the test's Redis and a directory store under tmp_path, with no API
+    keys unless `overrides` sets them; a server error comes back as a response (a test asserts it is
+    never a 5xx) instead of raising."""
+    from fastapi.testclient import TestClient  # the API's test client: only tests of the API need it
+
+    from service.app import create_app
+
+    fields: dict[str, Any] = {"api_keys": None, "api_keys_file": None, **overrides}
+    settings = Settings(redis_url=redis_url, data_dir=tmp_path, store_url=str(tmp_path / "store"), **fields)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -65,13 +66,12 @@ def save(store: ArtifactStore, spec: JobSpec, partial: SearchResult, null: NullS
 
 def load(store: ArtifactStore, spec: JobSpec, n: int) -> SearchResume | None:
     """The stored checkpoint of this job, None when there is none or it does not fit its inputs."""
-    path = job_file(spec.job_id, STATE_FILE)
     try:
-        if not store.exists(path):
-            return None
-        state = store.read_json(path)
-        if {k: state.get(k) for k in ("dataset_sha256", "n", "params")} != _identity(spec, n):
+        state = _state_of(store, spec, n)
+        if state is None:
             log.warning("job %s: its checkpoint belongs to other inputs; starting over", spec.job_id)
+            return None
+        if not state:
             return None
         regions = [Region.from_dict(r) for r in state["regions"]]
         weights = store.load_npy(job_file(spec.job_id, str(state["weights"])), mmap=False)
@@ -87,12 +87,9 @@ def load(store: ArtifactStore, spec: JobSpec, n: int) -> SearchResume | None:
 def load_null(store: ArtifactStore, spec: JobSpec, n: int) -> NullSoFar | None:
     """The permutation test so far of this job's checkpoint; None when there is none (the search
     yielded between regions, or never), it does not fit its inputs, or it cannot be read."""
-    path = job_file(spec.job_id, STATE_FILE)
     try:
-        if not store.exists(path):
-            return None
-        state = store.read_json(path)
-        if {k: state.get(k) for k in ("dataset_sha256", "n", "params")} != _identity(spec, n):
+        state = _state_of(store, spec, n)
+        if not state:
             return None
         raw = state.get("permutations")
         if raw is None or len(state["regions"]) != spec.params.n_spotlights:
@@ -106,6 +103,18 @@ def load_null(store: ArtifactStore, spec: JobSpec, n: int) -> NullSoFar | None:
         log.warning("job %s: its checkpoint has %d null scores; the test starts over", spec.job_id, len(null.scores))
         return None
     return null
+
+
+def _state_of(store: ArtifactStore, spec: JobSpec, n: int) -> dict[str, Any] | None:
+    """The job's stored checkpoint state: {} when there is none, None when it belongs to other inputs
+    (another dataset, row count or parameters). Store and JSON errors propagate to the caller."""
+    path = job_file(spec.job_id, STATE_FILE)
+    if not store.exists(path):
+        return {}
+    state = store.read_json(path)
+    if {k: state.get(k) for k in ("dataset_sha256", "n", "params")} != _identity(spec, n):
+        return None
+    return dict(state)
 
 
 def clear(store: ArtifactStore, job_id: str) -> None:

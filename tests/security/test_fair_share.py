@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
 from spotlight.cost import job_cost
 from spotlight.params import SearchParams
-from spotlight.settings import Settings
+from tests.conftest import api_client
 
 from .stack import QUICK_PARAMS, Stack, wait_for
 
@@ -35,17 +34,10 @@ def test_the_cost_counts_every_factor() -> None:
 
 @pytest.fixture
 def client(redis_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(
-        redis_url=redis_url,
-        data_dir=tmp_path,
-        store_url=str(tmp_path / "store"),
-        api_keys=",".join(f"{t}:{k}" for t, k in KEYS.items()),
-        api_keys_file=None,
-        max_job_cost=1e9,
-        max_active_cost_per_tenant=2.5e8,
-        large_job_cost=5e7,
-    )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    keys = ",".join(f"{t}:{k}" for t, k in KEYS.items())
+    with api_client(
+        redis_url, tmp_path, api_keys=keys, max_job_cost=1e9, max_active_cost_per_tenant=2.5e8, large_job_cost=5e7
+    ) as c:
         yield c
 
 

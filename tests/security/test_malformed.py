@@ -16,19 +16,12 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from spotlight.settings import Settings
+from tests.conftest import api_client
 
 
 @pytest.fixture
 def client(redis_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(
-        redis_url=redis_url,
-        data_dir=tmp_path,
-        store_url=str(tmp_path / "store"),
-        api_keys=None,
-        api_keys_file=None,
-        max_elements=10_000,
-    )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with api_client(redis_url, tmp_path, max_elements=10_000) as c:
         yield c
 
 

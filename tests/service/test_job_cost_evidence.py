@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
 from spotlight import evidence
 from spotlight.cost import job_cost
 from spotlight.params import SearchParams
-from spotlight.settings import Settings
+from tests.conftest import api_client
 
 N, D = 100, 10
 PARAMS = {"n_spotlights": 2, "steps": 1000, "restarts": 10, "device": "cpu"}
@@ -41,15 +40,8 @@ def test_labels_add_the_evidence_width_to_each_row() -> None:
 
 @pytest.fixture
 def client(redis_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(
-        redis_url=redis_url,
-        data_dir=tmp_path,
-        store_url=str(tmp_path / "store"),
-        api_keys=None,
-        api_keys_file=None,
-        max_job_cost=(PLAIN + PLAIN + WIDE) / 2,  # a job without evidence fits, the same job with it does not
-    )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    # a job without evidence fits, the same job with it does not
+    with api_client(redis_url, tmp_path, max_job_cost=(PLAIN + PLAIN + WIDE) / 2) as c:
         yield c
 
 
