@@ -373,7 +373,7 @@ def clusters_part(seed: int) -> None:
         }
     )
     quality_modes.print_dimension({"bench.speed 50000 x 512": make_data(50_000, 512)[0]})
-    quality_modes.print_clusters(quality_modes.run_clusters(CLUSTERS_VARIANTS, [32, 64, 128, 256]))
+    quality_modes.print_clusters(quality_modes.run_clusters(CLUSTERS_VARIANTS, [16, 32, 64, 128, 256]))
     quality_modes.print_crossclass(quality_modes.run_crossclass(CLUSTERS_VARIANTS))
 
 
