@@ -1,6 +1,6 @@
 """Quality benchmark: planted error slices on real data (scikit-learn's handwritten digits).
 
-    python -m bench.quality                  # all three parts (~10 min on 2 cores)
+    python -m bench.quality                  # all four parts (~25 min on 2 cores)
     python -m bench.quality --quick          # fewer authors' steps, smaller high-dimension data: a smoke test
     python -m bench.quality --part multi     # one part: single, multi, highdim or clusters
 
@@ -17,8 +17,9 @@ to the planted slice's own centroid, and a gaussian of that distance times loss 
 of an ideal spherical region). A goals block after the table checks the issue's goals.
 
 Then, in the same run, the multi-mode setting (three problems planted in one model; coverage and
-redundancy of the 5 regions, against a Domino-style mixture slicer) and planted slices in high
-dimension (`bench.quality_modes`).
+redundancy of the 5 regions, against a Domino-style mixture slicer), planted slices in high
+dimension, and the clustered clouds (ten gaussian classes, d = 16-256) with the neighbourhood
+dimension k that kernel="auto" decides on, printed for every part's data (`bench.quality_modes`).
 """
 
 from __future__ import annotations
