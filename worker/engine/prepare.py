@@ -284,7 +284,7 @@ def local_dimension(z: torch.Tensor, weights: np.ndarray, chunk: int, sample: in
     of the whole cloud mostly measures the spacing. Quantiles, so that a few far outliers do not
     decide it. z is the standardised embeddings (after PCA, before evidence columns). A reference row
     counts 0 when its two quantiles coincide: 0.5 % of the weight on its own point (duplicates), or
-    too few rows to tell them apart (under ~100), so such data keeps the gaussian.
+    too few rows to tell them apart (under ~50), so such data keeps the gaussian.
 
     Cost: with at most `sample` rows of positive weight, D to every row (one product of z with the
     reference rows, O(n d), and a sort of n numbers per reference). With more, D to `sample` rows
