@@ -1,8 +1,8 @@
 """Quality benchmark: planted error slices on real data (scikit-learn's handwritten digits).
 
-    python -m bench.quality                  # all three parts (~10 min on 2 cores)
+    python -m bench.quality                  # all four parts (~25 min on 2 cores)
     python -m bench.quality --quick          # fewer authors' steps, smaller high-dimension data: a smoke test
-    python -m bench.quality --part multi     # one part: single, multi or highdim
+    python -m bench.quality --part multi     # one part: single, multi, highdim or clusters
 
 For each setting a small torch MLP is trained on a training split in which one subgroup is made
 hard on purpose; the spotlight then runs on the *held-out* split's penultimate-layer embeddings and
@@ -17,8 +17,9 @@ to the planted slice's own centroid, and a gaussian of that distance times loss 
 of an ideal spherical region). A goals block after the table checks the issue's goals.
 
 Then, in the same run, the multi-mode setting (three problems planted in one model; coverage and
-redundancy of the 5 regions, against a Domino-style mixture slicer) and planted slices in high
-dimension (`bench.quality_modes`).
+redundancy of the 5 regions, against a Domino-style mixture slicer), planted slices in high
+dimension, and the clustered clouds (ten gaussian classes, d = 16-256) with the neighbourhood
+dimension k that kernel="auto" decides on, printed for every part's data (`bench.quality_modes`).
 """
 
 from __future__ import annotations
@@ -350,6 +351,33 @@ HIGHDIM_DRAW_VARIANTS = {
 }
 
 
+# The clustered clouds (`bench.quality_modes.clusters_problem`): what auto runs against both kernels.
+CLUSTERS_VARIANTS: dict[str, dict] = {"engine gaussian": {"kernel": "gaussian"}, "engine ball": {"kernel": "ball"}}
+
+
+def clusters_part(seed: int) -> None:
+    """kernel="auto"'s decision everywhere in one run: k and the kernel it picks on every benchmark's
+    data (digits single- and multi-mode, the cross-class clouds, the high-dimension clouds,
+    `bench.speed`'s data), then both kernels on the clustered clouds (auto runs the one printed as
+    its pick, with identical weights: tests/engine/test_auto_kernel.py) and on the cross-class clouds."""
+    from bench.speed import make_data
+
+    quality_modes.print_dimension({f"digits {s.name}": s.x_test for s in build_settings(seed)})
+    mm = quality_modes.build_multimode(seed)
+    crossclass = {f"cross-class seed {i}": quality_modes.crossclass_problem(i)[0] for i in (0, 1, 2)}
+    quality_modes.print_dimension({"digits multi-mode": mm.x, **crossclass})
+    quality_modes.print_dimension(
+        {
+            f"high-dim d={d} {kind}": quality_modes.highdim_problem(20_000, d, kind, d)[0]
+            for d in (256, 512)
+            for kind in ("ball", "cap")
+        }
+    )
+    quality_modes.print_dimension({"bench.speed 50000 x 512": make_data(50_000, 512)[0]})
+    quality_modes.print_clusters(quality_modes.run_clusters(CLUSTERS_VARIANTS, [16, 32, 64, 128, 256]))
+    quality_modes.print_crossclass(quality_modes.run_crossclass(CLUSTERS_VARIANTS))
+
+
 def _only(variants: dict[str, dict], only: str | None) -> dict[str, dict]:
     """The variants whose name contains `only` (all when None): one method while iterating."""
     return variants if only is None else {k: v for k, v in variants.items() if only in k}
@@ -361,18 +389,18 @@ def main() -> None:
         "--quick", action="store_true", help="500 authors' steps, n = 5000 in high dimension (smoke test only)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--part", choices=["all", "single", "multi", "highdim"], default="all")
+    parser.add_argument("--part", choices=["all", "single", "multi", "highdim", "clusters"], default="all")
     parser.add_argument("--only", help="run only the engine variants whose name contains this (while iterating)")
     args = parser.parse_args()
     if args.part in ("all", "single"):
         settings = build_settings(args.seed)
-        quality_modes.print_concentration({s.name: s.x_test for s in settings})
+        quality_modes.print_dimension({s.name: s.x_test for s in settings})
         rows = evaluate(settings, authors_steps=500 if args.quick else 5000, variants=_only(SINGLE_VARIANTS, args.only))
         print_table(settings, rows)
     if args.part in ("all", "multi"):
         mm = quality_modes.build_multimode(args.seed)
         crossclass = {f"cross-class seed {i}": quality_modes.crossclass_problem(i)[0] for i in (0, 1, 2)}
-        quality_modes.print_concentration({"multi-mode": mm.x, **crossclass})
+        quality_modes.print_dimension({"multi-mode": mm.x, **crossclass})
         quality_modes.print_multimode(mm, quality_modes.run_multimode(mm, _only(MULTI_VARIANTS, args.only)))
         if args.only is None:
             quality_modes.print_seeds(quality_modes.run_seeds(mm))
@@ -382,6 +410,8 @@ def main() -> None:
         quality_modes.print_highdim(quality_modes.run_highdim(_only(HIGHDIM_VARIANTS, args.only), n, [256, 512]), n)
         draws = quality_modes.run_highdim_draws(_only(HIGHDIM_DRAW_VARIANTS, args.only), n, [256, 512])
         quality_modes.print_highdim_draws(draws, n)
+    if args.part in ("all", "clusters"):
+        clusters_part(args.seed)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ half-space). Region 0 of a default search is scored by its top-|S| recall (share
 its |S| heaviest rows) and its lift against the slice's own lift (mean loss in the slice / overall).
 A second table repeats the default (and the ball without its classifier refits, what the engine ran
 before them) over five draws of each problem, since one draw can be lucky.
+
+Clusters: ten isotropic gaussian classes (n = 20 000, d = 16-256) with a 2 % slice across two
+classes or inside one; both kernels, scored like the high-dimension slices, beside the neighbourhood
+dimension k (`prepare.local_dimension`) and the kernel kernel="auto" picks from it.
 """
 
 from __future__ import annotations
@@ -38,26 +42,24 @@ from bench import mixture_slicer
 from spotlight.contribution import contributions
 from spotlight.params import SearchParams
 from worker.engine import search
-from worker.engine.prepare import concentration, standardise
+from worker.engine.prepare import local_dimension, standardise
 from worker.engine.result import SearchResult
 from worker.engine.search import AUTO_BALL_ABOVE, resolve_auto
 
 AP_FOUND = 0.5
 
 
-def concentration_of(x: np.ndarray) -> float:
-    """c as `kernel="auto"` measures it (`prepare.concentration` of the standardised embeddings)."""
+def dimension_of(x: np.ndarray) -> float:
+    """k as `kernel="auto"` measures it (`prepare.local_dimension` of the standardised embeddings)."""
     w = np.ones(len(x))
     z, _ = standardise(x, w, torch.device("cpu"), 4096)
-    return concentration(z, w, 4096)
+    return local_dimension(z, w, 4096)
 
 
-def print_concentration(named: dict[str, np.ndarray]) -> None:
-    """One line: each dataset's concentration c and the kernel `kernel="auto"` resolves it to."""
-    cells = ", ".join(
-        f"{k} {c:.2f} -> {resolve_auto(c)}" for k, c in ((k, concentration_of(x)) for k, x in named.items())
-    )
-    print(f"# concentration c (kernel='auto' runs the ball above {AUTO_BALL_ABOVE:g}): {cells}")
+def print_dimension(named: dict[str, np.ndarray]) -> None:
+    """One line: each dataset's neighbourhood dimension k and the kernel `kernel="auto"` resolves it to."""
+    cells = ", ".join(f"{k} {v:.2f} -> {resolve_auto(v)}" for k, v in ((k, dimension_of(x)) for k, x in named.items()))
+    print(f"# neighbourhood dimension k (kernel='auto' runs the ball above {AUTO_BALL_ABOVE:g}): {cells}")
 
 
 @dataclass
@@ -304,19 +306,19 @@ def engine_constants(overrides: Mapping[str, object]) -> Iterator[None]:
             setattr(module, name, value)
 
 
-def _run_variant(x: np.ndarray, loss: np.ndarray, update: dict) -> SearchResult:
+def _run_variant(x: np.ndarray, loss: np.ndarray, update: dict, labels: np.ndarray | None = None) -> SearchResult:
     """One single-region search with a variant: SearchParams fields, plus `constants` (ENGINE_CONSTANTS)."""
     update = dict(update)
     constants = ENGINE_CONSTANTS.get(str(update.pop("constants", "")), {})
     params = SearchParams(device="cpu", n_spotlights=1).model_copy(update=update)
     with engine_constants(constants):
-        return search(x, loss, params)
+        return search(x, loss, params, labels=labels)
 
 
-def _highdim_row(d: int, kind: str, name: str, x, loss, planted, update: dict) -> dict:
+def _highdim_row(d: int, kind: str, name: str, x, loss, planted, update: dict, labels=None) -> dict:
     slice_lift = float(loss[planted].mean() / loss.mean())
     t = time.perf_counter()
-    res = _run_variant(x, loss, update)
+    res = _run_variant(x, loss, update, labels)
     top = np.argsort(-res.weights[:, 0], kind="stable")[: int(planted.sum())]
     return dict(
         d=d,
@@ -336,7 +338,7 @@ def run_highdim(variants: dict[str, dict], n: int, dims: list[int]) -> list[dict
     for d in dims:
         for kind in ("ball", "cap"):
             x, loss, planted = highdim_problem(n, d, kind, seed=d)
-            print_concentration({f"d={d} {kind}": x})
+            print_dimension({f"d={d} {kind}": x})
             for name, update in variants.items():
                 rows.append(_highdim_row(d, kind, name, x, loss, planted, update))
     return rows
@@ -394,5 +396,53 @@ def print_highdim(rows: list[dict], n: int) -> None:
             f"{r['method']:28s} | {r['d']:4d} | {r['kind']:>5s} | {r['recall']:14.3f} | {r['ap']:6.3f} | "
             f"{r['lift']:4.2f} | {r['slice_lift']:10.2f} | {r['lift'] / r['slice_lift']:14.1%} | {r['seconds']:6.1f} | {r['ran']}"
         )
+    for method, met, total in _goals_met(rows):
+        print(f"# goals for '{method}': top-|S| recall >= 0.9 and lift >= 80 % of the slice's: {met} of {total} slices")
+
+
+def clusters_problem(d: int, kind: str, seed: int, n: int = 20_000, sep: float = 1.0):
+    """Ten isotropic gaussian classes in d dimensions (centres N(0, sep^2 I), rows centre + N(0, I)),
+    and a 2 % slice that fails (loss + 2 on an exponential(0.5) base): 'cross', the rows nearest the
+    midpoint of classes 0 and 1 (a weak spot across two classes), or 'ball', the rows nearest one row
+    (inside its class). A class is 10 % of the rows, so a row's 2 % neighbourhood lies in its own
+    class: far nearer than the median row, yet with the distances concentrated within the class."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(10, d)) * sep
+    labels = rng.integers(0, 10, n)
+    x = (centres[labels] + rng.normal(size=(n, d))).astype(np.float32)
+    anchor = (centres[0] + centres[1]) / 2 if kind == "cross" else x[0].astype(np.float64)
+    dist = ((x.astype(np.float64) - anchor) ** 2).sum(1)
+    planted = dist <= np.quantile(dist, 0.02)
+    loss = (rng.exponential(0.5, size=n) + 2.0 * planted).astype(np.float32)
+    return x, loss, labels, planted
+
+
+def run_clusters(variants: dict[str, dict], dims: list[int], seeds: tuple[int, ...] = (0, 1)) -> list[dict]:
+    """Region 0 of a single-region search (the held-out labels as evidence, as a job with them) on the
+    clustered clouds, per dimension, slice kind and seed; each dataset's k and auto's kernel printed."""
+    rows = []
+    for d in dims:
+        for kind in ("cross", "ball"):
+            for seed in seeds:
+                x, loss, labels, planted = clusters_problem(d, kind, seed)
+                if kind == "cross":  # the cloud is the same for both kinds of slice (one seed)
+                    print_dimension({f"ten classes d={d} seed {seed}": x})
+                for name, update in variants.items():
+                    rows.append({**_highdim_row(d, kind, name, x, loss, planted, update, labels), "seed": seed})
+    return rows
+
+
+def print_clusters(rows: list[dict], n: int = 20_000) -> None:
+    print(f"# ten gaussian classes (sep 1), n={n}, 2 % slice (loss +2), region 0 of a one-region search with labels")
+    head = f"{'method':28s} |    d | slice | {'recall per seed':>15s} | lift / slice's (min) | ran"
+    print(head)
+    print("-" * len(head))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        for d, kind in dict.fromkeys((r["d"], r["kind"]) for r in rows):
+            mine = [r for r in rows if r["method"] == method and r["d"] == d and r["kind"] == kind]
+            rec = " ".join(f"{r['recall']:5.3f}" for r in mine)
+            ratio = min(r["lift"] / r["slice_lift"] for r in mine)
+            ran = "/".join(dict.fromkeys(r["ran"] for r in mine))
+            print(f"{method:28s} | {d:4d} | {kind:>5s} | {rec:>15s} | {ratio:20.1%} | {ran}")
     for method, met, total in _goals_met(rows):
         print(f"# goals for '{method}': top-|S| recall >= 0.9 and lift >= 80 % of the slice's: {met} of {total} slices")

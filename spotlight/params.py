@@ -41,8 +41,9 @@ class SearchParams(BaseModel):
     n_spotlights: int = Field(5, strict=True, ge=1, le=50, description="How many regions to find, one after another.")
     kernel: Kernel = Field(
         "auto",
-        description="'auto' = 'ball' when the standardised embeddings' squared distances concentrate (high "
-        "intrinsic dimension: a row's nearest 2 % barely nearer than the median row; measured, threshold 6), else 'gaussian'; each region records the kernel "
+        description="'auto' = 'ball' when a row's spotlight-sized neighbourhood among the standardised embeddings "
+        "has high intrinsic dimension (clustered or not: from its 0.5 % and 2 % distance quantiles, threshold 12), "
+        "else 'gaussian'; each region records the kernel "
         "it ran (docs/engine.md). 'flat' = max(0, 1 - tau*|x-mu|^2) (published paper), 'gaussian' = "
         "exp(-tau*|x-mu|^2/2) (ranks the rest of a slice larger than the region, where flat weighs it 0), or "
         "'ball' = 1 on the spotlight_size rows nearest the centre, exp(-(tau*|x-mu|^2 - radius_u)/2) beyond "

@@ -255,44 +255,48 @@ def add_evidence(
     return torch.cat([z, tail], dim=1), Frame(mean=frame.mean, scale=frame.scale, basis=frame.basis, evidence=ev)
 
 
-# `concentration`: reference rows, and the share of rows that makes a reference row's neighbourhood
-# (the default spotlight size); CONCENTRATION_Z is the standard normal's quantile at that share, so a
-# gaussian spread of squared distances gives c = their mean / standard deviation.
-CONCENTRATION_REFERENCES = 16
-CONCENTRATION_SHARE = 0.02
-CONCENTRATION_Z = 2.0537
+# `local_dimension`: reference rows, and the two shares of rows whose distance quantiles bracket a
+# reference row's spotlight-sized neighbourhood (DIMENSION_OUTER: the default spotlight size).
+DIMENSION_REFERENCES = 32
+DIMENSION_INNER = 0.005
+DIMENSION_OUTER = 0.02
 # Past this many rows of positive weight, the distances are measured to a sample of this many rows.
-# The 2 % quantile of N draws sits at rank 0.02 N +- sqrt(0.02 * 0.98 * N): at N = 65 536 that is
-# 1 311 +- 36 rows (2.7 %), which moves one reference row's c by about 0.55 % for a gaussian spread of
-# distances (c's median over 16 references by less); the full computation's cost (an n x 16 float64
-# table, 16 sorts of n numbers) no longer grows with n.
-CONCENTRATION_SAMPLE = 65_536
+# The 0.5 % quantile of N draws sits at rank 0.005 N +- sqrt(0.005 * 0.995 * N): at N = 65 536 that
+# is 328 +- 18 rows (5.5 %), which moves one reference row's k by about 4 % (the 2 % quantile's
+# error, 2.7 %, adds less); the median over 32 references by about 1 %. The full computation's cost
+# (an n x 32 float64 table, 32 sorts of n numbers) no longer grows with n.
+DIMENSION_SAMPLE = 65_536
 
 
-def concentration(z: torch.Tensor, weights: np.ndarray, chunk: int, sample: int = CONCENTRATION_SAMPLE) -> float:
-    """How concentrated squared distances are, c = m / ((m - q) / 2.05), from a few reference rows.
+def local_dimension(z: torch.Tensor, weights: np.ndarray, chunk: int, sample: int = DIMENSION_SAMPLE) -> float:
+    """The intrinsic dimension of a row's spotlight-sized neighbourhood, k, from a few reference rows.
 
-    For each of CONCENTRATION_REFERENCES rows (drawn with a fixed seed among rows of positive
-    weight): m the weighted median of its squared distances D to every row, q their 2 % quantile (the
-    row's spotlight-sized neighbourhood); c is the median over the reference rows. Why this: a kernel
-    centred among the data is selective only if the nearest 2 % of rows are much nearer than the
-    typical row. For a cloud of intrinsic dimension k, D ~ m +- s with m / s ~ sqrt(k / 2), and c ~ m / s
-    (large: every row about as far as any other). Clusters or a low-dimensional manifold put the
-    neighbourhood far nearer than the median (c small) even in 512 dimensions, where the spread of
-    ||z||^2 alone misses clusters whose centres are themselves equidistant; quantiles, not mean and
-    standard deviation, so a few far outliers do not decide it. z is the standardised embeddings
-    (after PCA, before evidence columns). 0 when the neighbourhood is as far as the median (every row
-    the same point, or more than half the rows duplicates of one).
+    For each of DIMENSION_REFERENCES rows (drawn with a fixed seed among rows of positive weight):
+    q_a and q_b the weighted 0.5 % and 2 % quantiles of its squared distances to the other rows; with
+    k dimensions around the row, the weight within squared distance D grows like D^(k/2), so
+    k = 2 ln(0.02 / 0.005) / ln(q_b / q_a); the median over the references. Why this: the kernels
+    differ on whether a spotlight-sized neighbourhood has a sharp edge. Where k is high, the rows
+    just outside it are barely farther than the rows inside (a gaussian that must count S rows
+    spreads over many times more); where k is low (a manifold, as in a trained model's embeddings),
+    a gaussian ranks the rest of a slice larger than the region. Measured inside the neighbourhood,
+    it sees the dimension of a cluster whatever the clusters' spacing (ten 256-d gaussian classes:
+    k ~ 43 whether their centres are 0.6 or 2 standard deviations apart), where the median distance
+    of the whole cloud mostly measures the spacing. Quantiles, so that a few far outliers do not
+    decide it. z is the standardised embeddings (after PCA, before evidence columns). A reference row
+    counts 0 when its two quantiles coincide: 0.5 % of the weight on its own point (duplicates), or
+    too few rows to tell them apart (under ~50), so such data keeps the gaussian.
 
     Cost: with at most `sample` rows of positive weight, D to every row (one product of z with the
     reference rows, O(n d), and a sort of n numbers per reference). With more, D to `sample` rows
     drawn with a fixed seed, with replacement, each with probability proportional to its weight (so
     a row of weight 0 is never drawn, and the draws' plain quantiles estimate the weighted ones):
-    O(sample d) whatever n, within about 1 % of the full computation (CONCENTRATION_SAMPLE says why).
+    O(sample d) whatever n (DIMENSION_SAMPLE says how close).
     """
     active = np.flatnonzero(weights > 0)
+    if active.size < 2:
+        return 0.0
     rng = np.random.default_rng(0)
-    refs = np.sort(rng.choice(active, size=min(CONCENTRATION_REFERENCES, active.size), replace=False))
+    refs = np.sort(rng.choice(active, size=min(DIMENSION_REFERENCES, active.size), replace=False))
     rows_idx, w = measured_rows(weights, active, rng, sample)
     anchors = z[torch.from_numpy(refs).to(z.device)].double()  # r x d
     anchor_sq = (anchors * anchors).sum(1)
@@ -304,19 +308,23 @@ def concentration(z: torch.Tensor, weights: np.ndarray, chunk: int, sample: int 
     d_np = dist.cpu().numpy()
     values = []
     for j in range(refs.size):
+        w_j = np.where(rows_idx == refs[j], 0.0, w)  # a row is not its own neighbour
         order = np.argsort(d_np[:, j], kind="stable")
-        cum = np.cumsum(w[order])
+        cum = np.cumsum(w_j[order])
         sorted_d = d_np[order, j]
-        median = sorted_d[int(np.searchsorted(cum, 0.5 * cum[-1]))]
-        near = sorted_d[int(np.searchsorted(cum, CONCENTRATION_SHARE * cum[-1]))]
-        values.append(CONCENTRATION_Z * median / (median - near) if median > near else 0.0)
+        inner = sorted_d[min(int(np.searchsorted(cum, DIMENSION_INNER * cum[-1])), sorted_d.size - 1)]
+        outer = sorted_d[min(int(np.searchsorted(cum, DIMENSION_OUTER * cum[-1])), sorted_d.size - 1)]
+        if outer > inner > 0.0:
+            values.append(2.0 * np.log(DIMENSION_OUTER / DIMENSION_INNER) / np.log(outer / inner))
+        else:
+            values.append(0.0)
     return float(np.median(values))
 
 
 def measured_rows(
     weights: np.ndarray, active: np.ndarray, rng: np.random.Generator, sample: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, their weights in the quantiles) that `concentration` measures distances to: every row of
+    """(rows, their weights in the quantiles) that `local_dimension` measures distances to: every row of
     positive weight (`active`) with its weight, or past `sample` of them, `sample` draws (sorted) with
     probability proportional to weight, each counting 1."""
     if active.size <= sample:

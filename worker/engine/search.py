@@ -19,7 +19,7 @@ from worker.engine.prepare import (
     Frame,
     add_evidence,
     as_vector,
-    concentration,
+    local_dimension,
     losses_from_logits,
     project_pca,
     resolve_device,
@@ -73,12 +73,14 @@ REFIT_ROWS_PER_DIM = 3.0
 REFIT_RIDGE = 3e-3
 REFIT_ITERATIONS = 100  # L-BFGS iterations per fit at most (measured: 25-50 at d = 256-512)
 REGRESSION_RIDGE = 1e-3  # relative to the mean diagonal of the Gram matrix: keeps the solve well posed
-# kernel="auto": 'ball' when the concentration of squared distances among the standardised embeddings
-# (`prepare.concentration`: median over the 2 % neighbourhood's gap, ~ mean / std of the distances) is
-# above this, else 'gaussian'. Measured (docs/engine.md): digits embeddings 2.5-2.7 (2.5 projected at
-# random to 384-d), the cross-class clouds 2.5, where the gaussian wins; the d = 256 / 512 planted-slice
-# clouds 11.2 / 15.1, where only the ball focuses. 6 leaves a factor of 2.2 below and 1.9 above.
-AUTO_BALL_ABOVE = 6.0
+# kernel="auto": 'ball' when the intrinsic dimension of a row's spotlight-sized neighbourhood among the
+# standardised embeddings (`prepare.local_dimension`, k) is above this, else 'gaussian'. Measured
+# (docs/engine.md): digits embeddings 4.8-5.8, where the gaussian wins; the 16-d cross-class clouds
+# 9.1-9.4, gaussian kept (the ball scored higher there too); ten 32 / 64 / 128 / 256-d gaussian
+# classes 14.1 / 20.3-21.1 / 29.5-29.8 / 42-44 and the d = 256 / 512 planted-slice clouds 53 / 75,
+# where the ball wins. 12 leaves a factor of 1.28 above the cross-class clouds, 1.17 below the 32-d
+# classes and 1.7 below the 64-d ones.
+AUTO_BALL_ABOVE = 12.0
 # deflation="tails": scores times (1 - k/max k)^this after each region (see `deflate`); chosen on the
 # multi-mode benchmark among 1 (the paper), 4, 8 and 16 (docs/engine.md).
 DEFLATION_POWER = 8
@@ -112,8 +114,9 @@ def search(
     - ``ball``: :math:`k_i = \exp(-\max(0, u_i - \rho) / 2)`, 1 on the core of rows nearest the
       centre that count :math:`S` (:math:`\rho` is the u of the row that closes it, reported as
       ``radius_u``), so :math:`\sum_i w_i k_i \ge S` holds by construction and no barrier applies
-    - ``auto`` (the default): ``ball`` when the standardised embeddings' squared norms concentrate
-      (`prepare.concentration` above ``AUTO_BALL_ABOVE``: high intrinsic dimension), else
+    - ``auto`` (the default): ``ball`` when a row's spotlight-sized neighbourhood among the
+      standardised embeddings has high intrinsic dimension (`prepare.local_dimension` above
+      ``AUTO_BALL_ABOVE``, clustered or not), else
       ``gaussian``; each region's ``kernel`` is the one that ran
 
     and the objective (``max_loss``; ``min_loss`` uses :math:`-\ell`) is the kernel-weighted mean
@@ -280,8 +283,8 @@ def _search(
     if p.pca_components is not None:
         z, frame = project_pca(z, w, frame, p.pca_components, core.row_chunk(n, d, device))
     if p.kernel == "auto":
-        c = concentration(z, w, core.row_chunk(n, d, device))
-        p = p.model_copy(update={"kernel": resolve_auto(c)})
+        dim = local_dimension(z, w, core.row_chunk(n, d, device))
+        p = p.model_copy(update={"kernel": resolve_auto(dim)})
     z, frame = add_evidence(z, frame, labels_v, preds_v, w, p.evidence, p.evidence_weight)
     problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device, tail=frame.tail)
 
@@ -305,14 +308,14 @@ def _search(
     return _result(regions, k_all, loss_v, z, started, frame.basis)
 
 
-def resolve_auto(c: float) -> str:
-    """The kernel `kernel="auto"` runs for a measured concentration c (`prepare.concentration`).
+def resolve_auto(k: float) -> str:
+    """The kernel `kernel="auto"` runs for a measured neighbourhood dimension k (`prepare.local_dimension`).
 
-    The ball when squared distances concentrate (c > AUTO_BALL_ABOVE: high intrinsic dimension, where
-    a gaussian that must count S rows spreads over all of them), the gaussian otherwise (clusters
-    and low-dimensional structure, where it ranks the rest of a slice larger than the region).
+    The ball when k > AUTO_BALL_ABOVE (high intrinsic dimension around each row, clustered or not:
+    a gaussian that must count S rows spreads over many more), the gaussian otherwise (a
+    low-dimensional manifold, where it ranks the rest of a slice larger than the region).
     """
-    return "ball" if c > AUTO_BALL_ABOVE else "gaussian"
+    return "ball" if k > AUTO_BALL_ABOVE else "gaussian"
 
 
 def _result(
