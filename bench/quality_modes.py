@@ -362,17 +362,22 @@ def print_highdim_draws(rows: list[dict], n: int) -> None:
     head = f"{'method':28s} |    d | slice | {'recall per draw':>{7 * len(draws) - 1}s} | {'min':>5s} | {'mean':>5s} | lift / slice's (min)"
     print(head)
     print("-" * len(head))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        for d, kind in dict.fromkeys((r["d"], r["kind"]) for r in rows):
-            mine = [r for r in rows if r["method"] == method and r["d"] == d and r["kind"] == kind]
-            rec = [r["recall"] for r in mine]
-            ratio = min(r["lift"] / r["slice_lift"] for r in mine)
-            print(
-                f"{method:28s} | {d:4d} | {kind:>5s} | {' '.join(f'{v:6.3f}' for v in rec)} | "
-                f"{min(rec):.3f} | {np.mean(rec):.3f} | {ratio:.1%}"
-            )
+    for method, d, kind, mine in _groups(rows):
+        rec = [r["recall"] for r in mine]
+        ratio = min(r["lift"] / r["slice_lift"] for r in mine)
+        print(
+            f"{method:28s} | {d:4d} | {kind:>5s} | {' '.join(f'{v:6.3f}' for v in rec)} | "
+            f"{min(rec):.3f} | {np.mean(rec):.3f} | {ratio:.1%}"
+        )
     for method, met, total in _goals_met(rows):
         print(f"# goals for '{method}' (recall >= 0.9, lift >= 80 % of the slice's): {met} of {total} draws")
+
+
+def _groups(rows: list[dict]) -> Iterator[tuple[str, int, str, list[dict]]]:
+    """The rows of each (method, d, slice kind), in the order they were run (draws or seeds together)."""
+    for method in dict.fromkeys(r["method"] for r in rows):
+        for d, kind in dict.fromkeys((r["d"], r["kind"]) for r in rows):
+            yield method, d, kind, [r for r in rows if r["method"] == method and r["d"] == d and r["kind"] == kind]
 
 
 def _goals_met(rows: list[dict]) -> list[tuple[str, int, int]]:
@@ -437,12 +442,10 @@ def print_clusters(rows: list[dict], n: int = 20_000) -> None:
     head = f"{'method':28s} |    d | slice | {'recall per seed':>15s} | lift / slice's (min) | ran"
     print(head)
     print("-" * len(head))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        for d, kind in dict.fromkeys((r["d"], r["kind"]) for r in rows):
-            mine = [r for r in rows if r["method"] == method and r["d"] == d and r["kind"] == kind]
-            rec = " ".join(f"{r['recall']:5.3f}" for r in mine)
-            ratio = min(r["lift"] / r["slice_lift"] for r in mine)
-            ran = "/".join(dict.fromkeys(r["ran"] for r in mine))
-            print(f"{method:28s} | {d:4d} | {kind:>5s} | {rec:>15s} | {ratio:20.1%} | {ran}")
+    for method, d, kind, mine in _groups(rows):
+        rec = " ".join(f"{r['recall']:5.3f}" for r in mine)
+        ratio = min(r["lift"] / r["slice_lift"] for r in mine)
+        ran = "/".join(dict.fromkeys(r["ran"] for r in mine))
+        print(f"{method:28s} | {d:4d} | {kind:>5s} | {rec:>15s} | {ratio:20.1%} | {ran}")
     for method, met, total in _goals_met(rows):
         print(f"# goals for '{method}': top-|S| recall >= 0.9 and lift >= 80 % of the slice's: {met} of {total} slices")
