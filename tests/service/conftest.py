@@ -13,8 +13,10 @@ import httpx
 import pytest
 import redis
 import uvicorn
+from rq.job import Job
 
 from service.app import create_app
+from spotlight.protocol import META_STATUS, job_file
 from spotlight.redis_server import EmbeddedRedis, free_port
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
@@ -38,6 +40,18 @@ class LiveApi:
     def leftovers(self) -> list[str]:
         """Anything left in the ingest work area (must be empty after every request)."""
         return self.store.list(".ingest")
+
+    def mark_finished(self, job_id: str) -> None:
+        """The job's state as the worker leaves it on success (spotlight/jobstate.py reads it)."""
+        job = Job.fetch(job_id, connection=self.redis)
+        job.meta[META_STATUS] = "finished"
+        job.save_meta()
+
+    def finish_with(self, job_id: str, regions: list[dict[str, Any]]) -> None:
+        """Results written as the worker writes them (regions.json), then the job marked finished."""
+        document = {"regions": regions, "objective": "max_loss", "loss_reference": 0.0}
+        self.store.write_json(job_file(job_id, "regions.json"), document)
+        self.mark_finished(job_id)
 
 
 class _Servers:

@@ -6,7 +6,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 
 from spotlight.params import SearchParams
-from spotlight.protocol import META_STATUS, TASK_PATH, cancel_key
+from spotlight.protocol import TASK_PATH, cancel_key
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 
@@ -129,9 +129,7 @@ def test_cancel_queued_running_and_finished(api: LiveApi) -> None:
         assert r.status_code == 202 and r.json()["status"] == "running" and r.json()["cancel_requested"] is True
         assert api.redis.exists(cancel_key(running))
 
-        job = Job.fetch(finished, connection=api.redis)
-        job.meta[META_STATUS] = "finished"
-        job.save_meta()
+        api.mark_finished(finished)
         r = c.delete(f"/v1/jobs/{finished}")
         assert r.status_code == 409 and r.json()["error"]["code"] == "job_not_cancelable"
         assert not api.redis.exists(cancel_key(finished))

@@ -7,10 +7,8 @@ import json
 import os
 
 import numpy as np
-from rq.job import Job
 
 from spotlight.protocol import (
-    META_STATUS,
     job_file,
     member_weights_file,
     members_by_contribution_file,
@@ -69,12 +67,6 @@ def _finished_job(api: LiveApi, c) -> tuple[str, np.ndarray, dict]:
     return job_id, weights, {"regions": regions, "data": data}
 
 
-def _mark_finished(api: LiveApi, job_id: str) -> None:
-    job = Job.fetch(job_id, connection=api.redis)
-    job.meta[META_STATUS] = "finished"
-    job.save_meta()
-
-
 def test_results_are_409_until_finished_then_served(api: LiveApi) -> None:
     with api.client() as c:
         job_id, weights, extra = _finished_job(api, c)
@@ -87,7 +79,7 @@ def test_results_are_409_until_finished_then_served(api: LiveApi) -> None:
             )
         regions_file = extra["regions"]
         api.store.write_json(job_file(job_id, "regions.json"), regions_file)
-        _mark_finished(api, job_id)
+        api.mark_finished(job_id)
 
         assert c.get(base).json()["status"] == "finished"
         assert c.get(base).json()["progress"]["fraction"] == 1.0
@@ -143,7 +135,7 @@ def test_a_members_page_reads_the_member_files_weights_not_the_whole_weights_fil
                 api.store.save_npy(job_file(job_id, member_weights_file(name)), weights[rows, k])
         os.remove(api.store.local_path(job_file(job_id, "weights.npy")))
         api.store.write_json(job_file(job_id, "regions.json"), extra["regions"])
-        _mark_finished(api, job_id)
+        api.mark_finished(job_id)
         for order in ("weight", "contribution"):
             page = c.get(f"/v1/jobs/{job_id}/regions/1/members", params={"limit": 4, "offset": 2, "order": order})
             assert page.status_code == 200, page.text
@@ -156,7 +148,7 @@ def test_members_after_dataset_deleted_is_410(api: LiveApi) -> None:
     with api.client() as c:
         job_id, _, extra = _finished_job(api, c)
         api.store.write_json(job_file(job_id, "regions.json"), extra["regions"])
-        _mark_finished(api, job_id)
+        api.mark_finished(job_id)
         ds = c.get(f"/v1/jobs/{job_id}").json()["dataset"]
         assert c.delete(f"/v1/datasets/{ds}").status_code == 204
         r = c.get(f"/v1/jobs/{job_id}/regions/0/members")
@@ -168,7 +160,7 @@ def test_corrupt_result_file_is_a_500_in_the_error_format(api: LiveApi) -> None:
     with api.client() as c:
         job_id, _, _ = _finished_job(api, c)
         api.store.write_bytes(job_file(job_id, "regions.json"), b"{not json")
-        _mark_finished(api, job_id)
+        api.mark_finished(job_id)
         r = c.get(f"/v1/jobs/{job_id}/regions", headers={"X-Request-ID": "req-123"})
     assert r.status_code == 500
     assert r.json()["error"]["code"] == "internal_error" and r.json()["error"]["details"]["request_id"] == "req-123"
@@ -180,7 +172,7 @@ def test_members_by_contribution_page_the_stored_order_with_each_rows_contributi
     with api.client() as c:
         job_id, weights, extra = _finished_job(api, c)
         api.store.write_json(job_file(job_id, "regions.json"), extra["regions"])
-        _mark_finished(api, job_id)
+        api.mark_finished(job_id)
         base = f"/v1/jobs/{job_id}/regions/1/members"
         by_weight = c.get(base, params={"limit": 1000}).json()
         by_contrib = c.get(base, params={"limit": 1000, "order": "contribution"}).json()
@@ -202,7 +194,7 @@ def test_members_order_uses_the_stored_file_and_bad_order_is_400(api: LiveApi) -
         stored_order = np.array([int(i) for i in np.flatnonzero(weights[:, 0] > 0)[::-1]], dtype=np.int64)
         api.store.save_npy(job_file(job_id, members_by_contribution_file(0)), stored_order)
         api.store.write_json(job_file(job_id, "regions.json"), {**extra["regions"], "loss_reference": 0.0})
-        _mark_finished(api, job_id)
+        api.mark_finished(job_id)
         base = f"/v1/jobs/{job_id}/regions/0/members"
         page = c.get(base, params={"limit": 1000, "order": "contribution"}).json()
         assert [m["index"] for m in page["members"]] == stored_order.tolist()

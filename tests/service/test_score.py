@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rq.job import Job
 
 from spotlight import kernel
 from spotlight.members import member_set
-from spotlight.protocol import META_STATUS, job_file, members_by_contribution_file, members_file
+from spotlight.protocol import job_file, members_by_contribution_file, members_file
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 N = 60
@@ -44,12 +43,7 @@ def _finished_gaussian_job(api: LiveApi, c, store_threshold: bool) -> tuple[str,
     api.store.save_npy(job_file(job_id, "weights.npy"), w[:, None])
     api.store.save_npy(job_file(job_id, members_file(0)), members)
     api.store.save_npy(job_file(job_id, members_by_contribution_file(0)), members)
-    api.store.write_json(
-        job_file(job_id, "regions.json"), {"regions": [region], "objective": "max_loss", "loss_reference": 0.0}
-    )
-    job = Job.fetch(job_id, connection=api.redis)
-    job.meta[META_STATUS] = "finished"
-    job.save_meta()
+    api.finish_with(job_id, [region])
     return job_id, data, members
 
 

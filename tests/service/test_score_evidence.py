@@ -5,10 +5,9 @@ with labels and a stored dataset (which brings its own) get the weights spotligh
 from __future__ import annotations
 
 import numpy as np
-from rq.job import Job
 
 from spotlight import kernel
-from spotlight.protocol import META_STATUS, job_file
+from spotlight.protocol import job_file
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 N = 40
@@ -40,12 +39,7 @@ def _finished_job_with_evidence(api: LiveApi, c) -> tuple[str, dict, dict]:
             "precision": 3.0,
         },
     }
-    api.store.write_json(
-        job_file(job_id, "regions.json"), {"regions": [region], "objective": "max_loss", "loss_reference": 0.0}
-    )
-    job = Job.fetch(job_id, connection=api.redis)
-    job.meta[META_STATUS] = "finished"
-    job.save_meta()
+    api.finish_with(job_id, [region])
     return job_id, data, region
 
 
