@@ -40,12 +40,11 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
         )
     for coeff, needs in (("label_entropy_coeff", "labels"), ("prediction_entropy_coeff", "predictions")):
         if getattr(params, coeff) > 0 and needs not in dataset.fields:
-            raise ApiError(
-                400,
-                ErrorCode.VALIDATION,
+            raise _lacks_fields(
+                dataset,
+                coeff,
                 f"{coeff} > 0 needs {needs}, and dataset {dataset.id} has none; upload {needs} with it or set "
                 f"{coeff} to 0",
-                {"field": f"params.{coeff}", "dataset_fields": list(dataset.fields)},
             )
     # label evidence is on by default and used when the dataset has what it needs; asked for by name, it
     # must be usable (spotlight/evidence.py)
@@ -55,12 +54,11 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
         required = [f for f, needed in (("labels", need_labels), ("predictions", need_predictions)) if needed]
         missing = [f for f in required if f not in dataset.fields]
         if missing:
-            raise ApiError(
-                400,
-                ErrorCode.VALIDATION,
+            raise _lacks_fields(
+                dataset,
+                sorted(asked)[0],
                 f"evidence {params.evidence!r} needs {' and '.join(required)}, and dataset {dataset.id} has no "
                 f"{' or '.join(missing)}; upload them with it, choose another evidence, or set evidence_weight to 0",
-                {"field": f"params.{sorted(asked)[0]}", "dataset_fields": list(dataset.fields)},
             )
     if params.pca_components is not None and params.pca_components > min(dataset.n, dataset.dim):
         raise ApiError(
@@ -69,6 +67,13 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
             f"pca_components {params.pca_components} must be at most min(n, dim) = {min(dataset.n, dataset.dim)}",
             {"field": "params.pca_components", "n": dataset.n, "dim": dataset.dim},
         )
+
+
+def _lacks_fields(dataset: DatasetRecord, param: str, message: str) -> ApiError:
+    """The 400 for a parameter that needs dataset fields (labels, predictions) the dataset lacks."""
+    return ApiError(
+        400, ErrorCode.VALIDATION, message, {"field": f"params.{param}", "dataset_fields": list(dataset.fields)}
+    )
 
 
 def check_device(params: SearchParams, r: redis.Redis, settings: Settings) -> None:
