@@ -18,6 +18,7 @@ from service.dataset_registry import DatasetRegistry
 from service.errors import ApiError
 from service.job_registry import JobRegistry
 from service.schemas import DatasetReference
+from spotlight.keys import Keys
 from spotlight.protocol import ErrorCode
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
@@ -110,8 +111,8 @@ RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 
-def get_datasets(r: RedisDep, store: StoreDep) -> DatasetRegistry:
-    return DatasetRegistry(r, store)
+def get_datasets(r: RedisDep, store: StoreDep, settings: SettingsDep) -> DatasetRegistry:
+    return DatasetRegistry(r, store, Keys.of(settings))
 
 
 def get_jobs(r: RedisDep, settings: SettingsDep) -> JobRegistry:
