@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from spotlight.keys import Keys
+from spotlight.settings_errors import load_settings
 
 
 class Settings(BaseSettings):
@@ -169,6 +170,4 @@ def get_settings() -> Settings:
     A bad variable ends the process with one line naming it and the form it needs, and unknown
     SPOTLIGHT_* variables are warned about (spotlight/settings_errors.py).
     """
-    from spotlight.settings_errors import load_settings
-
-    return load_settings()
+    return load_settings(Settings)
