@@ -1,8 +1,8 @@
 """Dataset records in Redis and their content in the store, kept consistent.
 
-A record (`DatasetRecord`, JSON at `dataset_key(id)`) is a tenant's name for stored content;
+A record (`DatasetRecord`, JSON at `Keys.dataset(id)`) is a tenant's name for stored content;
 the content lives once under `datasets/<sha256>/`, however many records point at it. The set
-`blob_refs_key(sha256)` holds those records' ids; deleting the last one deletes the content.
+`Keys.blob_refs(sha256)` holds those records' ids; deleting the last one deletes the content.
 Commit and delete of one sha256 run under a short Redis lock, so an upload that lands while the
 last reference is being deleted can never end up pointing at removed files.
 """
@@ -15,14 +15,12 @@ import redis
 
 from spotlight.dataset_files import DatasetBuilder
 from spotlight.errors import NotFound
+from spotlight.keys import Keys
 from spotlight.protocol import (
     DatasetRecord,
     ErrorCode,
-    blob_refs_key,
-    dataset_key,
     dataset_prefix,
     redis_text,
-    tenant_datasets_key,
     utcnow,
 )
 from spotlight.store import ArtifactStore
@@ -34,14 +32,14 @@ def new_dataset_id() -> str:
     return "ds_" + secrets.token_hex(12)
 
 
-def _blob_lock(r: redis.Redis, sha256: str) -> redis.lock.Lock:
-    return r.lock(f"spotlight:lock:blob:{sha256}", timeout=LOCK_TIMEOUT_S, blocking_timeout=LOCK_TIMEOUT_S)
-
-
 class DatasetRegistry:
-    def __init__(self, r: redis.Redis, store: ArtifactStore) -> None:
+    def __init__(self, r: redis.Redis, store: ArtifactStore, keys: Keys) -> None:
         self.r = r
         self.store = store
+        self.keys = keys
+
+    def blob_lock(self, sha256: str) -> redis.lock.Lock:
+        return self.r.lock(self.keys.blob_lock(sha256), timeout=LOCK_TIMEOUT_S, blocking_timeout=LOCK_TIMEOUT_S)
 
     def register(
         self,
@@ -70,28 +68,28 @@ class DatasetRegistry:
             name=name,
             tags=list(tags or []),
         )
-        with _blob_lock(self.r, sha):
+        with self.blob_lock(sha):
             existed = self._tenant_holds(tenant, sha)
             builder.commit(self.store, n, dim)
             pipe = self.r.pipeline()
-            pipe.set(dataset_key(record.id), record.model_dump_json())
-            pipe.zadd(tenant_datasets_key(tenant), {record.id: record.created_at.timestamp()})
-            pipe.sadd(blob_refs_key(sha), record.id)
+            pipe.set(self.keys.dataset(record.id), record.model_dump_json())
+            pipe.zadd(self.keys.tenant_datasets(tenant), {record.id: record.created_at.timestamp()})
+            pipe.sadd(self.keys.blob_refs(sha), record.id)
             pipe.execute()
         return record, existed
 
     def _tenant_holds(self, tenant: str, sha256: str) -> bool:
         """Whether one of `tenant`'s own datasets already points at this content."""
-        ids = [i.decode() if isinstance(i, bytes) else i for i in self.r.smembers(blob_refs_key(sha256))]
+        ids = [i.decode() if isinstance(i, bytes) else i for i in self.r.smembers(self.keys.blob_refs(sha256))]
         if not ids:
             return False
-        for raw in self.r.mget([dataset_key(i) for i in ids]):
+        for raw in self.r.mget([self.keys.dataset(i) for i in ids]):
             if raw and DatasetRecord.model_validate_json(raw).tenant == tenant:
                 return True
         return False
 
     def get(self, tenant: str, dataset_id: str) -> DatasetRecord:
-        raw = self.r.get(dataset_key(dataset_id)) if dataset_id.startswith("ds_") else None
+        raw = self.r.get(self.keys.dataset(dataset_id)) if dataset_id.startswith("ds_") else None
         record = DatasetRecord.model_validate_json(raw) if raw else None
         if record is None or record.tenant != tenant:
             raise NotFound(
@@ -100,22 +98,22 @@ class DatasetRegistry:
         return record
 
     def list(self, tenant: str, limit: int, offset: int) -> tuple[list[DatasetRecord], int]:
-        key = tenant_datasets_key(tenant)
+        key = self.keys.tenant_datasets(tenant)
         total = int(self.r.zcard(key))
         # Past the end: an empty page (Redis refuses offsets beyond 64 bits with an error).
         ids = [redis_text(i) for i in self.r.zrevrange(key, offset, offset + limit - 1)] if offset < total else []
-        raws = self.r.mget([dataset_key(i) for i in ids]) if ids else []
+        raws = self.r.mget([self.keys.dataset(i) for i in ids]) if ids else []
         records = [DatasetRecord.model_validate_json(raw) for raw in raws if raw]
         return records, total
 
     def delete(self, tenant: str, dataset_id: str) -> DatasetRecord:
         record = self.get(tenant, dataset_id)
-        with _blob_lock(self.r, record.sha256):
+        with self.blob_lock(record.sha256):
             pipe = self.r.pipeline()
-            pipe.delete(dataset_key(record.id))
-            pipe.zrem(tenant_datasets_key(tenant), record.id)
-            pipe.srem(blob_refs_key(record.sha256), record.id)
-            pipe.scard(blob_refs_key(record.sha256))
+            pipe.delete(self.keys.dataset(record.id))
+            pipe.zrem(self.keys.tenant_datasets(tenant), record.id)
+            pipe.srem(self.keys.blob_refs(record.sha256), record.id)
+            pipe.scard(self.keys.blob_refs(record.sha256))
             remaining = pipe.execute()[-1]
             if int(remaining) == 0:
                 self.store.delete_prefix(dataset_prefix(record.sha256))

@@ -2,10 +2,10 @@
 
 The API enqueues `protocol.TASK_PATH` by its import path, so it never imports the worker or torch;
 the one argument is a `JobSpec` (ids and params, never arrays). Per-tenant state kept beside RQ:
-- `tenant_jobs_key(t)`: every job of the tenant, scored by creation time (listing, newest first);
-- `tenant_active_key(t)`: jobs that may still be queued or running, pruned lazily on each submit
+- `Keys.tenant_jobs(t)`: every job of the tenant, scored by creation time (listing, newest first);
+- `Keys.tenant_active(t)`: jobs that may still be queued or running, pruned lazily on each submit
   by asking RQ, so the cap of `max_active_jobs_per_tenant` needs no cooperation from workers;
-- `idempotency_key(t, key)`: (body hash, job id) for `Idempotency-Key`, as long as results live.
+- `Keys.idempotency(t, key)`: (body hash, job id) for `Idempotency-Key`, as long as results live.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from spotlight import cost as cost_lib
 from spotlight.errors import Conflict, LimitReached, NotFound
 from spotlight.jobqueue import enqueue_search, large_queue
 from spotlight.jobstate import TERMINAL, JobStatus, ended_at, failure_of, started_at, status_fields, status_of
+from spotlight.keys import Keys
 from spotlight.params import SearchParams
 from spotlight.protocol import (
     META_DEVICE,
@@ -36,11 +37,7 @@ from spotlight.protocol import (
     JobError,
     JobSpec,
     Progress,
-    cancel_key,
-    idempotency_key,
     redis_text,
-    tenant_active_key,
-    tenant_jobs_key,
     utcnow,
 )
 from spotlight.settings import Settings
@@ -60,6 +57,7 @@ class JobRegistry:
     def __init__(self, r: redis.Redis, settings: Settings) -> None:
         self.r = r
         self.settings = settings
+        self.keys = Keys.of(settings)
         self.queue = Queue(settings.rq_queue_name(), connection=r)
         self.large = large_queue(r, settings)  # the large lane (spotlight/cost.py)
 
@@ -101,7 +99,7 @@ class JobRegistry:
             params=spec.params,
             dataset=spec.dataset_id,
             callback_url=spec.callback_url,
-            cancel_requested=status not in TERMINAL and bool(self.r.exists(cancel_key(job.id))),
+            cancel_requested=status not in TERMINAL and bool(self.r.exists(self.keys.cancel(job.id))),
             device=meta.get(META_DEVICE),
             name=spec.name,
             tags=spec.tags,
@@ -109,7 +107,7 @@ class JobRegistry:
 
     def list(self, tenant: str, limit: int, offset: int, status: str | None = None) -> tuple[list[JobOut], int]:
         """A page of the tenant's jobs, newest first; with `status`, only jobs in that state (and their total)."""
-        key = tenant_jobs_key(tenant)
+        key = self.keys.tenant_jobs(tenant)
         if status is not None:
             return self._list_by_status(tenant, limit, offset, status)
         # Past the end: an empty page (Redis refuses offsets beyond 64 bits with an error).
@@ -126,7 +124,7 @@ class JobRegistry:
 
     def _list_by_status(self, tenant: str, limit: int, offset: int, status: str) -> tuple[builtins.list[JobOut], int]:
         """Statuses live in each job's RQ hash, not in the index: walk the index (newest first) and filter."""
-        key = tenant_jobs_key(tenant)
+        key = self.keys.tenant_jobs(tenant)
         matched: list[JobOut] = []
         total = 0
         for start in range(0, int(self.r.zcard(key)), 500):
@@ -146,7 +144,7 @@ class JobRegistry:
     # ----- idempotency -----
     def idempotent_replay(self, tenant: str, key: str, digest: str) -> str | None:
         """The job id an earlier request with this key made, None when the key is new; Conflict on a different body."""
-        raw = self.r.get(idempotency_key(tenant, key))
+        raw = self.r.get(self.keys.idempotency(tenant, key))
         if raw is None:
             return None
         saved = json.loads(raw)
@@ -161,19 +159,19 @@ class JobRegistry:
     def claim_idempotency(self, tenant: str, key: str, digest: str, job_id: str) -> str | None:
         """Reserve the key for job_id; returns the other job id when a concurrent request won."""
         value = json.dumps({"body_sha256": digest, "job_id": job_id})
-        if self.r.set(idempotency_key(tenant, key), value, nx=True, ex=self.settings.result_ttl_s):
+        if self.r.set(self.keys.idempotency(tenant, key), value, nx=True, ex=self.settings.result_ttl_s):
             return None
         return self.idempotent_replay(tenant, key, digest)
 
     def release_idempotency(self, tenant: str, key: str, job_id: str) -> None:
-        raw = self.r.get(idempotency_key(tenant, key))
+        raw = self.r.get(self.keys.idempotency(tenant, key))
         if raw is not None and json.loads(raw).get("job_id") == job_id:
-            self.r.delete(idempotency_key(tenant, key))
+            self.r.delete(self.keys.idempotency(tenant, key))
 
     # ----- submitting -----
     def active_count(self, tenant: str) -> int:
         """Queued + running jobs of the tenant, dropping ids RQ reports as ended or gone."""
-        key = tenant_active_key(tenant)
+        key = self.keys.tenant_active(tenant)
         for raw in self.r.smembers(key):
             job_id = redis_text(raw)
             try:
@@ -223,19 +221,21 @@ class JobRegistry:
             name=name,
             tags=list(tags or []),
         )
-        lock = self.r.lock(f"spotlight:lock:submit:{tenant}", timeout=30, blocking_timeout=30)
+        lock = self.r.lock(self.keys.submit_lock(tenant), timeout=30, blocking_timeout=30)
         with lock:
             self.check_capacity(tenant)
             if cost is not None:
-                active_ids = {redis_text(i) for i in self.r.smembers(tenant_active_key(tenant))}
-                cost_lib.check_budget(self.r, tenant, cost, active_ids, self.settings.max_active_cost_per_tenant)
+                active_ids = {redis_text(i) for i in self.r.smembers(self.keys.tenant_active(tenant))}
+                cost_lib.check_budget(
+                    self.r, self.keys, tenant, cost, active_ids, self.settings.max_active_cost_per_tenant
+                )
             # One enqueue path for API and tests: timeout, TTLs, retries and the failure hook from Settings.
             job = enqueue_search(self.large if large else self.queue, spec, self.settings)
             pipe = self.r.pipeline()
-            pipe.zadd(tenant_jobs_key(tenant), {job_id: spec.created_at.timestamp()})
-            pipe.sadd(tenant_active_key(tenant), job_id)
+            pipe.zadd(self.keys.tenant_jobs(tenant), {job_id: spec.created_at.timestamp()})
+            pipe.sadd(self.keys.tenant_active(tenant), job_id)
             if cost is not None:
-                pipe.hset(cost_lib.cost_key(tenant), job_id, cost)
+                pipe.hset(self.keys.cost(tenant), job_id, cost)
             pipe.execute()
         return job
 
@@ -251,7 +251,7 @@ class JobRegistry:
                 {"job": job_id, "status": status},
             )
         # Set first: if a worker picks the job up between here and RQ's cancel, it still stops.
-        self.r.set(cancel_key(job_id), "1", ex=self.settings.job_timeout_s + 3600)
+        self.r.set(self.keys.cancel(job_id), "1", ex=self.settings.job_timeout_s + 3600)
         if status == JobStatus.QUEUED:
             try:
                 job.cancel()
@@ -264,6 +264,6 @@ class JobRegistry:
                 )
             )
             job.save_meta()
-            self.r.srem(tenant_active_key(tenant), job_id)
+            self.r.srem(self.keys.tenant_active(tenant), job_id)
             return job, True
         return job, False

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ApiError, PayloadTooLarge
+from service.errors import PayloadTooLarge
+from spotlight.errors import LimitReached, Unavailable
 from spotlight.protocol import ErrorCode
 
 # Room for multipart boundaries and part headers on top of the upload limit.
@@ -94,22 +95,20 @@ class ReferenceSlots:
         with self._lock:
             mine = self._by_tenant.get(tenant, 0)
             if mine >= self.per_tenant:
-                raise ApiError(
-                    429,
+                raise LimitReached(
                     ErrorCode.TOO_MANY_FETCHES,
                     f"You already have {mine} references being read (the limit per tenant is {self.per_tenant}, "
                     "SPOTLIGHT_MAX_REFERENCE_FETCHES_PER_TENANT); retry when one has finished.",
                     {"in_progress": mine, "limit": self.per_tenant},
-                    headers={"Retry-After": str(RETRY_AFTER_S)},
+                    retry_after_s=RETRY_AFTER_S,
                 )
             if self._in_use >= self.total:
-                raise ApiError(
-                    503,
+                raise Unavailable(
                     ErrorCode.UNAVAILABLE,
                     f"The server is reading {self._in_use} references already (SPOTLIGHT_MAX_REFERENCE_FETCHES); "
                     "retry shortly.",
                     {"in_progress": self._in_use, "limit": self.total, "reason": "reference_fetches"},
-                    headers={"Retry-After": str(RETRY_AFTER_S)},
+                    retry_after_s=RETRY_AFTER_S,
                 )
             self._in_use += 1
             self._by_tenant[tenant] = mine + 1

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import Request
 
-from service.errors import ApiError
+from spotlight.errors import InvalidInput
 from spotlight.protocol import ErrorCode
 
 
@@ -33,8 +33,7 @@ async def reject_unknown_query(request: Request) -> None:
     unknown = sorted(set(request.query_params.keys()) - allowed)
     if unknown:
         accepted = ", ".join(sorted(allowed)) or "none"
-        raise ApiError(
-            400,
+        raise InvalidInput(
             ErrorCode.VALIDATION,
             f"Unknown query parameter(s) {unknown}; this endpoint accepts: {accepted}.",
             {"unknown": unknown, "allowed": sorted(allowed)},

@@ -26,8 +26,9 @@ from redis import Redis
 
 from spotlight import evidence
 from spotlight.errors import LimitReached
+from spotlight.keys import Keys
 from spotlight.params import SearchParams
-from spotlight.protocol import ErrorCode, key_prefix
+from spotlight.protocol import ErrorCode
 
 BUDGET_RETRY_AFTER_S = 30
 
@@ -42,28 +43,23 @@ def job_cost(params: SearchParams, n: int, dim: int, fields: Collection[str] = (
     return n * d * params.restarts * params.steps * (params.n_spotlights + params.n_permutations)
 
 
-def cost_key(tenant: str) -> str:
-    """Hash job id -> cost of the tenant's jobs that may still be queued or running."""
-    return f"{key_prefix()}:cost:{tenant}"
-
-
-def active_cost(conn: Redis, tenant: str, active_ids: set[str]) -> int:
+def active_cost(conn: Redis, keys: Keys, tenant: str, active_ids: set[str]) -> int:
     """The summed cost of `active_ids` (the tenant's queued + running jobs); forgets the others."""
-    costs = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in conn.hgetall(cost_key(tenant)).items()}
+    costs = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in conn.hgetall(keys.cost(tenant)).items()}
     ended = [job for job in costs if job not in active_ids]
     if ended:
-        conn.hdel(cost_key(tenant), *ended)
+        conn.hdel(keys.cost(tenant), *ended)
     return sum(c for job, c in costs.items() if job in active_ids)
 
 
-def check_budget(conn: Redis, tenant: str, cost: int, active_ids: set[str], limit: float) -> None:
+def check_budget(conn: Redis, keys: Keys, tenant: str, cost: int, active_ids: set[str], limit: float) -> None:
     """LimitReached (``too_much_active_cost``) when the tenant's queued + running jobs and this one
     would together cost more than `limit` (``max_active_cost_per_tenant``).
 
     Check and `record` must happen under the tenant's submission lock (service/job_registry.py),
     with the job enqueued in between: otherwise two submissions at once could both pass.
     """
-    active = active_cost(conn, tenant, active_ids)
+    active = active_cost(conn, keys, tenant, active_ids)
     if active + cost > limit:
         raise LimitReached(
             ErrorCode.TOO_MUCH_ACTIVE_COST,

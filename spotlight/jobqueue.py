@@ -46,6 +46,7 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from spotlight.jobstate import JobStatus, has_ended, status_fields
+from spotlight.keys import Keys
 from spotlight.protocol import (
     META_PROGRESS,
     META_SPEC,
@@ -133,10 +134,6 @@ def other_tenant_waiting(
     return bool(_waiting_for(connection, settings, tenant, fresh_only, scan))
 
 
-def yield_claim_key(settings: Settings, waiting_job_id: str) -> str:
-    return f"{settings.key_prefix()}:yield-for:{waiting_job_id}"
-
-
 def claim_waiting_job(
     connection: Redis,
     settings: Settings,
@@ -154,7 +151,7 @@ def claim_waiting_job(
     yields, and the others keep their workers.
     """
     for waiting in _waiting_for(connection, settings, tenant, fresh_only, scan):
-        key = yield_claim_key(settings, waiting)
+        key = Keys.of(settings).yield_claim(waiting)
         if connection.set(key, job_id, nx=True, ex=YIELD_CLAIM_TTL_S):
             return waiting
         holder = connection.get(key)

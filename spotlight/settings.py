@@ -13,7 +13,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_KEY_PREFIX = "spotlight"  # spotlight/protocol.py's KEY_PREFIX (that module imports this one)
+from spotlight.keys import Keys
+from spotlight.settings_errors import load_settings
 
 
 class Settings(BaseSettings):
@@ -159,11 +160,7 @@ class Settings(BaseSettings):
 
     def rq_queue_name(self) -> str:
         """The RQ queue's name: ``queue_name``, behind ``<namespace>:`` when a namespace is set."""
-        return f"{self.namespace}:{self.queue_name}" if self.namespace else self.queue_name
-
-    def key_prefix(self) -> str:
-        """Start of every Redis key of ours: ``spotlight``, behind ``<namespace>:`` when one is set."""
-        return f"{self.namespace}:{_KEY_PREFIX}" if self.namespace else _KEY_PREFIX
+        return Keys.of(self).rq_queue
 
 
 @lru_cache
@@ -173,6 +170,4 @@ def get_settings() -> Settings:
     A bad variable ends the process with one line naming it and the form it needs, and unknown
     SPOTLIGHT_* variables are warned about (spotlight/settings_errors.py).
     """
-    from spotlight.settings_errors import load_settings
-
-    return load_settings()
+    return load_settings(Settings)

@@ -45,6 +45,7 @@ from spotlight.contribution import Objective, order_by_contribution, reference_l
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.jobqueue import YieldState, claim_waiting_job, progress_with_regions_done, yield_retry_max
 from spotlight.jobstate import JobStatus, ended_at, started_at, status_of
+from spotlight.keys import Keys
 from spotlight.members import effective_size, member_min_weight, member_set, overlaps_with_earlier
 from spotlight.params import SearchParams
 from spotlight.protocol import (
@@ -112,7 +113,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         return _summary(spec, JobStatus.CANCELED)  # canceled while it waited in the queue
     run_started = time.monotonic()
     earlier = YieldState.of(job.meta)
-    reporter = JobReporter(job, settings.progress_interval_s)
+    reporter = JobReporter(job, Keys.of(settings), settings.progress_interval_s)
     p = spec.params
     reporter.started(
         p.n_spotlights,
@@ -504,7 +505,7 @@ def record_stats(job: Job, settings: Settings, status: JobStatus) -> None:
     try:
         jobstats.record_job_end(
             job.connection,
-            settings.rq_queue_name(),
+            Keys.of(settings),
             status,
             (ended - started).total_seconds() if started and ended else None,
             (started - enqueued).total_seconds() if started and enqueued else None,
@@ -519,7 +520,7 @@ def _record_device(job: Job, settings: Settings, device: str) -> None:
 
     if job.worker_name:
         with contextlib.suppress(Exception):
-            jobstats.record_worker_device(job.connection, settings.rq_queue_name(), job.worker_name, device)
+            jobstats.record_worker_device(job.connection, Keys.of(settings), job.worker_name, device)
 
 
 def notify(

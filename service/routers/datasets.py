@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from service.deps import DatasetIdDep, DatasetsDep, SettingsDep, StoreDep, TenantDep, reference_slot
-from service.errors import ApiError, error_responses
+from service.errors import error_responses
 from service.ingest import build_from_parts, build_from_spec, build_in, receive_parts, workspace
 from service.ingest.inline_json import parse_dataset_body
 from service.schemas import MAX_OFFSET, DatasetList, DatasetOut, DatasetReference
+from spotlight.errors import InvalidInput
 from spotlight.protocol import DATASET_FIELDS, NAME_MAX, TAG_MAX, TAGS_MAX, DatasetRecord, ErrorCode
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 503))
@@ -74,8 +75,7 @@ def to_out(record: DatasetRecord, deduplicated: bool = False) -> DatasetOut:
 def _tags(tags: list[str] | None) -> list[str]:
     for tag in tags or []:
         if not tag or len(tag) > TAG_MAX or any(c.isspace() or c == "," for c in tag):
-            raise ApiError(
-                400,
+            raise InvalidInput(
                 ErrorCode.VALIDATION,
                 f"tags must be 1-{TAG_MAX} characters without spaces or commas; got {tag[:80]!r}",
                 {"field": "tags"},
@@ -120,8 +120,7 @@ async def create_dataset(
             else:
                 builder, n, d = await run_in_threadpool(build_in, work, parsed, settings)
         else:
-            raise ApiError(
-                415,
+            raise InvalidInput(
                 ErrorCode.UNSUPPORTED_MEDIA,
                 "Send multipart/form-data (files) or application/json (inline arrays or a uri).",
                 {"content_type": ctype or None},

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.errors import ApiError, error_responses
+from service.errors import error_responses
 from service.schemas import Health, Ready
+from spotlight.errors import Unavailable
 from spotlight.protocol import ErrorCode
 from spotlight.store import StoreError
 
@@ -36,8 +37,7 @@ def readyz(request: Request) -> Ready:
     except (StoreError, OSError) as exc:
         checks["store"] = f"error: {type(exc).__name__}"
     if any(v != "ok" for v in checks.values()):
-        raise ApiError(
-            503,
+        raise Unavailable(
             ErrorCode.UNAVAILABLE,
             "Not ready: " + ", ".join(f"{k} {v}" for k, v in checks.items()),
             {"checks": checks},
