@@ -37,6 +37,7 @@ def test_every_builder_is_namespaced_and_has_a_working_inverse() -> None:
     assert all(k.startswith("spotlight:") for k in built_bare.values()), built_bare
     assert not set(built_a.values()) & set(built_b.values())
     assert (a.rq_queue, bare.rq_queue) == ("team-a:spotlight", "spotlight")
+    assert (a.large_queue, a.callbacks_queue) == ("team-a:spotlight-large", "team-a:spotlight-callbacks")
 
     inverses: list[tuple[Callable[[str], object], str, object]] = [
         (a.dataset_id_of, a.dataset("ds_1"), "ds_1"),
