@@ -51,7 +51,6 @@ from rq.worker import BaseWorker
 
 from service.http_metrics import HttpCollector
 from spotlight import jobstats
-from spotlight.jobqueue import large_lane
 from spotlight.jobstate import JobStatus, status_from
 from spotlight.keys import Keys
 from spotlight.protocol import META_DEVICE, redis_text
@@ -90,7 +89,7 @@ class SpotlightCollector:
 
     def _collect(self, conn: Redis) -> Iterator[Metric]:
         queue = Queue(self.queue_name, connection=conn)
-        large = Queue(large_lane(self.queue_name), connection=conn)  # both lanes are this queue's jobs
+        large = Queue(self.keys.large_queue, connection=conn)  # both lanes are this queue's jobs
         counts = job_counts(conn, queue)
         for status, n in job_counts(conn, large).items():
             counts[status] = counts.get(status, 0) + n

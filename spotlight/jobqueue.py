@@ -74,14 +74,9 @@ def job_queue(connection: Redis, settings: Settings) -> Queue:
     return Queue(settings.rq_queue_name(), connection=connection)
 
 
-def large_lane(queue_name: str) -> str:
-    """The name of a search queue's large lane: jobs estimated above `large_job_cost` (spotlight/cost.py).
-    Search workers listen to both lanes and take from them in turn (RQ's round-robin dequeue)."""
-    return f"{queue_name}-large"
-
-
 def large_queue(connection: Redis, settings: Settings) -> Queue:
-    return Queue(large_lane(settings.rq_queue_name()), connection=connection)
+    """The large lane (`Keys.large_queue`)."""
+    return Queue(Keys.of(settings).large_queue, connection=connection)
 
 
 def search_lanes(connection: Redis, settings: Settings) -> list[Queue]:
@@ -204,7 +199,7 @@ def callback_queue(connection: Redis, settings: Settings) -> Queue:
     started without ``--no-callbacks`` takes these when it has no search to run; `spotlight up` and
     docker-compose run one callbacks-only worker and keep the search workers off this queue.
     """
-    return Queue(f"{settings.rq_queue_name()}-callbacks", connection=connection)
+    return Queue(Keys.of(settings).callbacks_queue, connection=connection)
 
 
 def callback_timeout_s(settings: Settings, attempt_timeout_s: float = 10.0, max_backoff_s: float = 60.0) -> int:

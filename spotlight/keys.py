@@ -56,6 +56,17 @@ class Keys:
         """The RQ queue's name: ``queue``, behind ``<namespace>:`` when one is set."""
         return self._ns(self.queue)
 
+    @property
+    def large_queue(self) -> str:
+        """The search queue's large lane: jobs estimated above `large_job_cost` (spotlight/cost.py).
+        Search workers listen to both lanes and take from them in turn (RQ's round-robin dequeue)."""
+        return f"{self.rq_queue}-large"
+
+    @property
+    def callbacks_queue(self) -> str:
+        """Where finished jobs' webhooks wait for delivery (spotlight/jobqueue.py `callback_queue`)."""
+        return f"{self.rq_queue}-callbacks"
+
     # ----- datasets -----
     def dataset(self, dataset_id: str) -> str:
         """JSON of a DatasetRecord."""

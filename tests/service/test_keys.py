@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -13,6 +13,7 @@ import redis
 
 from service import expiry
 from spotlight.keys import Keys
+from spotlight.redis_server import EmbeddedRedis
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 
@@ -36,6 +37,7 @@ def test_every_builder_is_namespaced_and_has_a_working_inverse() -> None:
     assert all(k.startswith("spotlight:") for k in built_bare.values()), built_bare
     assert not set(built_a.values()) & set(built_b.values())
     assert (a.rq_queue, bare.rq_queue) == ("team-a:spotlight", "spotlight")
+    assert (a.large_queue, a.callbacks_queue) == ("team-a:spotlight-large", "team-a:spotlight-callbacks")
 
     inverses: list[tuple[Callable[[str], object], str, object]] = [
         (a.dataset_id_of, a.dataset("ds_1"), "ds_1"),
@@ -72,11 +74,21 @@ def _upload(c) -> str:
     return r.json()["id"]
 
 
-def test_two_namespaces_on_one_redis_share_no_key_and_no_lock(make_api, redis_url: str) -> None:
-    a: LiveApi = make_api(namespace="team-a")
-    b: LiveApi = make_api(namespace="team-b")
+@pytest.fixture
+def own_db(redis_server: EmbeddedRedis) -> Iterator[str]:
+    """A database of the session's Redis that no other test's app writes to (their HTTP-stats
+    flushers run in background threads and would add keys of the default namespace to db 0)."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/13"
+    redis.Redis.from_url(url).flushdb()
+    yield url
+    redis.Redis.from_url(url).flushdb()
+
+
+def test_two_namespaces_on_one_redis_share_no_key_and_no_lock(make_api: Callable[..., LiveApi], own_db: str) -> None:
+    a = make_api(namespace="team-a", redis_url=own_db)
+    b = make_api(namespace="team-b", redis_url=own_db)
     keys_a, keys_b = Keys.of(a.settings), Keys.of(b.settings)
-    conn = redis.Redis.from_url(redis_url)
+    conn = redis.Redis.from_url(own_db)
     with a.client() as ca, b.client() as cb:
         ds_a = _upload(ca)
         job_a = ca.post("/v1/jobs", json={"dataset": ds_a}, headers={"Idempotency-Key": "same"}).json()["id"]
