@@ -43,7 +43,7 @@ from redis import Redis
 from rq import Callback, Queue, Retry
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
-from rq.timeouts import JobTimeoutException
+from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
 from spotlight.jobstate import JobStatus, has_ended, status_fields
 from spotlight.protocol import (
@@ -68,6 +68,30 @@ CALLBACK_TASK_PATH = "worker.webhook.deliver_callback"
 CALLBACK_RESULT_TTL_S = 3600
 
 
+class JobTimeLimitReached(BaseException):
+    """RQ's job timeout as our search workers raise it: a ``BaseException``, like ``KeyboardInterrupt``.
+
+    Why not RQ's ``JobTimeoutException``: it is an ``Exception``, so every ``except Exception`` that a
+    phase keeps to survive its own errors (a plot that fails, a description that fails, a metric that
+    cannot be recorded) would swallow the timeout too and the job would run on past its limit. Raised
+    as a BaseException, it passes every such handler and reaches the task's own, which records
+    ``job_timeout`` (worker/task.py), or RQ's, which calls `on_job_failure`.
+    """
+
+
+class TimeLimitPenalty(UnixSignalDeathPenalty):
+    """RQ's SIGALRM death penalty that raises `JobTimeLimitReached` for a job's time limit (RQ's other
+    uses of a death penalty, such as its wait for a work-horse, raise what RQ asked for)."""
+
+    def handle_death_penalty(self, signum: int, frame: object) -> None:
+        if issubclass(self._exception, JobTimeoutException):
+            raise JobTimeLimitReached(f"Task exceeded maximum timeout value ({self._timeout} seconds)")
+        super().handle_death_penalty(signum, frame)
+
+
+TIME_LIMIT_EXCEPTIONS: tuple[type[BaseException], ...] = (JobTimeoutException, JobTimeLimitReached)
+
+
 def job_queue(connection: Redis, settings: Settings) -> Queue:
     """The queue the API enqueues on and every worker listens to."""
     return Queue(settings.rq_queue_name(), connection=connection)
@@ -89,8 +113,8 @@ def search_lanes(connection: Redis, settings: Settings) -> list[Queue]:
 
 
 # How far into each lane a running search looks for another tenant's job. The front of a lane is
-# what the worker takes next; a tenant with more queued jobs than this in front of another's is
-# already over its fair share and the other job will be reached by the yields that follow.
+# what the worker takes next; each turn's end brings the first other tenant's job found here to
+# the front (`pass_the_turn`), so a job further back comes within reach as the turns go round.
 YIELD_SCAN = 20
 
 
@@ -163,6 +187,52 @@ def claim_waiting_job(
     return None
 
 
+# Move a job id to the front of a lane only if it is still in that lane (a worker may have taken it
+# meanwhile: pushing it again would run it twice). One script, so nobody sees it in neither place.
+_BRING_FORWARD = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) > 0 then
+  redis.call('LPUSH', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def bring_forward(connection: Redis, settings: Settings, job_id: str) -> bool:
+    """Put a waiting search at the front of its lane, where the next worker free takes it; False when
+    it no longer waits. The job keeps its id, meta and RQ state: only its place in RQ's list changes."""
+    for lane in search_lanes(connection, settings):
+        if connection.eval(_BRING_FORWARD, 1, lane.key, job_id):
+            return True
+    return False
+
+
+def pass_the_turn(connection: Redis, settings: Settings, tenant: str, scan: int = YIELD_SCAN) -> str | None:
+    """When a search of `tenant` ends its turn, the first waiting search of another tenant that waits
+    behind a job of `tenant` goes to the front of its lane; its id, or None.
+
+    Why: RQ serves each lane in order, and a yield puts the running job at the back of its lane, but
+    the other tenant's job may wait behind this tenant's other queued jobs; without this, a tenant
+    with 8 queued jobs would have each of them run before a job another tenant queued after them.
+    With it the turns go round the tenants: after each job end or yield the worker's next job in
+    that lane is another tenant's, when one waits.
+    """
+    for lane in search_lanes(connection, settings):
+        ids = lane.get_job_ids(0, scan)
+        ahead_is_ours = False
+        for job in Job.fetch_many(ids, connection=connection) if ids else []:
+            if job is None or job.func_name != TASK_PATH or has_ended(job.meta):
+                continue
+            owner = (job.meta or {}).get(META_TENANT)
+            if owner == tenant:
+                ahead_is_ours = True
+            elif owner is not None:
+                if ahead_is_ours and bring_forward(connection, settings, job.id):
+                    return job.id
+                break  # another tenant's job is already the first of this lane to run
+    return None
+
+
 class YieldState(BaseModel):
     """What a search that yielded keeps in its meta (``META_YIELDED``) across its runs."""
 
@@ -179,11 +249,11 @@ class YieldState(BaseModel):
 
 
 def yield_retry_max(n_spotlights: int, n_permutations: int = 0) -> int:
-    """``Retry.max`` of a yield. A run yields only after a region it found and checkpointed, or after
-    a shuffle of its permutation test, so a job yields at most n_spotlights - 1 + n_permutations - 1
-    times; RQ fails a job whose yields reach the max, which the task therefore never lets happen (it
-    goes on instead of yielding)."""
-    return max(1, int(n_spotlights) + int(n_permutations))
+    """``Retry.max`` of a yield. A run yields only after a region it found and checkpointed, after a
+    region it described, or after a shuffle of its permutation test, so a job yields at most
+    (n_spotlights - 1) + (n_spotlights - 1) + (n_permutations - 1) times; RQ fails a job whose yields
+    reach the max, which the task therefore never lets happen (it goes on instead of yielding)."""
+    return max(1, 2 * int(n_spotlights) + int(n_permutations))
 
 
 def progress_with_regions_done(n_spotlights: int, steps: int, done: int) -> Progress:
@@ -313,7 +383,7 @@ def on_job_failure(
     """RQ's ``on_failure`` callback: in the horse when the task raised, in a cleanup when abandoned."""
     if exc_type is AbandonedJobError or isinstance(exc_value, AbandonedJobError):
         record_worker_lost(job, "its worker stopped sending heartbeats")
-    elif isinstance(exc_value, JobTimeoutException):
+    elif isinstance(exc_value, TIME_LIMIT_EXCEPTIONS):
         # The task records its own timeouts; this catches one that fired outside the search.
         # Another run would time out again, so RQ is told not to retry it.
         job.retries_left = 0
