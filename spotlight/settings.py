@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         description="Largest estimated cost of one job, in element-steps: n·(d + e) × restarts × steps × "
         "(regions + permutations), e the label evidence columns (up to 128 when the dataset has labels).",
     )
+    worker_memory_bytes: int = Field(
+        8 * 2**30,
+        gt=0,
+        description="Memory one search may use in a worker's work-horse, in bytes: a job whose estimate "
+        "(spotlight/cost.py, job_memory_bytes) is above it is refused at submission (400 job_too_costly). "
+        "Set it to the worker machine's memory divided by its workers, less a margin.",
+    )
     max_active_cost_per_tenant: float = Field(
         2e14, gt=0, description="Largest summed estimated cost of one tenant's queued + running jobs (429 past it)."
     )
