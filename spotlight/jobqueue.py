@@ -35,6 +35,7 @@ when the first run started.
 from __future__ import annotations
 
 import logging
+import math
 from types import TracebackType
 from typing import Any
 
@@ -273,22 +274,33 @@ def callback_queue(connection: Redis, settings: Settings) -> Queue:
     """Where finished jobs' webhooks wait for delivery: `<queue_name>-callbacks`.
 
     Why a queue of its own: delivery retries with backoff against a receiver that may be down, up
-    to about a minute; done inside the search job it would hold a GPU worker that long. Any worker
+    to about a minute; done inside the search job it would hold a GPU worker. Any worker
     started without ``--no-callbacks`` takes these when it has no search to run; `spotlight up` and
     docker-compose run one callbacks-only worker and keep the search workers off this queue.
     """
     return Queue(f"{settings.rq_queue_name()}-callbacks", connection=connection)
 
 
-def callback_timeout_s(settings: Settings, attempt_timeout_s: float = 10.0, max_backoff_s: float = 60.0) -> int:
-    """Long enough for every attempt and every backoff wait of one delivery, plus a margin."""
-    attempts = max(1, settings.webhook_retries)
-    waits = sum(min(max_backoff_s, 2.0**i) for i in range(attempts - 1))
-    return int(attempts * attempt_timeout_s + waits + 30)
+def callback_backoff_s(settings: Settings, max_backoff_s: int = 60) -> list[int]:
+    """The waits between a delivery's attempts: 1, 2, 4, ... s, each capped (RQ's Retry intervals)."""
+    return [min(max_backoff_s, 2**i) for i in range(max(1, settings.webhook_retries) - 1)]
+
+
+def callback_timeout_s(settings: Settings) -> int:
+    """The RQ timeout of one delivery attempt: its HTTP timeout plus a margin (the waits between
+    attempts are RQ's scheduled retries, outside any run)."""
+    return int(math.ceil(settings.webhook_timeout_s)) + 30
 
 
 def enqueue_callback(connection: Redis, settings: Settings, url: str, payload: dict[str, Any], delivery_id: str) -> Job:
-    """Queue one webhook delivery: the URL and a small JSON summary (no arrays), nothing else."""
+    """Queue one webhook delivery: the URL and a small JSON summary (no arrays), nothing else.
+
+    Each run is one attempt (worker/webhook.py); RQ's ``Retry`` runs the next after the backoff, from
+    its scheduled registry, which the callbacks worker's scheduler (``with_scheduler``, worker/runner.py)
+    moves back to the queue: no worker waits through a backoff, and a receiver that hangs holds a
+    worker for one attempt at a time, not for its whole schedule.
+    """
+    backoff = callback_backoff_s(settings)
     return callback_queue(connection, settings).enqueue(
         CALLBACK_TASK_PATH,
         url,
@@ -298,6 +310,7 @@ def enqueue_callback(connection: Redis, settings: Settings, url: str, payload: d
         job_timeout=callback_timeout_s(settings),
         result_ttl=CALLBACK_RESULT_TTL_S,
         failure_ttl=settings.result_ttl_s,
+        retry=Retry(max=len(backoff), interval=backoff) if backoff else None,
     )
 
 

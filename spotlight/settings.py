@@ -136,6 +136,12 @@ class Settings(BaseSettings):
     # --- webhooks ---
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 secret that signs callback bodies.")
     webhook_retries: int = Field(5, description="Delivery attempts of one callback before giving up.")
+    webhook_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Time limit of one delivery attempt; another tenant's callback waits at most this long "
+        "per attempt ahead of it on a callbacks worker (later attempts are scheduled, not slept through).",
+    )
 
     # --- logging ---
     log_level: str = Field("INFO", description="Log level of every process.")

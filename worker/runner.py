@@ -171,8 +171,12 @@ def run_worker(
             # Round robin over the lanes: a long job never has every short one wait behind a queue of longs;
             # and a running search gives the worker up between regions when another tenant's job
             # waits (worker/task.py, spotlight/jobqueue.py), so it is not held to the long job's end.
+            # With callbacks, RQ's scheduler too: it queues a delivery's next attempt once its backoff is over.
             return worker.work(
-                burst=burst, logging_level=settings.log_level.upper(), dequeue_strategy=DequeueStrategy.ROUND_ROBIN
+                burst=burst,
+                logging_level=settings.log_level.upper(),
+                dequeue_strategy=DequeueStrategy.ROUND_ROBIN,
+                with_scheduler=callbacks,
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # RQ retries its blocking wait for work, but an outage anywhere else in its loop (finishing
