@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -356,12 +357,28 @@ def search(
             should_stop=reporter.should_stop,
             should_yield=should_yield,
             resume=resume,
+            weights_out=scratch_weights(int(inputs.losses.shape[0]), params.n_spotlights),
         )
     except (SearchCanceled, SearchYielded):
         raise
     except Exception as exc:  # the engine's errors become the job's, the worker lives on
         log.exception("search failed")
         raise JobFailed(ErrorCode.SEARCH_FAILED, f"The search failed: {type(exc).__name__}: {exc}") from exc
+
+
+def scratch_weights(n: int, k: int) -> np.ndarray:
+    """Where the engine writes the n x k kernel values: a memory-mapped temporary file (under TMPDIR,
+    unlinked at once, so it is gone when the horse lets go of it), not the horse's own memory.
+
+    Why: n x k float32 grows with rows times regions (4 M rows x 50 regions: 800 MB); file-backed
+    pages are written back and dropped by the kernel under pressure instead of counting against the
+    horse, and write_results copies them to the store from the file.
+    """
+    scratch = tempfile.TemporaryFile(prefix="spotlight-weights-")
+    try:
+        return np.memmap(scratch, dtype=np.float32, mode="w+", shape=(n, k))
+    finally:
+        scratch.close()  # the mapping keeps the (unlinked) file alive
 
 
 @dataclass
