@@ -179,3 +179,41 @@ def test_describing_yields_to_another_tenant_and_goes_on_where_it_stopped(settin
     assert execute(whole, whole_job, settings, store)["status"] == "finished"
     uninterrupted = store.read_json(job_file(whole.job_id, REGIONS_FILE))["regions"]
     assert [r["description"] for r in regions] == [r["description"] for r in uninterrupted]
+
+
+def test_a_cancel_during_the_report_ends_the_job_canceled(settings, store, conn, monkeypatch) -> None:
+    import worker.report
+
+    spec = make_spec(write_dataset(store, n=300, seed=5), QUICK)
+    job = enqueue_search(job_queue(conn, settings), spec, settings)
+    job_queue(conn, settings).remove(job)
+    original = worker.report.job_report
+
+    def canceled_meanwhile(*args, **kwargs):
+        conn.set(cancel_key(spec.job_id), "1", ex=600)  # the owner's DELETE arrives while the report renders
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(worker.report, "job_report", canceled_meanwhile)
+    assert execute(spec, job, settings, store)["status"] == "canceled"
+    assert status_of(job) == JobStatus.CANCELED
+    assert not store.exists(job_file(spec.job_id, REGIONS_FILE))
+
+
+def test_the_time_limit_passes_the_report_s_own_error_handling(settings, store, conn, monkeypatch) -> None:
+    """The report falls back to a plain page on any Exception; the job's time limit, raised by the
+    search workers' death penalty (as RQ runs it in the horse), is not one of those."""
+    import time
+
+    from rq.timeouts import JobTimeoutException
+
+    import worker.report
+    from spotlight.jobqueue import TimeLimitPenalty
+
+    spec = make_spec(write_dataset(store, n=300, seed=6), QUICK)
+    job = enqueue_search(job_queue(conn, settings), spec, settings)
+    job_queue(conn, settings).remove(job)
+    monkeypatch.setattr(worker.report, "job_report", lambda *a, **kw: time.sleep(30))
+    with TimeLimitPenalty(2, JobTimeoutException, job_id=job.id):
+        out = execute(spec, job, settings, store)
+    assert out["status"] == "failed" and out["error"]["code"] == "job_timeout", out
+    assert not store.exists(job_file(spec.job_id, REGIONS_FILE))
