@@ -19,7 +19,13 @@ which puts the job at the back of its lane. Its next run, on any worker, goes on
 checkpoint and finds the regions an uninterrupted run would have (docs/engine.md). The permutation
 test (`n_permutations`) yields the same way between two shuffles: the checkpoint then holds every
 region and the null scores so far, and the next run goes on with the next shuffle of the same stream,
-so the p-values equal an uninterrupted run's. A lost worker's retry goes on from the last checkpoint too.
+so the p-values equal an uninterrupted run's. Describing the regions yields the same way between two
+regions (the checkpoint then also holds the descriptions so far). A lost worker's retry goes on from
+the last checkpoint too.
+
+Every phase honours the job's time limit (raised as a BaseException by the worker's death penalty,
+spotlight/jobqueue.py, so no phase's ``except Exception`` stops it) and its owner's cancel (read
+between regions, between descriptions, and before the report and the results).
 
 The API process never imports this module: it names it by ``protocol.TASK_PATH``.
 """
