@@ -16,6 +16,9 @@ must plan for. The API refuses a job over `max_job_cost`, refuses a tenant whose
 and running jobs would together pass `max_active_cost_per_tenant`, and sends jobs over
 `large_job_cost` to the queue's large lane, which workers serve in turn with the normal lane
 (RQ's round-robin dequeue), so a long job cannot hold up every short one behind it.
+
+Memory is the other cost: `job_memory_bytes` bounds what one search holds in its work-horse, and the
+API refuses a job above ``worker_memory_bytes`` at submission, before it can exhaust a worker.
 """
 
 from __future__ import annotations
@@ -41,6 +44,25 @@ def job_cost(params: SearchParams, n: int, dim: int, fields: Collection[str] = (
     d = min(params.pca_components, dim) if params.pca_components else dim
     d += evidence.max_width(params.evidence, params.evidence_weight, "labels" in fields, "predictions" in fields)
     return n * d * params.restarts * params.steps * (params.n_spotlights + params.n_permutations)
+
+
+# The worker's memory per search, measured (peak RSS of the work-horse, by phase, on n = 200 000 and
+# 400 000 rows, d = 1 and 33, 2 to 20 regions; docs/engine.md "Worker memory"), then rounded up:
+WORKER_BASE_BYTES = 512 * 2**20  # the horse's own: Python, torch, numpy, matplotlib (about 280 MiB measured)
+ROW_BYTES = 160  # per row whatever the dimension: losses, scores, kernel values, members (107-131 measured)
+DIM_BYTES = 48  # per row and coordinate: the standardised copy and the engine's float64 work (41 measured)
+REGION_BYTES = 16  # per row and region: its kernel values, members and what describing it keeps (12 measured)
+
+
+def job_memory_bytes(params: SearchParams, n: int, dim: int, fields: Collection[str] = ()) -> int:
+    """Upper bound on the peak memory of one search's work-horse, in bytes.
+
+    Every coordinate counts, PCA or not (the rows are standardised before they are projected), and
+    so do the label evidence columns; the permutation test reruns one-region searches one at a time,
+    so it adds nothing that lasts.
+    """
+    e = evidence.max_width(params.evidence, params.evidence_weight, "labels" in fields, "predictions" in fields)
+    return WORKER_BASE_BYTES + n * (ROW_BYTES + DIM_BYTES * (dim + e) + REGION_BYTES * params.n_spotlights)
 
 
 def active_cost(conn: Redis, keys: Keys, tenant: str, active_ids: set[str]) -> int:

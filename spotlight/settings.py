@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         description="Largest estimated cost of one job, in element-steps: n·(d + e) × restarts × steps × "
         "(regions + permutations), e the label evidence columns (up to 128 when the dataset has labels).",
     )
+    worker_memory_bytes: int = Field(
+        8 * 2**30,
+        gt=0,
+        description="Memory one search may use in a worker's work-horse, in bytes: a job whose estimate "
+        "(spotlight/cost.py, job_memory_bytes) is above it is refused at submission (400 job_too_costly). "
+        "Set it to the worker machine's memory divided by its workers, less a margin.",
+    )
     max_active_cost_per_tenant: float = Field(
         2e14, gt=0, description="Largest summed estimated cost of one tenant's queued + running jobs (429 past it)."
     )
@@ -130,6 +137,12 @@ class Settings(BaseSettings):
     # --- webhooks ---
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 secret that signs callback bodies.")
     webhook_retries: int = Field(5, description="Delivery attempts of one callback before giving up.")
+    webhook_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Time limit of one delivery attempt; another tenant's callback waits at most this long "
+        "per attempt ahead of it on a callbacks worker (later attempts are scheduled, not slept through).",
+    )
 
     # --- logging ---
     log_level: str = Field("INFO", description="Log level of every process.")

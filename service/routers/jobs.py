@@ -104,6 +104,20 @@ def check_cost(cost: int, settings: Settings) -> None:
         )
 
 
+def check_memory(need: int, settings: Settings) -> None:
+    """400 for a job whose work-horse would need more memory than ``worker_memory_bytes`` (spotlight/cost.py):
+    refused here, before it is queued, rather than killed in the worker or exhausting its machine."""
+    if need > settings.worker_memory_bytes:
+        raise InvalidInput(
+            ErrorCode.JOB_TOO_COSTLY,
+            f"This job would need up to {need / 2**30:.2f} GiB of memory in a worker (for its rows, their "
+            f"coordinates and its regions); this server's workers have {settings.worker_memory_bytes / 2**30:.2f} "
+            "GiB each (SPOTLIGHT_WORKER_MEMORY_BYTES). Lower n_spotlights, use fewer rows (a sample), or fewer "
+            "dimensions.",
+            {"memory_bytes": need, "limit": settings.worker_memory_bytes, "setting": "SPOTLIGHT_WORKER_MEMORY_BYTES"},
+        )
+
+
 def check_callback(url: str, settings: Settings) -> None:
     """400 unless the callback URL passes the SSRF guard (http(s), allow-listed host, public address)."""
     try:
@@ -173,6 +187,7 @@ def create_job(
         check_device(body.params, jobs.r, settings)
         cost = cost_lib.job_cost(body.params, record.n, record.dim, record.fields)
         check_cost(cost, settings)
+        check_memory(cost_lib.job_memory_bytes(body.params, record.n, record.dim, record.fields), settings)
         job = jobs.submit(
             tenant,
             job_id,

@@ -168,3 +168,43 @@ def test_engine_error_fails_search_failed(settings, store, redis_url) -> None:
     assert execute(spec, job, settings, store)["status"] == "failed"
     err = job.get_meta(refresh=True)[META_ERROR]
     assert err["code"] == ErrorCode.SEARCH_FAILED and err["message"]
+
+
+def test_the_search_writes_its_kernel_values_to_a_file_not_the_horse_s_memory(
+    settings, store, redis_url, monkeypatch
+) -> None:
+    """The n x k weights grow with rows x regions: the task has the engine write them into a
+    memory-mapped temporary file (file-backed pages the kernel can write back and drop), and the
+    stored weights.npy is copied from it, equal to an in-memory search's."""
+    import worker.task
+    from worker.engine import search as engine_search
+
+    sha = write_dataset(store, n=300, seed=4)
+    spec = make_spec(sha)
+    job = enqueue(redis_url, spec, settings)
+    seen: list[np.ndarray] = []
+    original = worker.task.scratch_weights
+
+    def recorded(n: int, k: int) -> np.ndarray:
+        seen.append(original(n, k))
+        return seen[-1]
+
+    monkeypatch.setattr(worker.task, "scratch_weights", recorded)
+    assert execute(spec, job, settings, store)["status"] == "finished"
+    assert len(seen) == 1 and isinstance(seen[0], np.memmap) and seen[0].shape == (300, 2)
+    stored = store.load_npy(job_file(spec.job_id, WEIGHTS_FILE))
+    in_memory = engine_search(
+        store.load_npy(dataset_file(sha, "embeddings.npy")),
+        store.load_npy(dataset_file(sha, "losses.npy")),
+        spec.params,
+        labels=store.load_npy(dataset_file(sha, "labels.npy")),
+    )
+    np.testing.assert_array_equal(stored, in_memory.weights)
+    np.testing.assert_array_equal(np.asarray(seen[0]), in_memory.weights)
+    with pytest.raises(ValueError, match="weights_out"):
+        engine_search(
+            store.load_npy(dataset_file(sha, "embeddings.npy")),
+            store.load_npy(dataset_file(sha, "losses.npy")),
+            spec.params,
+            weights_out=np.zeros((300, 3), dtype=np.float32),
+        )
