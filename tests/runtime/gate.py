@@ -172,7 +172,10 @@ def hold_descriptions(describe_region: Callable[..., Any]) -> Callable[..., Any]
     def held_describe_region(*args: Any, **kwargs: Any) -> Any:
         from rq import get_current_job
 
-        from spotlight.protocol import cancel_key
+        from spotlight.keys import Keys
+        from spotlight.settings import get_settings
+
+        cancel_key = Keys.of(get_settings()).cancel
 
         job = get_current_job()
         if job is not None and not state["held"]:

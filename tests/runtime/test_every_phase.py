@@ -19,7 +19,8 @@ from rq import Retry
 import worker.describe
 from spotlight.jobqueue import enqueue_search, job_queue
 from spotlight.jobstate import JobStatus, failure_of, status_of
-from spotlight.protocol import REGIONS_FILE, cancel_key, job_file
+from spotlight.keys import Keys
+from spotlight.protocol import REGIONS_FILE, job_file
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 from worker import checkpoint
@@ -109,7 +110,7 @@ def test_a_cancel_while_the_regions_are_described_ends_the_job_canceled(
     proc = describe_held_worker(redis_url, store_dir, tmp_path)
     try:
         describing(conn, spec.job_id)
-        conn.set(cancel_key(spec.job_id), "1", ex=600)  # what DELETE /v1/jobs/{id} does to a running job
+        conn.set(Keys.of(settings).cancel(spec.job_id), "1", ex=600)  # what DELETE /v1/jobs/{id} does to a running job
         wait_exit(proc, tmp_path / "w1.log")
     finally:
         if proc.poll() is None:
@@ -190,7 +191,9 @@ def test_a_cancel_during_the_report_ends_the_job_canceled(settings, store, conn,
     original = worker.report.job_report
 
     def canceled_meanwhile(*args, **kwargs):
-        conn.set(cancel_key(spec.job_id), "1", ex=600)  # the owner's DELETE arrives while the report renders
+        conn.set(
+            Keys.of(settings).cancel(spec.job_id), "1", ex=600
+        )  # the owner's DELETE arrives while the report renders
         return original(*args, **kwargs)
 
     monkeypatch.setattr(worker.report, "job_report", canceled_meanwhile)
