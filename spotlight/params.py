@@ -17,6 +17,7 @@ Kernel = Literal["auto", "flat", "gaussian", "ball"]
 Shape = Literal["spherical", "diagonal"]
 Objective = Literal["max_loss", "min_loss"]
 Deflation = Literal["tails", "paper"]
+Sizing = Literal["grow", "fixed"]
 EvidencePrecision = Literal["learned", "tied"]
 EvidenceKind = Literal["labels_predictions", "labels", "mismatch"]
 
@@ -74,6 +75,13 @@ class SearchParams(BaseModel):
         "a different weak spot: 'tails' multiplies every loss score by (1 - k/max k)^8, removing the region "
         "with its tails; 'paper' by (1 - k/max k), the paper's re-weighting, which leaves a gaussian region's "
         "tails in place so later regions often find the same weak spot again.",
+    )
+    sizing: Sizing = Field(
+        "fixed",
+        description="'grow': once found, a region grows past spotlight_size (the floor) ring by ring along its own "
+        "ordering while each ring of 0.5 x spotlight_size more rows still has a mean loss significantly above the "
+        "dataset's (one-sided z > 3), up to half the rows, then is refitted to that size (docs/engine.md); "
+        "'fixed': every region has spotlight_size.",
     )
     seed: int = Field(
         0,

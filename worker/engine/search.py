@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from spotlight.params import SearchParams
-from worker.engine import ballfit, core
+from worker.engine import ballfit, core, grow
 from worker.engine.prepare import (
     ArrayLike,
     Frame,
@@ -295,13 +296,17 @@ def _search(
         scores = _resume(resume, regions, k_all, scores, p)
     for j in range(len(regions), p.n_spotlights):
         found = _optimise_region(problem, scores, p, j, progress, should_stop)
-        with torch.no_grad():
-            k, radius_u = core.region_weights(
-                problem.data, found.mu, found.theta, p.kernel, problem.weights, problem.size
+        size_j = problem.size
+        if p.sizing == "grow":
+            theta, size_j = grow.grow_region(
+                problem.data, found.mu, found.theta, p.kernel, problem.weights, scores, problem.size
             )
+            found = dataclasses.replace(found, theta=theta)
+        with torch.no_grad():
+            k, radius_u = core.region_weights(problem.data, found.mu, found.theta, p.kernel, problem.weights, size_j)
         k_np = k.cpu().numpy().astype(np.float32)
         k_all[:, j] = k_np
-        regions.append(_describe(j, k_np, found, frame, loss_v, w, problem.size, p, radius_u))
+        regions.append(_describe(j, k_np, found, frame, loss_v, w, size_j, p, radius_u))
         scores = deflate(scores, k, p.deflation)
         if should_yield is not None and j + 1 < p.n_spotlights and should_yield():
             raise SearchYielded(_result(regions, k_all[:, : j + 1].copy(), loss_v, z, started, frame.basis))

