@@ -226,6 +226,35 @@ def main(encoders: tuple[str, ...] = ENCODERS, seed: int = 0, only: str | None =
             print_null(s, run_null(s, NULL_VARIANTS))
 
 
+def run_grow(seeds: tuple[int, ...] = (0, 1, 2)) -> None:
+    """sizing='grow' against 'fixed' on a weak spot five times the spotlight size (10 % of n = 3 000
+    gaussian rows, d = 8 and 64, failure rate 0.7 inside and 0.1 outside), each kernel: the first
+    region's members (`spotlight.members`), their precision and recall on the weak spot, and the share
+    of the second region's members inside it (deflation should have removed it)."""
+    print("# sizing: a weak spot of 10 % of the rows (5 x spotlight_size), n = 3000; first region's members,")
+    print("# precision / recall on the spot; then the second region's share inside the spot; mean over seeds")
+    for d in (8, 64):
+        for kernel in ("gaussian", "ball", "flat"):
+            for sizing in ("fixed", "grow"):
+                out = []
+                for seed in seeds:
+                    rng = np.random.default_rng(seed)
+                    x = rng.normal(size=(3000, d)).astype(np.float32)
+                    dist = ((x - x[0]) ** 2).sum(1)
+                    spot = dist <= np.quantile(dist, 0.10)
+                    fail = rng.random(3000) < np.where(spot, 0.7, 0.1)
+                    loss = (fail + 0.1 * rng.random(3000)).astype(np.float32)
+                    res = search(x, loss, SearchParams(device="cpu", kernel=kernel, sizing=sizing, n_spotlights=2))
+                    first = member_set(res.weights[:, 0], kernel)
+                    second = member_set(res.weights[:, 1], kernel)
+                    out.append((first.size, spot[first].mean(), spot[first].sum() / spot.sum(), spot[second].mean()))
+                m = np.mean(out, 0)
+                print(
+                    f"#   d={d:3d} {kernel:8s} {sizing:5s}: {m[0]:6.0f} members, precision {m[1]:.2f}, "
+                    f"recall {m[2]:.2f}; second region in the spot {m[3]:.2f}"
+                )
+
+
 FIXTURE_MODE = "mislabelled sub-topic"
 
 
@@ -283,11 +312,14 @@ if __name__ == "__main__":
     parser.add_argument("--encoder", choices=ENCODERS, action="append")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only")
+    parser.add_argument("--grow", action="store_true", help="only sizing='grow' vs 'fixed' on a planted weak spot")
     parser.add_argument(
         "--write-fixture", metavar="PATH", help="write the tests' real-encoder asset (PATH.npz, PATH.json)"
     )
     args = parser.parse_args()
     if args.write_fixture:
         write_fixture(args.write_fixture)
+    elif args.grow:
+        run_grow()
     else:
         main(tuple(args.encoder or ENCODERS), args.seed, args.only)

@@ -43,8 +43,8 @@ class SearchParams(BaseModel):
     kernel: Kernel = Field(
         "auto",
         description="'auto' = 'ball' when a row's spotlight-sized neighbourhood among the standardised embeddings "
-        "has high intrinsic dimension (clustered or not: from its 0.5 % and 2 % distance quantiles, threshold 12), "
-        "else 'gaussian'; each region records the kernel "
+        "has high intrinsic dimension (clustered or not: from its 0.5 % and 2 % distance quantiles, threshold 12) "
+        "and the spotlight size counts at least 0.25 rows per dimension, else 'gaussian'; each region records the kernel "
         "it ran (docs/engine.md). 'flat' = max(0, 1 - tau*|x-mu|^2) (published paper), 'gaussian' = "
         "exp(-tau*|x-mu|^2/2) (ranks the rest of a slice larger than the region, where flat weighs it 0), or "
         "'ball' = 1 on the spotlight_size rows nearest the centre, exp(-(tau*|x-mu|^2 - radius_u)/2) beyond "
