@@ -40,6 +40,7 @@ from sklearn.linear_model import LogisticRegression
 
 from bench import mixture_slicer, quality_modes
 from bench.real_data import ENCODERS, embed, load_fortunes
+from spotlight import text_terms
 from spotlight.contribution import contributions
 from spotlight.members import member_set
 from spotlight.params import SearchParams
@@ -255,6 +256,29 @@ def run_grow(seeds: tuple[int, ...] = (0, 1, 2)) -> None:
                 )
 
 
+def run_describe(encoder: str = "minilm-l6", seed: int = 0) -> None:
+    """Regions in words, checked (spotlight/text_terms.py): the default search on half of the held-out
+    rows; each region's over-represented terms with their precision and recall against its members
+    and their lift on the other half (rows the search did not use)."""
+    s = build_set(encoder, seed)
+    half = np.random.default_rng(seed + 1).random(len(s.loss)) < 0.5
+    a, b = np.flatnonzero(half), np.flatnonzero(~half)
+    res = search(s.x[a], s.loss[a], SearchParams(device="cpu"), labels=s.labels[a], predictions=s.predictions[a])
+    texts_a, texts_b = [s.texts[i] for i in a], [s.texts[i] for i in b]
+    print(f"# regions in words: {s.name}, default search on {a.size} rows, terms checked on the other {b.size}")
+    for j, region in enumerate(res.regions):
+        members = np.zeros(a.size, dtype=bool)
+        members[member_set(res.weights[:, j], region.kernel)] = True
+        modes = ", ".join(f"{k} {v[a][members].mean():.2f}" for k, v in s.modes.items())
+        print(f"#   region {j}: {int(members.sum())} members, lift {region.lift:.2f}; share of each mode: {modes}")
+        for rule in text_terms.describe(texts_a, members, texts_b, s.loss[b]):
+            lift = "-" if rule.held_out_lift is None else f"{rule.held_out_lift:.2f}"
+            print(
+                f"#     mentions {rule.term!r:24s} precision {rule.precision:.2f} recall {rule.recall:.2f} "
+                f"held-out lift {lift} ({rule.held_out_rows} rows)"
+            )
+
+
 FIXTURE_MODE = "mislabelled sub-topic"
 
 
@@ -312,6 +336,7 @@ if __name__ == "__main__":
     parser.add_argument("--encoder", choices=ENCODERS, action="append")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only")
+    parser.add_argument("--describe", action="store_true", help="only the regions' text terms, checked")
     parser.add_argument("--grow", action="store_true", help="only sizing='grow' vs 'fixed' on a planted weak spot")
     parser.add_argument(
         "--write-fixture", metavar="PATH", help="write the tests' real-encoder asset (PATH.npz, PATH.json)"
@@ -321,5 +346,7 @@ if __name__ == "__main__":
         write_fixture(args.write_fixture)
     elif args.grow:
         run_grow()
+    elif args.describe:
+        run_describe()
     else:
         main(tuple(args.encoder or ENCODERS), args.seed, args.only)
