@@ -32,6 +32,7 @@ import math
 import os
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,7 +92,9 @@ def _typos(text: str, rng: np.random.Generator) -> str:
     return "".join(out)
 
 
-def build_set(encoder: str, seed: int = 0) -> RealSet:
+def build_set(encoder: str, seed: int = 0, plant: bool = True) -> RealSet:
+    """The held-out half with the four planted problems (plant=False: the same head trained on clean
+    labels and every text, no test-time typos; its modes are then only where they would have been)."""
     texts, y = load_fortunes(TOPICS)
     x = embed(texts, encoder)
     rng = np.random.default_rng(seed)
@@ -105,14 +108,17 @@ def build_set(encoder: str, seed: int = 0) -> RealSet:
     y_train[women & (rng.random(len(y)) < NOISE)] = TOPICS.index("sports")
     keep = ~drink | (rng.random(len(y)) < 0.05)
     train = ~test & keep
+    if not plant:
+        y_train, train = y, ~test
     head = LogisticRegression(C=10.0, max_iter=2000).fit(x[train], y_train[train])
 
     test_idx = np.flatnonzero(test)
-    shifted = rng.random(test_idx.size) < TYPO_SHARE
+    shifted = (rng.random(test_idx.size) < TYPO_SHARE) & plant
     test_texts = [texts[i] for i in test_idx]
     typo_texts = [_typos(test_texts[j], rng) for j in np.flatnonzero(shifted)]
     x_test = x[test_idx].copy()
-    x_test[shifted] = embed(typo_texts, encoder)
+    if typo_texts:
+        x_test[shifted] = embed(typo_texts, encoder)
     for j, t in zip(np.flatnonzero(shifted), typo_texts, strict=True):
         test_texts[j] = t
     probs = head.predict_proba(x_test)
@@ -124,7 +130,8 @@ def build_set(encoder: str, seed: int = 0) -> RealSet:
         "rare sub-topic": drink[test_idx],
         "test-time typos": shifted,
     }
-    return RealSet(x_test, loss.astype(np.float32), y_test, probs, modes, f"{encoder} seed {seed}", test_texts)
+    name = f"{encoder} seed {seed}" + ("" if plant else " (nothing planted)")
+    return RealSet(x_test, loss.astype(np.float32), y_test, probs, modes, name, test_texts)
 
 
 def centroid_oracle(s: RealSet) -> np.ndarray:
@@ -256,11 +263,11 @@ def run_grow(seeds: tuple[int, ...] = (0, 1, 2)) -> None:
                 )
 
 
-def run_describe(encoder: str = "minilm-l6", seed: int = 0) -> None:
+def run_describe(encoder: str = "minilm-l6", seed: int = 0, plant: bool = True) -> None:
     """Regions in words, checked (spotlight/text_terms.py): the default search on half of the held-out
     rows; each region's over-represented terms with their precision and recall against its members
     and their lift on the other half (rows the search did not use)."""
-    s = build_set(encoder, seed)
+    s = build_set(encoder, seed, plant)
     half = np.random.default_rng(seed + 1).random(len(s.loss)) < 0.5
     a, b = np.flatnonzero(half), np.flatnonzero(~half)
     res = search(s.x[a], s.loss[a], SearchParams(device="cpu"), labels=s.labels[a], predictions=s.predictions[a])
@@ -270,7 +277,14 @@ def run_describe(encoder: str = "minilm-l6", seed: int = 0) -> None:
         members = np.zeros(a.size, dtype=bool)
         members[member_set(res.weights[:, j], region.kernel)] = True
         modes = ", ".join(f"{k} {v[a][members].mean():.2f}" for k, v in s.modes.items())
-        print(f"#   region {j}: {int(members.sum())} members, lift {region.lift:.2f}; share of each mode: {modes}")
+        pairs = Counter(
+            f"{TOPICS[s.labels[a][i]]}->{TOPICS[s.predictions[a][i]]}" for i in np.flatnonzero(members)
+        ).most_common(2)
+        print(
+            f"#   region {j}: {int(members.sum())} members, lift {region.lift:.2f}; label->prediction "
+            + ", ".join(f"{k} {v}" for k, v in pairs)
+            + (f"; share of each mode: {modes}" if plant else "")
+        )
         for rule in text_terms.describe(texts_a, members, texts_b, s.loss[b]):
             lift = "-" if rule.held_out_lift is None else f"{rule.held_out_lift:.2f}"
             print(
@@ -374,6 +388,7 @@ if __name__ == "__main__":
     parser.add_argument("--encoder", choices=ENCODERS, action="append")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only")
+    parser.add_argument("--natural", action="store_true", help="only the regions of a head with nothing planted")
     parser.add_argument("--holdout", action="store_true", help="only the held-out check of evidence on/off")
     parser.add_argument("--describe", action="store_true", help="only the regions' text terms, checked")
     parser.add_argument("--grow", action="store_true", help="only sizing='grow' vs 'fixed' on a planted weak spot")
@@ -387,6 +402,8 @@ if __name__ == "__main__":
         run_grow()
     elif args.describe:
         run_describe()
+    elif args.natural:
+        run_describe(plant=False)
     elif args.holdout:
         run_holdout()
     else:
