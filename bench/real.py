@@ -1,6 +1,11 @@
 """Real-embedding benchmark: real texts, real pretrained encoders, failure modes that are not classes.
 
-    python -m bench.quality --part real      # (or python -m bench.real) both encoders, ~10 min on 2 cores
+    python -m bench.quality --part real      # (or python -m bench.real) both encoders, ~15 min on 2 cores
+    python -m bench.real --grow              # sizing='grow' vs 'fixed' on a weak spot 5x spotlight_size
+    python -m bench.real --holdout           # evidence on/off: which one's regions hold up on held-out rows
+    python -m bench.real --describe          # regions in words (spotlight/text_terms.py), checked on held-out rows
+    python -m bench.real --natural           # the same for a head with nothing planted
+    python -m bench.real --write-fixture tests/engine/assets/real_minilm   # the tests' real-encoder asset
 
 Data (bench/real_data.py): ten topics of Debian's fortune cookies (3 328 short texts people wrote),
 embedded by two pretrained sentence encoders that install with their weights from the package
