@@ -320,6 +320,7 @@ SINGLE_VARIANTS = {
 }
 MULTI_VARIANTS = {
     "engine (default: auto kernel, evidence labels, tails)": {},
+    "engine, evidence check": {"evidence_check": True},
     "engine gaussian": {"kernel": "gaussian"},
     "engine, evidence tied": {"evidence_precision": "tied"},
     "engine, evidence weight 0.5": {"evidence_weight": 0.5},

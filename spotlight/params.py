@@ -11,7 +11,7 @@ import math
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Kernel = Literal["auto", "flat", "gaussian", "ball"]
 Shape = Literal["spherical", "diagonal"]
@@ -117,6 +117,14 @@ class SearchParams(BaseModel):
         "'labels_predictions' (one-hot label and one-hot prediction) or 'mismatch' (one column: "
         "label != prediction).",
     )
+    evidence_check: bool = Field(
+        False,
+        strict=True,
+        description="Decide from the job's own rows whether label evidence helps: one region searched with and one "
+        "without evidence on half of the rows, each applied to the other half; the setting whose region has the "
+        "higher held-out lift is used for the search (about 0.2 of a search's cost more; docs/engine.md). Needs "
+        "evidence_weight > 0 and the labels (and predictions) the evidence uses.",
+    )
     evidence_precision: EvidencePrecision = Field(
         "learned",
         description="How much a region's evidence columns count: 'learned' (each gaussian/flat spherical "
@@ -148,6 +156,12 @@ class SearchParams(BaseModel):
         if not _DEVICE.match(v):
             raise ValueError("device must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return v
+
+    @model_validator(mode="after")
+    def _evidence_check_needs_evidence(self) -> SearchParams:
+        if self.evidence_check and self.evidence_weight == 0:
+            raise ValueError("evidence_check needs evidence_weight > 0 (with 0 there is no evidence to check)")
+        return self
 
     def size_count(self, n: float) -> float:
         """The spotlight size S as a number of examples for a dataset of n rows."""

@@ -18,6 +18,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from spotlight.members import member_set
+from spotlight.params import SearchParams
 from tests.engine.conftest import planted_problem
 from worker.engine import search
 from worker.engine.prepare import local_dimension
@@ -81,3 +82,17 @@ def test_a_weak_spot_larger_than_spotlight_size_comes_back_as_one_region() -> No
     assert grown.regions[0].size_requested > 3 * 0.02 * len(x)
     second = member_set(grown.weights[:, 1], kernel)
     assert planted[second].mean() < 0.5
+
+
+def test_evidence_check_runs_the_setting_whose_region_holds_up_on_the_other_half(real: dict[str, np.ndarray]) -> None:
+    """evidence_check searches with the job's evidence or without it, whole: its weights are one of the two."""
+    args = (real["x"], real["loss"])
+    kw = {"labels": real["labels"], "predictions": real["predictions"]}
+    fast = {"device": "cpu", "n_spotlights": 2, "steps": 100}
+    checked = search(*args, {**fast, "evidence_check": True}, **kw)
+    with_evidence = search(*args, fast, **kw)
+    without = search(*args, {**fast, "evidence_weight": 0.0}, **kw)
+    assert np.array_equal(checked.weights, with_evidence.weights) or np.array_equal(checked.weights, without.weights)
+    assert not np.array_equal(with_evidence.weights, without.weights)
+    with pytest.raises(ValueError, match="evidence_check needs evidence_weight > 0"):
+        SearchParams(evidence_check=True, evidence_weight=0.0)

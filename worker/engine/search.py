@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from spotlight.params import SearchParams
-from worker.engine import ballfit, core, grow
+from worker.engine import ballfit, core, evidence_check, grow
 from worker.engine.prepare import (
     ArrayLike,
     Frame,
@@ -255,6 +255,10 @@ def search(
     if np.any(w < 0) or not w.sum() > 0:
         raise ValueError("sample_weights must be non-negative with a positive sum")
 
+    if p.evidence_check and p.evidence_weight > 0 and labels_v is not None:
+        x_np = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
+        if not evidence_check.keep_evidence(search, x_np, loss_v, p, labels_v, preds_v, w):
+            p = p.model_copy(update={"evidence_weight": 0.0})
     device = resolve_device(p.device)
     with _threads_for(device, n * x_shape[1]):
         return _search(
