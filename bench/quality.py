@@ -305,6 +305,7 @@ def print_goals(names: list[str], ap: dict, mean_ap: dict, rows: list[dict]) -> 
 # them as evidence (evidence_weight 1, one-hot labels), "no evidence" rows search embedding space alone.
 SINGLE_VARIANTS = {
     "engine auto (default)": {},
+    "engine auto, evidence check": {"evidence_check": True},
     "engine flat": {"kernel": "flat"},
     "engine gaussian": {"kernel": "gaussian"},
     "engine gaussian, no evidence": {"kernel": "gaussian", "evidence_weight": 0.0},
@@ -334,6 +335,7 @@ MULTI_VARIANTS = {
 }
 CROSSCLASS_VARIANTS = {
     "engine (default: evidence labels)": {},
+    "engine, evidence check": {"evidence_check": True},
     "engine, evidence tied": {"evidence_precision": "tied"},
     "engine, evidence weight 0.5": {"evidence_weight": 0.5},
     "engine, evidence mismatch": {"evidence": "mismatch"},
