@@ -3,6 +3,7 @@
     python -m bench.quality                  # all four parts (~25 min on 2 cores)
     python -m bench.quality --quick          # fewer authors' steps, smaller high-dimension data: a smoke test
     python -m bench.quality --part multi     # one part: single, multi, highdim or clusters
+    python -m bench.quality --part real      # real texts, real pretrained encoders (bench/real.py; the bench extra)
 
 For each setting a small torch MLP is trained on a training split in which one subgroup is made
 hard on purpose; the spotlight then runs on the *held-out* split's penultimate-layer embeddings and
@@ -270,6 +271,7 @@ def print_goals(names: list[str], ap: dict, mean_ap: dict, rows: list[dict]) -> 
 # them as evidence (evidence_weight 1, one-hot labels), "no evidence" rows search embedding space alone.
 SINGLE_VARIANTS = {
     "engine auto (default)": {},
+    "engine auto, evidence check": {"evidence_check": True},
     "engine flat": {"kernel": "flat"},
     "engine gaussian": {"kernel": "gaussian"},
     "engine gaussian, no evidence": {"kernel": "gaussian", "evidence_weight": 0.0},
@@ -285,6 +287,7 @@ SINGLE_VARIANTS = {
 }
 MULTI_VARIANTS = {
     "engine (default: auto kernel, evidence labels, tails)": {},
+    "engine, evidence check": {"evidence_check": True},
     "engine gaussian": {"kernel": "gaussian"},
     "engine, evidence tied": {"evidence_precision": "tied"},
     "engine, evidence weight 0.5": {"evidence_weight": 0.5},
@@ -298,6 +301,7 @@ MULTI_VARIANTS = {
 }
 CROSSCLASS_VARIANTS = {
     "engine (default: evidence labels)": {},
+    "engine, evidence check": {"evidence_check": True},
     "engine, evidence tied": {"evidence_precision": "tied"},
     "engine, evidence weight 0.5": {"evidence_weight": 0.5},
     "engine, evidence mismatch": {"evidence": "mismatch"},
@@ -355,7 +359,7 @@ def main() -> None:
         "--quick", action="store_true", help="500 authors' steps, n = 5000 in high dimension (smoke test only)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--part", choices=["all", "single", "multi", "highdim", "clusters"], default="all")
+    parser.add_argument("--part", choices=["all", "single", "multi", "highdim", "clusters", "real"], default="all")
     parser.add_argument("--only", help="run only the engine variants whose name contains this (while iterating)")
     args = parser.parse_args()
     if args.part in ("all", "single"):
@@ -378,6 +382,10 @@ def main() -> None:
         quality_modes.print_highdim_draws(draws, n)
     if args.part in ("all", "clusters"):
         clusters_part(args.seed)
+    if args.part == "real":  # needs the bench extra and Debian's fortunes (bench/real.py); not part of "all"
+        from bench import real
+
+        real.main(seed=args.seed, only=args.only)
 
 
 if __name__ == "__main__":

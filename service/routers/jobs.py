@@ -47,7 +47,9 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
             )
     # label evidence is on by default and used when the dataset has what it needs; asked for by name, it
     # must be usable (spotlight/evidence.py)
-    asked = {"evidence", "evidence_weight"} & params.model_fields_set
+    asked = {"evidence", "evidence_weight"} & params.model_fields_set | (
+        {"evidence_check"} if params.evidence_check else set()
+    )
     if asked and params.evidence_weight > 0:
         need_labels, need_predictions = evidence.needs(params.evidence)
         required = [f for f, needed in (("labels", need_labels), ("predictions", need_predictions)) if needed]
