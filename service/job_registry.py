@@ -5,7 +5,8 @@ the one argument is a `JobSpec` (ids and params, never arrays). Per-tenant state
 - `tenant_jobs_key(t)`: every job of the tenant, scored by creation time (listing, newest first);
 - `tenant_active_key(t)`: jobs that may still be queued or running, pruned lazily on each submit
   by asking RQ, so the cap of `max_active_jobs_per_tenant` needs no cooperation from workers;
-- `idempotency_key(t, key)`: (body hash, job id) for `Idempotency-Key`, as long as results live.
+- `idempotency_key(t, key)`: (body hash, job id, pending|queued) for `Idempotency-Key`, as long as
+  results live.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
+import time
 from typing import Any
 
 import redis
@@ -47,6 +49,33 @@ from spotlight.settings import Settings
 
 RETRY_AFTER_S = 10
 
+# Idempotency-Key states: a request is making the job (PENDING), or the job is queued (QUEUED).
+PENDING, QUEUED = "pending", "queued"
+# A claim outlives its request only when the API process died mid-request; then the key frees itself.
+IDEMPOTENCY_PENDING_TTL_S = 600
+IDEMPOTENCY_WAIT_S = 60  # how long a second request with the same key waits on the first one
+IDEMPOTENCY_POLL_S = 0.05
+# The key's job id and whether it is pending, compared inside Redis so the check and the write are one step.
+_COMPLETE_CLAIM = """
+local v = redis.call('get', KEYS[1])
+if v and cjson.decode(v)['job_id'] == ARGV[1] and cjson.decode(v)['state'] == 'pending' then
+  return redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+return false
+"""
+_FREE_KEY = """
+local v = redis.call('get', KEYS[1])
+if v and cjson.decode(v)['job_id'] == ARGV[1] and ((cjson.decode(v)['state'] == 'pending') == (ARGV[2] == '1')) then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+def _idempotency_value(digest: str, job_id: str, state: str) -> str:
+    """What the key holds: one canonical text, so compare-and-set can compare it whole."""
+    return json.dumps({"body_sha256": digest, "job_id": job_id, "state": state}, sort_keys=True)
+
 
 def body_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -60,6 +89,8 @@ class JobRegistry:
     def __init__(self, r: redis.Redis, settings: Settings) -> None:
         self.r = r
         self.settings = settings
+        self._complete_claim = r.register_script(_COMPLETE_CLAIM)
+        self._free_key = r.register_script(_FREE_KEY)
         self.queue = Queue(settings.rq_queue_name(), connection=r)
         self.large = large_queue(r, settings)  # the large lane (spotlight/cost.py)
 
@@ -144,31 +175,53 @@ class JobRegistry:
         return matched, total
 
     # ----- idempotency -----
-    def idempotent_replay(self, tenant: str, key: str, digest: str) -> str | None:
-        """The job id an earlier request with this key made, None when the key is new; Conflict on a different body."""
-        raw = self.r.get(idempotency_key(tenant, key))
-        if raw is None:
-            return None
-        saved = json.loads(raw)
-        if saved["body_sha256"] != digest:
-            raise Conflict(
-                ErrorCode.IDEMPOTENCY_CONFLICT,
-                "This Idempotency-Key was used with a different request body; use a new key.",
-                {"idempotency_key": key, "job": saved["job_id"]},
-            )
-        return str(saved["job_id"])
-
+    # One key, one job, whatever the interleaving: the first request claims the key atomically
+    # (SET NX) as *pending* with its body's hash, makes the job, then marks the key *queued*. A
+    # request that finds the key pending with the same body waits for that outcome (the job, or
+    # the key freed when the first request failed, and then it claims the key itself); a different
+    # body is a 409 at once. Only the request holding a claim frees or completes it (compare-and-
+    # set in Redis), so nobody can free a claim it does not own.
     def claim_idempotency(self, tenant: str, key: str, digest: str, job_id: str) -> str | None:
-        """Reserve the key for job_id; returns the other job id when a concurrent request won."""
-        value = json.dumps({"body_sha256": digest, "job_id": job_id})
-        if self.r.set(idempotency_key(tenant, key), value, nx=True, ex=self.settings.result_ttl_s):
-            return None
-        return self.idempotent_replay(tenant, key, digest)
+        """None when this request now holds the key (pending) and must make `job_id`; else the id
+        of the job the key already names. Conflict on a different body, or a claim still pending
+        after `IDEMPOTENCY_WAIT_S`."""
+        name = idempotency_key(tenant, key)
+        mine = _idempotency_value(digest, job_id, PENDING)
+        deadline = time.monotonic() + IDEMPOTENCY_WAIT_S
+        while True:
+            if self.r.set(name, mine, nx=True, ex=IDEMPOTENCY_PENDING_TTL_S):
+                return None
+            raw = self.r.get(name)
+            if raw is None:  # freed between our two calls: try the claim again
+                continue
+            saved = json.loads(raw)
+            if saved["body_sha256"] != digest:
+                raise Conflict(
+                    ErrorCode.IDEMPOTENCY_CONFLICT,
+                    "This Idempotency-Key was used with a different request body; use a new key.",
+                    {"idempotency_key": key, "job": saved["job_id"]},
+                )
+            if saved.get("state") != PENDING:
+                return str(saved["job_id"])
+            if time.monotonic() > deadline:
+                raise Conflict(
+                    ErrorCode.IDEMPOTENCY_CONFLICT,
+                    "A request with this Idempotency-Key and this body is still being processed; "
+                    "retry shortly to get its job.",
+                    {"idempotency_key": key, "reason": "pending"},
+                    retry_after_s=RETRY_AFTER_S,
+                )
+            time.sleep(IDEMPOTENCY_POLL_S)
 
-    def release_idempotency(self, tenant: str, key: str, job_id: str) -> None:
-        raw = self.r.get(idempotency_key(tenant, key))
-        if raw is not None and json.loads(raw).get("job_id") == job_id:
-            self.r.delete(idempotency_key(tenant, key))
+    def complete_idempotency(self, tenant: str, key: str, digest: str, job_id: str) -> None:
+        """The claimed key now names the queued job, for as long as results live."""
+        value = _idempotency_value(digest, job_id, QUEUED)
+        self._complete_claim(keys=[idempotency_key(tenant, key)], args=[job_id, value, self.settings.result_ttl_s])
+
+    def release_idempotency(self, tenant: str, key: str, job_id: str, *, pending: bool = True) -> None:
+        """Free the key, only when it still names job_id: our own failed claim (pending), or a job
+        that expired (pending=False)."""
+        self._free_key(keys=[idempotency_key(tenant, key)], args=[job_id, "1" if pending else "0"])
 
     # ----- submitting -----
     def active_count(self, tenant: str) -> int:

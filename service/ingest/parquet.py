@@ -32,7 +32,7 @@ from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import ErrorCode
 from spotlight.settings import Settings
 
-_EMB_COL = re.compile(r"^emb_(\d+)$")
+_EMB_COL = re.compile(r"emb_([0-9]+)")
 SCALAR_FIELDS = ("losses", "labels", "predictions", "sample_weights")
 BATCH_ROWS = 16384
 
@@ -108,7 +108,7 @@ def parquet_to_sources(
     if len(set(names)) != len(names):
         raise _bad("duplicate column names")
     features = hf_features(schema)
-    emb_cols = sorted((c for c in names if _EMB_COL.match(c)), key=lambda c: int(c[4:]))
+    emb_cols = sorted((c for c in names if _EMB_COL.fullmatch(c)), key=lambda c: int(c[4:]))
     try:
         col_of = colmap.resolve([c for c in names if c not in emb_cols], columns)
     except colmap.ColumnError as exc:

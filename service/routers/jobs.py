@@ -151,18 +151,15 @@ def create_job(
 ) -> JobOut:
     """Queue a spotlight search on a stored dataset (`"ds_…"`) or on one given inline / by `uri`."""
     digest = body_hash(body.model_dump(mode="json")) if idempotency_key else ""
-    if idempotency_key:
-        earlier = jobs.idempotent_replay(tenant, idempotency_key, digest)
-        if earlier is not None:
-            try:
-                return _existing(jobs, tenant, earlier, response)
-            except NotFound:  # the job expired: the key is free again
-                jobs.release_idempotency(tenant, idempotency_key, earlier)
     job_id = new_job_id()
-    if idempotency_key:
-        winner = jobs.claim_idempotency(tenant, idempotency_key, digest, job_id)
-        if winner is not None:
-            return _existing(jobs, tenant, winner, response)
+    while idempotency_key:  # until this request holds the key, or replays the job it names
+        earlier = jobs.claim_idempotency(tenant, idempotency_key, digest, job_id)
+        if earlier is None:
+            break
+        try:
+            return _existing(jobs, tenant, earlier, response)
+        except NotFound:  # the job expired: the key is free again
+            jobs.release_idempotency(tenant, idempotency_key, earlier, pending=False)
     try:
         jobs.check_capacity(tenant)  # before spending an upload on a job that cannot be queued
         if body.callback_url:
@@ -192,6 +189,8 @@ def create_job(
         if idempotency_key:
             jobs.release_idempotency(tenant, idempotency_key, job_id)
         raise
+    if idempotency_key:
+        jobs.complete_idempotency(tenant, idempotency_key, digest, job_id)
     log.info("job queued", extra={"job": job_id, "dataset": record.id, "tenant": tenant})
     return jobs.view(job)
 
