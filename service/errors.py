@@ -67,6 +67,7 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.UNSUPPORTED_MEDIA: 415,
     ErrorCode.TOO_MANY_JOBS: 429,
     ErrorCode.TOO_MANY_FETCHES: 429,
+    ErrorCode.TOO_MANY_REQUESTS: 429,
     ErrorCode.TOO_MUCH_ACTIVE_COST: 429,
     ErrorCode.JOB_TOO_COSTLY: 400,
     ErrorCode.INTERNAL: 500,
@@ -188,7 +189,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
             400,
             ErrorCode.MALFORMED_JSON,
             f"The body is not valid JSON ({ctx.get('error', 'decode error')}).",
-            {"position": errors[0].get("loc", [None, None])[-1]},
+            {"position": (tuple(errors[0].get("loc") or ()) + (None, None))[1]},  # ("body", position)
         )
     exc_ = validation_error(errors)
     return error_response(exc_.status, exc_.code, exc_.message, exc_.details)
@@ -254,7 +255,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflict with the resource's state",
         413: "Body or array too large (payload_too_large, too_many_elements)",
         415: "Unsupported content type",
-        429: "Too many active jobs (too_many_active_jobs) or reference reads (too_many_reference_fetches); see Retry-After",
+        429: "Too many active jobs (too_many_active_jobs), reference reads (too_many_reference_fetches) or "
+        "score requests (too_many_requests); see Retry-After",
         410: "The dataset behind these results was deleted (dataset_gone)",
         500: "Server fault (internal_error)",
         503: "Redis or the store unreachable, or the server reading its most references at once; see Retry-After",

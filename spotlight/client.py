@@ -51,7 +51,9 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 UPLOAD_READ_TIMEOUT_S = 600.0
 _SPOOL_BYTES = 64 * 1024 * 1024  # arrays up to this size are packed in memory, larger ones in a temp file
 _TERMINAL = ("finished", "failed", "canceled")
-INLINE_SCORE_VALUES = 1_000_000  # embeddings up to this many numbers are scored inline (about 20 MB of JSON)
+# embeddings up to this many numbers are scored inline (at most ~26 bytes of JSON each: under the server's
+# default 8 MiB SPOTLIGHT_MAX_SCORE_BODY_BYTES); more are uploaded once and scored by id
+INLINE_SCORE_VALUES = 250_000
 
 
 class SpotlightError(Exception):

@@ -246,6 +246,7 @@ class ErrorCode:
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     TOO_MANY_JOBS = "too_many_active_jobs"
     TOO_MANY_FETCHES = "too_many_reference_fetches"
+    TOO_MANY_REQUESTS = "too_many_requests"
     JOB_TOO_COSTLY = "job_too_costly"
     TOO_MUCH_ACTIVE_COST = "too_much_active_cost"
     UNAUTHORIZED = "unauthorized"

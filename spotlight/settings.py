@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         4 * 1024**2,
         description="Largest job submission body (its inline dataset is parsed whole; larger data: upload it first).",
     )
+    max_score_body_bytes: int = Field(
+        8 * 1024**2,
+        description="Largest POST /v1/jobs/{id}/score body (bare embeddings are parsed whole; more rows: upload "
+        "them and score the dataset id).",
+    )
 
     # --- references ---
     allowed_roots: list[str] = Field(

@@ -16,7 +16,8 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", response_model=Health, summary="The process is up")
-def healthz() -> Health:
+async def healthz() -> Health:
+    """Answered on the event loop, never queued behind the thread pool that costly requests hold."""
     return Health()
 
 

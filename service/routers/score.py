@@ -19,16 +19,24 @@ Results written before the worker stored the basis get a 409 `pca_basis_missing`
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from service.dataset_registry import DatasetRegistry
 from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
 from service.errors import error_responses
 from service.ingest import build_from_spec, workspace
+from service.ingest.inline_json import parse_dataset_body
+from service.ingest.sources import Sources
+from service.job_registry import JobRegistry
 from service.routers.results import _read_regions, finished_spec, npy_download
 from service.schemas import DatasetSpec
 from spotlight import classes, kernel
@@ -36,12 +44,16 @@ from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.errors import Conflict, Gone, InvalidInput, NotFound, TooLarge
 from spotlight.members import member_min_weight, members_at_or_above
 from spotlight.protocol import BASIS_FILE, WEIGHTS_FILE, ErrorCode, job_file, members_file
+from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"], responses=error_responses(401, 404, 409, 503))
 
 # weights travel as JSON here: past this many (rows x regions), use the job's own weights or score in parts
 MAX_SCORE_VALUES = 2_000_000
+# the answer's weights are written this many rows at a time, so an answer never exists whole as Python objects
+ROWS_PER_CHUNK = 4096
+StrictFloat = Annotated[float, Field(strict=True)]  # `true` is not 1.0
 
 
 class ScoreRequest(BaseModel):
@@ -49,7 +61,7 @@ class ScoreRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    embeddings: list[list[float]] | None = Field(
+    embeddings: list[list[StrictFloat]] | None = Field(
         None, min_length=1, description="n x d embeddings to score as they are (no losses needed; nothing is stored)."
     )
     dataset: DatasetSpec | None = Field(
@@ -88,15 +100,88 @@ class ScoreOut(BaseModel):
     ids: list[str | int] | None = Field(None, description="The dataset's ids of its rows, when it has ids.")
 
 
+async def _raw_body(request: Request) -> bytes:
+    """The body's bytes, read on the event loop (bounded by `max_score_body_bytes`, service/limits.py);
+    parsing them is the route's work, in its thread and under a score slot, so a large body never
+    stalls the loop that answers /healthz and everyone else."""
+    return await request.body()
+
+
+# Bodies the routes parse themselves (documented by reference in their `openapi_extra`).
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (ScoreRequest,)
+
+
+# A body up to this size is parsed whole by its model; a larger one can only be bare embeddings (with
+# labels/predictions), read in slices into arrays (service/ingest/inline_json.py), so neither its
+# memory (one Python object per number) nor the interpreter lock is held by one big parse.
+WHOLE_PARSE_BYTES = 256 * 1024
+_BARE_FIELDS = ("embeddings", "labels", "predictions")
+
+
+@dataclass
+class _Rows:
+    """What to score: bare rows (x, with labels/predictions) or a dataset spec."""
+
+    x: np.ndarray | None = None
+    labels: Any = None
+    predictions: Any = None
+    dataset: Any = None
+
+
+def _parse(raw: bytes, work_dir: str) -> _Rows:
+    if len(raw) <= WHOLE_PARSE_BYTES:
+        try:
+            body = ScoreRequest.model_validate_json(raw)
+        except ValidationError as exc:  # the same 400 as a body FastAPI parsed (service/errors.py)
+            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        if body.embeddings is not None:
+            return _Rows(_inline_embeddings(body.embeddings), body.labels, body.predictions)
+        return _Rows(dataset=body.dataset)
+    try:
+        src = parse_dataset_body(raw, work_dir)
+    except InvalidInput as exc:
+        field = next(iter(exc.details.get("errors") or [{}])).get("field", "")
+        if field in ("", *_BARE_FIELDS) or "." in field:
+            raise
+        raise _bare_rows_only(field) from None
+    if not isinstance(src, Sources):
+        raise _bare_rows_only("uri")
+    extra = sorted({*src.arrays, *(["ids"] if src.ids else []), *(["metadata"] if src.metadata else [])})
+    extra = [f for f in extra if f not in _BARE_FIELDS]
+    if extra:
+        raise _bare_rows_only(extra[0])
+    x = _checked_embeddings(np.load(src.arrays["embeddings"], allow_pickle=False))
+    labels, predictions = (
+        np.load(src.arrays[f], allow_pickle=False).tolist() if f in src.arrays else None
+        for f in ("labels", "predictions")
+    )
+    return _Rows(x, labels, predictions)
+
+
+def _bare_rows_only(field: str) -> InvalidInput:
+    return InvalidInput(
+        ErrorCode.VALIDATION,
+        f"{field}: a score body over {WHOLE_PARSE_BYTES // 1024} KiB holds bare rows only "
+        f"({', '.join(_BARE_FIELDS)}); to score a larger dataset, upload it (POST /v1/datasets) and score its id",
+        {"field": field, "limit_bytes": WHOLE_PARSE_BYTES},
+    )
+
+
 @router.post(
     "/{job_id}/score",
     response_model=ScoreOut,
-    responses=error_responses(400, 410, 413),
+    responses=error_responses(400, 410, 413, 429),
     summary="Weights and membership of another dataset's rows in this job's regions",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}}},
+        }
+    },
 )
 def score(
     job_id: JobIdDep,
-    body: ScoreRequest,
+    raw: Annotated[bytes, Depends(_raw_body)],
     request: Request,
     tenant: TenantDep,
     settings: SettingsDep,
@@ -104,18 +189,37 @@ def score(
     datasets: DatasetsDep,
     jobs: JobsDep,
 ) -> Any:
-    """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply."""
+    """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply.
+
+    At most a few score requests run at once (429/503 `too_many_requests`/`service_unavailable`
+    past that, with Retry-After); the answer is written in chunks of rows."""
+    with request.app.state.score_slots.take(tenant):
+        with workspace(store) as work:
+            rows = _parse(raw, work)
+        return _score(job_id, rows, request, tenant, settings, store, datasets, jobs)
+
+
+def _score(
+    job_id: str,
+    body: _Rows,
+    request: Request,
+    tenant: str,
+    settings: Settings,
+    store: ArtifactStore,
+    datasets: DatasetRegistry,
+    jobs: JobRegistry,
+) -> StreamingResponse:
     finished_spec(jobs, tenant, job_id)
     regions = _read_regions(store, job_id).get("regions", [])
     basis = _basis(store, job_id, regions)  # before anything is stored: a job that cannot be scored says so first
     record = None
-    if body.embeddings is not None:
-        x = _inline_embeddings(body.embeddings)
+    if body.x is not None:
+        x = body.x
     elif isinstance(body.dataset, str):
         record = datasets.get(tenant, body.dataset)
     else:
         with reference_slot(request, tenant, body.dataset), workspace(store) as work:
-            builder, n, d = build_from_spec(body.dataset, work, settings)  # type: ignore[arg-type]
+            builder, n, d = build_from_spec(body.dataset, work, settings)
             record, _ = datasets.register(tenant, builder, n, d)
     n, dim_in = (record.n, record.dim) if record is not None else x.shape
     dim = len(regions[0]["center"]) if regions else dim_in
@@ -160,15 +264,24 @@ def score(
     w = np.stack(columns, axis=1) if columns else np.zeros((n, 0))
     thresholds = [_member_min_weight(store, job_id, k, region) for k, region in enumerate(regions)]
     members = [members_at_or_above(w[:, k], thresholds[k]).tolist() for k in range(w.shape[1])]
-    return ScoreOut(
-        job=job_id,
-        dataset=record.id if record else None,
-        n=n,
-        member_min_weight=thresholds,
-        weights=w.tolist(),
-        members=members,
-        ids=ids,
-    )
+    head = {
+        "job": job_id,
+        "dataset": record.id if record else None,
+        "n": n,
+        "member_min_weight": thresholds,
+        "members": members,
+        "ids": ids,
+    }
+    return StreamingResponse(_answer(head, w), media_type="application/json")
+
+
+def _answer(head: dict[str, Any], w: np.ndarray) -> Iterator[bytes]:
+    """`ScoreOut` as JSON, its n x k weights a chunk of rows at a time."""
+    yield json.dumps(head)[:-1].encode() + b', "weights": ['
+    for start in range(0, w.shape[0], ROWS_PER_CHUNK):
+        part = json.dumps(w[start : start + ROWS_PER_CHUNK].tolist())[1:-1]
+        yield (b"," if start else b"") + part.encode()
+    yield b"]}"
 
 
 @router.get(
@@ -248,6 +361,10 @@ def _inline_embeddings(rows: list[list[float]]) -> np.ndarray:
         raise InvalidInput(
             ErrorCode.SHAPE_MISMATCH, "embeddings: rows differ in length", {"field": "embeddings"}
         ) from None
+    return _checked_embeddings(x)
+
+
+def _checked_embeddings(x: np.ndarray) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] == 0:
         raise InvalidInput(ErrorCode.VALIDATION, "embeddings must be n x d with d >= 1", {"field": "embeddings"})
     if not np.isfinite(x).all():

@@ -85,3 +85,89 @@ def test_a_failed_first_request_frees_the_key_for_a_waiting_one(make_api) -> Non
         assert bad.status_code == 404
         ok = c.post("/v1/jobs", json={"dataset": _inline()}, headers={"Idempotency-Key": "kf"})
         assert ok.status_code == 202, ok.text
+
+
+# ----- break 1: score bodies have their own cap, are parsed off the event loop, a few at a time -----
+def test_a_score_body_over_its_own_cap_is_413_before_parsing(shared_api: LiveApi) -> None:
+    limit = shared_api.settings.max_score_body_bytes
+    assert limit < shared_api.settings.max_inline_bytes
+    row = "[" + ",".join(["0"] * 7) + "]"
+    body = ('{"embeddings": [' + ",".join([row] * (limit // len(row) + 10)) + "]}").encode()
+    with shared_api.client() as c:
+        r = c.post("/v1/jobs/job_nope/score", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413, r.text[:300]
+        assert r.json()["error"]["details"]["limit_bytes"] == limit
+        assert c.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"embeddings": [[True, 0.5]]}, "validation_error"),  # `true` is not 1.0
+        ({"embeddings": [["1", 0.5]]}, "validation_error"),
+        ({"embeddings": [[0.1]], "dataset": "ds_x"}, "validation_error"),
+    ],
+)
+def test_score_bodies_are_validated_strictly(shared_api: LiveApi, body: dict, code: str) -> None:
+    with shared_api.client() as c:
+        r = c.post("/v1/jobs/job_nope/score", json=body)
+    assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
+
+
+def test_malformed_score_json_is_the_usual_400(shared_api: LiveApi) -> None:
+    with shared_api.client() as c:
+        r = c.post("/v1/jobs/job_nope/score", content=b'{"embeddings": [[1,', headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_json", r.text
+
+
+def test_score_slots_refuse_past_the_tenants_share_and_the_servers() -> None:
+    from service.errors import ApiError
+    from service.limits import SCORE_SLOTS_PER_TENANT, SCORE_SLOTS_TOTAL, score_slots
+
+    slots = score_slots()
+    held = [slots.take("alice") for _ in range(SCORE_SLOTS_PER_TENANT)]
+    for h in held:
+        h.__enter__()
+    with pytest.raises(ApiError) as own, slots.take("alice"):
+        pass
+    assert own.value.status == 429 and own.value.code == "too_many_requests"
+    others = [slots.take(f"t{i}") for i in range(SCORE_SLOTS_TOTAL - SCORE_SLOTS_PER_TENANT)]
+    for h in others:
+        h.__enter__()
+    with pytest.raises(ApiError) as server, slots.take("bob"):
+        pass
+    assert server.value.status == 503 and server.value.details["reason"] == "score_requests"
+    for h in held + others:
+        h.__exit__(None, None, None)
+    with slots.take("alice"):  # all freed
+        pass
+
+
+def test_a_large_bare_body_is_read_in_slices_and_scores_as_a_small_one(api: LiveApi) -> None:
+    import json
+
+    import numpy as np
+
+    from tests.service.test_score import _finished_gaussian_job
+
+    with api.client() as c:
+        job_id, data, _ = _finished_gaussian_job(api, c, store_threshold=True)
+        rng = np.random.default_rng(3)
+        x = rng.normal(size=(20_000, 3))
+        raw = json.dumps({"embeddings": x.tolist()}).encode()
+        assert len(raw) > 256 * 1024
+        big = c.post(f"/v1/jobs/{job_id}/score", content=raw, headers={"Content-Type": "application/json"})
+        assert big.status_code == 200, big.text[:300]
+        small = c.post(f"/v1/jobs/{job_id}/score", json={"embeddings": x[:50].tolist()})
+        assert small.status_code == 200, small.text
+        assert np.allclose(np.asarray(big.json()["weights"])[:50], np.asarray(small.json()["weights"]))
+        assert big.json()["n"] == 20_000 and len(big.json()["weights"]) == 20_000
+
+        # over the whole-parse size, only bare rows: an inline dataset is uploaded first
+        ds = {"dataset": {"embeddings": x.tolist(), "losses": [0.0] * len(x)}}
+        r = c.post(f"/v1/jobs/{job_id}/score", json=ds)
+        assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "dataset", r.text[:300]
+        for bad, field in (([[True, 0.0, 1.0]], "embeddings"), ([[0.0, 1.0]], "embeddings")):
+            body = json.dumps({"embeddings": x.tolist() + bad}).encode()
+            r = c.post(f"/v1/jobs/{job_id}/score", content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 400 and field in r.text, r.text[:300]
