@@ -22,7 +22,7 @@ from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
 from service.expiry import ExpirySweeper, sweep_stale_work
 from service.http_metrics import HttpStats, http_observer
-from service.limits import BodyLimitMiddleware, reference_slots, score_slots
+from service.limits import BodyLimitMiddleware, list_slots, reference_slots, score_slots
 from service.query_check import reject_unknown_query
 from service.request_log import RequestLogMiddleware
 from service.routers import datasets, jobs, ops, results, score
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.max_reference_fetches, settings.max_reference_fetches_per_tenant
     )
     app.state.score_slots = score_slots()
+    app.state.list_slots = list_slots()
     app.state.redis = (
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
         if settings.redis_url

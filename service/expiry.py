@@ -48,6 +48,7 @@ from spotlight.protocol import (
     redis_text,
     tenant_active_key,
     tenant_jobs_key,
+    tenant_status_key,
 )
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore, store_from_settings
@@ -97,6 +98,8 @@ def _delete_redis_side(conn: redis_lib.Redis, tenant_key: str, job_id: str, job:
         job.delete(pipeline=pipe, remove_from_queue=True)
     pipe.zrem(tenant_key, job_id)
     pipe.srem(tenant_active_key(_tenant_of(tenant_key)), job_id)
+    for status in TERMINAL:
+        pipe.zrem(tenant_status_key(_tenant_of(tenant_key), status), job_id)
     pipe.delete(cancel_key(job_id))
     pipe.sadd(pending_key(), job_id)
     pipe.execute()

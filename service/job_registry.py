@@ -4,7 +4,9 @@ The API enqueues `protocol.TASK_PATH` by its import path, so it never imports th
 the one argument is a `JobSpec` (ids and params, never arrays). Per-tenant state kept beside RQ:
 - `tenant_jobs_key(t)`: every job of the tenant, scored by creation time (listing, newest first);
 - `tenant_active_key(t)`: jobs that may still be queued or running, pruned lazily on each submit
-  by asking RQ, so the cap of `max_active_jobs_per_tenant` needs no cooperation from workers;
+  and status listing by asking RQ, so the cap of `max_active_jobs_per_tenant` needs no cooperation
+  from workers; a pruned job that ended moves to
+- `tenant_status_key(t, status)`: the tenant's ended jobs by terminal status (listing by status);
 - `idempotency_key(t, key)`: (body hash, job id, pending|queued) for `Idempotency-Key`, as long as
   results live.
 """
@@ -40,9 +42,12 @@ from spotlight.protocol import (
     Progress,
     cancel_key,
     idempotency_key,
+    parse_time,
     redis_text,
     tenant_active_key,
     tenant_jobs_key,
+    tenant_status_indexed_key,
+    tenant_status_key,
     utcnow,
 )
 from spotlight.settings import Settings
@@ -81,6 +86,12 @@ def body_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _created(job: Job) -> float:
+    """When the job was submitted, in epoch seconds (its score in every per-tenant index)."""
+    created = parse_time((job.meta.get(META_SPEC) or {}).get("created_at")) or parse_time(job.created_at)
+    return created.timestamp() if created else 0.0
+
+
 def _not_found(job_id: str) -> NotFound:
     return NotFound(ErrorCode.JOB_NOT_FOUND, f"No job {job_id!r} for this caller.", {"job": job_id})
 
@@ -102,16 +113,25 @@ class JobRegistry:
             job = Job.fetch(job_id, connection=self.r)
         except NoSuchJobError:
             raise _not_found(job_id) from None
-        # RQ's job keys are not namespaced: a job of another deployment sharing this Redis
-        # (SPOTLIGHT_NAMESPACE) was enqueued on another queue, and is not ours.
-        if job.meta.get(META_TENANT) != tenant or job.origin not in (self.queue.name, self.large.name):
+        if not self._owned(tenant, job):
             raise _not_found(job_id)
         return job
 
-    def view(self, job: Job) -> JobOut:
+    def _owned(self, tenant: str, job: Job) -> bool:
+        # RQ's job keys are not namespaced: a job of another deployment sharing this Redis
+        # (SPOTLIGHT_NAMESPACE) was enqueued on another queue, and is not ours.
+        return job.meta.get(META_TENANT) == tenant and job.origin in (self.queue.name, self.large.name)
+
+    def _views(self, tenant: str, ids: builtins.list[str]) -> builtins.list[JobOut | None]:
+        """The tenant's jobs of `ids` in one round trip to Redis (None where expired or not the tenant's)."""
+        jobs = Job.fetch_many([i for i in ids if i.startswith("job_")], connection=self.r) if ids else []
+        found = {job.id: job for job in jobs if job is not None and self._owned(tenant, job)}
+        return [self.view(found[i], refresh=False) if i in found else None for i in ids]
+
+    def view(self, job: Job, *, refresh: bool = True) -> JobOut:
         meta = job.meta
         spec = JobSpec.model_validate(meta[META_SPEC])
-        status = status_of(job)
+        status = status_of(job, refresh=refresh)
         progress = Progress.model_validate(
             meta.get(META_PROGRESS)
             or {
@@ -148,31 +168,84 @@ class JobRegistry:
             return [], int(self.r.zcard(key))
         ids = [redis_text(i) for i in self.r.zrevrange(key, offset, offset + limit - 1)]
         out: list[JobOut] = []
-        for job_id in ids:
-            try:
-                out.append(self.view(self.fetch(tenant, job_id)))
-            except NotFound:  # expired with its TTL: forget it
+        for job_id, view in zip(ids, self._views(tenant, ids), strict=True):
+            if view is None:  # expired with its TTL: forget it
                 self.r.zrem(key, job_id)
+            else:
+                out.append(view)
         return out, int(self.r.zcard(key))
 
     def _list_by_status(self, tenant: str, limit: int, offset: int, status: str) -> tuple[builtins.list[JobOut], int]:
-        """Statuses live in each job's RQ hash, not in the index: walk the index (newest first) and filter."""
+        """A page of the tenant's jobs in one status, newest first, reading only that page's jobs.
+
+        Queued and running jobs are the active set (at most `max_active_jobs_per_tenant`, so it is
+        read whole); an ended job is in its status's sorted set (`tenant_status_key`), moved there
+        from the active set by `_settle` once it has ended, so a page costs `limit` reads however
+        many jobs the tenant has.
+        """
+        self._ensure_indexed(tenant)
+        self._settle(tenant)
+        if status in TERMINAL:
+            key = tenant_status_key(tenant, status)
+            total = int(self.r.zcard(key))
+            if offset >= total:
+                return [], total
+            out: builtins.list[JobOut] = []
+            ids = [redis_text(i) for i in self.r.zrevrange(key, offset, offset + limit - 1)]
+            for job_id, view in zip(ids, self._views(tenant, ids), strict=True):
+                if view is None:  # expired with its TTL
+                    self.r.zrem(key, job_id)
+                    continue
+                if view.status != status:  # retried by RQ after it was indexed: active again
+                    pipe = self.r.pipeline()
+                    pipe.zrem(key, job_id)
+                    pipe.sadd(tenant_active_key(tenant), job_id)
+                    pipe.execute()
+                    continue
+                out.append(view)
+            return out, int(self.r.zcard(key))
+        active = [redis_text(i) for i in self.r.smembers(tenant_active_key(tenant))]
+        views = [v for v in self._views(tenant, active) if v is not None and v.status == status]
+        views.sort(key=lambda v: (v.created_at, v.id), reverse=True)
+        return views[offset : offset + limit], len(views)
+
+    def _settle(self, tenant: str) -> int:
+        """Move the tenant's active jobs that have ended into their status's index; how many stay active."""
+        key = tenant_active_key(tenant)
+        ids = [redis_text(i) for i in self.r.smembers(key)]
+        pipe = self.r.pipeline()
+        left = 0
+        for job_id, job in zip(ids, Job.fetch_many(ids, connection=self.r), strict=True):
+            if job is None:
+                pipe.srem(key, job_id)
+                continue
+            status = status_of(job, refresh=False)
+            if status in TERMINAL:
+                pipe.srem(key, job_id)
+                pipe.zadd(tenant_status_key(tenant, status), {job_id: _created(job)})
+            else:
+                left += 1
+        pipe.execute()
+        return left
+
+    def _ensure_indexed(self, tenant: str) -> None:
+        """Index the tenant's ended jobs made before the status index existed (once per tenant)."""
+        if self.r.exists(tenant_status_indexed_key(tenant)):
+            return
         key = tenant_jobs_key(tenant)
-        matched: list[JobOut] = []
-        total = 0
+        active = {redis_text(i) for i in self.r.smembers(tenant_active_key(tenant))}
         for start in range(0, int(self.r.zcard(key)), 500):
-            for raw in self.r.zrevrange(key, start, start + 499):
-                job_id = redis_text(raw)
-                try:
-                    view = self.view(self.fetch(tenant, job_id))
-                except NotFound:  # expired with its TTL
-                    continue
-                if view.status != status:
-                    continue
-                if offset <= total < offset + limit:
-                    matched.append(view)
-                total += 1
-        return matched, total
+            ids = [redis_text(i) for i in self.r.zrevrange(key, start, start + 499)]
+            pipe = self.r.pipeline()
+            for job_id, job in zip(ids, Job.fetch_many(ids, connection=self.r), strict=True):
+                if job is not None and job_id not in active:
+                    status = status_of(job, refresh=False)
+                    if status in TERMINAL:
+                        pipe.zadd(tenant_status_key(tenant, status), {job_id: _created(job)})
+                    else:
+                        pipe.sadd(tenant_active_key(tenant), job_id)
+            pipe.execute()
+        self.r.set(tenant_status_indexed_key(tenant), "1")
 
     # ----- idempotency -----
     # One key, one job, whatever the interleaving: the first request claims the key atomically
@@ -225,18 +298,8 @@ class JobRegistry:
 
     # ----- submitting -----
     def active_count(self, tenant: str) -> int:
-        """Queued + running jobs of the tenant, dropping ids RQ reports as ended or gone."""
-        key = tenant_active_key(tenant)
-        for raw in self.r.smembers(key):
-            job_id = redis_text(raw)
-            try:
-                job = Job.fetch(job_id, connection=self.r)
-                ended = status_of(job) in TERMINAL
-            except NoSuchJobError:
-                ended = True
-            if ended:
-                self.r.srem(key, job_id)
-        return int(self.r.scard(key))
+        """Queued + running jobs of the tenant; ids RQ reports as ended move to their status's index."""
+        return self._settle(tenant)
 
     def check_capacity(self, tenant: str) -> None:
         cap = self.settings.max_active_jobs_per_tenant
@@ -284,6 +347,8 @@ class JobRegistry:
                 cost_lib.check_budget(self.r, tenant, cost, active_ids, self.settings.max_active_cost_per_tenant)
             # One enqueue path for API and tests: timeout, TTLs, retries and the failure hook from Settings.
             job = enqueue_search(self.large if large else self.queue, spec, self.settings)
+            if not self.r.zcard(tenant_jobs_key(tenant)):  # a new tenant: nothing made before the status index
+                self.r.set(tenant_status_indexed_key(tenant), "1")
             pipe = self.r.pipeline()
             pipe.zadd(tenant_jobs_key(tenant), {job_id: spec.created_at.timestamp()})
             pipe.sadd(tenant_active_key(tenant), job_id)
@@ -317,6 +382,9 @@ class JobRegistry:
                 )
             )
             job.save_meta()
-            self.r.srem(tenant_active_key(tenant), job_id)
+            pipe = self.r.pipeline()
+            pipe.srem(tenant_active_key(tenant), job_id)
+            pipe.zadd(tenant_status_key(tenant, JobStatus.CANCELED), {job_id: _created(job)})
+            pipe.execute()
             return job, True
         return job, False

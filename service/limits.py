@@ -169,3 +169,19 @@ def score_slots() -> Slots:
         (f"at most {SCORE_SLOTS_TOTAL} at once", f"at most {SCORE_SLOTS_PER_TENANT} at once"),
         ErrorCode.TOO_MANY_REQUESTS,
     )
+
+
+# A listing reads up to 1 000 jobs: a few per tenant at once, and never every thread of the server.
+LIST_SLOTS_TOTAL = 16
+LIST_SLOTS_PER_TENANT = 4
+
+
+def list_slots() -> Slots:
+    return Slots(
+        LIST_SLOTS_TOTAL,
+        LIST_SLOTS_PER_TENANT,
+        "job listings in progress",
+        "job_listings",
+        (f"at most {LIST_SLOTS_TOTAL} at once", f"at most {LIST_SLOTS_PER_TENANT} at once"),
+        ErrorCode.TOO_MANY_REQUESTS,
+    )

@@ -149,6 +149,17 @@ def tenant_active_key(tenant: str) -> str:
     return f"{key_prefix()}:tenant:{tenant}:active"
 
 
+def tenant_status_key(tenant: str, status: str) -> str:
+    """Sorted set of the tenant's ended job ids in one terminal status, scored by creation time
+    (service/job_registry.py moves a job here from the active set once it has ended)."""
+    return f"{key_prefix()}:tenant:{tenant}:status:{status}"
+
+
+def tenant_status_indexed_key(tenant: str) -> str:
+    """Present once the tenant's jobs from before the status index have been indexed."""
+    return f"{key_prefix()}:tenant:{tenant}:status-indexed"
+
+
 def blob_refs_key(sha256: str) -> str:
     """Set of dataset ids that point at one stored content; the blob is deleted with the last."""
     return f"{key_prefix()}:blob:{sha256}:refs"

@@ -195,15 +195,19 @@ def create_job(
     return jobs.view(job)
 
 
-@router.get("", response_model=JobList, summary="List your jobs, newest first")
+@router.get("", response_model=JobList, summary="List your jobs, newest first", responses=error_responses(429))
 def list_jobs(
+    request: Request,
     tenant: TenantDep,
     jobs: JobsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
 ) -> JobList:
-    items, total = jobs.list(tenant, limit, offset, status)
+    """A page reads only its own jobs (by status: an index per status, service/job_registry.py); a
+    few listings per tenant run at once (429 `too_many_requests` past that, with Retry-After)."""
+    with request.app.state.list_slots.take(tenant):
+        items, total = jobs.list(tenant, limit, offset, status)
     return JobList(jobs=items, total=total)
 
 

@@ -116,7 +116,9 @@ def test_score_bodies_are_validated_strictly(shared_api: LiveApi, body: dict, co
 
 def test_malformed_score_json_is_the_usual_400(shared_api: LiveApi) -> None:
     with shared_api.client() as c:
-        r = c.post("/v1/jobs/job_nope/score", content=b'{"embeddings": [[1,', headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/v1/jobs/job_nope/score", content=b'{"embeddings": [[1,', headers={"Content-Type": "application/json"}
+        )
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_json", r.text
 
 
@@ -171,3 +173,44 @@ def test_a_large_bare_body_is_read_in_slices_and_scores_as_a_small_one(api: Live
             body = json.dumps({"embeddings": x.tolist() + bad}).encode()
             r = c.post(f"/v1/jobs/{job_id}/score", content=body, headers={"Content-Type": "application/json"})
             assert r.status_code == 400 and field in r.text, r.text[:300]
+
+
+# ----- break 2: listing by status reads only the page's jobs -----
+def _job_reads(api: LiveApi) -> int:
+    stats = api.redis.info("commandstats")
+    return int(stats.get("cmdstat_hgetall", {}).get("calls", 0))
+
+
+def test_listing_by_status_reads_the_page_not_every_job(api: LiveApi) -> None:
+    from tests.service.conftest import npz_bytes
+
+    with api.client() as c:
+        data = toy(20)
+        ds = c.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(**data))}).json()["id"]
+        made = []
+        for i in range(40):
+            job = c.post("/v1/jobs", json={"dataset": ds, "params": {"seed": i}}).json()["id"]
+            assert c.delete(f"/v1/jobs/{job}").status_code == 200
+            made.append(job)
+        queued = [c.post("/v1/jobs", json={"dataset": ds}).json()["id"] for _ in range(2)]
+
+        api.redis.config_resetstat()
+        page = c.get("/v1/jobs", params={"status": "queued"}).json()
+        assert sorted(j["id"] for j in page["jobs"]) == sorted(queued) and page["total"] == 2
+        assert _job_reads(api) <= 4  # the active jobs, not the 42 the tenant has
+
+        api.redis.config_resetstat()
+        page = c.get("/v1/jobs", params={"status": "canceled", "limit": 5, "offset": 5}).json()
+        assert [j["id"] for j in page["jobs"]] == made[::-1][5:10] and page["total"] == 40
+        assert _job_reads(api) <= 5 + 2 + 2
+
+        # jobs from before the index: indexed once, with the same answers
+        from spotlight.protocol import tenant_status_indexed_key, tenant_status_key
+
+        api.redis.delete(tenant_status_indexed_key("default"), tenant_status_key("default", "canceled"))
+        page = c.get("/v1/jobs", params={"status": "canceled", "limit": 5, "offset": 5}).json()
+        assert [j["id"] for j in page["jobs"]] == made[::-1][5:10] and page["total"] == 40
+        assert c.get("/v1/jobs", params={"status": "finished"}).json() == {"jobs": [], "total": 0}
+        api.mark_finished(queued[0])
+        assert [j["id"] for j in c.get("/v1/jobs", params={"status": "finished"}).json()["jobs"]] == [queued[0]]
+        assert c.get("/v1/jobs", params={"status": "queued"}).json()["total"] == 1
