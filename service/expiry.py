@@ -115,6 +115,13 @@ def _delete_store_side(conn: redis_lib.Redis, store: ArtifactStore, job_id: str)
     return True
 
 
+def purge_results(conn: redis_lib.Redis, store: ArtifactStore, job_id: str) -> bool:
+    """Delete a job's store folder now (its dataset was deleted); should the store fail, the id waits
+    in the pending set and the next sweep deletes it. The job's record stays (its status and params)."""
+    conn.sadd(pending_key(), job_id)
+    return _delete_store_side(conn, store, job_id)
+
+
 def _folder_mtime(store: ArtifactStore, path: str) -> float | None:
     try:
         info = store.fs.info(store.full(path))

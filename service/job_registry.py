@@ -357,6 +357,27 @@ class JobRegistry:
             pipe.execute()
         return job
 
+    # ----- a dataset deleted -----
+    def jobs_of_dataset(self, tenant: str, dataset_id: str) -> builtins.list[Job]:
+        """The tenant's jobs that searched `dataset_id` (a walk of the tenant's jobs, a page of 500 per
+        round trip: deleting a dataset is rare, and needs no index kept on every submit)."""
+        key = tenant_jobs_key(tenant)
+        found: builtins.list[Job] = []
+        for start in range(0, int(self.r.zcard(key)), 500):
+            ids = [redis_text(i) for i in self.r.zrange(key, start, start + 499)]
+            for job in Job.fetch_many(ids, connection=self.r):
+                if job is not None and self._owned(tenant, job):
+                    if (job.meta.get(META_SPEC) or {}).get("dataset_id") == dataset_id:
+                        found.append(job)
+        return found
+
+    def stop_for_deleted_dataset(self, tenant: str, job: Job) -> None:
+        """A queued or running job of a deleted dataset is canceled (a running one at its next step)."""
+        try:
+            self.cancel(tenant, job.id)
+        except (Conflict, NotFound):  # already ended, or gone
+            pass
+
     # ----- canceling -----
     def cancel(self, tenant: str, job_id: str) -> tuple[Job, bool]:
         """Cancel now when queued (True), or ask the running worker to stop (False); Conflict when ended."""

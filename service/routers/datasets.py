@@ -7,8 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from service.deps import DatasetIdDep, DatasetsDep, SettingsDep, StoreDep, TenantDep, reference_slot
+from service.deps import DatasetIdDep, DatasetsDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
 from service.errors import ApiError, error_responses
+from service.expiry import purge_results
 from service.ingest import build_from_parts, build_from_spec, build_in, receive_parts, workspace
 from service.ingest.inline_json import parse_dataset_body
 from service.schemas import MAX_OFFSET, DatasetList, DatasetOut, DatasetReference
@@ -151,8 +152,17 @@ def get_dataset(dataset_id: DatasetIdDep, tenant: TenantDep, datasets: DatasetsD
     status_code=204,
     response_class=Response,
     responses=error_responses(404),
-    summary="Delete a dataset (its content goes with the last dataset that shares it)",
+    summary="Delete a dataset and every result derived from its rows (content goes with the last dataset sharing it)",
 )
-def delete_dataset(dataset_id: DatasetIdDep, tenant: TenantDep, datasets: DatasetsDep) -> Response:
+def delete_dataset(
+    dataset_id: DatasetIdDep, tenant: TenantDep, datasets: DatasetsDep, jobs: JobsDep, store: StoreDep
+) -> Response:
+    """The dataset's rows leave every artefact derived from them: its record and (with the last
+    dataset sharing it) its content, then each of its jobs' results (members, weights, report,
+    regions); its queued or running jobs are canceled. The jobs' records stay, and their result
+    routes answer 410 `dataset_gone`."""
     datasets.delete(tenant, dataset_id)
+    for job in jobs.jobs_of_dataset(tenant, dataset_id):
+        jobs.stop_for_deleted_dataset(tenant, job)
+        purge_results(jobs.r, store, job.id)
     return Response(status_code=204)

@@ -25,6 +25,7 @@ from spotlight.protocol import (
     WEIGHTS_FILE,
     ErrorCode,
     JobSpec,
+    dataset_key,
     job_file,
     member_weights_file,
     members_by_contribution_file,
@@ -37,16 +38,27 @@ STREAM_CHUNK = 1024 * 1024
 
 
 def finished_spec(jobs: JobRegistry, tenant: str, job_id: str) -> JobSpec:
+    """The spec of a finished job whose dataset still exists: every result route starts here.
+
+    Results are rows of the job's dataset (ids, thumbnails, weights), so a deleted dataset takes
+    them along (410; service/routers/datasets.py deletes the files too)."""
     job = jobs.fetch(tenant, job_id)
     status = status_of(job)
     if status != JobStatus.FINISHED:
+        ended = {
+            JobStatus.CANCELED: "it was canceled, so it has no results; submit it again to get them",
+            JobStatus.FAILED: "it failed, so it has no results (GET /v1/jobs/{id} says why)",
+        }
         raise ApiError(
             409,
             ErrorCode.JOB_NOT_FINISHED,
-            f"The job is {status}; results exist once it has finished.",
+            f"The job is {status}; " + ended.get(status, "results exist once it has finished."),
             {"job": job_id, "status": status},
         )
-    return JobSpec.model_validate(job.meta[META_SPEC])
+    spec = JobSpec.model_validate(job.meta[META_SPEC])
+    if not jobs.r.exists(dataset_key(spec.dataset_id)):
+        raise _dataset_gone(job_id, spec)
+    return spec
 
 
 def _read_regions(store: ArtifactStore, job_id: str) -> dict[str, Any]:
@@ -151,7 +163,7 @@ def _dataset_gone(job_id: str, spec: JobSpec) -> ApiError:
     return ApiError(
         410,
         ErrorCode.DATASET_GONE,
-        "The dataset this job searched has been deleted; its rows can no longer be shown.",
+        "The dataset this job searched has been deleted, and its results (rows, weights, report) with it.",
         {"job": job_id, "dataset": spec.dataset_id},
     )
 

@@ -214,3 +214,38 @@ def test_listing_by_status_reads_the_page_not_every_job(api: LiveApi) -> None:
         api.mark_finished(queued[0])
         assert [j["id"] for j in c.get("/v1/jobs", params={"status": "finished"}).json()["jobs"]] == [queued[0]]
         assert c.get("/v1/jobs", params={"status": "queued"}).json()["total"] == 1
+
+
+# ----- break 9: a deleted dataset leaves every artefact derived from its rows -----
+def test_deleting_a_dataset_deletes_its_jobs_results(api: LiveApi) -> None:
+    from spotlight.protocol import job_prefix
+    from tests.service.test_score import _finished_gaussian_job
+
+    with api.client() as c:
+        job_id, data, _ = _finished_gaussian_job(api, c, store_threshold=True)
+        api.store.write_bytes(f"{job_prefix(job_id)}/report.html", b"<html>row ids and thumbnails</html>")
+        ds = c.get(f"/v1/jobs/{job_id}").json()["dataset"]
+        waiting = c.post("/v1/jobs", json={"dataset": ds, "params": {"seed": 2}}).json()["id"]
+        assert c.get(f"/v1/jobs/{job_id}/weights").status_code == 200
+        assert api.store.list(job_prefix(job_id))
+
+        assert c.delete(f"/v1/datasets/{ds}").status_code == 204
+        for path in ("regions", "regions/0/members", "weights", "report"):
+            r = c.get(f"/v1/jobs/{job_id}/{path}")
+            assert r.status_code == 410 and r.json()["error"]["code"] == "dataset_gone", (path, r.text)
+        r = c.post(f"/v1/jobs/{job_id}/score", json={"embeddings": [[0.0, 0.0, 0.0]]})
+        assert r.status_code == 410
+        assert api.store.list(job_prefix(job_id)) == []  # weights, members, regions: gone from the store
+        assert c.get(f"/v1/jobs/{job_id}").json()["status"] == "finished"  # the record stays
+        assert c.get(f"/v1/jobs/{waiting}").json()["status"] == "canceled"
+
+
+def test_a_canceled_jobs_results_say_why_there_are_none(api: LiveApi) -> None:
+    from tests.service.conftest import npz_bytes
+
+    with api.client() as c:
+        ds = c.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(**toy(20)))}).json()["id"]
+        job = c.post("/v1/jobs", json={"dataset": ds}).json()["id"]
+        c.delete(f"/v1/jobs/{job}")
+        r = c.get(f"/v1/jobs/{job}/regions")
+        assert r.status_code == 409 and "canceled, so it has no results" in r.json()["error"]["message"]
