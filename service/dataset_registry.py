@@ -9,12 +9,14 @@ last reference is being deleted can never end up pointing at removed files.
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 
 import redis
 
 from spotlight.dataset_files import DatasetBuilder
-from spotlight.errors import NotFound
+from spotlight.errors import DomainError, NotFound, TooLarge
 from spotlight.protocol import (
     DatasetRecord,
     ErrorCode,
@@ -22,9 +24,11 @@ from spotlight.protocol import (
     dataset_key,
     dataset_prefix,
     redis_text,
+    tenant_bytes_key,
     tenant_datasets_key,
     utcnow,
 )
+from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
 LOCK_TIMEOUT_S = 120
@@ -38,10 +42,60 @@ def _blob_lock(r: redis.Redis, sha256: str) -> redis.lock.Lock:
     return r.lock(f"spotlight:lock:blob:{sha256}", timeout=LOCK_TIMEOUT_S, blocking_timeout=LOCK_TIMEOUT_S)
 
 
+class StoreFull(DomainError):
+    """The store's disk is (nearly) full: 503 store_error, with Retry-After."""
+
+    default_code = ErrorCode.STORE_ERROR
+
+
+def _quota_exceeded(used: int, adding: int, quota: int) -> TooLarge:
+    return TooLarge(
+        ErrorCode.QUOTA_EXCEEDED,
+        f"Your datasets hold {used} bytes; this one ({adding} bytes) would pass your storage quota of {quota} "
+        "bytes (SPOTLIGHT_MAX_STORED_BYTES_PER_TENANT). Delete datasets you no longer need.",
+        {"stored_bytes": used, "adding": adding, "limit": quota},
+    )
+
+
+def _dir_bytes(folder: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
+
+
 class DatasetRegistry:
-    def __init__(self, r: redis.Redis, store: ArtifactStore) -> None:
+    def __init__(self, r: redis.Redis, store: ArtifactStore, settings: Settings | None = None) -> None:
         self.r = r
         self.store = store
+        self.quota = settings.max_stored_bytes_per_tenant if settings else 0
+        self.min_free = settings.min_free_store_bytes if settings else 0
+
+    # ----- room: the tenant's quota and the disk's free space -----
+    def check_room(self, tenant: str, adding: int = 0) -> None:
+        """Before an upload is read (adding=0) and again once its size is known: 413 past the
+        tenant's quota, 503 store_error when a local store's disk is nearly full (what is left
+        there is kept for Redis's AOF and the workers' results)."""
+        if self.quota:
+            used = int(self.r.get(tenant_bytes_key(tenant)) or 0)
+            if used + adding > self.quota or (not adding and used >= self.quota):
+                raise _quota_exceeded(used, adding, self.quota)
+        if self.min_free and self.store.is_local:
+            try:
+                free = shutil.disk_usage(self.store.root).free
+            except OSError:
+                return
+            if free < self.min_free:  # an upload being registered is on that disk already
+                raise StoreFull(
+                    ErrorCode.STORE_ERROR,
+                    "The server's storage is nearly full; uploads are refused until an operator frees space.",
+                    {"reason": "disk_full", "setting": "SPOTLIGHT_MIN_FREE_STORE_BYTES"},
+                    retry_after_s=60,
+                )
+
+    def _reserve(self, tenant: str, size: int) -> None:
+        """Count `size` against the tenant's quota in one atomic step (two uploads cannot both pass)."""
+        used = int(self.r.incrby(tenant_bytes_key(tenant), size))
+        if self.quota and used > self.quota:
+            self.r.decrby(tenant_bytes_key(tenant), size)
+            raise _quota_exceeded(used - size, size, self.quota)
 
     def register(
         self,
@@ -59,6 +113,8 @@ class DatasetRegistry:
         holds the bytes it just sent would let it test guesses about other tenants' data.
         """
         sha = builder.content_sha256()
+        size = _dir_bytes(builder.work_dir)
+        self.check_room(tenant, size)
         record = DatasetRecord(
             id=new_dataset_id(),
             tenant=tenant,
@@ -69,15 +125,21 @@ class DatasetRegistry:
             created_at=utcnow(),
             name=name,
             tags=list(tags or []),
+            stored_bytes=size,
         )
-        with _blob_lock(self.r, sha):
-            existed = self._tenant_holds(tenant, sha)
-            builder.commit(self.store, n, dim)
-            pipe = self.r.pipeline()
-            pipe.set(dataset_key(record.id), record.model_dump_json())
-            pipe.zadd(tenant_datasets_key(tenant), {record.id: record.created_at.timestamp()})
-            pipe.sadd(blob_refs_key(sha), record.id)
-            pipe.execute()
+        self._reserve(tenant, size)
+        try:
+            with _blob_lock(self.r, sha):
+                existed = self._tenant_holds(tenant, sha)
+                builder.commit(self.store, n, dim)
+                pipe = self.r.pipeline()
+                pipe.set(dataset_key(record.id), record.model_dump_json())
+                pipe.zadd(tenant_datasets_key(tenant), {record.id: record.created_at.timestamp()})
+                pipe.sadd(blob_refs_key(sha), record.id)
+                pipe.execute()
+        except BaseException:
+            self.r.decrby(tenant_bytes_key(tenant), size)  # nothing stored for it
+            raise
         return record, existed
 
     def _tenant_holds(self, tenant: str, sha256: str) -> bool:
@@ -115,6 +177,7 @@ class DatasetRegistry:
             pipe.delete(dataset_key(record.id))
             pipe.zrem(tenant_datasets_key(tenant), record.id)
             pipe.srem(blob_refs_key(record.sha256), record.id)
+            pipe.decrby(tenant_bytes_key(tenant), record.stored_bytes)
             pipe.scard(blob_refs_key(record.sha256))
             remaining = pipe.execute()[-1]
             if int(remaining) == 0:

@@ -110,8 +110,8 @@ RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 
-def get_datasets(r: RedisDep, store: StoreDep) -> DatasetRegistry:
-    return DatasetRegistry(r, store)
+def get_datasets(r: RedisDep, store: StoreDep, settings: SettingsDep) -> DatasetRegistry:
+    return DatasetRegistry(r, store, settings)
 
 
 def get_jobs(r: RedisDep, settings: SettingsDep) -> JobRegistry:

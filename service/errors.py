@@ -12,6 +12,7 @@ branch on.
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -64,6 +65,7 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.DATASET_GONE: 410,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.TOO_MANY_ELEMENTS: 413,
+    ErrorCode.QUOTA_EXCEEDED: 413,
     ErrorCode.UNSUPPORTED_MEDIA: 415,
     ErrorCode.TOO_MANY_JOBS: 429,
     ErrorCode.TOO_MANY_FETCHES: 429,
@@ -225,6 +227,38 @@ async def _store_down(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# A full disk is the store's (or Redis's) condition, not a bug: 503 store_error, never a 500.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+# Redis refusing writes: its disk is full (MISCONF: the AOF/RDB cannot be written), it is a replica, or out of memory.
+_REDIS_REFUSALS = ("MISCONF", "READONLY", "OOM", "NOREPLICAS")
+
+
+async def _os_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+        log.error("store full or read-only: %s", exc)
+        return error_response(
+            503,
+            ErrorCode.STORE_ERROR,
+            "The server's storage is full; nothing was stored. Retry later (an operator has to free space).",
+            {"reason": "disk_full"},
+            headers={"Retry-After": "60"},
+        )
+    return await _unexpected(request, exc)
+
+
+async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
+    if str(exc).startswith(_REDIS_REFUSALS):
+        log.error("redis refuses writes: %s", exc)
+        return error_response(
+            503,
+            ErrorCode.UNAVAILABLE,
+            "The queue (Redis) refuses writes right now (its disk may be full); nothing was changed. Retry later.",
+            {"reason": "redis_refuses_writes"},
+            headers={"Retry-After": "60"},
+        )
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(
@@ -243,6 +277,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(redis.exceptions.ConnectionError, _redis_down)
     app.add_exception_handler(redis.exceptions.TimeoutError, _redis_down)
     app.add_exception_handler(StoreError, _store_down)
+    app.add_exception_handler(OSError, _os_error)
+    app.add_exception_handler(redis.exceptions.ResponseError, _redis_refused)
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -160,6 +160,16 @@ def tenant_status_indexed_key(tenant: str) -> str:
     return f"{key_prefix()}:tenant:{tenant}:status-indexed"
 
 
+def tenant_bytes_key(tenant: str) -> str:
+    """Bytes of dataset content the tenant's records hold (its storage quota's count)."""
+    return f"{key_prefix()}:tenant:{tenant}:bytes"
+
+
+def ready_probe_key() -> str:
+    """Written by /readyz: a Redis that answers PING but refuses writes (disk full: MISCONF) is not ready."""
+    return f"{key_prefix()}:ready-probe"
+
+
 def blob_refs_key(sha256: str) -> str:
     """Set of dataset ids that point at one stored content; the blob is deleted with the last."""
     return f"{key_prefix()}:blob:{sha256}:refs"
@@ -195,6 +205,7 @@ class DatasetRecord(BaseModel):
     created_at: datetime
     name: str | None = None  # the caller's own label and tags (not unique; for finding things again)
     tags: list[str] = Field(default_factory=list)
+    stored_bytes: int = 0  # counted against the tenant's storage quota (0: a record from before quotas)
 
 
 class Progress(BaseModel):
@@ -245,6 +256,7 @@ class ErrorCode:
     SHAPE_MISMATCH = "shape_mismatch"
     TOO_LARGE = "payload_too_large"
     TOO_MANY_ELEMENTS = "too_many_elements"
+    QUOTA_EXCEEDED = "storage_quota_exceeded"
     UNSUPPORTED_MEDIA = "unsupported_media_type"
     REFERENCE_REFUSED = "reference_refused"
     REFERENCE_UNREADABLE = "reference_unreadable"

@@ -108,6 +108,7 @@ async def create_dataset(
     The body streams to disk and is validated in chunks; identical content is stored once.
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    await run_in_threadpool(datasets.check_room, tenant)  # quota used up, or the disk nearly full: before a byte
     with workspace(store) as work:
         if ctype == "multipart/form-data":
             parts = await receive_parts(request, work, settings)

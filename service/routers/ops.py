@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from service.errors import ApiError, error_responses
 from service.schemas import Health, Ready
-from spotlight.protocol import ErrorCode
+from spotlight.protocol import ErrorCode, ready_probe_key
 from spotlight.store import StoreError
 
 router = APIRouter(tags=["operations"])
@@ -28,7 +28,8 @@ def readyz(request: Request) -> Ready:
     checks: dict[str, str] = {}
     r = request.app.state.redis
     try:
-        checks["redis"] = "ok" if r is not None and r.ping() else "not configured"
+        # a write, not only PING: a Redis whose disk is full answers PING and refuses writes (MISCONF)
+        checks["redis"] = "ok" if r is not None and r.set(ready_probe_key(), "1", ex=60) else "not configured"
     except Exception as exc:  # noqa: BLE001 - any failure to reach Redis means not ready
         checks["redis"] = f"error: {type(exc).__name__}"
     try:

@@ -249,3 +249,77 @@ def test_a_canceled_jobs_results_say_why_there_are_none(api: LiveApi) -> None:
         c.delete(f"/v1/jobs/{job}")
         r = c.get(f"/v1/jobs/{job}/regions")
         assert r.status_code == 409 and "canceled, so it has no results" in r.json()["error"]["message"]
+
+
+# ----- break 8: a full disk is a 503 for the one who hits it, never a 500 for everyone -----
+def _upload(c, seed: int = 0, n: int = 200):
+    from tests.service.conftest import npz_bytes
+
+    return c.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(**toy(n, seed=seed)))})
+
+
+def test_each_tenant_has_a_storage_quota(make_api) -> None:
+    api: LiveApi = make_api(api_keys="a:ka,b:kb", max_stored_bytes_per_tenant=12_000)
+    with api.client("ka") as a, api.client("kb") as b:
+        first = _upload(a, 0)
+        assert first.status_code == 201, first.text
+        over = _upload(a, 1)
+        assert over.status_code == 413 and over.json()["error"]["code"] == "storage_quota_exceeded", over.text
+        assert len(api.stored_datasets()) == 1 and not api.leftovers()
+        assert _upload(b, 2).status_code == 201  # b's quota is its own
+        assert a.delete(f"/v1/datasets/{first.json()['id']}").status_code == 204
+        assert _upload(a, 1).status_code == 201  # deleting frees the quota
+        # an inline dataset in a job counts too
+        job = a.post("/v1/jobs", json={"dataset": _inline(2000, seed=5)})
+        assert job.status_code == 413 and job.json()["error"]["code"] == "storage_quota_exceeded"
+
+
+def test_uploads_stop_before_the_disk_is_full(make_api) -> None:
+    api: LiveApi = make_api(min_free_store_bytes=2**62)
+    with api.client() as c:
+        r = _upload(c)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "store_error", r.text
+        assert r.json()["error"]["details"]["reason"] == "disk_full" and "Retry-After" in r.headers
+        assert c.get("/healthz").status_code == 200
+
+
+def test_a_full_disk_is_503_store_error_not_500(make_api, tmp_path) -> None:
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("needs a small filesystem: mounting a tmpfs is not permitted here")
+    try:
+        api: LiveApi = make_api(store_url=str(mnt / "store"), data_dir=mnt / "data", min_free_store_bytes=0)
+        with api.client() as c:
+            r = _upload(c, n=40_000)  # ~1 MB of arrays on a 600 KB disk
+            assert r.status_code == 503 and r.json()["error"]["code"] == "store_error", r.text
+            assert c.get("/healthz").status_code == 200
+            assert _upload(c, n=50).status_code == 201  # room for a small one: the failed upload left nothing
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_redis_refusing_writes_is_not_ready_and_503(make_api, tmp_path) -> None:
+    import redis
+
+    from spotlight.redis_server import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    own = redis.Redis.from_url(server.url)  # the API's Redis (api.redis is the session's)
+    try:
+        api: LiveApi = make_api(redis_url=server.url)
+        with api.client() as c:
+            ds = _upload(c).json()["id"]
+            assert c.get("/readyz").status_code == 200
+            # a Redis that answers PING and refuses every write (as it does with MISCONF on a full disk)
+            own.config_set("min-replicas-to-write", 1)
+            ready = c.get("/readyz")
+            assert ready.status_code == 503 and "redis" in ready.json()["error"]["message"], ready.text
+            r = c.post("/v1/jobs", json={"dataset": ds})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "service_unavailable", r.text
+            own.config_set("min-replicas-to-write", 0)
+            assert c.get("/readyz").status_code == 200
+    finally:
+        server.stop()
