@@ -323,3 +323,19 @@ def test_a_redis_refusing_writes_is_not_ready_and_503(make_api, tmp_path) -> Non
             assert c.get("/readyz").status_code == 200
     finally:
         server.stop()
+
+
+# ----- degradation: image decoding in the API has a budget per upload -----
+def test_an_upload_decodes_images_within_its_pixel_budget_and_repeats_once() -> None:
+    from service.ingest.images import ImageBudget, image_value
+    from tests.service.test_tables_in import _png
+
+    budget = ImageBudget(pixels=3 * 40 * 40)
+    same = _png((0, 0, 255), size=40)
+    uris = [image_value(same, budget) for _ in range(300)]  # 300 identical images: decoded once
+    assert uris[0].startswith("data:image/") and len(set(uris)) == 1
+    assert budget.pixels_left == 2 * 40 * 40
+    assert image_value(_png((0, 255, 0), size=40), budget).startswith("data:image/")
+    assert image_value(_png((255, 0, 0), size=40), budget).startswith("data:image/")
+    assert image_value(_png((9, 9, 9), size=40), budget) is None  # past the upload's budget: null, not decoded
+    assert budget.pixels_left == 0
