@@ -54,6 +54,8 @@ MAX_SCORE_VALUES = 2_000_000
 # the answer's weights are written this many rows at a time, so an answer never exists whole as Python objects
 ROWS_PER_CHUNK = 4096
 StrictFloat = Annotated[float, Field(strict=True)]  # `true` is not 1.0
+# a class code: a whole number the dataset's int64 codes can hold, never negative (`true` is not 1)
+ClassCode = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
 
 
 class ScoreRequest(BaseModel):
@@ -67,12 +69,12 @@ class ScoreRequest(BaseModel):
     dataset: DatasetSpec | None = Field(
         None, description='Or a dataset: an id (ds_…), inline arrays, or {"uri": …} (stored first, like an upload).'
     )
-    labels: list[int] | list[str] | None = Field(
+    labels: list[ClassCode] | list[str] | None = Field(
         None,
         description="With bare embeddings: each row's label (class names, or integer codes as the job's dataset "
         "had them), needed by regions found with label evidence (evidence_weight > 0). A dataset brings its own.",
     )
-    predictions: list[int] | list[str] | None = Field(
+    predictions: list[ClassCode] | list[str] | None = Field(
         None,
         description="With bare embeddings: each row's predicted class, needed by regions found with "
         "evidence 'labels_predictions' or 'mismatch'.",
@@ -248,6 +250,8 @@ def _score(
             names = files.manifest().get(classes.MANIFEST_KEY)
             if names:  # this dataset's own codes: compare by name with the job's (spotlight/evidence.py)
                 labels, predictions = classes.names_of(labels, names), classes.names_of(predictions, names)
+        else:
+            _check_codes(regions, labels, predictions)
         columns = [
             kernel.region_weights(x, region, basis, labels=labels, predictions=predictions) for region in regions
         ]
@@ -351,6 +355,30 @@ def _member_min_weight(store: ArtifactStore, job_id: str, k: int, region: dict[s
             ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id}
         ) from None
     return member_min_weight(np.asarray(weights[:, k]), str(region["kernel"]), np.asarray(members))
+
+
+def _check_codes(regions: list[dict[str, Any]], labels: Any, predictions: Any) -> None:
+    """Integer codes the caller gave must be classes the job's search saw (0 to its count - 1): a
+    code past them, or a negative one, would silently weigh as no class at all."""
+    for region in regions:
+        found = region.get("evidence")
+        if not found:
+            continue
+        for name, given, width in (
+            ("labels", labels, int(found.get("n_labels", 0))),
+            ("predictions", predictions, int(found.get("n_predictions", 0))),
+        ):
+            codes = np.asarray(given if given is not None else [])
+            if width and codes.size and np.issubdtype(codes.dtype, np.integer):
+                bad = codes[(codes < 0) | (codes >= width)]
+                if bad.size:
+                    raise InvalidInput(
+                        ErrorCode.VALIDATION,
+                        f"{name}: code {int(bad[0])} is not one of the classes the job's search saw (codes 0 to "
+                        f"{width - 1}); rows of a class it never saw can be weighed only by class name, when the "
+                        "job's labels were names",
+                        {"field": name, "code": int(bad[0]), "classes": width},
+                    )
 
 
 def _inline_embeddings(rows: list[list[float]]) -> np.ndarray:

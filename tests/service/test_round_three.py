@@ -339,3 +339,20 @@ def test_an_upload_decodes_images_within_its_pixel_budget_and_repeats_once() -> 
     assert image_value(_png((255, 0, 0), size=40), budget).startswith("data:image/")
     assert image_value(_png((9, 9, 9), size=40), budget) is None  # past the upload's budget: null, not decoded
     assert budget.pixels_left == 0
+
+
+# ----- minor: class codes the job never saw, and numbers no code can be -----
+def test_score_labels_are_codes_the_job_saw(api: LiveApi) -> None:
+    from tests.service.test_score_evidence import _finished_job_with_evidence
+
+    with api.client() as c:
+        job_id, data, _ = _finished_job_with_evidence(api, c)
+        x = data["embeddings"][:2].tolist()
+        for labels, words in (([0, 99], "code 99"), ([0, -1], "greater than or equal to 0"), ([0, 2**70], "less than")):
+            r = c.post(f"/v1/jobs/{job_id}/score", json={"embeddings": x, "labels": labels})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "validation_error", r.text
+            assert words in r.json()["error"]["message"] and "class names" not in r.json()["error"]["message"], r.text
+        for labels in ([True, 0], [0.5, 1]):
+            r = c.post(f"/v1/jobs/{job_id}/score", json={"embeddings": x, "labels": labels})
+            assert r.status_code == 400, r.text
+        assert c.post(f"/v1/jobs/{job_id}/score", json={"embeddings": x, "labels": [0, 2]}).status_code == 200
