@@ -21,6 +21,7 @@ from service import docs, metrics, security_headers
 from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
 from service.expiry import ExpirySweeper, sweep_stale_work
+from service.host_check import HostGuard
 from service.http_metrics import HttpStats, http_observer
 from service.limits import BodyLimitMiddleware, list_slots, reference_slots, score_slots
 from service.query_check import reject_unknown_query
@@ -92,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # outside the body limit, so its 413s are logged and counted too
     app.state.http_stats = HttpStats()
     app.add_middleware(RequestLogMiddleware, observers=[http_observer(app.state)])
+    if app.state.keyring.open:  # keyless: only this machine's names (service/host_check.py)
+        app.add_middleware(HostGuard, trusted=settings.trusted_hosts)
     security_headers.install(app)  # wraps even the outermost middleware: every answer (500s included) has the headers
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         4 * 1024**2,
         description="Largest job submission body (its inline dataset is parsed whole; larger data: upload it first).",
     )
+    trusted_hosts: list[str] = Field(
+        default_factory=list,
+        description="Without API keys, dotted Host names the API answers besides localhost and IP addresses "
+        '(JSON list, e.g. ["spotlight.lan"]); others get 421, a guard against DNS rebinding.',
+    )
     max_stored_bytes_per_tenant: int = Field(
         50 * 1024**3,
         ge=0,

@@ -13,7 +13,7 @@ from service.expiry import purge_results
 from service.ingest import build_from_parts, build_from_spec, build_in, receive_parts, workspace
 from service.ingest.inline_json import parse_dataset_body
 from service.schemas import MAX_OFFSET, DatasetList, DatasetOut, DatasetReference
-from spotlight.protocol import DATASET_FIELDS, NAME_MAX, TAG_MAX, TAGS_MAX, DatasetRecord, ErrorCode
+from spotlight.protocol import DATASET_FIELDS, NAME_MAX, TAG_MAX, TAGS_MAX, DatasetRecord, ErrorCode, plain_text
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 503))
 
@@ -81,7 +81,16 @@ def _tags(tags: list[str] | None) -> list[str]:
                 f"tags must be 1-{TAG_MAX} characters without spaces or commas; got {tag[:80]!r}",
                 {"field": "tags"},
             )
+        _plain(tag, "tags")
     return list(tags or [])
+
+
+def _plain(text: str | None, field: str) -> str | None:
+    """400 for a name or tag with control or bidi-override characters (spotlight/protocol.py::plain_text)."""
+    try:
+        return None if text is None else plain_text(text)
+    except ValueError as exc:
+        raise ApiError(400, ErrorCode.VALIDATION, f"{field} {exc}", {"field": field}) from None
 
 
 @router.post(
@@ -108,6 +117,7 @@ async def create_dataset(
     The body streams to disk and is validated in chunks; identical content is stored once.
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    name, tags = _plain(name, "name"), _tags(tags)  # before a byte of the body is read
     await run_in_threadpool(datasets.check_room, tenant)  # quota used up, or the disk nearly full: before a byte
     with workspace(store) as work:
         if ctype == "multipart/form-data":
@@ -128,7 +138,7 @@ async def create_dataset(
                 "Send multipart/form-data (files) or application/json (inline arrays or a uri).",
                 {"content_type": ctype or None},
             )
-        record, existed = await run_in_threadpool(datasets.register, tenant, builder, n, d, name, _tags(tags))
+        record, existed = await run_in_threadpool(datasets.register, tenant, builder, n, d, name, tags)
     return to_out(record, existed)
 
 

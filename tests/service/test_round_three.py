@@ -356,3 +356,40 @@ def test_score_labels_are_codes_the_job_saw(api: LiveApi) -> None:
             r = c.post(f"/v1/jobs/{job_id}/score", json={"embeddings": x, "labels": labels})
             assert r.status_code == 400, r.text
         assert c.post(f"/v1/jobs/{job_id}/score", json={"embeddings": x, "labels": [0, 2]}).status_code == 200
+
+
+# ----- minor: repeated query parameters, hidden characters in labels, Host headers without keys -----
+def test_a_query_parameter_given_twice_is_refused_unless_it_is_a_list(shared_api: LiveApi) -> None:
+    with shared_api.client() as c:
+        r = c.get("/v1/jobs?status=queued&status=failed")
+        assert r.status_code == 400 and r.json()["error"]["details"]["repeated"] == ["status"], r.text
+        assert c.get("/v1/jobs?limit=5&limit=6").status_code == 400
+        assert c.get("/v1/jobs?status=queued").status_code == 200
+        # tags is a list: repeating it is how several are given (refused here for the bad file, not the tags)
+        r = c.post("/v1/datasets?tags=a&tags=b", content=b"{}", headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and "repeated" not in r.json()["error"]["details"], r.text
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "line\nbreak", "evil\u202egnp.exe", "iso\u2066late"])
+def test_names_and_tags_refuse_control_and_bidi_characters(shared_api: LiveApi, text: str) -> None:
+    with shared_api.client() as c:
+        for body in ({"dataset": "ds_x", "name": text}, {"dataset": "ds_x", "tags": [text]}):
+            r = c.post("/v1/jobs", json=body)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "validation_error", (body, r.text)
+        for query in ({"name": text}, {"tags": text}):
+            r = c.post("/v1/datasets", params=query, content=b"{}", headers={"Content-Type": "application/json"})
+            assert r.status_code == 400 and r.json()["error"]["details"]["field"] in query, (query, r.text)
+    assert shared_api.stored_datasets() == []
+
+
+def test_a_keyless_api_answers_only_its_own_host_names(make_api) -> None:
+    api: LiveApi = make_api(trusted_hosts=["spotlight.lan"])
+    with api.client() as c:
+        for host in ("evil.example", "evil.example:8000", "127.0.0.1.nip.io"):
+            r = c.get("/v1/datasets", headers={"Host": host})
+            assert r.status_code == 421 and r.json()["error"]["code"] == "host_not_allowed", (host, r.text)
+        for host in ("localhost:8000", "127.0.0.1", "[::1]:8000", "app.localhost", "spotlight.lan", "myhost"):
+            assert c.get("/v1/datasets", headers={"Host": host}).status_code == 200, host
+    keyed: LiveApi = make_api(api_keys="a:ka")
+    with keyed.client("ka") as c:  # with keys every request is authenticated: any Host
+        assert c.get("/v1/datasets", headers={"Host": "api.example.com"}).status_code == 200
