@@ -1,0 +1,25 @@
+"""What a newcomer trips on (issue 25): errors that say what to do, tables that stay readable."""
+
+from __future__ import annotations
+
+import pytest
+
+from spotlight import columns as colmap
+from spotlight.client import SpotlightClient, SpotlightError
+from spotlight.redis_server import free_port
+
+
+def test_a_column_error_is_a_spotlight_error() -> None:
+    with pytest.raises(SpotlightError) as caught:
+        colmap.check_mapping({"nonsense_field": "x"})
+    assert isinstance(caught.value, ValueError) and caught.value.code == "column_error"
+    assert caught.value.message and "nonsense_field" in caught.value.message
+
+
+def test_a_refused_connection_says_where_the_client_looked_and_how_to_point_it() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    with SpotlightClient(url) as client, pytest.raises(SpotlightError) as caught:
+        client.datasets()
+    assert caught.value.code == "connection_error"
+    for words in (url, "--server", "SPOTLIGHT_SERVER", "make run"):
+        assert words in caught.value.message
