@@ -197,10 +197,50 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc_.status, exc_.code, exc_.message, exc_.details)
 
 
+def _extra_hint(loc: tuple[Any, ...]) -> str:
+    """For a key no model takes: the name it was likely meant to be, as the CLI says it."""
+    import difflib
+
+    from spotlight.params import SearchParams
+
+    name, parent = str(loc[-1]), (str(loc[-2]) if len(loc) > 1 else "")
+    params = sorted(SearchParams.model_fields)
+    if parent != "params" and name in params:
+        return f"; {name} is a search parameter: put it inside params"
+    close = difflib.get_close_matches(name, params if parent == "params" else _BODY_KEYS + params, n=1, cutoff=0.6)
+    if close and parent != "params" and close[0] in params:
+        return f"; did you mean params.{close[0]}?"
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+# Top-level keys of the request bodies (jobs, score, inline datasets), for `_extra_hint`.
+_BODY_KEYS = [
+    "dataset",
+    "params",
+    "callback_url",
+    "name",
+    "tags",
+    "embeddings",
+    "labels",
+    "predictions",
+    "losses",
+    "logits",
+    "sample_weights",
+    "ids",
+    "metadata",
+    "uri",
+]
+
+
 def validation_error(errors: list[Any]) -> ApiError:
     """400 validation_error listing each field that failed (FastAPI's and hand-validated bodies alike)."""
     items = [
-        {"field": _loc(tuple(e.get("loc", ()))), "problem": e.get("msg", ""), "type": e.get("type", "")}
+        {
+            "field": _loc(tuple(e.get("loc", ()))),
+            "problem": e.get("msg", "")
+            + (_extra_hint(tuple(e.get("loc", ()))) if e.get("type") == "extra_forbidden" and e.get("loc") else ""),
+            "type": e.get("type", ""),
+        }
         for e in errors[:20]
     ]
     first = items[0] if items else {"field": "body", "problem": "invalid"}

@@ -393,3 +393,14 @@ def test_a_keyless_api_answers_only_its_own_host_names(make_api) -> None:
     keyed: LiveApi = make_api(api_keys="a:ka")
     with keyed.client("ka") as c:  # with keys every request is authenticated: any Host
         assert c.get("/v1/datasets", headers={"Host": "api.example.com"}).status_code == 200
+
+
+def test_an_unknown_key_gets_the_name_it_was_likely_meant_to_be(shared_api: LiveApi) -> None:
+    with shared_api.client() as c:
+        for body, words in (
+            ({"dataset": "ds_x", "params": {"n_spotlight": 3}}, "did you mean n_spotlights?"),
+            ({"dataset": "ds_x", "n_spotlights": 3}, "n_spotlights is a search parameter: put it inside params"),
+            ({"datset": "ds_x"}, "did you mean dataset?"),
+        ):
+            r = c.post("/v1/jobs", json=body)
+            assert r.status_code == 400 and words in r.json()["error"]["message"] + r.text, r.text
