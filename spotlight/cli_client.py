@@ -350,7 +350,21 @@ def _dataset_for(client: Any, args: argparse.Namespace) -> Any:
         raise CliExit("--column maps the columns of one .npz/.parquet file or URI")
 
     def load(path: str | Path | None) -> Any:
-        return None if path is None else np.load(path, mmap_mode="r", allow_pickle=False)
+        if path is None:
+            return None
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as exc:
+            if "Python objects" not in str(exc) and "allow_pickle" not in str(exc):
+                raise CliExit(f"{path}: not a readable .npy ({exc})") from None
+            # An object array is a pickle, and reading a pickle runs code: it is never read. Text
+            # saved as text (a fixed-width string dtype) reads without one.
+            raise CliExit(
+                f"{path} holds Python objects (np.save of a pandas column of strings, dtype=object), which "
+                "would have to be unpickled, and pickles are not read. Save the strings as text instead: "
+                "np.save(path, df[col].to_numpy().astype(str)) — or upload the DataFrame with the Python "
+                "client, or a .parquet file."
+            ) from None
 
     return client.upload(
         embeddings=load(paths[0]),

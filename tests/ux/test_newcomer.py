@@ -23,3 +23,26 @@ def test_a_refused_connection_says_where_the_client_looked_and_how_to_point_it()
     assert caught.value.code == "connection_error"
     for words in (url, "--server", "SPOTLIGHT_SERVER", "make run"):
         assert words in caught.value.message
+
+
+def test_submit_says_exactly_how_to_save_string_labels_it_will_not_unpickle(tmp_path) -> None:
+    import numpy as np
+
+    from spotlight.cli import main
+
+    np.save(tmp_path / "e.npy", np.zeros((3, 2)))
+    np.save(tmp_path / "l.npy", np.zeros(3))
+    np.save(tmp_path / "labels.npy", np.array(["cat", "dog", "cat"], dtype=object), allow_pickle=True)  # pandas' way
+    unreachable = ["--server", "http://127.0.0.1:9"]
+    with pytest.raises(SystemExit, match=r"astype\(str\)") as caught:
+        main(
+            [
+                "submit",
+                str(tmp_path / "e.npy"),
+                str(tmp_path / "l.npy"),
+                "--labels",
+                str(tmp_path / "labels.npy"),
+                *unreachable,
+            ]
+        )
+    assert "pickle" in str(caught.value) and "Array can't be memory-mapped" not in str(caught.value)
