@@ -46,3 +46,14 @@ def test_submit_says_exactly_how_to_save_string_labels_it_will_not_unpickle(tmp_
             ]
         )
     assert "pickle" in str(caught.value) and "Array can't be memory-mapped" not in str(caught.value)
+
+
+def test_float32_values_read_as_they_were_written_in_descriptions_and_the_report() -> None:
+    import numpy as np
+
+    from worker.describe import _jsonable
+    from worker.report import _short
+
+    assert _jsonable(np.float32(7.7)) == 7.7 and _jsonable(np.float64(0.1)) == 0.1 and _jsonable(np.int64(3)) == 3
+    assert _short(float(np.float32(7.7))) == "7.7"  # a description stored before: 7.699999809265137
+    assert _short(0.1) == "0.1" and _short("cat") == "cat"
