@@ -171,22 +171,22 @@ MUTATIONS = [
     m(
         "auth.tenant-name-unchecked",
         "service/auth.py",
-        "if not sep or not rest or not _TENANT.match(tenant):",
+        "if not sep or not rest or not _TENANT.fullmatch(tenant):",
         "if not sep or not rest:",
         AUTH_TESTS,
     ),
     m(
         "auth.tenant-name-any-chars",
         "service/auth.py",
-        '_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")',
-        '_TENANT = re.compile(r"^.{1,64}$")',
+        '_TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")',
+        '_TENANT = re.compile(r".{1,64}")',
         AUTH_TESTS,
     ),
     m(
         "auth.empty-key-accepted",
         "service/auth.py",
-        "if not sep or not rest or not _TENANT.match(tenant):",
-        "if not sep or not _TENANT.match(tenant):",
+        "if not sep or not rest or not _TENANT.fullmatch(tenant):",
+        "if not sep or not _TENANT.fullmatch(tenant):",
         AUTH_TESTS,
     ),
     m(
@@ -197,7 +197,7 @@ MUTATIONS = [
         AUTH_TESTS,
     ),
     m("auth.hash-case-kept", "service/auth.py", "return digest.lower(), tenant", "return digest, tenant", AUTH_TESTS),
-    m("auth.hash-length-unchecked", "service/auth.py", "if not _HEX64.match(digest):", "if False:", AUTH_TESTS),
+    m("auth.hash-length-unchecked", "service/auth.py", "if not _HEX64.fullmatch(digest):", "if False:", AUTH_TESTS),
     m("auth.comments-parsed", "service/auth.py", 'if line and not line.startswith("#"):', "if line:", AUTH_TESTS),
     m(
         "auth.any-scheme",
