@@ -63,6 +63,7 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.BASIS_MISSING: 409,
     ErrorCode.IDEMPOTENCY_CONFLICT: 409,
     ErrorCode.DATASET_GONE: 410,
+    ErrorCode.HOST_NOT_ALLOWED: 421,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.TOO_MANY_ELEMENTS: 413,
     ErrorCode.QUOTA_EXCEEDED: 413,

@@ -112,9 +112,10 @@ class Slots:
         with self._lock:
             mine = self._by_tenant.get(tenant, 0)
             if mine >= self.per_tenant:
+                code = self.code  # a 429 code (HTTP_STATUS), chosen by the kind of slot
                 raise ApiError(
                     429,
-                    self.code,
+                    code,
                     f"You already have {mine} {self.what} (the limit per tenant is {self.per_tenant}, "
                     f"{self.settings[1]}); retry when one has finished.",
                     {"in_progress": mine, "limit": self.per_tenant, "reason": self.reason},
