@@ -39,6 +39,7 @@ PROTOCOL_TESTS = [
     "tests/runtime/test_task.py",
 ]
 AUTH_TESTS = ["tests/service/test_auth.py"]
+ROUND3_TESTS = ["tests/service/test_round_three.py"]
 JOBSTATE_TESTS = ["tests/service/test_protocol.py", "tests/test_jobstate.py", "tests/service/test_jobs.py"]
 REFS_TESTS = ["tests/security/test_refs.py", "tests/security/test_references_api.py"]
 NETGUARD_TESTS = ["tests/security/test_netguard.py", "tests/security/test_refs.py", "tests/ux/test_webhook.py"]
@@ -347,6 +348,43 @@ MUTATIONS = [
         "if parts.username is None and parts.password is None:",
         "if True:",
         NETGUARD_TESTS,
+    ),
+    # issue 25: the round-three guards (tests/service/test_round_three.py)
+    m(
+        "round3.idempotency-claim-not-atomic",
+        "service/job_registry.py",
+        "if self.r.set(name, mine, nx=True, ex=IDEMPOTENCY_PENDING_TTL_S):",
+        "if self.r.set(name, mine, ex=IDEMPOTENCY_PENDING_TTL_S):",
+        ROUND3_TESTS,
+    ),
+    m(
+        "round3.score-body-uncapped",
+        "service/limits.py",
+        "return self.score_limit",
+        "return self.inline_limit",
+        ROUND3_TESTS,
+    ),
+    m(
+        "round3.results-outlive-their-dataset",
+        "service/routers/results.py",
+        "if not jobs.r.exists(dataset_key(spec.dataset_id)):",
+        "if False:",
+        ROUND3_TESTS,
+    ),
+    m("round3.any-host", "service/host_check.py", "if not allowed(header, self.trusted):", "if False:", ROUND3_TESTS),
+    m(
+        "round3.no-quota",
+        "service/dataset_registry.py",
+        "if self.quota and used > self.quota:",
+        "if False:",
+        ROUND3_TESTS,
+    ),
+    m(
+        "round3.device-prefix-match",
+        "spotlight/params.py",
+        "if not _DEVICE.fullmatch(v):",
+        "if not _DEVICE.match(v):",
+        ROUND3_TESTS,
     ),
 ]
 
