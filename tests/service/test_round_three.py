@@ -404,3 +404,21 @@ def test_an_unknown_key_gets_the_name_it_was_likely_meant_to_be(shared_api: Live
         ):
             r = c.post("/v1/jobs", json=body)
             assert r.status_code == 400 and words in r.json()["error"]["message"] + r.text, r.text
+
+
+def test_the_quota_is_counted_in_one_step_so_racing_uploads_cannot_both_pass(api: LiveApi) -> None:
+    """Two uploads checked at once both see room; the count taken with INCRBY lets only one through."""
+    from service.dataset_registry import DatasetRegistry
+    from spotlight.errors import TooLarge
+    from spotlight.protocol import tenant_bytes_key
+
+    registry = DatasetRegistry(
+        api.redis, api.store, api.settings.model_copy(update={"max_stored_bytes_per_tenant": 100})
+    )
+    api.redis.set(tenant_bytes_key("racer"), 60)
+    registry.check_room("racer", 30)  # both pass the early check...
+    registry._reserve("racer", 30)
+    with pytest.raises(TooLarge) as refused:
+        registry._reserve("racer", 30)  # ...the count refuses the second, and leaves nothing counted for it
+    assert refused.value.code == "storage_quota_exceeded"
+    assert int(api.redis.get(tenant_bytes_key("racer"))) == 90
