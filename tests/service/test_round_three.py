@@ -34,7 +34,7 @@ def test_every_validating_regex_is_a_full_match() -> None:
     from service.ingest.parquet import _EMB_COL
     from service.request_log import _SANE_ID
     from spotlight.params import _DEVICE
-    from spotlight.protocol import TagText  # noqa: F401 - pydantic's patterns match the whole text
+    from spotlight.protocol import TagText
 
     for pattern, good in (
         (_TENANT, "alice"),
@@ -51,6 +51,15 @@ def test_every_validating_regex_is_a_full_match() -> None:
 
     with pytest.raises(KeyConfigError):
         _parse_entry("alice\n:secret", "test")
+    # the contract's own `pattern`s run on pydantic's engine, where `$` is the end of the text
+    from pydantic import TypeAdapter, ValidationError
+
+    from spotlight.settings import Settings
+
+    with pytest.raises(ValidationError):
+        Settings(namespace="blue\n")
+    with pytest.raises(ValidationError):
+        TypeAdapter(TagText).validate_python("nightly\n")
 
 
 # ----- break 3: one Idempotency-Key, one job, whatever the interleaving -----
