@@ -1,9 +1,9 @@
 """Every error the API sends, in one place: the contract's `{"error": {"code", "message", "details"}}`.
 
-Below the edge, registries, ingestion and reference checks raise domain errors
+Routes, dependencies, registries, ingestion and reference checks all raise domain errors
 (spotlight/errors.py) that know nothing of HTTP; `HTTP_STATUS` here is the one mapping from their
-`code` to a status. Routes and dependencies (the edge itself) may raise `ApiError` with a status of
-their own choosing. The handlers turn each into the contract's JSON, including the errors the
+`code` to a status (and `_HEADERS` the one place a code adds a header). The handlers turn each into the
+contract's JSON, including the errors the
 framework itself produces (unknown route, wrong method, request validation, malformed JSON, body
 too large) and unexpected faults. Caller mistakes are 4xx; 5xx only for server faults. Request
 validation is 400, like every other "your input is wrong" answer, so a caller has one status to
@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from spotlight.errors import DomainError
+from spotlight.errors import DomainError, InvalidInput, Unavailable
 from spotlight.protocol import ErrorCode
 from spotlight.store import StoreError
 
@@ -84,25 +84,8 @@ def http_status(error: DomainError) -> int:
     return HTTP_STATUS.get(error.code, 500)
 
 
-class ApiError(Exception):
-    """An answer a route or dependency (the edge) decides itself: its HTTP status and the contract's code.
-
-    Code below the edge raises a domain error (spotlight/errors.py) instead."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        details: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details or {}
-        self.headers = headers
+# Headers a code's answer carries besides Retry-After (which a domain error's retry_after_s sets).
+_HEADERS: dict[str, dict[str, str]] = {ErrorCode.UNAUTHORIZED: {"WWW-Authenticate": "Bearer"}}
 
 
 class PayloadTooLarge(StarletteHTTPException):
@@ -133,15 +116,12 @@ _HTTP_CODES = {
 }
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
-
-
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
-    return error_response(http_status(exc), exc.code, exc.message, exc.details, headers)
+    headers = dict(_HEADERS.get(exc.code, {}))
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return error_response(http_status(exc), exc.code, exc.message, exc.details, headers or None)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -195,7 +175,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
             {"position": (tuple(errors[0].get("loc") or ()) + (None, None))[1]},  # ("body", position)
         )
     exc_ = validation_error(errors)
-    return error_response(exc_.status, exc_.code, exc_.message, exc_.details)
+    return error_response(http_status(exc_), exc_.code, exc_.message, exc_.details)
 
 
 def _extra_hint(loc: tuple[Any, ...]) -> str:
@@ -233,7 +213,7 @@ _BODY_KEYS = [
 ]
 
 
-def validation_error(errors: list[Any]) -> ApiError:
+def validation_error(errors: list[Any]) -> InvalidInput:
     """400 validation_error listing each field that failed (FastAPI's and hand-validated bodies alike)."""
     items = [
         {
@@ -248,7 +228,7 @@ def validation_error(errors: list[Any]) -> ApiError:
     message = f"Invalid request: {first['field']}: {first['problem']}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
-    return ApiError(400, ErrorCode.VALIDATION, message, {"errors": items})
+    return InvalidInput(ErrorCode.VALIDATION, message, {"errors": items})
 
 
 async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
@@ -277,26 +257,26 @@ _REDIS_REFUSALS = ("MISCONF", "READONLY", "OOM", "NOREPLICAS")
 async def _os_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
         log.error("store full or read-only: %s", exc)
-        return error_response(
-            503,
+        full = Unavailable(
             ErrorCode.STORE_ERROR,
             "The server's storage is full; nothing was stored. Retry later (an operator has to free space).",
             {"reason": "disk_full"},
-            headers={"Retry-After": "60"},
+            retry_after_s=60,
         )
+        return await _domain_error(request, full)
     return await _unexpected(request, exc)
 
 
 async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
     if str(exc).startswith(_REDIS_REFUSALS):
         log.error("redis refuses writes: %s", exc)
-        return error_response(
-            503,
+        refused = Unavailable(
             ErrorCode.UNAVAILABLE,
             "The queue (Redis) refuses writes right now (its disk may be full); nothing was changed. Retry later.",
             {"reason": "redis_refuses_writes"},
-            headers={"Retry-After": "60"},
+            retry_after_s=60,
         )
+        return await _domain_error(request, refused)
     return await _unexpected(request, exc)
 
 
@@ -311,7 +291,6 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -2,12 +2,12 @@
 
 The API enqueues `protocol.TASK_PATH` by its import path, so it never imports the worker or torch;
 the one argument is a `JobSpec` (ids and params, never arrays). Per-tenant state kept beside RQ:
-- `tenant_jobs_key(t)`: every job of the tenant, scored by creation time (listing, newest first);
-- `tenant_active_key(t)`: jobs that may still be queued or running, pruned lazily on each submit
+- `Keys.tenant_jobs(t)`: every job of the tenant, scored by creation time (listing, newest first);
+- `Keys.tenant_active(t)`: jobs that may still be queued or running, pruned lazily on each submit
   and status listing by asking RQ, so the cap of `max_active_jobs_per_tenant` needs no cooperation
   from workers; a pruned job that ended moves to
-- `tenant_status_key(t, status)`: the tenant's ended jobs by terminal status (listing by status);
-- `idempotency_key(t, key)`: (body hash, job id, pending|queued) for `Idempotency-Key`, as long as
+- `Keys.tenant_status(t, status)`: the tenant's ended jobs by terminal status (listing by status);
+- `Keys.idempotency(t, key)`: (body hash, job id, pending|queued) for `Idempotency-Key`, as long as
   results live.
 """
 
@@ -29,6 +29,7 @@ from spotlight import cost as cost_lib
 from spotlight.errors import Conflict, LimitReached, NotFound
 from spotlight.jobqueue import enqueue_search, large_queue
 from spotlight.jobstate import TERMINAL, JobStatus, ended_at, failure_of, started_at, status_fields, status_of
+from spotlight.keys import Keys
 from spotlight.params import SearchParams
 from spotlight.protocol import (
     META_DEVICE,
@@ -40,14 +41,8 @@ from spotlight.protocol import (
     JobError,
     JobSpec,
     Progress,
-    cancel_key,
-    idempotency_key,
     parse_time,
     redis_text,
-    tenant_active_key,
-    tenant_jobs_key,
-    tenant_status_indexed_key,
-    tenant_status_key,
     utcnow,
 )
 from spotlight.settings import Settings
@@ -100,6 +95,7 @@ class JobRegistry:
     def __init__(self, r: redis.Redis, settings: Settings) -> None:
         self.r = r
         self.settings = settings
+        self.keys = Keys.of(settings)
         self._complete_claim = r.register_script(_COMPLETE_CLAIM)
         self._free_key = r.register_script(_FREE_KEY)
         self.queue = Queue(settings.rq_queue_name(), connection=r)
@@ -152,7 +148,7 @@ class JobRegistry:
             params=spec.params,
             dataset=spec.dataset_id,
             callback_url=spec.callback_url,
-            cancel_requested=status not in TERMINAL and bool(self.r.exists(cancel_key(job.id))),
+            cancel_requested=status not in TERMINAL and bool(self.r.exists(self.keys.cancel(job.id))),
             device=meta.get(META_DEVICE),
             name=spec.name,
             tags=spec.tags,
@@ -160,7 +156,7 @@ class JobRegistry:
 
     def list(self, tenant: str, limit: int, offset: int, status: str | None = None) -> tuple[list[JobOut], int]:
         """A page of the tenant's jobs, newest first; with `status`, only jobs in that state (and their total)."""
-        key = tenant_jobs_key(tenant)
+        key = self.keys.tenant_jobs(tenant)
         if status is not None:
             return self._list_by_status(tenant, limit, offset, status)
         # Past the end: an empty page (Redis refuses offsets beyond 64 bits with an error).
@@ -186,7 +182,7 @@ class JobRegistry:
         self._ensure_indexed(tenant)
         self._settle(tenant)
         if status in TERMINAL:
-            key = tenant_status_key(tenant, status)
+            key = self.keys.tenant_status(tenant, status)
             total = int(self.r.zcard(key))
             if offset >= total:
                 return [], total
@@ -199,19 +195,19 @@ class JobRegistry:
                 if view.status != status:  # retried by RQ after it was indexed: active again
                     pipe = self.r.pipeline()
                     pipe.zrem(key, job_id)
-                    pipe.sadd(tenant_active_key(tenant), job_id)
+                    pipe.sadd(self.keys.tenant_active(tenant), job_id)
                     pipe.execute()
                     continue
                 out.append(view)
             return out, int(self.r.zcard(key))
-        active = [redis_text(i) for i in self.r.smembers(tenant_active_key(tenant))]
+        active = [redis_text(i) for i in self.r.smembers(self.keys.tenant_active(tenant))]
         views = [v for v in self._views(tenant, active) if v is not None and v.status == status]
         views.sort(key=lambda v: (v.created_at, v.id), reverse=True)
         return views[offset : offset + limit], len(views)
 
     def _settle(self, tenant: str) -> int:
         """Move the tenant's active jobs that have ended into their status's index; how many stay active."""
-        key = tenant_active_key(tenant)
+        key = self.keys.tenant_active(tenant)
         ids = [redis_text(i) for i in self.r.smembers(key)]
         pipe = self.r.pipeline()
         left = 0
@@ -222,7 +218,7 @@ class JobRegistry:
             status = status_of(job, refresh=False)
             if status in TERMINAL:
                 pipe.srem(key, job_id)
-                pipe.zadd(tenant_status_key(tenant, status), {job_id: _created(job)})
+                pipe.zadd(self.keys.tenant_status(tenant, status), {job_id: _created(job)})
             else:
                 left += 1
         pipe.execute()
@@ -230,10 +226,10 @@ class JobRegistry:
 
     def _ensure_indexed(self, tenant: str) -> None:
         """Index the tenant's ended jobs made before the status index existed (once per tenant)."""
-        if self.r.exists(tenant_status_indexed_key(tenant)):
+        if self.r.exists(self.keys.tenant_status_indexed(tenant)):
             return
-        key = tenant_jobs_key(tenant)
-        active = {redis_text(i) for i in self.r.smembers(tenant_active_key(tenant))}
+        key = self.keys.tenant_jobs(tenant)
+        active = {redis_text(i) for i in self.r.smembers(self.keys.tenant_active(tenant))}
         for start in range(0, int(self.r.zcard(key)), 500):
             ids = [redis_text(i) for i in self.r.zrevrange(key, start, start + 499)]
             pipe = self.r.pipeline()
@@ -241,11 +237,11 @@ class JobRegistry:
                 if job is not None and job_id not in active:
                     status = status_of(job, refresh=False)
                     if status in TERMINAL:
-                        pipe.zadd(tenant_status_key(tenant, status), {job_id: _created(job)})
+                        pipe.zadd(self.keys.tenant_status(tenant, status), {job_id: _created(job)})
                     else:
-                        pipe.sadd(tenant_active_key(tenant), job_id)
+                        pipe.sadd(self.keys.tenant_active(tenant), job_id)
             pipe.execute()
-        self.r.set(tenant_status_indexed_key(tenant), "1")
+        self.r.set(self.keys.tenant_status_indexed(tenant), "1")
 
     # ----- idempotency -----
     # One key, one job, whatever the interleaving: the first request claims the key atomically
@@ -258,7 +254,7 @@ class JobRegistry:
         """None when this request now holds the key (pending) and must make `job_id`; else the id
         of the job the key already names. Conflict on a different body, or a claim still pending
         after `IDEMPOTENCY_WAIT_S`."""
-        name = idempotency_key(tenant, key)
+        name = self.keys.idempotency(tenant, key)
         mine = _idempotency_value(digest, job_id, PENDING)
         deadline = time.monotonic() + IDEMPOTENCY_WAIT_S
         while True:
@@ -289,12 +285,14 @@ class JobRegistry:
     def complete_idempotency(self, tenant: str, key: str, digest: str, job_id: str) -> None:
         """The claimed key now names the queued job, for as long as results live."""
         value = _idempotency_value(digest, job_id, QUEUED)
-        self._complete_claim(keys=[idempotency_key(tenant, key)], args=[job_id, value, self.settings.result_ttl_s])
+        self._complete_claim(
+            keys=[self.keys.idempotency(tenant, key)], args=[job_id, value, self.settings.result_ttl_s]
+        )
 
     def release_idempotency(self, tenant: str, key: str, job_id: str, *, pending: bool = True) -> None:
         """Free the key, only when it still names job_id: our own failed claim (pending), or a job
         that expired (pending=False)."""
-        self._free_key(keys=[idempotency_key(tenant, key)], args=[job_id, "1" if pending else "0"])
+        self._free_key(keys=[self.keys.idempotency(tenant, key)], args=[job_id, "1" if pending else "0"])
 
     # ----- submitting -----
     def active_count(self, tenant: str) -> int:
@@ -339,21 +337,23 @@ class JobRegistry:
             name=name,
             tags=list(tags or []),
         )
-        lock = self.r.lock(f"spotlight:lock:submit:{tenant}", timeout=30, blocking_timeout=30)
+        lock = self.r.lock(self.keys.submit_lock(tenant), timeout=30, blocking_timeout=30)
         with lock:
             self.check_capacity(tenant)
             if cost is not None:
-                active_ids = {redis_text(i) for i in self.r.smembers(tenant_active_key(tenant))}
-                cost_lib.check_budget(self.r, tenant, cost, active_ids, self.settings.max_active_cost_per_tenant)
+                active_ids = {redis_text(i) for i in self.r.smembers(self.keys.tenant_active(tenant))}
+                cost_lib.check_budget(
+                    self.r, self.keys, tenant, cost, active_ids, self.settings.max_active_cost_per_tenant
+                )
             # One enqueue path for API and tests: timeout, TTLs, retries and the failure hook from Settings.
             job = enqueue_search(self.large if large else self.queue, spec, self.settings)
-            if not self.r.zcard(tenant_jobs_key(tenant)):  # a new tenant: nothing made before the status index
-                self.r.set(tenant_status_indexed_key(tenant), "1")
+            if not self.r.zcard(self.keys.tenant_jobs(tenant)):  # a new tenant: nothing made before the status index
+                self.r.set(self.keys.tenant_status_indexed(tenant), "1")
             pipe = self.r.pipeline()
-            pipe.zadd(tenant_jobs_key(tenant), {job_id: spec.created_at.timestamp()})
-            pipe.sadd(tenant_active_key(tenant), job_id)
+            pipe.zadd(self.keys.tenant_jobs(tenant), {job_id: spec.created_at.timestamp()})
+            pipe.sadd(self.keys.tenant_active(tenant), job_id)
             if cost is not None:
-                pipe.hset(cost_lib.cost_key(tenant), job_id, cost)
+                pipe.hset(self.keys.cost(tenant), job_id, cost)
             pipe.execute()
         return job
 
@@ -361,7 +361,7 @@ class JobRegistry:
     def jobs_of_dataset(self, tenant: str, dataset_id: str) -> builtins.list[Job]:
         """The tenant's jobs that searched `dataset_id` (a walk of the tenant's jobs, a page of 500 per
         round trip: deleting a dataset is rare, and needs no index kept on every submit)."""
-        key = tenant_jobs_key(tenant)
+        key = self.keys.tenant_jobs(tenant)
         found: builtins.list[Job] = []
         for start in range(0, int(self.r.zcard(key)), 500):
             ids = [redis_text(i) for i in self.r.zrange(key, start, start + 499)]
@@ -390,7 +390,7 @@ class JobRegistry:
                 {"job": job_id, "status": status},
             )
         # Set first: if a worker picks the job up between here and RQ's cancel, it still stops.
-        self.r.set(cancel_key(job_id), "1", ex=self.settings.job_timeout_s + 3600)
+        self.r.set(self.keys.cancel(job_id), "1", ex=self.settings.job_timeout_s + 3600)
         if status == JobStatus.QUEUED:
             try:
                 job.cancel()
@@ -404,8 +404,8 @@ class JobRegistry:
             )
             job.save_meta()
             pipe = self.r.pipeline()
-            pipe.srem(tenant_active_key(tenant), job_id)
-            pipe.zadd(tenant_status_key(tenant, JobStatus.CANCELED), {job_id: _created(job)})
+            pipe.srem(self.keys.tenant_active(tenant), job_id)
+            pipe.zadd(self.keys.tenant_status(tenant, JobStatus.CANCELED), {job_id: _created(job)})
             pipe.execute()
             return job, True
         return job, False

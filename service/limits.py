@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ApiError, PayloadTooLarge
+from service.errors import PayloadTooLarge
+from spotlight.errors import LimitReached, Unavailable
 from spotlight.protocol import ErrorCode
 
 # Room for multipart boundaries and part headers on top of the upload limit.
@@ -112,22 +113,19 @@ class Slots:
         with self._lock:
             mine = self._by_tenant.get(tenant, 0)
             if mine >= self.per_tenant:
-                code = self.code  # a 429 code (HTTP_STATUS), chosen by the kind of slot
-                raise ApiError(
-                    429,
-                    code,
+                raise LimitReached(
+                    self.code,  # a 429 code (service/errors.py HTTP_STATUS), chosen by the kind of slot
                     f"You already have {mine} {self.what} (the limit per tenant is {self.per_tenant}, "
                     f"{self.settings[1]}); retry when one has finished.",
                     {"in_progress": mine, "limit": self.per_tenant, "reason": self.reason},
-                    headers={"Retry-After": str(RETRY_AFTER_S)},
+                    retry_after_s=RETRY_AFTER_S,
                 )
             if self._in_use >= self.total:
-                raise ApiError(
-                    503,
+                raise Unavailable(
                     ErrorCode.UNAVAILABLE,
                     f"The server has {self._in_use} {self.what} already ({self.settings[0]}); retry shortly.",
                     {"in_progress": self._in_use, "limit": self.total, "reason": self.reason},
-                    headers={"Retry-After": str(RETRY_AFTER_S)},
+                    retry_after_s=RETRY_AFTER_S,
                 )
             self._in_use += 1
             self._by_tenant[tenant] = mine + 1

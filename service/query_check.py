@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import Request
 
-from service.errors import ApiError
+from spotlight.errors import InvalidInput
 from spotlight.protocol import ErrorCode
 
 
@@ -52,8 +52,7 @@ async def reject_unknown_query(request: Request) -> None:
     unknown = sorted(set(request.query_params.keys()) - allowed)
     if unknown:
         accepted = ", ".join(sorted(allowed)) or "none"
-        raise ApiError(
-            400,
+        raise InvalidInput(
             ErrorCode.VALIDATION,
             f"Unknown query parameter(s) {unknown}; this endpoint accepts: {accepted}.",
             {"unknown": unknown, "allowed": sorted(allowed)},
@@ -61,8 +60,7 @@ async def reject_unknown_query(request: Request) -> None:
     keys = [k for k, _ in request.query_params.multi_items()]
     repeated = sorted({k for k in keys if keys.count(k) > 1} - _lists(dependant))
     if repeated:
-        raise ApiError(
-            400,
+        raise InvalidInput(
             ErrorCode.VALIDATION,
             f"Query parameter {repeated[0]!r} is given more than once; it takes one value.",
             {"repeated": repeated},

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Kernel = Literal["auto", "flat", "gaussian", "ball"]
+from spotlight.kernel import KERNEL_CHOICES
+
+if TYPE_CHECKING:
+    Kernel = str
+else:
+    Kernel = Literal[KERNEL_CHOICES]  # "auto" and every kernel of spotlight/kernel.py, as OpenAPI's enum
 Shape = Literal["spherical", "diagonal"]
 Objective = Literal["max_loss", "min_loss"]
 Deflation = Literal["tails", "paper"]

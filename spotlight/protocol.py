@@ -1,4 +1,4 @@
-"""What the API and the worker agree on: queue task, job spec, job meta, store layout, Redis keys.
+"""What the API and the worker agree on: queue task, job spec, job meta, store layout (Redis keys: spotlight/keys.py).
 
 Data flows one way: caller -> API -> store (+ an RQ job holding ids only) -> worker -> store -> API
 -> caller. Neither side imports the other; both import this module (pydantic only).
@@ -112,76 +112,10 @@ def member_weights_file(ordered: str) -> str:
     return ordered.removesuffix(".npy") + "_weights.npy"
 
 
-# ----- Redis keys (RQ keeps its own under "rq:") -----
-KEY_PREFIX = "spotlight"  # without a namespace; build keys with key_prefix()
-
-
-def key_prefix() -> str:
-    """Start of our keys: KEY_PREFIX, behind ``<namespace>:`` when the process's settings name
-    one (``SPOTLIGHT_NAMESPACE``, read once per process), so deployments can share one Redis."""
-    from spotlight.settings import get_settings  # settings never imports this module: no cycle
-
-    return get_settings().key_prefix()
-
-
+# ----- Redis (every key of ours: spotlight/keys.py) -----
 def redis_text(value: Any) -> str:
     """A Redis reply as text: connections RQ uses answer bytes (``decode_responses=False``)."""
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def dataset_key(dataset_id: str) -> str:
-    """JSON of a DatasetRecord."""
-    return f"{key_prefix()}:dataset:{dataset_id}"
-
-
-def tenant_datasets_key(tenant: str) -> str:
-    """Sorted set of the tenant's dataset ids, scored by creation time."""
-    return f"{key_prefix()}:tenant:{tenant}:datasets"
-
-
-def tenant_jobs_key(tenant: str) -> str:
-    """Sorted set of the tenant's job ids, scored by creation time."""
-    return f"{key_prefix()}:tenant:{tenant}:jobs"
-
-
-def tenant_active_key(tenant: str) -> str:
-    """Set of the tenant's job ids that may be queued or running (the API prunes it on submit)."""
-    return f"{key_prefix()}:tenant:{tenant}:active"
-
-
-def tenant_status_key(tenant: str, status: str) -> str:
-    """Sorted set of the tenant's ended job ids in one terminal status, scored by creation time
-    (service/job_registry.py moves a job here from the active set once it has ended)."""
-    return f"{key_prefix()}:tenant:{tenant}:status:{status}"
-
-
-def tenant_status_indexed_key(tenant: str) -> str:
-    """Present once the tenant's jobs from before the status index have been indexed."""
-    return f"{key_prefix()}:tenant:{tenant}:status-indexed"
-
-
-def tenant_bytes_key(tenant: str) -> str:
-    """Bytes of dataset content the tenant's records hold (its storage quota's count)."""
-    return f"{key_prefix()}:tenant:{tenant}:bytes"
-
-
-def ready_probe_key() -> str:
-    """Written by /readyz: a Redis that answers PING but refuses writes (disk full: MISCONF) is not ready."""
-    return f"{key_prefix()}:ready-probe"
-
-
-def blob_refs_key(sha256: str) -> str:
-    """Set of dataset ids that point at one stored content; the blob is deleted with the last."""
-    return f"{key_prefix()}:blob:{sha256}:refs"
-
-
-def cancel_key(job_id: str) -> str:
-    """Present when the caller asked to cancel; the worker checks it between steps."""
-    return f"{key_prefix()}:cancel:{job_id}"
-
-
-def idempotency_key(tenant: str, key: str) -> str:
-    return f"{key_prefix()}:idem:{tenant}:{key}"
 
 
 # ----- records -----

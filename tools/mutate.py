@@ -1,7 +1,7 @@
 """Targeted mutation check of the modules that guard tenants and data.
 
 Each mutation below is one small, plausible slip — an operator flipped, a condition dropped, a
-constant changed — in `spotlight/protocol.py` (with the job states of `spotlight/jobstate.py`),
+constant changed — in `spotlight/keys.py` (with the job states of `spotlight/jobstate.py`),
 `service/auth.py` or the reference checks (`spotlight/refs.py`, `spotlight/netguard.py`). For each, the script copies the repository (never
 touching the working tree), applies the mutation, and runs the tests that should notice. A
 mutant whose tests still pass *survived*: either a test is missing, or the slip is harmless
@@ -59,47 +59,47 @@ def m(id: str, path: str, before: str, after: str, tests: list[str]) -> Mutation
 
 
 MUTATIONS = [
-    # ----- spotlight/protocol.py: the keys that separate tenants, the job-state mapping -----
+    # ----- spotlight/keys.py: the keys that separate tenants -----
     m(
         "protocol.idem-key-without-tenant",
-        "spotlight/protocol.py",
-        'return f"{key_prefix()}:idem:{tenant}:{key}"',
-        'return f"{key_prefix()}:idem:{key}"',
+        "spotlight/keys.py",
+        'return f"{self.prefix}:idem:{tenant}:{key}"',
+        'return f"{self.prefix}:idem:{key}"',
         PROTOCOL_TESTS,
     ),
     m(
         "protocol.jobs-key-without-tenant",
-        "spotlight/protocol.py",
-        'return f"{key_prefix()}:tenant:{tenant}:jobs"',
-        'return f"{key_prefix()}:tenant:jobs"',
+        "spotlight/keys.py",
+        'return f"{self.prefix}:tenant:{tenant}:jobs"',
+        'return f"{self.prefix}:tenant:jobs"',
         PROTOCOL_TESTS,
     ),
     m(
         "protocol.datasets-key-without-tenant",
-        "spotlight/protocol.py",
-        'return f"{key_prefix()}:tenant:{tenant}:datasets"',
-        'return f"{key_prefix()}:tenant:datasets"',
+        "spotlight/keys.py",
+        'return f"{self.prefix}:tenant:{tenant}:datasets"',
+        'return f"{self.prefix}:tenant:datasets"',
         PROTOCOL_TESTS,
     ),
     m(
         "protocol.active-key-without-tenant",
-        "spotlight/protocol.py",
-        'return f"{key_prefix()}:tenant:{tenant}:active"',
-        'return f"{key_prefix()}:tenant:active"',
+        "spotlight/keys.py",
+        'return f"{self.prefix}:tenant:{tenant}:active"',
+        'return f"{self.prefix}:tenant:active"',
         PROTOCOL_TESTS,
     ),
     m(
         "protocol.cancel-key-shared",
-        "spotlight/protocol.py",
-        'return f"{key_prefix()}:cancel:{job_id}"',
-        'return f"{key_prefix()}:cancel:"',
+        "spotlight/keys.py",
+        'return f"{self.prefix}:cancel:{job_id}"',
+        'return f"{self.prefix}:cancel:"',
         PROTOCOL_TESTS,
     ),
     m(
         "protocol.blob-refs-key-shared",
-        "spotlight/protocol.py",
-        'return f"{key_prefix()}:blob:{sha256}:refs"',
-        'return f"{key_prefix()}:blob:refs"',
+        "spotlight/keys.py",
+        'return f"{self.prefix}:blob:{sha256}:refs"',
+        'return f"{self.prefix}:blob:refs"',
         PROTOCOL_TESTS,
     ),
     # ----- spotlight/jobstate.py: the one mapping from RQ's statuses and the worker's record -----
@@ -366,8 +366,8 @@ MUTATIONS = [
     ),
     m(
         "round3.results-outlive-their-dataset",
-        "service/routers/results.py",
-        "if not jobs.r.exists(dataset_key(spec.dataset_id)):",
+        "service/job_results.py",
+        "if not jobs.r.exists(jobs.keys.dataset(spec.dataset_id)):",
         "if False:",
         ROUND3_TESTS,
     ),

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from service.deps import DatasetIdDep, DatasetsDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
-from service.errors import ApiError, error_responses
+from service.errors import error_responses
 from service.expiry import purge_results
 from service.ingest import build_from_parts, build_from_spec, build_in, receive_parts, workspace
 from service.ingest.inline_json import parse_dataset_body
 from service.schemas import MAX_OFFSET, DatasetList, DatasetOut, DatasetReference
+from spotlight.errors import InvalidInput
 from spotlight.protocol import DATASET_FIELDS, NAME_MAX, TAG_MAX, TAGS_MAX, DatasetRecord, ErrorCode, plain_text
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 503))
@@ -75,8 +76,7 @@ def to_out(record: DatasetRecord, deduplicated: bool = False) -> DatasetOut:
 def _tags(tags: list[str] | None) -> list[str]:
     for tag in tags or []:
         if not tag or len(tag) > TAG_MAX or any(c.isspace() or c == "," for c in tag):
-            raise ApiError(
-                400,
+            raise InvalidInput(
                 ErrorCode.VALIDATION,
                 f"tags must be 1-{TAG_MAX} characters without spaces or commas; got {tag[:80]!r}",
                 {"field": "tags"},
@@ -90,7 +90,7 @@ def _plain(text: str | None, field: str) -> str | None:
     try:
         return None if text is None else plain_text(text)
     except ValueError as exc:
-        raise ApiError(400, ErrorCode.VALIDATION, f"{field} {exc}", {"field": field}) from None
+        raise InvalidInput(ErrorCode.VALIDATION, f"{field} {exc}", {"field": field}) from None
 
 
 @router.post(
@@ -132,8 +132,7 @@ async def create_dataset(
             else:
                 builder, n, d = await run_in_threadpool(build_in, work, parsed, settings)
         else:
-            raise ApiError(
-                415,
+            raise InvalidInput(
                 ErrorCode.UNSUPPORTED_MEDIA,
                 "Send multipart/form-data (files) or application/json (inline arrays or a uri).",
                 {"content_type": ctype or None},
@@ -175,5 +174,5 @@ def delete_dataset(
     datasets.delete(tenant, dataset_id)
     for job in jobs.jobs_of_dataset(tenant, dataset_id):
         jobs.stop_for_deleted_dataset(tenant, job)
-        purge_results(jobs.r, store, job.id)
+        purge_results(jobs.r, jobs.keys, store, job.id)
     return Response(status_code=204)

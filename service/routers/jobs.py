@@ -10,13 +10,13 @@ import redis
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
-from service.errors import ApiError, error_responses
+from service.errors import error_responses
 from service.ingest import build_from_spec, workspace
 from service.job_registry import JobRegistry, body_hash
 from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
 from spotlight import capabilities, evidence
 from spotlight import cost as cost_lib
-from spotlight.errors import NotFound
+from spotlight.errors import InvalidInput, NotFound
 from spotlight.jobstate import JobStatus
 from spotlight.netguard import URLRefused, check_callback_url
 from spotlight.params import SearchParams
@@ -31,8 +31,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(4
 def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
     """Parameters that are valid alone but impossible for this dataset (400 validation_error)."""
     if params.spotlight_size >= 1 and params.spotlight_size >= dataset.n:
-        raise ApiError(
-            400,
+        raise InvalidInput(
             ErrorCode.VALIDATION,
             f"spotlight_size {params.spotlight_size:g} (a count) must be below n={dataset.n}; "
             "use a fraction in (0, 1) or a smaller count",
@@ -61,18 +60,17 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
                 f"{' or '.join(missing)}; upload them with it, choose another evidence, or set evidence_weight to 0",
             )
     if params.pca_components is not None and params.pca_components > min(dataset.n, dataset.dim):
-        raise ApiError(
-            400,
+        raise InvalidInput(
             ErrorCode.VALIDATION,
             f"pca_components {params.pca_components} must be at most min(n, dim) = {min(dataset.n, dataset.dim)}",
             {"field": "params.pca_components", "n": dataset.n, "dim": dataset.dim},
         )
 
 
-def _lacks_fields(dataset: DatasetRecord, param: str, message: str) -> ApiError:
+def _lacks_fields(dataset: DatasetRecord, param: str, message: str) -> InvalidInput:
     """The 400 for a parameter that needs dataset fields (labels, predictions) the dataset lacks."""
-    return ApiError(
-        400, ErrorCode.VALIDATION, message, {"field": f"params.{param}", "dataset_fields": list(dataset.fields)}
+    return InvalidInput(
+        ErrorCode.VALIDATION, message, {"field": f"params.{param}", "dataset_fields": list(dataset.fields)}
     )
 
 
@@ -84,8 +82,7 @@ def check_device(params: SearchParams, r: redis.Redis, settings: Settings) -> No
     most = capabilities.max_cuda_devices(r, settings)
     if most is None or most <= index:
         have = "no running worker has a GPU" if not most else f"the running workers have at most {most} GPU(s)"
-        raise ApiError(
-            400,
+        raise InvalidInput(
             ErrorCode.VALIDATION,
             f'device {params.device!r} cannot run here: {have}; use "auto" (a GPU when one is free) or "cpu"',
             {"field": "params.device", "cuda_devices": most or 0},
@@ -97,8 +94,7 @@ def check_cost(cost: int, settings: Settings) -> None:
     budget (`max_active_cost_per_tenant`) is checked when the job is queued, under the tenant's
     submission lock (JobRegistry.submit)."""
     if cost > settings.max_job_cost:
-        raise ApiError(
-            400,
+        raise InvalidInput(
             ErrorCode.JOB_TOO_COSTLY,
             f"This job would cost up to {cost:.3g} element-steps (n·(d + label evidence columns) x restarts x "
             f"steps x (regions + permutations)); this server runs at most {settings.max_job_cost:.3g} per job "
@@ -108,13 +104,27 @@ def check_cost(cost: int, settings: Settings) -> None:
         )
 
 
+def check_memory(need: int, settings: Settings) -> None:
+    """400 for a job whose work-horse would need more memory than ``worker_memory_bytes`` (spotlight/cost.py):
+    refused here, before it is queued, rather than killed in the worker or exhausting its machine."""
+    if need > settings.worker_memory_bytes:
+        raise InvalidInput(
+            ErrorCode.JOB_TOO_COSTLY,
+            f"This job would need up to {need / 2**30:.2f} GiB of memory in a worker (for its rows, their "
+            f"coordinates and its regions); this server's workers have {settings.worker_memory_bytes / 2**30:.2f} "
+            "GiB each (SPOTLIGHT_WORKER_MEMORY_BYTES). Lower n_spotlights, use fewer rows (a sample), or fewer "
+            "dimensions.",
+            {"memory_bytes": need, "limit": settings.worker_memory_bytes, "setting": "SPOTLIGHT_WORKER_MEMORY_BYTES"},
+        )
+
+
 def check_callback(url: str, settings: Settings) -> None:
     """400 unless the callback URL passes the SSRF guard (http(s), allow-listed host, public address)."""
     try:
         check_callback_url(url, settings)
     except URLRefused as exc:
         message, details = hinted(exc.message, {"field": "callback_url", **exc.details()})
-        raise ApiError(400, ErrorCode.VALIDATION, message, details) from None
+        raise InvalidInput(ErrorCode.VALIDATION, message, details) from None
 
 
 def _existing(jobs: JobRegistry, tenant: str, job_id: str, response: Response) -> JobOut:
@@ -174,6 +184,7 @@ def create_job(
         check_device(body.params, jobs.r, settings)
         cost = cost_lib.job_cost(body.params, record.n, record.dim, record.fields)
         check_cost(cost, settings)
+        check_memory(cost_lib.job_memory_bytes(body.params, record.n, record.dim, record.fields), settings)
         job = jobs.submit(
             tenant,
             job_id,

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.errors import ApiError, error_responses
+from service.errors import error_responses
 from service.schemas import Health, Ready
-from spotlight.protocol import ErrorCode, ready_probe_key
+from spotlight.errors import Unavailable
+from spotlight.keys import Keys
+from spotlight.protocol import ErrorCode
 from spotlight.store import StoreError
 
 router = APIRouter(tags=["operations"])
@@ -27,9 +29,10 @@ async def healthz() -> Health:
 def readyz(request: Request) -> Ready:
     checks: dict[str, str] = {}
     r = request.app.state.redis
+    probe = Keys.of(request.app.state.settings).ready_probe()
     try:
         # a write, not only PING: a Redis whose disk is full answers PING and refuses writes (MISCONF)
-        checks["redis"] = "ok" if r is not None and r.set(ready_probe_key(), "1", ex=60) else "not configured"
+        checks["redis"] = "ok" if r is not None and r.set(probe, "1", ex=60) else "not configured"
     except Exception as exc:  # noqa: BLE001 - any failure to reach Redis means not ready
         checks["redis"] = f"error: {type(exc).__name__}"
     try:
@@ -38,8 +41,7 @@ def readyz(request: Request) -> Ready:
     except (StoreError, OSError) as exc:
         checks["store"] = f"error: {type(exc).__name__}"
     if any(v != "ok" for v in checks.values()):
-        raise ApiError(
-            503,
+        raise Unavailable(
             ErrorCode.UNAVAILABLE,
             "Not ready: " + ", ".join(f"{k} {v}" for k, v in checks.items()),
             {"checks": checks},

@@ -1,20 +1,6 @@
-"""POST /v1/jobs/{id}/score: apply a finished job's regions to another dataset (monitoring a known weak spot).
+"""POST /v1/jobs/{id}/score and GET /v1/jobs/{id}/basis: parse, call service/scoring.py, answer.
 
-Each row's weight in each region is the engine's kernel from the region's centre and precision
-(spotlight/kernel.py — the same function the client's `Region.weights(X)` runs). Membership follows
-the member rule of spotlight/members.py carried over to other data: a row is a member when its
-weight is above 0 and at least the region's `member_min_weight`, which the worker stored in
-regions.json (flat kernel: 0, the support; gaussian: the smallest weight among the region's members
-on the data it was found on).
-
-A region found with label evidence (`evidence_weight` > 0; spotlight/evidence.py) weighs a row by
-its label (and prediction) too: a stored dataset's own labels/predictions are used, bare embeddings
-take them in `labels` / `predictions`, and rows without what a region needs get a 400 that says so.
-
-A region found with `pca_components` (``precision_space: "pca"``) measures distance along the job's
-principal axes, which the worker stores beside the regions (`protocol.BASIS_FILE`): the route loads
-them once per request and `GET /v1/jobs/{id}/basis` hands them to a client that scores locally.
-Results written before the worker stored the basis get a 409 `pca_basis_missing` that says so.
+How rows are weighed and which are members (and why): service/scoring.py.
 """
 
 from __future__ import annotations
@@ -30,27 +16,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from service.dataset_registry import DatasetRegistry
+from service import scoring
 from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
 from service.errors import error_responses
 from service.ingest import build_from_spec, workspace
 from service.ingest.inline_json import parse_dataset_body
 from service.ingest.sources import Sources
-from service.job_registry import JobRegistry
-from service.routers.results import _read_regions, finished_spec, npy_download
+from service.job_results import finished_spec, read_regions
+from service.routers.results import npy_download
 from service.schemas import DatasetSpec
-from spotlight import classes, kernel
-from spotlight.dataset_files import DatasetFiles, DatasetMissing
-from spotlight.errors import Conflict, Gone, InvalidInput, NotFound, TooLarge
-from spotlight.members import member_min_weight, members_at_or_above
-from spotlight.protocol import BASIS_FILE, WEIGHTS_FILE, ErrorCode, job_file, members_file
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.errors import InvalidInput
+from spotlight.protocol import ErrorCode
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"], responses=error_responses(401, 404, 409, 503))
 
-# weights travel as JSON here: past this many (rows x regions), use the job's own weights or score in parts
-MAX_SCORE_VALUES = 2_000_000
 # the answer's weights are written this many rows at a time, so an answer never exists whole as Python objects
 ROWS_PER_CHUNK = 4096
 StrictFloat = Annotated[float, Field(strict=True)]  # `true` is not 1.0
@@ -137,7 +116,7 @@ def _parse(raw: bytes, work_dir: str) -> _Rows:
         except ValidationError as exc:  # the same 400 as a body FastAPI parsed (service/errors.py)
             raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
         if body.embeddings is not None:
-            return _Rows(_inline_embeddings(body.embeddings), body.labels, body.predictions)
+            return _Rows(scoring.inline_embeddings(body.embeddings), body.labels, body.predictions)
         return _Rows(dataset=body.dataset)
     try:
         src = parse_dataset_body(raw, work_dir)
@@ -152,7 +131,7 @@ def _parse(raw: bytes, work_dir: str) -> _Rows:
     extra = [f for f in extra if f not in _BARE_FIELDS]
     if extra:
         raise _bare_rows_only(extra[0])
-    x = _checked_embeddings(np.load(src.arrays["embeddings"], allow_pickle=False))
+    x = scoring.checked_embeddings(np.load(src.arrays["embeddings"], allow_pickle=False))
     labels, predictions = (
         np.load(src.arrays[f], allow_pickle=False).tolist() if f in src.arrays else None
         for f in ("labels", "predictions")
@@ -198,89 +177,38 @@ def score(
     with request.app.state.score_slots.take(tenant):
         with workspace(store) as work:
             rows = _parse(raw, work)
-        return _score(job_id, rows, request, tenant, settings, store, datasets, jobs)
-
-
-def _score(
-    job_id: str,
-    body: _Rows,
-    request: Request,
-    tenant: str,
-    settings: Settings,
-    store: ArtifactStore,
-    datasets: DatasetRegistry,
-    jobs: JobRegistry,
-) -> StreamingResponse:
-    finished_spec(jobs, tenant, job_id)
-    regions = _read_regions(store, job_id).get("regions", [])
-    basis = _basis(store, job_id, regions)  # before anything is stored: a job that cannot be scored says so first
-    record = None
-    if body.x is not None:
-        x = body.x
-    elif isinstance(body.dataset, str):
-        record = datasets.get(tenant, body.dataset)
-    else:
-        with reference_slot(request, tenant, body.dataset), workspace(store) as work:
-            builder, n, d = build_from_spec(body.dataset, work, settings)
-            record, _ = datasets.register(tenant, builder, n, d)
-    n, dim_in = (record.n, record.dim) if record is not None else x.shape
-    dim = len(regions[0]["center"]) if regions else dim_in
-    if dim_in != dim:
-        raise InvalidInput(
-            ErrorCode.SHAPE_MISMATCH,
-            f"The rows have dimension {dim_in}; this job's regions have {dim}.",
-            {"dim": dim_in, "expected": dim, **({"dataset": record.id} if record else {})},
-        )
-    if n * max(1, len(regions)) > MAX_SCORE_VALUES:
-        raise TooLarge(
-            ErrorCode.TOO_LARGE,
-            f"{n} rows x {len(regions)} regions is over {MAX_SCORE_VALUES} weights in one answer; "
-            "score the rows in parts, or compute them locally with the client's Region.weights(X)",
-            {"n": n, "regions": len(regions), "limit": MAX_SCORE_VALUES},
-        )
-    ids = None
-    labels: Any = body.labels
-    predictions: Any = body.predictions
-    try:
-        if record is not None:
-            files = DatasetFiles(store, record.sha256)
-            x = files.embeddings()
-            ids = files.ids()
-            labels, predictions = files.labels(), files.predictions()
-            names = files.manifest().get(classes.MANIFEST_KEY)
-            if names:  # this dataset's own codes: compare by name with the job's (spotlight/evidence.py)
-                labels, predictions = classes.names_of(labels, names), classes.names_of(predictions, names)
+        finished_spec(jobs, tenant, job_id)
+        regions = read_regions(store, job_id).get("regions", [])
+        # before anything is stored: a job that cannot be scored says so first
+        basis = scoring.load_basis(store, job_id, regions)
+        if rows.x is not None:
+            scored = scoring.score_rows(
+                store, job_id, regions, basis, x=rows.x, labels=rows.labels, predictions=rows.predictions
+            )
+            return _answer(job_id, None, scored)
+        if isinstance(rows.dataset, str):
+            record = datasets.get(tenant, rows.dataset)
         else:
-            _check_codes(regions, labels, predictions)
-        columns = [
-            kernel.region_weights(x, region, basis, labels=labels, predictions=predictions) for region in regions
-        ]
-    except kernel.RegionSpaceError as exc:
-        raise InvalidInput(ErrorCode.VALIDATION, str(exc), {"job": job_id}) from None
-    except ValueError as exc:  # labels/predictions of the wrong length
-        raise InvalidInput(ErrorCode.SHAPE_MISMATCH, str(exc), {"job": job_id}) from None
-    except DatasetMissing:
-        raise Gone(
-            ErrorCode.DATASET_GONE,
-            "The dataset's files are no longer stored.",
-            {"dataset": record.id if record else None},
-        ) from None
-    w = np.stack(columns, axis=1) if columns else np.zeros((n, 0))
-    thresholds = [_member_min_weight(store, job_id, k, region) for k, region in enumerate(regions)]
-    members = [members_at_or_above(w[:, k], thresholds[k]).tolist() for k in range(w.shape[1])]
+            with reference_slot(request, tenant, rows.dataset), workspace(store) as work:
+                builder, n, d = build_from_spec(rows.dataset, work, settings)
+                record, _ = datasets.register(tenant, builder, n, d)
+        return _answer(job_id, record.id, scoring.score_rows(store, job_id, regions, basis, record=record))
+
+
+def _answer(job_id: str, dataset: str | None, scored: scoring.Scored) -> StreamingResponse:
+    """`ScoreOut` as JSON, its n x k weights written a chunk of rows at a time."""
     head = {
         "job": job_id,
-        "dataset": record.id if record else None,
-        "n": n,
-        "member_min_weight": thresholds,
-        "members": members,
-        "ids": ids,
+        "dataset": dataset,
+        "n": scored.n,
+        "member_min_weight": scored.member_min_weight,
+        "members": scored.members,
+        "ids": scored.ids,
     }
-    return StreamingResponse(_answer(head, w), media_type="application/json")
+    return StreamingResponse(_chunks(head, scored.weights), media_type="application/json")
 
 
-def _answer(head: dict[str, Any], w: np.ndarray) -> Iterator[bytes]:
-    """`ScoreOut` as JSON, its n x k weights a chunk of rows at a time."""
+def _chunks(head: dict[str, Any], w: np.ndarray) -> Iterator[bytes]:
     yield json.dumps(head)[:-1].encode() + b', "weights": ['
     for start in range(0, w.shape[0], ROWS_PER_CHUNK):
         part = json.dumps(w[start : start + ROWS_PER_CHUNK].tolist())[1:-1]
@@ -303,103 +231,5 @@ def _answer(head: dict[str, Any], w: np.ndarray) -> Iterator[bytes]:
 def get_basis(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> StreamingResponse:
     """What scoring a PCA job's regions locally needs besides the regions (spotlight/kernel.py)."""
     finished_spec(jobs, tenant, job_id)
-    regions = _read_regions(store, job_id).get("regions", [])
-    if not _needs_basis(regions):
-        raise NotFound(
-            ErrorCode.NOT_FOUND,
-            "This job's regions were found without pca_components: their distance is measured in the "
-            "embedding space itself, so there is no basis; centre and precision are all a region needs.",
-            {"job": job_id},
-        )
-    path = job_file(job_id, BASIS_FILE)
-    if not store.exists(path):
-        raise _basis_missing(job_id)
-    return npy_download(store, path, f"{job_id}_basis.npy")
-
-
-def _needs_basis(regions: list[dict[str, Any]]) -> bool:
-    return any(region.get("precision_space") == "pca" for region in regions)
-
-
-def _basis(store: ArtifactStore, job_id: str, regions: list[dict[str, Any]]) -> np.ndarray | None:
-    """The job's PCA basis when a region needs it (read once for all regions), else None."""
-    if not _needs_basis(regions):
-        return None
-    try:
-        return np.asarray(store.load_npy(job_file(job_id, BASIS_FILE), mmap=False), dtype=np.float64)
-    except FileNotFoundError:
-        raise _basis_missing(job_id) from None
-
-
-def _basis_missing(job_id: str) -> Conflict:
-    return Conflict(
-        ErrorCode.BASIS_MISSING,
-        "This job's regions were found with pca_components, and its results were stored without the PCA "
-        "basis their distance is measured along (a worker older than the one that stores it), so other "
-        "rows cannot be scored against them. Its own rows' weights are in GET /v1/jobs/{id}/weights; "
-        "submit the search again to score new rows.",
-        {"job": job_id, "file": BASIS_FILE},
-    )
-
-
-def _member_min_weight(store: ArtifactStore, job_id: str, k: int, region: dict[str, Any]) -> float | None:
-    """The region's stored threshold; results written without one get it from their stored member set."""
-    if "member_min_weight" in region:
-        value = region["member_min_weight"]
-        return None if value is None else float(value)
-    try:
-        members = store.load_npy(job_file(job_id, members_file(k)))
-        weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
-    except FileNotFoundError:
-        raise NotFound(
-            ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id}
-        ) from None
-    return member_min_weight(np.asarray(weights[:, k]), str(region["kernel"]), np.asarray(members))
-
-
-def _check_codes(regions: list[dict[str, Any]], labels: Any, predictions: Any) -> None:
-    """Integer codes the caller gave must be classes the job's search saw (0 to its count - 1): a
-    code past them, or a negative one, would silently weigh as no class at all."""
-    for region in regions:
-        found = region.get("evidence")
-        if not found:
-            continue
-        for name, given, width in (
-            ("labels", labels, int(found.get("n_labels", 0))),
-            ("predictions", predictions, int(found.get("n_predictions", 0))),
-        ):
-            codes = np.asarray(given if given is not None else [])
-            if width and codes.size and np.issubdtype(codes.dtype, np.integer):
-                bad = codes[(codes < 0) | (codes >= width)]
-                if bad.size:
-                    raise InvalidInput(
-                        ErrorCode.VALIDATION,
-                        f"{name}: code {int(bad[0])} is not one of the classes the job's search saw (codes 0 to "
-                        f"{width - 1}); rows of a class it never saw can be weighed only by class name, when the "
-                        "job's labels were names",
-                        {"field": name, "code": int(bad[0]), "classes": width},
-                    )
-
-
-def _inline_embeddings(rows: list[list[float]]) -> np.ndarray:
-    """Bare embeddings from JSON: equal-length rows of finite numbers (400 otherwise)."""
-    try:
-        x = np.asarray(rows, dtype=np.float64)
-    except ValueError:
-        raise InvalidInput(
-            ErrorCode.SHAPE_MISMATCH, "embeddings: rows differ in length", {"field": "embeddings"}
-        ) from None
-    return _checked_embeddings(x)
-
-
-def _checked_embeddings(x: np.ndarray) -> np.ndarray:
-    if x.ndim != 2 or x.shape[1] == 0:
-        raise InvalidInput(ErrorCode.VALIDATION, "embeddings must be n x d with d >= 1", {"field": "embeddings"})
-    if not np.isfinite(x).all():
-        row = int(np.argwhere(~np.isfinite(x))[0][0])
-        raise InvalidInput(
-            ErrorCode.NON_FINITE,
-            f"embeddings has NaN or infinite values (first at row {row})",
-            {"field": "embeddings", "row": row},
-        )
-    return x
+    regions = read_regions(store, job_id).get("regions", [])
+    return npy_download(store, scoring.basis_path(store, job_id, regions), f"{job_id}_basis.npy")

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from spotlight.keys import Keys
 from tests.service.conftest import LiveApi, toy
 
 
@@ -132,22 +133,23 @@ def test_malformed_score_json_is_the_usual_400(shared_api: LiveApi) -> None:
 
 
 def test_score_slots_refuse_past_the_tenants_share_and_the_servers() -> None:
-    from service.errors import ApiError
+    from service.errors import http_status
     from service.limits import SCORE_SLOTS_PER_TENANT, SCORE_SLOTS_TOTAL, score_slots
+    from spotlight.errors import DomainError
 
     slots = score_slots()
     held = [slots.take("alice") for _ in range(SCORE_SLOTS_PER_TENANT)]
     for h in held:
         h.__enter__()
-    with pytest.raises(ApiError) as own, slots.take("alice"):
+    with pytest.raises(DomainError) as own, slots.take("alice"):
         pass
-    assert own.value.status == 429 and own.value.code == "too_many_requests"
+    assert http_status(own.value) == 429 and own.value.retry_after_s and own.value.code == "too_many_requests"
     others = [slots.take(f"t{i}") for i in range(SCORE_SLOTS_TOTAL - SCORE_SLOTS_PER_TENANT)]
     for h in others:
         h.__enter__()
-    with pytest.raises(ApiError) as server, slots.take("bob"):
+    with pytest.raises(DomainError) as server, slots.take("bob"):
         pass
-    assert server.value.status == 503 and server.value.details["reason"] == "score_requests"
+    assert http_status(server.value) == 503 and server.value.details["reason"] == "score_requests"
     for h in held + others:
         h.__exit__(None, None, None)
     with slots.take("alice"):  # all freed
@@ -214,9 +216,8 @@ def test_listing_by_status_reads_the_page_not_every_job(api: LiveApi) -> None:
         assert _job_reads(api) <= 5 + 2 + 2
 
         # jobs from before the index: indexed once, with the same answers
-        from spotlight.protocol import tenant_status_indexed_key, tenant_status_key
-
-        api.redis.delete(tenant_status_indexed_key("default"), tenant_status_key("default", "canceled"))
+        keys = Keys.of(api.settings)
+        api.redis.delete(keys.tenant_status_indexed("default"), keys.tenant_status("default", "canceled"))
         page = c.get("/v1/jobs", params={"status": "canceled", "limit": 5, "offset": 5}).json()
         assert [j["id"] for j in page["jobs"]] == made[::-1][5:10] and page["total"] == 40
         assert c.get("/v1/jobs", params={"status": "finished"}).json() == {"jobs": [], "total": 0}
@@ -419,10 +420,13 @@ def test_the_quota_is_counted_in_one_step_so_racing_uploads_cannot_both_pass(api
     """Two uploads checked at once both see room; the count taken with INCRBY lets only one through."""
     from service.dataset_registry import DatasetRegistry
     from spotlight.errors import TooLarge
-    from spotlight.protocol import tenant_bytes_key
 
+    tenant_bytes_key = Keys.of(api.settings).tenant_bytes
     registry = DatasetRegistry(
-        api.redis, api.store, api.settings.model_copy(update={"max_stored_bytes_per_tenant": 100})
+        api.redis,
+        api.store,
+        Keys.of(api.settings),
+        api.settings.model_copy(update={"max_stored_bytes_per_tenant": 100}),
     )
     api.redis.set(tenant_bytes_key("racer"), 60)
     registry.check_room("racer", 30)  # both pass the early check...

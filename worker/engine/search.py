@@ -102,6 +102,7 @@ def search(
     should_stop: ShouldStop | None = None,
     should_yield: ShouldStop | None = None,
     resume: SearchResume | None = None,
+    weights_out: np.ndarray | None = None,
 ) -> SearchResult:
     r"""Find `params.n_spotlights` regions of embedding space where the model does unusually badly (or well).
 
@@ -151,6 +152,10 @@ def search(
     resume : SearchResume, optional
         The regions (and their n x j kernel values) of a search that yielded: this call finds
         regions j, j+1, ... and returns all of them, as an uninterrupted search would have.
+    weights_out : array of shape (n, n_spotlights), float32, optional
+        Where to write the kernel values (returned as the result's `weights`): the caller may pass
+        a memory-mapped file, so the n x k matrix need not sit in the process's memory. Default: a
+        new in-memory array.
 
     Returns
     -------
@@ -247,7 +252,19 @@ def search(
     device = resolve_device(p.device)
     with _threads_for(device, n * x_shape[1]):
         return _search(
-            embeddings, loss_v, w, labels_v, preds_v, p, device, progress, should_stop, started, should_yield, resume
+            embeddings,
+            loss_v,
+            w,
+            labels_v,
+            preds_v,
+            p,
+            device,
+            progress,
+            should_stop,
+            started,
+            should_yield,
+            resume,
+            weights_out,
         )
 
 
@@ -277,6 +294,7 @@ def _search(
     started: float,
     should_yield: ShouldStop | None = None,
     resume: SearchResume | None = None,
+    weights_out: np.ndarray | None = None,
 ) -> SearchResult:
     n, d = embeddings.shape
     z, frame = standardise(embeddings, w, device, core.row_chunk(n, d, device))
@@ -288,7 +306,11 @@ def _search(
     z, frame = add_evidence(z, frame, labels_v, preds_v, w, p.evidence, p.evidence_weight)
     problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device, tail=frame.tail)
 
-    k_all = np.zeros((n, p.n_spotlights), dtype=np.float32)
+    if weights_out is not None and (weights_out.shape != (n, p.n_spotlights) or weights_out.dtype != np.float32):
+        raise ValueError(
+            f"weights_out must be float32 of shape ({n}, {p.n_spotlights}), not {weights_out.dtype} {weights_out.shape}"
+        )
+    k_all = weights_out if weights_out is not None else np.zeros((n, p.n_spotlights), dtype=np.float32)
     regions: list[Region] = []
     scores = problem.scores.clone()
     if resume is not None:
