@@ -162,7 +162,9 @@ class Keys:
         return _between(key, f"{self.prefix}:cancel:")
 
     def idempotency(self, tenant: str, key: str) -> str:
-        """(body hash, job id) of an ``Idempotency-Key`` request, as long as results live."""
+        """(body hash, job id, pending|queued) of an ``Idempotency-Key`` request: claimed pending (SET NX,
+        short TTL) by the one request that makes the job, then queued for as long as results live
+        (service/job_registry.py)."""
         return f"{self.prefix}:idem:{tenant}:{key}"
 
     def tenant_and_key_of_idempotency(self, redis_key: str) -> tuple[str, str]:
