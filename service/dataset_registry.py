@@ -9,12 +9,14 @@ last reference is being deleted can never end up pointing at removed files.
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 
 import redis
 
 from spotlight.dataset_files import DatasetBuilder
-from spotlight.errors import NotFound
+from spotlight.errors import NotFound, TooLarge, Unavailable
 from spotlight.keys import Keys
 from spotlight.protocol import (
     DatasetRecord,
@@ -23,6 +25,7 @@ from spotlight.protocol import (
     redis_text,
     utcnow,
 )
+from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
 LOCK_TIMEOUT_S = 120
@@ -32,14 +35,58 @@ def new_dataset_id() -> str:
     return "ds_" + secrets.token_hex(12)
 
 
+def _quota_exceeded(used: int, adding: int, quota: int) -> TooLarge:
+    return TooLarge(
+        ErrorCode.QUOTA_EXCEEDED,
+        f"Your datasets hold {used} bytes; this one ({adding} bytes) would pass your storage quota of {quota} "
+        "bytes (SPOTLIGHT_MAX_STORED_BYTES_PER_TENANT). Delete datasets you no longer need.",
+        {"stored_bytes": used, "adding": adding, "limit": quota},
+    )
+
+
+def _dir_bytes(folder: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
+
+
 class DatasetRegistry:
-    def __init__(self, r: redis.Redis, store: ArtifactStore, keys: Keys) -> None:
+    def __init__(self, r: redis.Redis, store: ArtifactStore, keys: Keys, settings: Settings | None = None) -> None:
         self.r = r
         self.store = store
         self.keys = keys
+        self.quota = settings.max_stored_bytes_per_tenant if settings else 0
+        self.min_free = settings.min_free_store_bytes if settings else 0
 
     def blob_lock(self, sha256: str) -> redis.lock.Lock:
         return self.r.lock(self.keys.blob_lock(sha256), timeout=LOCK_TIMEOUT_S, blocking_timeout=LOCK_TIMEOUT_S)
+
+    # ----- room: the tenant's quota and the disk's free space -----
+    def check_room(self, tenant: str, adding: int = 0) -> None:
+        """Before an upload is read (adding=0) and again once its size is known: 413 past the
+        tenant's quota, 503 store_error when a local store's disk is nearly full (what is left
+        there is kept for Redis's AOF and the workers' results)."""
+        if self.quota:
+            used = int(self.r.get(self.keys.tenant_bytes(tenant)) or 0)
+            if used + adding > self.quota or (not adding and used >= self.quota):
+                raise _quota_exceeded(used, adding, self.quota)
+        if self.min_free and self.store.is_local:
+            try:
+                free = shutil.disk_usage(self.store.root).free
+            except OSError:
+                return
+            if free < self.min_free:  # an upload being registered is on that disk already
+                raise Unavailable(
+                    ErrorCode.STORE_ERROR,
+                    "The server's storage is nearly full; uploads are refused until an operator frees space.",
+                    {"reason": "disk_full", "setting": "SPOTLIGHT_MIN_FREE_STORE_BYTES"},
+                    retry_after_s=60,
+                )
+
+    def _reserve(self, tenant: str, size: int) -> None:
+        """Count `size` against the tenant's quota in one atomic step (two uploads cannot both pass)."""
+        used = int(self.r.incrby(self.keys.tenant_bytes(tenant), size))
+        if self.quota and used > self.quota:
+            self.r.decrby(self.keys.tenant_bytes(tenant), size)
+            raise _quota_exceeded(used - size, size, self.quota)
 
     def register(
         self,
@@ -57,6 +104,8 @@ class DatasetRegistry:
         holds the bytes it just sent would let it test guesses about other tenants' data.
         """
         sha = builder.content_sha256()
+        size = _dir_bytes(builder.work_dir)
+        self.check_room(tenant, size)
         record = DatasetRecord(
             id=new_dataset_id(),
             tenant=tenant,
@@ -67,15 +116,21 @@ class DatasetRegistry:
             created_at=utcnow(),
             name=name,
             tags=list(tags or []),
+            stored_bytes=size,
         )
-        with self.blob_lock(sha):
-            existed = self._tenant_holds(tenant, sha)
-            builder.commit(self.store, n, dim)
-            pipe = self.r.pipeline()
-            pipe.set(self.keys.dataset(record.id), record.model_dump_json())
-            pipe.zadd(self.keys.tenant_datasets(tenant), {record.id: record.created_at.timestamp()})
-            pipe.sadd(self.keys.blob_refs(sha), record.id)
-            pipe.execute()
+        self._reserve(tenant, size)
+        try:
+            with self.blob_lock(sha):
+                existed = self._tenant_holds(tenant, sha)
+                builder.commit(self.store, n, dim)
+                pipe = self.r.pipeline()
+                pipe.set(self.keys.dataset(record.id), record.model_dump_json())
+                pipe.zadd(self.keys.tenant_datasets(tenant), {record.id: record.created_at.timestamp()})
+                pipe.sadd(self.keys.blob_refs(sha), record.id)
+                pipe.execute()
+        except BaseException:
+            self.r.decrby(self.keys.tenant_bytes(tenant), size)  # nothing stored for it
+            raise
         return record, existed
 
     def _tenant_holds(self, tenant: str, sha256: str) -> bool:
@@ -113,6 +168,7 @@ class DatasetRegistry:
             pipe.delete(self.keys.dataset(record.id))
             pipe.zrem(self.keys.tenant_datasets(tenant), record.id)
             pipe.srem(self.keys.blob_refs(record.sha256), record.id)
+            pipe.decrby(self.keys.tenant_bytes(tenant), record.stored_bytes)
             pipe.scard(self.keys.blob_refs(record.sha256))
             remaining = pipe.execute()[-1]
             if int(remaining) == 0:

@@ -108,7 +108,7 @@ TenantDep = Annotated[str, Depends(get_tenant)]
 
 
 def get_datasets(r: RedisDep, store: StoreDep, settings: SettingsDep) -> DatasetRegistry:
-    return DatasetRegistry(r, store, Keys.of(settings))
+    return DatasetRegistry(r, store, Keys.of(settings), settings)
 
 
 def get_jobs(r: RedisDep, settings: SettingsDep) -> JobRegistry:

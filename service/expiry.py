@@ -75,7 +75,10 @@ def _delete_redis_side(conn: redis_lib.Redis, keys: Keys, tenant_key: str, job_i
     if job is not None:
         job.delete(pipeline=pipe, remove_from_queue=True)
     pipe.zrem(tenant_key, job_id)
-    pipe.srem(keys.tenant_active(keys.tenant_of_jobs(tenant_key)), job_id)
+    tenant = keys.tenant_of_jobs(tenant_key)
+    pipe.srem(keys.tenant_active(tenant), job_id)
+    for status in TERMINAL:
+        pipe.zrem(keys.tenant_status(tenant, status), job_id)
     pipe.delete(keys.cancel(job_id))
     pipe.sadd(keys.expiry_pending(), job_id)
     pipe.execute()
@@ -89,6 +92,13 @@ def _delete_store_side(conn: redis_lib.Redis, keys: Keys, store: ArtifactStore, 
         return False
     conn.srem(keys.expiry_pending(), job_id)
     return True
+
+
+def purge_results(conn: redis_lib.Redis, keys: Keys, store: ArtifactStore, job_id: str) -> bool:
+    """Delete a job's store folder now (its dataset was deleted); should the store fail, the id waits
+    in the pending set and the next sweep deletes it. The job's record stays (its status and params)."""
+    conn.sadd(keys.expiry_pending(), job_id)
+    return _delete_store_side(conn, keys, store, job_id)
 
 
 def _folder_mtime(store: ArtifactStore, path: str) -> float | None:

@@ -97,6 +97,11 @@ def inline_embeddings(rows: list[list[float]]) -> np.ndarray:
         raise InvalidInput(
             ErrorCode.SHAPE_MISMATCH, "embeddings: rows differ in length", {"field": "embeddings"}
         ) from None
+    return checked_embeddings(x)
+
+
+def checked_embeddings(x: np.ndarray) -> np.ndarray:
+    """n x d (d >= 1) finite embeddings, however they were read (InvalidInput otherwise)."""
     if x.ndim != 2 or x.shape[1] == 0:
         raise InvalidInput(ErrorCode.VALIDATION, "embeddings must be n x d with d >= 1", {"field": "embeddings"})
     if not np.isfinite(x).all():
@@ -107,6 +112,30 @@ def inline_embeddings(rows: list[list[float]]) -> np.ndarray:
             {"field": "embeddings", "row": row},
         )
     return x
+
+
+def check_codes(regions: list[dict[str, Any]], labels: Any, predictions: Any) -> None:
+    """Integer codes the caller gave must be classes the job's search saw (0 to its count - 1): a
+    code past them, or a negative one, would silently weigh as no class at all."""
+    for region in regions:
+        found = region.get("evidence")
+        if not found:
+            continue
+        for name, given, width in (
+            ("labels", labels, int(found.get("n_labels", 0))),
+            ("predictions", predictions, int(found.get("n_predictions", 0))),
+        ):
+            codes = np.asarray(given if given is not None else [])
+            if width and codes.size and np.issubdtype(codes.dtype, np.integer):
+                bad = codes[(codes < 0) | (codes >= width)]
+                if bad.size:
+                    raise InvalidInput(
+                        ErrorCode.VALIDATION,
+                        f"{name}: code {int(bad[0])} is not one of the classes the job's search saw (codes 0 to "
+                        f"{width - 1}); rows of a class it never saw can be weighed only by class name, when the "
+                        "job's labels were names",
+                        {"field": name, "code": int(bad[0]), "classes": width},
+                    )
 
 
 def score_rows(
@@ -152,6 +181,8 @@ def score_rows(
             names = files.manifest().get(classes.MANIFEST_KEY)
             if names:  # this dataset's own codes: compare by name with the job's (spotlight/evidence.py)
                 labels, predictions = classes.names_of(labels, names), classes.names_of(predictions, names)
+        else:
+            check_codes(regions, labels, predictions)
         columns = [
             kernel.region_weights(x, region, basis, labels=labels, predictions=predictions) for region in regions
         ]

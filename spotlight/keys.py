@@ -82,6 +82,13 @@ class Keys:
     def tenant_of_datasets(self, key: str) -> str:
         return _between(key, f"{self.prefix}:tenant:", ":datasets")
 
+    def tenant_bytes(self, tenant: str) -> str:
+        """Bytes of dataset content the tenant's records hold (its storage quota's count)."""
+        return f"{self.prefix}:tenant:{tenant}:bytes"
+
+    def tenant_of_bytes(self, key: str) -> str:
+        return _between(key, f"{self.prefix}:tenant:", ":bytes")
+
     def blob_refs(self, sha256: str) -> str:
         """Set of dataset ids that point at one stored content; the blob is deleted with the last."""
         return f"{self.prefix}:blob:{sha256}:refs"
@@ -115,6 +122,24 @@ class Keys:
     def tenant_of_active(self, key: str) -> str:
         return _between(key, f"{self.prefix}:tenant:", ":active")
 
+    def tenant_status(self, tenant: str, status: str) -> str:
+        """Sorted set of the tenant's ended job ids in one terminal status, scored by creation time
+        (service/job_registry.py moves a job here from `tenant_active` once it has ended)."""
+        return f"{self.prefix}:tenant:{tenant}:status:{status}"
+
+    def tenant_and_status_of_status(self, key: str) -> tuple[str, str]:
+        tenant, sep, status = _between(key, f"{self.prefix}:tenant:").partition(":status:")
+        if not (sep and tenant and status):
+            raise ValueError(f"{key!r} is not a status key")
+        return tenant, status
+
+    def tenant_status_indexed(self, tenant: str) -> str:
+        """Present once the tenant's jobs from before the status index have been indexed."""
+        return f"{self.prefix}:tenant:{tenant}:status-indexed"
+
+    def tenant_of_status_indexed(self, key: str) -> str:
+        return _between(key, f"{self.prefix}:tenant:", ":status-indexed")
+
     def submit_lock(self, tenant: str) -> str:
         """Held while one tenant's submission checks its limits and enqueues."""
         return f"{self.prefix}:lock:submit:{tenant}"
@@ -137,7 +162,9 @@ class Keys:
         return _between(key, f"{self.prefix}:cancel:")
 
     def idempotency(self, tenant: str, key: str) -> str:
-        """(body hash, job id) of an ``Idempotency-Key`` request, as long as results live."""
+        """(body hash, job id, pending|queued) of an ``Idempotency-Key`` request: claimed pending (SET NX,
+        short TTL) by the one request that makes the job, then queued for as long as results live
+        (service/job_registry.py)."""
         return f"{self.prefix}:idem:{tenant}:{key}"
 
     def tenant_and_key_of_idempotency(self, redis_key: str) -> tuple[str, str]:
@@ -162,6 +189,11 @@ class Keys:
     def expiry_pending(self) -> str:
         """Job ids whose store folder still has to go."""
         return f"{self.prefix}:expiry:pending"
+
+    # ----- readiness (service/routers/ops.py) -----
+    def ready_probe(self) -> str:
+        """Written by /readyz: a Redis that answers PING but refuses writes (disk full: MISCONF) is not ready."""
+        return f"{self.prefix}:ready-probe"
 
     # ----- workers and statistics -----
     def cuda_devices(self) -> str:

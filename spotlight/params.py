@@ -26,7 +26,7 @@ Sizing = Literal["grow", "fixed"]
 EvidencePrecision = Literal["learned", "tied"]
 EvidenceKind = Literal["labels_predictions", "labels", "mismatch"]
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
 class SearchParams(BaseModel):
@@ -158,7 +158,7 @@ class SearchParams(BaseModel):
     @field_validator("device")
     @classmethod
     def _device_is_known(cls, v: str) -> str:
-        if not _DEVICE.match(v):
+        if not _DEVICE.fullmatch(v):
             raise ValueError("device must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return v
 

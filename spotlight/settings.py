@@ -104,6 +104,27 @@ class Settings(BaseSettings):
         4 * 1024**2,
         description="Largest job submission body (its inline dataset is parsed whole; larger data: upload it first).",
     )
+    trusted_hosts: list[str] = Field(
+        default_factory=list,
+        description="Without API keys, dotted Host names the API answers besides localhost and IP addresses "
+        '(JSON list, e.g. ["spotlight.lan"]); others get 421, a guard against DNS rebinding.',
+    )
+    max_stored_bytes_per_tenant: int = Field(
+        50 * 1024**3,
+        ge=0,
+        description="Most bytes of datasets one tenant may have stored (413 storage_quota_exceeded past it; 0: no limit).",
+    )
+    min_free_store_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Uploads are refused (503 store_error) while a local store's disk has less free space than "
+        "this, so tenants' data cannot fill the disk Redis's AOF and results are written to.",
+    )
+    max_score_body_bytes: int = Field(
+        8 * 1024**2,
+        description="Largest POST /v1/jobs/{id}/score body (bare embeddings are parsed whole; more rows: upload "
+        "them and score the dataset id).",
+    )
 
     # --- references ---
     allowed_roots: list[str] = Field(

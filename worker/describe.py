@@ -575,6 +575,9 @@ def _lift(inside: float, overall: float) -> float:
 
 
 def _jsonable(value: Any) -> Any:
+    """A numpy scalar as plain JSON; a float32 as the decimal it was written as (7.7, not 7.699999809265137)."""
+    if isinstance(value, np.floating) and value.dtype.itemsize < 8 and np.isfinite(value):
+        return float(str(value))  # numpy prints the shortest text that reads back as the same float32
     return value.item() if isinstance(value, np.generic) else value
 
 

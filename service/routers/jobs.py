@@ -163,18 +163,15 @@ def create_job(
 ) -> JobOut:
     """Queue a spotlight search on a stored dataset (`"ds_…"`) or on one given inline / by `uri`."""
     digest = body_hash(body.model_dump(mode="json")) if idempotency_key else ""
-    if idempotency_key:
-        earlier = jobs.idempotent_replay(tenant, idempotency_key, digest)
-        if earlier is not None:
-            try:
-                return _existing(jobs, tenant, earlier, response)
-            except NotFound:  # the job expired: the key is free again
-                jobs.release_idempotency(tenant, idempotency_key, earlier)
     job_id = new_job_id()
-    if idempotency_key:
-        winner = jobs.claim_idempotency(tenant, idempotency_key, digest, job_id)
-        if winner is not None:
-            return _existing(jobs, tenant, winner, response)
+    while idempotency_key:  # until this request holds the key, or replays the job it names
+        earlier = jobs.claim_idempotency(tenant, idempotency_key, digest, job_id)
+        if earlier is None:
+            break
+        try:
+            return _existing(jobs, tenant, earlier, response)
+        except NotFound:  # the job expired: the key is free again
+            jobs.release_idempotency(tenant, idempotency_key, earlier, pending=False)
     try:
         jobs.check_capacity(tenant)  # before spending an upload on a job that cannot be queued
         if body.callback_url:
@@ -205,19 +202,25 @@ def create_job(
         if idempotency_key:
             jobs.release_idempotency(tenant, idempotency_key, job_id)
         raise
+    if idempotency_key:
+        jobs.complete_idempotency(tenant, idempotency_key, digest, job_id)
     log.info("job queued", extra={"job": job_id, "dataset": record.id, "tenant": tenant})
     return jobs.view(job)
 
 
-@router.get("", response_model=JobList, summary="List your jobs, newest first")
+@router.get("", response_model=JobList, summary="List your jobs, newest first", responses=error_responses(429))
 def list_jobs(
+    request: Request,
     tenant: TenantDep,
     jobs: JobsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
 ) -> JobList:
-    items, total = jobs.list(tenant, limit, offset, status)
+    """A page reads only its own jobs (by status: an index per status, service/job_registry.py); a
+    few listings per tenant run at once (429 `too_many_requests` past that, with Retry-After)."""
+    with request.app.state.list_slots.take(tenant):
+        items, total = jobs.list(tenant, limit, offset, status)
     return JobList(jobs=items, total=total)
 
 

@@ -11,18 +11,17 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from service.deps import JobIdDep, JobsDep, StoreDep, TenantDep
 from service.errors import error_responses
-from service.job_results import expired, finished_spec, read_regions
+from service.job_results import dataset_gone, expired, finished_spec, read_regions
 from service.schemas import MAX_OFFSET, Member, MemberOrder, MembersOut, RegionsOut
 from service.security_headers import REPORT_CSP
 from spotlight import classes
 from spotlight.contribution import contributions
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
-from spotlight.errors import Gone, NotFound
+from spotlight.errors import NotFound
 from spotlight.protocol import (
     REPORT_FILE,
     WEIGHTS_FILE,
     ErrorCode,
-    JobSpec,
     job_file,
     member_weights_file,
     members_by_contribution_file,
@@ -91,7 +90,7 @@ def get_members(
         ids = files.ids(idx)
         meta = files.metadata(idx)
     except DatasetMissing:
-        raise _dataset_gone(job_id, spec) from None
+        raise dataset_gone(job_id, spec) from None
     rows = [
         Member(
             index=int(i),
@@ -118,14 +117,6 @@ def _page_weights(store: ArtifactStore, job_id: str, ordered: str, k: int, idx: 
         if not idx.size:
             return np.empty(0)
         return np.asarray(store.load_npy(job_file(job_id, WEIGHTS_FILE))[idx, k], dtype=np.float64)
-
-
-def _dataset_gone(job_id: str, spec: JobSpec) -> Gone:
-    return Gone(
-        ErrorCode.DATASET_GONE,
-        "The dataset this job searched has been deleted; its rows can no longer be shown.",
-        {"job": job_id, "dataset": spec.dataset_id},
-    )
 
 
 def _stream(store: ArtifactStore, path: str) -> Iterator[bytes]:

@@ -5,21 +5,36 @@ How rows are weighed and which are members (and why): service/scoring.py.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service import scoring
 from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
 from service.errors import error_responses
 from service.ingest import build_from_spec, workspace
+from service.ingest.inline_json import parse_dataset_body
+from service.ingest.sources import Sources
 from service.job_results import finished_spec, read_regions
 from service.routers.results import npy_download
 from service.schemas import DatasetSpec
+from spotlight.errors import InvalidInput
+from spotlight.protocol import ErrorCode
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"], responses=error_responses(401, 404, 409, 503))
+
+# the answer's weights are written this many rows at a time, so an answer never exists whole as Python objects
+ROWS_PER_CHUNK = 4096
+StrictFloat = Annotated[float, Field(strict=True)]  # `true` is not 1.0
+# a class code: a whole number the dataset's int64 codes can hold, never negative (`true` is not 1)
+ClassCode = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
 
 
 class ScoreRequest(BaseModel):
@@ -27,18 +42,18 @@ class ScoreRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    embeddings: list[list[float]] | None = Field(
+    embeddings: list[list[StrictFloat]] | None = Field(
         None, min_length=1, description="n x d embeddings to score as they are (no losses needed; nothing is stored)."
     )
     dataset: DatasetSpec | None = Field(
         None, description='Or a dataset: an id (ds_…), inline arrays, or {"uri": …} (stored first, like an upload).'
     )
-    labels: list[int] | list[str] | None = Field(
+    labels: list[ClassCode] | list[str] | None = Field(
         None,
         description="With bare embeddings: each row's label (class names, or integer codes as the job's dataset "
         "had them), needed by regions found with label evidence (evidence_weight > 0). A dataset brings its own.",
     )
-    predictions: list[int] | list[str] | None = Field(
+    predictions: list[ClassCode] | list[str] | None = Field(
         None,
         description="With bare embeddings: each row's predicted class, needed by regions found with "
         "evidence 'labels_predictions' or 'mismatch'.",
@@ -66,15 +81,88 @@ class ScoreOut(BaseModel):
     ids: list[str | int] | None = Field(None, description="The dataset's ids of its rows, when it has ids.")
 
 
+async def _raw_body(request: Request) -> bytes:
+    """The body's bytes, read on the event loop (bounded by `max_score_body_bytes`, service/limits.py);
+    parsing them is the route's work, in its thread and under a score slot, so a large body never
+    stalls the loop that answers /healthz and everyone else."""
+    return await request.body()
+
+
+# Bodies the routes parse themselves (documented by reference in their `openapi_extra`).
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (ScoreRequest,)
+
+
+# A body up to this size is parsed whole by its model; a larger one can only be bare embeddings (with
+# labels/predictions), read in slices into arrays (service/ingest/inline_json.py), so neither its
+# memory (one Python object per number) nor the interpreter lock is held by one big parse.
+WHOLE_PARSE_BYTES = 256 * 1024
+_BARE_FIELDS = ("embeddings", "labels", "predictions")
+
+
+@dataclass
+class _Rows:
+    """What to score: bare rows (x, with labels/predictions) or a dataset spec."""
+
+    x: np.ndarray | None = None
+    labels: Any = None
+    predictions: Any = None
+    dataset: Any = None
+
+
+def _parse(raw: bytes, work_dir: str) -> _Rows:
+    if len(raw) <= WHOLE_PARSE_BYTES:
+        try:
+            body = ScoreRequest.model_validate_json(raw)
+        except ValidationError as exc:  # the same 400 as a body FastAPI parsed (service/errors.py)
+            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        if body.embeddings is not None:
+            return _Rows(scoring.inline_embeddings(body.embeddings), body.labels, body.predictions)
+        return _Rows(dataset=body.dataset)
+    try:
+        src = parse_dataset_body(raw, work_dir)
+    except InvalidInput as exc:
+        field = next(iter(exc.details.get("errors") or [{}])).get("field", "")
+        if field in ("", *_BARE_FIELDS) or "." in field:
+            raise
+        raise _bare_rows_only(field) from None
+    if not isinstance(src, Sources):
+        raise _bare_rows_only("uri")
+    extra = sorted({*src.arrays, *(["ids"] if src.ids else []), *(["metadata"] if src.metadata else [])})
+    extra = [f for f in extra if f not in _BARE_FIELDS]
+    if extra:
+        raise _bare_rows_only(extra[0])
+    x = scoring.checked_embeddings(np.load(src.arrays["embeddings"], allow_pickle=False))
+    labels, predictions = (
+        np.load(src.arrays[f], allow_pickle=False).tolist() if f in src.arrays else None
+        for f in ("labels", "predictions")
+    )
+    return _Rows(x, labels, predictions)
+
+
+def _bare_rows_only(field: str) -> InvalidInput:
+    return InvalidInput(
+        ErrorCode.VALIDATION,
+        f"{field}: a score body over {WHOLE_PARSE_BYTES // 1024} KiB holds bare rows only "
+        f"({', '.join(_BARE_FIELDS)}); to score a larger dataset, upload it (POST /v1/datasets) and score its id",
+        {"field": field, "limit_bytes": WHOLE_PARSE_BYTES},
+    )
+
+
 @router.post(
     "/{job_id}/score",
     response_model=ScoreOut,
-    responses=error_responses(400, 410, 413),
+    responses=error_responses(400, 410, 413, 429),
     summary="Weights and membership of another dataset's rows in this job's regions",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}}},
+        }
+    },
 )
 def score(
     job_id: JobIdDep,
-    body: ScoreRequest,
+    raw: Annotated[bytes, Depends(_raw_body)],
     request: Request,
     tenant: TenantDep,
     settings: SettingsDep,
@@ -82,37 +170,50 @@ def score(
     datasets: DatasetsDep,
     jobs: JobsDep,
 ) -> Any:
-    """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply."""
-    finished_spec(jobs, tenant, job_id)
-    regions = read_regions(store, job_id).get("regions", [])
-    basis = scoring.load_basis(
-        store, job_id, regions
-    )  # before anything is stored: a job that cannot be scored says so first
-    if body.embeddings is not None:
-        x = scoring.inline_embeddings(body.embeddings)
-        scored = scoring.score_rows(
-            store, job_id, regions, basis, x=x, labels=body.labels, predictions=body.predictions
-        )
-        return _out(job_id, None, scored)
-    if isinstance(body.dataset, str):
-        record = datasets.get(tenant, body.dataset)
-    else:
-        with reference_slot(request, tenant, body.dataset), workspace(store) as work:
-            builder, n, d = build_from_spec(body.dataset, work, settings)  # type: ignore[arg-type]
-            record, _ = datasets.register(tenant, builder, n, d)
-    return _out(job_id, record.id, scoring.score_rows(store, job_id, regions, basis, record=record))
+    """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply.
+
+    At most a few score requests run at once (429/503 `too_many_requests`/`service_unavailable`
+    past that, with Retry-After); the answer is written in chunks of rows."""
+    with request.app.state.score_slots.take(tenant):
+        with workspace(store) as work:
+            rows = _parse(raw, work)
+        finished_spec(jobs, tenant, job_id)
+        regions = read_regions(store, job_id).get("regions", [])
+        # before anything is stored: a job that cannot be scored says so first
+        basis = scoring.load_basis(store, job_id, regions)
+        if rows.x is not None:
+            scored = scoring.score_rows(
+                store, job_id, regions, basis, x=rows.x, labels=rows.labels, predictions=rows.predictions
+            )
+            return _answer(job_id, None, scored)
+        if isinstance(rows.dataset, str):
+            record = datasets.get(tenant, rows.dataset)
+        else:
+            with reference_slot(request, tenant, rows.dataset), workspace(store) as work:
+                builder, n, d = build_from_spec(rows.dataset, work, settings)
+                record, _ = datasets.register(tenant, builder, n, d)
+        return _answer(job_id, record.id, scoring.score_rows(store, job_id, regions, basis, record=record))
 
 
-def _out(job_id: str, dataset: str | None, scored: scoring.Scored) -> ScoreOut:
-    return ScoreOut(
-        job=job_id,
-        dataset=dataset,
-        n=scored.n,
-        member_min_weight=scored.member_min_weight,
-        weights=scored.weights.tolist(),
-        members=scored.members,
-        ids=scored.ids,
-    )
+def _answer(job_id: str, dataset: str | None, scored: scoring.Scored) -> StreamingResponse:
+    """`ScoreOut` as JSON, its n x k weights written a chunk of rows at a time."""
+    head = {
+        "job": job_id,
+        "dataset": dataset,
+        "n": scored.n,
+        "member_min_weight": scored.member_min_weight,
+        "members": scored.members,
+        "ids": scored.ids,
+    }
+    return StreamingResponse(_chunks(head, scored.weights), media_type="application/json")
+
+
+def _chunks(head: dict[str, Any], w: np.ndarray) -> Iterator[bytes]:
+    yield json.dumps(head)[:-1].encode() + b', "weights": ['
+    for start in range(0, w.shape[0], ROWS_PER_CHUNK):
+        part = json.dumps(w[start : start + ROWS_PER_CHUNK].tolist())[1:-1]
+        yield (b"," if start else b"") + part.encode()
+    yield b"]}"
 
 
 @router.get(

@@ -32,6 +32,7 @@ def test_every_builder_is_namespaced_and_has_a_working_inverse() -> None:
     a, b, bare = Keys("team-a"), Keys("team-b"), Keys()
     built_a, built_b, built_bare = _built(a), _built(b), _built(bare)
     assert {"blob_lock", "submit_lock", "expiry_lock", "cancel", "dataset"} <= set(built_a)
+    assert {"tenant_status", "tenant_status_indexed", "tenant_bytes", "ready_probe"} <= set(built_a)
     assert all(k.startswith("team-a:spotlight:") for k in built_a.values()), built_a
     assert all(k.startswith("team-b:spotlight:") for k in built_b.values()), built_b
     assert all(k.startswith("spotlight:") for k in built_bare.values()), built_bare
@@ -46,6 +47,9 @@ def test_every_builder_is_namespaced_and_has_a_working_inverse() -> None:
         (a.sha256_of_blob_lock, a.blob_lock("ab12"), "ab12"),
         (a.tenant_of_jobs, a.tenant_jobs("t"), "t"),
         (a.tenant_of_active, a.tenant_active("t"), "t"),
+        (a.tenant_and_status_of_status, a.tenant_status("t", "failed"), ("t", "failed")),
+        (a.tenant_of_status_indexed, a.tenant_status_indexed("t"), "t"),
+        (a.tenant_of_bytes, a.tenant_bytes("t"), "t"),
         (a.tenant_of_submit_lock, a.submit_lock("t"), "t"),
         (a.tenant_of_cost, a.cost("t"), "t"),
         (a.job_id_of_cancel, a.cancel("job_1"), "job_1"),
@@ -110,6 +114,8 @@ def test_two_namespaces_on_one_redis_share_no_key_and_no_lock(make_api: Callable
                 job_b = r.json()["id"]
                 assert quick.delete(f"/v1/jobs/{job_b}").status_code in (200, 202)
                 assert quick.get("/metrics").status_code == 200
+                assert quick.get("/readyz").status_code == 200  # writes its probe key
+                assert quick.get("/v1/jobs", params={"status": "canceled"}).status_code == 200
             conn.sadd(keys_b.expiry_pending(), "job_gone")
             assert expiry.sweep_expired(conn, b.store, b.settings) == ["job_gone"]  # a's sweep lock did not stop b's
         finally:
