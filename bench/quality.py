@@ -3,6 +3,7 @@
     python -m bench.quality                  # all four parts (~25 min on 2 cores)
     python -m bench.quality --quick          # fewer authors' steps, smaller high-dimension data: a smoke test
     python -m bench.quality --part multi     # one part: single, multi, highdim or clusters
+    python -m bench.quality --part real      # real texts, real pretrained encoders (bench/real.py; the bench extra)
 
 For each setting a small torch MLP is trained on a training split in which one subgroup is made
 hard on purpose; the spotlight then runs on the *held-out* split's penultimate-layer embeddings and
@@ -355,7 +356,7 @@ def main() -> None:
         "--quick", action="store_true", help="500 authors' steps, n = 5000 in high dimension (smoke test only)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--part", choices=["all", "single", "multi", "highdim", "clusters"], default="all")
+    parser.add_argument("--part", choices=["all", "single", "multi", "highdim", "clusters", "real"], default="all")
     parser.add_argument("--only", help="run only the engine variants whose name contains this (while iterating)")
     args = parser.parse_args()
     if args.part in ("all", "single"):
@@ -378,6 +379,10 @@ def main() -> None:
         quality_modes.print_highdim_draws(draws, n)
     if args.part in ("all", "clusters"):
         clusters_part(args.seed)
+    if args.part == "real":  # needs the bench extra and Debian's fortunes (bench/real.py); not part of "all"
+        from bench import real
+
+        real.main(seed=args.seed, only=args.only)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ else:
 Shape = Literal["spherical", "diagonal"]
 Objective = Literal["max_loss", "min_loss"]
 Deflation = Literal["tails", "paper"]
+Sizing = Literal["grow", "fixed"]
 EvidencePrecision = Literal["learned", "tied"]
 EvidenceKind = Literal["labels_predictions", "labels", "mismatch"]
 
@@ -47,8 +48,8 @@ class SearchParams(BaseModel):
     kernel: Kernel = Field(
         "auto",
         description="'auto' = 'ball' when a row's spotlight-sized neighbourhood among the standardised embeddings "
-        "has high intrinsic dimension (clustered or not: from its 0.5 % and 2 % distance quantiles, threshold 12), "
-        "else 'gaussian'; each region records the kernel "
+        "has high intrinsic dimension (clustered or not: from its 0.5 % and 2 % distance quantiles, threshold 12) "
+        "and the spotlight size counts at least 0.25 rows per dimension, else 'gaussian'; each region records the kernel "
         "it ran (docs/engine.md). 'flat' = max(0, 1 - tau*|x-mu|^2) (published paper), 'gaussian' = "
         "exp(-tau*|x-mu|^2/2) (ranks the rest of a slice larger than the region, where flat weighs it 0), or "
         "'ball' = 1 on the spotlight_size rows nearest the centre, exp(-(tau*|x-mu|^2 - radius_u)/2) beyond "
@@ -79,6 +80,13 @@ class SearchParams(BaseModel):
         "a different weak spot: 'tails' multiplies every loss score by (1 - k/max k)^8, removing the region "
         "with its tails; 'paper' by (1 - k/max k), the paper's re-weighting, which leaves a gaussian region's "
         "tails in place so later regions often find the same weak spot again.",
+    )
+    sizing: Sizing = Field(
+        "fixed",
+        description="'grow': once found, a region grows past spotlight_size (the floor) ring by ring along its own "
+        "ordering while each ring of 0.5 x spotlight_size more rows still has a mean loss significantly above the "
+        "dataset's (one-sided z > 3), up to half the rows, then is refitted to that size (docs/engine.md); "
+        "'fixed': every region has spotlight_size.",
     )
     seed: int = Field(
         0,
