@@ -90,13 +90,14 @@ def regions_table(
     Per region: its members, how many examples it counts (sum of kernel weights), the members' mean
     loss and lift over the dataset's mean (which, the same for every region, is in the title), their
     error rate when labels and predictions were given, the largest share of its members an earlier
-    region already holds, what stands out among them (class names when the dataset has them), and
+    region already holds, what stands out among them (class names when the dataset has them; with
+    texts, the over-represented words as "term" P precision R recall xlift), and
     with `tops` its top members by contribution (their ids, else rows). `narrow` (a terminal under
     WIDE_TABLE columns): headers wrap at words and the table has no outer edge.
     """
     from rich.table import Table
 
-    from spotlight.tables import stands_out
+    from spotlight.tables import stands_out, text_terms
 
     descriptions: list[dict[str, Any]] = [_description(r) for r in regions]
     dataset_mean = next(
@@ -128,7 +129,9 @@ def regions_table(
         if with_errors:
             err = desc.get("error_rate") or {}
             row.append(_fmt(100 * err["inside"], ".1f") + "%" if isinstance(err.get("inside"), (int, float)) else "—")
-        row += [_most_shared(reg.get("overlap")), stands_out(desc)]
+        words = text_terms(desc, limit=2)
+        said = "; ".join(p for p in (stands_out(desc), f"text: {words}" if words else "") if p)
+        row += [_most_shared(reg.get("overlap")), said]
         if tops is not None:
             row.append(", ".join(str(m["id"] if m.get("id") is not None else m["index"]) for m in tops[j]))
         rows.append(row)

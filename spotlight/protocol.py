@@ -41,7 +41,7 @@ from spotlight.params import SearchParams
 TASK_PATH = "worker.task.run_job"
 
 DATASET_ARRAYS = ("embeddings", "losses", "logits", "labels", "predictions", "sample_weights")
-DATASET_FIELDS = DATASET_ARRAYS + ("ids", "metadata")
+DATASET_FIELDS = DATASET_ARRAYS + ("ids", "texts", "metadata")
 
 
 def utcnow() -> datetime:

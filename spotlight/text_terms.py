@@ -104,3 +104,92 @@ def describe(
         lift = float(held_out_losses[held_has].mean() / base) if held_has.any() and base > 0 else None
         rules.append(TermRule(term, score, precision, recall, lift, int(held_has.sum())))
     return rules
+
+
+# Rows whose text is read to describe a job's regions: a uniform sample of all rows (the background the
+# members are compared with, and the rows the lift is measured on), and each region's members (its
+# heaviest, past that). Strings are read by offset (spotlight/dataset_files.py), never all n at once.
+TEXT_SAMPLE = 20_000
+EXAMPLES = 3  # member texts shown with a description (the heaviest members)
+EXAMPLE_CHARS = 300
+
+
+def text_sample(n: int, limit: int = TEXT_SAMPLE, seed: int = 0) -> np.ndarray:
+    """All rows when n <= limit, else `limit` sorted rows drawn uniformly (seeded)."""
+    if n <= limit:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False)).astype(np.int64)
+
+
+def region_text_terms(
+    member_texts: list[str],
+    n_members: int,
+    sample: np.ndarray,
+    sample_texts: list[str],
+    member_mask: np.ndarray,
+    losses: np.ndarray,
+    heldout: np.ndarray | None = None,
+    top: int = 5,
+    min_count: int = 3,
+) -> dict[str, object]:
+    """A region's over-represented terms, each checked as the rule "text mentions X".
+
+    Parameters
+    ----------
+    member_texts : the texts of the region's members (all, or its heaviest `len(member_texts)`)
+    n_members : how many members the region has
+    sample, sample_texts : a uniform sample of the dataset's rows (:func:`text_sample`) and their texts
+    member_mask : (n,) bool, the region's members
+    losses : (n,) the losses searched
+    heldout : (n,) bool, optional: rows the search did not use. Given, a term's lift is measured on
+        the sampled held-out rows (``lift_on: "heldout"``). Without it (a job with no held-out split),
+        the lift is measured on the sampled rows outside the region (``lift_on: "non_members"``): rows
+        the search saw and left out, so a lift above 1 there says the rule reaches beyond the region,
+        not that it holds on unseen data.
+
+    Returns ``{"terms": [{"term", "score", "precision", "recall", "lift", "lift_rows"}], "lift_on",
+    "rows_read"}``. ``precision``: of all rows mentioning the term, the share that are members (the
+    non-members' count estimated from the sample); ``recall``: of the members read, the share
+    mentioning it; ``lift``: mean loss of the lift rows mentioning it over their mean (None when no
+    such row, or a non-positive mean); ``lift_rows``: how many lift rows mention it.
+    """
+    n = int(member_mask.shape[0])
+    in_sample = member_mask[sample]
+    out_texts = [t for t, inside in zip(sample_texts, in_sample, strict=True) if not inside]
+    n_out = n - n_members
+    if heldout is not None:
+        basis = np.asarray(heldout, dtype=bool)[sample]
+        lift_on = "heldout"
+    else:
+        basis = ~in_sample
+        lift_on = "non_members"
+    basis_losses = np.asarray(losses, dtype=np.float64)[sample][basis]
+    basis_terms = [terms_of(t) for t, b in zip(sample_texts, basis, strict=True) if b]
+    base = float(basis_losses.mean()) if basis_losses.size else 0.0
+    member_terms = [terms_of(t) for t in member_texts]
+    out_terms = [terms_of(t) for t in out_texts]
+    mask = np.r_[np.ones(len(member_texts), dtype=bool), np.zeros(len(out_texts), dtype=bool)]
+    terms = []
+    for term, score in over_represented(member_texts + out_texts, mask, top, min_count):
+        hits_in = sum(term in m for m in member_terms)
+        hits_out = sum(term in m for m in out_terms)
+        est_in = hits_in * n_members / max(len(member_texts), 1)
+        est_out = hits_out * n_out / len(out_texts) if out_texts else 0.0
+        has = np.array([term in m for m in basis_terms], dtype=bool)
+        lift = float(basis_losses[has].mean() / base) if has.any() and base > 0 else None
+        terms.append(
+            {
+                "term": term,
+                "score": float(score),
+                "precision": float(est_in / (est_in + est_out)) if est_in + est_out > 0 else 0.0,
+                "recall": float(hits_in / len(member_texts)) if member_texts else 0.0,
+                "lift": lift,
+                "lift_rows": int(has.sum()),
+            }
+        )
+    return {"terms": terms, "lift_on": lift_on, "rows_read": len(member_texts) + len(sample_texts)}
+
+
+def examples(member_texts: list[str], k: int = EXAMPLES, chars: int = EXAMPLE_CHARS) -> list[str]:
+    """The first `k` member texts (members come heaviest first), each cut to `chars` characters."""
+    return [t if len(t) <= chars else t[: chars - 1] + "…" for t in member_texts[:k]]

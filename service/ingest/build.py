@@ -116,6 +116,40 @@ def _load_ids(src: Sources, n: int) -> list[Any] | None:
     return ids
 
 
+def _load_texts(src: Sources, n: int) -> list[str] | None:
+    """The rows' texts: n strings (None or a missing value becomes "")."""
+    if src.texts is None:
+        return None
+    if isinstance(src.texts, str):
+        info = inspect_npy(src.texts, "texts")
+        if len(info.shape) != 1 or info.dtype.kind not in "US":
+            raise _validation("texts must be a 1-D array of strings", field="texts", dtype=str(info.dtype))
+        if info.shape[0] != n:
+            raise _mismatch(
+                f"texts has {info.shape[0]} entries but embeddings has n={n} rows",
+                field="texts",
+                length=info.shape[0],
+                n=n,
+            )
+        raw: list[Any] = load_small(info).tolist()
+    else:
+        raw = list(src.texts)
+    if len(raw) != n:
+        raise _mismatch(
+            f"texts has {len(raw)} entries but embeddings has n={n} rows", field="texts", length=len(raw), n=n
+        )
+    out: list[str] = []
+    for i, v in enumerate(raw):
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        if v is None:
+            v = ""
+        if not isinstance(v, str):
+            raise _validation(f"texts[{i}] must be a string", field="texts", row=i)
+        out.append(v)
+    return out
+
+
 def _metadata_rows(rows: Any) -> Iterator[dict[str, Any]]:
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -183,6 +217,7 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
                 n=n,
             )
     ids = _load_ids(src, n)
+    texts = _load_texts(src, n)
     metadata = src.metadata
     if metadata is not None:
         count = metadata.count() if isinstance(metadata, JsonlRows) else len(metadata)
@@ -205,6 +240,8 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
         builder.add_array("sample_weights", (n,), _non_negative(infos["sample_weights"]))
     if ids is not None:
         builder.add_ids(ids)
+    if texts is not None:
+        builder.add_texts(texts, n)
     if metadata is not None:
         builder.add_metadata(_metadata_rows(metadata), n)
     if src.class_names is not None and ("labels" in infos or "predictions" in infos):

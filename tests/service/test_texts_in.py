@@ -1,0 +1,70 @@
+"""The rows' texts (a `texts` field) arrive in the stored dataset from every input format: a Parquet
+column named like text, an .npz key mapped with `columns`, separate .npy parts, inline JSON; the worker
+reads them back by row (DatasetFiles.texts). Bad texts get a 400."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+
+from spotlight.dataset_files import DatasetFiles
+from tests.service.conftest import LiveApi, npy_bytes, npz_bytes, parquet_bytes
+
+TEXTS = ["a penguin colony", "", "rain on the hills", "naïve café ☕", "line\nbreak"]
+
+
+def test_texts_arrive_from_parquet_npz_npy_and_json(api: LiveApi) -> None:
+    rng = np.random.default_rng(0)
+    emb, loss = rng.normal(size=(5, 3)).astype(np.float32), rng.random(5).astype(np.float32)
+    table = pa.table(
+        {
+            "embedding": pa.array(emb.tolist(), type=pa.list_(pa.float32())),
+            "loss": loss,
+            "text": TEXTS,
+            "site": ["x"] * 5,
+        }
+    )
+    with api.client() as c:
+        answers = [
+            c.post("/v1/datasets", files=[("file", ("x.parquet", parquet_bytes(table)))]),
+            c.post(
+                "/v1/datasets",
+                files=[
+                    ("file", ("x.npz", npz_bytes(embeddings=emb, losses=loss, caption=np.array(TEXTS)))),
+                    ("columns", (None, json.dumps({"texts": "caption"}))),
+                ],
+            ),
+            c.post(
+                "/v1/datasets",
+                files={
+                    "embeddings": ("e.npy", npy_bytes(emb)),
+                    "losses": ("l.npy", npy_bytes(loss)),
+                    "texts": ("t.json", json.dumps(TEXTS).encode()),
+                },
+            ),
+            c.post("/v1/datasets", json={"embeddings": emb.tolist(), "losses": loss.tolist(), "texts": TEXTS}),
+        ]
+    for r in answers:
+        assert r.status_code == 201, r.text
+        assert "texts" in r.json()["fields"]
+        files = DatasetFiles(api.store, r.json()["sha256"])
+        assert files.texts([4, 0, 3]) == [TEXTS[4], TEXTS[0], TEXTS[3]]
+    # the text column is the texts field, not metadata
+    assert DatasetFiles(api.store, answers[0].json()["sha256"]).metadata([0]) == [{"site": "x"}]
+    # the same content stored once, whatever the format (texts are part of the content hash)
+    assert len({r.json()["sha256"] for r in answers[1:]}) == 1
+
+
+def test_bad_texts_are_a_400(api: LiveApi) -> None:
+    emb, loss = np.zeros((3, 2)).tolist(), [0.1, 0.2, 0.3]
+    with api.client() as c:
+        short = c.post("/v1/datasets", json={"embeddings": emb, "losses": loss, "texts": ["a", "b"]})
+        numbers = c.post(
+            "/v1/datasets",
+            files={"file": ("x.npz", npz_bytes(embeddings=np.zeros((3, 2)), losses=np.ones(3), texts=np.arange(3)))},
+        )
+    assert short.status_code == 400 and "texts" in short.json()["error"]["message"]
+    assert numbers.status_code == 400 and "texts" in numbers.json()["error"]["message"]
+    assert api.stored_datasets() == []
