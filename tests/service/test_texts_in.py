@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
+from spotlight.client import SpotlightClient
 from spotlight.dataset_files import DatasetFiles
 from tests.service.conftest import LiveApi, npy_bytes, npz_bytes, parquet_bytes
 
@@ -55,6 +56,20 @@ def test_texts_arrive_from_parquet_npz_npy_and_json(api: LiveApi) -> None:
     assert DatasetFiles(api.store, answers[0].json()["sha256"]).metadata([0]) == [{"site": "x"}]
     # the same content stored once, whatever the format (texts are part of the content hash)
     assert len({r.json()["sha256"] for r in answers[1:]}) == 1
+
+
+def test_the_client_sends_texts_from_arrays_and_from_a_dataframe(api: LiveApi) -> None:
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    emb, loss = rng.normal(size=(5, 3)), rng.random(5)
+    df = pd.DataFrame({"embedding": list(emb), "loss": loss, "review": TEXTS, "site": ["x"] * 5})
+    with SpotlightClient(api.url) as sc:
+        from_arrays = sc.upload(emb, loss, texts=TEXTS)
+        from_table = sc.upload(df, texts="review")
+    for ds in (from_arrays, from_table):
+        assert DatasetFiles(api.store, ds["sha256"]).texts(range(5)) == TEXTS
+    assert DatasetFiles(api.store, from_table["sha256"]).metadata([0]) == [{"site": "x"}]
 
 
 def test_bad_texts_are_a_400(api: LiveApi) -> None:
