@@ -176,7 +176,8 @@ def parquet_to_sources(
     vocab = pa.array(class_names or [], type=pa.string())
     logits_c: int | None = None
     ids: list[Any] = []
-    texts: list[Any] = []
+    texts_path = os.path.join(work_dir, "pq-texts.jsonl")
+    texts_file = open(texts_path, "wb") if has_texts else None  # noqa: SIM115 - closed below
     meta_path = os.path.join(work_dir, "pq-metadata.jsonl")
     meta_file = open(meta_path, "wb") if meta_cols else None  # noqa: SIM115 - closed below
     try:
@@ -199,8 +200,9 @@ def parquet_to_sources(
                 writers["logits"].write(_list_values(col, logits_c, "logits"))
             if has_ids:
                 ids.extend(batch.column(col_of["ids"]).to_pylist())
-            if has_texts:
-                texts.extend(batch.column(col_of["texts"]).to_pylist())
+            if texts_file is not None:  # streamed to disk: n texts never sit in the API's memory
+                for value in batch.column(col_of["texts"]).to_pylist():
+                    texts_file.write(json.dumps(json_safe(value)).encode() + b"\n")
             if meta_file is not None:
                 for row in batch.select(meta_cols).to_pylist():
                     for c in image_cols:
@@ -215,11 +217,13 @@ def parquet_to_sources(
             w.close()
         if meta_file is not None:
             meta_file.close()
+        if texts_file is not None:
+            texts_file.close()
     src.arrays = {f: w.path for f, w in writers.items()}
     if has_ids:
         src.ids = ids
     if has_texts:
-        src.texts = texts
+        src.texts = JsonlRows(texts_path)
     if meta_cols:
         src.metadata = JsonlRows(meta_path)
     return src
