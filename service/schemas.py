@@ -270,6 +270,7 @@ class Member(BaseModel):
     )
     label: int | str | None = Field(None, description="The class index, or its name when the dataset has class names.")
     prediction: int | str | None = Field(None, description="Like label.")
+    text: str | None = Field(None, description="The row's text, when the dataset has texts.")
     metadata: dict[str, Any] | None = None
 
 

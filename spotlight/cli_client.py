@@ -450,10 +450,13 @@ def cmd_members(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"{args.job} region {args.k}: {answer['total']} members (by {args.order})")
-    for col in ("row", "id", "weight", "loss", "contribution", "label", "prediction", "metadata"):
+    with_text = any(m.get("text") is not None for m in answer["members"])
+    cols = ["row", "id", "weight", "loss", "contribution", "label", "prediction"] + (["text"] if with_text else [])
+    for col in cols + ["metadata"]:
         table.add_column(col)
     for m in answer["members"]:
         meta = json.dumps(m.get("metadata"), default=str)[:80] if m.get("metadata") else ""
+        text = [str(m.get("text") or "")[:120]] if with_text else []
         table.add_row(
             str(m["index"]),
             str(m.get("id") if m.get("id") is not None else ""),
@@ -462,6 +465,7 @@ def cmd_members(args: argparse.Namespace) -> int:
             f"{m.get('contribution', 0):.4g}",
             str(m.get("label") or ""),
             str(m.get("prediction") or ""),
+            *text,
             meta,
         )
     Console().print(table)

@@ -211,12 +211,15 @@ def region_rows(regions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def member_rows(members: Sequence[Mapping[str, Any]], region: int | None = None) -> list[dict[str, Any]]:
-    """Members flattened: their fields, then each metadata key as a column (prefixed on a clash)."""
+    """Members flattened: their fields (with the row's text when the dataset has texts), then each
+    metadata key as a column (prefixed on a clash)."""
     base = ("index", "id", "weight", "loss", "contribution", "label", "prediction")
     rows = []
     for m in members:
         row: dict[str, Any] = {} if region is None else {"region": region}
         row.update({k: m.get(k) for k in base})
+        if m.get("text") is not None:
+            row["text"] = m["text"]
         for key, value in (m.get("metadata") or {}).items():
             row[f"metadata.{key}" if key in row else key] = value
         rows.append(row)

@@ -86,3 +86,23 @@ def test_bad_texts_are_a_400(api: LiveApi) -> None:
     assert in_parquet.status_code == 400 and "texts[0] must be a string" in in_parquet.json()["error"]["message"]
     assert numbers.status_code == 400 and "texts" in numbers.json()["error"]["message"]
     assert api.stored_datasets() == []
+
+
+def test_a_members_page_carries_each_rows_text(api: LiveApi) -> None:
+    from spotlight.protocol import job_file, members_by_contribution_file, members_file
+    from spotlight.tables import member_rows
+
+    rng = np.random.default_rng(2)
+    emb, loss = rng.normal(size=(5, 3)), rng.random(5)
+    with api.client() as c:
+        ds = c.post("/v1/datasets", json={"embeddings": emb.tolist(), "losses": loss.tolist(), "texts": TEXTS}).json()
+        job_id = c.post("/v1/jobs", json={"dataset": ds["id"], "params": {"n_spotlights": 1}}).json()["id"]
+        members = np.array([3, 0], dtype=np.int64)
+        for name in (members_file(0), members_by_contribution_file(0)):
+            api.store.save_npy(job_file(job_id, name), members)
+        api.store.save_npy(job_file(job_id, "weights.npy"), np.ones((5, 1), dtype=np.float32))
+        api.finish_with(job_id, [{"index": 0, "n_members": 2}])
+        page = c.get(f"/v1/jobs/{job_id}/regions/0/members")
+    assert page.status_code == 200, page.text
+    assert [m["text"] for m in page.json()["members"]] == [TEXTS[3], TEXTS[0]]
+    assert [r["text"] for r in member_rows(page.json()["members"])] == [TEXTS[3], TEXTS[0]]
