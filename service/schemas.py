@@ -156,7 +156,7 @@ class TextTerm(BaseModel):
     recall: float = Field(description="Of the members, the share whose text mentions the term.")
     lift: float | None = Field(
         description="Mean loss of the lift rows (text_terms_lift_on) mentioning the term over their mean "
-        "loss; null when none mentions it."
+        "loss; null when fewer than 5 of them mention it."
     )
     lift_rows: int = Field(description="How many lift rows mention the term.")
 

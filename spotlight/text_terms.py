@@ -110,6 +110,9 @@ def describe(
 # members are compared with, and the rows the lift is measured on), and each region's members (its
 # heaviest, past that). Strings are read by offset (spotlight/dataset_files.py), never all n at once.
 TEXT_SAMPLE = 20_000
+# A term's lift needs this many lift rows mentioning it; fewer give a ratio of a handful of losses (on
+# the real MiniLM set, 3.04 from one row), so it is reported as None with its row count.
+MIN_LIFT_ROWS = 5
 EXAMPLES = 3  # member texts shown with a description (the heaviest members)
 EXAMPLE_CHARS = 300
 
@@ -150,8 +153,8 @@ def region_text_terms(
     Returns ``{"terms": [{"term", "score", "precision", "recall", "lift", "lift_rows"}], "lift_on",
     "rows_read"}``. ``precision``: of all rows mentioning the term, the share that are members (the
     non-members' count estimated from the sample); ``recall``: of the members read, the share
-    mentioning it; ``lift``: mean loss of the lift rows mentioning it over their mean (None when no
-    such row, or a non-positive mean); ``lift_rows``: how many lift rows mention it.
+    mentioning it; ``lift``: mean loss of the lift rows mentioning it over their mean (None when fewer
+    than MIN_LIFT_ROWS mention it, or a non-positive mean); ``lift_rows``: how many lift rows mention it.
     """
     n = int(member_mask.shape[0])
     in_sample = member_mask[sample]
@@ -176,7 +179,8 @@ def region_text_terms(
         est_in = hits_in * n_members / max(len(member_texts), 1)
         est_out = hits_out * n_out / len(out_texts) if out_texts else 0.0
         has = np.array([term in m for m in basis_terms], dtype=bool)
-        lift = float(basis_losses[has].mean() / base) if has.any() and base > 0 else None
+        enough = int(has.sum()) >= MIN_LIFT_ROWS
+        lift = float(basis_losses[has].mean() / base) if enough and base > 0 else None
         terms.append(
             {
                 "term": term,
