@@ -63,10 +63,25 @@ def over_represented(
     texts: list[str], members: np.ndarray, top: int = 5, min_count: int = 3
 ) -> list[tuple[str, float]]:
     """The `top` terms of highest c-TF-IDF for the member rows (bool mask) against the others."""
+    grams = [terms_of(t) for t in texts]
+    return rank_terms(
+        [g for g, m in zip(grams, members, strict=True) if m],
+        [g for g, m in zip(grams, members, strict=True) if not m],
+        top,
+        min_count,
+    )
+
+
+def rank_terms(
+    inside_terms: list[set[str]], outside_terms: list[set[str]], top: int = 5, min_count: int = 3
+) -> list[tuple[str, float]]:
+    """:func:`over_represented` from the rows' term sets (:func:`terms_of`), members' and others'."""
     inside: Counter[str] = Counter()
     outside: Counter[str] = Counter()
-    for text, is_member in zip(texts, members, strict=True):
-        (inside if is_member else outside).update(terms_of(text))
+    for grams in inside_terms:
+        inside.update(grams)
+    for grams in outside_terms:
+        outside.update(grams)
     words_in, words_out = sum(inside.values()), sum(outside.values())
     if words_in == 0:
         return []
@@ -134,6 +149,7 @@ def region_text_terms(
     heldout: np.ndarray | None = None,
     top: int = 5,
     min_count: int = 3,
+    sample_terms: list[set[str]] | None = None,
 ) -> dict[str, object]:
     """A region's over-represented terms, each checked as the rule "text mentions X".
 
@@ -149,6 +165,8 @@ def region_text_terms(
         the lift is measured on the sampled rows outside the region (``lift_on: "non_members"``): rows
         the search saw and left out, so a lift above 1 there says the rule reaches beyond the region,
         not that it holds on unseen data.
+    sample_terms : the sample's term sets (``terms_of`` of each of `sample_texts`), when the caller
+        describes several regions and computes them once
 
     Returns ``{"terms": [{"term", "score", "precision", "recall", "lift", "lift_rows"}], "lift_on",
     "rows_read"}``. ``precision``: of all rows mentioning the term, the share that are members (the
@@ -158,7 +176,8 @@ def region_text_terms(
     """
     n = int(member_mask.shape[0])
     in_sample = member_mask[sample]
-    out_texts = [t for t, inside in zip(sample_texts, in_sample, strict=True) if not inside]
+    grams = sample_terms if sample_terms is not None else [terms_of(t) for t in sample_texts]
+    out_terms = [g for g, inside in zip(grams, in_sample, strict=True) if not inside]
     n_out = n - n_members
     if heldout is not None:
         basis = np.asarray(heldout, dtype=bool)[sample]
@@ -167,17 +186,15 @@ def region_text_terms(
         basis = ~in_sample
         lift_on = "non_members"
     basis_losses = np.asarray(losses, dtype=np.float64)[sample][basis]
-    basis_terms = [terms_of(t) for t, b in zip(sample_texts, basis, strict=True) if b]
+    basis_terms = [g for g, b in zip(grams, basis, strict=True) if b]
     base = float(basis_losses.mean()) if basis_losses.size else 0.0
     member_terms = [terms_of(t) for t in member_texts]
-    out_terms = [terms_of(t) for t in out_texts]
-    mask = np.r_[np.ones(len(member_texts), dtype=bool), np.zeros(len(out_texts), dtype=bool)]
     terms = []
-    for term, score in over_represented(member_texts + out_texts, mask, top, min_count):
+    for term, score in rank_terms(member_terms, out_terms, top, min_count):
         hits_in = sum(term in m for m in member_terms)
         hits_out = sum(term in m for m in out_terms)
         est_in = hits_in * n_members / max(len(member_texts), 1)
-        est_out = hits_out * n_out / len(out_texts) if out_texts else 0.0
+        est_out = hits_out * n_out / len(out_terms) if out_terms else 0.0
         has = np.array([term in m for m in basis_terms], dtype=bool)
         enough = int(has.sum()) >= MIN_LIFT_ROWS
         lift = float(basis_losses[has].mean() / base) if enough and base > 0 else None

@@ -271,9 +271,11 @@ def iter_job_descriptions(
         columns = metadata_columns(rows) if rows is not None else None
     text_rows: np.ndarray | None = None
     sample_texts: list[str] | None = None
+    sample_terms: list[set[str]] = []
     if read_texts is not None:
         text_rows = text_terms.text_sample(n, text_limit, seed)
         sample_texts = read_texts(text_rows)
+        sample_terms = [text_terms.terms_of(t) for t in sample_texts or []]  # once for every region
     for k in range(first, len(member_sets)):
         description = describe_region(
             member_sets[k],
@@ -288,7 +290,9 @@ def iter_job_descriptions(
         )
         if read_texts is not None and text_rows is not None and sample_texts is not None:
             description.update(
-                _text_description(member_sets[k], n, losses, text_rows, sample_texts, read_texts, heldout, text_limit)
+                _text_description(
+                    member_sets[k], n, losses, text_rows, sample_texts, sample_terms, read_texts, heldout, text_limit
+                )
             )
         yield k, description
 
@@ -299,6 +303,7 @@ def _text_description(
     losses: np.ndarray,
     text_rows: np.ndarray,
     sample_texts: list[str],
+    sample_terms: list[set[str]],
     read_texts: Callable[[np.ndarray], list[str] | None],
     heldout: np.ndarray | None,
     text_limit: int,
@@ -309,7 +314,14 @@ def _text_description(
     mask[idx] = True
     member_texts = read_texts(idx[:text_limit]) or []
     found = text_terms.region_text_terms(
-        member_texts, int(idx.size), text_rows, sample_texts, mask, np.asarray(losses), heldout
+        member_texts,
+        int(idx.size),
+        text_rows,
+        sample_texts,
+        mask,
+        np.asarray(losses),
+        heldout,
+        sample_terms=sample_terms,
     )
     return {
         "text_terms": found["terms"],
