@@ -1,6 +1,6 @@
 """The `spotlight` client commands, for people and for pipelines: submit, status, regions, members, report, cancel.
 
-    spotlight submit EMB.npy LOSSES.npy [--labels L.npy] [--predictions P.npy]
+    spotlight submit EMB.npy LOSSES.npy [--labels L.npy] [--predictions P.npy] [--texts T.txt]
     spotlight submit data.parquet|data.npz [--column embeddings=emb ...]
     spotlight submit s3://bucket/data.parquet | file:///root/data.npz | ds_…    (read by the server / stored)
         [--param k=v ...] [--wait] [--top N] [--fail-if EXPR] [--json]
@@ -321,22 +321,24 @@ def _dataset_for(client: Any, args: argparse.Namespace) -> Any:
     """What `POST /v1/jobs` gets as `dataset`: an id, a {"uri"} reference, or the id of an upload."""
     columns = dict(args.column) if args.column else None
     if len(args.files) == 1 and args.files[0].startswith("ds_"):
-        if columns or args.labels or args.predictions:
-            raise CliExit("a stored dataset (ds_…) is searched as it is: --column/--labels/--predictions do not apply")
+        if columns or args.labels or args.predictions or args.texts:
+            raise CliExit(
+                "a stored dataset (ds_…) is searched as it is: --column/--labels/--predictions/--texts do not apply"
+            )
         return args.files[0]
     if len(args.files) == 1 and args.files[0].lower().startswith(URI_SCHEMES):
-        if args.labels or args.predictions:
-            raise CliExit("--labels/--predictions go inside the referenced file")
+        if args.labels or args.predictions or args.texts:
+            raise CliExit("--labels/--predictions/--texts go inside the referenced file")
         return {"uri": args.files[0], **({"columns": columns} if columns else {})}
     import numpy as np
 
     paths = [Path(p) for p in args.files]
-    for p in paths + [Path(x) for x in (args.labels, args.predictions) if x]:
+    for p in paths + [Path(x) for x in (args.labels, args.predictions, args.texts) if x]:
         if not p.is_file():
             raise CliExit(f"no such file: {p}")
     if len(paths) == 1 and paths[0].suffix in (".npz", ".parquet"):
-        if args.labels or args.predictions:
-            raise CliExit("--labels/--predictions go inside the .npz/.parquet (or map them with --column)")
+        if args.labels or args.predictions or args.texts:
+            raise CliExit("--labels/--predictions/--texts go inside the .npz/.parquet (or map them with --column)")
         _check_file_columns(paths[0], columns)
         return client.upload(path=paths[0], columns=columns, name=args.name, tags=args.tag or None)["id"]
     if len(paths) != 2 or any(p.suffix != ".npy" for p in paths):
@@ -354,7 +356,23 @@ def _dataset_for(client: Any, args: argparse.Namespace) -> Any:
         predictions=load(args.predictions),
         name=args.name,
         tags=args.tag or None,
+        texts=read_texts_file(args.texts) if args.texts else None,
     )["id"]
+
+
+def read_texts_file(path: str | Path) -> list[str]:
+    """--texts: a .npy of n strings, a .json list of n strings, or a text file with one text per line."""
+    import numpy as np
+
+    p = Path(path)
+    if p.suffix == ".npy":
+        return [str(t) for t in np.load(p, allow_pickle=False).tolist()]
+    if p.suffix == ".json":
+        value = json.loads(p.read_text(encoding="utf-8"))
+        if not isinstance(value, list):
+            raise CliExit(f"{p}: --texts as JSON must be a list of strings")
+        return value
+    return p.read_text(encoding="utf-8").splitlines()
 
 
 @guarded
@@ -533,6 +551,12 @@ def register(sub: Any) -> None:
     )
     sm.add_argument("--labels", default=None, help="labels .npy (n ints or class names), with EMB.npy LOSSES.npy")
     sm.add_argument("--predictions", default=None, help="predictions .npy, with EMB.npy LOSSES.npy")
+    sm.add_argument(
+        "--texts",
+        default=None,
+        help="the rows' texts (.npy of strings, .json list, or .txt one per line), with EMB.npy LOSSES.npy: "
+        "regions are described by their over-represented words",
+    )
     sm.add_argument(
         "--column",
         action="append",

@@ -106,3 +106,22 @@ def test_a_members_page_carries_each_rows_text(api: LiveApi) -> None:
     assert page.status_code == 200, page.text
     assert [m["text"] for m in page.json()["members"]] == [TEXTS[3], TEXTS[0]]
     assert [r["text"] for r in member_rows(page.json()["members"])] == [TEXTS[3], TEXTS[0]]
+
+
+def test_the_cli_sends_texts_beside_npy_files(api: LiveApi, tmp_path) -> None:
+    from spotlight.cli import main
+    from spotlight.cli_client import read_texts_file
+
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "e.npy", rng.normal(size=(5, 3)))
+    np.save(tmp_path / "l.npy", rng.random(5))
+    one_per_line = [t.replace("\n", " ") for t in TEXTS]
+    (tmp_path / "t.txt").write_text("\n".join(one_per_line) + "\n", encoding="utf-8")
+    (tmp_path / "t.json").write_text(json.dumps(TEXTS), encoding="utf-8")
+    np.save(tmp_path / "t.npy", np.array(TEXTS))
+    assert read_texts_file(tmp_path / "t.txt") == one_per_line
+    assert read_texts_file(tmp_path / "t.json") == read_texts_file(tmp_path / "t.npy") == TEXTS
+    args = ["submit", str(tmp_path / "e.npy"), str(tmp_path / "l.npy"), "--server", api.url]
+    assert main([*args, "--texts", str(tmp_path / "t.txt")]) == 0
+    (sha,) = api.stored_datasets()
+    assert DatasetFiles(api.store, sha).texts(range(5)) == one_per_line
