@@ -12,6 +12,7 @@ import pyarrow as pa
 from spotlight.client import SpotlightClient
 from spotlight.dataset_files import DatasetFiles
 from tests.service.conftest import LiveApi, npy_bytes, npz_bytes, parquet_bytes
+from worker.describe import describe_job
 
 TEXTS = ["a penguin colony", "", "rain on the hills", "naïve café ☕", "line\nbreak"]
 
@@ -88,6 +89,25 @@ def test_bad_texts_are_a_400(api: LiveApi) -> None:
     assert api.stored_datasets() == []
 
 
+def _region(description: dict) -> dict:
+    return {
+        "index": 0,
+        "center": [0.0, 0.0, 0.0],
+        "precision": 1.0,
+        "kernel": "flat",
+        "shape": "spherical",
+        "size_requested": 2.0,
+        "total_weight": 2.0,
+        "weighted_loss": 0.9,
+        "mean_loss": 0.5,
+        "lift": 1.8,
+        "n_members": 2,
+        "effective_size": 2.0,
+        "overlap": [],
+        "description": description,
+    }
+
+
 def test_a_members_page_carries_each_rows_text(api: LiveApi) -> None:
     from spotlight.protocol import job_file, members_by_contribution_file, members_file
     from spotlight.tables import member_rows
@@ -101,8 +121,17 @@ def test_a_members_page_carries_each_rows_text(api: LiveApi) -> None:
         for name in (members_file(0), members_by_contribution_file(0)):
             api.store.save_npy(job_file(job_id, name), members)
         api.store.save_npy(job_file(job_id, "weights.npy"), np.ones((5, 1), dtype=np.float32))
-        api.finish_with(job_id, [{"index": 0, "n_members": 2}])
+        description = describe_job([members], loss, read_texts=lambda i: [TEXTS[int(j)] for j in i], n_bootstrap=0)[0]
+        description["text_terms"] = [  # as the worker writes one (this tiny set has no term shared by 3 members)
+            {"term": "penguin", "score": 0.5, "precision": 1.0, "recall": 0.5, "lift": None, "lift_rows": 0}
+        ]
+        api.finish_with(job_id, [_region(description)])
         page = c.get(f"/v1/jobs/{job_id}/regions/0/members")
+        regions = c.get(f"/v1/jobs/{job_id}/regions")
+    assert regions.status_code == 200, regions.text
+    got = regions.json()["regions"][0]["description"]
+    assert got["text_terms"] == description["text_terms"] and got["text_terms_lift_on"] == "non_members"
+    assert got["text_examples"] == [TEXTS[3], TEXTS[0]]
     assert page.status_code == 200, page.text
     assert [m["text"] for m in page.json()["members"]] == [TEXTS[3], TEXTS[0]]
     assert [r["text"] for r in member_rows(page.json()["members"])] == [TEXTS[3], TEXTS[0]]
