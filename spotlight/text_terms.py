@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,18 +34,6 @@ STOPWORDS = frozenset(
     would you your yours one us even like get go may must much many never always every let say said make
     know""".split()
 )
-
-
-@dataclass(frozen=True)
-class TermRule:
-    """One description item as a rule: "text mentions `term`"."""
-
-    term: str
-    score: float  # c-TF-IDF among the members
-    precision: float  # of the rows mentioning it (the rows searched), the share that are members
-    recall: float  # of the members, the share mentioning it
-    held_out_lift: float | None  # mean loss of held-out rows mentioning it / held-out mean; None: no such row
-    held_out_rows: int  # held-out rows mentioning it
 
 
 def terms_of(text: str) -> set[str]:
@@ -94,31 +81,6 @@ def rank_terms(
         scored.append((term, count / words_in * math.log(1.0 + mean_words / total)))
     scored.sort(key=lambda kv: (-kv[1], kv[0]))
     return scored[:top]
-
-
-def describe(
-    texts: list[str],
-    members: np.ndarray,
-    held_out_texts: list[str],
-    held_out_losses: np.ndarray,
-    top: int = 5,
-    min_count: int = 3,
-) -> list[TermRule]:
-    """The region's over-represented terms, each checked: precision and recall against the members (on
-    the rows searched, `texts`), lift on the held-out rows (rows the search did not use)."""
-    mentions = [terms_of(t) for t in texts]
-    held = [terms_of(t) for t in held_out_texts]
-    base = float(np.mean(held_out_losses)) if len(held_out_losses) else 0.0
-    rules = []
-    for term, score in over_represented(texts, members, top, min_count):
-        has = np.array([term in m for m in mentions])
-        hits = int(has.sum())
-        precision = float(members[has].mean()) if hits else 0.0
-        recall = float(has[members].mean()) if members.any() else 0.0
-        held_has = np.array([term in m for m in held], dtype=bool)
-        lift = float(held_out_losses[held_has].mean() / base) if held_has.any() and base > 0 else None
-        rules.append(TermRule(term, score, precision, recall, lift, int(held_has.sum())))
-    return rules
 
 
 # Rows whose text is read to describe a job's regions: a uniform sample of all rows (the background the
@@ -169,22 +131,28 @@ def region_text_terms(
         describes several regions and computes them once
 
     Returns ``{"terms": [{"term", "score", "precision", "recall", "lift", "lift_rows"}], "lift_on",
-    "rows_read"}``. ``precision``: of all rows mentioning the term, the share that are members (the
-    non-members' count estimated from the sample); ``recall``: of the members read, the share
+    "rows_read"}``. ``precision``: of the rows searched (all rows, or those outside `heldout`)
+    mentioning the term, the share that are members (the non-members' count estimated from the
+    sample); terms are ranked against the same non-members; ``recall``: of the members read, the share
     mentioning it; ``lift``: mean loss of the lift rows mentioning it over their mean (None when fewer
     than MIN_LIFT_ROWS mention it, or a non-positive mean); ``lift_rows``: how many lift rows mention it.
     """
     n = int(member_mask.shape[0])
     in_sample = member_mask[sample]
     grams = sample_terms if sample_terms is not None else [terms_of(t) for t in sample_texts]
-    out_terms = [g for g, inside in zip(grams, in_sample, strict=True) if not inside]
-    n_out = n - n_members
     if heldout is not None:
-        basis = np.asarray(heldout, dtype=bool)[sample]
+        held = np.asarray(heldout, dtype=bool)
+        basis = held[sample]
         lift_on = "heldout"
+        # Precision is about the rows searched: held-out rows are never members, so they are left out.
+        searched = ~basis
+        n_out = max(int((~held).sum()) - n_members, 0)
     else:
         basis = ~in_sample
         lift_on = "non_members"
+        searched = np.ones(len(sample_texts), dtype=bool)
+        n_out = n - n_members
+    out_terms = [g for g, inside, s in zip(grams, in_sample, searched, strict=True) if s and not inside]
     basis_losses = np.asarray(losses, dtype=np.float64)[sample][basis]
     basis_terms = [g for g, b in zip(grams, basis, strict=True) if b]
     base = float(basis_losses.mean()) if basis_losses.size else 0.0

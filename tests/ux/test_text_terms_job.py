@@ -55,10 +55,12 @@ def test_the_planted_word_is_named_with_high_precision_and_recall() -> None:
 
     heldout = np.zeros(len(texts), dtype=bool)
     heldout[::2] = True
-    (h,) = describe_job([members], losses, read_texts=read, heldout=heldout, n_bootstrap=0)
+    searched_members = np.flatnonzero(planted & ~heldout)  # a search on the other rows finds these
+    (h,) = describe_job([searched_members], losses, read_texts=read, heldout=heldout, n_bootstrap=0)
     held = {t["term"]: t for t in h["text_terms"]}["penguin"]
     assert h["text_terms_lift_on"] == "heldout"
     assert held["lift_rows"] == int((planted & heldout).sum()) and held["lift"] > 2.0
+    assert held["precision"] == pytest.approx(1.0) and held["recall"] == pytest.approx(1.0)
     # a filler phrase every row may hold is not over-represented among the members
     assert "cat sat" not in terms
 
