@@ -130,7 +130,7 @@ def _load_texts(src: Sources, n: int) -> Iterable[Any] | None:
         if len(info.shape) != 1 or info.dtype.kind not in "US":
             raise _validation("texts must be a 1-D array of strings", field="texts", dtype=str(info.dtype))
         count = info.shape[0]  # from the header, before the texts are loaded
-        raw = load_small(info).tolist() if count == n else []
+        raw = (text for chunk in iter_rows(info) for text in chunk.tolist())  # a few MB at a time
     else:
         count, raw = len(src.texts), src.texts
     if count != n:

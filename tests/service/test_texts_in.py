@@ -82,10 +82,15 @@ def test_bad_texts_are_a_400(api: LiveApi) -> None:
             files={"file": ("x.npz", npz_bytes(embeddings=np.zeros((3, 2)), losses=np.ones(3), texts=np.arange(3)))},
         )
         table = pa.table({"embedding": pa.array(emb, type=pa.list_(pa.float64())), "loss": loss, "text": [1, 2, 3]})
+        wrong_count = c.post(
+            "/v1/datasets",
+            files={"file": ("x.npz", npz_bytes(embeddings=np.zeros((3, 2)), losses=np.ones(3), texts=np.array(["a"])))},
+        )
         in_parquet = c.post("/v1/datasets", files=[("file", ("x.parquet", parquet_bytes(table)))])
     assert short.status_code == 400 and "texts" in short.json()["error"]["message"]
     assert in_parquet.status_code == 400 and "texts[0] must be a string" in in_parquet.json()["error"]["message"]
     assert numbers.status_code == 400 and "texts" in numbers.json()["error"]["message"]
+    assert wrong_count.status_code == 400 and wrong_count.json()["error"]["code"] == "shape_mismatch"
     assert api.stored_datasets() == []
 
 
