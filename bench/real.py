@@ -277,7 +277,7 @@ def run_describe(encoder: str = "minilm-l6", seed: int = 0, plant: bool = True) 
     half = np.random.default_rng(seed + 1).random(len(s.loss)) < 0.5
     a, b = np.flatnonzero(half), np.flatnonzero(~half)
     res = search(s.x[a], s.loss[a], SearchParams(device="cpu"), labels=s.labels[a], predictions=s.predictions[a])
-    texts_a, texts_b = [s.texts[i] for i in a], [s.texts[i] for i in b]
+    rows, grams = np.arange(len(s.loss)), [text_terms.terms_of(t) for t in s.texts]
     print(f"# regions in words: {s.name}, default search on {a.size} rows, terms checked on the other {b.size}")
     for j, region in enumerate(res.regions):
         members = np.zeros(a.size, dtype=bool)
@@ -291,11 +291,17 @@ def run_describe(encoder: str = "minilm-l6", seed: int = 0, plant: bool = True) 
             + ", ".join(f"{k} {v}" for k, v in pairs)
             + (f"; share of each mode: {modes}" if plant else "")
         )
-        for rule in text_terms.describe(texts_a, members, texts_b, s.loss[b]):
-            lift = "-" if rule.held_out_lift is None else f"{rule.held_out_lift:.2f}"
+        heaviest = a[member_set(res.weights[:, j], region.kernel)]
+        mask = np.zeros(len(s.loss), dtype=bool)
+        mask[heaviest] = True
+        found = text_terms.region_text_terms(
+            [s.texts[i] for i in heaviest], heaviest.size, rows, s.texts, mask, s.loss, ~half, sample_terms=grams
+        )
+        for rule in found["terms"]:
+            lift = "-" if rule["lift"] is None else f"{rule['lift']:.2f}"
             print(
-                f"#     mentions {rule.term!r:24s} precision {rule.precision:.2f} recall {rule.recall:.2f} "
-                f"held-out lift {lift} ({rule.held_out_rows} rows)"
+                f"#     mentions {rule['term']!r:24s} precision {rule['precision']:.2f} recall {rule['recall']:.2f} "
+                f"held-out lift {lift} ({rule['lift_rows']} rows)"
             )
 
 

@@ -29,6 +29,9 @@ class InlineDataset(BaseModel):
     )
     sample_weights: list[float] | None = Field(None, description="n non-negative weights.")
     ids: list[str | int] | None = Field(None, description="n ids, echoed in members.")
+    texts: list[str | None] | None = Field(
+        None, description="n texts (a sentence, a caption): regions are described by their over-represented words."
+    )
     metadata: list[dict[str, Any]] | None = Field(None, description="n JSON objects, echoed in members.")
 
 
@@ -138,6 +141,24 @@ class ValueShare(BaseModel):
     share_inside: float
     share_overall: float
     lift: float = Field(description="share_inside / share_overall.")
+    precision: float | None = Field(
+        None, description='As a rule ("label = value"): of the rows holding the value, the share that are members.'
+    )
+    recall: float | None = Field(None, description="Of the members, the share holding the value (= share_inside).")
+
+
+class TextTerm(BaseModel):
+    """A word or phrase over-represented among a region's members' texts, checked as the rule "text mentions term"."""
+
+    term: str
+    score: float = Field(description="Class-based TF-IDF of the term among the members against the other rows.")
+    precision: float = Field(description="Of all rows whose text mentions the term, the share that are members.")
+    recall: float = Field(description="Of the members, the share whose text mentions the term.")
+    lift: float | None = Field(
+        description="Mean loss of the lift rows (text_terms_lift_on) mentioning the term over their mean "
+        "loss; null when fewer than 5 of them mention it."
+    )
+    lift_rows: int = Field(description="How many lift rows mention the term.")
 
 
 class Composition(BaseModel):
@@ -177,6 +198,18 @@ class RegionDescription(BaseModel):
     predictions: Composition | None = None
     metadata: dict[str, Composition] = Field(default_factory=dict)
     numeric: dict[str, dict[str, float]] = Field(default_factory=dict)
+    text_terms: list[TextTerm] | None = Field(
+        None,
+        description="With a dataset that has texts: the words and phrases over-represented among the members' "
+        "texts, each checked as a rule. Null (absent) without texts; an empty list when no term is "
+        "shared by enough members.",
+    )
+    text_terms_lift_on: Literal["heldout", "non_members"] | None = Field(
+        None,
+        description="Rows a term's lift is measured on: 'heldout' (rows the search did not use) or "
+        "'non_members' (a sample of the rows outside the region, which the search saw).",
+    )
+    text_examples: list[str] | None = Field(None, description="A few member texts, heaviest members first.")
 
 
 class RegionOut(BaseModel):
@@ -237,6 +270,7 @@ class Member(BaseModel):
     )
     label: int | str | None = Field(None, description="The class index, or its name when the dataset has class names.")
     prediction: int | str | None = Field(None, description="Like label.")
+    text: str | None = Field(None, description="The row's text, when the dataset has texts.")
     metadata: dict[str, Any] | None = None
 
 

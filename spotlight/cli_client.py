@@ -1,6 +1,6 @@
 """The `spotlight` client commands, for people and for pipelines: submit, status, regions, members, report, cancel.
 
-    spotlight submit EMB.npy LOSSES.npy [--labels L.npy] [--predictions P.npy]
+    spotlight submit EMB.npy LOSSES.npy [--labels L.npy] [--predictions P.npy] [--texts T.txt]
     spotlight submit data.parquet|data.npz [--column embeddings=emb ...]
     spotlight submit s3://bucket/data.parquet | file:///root/data.npz | ds_…    (read by the server / stored)
         [--param k=v ...] [--wait] [--top N] [--fail-if EXPR] [--json]
@@ -90,14 +90,15 @@ def regions_table(
     Per region: its members, how many examples it counts (sum of kernel weights), the members' mean
     loss and lift over the dataset's mean (which, the same for every region, is in the title), their
     error rate when labels and predictions were given, the largest share of its members an earlier
-    region already holds, what stands out among them (class names when the dataset has them), and
+    region already holds, what stands out among them (class names when the dataset has them; with
+    texts, the over-represented words as "term" P precision R recall xlift), and
     with `tops` its top members by contribution (their ids, else rows). `narrow` (a terminal under
     WIDE_TABLE columns): headers wrap at words, the table has no outer edge, and what stands out is
     left to `print_regions`, which writes it below the table.
     """
     from rich.table import Table
 
-    from spotlight.tables import stands_out
+    from spotlight.tables import stands_out, text_terms
 
     descriptions: list[dict[str, Any]] = [_description(r) for r in regions]
     dataset_mean = next(
@@ -129,7 +130,9 @@ def regions_table(
         if with_errors:
             err = desc.get("error_rate") or {}
             row.append(_fmt(100 * err["inside"], ".1f") + "%" if isinstance(err.get("inside"), (int, float)) else "—")
-        row += [_most_shared(reg.get("overlap"))] + ([] if narrow else [stands_out(desc)])
+        words = text_terms(desc, limit=2)
+        said = "; ".join(p for p in (stands_out(desc), f"text: {words}" if words else "") if p)
+        row += [_most_shared(reg.get("overlap"))] + ([] if narrow else [said])
         if tops is not None:
             row.append(", ".join(str(m["id"] if m.get("id") is not None else m["index"]) for m in tops[j]))
         rows.append(row)
@@ -155,12 +158,14 @@ def print_regions(
     if console.width >= WIDE_TABLE:
         console.print(regions_table(job_id, regions, tops))
         return
-    from spotlight.tables import stands_out
+    from spotlight.tables import stands_out, text_terms
 
     console.print(regions_table(job_id, regions, narrow=True))
     # what stands out is words: below the table, one line per region, they wrap between words
     for reg in regions:
-        said = stands_out(_description(reg))
+        desc = _description(reg)
+        words = text_terms(desc, limit=2)
+        said = "; ".join(p for p in (stands_out(desc), f"text: {words}" if words else "") if p)
         if said:
             console.print(f"region {reg['index']} stands out: {said}")
     if tops is None:
@@ -326,22 +331,24 @@ def _dataset_for(client: Any, args: argparse.Namespace) -> Any:
     """What `POST /v1/jobs` gets as `dataset`: an id, a {"uri"} reference, or the id of an upload."""
     columns = dict(args.column) if args.column else None
     if len(args.files) == 1 and args.files[0].startswith("ds_"):
-        if columns or args.labels or args.predictions:
-            raise CliExit("a stored dataset (ds_…) is searched as it is: --column/--labels/--predictions do not apply")
+        if columns or args.labels or args.predictions or args.texts:
+            raise CliExit(
+                "a stored dataset (ds_…) is searched as it is: --column/--labels/--predictions/--texts do not apply"
+            )
         return args.files[0]
     if len(args.files) == 1 and args.files[0].lower().startswith(URI_SCHEMES):
-        if args.labels or args.predictions:
-            raise CliExit("--labels/--predictions go inside the referenced file")
+        if args.labels or args.predictions or args.texts:
+            raise CliExit("--labels/--predictions/--texts go inside the referenced file")
         return {"uri": args.files[0], **({"columns": columns} if columns else {})}
     import numpy as np
 
     paths = [Path(p) for p in args.files]
-    for p in paths + [Path(x) for x in (args.labels, args.predictions) if x]:
+    for p in paths + [Path(x) for x in (args.labels, args.predictions, args.texts) if x]:
         if not p.is_file():
             raise CliExit(f"no such file: {p}")
     if len(paths) == 1 and paths[0].suffix in (".npz", ".parquet"):
-        if args.labels or args.predictions:
-            raise CliExit("--labels/--predictions go inside the .npz/.parquet (or map them with --column)")
+        if args.labels or args.predictions or args.texts:
+            raise CliExit("--labels/--predictions/--texts go inside the .npz/.parquet (or map them with --column)")
         _check_file_columns(paths[0], columns)
         return client.upload(path=paths[0], columns=columns, name=args.name, tags=args.tag or None)["id"]
     if len(paths) != 2 or any(p.suffix != ".npy" for p in paths):
@@ -373,7 +380,23 @@ def _dataset_for(client: Any, args: argparse.Namespace) -> Any:
         predictions=load(args.predictions),
         name=args.name,
         tags=args.tag or None,
+        texts=read_texts_file(args.texts) if args.texts else None,
     )["id"]
+
+
+def read_texts_file(path: str | Path) -> list[str]:
+    """--texts: a .npy of n strings, a .json list of n strings, or a text file with one text per line."""
+    import numpy as np
+
+    p = Path(path)
+    if p.suffix == ".npy":
+        return [str(t) for t in np.load(p, allow_pickle=False).tolist()]
+    if p.suffix == ".json":
+        value = json.loads(p.read_text(encoding="utf-8"))
+        if not isinstance(value, list):
+            raise CliExit(f"{p}: --texts as JSON must be a list of strings")
+        return value
+    return p.read_text(encoding="utf-8").splitlines()
 
 
 @guarded
@@ -469,10 +492,13 @@ def cmd_members(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"{args.job} region {args.k}: {answer['total']} members (by {args.order})")
-    for col in ("row", "id", "weight", "loss", "contribution", "label", "prediction", "metadata"):
+    with_text = any(m.get("text") is not None for m in answer["members"])
+    cols = ["row", "id", "weight", "loss", "contribution", "label", "prediction"] + (["text"] if with_text else [])
+    for col in cols + ["metadata"]:
         table.add_column(col)
     for m in answer["members"]:
         meta = json.dumps(_brief(m.get("metadata")), default=str)[:80] if m.get("metadata") else ""
+        text = [str(m.get("text") or "")[:120]] if with_text else []
         table.add_row(
             str(m["index"]),
             str(m.get("id") if m.get("id") is not None else ""),
@@ -481,6 +507,7 @@ def cmd_members(args: argparse.Namespace) -> int:
             f"{m.get('contribution', 0):.4g}",
             str(m.get("label") or ""),
             str(m.get("prediction") or ""),
+            *text,
             meta,
         )
     Console().print(table)
@@ -560,6 +587,12 @@ def register(sub: Any) -> None:
     )
     sm.add_argument("--labels", default=None, help="labels .npy (n ints or class names), with EMB.npy LOSSES.npy")
     sm.add_argument("--predictions", default=None, help="predictions .npy, with EMB.npy LOSSES.npy")
+    sm.add_argument(
+        "--texts",
+        default=None,
+        help="the rows' texts (.npy of strings, .json list, or .txt one per line), with EMB.npy LOSSES.npy: "
+        "regions are described by their over-represented words",
+    )
     sm.add_argument(
         "--column",
         action="append",

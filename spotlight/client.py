@@ -181,13 +181,17 @@ class Job:
         - ``member_min_weight``: what a row of other data needs to be a member (see :meth:`score`);
         - ``description``: computed on the members: ``mean_loss``, ``lift``, ``mean_loss_ci``,
           ``error_rate``, and the ``labels`` / ``predictions`` / ``metadata`` values they over-represent
-          (by class name when the dataset has them).
+          (by class name when the dataset has them), each also a rule with its ``precision`` and
+          ``recall``; with texts, ``text_terms`` (words over-represented in the members' texts, each
+          with precision, recall and a ``lift`` measured on the rows ``text_terms_lift_on`` names)
+          and ``text_examples``.
         """
         return [Region(r, self) for r in self.client._json("GET", f"/v1/jobs/{self.id}/regions")["regions"]]
 
     def regions_df(self) -> Any:
         """The regions as a pandas DataFrame: one row per region (weighted loss, lift, size, members,
-        p-value, error rate inside, the dominant label/prediction by name, what stands out)."""
+        p-value, error rate inside, the dominant label/prediction by name, what stands out, and with
+        texts ``text_terms``: the over-represented words with their precision, recall and lift)."""
         return tables.pandas().DataFrame(tables.region_rows(self.regions()))
 
     def members_df(self, k: int, limit: int | None = None, order: str = "weight") -> Any:
@@ -405,6 +409,7 @@ class SpotlightClient:
         *,
         name: str | None = None,
         tags: Sequence[str] | None = None,
+        texts: Any = None,
     ) -> dict[str, Any]:
         """`POST /v1/datasets`: store a dataset once, search it many times. Returns the dataset
         (``{"id": "ds_…", "n", "dim", "fields", "sha256", "created_at"}``).
@@ -416,7 +421,10 @@ class SpotlightClient:
         metadata); or `path`: one .npz / .parquet file (`columns` maps fields to its column names), or
         a list of .npy files each named after its key (``embeddings.npy``, ``losses.npy``, ...).
         Labels and predictions may be class names (text): the server stores codes plus the names.
-        `name` and `tags` are your labels for the dataset (listed back with it).
+        `name` and `tags` are your labels for the dataset (listed back with it). `texts`: the rows'
+        texts (n strings; with a table, the name of its text column — one named text/texts/sentence is
+        found without naming): each region's description then names the words over-represented among
+        its members' texts, each checked as a rule (``text_terms``).
         """
         timeout = httpx.Timeout(self._timeout.connect, read=UPLOAD_READ_TIMEOUT_S, write=None, pool=None)
         query = _name_tags(name, tags)
@@ -430,6 +438,7 @@ class SpotlightClient:
                 "ids": ids,
                 "logits": logits,
                 "sample_weights": sample_weights,
+                "texts": texts,
                 **dict(columns or {}),
             }
             return self._upload_table(embeddings, kind, named, metadata, timeout, query)
@@ -441,6 +450,8 @@ class SpotlightClient:
         if embeddings is None:
             raise ValueError("upload needs embeddings (and losses, or logits + labels), or a path")
         arrays = _dataset_arrays(embeddings, losses, labels, predictions, ids, metadata, logits, sample_weights)
+        if texts is not None:
+            arrays["texts"] = np.asarray(["" if t is None else str(t) for t in texts], dtype=str)
         with _npz_file(arrays) as f:
             return self._json(
                 "POST",
@@ -513,6 +524,7 @@ class SpotlightClient:
         columns: Mapping[str, str] | None = None,
         name: str | None = None,
         tags: Sequence[str] | None = None,
+        texts: Any = None,
         **params: Any,
     ) -> Job:
         """`POST /v1/jobs`: start a search; `params` are the contract's (n_spotlights, spotlight_size,
@@ -537,14 +549,15 @@ class SpotlightClient:
                 logits,
                 sample_weights=sample_weights,
                 columns={k: v for k, v in table_columns.items() if v is not None},
+                texts=texts,
                 **labels_of,
             )["id"]
             return self._start(dataset_id, params, callback_url, idempotency_key, **labels_of)
         if embeddings is not None:
             raise TypeError("embeddings= names a column of a table; with arrays pass them as the first argument")
         by_reference = isinstance(first, (str, os.PathLike, Mapping))
-        if by_reference and any(x is not None for x in (losses, labels, ids, metadata, predictions, logits)):
-            raise ValueError("losses/labels/ids/metadata go with embeddings, not with a stored dataset or a file")
+        if by_reference and any(x is not None for x in (losses, labels, ids, metadata, predictions, logits, texts)):
+            raise ValueError("losses/labels/ids/metadata/texts go with embeddings, not with a stored dataset or a file")
         if isinstance(first, str) and first.startswith("ds_"):
             dataset: Any = first
         elif isinstance(first, Mapping):
@@ -553,7 +566,16 @@ class SpotlightClient:
             dataset = self.upload(path=first, columns=columns, **labels_of)["id"]
         else:
             dataset = self.upload(
-                first, losses, labels, predictions, ids, metadata, logits, sample_weights=sample_weights, **labels_of
+                first,
+                losses,
+                labels,
+                predictions,
+                ids,
+                metadata,
+                logits,
+                sample_weights=sample_weights,
+                texts=texts,
+                **labels_of,
             )["id"]
         return self._start(dataset, params, callback_url, idempotency_key, **labels_of)
 

@@ -27,6 +27,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "predictions": ("predictions", "prediction", "preds", "pred", "y_pred"),
     "sample_weights": ("sample_weights", "sample_weight"),
     "ids": ("ids", "id"),
+    # The rows' text (a sentence, a caption): a region's description names its over-represented words.
+    "texts": ("texts", "text", "sentence", "sentences"),
 }
 FIELDS: tuple[str, ...] = tuple(ALIASES)
 

@@ -34,8 +34,10 @@ SAMPLE_WEIGHTS_FILE = "sample_weights.npy"
 IDS_FILE = "ids.json"
 METADATA_FILE = "metadata.jsonl"
 METADATA_OFFSETS_FILE = "metadata.offsets.npy"
+TEXTS_FILE = "texts.jsonl"
+TEXTS_OFFSETS_FILE = "texts.offsets.npy"
 
-# The stored field -> file it lives in (metadata also has its offsets file).
+# The stored field -> file it lives in (metadata and texts also have their offsets files).
 FIELD_FILES: dict[str, str] = {
     "embeddings": EMBEDDINGS_FILE,
     "losses": LOSSES_FILE,
@@ -44,6 +46,12 @@ FIELD_FILES: dict[str, str] = {
     "sample_weights": SAMPLE_WEIGHTS_FILE,
     "ids": IDS_FILE,
     "metadata": METADATA_FILE,
+    "texts": TEXTS_FILE,
+}
+# Line files read by byte offset: field -> (lines, offsets).
+_LINE_FILES: dict[str, tuple[str, str]] = {
+    "metadata": (METADATA_FILE, METADATA_OFFSETS_FILE),
+    "texts": (TEXTS_FILE, TEXTS_OFFSETS_FILE),
 }
 
 
@@ -145,16 +153,25 @@ class DatasetFiles:
 
     def metadata(self, indices: Sequence[int] | np.ndarray) -> list[dict[str, Any]] | None:
         """The metadata objects of the given rows, read by byte offset, or None without metadata."""
-        if not self.has("metadata"):
+        return self._lines("metadata", indices)
+
+    def texts(self, indices: Sequence[int] | np.ndarray) -> list[str] | None:
+        """The rows' texts (the ``texts`` field: a sentence, a caption), read by byte offset, or None
+        without texts. Read for a region's members and a sample only, never all n at once."""
+        return self._lines("texts", indices)
+
+    def _lines(self, field: str, indices: Sequence[int] | np.ndarray) -> list[Any] | None:
+        if not self.has(field):
             return None
+        lines_file, offsets_file = _LINE_FILES[field]
         idx = np.asarray(indices, dtype=np.int64).ravel()
         if idx.size == 0:
             return []
         if idx.min() < 0 or idx.max() >= self.n:
             raise IndexError(f"row index out of range for n={self.n}")
-        offsets = self._array(METADATA_OFFSETS_FILE, mmap=True)
-        out: list[dict[str, Any]] = []
-        with self.store.open_read(self.path(METADATA_FILE)) as f:
+        offsets = self._array(offsets_file, mmap=True)
+        out: list[Any] = []
+        with self.store.open_read(self.path(lines_file)) as f:
             for i in idx:
                 start, end = int(offsets[i]), int(offsets[i + 1])
                 f.seek(start)
@@ -244,25 +261,33 @@ class DatasetBuilder:
 
     def add_metadata(self, rows: Any, n: int) -> None:
         """Write n JSON objects, one per line, and their byte offsets (n + 1 int64) for random access."""
+        self._add_lines("metadata", rows, n, sort_keys=True)
+
+    def add_texts(self, texts: Any, n: int) -> None:
+        """Write n strings, one JSON string per line, and their byte offsets (as metadata)."""
+        self._add_lines("texts", texts, n, sort_keys=False)
+
+    def _add_lines(self, field: str, rows: Any, n: int, sort_keys: bool) -> None:
+        lines_file, offsets_file = _LINE_FILES[field]
         offsets = np.zeros(n + 1, dtype=np.int64)
-        w = _HashingWriter(self._local(METADATA_FILE))
+        w = _HashingWriter(self._local(lines_file))
         count = 0
         try:
             for row in rows:
                 if count >= n:
-                    raise ValueError(f"metadata: more than {n} rows")
-                line = json.dumps(row, separators=(",", ":"), sort_keys=True, allow_nan=False, ensure_ascii=False)
+                    raise ValueError(f"{field}: more than {n} rows")
+                line = json.dumps(row, separators=(",", ":"), sort_keys=sort_keys, allow_nan=False, ensure_ascii=False)
                 w.write(line.encode() + b"\n")
                 count += 1
                 offsets[count] = w.bytes
         finally:
             digest = w.close()
         if count != n:
-            raise ValueError(f"metadata: {count} rows, expected {n}")
-        self.files[METADATA_FILE] = {"sha256": digest, "bytes": w.bytes}
-        # The offsets derive from metadata.jsonl, so they are not part of the content hash.
-        np.save(self._local(METADATA_OFFSETS_FILE), offsets, allow_pickle=False)
-        self.fields.append("metadata")
+            raise ValueError(f"{field}: {count} rows, expected {n}")
+        self.files[lines_file] = {"sha256": digest, "bytes": w.bytes}
+        # The offsets derive from the lines file, so they are not part of the content hash.
+        np.save(self._local(offsets_file), offsets, allow_pickle=False)
+        self.fields.append(field)
 
     def content_sha256(self) -> str:
         """sha256 over the canonical files' names and hashes (order-free: sorted by name)."""
@@ -289,8 +314,7 @@ class DatasetBuilder:
         sha = manifest["sha256"]
         if not store.exists(dataset_file(sha, MANIFEST_FILE)):
             names = list(self.files)
-            if "metadata" in self.fields:
-                names.append(METADATA_OFFSETS_FILE)
+            names += [offsets for field, (_, offsets) in _LINE_FILES.items() if field in self.fields]
             for name in names:
                 store.move_in(self._local(name), dataset_file(sha, name))
             store.write_json(dataset_file(sha, MANIFEST_FILE), manifest)
@@ -312,6 +336,7 @@ def write_dataset(
     sample_weights: np.ndarray | None = None,
     ids: Sequence[str | int] | None = None,
     metadata: Sequence[dict[str, Any]] | None = None,
+    texts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Store in-memory arrays as a dataset and return its manifest (for tests and tools).
 
@@ -334,6 +359,8 @@ def write_dataset(
             b.add_ids(ids)
         if metadata is not None:
             b.add_metadata(metadata, n)
+        if texts is not None:
+            b.add_texts(texts, n)
         return b.commit(store, n, d)
     except BaseException:
         b.discard()

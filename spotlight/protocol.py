@@ -14,6 +14,8 @@ Store layout (paths relative to the store root)::
     datasets/<sha256>/ids.json             list of n str|int (optional)
     datasets/<sha256>/metadata.jsonl       n JSON objects    (optional)
     datasets/<sha256>/metadata.offsets.npy int64, n + 1      byte offsets of each metadata.jsonl row (with metadata)
+    datasets/<sha256>/texts.jsonl          n JSON strings    (optional) the rows' texts: regions described in words
+    datasets/<sha256>/texts.offsets.npy    int64, n + 1      byte offsets of each texts.jsonl row (with texts)
     jobs/<job_id>/regions.json             {"regions": [...], "objective", "loss_reference"}  written last:
                                            its presence means done
     jobs/<job_id>/weights.npy              float32, n x k
@@ -41,7 +43,7 @@ from spotlight.params import SearchParams
 TASK_PATH = "worker.task.run_job"
 
 DATASET_ARRAYS = ("embeddings", "losses", "logits", "labels", "predictions", "sample_weights")
-DATASET_FIELDS = DATASET_ARRAYS + ("ids", "metadata")
+DATASET_FIELDS = DATASET_ARRAYS + ("ids", "texts", "metadata")
 
 
 def utcnow() -> datetime:

@@ -143,6 +143,23 @@ def stands_out(description: Any, limit: int = 3) -> str:
     return ", ".join(parts[:limit])
 
 
+def text_terms(description: Any, limit: int = 3) -> str:
+    """The over-represented words in the members' texts, each with its checks as a rule, e.g.
+    '"penguin" P 92% R 80% x2.1' (precision, recall against the members, lift; "" without texts)."""
+    if not isinstance(description, dict):
+        return ""
+    parts = []
+    for t in (description.get("text_terms") or [])[:limit]:
+        if not isinstance(t, dict):
+            continue
+        lift = t.get("lift")
+        parts.append(
+            f'"{t.get("term")}" P {100 * float(t.get("precision") or 0):.0f}% R {100 * float(t.get("recall") or 0):.0f}%'
+            + (f" x{lift:.2g}" if isinstance(lift, (int, float)) else "")
+        )
+    return ", ".join(parts)
+
+
 REGION_COLUMNS = (
     "index",
     "n_members",
@@ -163,7 +180,9 @@ def region_rows(regions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One flat row per region, numbers named as the gate names them (`spotlight/gate.py`): `mean_loss`
     and `lift` are the member set's, `weighted_loss`/`weighted_lift` the kernel's, `dataset_mean_loss`
     the dataset's; then the members' mean-loss interval, the error rate inside, the largest share an
-    earlier region already holds, the dominant label and prediction, and what stands out."""
+    earlier region already holds, the dominant label and prediction, what stands out, and the words
+    over-represented in the members' texts with their checks (`text_terms`; lift measured on the rows
+    `text_terms_lift_on` names)."""
     rows = []
     for r in regions:
         row: dict[str, Any] = {c: gate.region_value(r, c) for c in REGION_COLUMNS}
@@ -185,17 +204,22 @@ def region_rows(regions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             dominant = comp.get("dominant") if isinstance(comp, dict) else None
             row[col] = dominant.get("value") if isinstance(dominant, dict) else None
         row["stands_out"] = stands_out(desc)
+        row["text_terms"] = text_terms(desc)
+        row["text_terms_lift_on"] = desc.get("text_terms_lift_on")
         rows.append(row)
     return rows
 
 
 def member_rows(members: Sequence[Mapping[str, Any]], region: int | None = None) -> list[dict[str, Any]]:
-    """Members flattened: their fields, then each metadata key as a column (prefixed on a clash)."""
+    """Members flattened: their fields (with the row's text when the dataset has texts), then each
+    metadata key as a column (prefixed on a clash)."""
     base = ("index", "id", "weight", "loss", "contribution", "label", "prediction")
     rows = []
     for m in members:
         row: dict[str, Any] = {} if region is None else {"region": region}
         row.update({k: m.get(k) for k in base})
+        if m.get("text") is not None:
+            row["text"] = m["text"]
         for key, value in (m.get("metadata") or {}).items():
             row[f"metadata.{key}" if key in row else key] = value
         rows.append(row)

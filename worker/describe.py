@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from spotlight import text_terms
+
 # Example weights below this share of the largest are left out of the bootstrap (when it is given
 # kernel weights): the far tail changes the interval by less than its own rounding while costing
 # O(n) per resample.
@@ -201,6 +203,8 @@ def describe_job(
     seed: int = 0,
     n_bootstrap: int = 1000,
     metadata_limit: int = METADATA_LIMIT,
+    read_texts: Callable[[np.ndarray], list[str] | None] | None = None,
+    heldout: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """Descriptions of every region of a finished search (:func:`iter_job_descriptions`, all at once)."""
     return [
@@ -215,6 +219,8 @@ def describe_job(
             seed=seed,
             n_bootstrap=n_bootstrap,
             metadata_limit=metadata_limit,
+            read_texts=read_texts,
+            heldout=heldout,
         )
     ]
 
@@ -231,6 +237,9 @@ def iter_job_descriptions(
     n_bootstrap: int = 1000,
     metadata_limit: int = METADATA_LIMIT,
     first: int = 0,
+    read_texts: Callable[[np.ndarray], list[str] | None] | None = None,
+    heldout: np.ndarray | None = None,
+    text_limit: int = text_terms.TEXT_SAMPLE,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(k, description)`` of regions `first`, `first` + 1, ... of a finished search, one at a time.
 
@@ -242,6 +251,14 @@ def iter_job_descriptions(
     or None when the dataset has none. At most `metadata_limit` rows are read: beyond that, a
     uniform sample of rows (seeded) stands for the dataset — a region holding 2 % of n still has
     ~2 % of the sample, plenty to rank its over-represented values.
+
+    `read_texts(indices)` returns those rows' texts (``DatasetFiles.texts``) or None when the dataset
+    has none. With texts, each description gains ``text_terms`` (spotlight/text_terms.py: the words
+    and phrases over-represented among the members, each checked as the rule "text mentions X"),
+    ``text_terms_lift_on`` and ``text_examples``; texts are read for a uniform sample of at most
+    `text_limit` rows and each region's heaviest `text_limit` members. `heldout` (an n-bool mask of
+    rows the search did not use) is where a term's lift is measured; without it, on the rows outside
+    the region, and ``text_terms_lift_on`` says which. Without texts the keys are absent.
     """
     if first >= len(member_sets):
         return
@@ -252,21 +269,65 @@ def iter_job_descriptions(
         index = metadata_sample(n, metadata_limit, seed)
         rows = read_metadata(np.arange(n) if index is None else index)
         columns = metadata_columns(rows) if rows is not None else None
+    text_rows: np.ndarray | None = None
+    sample_texts: list[str] | None = None
+    sample_terms: list[set[str]] = []
+    if read_texts is not None:
+        text_rows = text_terms.text_sample(n, text_limit, seed)
+        sample_texts = read_texts(text_rows)
+        sample_terms = [text_terms.terms_of(t) for t in sample_texts or []]  # once for every region
     for k in range(first, len(member_sets)):
-        yield (
-            k,
-            describe_region(
-                member_sets[k],
-                losses,
-                labels,
-                predictions,
-                columns,
-                seed + k,
-                n_bootstrap,
-                sample_weights=sample_weights,
-                metadata_index=index,
-            ),
+        description = describe_region(
+            member_sets[k],
+            losses,
+            labels,
+            predictions,
+            columns,
+            seed + k,
+            n_bootstrap,
+            sample_weights=sample_weights,
+            metadata_index=index,
         )
+        if read_texts is not None and text_rows is not None and sample_texts is not None:
+            description.update(
+                _text_description(
+                    member_sets[k], n, losses, text_rows, sample_texts, sample_terms, read_texts, heldout, text_limit
+                )
+            )
+        yield k, description
+
+
+def _text_description(
+    members: np.ndarray,
+    n: int,
+    losses: np.ndarray,
+    text_rows: np.ndarray,
+    sample_texts: list[str],
+    sample_terms: list[set[str]],
+    read_texts: Callable[[np.ndarray], list[str] | None],
+    heldout: np.ndarray | None,
+    text_limit: int,
+) -> dict[str, Any]:
+    """The text items of one region's description (see :func:`iter_job_descriptions`)."""
+    idx = np.asarray(members, dtype=np.int64).ravel()
+    mask = np.zeros(n, dtype=bool)
+    mask[idx] = True
+    member_texts = read_texts(idx[:text_limit]) or []
+    found = text_terms.region_text_terms(
+        member_texts,
+        int(idx.size),
+        text_rows,
+        sample_texts,
+        mask,
+        np.asarray(losses),
+        heldout,
+        sample_terms=sample_terms,
+    )
+    return {
+        "text_terms": found["terms"],
+        "text_terms_lift_on": found["lift_on"],
+        "text_examples": text_terms.examples(member_texts),
+    }
 
 
 def metadata_sample(n: int, limit: int = METADATA_LIMIT, seed: int = 0) -> np.ndarray | None:
@@ -548,6 +609,10 @@ def _composition(coded: tuple[np.ndarray, list[Any]], w: np.ndarray, overall_w: 
                 "share_inside": _finite(float(share_in[j])),
                 "share_overall": _finite(float(share_all[j])),
                 "lift": _lift(float(share_in[j]), float(share_all[j])),
+                # The item as a rule ("label = v"): of the rows holding v, the share that are
+                # members; of the members, the share holding v.
+                "precision": _finite(float(inside[j] / overall[j])) if overall[j] > 0 else 0.0,
+                "recall": _finite(float(share_in[j])),
             }
         )
     dominant = int(np.argmax(share_in)) if m else None

@@ -244,6 +244,7 @@ def render_report(
                 else None,
                 "composition": _composition_blocks(desc),
                 "numeric": _numeric_rows(desc),
+                "text": _text_block(desc),
                 "members": _members_table(rows),
             }
         )
@@ -498,10 +499,44 @@ def _composition_blocks(desc: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "lift": _times(v.get("lift")),
                     "count_in": _count(v.get("count_inside")),
                     "count_all": _count(v.get("count_overall")),
+                    "precision": _pct(_unit(v.get("precision"))) if v.get("precision") is not None else "—",
+                    "recall": _pct(_unit(v.get("recall"))) if v.get("recall") is not None else "—",
                 }
             )
         blocks.append({"title": title, "rows": rows})
     return blocks
+
+
+_LIFT_ON = {
+    "heldout": ("held-out rows", "measured on rows the search did not use"),
+    "non_members": (
+        "rows outside the region",
+        "measured on a sample of the rows outside the region: the search saw them (no held-out split in this job)",
+    ),
+}
+
+
+def _text_block(desc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The region's over-represented terms with their checks, and a few member texts (None without texts)."""
+    terms = desc.get("text_terms")
+    if terms is None:
+        return None
+    lift_on, lift_title = _LIFT_ON.get(str(desc.get("text_terms_lift_on")), ("?", ""))
+    return {
+        "lift_on": lift_on,
+        "lift_title": "mean loss of these rows mentioning the term / their mean loss, " + lift_title,
+        "terms": [
+            {
+                "term": str(t.get("term")),
+                "precision": _pct(_unit(t.get("precision"))),
+                "recall": _pct(_unit(t.get("recall"))),
+                "lift": _times(t.get("lift")) if t.get("lift") is not None else "—",
+                "lift_rows": _count(t.get("lift_rows")),
+            }
+            for t in terms
+        ],
+        "examples": [str(t) for t in desc.get("text_examples") or []],
+    }
 
 
 def _numeric_rows(desc: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:

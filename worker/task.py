@@ -528,6 +528,9 @@ def describe_each(
             read_metadata=inputs.files.metadata,
             seed=spec.params.seed,
             first=first,
+            # No held-out split in a job yet: a term's lift is measured on the rows outside the
+            # region, and the description says so (text_terms_lift_on).
+            read_texts=inputs.files.texts if inputs.files.has("texts") else None,
         )
 
     descriptions = from_region(started_at)

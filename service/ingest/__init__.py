@@ -97,6 +97,8 @@ def _sources_from_npz(members: dict[str, str], work_dir: str, settings: Settings
     for key, path in members.items():
         if key == "ids":
             src.ids = path
+        elif key == "texts":
+            src.texts = path
         elif key != "metadata":
             src.arrays[key] = path
     if "metadata" in members:
@@ -198,6 +200,8 @@ def sources_from_parts(parts: list[Part], work_dir: str, settings: Settings) -> 
             src.arrays[part.name] = part.path
         elif part.name == "ids":
             src.ids = part.path if kind == "npy" else _json_list(part, settings, "ids")
+        elif part.name == "texts":
+            src.texts = part.path if kind == "npy" else _json_list(part, settings, "texts")
         else:  # metadata: a JSON array or JSON lines
             src.metadata = _metadata_part(part, settings)
     return src
@@ -281,6 +285,7 @@ def sources_from_inline(data: InlineDataset, work_dir: str) -> Sources:
             arr = arr.reshape(0, 0)
         src.arrays[field] = save_npy(os.path.join(work_dir, f"inline-{field}.npy"), arr)
     src.ids = data.ids
+    src.texts = getattr(data, "texts", None)
     src.metadata = data.metadata
     return src
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -116,6 +116,40 @@ def _load_ids(src: Sources, n: int) -> list[Any] | None:
     return ids
 
 
+def _load_texts(src: Sources, n: int) -> Iterable[Any] | None:
+    """The rows' texts, checked for count now and value by value as they are written (a JSON-lines
+    file is streamed, never loaded whole)."""
+    if src.texts is None:
+        return None
+    raw: Iterable[Any]
+    if isinstance(src.texts, JsonlRows):
+        count = src.texts.count()
+        raw = src.texts
+    elif isinstance(src.texts, str):
+        info = inspect_npy(src.texts, "texts")
+        if len(info.shape) != 1 or info.dtype.kind not in "US":
+            raise _validation("texts must be a 1-D array of strings", field="texts", dtype=str(info.dtype))
+        count = info.shape[0]  # from the header, before the texts are loaded
+        raw = (text for chunk in iter_rows(info) for text in chunk.tolist())  # a few MB at a time
+    else:
+        count, raw = len(src.texts), src.texts
+    if count != n:
+        raise _mismatch(f"texts has {count} entries but embeddings has n={n} rows", field="texts", length=count, n=n)
+    return raw
+
+
+def _text_rows(raw: Iterable[Any]) -> Iterator[str]:
+    """Each text as a string: bytes decoded, None (a missing value) as ""; anything else is refused."""
+    for i, v in enumerate(raw):
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        if v is None:
+            v = ""
+        if not isinstance(v, str):
+            raise _validation(f"texts[{i}] must be a string", field="texts", row=i)
+        yield v
+
+
 def _metadata_rows(rows: Any) -> Iterator[dict[str, Any]]:
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -183,6 +217,7 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
                 n=n,
             )
     ids = _load_ids(src, n)
+    texts = _load_texts(src, n)
     metadata = src.metadata
     if metadata is not None:
         count = metadata.count() if isinstance(metadata, JsonlRows) else len(metadata)
@@ -205,6 +240,8 @@ def build(src: Sources, settings: Settings, builder: DatasetBuilder) -> tuple[in
         builder.add_array("sample_weights", (n,), _non_negative(infos["sample_weights"]))
     if ids is not None:
         builder.add_ids(ids)
+    if texts is not None:
+        builder.add_texts(_text_rows(texts), n)
     if metadata is not None:
         builder.add_metadata(_metadata_rows(metadata), n)
     if src.class_names is not None and ("labels" in infos or "predictions" in infos):

@@ -263,6 +263,20 @@ def _read_metadata(t: _Text, work_dir: str) -> JsonlRows | None:
     return JsonlRows(path)
 
 
+def _read_texts(t: _Text) -> list[Any] | None:
+    if t.peek() == "n":
+        t.value()
+        return None
+    if t.peek() != "[":
+        raise _invalid("texts", "must be a list of strings")
+    texts = []
+    for i, value in enumerate(_read_rows(t, "texts")):
+        if not (value is None or isinstance(value, str)):
+            raise _invalid(f"texts.{i}", "must be a string")
+        texts.append(value)
+    return texts
+
+
 def _read_ids(t: _Text) -> list[Any] | None:
     if t.peek() == "n":
         t.value()
@@ -327,6 +341,8 @@ def parse_dataset_body(raw: bytes, work_dir: str) -> Sources | DatasetReference:
                     src.arrays[key] = path
             elif key == "ids":
                 src.ids = _read_ids(t)
+            elif key == "texts":
+                src.texts = _read_texts(t)
             elif key == "metadata":
                 src.metadata = _read_metadata(t, work_dir)
             elif key == "uri":

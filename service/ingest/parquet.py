@@ -161,6 +161,7 @@ def parquet_to_sources(
                 f"the logits column {col_of['logits']!r} must be a list of numbers per row", column=col_of["logits"]
             )
     has_ids = "ids" in col_of
+    has_texts = "texts" in col_of
     known = {*col_of.values(), *emb_cols}
     meta_cols = [c for c in names if c not in known]
     image_cols = {c for c in meta_cols if _is_image(schema.field(c).type, features.get(c))}
@@ -176,6 +177,8 @@ def parquet_to_sources(
     vocab = pa.array(class_names or [], type=pa.string())
     logits_c: int | None = None
     ids: list[Any] = []
+    texts_path = os.path.join(work_dir, "pq-texts.jsonl")
+    texts_file = open(texts_path, "wb") if has_texts else None  # noqa: SIM115 - closed below
     meta_path = os.path.join(work_dir, "pq-metadata.jsonl")
     meta_file = open(meta_path, "wb") if meta_cols else None  # noqa: SIM115 - closed below
     try:
@@ -198,6 +201,9 @@ def parquet_to_sources(
                 writers["logits"].write(_list_values(col, logits_c, "logits"))
             if has_ids:
                 ids.extend(batch.column(col_of["ids"]).to_pylist())
+            if texts_file is not None:  # streamed to disk: n texts never sit in the API's memory
+                for value in batch.column(col_of["texts"]).to_pylist():
+                    texts_file.write(json.dumps(json_safe(value)).encode() + b"\n")
             if meta_file is not None:
                 for row in batch.select(meta_cols).to_pylist():
                     for c in image_cols:
@@ -212,9 +218,13 @@ def parquet_to_sources(
             w.close()
         if meta_file is not None:
             meta_file.close()
+        if texts_file is not None:
+            texts_file.close()
     src.arrays = {f: w.path for f, w in writers.items()}
     if has_ids:
         src.ids = ids
+    if has_texts:
+        src.texts = JsonlRows(texts_path)
     if meta_cols:
         src.metadata = JsonlRows(meta_path)
     return src

@@ -73,6 +73,7 @@ class Sources:
     arrays: dict[str, str] = field(default_factory=dict)  # field -> path of a .npy
     ids: list[Any] | str | None = None  # a list, or the path of a .npy of strings/ints
     metadata: list[Any] | JsonlRows | None = None
+    texts: list[Any] | str | JsonlRows | None = None  # strings, a .npy of strings, or a JSON-lines file of them
     origin: str = ""  # "npz", "parquet", "npy", "json", "uri" (for logs and the manifest)
     # Names of the label/prediction codes (spotlight/classes.py): set when they arrived as text or as
     # a Hugging Face ClassLabel; text arrays still in `arrays` are encoded by build().

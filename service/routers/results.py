@@ -89,6 +89,7 @@ def get_members(
         names = files.manifest().get(classes.MANIFEST_KEY)
         ids = files.ids(idx)
         meta = files.metadata(idx)
+        texts = files.texts(idx)
     except DatasetMissing:
         raise dataset_gone(job_id, spec) from None
     rows = [
@@ -100,6 +101,7 @@ def get_members(
             contribution=float(contrib[j]),
             label=classes.name_of(int(labels[i]), names) if labels is not None else None,
             prediction=classes.name_of(int(preds[i]), names) if preds is not None else None,
+            text=texts[j] if texts is not None else None,
             metadata=meta[j] if meta is not None else None,
         )
         for j, i in enumerate(idx.tolist())
