@@ -142,13 +142,14 @@ def search(
     label evidence a spherical gaussian/flat region has two log-precisions, embedding and evidence
     columns (``evidence_precision="learned"``), both starting at the same value. Each
     restart's learning rate halves after 10 steps without improvement; the search stops once every
-    restart has halved 4 times after the barrier is tight (``ball``, which has no barrier: once
-    after step 50), or at ``steps``. For ``ball`` the
-    first starts are centres along a least-squares fit of the scores on :math:`(x, \|x\|^2)`
-    (`_regression_starts`); once converged the up to 64 core members nearest the centre are tried
-    as the centre (`_member_centres`), then the centre is refitted as the ball that best separates
-    its neighbourhood's highest-scoring rows (`_classifier_refits`, a small logistic regression),
-    each change kept only if the core's mean score rises.
+    restart has halved 4 times after the barrier is tight, or at ``steps``. The spherical ``ball``
+    has no barrier: it runs 20 steps (`Tuning.ball_steps`). Its first starts are centres along a
+    least-squares fit of the scores on :math:`(x, \|x\|^2)` (`_regression_starts`); after the steps
+    the up to 64 core members nearest the centre are tried as the centre (`_member_centres`), then
+    the centre is refitted as the ball that best separates its neighbourhood's highest-scoring rows
+    (`_classifier_refits`, a small logistic regression), each change kept only if the core's mean
+    score rises, and last its edge width is set to the exact 1-d maximum of the objective for that
+    centre (`_fit_edge`). The schedule's constants are a `Tuning` (``tuning``).
 
     Cost. Distances come from :math:`\|x\|^2 - 2 x\cdot\mu + \|\mu\|^2` with :math:`\|x\|^2`
     precomputed, all restarts in one product :math:`X M`; a step is two passes over X (four for
