@@ -98,7 +98,8 @@ def search(
     sample_weights : array of shape (n,), optional
         Non-negative weight (count) of each example, :math:`w_i`; all ones by default.
     progress : callable(spotlight, step, steps), optional
-        Called after every optimiser step; ``steps`` is the cap (the search may stop earlier).
+        Called after every optimiser step; ``steps`` is the cap (the search may stop earlier; for
+        the spherical ``ball`` it is the step budget, `Tuning.ball_steps`, or the cap if lower).
     should_stop : callable() -> bool, optional
         Polled before every step; returning True raises `SearchCanceled`.
     should_yield : callable() -> bool, optional
@@ -704,7 +705,7 @@ def _optimise_region(
                 waits = torch.where(halve, torch.zeros_like(waits), waits)
         steps_run = t + 1
         if progress is not None:
-            progress(j, t, cap)
+            progress(j, t, warm if polished else cap)  # the spherical ball runs its budget
         if t >= warm - 1 and bool((halvings >= needed).all()):
             converged = not polished or warm == tn.ball_steps  # a cap below the ball's budget cut it short
             break
