@@ -117,3 +117,21 @@ def test_zero_weight_rows_never_steer_the_refit() -> None:
     noisy[out] += np.random.default_rng(7).exponential(5.0, size=int(out.sum())).astype(np.float32)
     second = search(x, noisy, FAST, sample_weights=weights)
     np.testing.assert_array_equal(first.weights[weights > 0], second.weights[weights > 0])
+
+
+@pytest.mark.parametrize("pairs", [1, 4, 10])
+def test_compact_lbfgs_product_equals_the_two_loop_recursion(pairs: int) -> None:
+    """The compact form of the L-BFGS inverse-Hessian product is the two-loop recursion's vector (float64)."""
+    gen = torch.Generator().manual_seed(pairs)
+    p = 30
+    a = torch.randn(p, p, generator=gen, dtype=torch.float64)
+    hessian = a @ a.t() + p * torch.eye(p, dtype=torch.float64)
+    steps = []
+    for _ in range(pairs):
+        s = torch.randn(p, generator=gen, dtype=torch.float64)
+        y = hessian @ s
+        steps.append((s, y, 1.0 / float(s @ y)))
+    g = torch.randn(p, generator=gen, dtype=torch.float64)
+    compact, loop = ballfit._inverse_hessian_times(g, steps), ballfit._two_loop(g, steps)
+    assert torch.allclose(compact, loop, rtol=1e-12, atol=1e-12 * float(loop.abs().max()))
+    assert torch.equal(ballfit._inverse_hessian_times(g, []), g)
