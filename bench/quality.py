@@ -314,7 +314,7 @@ HIGHDIM_VARIANTS = {
     "engine ball": {"kernel": "ball"},
 }
 # Over several draws of each high-dimension problem: the default, and the ball as it was before the
-# classifier refits (bench/quality_modes.py's ENGINE_CONSTANTS).
+# classifier refits (bench/quality_modes.py's ENGINE_TUNINGS).
 HIGHDIM_DRAW_VARIANTS = {
     "engine auto (default)": {},
     "engine ball, refits off": {"kernel": "ball", "constants": "refits off"},

@@ -26,13 +26,11 @@ dimension k (`prepare.local_dimension`) and the kernel kernel="auto" picks from 
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import itertools
 import math
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -46,6 +44,7 @@ from worker.engine import search
 from worker.engine.prepare import local_dimension, standardise
 from worker.engine.result import SearchResult
 from worker.engine.search import AUTO_BALL_ABOVE, resolve_auto
+from worker.engine.tuning import DEFAULT_TUNING, Tuning
 
 AP_FOUND = 0.5
 
@@ -286,32 +285,17 @@ def highdim_problem(n: int, d: int, kind: str, seed: int = 0) -> tuple[np.ndarra
     return x, loss, planted
 
 
-# Engine variants that are no search parameter: module constants set for one run (bench only).
+# Engine variants that are no search parameter: another `Tuning` for one run (bench only).
 # "refits off": the 'ball' region without its classifier refits (`_classifier_refits`), as before them.
-ENGINE_CONSTANTS: dict[str, dict[str, object]] = {"refits off": {"REFIT_ROUNDS": 0}}
-
-
-@contextlib.contextmanager
-def engine_constants(overrides: Mapping[str, object]) -> Iterator[None]:
-    """worker.engine.search's module constants set to `overrides` for the duration (restored after)."""
-    module = importlib.import_module("worker.engine.search")
-    saved = {name: getattr(module, name) for name in overrides}
-    for name, value in overrides.items():
-        setattr(module, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(module, name, value)
+ENGINE_TUNINGS: dict[str, Tuning] = {"refits off": replace(DEFAULT_TUNING, refit_rounds=0)}
 
 
 def _run_variant(x: np.ndarray, loss: np.ndarray, update: dict, labels: np.ndarray | None = None) -> SearchResult:
-    """One single-region search with a variant: SearchParams fields, plus `constants` (ENGINE_CONSTANTS)."""
+    """One single-region search with a variant: SearchParams fields, plus `constants` (ENGINE_TUNINGS)."""
     update = dict(update)
-    constants = ENGINE_CONSTANTS.get(str(update.pop("constants", "")), {})
+    tuning = ENGINE_TUNINGS.get(str(update.pop("constants", "")), DEFAULT_TUNING)
     params = SearchParams(device="cpu", n_spotlights=1).model_copy(update=update)
-    with engine_constants(constants):
-        return search(x, loss, params, labels=labels)
+    return search(x, loss, params, labels=labels, tuning=tuning)
 
 
 def _highdim_row(d: int, kind: str, name: str, x, loss, planted, update: dict, labels=None) -> dict:

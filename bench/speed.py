@@ -14,17 +14,31 @@ Per step, measured in this one run on the same matrix X (n x d, float32):
 Engine and floor are timed in turn, 15 rounds of a few back-to-back calls each (see
 `_interleaved`); the ratios printed are medians of per-round ratios (robust to the drift of a
 shared machine), the times medians of their own.
-Then the wall time of a complete default search (5 regions) at d = 512.
+Then the wall time of a complete default search (5 regions) at d = 512, its passes over X per region
+(`SearchResult.passes`: products with X or X^T over all rows, the machine-independent cost) and its
+ratio to the memory floor (wall time over passes x one floor pass).
+
+    python -m bench.speed --e2e                # end to end through the API as well (see below)
+    python -m bench.speed --e2e-only --e2e-repo /path/to/other/checkout   # before/after
+
+`--e2e`: a whole service in a temporary folder (embedded Redis, the API, one worker: `bench.load.Service`)
+runs default 5-region jobs on a 2 000 x 128 set with labels (and on `--e2e-large` n x 512, 0 to skip),
+timed from the submission to the first poll that sees `finished` (polled every 20 ms), a warm-up job first;
+beside it, in the same run, the engine alone on the same arrays and the Domino-style mixture slicer
+(`bench.mixture_slicer`, 5 slices) on the small set: what a user would run instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -147,7 +161,15 @@ def main() -> None:
         default=["auto"],
         help="kernels timed in the full search, one after another (auto: the one it resolves to)",
     )
+    parser.add_argument("--e2e", action="store_true", help="then end to end through the API (see above)")
+    parser.add_argument("--e2e-only", action="store_true", help="only the end-to-end part")
+    parser.add_argument("--e2e-large", type=int, default=50_000, help="rows of the large end-to-end set (0: none)")
+    parser.add_argument("--e2e-jobs", type=int, default=3, help="timed jobs per set (after one warm-up)")
+    parser.add_argument("--e2e-repo", type=Path, default=Path(__file__).resolve().parents[1], help="service checkout")
     args = parser.parse_args()
+    if args.e2e_only:
+        end_to_end(args.e2e_repo.resolve(), args.e2e_large, args.e2e_jobs)
+        return
     params = SearchParams(device="cpu")
     print(
         f"# bench.speed — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
@@ -158,9 +180,11 @@ def main() -> None:
         f"{'d':>5s} | {'engine ms':>9s} | {'engine 1 start':>14s} | {'floor ms':>8s} | {'paper ms':>9s} | "
         f"{'engine/floor':>12s} | {'1 start/floor':>13s} | {'paper/engine':>12s} | {'paper/(engine/R)':>16s}"
     )
+    floor_at_512 = 0.0
     for d in args.dims:
         x, loss = make_data(args.n, d)
         t = step_times(x, loss, params.restarts, args.paper_steps)
+        floor_at_512 = t["floor"] if d == 512 or not floor_at_512 else floor_at_512
         print(
             f"{d:5d} | {t['engine'] * 1e3:9.1f} | {t['engine_1'] * 1e3:14.1f} | {t['floor'] * 1e3:8.1f} | "
             f"{t['paper'] * 1e3:9.0f} | {t['ratio']:12.2f} | {t['ratio_1']:13.2f} | "
@@ -173,6 +197,8 @@ def main() -> None:
         t = time.perf_counter()
         result = search(x, loss, p)
         wall = time.perf_counter() - t
+        per_region = result.passes / len(result.regions)
+        floor_pass = floor_at_512 / 2.0  # the floor is two passes
         steps = [r.steps_run for r in result.regions]
         lifts = [round(r.lift, 2) for r in result.regions]
         default = " (default)" if kernel == params.kernel else ""
@@ -182,8 +208,79 @@ def main() -> None:
             f"# full search, {p.n_spotlights} regions, {kernel}{default}{resolved}, restarts "
             f"{p.restarts}, cap {p.steps} steps, n = {args.n}, d = 512: {wall:.1f} s "
             f"({wall / sum(steps) * 1e3:.1f} ms a step, everything included); steps per region {steps}; "
-            f"lifts {lifts}; load {os.getloadavg()[0]:.2f}"
+            f"passes over X per region {per_region:.1f}; wall / (passes x floor pass) "
+            f"{wall / (result.passes * floor_pass):.2f}; lifts {lifts}; load {os.getloadavg()[0]:.2f}"
         )
+    if args.e2e:
+        end_to_end(args.e2e_repo.resolve(), args.e2e_large, args.e2e_jobs)
+
+
+def labelled_data(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`make_data` with 10 classes: labels, predicted probabilities (right on most rows, wrong on the
+    planted high-loss ones) and losses, as a user's upload holds them."""
+    x, loss = make_data(n, d, seed)
+    rng = np.random.default_rng(seed + 1)
+    labels = rng.integers(0, 10, size=n)
+    logits = rng.normal(size=(n, 10))
+    logits[np.arange(n), labels] += np.where(loss > 2.0, -2.0, 3.0)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    return x, loss, labels.astype(np.int64), probs
+
+
+def end_to_end(repo: Path, large_n: int, jobs: int) -> None:
+    """Submit-to-finished through the API (`bench.load.Service`: embedded Redis, the API, one worker)."""
+    import httpx
+
+    from bench import mixture_slicer
+    from bench.load import Service, auth
+
+    sets = [("2000 x 128", *labelled_data(2000, 128))]
+    if large_n:
+        sets.append((f"{large_n} x 512", *labelled_data(large_n, 512)))
+    with tempfile.TemporaryDirectory(prefix="spotlight-speed-") as tmp:
+        service = Service(Path(tmp), workers=1, tenants=1, repo=repo)
+        try:
+            service.start()
+            with httpx.Client(base_url=service.url, timeout=600) as c:
+                for name, x, loss, labels, probs in sets:
+                    buf = io.BytesIO()
+                    np.savez(buf, embeddings=x, losses=loss, labels=labels)
+                    files = {"file": ("d.npz", buf.getvalue(), "application/octet-stream")}
+                    r = c.post("/v1/datasets", headers=auth(0), files=files)
+                    assert r.status_code in (200, 201), r.text
+                    dataset = r.json()["id"]
+                    walls = [_job_wall(c, dataset, auth(0)) for _ in range(jobs + 1)][1:]  # first: warm-up
+                    t = time.perf_counter()
+                    engine = search(x, loss, SearchParams(device="cpu"), labels=labels)
+                    alone = time.perf_counter() - t
+                    line = (
+                        f"# end to end ({repo.name}), {name}, 5 regions, defaults, labels: submit to finished "
+                        f"{' / '.join(f'{w:.2f}' for w in walls)} s; engine alone (this checkout) {alone:.2f} s "
+                        f"({engine.regions[0].kernel}, {engine.passes / len(engine.regions):.1f} passes per region)"
+                    )
+                    if name.startswith("2000"):
+                        t = time.perf_counter()
+                        mixture_slicer.fit_slices(x, labels, probs, loss, n_slices=5)
+                        line += f"; mixture slicer {time.perf_counter() - t:.2f} s"
+                    print(line + f"; load {os.getloadavg()[0]:.2f}", flush=True)
+        finally:
+            service.stop()
+
+
+def _job_wall(c, dataset: str, headers: dict[str, str]) -> float:
+    """Seconds from POST /v1/jobs to the first poll that sees the job finished."""
+    t = time.perf_counter()
+    r = c.post("/v1/jobs", headers=headers, json={"dataset": dataset, "params": {"device": "cpu"}})
+    assert r.status_code == 202, r.text
+    job = r.json()["id"]
+    while True:
+        status = c.get(f"/v1/jobs/{job}", headers=headers).json()["status"]
+        if status == "finished":
+            return time.perf_counter() - t
+        if status in ("failed", "canceled"):
+            raise SystemExit(f"job {job} ended {status}")
+        time.sleep(0.02)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ CUDA and fork
 -------------
 RQ's default Worker forks a work-horse per job. A CUDA context does not survive fork(): once the
 parent has initialised CUDA, every child that touches it fails. So the parent never touches
-CUDA. It does import torch (and the engine) once at start-up, *without* initialising CUDA
-(`torch.cuda.is_initialized()` is checked to stay False), so each horse inherits the imported
-modules through fork instead of paying several seconds of `import torch` per job. The horse
+CUDA. It does import torch (and the engine, the task's other steps and the report's matplotlib
+modules) once at start-up, *without* initialising CUDA (`torch.cuda.is_initialized()` is checked to
+stay False), so each horse inherits the imported modules through fork instead of paying several
+seconds of `import torch` and matplotlib per job. The horse
 then picks the device (``params.device``, "auto" = CUDA when present), initialises CUDA in its
 own process, and exits when the job ends, which also hands all its GPU memory back.
 
@@ -96,6 +97,24 @@ def preload_engine() -> None:
         return
     if torch.cuda.is_initialized():  # pragma: no cover - a guard against an engine import side effect
         raise RuntimeError("CUDA was initialised in the worker's parent process; forked horses could not use it")
+    preload_job_steps()
+
+
+def preload_job_steps() -> None:
+    """Import the job's other steps in the parent too: the task, the descriptions, the report and the
+    parts of matplotlib it draws with. Why: a horse imported them per job, 1-4 s measured on the shared
+    2-core machine (matplotlib's figure and Agg modules most of it), more than the search of a 2 000-row
+    job (docs/engine.md, speed). matplotlib is a worker extra: without it, the report imports fail per job
+    as before and say why in the report."""
+    try:
+        from matplotlib import figure, lines  # noqa: F401
+        from matplotlib.backends import backend_agg  # noqa: F401
+
+        import worker.describe  # noqa: F401
+        import worker.report  # noqa: F401
+        import worker.task  # noqa: F401
+    except ImportError as exc:
+        log.warning("could not preload the report's modules (%s); each job will import them", exc)
 
 
 def worker_name() -> str:

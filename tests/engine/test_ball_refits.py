@@ -9,7 +9,7 @@ members), never where a centre sits.
 
 from __future__ import annotations
 
-import importlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,9 +17,9 @@ import torch
 
 from spotlight.members import member_set
 from worker.engine import ballfit, core, search
+from worker.engine.tuning import DEFAULT_TUNING
 
 FAST = {"device": "cpu", "steps": 300, "n_spotlights": 1, "kernel": "ball", "spotlight_size": 0.02}
-search_module = importlib.import_module("worker.engine.search")
 
 
 def planted_cap(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -40,7 +40,7 @@ def core_mean(weights: np.ndarray, loss: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_refits_take_a_cap_from_three_quarters_to_nine_tenths(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refits_take_a_cap_from_three_quarters_to_nine_tenths(seed: int) -> None:
     """n = 8 000, d = 128, a 160-row cap: without refits the core holds 0.71-0.77 of it (seeds 0-3),
     with them 0.91-0.93; the core's mean loss can only rise (a centre is accepted only if it does)."""
     x, loss, planted = planted_cap(8000, 128, seed)
@@ -48,8 +48,7 @@ def test_refits_take_a_cap_from_three_quarters_to_nine_tenths(seed: int, monkeyp
     members = member_set(found.weights[:, 0], "ball")
     assert members.size == 160
     assert planted[members].mean() >= 0.88
-    monkeypatch.setattr(search_module, "REFIT_ROUNDS", 0)
-    before = search(x, loss, FAST)
+    before = search(x, loss, FAST, tuning=replace(DEFAULT_TUNING, refit_rounds=0))
     assert planted[member_set(before.weights[:, 0], "ball")].mean() < 0.85
     assert core_mean(found.weights[:, 0], loss) > core_mean(before.weights[:, 0], loss)
 
@@ -118,3 +117,21 @@ def test_zero_weight_rows_never_steer_the_refit() -> None:
     noisy[out] += np.random.default_rng(7).exponential(5.0, size=int(out.sum())).astype(np.float32)
     second = search(x, noisy, FAST, sample_weights=weights)
     np.testing.assert_array_equal(first.weights[weights > 0], second.weights[weights > 0])
+
+
+@pytest.mark.parametrize("pairs", [1, 4, 10])
+def test_compact_lbfgs_product_equals_the_two_loop_recursion(pairs: int) -> None:
+    """The compact form of the L-BFGS inverse-Hessian product is the two-loop recursion's vector (float64)."""
+    gen = torch.Generator().manual_seed(pairs)
+    p = 30
+    a = torch.randn(p, p, generator=gen, dtype=torch.float64)
+    hessian = a @ a.t() + p * torch.eye(p, dtype=torch.float64)
+    steps = []
+    for _ in range(pairs):
+        s = torch.randn(p, generator=gen, dtype=torch.float64)
+        y = hessian @ s
+        steps.append((s, y, 1.0 / float(s @ y)))
+    g = torch.randn(p, generator=gen, dtype=torch.float64)
+    compact, loop = ballfit._inverse_hessian_times(g, steps), ballfit._two_loop(g, steps)
+    assert torch.allclose(compact, loop, rtol=1e-12, atol=1e-12 * float(loop.abs().max()))
+    assert torch.equal(ballfit._inverse_hessian_times(g, []), g)

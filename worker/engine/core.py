@@ -90,6 +90,8 @@ class EmbeddingMatrix:
         self.x = x.contiguous()
         n, d = self.x.shape
         self.chunk = chunk if chunk is not None else row_chunk(n, d, x.device)
+        # Products with X or X^T over all rows so far (X*X counts too): the cost measure of bench/speed.
+        self.passes = 0
         self.sq_norms = torch.empty(n, dtype=x.dtype, device=x.device)
         for i in range(0, n, self.chunk):
             rows = self.x[i : i + self.chunk]
@@ -106,14 +108,17 @@ class EmbeddingMatrix:
 
     def project(self, pt: torch.Tensor) -> torch.Tensor:
         """P^T X^T (R x n, contiguous) for a small P^T (R x d): one pass over X."""
+        self.passes += 1
         return (self.x @ pt.t()).t().contiguous()
 
     def pullback(self, g: torch.Tensor) -> torch.Tensor:
         """G X (R x d) for G (R x n): one pass over X."""
+        self.passes += 1
         return g.contiguous() @ self.x
 
     def project_squared(self, pt: torch.Tensor) -> torch.Tensor:
         """P^T (X*X)^T (R x n), X*X formed one row chunk at a time (no n x d temporary)."""
+        self.passes += 1
         out = torch.empty(pt.shape[0], self.x.shape[0], dtype=pt.dtype, device=pt.device)
         for i in range(0, self.x.shape[0], self.chunk):
             xc = self.x[i : i + self.chunk]
@@ -122,6 +127,7 @@ class EmbeddingMatrix:
 
     def pullback_squared(self, g: torch.Tensor) -> torch.Tensor:
         """G (X*X) (R x d), in row chunks."""
+        self.passes += 1
         acc = torch.zeros(g.shape[0], self.x.shape[1], dtype=g.dtype, device=g.device)
         for i in range(0, self.x.shape[0], self.chunk):
             xc = self.x[i : i + self.chunk]

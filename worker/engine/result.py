@@ -123,6 +123,9 @@ class SearchResult:
     # distance along (None without PCA). A region's centre and precision alone do not say which
     # subspace its distance lives in, so whoever scores other rows (spotlight/kernel.py) needs this too.
     basis: np.ndarray | None = None
+    # Products with X or X^T over all n rows (`core.EmbeddingMatrix.passes`) the search took, all
+    # regions together: the machine-independent measure of its cost (bench/speed prints it per region).
+    passes: int = 0
 
 
 @dataclass

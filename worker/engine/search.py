@@ -27,53 +27,8 @@ from worker.engine.prepare import (
     standardise,
 )
 from worker.engine.result import Region, SearchCanceled, SearchResult, SearchResume, SearchYielded
+from worker.engine.tuning import DEFAULT_TUNING, Tuning
 
-# Below this many embedding entries (n * d) a CPU search runs on one thread: per-step work is then
-# a few hundred microseconds, and waking a second thread for each of ~40 small ops costs more than it
-# saves (5x slower on a loaded 2-core machine). Larger problems keep torch's thread count.
-SINGLE_THREAD_BELOW = 2**22
-# Steps spent tightening the barrier from (n - S) to 0.05 S (fewer when the cap is lower); then the
-# search runs at the final slack until every restart's plateau-halved learning rate has decayed (or
-# the cap is hit). Tightening much faster lets the region shrink before its centre has moved to the
-# high-loss area (measured on 12-d planted balls: AP 0.61-0.91 at 100 steps, 0.89-0.97 at 150; on the
-# digits benchmark 150 scored 100 % of the oracle, see docs/engine.md).
-TIGHTEN_STEPS = 150
-# 'ball' has no barrier to tighten: its plateau test starts after BALL_WARMUP steps, and a restart has
-# converged after BALL_HALVINGS halvings (its edge keeps sharpening, so the plateau comes late). Measured
-# on the high-dimension benchmark and bench.speed's data (docs/engine.md): 150 and 4 (the barrier's
-# schedule) ran 1 367 steps for 5 regions on 50 000 x 512; 50 and 1 ran 849, with the same recall and lift
-# on every planted slice (BALL_HALVINGS 2: 1 138 steps; a patience of 5 or a tolerance of 1e-2 lost
-# 0.02 of cap recall at d = 256).
-BALL_WARMUP = 50
-BALL_HALVINGS = 1
-PATIENCE = 10  # steps without improvement before a restart's learning rate is halved (as the authors)
-MAX_HALVINGS = 4  # a restart has converged once its learning rate was halved this many times
-PLATEAU_TOL = 1e-3  # improvement of the penalised objective (standardised score units) that counts
-# initial precision: median example at this u ('ball': this far beyond the core's edge, weight e^-4)
-INIT_MEDIAN_U = {"flat": 0.5, "gaussian": 1.0, "ball": 8.0}
-# 'ball' starts: centres along the least-squares fit of the scores on (x, ||x||^2) (`_regression_starts`)
-# are tried at this many scales, log-spaced over REGRESSION_SCALES.
-REGRESSION_GRID = 40
-REGRESSION_SCALES = (1e-2, 1e4)
-# 'ball' regions: the core rows nearest the converged centre tried as the centre (`_member_centres`).
-# Measured on five draws of the planted ball slices at d = 256 and 512: 32, 64 and 256 candidates all
-# find the slice's own row (recall 1.0); 256 tried highest-scoring first (and compared at the found
-# edge width) missed it on 3 of 6 draws (0.64-0.77).
-MEMBER_CANDIDATES = 64
-MEMBER_CHUNK = 32
-# 'ball' regions: then up to REFIT_ROUNDS classifier refits (`_classifier_refits`), each round one fit
-# on the REFIT_ROWS * S examples nearest the centre and, when more, one on REFIT_ROWS_PER_DIM * d (a
-# d-dimensional rule needs rows in proportion to d: with 3 S alone an isotropic d = 512 cap stayed at
-# 0.68 on one draw of four, and d = 128 caps with S = 80 gained nothing), with the L2 penalty
-# REFIT_RIDGE per standardised feature on the mean log-loss. Measured on the planted caps
-# (docs/engine.md): ridges 1e-3, 3e-3 and 1e-2 gave mean recall 0.942 / 0.943 / 0.939; 4 S rows took
-# sets of higher objective but lower recall, 2.5 S lost recall at d = 512.
-REFIT_ROUNDS = 8
-REFIT_ROWS = 3.0
-REFIT_ROWS_PER_DIM = 3.0
-REFIT_RIDGE = 3e-3
-REFIT_ITERATIONS = 100  # L-BFGS iterations per fit at most (measured: 25-50 at d = 256-512)
-REGRESSION_RIDGE = 1e-3  # relative to the mean diagonal of the Gram matrix: keeps the solve well posed
 # kernel="auto": 'ball' when the intrinsic dimension of a row's spotlight-sized neighbourhood among the
 # standardised embeddings (`prepare.local_dimension`, k) is above this, else 'gaussian'. Measured
 # (docs/engine.md): digits embeddings 4.8-5.8, where the gaussian wins; the 16-d cross-class clouds
@@ -113,6 +68,7 @@ def search(
     should_yield: ShouldStop | None = None,
     resume: SearchResume | None = None,
     weights_out: np.ndarray | None = None,
+    tuning: Tuning = DEFAULT_TUNING,
 ) -> SearchResult:
     r"""Find `params.n_spotlights` regions of embedding space where the model does unusually badly (or well).
 
@@ -154,12 +110,15 @@ def search(
     sample_weights : array of shape (n,), optional
         Non-negative weight (count) of each example, :math:`w_i`; all ones by default.
     progress : callable(spotlight, step, steps), optional
-        Called after every optimiser step; ``steps`` is the cap (the search may stop earlier).
+        Called after every optimiser step; ``steps`` is the cap (the search may stop earlier; for
+        the spherical ``ball`` it is the step budget, `Tuning.ball_steps`, or the cap if lower).
     should_stop : callable() -> bool, optional
         Polled before every step; returning True raises `SearchCanceled`.
     should_yield : callable() -> bool, optional
         Polled once a region is done and more remain; returning True raises `SearchYielded`
         carrying the regions found so far.
+    tuning : Tuning, optional
+        The optimiser's schedule (`worker.engine.tuning`); benchmarks and tests pass their own.
     resume : SearchResume, optional
         The regions (and their n x j kernel values) of a search that yielded: this call finds
         regions j, j+1, ... and returns all of them, as an uninterrupted search would have.
@@ -200,13 +159,14 @@ def search(
     label evidence a spherical gaussian/flat region has two log-precisions, embedding and evidence
     columns (``evidence_precision="learned"``), both starting at the same value. Each
     restart's learning rate halves after 10 steps without improvement; the search stops once every
-    restart has halved 4 times after the barrier is tight (``ball``, which has no barrier: once
-    after step 50), or at ``steps``. For ``ball`` the
-    first starts are centres along a least-squares fit of the scores on :math:`(x, \|x\|^2)`
-    (`_regression_starts`); once converged the up to 64 core members nearest the centre are tried
-    as the centre (`_member_centres`), then the centre is refitted as the ball that best separates
-    its neighbourhood's highest-scoring rows (`_classifier_refits`, a small logistic regression),
-    each change kept only if the core's mean score rises.
+    restart has halved 4 times after the barrier is tight, or at ``steps``. The spherical ``ball``
+    has no barrier: it runs 20 steps (`Tuning.ball_steps`). Its first starts are centres along a
+    least-squares fit of the scores on :math:`(x, \|x\|^2)` (`_regression_starts`); after the steps
+    the up to 64 core members nearest the centre are tried as the centre (`_member_centres`), then
+    the centre is refitted as the ball that best separates its neighbourhood's highest-scoring rows
+    (`_classifier_refits`, a small logistic regression), each change kept only if the core's mean
+    score rises, and last its edge width is set to the exact 1-d maximum of the objective for that
+    centre (`_fit_edge`). The schedule's constants are a `Tuning` (``tuning``).
 
     Cost. Distances come from :math:`\|x\|^2 - 2 x\cdot\mu + \|\mu\|^2` with :math:`\|x\|^2`
     precomputed, all restarts in one product :math:`X M`; a step is two passes over X (four for
@@ -265,7 +225,7 @@ def search(
         if not evidence_check.keep_evidence(search, x_np, loss_v, p, labels_v, preds_v, w):
             p = p.model_copy(update={"evidence_weight": 0.0})
     device = resolve_device(p.device)
-    with _threads_for(device, n * x_shape[1]):
+    with _threads_for(device, n * x_shape[1], tuning.single_thread_below):
         return _search(
             embeddings,
             loss_v,
@@ -280,14 +240,15 @@ def search(
             should_yield,
             resume,
             weights_out,
+            tuning,
         )
 
 
 @contextlib.contextmanager
-def _threads_for(device: torch.device, entries: int) -> Iterator[None]:
-    """One CPU thread for small problems' torch ops (see SINGLE_THREAD_BELOW), restored afterwards."""
+def _threads_for(device: torch.device, entries: int, single_below: int) -> Iterator[None]:
+    """One CPU thread for small problems' torch ops (see `Tuning.single_thread_below`), restored afterwards."""
     before = torch.get_num_threads()
-    if device.type == "cpu" and entries < SINGLE_THREAD_BELOW and before > 1:
+    if device.type == "cpu" and entries < single_below and before > 1:
         torch.set_num_threads(1)
     try:
         yield
@@ -310,6 +271,7 @@ def _search(
     should_yield: ShouldStop | None = None,
     resume: SearchResume | None = None,
     weights_out: np.ndarray | None = None,
+    tuning: Tuning = DEFAULT_TUNING,
 ) -> SearchResult:
     n, d = embeddings.shape
     z, frame = standardise(embeddings, w, device, core.row_chunk(n, d, device))
@@ -319,7 +281,7 @@ def _search(
         dim = local_dimension(z, w, core.row_chunk(n, d, device))
         p = p.model_copy(update={"kernel": resolve_auto(dim, p.size_count(float(w.sum())) / z.shape[1])})
     z, frame = add_evidence(z, frame, labels_v, preds_v, w, p.evidence, p.evidence_weight)
-    problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device, tail=frame.tail)
+    problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device, tail=frame.tail, tuning=tuning)
 
     if weights_out is not None and (weights_out.shape != (n, p.n_spotlights) or weights_out.dtype != np.float32):
         raise ValueError(
@@ -345,8 +307,10 @@ def _search(
         regions.append(_describe(j, k_np, found, frame, loss_v, w, size_j, p, radius_u))
         scores = deflate(scores, k, p.deflation)
         if should_yield is not None and j + 1 < p.n_spotlights and should_yield():
-            raise SearchYielded(_result(regions, k_all[:, : j + 1].copy(), loss_v, z, started, frame.basis))
-    return _result(regions, k_all, loss_v, z, started, frame.basis)
+            raise SearchYielded(
+                _result(regions, k_all[:, : j + 1].copy(), loss_v, z, started, frame.basis, problem.data.passes)
+            )
+    return _result(regions, k_all, loss_v, z, started, frame.basis, problem.data.passes)
 
 
 def resolve_auto(k: float, rows_per_dim: float = math.inf) -> str:
@@ -362,7 +326,13 @@ def resolve_auto(k: float, rows_per_dim: float = math.inf) -> str:
 
 
 def _result(
-    regions: list[Region], weights: np.ndarray, loss_v, z: torch.Tensor, started: float, basis: np.ndarray | None
+    regions: list[Region],
+    weights: np.ndarray,
+    loss_v,
+    z: torch.Tensor,
+    started: float,
+    basis: np.ndarray | None,
+    passes: int = 0,
 ) -> SearchResult:
     return SearchResult(
         regions=regions,
@@ -371,6 +341,7 @@ def _result(
         device=str(z.device) if z.device.type == "cpu" else f"cuda:{z.device.index or 0}",
         elapsed_s=time.perf_counter() - started,
         basis=basis,
+        passes=passes,
     )
 
 
@@ -435,9 +406,21 @@ class _Problem:
     regs: core.Regularisers | None
     unit_weights: bool = False  # every sample weight is 1 (the core's edge is then one kthvalue)
     gram: torch.Tensor | None = None  # [X, -||x||^2, 1]^T W [...], computed once when a 'ball' start needs it
+    tuning: Tuning = DEFAULT_TUNING
 
     @classmethod
-    def build(cls, z, loss_v, w, labels_v, preds_v, p: SearchParams, device: torch.device, tail: int = 0) -> _Problem:
+    def build(
+        cls,
+        z,
+        loss_v,
+        w,
+        labels_v,
+        preds_v,
+        p: SearchParams,
+        device: torch.device,
+        tail: int = 0,
+        tuning: Tuning = DEFAULT_TUNING,
+    ) -> _Problem:
         data = core.EmbeddingMatrix(z, tail=tail)
         raw = loss_v if p.objective == "max_loss" else -loss_v
         raw = raw - raw.min()
@@ -470,6 +453,7 @@ class _Problem:
             n_total=n_total,
             regs=regs,
             unit_weights=bool((wt == 1).all()),
+            tuning=tuning,
         )
 
 
@@ -508,7 +492,7 @@ def _regression_starts(problem: _Problem, scores: torch.Tensor, count: int) -> l
     Why: a ball's core is the rows with the smallest ||x||^2 - 2 x.mu, a linear rule in (x, ||x||^2),
     so the fitted s ~ x.w - b ||x||^2 + c points mu along w. Its scale (how far out the centre sits:
     near the data for a ball, far outside for a cap, where the core becomes a half-space) is the one
-    number the fit does not pin down, so REGRESSION_GRID scales t (mu = t w / 2) are tried and the
+    number the fit does not pin down, so `Tuning.regression_grid` scales t (mu = t w / 2) are tried and the
     `count` whose cores have the highest weighted mean score, not adjacent on the grid, are returned.
     Cost: one (d + 2)^2 Gram matrix per search (cached), two passes over X and one kthvalue per region.
     """
@@ -521,16 +505,16 @@ def _regression_starts(problem: _Problem, scores: torch.Tensor, count: int) -> l
     rhs = torch.cat(
         [data.pullback(ws.float()[None, :])[0].double(), (-(data.sq_norms.double() * ws)).sum()[None], ws.sum()[None]]
     )
-    ridge = REGRESSION_RIDGE * float(torch.diagonal(gram).mean())
+    ridge = problem.tuning.regression_ridge * float(torch.diagonal(gram).mean())
     eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     w = torch.linalg.solve(gram + ridge * eye, rhs)[: x.shape[1]].to(x.dtype)
     if not bool(torch.isfinite(w).all()) or float(w.abs().max()) == 0.0:
         return []
     xw = data.project(w[None, :])[0]
     scales = torch.logspace(
-        math.log10(REGRESSION_SCALES[0]),
-        math.log10(REGRESSION_SCALES[1]),
-        REGRESSION_GRID,
+        math.log10(problem.tuning.regression_scales[0]),
+        math.log10(problem.tuning.regression_scales[1]),
+        problem.tuning.regression_grid,
         dtype=x.dtype,
         device=x.device,
     )
@@ -569,20 +553,21 @@ def _member_centres(problem: _Problem, scores: torch.Tensor, mu: torch.Tensor) -
 
     Why: in high dimension a weak spot that is the neighbourhood of a row is found only near that
     row, a narrow basin that gradient steps from elsewhere rarely reach; they do reach a core that
-    holds much of the weak spot, and so that row. Each of up to MEMBER_CANDIDATES core rows (the
+    holds much of the weak spot, and so that row. Each of up to `Tuning.member_candidates` core rows (the
     highest-scoring first) is tried as the centre, its own core computed exactly; the best replaces
     the centre only if its core's mean score (`_core_means`) is higher. Cost: about
-    MEMBER_CANDIDATES / R optimiser steps once per region, in chunks of MEMBER_CHUNK candidates.
+    member_candidates / R optimiser steps once per region, in chunks of member_chunk candidates.
     """
     data = problem.data
     ws = problem.weights * scores
     means, dist = _core_means(problem, ws, mu[None, :])
     edge, _ = core.ball_core(dist, problem.weights, problem.size, problem.unit_weights)
     members = torch.nonzero(dist[0] <= edge[0])[:, 0]
-    members = members[torch.argsort(dist[0, members], stable=True)][:MEMBER_CANDIDATES]
+    members = members[torch.argsort(dist[0, members], stable=True)][: problem.tuning.member_candidates]
     best_value, best_row = float(means[0]), -1
-    for i in range(0, members.numel(), MEMBER_CHUNK):
-        rows = members[i : i + MEMBER_CHUNK]
+    chunk = problem.tuning.member_chunk
+    for i in range(0, members.numel(), chunk):
+        rows = members[i : i + chunk]
         values, _ = _core_means(problem, ws, data.x[rows])
         j = int(torch.argmax(values))
         if float(values[j]) > best_value:
@@ -597,25 +582,28 @@ def _classifier_refits(problem: _Problem, scores: torch.Tensor, mu: torch.Tensor
     nearest a point, possibly far outside the data: a cap) is then the rule that separates the
     highest-scoring rows of the neighbourhood from the rest. Gradient steps on the kernel's edge see
     only the rows at the edge and stop where the core mixes most of the weak spot with ordinary
-    rows; the classifier sees all REFIT_ROWS * S nearest rows at once, labels the S highest-scoring
+    rows; the classifier sees all `Tuning.refit_rows` * S nearest rows at once, labels the S highest-scoring
     of them positive, and its rule w.x - c ||x||^2 (c > 0) is the ball centred at w / 2c. Each round
     refits around the last accepted centre; a centre is accepted only if its core's mean score
     (`_core_means`, `value` for `mu`) is higher. Measured on the planted caps (docs/engine.md):
     top-S recall 0.74-0.76 -> 0.92-0.95. Cost per round: one pass over X, one kthvalue and an
-    L-BFGS fit on REFIT_ROWS * S rows (no d x d matrix).
+    L-BFGS fit on refit_rows * S rows (no d x d matrix).
     """
     data = problem.data
     ws = problem.weights * scores
     best_mu, best_value = mu, value
     dist = data.project(mu[None, :]).mul_(-2.0).add_(data.sq_norms[None, :])
-    sizes = sorted({REFIT_ROWS * problem.size, max(REFIT_ROWS * problem.size, REFIT_ROWS_PER_DIM * data.shape[1])})
-    for _ in range(REFIT_ROUNDS):
+    tn = problem.tuning
+    sizes = sorted(
+        {tn.refit_rows * problem.size, max(tn.refit_rows * problem.size, tn.refit_rows_per_dim * data.shape[1])}
+    )
+    for _ in range(tn.refit_rounds):
         fitted = []
         for around in sizes:
             edge, _ = core.ball_core(dist, problem.weights, around, problem.unit_weights)
             rows = torch.nonzero((dist[0] <= edge[0]) & (problem.weights > 0))[:, 0]
             candidate = ballfit.fit_ball(
-                data, rows, scores[rows], problem.weights[rows], problem.size, REFIT_RIDGE, REFIT_ITERATIONS
+                data, rows, scores[rows], problem.weights[rows], problem.size, tn.refit_ridge, tn.refit_iterations
             )
             if candidate is not None:
                 fitted.append(candidate)
@@ -632,6 +620,7 @@ def _classifier_refits(problem: _Problem, scores: torch.Tensor, mu: torch.Tensor
 def _gram(data: core.EmbeddingMatrix, weights: torch.Tensor) -> torch.Tensor:
     """A^T diag(weights) A for A = [X, -||x||^2, 1] in float64, a row chunk at a time."""
     d = data.shape[1]
+    data.passes += 1
     out = torch.zeros(d + 2, d + 2, dtype=torch.float64, device=data.x.device)
     for i in range(0, data.shape[0], data.chunk):
         xc = data.x[i : i + data.chunk].double()
@@ -641,14 +630,14 @@ def _gram(data: core.EmbeddingMatrix, weights: torch.Tensor) -> torch.Tensor:
 
 
 def _initial_theta(problem: _Problem, mu: torch.Tensor, p: SearchParams) -> torch.Tensor:
-    """Log-precision putting each start's median active example at u = INIT_MEDIAN_U[kernel]."""
+    """Log-precision putting each start's median active example at u = `Tuning.init_median_u`[kernel]."""
     d, r = mu.shape
     with torch.no_grad():
         u0 = core.scaled_distances(problem.data, mu, torch.zeros(1, r, device=mu.device))
         if p.kernel in core.CORE_KERNELS:  # measured from the core's edge
             u0 = u0 - core.ball_core(u0, problem.weights, problem.size, unit_weights=False)[0][:, None]
         med = (u0 if problem.active is None else u0[:, problem.active]).median(1).values
-        theta = torch.where(med > 0, torch.log(INIT_MEDIAN_U[p.kernel] / med), torch.zeros_like(med))
+        theta = torch.where(med > 0, torch.log(problem.tuning.init_median_u[p.kernel] / med), torch.zeros_like(med))
         theta = theta.clamp(core.THETA_MIN, core.THETA_MAX)[None, :]
     return theta.expand(d if p.shape == "diagonal" else _spherical_rows(problem, p), r).contiguous()
 
@@ -669,16 +658,27 @@ def _optimise_region(
     progress: Progress | None,
     should_stop: ShouldStop | None,
 ) -> _Found:
-    """Batched Adam over all restarts for one region; returns the best feasible iterate seen."""
+    """Batched Adam over all restarts for one region; returns the best feasible iterate seen.
+
+    Gaussian and flat: the barrier tightens over `Tuning.tighten_steps`, then each restart runs until its
+    plateau-halved learning rate has decayed. Spherical 'ball': `Tuning.ball_steps` steps move the centre,
+    then the member centres, the refits and the exact edge fit (`_fit_edge`) finish the region.
+    """
+    tn = problem.tuning
     mu = _initial_starts(problem, scores, p, j)
     theta = _initial_theta(problem, mu, p)
     r = mu.shape[1]
     cap = p.steps
-    tighten = max(1, min(cap, TIGHTEN_STEPS))
+    tighten = max(1, min(cap, tn.tighten_steps))
     slacks = core.barrier_slacks(problem.n_total, problem.size, tighten)
     ball = p.kernel in core.CORE_KERNELS
-    warm = max(1, min(cap, BALL_WARMUP)) if ball else tighten
-    needed = BALL_HALVINGS if ball else MAX_HALVINGS
+    polished = ball and theta.shape[0] == 1  # the spherical ball: a fixed budget, then the polish steps
+    if polished:
+        warm, needed = max(1, min(cap, tn.ball_steps)), 0
+    elif ball:
+        warm, needed = max(1, min(cap, tn.ball_warmup)), tn.ball_halvings
+    else:
+        warm, needed = tighten, tn.max_halvings
     lr = torch.full((r,), p.learning_rate, dtype=mu.dtype, device=mu.device)
     adam_mu = core.AdamState(torch.zeros_like(mu), torch.zeros_like(mu))
     adam_theta = core.AdamState(torch.zeros_like(theta), torch.zeros_like(theta))
@@ -728,30 +728,77 @@ def _optimise_region(
             theta.clamp_(core.THETA_MIN, core.THETA_MAX)
 
             if t >= warm - 1:
-                improved = pen > plateau_best + PLATEAU_TOL
+                improved = pen > plateau_best + tn.plateau_tol
                 plateau_best = torch.where(improved, pen, plateau_best)
                 waits = torch.where(improved, torch.zeros_like(waits), waits + 1)
-                halve = waits >= PATIENCE
+                halve = waits >= tn.patience
                 lr = torch.where(halve, lr * 0.5, lr)
                 halvings += halve.long()
                 waits = torch.where(halve, torch.zeros_like(waits), waits)
         steps_run = t + 1
         if progress is not None:
-            progress(j, t, cap)
+            progress(j, t, warm if polished else cap)  # the spherical ball runs its budget
         if t >= warm - 1 and bool((halvings >= needed).all()):
-            converged = True
+            converged = not polished or warm == tn.ball_steps  # a cap below the ball's budget cut it short
             break
 
     feasible = torch.isfinite(best_value)
     if bool(feasible.any()):
         i = int(torch.argmax(torch.where(feasible, best_value, neg_inf)))
         mu_i, theta_i = best_mu[:, i].clone(), best_theta[:, i].clone()
-        if p.kernel in core.CORE_KERNELS and theta_i.shape[0] == 1:
+        if polished:
             mu_i, value_i = _member_centres(problem, scores, mu_i)
             mu_i = _classifier_refits(problem, scores, mu_i, value_i)
+            theta_i = _fit_edge(problem, scores, mu_i)
         return _Found(mu_i, theta_i, True, steps_run, converged)
     i = int(torch.argmax(best_total))
     return _Found(fall_mu[:, i].clone(), fall_theta[:, i].clone(), False, steps_run, converged)
+
+
+def _fit_edge(problem: _Problem, scores: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """The spherical 'ball' edge width (log-precision, shape 1) for a fixed centre: the exact 1-d maximum.
+
+    Why: with the centre fixed the core and each row's distance beyond its edge, u0, are fixed, and the
+    objective V(theta) = sum w s k / sum w k with k = exp(-exp(theta) u0 / (2 d)) is a function of one
+    number, evaluated on a grid of thetas in one R x n product (no pass over X). Gradient steps approach
+    it only slowly: the edge keeps sharpening for a hundred steps and more (docs/engine.md). V rises
+    towards the core's mean as the edge sharpens and then stays flat, so the widest edge within
+    `Tuning.plateau_tol` of the best is kept (rows beyond the core keep a ranking), never wider than
+    the start's (the median row beyond the edge at u = init_median_u['ball']).
+    Cost: one pass over X and 2 * ball_edge_grid kernel evaluations of the n rows.
+    """
+    tn, data = problem.tuning, problem.data
+    d = data.shape[1]
+    dist = data.project(mu[None, :]).mul_(-2.0).add_(data.sq_norms[None, :])
+    edge, _ = core.ball_core(dist, problem.weights, problem.size, problem.unit_weights)
+    beyond = torch.clamp(dist[0] - edge[0], min=0.0)
+    if problem.active is not None:
+        beyond = beyond[problem.active]
+    med = float(beyond.median())
+    low = math.log(tn.init_median_u["ball"] * d / med) if med > 0 else core.THETA_MIN
+    low = min(max(low, core.THETA_MIN), core.THETA_MAX)
+    sums = torch.stack([problem.weights * scores, problem.weights], 1)
+
+    def values(thetas: torch.Tensor) -> torch.Tensor:
+        k = torch.exp(dist[0].sub(edge[0]).clamp_(min=0.0)[None, :] * (torch.exp(thetas) * (-0.5 / d))[:, None])
+        out = k @ sums
+        return out[:, 0] / torch.clamp(out[:, 1], min=torch.finfo(out.dtype).tiny)
+
+    coarse = torch.linspace(low, core.THETA_MAX, tn.ball_edge_grid, dtype=mu.dtype, device=mu.device)
+    v_coarse = values(coarse)
+    i = int(torch.argmax(v_coarse))
+    step = (core.THETA_MAX - low) / max(tn.ball_edge_grid - 1, 1)
+    fine = torch.linspace(
+        max(low, float(coarse[i]) - step),
+        min(core.THETA_MAX, float(coarse[i]) + step),
+        tn.ball_edge_grid,
+        dtype=mu.dtype,
+        device=mu.device,
+    )
+    thetas = torch.cat([coarse, fine])
+    v = torch.nan_to_num(torch.cat([v_coarse, values(fine)]), nan=-math.inf)
+    near = v >= v.max() - tn.plateau_tol
+    return thetas[near].min().reshape(1)
 
 
 def _describe(
