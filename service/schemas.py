@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from spotlight.jobstate import JobStatus
 from spotlight.params import SearchParams
 from spotlight.protocol import TAGS_MAX, JobError, Name, Progress, TagText
+from spotlight.records import RegionRecord, RegionsDocument
 
 MAX_OFFSET = 10**9  # paging offsets past this are a caller's mistake, not a Redis error
 
@@ -116,108 +117,9 @@ class JobList(BaseModel):
 
 
 # ----- results -----
-class RegionOverlap(BaseModel):
-    region: int = Field(description="An earlier region's index.")
-    shared: int = Field(ge=0, description="Rows that are members of both regions.")
-    share: float = Field(
-        ge=0,
-        le=1,
-        description="shared / this region's n_members: the share of this region "
-        "that the earlier region already shows (0 when this region has no members).",
-    )
-
-
-class ValueShare(BaseModel):
-    """One value of a label, prediction or metadata field, among the members vs in the whole dataset."""
-
-    model_config = ConfigDict(extra="allow")
-
-    value: Any
-    count_inside: float = Field(description="Members with this value (times their sample weights).")
-    count_overall: float = Field(description="Rows of the dataset with this value (times their sample weights).")
-    share_inside: float
-    share_overall: float
-    lift: float = Field(description="share_inside / share_overall.")
-
-
-class Composition(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    n_values: int
-    over_represented: list[ValueShare] = Field(
-        description="Values the members hold more often than the dataset, most excess members first."
-    )
-    dominant: dict[str, Any] | None = None
-
-
-class ErrorRate(BaseModel):
-    inside: float = Field(description="Share of members whose prediction differs from their label.")
-    overall: float
-    lift: float
-
-
-class RegionDescription(BaseModel):
-    """What a person reads about a region, computed on its member set (not the whole weighted dataset)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    basis: Literal["members"] = "members"
-    n_members: int
-    mean_loss: float | None = Field(description="The members' mean loss (null without members).")
-    dataset_mean_loss: float
-    lift: float | None = Field(
-        description="mean_loss / dataset_mean_loss (null without members or when the "
-        "dataset's mean loss is not positive)."
-    )
-    mean_loss_ci: list[float] | None = Field(description="Bootstrap interval of mean_loss at ci_level.")
-    ci_level: float
-    n_bootstrap: int
-    error_rate: ErrorRate | None = Field(None, description="With labels and predictions.")
-    labels: Composition | None = None
-    predictions: Composition | None = None
-    metadata: dict[str, Composition] = Field(default_factory=dict)
-    numeric: dict[str, dict[str, float]] = Field(default_factory=dict)
-
-
-class RegionOut(BaseModel):
-    """One region; the worker may add fields beyond these (e.g. feasible, p_value)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    index: int
-    center: list[float]
-    precision: float | list[float]
-    kernel: str
-    shape: str
-    size_requested: float
-    total_weight: float
-    weighted_loss: float = Field(description="The search's objective: sum(k * loss) / sum(k) over every row.")
-    mean_loss: float = Field(description="The dataset's mean loss.")
-    lift: float = Field(
-        description="weighted_loss / mean_loss. The members' own mean loss and lift, what a "
-        "person reads, are in description."
-    )
-    n_members: int = Field(
-        description="Size of the member set, the rows `…/members` pages: the flat kernel's "
-        "support (weight > 0); the ball's core (weight 1); for the gaussian, the heaviest rows that together count as many "
-        "examples as the region (ceil(effective_size) rows without sample weights)."
-    )
-    effective_size: float = Field(
-        description="How many examples the region counts: sum of kernel weight x "
-        "sample weight over every row (equals total_weight)."
-    )
-    overlap: list[RegionOverlap] = Field(description="One entry per earlier region: members in common.")
-    member_min_weight: float | None = Field(
-        None,
-        description="What a row of other data needs to be a member (POST /v1/jobs/{id}/score): weight > 0 "
-        "and >= this. 0 for the flat kernel (its support), 1 for the ball (its core); for the gaussian, the smallest weight among the "
-        "members here. Null when the region has no members (then no row is).",
-    )
-    description: RegionDescription | None = Field(None, description="Absent when describing the region failed.")
-
-
-class RegionsOut(BaseModel):
-    regions: list[RegionOut]
+# The region record is the contract's (spotlight/records.py): the worker writes it, this API serves it.
+RegionOut = RegionRecord
+RegionsOut = RegionsDocument
 
 
 class Member(BaseModel):

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, StreamingResponse
+from pydantic import ValidationError
 
 from service.deps import JobIdDep, JobsDep, StoreDep, TenantDep
 from service.errors import ApiError, error_responses
@@ -30,6 +31,7 @@ from spotlight.protocol import (
     members_by_contribution_file,
     members_file,
 )
+from spotlight.records import RegionsDocument
 from spotlight.store import ArtifactStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"], responses=error_responses(401, 404, 409, 503))
@@ -49,12 +51,22 @@ def finished_spec(jobs: JobRegistry, tenant: str, job_id: str) -> JobSpec:
     return JobSpec.model_validate(job.meta[META_SPEC])
 
 
-def _read_regions(store: ArtifactStore, job_id: str) -> dict[str, Any]:
+def _read_regions(store: ArtifactStore, job_id: str) -> RegionsDocument:
+    """The job's regions.json as the typed record the worker wrote (spotlight/records.py)."""
     try:
-        return dict(store.read_json(job_file(job_id, REGIONS_FILE)))
+        raw = store.read_json(job_file(job_id, REGIONS_FILE))
     except FileNotFoundError:
         raise ApiError(
             404, ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id}
+        ) from None
+    try:
+        return RegionsDocument.model_validate(raw)
+    except ValidationError:
+        raise ApiError(
+            404,
+            ErrorCode.NOT_FOUND,
+            "The job's results were written by an older worker, without the regions' verdict; submit the search again.",
+            {"job": job_id},
         ) from None
 
 
@@ -88,7 +100,7 @@ def get_members(
 ) -> MembersOut:
     spec = finished_spec(jobs, tenant, job_id)
     stored = _read_regions(store, job_id)
-    n_regions = len(stored.get("regions", []))
+    n_regions = len(stored.regions)
     if k >= n_regions:
         raise ApiError(
             404,
@@ -107,7 +119,7 @@ def get_members(
         raise ApiError(
             404, ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id}
         ) from None
-    reference = float(stored["loss_reference"])
+    reference = stored.loss_reference
     total = int(members.shape[0])
     try:
         losses = np.asarray(files.losses()[idx], dtype=np.float64)

@@ -34,8 +34,9 @@ from service.schemas import DatasetSpec
 from spotlight import classes, kernel
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.errors import Conflict, Gone, InvalidInput, NotFound, TooLarge
-from spotlight.members import member_min_weight, members_at_or_above
-from spotlight.protocol import BASIS_FILE, WEIGHTS_FILE, ErrorCode, job_file, members_file
+from spotlight.members import members_at_or_above
+from spotlight.protocol import BASIS_FILE, ErrorCode, job_file
+from spotlight.records import RegionRecord
 from spotlight.store import ArtifactStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"], responses=error_responses(401, 404, 409, 503))
@@ -106,7 +107,7 @@ def score(
 ) -> Any:
     """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply."""
     finished_spec(jobs, tenant, job_id)
-    regions = _read_regions(store, job_id).get("regions", [])
+    regions = _read_regions(store, job_id).regions
     basis = _basis(store, job_id, regions)  # before anything is stored: a job that cannot be scored says so first
     record = None
     if body.embeddings is not None:
@@ -118,7 +119,7 @@ def score(
             builder, n, d = build_from_spec(body.dataset, work, settings)  # type: ignore[arg-type]
             record, _ = datasets.register(tenant, builder, n, d)
     n, dim_in = (record.n, record.dim) if record is not None else x.shape
-    dim = len(regions[0]["center"]) if regions else dim_in
+    dim = len(regions[0].center) if regions else dim_in
     if dim_in != dim:
         raise InvalidInput(
             ErrorCode.SHAPE_MISMATCH,
@@ -158,7 +159,7 @@ def score(
             {"dataset": record.id if record else None},
         ) from None
     w = np.stack(columns, axis=1) if columns else np.zeros((n, 0))
-    thresholds = [_member_min_weight(store, job_id, k, region) for k, region in enumerate(regions)]
+    thresholds = [region.member_min_weight for region in regions]
     members = [members_at_or_above(w[:, k], thresholds[k]).tolist() for k in range(w.shape[1])]
     return ScoreOut(
         job=job_id,
@@ -186,7 +187,7 @@ def score(
 def get_basis(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> StreamingResponse:
     """What scoring a PCA job's regions locally needs besides the regions (spotlight/kernel.py)."""
     finished_spec(jobs, tenant, job_id)
-    regions = _read_regions(store, job_id).get("regions", [])
+    regions = _read_regions(store, job_id).regions
     if not _needs_basis(regions):
         raise NotFound(
             ErrorCode.NOT_FOUND,
@@ -200,11 +201,11 @@ def get_basis(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDe
     return npy_download(store, path, f"{job_id}_basis.npy")
 
 
-def _needs_basis(regions: list[dict[str, Any]]) -> bool:
-    return any(region.get("precision_space") == "pca" for region in regions)
+def _needs_basis(regions: list[RegionRecord]) -> bool:
+    return any(region.precision_space == "pca" for region in regions)
 
 
-def _basis(store: ArtifactStore, job_id: str, regions: list[dict[str, Any]]) -> np.ndarray | None:
+def _basis(store: ArtifactStore, job_id: str, regions: list[RegionRecord]) -> np.ndarray | None:
     """The job's PCA basis when a region needs it (read once for all regions), else None."""
     if not _needs_basis(regions):
         return None
@@ -223,21 +224,6 @@ def _basis_missing(job_id: str) -> Conflict:
         "submit the search again to score new rows.",
         {"job": job_id, "file": BASIS_FILE},
     )
-
-
-def _member_min_weight(store: ArtifactStore, job_id: str, k: int, region: dict[str, Any]) -> float | None:
-    """The region's stored threshold; results written without one get it from their stored member set."""
-    if "member_min_weight" in region:
-        value = region["member_min_weight"]
-        return None if value is None else float(value)
-    try:
-        members = store.load_npy(job_file(job_id, members_file(k)))
-        weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
-    except FileNotFoundError:
-        raise NotFound(
-            ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id}
-        ) from None
-    return member_min_weight(np.asarray(weights[:, k]), str(region["kernel"]), np.asarray(members))
 
 
 def _inline_embeddings(rows: list[list[float]]) -> np.ndarray:

@@ -10,7 +10,8 @@ import pytest
 import redis
 import torch
 
-from spotlight.members import member_set
+from spotlight import verdict
+from spotlight.members import member_set, members_at_or_above
 from spotlight.protocol import (
     META_ERROR,
     META_PROGRESS,
@@ -69,7 +70,14 @@ def test_finished_job_writes_regions_weights_and_members(settings, store, redis_
         w = weights[members, k]
         assert members.dtype == np.int64
         assert (w > 0).all() and (np.diff(w) <= 0).all()
-        assert members.tolist() == member_set(weights[:, k], regions[k]["kernel"]).tolist()
+        # the member rule on the searched rows, plus the held-out rows at or above the threshold it drew
+        searched = verdict.split(200, spec.params.seed).searched_mask()
+        in_search = member_set(weights[:, k], regions[k]["kernel"], searched.astype(np.float64))
+        assert set(members[searched[members]].tolist()) == set(in_search.tolist())
+        held = members[~searched[members]]
+        assert held.size == regions[k]["n_holdout_members"]
+        at_least = members_at_or_above(weights[~searched, k], regions[k]["member_min_weight"])
+        assert set(held.tolist()) == set(np.flatnonzero(~searched)[at_least].tolist())
         assert len(members) == regions[k]["n_members"]
         # the same members by contribution: weight x (loss - the loss floor recorded in regions.json)
         by_contribution = store.load_npy(job_file(spec.job_id, members_by_contribution_file(k)))
