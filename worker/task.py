@@ -1,9 +1,10 @@
 """The RQ task: one spotlight search, from a stored dataset to stored results.
 
 It reads like the job's life: load the dataset (memory-mapped from the store or its local cache) → search (the
-engine, reporting progress and honouring cancellation) → describe the regions → write the
-results (each file atomically, ``regions.json`` last, so its presence means "done") → say how
-it ended in the job's meta.
+engine, reporting progress and honouring cancellation) on a seeded half of the rows → test and describe
+the regions (the verdict on the held-out half, spotlight/verdict.py; the region record,
+spotlight/records.py) → write the results (each file atomically, ``regions.json`` last, so its
+presence means "done") → say how it ended in the job's meta.
 
 How a job ends is always written into its meta (``protocol.META_STATUS`` + ``META_ERROR``),
 and the task *returns* on every outcome it understands — canceled, bad or missing data, an
