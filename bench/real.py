@@ -331,7 +331,7 @@ def run_holdout(seed: int = 0) -> None:
             for j, region in enumerate(res.regions):
                 inside = member_set(res.weights[:, j], region.kernel)
                 threshold = member_min_weight(res.weights[:, j], region.kernel, inside)
-                wb = region_weights(s.x[b], region.to_dict(), labels=s.labels[b], predictions=s.predictions[b])
+                wb = region_weights(s.x[b], region.kernel_record(), labels=s.labels[b], predictions=s.predictions[b])
                 held = members_at_or_above(wb, threshold)
                 lift = float(s.loss[b][held].mean() / s.loss[b].mean()) if held.size else float("nan")
                 cells.append((held.size, lift))

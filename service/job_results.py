@@ -8,12 +8,13 @@ reads them starts here.
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import ValidationError
 
 from service.job_registry import JobRegistry
 from spotlight.errors import Conflict, Gone, NotFound
 from spotlight.jobstate import JobStatus, status_of
 from spotlight.protocol import META_SPEC, REGIONS_FILE, ErrorCode, JobSpec, job_file
+from spotlight.records import RegionsDocument
 from spotlight.store import ArtifactStore
 
 
@@ -49,9 +50,21 @@ def expired(job_id: str) -> NotFound:
     return NotFound(ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id})
 
 
-def read_regions(store: ArtifactStore, job_id: str) -> dict[str, Any]:
-    """The job's regions.json document ({"regions", "objective", "loss_reference"})."""
+def read_regions(store: ArtifactStore, job_id: str) -> RegionsDocument:
+    """The job's regions.json as the typed record the worker wrote (spotlight/records.py).
+
+    A document written before the record existed (no verdict, no held-out figures) is a clear
+    not_found asking for a new search, not a 500.
+    """
     try:
-        return dict(store.read_json(job_file(job_id, REGIONS_FILE)))
+        raw = store.read_json(job_file(job_id, REGIONS_FILE))
     except FileNotFoundError:
         raise expired(job_id) from None
+    try:
+        return RegionsDocument.model_validate(raw)
+    except ValidationError:
+        raise NotFound(
+            ErrorCode.NOT_FOUND,
+            "The job's results were written by an older worker, without the regions' verdict; submit the search again.",
+            {"job": job_id},
+        ) from None

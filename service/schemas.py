@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from spotlight.jobstate import JobStatus
 from spotlight.params import SearchParams
 from spotlight.protocol import TAGS_MAX, JobError, Name, Progress, TagText
+from spotlight.records import RegionRecord, RegionsDocument
 
 MAX_OFFSET = 10**9  # paging offsets past this are a caller's mistake, not a Redis error
 
@@ -119,143 +120,9 @@ class JobList(BaseModel):
 
 
 # ----- results -----
-class RegionOverlap(BaseModel):
-    region: int = Field(description="An earlier region's index.")
-    shared: int = Field(ge=0, description="Rows that are members of both regions.")
-    share: float = Field(
-        ge=0,
-        le=1,
-        description="shared / this region's n_members: the share of this region "
-        "that the earlier region already shows (0 when this region has no members).",
-    )
-
-
-class ValueShare(BaseModel):
-    """One value of a label, prediction or metadata field, among the members vs in the whole dataset."""
-
-    model_config = ConfigDict(extra="allow")
-
-    value: Any
-    count_inside: float = Field(description="Members with this value (times their sample weights).")
-    count_overall: float = Field(description="Rows of the dataset with this value (times their sample weights).")
-    share_inside: float
-    share_overall: float
-    lift: float = Field(description="share_inside / share_overall.")
-    precision: float | None = Field(
-        None, description='As a rule ("label = value"): of the rows holding the value, the share that are members.'
-    )
-    recall: float | None = Field(None, description="Of the members, the share holding the value (= share_inside).")
-
-
-class TextTerm(BaseModel):
-    """A word or phrase over-represented among a region's members' texts, checked as the rule "text mentions term"."""
-
-    term: str
-    score: float = Field(description="Class-based TF-IDF of the term among the members against the other rows.")
-    precision: float = Field(description="Of all rows whose text mentions the term, the share that are members.")
-    recall: float = Field(description="Of the members, the share whose text mentions the term.")
-    lift: float | None = Field(
-        description="Mean loss of the lift rows (text_terms_lift_on) mentioning the term over their mean "
-        "loss; null when fewer than 5 of them mention it."
-    )
-    lift_rows: int = Field(description="How many lift rows mention the term.")
-
-
-class Composition(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    n_values: int
-    over_represented: list[ValueShare] = Field(
-        description="Values the members hold more often than the dataset, most excess members first."
-    )
-    dominant: dict[str, Any] | None = None
-
-
-class ErrorRate(BaseModel):
-    inside: float = Field(description="Share of members whose prediction differs from their label.")
-    overall: float
-    lift: float
-
-
-class RegionDescription(BaseModel):
-    """What a person reads about a region, computed on its member set (not the whole weighted dataset)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    basis: Literal["members"] = "members"
-    n_members: int
-    mean_loss: float | None = Field(description="The members' mean loss (null without members).")
-    dataset_mean_loss: float
-    lift: float | None = Field(
-        description="mean_loss / dataset_mean_loss (null without members or when the "
-        "dataset's mean loss is not positive)."
-    )
-    mean_loss_ci: list[float] | None = Field(description="Bootstrap interval of mean_loss at ci_level.")
-    ci_level: float
-    n_bootstrap: int
-    error_rate: ErrorRate | None = Field(None, description="With labels and predictions.")
-    labels: Composition | None = None
-    predictions: Composition | None = None
-    metadata: dict[str, Composition] = Field(default_factory=dict)
-    numeric: dict[str, dict[str, float]] = Field(default_factory=dict)
-    text_terms: list[TextTerm] | None = Field(
-        None,
-        description="With a dataset that has texts: the words and phrases over-represented among the members' "
-        "texts, each checked as a rule. Null (absent) without texts; an empty list when no term is "
-        "shared by enough members.",
-    )
-    text_terms_lift_on: Literal["heldout", "non_members"] | None = Field(
-        None,
-        description="Rows a term's lift is measured on: 'heldout' (rows the search did not use) or "
-        "'non_members' (a sample of the rows outside the region, which the search saw).",
-    )
-    text_examples: list[str] | None = Field(None, description="A few member texts, heaviest members first.")
-
-
-class RegionOut(BaseModel):
-    """One region; the worker may add fields beyond these (e.g. feasible, p_value)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    index: int
-    center: list[float]
-    precision: float | list[float]
-    kernel: str
-    shape: str
-    size_requested: float
-    total_weight: float
-    weighted_loss: float = Field(description="The search's objective: sum(k * loss) / sum(k) over every row.")
-    mean_loss: float = Field(description="The dataset's mean loss.")
-    lift: float = Field(
-        description="weighted_loss / mean_loss. The members' own mean loss and lift, what a "
-        "person reads, are in description."
-    )
-    n_members: int = Field(
-        description="Size of the member set, the rows `…/members` pages: the flat kernel's "
-        "support (weight > 0); the ball's core (weight 1); for the gaussian, the heaviest rows that together count as many "
-        "examples as the region (ceil(effective_size) rows without sample weights)."
-    )
-    effective_size: float = Field(
-        description="How many examples the region counts: sum of kernel weight x "
-        "sample weight over every row (equals total_weight)."
-    )
-    overlap: list[RegionOverlap] = Field(description="One entry per earlier region: members in common.")
-    member_min_weight: float | None = Field(
-        None,
-        description="What a row of other data needs to be a member (POST /v1/jobs/{id}/score): weight > 0 "
-        "and >= this. 0 for the flat kernel (its support), 1 for the ball (its core); for the gaussian, the smallest weight among the "
-        "members here. Null when the region has no members (then no row is).",
-    )
-    description: RegionDescription | None = Field(
-        None, description="Null when describing the region failed; description_error then says why."
-    )
-    description_error: str | None = Field(
-        None, description="Present only when describing this region failed: what went wrong (the region stands)."
-    )
-
-
-class RegionsOut(BaseModel):
-    regions: list[RegionOut]
+# The region record is the contract's (spotlight/records.py): the worker writes it, this API serves it.
+RegionOut = RegionRecord
+RegionsOut = RegionsDocument
 
 
 class Member(BaseModel):

@@ -4,7 +4,7 @@ Each row's weight in each region is the engine's kernel from the region's centre
 (spotlight/kernel.py — the same function the client's `Region.weights(X)` runs). Membership follows
 the member rule of spotlight/members.py carried over to other data: a row is a member when its
 weight is above 0 and at least the region's `member_min_weight`, which the worker stored in
-regions.json (flat kernel: 0, the support; gaussian: the smallest weight among the region's members
+the typed region record (spotlight/records.py) (flat kernel: 0, the support; gaussian: the smallest weight among the region's members
 on the data it was found on).
 
 A region found with label evidence (`evidence_weight` > 0; spotlight/evidence.py) weighs a row by
@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from service.job_results import expired
 from spotlight import classes, kernel
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.errors import Conflict, Gone, InvalidInput, NotFound, TooLarge
-from spotlight.members import member_min_weight, members_at_or_above
-from spotlight.protocol import BASIS_FILE, WEIGHTS_FILE, DatasetRecord, ErrorCode, job_file, members_file
+from spotlight.members import members_at_or_above
+from spotlight.protocol import BASIS_FILE, DatasetRecord, ErrorCode, job_file
+from spotlight.records import RegionRecord
 from spotlight.store import ArtifactStore
 
 # weights travel as JSON: past this many (rows x regions), use the job's own weights or score in parts
@@ -49,8 +49,8 @@ class Scored:
     ids: list[str | int] | None
 
 
-def needs_basis(regions: list[dict[str, Any]]) -> bool:
-    return any(region.get("precision_space") == "pca" for region in regions)
+def needs_basis(regions: list[RegionRecord]) -> bool:
+    return any(region.precision_space == "pca" for region in regions)
 
 
 def basis_missing(job_id: str) -> Conflict:
@@ -64,7 +64,7 @@ def basis_missing(job_id: str) -> Conflict:
     )
 
 
-def basis_path(store: ArtifactStore, job_id: str, regions: list[dict[str, Any]]) -> str:
+def basis_path(store: ArtifactStore, job_id: str, regions: list[RegionRecord]) -> str:
     """Where the job's PCA basis is stored: NotFound when its regions need none, Conflict when it is missing."""
     if not needs_basis(regions):
         raise NotFound(
@@ -79,7 +79,7 @@ def basis_path(store: ArtifactStore, job_id: str, regions: list[dict[str, Any]])
     return path
 
 
-def load_basis(store: ArtifactStore, job_id: str, regions: list[dict[str, Any]]) -> np.ndarray | None:
+def load_basis(store: ArtifactStore, job_id: str, regions: list[RegionRecord]) -> np.ndarray | None:
     """The job's PCA basis when a region needs it (read once for all regions), else None."""
     if not needs_basis(regions):
         return None
@@ -114,16 +114,16 @@ def checked_embeddings(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def check_codes(regions: list[dict[str, Any]], labels: Any, predictions: Any) -> None:
+def check_codes(regions: list[RegionRecord], labels: Any, predictions: Any) -> None:
     """Integer codes the caller gave must be classes the job's search saw (0 to its count - 1): a
     code past them, or a negative one, would silently weigh as no class at all."""
     for region in regions:
-        found = region.get("evidence")
-        if not found:
+        found = region.evidence
+        if found is None:
             continue
         for name, given, width in (
-            ("labels", labels, int(found.get("n_labels", 0))),
-            ("predictions", predictions, int(found.get("n_predictions", 0))),
+            ("labels", labels, found.n_labels),
+            ("predictions", predictions, found.n_predictions),
         ):
             codes = np.asarray(given if given is not None else [])
             if width and codes.size and np.issubdtype(codes.dtype, np.integer):
@@ -141,7 +141,7 @@ def check_codes(regions: list[dict[str, Any]], labels: Any, predictions: Any) ->
 def score_rows(
     store: ArtifactStore,
     job_id: str,
-    regions: list[dict[str, Any]],
+    regions: list[RegionRecord],
     basis: np.ndarray | None,
     *,
     x: np.ndarray | None = None,
@@ -157,7 +157,7 @@ def score_rows(
         n, dim_in = x.shape
     else:
         raise ValueError("give x or record")
-    dim = len(regions[0]["center"]) if regions else dim_in
+    dim = len(regions[0].center) if regions else dim_in
     if dim_in != dim:
         raise InvalidInput(
             ErrorCode.SHAPE_MISMATCH,
@@ -197,19 +197,6 @@ def score_rows(
             {"dataset": record.id if record else None},
         ) from None
     w = np.stack(columns, axis=1) if columns else np.zeros((n, 0))
-    thresholds = [stored_member_min_weight(store, job_id, k, region) for k, region in enumerate(regions)]
+    thresholds = [region.member_min_weight for region in regions]
     members = [members_at_or_above(w[:, k], thresholds[k]).tolist() for k in range(w.shape[1])]
     return Scored(n=n, member_min_weight=thresholds, weights=w, members=members, ids=ids)
-
-
-def stored_member_min_weight(store: ArtifactStore, job_id: str, k: int, region: dict[str, Any]) -> float | None:
-    """The region's stored threshold; results written without one get it from their stored member set."""
-    if "member_min_weight" in region:
-        value = region["member_min_weight"]
-        return None if value is None else float(value)
-    try:
-        members = store.load_npy(job_file(job_id, members_file(k)))
-        weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
-    except FileNotFoundError:
-        raise expired(job_id) from None
-    return member_min_weight(np.asarray(weights[:, k]), str(region["kernel"]), np.asarray(members))

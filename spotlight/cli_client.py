@@ -83,59 +83,57 @@ WIDE_TABLE = 110  # columns of terminal that fit the table with its top-failing-
 
 
 def regions_table(
-    job_id: str, regions: list[dict[str, Any]], tops: list[list[dict[str, Any]]] | None = None, narrow: bool = False
+    job_id: str,
+    regions: list[dict[str, Any]],
+    tops: list[list[dict[str, Any]]] | None = None,
+    narrow: bool = False,
+    summary: str | None = None,
 ) -> Any:
-    """The regions as a rich table, each read through its member set (the rows `members` pages).
+    """The regions as a rich table (each region as JSON, spotlight/records.py), verdict first.
 
-    Per region: its members, how many examples it counts (sum of kernel weights), the members' mean
-    loss and lift over the dataset's mean (which, the same for every region, is in the title), their
-    error rate when labels and predictions were given, the largest share of its members an earlier
-    region already holds, what stands out among them (class names when the dataset has them; with
-    texts, the over-represented words as "term" P precision R recall xlift), and
-    with `tops` its top members by contribution (their ids, else rows). `narrow` (a terminal under
-    WIDE_TABLE columns): headers wrap at words, the table has no outer edge, and what stands out is
-    left to `print_regions`, which writes it below the table.
+    Per region: its verdict ('significant' or 'not distinguishable from noise', spotlight/tables.py)
+    and Holm-adjusted p-value, its members (held-out members in brackets: the rows the verdict rests
+    on), the held-out members' mean loss and lift over the held-out rows' mean (honest: the search
+    never saw those rows), their error rate when labels and predictions were given, the largest share
+    of its members an earlier region already holds, what stands out among them (class names when the
+    dataset has them; with texts, the over-represented words as "term" P precision R recall xlift),
+    and with `tops` its top members by contribution (their ids, else rows). The job's verdict (`summary`, e.g. "No weak
+    spot found: …") is printed above it by :func:`print_regions`, so a null job says so where the eye
+    lands. `narrow` (a terminal under WIDE_TABLE columns): headers wrap at words, the table has no
+    outer edge, and what stands out is left to `print_regions`, which writes it below the table.
     """
     from rich.table import Table
 
-    from spotlight.tables import stands_out, text_terms
+    from spotlight.tables import NOISE
 
-    descriptions: list[dict[str, Any]] = [_description(r) for r in regions]
-    dataset_mean = next(
-        (d["dataset_mean_loss"] for d in descriptions if d.get("dataset_mean_loss") is not None),
-        regions[0].get("mean_loss") if regions else None,
-    )
-    with_errors = any(d.get("error_rate") for d in descriptions)
-    title = f"{job_id}: {len(regions)} regions" + (
-        f" · dataset mean loss {_fmt(dataset_mean, '.4g')}" if regions else ""
-    )
-    not_weak = [str(r["index"]) for r, d in zip(regions, descriptions, strict=True) if _at_most_one(d.get("lift"))]
-    caption = (
-        f"region {', '.join(not_weak)}: members' loss at or below the dataset's mean — not a weak spot "
-        "(the search asked for more regions than the data has)"
-        if not_weak
-        else None
-    )
-    cols = ["region", "members", "counts as (Σk)", "mean loss", "lift"] + (["error rate"] if with_errors else [])
-    cols += ["shares with"] + ([] if narrow else ["stands out"]) + (["top failing rows"] if tops is not None else [])
+    with_errors = any(isinstance(r.get("error_rate"), (int, float)) for r in regions)
+    title = f"{job_id}: {len(regions)} regions"
+    cols = ["region", "verdict", "p-value", "members (held out)", "mean loss", "lift"]
+    cols += (["error rate"] if with_errors else []) + ["shares with"] + ([] if narrow else ["stands out"])
+    cols += ["top failing rows"] if tops is not None else []
     rows = []
-    for j, (reg, desc) in enumerate(zip(regions, descriptions, strict=True)):
+    for j, reg in enumerate(regions):
         row = [
             str(reg["index"]),
-            _fmt(reg.get("n_members"), ","),
-            _fmt(reg.get("effective_size", reg.get("total_weight")), ".1f"),
-            _fmt(desc.get("mean_loss"), ".4g"),
-            _fmt(desc.get("lift"), ".3g"),
+            "significant" if reg.get("significant") is True else "noise",
+            _fmt(reg.get("p_value"), ".2g"),
+            f"{_fmt(reg.get('n_members'), ',')} ({_fmt(reg.get('n_holdout_members'), ',')})",
+            _fmt(reg.get("mean_loss"), ".4g"),
+            _fmt(reg.get("lift"), ".3g"),
         ]
         if with_errors:
-            err = desc.get("error_rate") or {}
-            row.append(_fmt(100 * err["inside"], ".1f") + "%" if isinstance(err.get("inside"), (int, float)) else "—")
-        words = text_terms(desc, limit=2)
-        said = "; ".join(p for p in (stands_out(desc), f"text: {words}" if words else "") if p)
-        row += [_most_shared(reg.get("overlap"))] + ([] if narrow else [said])
+            err = reg.get("error_rate")
+            row.append(_fmt(100 * err, ".1f") + "%" if isinstance(err, (int, float)) else "—")
+        row += [_most_shared(reg.get("overlap"))] + ([] if narrow else [_said(_description(reg))])
         if tops is not None:
             row.append(", ".join(str(m["id"] if m.get("id") is not None else m["index"]) for m in tops[j]))
         rows.append(row)
+    caption = (
+        f"noise: {NOISE}. mean loss and lift: the region's held-out members (rows the search never saw) "
+        "against all held-out rows."
+        if regions
+        else None
+    )
     table = Table(title=title, caption=caption, show_edge=not narrow, pad_edge=not narrow)
     for i, col in enumerate(cols):
         # A number is never cut: its column is as wide as its widest value and its header (in a narrow
@@ -144,28 +142,31 @@ def regions_table(
         if col in TEXT_COLUMNS:
             table.add_column(col, justify="left", overflow="fold", min_width=max(header, TEXT_MIN_WIDTH))
         else:
-            table.add_column(col, justify="right", width=max([header] + [len(r[i]) for r in rows]))
+            width = max([header] + [len(r[i]) for r in rows])
+            table.add_column(col, justify="left" if col == "verdict" else "right", width=width)
     for row in rows:
         table.add_row(*row)
     return table
 
 
 def print_regions(
-    console: Any, job_id: str, regions: list[dict[str, Any]], tops: list[list[dict[str, Any]]] | None
+    console: Any,
+    job_id: str,
+    regions: list[dict[str, Any]],
+    tops: list[list[dict[str, Any]]] | None,
+    summary: str | None = None,
 ) -> None:
-    """The regions table; in a terminal narrower than WIDE_TABLE the top failing rows follow it, one
-    line per region, instead of squeezing every column into an unreadable sliver."""
+    """The job's verdict, then the regions table; in a terminal narrower than WIDE_TABLE the top failing
+    rows follow it, one line per region, instead of squeezing every column into an unreadable sliver."""
+    if summary:
+        console.print(summary, style="bold")
     if console.width >= WIDE_TABLE:
-        console.print(regions_table(job_id, regions, tops))
+        console.print(regions_table(job_id, regions, tops, summary=summary))
         return
-    from spotlight.tables import stands_out, text_terms
-
-    console.print(regions_table(job_id, regions, narrow=True))
+    console.print(regions_table(job_id, regions, narrow=True, summary=summary))
     # what stands out is words: below the table, one line per region, they wrap between words
     for reg in regions:
-        desc = _description(reg)
-        words = text_terms(desc, limit=2)
-        said = "; ".join(p for p in (stands_out(desc), f"text: {words}" if words else "") if p)
+        said = _said(_description(reg))
         if said:
             console.print(f"region {reg['index']} stands out: {said}")
     if tops is None:
@@ -175,8 +176,12 @@ def print_regions(
         console.print(f"region {reg['index']} top failing rows: {rows or '—'}", overflow="fold")
 
 
-def _at_most_one(lift: Any) -> bool:
-    return isinstance(lift, (int, float)) and not isinstance(lift, bool) and lift <= 1.0
+def _said(desc: dict[str, Any]) -> str:
+    """What stands out among a region's members, with its texts' over-represented words (two)."""
+    from spotlight.tables import stands_out, text_terms
+
+    words = text_terms(desc, limit=2)
+    return "; ".join(p for p in (stands_out(desc), f"text: {words}" if words else "") if p)
 
 
 def _description(region: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +223,7 @@ def apply_gate(gate: Any, regions: list[dict[str, Any]]) -> dict[str, Any] | Non
     if missing:
         print(
             f"--fail-if: no value for {', '.join(sorted(missing))} in some regions (those never match; "
-            "p_value needs --param n_permutations=N)",
+            "permutation_p_value needs --param n_permutations=N)",
             file=sys.stderr,
         )
     for k in hits:
@@ -421,17 +426,24 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 print(job.id)
             return EXIT_OK
         status = job.wait(progress=not args.quiet, timeout=args.timeout)
-        regions, tops = _regions_and_tops(job, args.top)
-    verdict = apply_gate(gate, regions)
-    return _show_regions(args, job.id, {"job": status, "regions": regions, "top_members": tops}, tops, verdict)
+        document, tops = _regions_and_tops(job, args.top)
+    verdict = apply_gate(gate, document["regions"])
+    return _show_regions(args, job.id, {"job": status, **_verdict_of(document), "top_members": tops}, tops, verdict)
 
 
-def _regions_and_tops(job: Any, top: int) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]] | None]:
-    """The job's regions and, with `top` > 0, each region's `top` members by contribution."""
-    regions = job.regions()
+def _verdict_of(document: dict[str, Any]) -> dict[str, Any]:
+    """What `--json` prints of the regions answer: the job's verdict first, then the regions."""
+    keys = ("weak_spot_found", "summary", "level", "regions")
+    return {k: document[k] for k in keys if k in document}
+
+
+def _regions_and_tops(job: Any, top: int) -> tuple[dict[str, Any], list[list[dict[str, Any]]] | None]:
+    """The job's regions answer as JSON (regions plus the job's verdict) and, with `top` > 0, each
+    region's `top` members by contribution."""
+    document = job.regions_document().model_dump(mode="json")
     if top <= 0:
-        return regions, None
-    return regions, [job.members(r["index"], limit=top, order="contribution")["members"] for r in regions]
+        return document, None
+    return document, [job.members(r["index"], limit=top, order="contribution")["members"] for r in document["regions"]]
 
 
 def _show_regions(
@@ -443,7 +455,7 @@ def _show_regions(
     else:
         from rich.console import Console
 
-        print_regions(Console(), job_id, payload["regions"], tops)
+        print_regions(Console(), job_id, payload["regions"], tops, payload.get("summary"))
     return EXIT_GATE if verdict and verdict["failed"] else EXIT_OK
 
 
@@ -475,9 +487,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_regions(args: argparse.Namespace) -> int:
     gate = parse_gate(args.fail_if)
     with _client(args) as client:
-        regions, tops = _regions_and_tops(client.job(args.job), args.top)
-    verdict = apply_gate(gate, regions)
-    payload = {"job": args.job, "regions": regions, **({"top_members": tops} if tops is not None else {})}
+        document, tops = _regions_and_tops(client.job(args.job), args.top)
+    verdict = apply_gate(gate, document["regions"])
+    payload = {"job": args.job, **_verdict_of(document), **({"top_members": tops} if tops is not None else {})}
     return _show_regions(args, args.job, payload, tops, verdict)
 
 

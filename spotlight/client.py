@@ -1,6 +1,6 @@
 """Python client of the Spotlight service: one method per verb of the HTTP contract (openapi/openapi.json).
 
-It needs only numpy and httpx, so it installs on any laptop next to a notebook; a progress bar uses
+It needs only numpy, httpx and pydantic (the typed region record), so it installs on any laptop next to a notebook; a progress bar uses
 `rich` (or `tqdm`) when one of them is importable. From this repository it imports only numpy-only
 modules (spotlight/columns.py, kernel.py, tables.py). pandas, pyarrow and `datasets` are imported
 only when a table of theirs is given, or a DataFrame of results is asked for.
@@ -18,7 +18,7 @@ only when a table of theirs is given, or a DataFrame of results is asked for.
         job = sc.submit(embeddings, losses, labels=labels, n_spotlights=3, spotlight_size=0.02)
         job.wait()                       # progress bar; raises SpotlightError if the job failed
         for region in job.regions():
-            print(region["index"], region["lift"])
+            print(region.index, region.significant, region.lift)
         top = job.members(0, limit=10)["members"]
         weights = job.weights()          # np.ndarray, n x k
         print(job.report_url)
@@ -41,11 +41,13 @@ from typing import IO, Any
 
 import httpx
 import numpy as np
+from pydantic import PrivateAttr
 
 from spotlight import kernel, tables
 from spotlight.client_errors import SpotlightError
+from spotlight.records import RegionRecord, RegionsDocument
 
-__all__ = ["Job", "JobFailedError", "JobWaitTimeout", "Region", "SpotlightClient", "SpotlightError"]
+__all__ = ["Job", "JobFailedError", "JobWaitTimeout", "Region", "Regions", "SpotlightClient", "SpotlightError"]
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 # An upload's answer comes after the server has validated and stored everything: allow it longer.
@@ -78,15 +80,18 @@ def _codes_or_names(values: Any) -> np.ndarray:
     return v.astype(np.int64) if np.issubdtype(v.dtype, np.number) else v
 
 
-class Region(dict[str, Any]):
-    """One region as the API returns it (a dict: ``r["lift"]``), plus :meth:`weights` for new data.
+class Region(RegionRecord):
+    """One region as the API returns it, typed (spotlight/records.py: ``r.lift``, ``r.significant``,
+    ``r.p_value``), plus :meth:`weights` for new data. ``r.model_dump()`` gives the JSON form.
 
-    `job`: the job it came from (`Job.regions()` sets it), where a region found with
-    ``pca_components`` fetches the basis its distance is measured along."""
+    Its `job` (set by `Job.regions()`) is where a region found with ``pca_components`` fetches the
+    basis its distance is measured along."""
 
-    def __init__(self, data: Mapping[str, Any] | None = None, job: Job | None = None) -> None:
-        super().__init__(data or {})
-        self.job = job
+    _job: Job | None = PrivateAttr(None)
+
+    @property
+    def job(self) -> Job | None:
+        return self._job
 
     def weights(self, embeddings: Any, labels: Any = None, predictions: Any = None, basis: Any = None) -> np.ndarray:
         """The region's kernel weight (in [0, 1]) of each row of `embeddings` (n x d, the job's d).
@@ -96,12 +101,18 @@ class Region(dict[str, Any]):
         ``pca_components`` measures distance along the job's principal axes: `basis` (d x k), by
         default its job's `Job.basis()` (fetched once per Job, then cached); a region with neither
         (one rebuilt from saved JSON) raises `spotlight.kernel.RegionSpaceError`. So do regions found
-        with label evidence (an ``evidence`` entry) when the rows' `labels` (and, for its kinds that
+        with label evidence (an ``evidence`` term) when the rows' `labels` (and, for its kinds that
         use them, `predictions`) are not given.
         """
-        if basis is None and self.get("precision_space") == "pca" and self.job is not None:
-            basis = self.job.basis()
+        if basis is None and self.precision_space == "pca" and self._job is not None:
+            basis = self._job.basis()
         return kernel.region_weights(embeddings, self, basis, labels=labels, predictions=predictions)
+
+
+class Regions(RegionsDocument):
+    """`GET /v1/jobs/{id}/regions`, typed: the regions and the job's verdict (`weak_spot_found`, `summary`)."""
+
+    regions: list[Region]  # type: ignore[assignment]  # the client's Region: a RegionRecord with weights()
 
 
 class Job:
@@ -170,29 +181,45 @@ class Job:
 
     # ----- results (SpotlightError code job_not_finished until the job has finished) -----
     def regions(self) -> list[Region]:
-        """The regions found, each a dict with a ``weights(X)`` method. Besides the search's own numbers
-        (center, precision, weighted_loss, lift = weighted_loss / the dataset's mean loss, total_weight):
+        """The regions found (:class:`Region`, typed; see spotlight/records.py for every field).
 
-        - ``n_members``: the size of the region's member set, the rows `members` pages (the flat
-          kernel's support; for the gaussian, the heaviest rows that count as many examples as the region);
-        - ``effective_size``: how many examples the region counts, the sum of its kernel weights;
-        - ``overlap``: per earlier region ``{"region", "shared", "share"}``, the share of this
-          region's members that region already holds;
-        - ``member_min_weight``: what a row of other data needs to be a member (see :meth:`score`);
-        - ``description``: computed on the members: ``mean_loss``, ``lift``, ``mean_loss_ci``,
-          ``error_rate``, and the ``labels`` / ``predictions`` / ``metadata`` values they over-represent
-          (by class name when the dataset has them), each also a rule with its ``precision`` and
-          ``recall``; with texts, ``text_terms`` (words over-represented in the members' texts, each
-          with precision, recall and a ``lift`` measured on the rows ``text_terms_lift_on`` names)
-          and ``text_examples``.
+        Each carries its verdict: ``significant`` (its held-out members lose more than random held-out
+        rows, at the job's level, corrected over the job's regions), ``p_value``, and the honest
+        ``mean_loss``, ``lift``, ``error_rate`` measured on rows the search never saw; the search's own
+        kernel-weighted figures are ``weighted_loss``/``weighted_lift``. Also ``n_members`` (the flat
+        kernel's support; for the gaussian, the heaviest rows that count as many examples as the
+        region), ``effective_size``, ``overlap`` with earlier regions, ``member_mean``/``medoid`` (where
+        it is), ``member_min_weight`` (see :meth:`score`) and ``description`` (who its members are: the
+        ``labels`` / ``predictions`` / ``metadata`` values they over-represent, each also a rule with its
+        ``precision`` and ``recall``; with texts, ``text_terms`` (words over-represented in the members'
+        texts, each with precision, recall and a ``lift`` measured on the rows ``text_terms_lift_on``
+        names) and ``text_examples``). A region whose description failed has ``description`` None and
+        ``description_error`` saying why. :meth:`verdict` has the job-level answer ("no weak spot
+        found" is a result).
         """
-        return [Region(r, self) for r in self.client._json("GET", f"/v1/jobs/{self.id}/regions")["regions"]]
+        return self.regions_document().regions
+
+    def regions_document(self) -> Regions:
+        """The whole answer of `GET /v1/jobs/{id}/regions`: regions plus ``weak_spot_found`` and ``summary``."""
+        doc = Regions.model_validate(self.client._json("GET", f"/v1/jobs/{self.id}/regions"))
+        for region in doc.regions:
+            region._job = self
+        return doc
+
+    def verdict(self) -> str:
+        """The job's verdict in one sentence, e.g. "No weak spot found: …"."""
+        return self.regions_document().summary
 
     def regions_df(self) -> Any:
-        """The regions as a pandas DataFrame: one row per region (weighted loss, lift, size, members,
-        p-value, error rate inside, the dominant label/prediction by name, what stands out, and with
-        texts ``text_terms``: the over-represented words with their precision, recall and lift)."""
-        return tables.pandas().DataFrame(tables.region_rows(self.regions()))
+        """The regions as a pandas DataFrame: one row per region (significant, p-value, the honest lift and
+        mean loss with their interval, the weighted figures, size, members, error rate, what stands out,
+        and with texts ``text_terms``: the over-represented words with their precision, recall and lift).
+        Its ``attrs["summary"]`` and ``attrs["weak_spot_found"]`` carry the job's verdict."""
+        doc = self.regions_document()
+        df = tables.pandas().DataFrame(tables.region_rows([r.model_dump(mode="json") for r in doc.regions]))
+        df.attrs["summary"] = doc.summary
+        df.attrs["weak_spot_found"] = doc.weak_spot_found
+        return df
 
     def members_df(self, k: int, limit: int | None = None, order: str = "weight") -> Any:
         """Region k's members as a pandas DataFrame (all of them unless `limit`), metadata keys as columns."""
@@ -205,7 +232,7 @@ class Job:
         with ``df.merge(job.membership_df(), on="id")``."""
         rows: list[dict[str, Any]] = []
         for r in self.regions():
-            rows += tables.member_rows(list(self.iter_members(int(r["index"]), page=1000)), region=int(r["index"]))
+            rows += tables.member_rows(list(self.iter_members(r.index, page=1000)), region=r.index)
         base = ["id", "index", "region", "weight", "loss", "contribution", "label", "prediction"]
         return tables.pandas().DataFrame([{c: row.get(c) for c in base} for row in rows], columns=base)
 
@@ -253,8 +280,8 @@ class Job:
         out = np.full((len(regions), len(regions)), np.nan)
         for j, region in enumerate(regions):
             out[j, j] = 1.0
-            for entry in region.get("overlap") or []:
-                out[j, int(entry["region"])] = float(entry["share"])
+            for entry in region.overlap:
+                out[j, entry.region] = entry.share
         return out
 
     def members(self, k: int, limit: int = 50, offset: int = 0, order: str = "weight") -> dict[str, Any]:

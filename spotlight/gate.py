@@ -1,18 +1,21 @@
-"""A CI gate over regions: ``lift > 3 and p_value < 0.05`` parsed into a predicate, never eval'd.
+"""A CI gate over regions: ``significant and lift > 2`` parsed into a predicate, never eval'd.
 
 Grammar (case-insensitive keywords)::
 
     expr    := and ("or" and)*
     and     := not ("and" not)*
-    not     := "not" not | "(" expr ")" | compare
+    not     := "not" not | "(" expr ")" | compare | flag
     compare := operand OP operand          OP: > >= < <= == !=
+    flag    := field                       a field alone is true when it is non-zero: ``significant``
     operand := number | field
 
-Fields are a region's numbers (FIELDS below; ``error_rate`` is the error rate inside the region,
-``error_rate_lift`` inside over overall). ``lift`` and ``mean_loss`` are the member set's — the
-numbers the regions table shows, what a person calls the region; the search's kernel-weighted
-figures are ``weighted_lift`` and ``weighted_loss``. A region without a value for a field (``p_value``
-without ``n_permutations``) never matches a comparison that uses it, and the caller is told.
+Fields are a region's numbers (FIELDS below). ``lift``, ``mean_loss`` and ``error_rate`` are the
+honest ones, measured on the region's held-out members (the numbers the regions table shows);
+``significant`` is the region's verdict, so ``significant and lift > 2`` fails a build only on a
+weak spot that is more than noise, and a job with no significant region passes it. The search's
+in-sample, kernel-weighted figures are ``weighted_lift`` and ``weighted_loss``. A region without a
+value for a field (``permutation_p_value`` without ``n_permutations``) never matches a comparison
+that uses it, and the caller is told.
 Pure Python: the CLI parses the expression before anything is uploaded.
 """
 
@@ -24,21 +27,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FIELDS: dict[str, str] = {
-    "lift": "the members' mean loss over the dataset's mean loss (the table's lift)",
-    "mean_loss": "the members' mean loss (the table's mean loss)",
-    "weighted_lift": "the kernel-weighted mean loss over the dataset's mean loss",
-    "weighted_loss": "kernel-weighted mean loss inside the region",
-    "dataset_mean_loss": "the dataset's mean loss",
-    "p_value": "permutation p-value (needs params.n_permutations > 0)",
-    "total_weight": "sum of the kernel weights (the region's size)",
+    "significant": "1 when the region's verdict is significant (held-out test at the job's level), else 0",
+    "p_value": "the verdict's p-value, Holm-adjusted over the job's regions (significant = p_value <= level)",
+    "lift": "held-out members' mean loss over the held-out rows' mean loss (the table's lift; honest)",
+    "mean_loss": "held-out members' mean loss (the table's mean loss; honest)",
+    "error_rate": "error rate (label != prediction) of the held-out members",
+    "error_rate_lift": "error_rate over the dataset's error rate",
+    "n_holdout_members": "held-out rows that are members (the verdict's sample size)",
+    "weighted_lift": "the search's kernel-weighted lift on the rows it searched (in-sample)",
+    "weighted_loss": "the search's kernel-weighted mean loss on the rows it searched (in-sample)",
+    "dataset_mean_loss": "the searched rows' mean loss",
+    "permutation_p_value": "rerun-the-search p-value (needs params.n_permutations > 0)",
+    "total_weight": "sum of the kernel weights over the rows searched",
     "n_members": "rows in the region's member set (spotlight/members.py)",
     "effective_size": "how many examples the region counts (sum of kernel weights)",
     "size_requested": "the size the search asked for",
     "feasible": "1 when the region met the size constraint, else 0",
-    "error_rate": "error rate (label != prediction) inside the region",
-    "error_rate_lift": "error rate inside over overall",
     "index": "the region's number (0 first)",
 }
+FLAGS = frozenset({"significant", "feasible"})  # yes/no fields, which stand alone in an expression
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": lambda a, b: a > b,
     ">=": lambda a, b: a >= b,
@@ -58,18 +65,14 @@ class GateSyntaxError(ValueError):
 
 
 def region_value(region: Mapping[str, Any], name: str) -> float | None:
-    """A region's value of one gate field, or None when the region has none."""
-    raw = region.get("description")
-    desc: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    if name in ("error_rate", "error_rate_lift"):
-        err = desc.get("error_rate")
-        v = None if not isinstance(err, dict) else err.get("inside" if name == "error_rate" else "lift")
-    elif name in ("lift", "mean_loss"):
-        v = desc.get(name)
-    elif name == "weighted_lift":
-        v = region.get("lift")
-    elif name == "dataset_mean_loss":
-        v = region.get("mean_loss")
+    """A region's value of one gate field (the region as JSON, spotlight/records.py), or None when it has none."""
+    if name == "error_rate_lift":
+        raw = region.get("description")
+        err = raw.get("error_rate") if isinstance(raw, dict) else None
+        overall = err.get("overall") if isinstance(err, dict) else None
+        inside = region.get("error_rate")
+        ok = isinstance(inside, (int, float)) and isinstance(overall, (int, float)) and overall > 0
+        v = inside / overall if ok else None  # type: ignore[operator]
     else:
         v = region.get(name)
     if isinstance(v, bool):
@@ -104,7 +107,7 @@ def parse(text: str) -> Gate:
         while pos < len(text_s) and text_s[pos].isspace():
             pos += 1
     if not tokens:
-        raise GateSyntaxError("the expression is empty; e.g. 'lift > 3 and p_value < 0.05'")
+        raise GateSyntaxError("the expression is empty; e.g. 'significant and lift > 2'")
     used: set[str] = set()
     i = 0
 
@@ -143,6 +146,20 @@ def parse(text: str) -> Gate:
 
     def compare() -> Callable[[Mapping[str, Any], set[str]], bool]:
         left = operand()
+        nxt = peek()
+        if nxt is None or nxt[0] != "op":  # a yes/no field alone: true when it is yes ("significant")
+            name = tokens[i - 1][1].lower()
+            if tokens[i - 1][0] != "word" or name not in FLAGS:
+                raise GateSyntaxError(
+                    f"{tokens[i - 1][1]!r} alone is not a condition in {text!r}: compare it (e.g. 'lift > 2'); "
+                    f"only {', '.join(sorted(FLAGS))} stand alone"
+                )
+
+            def flag(region: Mapping[str, Any], missing: set[str]) -> bool:
+                v = left(region, missing)
+                return v is not None and v != 0
+
+            return flag
         kind, op = take()
         if kind != "op":
             raise GateSyntaxError(f"expected one of {' '.join(_OPS)} after a value, got {op!r} in {text!r}")

@@ -4,7 +4,7 @@
 Adding a kernel: one `KernelSpec` line here (params, the member rule, the score route and the
 client read `SPECS`), plus its torch weight and step in the engine.
 
-A region (worker/engine/result.py's `Region.to_dict()`, as `GET /v1/jobs/{id}/regions` returns it)
+A region (spotlight/records.py's `RegionRecord`, as `GET /v1/jobs/{id}/regions` returns it)
 is a centre c and a precision p (one float: spherical; d floats: diagonal) in the caller's
 embedding units, and a kernel:
 
@@ -32,13 +32,14 @@ against the engine. numpy only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from spotlight import evidence as evidence_terms
+from spotlight.records import RegionKernel
 
 ROW_CHUNK = 65536
 
@@ -153,19 +154,19 @@ def weights(
 
 def region_weights(
     x: Any,
-    region: Mapping[str, Any],
+    region: RegionKernel,
     basis: Any | None = None,
     labels: Any | None = None,
     predictions: Any | None = None,
 ) -> np.ndarray:
-    """`weights` of one region as the API returns it (a dict with center, precision, kernel).
+    """`weights` of one region (spotlight/records.py: a `RegionRecord`, or its `RegionKernel` part).
 
     `basis`: the job's PCA basis (d x k), used by regions found with `pca_components`
     (``precision_space: "pca"``) and ignored by others, so one job's basis can be passed for all of
     its regions; a PCA region without it raises RegionSpaceError. A region with an ``evidence``
-    object needs the rows' `labels` (and `predictions`, for the kinds that use them): without them
+    term needs the rows' `labels` (and `predictions`, for the kinds that use them): without them
     it raises RegionSpaceError rather than answer wrongly."""
-    if region.get("precision_space") != "pca":
+    if region.precision_space != "pca":
         basis = None
     elif basis is None:
         raise RegionSpaceError(
@@ -173,28 +174,18 @@ def region_weights(
             "axes, which centre and precision do not include; give the job's basis (the client's "
             "Job.basis(), GET /v1/jobs/{id}/basis)"
         )
-    else:
-        axes = region.get("pca_components")
-        if axes is not None and np.ndim(basis) == 2 and np.shape(basis)[1] != int(axes):
-            raise ValueError(f"basis has {np.shape(basis)[1]} columns; this region was found on {int(axes)} components")
+    elif region.pca_components is not None and np.ndim(basis) == 2 and np.shape(basis)[1] != region.pca_components:
+        raise ValueError(
+            f"basis has {np.shape(basis)[1]} columns; this region was found on {region.pca_components} components"
+        )
     extra_u = None
-    evidence = region.get("evidence")
-    if evidence is not None:
+    if region.evidence is not None:
         n = int(np.shape(x)[0]) if np.ndim(x) == 2 else 1
         try:
-            extra_u = evidence_terms.term(evidence, labels, predictions, n)
+            extra_u = evidence_terms.term(region.evidence.model_dump(), labels, predictions, n)
         except evidence_terms.EvidenceMissing as exc:
             raise RegionSpaceError(
                 f"this region was found with labels as evidence (evidence_weight > 0): {exc} to be weighed; "
                 "give them with the rows, or search again with evidence_weight 0 for regions of embedding space alone"
             ) from None
-    radius = region.get("radius_u")
-    return weights(
-        x,
-        region["center"],
-        region["precision"],
-        str(region["kernel"]),
-        basis,
-        extra_u,
-        None if radius is None else float(radius),
-    )
+    return weights(x, region.center, region.precision, region.kernel, basis, extra_u, region.radius_u)

@@ -143,7 +143,20 @@ class SearchParams(BaseModel):
         strict=True,
         ge=0,
         le=1000,
-        description="Permutation test runs (losses shuffled) for each region's p-value; 0 skips it.",
+        description="Optional second test, beside the default held-out verdict: this many reruns of the search on "
+        "shuffled losses give each region a `permutation_p_value` (floor 1/(n+1); each rerun costs a search "
+        "of one region); 0 skips it.",
+    )
+
+    level: float = Field(
+        0.05,
+        strict=True,
+        gt=0,
+        lt=1,
+        description="The verdict's level: the chance that a job on data with no weak spot at all (losses unrelated "
+        "to place) still shows a significant region. Each region is tested on rows the search never saw (a "
+        "seeded random half is held out) and the job's regions are corrected together (Holm), so at 0.05 about "
+        "1 job in 20 on pure noise raises a false alarm.",
     )
 
     @field_validator("spotlight_size")

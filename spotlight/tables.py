@@ -162,41 +162,52 @@ def text_terms(description: Any, limit: int = 3) -> str:
 
 REGION_COLUMNS = (
     "index",
-    "n_members",
-    "effective_size",
+    "significant",
+    "p_value",
     "mean_loss",
     "lift",
+    "n_members",
+    "n_holdout_members",
+    "effective_size",
     "weighted_loss",
     "weighted_lift",
     "dataset_mean_loss",
     "total_weight",
     "size_requested",
     "feasible",
-    "p_value",
+    "permutation_p_value",
 )
+NOISE = "not distinguishable from noise"
+
+
+def verdict_word(region: Mapping[str, Any]) -> str:
+    """'significant' or NOISE: the one word the table, the DataFrame and the report show."""
+    return "significant" if region.get("significant") is True else NOISE
 
 
 def region_rows(regions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One flat row per region, numbers named as the gate names them (`spotlight/gate.py`): `mean_loss`
-    and `lift` are the member set's, `weighted_loss`/`weighted_lift` the kernel's, `dataset_mean_loss`
-    the dataset's; then the members' mean-loss interval, the error rate inside, the largest share an
-    earlier region already holds, the dominant label and prediction, what stands out, and the words
-    over-represented in the members' texts with their checks (`text_terms`; lift measured on the rows
-    `text_terms_lift_on` names)."""
+    """One flat row per region (the region as JSON, spotlight/records.py), numbers named as the gate
+    names them (`spotlight/gate.py`): the verdict (`significant`, `p_value`, `verdict` in words),
+    `mean_loss` and `lift` of the held-out members with their interval (`ci_low`, `ci_high`, of the
+    mean loss), the held-out `error_rate`, then the search's in-sample `weighted_loss`/`weighted_lift`,
+    the largest share an earlier region already holds, the dominant label and prediction, what stands
+    out, the words over-represented in the members' texts with their checks (`text_terms`; lift
+    measured on the rows `text_terms_lift_on` names), and the medoid row (a member to open)."""
     rows = []
     for r in regions:
         row: dict[str, Any] = {c: gate.region_value(r, c) for c in REGION_COLUMNS}
-        for c in ("index", "n_members"):
+        for c in ("index", "n_members", "n_holdout_members"):
             row[c] = int(row[c]) if row[c] is not None else None
-        row["feasible"] = bool(row["feasible"]) if row["feasible"] is not None else None
+        for c in ("feasible", "significant"):
+            row[c] = bool(row[c]) if row[c] is not None else None
+        row["verdict"] = verdict_word(r)
         row["kernel"], row["shape"] = r.get("kernel"), r.get("shape")
-        raw = r.get("description")
-        desc: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        ci = desc.get("mean_loss_ci")
+        ci = r.get("mean_loss_ci")
         ok = isinstance(ci, (list, tuple)) and len(ci) == 2
         row["ci_low"], row["ci_high"] = (ci[0], ci[1]) if ok and ci is not None else (None, None)
-        err = desc.get("error_rate") or {}
-        row["error_rate_inside"] = err.get("inside") if isinstance(err, dict) else None
+        row["error_rate"] = gate.region_value(r, "error_rate")
+        raw = r.get("description")
+        desc: dict[str, Any] = raw if isinstance(raw, dict) else {}
         shares = [o.get("share") for o in r.get("overlap") or [] if isinstance(o, dict)]
         row["max_overlap"] = max((s for s in shares if isinstance(s, (int, float))), default=None)
         for key, col in (("labels", "top_label"), ("predictions", "top_prediction")):
@@ -206,6 +217,7 @@ def region_rows(regions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         row["stands_out"] = stands_out(desc)
         row["text_terms"] = text_terms(desc)
         row["text_terms_lift_on"] = desc.get("text_terms_lift_on")
+        row["medoid"] = r.get("medoid")
         rows.append(row)
     return rows
 

@@ -256,12 +256,15 @@ def render_report(
             facts=_job_facts(job, n, emb.shape[1] if emb.ndim == 2 else 0),
             params=[(key, _short(value)) for key, value in sorted((job.get("params") or {}).items())],
             summary=_summary_rows(regions, descriptions, n_perm),
+            verdict=str(job.get("verdict") or ""),
+            weak_spot_found=any(r.get("significant") is True for r in regions),
+            params_level=_pct((job.get("params") or {}).get("level", 0.05)),
             dataset_mean=_dataset_mean(regions, descriptions),
             overlap=_overlap_table(regions, sets),
             overview=overview,
             projection_note=(
                 f"{proj.method} of the embeddings, {len(sample):,} of {n:,} rows shown; each region's "
-                "members in its colour, its centre marked ×."
+                "members in its colour, their mean (where the region is) marked ×."
             )
             if proj is not None
             else "",
@@ -356,7 +359,13 @@ def _dataset_mean(regions: Sequence[Mapping[str, Any]], descriptions: Sequence[M
     for d in descriptions:
         if d and d.get("dataset_mean_loss") is not None:
             return _num(d.get("dataset_mean_loss"))
-    return _num(regions[0].get("mean_loss")) if regions else "—"
+    return _num(regions[0].get("dataset_mean_loss")) if regions else "—"
+
+
+def _holdout_mean(region: Mapping[str, Any]) -> Any:
+    """The held-out rows' mean loss (the honest lift's denominator), when the region has a verdict."""
+    v = region.get("verdict")
+    return v.get("holdout_mean_loss") if isinstance(v, Mapping) else None
 
 
 def _summary_rows(
@@ -365,7 +374,6 @@ def _summary_rows(
     rows = []
     for j, r in enumerate(regions):
         d = _description(descriptions, j)
-        err = d.get("error_rate")
         rows.append(
             {
                 "index": r.get("index", j),
@@ -374,10 +382,13 @@ def _summary_rows(
                 "below_size": r.get("feasible") is False,
                 "n_members": _int(r.get("n_members")),
                 "effective_size": _num(r.get("effective_size", r.get("total_weight")), 1),
-                "mean_loss": _num(d.get("mean_loss")),
-                "ci": _ci(d.get("mean_loss_ci")),
-                "lift": _times(d.get("lift")),
-                "error_rate": _pct(err.get("inside")) if err else None,
+                "significant": r.get("significant") is True,
+                "verdict": "significant" if r.get("significant") is True else "not distinguishable from noise",
+                "n_holdout_members": _int(r.get("n_holdout_members")),
+                "mean_loss": _num(r.get("mean_loss")),
+                "ci": _ci(r.get("mean_loss_ci")),
+                "lift": _times(r.get("lift")),
+                "error_rate": _pct(r.get("error_rate")) if _is_num(r.get("error_rate")) else None,
                 "weighted_loss": _num(r.get("weighted_loss")),
                 "earlier": bool(r.get("overlap")),
                 "overlap": [
@@ -385,10 +396,12 @@ def _summary_rows(
                     for o in (r.get("overlap") or [])
                     if isinstance(o, Mapping) and float(o.get("share") or 0) > 0
                 ],
-                "p_value": _pval(r.get("p_value"), n_perm),
+                "p_value": _pval(r.get("p_value")),
                 "has_p_value": _is_num(r.get("p_value")),
+                "permutation_p_value": _pval(r.get("permutation_p_value"), n_perm),
+                "has_permutation_p_value": _is_num(r.get("permutation_p_value")),
                 "headline": _headline(d),
-                "not_weak": _is_num(d.get("lift")) and float(d["lift"]) <= 1.0,
+                "medoid": r.get("medoid"),
             }
         )
     return rows
@@ -439,22 +452,54 @@ def _region_stats(region: Mapping[str, Any], desc: Mapping[str, Any], n_perm: An
             "value": _num(region.get("effective_size", region.get("total_weight")), 1),
             "title": "Effective size: the sum of the kernel weights, how many examples the region counts.",
         },
-        {"label": "Members' mean loss", "value": _num(desc.get("mean_loss"))},
-        {"label": f"{int(100 * float(level))}% interval", "value": _ci(desc.get("mean_loss_ci"))},
-        {"label": "Lift (members ÷ dataset)", "value": _times(desc.get("lift"))},
         {
-            "label": "Kernel-weighted loss",
+            "label": "Verdict",
+            "value": "significant" if region.get("significant") is True else "not distinguishable from noise",
+            "title": "Tested on held-out rows the search never saw, against random sets of them of the same size, "
+            "corrected over the job's regions (Holm).",
+        },
+        {"label": "p-value (Holm)", "value": "", "pval": _pval(region.get("p_value"))},
+        {
+            "label": "Held-out members",
+            "value": _int(region.get("n_holdout_members")),
+            "title": "Members among the rows held out from the search: the figures below are theirs.",
+        },
+        {"label": "Held-out members' mean loss", "value": _num(region.get("mean_loss"))},
+        {"label": f"{int(100 * float(level))}% interval", "value": _ci(region.get("mean_loss_ci"))},
+        {
+            "label": "Lift (held-out members ÷ held-out rows)",
+            "value": _times(region.get("lift")),
+            "title": f"Held-out rows' mean loss {_num(_holdout_mean(region))}.",
+        },
+        {
+            "label": "In-sample lift (all members)",
+            "value": _times(desc.get("in_sample_lift")),
+            "title": "Measured on members the search chose: inflated by that choice.",
+        },
+        {
+            "label": "Kernel-weighted loss (in-sample)",
             "value": _num(region.get("weighted_loss")),
-            "title": "The search's objective: Σ k·loss / Σ k.",
+            "title": "The search's objective on the rows it searched: Σ k·loss / Σ k.",
         },
         {"label": "Size requested", "value": _num(region.get("size_requested"), 1)},
+        {
+            "label": "A member to open",
+            "value": f"row {_int(region.get('medoid'))}",
+            "title": "The medoid: the member nearest the members' mean (the kernel's centre is a scoring "
+            "parameter, not a place).",
+        },
     ]
-    if _is_num(region.get("p_value")):
-        stats.append({"label": "p-value", "value": "", "pval": _pval(region.get("p_value"), n_perm)})
-    err = desc.get("error_rate")
-    if err:
+    if _is_num(region.get("permutation_p_value")):
         stats.append(
-            {"label": "Error rate members / all", "value": f"{_pct(err.get('inside'))} / {_pct(err.get('overall'))}"}
+            {"label": "Permutation p-value", "value": "", "pval": _pval(region.get("permutation_p_value"), n_perm)}
+        )
+    err = desc.get("error_rate")
+    if _is_num(region.get("error_rate")) and err:
+        stats.append(
+            {
+                "label": "Error rate held-out members / all",
+                "value": f"{_pct(region.get('error_rate'))} / {_pct(err.get('overall'))}",
+            }
         )
     shared = [o for o in (region.get("overlap") or []) if isinstance(o, Mapping)]
     if shared:
@@ -675,10 +720,12 @@ def _safe_projection(
 def _project(
     emb: np.ndarray, sample: np.ndarray, regions: Sequence[Mapping[str, Any]], seed: int
 ) -> tuple[_Projection, np.ndarray]:
-    """2-D PCA (fitted on at most MAX_PCA_FIT rows) of the sampled rows and the region centres.
+    """2-D PCA (fitted on at most MAX_PCA_FIT rows) of the sampled rows and each region's place, its
+    members' mean (`member_mean`; the kernel's centre is a scoring parameter that for a ball can lie
+    far outside its members).
 
-    PCA, not UMAP or t-SNE: it is linear, so a region's centre maps to a point exactly and its
-    members sit around it, and it costs one SVD of a sample (no extra dependency, seconds at most).
+    PCA, not UMAP or t-SNE: it is linear, so the members' mean maps to the mean of their points
+    exactly, and it costs one SVD of a sample (no extra dependency, seconds at most).
     One-dimensional embeddings are drawn as they are, along one axis.
     """
     n = emb.shape[0]
@@ -697,10 +744,11 @@ def _project(
     else:
         comps, method = np.eye(2, d), "The first two dimensions (too few distinct rows for a PCA)"
     pts = (np.nan_to_num(np.asarray(emb[sample], dtype=np.float64).reshape(len(sample), d)) - mu) @ comps.T
-    centers = np.zeros((len(regions), 2))
+    centers = np.full((len(regions), 2), np.nan)  # no members: no place to mark
     for j, r in enumerate(regions):
-        c = np.asarray(r.get("center", np.zeros(d)), dtype=np.float64).ravel()
-        if c.size == d:
+        place = r.get("member_mean")
+        c = np.asarray(place if place is not None else np.full(d, np.nan), dtype=np.float64).ravel()
+        if c.size == d and np.isfinite(c).all():
             centers[j] = (np.nan_to_num(c) - mu) @ comps.T
     return _Projection(pts, method), centers
 
@@ -869,8 +917,8 @@ def _loss_histogram(
     elif scale == "symlog":
         ax.set_xscale("symlog", linthresh=float(bins[3]) if bins.size > 3 and bins[3] > 0 else 1e-6)
     for value, style, name in (
-        (desc.get("mean_loss"), "-", "members' mean"),
-        (desc.get("dataset_mean_loss", region.get("mean_loss")), "--", "dataset mean"),
+        (desc.get("in_sample_mean_loss"), "-", "members' mean"),
+        (desc.get("dataset_mean_loss", region.get("dataset_mean_loss")), "--", "dataset mean"),
     ):
         if isinstance(value, (int, float)) and math.isfinite(value) and (scale != "log" or value > 0):
             ax.axvline(float(value), color="#222", linestyle=style, linewidth=1, label=f"{name} {value:.3g}")

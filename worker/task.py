@@ -1,9 +1,10 @@
 """The RQ task: one spotlight search, from a stored dataset to stored results.
 
 It reads like the job's life: load the dataset (memory-mapped from the store or its local cache) → search (the
-engine, reporting progress and honouring cancellation) → describe the regions → write the
-results (each file atomically, ``regions.json`` last, so its presence means "done") → say how
-it ended in the job's meta.
+engine, reporting progress and honouring cancellation) on a seeded half of the rows → test and describe
+the regions (the verdict on the held-out half, spotlight/verdict.py; the region record,
+spotlight/records.py) → write the results (each file atomically, ``regions.json`` last, so its
+presence means "done") → say how it ended in the job's meta.
 
 How a job ends is always written into its meta (``protocol.META_STATUS`` + ``META_ERROR``),
 and the task *returns* on every outcome it understands — canceled, bad or missing data, an
@@ -33,6 +34,7 @@ The API process never imports this module: it names it by ``protocol.TASK_PATH``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import tempfile
@@ -46,7 +48,7 @@ import redis
 from rq import Retry, get_current_job
 from rq.job import Job
 
-from spotlight import classes
+from spotlight import classes, records, verdict
 from spotlight.contribution import Objective, order_by_contribution, reference_loss
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.jobqueue import (
@@ -60,7 +62,7 @@ from spotlight.jobqueue import (
 )
 from spotlight.jobstate import JobStatus, ended_at, started_at, status_of
 from spotlight.keys import Keys
-from spotlight.members import effective_size, member_min_weight, member_set, overlaps_with_earlier
+from spotlight.members import effective_size, overlaps_with_earlier
 from spotlight.params import SearchParams
 from spotlight.protocol import (
     BASIS_FILE,
@@ -149,30 +151,36 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
     status = JobStatus.FINISHED
     error: JobError | None = None
     result: SearchResult | None = None
-    regions: list[dict[str, Any]] | None = None
+    regions: list[records.RegionRecord] | None = None
     try:
         if reporter.cancel_requested():
             raise SearchCanceled()
         store = store or _open_store(settings)
         inputs = load_inputs(store, spec.dataset_sha256)
+        n_rows = int(inputs.losses.shape[0])
+        too_few = verdict.too_few_rows(n_rows, p.spotlight_size)
+        # Too few rows for a verdict: every row is searched, and the job says its regions are untested.
+        parts = None if too_few else verdict.split(n_rows, p.seed)
+        searched, search_params = searched_part(inputs, spec.params, parts) if parts else (inputs, spec.params)
         resume = checkpoint.load(store, spec, int(inputs.losses.shape[0]))
         null_so_far = checkpoint.load_null(store, spec, int(inputs.losses.shape[0])) if resume else None
         described = checkpoint.load_described(store, spec, int(inputs.losses.shape[0])) if resume else None
         yielder = _yielder(job, spec, settings)
         try:
-            result = search(inputs, spec.params, reporter, resume=resume, should_yield=yielder)
+            result = search(searched, search_params, reporter, resume=resume, should_yield=yielder)
         except SearchYielded as exc:
             retry = give_way(store, spec, job, reporter, exc.partial, earlier, run_started)
             if retry is not None:
                 return retry
             # No checkpoint could be stored: go on here, from the regions in memory, without yielding.
-            result = search(inputs, spec.params, reporter, resume=SearchResume.of(exc.partial))
+            result = search(searched, search_params, reporter, resume=SearchResume.of(exc.partial))
         if earlier:
             result.elapsed_s += earlier.ran_s
         reporter.device(result.device)
         _record_device(job, settings, result.device)
         stop_if_canceled(reporter)
-        members = pick_members(result, inputs, spec.params.objective)
+        result.losses = np.asarray(inputs.losses, dtype=np.float32)  # the engine saw the held-out ones masked
+        members = pick_members(result, inputs, spec.params.objective, parts)
         try:
             regions = describe_regions(
                 result,
@@ -183,6 +191,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
                 should_yield=yielder,
                 null_so_far=null_so_far,
                 described_so_far=described,
+                parts=parts,
             )
         except DescribeYielded as exc:
             retry = give_way(
@@ -191,12 +200,19 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
             if retry is not None:
                 return retry
             regions = describe_regions(
-                result, inputs, spec, members, reporter, null_so_far=exc.null, described_so_far=exc.described
+                result,
+                inputs,
+                spec,
+                members,
+                reporter,
+                null_so_far=exc.null,
+                described_so_far=exc.described,
+                parts=parts,
             )
         stop_if_canceled(reporter)
         write_report(store, spec, job, inputs, result, regions, members)
         stop_if_canceled(reporter)
-        write_results(store, spec.job_id, result, regions, members, spec.params.objective)
+        write_results(store, spec.job_id, result, regions, members, spec.params.objective, spec.params.level, too_few)
         checkpoint.clear(store, spec.job_id)
     except SearchCanceled:
         status, error = (
@@ -222,7 +238,10 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
     reporter.ended(status, error)
     record_stats(job, settings, status)
     hand_on_turn(job, settings, spec.tenant)
-    notify(spec, settings, status, error, regions if status == JobStatus.FINISHED else None, job.connection)
+    finished = (
+        [r.model_dump(mode="json") for r in regions] if regions is not None and status == JobStatus.FINISHED else None
+    )
+    notify(spec, settings, status, error, finished, job.connection)
     return _summary(spec, status, error, result)
 
 
@@ -388,27 +407,47 @@ def scratch_weights(n: int, k: int) -> np.ndarray:
         scratch.close()  # the mapping keeps the (unlinked) file alive
 
 
+def searched_part(inputs: Inputs, params: SearchParams, parts: verdict.Split) -> tuple[Inputs, SearchParams]:
+    """What the engine searches: every row, the held-out ones with sample weight 0 and a loss it cannot
+    learn from (spotlight/verdict.py), and a count spotlight_size scaled to the searched share."""
+    losses, weights = verdict.search_inputs(inputs.losses, inputs.sample_weights, parts)
+    searched = dataclasses.replace(inputs, losses=losses, sample_weights=weights)
+    return searched, params.model_copy(update={"spotlight_size": verdict.search_size(params.spotlight_size)})
+
+
 @dataclass
 class RegionMembers:
     """One region's member set (spotlight/members.py) in the two orders the API pages and the report shows.
 
     Computed once here; write_results stores both orders and the report reads its top rows from
-    `by_contribution`, so nothing ranks members a second time.
+    `by_contribution`, so nothing ranks members a second time. The set covers every row: the searched
+    members (the member rule on the rows searched) and the held-out rows at or above the threshold it
+    drew (`min_weight`), which are also kept apart as `held_out`, the rows the verdict tests.
     """
 
     by_weight: np.ndarray  # int64 rows, highest kernel weight first, ties by row
     by_contribution: np.ndarray  # the same rows, highest weight x (loss - the floor) first
+    held_out: np.ndarray  # int64: the members among the held-out rows
+    min_weight: float | None  # member_min_weight, drawn on the searched rows
 
 
-def pick_members(result: SearchResult, inputs: Inputs, objective: Objective = "max_loss") -> list[RegionMembers]:
-    """Every region's members, by the one rule of spotlight/members.py, in both orders."""
+def pick_members(
+    result: SearchResult, inputs: Inputs, objective: Objective = "max_loss", parts: verdict.Split | None = None
+) -> list[RegionMembers]:
+    """Every region's members, by the one rule of spotlight/members.py, in both orders.
+
+    `parts`: the verdict's split (None: every row was searched)."""
     reference = reference_loss(result.losses, objective)
     picked = []
     for k, region in enumerate(result.regions):
         column = np.asarray(result.weights[:, k])
-        by_weight = member_set(column, region.kernel, inputs.sample_weights)
-        by_contribution = order_by_contribution(by_weight, column, result.losses, objective, reference)
-        picked.append(RegionMembers(by_weight=by_weight, by_contribution=by_contribution))
+        rows = verdict.region_rows(column, region.kernel, parts, inputs.sample_weights)
+        by_contribution = order_by_contribution(rows.all, column, result.losses, objective, reference)
+        picked.append(
+            RegionMembers(
+                by_weight=rows.all, by_contribution=by_contribution, held_out=rows.held_out, min_weight=rows.min_weight
+            )
+        )
     return picked
 
 
@@ -422,17 +461,18 @@ def describe_regions(
     should_yield: Callable[[], bool] | None = None,
     null_so_far: NullSoFar | None = None,
     described_so_far: Described | None = None,
-) -> list[dict[str, Any]]:
-    """The regions as regions.json stores them, each with what a person reads about it.
+    parts: verdict.Split | None = None,
+) -> list[records.RegionRecord]:
+    """The regions as regions.json stores them (spotlight/records.py), each with its verdict.
 
-    Each region gets `n_members` (its member set), `effective_size` (sum of kernel weight x sample
-    weight: how many examples the region counts), `overlap` (per earlier region, the share of
-    this region's members it also holds) and `member_min_weight` (what a row of other data needs
-    to be a member, for the score route); `description` (worker/describe.py) is computed on the
-    member set: mean loss and lift, error rate, composition by label, prediction and metadata field;
-    `p_value` when `params.n_permutations` > 0 (that test goes on from `null_so_far`). A region
-    found with label evidence gets the dataset's class names in its `evidence` (its columns are
-    those classes' codes).
+    Per region: the search's own figures (`weighted_loss`, `weighted_lift`, in-sample), the member set
+    over every row (`n_members`, `effective_size`, `overlap` with earlier regions, `member_min_weight`),
+    where it is (`member_mean`, `medoid`), the verdict of spotlight/verdict.py on its held-out members
+    (`significant`, Holm-adjusted `p_value`, honest `mean_loss`, `lift`, `error_rate` with intervals),
+    and `description` (worker/describe.py: who the members are; its loss figures in-sample; with texts,
+    its terms' lift measured on the held-out rows when the job has the verdict's split).
+    `permutation_p_value` when `params.n_permutations` > 0 (that test goes on from `null_so_far`). A
+    region found with label evidence gets the dataset's class names in its `evidence`.
 
     Every phase honours cancel and the job's time limit: between two regions' descriptions (and two
     shuffles) a cancel raises SearchCanceled and, when `should_yield()` says so, DescribeYielded
@@ -440,60 +480,119 @@ def describe_regions(
     no reason to lose the regions, but it is said: that region's `description` is null and its
     `description_error` says why.
     """
+    p = spec.params
     sets = [m.by_weight for m in members]
     overlaps = overlaps_with_earlier(sets)
     class_names = inputs.files.manifest().get(classes.MANIFEST_KEY)
+    losses = np.asarray(inputs.losses)
+    wrong = None
+    if inputs.labels is not None and inputs.predictions is not None:
+        wrong = np.asarray(inputs.labels).ravel() != np.asarray(inputs.predictions).ravel()
+    held = parts.held_out if parts is not None else np.empty(0, dtype=np.int64)
+    tested = parts is not None
+    figures = [
+        verdict.holdout_test(
+            losses,
+            m.held_out,
+            held,
+            objective=p.objective,
+            sample_weights=inputs.sample_weights,
+            wrong=wrong,
+            seed=p.seed + k,
+        )
+        for k, m in enumerate(members)
+    ]
+    adjusted = verdict.holm([f.p_value for f in figures])
+    described = describe_each(sets, result, inputs, spec, reporter, should_yield, described_so_far, parts)
+    descriptions = [_typed_description(k, d, described.errors) for k, d in enumerate(described.descriptions)]
+    try:
+        permutation = _permutation_p_values(result, inputs, spec, reporter, should_yield, null_so_far, parts)
+    except PermutationsYielded as exc:
+        raise DescribeYielded(described, exc.done) from exc
     regions = []
     for k, region in enumerate(result.regions):
-        entry = region.to_dict()
-        if class_names and "evidence" in entry:  # so that other data's labels are matched by name
-            entry["evidence"]["class_names"] = list(class_names)
-        entry["n_members"] = int(sets[k].size)
-        entry["effective_size"] = effective_size(result.weights[:, k], inputs.sample_weights)
-        entry["overlap"] = overlaps[k]
-        entry["member_min_weight"] = member_min_weight(result.weights[:, k], region.kernel, sets[k])
-        regions.append(entry)
-    described = describe_each(sets, result, inputs, spec, reporter, should_yield, described_so_far)
-    for k, entry in enumerate(regions):
-        entry["description"] = described.descriptions[k]
-        if k in described.errors:
-            entry["description_error"] = described.errors[k]
-    if spec.params.n_permutations > 0:
-        from worker import describe
-        from worker.engine import search as engine_search
-
-        best = describe.rerun_best(
-            engine_search,
-            inputs.embeddings,
-            spec.params,
-            labels=inputs.labels,
-            predictions=inputs.predictions,
-            sample_weights=inputs.sample_weights,
-            should_stop=reporter.should_stop if reporter else None,
-        )
-        try:
-            p_values = describe.significance(
-                best,
-                result.losses,
-                regions,
-                spec.params.n_permutations,
-                spec.params.seed,
-                resume=null_so_far,
-                should_yield=should_yield,
+        raw = region.to_dict()
+        evidence = raw.get("evidence")
+        if class_names and evidence is not None:  # so that other data's labels are matched by name
+            evidence = {**evidence, "class_names": [str(c) for c in class_names]}
+        fig = figures[k]
+        mean, medoid = _place(inputs.embeddings, sets[k])
+        regions.append(
+            records.RegionRecord(
+                index=region.index,
+                significant=adjusted[k] is not None and float(adjusted[k] or 1.0) <= p.level,
+                p_value=adjusted[k],
+                mean_loss=fig.mean_loss,
+                mean_loss_ci=fig.mean_loss_ci,
+                lift=fig.lift,
+                lift_ci=fig.lift_ci,
+                error_rate=fig.error_rate,
+                n_holdout_members=fig.n_members,
+                verdict=None
+                if not tested
+                else records.Verdict(
+                    method=verdict.METHOD,
+                    level=p.level,
+                    n_tested=sum(a is not None for a in adjusted),
+                    p_value_unadjusted=fig.p_value,
+                    n_holdout_rows=int(held.size),
+                    holdout_mean_loss=fig.holdout_mean_loss,
+                    n_draws=fig.n_draws,
+                ),
+                weighted_loss=region.weighted_loss,
+                weighted_lift=region.lift,
+                dataset_mean_loss=region.mean_loss,
+                size_requested=region.size_requested,
+                total_weight=region.total_weight,
+                feasible=region.feasible,
+                steps_run=region.steps_run,
+                converged=region.converged,
+                permutation_p_value=permutation[k] if permutation else None,
+                n_permutations=p.n_permutations if permutation else None,
+                n_members=int(sets[k].size),
+                effective_size=effective_size(result.weights[:, k], inputs.sample_weights),
+                overlap=[records.RegionOverlap.model_validate(o) for o in overlaps[k]],
+                member_min_weight=members[k].min_weight,
+                member_mean=mean,
+                medoid=medoid,
+                center=raw["center"],
+                precision=raw["precision"],
+                kernel=raw["kernel"],
+                shape=raw["shape"],
+                objective=raw["objective"],
+                radius_u=raw.get("radius_u"),
+                precision_space=raw.get("precision_space", "embedding"),
+                pca_components=raw.get("pca_components"),
+                evidence=None if evidence is None else records.EvidenceTerm.model_validate(evidence),
+                description=descriptions[k],
+                description_error=described.errors.get(k),
             )
-        except PermutationsYielded as exc:
-            raise DescribeYielded(described, exc.done) from exc
-        except SearchCanceled:
-            raise
-        except Exception as exc:
-            log.exception("permutation test failed")
-            raise JobFailed(
-                ErrorCode.SEARCH_FAILED, f"The permutation test failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        for entry, p in zip(regions, p_values, strict=True):
-            entry["p_value"] = p
-            entry["n_permutations"] = spec.params.n_permutations
+        )
     return regions
+
+
+def _place(embeddings: np.ndarray, rows: np.ndarray) -> tuple[list[float] | None, int | None]:
+    """Where a region is: its members' mean embedding, and the member row nearest it (a row to open)."""
+    if rows.size == 0:
+        return None, None
+    ordered = np.sort(rows)
+    x = np.asarray(embeddings[ordered], dtype=np.float64)
+    mean = x.mean(axis=0)
+    medoid = int(ordered[int(np.argmin(((x - mean) ** 2).sum(axis=1)))])
+    return [float(v) for v in mean], medoid
+
+
+def _typed_description(k: int, raw: dict[str, Any] | None, errors: dict[int, str]) -> records.RegionDescription | None:
+    """Region k's description as the record's type; one the record cannot hold is that region's
+    `description_error` (recorded in `errors`), never a failed job nor a silently dropped field."""
+    if raw is None:
+        return None
+    try:
+        return records.RegionDescription.from_describe(raw)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        log.exception("region %d's description does not fit the region record", k)
+        errors[k] = f"This region could not be described: {type(exc).__name__}: {exc}"
+        return None
 
 
 def describe_each(
@@ -504,6 +603,7 @@ def describe_each(
     reporter: JobReporter | None,
     should_yield: Callable[[], bool] | None,
     so_far: Described | None,
+    parts: verdict.Split | None = None,
 ) -> Described:
     """The regions' descriptions, one region at a time, going on from `so_far`.
 
@@ -517,6 +617,10 @@ def describe_each(
     done = Described(list(so_far.descriptions), dict(so_far.errors)) if so_far else Described()
     names = inputs.files.manifest().get(classes.MANIFEST_KEY)
     started_at = len(done.descriptions)
+    heldout = None
+    if parts is not None:  # the verdict's held-out rows: a text term's lift is measured on them
+        heldout = np.zeros(int(result.losses.shape[0]), dtype=bool)
+        heldout[parts.held_out] = True
 
     def from_region(first: int) -> Iterator[tuple[int, dict[str, Any]]]:
         return describe.iter_job_descriptions(
@@ -528,9 +632,11 @@ def describe_each(
             read_metadata=inputs.files.metadata,
             seed=spec.params.seed,
             first=first,
-            # No held-out split in a job yet: a term's lift is measured on the rows outside the
-            # region, and the description says so (text_terms_lift_on).
+            # With the verdict's split a term's lift is measured on the held-out rows; a job searched on
+            # every row (too few rows for a verdict) measures it on the rows outside the region, and the
+            # description says which (text_terms_lift_on).
             read_texts=inputs.files.texts if inputs.files.has("texts") else None,
+            heldout=heldout,
         )
 
     descriptions = from_region(started_at)
@@ -551,13 +657,67 @@ def describe_each(
     return done
 
 
+def _permutation_p_values(
+    result: SearchResult,
+    inputs: Inputs,
+    spec: JobSpec,
+    reporter: JobReporter | None,
+    should_yield: Callable[[], bool] | None,
+    null_so_far: NullSoFar | None,
+    parts: verdict.Split | None,
+) -> list[float] | None:
+    """The optional rerun-the-search test (`n_permutations` > 0), on the rows the search used: each
+    rerun shuffles the searched rows' losses among themselves."""
+    if spec.params.n_permutations <= 0:
+        return None
+    from worker import describe
+    from worker.engine import search as engine_search
+
+    searched_rows = parts.searched if parts is not None else np.arange(result.losses.shape[0])
+    if parts is not None:
+        searched, params = searched_part(inputs, spec.params, parts)
+    else:
+        searched, params = inputs, spec.params
+    base = np.array(searched.losses, dtype=np.float32, copy=True)
+    best = describe.rerun_best(
+        engine_search,
+        searched.embeddings,
+        params,
+        labels=searched.labels,
+        predictions=searched.predictions,
+        sample_weights=searched.sample_weights,
+        should_stop=reporter.should_stop if reporter else None,
+    )
+
+    def best_on(shuffled: np.ndarray) -> float:
+        losses = base.copy()
+        losses[searched_rows] = shuffled
+        return best(losses)
+
+    try:
+        return describe.significance(
+            best_on,
+            base[searched_rows],
+            [r.to_dict() for r in result.regions],
+            spec.params.n_permutations,
+            spec.params.seed,
+            resume=null_so_far,
+            should_yield=should_yield,
+        )
+    except (SearchCanceled, PermutationsYielded):
+        raise
+    except Exception as exc:
+        log.exception("permutation test failed")
+        raise JobFailed(ErrorCode.SEARCH_FAILED, f"The permutation test failed: {type(exc).__name__}: {exc}") from exc
+
+
 def write_report(
     store: ArtifactStore,
     spec: JobSpec,
     job: Job,
     inputs: Inputs,
     result: SearchResult,
-    regions: list[dict[str, Any]],
+    regions: list[records.RegionRecord],
     members: list[RegionMembers],
 ) -> None:
     """report.html (worker/report.py), written before regions.json so a finished job always has one.
@@ -582,11 +742,14 @@ def write_report(
         "device": result.device,
         "elapsed_s": round(result.elapsed_s, 3),
     }
+    untested = verdict.too_few_rows(int(inputs.losses.shape[0]), spec.params.spotlight_size)
+    info["verdict"] = records.job_summary(regions, spec.params.level, spec.params.objective, untested)
+    dumped = [r.model_dump(mode="json") for r in regions]
     try:
         html = job_report(
             info,
-            regions,
-            [r.get("description") for r in regions],
+            dumped,
+            [r.get("description") for r in dumped],
             inputs.embeddings,
             result.losses,
             result.weights,
@@ -601,7 +764,7 @@ def write_report(
         )
     except Exception as exc:  # noqa: BLE001 - a finished job always has a report: the numbers, and why no more
         log.exception("rendering the report of %s failed", spec.job_id)
-        html = fallback_report(info, regions, f"{type(exc).__name__}: {exc}")
+        html = fallback_report(info, dumped, f"{type(exc).__name__}: {exc}")
     try:
         store.write_bytes(job_file(spec.job_id, REPORT_FILE), html.encode("utf-8"))
     except (StoreError, OSError) as exc:
@@ -682,9 +845,11 @@ def write_results(
     store: ArtifactStore,
     job_id: str,
     result: SearchResult,
-    regions: list[dict[str, Any]],
+    regions: list[records.RegionRecord],
     members: list[RegionMembers],
     objective: Objective = "max_loss",
+    level: float = verdict.DEFAULT_LEVEL,
+    untested: str | None = None,
 ) -> None:
     """weights.npy, members_<k>.npy (by weight) and members_<k>_by_contribution.npy, each with its
     members' weights beside it (`member_weights_file`), pca_basis.npy for a search with
@@ -706,9 +871,8 @@ def write_results(
             ):
                 store.save_npy(job_file(job_id, name), rows)
                 store.save_npy(job_file(job_id, member_weights_file(name)), np.ascontiguousarray(weights[rows, k]))
-        store.write_json(
-            job_file(job_id, REGIONS_FILE), {"regions": regions, "objective": objective, "loss_reference": reference}
-        )
+        document = records.document(regions, level, objective, reference, untested)
+        store.write_json(job_file(job_id, REGIONS_FILE), document.model_dump(mode="json"))
     except (StoreError, OSError) as exc:
         raise JobFailed(ErrorCode.STORE_ERROR, f"The results could not be written to the store: {exc}") from exc
 

@@ -91,12 +91,24 @@ def job_summary(
         "regions": [
             {
                 key: r.get(key)
-                for key in ("index", "weighted_loss", "mean_loss", "lift", "total_weight", "n_members", "p_value")
+                for key in (
+                    "index",
+                    "significant",
+                    "p_value",
+                    "mean_loss",
+                    "lift",
+                    "weighted_loss",
+                    "weighted_lift",
+                    "n_members",
+                    "n_holdout_members",
+                )
                 if key in r
             }
             for r in (regions or [])
         ],
     }
+    if regions is not None:  # the job's verdict: "no weak spot found" is a result too
+        body["weak_spot_found"] = any(r.get("significant") is True for r in regions)
     if urls:
         body["links"] = dict(urls)
     return body

@@ -63,7 +63,7 @@ def get_members(
 ) -> MembersOut:
     spec = finished_spec(jobs, tenant, job_id)
     stored = read_regions(store, job_id)
-    n_regions = len(stored.get("regions", []))
+    n_regions = len(stored.regions)
     if k >= n_regions:
         raise NotFound(
             ErrorCode.REGION_NOT_FOUND,
@@ -79,7 +79,7 @@ def get_members(
         w = _page_weights(store, job_id, ordered, k, idx, offset)
     except FileNotFoundError:
         raise expired(job_id) from None
-    reference = float(stored["loss_reference"])
+    reference = stored.loss_reference
     total = int(members.shape[0])
     try:
         losses = np.asarray(files.losses()[idx], dtype=np.float64)

@@ -178,7 +178,7 @@ def score(
         with workspace(store) as work:
             rows = _parse(raw, work)
         finished_spec(jobs, tenant, job_id)
-        regions = read_regions(store, job_id).get("regions", [])
+        regions = read_regions(store, job_id).regions
         # before anything is stored: a job that cannot be scored says so first
         basis = scoring.load_basis(store, job_id, regions)
         if rows.x is not None:
@@ -231,5 +231,5 @@ def _chunks(head: dict[str, Any], w: np.ndarray) -> Iterator[bytes]:
 def get_basis(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> StreamingResponse:
     """What scoring a PCA job's regions locally needs besides the regions (spotlight/kernel.py)."""
     finished_spec(jobs, tenant, job_id)
-    regions = read_regions(store, job_id).get("regions", [])
+    regions = read_regions(store, job_id).regions
     return npy_download(store, scoring.basis_path(store, job_id, regions), f"{job_id}_basis.npy")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ def planted_problem(n: int = 2000, d: int = 12, frac: float = 0.04, seed: int = 
     return x, loss, planted
 
 
-def float32_tolerance(region: dict) -> float:
+def float32_tolerance(region: Any) -> float:
     """How far spotlight/kernel.py's float64 weights may sit from the engine's, by float32 rounding alone.
 
     The engine rounds z to float32 and projects it on a float32 copy of the PCA basis, so its u
@@ -26,7 +28,8 @@ def float32_tolerance(region: dict) -> float:
     radius_u: a core far out gives large u near its edge). One eps more for weights.npy's float32.
     """
     eps = float(np.finfo(np.float32).eps)
-    return eps * (4.0 * (float(region.get("radius_u") or 0.0) + 2.0) + 1.0)
+    radius = region.get("radius_u") if isinstance(region, dict) else region.radius_u  # JSON or a typed record
+    return eps * (4.0 * (float(radius or 0.0) + 2.0) + 1.0)
 
 
 @pytest.fixture

@@ -171,7 +171,7 @@ def test_numpy_weights_and_members_match_the_engine(shape: str) -> None:
     for k, region in enumerate(result.regions):
         d = region.to_dict()
         assert d["radius_u"] > 0
-        mine = np_kernel.region_weights(x, d)
+        mine = np_kernel.region_weights(x, region.kernel_record())
         assert np.max(np.abs(mine - result.weights[:, k])) < 2e-4
         members = member_set(result.weights[:, k], "ball")
         assert members.size == 30 and np.all(result.weights[members, k] == 1.0)

@@ -116,8 +116,8 @@ def test_scoring_again_needs_the_labels_and_then_gives_the_engines_weights(
     params = {**PARAMS, "n_spotlights": 2, "steps": 60, "evidence": kind, "kernel": kernel_name, "shape": shape}
     result = search(x, loss, params, labels=labels, predictions=predictions)
     for k, region in enumerate(result.regions):
-        r = region.to_dict()
-        assert r["evidence"]["kind"] == kind
+        r = region.kernel_record()
+        assert r.evidence is not None and r.evidence.kind == kind
         mine = kernel.region_weights(x, r, labels=labels, predictions=predictions)
         assert np.max(np.abs(mine - result.weights[:, k])) < 2e-4
         assert (mine > 0.01).sum() > 0

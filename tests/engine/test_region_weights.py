@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from spotlight import kernel
+from spotlight.records import RegionKernel
 from tests.engine.conftest import float32_tolerance, planted_problem
 from worker.engine import search
 
@@ -29,7 +30,7 @@ def test_numpy_formula_gives_the_engines_weights(kernel_name: str, shape: str) -
         },
     )
     for k, region in enumerate(result.regions):
-        mine = kernel.region_weights(x, region.to_dict())
+        mine = kernel.region_weights(x, region.kernel_record())
         assert mine.shape == (600,)
         assert np.max(np.abs(mine - result.weights[:, k])) < 2e-4
         assert (mine > 0.01).sum() > 0  # a region with members, not two arrays of zeros
@@ -45,8 +46,8 @@ def test_pca_regions_with_the_searchs_basis_give_the_engines_weights(kernel_name
     assert result.basis is not None and result.basis.shape == (8, 3)
     assert np.allclose(result.basis.T @ result.basis, np.eye(3), atol=1e-10)  # orthonormal columns
     for k, region in enumerate(result.regions):
-        stored = region.to_dict()
-        assert stored["precision_space"] == "pca"
+        stored = region.kernel_record()
+        assert stored.precision_space == "pca"
         mine = kernel.region_weights(x, stored, result.basis)
         assert np.max(np.abs(mine - result.weights[:, k])) <= float32_tolerance(stored)
         assert (mine > 0.01).sum() > 0
@@ -63,7 +64,7 @@ def test_a_search_without_pca_carries_no_basis() -> None:
 
 
 def test_dimension_mismatch_is_a_clear_error() -> None:
-    region = {"center": [0.0, 0.0], "precision": 1.0, "kernel": "flat"}
+    region = RegionKernel(center=[0.0, 0.0], precision=1.0, kernel="flat", shape="spherical", objective="max_loss")
     with pytest.raises(ValueError, match="n x 2"):
         kernel.region_weights(np.zeros((3, 5)), region)
     assert kernel.region_weights(np.zeros((1, 2)), region).tolist() == [1.0]

@@ -31,12 +31,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICK = {"n_spotlights": 2, "steps": 30, "restarts": 2, "spotlight_size": 0.1, "device": "cpu"}
 
 
-def write_dataset(store: ArtifactStore, n: int = 200, d: int = 4, seed: int = 0, labels: bool = True) -> str:
-    """Store a synthetic dataset as the API would (protocol.py's layout) and return its sha256."""
+def write_dataset(
+    store: ArtifactStore, n: int = 200, d: int = 4, seed: int = 0, labels: bool = True, planted: bool = True
+) -> str:
+    """Store a synthetic dataset as the API would (protocol.py's layout) and return its sha256.
+    `planted`: a high-loss slice (emb[:, 0] > 1); without it the losses are unrelated to place (a null)."""
     rng = np.random.default_rng(seed)
     emb = rng.normal(size=(n, d)).astype(np.float32)
     losses = rng.random(n).astype(np.float32)
-    losses[emb[:, 0] > 1.0] += 2.0  # a high-loss slice
+    if planted:
+        losses[emb[:, 0] > 1.0] += 2.0  # a high-loss slice
     sha = hashlib.sha256(emb.tobytes() + losses.tobytes()).hexdigest()
     fields = ["embeddings", "losses"]
     store.save_npy(dataset_file(sha, "embeddings.npy"), emb)

@@ -89,9 +89,11 @@ def test_submit_uploads_npy_files_waits_and_prints_the_planted_region(
     # the first region is the planted pocket: its label stands out and its lift is far above 1
     first = next(line for line in done.stdout.splitlines() if line.strip().startswith("│      0"))
     assert "label=7" in first
-    lift = float(first.split("│")[5])  # region, members, counts as, mean loss, lift (of the members)
+    cells = first.split("│")  # region, verdict, p-value, members (held out), mean loss, lift, …
+    assert cells[2].strip() == "significant", first
+    lift = float(cells[6])  # the held-out members' lift
     assert lift > 3, first
     # its top failing rows (by contribution; no ids were uploaded, so row numbers) are pocket rows
     assert "top failing rows" in done.stdout
-    rows = [int(i) for i in first.split("│")[8].split(",")]
+    rows = [int(i) for i in cells[9].split(",")]
     assert len(rows) == 3 and all(pocket[i] for i in rows), (rows, first)

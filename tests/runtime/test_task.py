@@ -10,8 +10,9 @@ import pytest
 import redis
 import torch
 
+from spotlight import verdict
 from spotlight.keys import Keys
-from spotlight.members import member_set
+from spotlight.members import member_set, members_at_or_above
 from spotlight.protocol import (
     META_ERROR,
     META_PROGRESS,
@@ -69,7 +70,14 @@ def test_finished_job_writes_regions_weights_and_members(settings, store, redis_
         w = weights[members, k]
         assert members.dtype == np.int64
         assert (w > 0).all() and (np.diff(w) <= 0).all()
-        assert members.tolist() == member_set(weights[:, k], regions[k]["kernel"]).tolist()
+        # the member rule on the searched rows, plus the held-out rows at or above the threshold it drew
+        searched = verdict.split(200, spec.params.seed).searched_mask()
+        in_search = member_set(weights[:, k], regions[k]["kernel"], searched.astype(np.float64))
+        assert set(members[searched[members]].tolist()) == set(in_search.tolist())
+        held = members[~searched[members]]
+        assert held.size == regions[k]["n_holdout_members"]
+        at_least = members_at_or_above(weights[~searched, k], regions[k]["member_min_weight"])
+        assert set(held.tolist()) == set(np.flatnonzero(~searched)[at_least].tolist())
         assert len(members) == regions[k]["n_members"]
         # the same members by contribution: weight x (loss - the loss floor recorded in regions.json)
         by_contribution = store.load_npy(job_file(spec.job_id, members_by_contribution_file(k)))
@@ -193,11 +201,16 @@ def test_the_search_writes_its_kernel_values_to_a_file_not_the_horse_s_memory(
     assert execute(spec, job, settings, store)["status"] == "finished"
     assert len(seen) == 1 and isinstance(seen[0], np.memmap) and seen[0].shape == (300, 2)
     stored = store.load_npy(job_file(spec.job_id, WEIGHTS_FILE))
+    # the same search in memory: the verdict's searched half, as the task gives it to the engine
+    inputs = worker.task.load_inputs(store, sha)
+    searched, params = worker.task.searched_part(inputs, spec.params, verdict.split(300, spec.params.seed))
     in_memory = engine_search(
-        store.load_npy(dataset_file(sha, "embeddings.npy")),
-        store.load_npy(dataset_file(sha, "losses.npy")),
-        spec.params,
-        labels=store.load_npy(dataset_file(sha, "labels.npy")),
+        searched.embeddings,
+        searched.losses,
+        params,
+        labels=searched.labels,
+        predictions=searched.predictions,
+        sample_weights=searched.sample_weights,
     )
     np.testing.assert_array_equal(stored, in_memory.weights)
     np.testing.assert_array_equal(np.asarray(seen[0]), in_memory.weights)

@@ -25,12 +25,10 @@ from rq.job import Job
 from rq.results import Result
 
 from service.app import create_app
-from spotlight import jobqueue
+from spotlight import jobqueue, verdict
 from spotlight.client import _detail
-from spotlight.dataset_files import DatasetFiles
 from spotlight.jobqueue import YieldState, enqueue_search, job_queue, large_queue, other_tenant_waiting
 from spotlight.jobstate import JobStatus, failure_of, status_of
-from spotlight.members import member_set
 from spotlight.protocol import (
     META_PROGRESS,
     META_STARTED_AT,
@@ -46,7 +44,7 @@ from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 from worker import checkpoint
 from worker.engine import search
-from worker.task import execute
+from worker.task import execute, load_inputs, searched_part
 
 from . import gate
 from .gate import Gate
@@ -81,21 +79,27 @@ def conn(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def uninterrupted(store: ArtifactStore, spec: JobSpec):
-    """The same search run in one go, in this process (with the dataset's labels, as the worker passes them)."""
-    files = DatasetFiles(store, spec.dataset_sha256)
-    return search(files.embeddings(), files.losses(), spec.params, labels=files.labels())
+    """The same search run in one go, in this process, as the worker runs it: on the verdict's searched
+    rows (worker/task.py `searched_part`), with the dataset's labels."""
+    inputs = load_inputs(store, spec.dataset_sha256)
+    parts = verdict.split(int(inputs.losses.shape[0]), spec.params.seed)
+    searched, params = searched_part(inputs, spec.params, parts)
+    result = search(
+        searched.embeddings, searched.losses, params, labels=searched.labels, sample_weights=searched.sample_weights
+    )
+    return result, parts
 
 
 def assert_regions_equal_uninterrupted(store: ArtifactStore, spec: JobSpec) -> None:
     stored = store.read_json(job_file(spec.job_id, REGIONS_FILE))["regions"]
-    whole = uninterrupted(store, spec)
+    whole, parts = uninterrupted(store, spec)
     assert len(stored) == len(whole.regions) == spec.params.n_spotlights
     for k, (got, want) in enumerate(zip(stored, whole.regions, strict=True)):
         assert got["weighted_loss"] == pytest.approx(want.weighted_loss, rel=1e-5, abs=1e-6)
         assert got["total_weight"] == pytest.approx(want.total_weight, rel=1e-4, abs=1e-3)
         assert got["feasible"] == want.feasible
         members = store.load_npy(job_file(spec.job_id, members_file(k)))
-        assert set(members.tolist()) == set(member_set(whole.weights[:, k], want.kernel, None).tolist())
+        assert set(members.tolist()) == set(verdict.region_rows(whole.weights[:, k], want.kernel, parts).all.tolist())
 
 
 # ----- a real worker -----

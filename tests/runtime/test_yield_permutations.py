@@ -14,6 +14,7 @@ import pytest
 import redis
 from rq import Retry
 
+from spotlight import verdict
 from spotlight.dataset_files import DatasetFiles
 from spotlight.jobqueue import YieldState, enqueue_search, job_queue, large_queue
 from spotlight.jobstate import JobStatus, status_of
@@ -31,7 +32,7 @@ from spotlight.store import ArtifactStore
 from worker import checkpoint
 from worker.describe import NullSoFar, p_values, permutation_null, region_score, rerun_best
 from worker.engine import search
-from worker.task import execute
+from worker.task import execute, load_inputs, searched_part
 
 from .gate import Gate
 from .helpers import QUICK, make_spec, write_dataset
@@ -58,14 +59,32 @@ def conn(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def uninterrupted_null(store: ArtifactStore, spec: JobSpec) -> list[float]:
-    """The null scores an uninterrupted permutation test of the job finds, computed as the task does."""
-    files = DatasetFiles(store, spec.dataset_sha256)
-    best = rerun_best(search, files.embeddings(), spec.params, labels=files.labels(), predictions=files.predictions())
-    return permutation_null(best, files.losses(), spec.params.n_permutations, spec.params.seed).tolist()
+    """The null scores an uninterrupted permutation test of the job finds, computed as the task does: on
+    the rows it searched (the verdict's split), their losses shuffled among themselves."""
+    inputs = load_inputs(store, spec.dataset_sha256)
+    parts = verdict.split(int(inputs.losses.shape[0]), spec.params.seed)
+    searched, params = searched_part(inputs, spec.params, parts)
+    best = rerun_best(
+        search,
+        searched.embeddings,
+        params,
+        labels=searched.labels,
+        predictions=searched.predictions,
+        sample_weights=searched.sample_weights,
+    )
+    base = np.array(searched.losses, dtype=np.float32, copy=True)
+
+    def on_searched_rows(shuffled: np.ndarray) -> float:
+        losses = base.copy()
+        losses[parts.searched] = shuffled
+        return best(losses)
+
+    null = permutation_null(on_searched_rows, base[parts.searched], spec.params.n_permutations, spec.params.seed)
+    return null.tolist()
 
 
 def p_values_of(store: ArtifactStore, spec: JobSpec) -> list[float]:
-    return [r["p_value"] for r in store.read_json(job_file(spec.job_id, REGIONS_FILE))["regions"]]
+    return [r["permutation_p_value"] for r in store.read_json(job_file(spec.job_id, REGIONS_FILE))["regions"]]
 
 
 @pytest.mark.e2e

@@ -17,9 +17,11 @@ from rq.job import Job
 
 from service.app import create_app
 from spotlight.protocol import META_STATUS, job_file
+from spotlight.records import RegionRecord
 from spotlight.redis_server import EmbeddedRedis, free_port
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
+from tests.records import regions_document
 
 
 @dataclass
@@ -47,10 +49,10 @@ class LiveApi:
         job.meta[META_STATUS] = "finished"
         job.save_meta()
 
-    def finish_with(self, job_id: str, regions: list[dict[str, Any]]) -> None:
-        """Results written as the worker writes them (regions.json), then the job marked finished."""
-        document = {"regions": regions, "objective": "max_loss", "loss_reference": 0.0}
-        self.store.write_json(job_file(job_id, "regions.json"), document)
+    def finish_with(self, job_id: str, regions: list[RegionRecord], loss_reference: float = 0.0) -> None:
+        """Results written as the worker writes them (regions.json, through the record), then the job marked finished."""
+        document = regions_document(regions, loss_reference=loss_reference)
+        self.store.write_json(job_file(job_id, "regions.json"), document.model_dump(mode="json"))
         self.mark_finished(job_id)
 
 

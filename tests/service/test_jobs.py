@@ -85,6 +85,10 @@ def test_params_are_checked_against_the_dataset(api: LiveApi) -> None:
             ({"n_spotlights": "many"}, "params.n_spotlights"),
             ({"wat": 1}, "params.wat"),
             ({"device": "tpu"}, "params.device"),
+            ({"level": 0}, "params.level"),  # the verdict's level lies in (0, 1)
+            ({"level": 1}, "params.level"),
+            ({"level": 1.5}, "params.level"),
+            ({"level": "0.05"}, "params.level"),
         ]:
             r = c.post("/v1/jobs", json={"dataset": ds, "params": params})
             assert r.status_code == 400, (params, r.text)

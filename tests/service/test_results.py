@@ -14,6 +14,7 @@ from spotlight.protocol import (
     members_by_contribution_file,
     members_file,
 )
+from tests.records import region_record
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 N = 30
@@ -39,32 +40,27 @@ def _finished_job(api: LiveApi, c) -> tuple[str, np.ndarray, dict]:
         c = weights[members, k] * (losses[members] - reference)
         api.store.save_npy(job_file(job_id, members_by_contribution_file(k)), members[np.argsort(-c, kind="stable")])
     shared = int(np.isin(sets[1], sets[0]).sum())
-    regions = {
-        "regions": [
-            {
-                "index": k,
-                "center": [0.1, 0.2, 0.3],
-                "precision": 2.0,
-                "kernel": "flat",
-                "shape": "spherical",
-                "size_requested": 3.0,
-                "total_weight": float(weights[:, k].sum()),
-                "weighted_loss": 0.9,
-                "mean_loss": 0.5,
-                "lift": 1.8,
-                "feasible": True,
-                "n_members": int(sets[k].size),
-                "effective_size": float(weights[:, k].sum()),
-                "overlap": [] if k == 0 else [{"region": 0, "shared": shared, "share": shared / sets[1].size}],
-            }
-            for k in range(2)
-        ],
-        "objective": "max_loss",
-        "loss_reference": reference,
-    }
+    regions = [
+        region_record(
+            k,
+            center=[0.1, 0.2, 0.3],
+            precision=2.0,
+            kernel="flat",
+            size_requested=3.0,
+            total_weight=float(weights[:, k].sum()),
+            weighted_loss=0.9,
+            dataset_mean_loss=0.5,
+            weighted_lift=1.8,
+            n_members=int(sets[k].size),
+            effective_size=float(weights[:, k].sum()),
+            overlap=[] if k == 0 else [{"region": 0, "shared": shared, "share": shared / sets[1].size}],
+            member_min_weight=0.0,
+        )
+        for k in range(2)
+    ]
     api.store.save_npy(job_file(job_id, "weights.npy"), weights)
     api.store.write_bytes(job_file(job_id, "report.html"), b"<html><body>report</body></html>")
-    return job_id, weights, {"regions": regions, "data": data}
+    return job_id, weights, {"regions": regions, "data": data, "reference": reference}
 
 
 def test_results_are_409_until_finished_then_served(api: LiveApi) -> None:
@@ -77,15 +73,14 @@ def test_results_are_409_until_finished_then_served(api: LiveApi) -> None:
             assert (
                 r.json()["error"]["code"] == "job_not_finished" and r.json()["error"]["details"]["status"] == "queued"
             )
-        regions_file = extra["regions"]
-        api.store.write_json(job_file(job_id, "regions.json"), regions_file)
-        api.mark_finished(job_id)
+        api.finish_with(job_id, extra["regions"], loss_reference=extra["reference"])
 
         assert c.get(base).json()["status"] == "finished"
         assert c.get(base).json()["progress"]["fraction"] == 1.0
         served = c.get(base + "/regions").json()
-        for got, want in zip(served["regions"], regions_file["regions"], strict=True):
-            assert {key: got[key] for key in want} == want  # extra fields (feasible) pass through
+        assert served["weak_spot_found"] is False and served["summary"].startswith("No weak spot found")
+        for got, want in zip(served["regions"], extra["regions"], strict=True):
+            assert got == want.model_dump(mode="json")  # the record, as the worker wrote it
             assert got["description"] is None  # none was stored
         assert served["regions"][1]["overlap"][0]["region"] == 0
 
@@ -134,8 +129,7 @@ def test_a_members_page_reads_the_member_files_weights_not_the_whole_weights_fil
                 rows = api.store.load_npy(job_file(job_id, name))
                 api.store.save_npy(job_file(job_id, member_weights_file(name)), weights[rows, k])
         os.remove(api.store.local_path(job_file(job_id, "weights.npy")))
-        api.store.write_json(job_file(job_id, "regions.json"), extra["regions"])
-        api.mark_finished(job_id)
+        api.finish_with(job_id, extra["regions"], loss_reference=extra["reference"])
         for order in ("weight", "contribution"):
             page = c.get(f"/v1/jobs/{job_id}/regions/1/members", params={"limit": 4, "offset": 2, "order": order})
             assert page.status_code == 200, page.text
@@ -147,8 +141,7 @@ def test_a_members_page_reads_the_member_files_weights_not_the_whole_weights_fil
 def test_members_after_dataset_deleted_is_410(api: LiveApi) -> None:
     with api.client() as c:
         job_id, _, extra = _finished_job(api, c)
-        api.store.write_json(job_file(job_id, "regions.json"), extra["regions"])
-        api.mark_finished(job_id)
+        api.finish_with(job_id, extra["regions"], loss_reference=extra["reference"])
         ds = c.get(f"/v1/jobs/{job_id}").json()["dataset"]
         assert c.delete(f"/v1/datasets/{ds}").status_code == 204
         r = c.get(f"/v1/jobs/{job_id}/regions/0/members")
@@ -172,14 +165,13 @@ def test_members_by_contribution_page_the_stored_order_with_each_rows_contributi
     weight x (loss - the stored loss floor)."""
     with api.client() as c:
         job_id, weights, extra = _finished_job(api, c)
-        api.store.write_json(job_file(job_id, "regions.json"), extra["regions"])
-        api.mark_finished(job_id)
+        api.finish_with(job_id, extra["regions"], loss_reference=extra["reference"])
         base = f"/v1/jobs/{job_id}/regions/1/members"
         by_weight = c.get(base, params={"limit": 1000}).json()
         by_contrib = c.get(base, params={"limit": 1000, "order": "contribution"}).json()
     losses = extra["data"]["losses"].astype(np.float64)
     expected = weights[:, 1].astype(np.float64) * (losses - losses.min())
-    assert by_contrib["total"] == by_weight["total"] == extra["regions"]["regions"][1]["n_members"] > 0
+    assert by_contrib["total"] == by_weight["total"] == extra["regions"][1].n_members > 0
     assert sorted(m["index"] for m in by_contrib["members"]) == sorted(m["index"] for m in by_weight["members"])
     got = [m["contribution"] for m in by_contrib["members"]]
     assert got == sorted(got, reverse=True)
@@ -194,8 +186,7 @@ def test_members_order_uses_the_stored_file_and_bad_order_is_400(api: LiveApi) -
         job_id, weights, extra = _finished_job(api, c)
         stored_order = np.array([int(i) for i in np.flatnonzero(weights[:, 0] > 0)[::-1]], dtype=np.int64)
         api.store.save_npy(job_file(job_id, members_by_contribution_file(0)), stored_order)
-        api.store.write_json(job_file(job_id, "regions.json"), {**extra["regions"], "loss_reference": 0.0})
-        api.mark_finished(job_id)
+        api.finish_with(job_id, extra["regions"], loss_reference=0.0)
         base = f"/v1/jobs/{job_id}/regions/0/members"
         page = c.get(base, params={"limit": 1000, "order": "contribution"}).json()
         assert [m["index"] for m in page["members"]] == stored_order.tolist()
@@ -204,3 +195,14 @@ def test_members_order_uses_the_stored_file_and_bad_order_is_400(api: LiveApi) -
         r = c.get(base, params={"order": "loss"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "validation_error"
         assert "order" in r.text
+
+
+def test_results_of_an_older_worker_are_a_clear_404_not_a_500(api: LiveApi) -> None:
+    """regions.json written before the region record (no verdict): the API says so instead of failing."""
+    with api.client() as c:
+        job_id, _, _ = _finished_job(api, c)
+        old = {"regions": [{"index": 0, "center": [0.0], "lift": 2.0}], "objective": "max_loss", "loss_reference": 0}
+        api.store.write_json(job_file(job_id, "regions.json"), old)
+        api.mark_finished(job_id)
+        r = c.get(f"/v1/jobs/{job_id}/regions")
+    assert r.status_code == 404 and "older worker" in r.json()["error"]["message"]

@@ -164,7 +164,7 @@ def test_a_large_bare_body_is_read_in_slices_and_scores_as_a_small_one(api: Live
     from tests.service.test_score import _finished_gaussian_job
 
     with api.client() as c:
-        job_id, data, _ = _finished_gaussian_job(api, c, store_threshold=True)
+        job_id, data, _ = _finished_gaussian_job(api, c)
         rng = np.random.default_rng(3)
         x = rng.normal(size=(20_000, 3))
         raw = json.dumps({"embeddings": x.tolist()}).encode()
@@ -232,7 +232,7 @@ def test_deleting_a_dataset_deletes_its_jobs_results(api: LiveApi) -> None:
     from tests.service.test_score import _finished_gaussian_job
 
     with api.client() as c:
-        job_id, data, _ = _finished_gaussian_job(api, c, store_threshold=True)
+        job_id, data, _ = _finished_gaussian_job(api, c)
         api.store.write_bytes(f"{job_prefix(job_id)}/report.html", b"<html>row ids and thumbnails</html>")
         ds = c.get(f"/v1/jobs/{job_id}").json()["dataset"]
         waiting = c.post("/v1/jobs", json={"dataset": ds, "params": {"seed": 2}}).json()["id"]

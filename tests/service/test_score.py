@@ -1,9 +1,8 @@
-"""POST /v1/jobs/{id}/score on a finished job written by hand: membership by the region's own threshold.
+"""POST /v1/jobs/{id}/score on a finished job whose region record a test built: membership by its own threshold.
 
 A gaussian region's member set is the ceil(Σk) heaviest rows of the data it was found on
 (spotlight/members.py); rows of other data are members when their weight reaches the smallest
-weight among those members. The worker stores that threshold in regions.json; results without it
-get it from their stored member set and weights.
+weight among those members, the `member_min_weight` the record carries.
 """
 
 from __future__ import annotations
@@ -14,32 +13,27 @@ import pytest
 from spotlight import kernel
 from spotlight.members import member_set
 from spotlight.protocol import job_file, members_by_contribution_file, members_file
+from tests.records import region_record
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 N = 60
 
 
-def _finished_gaussian_job(api: LiveApi, c, store_threshold: bool) -> tuple[str, dict, np.ndarray]:
+def _finished_gaussian_job(api: LiveApi, c) -> tuple[str, dict, np.ndarray]:
     data = toy(N)
     ds = c.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(**data))}).json()
     job_id = c.post("/v1/jobs", json={"dataset": ds["id"], "params": {"n_spotlights": 1}}).json()["id"]
-    region = {
-        "index": 0,
-        "center": [0.2, -0.1, 0.3],
-        "precision": 1.5,
-        "kernel": "gaussian",
-        "shape": "spherical",
-        "size_requested": 6.0,
-        "weighted_loss": 0.9,
-        "mean_loss": 0.5,
-        "lift": 1.8,
-        "overlap": [],
-    }
+    region = region_record(center=[0.2, -0.1, 0.3], precision=1.5, size_requested=6.0)
     w = kernel.region_weights(data["embeddings"], region).astype(np.float32)
     members = member_set(w, "gaussian")
-    region.update(total_weight=float(w.sum()), effective_size=float(w.sum()), n_members=int(members.size))
-    if store_threshold:
-        region["member_min_weight"] = float(w[members].min())
+    region = region.model_copy(
+        update={
+            "total_weight": float(w.sum()),
+            "effective_size": float(w.sum()),
+            "n_members": int(members.size),
+            "member_min_weight": float(w[members].min()),
+        }
+    )
     api.store.save_npy(job_file(job_id, "weights.npy"), w[:, None])
     api.store.save_npy(job_file(job_id, members_file(0)), members)
     api.store.save_npy(job_file(job_id, members_by_contribution_file(0)), members)
@@ -47,10 +41,9 @@ def _finished_gaussian_job(api: LiveApi, c, store_threshold: bool) -> tuple[str,
     return job_id, data, members
 
 
-@pytest.mark.parametrize("store_threshold", [True, False])
-def test_rows_of_other_data_are_members_by_the_regions_own_threshold(api: LiveApi, store_threshold: bool) -> None:
+def test_rows_of_other_data_are_members_by_the_regions_own_threshold(api: LiveApi) -> None:
     with api.client() as c:
-        job_id, data, members = _finished_gaussian_job(api, c, store_threshold)
+        job_id, data, members = _finished_gaussian_job(api, c)
         own = c.post(f"/v1/jobs/{job_id}/score", json={"embeddings": data["embeddings"].tolist()})
         assert own.status_code == 200, own.text
         # the job's own rows score as its member set (the ceil(Σk) heaviest), in the same order
@@ -74,10 +67,9 @@ def test_rows_of_other_data_are_members_by_the_regions_own_threshold(api: LiveAp
 
 def test_a_region_without_members_takes_no_rows_of_other_data(api: LiveApi) -> None:
     with api.client() as c:
-        job_id, data, _ = _finished_gaussian_job(api, c, store_threshold=True)
-        stored = api.store.read_json(job_file(job_id, "regions.json"))
-        stored["regions"][0]["member_min_weight"] = None
-        api.store.write_json(job_file(job_id, "regions.json"), stored)
+        job_id, data, _ = _finished_gaussian_job(api, c)
+        region = region_record(center=[0.2, -0.1, 0.3], precision=1.5, n_members=0, member_min_weight=None)
+        api.finish_with(job_id, [region])
         answer = c.post(f"/v1/jobs/{job_id}/score", json={"embeddings": data["embeddings"].tolist()}).json()
         assert answer["member_min_weight"] == [None] and answer["members"] == [[]]
         assert np.max(answer["weights"]) > 0  # the weights are still there

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from spotlight import kernel
-from spotlight.protocol import job_file
+from tests.records import region_record
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 N = 40
@@ -17,20 +17,13 @@ def _finished_job_with_evidence(api: LiveApi, c) -> tuple[str, dict, dict]:
     data = toy(N)
     ds = c.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(**data))}).json()
     job_id = c.post("/v1/jobs", json={"dataset": ds["id"], "params": {"n_spotlights": 1}}).json()["id"]
-    region = {
-        "index": 0,
-        "center": [0.2, -0.1, 0.3],
-        "precision": 0.8,
-        "kernel": "gaussian",
-        "shape": "spherical",
-        "size_requested": 4.0,
-        "weighted_loss": 0.9,
-        "mean_loss": 0.5,
-        "lift": 1.8,
-        "overlap": [],
-        "member_min_weight": 0.05,
+    region = region_record(
+        center=[0.2, -0.1, 0.3],
+        precision=0.8,
+        size_requested=4.0,
+        member_min_weight=0.05,
         # label 2's rows: its column's centre is 1, the others' 0
-        "evidence": {
+        evidence={
             "kind": "labels",
             "weight": 1.0,
             "n_labels": 3,
@@ -38,7 +31,7 @@ def _finished_job_with_evidence(api: LiveApi, c) -> tuple[str, dict, dict]:
             "center": [0.0, 0.0, 1.0],
             "precision": 3.0,
         },
-    }
+    )
     api.finish_with(job_id, [region])
     return job_id, data, region
 
@@ -84,10 +77,10 @@ def test_text_labels_are_matched_by_name_across_datasets(api: LiveApi) -> None:
     so the route compares names (the worker stores the job's class names in the region's evidence)."""
     with api.client() as c:
         job_id, data, region = _finished_job_with_evidence(api, c)
-        region["evidence"]["class_names"] = ["ant", "bee", "cat"]  # the job's codes 0, 1, 2
-        api.store.write_json(
-            job_file(job_id, "regions.json"), {"regions": [region], "objective": "max_loss", "loss_reference": 0.0}
-        )
+        assert region.evidence is not None
+        evidence = region.evidence.model_copy(update={"class_names": ["ant", "bee", "cat"]})  # the job's codes 0, 1, 2
+        region = region.model_copy(update={"evidence": evidence})
+        api.finish_with(job_id, [region])
         rng = np.random.default_rng(5)
         text = rng.choice(["bee", "cat", "cow"], size=N)  # this dataset's vocabulary: bee 0, cat 1, cow 2
         other = {**toy(N, seed=4), "labels": text}

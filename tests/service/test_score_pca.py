@@ -75,7 +75,7 @@ def test_pca_regions_score_new_rows_like_the_worker_weighed_its_own(api: LiveApi
         assert served.shape == (N, 2)
         for k, region in enumerate(regions):
             assert np.max(np.abs(served[:, k] - stored[:, k])) <= float32_tolerance(region)
-            assert (stored[:, k] > 0.5).sum() >= 5  # regions that weigh rows, not columns of zeros
+            assert (stored[:, k] > 0.5).sum() >= 3  # regions that weigh rows, not columns of zeros
             # membership carries over: the worker's member set, up to rows within rounding of the threshold
             members = api.store.load_npy(job_file(job_id, members_file(k)))
             edge = np.abs(stored[:, k] - answer.json()["member_min_weight"][k]) <= float32_tolerance(region)

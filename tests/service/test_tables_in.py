@@ -281,8 +281,9 @@ def _imported_after(statement: str) -> list[str]:
     return ast.literal_eval(out.stdout.strip())
 
 
-def test_client_imports_with_numpy_and_httpx_only() -> None:
-    assert _imported_after("import spotlight.client, spotlight.cli_client") == []
+def test_client_imports_with_numpy_httpx_and_pydantic_only() -> None:
+    # pydantic: the client parses regions into the contract's typed record (spotlight/records.py)
+    assert _imported_after("import spotlight.client, spotlight.cli_client") == ["pydantic"]
     # the whole CLI reads settings (pydantic) but loads no server, queue or dataframe library
     assert _imported_after("import spotlight.cli") == ["pydantic"]
 

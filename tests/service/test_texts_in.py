@@ -11,6 +11,8 @@ import pyarrow as pa
 
 from spotlight.client import SpotlightClient
 from spotlight.dataset_files import DatasetFiles
+from spotlight.records import RegionDescription, RegionRecord
+from tests.records import region_record
 from tests.service.conftest import LiveApi, npy_bytes, npz_bytes, parquet_bytes
 from worker.describe import describe_job
 
@@ -94,23 +96,16 @@ def test_bad_texts_are_a_400(api: LiveApi) -> None:
     assert api.stored_datasets() == []
 
 
-def _region(description: dict) -> dict:
-    return {
-        "index": 0,
-        "center": [0.0, 0.0, 0.0],
-        "precision": 1.0,
-        "kernel": "flat",
-        "shape": "spherical",
-        "size_requested": 2.0,
-        "total_weight": 2.0,
-        "weighted_loss": 0.9,
-        "mean_loss": 0.5,
-        "lift": 1.8,
-        "n_members": 2,
-        "effective_size": 2.0,
-        "overlap": [],
-        "description": description,
-    }
+def _region(description: dict) -> RegionRecord:
+    return region_record(
+        kernel="flat",
+        size_requested=2.0,
+        total_weight=2.0,
+        n_members=2,
+        effective_size=2.0,
+        member_min_weight=0.0,
+        description=RegionDescription.from_describe(description),
+    )
 
 
 def test_a_members_page_carries_each_rows_text(api: LiveApi) -> None:
@@ -135,6 +130,7 @@ def test_a_members_page_carries_each_rows_text(api: LiveApi) -> None:
         regions = c.get(f"/v1/jobs/{job_id}/regions")
     assert regions.status_code == 200, regions.text
     got = regions.json()["regions"][0]["description"]
+    assert got["in_sample_mean_loss"] == description["mean_loss"]
     assert got["text_terms"] == description["text_terms"] and got["text_terms_lift_on"] == "non_members"
     assert got["text_examples"] == [TEXTS[3], TEXTS[0]]
     assert page.status_code == 200, page.text

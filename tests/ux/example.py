@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from spotlight import verdict
 from spotlight.contribution import contributions, order_by_contribution
-from spotlight.members import effective_size, member_set, overlaps_with_earlier
+from spotlight.members import effective_size, overlaps_with_earlier
+from spotlight.records import RegionDescription, RegionRecord, job_summary
 from worker.describe import describe_regions, metadata_columns
 from worker.report import member_rows, render_report
 
@@ -75,7 +77,8 @@ def planted_dataset(n: int = 3000, d: int = 16, seed: int = 0) -> dict[str, Any]
 
 
 def planted_regions(data: dict[str, Any], size: float = 0.02) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """Regions centred on the planted pockets (what a perfect search would report), gaussian kernel."""
+    """Regions centred on the planted pockets (what a perfect search would report), gaussian kernel,
+    as region records in JSON (spotlight/records.py), each tested on a random half of the rows."""
     emb = data["embeddings"].astype(np.float64)
     loss = data["losses"].astype(np.float64)
     regions, cols = [], []
@@ -105,11 +108,64 @@ def planted_regions(data: dict[str, Any], size: float = 0.02) -> tuple[list[dict
             }
         )
     weights = np.stack(cols, axis=1).astype(np.float32)
-    return with_members(regions, weights), weights
+    parts = verdict.split(len(loss), 0)
+    return records_of(regions, weights, data, parts), weights
+
+
+def records_of(
+    raw: list[dict[str, Any]], weights: np.ndarray, data: dict[str, Any], parts: verdict.Split
+) -> list[dict[str, Any]]:
+    """Engine regions (`Region.to_dict()`) as the worker records them: members over every row, the
+    held-out verdict (spotlight/verdict.py), the members' place; JSON of `RegionRecord`."""
+    rows = [verdict.region_rows(weights[:, k], r.get("kernel", "gaussian"), parts) for k, r in enumerate(raw)]
+    sets = [r.all for r in rows]
+    wrong = np.asarray(data["labels"]) != np.asarray(data["predictions"])
+    figures = [
+        verdict.holdout_test(data["losses"], r.held_out, parts.held_out, wrong=wrong, seed=k)
+        for k, r in enumerate(rows)
+    ]
+    adjusted = verdict.holm([f.p_value for f in figures])
+    out = []
+    for k, (region, members, overlap) in enumerate(zip(raw, sets, overlaps_with_earlier(sets), strict=True)):
+        fig = figures[k]
+        place = data["embeddings"][np.sort(members)].astype(np.float64)
+        mean = place.mean(axis=0)
+        record = RegionRecord.model_validate(
+            {
+                **{key: v for key, v in region.items() if key not in ("mean_loss", "lift")},
+                "weighted_lift": region["lift"],
+                "dataset_mean_loss": region["mean_loss"],
+                "significant": adjusted[k] is not None and float(adjusted[k] or 1) <= 0.05,
+                "p_value": adjusted[k],
+                "mean_loss": fig.mean_loss,
+                "mean_loss_ci": fig.mean_loss_ci,
+                "lift": fig.lift,
+                "lift_ci": fig.lift_ci,
+                "error_rate": fig.error_rate,
+                "n_holdout_members": fig.n_members,
+                "verdict": {
+                    "method": verdict.METHOD,
+                    "level": 0.05,
+                    "n_tested": len(raw),
+                    "p_value_unadjusted": fig.p_value,
+                    "n_holdout_rows": int(parts.held_out.size),
+                    "holdout_mean_loss": fig.holdout_mean_loss,
+                    "n_draws": fig.n_draws,
+                },
+                "n_members": int(members.size),
+                "effective_size": effective_size(weights[:, k]),
+                "overlap": overlap,
+                "member_min_weight": rows[k].min_weight,
+                "member_mean": mean.tolist(),
+                "medoid": int(np.sort(members)[int(np.argmin(((place - mean) ** 2).sum(axis=1)))]),
+            }
+        )
+        out.append(record.model_dump(mode="json"))
+    return out
 
 
 def with_members(regions: list[dict[str, Any]], weights: np.ndarray) -> list[dict[str, Any]]:
-    """n_members, effective_size and overlap of each region, as the worker adds them (worker/task.py)."""
+    """n_members, effective_size and overlap of hand-made report inputs (the report reads regions as JSON)."""
     sets = members_of(regions, weights)
     for region, members, overlap in zip(regions, sets, overlaps_with_earlier(sets), strict=True):
         region.update(
@@ -119,25 +175,22 @@ def with_members(regions: list[dict[str, Any]], weights: np.ndarray) -> list[dic
 
 
 def members_of(regions: list[dict[str, Any]], weights: np.ndarray) -> list[np.ndarray]:
-    return [member_set(weights[:, k], r.get("kernel", "gaussian")) for k, r in enumerate(regions)]
+    """Each region's member set over every row: the members its record counts."""
+    parts = verdict.split(weights.shape[0], 0)
+    return [verdict.region_rows(weights[:, k], r.get("kernel", "gaussian"), parts).all for k, r in enumerate(regions)]
 
 
 def engine_regions(data: dict[str, Any], **params: Any) -> tuple[list[dict[str, Any]], np.ndarray, str, float]:
-    """A real search (and, with n_permutations, the permutation test) on the example."""
+    """A real search on a random half of the example's rows, its regions tested on the other half."""
     from spotlight.params import SearchParams
-    from worker.describe import rerun_best, significance
     from worker.engine import search
 
     p = SearchParams(**{"n_spotlights": 3, "spotlight_size": 0.03, "steps": 400, "device": "cpu", **params})
-    kw = {"labels": data["labels"], "predictions": data["predictions"]}
-    result = search(data["embeddings"], data["losses"], p, **kw)
-    regions = with_members([region.to_dict() for region in result.regions], result.weights)
-    if p.n_permutations:
-        best = rerun_best(search, data["embeddings"], p, **kw)
-        for entry, pv in zip(
-            regions, significance(best, result.losses, regions, p.n_permutations, p.seed), strict=True
-        ):
-            entry["p_value"] = pv
+    parts = verdict.split(len(data["losses"]), 0)
+    losses, weights = verdict.search_inputs(data["losses"], None, parts)
+    kw = {"labels": data["labels"], "predictions": data["predictions"], "sample_weights": weights}
+    result = search(data["embeddings"], losses, p, **kw)
+    regions = records_of([region.to_dict() for region in result.regions], result.weights, data, parts)
     return regions, result.weights, result.device, result.elapsed_s
 
 
@@ -150,9 +203,12 @@ def build_report(
 ) -> str:
     cols = metadata_columns(data["metadata"])
     sets = members_of(regions, weights)
-    descriptions = describe_regions(
-        sets, data["losses"], data["labels"], data["predictions"], cols, n_bootstrap=n_bootstrap
-    )
+    descriptions = [
+        RegionDescription.from_describe(d).model_dump(mode="json")
+        for d in describe_regions(
+            sets, data["losses"], data["labels"], data["predictions"], cols, n_bootstrap=n_bootstrap
+        )
+    ]
     members = []
     for k, ms in enumerate(sets):
         idx = order_by_contribution(ms, weights[:, k], data["losses"])[:12]
@@ -176,6 +232,7 @@ def build_report(
         "n": len(data["losses"]),
         "dim": data["embeddings"].shape[1],
         "params": {"n_spotlights": len(regions), "spotlight_size": 0.03, "kernel": "gaussian", "steps": 400},
+        "verdict": job_summary([RegionRecord.model_validate(r) for r in regions], 0.05),
         "created_at": t0.isoformat(),
         "started_at": (t0 + timedelta(seconds=1.4)).isoformat(),
         "ended_at": (t0 + timedelta(seconds=9.8)).isoformat(),

@@ -111,8 +111,8 @@ def test_finished_job_results_through_the_client(finished: dict[str, Any]) -> No
     assert finished["status"]["status"] == "finished"
     assert finished["status"]["progress"]["fraction"] == 1.0
     regions = job.regions()
-    assert [r["index"] for r in regions] == [0, 1]
-    assert regions[0]["lift"] > 1.5  # the planted pocket
+    assert [r.index for r in regions] == [0, 1]
+    assert regions[0].significant and regions[0].lift is not None and regions[0].lift > 1.5  # the planted pocket
     members = job.members(0, limit=10)
     assert members["total"] >= 10 and len(members["members"]) == 10
     first = members["members"][0]
@@ -125,10 +125,10 @@ def test_finished_job_results_through_the_client(finished: dict[str, Any]) -> No
     weights = job.weights()
     assert weights.shape == (400, 2) and weights.dtype == np.float32
     assert np.isclose(weights[first["index"], 0], first["weight"], atol=1e-6)
-    assert len(list(job.iter_members(1, page=100))) == job.members(1, limit=1)["total"] == regions[1]["n_members"]
+    assert len(list(job.iter_members(1, page=100))) == job.members(1, limit=1)["total"] == regions[1].n_members
     assert job.member_indices(1).tolist() == [m["index"] for m in job.iter_members(1)]
     overlaps = job.overlaps()
-    assert overlaps.shape == (2, 2) and overlaps[1, 0] == regions[1]["overlap"][0]["share"]
+    assert overlaps.shape == (2, 2) and overlaps[1, 0] == regions[1].overlap[0].share
     by_contribution = list(job.iter_members(0, page=7, order="contribution"))
     contrib = [m["contribution"] for m in by_contribution]
     assert len(by_contribution) == members["total"] and contrib == sorted(contrib, reverse=True) and contrib[0] > 0
@@ -146,15 +146,25 @@ def test_finished_job_report_through_the_client(finished: dict[str, Any], tmp_pa
     assert Path(path).read_text(encoding="utf-8") == html
 
 
-def test_finished_job_regions_carry_descriptions_and_p_values(finished: dict[str, Any]) -> None:
-    regions = finished["job"].regions()
-    d = regions[0]["description"]
-    lo, hi = d["mean_loss_ci"]  # the members' mean loss and its interval
-    assert lo <= d["mean_loss"] <= hi and d["n_members"] == regions[0]["n_members"]
-    assert d["labels"]["over_represented"][0]["value"] == 1  # every pocket row has label 1
-    assert d["metadata"]["site"]["over_represented"][0]["value"] == "north"
-    assert [0 < r["p_value"] <= 1 for r in regions] == [True, True]
-    assert regions[0]["p_value"] == pytest.approx(1 / 4)  # 3 shuffles, none as good as the pocket
+def test_finished_job_regions_carry_their_verdict_descriptions_and_p_values(finished: dict[str, Any]) -> None:
+    """The verdict survives API -> client -> DataFrame: the same significant, p-value and lift."""
+    job: Job = finished["job"]
+    regions = job.regions()
+    first = regions[0]
+    assert first.verdict is not None and first.verdict.method == "holdout" and first.n_holdout_members > 0
+    assert first.mean_loss_ci is not None and first.mean_loss is not None
+    lo, hi = first.mean_loss_ci  # the held-out members' mean loss and its interval
+    assert lo <= first.mean_loss <= hi
+    d = first.description
+    assert d is not None and d.n_members == first.n_members
+    assert d.labels is not None and d.labels.over_represented[0].value == 1  # every pocket row has label 1
+    assert d.metadata["site"].over_represented[0].value == "north"
+    assert first.permutation_p_value == pytest.approx(1 / 4)  # 3 shuffles, none as good as the pocket
+    assert first.p_value is not None and first.p_value <= 0.05 and first.significant
+    df = job.regions_df()
+    assert df["significant"].tolist() == [r.significant for r in regions]
+    assert df["lift"].tolist() == [r.lift for r in regions] and df["p_value"].tolist() == [r.p_value for r in regions]
+    assert df.attrs["weak_spot_found"] is True and "significant" in df.attrs["summary"]
 
 
 def test_finished_job_called_back_with_a_signed_summary(finished: dict[str, Any]) -> None:
@@ -167,6 +177,7 @@ def test_finished_job_called_back_with_a_signed_summary(finished: dict[str, Any]
     body = json.loads(req["body"])
     assert body["event"] == "job.finished" and body["job"]["id"] == finished["job"].id
     assert [r["index"] for r in body["regions"]] == [0, 1]
+    assert body["weak_spot_found"] is True and body["regions"][0]["significant"] is True
 
 
 def test_metrics_after_the_job_show_its_timing_and_the_workers_device(finished: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from sklearn.metrics import average_precision_score
 
 from spotlight import kernel
 from spotlight.protocol import REGIONS_FILE, WEIGHTS_FILE, dataset_file, job_file
+from spotlight.records import RegionsDocument
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 from tests.runtime.helpers import enqueue, make_spec
@@ -47,12 +48,13 @@ def test_a_failing_class_scattered_in_embedding_space_is_one_region_named_by_cla
     spec = make_spec(sha, {"device": "cpu", "steps": 300, "n_spotlights": 2, "spotlight_size": 0.05})
     summary = execute(spec, enqueue(settings.redis_url or "", spec, settings), settings, store)
     assert summary["status"] == "finished"
-    regions = store.read_json(job_file(spec.job_id, REGIONS_FILE))["regions"]
+    doc = RegionsDocument.model_validate(store.read_json(job_file(spec.job_id, REGIONS_FILE)))
     weights = store.load_npy(job_file(spec.job_id, WEIGHTS_FILE))
-    first = regions[0]
-    assert first["evidence"]["kind"] == "labels" and first["evidence"]["class_names"] == NAMES
+    first = doc.regions[0]
+    assert first.evidence is not None and first.evidence.kind == "labels" and first.evidence.class_names == NAMES
     assert average_precision_score(bad, weights[:, 0]) > 0.95  # the region is the failing class
-    assert int(np.argmax(first["evidence"]["center"])) == NAMES.index("cat")
+    assert int(np.argmax(first.evidence.center)) == NAMES.index("cat")
+    assert first.significant and doc.weak_spot_found  # tested on held-out cats
     text = np.asarray(NAMES, dtype=object)[codes]
     again = kernel.region_weights(emb, first, labels=text)  # by name, as other data would give them
     assert np.max(np.abs(again - weights[:, 0])) < 2e-4

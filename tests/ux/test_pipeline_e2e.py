@@ -40,7 +40,7 @@ PARAMS = {
     "evidence_weight": 0.0,
 }
 CLI_PARAMS = [arg for k, v in PARAMS.items() for arg in ("--param", f"{k}={json.dumps(v)}")]
-GATE = "lift > 2 and weighted_loss > 1"
+GATE = "significant and lift > 2"
 N = 400
 
 
@@ -146,7 +146,10 @@ def test_regions_and_members_come_back_as_dataframes_with_class_names(planted_jo
     regions = job.regions_df()
     assert list(regions["index"]) == [0, 1]
     first = regions.iloc[0]
-    assert first["lift"] > 2 and first["lift"] == job.regions()[0]["description"]["lift"]
+    # one lift: the held-out members' in the DataFrame, the typed Region, and the JSON the API serves
+    assert first["lift"] > 2 and first["lift"] == job.regions()[0].lift
+    assert first["lift"] == job.client._json("GET", f"/v1/jobs/{job.id}/regions")["regions"][0]["lift"]
+    assert bool(first["significant"]) and regions.attrs["weak_spot_found"]
     assert first["top_label"] == "eight" and first["top_prediction"] == "three"
     assert "label=eight" in first["stands_out"]
     members = job.members_df(0, limit=10, order="contribution")
@@ -156,7 +159,7 @@ def test_regions_and_members_come_back_as_dataframes_with_class_names(planted_jo
     membership = job.membership_df()
     assert {"id", "region", "weight"} <= set(membership.columns)
     in_first = membership[membership["region"] == 0]
-    assert len(in_first) == int(job.regions()[0]["n_members"])
+    assert len(in_first) == job.regions()[0].n_members
 
 
 def test_the_report_shows_class_names_and_image_thumbnails(planted_job: dict[str, Any]) -> None:
@@ -180,7 +183,7 @@ def test_scoring_new_rows_on_the_server_equals_region_weights_locally(planted_jo
     # the member rule of spotlight/members.py carried over: weight > 0 and at least the smallest weight
     # among the region's members on the job's own data (gaussian, the default kernel)
     thresholds = answer["member_min_weight"]
-    assert thresholds == [r["member_min_weight"] for r in regions]
+    assert thresholds == [r.member_min_weight for r in regions]
     first = job.member_indices(0)
     own_weights = job.weights()
     assert thresholds[0] == pytest.approx(float(own_weights[first, 0].min()), rel=1e-6)
@@ -198,7 +201,7 @@ def test_scoring_new_rows_on_the_server_equals_region_weights_locally(planted_jo
     own = job.score(np.stack(planted_job["df"]["embedding"]))
     for k, region in enumerate(regions):
         assert own["members"][k] == job.member_indices(k).tolist()
-        assert len(own["members"][k]) == region["n_members"]
+        assert len(own["members"][k]) == region.n_members
     with pytest.raises(SpotlightError) as info:
         job.score(rng.normal(size=(5, 3)))
     assert info.value.code == "shape_mismatch"
@@ -239,7 +242,8 @@ def test_the_gate_fails_on_a_weak_spot_and_passes_a_clean_model(
     assert out.returncode == 0, out.stderr + stack["worker_log"].read_text()[-2000:]
     doc = json.loads(out.stdout)
     assert doc["gate"] == {"expression": GATE, "failed": False, "regions": []}
-    assert max(r["lift"] for r in doc["regions"]) < 2
+    assert doc["weak_spot_found"] is False and doc["summary"].startswith("No weak spot found")
+    assert not any(r["significant"] for r in doc["regions"])  # listed, each marked as noise
 
 
 def test_cli_submit_checks_params_and_columns_before_uploading(stack: dict[str, Any], tmp_path: Path) -> None:

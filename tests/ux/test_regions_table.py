@@ -1,60 +1,67 @@
-"""The CLI's regions table says plainly when a region is not a weak spot."""
+"""The CLI's regions table leads with the verdict and says plainly when no weak spot was found."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 
-from spotlight.cli_client import regions_table
+from spotlight.cli_client import print_regions, regions_table
+from spotlight.records import job_summary
+from spotlight.tables import region_rows
+from tests.records import region_record
 
 
-def _render(regions: list[dict]) -> str:
+def _region(index: int, lift: float, significant: bool = False, **fields: Any) -> dict:
+    values: dict[str, Any] = {"n_members": 50, "n_holdout_members": 24, "effective_size": 49.6, **fields}
+    p_value = 0.001 if significant else 0.4
+    return region_record(
+        index, significant=significant, p_value=p_value, lift=lift, mean_loss=0.3 * lift, **values
+    ).model_dump(mode="json")
+
+
+def _render(regions: list[dict], summary: str | None = None) -> str:
     console = Console(width=160, record=True)
-    console.print(regions_table("job_x", regions))
+    print_regions(console, "job_x", regions, None, summary)
     return console.export_text()
 
 
-def _region(index: int, lift: float) -> dict:
-    return {
-        "index": index,
-        "n_members": 50,
-        "effective_size": 49.6,
-        "overlap": [],
-        "description": {"mean_loss": 0.3 * lift, "lift": lift, "dataset_mean_loss": 0.3},
-    }
+def test_a_null_job_says_no_weak_spot_found_and_marks_every_region_as_noise() -> None:
+    regions = [_region(0, 3.6), _region(1, 1.0), _region(2, 0.76)]
+    summary = job_summary([region_record(r["index"]) for r in regions], 0.05)
+    text = _render(regions, summary)
+    assert text.startswith("No weak spot found")
+    rows = [line for line in text.splitlines() if line.startswith("│")]
+    assert len(rows) == 3 and all("│ noise " in line for line in rows)  # each region, in the verdict column
+    assert "noise: not distinguishable from noise" in text
 
 
-def test_regions_at_or_below_the_dataset_mean_are_called_out() -> None:
-    text = _render([_region(0, 3.6), _region(1, 1.0), _region(2, 0.76)])
-    assert "region 1, 2: members' loss at or below the dataset's mean — not a weak spot" in text
-
-
-def test_no_caption_when_every_region_is_a_weak_spot() -> None:
-    assert "not a weak spot" not in _render([_region(0, 3.6), _region(1, 1.4)])
+def test_a_significant_region_says_so_and_lift_is_the_number_the_json_and_dataframe_hold() -> None:
+    regions = [_region(0, 3.61, significant=True), _region(1, 1.4)]
+    text = _render(regions, job_summary([region_record(0, significant=True), region_record(1)], 0.05))
+    assert "1 of 2 regions are significant" in text and "significant" in text.splitlines()[0]
+    rows = region_rows(regions)
+    assert rows[0]["lift"] == regions[0]["lift"] == 3.61 and "3.61" in text  # one lift everywhere
+    assert rows[0]["verdict"] == "significant" and rows[1]["verdict"] == "not distinguishable from noise"
 
 
 def test_in_an_80_column_terminal_every_number_and_failing_row_is_whole() -> None:
     """A laptop's default terminal: numbers, headers' words and top rows' ids are never cut ("membe…")."""
-    from spotlight.cli_client import print_regions
-
-    regions = [_region(0, 3.94), _region(1, 2.31)]
-    for r in regions:
-        r["n_members"] = 1697
-        r["effective_size"] = 1696.4
-        r["description"]["labels"] = {"top": [{"value": "a-long-class-name", "share_inside": 0.9, "lift": 4.3}]}
+    regions = [_region(0, 3.94, n_members=1697), _region(1, 2.31, n_members=1697)]
     tops = [[{"id": f"row-{k}-{i:05d}"} for i in range(3)] for k in range(2)]
     console = Console(width=80, record=True)
     print_regions(console, "job_1cb22e1f7c2bedec3b7e05c5", regions, tops)
     text = console.export_text()
     assert all(len(line) <= 80 for line in text.splitlines())
     assert "…" not in text
-    for word in ("region", "members", "lift", "1,697", "1696.4", "3.94", "2.31"):
+    for word in ("region", "members", "lift", "1,697", "3.94", "2.31"):
         assert word in text
     for k in range(2):
         assert f"region {k} top failing rows: row-{k}-00000, row-{k}-00001, row-{k}-00002" in text
     wide = Console(width=160, record=True)
-    print_regions(wide, "job_x", regions, tops)
+    wide.print(regions_table("job_x", regions, tops))
     wide_text = wide.export_text()
-    assert "top failing rows" in wide_text and "counts as (Σk)" in wide_text
+    assert "top failing rows" in wide_text and "verdict" in wide_text
 
 
 def test_in_an_80_column_pipe_stands_out_wraps_between_words() -> None:
@@ -67,6 +74,7 @@ def test_in_an_80_column_pipe_stands_out_wraps_between_words() -> None:
         r["n_members"] = 1697
         r["effective_size"] = 1696.4
         r["overlap"] = [{"region": 0, "share": 0.5}]
+        r["description"] = dict(r.get("description") or {})
         r["description"]["labels"] = {"over_represented": [{"value": "automobile-sedan", "lift": 4.3}]}
         r["description"]["predictions"] = {"over_represented": [{"value": "truck-pickup", "lift": 3.1}]}
         r["description"]["metadata"] = {"camera": {"over_represented": [{"value": "dashcam-night", "lift": 2.2}]}}

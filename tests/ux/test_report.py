@@ -496,12 +496,17 @@ def test_the_projection_finds_the_leading_directions_without_a_full_svd() -> Non
     assert np.allclose(np.abs(np.sum(comps * vt[:2], axis=1)), 1.0, atol=1e-6)  # same directions, up to sign
 
 
-def test_a_region_whose_members_do_better_than_the_dataset_is_called_out_as_not_a_weak_spot() -> None:
-    rng = np.random.default_rng(5)
-    emb, losses = rng.normal(size=(200, 3)), np.r_[np.full(100, 2.0), np.zeros(100)]
-    weights = np.zeros((200, 2), dtype=np.float32)
-    weights[:30, 0] = 1.0  # members failing: lift 2
-    weights[150:180, 1] = 1.0  # members doing better than the dataset: lift 0
-    html = _report_for(emb, losses, weights)
-    assert "Region #1: the members' mean loss is at or below the dataset's — not a weak spot" in html
-    assert "#0: the members'" not in html
+def test_the_verdict_leads_the_report_and_a_null_job_says_no_weak_spot_found(example: dict[str, Any]) -> None:
+    """The planted pockets are significant on held-out rows; the same regions on shuffled losses are not,
+    and that report says "No weak spot found" where the eye lands, regions still listed as noise."""
+    html = example["html"]
+    assert [r["significant"] for r in example["regions"]] == [True, True]
+    assert "2 of 2 regions are significant" in html and "not distinguishable from noise" not in html
+    data = dict(example["data"])
+    data["losses"] = np.random.default_rng(1).permutation(data["losses"])
+    regions, weights = planted_regions(data)
+    assert not any(r["significant"] for r in regions)
+    null = build_report(data, regions, weights)
+    assert "No weak spot found" in null and null.count("not distinguishable from noise") >= len(regions)
+    # the regions' place is their members' mean, and a member row is named to open
+    assert "their mean (where the region is) marked ×" in null and "A member to open" in null

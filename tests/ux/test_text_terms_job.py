@@ -111,10 +111,13 @@ def test_job_with_texts_describes_regions_in_words_and_reports_them_escaped(
     desc = region["description"]
     terms = {t["term"]: t for t in desc["text_terms"]}
     assert "penguin" in terms and terms["penguin"]["precision"] >= 0.8
-    assert desc["text_terms_lift_on"] == "non_members"
+    # the job's verdict split: the term's lift is measured on rows the search never saw, and the
+    # planted word's rows fail there too
+    assert desc["text_terms_lift_on"] == "heldout"
+    assert terms["penguin"]["lift_rows"] > 0 and terms["penguin"]["lift"] > 2.0
     row = region_rows([region])[0]
-    assert '"penguin' in row["text_terms"] and row["text_terms_lift_on"] == "non_members"
+    assert '"penguin' in row["text_terms"] and row["text_terms_lift_on"] == "heldout"
 
     page = store.read_bytes(job_file(spec.job_id, REPORT_FILE)).decode()
-    assert "In its texts" in page and "rows outside the region" in page
+    assert "In its texts" in page and "held-out rows" in page
     assert "&lt;b&gt;penguin colony&lt;/b&gt;" in page and "<b>penguin colony</b>" not in page

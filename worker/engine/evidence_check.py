@@ -54,7 +54,7 @@ def held_out_lift(
     threshold = member_min_weight(res.weights[:, 0], region.kernel, inside)
     wb = region_weights(
         x[b],
-        region.to_dict(),
+        region.kernel_record(),
         basis=res.basis,
         labels=None if labels is None else labels[b],
         predictions=None if predictions is None else predictions[b],

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from spotlight.records import RegionKernel
+
 
 class SearchCanceled(Exception):
     """Raised by `search` when its `should_stop` callback returned True between steps."""
@@ -86,6 +88,10 @@ class Region:
             converged=bool(data["converged"]),
             extra={k: v for k, v in data.items() if k not in known},
         )
+
+    def kernel_record(self) -> RegionKernel:
+        """The region's kernel as the contract types it (spotlight/records.py): what scoring rows needs."""
+        return RegionKernel.model_validate(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         prec = self.precision
