@@ -261,3 +261,35 @@ def test_grouped_bootstrap_on_many_rows_matches_the_ratio_estimators_standard_er
     lo, hi = bootstrap_interval(k, losses, n_bootstrap=800, seed=0)
     assert lo < L < hi
     assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.15)
+
+
+def test_every_key_a_description_holds_has_a_field_in_the_region_record() -> None:
+    """What describe.py writes reaches the user through spotlight/records.py: a key with no field there
+    is refused (the worker turns that into the region's description_error), never dropped."""
+    from spotlight.records import RegionDescription
+
+    rng = np.random.default_rng(0)
+    n = 60
+    members = np.arange(12)
+    texts = [("penguin colony " if i < 12 else "") + "the rain on the hills" for i in range(n)]
+    heldout = np.zeros(n, dtype=bool)
+    heldout[30:] = True
+    (raw,) = describe_job(
+        [members],
+        rng.random(n),
+        labels=rng.integers(0, 3, n),
+        predictions=rng.integers(0, 3, n),
+        read_metadata=lambda idx: [{"camera": "a" if i < 12 else "b", "age": float(i)} for i in idx],
+        read_texts=lambda idx: [texts[int(i)] for i in idx],
+        heldout=heldout,
+        n_bootstrap=10,
+    )
+    typed = RegionDescription.from_describe(raw)
+    dumped = typed.model_dump(mode="json")
+    for key, value in raw.items():
+        name = f"in_sample_{key}" if key in ("mean_loss", "lift", "mean_loss_ci") else key
+        assert name in dumped and (value is None or dumped[name] is not None), key
+    assert typed.text_terms and typed.text_terms[0].term and typed.text_terms_lift_on == "heldout"
+    assert typed.labels and typed.labels.over_represented[0].precision is not None
+    with pytest.raises(ValueError, match="no field for"):
+        RegionDescription.from_describe({**raw, "a_new_key": 1})

@@ -121,3 +121,21 @@ def test_job_with_texts_describes_regions_in_words_and_reports_them_escaped(
     page = store.read_bytes(job_file(spec.job_id, REPORT_FILE)).decode()
     assert "In its texts" in page and "held-out rows" in page
     assert "&lt;b&gt;penguin colony&lt;/b&gt;" in page and "<b>penguin colony</b>" not in page
+
+
+def test_a_job_too_small_for_a_verdict_measures_term_lift_outside_the_region_and_says_so(
+    store_dir: Path, redis_url: str, tmp_path: Path
+) -> None:
+    """No held-out split (too few held-out rows per region for a verdict): every row was searched, so
+    a term's lift is measured on rows outside the region, and `text_terms_lift_on` says which."""
+    settings = Settings(redis_url=redis_url, store_url=str(store_dir), progress_interval_s=0.05)
+    store = ArtifactStore(str(store_dir))
+    emb, losses, texts, _ = _planted()
+    sha = write_dataset(store, str(tmp_path / "w"), emb, losses, texts=texts)["sha256"]
+    params = {"n_spotlights": 1, "steps": 30, "restarts": 1, "spotlight_size": 0.02, "device": "cpu"}
+    spec = make_spec(sha, params)
+    assert execute(spec, enqueue(redis_url, spec, settings), settings, store)["status"] == "finished"
+
+    document = store.read_json(job_file(spec.job_id, REGIONS_FILE))
+    assert document["tested"] is False
+    assert document["regions"][0]["description"]["text_terms_lift_on"] == "non_members"
