@@ -515,3 +515,65 @@ def _ratio_interval(a: int, n1: int, b: int, n0: int, z: float) -> tuple[float |
     ratio = (aa / nn1) / (bb / nn0)
     se = math.sqrt(max(0.0, 1 / aa - 1 / nn1 + 1 / bb - 1 / nn0))
     return ratio, ratio * math.exp(-z * se), ratio * math.exp(z * se)
+
+
+def drift_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per region of a dataset comparison (the table, the DataFrame and the gate)."""
+    out = []
+    for r in result.get("regions", []):
+        ci = r.get("ratio_ci") or [None, None]
+        share_ci = r.get("share_new_ci") or [None, None]
+        out.append(
+            {
+                "region": r["region"],
+                "drift": r["drift"],
+                "share_original": r["share_original"],
+                "share_new": r["share_new"],
+                "share_new_ci_low": share_ci[0],
+                "share_new_ci_high": share_ci[1],
+                "ratio": r["ratio"],
+                "ratio_ci_low": ci[0],
+                "ratio_ci_high": ci[1],
+                "members_original": r["members_original"],
+                "members_new": r["members_new"],
+                "lift_new": r["lift_new"],
+            }
+        )
+    return out
+
+
+def rows_of(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The flat rows of either kind of comparison."""
+    return spot_rows(result) if result.get("kind") == "jobs" else drift_rows(result)
+
+
+# ----- the gate over a comparison's rows (spotlight/gate.py's grammar, these fields) -----
+GATE_FIELDS: dict[str, str] = {
+    "worse": "1 when the weak spot got worse (elevated under the new model, lift significantly up)",
+    "still_there": "1 when the weak spot is still there",
+    "fixed": "1 when an old weak spot's members are no longer elevated under the new model",
+    "new": "1 when a new region's members were not elevated under the old model",
+    "unconfirmed": "1 when neither job's losses establish the region (noise)",
+    "significant": "1 when the status is established at the level (a job's own test for fixed and new)",
+    "lift_before": "the members' lift under the old model",
+    "lift_after": "the members' lift under the new model",
+    "loss_before": "the members' mean loss under the old model",
+    "loss_after": "the members' mean loss under the new model",
+    "members": "matched members the weak spot is measured on",
+    "overlap": "share of members a paired old and new region have in common",
+    "drift": "1 when new rows fall in the region significantly more often than the original rows",
+    "ratio": "share of new rows in the region over the share of original rows",
+    "share_new": "share of the new rows in the region",
+    "lift_new": "the new rows' members' lift (new data with losses)",
+}
+
+
+def gate_value(row: Mapping[str, Any], name: str) -> float | None:
+    """A flat row's value of one gate field (None: the row has none, e.g. `drift` on a weak spot)."""
+    if name in STATUSES:
+        status = row.get("status")
+        return None if status is None else float(status == name)
+    v = row.get(name)
+    if isinstance(v, bool):
+        return 1.0 if v else 0.0
+    return float(v) if isinstance(v, (int, float)) else None

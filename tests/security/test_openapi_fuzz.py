@@ -55,6 +55,7 @@ class Live:
     stack: Stack
     dataset: str
     job: str  # finished, with QUICK_PARAMS["n_spotlights"] regions found with PCA_COMPONENTS components
+    comparison: str  # the job compared with its own dataset (drift: none)
     counts: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
 
     def fresh_dataset(self) -> str:
@@ -75,12 +76,16 @@ class Live:
             params["job_id"] = self.fresh_queued_job() if deleting else self.job
         if "k" in params:
             params["k"] = k
+        if "comparison_id" in params:
+            params["comparison_id"] = self.comparison
         if not body or case.body is None or case.method.upper() != "POST":
             return
         if case.path == "/v1/jobs":
             case.body = {"dataset": self.dataset, "params": {"n_spotlights": 1, "steps": 5}}
         elif case.path == "/v1/jobs/{job_id}/score":  # the seeded dataset, or bare rows of its width
             case.body = {"dataset": self.dataset} if k == 0 else {"embeddings": [[0.5, -1.0, 2.0, 0.0]] * 3}
+        elif case.path == "/v1/jobs/{job_id}/compare":
+            case.body = {"dataset": self.dataset}
         elif case.path == "/v1/datasets":
             if case.media_type == "application/json":
                 rng = np.random.default_rng(k)
@@ -113,8 +118,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             ds = s.upload(c, n=N_ROWS)
             job = s.submit(c, ds, {**QUICK_PARAMS, "pca_components": PCA_COMPONENTS})
             assert s.wait_ended(c, job, 90)["status"] == "finished", s.log("w1")
+            comparison = c.post(f"/v1/jobs/{job}/compare", json={"dataset": ds})
+            assert comparison.status_code == 201, comparison.text
         s.kill("w1")  # from here jobs stay queued: cancelable, and no search competes with the fuzzing
-        yield Live(s, ds, job)
+        yield Live(s, ds, job, comparison.json()["id"])
     finally:
         s.close()
 

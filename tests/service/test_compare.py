@@ -182,3 +182,46 @@ def test_new_data_drifting_into_a_weak_spot_is_the_alarm(api: LiveApi) -> None:
         )
         bad = c.post(f"/v1/jobs/{job}/compare", json={"dataset": other.json()["id"]})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "shape_mismatch"
+
+
+def _cli(*argv: str) -> int:
+    from spotlight.cli import main
+
+    try:
+        return main(list(argv))
+    except SystemExit as exc:  # CliExit
+        return int(exc.code or 0)
+
+
+def test_cli_compare_gate_exit_codes_table_and_json(
+    api: LiveApi, capsys: pytest.CaptureFixture[str], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "160")
+    with api.client() as c:
+        old_job, new_job = _planted(api, c)
+    server = ("--server", api.url)
+    assert _cli("compare", old_job, new_job, *server, "--fail-if", "new and significant") == 1
+    out = capsys.readouterr()
+    assert "fixed" in out.out and "still_there" in out.out and "matches 'new and significant'" in out.err
+    assert _cli("compare", old_job, new_job, *server, "--fail-if", "worse", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["gate"] == {"expression": "worse", "failed": False, "rows": []} and doc["counts"]["new"] == 1
+    # the candidate against itself the other way round: the old job's weak spot is new there
+    assert _cli("compare", new_job, old_job, *server, "--fail-if", "fixed", "--report", str(tmp_path / "c.html")) == 1
+    assert "After (new model)" in (tmp_path / "c.html").read_text()
+    capsys.readouterr()
+    assert _cli("compare", old_job, new_job, *server, "--fail-if", "new >") == 2  # a bad gate: nothing asked
+    assert _cli("compare", old_job, "job_" + "0" * 24, *server) == 3  # the server's 404
+
+
+def test_client_compare_returns_dataframes(api: LiveApi) -> None:
+    from spotlight.client import SpotlightClient
+
+    with api.client() as c:
+        old_job, new_job = _planted(api, c)
+    with SpotlightClient(api.url) as client:
+        comparison = client.compare(old_job, new_job)
+        frame = comparison.frame()
+        assert sorted(frame["status"]) == ["fixed", "new", "still_there"]
+        assert set(comparison.examples_frame()["status"]) == {"fixed", "new", "still_there"}
+        assert client.comparison(comparison.id).document == comparison.document
