@@ -20,17 +20,21 @@ its member set (spotlight/members.py), a set of rows, and rows are what both job
   percentile bootstrap interval over the members at ``1 - level`` (``N_BOOTSTRAP`` resamples; the
   mean over all matched rows, thousands of rows, is taken as fixed).
 - **Elevated** on a side: that interval's lower bound is above 1 (the members do worse than that
-  model's average, at the level). **Worse**: measured on the old region's members, the paired
-  bootstrap interval of ``lift_new - lift_old`` lies above 0. The old lift there is selected (too
+  model's average, at the level). **Worse**: measured on the old region's members, elevated under
+  the new model and the paired bootstrap interval of ``lift_new / lift_old`` lies above
+  ``WORSE_RATIO`` (1.25: a quarter worse at least; two trainings of one model differ by more than
+  rounding, and a 10 % shift is not a weak spot getting worse). The old lift there is selected (too
   high), which favours the old model, so a "worse" verdict is conservative, never an artefact of selection.
 - **Own verdict.** A region calls something fixed or new only if its own job established it as a
   weak spot: the region's ``significant`` when the record has one, else ``p_value < level`` (the job's
-  permutation test, ``n_permutations > 0``), else unknown.
+  permutation test, ``n_permutations > 0``), else unknown; and never when its members' mean loss on
+  its own job is at or below that job's mean (a kernel-weighted figure can pass the test while the
+  member set a person reads is no weak spot).
 
 Status of each weak spot (``STATUSES``):
 
 =============== ============================================================================
-``worse``       elevated under the new model and its lift there significantly above the old one
+``worse``       elevated under the new model and its lift there significantly over 1.25 x the old one
 ``still_there`` elevated on the honest side (the members still do worse than the new model's
                 average; for a new region alone: they did already under the old model)
 ``fixed``       an old region whose members are no longer elevated under the new model
@@ -65,6 +69,8 @@ N_BOOTSTRAP = 1000
 # bootstrap work is capped: with more members than this / N_BOOTSTRAP, fewer resamples (>= 200)
 MAX_BOOTSTRAP_DRAWS = 20_000_000
 PAIR_MIN_OVERLAP = 0.5
+# "worse": the members' lift under the new model at least this many times the old one's, at the level
+WORSE_RATIO = 1.25
 MIN_MATCHED_ROWS = 30
 MIN_MATCHED_SHARE = 0.5
 STATUSES = ("worse", "still_there", "fixed", "new", "unconfirmed")
@@ -346,13 +352,18 @@ def _spot(
     worse = False
     change_ci = None
     if origin == "old" and draws is not None and mu_old > 0 and mu_new > 0:
-        diff = loss_new[rows] / mu_new - loss_old[rows] / mu_old
-        boot = diff[draws].mean(axis=1)
-        c_lo, c_hi = np.quantile(boot, [level / 2, 1 - level / 2])
+        # the ratio of the members' lifts, new over old, resampled on the same members
+        after_b = loss_new[rows][draws].mean(axis=1) / mu_new
+        before_b = loss_old[rows][draws].mean(axis=1) / mu_old
+        ratio = after_b / np.maximum(before_b, 1e-12)
+        c_lo, c_hi = np.quantile(ratio, [level / 2, 1 - level / 2])
         change_ci = [float(c_lo), float(c_hi)]
-        worse = elevated and c_lo > 0
+        worse = elevated and c_lo > WORSE_RATIO
     own = old_region if origin == "old" else new_region
+    own_figures = before if origin == "old" else after
     verdict = region_verdict(own, level) if own is not None else None
+    if own_figures["lift"] is None or own_figures["lift"] <= 1.0:
+        verdict = False  # its own members do no worse than its own model's average: not a weak spot
     significant: bool | None
     if worse:
         status, significant = "worse", True
@@ -380,7 +391,7 @@ def _spot(
         "own_verdict": verdict,
         "before": before,
         "after": after,
-        "lift_change_ci": change_ci,
+        "lift_ratio_ci": change_ci,
         "_rows": rows,
     }
 
