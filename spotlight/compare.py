@@ -25,6 +25,10 @@ its member set (spotlight/members.py), a set of rows, and rows are what both job
   ``WORSE_RATIO`` (1.25: a quarter worse at least; two trainings of one model differ by more than
   rounding, and a 10 % shift is not a weak spot getting worse). The old lift there is selected (too
   high), which favours the old model, so a "worse" verdict is conservative, never an artefact of selection.
+- **Fine** on a side: that interval's upper bound is below ``FINE_MAX_LIFT`` (1.5): at the level,
+  the members do less than half again worse than that model's average — no weak spot. Fixed and new
+  need the honest side *fine*, not merely *not elevated*: a heavy-tailed loss gives a wide interval,
+  and absence of evidence is not evidence that the weak spot is gone (or was not there).
 - **Own verdict.** A region calls something fixed or new only if its own job established it as a
   weak spot: the region's ``significant`` when the record has one, else ``p_value < level`` (the job's
   permutation test, ``n_permutations > 0``), else unknown; and never when its members' mean loss on
@@ -37,10 +41,11 @@ Status of each weak spot (``STATUSES``):
 ``worse``       elevated under the new model and its lift there significantly over 1.25 x the old one
 ``still_there`` elevated on the honest side (the members still do worse than the new model's
                 average; for a new region alone: they did already under the old model)
-``fixed``       an old region whose members are no longer elevated under the new model
-``new``         a new region whose members were not elevated under the old model
-``unconfirmed`` not elevated on the honest side, and its own job's test found it not significant:
-                noise in both jobs, not a weak spot
+``fixed``       an old region whose members are fine under the new model
+``new``         a new region whose members were fine under the old model
+``unclear``     neither elevated nor fine on the honest side: the interval cannot tell
+``unconfirmed`` not elevated on the honest side, and its own job's test found it not significant
+                (or its own members do no worse than its job's mean): noise, not a weak spot
 =============== ============================================================================
 
 ``significant``: for fixed and new, the own verdict (True, False never occurs — that is
@@ -69,11 +74,13 @@ N_BOOTSTRAP = 1000
 # bootstrap work is capped: with more members than this / N_BOOTSTRAP, fewer resamples (>= 200)
 MAX_BOOTSTRAP_DRAWS = 20_000_000
 PAIR_MIN_OVERLAP = 0.5
+# "fine" on the honest side (fixed, new): the lift's interval lies below this
+FINE_MAX_LIFT = 1.5
 # "worse": the members' lift under the new model at least this many times the old one's, at the level
 WORSE_RATIO = 1.25
 MIN_MATCHED_ROWS = 30
 MIN_MATCHED_SHARE = 0.5
-STATUSES = ("worse", "still_there", "fixed", "new", "unconfirmed")
+STATUSES = ("worse", "still_there", "fixed", "new", "unclear", "unconfirmed")
 EXAMPLES = 6  # members shown per weak spot (the report's both sides): the origin side's highest losses
 _UNMATCHED_EXAMPLES = 5
 
@@ -142,25 +149,22 @@ def match_rows(
                 {"side": side},
             )
     assert ids_old is not None and ids_new is not None
-    where_new: dict[Any, int] = {}
-    for i, key in enumerate(ids_new):
-        if where_new.setdefault(_key(key), i) != i:
-            raise CompareRefused(f"the new job's ids repeat {key!r}: a row must have one id", {"id": key})
-    seen: set[Any] = set()
-    old_idx, new_idx, only_old = [], [], []
-    for i, key in enumerate(ids_old):
-        k = _key(key)
-        if k in seen:
-            raise CompareRefused(f"the old job's ids repeat {key!r}: a row must have one id", {"id": key})
-        seen.add(k)
-        j = where_new.get(k)
-        if j is None:
-            only_old.append(key)
-        else:
-            old_idx.append(i)
-            new_idx.append(j)
-    matched = len(old_idx)
-    only_new = [key for key in ids_new if _key(key) not in seen]
+    a, b = _id_array(ids_old), _id_array(ids_new)
+    for side, arr, ids in (("old", a, ids_old), ("new", b, ids_new)):
+        repeated = _repeated(arr, ids)
+        if repeated is not None:
+            raise CompareRefused(f"the {side} job's ids repeat {repeated!r}: a row must have one id", {"id": repeated})
+    if a.dtype.kind != b.dtype.kind:  # strings on one side, integers on the other: "7" is not 7
+        old_idx, new_idx = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    else:
+        _, old_idx, new_idx = np.intersect1d(a, b, assume_unique=True, return_indices=True)
+    in_old = np.zeros(len(ids_old), dtype=bool)
+    in_old[old_idx] = True
+    in_new = np.zeros(len(ids_new), dtype=bool)
+    in_new[new_idx] = True
+    only_old = [ids_old[int(i)] for i in np.flatnonzero(~in_old)[:_UNMATCHED_EXAMPLES]]
+    only_new = [ids_new[int(i)] for i in np.flatnonzero(~in_new)[:_UNMATCHED_EXAMPLES]]
+    matched = int(old_idx.size)
     n_old, n_new = len(ids_old), len(ids_new)
     counts = {"matched": matched, "rows_old": n_old, "rows_new": n_new, "min_rows": min_rows, "min_share": min_share}
     if matched < min_rows or matched < min_share * n_old or matched < min_share * n_new:
@@ -168,31 +172,41 @@ def match_rows(
             f"only {matched} rows have the same id in both jobs (old {n_old} rows, new {n_new}); a comparison "
             f"needs at least {min_rows} and at least {min_share:.0%} of each job's rows, so that both jobs were "
             "evaluated on the same set. Compare jobs of one evaluation set, uploaded with the same ids.",
-            {
-                **counts,
-                "examples_only_old": only_old[:_UNMATCHED_EXAMPLES],
-                "examples_only_new": only_new[:_UNMATCHED_EXAMPLES],
-            },
+            {**counts, "examples_only_old": only_old, "examples_only_new": only_new},
         )
     return Matched(
-        np.asarray(old_idx, dtype=np.int64),
-        np.asarray(new_idx, dtype=np.int64),
-        len(only_old),
-        len(only_new),
-        only_old[:_UNMATCHED_EXAMPLES],
-        only_new[:_UNMATCHED_EXAMPLES],
+        old_idx.astype(np.int64),
+        new_idx.astype(np.int64),
+        n_old - matched,
+        n_new - matched,
+        only_old,
+        only_new,
     )
 
 
-def _key(value: Any) -> tuple[str, Any]:
-    """An id as a dict key that keeps its type (``"7"`` and ``7`` are different ids)."""
-    return (type(value).__name__, value)
+def _id_array(ids: Sequence[Any]) -> np.ndarray:
+    """Ids as a sortable array: all integers (int64) or all strings (unicode); mixed ids are refused."""
+    kinds = {type(v) for v in ids}
+    if kinds <= {int}:
+        return np.asarray(ids, dtype=np.int64)
+    if kinds <= {str}:
+        return np.asarray(ids, dtype=str)
+    raise CompareRefused(
+        "ids must be all strings or all integers within one dataset", {"types": sorted(k.__name__ for k in kinds)}
+    )
+
+
+def _repeated(arr: np.ndarray, ids: Sequence[Any]) -> Any:
+    """An id that occurs twice, or None."""
+    order = np.argsort(arr, kind="stable")
+    same = np.flatnonzero(arr[order][1:] == arr[order][:-1])
+    return ids[int(order[same[0]])] if same.size else None
 
 
 # ----- statistics on a member set -----
 def _draws(m: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     boots = max(200, min(n_boot, MAX_BOOTSTRAP_DRAWS // max(1, m)))
-    return rng.integers(0, m, size=(boots, m))
+    return rng.integers(0, m, size=(boots, m), dtype=np.int32)
 
 
 def lift_interval(
@@ -376,9 +390,9 @@ def _spot(
         if lo_b is not None and lo_b > 1.0:
             status, significant = "still_there", True
         else:
-            status, significant = _gone_or_new(origin, verdict)
+            status, significant = _gone_or_new(origin, verdict, hi)
     else:
-        status, significant = _gone_or_new(origin, verdict)
+        status, significant = _gone_or_new(origin, verdict, hi)
     return {
         "status": status,
         "significant": significant,
@@ -420,9 +434,14 @@ def _examples(
     ]
 
 
-def _gone_or_new(origin: str, verdict: bool | None) -> tuple[str, bool | None]:
+def _gone_or_new(origin: str, verdict: bool | None, hi: float | None) -> tuple[str, bool | None]:
+    """Not elevated on the honest side: fixed / new when that side is clearly fine and the region
+    was a weak spot of its own job; unclear when the interval cannot tell; unconfirmed when its job's
+    own test says it was none."""
     if verdict is False:
         return "unconfirmed", False
+    if hi is None or hi >= FINE_MAX_LIFT:
+        return "unclear", False
     return ("fixed" if origin == "old" else "new"), verdict
 
 
@@ -562,8 +581,9 @@ def rows_of(result: Mapping[str, Any]) -> list[dict[str, Any]]:
 GATE_FIELDS: dict[str, str] = {
     "worse": "1 when the weak spot got worse (elevated under the new model, lift significantly up)",
     "still_there": "1 when the weak spot is still there",
-    "fixed": "1 when an old weak spot's members are no longer elevated under the new model",
-    "new": "1 when a new region's members were not elevated under the old model",
+    "fixed": "1 when an old weak spot's members are fine under the new model",
+    "new": "1 when a new region's members were fine under the old model",
+    "unclear": "1 when the honest side's interval can tell neither elevated nor fine",
     "unconfirmed": "1 when neither job's losses establish the region (noise)",
     "significant": "1 when the status is established at the level (a job's own test for fixed and new)",
     "lift_before": "the members' lift under the old model",
