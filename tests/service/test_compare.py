@@ -14,6 +14,7 @@ from spotlight.protocol import WEIGHTS_FILE, job_file, members_file
 from tests.service.conftest import LiveApi, npz_bytes
 
 N = 300
+PIXEL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 OLD_ONLY, BOTH, NEW_ONLY = np.arange(0, 40), np.arange(40, 80), np.arange(80, 120)
 
 
@@ -53,7 +54,7 @@ def _planted(api: LiveApi, c: httpx.Client, new_ids: list[str] | None = None) ->
     new_loss[NEW_ONLY] += 3
     order = rng.permutation(N)
     where = np.argsort(order)  # row of each original index in the new dataset
-    meta = np.array([json.dumps({"text": f"<script>row {i}</script>"}) for i in range(N)])
+    meta = np.array([json.dumps({"text": f"<script>row {i}</script>", "thumb": PIXEL}) for i in range(N)])
     old_ds = _dataset(c, old_loss, ids, np.arange(N), metadata=meta)
     new_ds = _dataset(c, new_loss, new_ids or ids, order)
     old_job = _finished(api, c, old_ds, [OLD_ONLY, BOTH])
@@ -81,6 +82,7 @@ def test_planted_fixed_still_there_and_new_are_classed_and_stored(api: LiveApi) 
         assert page.status_code == 200 and "img-src data:" in page.headers["content-security-policy"]
         assert "Before (old model)" in page.text and "After (new model)" in page.text
         assert "&lt;script&gt;row" in page.text and "<script>" not in page.text
+        assert f'src="{PIXEL}"' in page.text  # the members' thumbnails
         # both sides' losses of one example appear on the page
         example = fixed["examples"][0]
         assert f"{example['loss_before']:.3g}" in page.text and f"{example['loss_after']:.3g}" in page.text
@@ -176,6 +178,8 @@ def test_new_data_drifting_into_a_weak_spot_is_the_alarm(api: LiveApi) -> None:
         assert region["members_original"] == 100 and region["members_new"] == 200
         assert region["drift"] is True and region["ratio_ci"][0] > 1
         assert region["share_new_ci"][0] < 0.4 < region["share_new_ci"][1]
+        page = c.get(f"/v1/comparisons/{r.json()['id']}/report").text
+        assert "share of new rows" in page and "40.0 %" in page and "10.0 %" in page
         other = c.post(
             "/v1/datasets",
             files={"file": ("c.npz", npz_bytes(embeddings=np.zeros((5, 3), np.float32), losses=np.ones(5)))},
