@@ -31,9 +31,11 @@ its member set (spotlight/members.py), a set of rows, and rows are what both job
   and absence of evidence is not evidence that the weak spot is gone (or was not there).
 - **Own verdict.** A region calls something fixed or new only if its own job established it as a
   weak spot: the region's ``significant`` when the record has one, else ``p_value < level`` (the job's
-  permutation test, ``n_permutations > 0``), else unknown; and never when its members' mean loss on
-  its own job is at or below that job's mean (a kernel-weighted figure can pass the test while the
-  member set a person reads is no weak spot).
+  permutation test, ``n_permutations > 0``), else unknown; and never when its members' lift on its
+  own job is below ``FINE_MAX_LIFT``: fine by the line that calls the other side fine, even on the
+  (selected, too high) losses that chose them. A kernel-weighted figure can pass the permutation test
+  while the member set a person reads is no weak spot; and a mild region's selected lift of 1.3 is
+  mostly selection (on the digits null, such a region measured 0.83 [0.43, 1.31] on the other model).
 
 Status of each weak spot (``STATUSES``):
 
@@ -45,7 +47,7 @@ Status of each weak spot (``STATUSES``):
 ``new``         a new region whose members were fine under the old model
 ``unclear``     neither elevated nor fine on the honest side: the interval cannot tell
 ``unconfirmed`` not elevated on the honest side, and its own job's test found it not significant
-                (or its own members do no worse than its job's mean): noise, not a weak spot
+                (or its own members' lift is below 1.5): noise or too mild, not a weak spot
 =============== ============================================================================
 
 ``significant``: for fixed and new, the own verdict (True, False never occurs — that is
@@ -376,8 +378,8 @@ def _spot(
     own = old_region if origin == "old" else new_region
     own_figures = before if origin == "old" else after
     verdict = region_verdict(own, level) if own is not None else None
-    if own_figures["lift"] is None or own_figures["lift"] <= 1.0:
-        verdict = False  # its own members do no worse than its own model's average: not a weak spot
+    if own_figures["lift"] is None or own_figures["lift"] < FINE_MAX_LIFT:
+        verdict = False  # its own members are fine even on the losses that chose them: not a weak spot
     significant: bool | None
     if worse:
         status, significant = "worse", True
