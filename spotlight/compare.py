@@ -25,8 +25,10 @@ its member set (spotlight/members.py), a set of rows, and rows are what both job
   ``WORSE_RATIO`` (1.25: a quarter worse at least; two trainings of one model differ by more than
   rounding, and a 10 % shift is not a weak spot getting worse). The old lift there is selected (too
   high), which favours the old model, so a "worse" verdict is conservative, never an artefact of selection.
-- **Fine** on a side: that interval's upper bound is below ``FINE_MAX_LIFT`` (1.5): at the level,
-  the members do less than half again worse than that model's average — no weak spot. Fixed and new
+- **Fine** on a side: that interval's upper bound is below ``FINE_MAX_LIFT`` (2.0): at the level,
+  the members lose less than twice that model's average — no weak spot (bench/compare.py: at 1.5 the
+  heavy tail of cross-entropy left a fixed weak spot "unclear" on 5 of 10 seeds, at 2.0 on 2, with the
+  identical retrain clean on 10 of 10 both ways). Fixed and new
   need the honest side *fine*, not merely *not elevated*: a heavy-tailed loss gives a wide interval,
   and absence of evidence is not evidence that the weak spot is gone (or was not there).
 - **Own verdict.** A region calls something fixed or new only if its own job established it as a
@@ -35,7 +37,7 @@ its member set (spotlight/members.py), a set of rows, and rows are what both job
   own job is below ``FINE_MAX_LIFT``: fine by the line that calls the other side fine, even on the
   (selected, too high) losses that chose them. A kernel-weighted figure can pass the permutation test
   while the member set a person reads is no weak spot; and a mild region's selected lift of 1.3 is
-  mostly selection (on the digits null, such a region measured 0.83 [0.43, 1.31] on the other model).
+  mostly selection (on the digits null, a region of selected lift 1.34 measured 0.83 [0.43, 1.31] on the other model).
 
 Status of each weak spot (``STATUSES``):
 
@@ -47,7 +49,7 @@ Status of each weak spot (``STATUSES``):
 ``new``         a new region whose members were fine under the old model
 ``unclear``     neither elevated nor fine on the honest side: the interval cannot tell
 ``unconfirmed`` not elevated on the honest side, and its own job's test found it not significant
-                (or its own members' lift is below 1.5): noise or too mild, not a weak spot
+                (or its own members' lift is below 2): noise or too mild, not a weak spot
 =============== ============================================================================
 
 ``significant``: for fixed and new, the own verdict (True, False never occurs — that is
@@ -77,7 +79,7 @@ N_BOOTSTRAP = 1000
 MAX_BOOTSTRAP_DRAWS = 20_000_000
 PAIR_MIN_OVERLAP = 0.5
 # "fine" on the honest side (fixed, new): the lift's interval lies below this
-FINE_MAX_LIFT = 1.5
+FINE_MAX_LIFT = 2.0
 # "worse": the members' lift under the new model at least this many times the old one's, at the level
 WORSE_RATIO = 1.25
 MIN_MATCHED_ROWS = 30
