@@ -7,21 +7,31 @@ TORCH ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
+# What `make run` installs: the API, `spotlight up` and a worker. Add s3 for an s3:// store
+# (`make run RUN_EXTRAS=server,worker,s3`). `make test` and `make lint` install everything ([all]).
+RUN_EXTRAS ?= server,worker
 
-.PHONY: install run test lint openapi bench-quality bench-speed bench-upload bench-load clean
+.PHONY: install install-run run test lint openapi bench-quality bench-speed bench-upload bench-load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed-run: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e '.[$(RUN_EXTRAS)]'
+	touch $@
+
+# The test tools, validators and test-only servers (pytest, ruff, mypy, SeaweedFS, ...) on top.
+$(VENV)/.installed: $(VENV)/.installed-run
 	$(BIN)/pip install -q -e '.[all]'
 	touch $@
 
+install-run: $(VENV)/.installed-run
+
 install: $(VENV)/.installed
 
-run: install
+run: install-run
 	$(BIN)/spotlight up --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 # The linter, the format check and the type checker first (seconds), then the suite.

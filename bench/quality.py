@@ -3,6 +3,7 @@
     python -m bench.quality                  # all four parts (~25 min on 2 cores)
     python -m bench.quality --quick          # fewer authors' steps, smaller high-dimension data: a smoke test
     python -m bench.quality --part multi     # one part: single, multi, highdim or clusters
+    python -m bench.quality --part real      # real texts, real pretrained encoders (bench/real.py; the bench extra)
 
 For each setting a small torch MLP is trained on a training split in which one subgroup is made
 hard on purpose; the spotlight then runs on the *held-out* split's penultimate-layer embeddings and
@@ -32,10 +33,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 from sklearn.metrics import average_precision_score
 
 from bench import authors_spotlight, quality_modes
+from bench.digits import augmented_digits, train_mlp
 from spotlight.contribution import contributions
 from spotlight.params import SearchParams
 from worker.engine import search
@@ -54,40 +55,6 @@ class Setting:
     predictions_test: np.ndarray  # the model's predicted class of each held-out row
 
 
-def _augmented_digits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Digits (8x8) plus 1-pixel shifts, so the held-out split has a few thousand examples.
-
-    Returns images (N x 64, in [0, 1]), labels, and the id of the original image (splits are made
-    on it so that shifted copies of one image never straddle train and test).
-    """
-    digits = load_digits()
-    images = digits.images / 16.0
-    out, labels, ids = [], [], []
-    for dy, dx in [(0, 0), (0, 1), (0, -1), (1, 0), (-1, 0)]:
-        shifted = np.roll(np.roll(images, dy, axis=1), dx, axis=2)
-        out.append(shifted.reshape(len(images), -1))
-        labels.append(digits.target)
-        ids.append(np.arange(len(images)))
-    return np.concatenate(out).astype(np.float32), np.concatenate(labels), np.concatenate(ids)
-
-
-def _train_mlp(x: np.ndarray, y: np.ndarray, seed: int, epochs: int = 40) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    body = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64), torch.nn.ReLU())
-    model = torch.nn.Sequential(body, torch.nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        order = torch.randperm(len(xt), generator=g)
-        for i in range(0, len(xt), 128):
-            idx = order[i : i + 128]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-    return model
-
-
 def _held_out(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Held-out embeddings, losses and predicted classes."""
     with torch.no_grad():
@@ -100,7 +67,7 @@ def _held_out(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[np.
 
 def build_settings(seed: int = 0) -> list[Setting]:
     """Three planted slices, each from its own model trained on a deliberately corrupted split."""
-    x, y, ids = _augmented_digits(seed)
+    x, y, ids = augmented_digits(seed)
     rng = np.random.default_rng(seed)
     test_ids = rng.permutation(ids.max() + 1)[: (ids.max() + 1) // 2]
     is_test = np.isin(ids, test_ids)
@@ -110,7 +77,7 @@ def build_settings(seed: int = 0) -> list[Setting]:
 
     # 1. Rare subgroup: 97 % of the training 8s removed.
     keep = (y_tr != 8) | (rng.random(len(y_tr)) < 0.03)
-    model = _train_mlp(x_tr[keep], y_tr[keep], seed)
+    model = train_mlp(x_tr[keep], y_tr[keep], seed)
     emb, loss, pred = _held_out(model, x_te, y_te)
     settings.append(Setting("rare", "class 8 nearly absent from training (3 % kept)", emb, loss, y_te == 8, y_te, pred))
 
@@ -118,7 +85,7 @@ def build_settings(seed: int = 0) -> list[Setting]:
     y_noisy = y_tr.copy()
     flip = (y_tr == 5) & (rng.random(len(y_tr)) < 0.6)
     y_noisy[flip] = rng.integers(0, 10, size=int(flip.sum()))
-    model = _train_mlp(x_tr, y_noisy, seed + 1)
+    model = train_mlp(x_tr, y_noisy, seed + 1)
     emb, loss, pred = _held_out(model, x_te, y_te)
     settings.append(Setting("noisy", "60 % of training 5s given random labels", emb, loss, y_te == 5, y_te, pred))
 
@@ -126,7 +93,7 @@ def build_settings(seed: int = 0) -> list[Setting]:
     cut = np.quantile(ink_tr[y_tr == 7], 0.6)
     y_sub = y_tr.copy()
     y_sub[(y_tr == 7) & (ink_tr > cut)] = 1
-    model = _train_mlp(x_tr, y_sub, seed + 2)
+    model = train_mlp(x_tr, y_sub, seed + 2)
     emb, loss, pred = _held_out(model, x_te, y_te)
     heavy = (y_te == 7) & (ink_te > cut)
     settings.append(Setting("ink", "heavy-ink 7s relabelled 1 in training", emb, loss, heavy, y_te, pred))
@@ -304,6 +271,7 @@ def print_goals(names: list[str], ap: dict, mean_ap: dict, rows: list[dict]) -> 
 # them as evidence (evidence_weight 1, one-hot labels), "no evidence" rows search embedding space alone.
 SINGLE_VARIANTS = {
     "engine auto (default)": {},
+    "engine auto, evidence check": {"evidence_check": True},
     "engine flat": {"kernel": "flat"},
     "engine gaussian": {"kernel": "gaussian"},
     "engine gaussian, no evidence": {"kernel": "gaussian", "evidence_weight": 0.0},
@@ -319,6 +287,7 @@ SINGLE_VARIANTS = {
 }
 MULTI_VARIANTS = {
     "engine (default: auto kernel, evidence labels, tails)": {},
+    "engine, evidence check": {"evidence_check": True},
     "engine gaussian": {"kernel": "gaussian"},
     "engine, evidence tied": {"evidence_precision": "tied"},
     "engine, evidence weight 0.5": {"evidence_weight": 0.5},
@@ -332,6 +301,7 @@ MULTI_VARIANTS = {
 }
 CROSSCLASS_VARIANTS = {
     "engine (default: evidence labels)": {},
+    "engine, evidence check": {"evidence_check": True},
     "engine, evidence tied": {"evidence_precision": "tied"},
     "engine, evidence weight 0.5": {"evidence_weight": 0.5},
     "engine, evidence mismatch": {"evidence": "mismatch"},
@@ -389,7 +359,7 @@ def main() -> None:
         "--quick", action="store_true", help="500 authors' steps, n = 5000 in high dimension (smoke test only)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--part", choices=["all", "single", "multi", "highdim", "clusters"], default="all")
+    parser.add_argument("--part", choices=["all", "single", "multi", "highdim", "clusters", "real"], default="all")
     parser.add_argument("--only", help="run only the engine variants whose name contains this (while iterating)")
     args = parser.parse_args()
     if args.part in ("all", "single"):
@@ -412,6 +382,10 @@ def main() -> None:
         quality_modes.print_highdim_draws(draws, n)
     if args.part in ("all", "clusters"):
         clusters_part(args.seed)
+    if args.part == "real":  # needs the bench extra and Debian's fortunes (bench/real.py); not part of "all"
+        from bench import real
+
+        real.main(seed=args.seed, only=args.only)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from bench import mixture_slicer
+from bench.digits import augmented_digits, train_mlp
 from spotlight.contribution import contributions
 from spotlight.params import SearchParams
 from worker.engine import search
@@ -77,9 +78,7 @@ class MultiMode:
 
 
 def build_multimode(seed: int = 0) -> MultiMode:
-    from bench.quality import _augmented_digits, _train_mlp
-
-    x, y, ids = _augmented_digits(seed)
+    x, y, ids = augmented_digits(seed)
     rng = np.random.default_rng(seed)
     test_ids = rng.permutation(ids.max() + 1)[: (ids.max() + 1) // 2]
     is_test = np.isin(ids, test_ids)
@@ -91,7 +90,7 @@ def build_multimode(seed: int = 0) -> MultiMode:
     y_bad[flip] = rng.integers(0, 10, size=int(flip.sum()))
     y_bad[(y_tr == 7) & (ink_tr > cut)] = 1
     keep = (y_tr != 8) | (rng.random(len(y_tr)) < 0.03)
-    model = _train_mlp(x_tr[keep], y_bad[keep], seed + 3)
+    model = train_mlp(x_tr[keep], y_bad[keep], seed + 3)
     with torch.no_grad():
         emb = model[0](torch.from_numpy(x_te))
         logits = model[1](emb)

@@ -21,8 +21,9 @@ from service import docs, metrics, security_headers
 from service.auth import KeyRing
 from service.errors import ErrorResponse, install_error_handlers
 from service.expiry import ExpirySweeper, sweep_stale_work
+from service.host_check import HostGuard
 from service.http_metrics import HttpStats, http_observer
-from service.limits import BodyLimitMiddleware, ReferenceSlots
+from service.limits import BodyLimitMiddleware, list_slots, reference_slots, score_slots
 from service.query_check import reject_unknown_query
 from service.request_log import RequestLogMiddleware
 from service.routers import compare, datasets, jobs, ops, results, score
@@ -68,9 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.keyring = KeyRing.from_settings(settings)
     app.state.store = store_from_settings(settings)
-    app.state.reference_slots = ReferenceSlots(
+    app.state.reference_slots = reference_slots(
         settings.max_reference_fetches, settings.max_reference_fetches_per_tenant
     )
+    app.state.score_slots = score_slots()
+    app.state.list_slots = list_slots()
     app.state.redis = (
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
         if settings.redis_url
@@ -85,10 +88,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upload_limit=settings.max_upload_bytes,
         inline_limit=settings.max_inline_bytes,
         job_limit=settings.max_job_body_bytes,
+        score_limit=settings.max_score_body_bytes,
     )
     # outside the body limit, so its 413s are logged and counted too
     app.state.http_stats = HttpStats()
     app.add_middleware(RequestLogMiddleware, observers=[http_observer(app.state)])
+    if app.state.keyring.open:  # keyless: only this machine's names (service/host_check.py)
+        app.add_middleware(HostGuard, trusted=settings.trusted_hosts)
     security_headers.install(app)  # wraps even the outermost middleware: every answer (500s included) has the headers
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -121,6 +127,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 if status.startswith(("4", "5")):  # errors are JSON even where success is HTML or .npy
                     response["content"] = {"application/json": {"schema": error_ref}}
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for model in score.REQUEST_MODELS:  # bodies a route parses itself, off the event loop
+        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in model_schema.pop("$defs", {}).items():
+            schemas.setdefault(name, definition)
+        schemas.setdefault(model.__name__, model_schema)
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     if "ErrorResponse" not in schemas:  # pragma: no cover - routes reference it

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from spotlight.settings import Settings
 
 OPEN_TENANT = "default"
-_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class KeyConfigError(ValueError):
@@ -65,11 +65,11 @@ class KeyRing:
 
 def _parse_entry(item: str, where: str) -> tuple[str, str]:
     tenant, sep, rest = item.partition(":")
-    if not sep or not rest or not _TENANT.match(tenant):
+    if not sep or not rest or not _TENANT.fullmatch(tenant):
         raise KeyConfigError(f"{where}: expected 'tenant:key' with a tenant of letters, digits, '_.-'")
     if rest.startswith("sha256:"):
         digest = rest[len("sha256:") :]
-        if not _HEX64.match(digest):
+        if not _HEX64.fullmatch(digest):
             raise KeyConfigError(f"{where}: 'tenant:sha256:<hex>' needs 64 hex digits")
         return digest.lower(), tenant
     return hash_key(rest), tenant

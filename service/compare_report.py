@@ -1,7 +1,7 @@
 """A comparison as a self-contained HTML page: both sides of each weak spot, escaped by Jinja2.
 
 Every value goes through Jinja2's autoescape; images are shown only as the ``data:image/...`` URIs
-service/comparisons.py kept (the page loads nothing; the route sends the report's CSP). The numbers
+service/comparing.py kept (the page loads nothing; the route sends the report's CSP). The numbers
 are the stored comparison's, formatted here; which side is selected (the losses that chose the
 members) and which is measured on rows the search did not use is said on the page.
 """

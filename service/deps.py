@@ -15,9 +15,10 @@ from fastapi import Depends, Header, Path, Request
 
 from service.auth import OPEN_TENANT, KeyRing, bearer_token
 from service.dataset_registry import DatasetRegistry
-from service.errors import ApiError
 from service.job_registry import JobRegistry
 from service.schemas import DatasetReference
+from spotlight.errors import NotFound, Unauthorized, Unavailable
+from spotlight.keys import Keys
 from spotlight.protocol import ErrorCode
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
@@ -34,7 +35,7 @@ def get_store(request: Request) -> ArtifactStore:
 def get_redis(request: Request) -> redis.Redis:
     r = request.app.state.redis
     if r is None:
-        raise ApiError(503, ErrorCode.UNAVAILABLE, "No Redis is configured (SPOTLIGHT_REDIS_URL / REDIS_URL).")
+        raise Unavailable(ErrorCode.UNAVAILABLE, "No Redis is configured (SPOTLIGHT_REDIS_URL / REDIS_URL).")
     return r
 
 
@@ -50,13 +51,11 @@ def get_tenant(
         token = bearer_token(authorization)
         found = keyring.tenant_for(token) if token else None
         if found is None:
-            raise ApiError(
-                401,
+            raise Unauthorized(
                 ErrorCode.UNAUTHORIZED,
                 "Missing or wrong API key; send `Authorization: Bearer <key>`."
                 if token is None
                 else "Unknown API key.",
-                headers={"WWW-Authenticate": "Bearer"},
             )
         tenant = found
     request.scope.setdefault("state", {})["tenant"] = tenant
@@ -72,8 +71,7 @@ _DATASET_ID = re.compile(r"ds_[A-Za-z0-9_-]{1,64}")
 
 def job_id_path(job_id: Annotated[str, Path(description="The job's id, `job_…`.")]) -> str:
     if not _JOB_ID.fullmatch(job_id):
-        raise ApiError(
-            404,
+        raise NotFound(
             ErrorCode.JOB_NOT_FOUND,
             "No job with this id for this caller (ids look like job_…).",
             {"job": job_id[:100]},
@@ -83,8 +81,7 @@ def job_id_path(job_id: Annotated[str, Path(description="The job's id, `job_…`
 
 def dataset_id_path(dataset_id: Annotated[str, Path(description="The dataset's id, `ds_…`.")]) -> str:
     if not _DATASET_ID.fullmatch(dataset_id):
-        raise ApiError(
-            404,
+        raise NotFound(
             ErrorCode.DATASET_NOT_FOUND,
             "No dataset with this id for this caller (ids look like ds_…).",
             {"dataset": dataset_id[:100]},
@@ -110,8 +107,8 @@ RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 
-def get_datasets(r: RedisDep, store: StoreDep) -> DatasetRegistry:
-    return DatasetRegistry(r, store)
+def get_datasets(r: RedisDep, store: StoreDep, settings: SettingsDep) -> DatasetRegistry:
+    return DatasetRegistry(r, store, Keys.of(settings), settings)
 
 
 def get_jobs(r: RedisDep, settings: SettingsDep) -> JobRegistry:

@@ -16,8 +16,8 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from service.errors import ApiError
 from service.security_headers import DOCS_CSP
+from spotlight.errors import NotFound
 from spotlight.protocol import ErrorCode
 
 router = APIRouter(include_in_schema=False)
@@ -102,6 +102,6 @@ def asset(name: str) -> Response:
         return Response(SWAGGER_INIT, media_type=_MEDIA[".js"], headers={"Cache-Control": "public, max-age=86400"})
     folder = assets_dir()
     if folder is None or name not in ASSETS:
-        raise ApiError(404, ErrorCode.NOT_FOUND, f"No docs asset {name[:100]!r}.", {"asset": name[:100]})
+        raise NotFound(ErrorCode.NOT_FOUND, f"No docs asset {name[:100]!r}.", {"asset": name[:100]})
     path = folder / name
     return FileResponse(path, media_type=_MEDIA[path.suffix], headers={"Cache-Control": "public, max-age=86400"})

@@ -1,9 +1,9 @@
 """Every error the API sends, in one place: the contract's `{"error": {"code", "message", "details"}}`.
 
-Below the edge, registries, ingestion and reference checks raise domain errors
+Routes, dependencies, registries, ingestion and reference checks all raise domain errors
 (spotlight/errors.py) that know nothing of HTTP; `HTTP_STATUS` here is the one mapping from their
-`code` to a status. Routes and dependencies (the edge itself) may raise `ApiError` with a status of
-their own choosing. The handlers turn each into the contract's JSON, including the errors the
+`code` to a status (and `_HEADERS` the one place a code adds a header). The handlers turn each into the
+contract's JSON, including the errors the
 framework itself produces (unknown route, wrong method, request validation, malformed JSON, body
 too large) and unexpected faults. Caller mistakes are 4xx; 5xx only for server faults. Request
 validation is 400, like every other "your input is wrong" answer, so a caller has one status to
@@ -12,6 +12,7 @@ branch on.
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -23,7 +24,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from spotlight.errors import DomainError
+from spotlight.errors import DomainError, InvalidInput, Unavailable
 from spotlight.protocol import ErrorCode
 from spotlight.store import StoreError
 
@@ -62,11 +63,14 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.BASIS_MISSING: 409,
     ErrorCode.IDEMPOTENCY_CONFLICT: 409,
     ErrorCode.DATASET_GONE: 410,
+    ErrorCode.HOST_NOT_ALLOWED: 421,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.TOO_MANY_ELEMENTS: 413,
+    ErrorCode.QUOTA_EXCEEDED: 413,
     ErrorCode.UNSUPPORTED_MEDIA: 415,
     ErrorCode.TOO_MANY_JOBS: 429,
     ErrorCode.TOO_MANY_FETCHES: 429,
+    ErrorCode.TOO_MANY_REQUESTS: 429,
     ErrorCode.TOO_MUCH_ACTIVE_COST: 429,
     ErrorCode.JOB_TOO_COSTLY: 400,
     ErrorCode.ROWS_DO_NOT_MATCH: 400,
@@ -81,25 +85,8 @@ def http_status(error: DomainError) -> int:
     return HTTP_STATUS.get(error.code, 500)
 
 
-class ApiError(Exception):
-    """An answer a route or dependency (the edge) decides itself: its HTTP status and the contract's code.
-
-    Code below the edge raises a domain error (spotlight/errors.py) instead."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        details: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details or {}
-        self.headers = headers
+# Headers a code's answer carries besides Retry-After (which a domain error's retry_after_s sets).
+_HEADERS: dict[str, dict[str, str]] = {ErrorCode.UNAUTHORIZED: {"WWW-Authenticate": "Bearer"}}
 
 
 class PayloadTooLarge(StarletteHTTPException):
@@ -130,15 +117,12 @@ _HTTP_CODES = {
 }
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
-
-
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
-    return error_response(http_status(exc), exc.code, exc.message, exc.details, headers)
+    headers = dict(_HEADERS.get(exc.code, {}))
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return error_response(http_status(exc), exc.code, exc.message, exc.details, headers or None)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -189,23 +173,63 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
             400,
             ErrorCode.MALFORMED_JSON,
             f"The body is not valid JSON ({ctx.get('error', 'decode error')}).",
-            {"position": errors[0].get("loc", [None, None])[-1]},
+            {"position": (tuple(errors[0].get("loc") or ()) + (None, None))[1]},  # ("body", position)
         )
     exc_ = validation_error(errors)
-    return error_response(exc_.status, exc_.code, exc_.message, exc_.details)
+    return error_response(http_status(exc_), exc_.code, exc_.message, exc_.details)
 
 
-def validation_error(errors: list[Any]) -> ApiError:
+def _extra_hint(loc: tuple[Any, ...]) -> str:
+    """For a key no model takes: the name it was likely meant to be, as the CLI says it."""
+    import difflib
+
+    from spotlight.params import SearchParams
+
+    name, parent = str(loc[-1]), (str(loc[-2]) if len(loc) > 1 else "")
+    params = sorted(SearchParams.model_fields)
+    if parent != "params" and name in params:
+        return f"; {name} is a search parameter: put it inside params"
+    close = difflib.get_close_matches(name, params if parent == "params" else _BODY_KEYS + params, n=1, cutoff=0.6)
+    if close and parent != "params" and close[0] in params:
+        return f"; did you mean params.{close[0]}?"
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+# Top-level keys of the request bodies (jobs, score, inline datasets), for `_extra_hint`.
+_BODY_KEYS = [
+    "dataset",
+    "params",
+    "callback_url",
+    "name",
+    "tags",
+    "embeddings",
+    "labels",
+    "predictions",
+    "losses",
+    "logits",
+    "sample_weights",
+    "ids",
+    "metadata",
+    "uri",
+]
+
+
+def validation_error(errors: list[Any]) -> InvalidInput:
     """400 validation_error listing each field that failed (FastAPI's and hand-validated bodies alike)."""
     items = [
-        {"field": _loc(tuple(e.get("loc", ()))), "problem": e.get("msg", ""), "type": e.get("type", "")}
+        {
+            "field": _loc(tuple(e.get("loc", ()))),
+            "problem": e.get("msg", "")
+            + (_extra_hint(tuple(e.get("loc", ()))) if e.get("type") == "extra_forbidden" and e.get("loc") else ""),
+            "type": e.get("type", ""),
+        }
         for e in errors[:20]
     ]
     first = items[0] if items else {"field": "body", "problem": "invalid"}
     message = f"Invalid request: {first['field']}: {first['problem']}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
-    return ApiError(400, ErrorCode.VALIDATION, message, {"errors": items})
+    return InvalidInput(ErrorCode.VALIDATION, message, {"errors": items})
 
 
 async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
@@ -225,6 +249,38 @@ async def _store_down(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# A full disk is the store's (or Redis's) condition, not a bug: 503 store_error, never a 500.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+# Redis refusing writes: its disk is full (MISCONF: the AOF/RDB cannot be written), it is a replica, or out of memory.
+_REDIS_REFUSALS = ("MISCONF", "READONLY", "OOM", "NOREPLICAS")
+
+
+async def _os_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+        log.error("store full or read-only: %s", exc)
+        full = Unavailable(
+            ErrorCode.STORE_ERROR,
+            "The server's storage is full; nothing was stored. Retry later (an operator has to free space).",
+            {"reason": "disk_full"},
+            retry_after_s=60,
+        )
+        return await _domain_error(request, full)
+    return await _unexpected(request, exc)
+
+
+async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
+    if str(exc).startswith(_REDIS_REFUSALS):
+        log.error("redis refuses writes: %s", exc)
+        refused = Unavailable(
+            ErrorCode.UNAVAILABLE,
+            "The queue (Redis) refuses writes right now (its disk may be full); nothing was changed. Retry later.",
+            {"reason": "redis_refuses_writes"},
+            retry_after_s=60,
+        )
+        return await _domain_error(request, refused)
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(
@@ -236,13 +292,14 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(redis.exceptions.ConnectionError, _redis_down)
     app.add_exception_handler(redis.exceptions.TimeoutError, _redis_down)
     app.add_exception_handler(StoreError, _store_down)
+    app.add_exception_handler(OSError, _os_error)
+    app.add_exception_handler(redis.exceptions.ResponseError, _redis_refused)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -255,7 +312,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflict with the resource's state",
         413: "Body or array too large (payload_too_large, too_many_elements)",
         415: "Unsupported content type",
-        429: "Too many active jobs (too_many_active_jobs) or reference reads (too_many_reference_fetches); see Retry-After",
+        429: "Too many active jobs (too_many_active_jobs), reference reads (too_many_reference_fetches) or "
+        "score requests (too_many_requests); see Retry-After",
         410: "The dataset behind these results was deleted (dataset_gone)",
         500: "Server fault (internal_error)",
         503: "Redis or the store unreachable, or the server reading its most references at once; see Retry-After",

@@ -3,7 +3,7 @@
 Results hold regions of other people's data and fill the store, so they must not live forever,
 and they must go as a whole: a job record that points at deleted files, or files no record points
 at, are both bugs. :func:`sweep_expired` walks every tenant's job index
-(``protocol.tenant_jobs_key``) and, for each job that ended more than ``result_ttl_s`` ago — or
+(``Keys.tenant_jobs``) and, for each job that ended more than ``result_ttl_s`` ago — or
 whose RQ job hash has vanished (RQ's own TTL ran out, or Redis lost it) — deletes, in this order:
 
 1. the Redis side in one transaction: the RQ job (hash, registries, results) and the tenant's
@@ -40,33 +40,16 @@ from rq.job import Job
 
 from service.ingest import WORK_DIR
 from spotlight.jobstate import TERMINAL, ended_at, status_of
+from spotlight.keys import Keys
 from spotlight.protocol import (
-    cancel_key,
     job_prefix,
-    key_prefix,
     parse_time,
     redis_text,
-    tenant_active_key,
-    tenant_jobs_key,
 )
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore, store_from_settings
 
 log = logging.getLogger(__name__)
-
-
-def lock_key() -> str:
-    """Held by the one process sweeping right now."""
-    return f"{key_prefix()}:lock:expiry"
-
-
-def pending_key() -> str:
-    """Job ids whose store folder still has to go."""
-    return f"{key_prefix()}:expiry:pending"
-
-
-def tenant_jobs_pattern() -> str:
-    return tenant_jobs_key("*")
 
 
 LOCK_TTL_S = 300
@@ -87,29 +70,35 @@ def job_ended_at(job: Job) -> float | None:
     return when.timestamp()
 
 
-def _tenant_of(tenant_jobs: str) -> str:
-    return tenant_jobs[len(f"{key_prefix()}:tenant:") : -len(":jobs")]
-
-
-def _delete_redis_side(conn: redis_lib.Redis, tenant_key: str, job_id: str, job: Job | None) -> None:
+def _delete_redis_side(conn: redis_lib.Redis, keys: Keys, tenant_key: str, job_id: str, job: Job | None) -> None:
     pipe = conn.pipeline(transaction=True)
     if job is not None:
         job.delete(pipeline=pipe, remove_from_queue=True)
     pipe.zrem(tenant_key, job_id)
-    pipe.srem(tenant_active_key(_tenant_of(tenant_key)), job_id)
-    pipe.delete(cancel_key(job_id))
-    pipe.sadd(pending_key(), job_id)
+    tenant = keys.tenant_of_jobs(tenant_key)
+    pipe.srem(keys.tenant_active(tenant), job_id)
+    for status in TERMINAL:
+        pipe.zrem(keys.tenant_status(tenant, status), job_id)
+    pipe.delete(keys.cancel(job_id))
+    pipe.sadd(keys.expiry_pending(), job_id)
     pipe.execute()
 
 
-def _delete_store_side(conn: redis_lib.Redis, store: ArtifactStore, job_id: str) -> bool:
+def _delete_store_side(conn: redis_lib.Redis, keys: Keys, store: ArtifactStore, job_id: str) -> bool:
     try:
         store.delete_prefix(job_prefix(job_id))
     except Exception as exc:  # noqa: BLE001 - store down or unwritable: retry next sweep
         log.warning("expiry: could not delete jobs/%s from the store (%s); will retry", job_id, exc)
         return False
-    conn.srem(pending_key(), job_id)
+    conn.srem(keys.expiry_pending(), job_id)
     return True
+
+
+def purge_results(conn: redis_lib.Redis, keys: Keys, store: ArtifactStore, job_id: str) -> bool:
+    """Delete a job's store folder now (its dataset was deleted); should the store fail, the id waits
+    in the pending set and the next sweep deletes it. The job's record stays (its status and params)."""
+    conn.sadd(keys.expiry_pending(), job_id)
+    return _delete_store_side(conn, keys, store, job_id)
 
 
 def _folder_mtime(store: ArtifactStore, path: str) -> float | None:
@@ -157,21 +146,22 @@ def sweep_expired(
     store together. Returns the ids deleted by this call (empty when another process holds the
     sweep lock). `redis` must be a connection RQ can use (``decode_responses=False``)."""
     now = time.time() if now is None else now
+    keys = Keys.of(settings)
     token = secrets.token_hex(8)
-    if not redis.set(lock_key(), token, nx=True, ex=LOCK_TTL_S):
+    if not redis.set(keys.expiry_lock(), token, nx=True, ex=LOCK_TTL_S):
         return []
     deleted: list[str] = []
     try:
         # Store folders left over by an earlier sweep that could not reach the store.
-        for raw in redis.smembers(pending_key()):
+        for raw in redis.smembers(keys.expiry_pending()):
             job_id = redis_text(raw)
-            if _delete_store_side(redis, store, job_id):
+            if _delete_store_side(redis, keys, store, job_id):
                 deleted.append(job_id)
 
         cutoff = now - settings.result_ttl_s
         grace = min(missing_grace_s, float(settings.result_ttl_s))
         indexed: set[str] = set()
-        for raw_key in redis.scan_iter(match=tenant_jobs_pattern(), count=200):
+        for raw_key in redis.scan_iter(match=keys.tenant_jobs_pattern(), count=200):
             tenant_key = redis_text(raw_key)
             entries: list[tuple[bytes, float]] = redis.zrange(tenant_key, 0, -1, withscores=True)  # type: ignore[assignment]
             for raw_id, created in entries:
@@ -190,16 +180,16 @@ def sweep_expired(
                     ended = job_ended_at(job)
                     if ended is None or ended > cutoff:
                         continue
-                _delete_redis_side(redis, tenant_key, job_id, job)
+                _delete_redis_side(redis, keys, tenant_key, job_id, job)
                 # Gone for callers now; if the store is down its files follow on a later sweep.
-                _delete_store_side(redis, store, job_id)
+                _delete_store_side(redis, keys, store, job_id)
                 if job_id not in deleted:
                     deleted.append(job_id)
         for job_id in _orphan_folders(redis, store, indexed, now - grace):
-            if _delete_store_side(redis, store, job_id) and job_id not in deleted:
+            if _delete_store_side(redis, keys, store, job_id) and job_id not in deleted:
                 deleted.append(job_id)
     finally:
-        redis.eval(_RELEASE_LOCK, 1, lock_key(), token)
+        redis.eval(_RELEASE_LOCK, 1, keys.expiry_lock(), token)
     if deleted:
         log.info("expiry: deleted %d expired job(s)", len(deleted))
     return deleted

@@ -28,20 +28,12 @@ from redis import Redis
 from starlette.types import Scope
 
 from service.request_log import RequestObserver
-from spotlight.jobstats import stats_prefix
+from spotlight.keys import Keys
 
 log = logging.getLogger("spotlight.api.http_metrics")
 
 BOUNDS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 FLUSH_INTERVAL_S = 1.0
-
-
-def index_key(queue_name: str) -> str:
-    return f"{stats_prefix(queue_name)}:http"
-
-
-def series_key(queue_name: str, series: str) -> str:
-    return f"{index_key(queue_name)}:{series}"
 
 
 class HttpStats:
@@ -61,7 +53,7 @@ class HttpStats:
             row[-2] += seconds
             row[-1] += 1
 
-    def flush(self, conn: Redis | None, queue_name: str) -> None:
+    def flush(self, conn: Redis | None, keys: Keys) -> None:
         """Add the pending counts to Redis; on failure keep them for the next flush."""
         with self._lock:
             pending, self._pending = self._pending, {}
@@ -70,8 +62,8 @@ class HttpStats:
         try:
             pipe = conn.pipeline(transaction=False)
             for series, row in pending.items():
-                key = series_key(queue_name, series)
-                pipe.sadd(index_key(queue_name), series)
+                key = keys.http_series(series)
+                pipe.sadd(keys.http_index(), series)
                 for i, n in enumerate(row[: len(BOUNDS) + 1]):
                     if n:
                         pipe.hincrby(key, f"b{i}", int(n))
@@ -97,7 +89,7 @@ class HttpStats:
             def loop() -> None:
                 while True:
                     time.sleep(FLUSH_INTERVAL_S)
-                    self.flush(getattr(state, "redis", None), state.settings.rq_queue_name())
+                    self.flush(getattr(state, "redis", None), Keys.of(state.settings))
 
             self._thread = threading.Thread(target=loop, name="http-metrics-flush", daemon=True)
             self._thread.start()
@@ -118,9 +110,9 @@ def http_observer(state: Any) -> RequestObserver:
 class HttpCollector:
     """Reads the HTTP series from Redis at scrape time."""
 
-    def __init__(self, conn: Redis, queue_name: str) -> None:
+    def __init__(self, conn: Redis, keys: Keys) -> None:
         self.conn = conn
-        self.queue_name = queue_name
+        self.keys = keys
 
     def collect(self) -> Iterator[Metric]:
         labels = ["method", "route", "status_class"]
@@ -132,13 +124,11 @@ class HttpCollector:
             "Time to answer an HTTP request, by route and status class.",
             labels=labels,
         )
-        members = sorted(
-            m.decode() if isinstance(m, bytes) else m for m in self.conn.smembers(index_key(self.queue_name))
-        )
+        members = sorted(m.decode() if isinstance(m, bytes) else m for m in self.conn.smembers(self.keys.http_index()))
         for series in members:
             raw = {
                 (k.decode() if isinstance(k, bytes) else k): v
-                for k, v in self.conn.hgetall(series_key(self.queue_name, series)).items()
+                for k, v in self.conn.hgetall(self.keys.http_series(series)).items()
             }
             parts = series.rsplit(" ", 1)
             method, route = parts[0].split(" ", 1)

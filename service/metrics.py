@@ -51,8 +51,8 @@ from rq.worker import BaseWorker
 
 from service.http_metrics import HttpCollector
 from spotlight import jobstats
-from spotlight.jobqueue import large_lane
 from spotlight.jobstate import JobStatus, status_from
+from spotlight.keys import Keys
 from spotlight.protocol import META_DEVICE, redis_text
 
 log = logging.getLogger("spotlight.api.metrics")
@@ -65,9 +65,10 @@ metrics_router = APIRouter(tags=["operations"])
 class SpotlightCollector:
     """A prometheus_client collector that reads everything from Redis on each scrape."""
 
-    def __init__(self, conn: Redis | None, queue_name: str) -> None:
+    def __init__(self, conn: Redis | None, keys: Keys) -> None:
         self.conn = conn
-        self.queue_name = queue_name
+        self.keys = keys
+        self.queue_name = keys.rq_queue
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("spotlight_redis_up", "1 when /metrics could read Redis, else 0.")
@@ -88,7 +89,7 @@ class SpotlightCollector:
 
     def _collect(self, conn: Redis) -> Iterator[Metric]:
         queue = Queue(self.queue_name, connection=conn)
-        large = Queue(large_lane(self.queue_name), connection=conn)  # both lanes are this queue's jobs
+        large = Queue(self.keys.large_queue, connection=conn)  # both lanes are this queue's jobs
         counts = job_counts(conn, queue)
         for status, n in job_counts(conn, large).items():
             counts[status] = counts.get(status, 0) + n
@@ -106,11 +107,11 @@ class SpotlightCollector:
         ended = CounterMetricFamily(
             "spotlight_jobs_ended", "Jobs that ended, by status, since the stats began.", labels=["status"]
         )
-        for label, n in sorted(jobstats.read_ended(conn, self.queue_name).items()):
+        for label, n in sorted(jobstats.read_ended(conn, self.keys).items()):
             ended.add_metric([label], n)
         yield ended
 
-        hists = jobstats.read_histograms(conn, self.queue_name)
+        hists = jobstats.read_histograms(conn, self.keys)
         duration = HistogramMetricFamily(
             "spotlight_job_duration_seconds", "Time from a job's start to its end on a worker.", labels=["status"]
         )
@@ -134,14 +135,12 @@ class SpotlightCollector:
         for worker in Worker.all(queue=queue):
             state = str(worker.get_state() or "unknown")
             by_state[state] = by_state.get(state, 0) + 1
-            info.add_metric(
-                [worker.name, worker.hostname or "", state, _worker_device(conn, self.queue_name, worker)], 1
-            )
+            info.add_metric([worker.name, worker.hostname or "", state, _worker_device(conn, self.keys, worker)], 1)
         for state, n in sorted(by_state.items()):
             states.add_metric([state], n)
         yield states
         yield info
-        yield from HttpCollector(conn, self.queue_name).collect()
+        yield from HttpCollector(conn, self.keys).collect()
 
 
 def job_counts(conn: Redis, queue: Queue) -> dict[JobStatus, int]:
@@ -195,8 +194,8 @@ def _statuses(conn: Redis, queue: Queue, job_ids: list[str], rq_status: str) -> 
             yield status_from(rq_status, meta if isinstance(meta, dict) else None)
 
 
-def _worker_device(conn: Redis, queue_name: str, worker: BaseWorker) -> str:
-    device = jobstats.read_worker_device(conn, queue_name, worker.name)
+def _worker_device(conn: Redis, keys: Keys, worker: BaseWorker) -> str:
+    device = jobstats.read_worker_device(conn, keys, worker.name)
     if device:
         return device
     try:
@@ -213,10 +212,10 @@ def _buckets(h: dict[str, Any]) -> list[tuple[str, float]]:
     return [(floatToGoString(bound), float(c)) for bound, c in h["buckets"]]
 
 
-def render_metrics(conn: Redis | None, queue_name: str) -> bytes:
+def render_metrics(conn: Redis | None, keys: Keys) -> bytes:
     """The Prometheus text exposition of everything above (a fresh registry per call: no global state)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SpotlightCollector(conn, queue_name))
+    registry.register(SpotlightCollector(conn, keys))
     return generate_latest(registry)
 
 
@@ -224,8 +223,8 @@ def render_metrics(conn: Redis | None, queue_name: str) -> bytes:
 def metrics(request: Request) -> Response:
     state = request.app.state
     if hasattr(state, "http_stats"):  # this process's last second of requests, so the scrape includes them
-        state.http_stats.flush(state.redis, state.settings.rq_queue_name())
-    return Response(render_metrics(state.redis, state.settings.rq_queue_name()), media_type=CONTENT_TYPE_LATEST)
+        state.http_stats.flush(state.redis, Keys.of(state.settings))
+    return Response(render_metrics(state.redis, Keys.of(state.settings)), media_type=CONTENT_TYPE_LATEST)
 
 
 def install(app: FastAPI) -> None:

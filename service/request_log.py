@@ -24,7 +24,7 @@ from spotlight.logs import JsonFormatter, configure_logging, request_id_var
 
 __all__ = ["JsonFormatter", "RequestLogMiddleware", "configure_logging", "request_id_var"]
 
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("spotlight.api.access")
 
 
@@ -42,7 +42,7 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if _SANE_ID.match(given) else secrets.token_hex(8)
+        rid = given if _SANE_ID.fullmatch(given) else secrets.token_hex(8)
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
         start = time.perf_counter()

@@ -213,7 +213,12 @@ class RegionOut(BaseModel):
         "and >= this. 0 for the flat kernel (its support), 1 for the ball (its core); for the gaussian, the smallest weight among the "
         "members here. Null when the region has no members (then no row is).",
     )
-    description: RegionDescription | None = Field(None, description="Absent when describing the region failed.")
+    description: RegionDescription | None = Field(
+        None, description="Null when describing the region failed; description_error then says why."
+    )
+    description_error: str | None = Field(
+        None, description="Present only when describing this region failed: what went wrong (the region stands)."
+    )
 
 
 class RegionsOut(BaseModel):

@@ -10,7 +10,8 @@ It imports neither app. The client and the `spotlight` command need only the bas
     gate.py             `--fail-if` expressions over regions, parsed, never eval'd
     up.py               `spotlight up`: embedded Redis + API + workers as child processes
     params.py           SearchParams, the engine's validated parameters
-    protocol.py         store layout, Redis keys, JobSpec, job meta keys, error codes, timestamps
+    protocol.py         store layout, JobSpec, job meta keys, error codes, timestamps
+    keys.py             every Redis key of ours, each beside its inverse, under the deployment's namespace
     jobstate.py         a job's status and failure cause: the one place they are decided and written
     errors.py           domain errors with a stable `code` (service/errors.py maps them to HTTP)
     jobqueue.py         enqueueing on RQ and what a job's meta says when its worker vanishes

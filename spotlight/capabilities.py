@@ -13,25 +13,23 @@ from __future__ import annotations
 from redis import Redis
 from rq import Queue, Worker
 
+from spotlight.keys import Keys
 from spotlight.settings import Settings
 
 
-def capabilities_key(settings: Settings) -> str:
-    return f"{settings.key_prefix()}:workers:cuda_devices"
-
-
 def publish(conn: Redis, settings: Settings, worker_name: str, cuda_devices: int) -> None:
-    conn.hset(capabilities_key(settings), worker_name, cuda_devices)
+    conn.hset(Keys.of(settings).cuda_devices(), worker_name, cuda_devices)
 
 
 def withdraw(conn: Redis, settings: Settings, worker_name: str) -> None:
-    conn.hdel(capabilities_key(settings), worker_name)
+    conn.hdel(Keys.of(settings).cuda_devices(), worker_name)
 
 
 def max_cuda_devices(conn: Redis, settings: Settings) -> int | None:
     """The most CUDA devices any live worker of the queue has; None when no live worker published."""
     published = {
-        (k.decode() if isinstance(k, bytes) else k): int(v) for k, v in conn.hgetall(capabilities_key(settings)).items()
+        (k.decode() if isinstance(k, bytes) else k): int(v)
+        for k, v in conn.hgetall(Keys.of(settings).cuda_devices()).items()
     }
     if not published:
         return None

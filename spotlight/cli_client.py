@@ -92,7 +92,8 @@ def regions_table(
     error rate when labels and predictions were given, the largest share of its members an earlier
     region already holds, what stands out among them (class names when the dataset has them), and
     with `tops` its top members by contribution (their ids, else rows). `narrow` (a terminal under
-    WIDE_TABLE columns): headers wrap at words and the table has no outer edge.
+    WIDE_TABLE columns): headers wrap at words, the table has no outer edge, and what stands out is
+    left to `print_regions`, which writes it below the table.
     """
     from rich.table import Table
 
@@ -115,7 +116,7 @@ def regions_table(
         else None
     )
     cols = ["region", "members", "counts as (Σk)", "mean loss", "lift"] + (["error rate"] if with_errors else [])
-    cols += ["shares with", "stands out"] + (["top failing rows"] if tops is not None else [])
+    cols += ["shares with"] + ([] if narrow else ["stands out"]) + (["top failing rows"] if tops is not None else [])
     rows = []
     for j, (reg, desc) in enumerate(zip(regions, descriptions, strict=True)):
         row = [
@@ -128,7 +129,7 @@ def regions_table(
         if with_errors:
             err = desc.get("error_rate") or {}
             row.append(_fmt(100 * err["inside"], ".1f") + "%" if isinstance(err.get("inside"), (int, float)) else "—")
-        row += [_most_shared(reg.get("overlap")), stands_out(desc)]
+        row += [_most_shared(reg.get("overlap"))] + ([] if narrow else [stands_out(desc)])
         if tops is not None:
             row.append(", ".join(str(m["id"] if m.get("id") is not None else m["index"]) for m in tops[j]))
         rows.append(row)
@@ -154,7 +155,14 @@ def print_regions(
     if console.width >= WIDE_TABLE:
         console.print(regions_table(job_id, regions, tops))
         return
+    from spotlight.tables import stands_out
+
     console.print(regions_table(job_id, regions, narrow=True))
+    # what stands out is words: below the table, one line per region, they wrap between words
+    for reg in regions:
+        said = stands_out(_description(reg))
+        if said:
+            console.print(f"region {reg['index']} stands out: {said}")
     if tops is None:
         return
     for reg, top in zip(regions, tops, strict=True):
@@ -342,7 +350,21 @@ def _dataset_for(client: Any, args: argparse.Namespace) -> Any:
         raise CliExit("--column maps the columns of one .npz/.parquet file or URI")
 
     def load(path: str | Path | None) -> Any:
-        return None if path is None else np.load(path, mmap_mode="r", allow_pickle=False)
+        if path is None:
+            return None
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as exc:
+            if "Python objects" not in str(exc) and "allow_pickle" not in str(exc):
+                raise CliExit(f"{path}: not a readable .npy ({exc})") from None
+            # An object array is a pickle, and reading a pickle runs code: it is never read. Text
+            # saved as text (a fixed-width string dtype) reads without one.
+            raise CliExit(
+                f"{path} holds Python objects (np.save of a pandas column of strings, dtype=object), which "
+                "would have to be unpickled, and pickles are not read. Save the strings as text instead: "
+                "np.save(path, df[col].to_numpy().astype(str)) — or upload the DataFrame with the Python "
+                "client, or a .parquet file."
+            ) from None
 
     return client.upload(
         embeddings=load(paths[0]),
@@ -450,7 +472,7 @@ def cmd_members(args: argparse.Namespace) -> int:
     for col in ("row", "id", "weight", "loss", "contribution", "label", "prediction", "metadata"):
         table.add_column(col)
     for m in answer["members"]:
-        meta = json.dumps(m.get("metadata"), default=str)[:80] if m.get("metadata") else ""
+        meta = json.dumps(_brief(m.get("metadata")), default=str)[:80] if m.get("metadata") else ""
         table.add_row(
             str(m["index"]),
             str(m.get("id") if m.get("id") is not None else ""),
@@ -463,6 +485,18 @@ def cmd_members(args: argparse.Namespace) -> int:
         )
     Console().print(table)
     return EXIT_OK
+
+
+def _brief(metadata: Any) -> Any:
+    """Metadata for a table cell: an image (a `data:` URI, often kBs of base64) as its type and size."""
+    if not isinstance(metadata, dict):
+        return metadata
+    return {
+        k: f"<{v[5:].split(';', 1)[0].split(',', 1)[0] or 'data'}, {len(v) * 3 // 4 / 1024:.1f} kB>"
+        if isinstance(v, str) and v.startswith("data:")
+        else v
+        for k, v in metadata.items()
+    }
 
 
 @guarded

@@ -43,6 +43,7 @@ import httpx
 import numpy as np
 
 from spotlight import kernel, tables
+from spotlight.client_errors import SpotlightError
 
 if TYPE_CHECKING:
     from spotlight.compare_client import Comparison
@@ -54,58 +55,9 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 UPLOAD_READ_TIMEOUT_S = 600.0
 _SPOOL_BYTES = 64 * 1024 * 1024  # arrays up to this size are packed in memory, larger ones in a temp file
 _TERMINAL = ("finished", "failed", "canceled")
-INLINE_SCORE_VALUES = 1_000_000  # embeddings up to this many numbers are scored inline (about 20 MB of JSON)
-
-
-class SpotlightError(Exception):
-    """An error answer (or no answer) from the service.
-
-    Attributes
-    ----------
-    code : str
-        The server's ``error.code`` (``validation_error``, ``job_not_finished``, ...), or
-        ``connection_error`` when the server could not be reached, or ``http_<status>`` when the
-        answer was not the contract's error JSON (e.g. from a proxy in front of the service).
-    message : str
-        What went wrong and how to fix it, as the server wrote it.
-    status_code : int | None
-        HTTP status, None when no answer came.
-    details : dict
-        The server's ``error.details``.
-    response : httpx.Response | None
-        The raw answer, for anything else.
-    """
-
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        status_code: int | None = None,
-        details: dict[str, Any] | None = None,
-        response: httpx.Response | None = None,
-    ) -> None:
-        super().__init__(f"[{code}] {message}" + (f" (HTTP {status_code})" if status_code else ""))
-        self.code = code
-        self.message = message
-        self.status_code = status_code
-        self.details = details or {}
-        self.response = response
-
-    @classmethod
-    def from_response(cls, response: httpx.Response) -> SpotlightError:
-        try:
-            body = response.json()
-            err = body["error"]
-            return cls(
-                str(err["code"]),
-                str(err.get("message", "")),
-                response.status_code,
-                dict(err.get("details") or {}),
-                response,
-            )
-        except (ValueError, KeyError, TypeError):
-            text = response.text[:500] if response.content else response.reason_phrase
-            return cls(f"http_{response.status_code}", text, response.status_code, {}, response)
+# embeddings up to this many numbers are scored inline (at most ~26 bytes of JSON each: under the server's
+# default 8 MiB SPOTLIGHT_MAX_SCORE_BODY_BYTES); more are uploaded once and scored by id
+INLINE_SCORE_VALUES = 250_000
 
 
 class JobFailedError(SpotlightError):
@@ -406,7 +358,14 @@ class SpotlightClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise SpotlightError("connection_error", f"{method} {self.url}{path}: {exc!r}") from exc
+            hint = ""
+            if isinstance(exc, httpx.ConnectError):
+                hint = (
+                    f"; nothing answers at {self.url}: is the service running (`make run`), and is this its "
+                    "address? Point the client elsewhere with SpotlightClient(url), the CLI with --server or "
+                    "SPOTLIGHT_SERVER"
+                )
+            raise SpotlightError("connection_error", f"{method} {self.url}{path}: {exc!r}{hint}") from exc
         if response.is_error:
             raise SpotlightError.from_response(response)
         return response

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from spotlight.client_errors import SpotlightError
+
 # The dataset fields a column can fill, each with the names accepted for it (canonical name first).
 ALIASES: dict[str, tuple[str, ...]] = {
     "embeddings": ("embeddings", "embedding", "emb", "embeds", "features"),
@@ -29,16 +31,15 @@ ALIASES: dict[str, tuple[str, ...]] = {
 FIELDS: tuple[str, ...] = tuple(ALIASES)
 
 
-class ColumnError(ValueError):
+class ColumnError(SpotlightError, ValueError):
     """A mapping or a set of columns that does not say unambiguously where each field is.
 
     ``details`` carries ``columns`` (what was found) and, where it applies, ``field`` and ``candidates``.
+    A `SpotlightError` (code ``column_error``), so the client's callers catch it with the rest.
     """
 
     def __init__(self, message: str, **details: object) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
+        super().__init__("column_error", message, None, dict(details))
 
 
 def _shown(names: Iterable[str], limit: int = 30) -> str:

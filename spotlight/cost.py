@@ -16,6 +16,9 @@ must plan for. The API refuses a job over `max_job_cost`, refuses a tenant whose
 and running jobs would together pass `max_active_cost_per_tenant`, and sends jobs over
 `large_job_cost` to the queue's large lane, which workers serve in turn with the normal lane
 (RQ's round-robin dequeue), so a long job cannot hold up every short one behind it.
+
+Memory is the other cost: `job_memory_bytes` bounds what one search holds in its work-horse, and the
+API refuses a job above ``worker_memory_bytes`` at submission, before it can exhaust a worker.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from redis import Redis
 
 from spotlight import evidence
 from spotlight.errors import LimitReached
+from spotlight.keys import Keys
 from spotlight.params import SearchParams
-from spotlight.protocol import ErrorCode, key_prefix
+from spotlight.protocol import ErrorCode
 
 BUDGET_RETRY_AFTER_S = 30
 
@@ -42,28 +46,42 @@ def job_cost(params: SearchParams, n: int, dim: int, fields: Collection[str] = (
     return n * d * params.restarts * params.steps * (params.n_spotlights + params.n_permutations)
 
 
-def cost_key(tenant: str) -> str:
-    """Hash job id -> cost of the tenant's jobs that may still be queued or running."""
-    return f"{key_prefix()}:cost:{tenant}"
+# The worker's memory per search, measured (peak RSS of the work-horse, by phase, on n = 200 000 and
+# 400 000 rows, d = 1 and 33, 2 to 20 regions; docs/engine.md "Worker memory"), then rounded up:
+WORKER_BASE_BYTES = 512 * 2**20  # the horse's own: Python, torch, numpy, matplotlib (about 280 MiB measured)
+ROW_BYTES = 160  # per row whatever the dimension: losses, scores, kernel values, members (107-131 measured)
+DIM_BYTES = 48  # per row and coordinate: the standardised copy and the engine's float64 work (41 measured)
+REGION_BYTES = 16  # per row and region: its kernel values, members and what describing it keeps (12 measured)
 
 
-def active_cost(conn: Redis, tenant: str, active_ids: set[str]) -> int:
+def job_memory_bytes(params: SearchParams, n: int, dim: int, fields: Collection[str] = ()) -> int:
+    """Upper bound on the peak memory of one search's work-horse, in bytes.
+
+    Every coordinate counts, PCA or not (the rows are standardised before they are projected), and
+    so do the label evidence columns; the permutation test reruns one-region searches one at a time,
+    so it adds nothing that lasts.
+    """
+    e = evidence.max_width(params.evidence, params.evidence_weight, "labels" in fields, "predictions" in fields)
+    return WORKER_BASE_BYTES + n * (ROW_BYTES + DIM_BYTES * (dim + e) + REGION_BYTES * params.n_spotlights)
+
+
+def active_cost(conn: Redis, keys: Keys, tenant: str, active_ids: set[str]) -> int:
     """The summed cost of `active_ids` (the tenant's queued + running jobs); forgets the others."""
-    costs = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in conn.hgetall(cost_key(tenant)).items()}
+    costs = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in conn.hgetall(keys.cost(tenant)).items()}
     ended = [job for job in costs if job not in active_ids]
     if ended:
-        conn.hdel(cost_key(tenant), *ended)
+        conn.hdel(keys.cost(tenant), *ended)
     return sum(c for job, c in costs.items() if job in active_ids)
 
 
-def check_budget(conn: Redis, tenant: str, cost: int, active_ids: set[str], limit: float) -> None:
+def check_budget(conn: Redis, keys: Keys, tenant: str, cost: int, active_ids: set[str], limit: float) -> None:
     """LimitReached (``too_much_active_cost``) when the tenant's queued + running jobs and this one
     would together cost more than `limit` (``max_active_cost_per_tenant``).
 
     Check and `record` must happen under the tenant's submission lock (service/job_registry.py),
     with the job enqueued in between: otherwise two submissions at once could both pass.
     """
-    active = active_cost(conn, tenant, active_ids)
+    active = active_cost(conn, keys, tenant, active_ids)
     if active + cost > limit:
         raise LimitReached(
             ErrorCode.TOO_MUCH_ACTIVE_COST,

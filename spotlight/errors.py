@@ -74,3 +74,15 @@ class Gone(DomainError):
     """It existed, and was deleted for good."""
 
     default_code = ErrorCode.DATASET_GONE
+
+
+class Unauthorized(DomainError):
+    """No caller could be identified (a missing or unknown API key)."""
+
+    default_code = ErrorCode.UNAUTHORIZED
+
+
+class Unavailable(DomainError):
+    """A dependency (Redis, the store) or a shared capacity is not available now; try again later."""
+
+    default_code = ErrorCode.UNAVAILABLE

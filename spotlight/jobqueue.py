@@ -35,6 +35,7 @@ when the first run started.
 from __future__ import annotations
 
 import logging
+import math
 from types import TracebackType
 from typing import Any
 
@@ -43,9 +44,10 @@ from redis import Redis
 from rq import Callback, Queue, Retry
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
-from rq.timeouts import JobTimeoutException
+from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
 from spotlight.jobstate import JobStatus, has_ended, status_fields
+from spotlight.keys import Keys
 from spotlight.protocol import (
     META_PROGRESS,
     META_SPEC,
@@ -68,19 +70,38 @@ CALLBACK_TASK_PATH = "worker.webhook.deliver_callback"
 CALLBACK_RESULT_TTL_S = 3600
 
 
+class JobTimeLimitReached(BaseException):
+    """RQ's job timeout as our search workers raise it: a ``BaseException``, like ``KeyboardInterrupt``.
+
+    Why not RQ's ``JobTimeoutException``: it is an ``Exception``, so every ``except Exception`` that a
+    phase keeps to survive its own errors (a plot that fails, a description that fails, a metric that
+    cannot be recorded) would swallow the timeout too and the job would run on past its limit. Raised
+    as a BaseException, it passes every such handler and reaches the task's own, which records
+    ``job_timeout`` (worker/task.py), or RQ's, which calls `on_job_failure`.
+    """
+
+
+class TimeLimitPenalty(UnixSignalDeathPenalty):
+    """RQ's SIGALRM death penalty that raises `JobTimeLimitReached` for a job's time limit (RQ's other
+    uses of a death penalty, such as its wait for a work-horse, raise what RQ asked for)."""
+
+    def handle_death_penalty(self, signum: int, frame: object) -> None:
+        if issubclass(self._exception, JobTimeoutException):
+            raise JobTimeLimitReached(f"Task exceeded maximum timeout value ({self._timeout} seconds)")
+        super().handle_death_penalty(signum, frame)
+
+
+TIME_LIMIT_EXCEPTIONS: tuple[type[BaseException], ...] = (JobTimeoutException, JobTimeLimitReached)
+
+
 def job_queue(connection: Redis, settings: Settings) -> Queue:
     """The queue the API enqueues on and every worker listens to."""
     return Queue(settings.rq_queue_name(), connection=connection)
 
 
-def large_lane(queue_name: str) -> str:
-    """The name of a search queue's large lane: jobs estimated above `large_job_cost` (spotlight/cost.py).
-    Search workers listen to both lanes and take from them in turn (RQ's round-robin dequeue)."""
-    return f"{queue_name}-large"
-
-
 def large_queue(connection: Redis, settings: Settings) -> Queue:
-    return Queue(large_lane(settings.rq_queue_name()), connection=connection)
+    """The large lane (`Keys.large_queue`)."""
+    return Queue(Keys.of(settings).large_queue, connection=connection)
 
 
 def search_lanes(connection: Redis, settings: Settings) -> list[Queue]:
@@ -89,8 +110,8 @@ def search_lanes(connection: Redis, settings: Settings) -> list[Queue]:
 
 
 # How far into each lane a running search looks for another tenant's job. The front of a lane is
-# what the worker takes next; a tenant with more queued jobs than this in front of another's is
-# already over its fair share and the other job will be reached by the yields that follow.
+# what the worker takes next; each turn's end brings the first other tenant's job found here to
+# the front (`pass_the_turn`), so a job further back comes within reach as the turns go round.
 YIELD_SCAN = 20
 
 
@@ -133,10 +154,6 @@ def other_tenant_waiting(
     return bool(_waiting_for(connection, settings, tenant, fresh_only, scan))
 
 
-def yield_claim_key(settings: Settings, waiting_job_id: str) -> str:
-    return f"{settings.key_prefix()}:yield-for:{waiting_job_id}"
-
-
 def claim_waiting_job(
     connection: Redis,
     settings: Settings,
@@ -154,12 +171,58 @@ def claim_waiting_job(
     yields, and the others keep their workers.
     """
     for waiting in _waiting_for(connection, settings, tenant, fresh_only, scan):
-        key = yield_claim_key(settings, waiting)
+        key = Keys.of(settings).yield_claim(waiting)
         if connection.set(key, job_id, nx=True, ex=YIELD_CLAIM_TTL_S):
             return waiting
         holder = connection.get(key)
         if holder is not None and (holder.decode() if isinstance(holder, bytes) else holder) == job_id:
             return waiting  # this job yielded to it before and it still waits: yield again
+    return None
+
+
+# Move a job id to the front of a lane only if it is still in that lane (a worker may have taken it
+# meanwhile: pushing it again would run it twice). One script, so nobody sees it in neither place.
+_BRING_FORWARD = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) > 0 then
+  redis.call('LPUSH', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def bring_forward(connection: Redis, settings: Settings, job_id: str) -> bool:
+    """Put a waiting search at the front of its lane, where the next worker free takes it; False when
+    it no longer waits. The job keeps its id, meta and RQ state: only its place in RQ's list changes."""
+    for lane in search_lanes(connection, settings):
+        if connection.eval(_BRING_FORWARD, 1, lane.key, job_id):
+            return True
+    return False
+
+
+def pass_the_turn(connection: Redis, settings: Settings, tenant: str, scan: int = YIELD_SCAN) -> str | None:
+    """When a search of `tenant` ends its turn, the first waiting search of another tenant that waits
+    behind a job of `tenant` goes to the front of its lane; its id, or None.
+
+    Why: RQ serves each lane in order, and a yield puts the running job at the back of its lane, but
+    the other tenant's job may wait behind this tenant's other queued jobs; without this, a tenant
+    with 8 queued jobs would have each of them run before a job another tenant queued after them.
+    With it the turns go round the tenants: after each job end or yield the worker's next job in
+    that lane is another tenant's, when one waits.
+    """
+    for lane in search_lanes(connection, settings):
+        ids = lane.get_job_ids(0, scan)
+        ahead_is_ours = False
+        for job in Job.fetch_many(ids, connection=connection) if ids else []:
+            if job is None or job.func_name != TASK_PATH or has_ended(job.meta):
+                continue
+            owner = (job.meta or {}).get(META_TENANT)
+            if owner == tenant:
+                ahead_is_ours = True
+            elif owner is not None:
+                if ahead_is_ours and bring_forward(connection, settings, job.id):
+                    return job.id
+                break  # another tenant's job is already the first of this lane to run
     return None
 
 
@@ -179,11 +242,11 @@ class YieldState(BaseModel):
 
 
 def yield_retry_max(n_spotlights: int, n_permutations: int = 0) -> int:
-    """``Retry.max`` of a yield. A run yields only after a region it found and checkpointed, or after
-    a shuffle of its permutation test, so a job yields at most n_spotlights - 1 + n_permutations - 1
-    times; RQ fails a job whose yields reach the max, which the task therefore never lets happen (it
-    goes on instead of yielding)."""
-    return max(1, int(n_spotlights) + int(n_permutations))
+    """``Retry.max`` of a yield. A run yields only after a region it found and checkpointed, after a
+    region it described, or after a shuffle of its permutation test, so a job yields at most
+    (n_spotlights - 1) + (n_spotlights - 1) + (n_permutations - 1) times; RQ fails a job whose yields
+    reach the max, which the task therefore never lets happen (it goes on instead of yielding)."""
+    return max(1, 2 * int(n_spotlights) + int(n_permutations))
 
 
 def progress_with_regions_done(n_spotlights: int, steps: int, done: int) -> Progress:
@@ -203,22 +266,33 @@ def callback_queue(connection: Redis, settings: Settings) -> Queue:
     """Where finished jobs' webhooks wait for delivery: `<queue_name>-callbacks`.
 
     Why a queue of its own: delivery retries with backoff against a receiver that may be down, up
-    to about a minute; done inside the search job it would hold a GPU worker that long. Any worker
+    to about a minute; done inside the search job it would hold a GPU worker. Any worker
     started without ``--no-callbacks`` takes these when it has no search to run; `spotlight up` and
     docker-compose run one callbacks-only worker and keep the search workers off this queue.
     """
-    return Queue(f"{settings.rq_queue_name()}-callbacks", connection=connection)
+    return Queue(Keys.of(settings).callbacks_queue, connection=connection)
 
 
-def callback_timeout_s(settings: Settings, attempt_timeout_s: float = 10.0, max_backoff_s: float = 60.0) -> int:
-    """Long enough for every attempt and every backoff wait of one delivery, plus a margin."""
-    attempts = max(1, settings.webhook_retries)
-    waits = sum(min(max_backoff_s, 2.0**i) for i in range(attempts - 1))
-    return int(attempts * attempt_timeout_s + waits + 30)
+def callback_backoff_s(settings: Settings, max_backoff_s: int = 60) -> list[int]:
+    """The waits between a delivery's attempts: 1, 2, 4, ... s, each capped (RQ's Retry intervals)."""
+    return [min(max_backoff_s, 2**i) for i in range(max(1, settings.webhook_retries) - 1)]
+
+
+def callback_timeout_s(settings: Settings) -> int:
+    """The RQ timeout of one delivery attempt: its HTTP timeout plus a margin (the waits between
+    attempts are RQ's scheduled retries, outside any run)."""
+    return int(math.ceil(settings.webhook_timeout_s)) + 30
 
 
 def enqueue_callback(connection: Redis, settings: Settings, url: str, payload: dict[str, Any], delivery_id: str) -> Job:
-    """Queue one webhook delivery: the URL and a small JSON summary (no arrays), nothing else."""
+    """Queue one webhook delivery: the URL and a small JSON summary (no arrays), nothing else.
+
+    Each run is one attempt (worker/webhook.py); RQ's ``Retry`` runs the next after the backoff, from
+    its scheduled registry, which the callbacks worker's scheduler (``with_scheduler``, worker/runner.py)
+    moves back to the queue: no worker waits through a backoff, and a receiver that hangs holds a
+    worker for one attempt at a time, not for its whole schedule.
+    """
+    backoff = callback_backoff_s(settings)
     return callback_queue(connection, settings).enqueue(
         CALLBACK_TASK_PATH,
         url,
@@ -228,6 +302,7 @@ def enqueue_callback(connection: Redis, settings: Settings, url: str, payload: d
         job_timeout=callback_timeout_s(settings),
         result_ttl=CALLBACK_RESULT_TTL_S,
         failure_ttl=settings.result_ttl_s,
+        retry=Retry(max=len(backoff), interval=backoff) if backoff else None,
     )
 
 
@@ -313,7 +388,7 @@ def on_job_failure(
     """RQ's ``on_failure`` callback: in the horse when the task raised, in a cleanup when abandoned."""
     if exc_type is AbandonedJobError or isinstance(exc_value, AbandonedJobError):
         record_worker_lost(job, "its worker stopped sending heartbeats")
-    elif isinstance(exc_value, JobTimeoutException):
+    elif isinstance(exc_value, TIME_LIMIT_EXCEPTIONS):
         # The task records its own timeouts; this catches one that fired outside the search.
         # Another run would time out again, so RQ is told not to retry it.
         job.retries_left = 0

@@ -27,7 +27,8 @@ from typing import Any
 
 from redis import Redis
 
-from spotlight.protocol import key_prefix, redis_text
+from spotlight.keys import Keys
+from spotlight.protocol import redis_text
 
 # Bucket upper bounds in seconds. Searches run from seconds (small data) to hours (big data, CPU).
 DURATION_BOUNDS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
@@ -39,29 +40,13 @@ HISTOGRAMS: dict[str, tuple[float, ...]] = {
 WORKER_TTL_S = 24 * 3600
 
 
-def stats_prefix(queue_name: str) -> str:
-    return f"{key_prefix()}:stats:{queue_name}"
-
-
-def hist_key(queue_name: str, metric: str, label: str) -> str:
-    return f"{stats_prefix(queue_name)}:hist:{metric}:{label}"
-
-
-def ended_key(queue_name: str) -> str:
-    return f"{stats_prefix(queue_name)}:ended"
-
-
-def worker_key(queue_name: str, worker_name: str) -> str:
-    return f"{stats_prefix(queue_name)}:worker:{worker_name}"
-
-
 def _bucket(bounds: tuple[float, ...], value: float) -> int:
     return bisect.bisect_left(bounds, value)  # first bound >= value; len(bounds) means +Inf
 
 
 def record_job_end(
     conn: Redis,
-    queue_name: str,
+    keys: Keys,
     status: str,
     duration_s: float | None,
     queue_wait_s: float | None,
@@ -73,7 +58,7 @@ def record_job_end(
     skew between machines) count as 0.
     """
     pipe = conn.pipeline(transaction=True)
-    pipe.hincrby(ended_key(queue_name), status, 1)
+    pipe.hincrby(keys.stats_ended(), status, 1)
     for metric, label, value in (
         ("job_duration_seconds", status, duration_s),
         ("job_queue_wait_seconds", "all", queue_wait_s),
@@ -81,37 +66,37 @@ def record_job_end(
         if value is None or not math.isfinite(float(value)):
             continue
         v = max(0.0, float(value))
-        key = hist_key(queue_name, metric, label)
+        key = keys.stats_hist(metric, label)
         pipe.hincrby(key, f"b{_bucket(HISTOGRAMS[metric], v)}", 1)
         pipe.hincrbyfloat(key, "sum", v)
         pipe.hincrby(key, "count", 1)
     pipe.execute()
 
 
-def record_worker_device(conn: Redis, queue_name: str, worker_name: str, device: str) -> None:
+def record_worker_device(conn: Redis, keys: Keys, worker_name: str, device: str) -> None:
     """Remember which device a worker computes on (e.g. ``cuda:0``, ``cpu``), for /metrics."""
-    key = worker_key(queue_name, worker_name)
+    key = keys.stats_worker(worker_name)
     pipe = conn.pipeline(transaction=True)
     pipe.hset(key, mapping={"device": device, "host": socket.gethostname(), "at": f"{time.time():.3f}"})
     pipe.expire(key, WORKER_TTL_S)
     pipe.execute()
 
 
-def read_histograms(conn: Redis, queue_name: str) -> dict[str, dict[str, dict[str, Any]]]:
+def read_histograms(conn: Redis, keys: Keys) -> dict[str, dict[str, dict[str, Any]]]:
     """{metric: {label: {"buckets": [(upper_bound, cumulative_count), ..., (inf, count)], "sum", "count"}}}."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for metric, bounds in HISTOGRAMS.items():
-        prefix = f"{stats_prefix(queue_name)}:hist:{metric}:"
-        keys = sorted(redis_text(k) for k in conn.scan_iter(match=prefix + "*", count=100))
+        pattern = keys.stats_hist(metric, "*")
+        found = sorted(redis_text(k) for k in conn.scan_iter(match=pattern, count=100))
         out[metric] = {}
-        for key in keys:
+        for key in found:
             raw = {redis_text(k): v for k, v in conn.hgetall(key).items()}
             counts = [int(raw.get(f"b{i}", 0)) for i in range(len(bounds) + 1)]
             cumulative, running = [], 0
             for bound, c in zip((*bounds, math.inf), counts, strict=True):
                 running += c
                 cumulative.append((bound, running))
-            out[metric][key[len(prefix) :]] = {
+            out[metric][keys.metric_and_label_of_stats_hist(key)[1]] = {
                 "buckets": cumulative,
                 "sum": float(raw.get("sum", 0.0)),
                 "count": int(raw.get("count", 0)),
@@ -119,10 +104,10 @@ def read_histograms(conn: Redis, queue_name: str) -> dict[str, dict[str, dict[st
     return out
 
 
-def read_ended(conn: Redis, queue_name: str) -> dict[str, int]:
-    return {redis_text(k): int(v) for k, v in conn.hgetall(ended_key(queue_name)).items()}
+def read_ended(conn: Redis, keys: Keys) -> dict[str, int]:
+    return {redis_text(k): int(v) for k, v in conn.hgetall(keys.stats_ended()).items()}
 
 
-def read_worker_device(conn: Redis, queue_name: str, worker_name: str) -> str | None:
-    value = conn.hget(worker_key(queue_name, worker_name), "device")
+def read_worker_device(conn: Redis, keys: Keys, worker_name: str) -> str | None:
+    value = conn.hget(keys.stats_worker(worker_name), "device")
     return None if value is None else redis_text(value)

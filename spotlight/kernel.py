@@ -1,4 +1,8 @@
-"""A region's kernel weight of any embedding: the formula the engine optimises, in numpy, in one place.
+"""The kernels, in one place: each kernel's name, formula (numpy), member rule and support bound
+(`SPECS`), and a region's kernel weight of any embedding.
+
+Adding a kernel: one `KernelSpec` line here (params, the member rule, the score route and the
+client read `SPECS`), plus its torch weight and step in the engine.
 
 A region (worker/engine/result.py's `Region.to_dict()`, as `GET /v1/jobs/{id}/regions` returns it)
 is a centre c and a precision p (one float: spherical; d floats: diagonal) in the caller's
@@ -21,21 +25,78 @@ label/prediction evidence (`evidence_weight`, spotlight/evidence.py) adds a term
 the rows' labels (and predictions): such regions carry an ``evidence`` object, and
 `region_weights` refuses rows given without what it needs.
 
-Used by the client (`Region.weights(X)`), the API's score route and a test against the engine.
-numpy only.
+Used by the client (`Region.weights(X)`), the API's score route, the member rule
+(spotlight/members.py), SearchParams (spotlight/params.py), the engine (its support bounds) and a test
+against the engine. numpy only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 from spotlight import evidence as evidence_terms
 
-KERNELS = ("flat", "gaussian", "ball")
 ROW_CHUNK = 65536
+
+# How a region's member set is drawn from its weights (spotlight/members.py): 'support' = every row
+# of weight > 0; 'core' = the rows of weight 1; 'mass' = the heaviest rows counting as many examples
+# as the region does.
+MemberRule = Literal["support", "core", "mass"]
+
+
+def _flat(u: np.ndarray, radius_u: float | None) -> np.ndarray:
+    return np.maximum(0.0, 1.0 - u)
+
+
+def _gaussian(u: np.ndarray, radius_u: float | None) -> np.ndarray:
+    return np.exp(-0.5 * u)
+
+
+def _ball(u: np.ndarray, radius_u: float | None) -> np.ndarray:
+    if radius_u is None or not np.isfinite(radius_u):
+        raise ValueError("a 'ball' region needs its radius_u (the core's edge as a value of u)")
+    return np.exp(-0.5 * np.maximum(0.0, u - float(radius_u)))
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel, everything about it outside the engine's optimiser: its name, its weight of a
+    scaled squared distance u (numpy), its member rule and its support bound.
+
+    `max_min_u`: the engine's projection bound on a restart's smallest u (worker/engine/core.py):
+    keeping min_i u_i at or below it keeps at least one example inside the kernel (flat: k >= 0.1;
+    gaussian: k >= e^-20, far from float32 underflow), so a region's total weight never reaches 0,
+    its weighted mean is never 0/0 and the barrier always has a gradient. The gaussian bound is loose
+    on purpose: in high dimension even the nearest example of a tight gaussian region sits at u >> 1.
+    None for a kernel that is 1 on a core of S rows: feasible by construction, it needs neither the
+    barrier nor the support projection.
+    """
+
+    name: str
+    weight: Callable[[np.ndarray, float | None], np.ndarray]
+    members: MemberRule
+    max_min_u: float | None
+
+
+# The kernels a search runs, each in one line; SearchParams' `kernel` accepts these and "auto".
+SPECS: dict[str, KernelSpec] = {
+    spec.name: spec
+    for spec in (
+        KernelSpec("flat", _flat, members="support", max_min_u=0.9),  # the published paper's
+        KernelSpec("gaussian", _gaussian, members="mass", max_min_u=40.0),
+        KernelSpec("ball", _ball, members="core", max_min_u=None),
+    )
+}
+KERNELS = tuple(SPECS)
+AUTO = "auto"  # the engine picks 'ball' or 'gaussian' from the data (worker/engine/search.py resolve_auto)
+KERNEL_CHOICES = (AUTO, *KERNELS)
+SUPPORT_KERNELS = frozenset(name for name, spec in SPECS.items() if spec.members == "support")
+CORE_KERNELS = frozenset(name for name, spec in SPECS.items() if spec.members == "core")
+MAX_MIN_U = {name: spec.max_min_u for name, spec in SPECS.items() if spec.max_min_u is not None}
 
 
 class RegionSpaceError(ValueError):
@@ -44,15 +105,10 @@ class RegionSpaceError(ValueError):
 
 def kernel_of(u: np.ndarray, kernel: str, radius_u: float | None = None) -> np.ndarray:
     """Kernel value of scaled squared distances u >= 0 (`radius_u`: the ball's core, needed for 'ball')."""
-    if kernel == "flat":
-        return np.maximum(0.0, 1.0 - u)
-    if kernel == "gaussian":
-        return np.exp(-0.5 * u)
-    if kernel == "ball":
-        if radius_u is None or not np.isfinite(radius_u):
-            raise ValueError("a 'ball' region needs its radius_u (the core's edge as a value of u)")
-        return np.exp(-0.5 * np.maximum(0.0, u - float(radius_u)))
-    raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")
+    spec = SPECS.get(kernel)
+    if spec is None:
+        raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")
+    return spec.weight(u, radius_u)
 
 
 def weights(

@@ -44,12 +44,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from spotlight.kernel import CORE_KERNELS, SUPPORT_KERNELS
+
 # S within this relative distance below an integer counts as that integer: ceil(40.000000001) is 41
 # but a region of 40 rows whose float32 weights sum to 40.000000001 has 40 members.
 _MASS_TOLERANCE = 1e-6
-SUPPORT_KERNELS = frozenset({"flat"})
-# kernels whose members are their core, the rows of weight 1 (within _CORE_TOLERANCE of it)
-CORE_KERNELS = frozenset({"ball"})
+# a core kernel's members are the rows of weight 1, within this of it (SUPPORT_KERNELS, CORE_KERNELS:
+# each kernel's member rule, spotlight/kernel.py)
 _CORE_TOLERANCE = 1e-6
 # weights of other data within this relative distance below a region's member_min_weight still reach it
 _WEIGHT_RTOL = 1e-4

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Kernel = Literal["auto", "flat", "gaussian", "ball"]
+from spotlight.kernel import KERNEL_CHOICES
+
+if TYPE_CHECKING:
+    Kernel = str
+else:
+    Kernel = Literal[KERNEL_CHOICES]  # "auto" and every kernel of spotlight/kernel.py, as OpenAPI's enum
 Shape = Literal["spherical", "diagonal"]
 Objective = Literal["max_loss", "min_loss"]
 Deflation = Literal["tails", "paper"]
+Sizing = Literal["grow", "fixed"]
 EvidencePrecision = Literal["learned", "tied"]
 EvidenceKind = Literal["labels_predictions", "labels", "mismatch"]
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
 class SearchParams(BaseModel):
@@ -42,8 +48,8 @@ class SearchParams(BaseModel):
     kernel: Kernel = Field(
         "auto",
         description="'auto' = 'ball' when a row's spotlight-sized neighbourhood among the standardised embeddings "
-        "has high intrinsic dimension (clustered or not: from its 0.5 % and 2 % distance quantiles, threshold 12), "
-        "else 'gaussian'; each region records the kernel "
+        "has high intrinsic dimension (clustered or not: from its 0.5 % and 2 % distance quantiles, threshold 12) "
+        "and the spotlight size counts at least 0.25 rows per dimension, else 'gaussian'; each region records the kernel "
         "it ran (docs/engine.md). 'flat' = max(0, 1 - tau*|x-mu|^2) (published paper), 'gaussian' = "
         "exp(-tau*|x-mu|^2/2) (ranks the rest of a slice larger than the region, where flat weighs it 0), or "
         "'ball' = 1 on the spotlight_size rows nearest the centre, exp(-(tau*|x-mu|^2 - radius_u)/2) beyond "
@@ -74,6 +80,13 @@ class SearchParams(BaseModel):
         "a different weak spot: 'tails' multiplies every loss score by (1 - k/max k)^8, removing the region "
         "with its tails; 'paper' by (1 - k/max k), the paper's re-weighting, which leaves a gaussian region's "
         "tails in place so later regions often find the same weak spot again.",
+    )
+    sizing: Sizing = Field(
+        "fixed",
+        description="'grow': once found, a region grows past spotlight_size (the floor) ring by ring along its own "
+        "ordering while each ring of 0.5 x spotlight_size more rows still has a mean loss significantly above the "
+        "dataset's (one-sided z > 3), up to half the rows, then is refitted to that size (docs/engine.md); "
+        "'fixed': every region has spotlight_size.",
     )
     seed: int = Field(
         0,
@@ -109,6 +122,14 @@ class SearchParams(BaseModel):
         "'labels_predictions' (one-hot label and one-hot prediction) or 'mismatch' (one column: "
         "label != prediction).",
     )
+    evidence_check: bool = Field(
+        False,
+        strict=True,
+        description="Decide from the job's own rows whether label evidence helps: one region searched with and one "
+        "without evidence on half of the rows, each applied to the other half; the setting whose region has the "
+        "higher held-out lift is used for the search (about 0.2 of a search's cost more; docs/engine.md). Needs "
+        "evidence_weight > 0 and the labels (and predictions) the evidence uses.",
+    )
     evidence_precision: EvidencePrecision = Field(
         "learned",
         description="How much a region's evidence columns count: 'learned' (each gaussian/flat spherical "
@@ -137,9 +158,15 @@ class SearchParams(BaseModel):
     @field_validator("device")
     @classmethod
     def _device_is_known(cls, v: str) -> str:
-        if not _DEVICE.match(v):
+        if not _DEVICE.fullmatch(v):
             raise ValueError("device must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return v
+
+    @model_validator(mode="after")
+    def _evidence_check_needs_evidence(self) -> SearchParams:
+        if self.evidence_check and self.evidence_weight == 0:
+            raise ValueError("evidence_check needs evidence_weight > 0 (with 0 there is no evidence to check)")
+        return self
 
     def size_count(self, n: float) -> float:
         """The spotlight size S as a number of examples for a dataset of n rows."""

@@ -1,4 +1,4 @@
-"""What the API and the worker agree on: queue task, job spec, job meta, store layout, Redis keys.
+"""What the API and the worker agree on: queue task, job spec, job meta, store layout (Redis keys: spotlight/keys.py).
 
 Data flows one way: caller -> API -> store (+ an RQ job holding ids only) -> worker -> store -> API
 -> caller. Neither side imports the other; both import this module (pydantic only).
@@ -33,7 +33,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from spotlight.params import SearchParams
 
@@ -112,63 +112,31 @@ def member_weights_file(ordered: str) -> str:
     return ordered.removesuffix(".npy") + "_weights.npy"
 
 
-# ----- Redis keys (RQ keeps its own under "rq:") -----
-KEY_PREFIX = "spotlight"  # without a namespace; build keys with key_prefix()
-
-
-def key_prefix() -> str:
-    """Start of our keys: KEY_PREFIX, behind ``<namespace>:`` when the process's settings name
-    one (``SPOTLIGHT_NAMESPACE``, read once per process), so deployments can share one Redis."""
-    from spotlight.settings import get_settings  # settings never imports this module: no cycle
-
-    return get_settings().key_prefix()
-
-
+# ----- Redis (every key of ours: spotlight/keys.py) -----
 def redis_text(value: Any) -> str:
     """A Redis reply as text: connections RQ uses answer bytes (``decode_responses=False``)."""
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def dataset_key(dataset_id: str) -> str:
-    """JSON of a DatasetRecord."""
-    return f"{key_prefix()}:dataset:{dataset_id}"
-
-
-def tenant_datasets_key(tenant: str) -> str:
-    """Sorted set of the tenant's dataset ids, scored by creation time."""
-    return f"{key_prefix()}:tenant:{tenant}:datasets"
-
-
-def tenant_jobs_key(tenant: str) -> str:
-    """Sorted set of the tenant's job ids, scored by creation time."""
-    return f"{key_prefix()}:tenant:{tenant}:jobs"
-
-
-def tenant_active_key(tenant: str) -> str:
-    """Set of the tenant's job ids that may be queued or running (the API prunes it on submit)."""
-    return f"{key_prefix()}:tenant:{tenant}:active"
-
-
-def blob_refs_key(sha256: str) -> str:
-    """Set of dataset ids that point at one stored content; the blob is deleted with the last."""
-    return f"{key_prefix()}:blob:{sha256}:refs"
-
-
-def cancel_key(job_id: str) -> str:
-    """Present when the caller asked to cancel; the worker checks it between steps."""
-    return f"{key_prefix()}:cancel:{job_id}"
-
-
-def idempotency_key(tenant: str, key: str) -> str:
-    return f"{key_prefix()}:idem:{tenant}:{key}"
 
 
 # ----- records -----
 NAME_MAX = 200
 TAG_MAX = 64
 TAGS_MAX = 20
-Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
-TagText = Annotated[str, Field(min_length=1, max_length=TAG_MAX, pattern=r"^[^\s,]+$")]
+# Characters a caller's label may not hold: control characters (NUL, newlines, escapes) and the
+# bidirectional overrides and isolates that make text display as something else (Trojan Source).
+_HIDDEN = frozenset(chr(c) for c in [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+
+
+def plain_text(value: str) -> str:
+    """A name or tag as shown to people: refused when it holds control or bidi-override characters."""
+    bad = next((c for c in value if c in _HIDDEN), None)
+    if bad is not None:
+        raise ValueError(f"must not contain control or bidirectional-override characters (found U+{ord(bad):04X})")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX), AfterValidator(plain_text)]
+TagText = Annotated[str, Field(min_length=1, max_length=TAG_MAX, pattern=r"^[^\s,]+$"), AfterValidator(plain_text)]
 
 
 class DatasetRecord(BaseModel):
@@ -184,6 +152,7 @@ class DatasetRecord(BaseModel):
     created_at: datetime
     name: str | None = None  # the caller's own label and tags (not unique; for finding things again)
     tags: list[str] = Field(default_factory=list)
+    stored_bytes: int = 0  # counted against the tenant's storage quota (0: a record from before quotas)
 
 
 class Progress(BaseModel):
@@ -234,6 +203,7 @@ class ErrorCode:
     SHAPE_MISMATCH = "shape_mismatch"
     TOO_LARGE = "payload_too_large"
     TOO_MANY_ELEMENTS = "too_many_elements"
+    QUOTA_EXCEEDED = "storage_quota_exceeded"
     UNSUPPORTED_MEDIA = "unsupported_media_type"
     REFERENCE_REFUSED = "reference_refused"
     REFERENCE_UNREADABLE = "reference_unreadable"
@@ -246,9 +216,11 @@ class ErrorCode:
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     TOO_MANY_JOBS = "too_many_active_jobs"
     TOO_MANY_FETCHES = "too_many_reference_fetches"
+    TOO_MANY_REQUESTS = "too_many_requests"
     JOB_TOO_COSTLY = "job_too_costly"
     TOO_MUCH_ACTIVE_COST = "too_much_active_cost"
     UNAUTHORIZED = "unauthorized"
+    HOST_NOT_ALLOWED = "host_not_allowed"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     INTERNAL = "internal_error"

@@ -13,7 +13,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_KEY_PREFIX = "spotlight"  # spotlight/protocol.py's KEY_PREFIX (that module imports this one)
+from spotlight.keys import Keys
+from spotlight.settings_errors import load_settings
 
 
 class Settings(BaseSettings):
@@ -65,6 +66,13 @@ class Settings(BaseSettings):
         description="Largest estimated cost of one job, in element-steps: n·(d + e) × restarts × steps × "
         "(regions + permutations), e the label evidence columns (up to 128 when the dataset has labels).",
     )
+    worker_memory_bytes: int = Field(
+        8 * 2**30,
+        gt=0,
+        description="Memory one search may use in a worker's work-horse, in bytes: a job whose estimate "
+        "(spotlight/cost.py, job_memory_bytes) is above it is refused at submission (400 job_too_costly). "
+        "Set it to the worker machine's memory divided by its workers, less a margin.",
+    )
     max_active_cost_per_tenant: float = Field(
         2e14, gt=0, description="Largest summed estimated cost of one tenant's queued + running jobs (429 past it)."
     )
@@ -95,6 +103,27 @@ class Settings(BaseSettings):
     max_job_body_bytes: int = Field(
         4 * 1024**2,
         description="Largest job submission body (its inline dataset is parsed whole; larger data: upload it first).",
+    )
+    trusted_hosts: list[str] = Field(
+        default_factory=list,
+        description="Without API keys, dotted Host names the API answers besides localhost and IP addresses "
+        '(JSON list, e.g. ["spotlight.lan"]); others get 421, a guard against DNS rebinding.',
+    )
+    max_stored_bytes_per_tenant: int = Field(
+        50 * 1024**3,
+        ge=0,
+        description="Most bytes of datasets one tenant may have stored (413 storage_quota_exceeded past it; 0: no limit).",
+    )
+    min_free_store_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Uploads are refused (503 store_error) while a local store's disk has less free space than "
+        "this, so tenants' data cannot fill the disk Redis's AOF and results are written to.",
+    )
+    max_score_body_bytes: int = Field(
+        8 * 1024**2,
+        description="Largest POST /v1/jobs/{id}/score body (bare embeddings are parsed whole; more rows: upload "
+        "them and score the dataset id).",
     )
 
     # --- references ---
@@ -129,6 +158,12 @@ class Settings(BaseSettings):
     # --- webhooks ---
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 secret that signs callback bodies.")
     webhook_retries: int = Field(5, description="Delivery attempts of one callback before giving up.")
+    webhook_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Time limit of one delivery attempt; another tenant's callback waits at most this long "
+        "per attempt ahead of it on a callbacks worker (later attempts are scheduled, not slept through).",
+    )
 
     # --- logging ---
     log_level: str = Field("INFO", description="Log level of every process.")
@@ -159,11 +194,7 @@ class Settings(BaseSettings):
 
     def rq_queue_name(self) -> str:
         """The RQ queue's name: ``queue_name``, behind ``<namespace>:`` when a namespace is set."""
-        return f"{self.namespace}:{self.queue_name}" if self.namespace else self.queue_name
-
-    def key_prefix(self) -> str:
-        """Start of every Redis key of ours: ``spotlight``, behind ``<namespace>:`` when one is set."""
-        return f"{self.namespace}:{_KEY_PREFIX}" if self.namespace else _KEY_PREFIX
+        return Keys.of(self).rq_queue
 
 
 @lru_cache
@@ -173,6 +204,4 @@ def get_settings() -> Settings:
     A bad variable ends the process with one line naming it and the form it needs, and unknown
     SPOTLIGHT_* variables are warned about (spotlight/settings_errors.py).
     """
-    from spotlight.settings_errors import load_settings
-
-    return load_settings()
+    return load_settings(Settings)

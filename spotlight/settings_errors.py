@@ -18,14 +18,14 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from pydantic_settings import SettingsError
-
-from spotlight.settings import Settings
+from pydantic_settings import BaseSettings, SettingsError
 
 log = logging.getLogger("spotlight.settings")
+
+S = TypeVar("S", bound=BaseSettings)
 
 PREFIX = "SPOTLIGHT_"
 # SPOTLIGHT_* variables read outside Settings (the client CLI, the embedded Redis).
@@ -48,9 +48,9 @@ def variable(field: str) -> str:
     return "SPOTLIGHT_REDIS_URL (or REDIS_URL)" if field == "redis_url" else PREFIX + field.upper()
 
 
-def expected_form(field: str) -> str:
+def expected_form(cls: type[BaseSettings], field: str) -> str:
     """What a variable's value must look like, from the field's type."""
-    info = Settings.model_fields.get(field)
+    info = cls.model_fields.get(field)
     annotation: Any = info.annotation if info else str
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
@@ -80,26 +80,28 @@ def _shown(value: Any, field: str = "") -> str:
     return text if len(text) <= 80 else text[:77] + "...'"
 
 
-def problems(exc: Exception, environ: Mapping[str, str]) -> list[str]:
+def problems(cls: type[BaseSettings], exc: Exception, environ: Mapping[str, str]) -> list[str]:
     """One line per bad variable, from pydantic's or pydantic-settings' error."""
     lines: list[str] = []
     if isinstance(exc, ValidationError):
         for err in exc.errors():
             field = str(err["loc"][0]) if err.get("loc") else "?"
             value = environ.get(PREFIX + field.upper(), err.get("input"))
-            lines.append(f"{variable(field)}={_shown(value, field)}: expected {expected_form(field)} ({err['msg']})")
+            lines.append(
+                f"{variable(field)}={_shown(value, field)}: expected {expected_form(cls, field)} ({err['msg']})"
+            )
         return lines
     m = re.search(r'field "([^"]+)"', str(exc))
     if m:
         field = m.group(1)
         value = environ.get(PREFIX + field.upper(), "")
-        return [f"{variable(field)}={_shown(value, field)}: expected {expected_form(field)}"]
+        return [f"{variable(field)}={_shown(value, field)}: expected {expected_form(cls, field)}"]
     return [str(exc)]
 
 
-def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+def unknown_variables(cls: type[BaseSettings], environ: Mapping[str, str]) -> list[str]:
     """Warnings for SPOTLIGHT_* variables that nothing reads, with the closest known name."""
-    known = {PREFIX + f.upper() for f in Settings.model_fields} | set(OTHER_VARIABLES)
+    known = {PREFIX + f.upper() for f in cls.model_fields} | set(OTHER_VARIABLES)
     out = []
     for name in sorted(k for k in environ if k.startswith(PREFIX) and k not in known):
         close = difflib.get_close_matches(name, sorted(known), n=1)
@@ -108,52 +110,52 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return out
 
 
-class _FromValues(Settings):
-    """Settings validated from given values only (no environment): to collect every error at once."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls, settings_cls: Any, init_settings: Any, *rest: Any, **kw: Any
-    ) -> tuple[Any, ...]:
-        return (init_settings,)
+def _init_values_only(cls: Any, settings_cls: Any, init_settings: Any, *rest: Any, **kw: Any) -> tuple[Any, ...]:
+    return (init_settings,)
 
 
-def _is_json_field(field: str) -> bool:
-    return expected_form(field).startswith("a JSON list")
+def _from_values(cls: type[S]) -> type[S]:
+    """`cls` validated from given values only (no environment): to collect every error at once."""
+    return type(f"{cls.__name__}FromValues", (cls,), {"settings_customise_sources": classmethod(_init_values_only)})
 
 
-def all_problems(env: Mapping[str, str]) -> list[str]:
+def _is_json_field(cls: type[BaseSettings], field: str) -> bool:
+    return expected_form(cls, field).startswith("a JSON list")
+
+
+def all_problems(cls: type[BaseSettings], env: Mapping[str, str]) -> list[str]:
     """Every bad variable at once (pydantic-settings stops at the first JSON one it cannot parse)."""
     lines: list[str] = []
     values: dict[str, Any] = {}
-    for field in Settings.model_fields:
+    for field in cls.model_fields:
         name = PREFIX + field.upper()
         if name not in env or field == "redis_url":
             continue
-        if _is_json_field(field):
+        if _is_json_field(cls, field):
             try:
                 parsed = json.loads(env[name])
             except ValueError:
                 parsed = None
             if not isinstance(parsed, list):
-                lines.append(f"{name}={_shown(env[name], field)}: expected {expected_form(field)}")
+                lines.append(f"{name}={_shown(env[name], field)}: expected {expected_form(cls, field)}")
                 continue
             values[field] = parsed
         else:
             values[field] = env[name]
     try:
-        _FromValues(**values)
+        _from_values(cls)(**values)
     except ValidationError as exc:
-        lines += problems(exc, env)
+        lines += problems(cls, exc, env)
     return lines
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the environment, or SettingsProblem (a SystemExit) saying what to fix."""
+def load_settings(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
+    """`cls` (spotlight/settings.py's Settings) from the environment, or SettingsProblem (a SystemExit)
+    saying what to fix. The class is passed in, so this module never imports settings.py."""
     env = os.environ if environ is None else environ
-    for warning in unknown_variables(env):
+    for warning in unknown_variables(cls, env):
         log.warning(warning)
     try:
-        return Settings()
+        return cls()
     except (ValidationError, SettingsError) as exc:
-        raise SettingsProblem(all_problems(env) or problems(exc, env)) from None
+        raise SettingsProblem(all_problems(cls, env) or problems(cls, exc, env)) from None

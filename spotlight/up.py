@@ -130,6 +130,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--callback-workers",
+        type=int,
+        default=2,
+        help="webhook delivery workers: deliveries run in parallel, so one receiver that hangs does not hold the others",
+    )
     parser.add_argument("--data-dir", default=os.environ.get("SPOTLIGHT_DATA_DIR", ".spotlight"))
     parser.add_argument("--allow-open-bind", action="store_true", help="bind a non-loopback address without API keys")
     parser.add_argument("--stop-timeout", type=float, default=15.0, help="seconds to wait for children on stop")
@@ -174,12 +180,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         worker = [sys.executable, "-m", WORKER_MODULE, "worker"]
         for i in range(args.workers):
             supervisor.start(f"worker-{i}", [*worker, "--no-callbacks"])
-        supervisor.start("worker-callbacks", [*worker, "--callbacks-only"])
+        for i in range(max(1, args.callback_workers)):
+            supervisor.start(f"worker-callbacks-{i}", [*worker, "--callbacks-only"])
         log.info(
-            "spotlight is up on http://%s:%d with %d worker(s) and a callbacks worker; Ctrl-C stops it",
+            "spotlight is up on http://%s:%d with %d worker(s) and %d callbacks worker(s); Ctrl-C stops it",
             args.host,
             args.port,
             args.workers,
+            max(1, args.callback_workers),
         )
         restarts: list[float] = []
         redis_restarts: list[float] = []

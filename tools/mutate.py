@@ -1,7 +1,7 @@
 """Targeted mutation check of the modules that guard tenants and data.
 
 Each mutation below is one small, plausible slip — an operator flipped, a condition dropped, a
-constant changed — in `spotlight/protocol.py` (with the job states of `spotlight/jobstate.py`),
+constant changed — in `spotlight/keys.py` (with the job states of `spotlight/jobstate.py`),
 `service/auth.py` or the reference checks (`spotlight/refs.py`, `spotlight/netguard.py`). For each, the script copies the repository (never
 touching the working tree), applies the mutation, and runs the tests that should notice. A
 mutant whose tests still pass *survived*: either a test is missing, or the slip is harmless
@@ -39,6 +39,7 @@ PROTOCOL_TESTS = [
     "tests/runtime/test_task.py",
 ]
 AUTH_TESTS = ["tests/service/test_auth.py"]
+ROUND3_TESTS = ["tests/service/test_round_three.py"]
 JOBSTATE_TESTS = ["tests/service/test_protocol.py", "tests/test_jobstate.py", "tests/service/test_jobs.py"]
 REFS_TESTS = ["tests/security/test_refs.py", "tests/security/test_references_api.py"]
 NETGUARD_TESTS = ["tests/security/test_netguard.py", "tests/security/test_refs.py", "tests/ux/test_webhook.py"]
@@ -58,47 +59,47 @@ def m(id: str, path: str, before: str, after: str, tests: list[str]) -> Mutation
 
 
 MUTATIONS = [
-    # ----- spotlight/protocol.py: the keys that separate tenants, the job-state mapping -----
+    # ----- spotlight/keys.py: the keys that separate tenants -----
     m(
         "protocol.idem-key-without-tenant",
-        "spotlight/protocol.py",
-        'return f"{key_prefix()}:idem:{tenant}:{key}"',
-        'return f"{key_prefix()}:idem:{key}"',
+        "spotlight/keys.py",
+        'return f"{self.prefix}:idem:{tenant}:{key}"',
+        'return f"{self.prefix}:idem:{key}"',
         PROTOCOL_TESTS,
     ),
     m(
         "protocol.jobs-key-without-tenant",
-        "spotlight/protocol.py",
-        'return f"{key_prefix()}:tenant:{tenant}:jobs"',
-        'return f"{key_prefix()}:tenant:jobs"',
+        "spotlight/keys.py",
+        'return f"{self.prefix}:tenant:{tenant}:jobs"',
+        'return f"{self.prefix}:tenant:jobs"',
         PROTOCOL_TESTS,
     ),
     m(
         "protocol.datasets-key-without-tenant",
-        "spotlight/protocol.py",
-        'return f"{key_prefix()}:tenant:{tenant}:datasets"',
-        'return f"{key_prefix()}:tenant:datasets"',
+        "spotlight/keys.py",
+        'return f"{self.prefix}:tenant:{tenant}:datasets"',
+        'return f"{self.prefix}:tenant:datasets"',
         PROTOCOL_TESTS,
     ),
     m(
         "protocol.active-key-without-tenant",
-        "spotlight/protocol.py",
-        'return f"{key_prefix()}:tenant:{tenant}:active"',
-        'return f"{key_prefix()}:tenant:active"',
+        "spotlight/keys.py",
+        'return f"{self.prefix}:tenant:{tenant}:active"',
+        'return f"{self.prefix}:tenant:active"',
         PROTOCOL_TESTS,
     ),
     m(
         "protocol.cancel-key-shared",
-        "spotlight/protocol.py",
-        'return f"{key_prefix()}:cancel:{job_id}"',
-        'return f"{key_prefix()}:cancel:"',
+        "spotlight/keys.py",
+        'return f"{self.prefix}:cancel:{job_id}"',
+        'return f"{self.prefix}:cancel:"',
         PROTOCOL_TESTS,
     ),
     m(
         "protocol.blob-refs-key-shared",
-        "spotlight/protocol.py",
-        'return f"{key_prefix()}:blob:{sha256}:refs"',
-        'return f"{key_prefix()}:blob:refs"',
+        "spotlight/keys.py",
+        'return f"{self.prefix}:blob:{sha256}:refs"',
+        'return f"{self.prefix}:blob:refs"',
         PROTOCOL_TESTS,
     ),
     # ----- spotlight/jobstate.py: the one mapping from RQ's statuses and the worker's record -----
@@ -171,22 +172,22 @@ MUTATIONS = [
     m(
         "auth.tenant-name-unchecked",
         "service/auth.py",
-        "if not sep or not rest or not _TENANT.match(tenant):",
+        "if not sep or not rest or not _TENANT.fullmatch(tenant):",
         "if not sep or not rest:",
         AUTH_TESTS,
     ),
     m(
         "auth.tenant-name-any-chars",
         "service/auth.py",
-        '_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")',
-        '_TENANT = re.compile(r"^.{1,64}$")',
+        '_TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")',
+        '_TENANT = re.compile(r".{1,64}")',
         AUTH_TESTS,
     ),
     m(
         "auth.empty-key-accepted",
         "service/auth.py",
-        "if not sep or not rest or not _TENANT.match(tenant):",
-        "if not sep or not _TENANT.match(tenant):",
+        "if not sep or not rest or not _TENANT.fullmatch(tenant):",
+        "if not sep or not _TENANT.fullmatch(tenant):",
         AUTH_TESTS,
     ),
     m(
@@ -197,7 +198,7 @@ MUTATIONS = [
         AUTH_TESTS,
     ),
     m("auth.hash-case-kept", "service/auth.py", "return digest.lower(), tenant", "return digest, tenant", AUTH_TESTS),
-    m("auth.hash-length-unchecked", "service/auth.py", "if not _HEX64.match(digest):", "if False:", AUTH_TESTS),
+    m("auth.hash-length-unchecked", "service/auth.py", "if not _HEX64.fullmatch(digest):", "if False:", AUTH_TESTS),
     m("auth.comments-parsed", "service/auth.py", 'if line and not line.startswith("#"):', "if line:", AUTH_TESTS),
     m(
         "auth.any-scheme",
@@ -347,6 +348,43 @@ MUTATIONS = [
         "if parts.username is None and parts.password is None:",
         "if True:",
         NETGUARD_TESTS,
+    ),
+    # issue 25: the round-three guards (tests/service/test_round_three.py)
+    m(
+        "round3.idempotency-claim-not-atomic",
+        "service/job_registry.py",
+        "if self.r.set(name, mine, nx=True, ex=IDEMPOTENCY_PENDING_TTL_S):",
+        "if self.r.set(name, mine, ex=IDEMPOTENCY_PENDING_TTL_S):",
+        ROUND3_TESTS,
+    ),
+    m(
+        "round3.score-body-uncapped",
+        "service/limits.py",
+        "return self.score_limit",
+        "return self.inline_limit",
+        ROUND3_TESTS,
+    ),
+    m(
+        "round3.results-outlive-their-dataset",
+        "service/job_results.py",
+        "if not jobs.r.exists(jobs.keys.dataset(spec.dataset_id)):",
+        "if False:",
+        ROUND3_TESTS,
+    ),
+    m("round3.any-host", "service/host_check.py", "if not allowed(header, self.trusted):", "if False:", ROUND3_TESTS),
+    m(
+        "round3.no-quota",
+        "service/dataset_registry.py",
+        "if self.quota and used > self.quota:",
+        "if False:",
+        ROUND3_TESTS,
+    ),
+    m(
+        "round3.device-prefix-match",
+        "spotlight/params.py",
+        "if not _DEVICE.fullmatch(v):",
+        "if not _DEVICE.match(v):",
+        ROUND3_TESTS,
     ),
 ]
 

@@ -11,7 +11,10 @@ Layout, written in this order so that `state.json` names only a complete weights
 - ``checkpoint/state.json``: the j regions (`Region.to_dict`, exact float64 round trip), the
   weights file's name, and what the checkpoint belongs to (dataset sha256, rows, parameters); for a
   search that yielded during its permutation test (all its regions found), also ``permutations``:
-  the null scores so far and the shuffles' generator state (`describe.NullSoFar`).
+  the null scores so far and the shuffles' generator state (`describe.NullSoFar`); for a search that
+  yielded while its regions were being described (all its regions found), ``described``: the
+  descriptions done so far, in region order (a failed one is null, with its reason in
+  ``description_errors``).
 
 A checkpoint that cannot be read, or belongs to other inputs, is ignored: the search starts over,
 which costs time but never gives a wrong result.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,9 +48,15 @@ def _identity(spec: JobSpec, n: int) -> dict[str, object]:
     return {"dataset_sha256": spec.dataset_sha256, "n": n, "params": spec.params.model_dump(mode="json")}
 
 
-def save(store: ArtifactStore, spec: JobSpec, partial: SearchResult, null: NullSoFar | None = None) -> None:
-    """Store the partial result, and with `null` the permutation test so far (raises StoreError or
-    OSError when the store refuses it)."""
+def save(
+    store: ArtifactStore,
+    spec: JobSpec,
+    partial: SearchResult,
+    null: NullSoFar | None = None,
+    described: Described | None = None,
+) -> None:
+    """Store the partial result, with `null` the permutation test so far and with `described` the
+    regions' descriptions so far (raises StoreError or OSError when the store refuses it)."""
     done = len(partial.regions)
     n = int(partial.weights.shape[0])
     previous = _stored_weights_file(store, spec.job_id)
@@ -58,6 +68,8 @@ def save(store: ArtifactStore, spec: JobSpec, partial: SearchResult, null: NullS
     }
     if null is not None:
         state["permutations"] = null.to_dict()
+    if described is not None:
+        state["described"] = described.to_dict()
     store.write_json(job_file(spec.job_id, STATE_FILE), state)
     if previous and previous != _weights_file(done):
         with contextlib.suppress(Exception):  # an older, smaller weights file: only space
@@ -103,6 +115,36 @@ def load_null(store: ArtifactStore, spec: JobSpec, n: int) -> NullSoFar | None:
         log.warning("job %s: its checkpoint has %d null scores; the test starts over", spec.job_id, len(null.scores))
         return None
     return null
+
+
+@dataclass
+class Described:
+    """The descriptions of regions 0..j-1 (None where describing failed, with the reason in `errors`)."""
+
+    descriptions: list[dict[str, Any] | None] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"descriptions": self.descriptions, "errors": {str(k): v for k, v in self.errors.items()}}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Described:
+        return cls(
+            descriptions=list(raw["descriptions"]), errors={int(k): str(v) for k, v in raw.get("errors", {}).items()}
+        )
+
+
+def load_described(store: ArtifactStore, spec: JobSpec, n: int) -> Described | None:
+    """The descriptions done so far of this job's checkpoint; None when there are none or they cannot be read."""
+    try:
+        state = _state_of(store, spec, n)
+        if not state or "described" not in state or len(state["regions"]) != spec.params.n_spotlights:
+            return None
+        described = Described.from_dict(state["described"])
+    except (StoreError, OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("job %s: its descriptions so far cannot be read (%s); describing starts over", spec.job_id, exc)
+        return None
+    return described if len(described.descriptions) <= spec.params.n_spotlights else None
 
 
 def _state_of(store: ArtifactStore, spec: JobSpec, n: int) -> dict[str, Any] | None:

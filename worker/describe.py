@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,13 +202,49 @@ def describe_job(
     n_bootstrap: int = 1000,
     metadata_limit: int = METADATA_LIMIT,
 ) -> list[dict[str, Any]]:
-    """Descriptions of every region of a finished search: the one call the worker makes.
+    """Descriptions of every region of a finished search (:func:`iter_job_descriptions`, all at once)."""
+    return [
+        description
+        for _, description in iter_job_descriptions(
+            member_sets,
+            losses,
+            labels=labels,
+            predictions=predictions,
+            sample_weights=sample_weights,
+            read_metadata=read_metadata,
+            seed=seed,
+            n_bootstrap=n_bootstrap,
+            metadata_limit=metadata_limit,
+        )
+    ]
+
+
+def iter_job_descriptions(
+    member_sets: Sequence[np.ndarray],
+    losses: np.ndarray,
+    *,
+    labels: np.ndarray | None = None,
+    predictions: np.ndarray | None = None,
+    sample_weights: np.ndarray | None = None,
+    read_metadata: Callable[[np.ndarray], list[dict[str, Any]] | None] | None = None,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
+    metadata_limit: int = METADATA_LIMIT,
+    first: int = 0,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(k, description)`` of regions `first`, `first` + 1, ... of a finished search, one at a time.
+
+    One at a time so that the worker can honour a cancel, or give its worker to another tenant,
+    between two regions (a region's description on a million rows takes seconds), and go on later
+    from region `first`: region k's bootstrap is seeded ``seed + k`` whichever run describes it.
 
     `read_metadata(indices)` returns the metadata objects of those rows (``DatasetFiles.metadata``)
     or None when the dataset has none. At most `metadata_limit` rows are read: beyond that, a
     uniform sample of rows (seeded) stands for the dataset — a region holding 2 % of n still has
     ~2 % of the sample, plenty to rank its over-represented values.
     """
+    if first >= len(member_sets):
+        return
     n = int(np.asarray(losses).shape[0])
     columns: dict[str, list[Any]] | None = None
     index: np.ndarray | None = None
@@ -216,17 +252,21 @@ def describe_job(
         index = metadata_sample(n, metadata_limit, seed)
         rows = read_metadata(np.arange(n) if index is None else index)
         columns = metadata_columns(rows) if rows is not None else None
-    return describe_regions(
-        member_sets,
-        losses,
-        labels,
-        predictions,
-        columns,
-        seed,
-        n_bootstrap,
-        sample_weights=sample_weights,
-        metadata_index=index,
-    )
+    for k in range(first, len(member_sets)):
+        yield (
+            k,
+            describe_region(
+                member_sets[k],
+                losses,
+                labels,
+                predictions,
+                columns,
+                seed + k,
+                n_bootstrap,
+                sample_weights=sample_weights,
+                metadata_index=index,
+            ),
+        )
 
 
 def metadata_sample(n: int, limit: int = METADATA_LIMIT, seed: int = 0) -> np.ndarray | None:
@@ -535,6 +575,9 @@ def _lift(inside: float, overall: float) -> float:
 
 
 def _jsonable(value: Any) -> Any:
+    """A numpy scalar as plain JSON; a float32 as the decimal it was written as (7.7, not 7.699999809265137)."""
+    if isinstance(value, np.floating) and value.dtype.itemsize < 8 and np.isfinite(value):
+        return float(str(value))  # numpy prints the shortest text that reads back as the same float32
     return value.item() if isinstance(value, np.generic) else value
 
 

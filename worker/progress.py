@@ -16,13 +16,13 @@ from redis import Redis
 from rq.job import Job
 
 from spotlight.jobstate import JobStatus, status_fields
+from spotlight.keys import Keys
 from spotlight.protocol import (
     META_DEVICE,
     META_PROGRESS,
     META_STARTED_AT,
     JobError,
     Progress,
-    cancel_key,
 )
 
 
@@ -33,14 +33,17 @@ class JobReporter:
     ----------
     job : rq.job.Job
         The job being run (``rq.get_current_job()`` inside a worker).
+    keys : Keys
+        The deployment's Redis keys (its cancel flag).
     interval_s : float
         Least time between two progress writes, and between two cancel-flag reads.
     clock : callable
         Monotonic clock, replaceable in tests.
     """
 
-    def __init__(self, job: Job, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, job: Job, keys: Keys, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.job = job
+        self.keys = keys
         self.connection: Redis = job.connection
         self.interval_s = max(0.0, float(interval_s))
         self.clock = clock
@@ -105,10 +108,10 @@ class JobReporter:
         now = self.clock()
         if now - self._last_cancel_check >= self.interval_s:
             self._last_cancel_check = now
-            self._cancel_seen = bool(self.connection.exists(cancel_key(self.job.id)))
+            self._cancel_seen = bool(self.connection.exists(self.keys.cancel(self.job.id)))
         return self._cancel_seen
 
     def cancel_requested(self) -> bool:
         """Read the cancel flag now, whatever the interval (before any work starts)."""
-        self._cancel_seen = self._cancel_seen or bool(self.connection.exists(cancel_key(self.job.id)))
+        self._cancel_seen = self._cancel_seen or bool(self.connection.exists(self.keys.cancel(self.job.id)))
         return self._cancel_seen

@@ -913,6 +913,8 @@ def _ci(ci: Any) -> str:
 
 
 def _short(value: Any, limit: int = 60) -> str:
+    if isinstance(value, float) and math.isfinite(value) and float(np.float32(value)) == value:
+        value = float(str(np.float32(value)))  # a float32 stored before describe wrote it short: 7.7, not 7.6999998…
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -47,7 +47,13 @@ from rq.queue import Queue
 from rq.worker import DequeueStrategy
 
 from spotlight import capabilities
-from spotlight.jobqueue import abandoned_job_handler, callback_queue, record_worker_lost, search_lanes
+from spotlight.jobqueue import (
+    TimeLimitPenalty,
+    abandoned_job_handler,
+    callback_queue,
+    record_worker_lost,
+    search_lanes,
+)
 from spotlight.process import die_with_parent
 from spotlight.settings import Settings
 from worker.devices import detect_cuda_devices
@@ -65,6 +71,8 @@ class SpotlightWorker(Worker):
     """RQ's forking Worker with a configurable grace before a silent job counts as abandoned."""
 
     lost_after_s: int = 60
+    # The job timeout as a BaseException, which no phase's `except Exception` can swallow (spotlight/jobqueue.py).
+    death_penalty_class = TimeLimitPenalty
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         interval = float(self.job_monitoring_interval)
@@ -163,8 +171,12 @@ def run_worker(
             # Round robin over the lanes: a long job never has every short one wait behind a queue of longs;
             # and a running search gives the worker up between regions when another tenant's job
             # waits (worker/task.py, spotlight/jobqueue.py), so it is not held to the long job's end.
+            # With callbacks, RQ's scheduler too: it queues a delivery's next attempt once its backoff is over.
             return worker.work(
-                burst=burst, logging_level=settings.log_level.upper(), dequeue_strategy=DequeueStrategy.ROUND_ROBIN
+                burst=burst,
+                logging_level=settings.log_level.upper(),
+                dequeue_strategy=DequeueStrategy.ROUND_ROBIN,
+                with_scheduler=callbacks,
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # RQ retries its blocking wait for work, but an outage anywhere else in its loop (finishing

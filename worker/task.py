@@ -19,7 +19,13 @@ which puts the job at the back of its lane. Its next run, on any worker, goes on
 checkpoint and finds the regions an uninterrupted run would have (docs/engine.md). The permutation
 test (`n_permutations`) yields the same way between two shuffles: the checkpoint then holds every
 region and the null scores so far, and the next run goes on with the next shuffle of the same stream,
-so the p-values equal an uninterrupted run's. A lost worker's retry goes on from the last checkpoint too.
+so the p-values equal an uninterrupted run's. Describing the regions yields the same way between two
+regions (the checkpoint then also holds the descriptions so far). A lost worker's retry goes on from
+the last checkpoint too.
+
+Every phase honours the job's time limit (raised as a BaseException by the worker's death penalty,
+spotlight/jobqueue.py, so no phase's ``except Exception`` stops it) and its owner's cancel (read
+between regions, between descriptions, and before the report and the results).
 
 The API process never imports this module: it names it by ``protocol.TASK_PATH``.
 """
@@ -29,8 +35,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,13 +45,21 @@ import numpy as np
 import redis
 from rq import Retry, get_current_job
 from rq.job import Job
-from rq.timeouts import JobTimeoutException
 
 from spotlight import classes
 from spotlight.contribution import Objective, order_by_contribution, reference_loss
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
-from spotlight.jobqueue import YieldState, claim_waiting_job, progress_with_regions_done, yield_retry_max
+from spotlight.jobqueue import (
+    TIME_LIMIT_EXCEPTIONS,
+    YieldState,
+    bring_forward,
+    claim_waiting_job,
+    pass_the_turn,
+    progress_with_regions_done,
+    yield_retry_max,
+)
 from spotlight.jobstate import JobStatus, ended_at, started_at, status_of
+from spotlight.keys import Keys
 from spotlight.members import effective_size, member_min_weight, member_set, overlaps_with_earlier
 from spotlight.params import SearchParams
 from spotlight.protocol import (
@@ -69,11 +84,22 @@ from spotlight.protocol import (
 from spotlight.settings import Settings, get_settings
 from spotlight.store import ArtifactStore, StoreError, store_from_settings
 from worker import checkpoint
+from worker.checkpoint import Described
 from worker.describe import NullSoFar, PermutationsYielded
 from worker.engine.result import SearchCanceled, SearchResult, SearchResume, SearchYielded
 from worker.progress import JobReporter
 
 log = logging.getLogger("spotlight.worker.task")
+
+
+class DescribeYielded(Exception):
+    """Another tenant's search waits and the regions are being described: between two regions'
+    descriptions (`described` so far) or two permutation-test shuffles (`null` so far)."""
+
+    def __init__(self, described: Described, null: NullSoFar | None = None) -> None:
+        super().__init__(f"yielded after describing {len(described.descriptions)} region(s)")
+        self.described = described
+        self.null = null
 
 
 class JobFailed(Exception):
@@ -112,7 +138,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         return _summary(spec, JobStatus.CANCELED)  # canceled while it waited in the queue
     run_started = time.monotonic()
     earlier = YieldState.of(job.meta)
-    reporter = JobReporter(job, settings.progress_interval_s)
+    reporter = JobReporter(job, Keys.of(settings), settings.progress_interval_s)
     p = spec.params
     reporter.started(
         p.n_spotlights,
@@ -131,6 +157,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         inputs = load_inputs(store, spec.dataset_sha256)
         resume = checkpoint.load(store, spec, int(inputs.losses.shape[0]))
         null_so_far = checkpoint.load_null(store, spec, int(inputs.losses.shape[0])) if resume else None
+        described = checkpoint.load_described(store, spec, int(inputs.losses.shape[0])) if resume else None
         yielder = _yielder(job, spec, settings)
         try:
             result = search(inputs, spec.params, reporter, resume=resume, should_yield=yielder)
@@ -144,17 +171,31 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
             result.elapsed_s += earlier.ran_s
         reporter.device(result.device)
         _record_device(job, settings, result.device)
+        stop_if_canceled(reporter)
         members = pick_members(result, inputs, spec.params.objective)
         try:
             regions = describe_regions(
-                result, inputs, spec, members, reporter, should_yield=yielder, null_so_far=null_so_far
+                result,
+                inputs,
+                spec,
+                members,
+                reporter,
+                should_yield=yielder,
+                null_so_far=null_so_far,
+                described_so_far=described,
             )
-        except PermutationsYielded as exc:
-            retry = give_way(store, spec, job, reporter, result, earlier, run_started, null=exc.done)
+        except DescribeYielded as exc:
+            retry = give_way(
+                store, spec, job, reporter, result, earlier, run_started, null=exc.null, described=exc.described
+            )
             if retry is not None:
                 return retry
-            regions = describe_regions(result, inputs, spec, members, reporter, null_so_far=exc.done)
+            regions = describe_regions(
+                result, inputs, spec, members, reporter, null_so_far=exc.null, described_so_far=exc.described
+            )
+        stop_if_canceled(reporter)
         write_report(store, spec, job, inputs, result, regions, members)
+        stop_if_canceled(reporter)
         write_results(store, spec.job_id, result, regions, members, spec.params.objective)
         checkpoint.clear(store, spec.job_id)
     except SearchCanceled:
@@ -162,7 +203,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
             JobStatus.CANCELED,
             JobError(code=ErrorCode.CANCELED, message="The job was canceled by its owner."),
         )
-    except JobTimeoutException:
+    except TIME_LIMIT_EXCEPTIONS:
         status, error = (
             JobStatus.FAILED,
             JobError(
@@ -180,11 +221,19 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
                 store.delete_prefix(job_prefix(spec.job_id))  # no half-written result stays behind
     reporter.ended(status, error)
     record_stats(job, settings, status)
+    hand_on_turn(job, settings, spec.tenant)
     notify(spec, settings, status, error, regions if status == JobStatus.FINISHED else None, job.connection)
     return _summary(spec, status, error, result)
 
 
 # ----- the steps -----
+def stop_if_canceled(reporter: JobReporter) -> None:
+    """Between two phases (search, describe, report, results): SearchCanceled once the owner asked
+    to cancel, read now; a cancel during the last phases ends the job canceled, not finished."""
+    if reporter.cancel_requested():
+        raise SearchCanceled()
+
+
 def _open_store(settings: Settings) -> ArtifactStore:
     try:
         return store_from_settings(settings)
@@ -232,6 +281,8 @@ def _yielder(job: Job, spec: JobSpec, settings: Settings) -> Callable[[], bool] 
         slice_used = time.monotonic() - run_started >= settings.yield_slice_s
         try:
             waiting = claim_waiting_job(job.connection, settings, spec.tenant, job.id, fresh_only=not slice_used)
+            if waiting is not None:
+                bring_forward(job.connection, settings, waiting)  # it runs next, not behind our other jobs
             return waiting is not None
         except redis.RedisError:
             return False  # Redis unreachable: keep the worker, the search goes on
@@ -248,9 +299,10 @@ def give_way(
     earlier: YieldState | None,
     run_started: float,
     null: NullSoFar | None = None,
+    described: Described | None = None,
 ) -> Retry | None:
-    """Checkpoint the regions so far (and with `null`, the permutation test so far) and hand the job
-    back to RQ (queued again, at the back of its lane).
+    """Checkpoint the regions so far (with `null`, the permutation test so far; with `described`, the
+    regions' descriptions so far) and hand the job back to RQ (queued again, at the back of its lane).
 
     The job timeout covers all runs together: the next run gets what this one left (RQ persists the
     job's ``timeout`` when it queues the job again). None — go on here — when the checkpoint cannot
@@ -261,7 +313,7 @@ def give_way(
     if limit > 0 and limit - ran_s < 1:
         return None
     try:
-        checkpoint.save(store, spec, partial, null)
+        checkpoint.save(store, spec, partial, null, described)
     except (StoreError, OSError, ValueError) as exc:  # ValueError: a score JSON cannot hold (NaN)
         log.warning("job %s: checkpoint not stored (%s); it keeps its worker", spec.job_id, exc)
         return None
@@ -312,12 +364,28 @@ def search(
             should_stop=reporter.should_stop,
             should_yield=should_yield,
             resume=resume,
+            weights_out=scratch_weights(int(inputs.losses.shape[0]), params.n_spotlights),
         )
-    except (SearchCanceled, SearchYielded, JobTimeoutException):
+    except (SearchCanceled, SearchYielded):
         raise
     except Exception as exc:  # the engine's errors become the job's, the worker lives on
         log.exception("search failed")
         raise JobFailed(ErrorCode.SEARCH_FAILED, f"The search failed: {type(exc).__name__}: {exc}") from exc
+
+
+def scratch_weights(n: int, k: int) -> np.ndarray:
+    """Where the engine writes the n x k kernel values: a memory-mapped temporary file (under TMPDIR,
+    unlinked at once, so it is gone when the horse lets go of it), not the horse's own memory.
+
+    Why: n x k float32 grows with rows times regions (4 M rows x 50 regions: 800 MB); file-backed
+    pages are written back and dropped by the kernel under pressure instead of counting against the
+    horse, and write_results copies them to the store from the file.
+    """
+    scratch = tempfile.TemporaryFile(prefix="spotlight-weights-")
+    try:
+        return np.memmap(scratch, dtype=np.float32, mode="w+", shape=(n, k))
+    finally:
+        scratch.close()  # the mapping keeps the (unlinked) file alive
 
 
 @dataclass
@@ -353,6 +421,7 @@ def describe_regions(
     *,
     should_yield: Callable[[], bool] | None = None,
     null_so_far: NullSoFar | None = None,
+    described_so_far: Described | None = None,
 ) -> list[dict[str, Any]]:
     """The regions as regions.json stores them, each with what a person reads about it.
 
@@ -361,11 +430,15 @@ def describe_regions(
     this region's members it also holds) and `member_min_weight` (what a row of other data needs
     to be a member, for the score route); `description` (worker/describe.py) is computed on the
     member set: mean loss and lift, error rate, composition by label, prediction and metadata field;
-    `p_value` when `params.n_permutations` > 0 (that test goes on from `null_so_far`, and stops with
-    `describe.PermutationsYielded` between two shuffles when `should_yield()` says so). A region
+    `p_value` when `params.n_permutations` > 0 (that test goes on from `null_so_far`). A region
     found with label evidence gets the dataset's class names in its `evidence` (its columns are
-    those classes' codes). A failure to describe is logged and leaves the regions without
-    descriptions rather than failing the job.
+    those classes' codes).
+
+    Every phase honours cancel and the job's time limit: between two regions' descriptions (and two
+    shuffles) a cancel raises SearchCanceled and, when `should_yield()` says so, DescribeYielded
+    carries what is done so far (`described_so_far` goes on from it). A description that fails is
+    no reason to lose the regions, but it is said: that region's `description` is null and its
+    `description_error` says why.
     """
     sets = [m.by_weight for m in members]
     overlaps = overlaps_with_earlier(sets)
@@ -380,24 +453,13 @@ def describe_regions(
         entry["overlap"] = overlaps[k]
         entry["member_min_weight"] = member_min_weight(result.weights[:, k], region.kernel, sets[k])
         regions.append(entry)
-    from worker import describe
-
-    try:
-        descriptions = describe.describe_job(
-            sets,
-            result.losses,
-            labels=inputs.labels,
-            predictions=inputs.predictions,
-            sample_weights=inputs.sample_weights,
-            read_metadata=inputs.files.metadata,
-            seed=spec.params.seed,
-        )
-        names = inputs.files.manifest().get(classes.MANIFEST_KEY)
-        for entry, description in zip(regions, descriptions, strict=True):
-            entry["description"] = classes.name_description(description, names)
-    except Exception:  # noqa: BLE001 - descriptions are a help, the regions are the result
-        log.exception("describing the regions of %s failed", spec.job_id)
+    described = describe_each(sets, result, inputs, spec, reporter, should_yield, described_so_far)
+    for k, entry in enumerate(regions):
+        entry["description"] = described.descriptions[k]
+        if k in described.errors:
+            entry["description_error"] = described.errors[k]
     if spec.params.n_permutations > 0:
+        from worker import describe
         from worker.engine import search as engine_search
 
         best = describe.rerun_best(
@@ -419,7 +481,9 @@ def describe_regions(
                 resume=null_so_far,
                 should_yield=should_yield,
             )
-        except (SearchCanceled, PermutationsYielded):
+        except PermutationsYielded as exc:
+            raise DescribeYielded(described, exc.done) from exc
+        except SearchCanceled:
             raise
         except Exception as exc:
             log.exception("permutation test failed")
@@ -430,6 +494,58 @@ def describe_regions(
             entry["p_value"] = p
             entry["n_permutations"] = spec.params.n_permutations
     return regions
+
+
+def describe_each(
+    sets: list[np.ndarray],
+    result: SearchResult,
+    inputs: Inputs,
+    spec: JobSpec,
+    reporter: JobReporter | None,
+    should_yield: Callable[[], bool] | None,
+    so_far: Described | None,
+) -> Described:
+    """The regions' descriptions, one region at a time, going on from `so_far`.
+
+    Before each region: SearchCanceled when the owner canceled; DescribeYielded (with what is done)
+    when another tenant's search waits (`should_yield`). A region whose description fails gets None
+    and its reason in `errors`, and the next region is tried. The job's time limit (`JobTimeLimitReached`, a
+    BaseException) passes through every handler here.
+    """
+    from worker import describe
+
+    done = Described(list(so_far.descriptions), dict(so_far.errors)) if so_far else Described()
+    names = inputs.files.manifest().get(classes.MANIFEST_KEY)
+    started_at = len(done.descriptions)
+
+    def from_region(first: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        return describe.iter_job_descriptions(
+            sets,
+            result.losses,
+            labels=inputs.labels,
+            predictions=inputs.predictions,
+            sample_weights=inputs.sample_weights,
+            read_metadata=inputs.files.metadata,
+            seed=spec.params.seed,
+            first=first,
+        )
+
+    descriptions = from_region(started_at)
+    while len(done.descriptions) < len(sets):
+        k = len(done.descriptions)
+        if reporter is not None and reporter.should_stop():
+            raise SearchCanceled()
+        if k > started_at and should_yield is not None and should_yield():
+            raise DescribeYielded(done)
+        try:
+            _, description = next(descriptions)
+            done.descriptions.append(classes.name_description(description, names))
+        except Exception as exc:  # noqa: BLE001 - the regions are the result; a failed description says so
+            log.exception("describing region %d of %s failed", k, spec.job_id)
+            done.descriptions.append(None)
+            done.errors[k] = f"This region could not be described: {type(exc).__name__}: {exc}"
+            descriptions = from_region(k + 1)  # a generator that raised is spent: go on after region k
+    return done
 
 
 def write_report(
@@ -489,6 +605,17 @@ def write_report(
         raise JobFailed(ErrorCode.STORE_ERROR, f"The report could not be written to the store: {exc}") from exc
 
 
+def hand_on_turn(job: Job, settings: Settings, tenant: str) -> None:
+    """This job's turn is over: another tenant's search waiting behind this tenant's queued jobs goes
+    first (`spotlight.jobqueue.pass_the_turn`: fair share across queued jobs, not only the running one)."""
+    if not settings.yield_to_other_tenants:
+        return
+    try:
+        pass_the_turn(job.connection, settings, tenant)
+    except redis.RedisError:
+        log.warning("job %s: could not hand the turn on", job.id, exc_info=True)
+
+
 def record_stats(job: Job, settings: Settings, status: JobStatus) -> None:
     """Duration and queue wait for /metrics (kept in Redis, so every API process reports the same)."""
     from spotlight import jobstats
@@ -504,7 +631,7 @@ def record_stats(job: Job, settings: Settings, status: JobStatus) -> None:
     try:
         jobstats.record_job_end(
             job.connection,
-            settings.rq_queue_name(),
+            Keys.of(settings),
             status,
             (ended - started).total_seconds() if started and ended else None,
             (started - enqueued).total_seconds() if started and enqueued else None,
@@ -519,7 +646,7 @@ def _record_device(job: Job, settings: Settings, device: str) -> None:
 
     if job.worker_name:
         with contextlib.suppress(Exception):
-            jobstats.record_worker_device(job.connection, settings.rq_queue_name(), job.worker_name, device)
+            jobstats.record_worker_device(job.connection, Keys.of(settings), job.worker_name, device)
 
 
 def notify(

@@ -7,9 +7,16 @@ received (before any JSON parsing) and compare in constant time (:func:`verify_s
 
 Delivery is best effort by design: a receiver that is down, slow or answering 5xx is retried with
 exponential backoff (bounded: at most `retries` attempts, each wait capped), and if it never
-answers 2xx the failure is logged and :func:`deliver` returns False. It never raises, so a broken
-receiver never fails a job that has already succeeded. A 4xx other than 408/429 is not retried:
-the receiver has said it will not take this body.
+answers 2xx the failure is logged. A broken receiver never fails a job that has already succeeded.
+A 4xx other than 408/429 is not retried: the receiver has said it will not take this body.
+
+On the callbacks queue each *attempt* is one run of the delivery's RQ job (:func:`deliver_callback`):
+a failed attempt raises `DeliveryFailed` and RQ's own ``Retry`` (with the backoff as its intervals,
+spotlight/jobqueue.py) schedules the next one, so the worker goes on with the other deliveries while
+a receiver is down. Why: one callbacks worker used to sleep through a hanging receiver's whole
+schedule (5 attempts, ~65 s) while every other tenant's webhook waited behind it; now another
+delivery waits for at most one attempt (``webhook_timeout_s``) of each one ahead of it.
+:func:`deliver` keeps the whole schedule in one call, for callers outside RQ.
 
 Outbound URLs go through the SSRF guard (spotlight/netguard.py): the address
 is checked and pinned on every attempt, so a name that re-resolves to an internal address is
@@ -95,6 +102,29 @@ def job_summary(
     return body
 
 
+class DeliveryFailed(Exception):
+    """One attempt of a delivery failed in a way worth another: RQ runs the job again after its backoff."""
+
+
+def _request(
+    url: str, payload: dict[str, Any], secret: str | None, delivery_id: str | None
+) -> tuple[bytes, dict[str, str]] | None:
+    """The exact body and headers of a delivery; None (logged) when the payload is not JSON."""
+    try:
+        body = encode_body(payload)
+    except (TypeError, ValueError) as exc:
+        log.error("webhook payload is not JSON, not delivered: %s", exc, extra={"callback": _redact(url)})
+        return None
+    headers = {"Content-Type": "application/json", "User-Agent": "spotlight-webhook/1"}
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(body, secret)
+    if payload.get("event"):
+        headers[EVENT_HEADER] = str(payload["event"])
+    if delivery_id:
+        headers[DELIVERY_HEADER] = delivery_id
+    return body, headers
+
+
 def deliver(
     url: str,
     payload: dict[str, Any],
@@ -115,18 +145,10 @@ def deliver(
     is set. `settings` (the worker's Settings) routes the request through the SSRF guard when
     given; a URL the guard refuses is logged and not retried.
     """
-    try:
-        body = encode_body(payload)
-    except (TypeError, ValueError) as exc:
-        log.error("webhook payload is not JSON, not delivered: %s", exc, extra={"callback": _redact(url)})
+    request = _request(url, payload, secret, delivery_id)
+    if request is None:
         return False
-    headers = {"Content-Type": "application/json", "User-Agent": "spotlight-webhook/1"}
-    if secret:
-        headers[SIGNATURE_HEADER] = sign(body, secret)
-    if payload.get("event"):
-        headers[EVENT_HEADER] = str(payload["event"])
-    if delivery_id:
-        headers[DELIVERY_HEADER] = delivery_id
+    body, headers = request
     attempts = max(1, int(retries))
     for attempt in range(attempts):
         outcome = _attempt(url, body, headers, timeout, settings)
@@ -142,14 +164,33 @@ def deliver(
 
 
 def deliver_callback(url: str, payload: dict[str, Any], delivery_id: str) -> bool:
-    """The RQ task behind `spotlight.jobqueue.enqueue_callback`: one job's webhook, with the worker's
-    secret, retries and SSRF guard. Runs in the callbacks queue's worker, never in a search."""
+    """The RQ task behind `spotlight.jobqueue.enqueue_callback`: one attempt of one job's webhook, with
+    the worker's secret, attempt timeout and SSRF guard. Runs in a callbacks worker, never in a search.
+
+    True when delivered, False when the receiver refused it for good (a 4xx, a URL the guard refuses);
+    raises `DeliveryFailed` when another attempt is worth it, which RQ schedules (the job's Retry) or,
+    after the last attempt, records as failed.
+    """
+    from rq import get_current_job
+
     from spotlight.settings import get_settings
 
     settings = get_settings()
-    return deliver(
-        url, payload, settings.webhook_secret, settings.webhook_retries, settings=settings, delivery_id=delivery_id
-    )
+    request = _request(url, payload, settings.webhook_secret, delivery_id)
+    if request is None:
+        return False
+    outcome = _attempt(url, request[0], request[1], settings.webhook_timeout_s, settings)
+    job = get_current_job()
+    attempt = 1 + ((job.number_of_retries or 0) if job is not None else 0)
+    if outcome == "ok":
+        log.info("webhook delivered", extra={"callback": _redact(url), "attempt": attempt})
+        return True
+    if outcome == "final":
+        return False
+    left = job.retries_left if job is not None else 0
+    if not left:
+        log.warning("webhook not delivered after %d attempts", attempt, extra={"callback": _redact(url)})
+    raise DeliveryFailed(f"attempt {attempt} failed; {left or 0} more to come")
 
 
 def _attempt(url: str, body: bytes, headers: dict[str, str], timeout: float, settings: Any) -> str:

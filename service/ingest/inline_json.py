@@ -290,8 +290,7 @@ def _reference(text: str) -> DatasetReference | None:
     try:
         return DatasetReference.model_validate(body)
     except ValidationError as exc:
-        error = validation_error(exc.errors())  # the API's wording of a model's errors, as a domain error
-        raise InvalidInput(error.code, error.message, error.details) from None
+        raise validation_error(exc.errors()) from None  # the API's wording of a model's errors
 
 
 def parse_dataset_body(raw: bytes, work_dir: str) -> Sources | DatasetReference:

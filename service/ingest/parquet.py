@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from service.ingest.build import check_class_count
-from service.ingest.images import image_value
+from service.ingest.images import ImageBudget, image_value
 from service.ingest.npy import NpyWriter
 from service.ingest.sources import JsonlRows, Sources, json_safe
 from spotlight import classes
@@ -32,7 +32,7 @@ from spotlight.errors import InvalidInput, TooLarge
 from spotlight.protocol import ErrorCode
 from spotlight.settings import Settings
 
-_EMB_COL = re.compile(r"^emb_(\d+)$")
+_EMB_COL = re.compile(r"emb_([0-9]+)")
 SCALAR_FIELDS = ("losses", "labels", "predictions", "sample_weights")
 BATCH_ROWS = 16384
 
@@ -108,7 +108,7 @@ def parquet_to_sources(
     if len(set(names)) != len(names):
         raise _bad("duplicate column names")
     features = hf_features(schema)
-    emb_cols = sorted((c for c in names if _EMB_COL.match(c)), key=lambda c: int(c[4:]))
+    emb_cols = sorted((c for c in names if _EMB_COL.fullmatch(c)), key=lambda c: int(c[4:]))
     try:
         col_of = colmap.resolve([c for c in names if c not in emb_cols], columns)
     except colmap.ColumnError as exc:
@@ -164,6 +164,7 @@ def parquet_to_sources(
     known = {*col_of.values(), *emb_cols}
     meta_cols = [c for c in names if c not in known]
     image_cols = {c for c in meta_cols if _is_image(schema.field(c).type, features.get(c))}
+    image_budget = ImageBudget()  # pixels this upload may decode in all (service/ingest/images.py)
 
     src = Sources(origin="parquet", class_names=class_names)
     writers: dict[str, NpyWriter] = {}
@@ -200,7 +201,7 @@ def parquet_to_sources(
             if meta_file is not None:
                 for row in batch.select(meta_cols).to_pylist():
                     for c in image_cols:
-                        row[c] = image_value(row[c])
+                        row[c] = image_value(row[c], image_budget)
                     meta_file.write(json.dumps(json_safe(row), allow_nan=False).encode() + b"\n")
     except InvalidInput:
         raise

@@ -3,7 +3,7 @@
 The path's job is the *old* side (the production model, or the job whose regions are watched); the
 body names the new side: another finished job of the same tenant evaluated on the same rows (matched
 by id), or a stored dataset of new rows embedded by the same model. Computed inline from stored
-results (service/comparisons.py says why), stored with its own id, expiring with the old job.
+results (service/comparing.py says why and holds the logic; this router parses, calls, returns), stored with its own id, expiring with the old job.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service import comparisons
+from service import comparing
 from service.compare_report import render_comparison
 from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep
 from service.errors import error_responses
@@ -69,6 +69,9 @@ class ComparisonOut(BaseModel):
     level: float
     rows: dict[str, Any] = Field(description="Row counts: matched and present in one job only (jobs), or both sizes.")
     counts: dict[str, int] = Field(description="Weak spots per status (jobs), or regions drifting (dataset).")
+    datasets: list[str] = Field(
+        default_factory=list, description="The datasets whose rows it shows: deleting one deletes the comparison (410)."
+    )
     weak_spots: list[dict[str, Any]] | None = None
     regions: list[dict[str, Any]] | None = None
 
@@ -91,30 +94,30 @@ def create_comparison(
 ) -> Any:
     """Which of this job's weak spots the other job fixed, kept or worsened, which are new; or how
     often new rows fall into its regions. Reads stored results only: no search runs."""
-    if body.job is not None:
-        result = comparisons.compare_two_jobs(store, jobs, tenant, job_id, body.job, body.level)
-    else:
-        assert body.dataset is not None
-        record = datasets.get(tenant, body.dataset)
-        result = comparisons.compare_with_dataset(store, jobs, tenant, job_id, record, body.level)
-    return comparisons.store_comparison(store, jobs.r, settings, tenant, job_id, result)
+    return comparing.create_comparison(
+        store, jobs, datasets, settings, tenant, job_id, new_job=body.job, dataset=body.dataset, level=body.level
+    )
 
 
 @router.get(
     "/v1/comparisons/{comparison_id}",
     response_model=ComparisonOut,
     summary="A stored comparison",
+    responses=error_responses(410),
 )
 def get_comparison(comparison_id: str, tenant: TenantDep, store: StoreDep, jobs: JobsDep) -> Any:
-    return comparisons.load_comparison(store, jobs.r, tenant, comparison_id)
+    return comparing.load_comparison(store, jobs, tenant, comparison_id)
 
 
 @router.get(
     "/v1/comparisons/{comparison_id}/report",
     response_class=HTMLResponse,
-    responses={200: {"content": {"text/html": {}}, "description": "A self-contained HTML page"}},
+    responses={
+        200: {"content": {"text/html": {}}, "description": "A self-contained HTML page"},
+        **error_responses(410),
+    },
     summary="A comparison as a page: both sides of each weak spot",
 )
 def get_comparison_report(comparison_id: str, tenant: TenantDep, store: StoreDep, jobs: JobsDep) -> HTMLResponse:
-    document = comparisons.load_comparison(store, jobs.r, tenant, comparison_id)
+    document = comparing.load_comparison(store, jobs, tenant, comparison_id)
     return HTMLResponse(render_comparison(document), headers={"Content-Security-Policy": REPORT_CSP})

@@ -7,12 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from service.deps import DatasetIdDep, DatasetsDep, SettingsDep, StoreDep, TenantDep, reference_slot
-from service.errors import ApiError, error_responses
+from service.deps import DatasetIdDep, DatasetsDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
+from service.errors import error_responses
+from service.expiry import purge_results
 from service.ingest import build_from_parts, build_from_spec, build_in, receive_parts, workspace
 from service.ingest.inline_json import parse_dataset_body
 from service.schemas import MAX_OFFSET, DatasetList, DatasetOut, DatasetReference
-from spotlight.protocol import DATASET_FIELDS, NAME_MAX, TAG_MAX, TAGS_MAX, DatasetRecord, ErrorCode
+from spotlight.errors import InvalidInput
+from spotlight.protocol import DATASET_FIELDS, NAME_MAX, TAG_MAX, TAGS_MAX, DatasetRecord, ErrorCode, plain_text
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 503))
 
@@ -74,13 +76,21 @@ def to_out(record: DatasetRecord, deduplicated: bool = False) -> DatasetOut:
 def _tags(tags: list[str] | None) -> list[str]:
     for tag in tags or []:
         if not tag or len(tag) > TAG_MAX or any(c.isspace() or c == "," for c in tag):
-            raise ApiError(
-                400,
+            raise InvalidInput(
                 ErrorCode.VALIDATION,
                 f"tags must be 1-{TAG_MAX} characters without spaces or commas; got {tag[:80]!r}",
                 {"field": "tags"},
             )
+        _plain(tag, "tags")
     return list(tags or [])
+
+
+def _plain(text: str | None, field: str) -> str | None:
+    """400 for a name or tag with control or bidi-override characters (spotlight/protocol.py::plain_text)."""
+    try:
+        return None if text is None else plain_text(text)
+    except ValueError as exc:
+        raise InvalidInput(ErrorCode.VALIDATION, f"{field} {exc}", {"field": field}) from None
 
 
 @router.post(
@@ -107,6 +117,8 @@ async def create_dataset(
     The body streams to disk and is validated in chunks; identical content is stored once.
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    name, tags = _plain(name, "name"), _tags(tags)  # before a byte of the body is read
+    await run_in_threadpool(datasets.check_room, tenant)  # quota used up, or the disk nearly full: before a byte
     with workspace(store) as work:
         if ctype == "multipart/form-data":
             parts = await receive_parts(request, work, settings)
@@ -120,13 +132,12 @@ async def create_dataset(
             else:
                 builder, n, d = await run_in_threadpool(build_in, work, parsed, settings)
         else:
-            raise ApiError(
-                415,
+            raise InvalidInput(
                 ErrorCode.UNSUPPORTED_MEDIA,
                 "Send multipart/form-data (files) or application/json (inline arrays or a uri).",
                 {"content_type": ctype or None},
             )
-        record, existed = await run_in_threadpool(datasets.register, tenant, builder, n, d, name, _tags(tags))
+        record, existed = await run_in_threadpool(datasets.register, tenant, builder, n, d, name, tags)
     return to_out(record, existed)
 
 
@@ -151,8 +162,17 @@ def get_dataset(dataset_id: DatasetIdDep, tenant: TenantDep, datasets: DatasetsD
     status_code=204,
     response_class=Response,
     responses=error_responses(404),
-    summary="Delete a dataset (its content goes with the last dataset that shares it)",
+    summary="Delete a dataset and every result derived from its rows (content goes with the last dataset sharing it)",
 )
-def delete_dataset(dataset_id: DatasetIdDep, tenant: TenantDep, datasets: DatasetsDep) -> Response:
+def delete_dataset(
+    dataset_id: DatasetIdDep, tenant: TenantDep, datasets: DatasetsDep, jobs: JobsDep, store: StoreDep
+) -> Response:
+    """The dataset's rows leave every artefact derived from them: its record and (with the last
+    dataset sharing it) its content, then each of its jobs' results (members, weights, report,
+    regions); its queued or running jobs are canceled. The jobs' records stay, and their result
+    routes answer 410 `dataset_gone`."""
     datasets.delete(tenant, dataset_id)
+    for job in jobs.jobs_of_dataset(tenant, dataset_id):
+        jobs.stop_for_deleted_dataset(tenant, job)
+        purge_results(jobs.r, jobs.keys, store, job.id)
     return Response(status_code=204)

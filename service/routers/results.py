@@ -10,21 +10,18 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from service.deps import JobIdDep, JobsDep, StoreDep, TenantDep
-from service.errors import ApiError, error_responses
-from service.job_registry import JobRegistry
+from service.errors import error_responses
+from service.job_results import dataset_gone, expired, finished_spec, read_regions
 from service.schemas import MAX_OFFSET, Member, MemberOrder, MembersOut, RegionsOut
 from service.security_headers import REPORT_CSP
 from spotlight import classes
 from spotlight.contribution import contributions
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
-from spotlight.jobstate import JobStatus, status_of
+from spotlight.errors import NotFound
 from spotlight.protocol import (
-    META_SPEC,
-    REGIONS_FILE,
     REPORT_FILE,
     WEIGHTS_FILE,
     ErrorCode,
-    JobSpec,
     job_file,
     member_weights_file,
     members_by_contribution_file,
@@ -36,32 +33,10 @@ router = APIRouter(prefix="/v1/jobs", tags=["results"], responses=error_response
 STREAM_CHUNK = 1024 * 1024
 
 
-def finished_spec(jobs: JobRegistry, tenant: str, job_id: str) -> JobSpec:
-    job = jobs.fetch(tenant, job_id)
-    status = status_of(job)
-    if status != JobStatus.FINISHED:
-        raise ApiError(
-            409,
-            ErrorCode.JOB_NOT_FINISHED,
-            f"The job is {status}; results exist once it has finished.",
-            {"job": job_id, "status": status},
-        )
-    return JobSpec.model_validate(job.meta[META_SPEC])
-
-
-def _read_regions(store: ArtifactStore, job_id: str) -> dict[str, Any]:
-    try:
-        return dict(store.read_json(job_file(job_id, REGIONS_FILE)))
-    except FileNotFoundError:
-        raise ApiError(
-            404, ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id}
-        ) from None
-
-
 @router.get("/{job_id}/regions", response_model=RegionsOut, summary="The regions found")
 def get_regions(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> Any:
     finished_spec(jobs, tenant, job_id)
-    return _read_regions(store, job_id)
+    return read_regions(store, job_id)
 
 
 @router.get(
@@ -87,11 +62,10 @@ def get_members(
     ] = "weight",
 ) -> MembersOut:
     spec = finished_spec(jobs, tenant, job_id)
-    stored = _read_regions(store, job_id)
+    stored = read_regions(store, job_id)
     n_regions = len(stored.get("regions", []))
     if k >= n_regions:
-        raise ApiError(
-            404,
+        raise NotFound(
             ErrorCode.REGION_NOT_FOUND,
             f"Region {k} does not exist; this job has {n_regions}.",
             {"job": job_id, "k": k, "regions": n_regions},
@@ -104,9 +78,7 @@ def get_members(
         idx = np.asarray(members[offset : offset + limit], dtype=np.int64)
         w = _page_weights(store, job_id, ordered, k, idx, offset)
     except FileNotFoundError:
-        raise ApiError(
-            404, ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id}
-        ) from None
+        raise expired(job_id) from None
     reference = float(stored["loss_reference"])
     total = int(members.shape[0])
     try:
@@ -118,7 +90,7 @@ def get_members(
         ids = files.ids(idx)
         meta = files.metadata(idx)
     except DatasetMissing:
-        raise _dataset_gone(job_id, spec) from None
+        raise dataset_gone(job_id, spec) from None
     rows = [
         Member(
             index=int(i),
@@ -147,15 +119,6 @@ def _page_weights(store: ArtifactStore, job_id: str, ordered: str, k: int, idx: 
         return np.asarray(store.load_npy(job_file(job_id, WEIGHTS_FILE))[idx, k], dtype=np.float64)
 
 
-def _dataset_gone(job_id: str, spec: JobSpec) -> ApiError:
-    return ApiError(
-        410,
-        ErrorCode.DATASET_GONE,
-        "The dataset this job searched has been deleted; its rows can no longer be shown.",
-        {"job": job_id, "dataset": spec.dataset_id},
-    )
-
-
 def _stream(store: ArtifactStore, path: str) -> Iterator[bytes]:
     with store.open_read(path) as f:
         while block := f.read(STREAM_CHUNK):
@@ -172,7 +135,7 @@ def get_weights(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: Store
     finished_spec(jobs, tenant, job_id)
     path = job_file(job_id, WEIGHTS_FILE)
     if not store.exists(path):
-        raise ApiError(404, ErrorCode.NOT_FOUND, "The job's weights are no longer stored (expired).", {"job": job_id})
+        raise NotFound(ErrorCode.NOT_FOUND, "The job's weights are no longer stored (expired).", {"job": job_id})
     return npy_download(store, path, f"{job_id}_weights.npy")
 
 
@@ -195,6 +158,6 @@ def get_report(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreD
     finished_spec(jobs, tenant, job_id)
     path = job_file(job_id, REPORT_FILE)
     if not store.exists(path):
-        raise ApiError(404, ErrorCode.NOT_FOUND, "This job has no report.", {"job": job_id})
+        raise NotFound(ErrorCode.NOT_FOUND, "This job has no report.", {"job": job_id})
     # The report's own policy: inline styles and data: images, nothing loaded from anywhere else.
     return HTMLResponse(store.read_bytes(path), headers={"Content-Security-Policy": REPORT_CSP})

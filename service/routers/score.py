@@ -1,47 +1,40 @@
-"""POST /v1/jobs/{id}/score: apply a finished job's regions to another dataset (monitoring a known weak spot).
+"""POST /v1/jobs/{id}/score and GET /v1/jobs/{id}/basis: parse, call service/scoring.py, answer.
 
-Each row's weight in each region is the engine's kernel from the region's centre and precision
-(spotlight/kernel.py — the same function the client's `Region.weights(X)` runs). Membership follows
-the member rule of spotlight/members.py carried over to other data: a row is a member when its
-weight is above 0 and at least the region's `member_min_weight`, which the worker stored in
-regions.json (flat kernel: 0, the support; gaussian: the smallest weight among the region's members
-on the data it was found on).
-
-A region found with label evidence (`evidence_weight` > 0; spotlight/evidence.py) weighs a row by
-its label (and prediction) too: a stored dataset's own labels/predictions are used, bare embeddings
-take them in `labels` / `predictions`, and rows without what a region needs get a 400 that says so.
-
-A region found with `pca_components` (``precision_space: "pca"``) measures distance along the job's
-principal axes, which the worker stores beside the regions (`protocol.BASIS_FILE`): the route loads
-them once per request and `GET /v1/jobs/{id}/basis` hands them to a client that scores locally.
-Results written before the worker stored the basis get a 409 `pca_basis_missing` that says so.
+How rows are weighed and which are members (and why): service/scoring.py.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from service import scoring
 from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
 from service.errors import error_responses
 from service.ingest import build_from_spec, workspace
-from service.routers.results import _read_regions, finished_spec, npy_download
+from service.ingest.inline_json import parse_dataset_body
+from service.ingest.sources import Sources
+from service.job_results import finished_spec, read_regions
+from service.routers.results import npy_download
 from service.schemas import DatasetSpec
-from spotlight import classes, kernel
-from spotlight.dataset_files import DatasetFiles, DatasetMissing
-from spotlight.errors import Conflict, Gone, InvalidInput, NotFound, TooLarge
-from spotlight.members import member_min_weight, members_at_or_above
-from spotlight.protocol import BASIS_FILE, WEIGHTS_FILE, ErrorCode, job_file, members_file
-from spotlight.store import ArtifactStore
+from spotlight.errors import InvalidInput
+from spotlight.protocol import ErrorCode
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"], responses=error_responses(401, 404, 409, 503))
 
-# weights travel as JSON here: past this many (rows x regions), use the job's own weights or score in parts
-MAX_SCORE_VALUES = 2_000_000
+# the answer's weights are written this many rows at a time, so an answer never exists whole as Python objects
+ROWS_PER_CHUNK = 4096
+StrictFloat = Annotated[float, Field(strict=True)]  # `true` is not 1.0
+# a class code: a whole number the dataset's int64 codes can hold, never negative (`true` is not 1)
+ClassCode = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
 
 
 class ScoreRequest(BaseModel):
@@ -49,18 +42,18 @@ class ScoreRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    embeddings: list[list[float]] | None = Field(
+    embeddings: list[list[StrictFloat]] | None = Field(
         None, min_length=1, description="n x d embeddings to score as they are (no losses needed; nothing is stored)."
     )
     dataset: DatasetSpec | None = Field(
         None, description='Or a dataset: an id (ds_…), inline arrays, or {"uri": …} (stored first, like an upload).'
     )
-    labels: list[int] | list[str] | None = Field(
+    labels: list[ClassCode] | list[str] | None = Field(
         None,
         description="With bare embeddings: each row's label (class names, or integer codes as the job's dataset "
         "had them), needed by regions found with label evidence (evidence_weight > 0). A dataset brings its own.",
     )
-    predictions: list[int] | list[str] | None = Field(
+    predictions: list[ClassCode] | list[str] | None = Field(
         None,
         description="With bare embeddings: each row's predicted class, needed by regions found with "
         "evidence 'labels_predictions' or 'mismatch'.",
@@ -88,15 +81,88 @@ class ScoreOut(BaseModel):
     ids: list[str | int] | None = Field(None, description="The dataset's ids of its rows, when it has ids.")
 
 
+async def _raw_body(request: Request) -> bytes:
+    """The body's bytes, read on the event loop (bounded by `max_score_body_bytes`, service/limits.py);
+    parsing them is the route's work, in its thread and under a score slot, so a large body never
+    stalls the loop that answers /healthz and everyone else."""
+    return await request.body()
+
+
+# Bodies the routes parse themselves (documented by reference in their `openapi_extra`).
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (ScoreRequest,)
+
+
+# A body up to this size is parsed whole by its model; a larger one can only be bare embeddings (with
+# labels/predictions), read in slices into arrays (service/ingest/inline_json.py), so neither its
+# memory (one Python object per number) nor the interpreter lock is held by one big parse.
+WHOLE_PARSE_BYTES = 256 * 1024
+_BARE_FIELDS = ("embeddings", "labels", "predictions")
+
+
+@dataclass
+class _Rows:
+    """What to score: bare rows (x, with labels/predictions) or a dataset spec."""
+
+    x: np.ndarray | None = None
+    labels: Any = None
+    predictions: Any = None
+    dataset: Any = None
+
+
+def _parse(raw: bytes, work_dir: str) -> _Rows:
+    if len(raw) <= WHOLE_PARSE_BYTES:
+        try:
+            body = ScoreRequest.model_validate_json(raw)
+        except ValidationError as exc:  # the same 400 as a body FastAPI parsed (service/errors.py)
+            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        if body.embeddings is not None:
+            return _Rows(scoring.inline_embeddings(body.embeddings), body.labels, body.predictions)
+        return _Rows(dataset=body.dataset)
+    try:
+        src = parse_dataset_body(raw, work_dir)
+    except InvalidInput as exc:
+        field = next(iter(exc.details.get("errors") or [{}])).get("field", "")
+        if field in ("", *_BARE_FIELDS) or "." in field:
+            raise
+        raise _bare_rows_only(field) from None
+    if not isinstance(src, Sources):
+        raise _bare_rows_only("uri")
+    extra = sorted({*src.arrays, *(["ids"] if src.ids else []), *(["metadata"] if src.metadata else [])})
+    extra = [f for f in extra if f not in _BARE_FIELDS]
+    if extra:
+        raise _bare_rows_only(extra[0])
+    x = scoring.checked_embeddings(np.load(src.arrays["embeddings"], allow_pickle=False))
+    labels, predictions = (
+        np.load(src.arrays[f], allow_pickle=False).tolist() if f in src.arrays else None
+        for f in ("labels", "predictions")
+    )
+    return _Rows(x, labels, predictions)
+
+
+def _bare_rows_only(field: str) -> InvalidInput:
+    return InvalidInput(
+        ErrorCode.VALIDATION,
+        f"{field}: a score body over {WHOLE_PARSE_BYTES // 1024} KiB holds bare rows only "
+        f"({', '.join(_BARE_FIELDS)}); to score a larger dataset, upload it (POST /v1/datasets) and score its id",
+        {"field": field, "limit_bytes": WHOLE_PARSE_BYTES},
+    )
+
+
 @router.post(
     "/{job_id}/score",
     response_model=ScoreOut,
-    responses=error_responses(400, 410, 413),
+    responses=error_responses(400, 410, 413, 429),
     summary="Weights and membership of another dataset's rows in this job's regions",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}}},
+        }
+    },
 )
 def score(
     job_id: JobIdDep,
-    body: ScoreRequest,
+    raw: Annotated[bytes, Depends(_raw_body)],
     request: Request,
     tenant: TenantDep,
     settings: SettingsDep,
@@ -104,71 +170,50 @@ def score(
     datasets: DatasetsDep,
     jobs: JobsDep,
 ) -> Any:
-    """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply."""
-    finished_spec(jobs, tenant, job_id)
-    regions = _read_regions(store, job_id).get("regions", [])
-    basis = _basis(store, job_id, regions)  # before anything is stored: a job that cannot be scored says so first
-    record = None
-    if body.embeddings is not None:
-        x = _inline_embeddings(body.embeddings)
-    elif isinstance(body.dataset, str):
-        record = datasets.get(tenant, body.dataset)
-    else:
-        with reference_slot(request, tenant, body.dataset), workspace(store) as work:
-            builder, n, d = build_from_spec(body.dataset, work, settings)  # type: ignore[arg-type]
-            record, _ = datasets.register(tenant, builder, n, d)
-    n, dim_in = (record.n, record.dim) if record is not None else x.shape
-    dim = len(regions[0]["center"]) if regions else dim_in
-    if dim_in != dim:
-        raise InvalidInput(
-            ErrorCode.SHAPE_MISMATCH,
-            f"The rows have dimension {dim_in}; this job's regions have {dim}.",
-            {"dim": dim_in, "expected": dim, **({"dataset": record.id} if record else {})},
-        )
-    if n * max(1, len(regions)) > MAX_SCORE_VALUES:
-        raise TooLarge(
-            ErrorCode.TOO_LARGE,
-            f"{n} rows x {len(regions)} regions is over {MAX_SCORE_VALUES} weights in one answer; "
-            "score the rows in parts, or compute them locally with the client's Region.weights(X)",
-            {"n": n, "regions": len(regions), "limit": MAX_SCORE_VALUES},
-        )
-    ids = None
-    labels: Any = body.labels
-    predictions: Any = body.predictions
-    try:
-        if record is not None:
-            files = DatasetFiles(store, record.sha256)
-            x = files.embeddings()
-            ids = files.ids()
-            labels, predictions = files.labels(), files.predictions()
-            names = files.manifest().get(classes.MANIFEST_KEY)
-            if names:  # this dataset's own codes: compare by name with the job's (spotlight/evidence.py)
-                labels, predictions = classes.names_of(labels, names), classes.names_of(predictions, names)
-        columns = [
-            kernel.region_weights(x, region, basis, labels=labels, predictions=predictions) for region in regions
-        ]
-    except kernel.RegionSpaceError as exc:
-        raise InvalidInput(ErrorCode.VALIDATION, str(exc), {"job": job_id}) from None
-    except ValueError as exc:  # labels/predictions of the wrong length
-        raise InvalidInput(ErrorCode.SHAPE_MISMATCH, str(exc), {"job": job_id}) from None
-    except DatasetMissing:
-        raise Gone(
-            ErrorCode.DATASET_GONE,
-            "The dataset's files are no longer stored.",
-            {"dataset": record.id if record else None},
-        ) from None
-    w = np.stack(columns, axis=1) if columns else np.zeros((n, 0))
-    thresholds = [_member_min_weight(store, job_id, k, region) for k, region in enumerate(regions)]
-    members = [members_at_or_above(w[:, k], thresholds[k]).tolist() for k in range(w.shape[1])]
-    return ScoreOut(
-        job=job_id,
-        dataset=record.id if record else None,
-        n=n,
-        member_min_weight=thresholds,
-        weights=w.tolist(),
-        members=members,
-        ids=ids,
-    )
+    """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply.
+
+    At most a few score requests run at once (429/503 `too_many_requests`/`service_unavailable`
+    past that, with Retry-After); the answer is written in chunks of rows."""
+    with request.app.state.score_slots.take(tenant):
+        with workspace(store) as work:
+            rows = _parse(raw, work)
+        finished_spec(jobs, tenant, job_id)
+        regions = read_regions(store, job_id).get("regions", [])
+        # before anything is stored: a job that cannot be scored says so first
+        basis = scoring.load_basis(store, job_id, regions)
+        if rows.x is not None:
+            scored = scoring.score_rows(
+                store, job_id, regions, basis, x=rows.x, labels=rows.labels, predictions=rows.predictions
+            )
+            return _answer(job_id, None, scored)
+        if isinstance(rows.dataset, str):
+            record = datasets.get(tenant, rows.dataset)
+        else:
+            with reference_slot(request, tenant, rows.dataset), workspace(store) as work:
+                builder, n, d = build_from_spec(rows.dataset, work, settings)
+                record, _ = datasets.register(tenant, builder, n, d)
+        return _answer(job_id, record.id, scoring.score_rows(store, job_id, regions, basis, record=record))
+
+
+def _answer(job_id: str, dataset: str | None, scored: scoring.Scored) -> StreamingResponse:
+    """`ScoreOut` as JSON, its n x k weights written a chunk of rows at a time."""
+    head = {
+        "job": job_id,
+        "dataset": dataset,
+        "n": scored.n,
+        "member_min_weight": scored.member_min_weight,
+        "members": scored.members,
+        "ids": scored.ids,
+    }
+    return StreamingResponse(_chunks(head, scored.weights), media_type="application/json")
+
+
+def _chunks(head: dict[str, Any], w: np.ndarray) -> Iterator[bytes]:
+    yield json.dumps(head)[:-1].encode() + b', "weights": ['
+    for start in range(0, w.shape[0], ROWS_PER_CHUNK):
+        part = json.dumps(w[start : start + ROWS_PER_CHUNK].tolist())[1:-1]
+        yield (b"," if start else b"") + part.encode()
+    yield b"]}"
 
 
 @router.get(
@@ -186,75 +231,5 @@ def score(
 def get_basis(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> StreamingResponse:
     """What scoring a PCA job's regions locally needs besides the regions (spotlight/kernel.py)."""
     finished_spec(jobs, tenant, job_id)
-    regions = _read_regions(store, job_id).get("regions", [])
-    if not _needs_basis(regions):
-        raise NotFound(
-            ErrorCode.NOT_FOUND,
-            "This job's regions were found without pca_components: their distance is measured in the "
-            "embedding space itself, so there is no basis; centre and precision are all a region needs.",
-            {"job": job_id},
-        )
-    path = job_file(job_id, BASIS_FILE)
-    if not store.exists(path):
-        raise _basis_missing(job_id)
-    return npy_download(store, path, f"{job_id}_basis.npy")
-
-
-def _needs_basis(regions: list[dict[str, Any]]) -> bool:
-    return any(region.get("precision_space") == "pca" for region in regions)
-
-
-def _basis(store: ArtifactStore, job_id: str, regions: list[dict[str, Any]]) -> np.ndarray | None:
-    """The job's PCA basis when a region needs it (read once for all regions), else None."""
-    if not _needs_basis(regions):
-        return None
-    try:
-        return np.asarray(store.load_npy(job_file(job_id, BASIS_FILE), mmap=False), dtype=np.float64)
-    except FileNotFoundError:
-        raise _basis_missing(job_id) from None
-
-
-def _basis_missing(job_id: str) -> Conflict:
-    return Conflict(
-        ErrorCode.BASIS_MISSING,
-        "This job's regions were found with pca_components, and its results were stored without the PCA "
-        "basis their distance is measured along (a worker older than the one that stores it), so other "
-        "rows cannot be scored against them. Its own rows' weights are in GET /v1/jobs/{id}/weights; "
-        "submit the search again to score new rows.",
-        {"job": job_id, "file": BASIS_FILE},
-    )
-
-
-def _member_min_weight(store: ArtifactStore, job_id: str, k: int, region: dict[str, Any]) -> float | None:
-    """The region's stored threshold; results written without one get it from their stored member set."""
-    if "member_min_weight" in region:
-        value = region["member_min_weight"]
-        return None if value is None else float(value)
-    try:
-        members = store.load_npy(job_file(job_id, members_file(k)))
-        weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
-    except FileNotFoundError:
-        raise NotFound(
-            ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id}
-        ) from None
-    return member_min_weight(np.asarray(weights[:, k]), str(region["kernel"]), np.asarray(members))
-
-
-def _inline_embeddings(rows: list[list[float]]) -> np.ndarray:
-    """Bare embeddings from JSON: equal-length rows of finite numbers (400 otherwise)."""
-    try:
-        x = np.asarray(rows, dtype=np.float64)
-    except ValueError:
-        raise InvalidInput(
-            ErrorCode.SHAPE_MISMATCH, "embeddings: rows differ in length", {"field": "embeddings"}
-        ) from None
-    if x.ndim != 2 or x.shape[1] == 0:
-        raise InvalidInput(ErrorCode.VALIDATION, "embeddings must be n x d with d >= 1", {"field": "embeddings"})
-    if not np.isfinite(x).all():
-        row = int(np.argwhere(~np.isfinite(x))[0][0])
-        raise InvalidInput(
-            ErrorCode.NON_FINITE,
-            f"embeddings has NaN or infinite values (first at row {row})",
-            {"field": "embeddings", "row": row},
-        )
-    return x
+    regions = read_regions(store, job_id).get("regions", [])
+    return npy_download(store, scoring.basis_path(store, job_id, regions), f"{job_id}_basis.npy")

@@ -153,6 +153,54 @@ def held_task() -> None:
 
 HELD_TASK_PATH = "tests.runtime.gate.held_task"
 
+# A worker started with this variable in its environment (through this module only) holds each job
+# at its first region's *description* instead of at its search: for tests of what happens after the
+# search (a cancel or a timeout while the regions are described).
+HOLD_DESCRIBE_ENV = "TEST_GATE_HOLD_DESCRIBE"
+
+
+def describing_key(job_id: str) -> str:
+    return f"{GATE_PREFIX}:{job_id}:describing"
+
+
+def hold_descriptions(describe_region: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap worker.describe.describe_region: the first call in a work-horse announces itself on
+    `describing_key` and waits until the test opens the job's gate or the job is canceled (its
+    cancel flag, as the API sets it)."""
+    state = {"held": False}
+
+    def held_describe_region(*args: Any, **kwargs: Any) -> Any:
+        from rq import get_current_job
+
+        from spotlight.keys import Keys
+        from spotlight.settings import get_settings
+
+        cancel_key = Keys.of(get_settings()).cancel
+
+        job = get_current_job()
+        if job is not None and not state["held"]:
+            state["held"] = True  # per horse: each job runs in a fresh fork of the worker
+            conn = redis.Redis(connection_pool=redis.ConnectionPool(**job.connection.connection_pool.connection_kwargs))
+            try:
+                conn.rpush(describing_key(job.id), os.getpid())
+                deadline = time.monotonic() + MAX_HOLD_S
+                while time.monotonic() < deadline:
+                    if conn.blmove(open_key(job.id), open_key(job.id), POLL_S, "LEFT", "RIGHT") is not None:
+                        break
+                    if conn.exists(cancel_key(job.id)):
+                        break
+            finally:
+                conn.close()
+        return describe_region(*args, **kwargs)
+
+    return held_describe_region
+
+
+def install_describe_hold() -> None:
+    import worker.describe
+
+    worker.describe.describe_region = hold_descriptions(worker.describe.describe_region)
+
 
 def worker_argv(name: str, *flags: str) -> list[str]:
     """argv of a held worker: `spotlight worker` through this module."""
@@ -160,7 +208,10 @@ def worker_argv(name: str, *flags: str) -> list[str]:
 
 
 if __name__ == "__main__":
-    install()
+    if os.environ.get(HOLD_DESCRIBE_ENV):
+        install_describe_hold()
+    else:
+        install()
     from spotlight.cli import main
 
     raise SystemExit(main(sys.argv[1:]))

@@ -10,6 +10,7 @@ import pytest
 import redis
 import torch
 
+from spotlight.keys import Keys
 from spotlight.members import member_set
 from spotlight.protocol import (
     META_ERROR,
@@ -18,7 +19,6 @@ from spotlight.protocol import (
     REGIONS_FILE,
     WEIGHTS_FILE,
     ErrorCode,
-    cancel_key,
     dataset_file,
     job_file,
     member_weights_file,
@@ -86,7 +86,7 @@ def test_finished_job_writes_regions_weights_and_members(settings, store, redis_
 def test_progress_is_published_at_most_once_per_interval(settings, store, redis_url) -> None:
     job = enqueue(redis_url, make_spec(write_dataset(store)), settings)
     now = [0.0]
-    reporter = JobReporter(job, interval_s=0.3, clock=lambda: now[0])
+    reporter = JobReporter(job, Keys.of(settings), interval_s=0.3, clock=lambda: now[0])
     reporter.started(n_spotlights=2, steps=10)
     seen = []
     for t, step in [(0.1, 0), (0.2, 1), (0.35, 2), (0.4, 3), (0.7, 4)]:
@@ -100,7 +100,7 @@ def test_progress_is_published_at_most_once_per_interval(settings, store, redis_
 def test_cancel_before_start_ends_canceled_without_results(settings, store, redis_url) -> None:
     spec = make_spec(write_dataset(store))
     job = enqueue(redis_url, spec, settings)
-    redis.Redis.from_url(redis_url).set(cancel_key(spec.job_id), 1)
+    redis.Redis.from_url(redis_url).set(Keys.of(settings).cancel(spec.job_id), 1)
 
     assert execute(spec, job, settings, store)["status"] == "canceled"
     meta = job.get_meta(refresh=True)
@@ -121,7 +121,7 @@ def test_cancel_while_running_stops_the_search(settings, store, redis_url) -> No
         try:
             Gate(conn, spec.job_id).wait_held(30)
             assert job.get_meta(refresh=True)[META_STATUS] == "running"
-            conn.set(cancel_key(spec.job_id), 1)
+            conn.set(Keys.of(settings).cancel(spec.job_id), 1)
             thread.join(30)
         finally:
             Gate(conn, spec.job_id).open()  # never leave the thread held if an assertion failed
@@ -168,3 +168,43 @@ def test_engine_error_fails_search_failed(settings, store, redis_url) -> None:
     assert execute(spec, job, settings, store)["status"] == "failed"
     err = job.get_meta(refresh=True)[META_ERROR]
     assert err["code"] == ErrorCode.SEARCH_FAILED and err["message"]
+
+
+def test_the_search_writes_its_kernel_values_to_a_file_not_the_horse_s_memory(
+    settings, store, redis_url, monkeypatch
+) -> None:
+    """The n x k weights grow with rows x regions: the task has the engine write them into a
+    memory-mapped temporary file (file-backed pages the kernel can write back and drop), and the
+    stored weights.npy is copied from it, equal to an in-memory search's."""
+    import worker.task
+    from worker.engine import search as engine_search
+
+    sha = write_dataset(store, n=300, seed=4)
+    spec = make_spec(sha)
+    job = enqueue(redis_url, spec, settings)
+    seen: list[np.ndarray] = []
+    original = worker.task.scratch_weights
+
+    def recorded(n: int, k: int) -> np.ndarray:
+        seen.append(original(n, k))
+        return seen[-1]
+
+    monkeypatch.setattr(worker.task, "scratch_weights", recorded)
+    assert execute(spec, job, settings, store)["status"] == "finished"
+    assert len(seen) == 1 and isinstance(seen[0], np.memmap) and seen[0].shape == (300, 2)
+    stored = store.load_npy(job_file(spec.job_id, WEIGHTS_FILE))
+    in_memory = engine_search(
+        store.load_npy(dataset_file(sha, "embeddings.npy")),
+        store.load_npy(dataset_file(sha, "losses.npy")),
+        spec.params,
+        labels=store.load_npy(dataset_file(sha, "labels.npy")),
+    )
+    np.testing.assert_array_equal(stored, in_memory.weights)
+    np.testing.assert_array_equal(np.asarray(seen[0]), in_memory.weights)
+    with pytest.raises(ValueError, match="weights_out"):
+        engine_search(
+            store.load_npy(dataset_file(sha, "embeddings.npy")),
+            store.load_npy(dataset_file(sha, "losses.npy")),
+            spec.params,
+            weights_out=np.zeros((300, 3), dtype=np.float32),
+        )

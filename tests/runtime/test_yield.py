@@ -257,7 +257,7 @@ def test_the_task_yields_to_another_tenant_and_resumes_from_its_checkpoint(setti
     assert other_tenant_waiting(conn, settings, "a") and not other_tenant_waiting(conn, settings, "b")
 
     out = execute(spec_a, job_a, settings, store)
-    assert isinstance(out, Retry) and out.max == LONG["n_spotlights"]
+    assert isinstance(out, Retry) and out.max == 2 * LONG["n_spotlights"]
     meta = job_a.get_meta(refresh=True)
     assert meta[META_STATUS] == "queued" and meta[META_PROGRESS]["spotlight"] == 1
     state = YieldState.model_validate(meta[META_YIELDED])
@@ -334,3 +334,51 @@ def test_of_several_busy_workers_only_one_yields_to_a_waiting_job(settings, stor
 
     assert isinstance(execute(running[0], jobs[0], settings, store), Retry)
     assert execute(running[1], jobs[1], settings, store)["status"] == "finished"  # b's job was already let in
+
+
+@pytest.mark.e2e
+def test_a_tenant_s_queued_jobs_do_not_all_run_before_another_tenant_s_job(settings, store, conn, burst_worker) -> None:
+    """Fair share across queued jobs: tenant a has four jobs queued in the normal lane, the first
+    running; b's small job arrives behind them. At a's first region boundary the worker goes to b
+    (its job is brought to the front of the lane, not only a's running job sent to the back), so b
+    waits one region of a's, not a's four jobs."""
+    sha_a = write_dataset(store, n=300, seed=20)
+    specs_a = [make_spec(sha_a, QUICK, tenant="a") for _ in range(4)]
+    jobs_a = [enqueue_search(job_queue(conn, settings), spec, settings) for spec in specs_a]
+    gates_a = [Gate(conn, spec.job_id) for spec in specs_a]
+    worker = burst_worker()
+    gates_a[0].wait_held()  # a's first job runs
+    spec_b = make_spec(write_dataset(store, n=150, seed=21), QUICK, tenant="b")
+    job_b = enqueue_search(job_queue(conn, settings), spec_b, settings)
+    Gate(conn, spec_b.job_id).open()
+    for g in gates_a:
+        g.open()
+    worker.wait()
+
+    for job in (*jobs_a, job_b):
+        job.refresh()
+        assert status_of(job) == JobStatus.FINISHED, job.meta
+    b_started = _meta_time(job_b, META_STARTED_AT)
+    started_before_b = [
+        spec.job_id for spec, job in zip(specs_a, jobs_a, strict=True) if _meta_time(job, META_STARTED_AT) < b_started
+    ]
+    assert started_before_b == [specs_a[0].job_id], started_before_b  # only the job that was running when b arrived
+    assert YieldState.of(jobs_a[0].meta) is not None  # which gave way at its region boundary
+
+
+def test_a_job_s_end_passes_the_turn_to_another_tenant_waiting_behind_its_queued_jobs(settings, store, conn) -> None:
+    sha = write_dataset(store, n=150, seed=22)
+    first = make_spec(sha, {**QUICK, "n_spotlights": 1}, tenant="a")  # one region: no boundary to yield at
+    job = enqueue_search(job_queue(conn, settings), first, settings)
+    lane = job_queue(conn, settings)
+    lane.remove(job)  # taken by a worker (this test)
+    queued_a = [enqueue_search(lane, make_spec(sha, QUICK, tenant="a"), settings) for _ in range(3)]
+    b = enqueue_search(lane, make_spec(sha, QUICK, tenant="b"), settings)
+    c = enqueue_search(lane, make_spec(sha, QUICK, tenant="c"), settings)
+    assert execute(first, job, settings, store)["status"] == "finished"
+    assert lane.get_job_ids() == [b.id, *(j.id for j in queued_a), c.id]  # b goes next, not after a's three
+    lane.remove(b)  # b's turn
+    assert jobqueue.pass_the_turn(conn, settings, "b") is None  # a's job is next anyway
+    lane.remove(queued_a[0])  # a's turn
+    assert jobqueue.pass_the_turn(conn, settings, "a") == c.id  # then c's, before a's other two
+    assert lane.get_job_ids() == [c.id, queued_a[1].id, queued_a[2].id]

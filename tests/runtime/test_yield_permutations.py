@@ -115,7 +115,12 @@ def test_the_permutation_test_yields_between_shuffles_and_ends_with_an_uninterru
     whole = uninterrupted_null(store, spec)
 
     out = execute(spec, job, settings, store)  # yields between its two regions, as before
-    assert isinstance(out, Retry) and out.max == 2 + 3  # a yield per region and per shuffle fits
+    assert isinstance(out, Retry) and out.max == 2 * 2 + 3  # a yield per region, per description and per shuffle fits
+    assert checkpoint.load_null(store, spec, 300) is None
+    out = execute(spec, job, settings, store)  # finds its second region, describes the first, gives way
+    assert isinstance(out, Retry), out
+    described = checkpoint.load_described(store, spec, 300)
+    assert described is not None and len(described.descriptions) == 1
     assert checkpoint.load_null(store, spec, 300) is None
     for done in (1, 2):  # B still waits: A gives way after each shuffle but the last
         out = execute(spec, job, settings, store)
@@ -123,7 +128,7 @@ def test_the_permutation_test_yields_between_shuffles_and_ends_with_an_uninterru
         meta = job.get_meta(refresh=True)
         assert meta[META_STATUS] == "queued" and meta[META_PROGRESS]["spotlight"] == 2
         state = YieldState.model_validate(meta[META_YIELDED])
-        assert state.regions == 2 and state.yields == 1 + done
+        assert state.regions == 2 and state.yields == 2 + done
         saved = checkpoint.load(store, spec, 300)
         assert saved is not None and len(saved.regions) == 2
         null = checkpoint.load_null(store, spec, 300)

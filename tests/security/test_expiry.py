@@ -14,19 +14,20 @@ from rq import Queue
 from rq.job import Job, JobStatus
 
 from service import expiry
+from spotlight.keys import Keys
 from spotlight.protocol import (
     META_ENDED_AT,
     META_STATUS,
     REGIONS_FILE,
     TASK_PATH,
     job_file,
-    tenant_jobs_key,
 )
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
 TTL = 3600.0
 NOW = 1_900_000_000.0
+KEYS = Keys()  # the settings below name no namespace
 
 
 @pytest.fixture
@@ -68,14 +69,14 @@ def make_job(
                 job.meta[META_ENDED_AT] = when.isoformat()
             job.ended_at = when.replace(tzinfo=None)
         job.save()
-    conn.zadd(tenant_jobs_key(tenant), {job_id: created})
+    conn.zadd(KEYS.tenant_jobs(tenant), {job_id: created})
     store.write_json(job_file(job_id, REGIONS_FILE), {"regions": []})
 
 
 def present(conn, store, tenant: str, job_id: str) -> tuple[bool, bool, bool]:
     return (
         Job.exists(job_id, connection=conn),
-        conn.zscore(tenant_jobs_key(tenant), job_id) is not None,
+        conn.zscore(KEYS.tenant_jobs(tenant), job_id) is not None,
         store.exists(job_file(job_id, REGIONS_FILE)),
     )
 
@@ -114,15 +115,15 @@ def test_sweeping_twice_is_harmless(conn, store, settings) -> None:
     make_job(conn, store, "a", "job_old", "finished", ended=NOW - 2 * TTL)
     assert expiry.sweep_expired(conn, store, settings, now=NOW) == ["job_old"]
     assert expiry.sweep_expired(conn, store, settings, now=NOW) == []
-    assert conn.get(expiry.lock_key()) is None
+    assert conn.get(KEYS.expiry_lock()) is None
 
 
 def test_only_one_process_sweeps_at_a_time(conn, store, settings) -> None:
     make_job(conn, store, "a", "job_old", "finished", ended=NOW - 2 * TTL)
-    conn.set(expiry.lock_key(), "another-process", ex=60)
+    conn.set(KEYS.expiry_lock(), "another-process", ex=60)
     assert expiry.sweep_expired(conn, store, settings, now=NOW) == []
     assert present(conn, store, "a", "job_old") == (True, True, True)
-    assert conn.get(expiry.lock_key()) == b"another-process"  # not released by the loser
+    assert conn.get(KEYS.expiry_lock()) == b"another-process"  # not released by the loser
 
 
 def test_concurrent_sweepers_delete_each_job_once(conn, store, settings, redis_url) -> None:
@@ -159,10 +160,10 @@ def test_an_unreachable_store_leaves_nothing_orphaned(conn, store, settings, mon
         assert expiry.sweep_expired(conn, store, settings, now=NOW) == ["job_old"]
     # callers no longer see the job; its files wait in the pending set
     assert present(conn, store, "a", "job_old") == (False, False, True)
-    assert conn.sismember(expiry.pending_key(), "job_old")
+    assert conn.sismember(KEYS.expiry_pending(), "job_old")
     assert expiry.sweep_expired(conn, store, settings, now=NOW) == ["job_old"]
     assert present(conn, store, "a", "job_old") == (False, False, False)
-    assert not conn.sismember(expiry.pending_key(), "job_old")
+    assert not conn.sismember(KEYS.expiry_pending(), "job_old")
 
 
 def test_the_default_clock_is_now(conn, store) -> None:
@@ -216,7 +217,7 @@ def test_result_folders_no_job_owns_are_deleted_once_settled(conn, store, store_
     os.utime(store_dir / "jobs" / "job_orphan", (old, old))
     store.write_json(job_file("job_just_written", REGIONS_FILE), {"regions": []})
     make_job(conn, store, "a", "job_running", "running", created=now - 10)
-    conn.zrem(tenant_jobs_key("a"), "job_running")  # known to RQ only: still spared
+    conn.zrem(KEYS.tenant_jobs("a"), "job_running")  # known to RQ only: still spared
     os.utime(store_dir / "jobs" / "job_running", (old, old))
 
     assert expiry.sweep_expired(conn, store, settings, now=now) == ["job_orphan"]

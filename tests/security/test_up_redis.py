@@ -43,8 +43,17 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _cmdline(p: psutil.Process) -> str:
+    """A process's command line; '' for one that has exited (a callbacks worker's RQ scheduler that
+    lost Redis is a zombie until its worker's next maintenance reaps it)."""
+    try:
+        return " ".join(p.cmdline())
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return ""
+
+
 def _redis_child(up: subprocess.Popen[bytes]) -> psutil.Process:
-    found = [p for p in psutil.Process(up.pid).children(recursive=True) if "redis-server" in " ".join(p.cmdline())]
+    found = [p for p in psutil.Process(up.pid).children(recursive=True) if "redis-server" in _cmdline(p)]
     assert len(found) == 1, found
     return found[0]
 

@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
+from service.comparing import comparison_file
 from spotlight.protocol import WEIGHTS_FILE, job_file, members_file
 from tests.service.conftest import LiveApi, npz_bytes
 
@@ -137,6 +138,26 @@ def test_unfinished_job_is_409_and_itself_is_400(api: LiveApi) -> None:
         assert r.status_code == 409 and r.json()["error"]["code"] == "job_not_finished"
         assert c.post(f"/v1/jobs/{queued}/compare", json={"job": old_job}).status_code == 409
         assert c.post(f"/v1/jobs/{old_job}/compare", json={"job": old_job}).status_code == 400
+
+
+@pytest.mark.parametrize("side", ["old", "new"])
+def test_deleting_either_dataset_takes_its_comparisons(api: LiveApi, side: str) -> None:
+    """A comparison shows rows of both jobs' datasets: deleting either answers 410 dataset_gone for the
+    stored comparison, its page and a new comparison; the old job's folder (and the file in it) goes
+    when the old job's dataset is deleted."""
+    with api.client() as c:
+        old_job, new_job = _planted(api, c)
+        doc = c.post(f"/v1/jobs/{old_job}/compare", json={"job": new_job}).json()
+        path = job_file(old_job, comparison_file(doc["id"]))
+        assert api.store.exists(path) and sorted(doc["datasets"]) == doc["datasets"] and len(doc["datasets"]) == 2
+        dataset = c.get(f"/v1/jobs/{old_job if side == 'old' else new_job}").json()["dataset"]
+        assert c.delete(f"/v1/datasets/{dataset}").status_code in (200, 204)
+        for url in (f"/v1/comparisons/{doc['id']}", f"/v1/comparisons/{doc['id']}/report"):
+            r = c.get(url)
+            assert r.status_code == 410 and r.json()["error"]["code"] == "dataset_gone", (url, r.text)
+        r = c.post(f"/v1/jobs/{old_job}/compare", json={"job": new_job})
+        assert r.status_code == 410 and r.json()["error"]["code"] == "dataset_gone"
+        assert api.store.exists(path) is (side == "new")
 
 
 def test_other_tenants_jobs_and_comparisons_are_404(make_api: Callable[..., LiveApi]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rq.job import Job
 
-from spotlight.protocol import idempotency_key
+from spotlight.keys import Keys
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 KEYS = "a:key-a,b:key-b"
@@ -60,7 +60,7 @@ def test_a_key_lives_as_long_as_results(make_api) -> None:
     with api.client() as c:
         r = c.post("/v1/jobs", json={"dataset": _dataset(c)}, headers={"Idempotency-Key": "ttl"})
         assert r.status_code == 202
-    ttl = api.redis.ttl(idempotency_key("default", "ttl"))
+    ttl = api.redis.ttl(Keys.of(api.settings).idempotency("default", "ttl"))
     assert 3600 - 60 < ttl <= 3600
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from rq import Queue
 from rq.job import Job, JobStatus
 
+from spotlight.keys import Keys
 from spotlight.params import SearchParams
-from spotlight.protocol import TASK_PATH, cancel_key
+from spotlight.protocol import TASK_PATH
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 
@@ -127,12 +128,12 @@ def test_cancel_queued_running_and_finished(api: LiveApi) -> None:
         Job.fetch(running, connection=api.redis).set_status(JobStatus.STARTED)
         r = c.delete(f"/v1/jobs/{running}")
         assert r.status_code == 202 and r.json()["status"] == "running" and r.json()["cancel_requested"] is True
-        assert api.redis.exists(cancel_key(running))
+        assert api.redis.exists(Keys.of(api.settings).cancel(running))
 
         api.mark_finished(finished)
         r = c.delete(f"/v1/jobs/{finished}")
         assert r.status_code == 409 and r.json()["error"]["code"] == "job_not_cancelable"
-        assert not api.redis.exists(cancel_key(finished))
+        assert not api.redis.exists(Keys.of(api.settings).cancel(finished))
         assert c.delete("/v1/jobs/job_nope").status_code == 404
 
 

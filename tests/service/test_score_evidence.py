@@ -130,6 +130,7 @@ def test_evidence_asked_for_by_name_must_have_its_fields(api: LiveApi) -> None:
             (bare, {"evidence_weight": 1.0}, "labels"),
             (labelled, {"evidence": "mismatch"}, "predictions"),
             (labelled, {"evidence": "labels_predictions", "evidence_weight": 2.0}, "predictions"),
+            (bare, {"evidence_check": True}, "labels"),
         ):
             r = c.post("/v1/jobs", json={"dataset": dataset, "params": {**params, "device": "cpu"}})
             assert r.status_code == 400, r.text

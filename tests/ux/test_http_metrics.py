@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from spotlight.keys import Keys
 from tests.ux.test_metrics import _app, scrape, value
 
 
@@ -18,7 +19,7 @@ def test_requests_are_counted_by_route_template_and_status_class_across_processe
     assert b.get("/v1/jobs/job_other").status_code == 404
     assert a.get("/no/such/path").status_code == 404
     # b's counts reach Redis within about a second; flush them now instead of waiting (a flushes on scrape)
-    b.app.state.http_stats.flush(b.app.state.redis, b.app.state.settings.rq_queue_name())
+    b.app.state.http_stats.flush(b.app.state.redis, Keys.of(b.app.state.settings))
     m = scrape(a)
     reqs = m["spotlight_http_requests"]
     assert value(reqs, "spotlight_http_requests_total", method="GET", route="/healthz", status_class="2xx") == 4

@@ -19,6 +19,7 @@ from rq import Queue
 
 from service.app import create_app
 from spotlight import jobstats
+from spotlight.keys import Keys
 from spotlight.protocol import META_STATUS
 from spotlight.redis_server import free_port
 from spotlight.settings import Settings
@@ -26,6 +27,7 @@ from tests.runtime.gate import HELD_TASK_PATH, Gate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "metrics-test"
+KEYS = Keys(queue=QUEUE)
 
 
 def _app(redis_url: str | None, tmp_path: Path) -> TestClient:
@@ -96,8 +98,8 @@ def test_jobs_by_status_queue_depth_and_workers_from_redis(redis_url: str, tmp_p
     ending = q.enqueue(HELD_TASK_PATH)  # still RQ-started, but our worker already wrote that it ended
     ending.meta[META_STATUS] = "finished"
     ending.save_meta()
-    jobstats.record_worker_device(conn, QUEUE, "w-metrics", "cuda:0")
-    jobstats.record_worker_device(conn, QUEUE, "w-other", "cpu")
+    jobstats.record_worker_device(conn, KEYS, "w-metrics", "cuda:0")
+    jobstats.record_worker_device(conn, KEYS, "w-other", "cpu")
     worker_proc("w-metrics")
     worker_proc("w-other")
     for job in (running, ending):
@@ -133,10 +135,10 @@ def test_jobs_by_status_queue_depth_and_workers_from_redis(redis_url: str, tmp_p
 
 def test_histograms_recorded_by_workers_are_shared_by_every_api_process(redis_url: str, tmp_path: Path) -> None:
     conn = redis.Redis.from_url(redis_url)
-    jobstats.record_job_end(conn, QUEUE, "finished", duration_s=0.3, queue_wait_s=0.02)
-    jobstats.record_job_end(conn, QUEUE, "finished", duration_s=45.0, queue_wait_s=3.0)
-    jobstats.record_job_end(conn, QUEUE, "failed", duration_s=7.0, queue_wait_s=None)
-    jobstats.record_job_end(conn, QUEUE, "canceled", duration_s=float("nan"), queue_wait_s=-1.0)  # clock skew -> 0
+    jobstats.record_job_end(conn, KEYS, "finished", duration_s=0.3, queue_wait_s=0.02)
+    jobstats.record_job_end(conn, KEYS, "finished", duration_s=45.0, queue_wait_s=3.0)
+    jobstats.record_job_end(conn, KEYS, "failed", duration_s=7.0, queue_wait_s=None)
+    jobstats.record_job_end(conn, KEYS, "canceled", duration_s=float("nan"), queue_wait_s=-1.0)  # clock skew -> 0
     for api in (_app(redis_url, tmp_path / "a"), _app(redis_url, tmp_path / "b")):
         m = scrape(api)
         d = m["spotlight_job_duration_seconds"]

@@ -55,3 +55,37 @@ def test_in_an_80_column_terminal_every_number_and_failing_row_is_whole() -> Non
     print_regions(wide, "job_x", regions, tops)
     wide_text = wide.export_text()
     assert "top failing rows" in wide_text and "counts as (Σk)" in wide_text
+
+
+def test_in_an_80_column_pipe_stands_out_wraps_between_words() -> None:
+    """`spotlight regions JOB | less`: the "stands out" text wraps at spaces, never inside a word."""
+    from spotlight.cli_client import print_regions
+    from spotlight.tables import stands_out
+
+    regions = [_region(0, 3.94), _region(1, 2.31)]
+    for r in regions:
+        r["n_members"] = 1697
+        r["effective_size"] = 1696.4
+        r["overlap"] = [{"region": 0, "share": 0.5}]
+        r["description"]["labels"] = {"over_represented": [{"value": "automobile-sedan", "lift": 4.3}]}
+        r["description"]["predictions"] = {"over_represented": [{"value": "truck-pickup", "lift": 3.1}]}
+        r["description"]["metadata"] = {"camera": {"over_represented": [{"value": "dashcam-night", "lift": 2.2}]}}
+        r["description"]["error_rate"] = {"inside": 0.41, "outside": 0.08}
+    console = Console(width=80, record=True)
+    print_regions(console, "job_1cb22e1f7c2bedec3b7e05c5", regions, [[{"id": "row-1"}]] * 2)
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    said = stands_out(regions[0]["description"])
+    assert said
+    for k in range(2):
+        assert f"region {k} stands out: {said}" in " ".join(text.split())  # whole words, wrapped at spaces only
+    words = set(text.split())
+    assert all(word in words for word in said.split()), text
+
+
+def test_members_table_shows_an_image_as_its_type_and_size() -> None:
+    from spotlight.cli_client import _brief
+
+    uri = "data:image/jpeg;base64," + "A" * 4000
+    assert _brief({"img": uri, "caption": "a cat"}) == {"img": "<image/jpeg, 2.9 kB>", "caption": "a cat"}
+    assert _brief(None) is None

@@ -177,29 +177,33 @@ DOCUMENTED_TOTAL_S = 65.0
 
 
 def test_a_receiver_that_is_down_gets_the_documented_attempts_and_waits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The callbacks worker's task with the default settings: how many attempts, each bounded how
-    long, with which waits, and a job timeout that covers the documented worst case."""
+    """The callbacks worker's task with the default settings: each run is one attempt bounded by the
+    documented timeout, and the delivery's RQ job carries the documented waits as RQ's retry intervals
+    (the worker does not sleep through them: another delivery runs meanwhile)."""
+    from rq import Retry
+
     from spotlight import jobqueue
     from spotlight.settings import Settings
     from worker import webhook
 
     monkeypatch.delenv("SPOTLIGHT_WEBHOOK_RETRIES", raising=False)
+    monkeypatch.delenv("SPOTLIGHT_WEBHOOK_TIMEOUT_S", raising=False)
     attempts: list[float] = []
-    waits: list[float] = []
 
     def attempt(url: str, body: bytes, headers: dict[str, str], timeout: float, settings: Any) -> str:
         attempts.append(timeout)
         return "retry"  # a receiver that is down: every attempt is worth another
 
-    real_deliver = webhook.deliver
     monkeypatch.setattr(webhook, "_attempt", attempt)
-    monkeypatch.setattr(webhook, "deliver", lambda *a, **kw: real_deliver(*a, **kw, sleep=waits.append))
-    assert webhook.deliver_callback("https://receiver.example/hook", PAYLOAD, "job_1") is False
+    with pytest.raises(webhook.DeliveryFailed):  # RQ retries the job after its interval
+        webhook.deliver_callback("https://receiver.example/hook", PAYLOAD, "job_1")
+    assert attempts == [DOCUMENTED_ATTEMPT_TIMEOUT_S]
 
-    assert len(attempts) == DOCUMENTED_ATTEMPTS
-    assert attempts == [DOCUMENTED_ATTEMPT_TIMEOUT_S] * DOCUMENTED_ATTEMPTS
-    assert waits == DOCUMENTED_BACKOFF_S
-    assert sum(attempts) + sum(waits) == DOCUMENTED_TOTAL_S
-    # the RQ job that carries one delivery must outlive that worst case, but not by minutes
-    timeout = jobqueue.callback_timeout_s(Settings())
-    assert DOCUMENTED_TOTAL_S <= timeout <= DOCUMENTED_TOTAL_S + 60
+    settings = Settings()
+    backoff = jobqueue.callback_backoff_s(settings)
+    assert backoff == DOCUMENTED_BACKOFF_S and len(backoff) + 1 == DOCUMENTED_ATTEMPTS
+    assert DOCUMENTED_ATTEMPTS * DOCUMENTED_ATTEMPT_TIMEOUT_S + sum(backoff) == DOCUMENTED_TOTAL_S
+    retry = Retry(max=len(backoff), interval=backoff)
+    assert (retry.max, retry.intervals) == (DOCUMENTED_ATTEMPTS - 1, [int(w) for w in DOCUMENTED_BACKOFF_S])
+    # the RQ job that carries one attempt outlives it, but not by minutes
+    assert DOCUMENTED_ATTEMPT_TIMEOUT_S <= jobqueue.callback_timeout_s(settings) <= DOCUMENTED_ATTEMPT_TIMEOUT_S + 60

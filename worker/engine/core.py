@@ -18,15 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
-# Projection bound on the smallest scaled distance u = tau * ||x - mu||^2 of a restart, per kernel:
-# keeping min_i u_i <= this keeps at least one example inside the kernel (flat: k >= 0.1, gaussian:
-# k >= e^-20, far from float32 underflow), so the region's total weight never reaches 0, its
-# weighted mean is never 0/0 and the barrier always has a gradient. The gaussian bound is loose on
-# purpose: in high dimension even the nearest example of a tight gaussian region sits at u >> 1.
-MAX_MIN_U = {"flat": 0.9, "gaussian": 40.0}
-# Kernels whose weight is 1 on a core of the S nearest rows (see `ball_core`): they are feasible by
-# construction, so they need neither the barrier nor the support projection.
-CORE_KERNELS = frozenset({"ball"})
+from spotlight.kernel import CORE_KERNELS, MAX_MIN_U
+
+# Each kernel's projection bound on a restart's smallest u (MAX_MIN_U) and the kernels that are 1 on a
+# core of S rows (CORE_KERNELS, see `ball_core`: no barrier, no support projection) live with the
+# kernel's formula and member rule in spotlight/kernel.py.
+
 # Log-precision bounds (standardised units): tau = exp(theta) / d. Wide enough for any region;
 # narrow enough that exp() never overflows float32.
 THETA_MIN, THETA_MAX = -30.0, 30.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from spotlight.params import SearchParams
-from worker.engine import ballfit, core
+from worker.engine import ballfit, core, evidence_check, grow
 from worker.engine.prepare import (
     ArrayLike,
     Frame,
@@ -81,6 +82,15 @@ REGRESSION_RIDGE = 1e-3  # relative to the mean diagonal of the Gram matrix: kee
 # where the ball wins. 12 leaves a factor of 1.28 above the cross-class clouds, 1.17 below the 32-d
 # classes and 1.7 below the 64-d ones.
 AUTO_BALL_ABOVE = 12.0
+# kernel="auto" runs the ball only when the spotlight size S counts at least this many rows per
+# embedding dimension d (after PCA). Why: the ball's centre and its classifier refits are d-dimensional
+# rules fitted to S rows; with S far below d such a rule can pick out almost any S rows (the highest
+# losses, wherever they lie), so the "region" is noise that holds on no other rows. Measured
+# (docs/engine.md, bench.real): real 384-d sentence embeddings with n = 1 664 (S = 34, S/d = 0.09),
+# where the ball lost to the gaussian (and returned tight noise on shuffled losses); the planted
+# high-dimension slices and clustered classes, where the ball wins, have S/d = 0.78-12.5. 0.25 sits
+# a factor of ~3 from each side.
+AUTO_BALL_MIN_ROWS_PER_DIM = 0.25
 # deflation="tails": scores times (1 - k/max k)^this after each region (see `deflate`); chosen on the
 # multi-mode benchmark among 1 (the paper), 4, 8 and 16 (docs/engine.md).
 DEFLATION_POWER = 8
@@ -102,6 +112,7 @@ def search(
     should_stop: ShouldStop | None = None,
     should_yield: ShouldStop | None = None,
     resume: SearchResume | None = None,
+    weights_out: np.ndarray | None = None,
 ) -> SearchResult:
     r"""Find `params.n_spotlights` regions of embedding space where the model does unusually badly (or well).
 
@@ -116,7 +127,8 @@ def search(
       ``radius_u``), so :math:`\sum_i w_i k_i \ge S` holds by construction and no barrier applies
     - ``auto`` (the default): ``ball`` when a row's spotlight-sized neighbourhood among the
       standardised embeddings has high intrinsic dimension (`prepare.local_dimension` above
-      ``AUTO_BALL_ABOVE``, clustered or not), else
+      ``AUTO_BALL_ABOVE``, clustered or not) and S counts at least ``AUTO_BALL_MIN_ROWS_PER_DIM``
+      rows per dimension, else
       ``gaussian``; each region's ``kernel`` is the one that ran
 
     and the objective (``max_loss``; ``min_loss`` uses :math:`-\ell`) is the kernel-weighted mean
@@ -151,6 +163,10 @@ def search(
     resume : SearchResume, optional
         The regions (and their n x j kernel values) of a search that yielded: this call finds
         regions j, j+1, ... and returns all of them, as an uninterrupted search would have.
+    weights_out : array of shape (n, n_spotlights), float32, optional
+        Where to write the kernel values (returned as the result's `weights`): the caller may pass
+        a memory-mapped file, so the n x k matrix need not sit in the process's memory. Default: a
+        new in-memory array.
 
     Returns
     -------
@@ -244,10 +260,26 @@ def search(
     if np.any(w < 0) or not w.sum() > 0:
         raise ValueError("sample_weights must be non-negative with a positive sum")
 
+    if p.evidence_check and p.evidence_weight > 0 and labels_v is not None:
+        x_np = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
+        if not evidence_check.keep_evidence(search, x_np, loss_v, p, labels_v, preds_v, w):
+            p = p.model_copy(update={"evidence_weight": 0.0})
     device = resolve_device(p.device)
     with _threads_for(device, n * x_shape[1]):
         return _search(
-            embeddings, loss_v, w, labels_v, preds_v, p, device, progress, should_stop, started, should_yield, resume
+            embeddings,
+            loss_v,
+            w,
+            labels_v,
+            preds_v,
+            p,
+            device,
+            progress,
+            should_stop,
+            started,
+            should_yield,
+            resume,
+            weights_out,
         )
 
 
@@ -277,6 +309,7 @@ def _search(
     started: float,
     should_yield: ShouldStop | None = None,
     resume: SearchResume | None = None,
+    weights_out: np.ndarray | None = None,
 ) -> SearchResult:
     n, d = embeddings.shape
     z, frame = standardise(embeddings, w, device, core.row_chunk(n, d, device))
@@ -284,38 +317,48 @@ def _search(
         z, frame = project_pca(z, w, frame, p.pca_components, core.row_chunk(n, d, device))
     if p.kernel == "auto":
         dim = local_dimension(z, w, core.row_chunk(n, d, device))
-        p = p.model_copy(update={"kernel": resolve_auto(dim)})
+        p = p.model_copy(update={"kernel": resolve_auto(dim, p.size_count(float(w.sum())) / z.shape[1])})
     z, frame = add_evidence(z, frame, labels_v, preds_v, w, p.evidence, p.evidence_weight)
     problem = _Problem.build(z, loss_v, w, labels_v, preds_v, p, device, tail=frame.tail)
 
-    k_all = np.zeros((n, p.n_spotlights), dtype=np.float32)
+    if weights_out is not None and (weights_out.shape != (n, p.n_spotlights) or weights_out.dtype != np.float32):
+        raise ValueError(
+            f"weights_out must be float32 of shape ({n}, {p.n_spotlights}), not {weights_out.dtype} {weights_out.shape}"
+        )
+    k_all = weights_out if weights_out is not None else np.zeros((n, p.n_spotlights), dtype=np.float32)
     regions: list[Region] = []
     scores = problem.scores.clone()
     if resume is not None:
         scores = _resume(resume, regions, k_all, scores, p)
     for j in range(len(regions), p.n_spotlights):
         found = _optimise_region(problem, scores, p, j, progress, should_stop)
-        with torch.no_grad():
-            k, radius_u = core.region_weights(
-                problem.data, found.mu, found.theta, p.kernel, problem.weights, problem.size
+        size_j = problem.size
+        if p.sizing == "grow":
+            theta, size_j = grow.grow_region(
+                problem.data, found.mu, found.theta, p.kernel, problem.weights, scores, problem.size
             )
+            found = dataclasses.replace(found, theta=theta)
+        with torch.no_grad():
+            k, radius_u = core.region_weights(problem.data, found.mu, found.theta, p.kernel, problem.weights, size_j)
         k_np = k.cpu().numpy().astype(np.float32)
         k_all[:, j] = k_np
-        regions.append(_describe(j, k_np, found, frame, loss_v, w, problem.size, p, radius_u))
+        regions.append(_describe(j, k_np, found, frame, loss_v, w, size_j, p, radius_u))
         scores = deflate(scores, k, p.deflation)
         if should_yield is not None and j + 1 < p.n_spotlights and should_yield():
             raise SearchYielded(_result(regions, k_all[:, : j + 1].copy(), loss_v, z, started, frame.basis))
     return _result(regions, k_all, loss_v, z, started, frame.basis)
 
 
-def resolve_auto(k: float) -> str:
-    """The kernel `kernel="auto"` runs for a measured neighbourhood dimension k (`prepare.local_dimension`).
+def resolve_auto(k: float, rows_per_dim: float = math.inf) -> str:
+    """The kernel `kernel="auto"` runs for a measured neighbourhood dimension k (`prepare.local_dimension`)
+    and the spotlight size's rows per embedding dimension, S / d.
 
     The ball when k > AUTO_BALL_ABOVE (high intrinsic dimension around each row, clustered or not:
-    a gaussian that must count S rows spreads over many more), the gaussian otherwise (a
-    low-dimensional manifold, where it ranks the rest of a slice larger than the region).
+    a gaussian that must count S rows spreads over many more) and S / d >= AUTO_BALL_MIN_ROWS_PER_DIM
+    (enough rows to pin a d-dimensional ball down); the gaussian otherwise (a low-dimensional
+    manifold, where it ranks the rest of a slice larger than the region, or too few rows per dimension).
     """
-    return "ball" if k > AUTO_BALL_ABOVE else "gaussian"
+    return "ball" if k > AUTO_BALL_ABOVE and rows_per_dim >= AUTO_BALL_MIN_ROWS_PER_DIM else "gaussian"
 
 
 def _result(

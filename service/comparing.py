@@ -1,4 +1,6 @@
 """Comparisons: computed inline in the API from stored results, stored beside the old job, found by id.
+The domain side of POST /v1/jobs/{id}/compare and GET /v1/comparisons/{id}: domain errors only
+(spotlight/errors.py); service/errors.py maps them to HTTP.
 
 Why inline and not an RQ job: a comparison reads what the worker already stored — two loss
 vectors, the ids, each region's member indices (and, against a dataset, its weights) — and does
@@ -9,9 +11,13 @@ regions runs the score route's kernel (spotlight/kernel.py) on its rows and is c
 (``MAX_SCORE_ELEMENTS``).
 
 Storage: the result is ``jobs/<old job>/comparisons/<id>.json``, so it expires with the job it
-compares (service/expiry.py deletes the job's folder), and a Redis key per tenant
-(:func:`comparison_key`) names that job for ``GET /v1/comparisons/{id}``; the key lives as long as
+compares (service/expiry.py deletes the job's folder, as does deleting the job's dataset), and a
+Redis key per tenant (``Keys.comparison``) names that job for ``GET /v1/comparisons/{id}``; the key lives as long as
 results do (``result_ttl_s``). Another tenant's id has no key: 404, like a job of theirs.
+
+A comparison shows rows of every dataset it read (the old job's, the new job's or the new rows'):
+once any of them is deleted the comparison is `Gone` (410 dataset_gone), like the jobs' own results;
+one stored under the deleted dataset's job goes with that job's folder.
 """
 
 from __future__ import annotations
@@ -22,11 +28,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import redis
 
+from service.dataset_registry import DatasetRegistry
 from service.job_registry import JobRegistry
-from service.routers.results import _read_regions, finished_spec
-from service.routers.score import _basis, _member_min_weight
+from service.job_results import expired, finished_spec, read_regions
+from service.scoring import load_basis, stored_member_min_weight
 from spotlight import classes, compare, kernel
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.errors import Gone, InvalidInput, NotFound, TooLarge
@@ -52,31 +58,22 @@ def valid_comparison_id(value: str) -> bool:
     return bool(_ID.match(value))
 
 
-def comparison_key(tenant: str, comparison_id: str) -> str:
-    """The tenant's comparison -> the job whose folder holds it."""
-    from spotlight.protocol import key_prefix
-
-    return f"{key_prefix()}:tenant:{tenant}:comparison:{comparison_id}"
-
-
 def comparison_file(comparison_id: str) -> str:
     return f"comparisons/{comparison_id}.json"
 
 
 def _job_rows(
     store: ArtifactStore, jobs: JobRegistry, tenant: str, job_id: str
-) -> tuple[compare.JobRows, DatasetFiles]:
+) -> tuple[compare.JobRows, DatasetFiles, str]:
     spec = finished_spec(jobs, tenant, job_id)
-    regions = list(_read_regions(store, job_id).get("regions", []))
+    regions = list(read_regions(store, job_id).get("regions", []))
     files = DatasetFiles(store, spec.dataset_sha256)
     try:
         members = [
             np.asarray(store.load_npy(job_file(job_id, members_file(k)), mmap=False)) for k in range(len(regions))
         ]
     except FileNotFoundError:
-        raise NotFound(
-            ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id}
-        ) from None
+        raise expired(job_id) from None
     try:
         rows = compare.JobRows(job_id, files.ids(), np.asarray(files.losses(), dtype=np.float64), regions, members)
     except DatasetMissing:
@@ -85,7 +82,7 @@ def _job_rows(
             "The dataset this job searched has been deleted; its rows can no longer be compared.",
             {"job": job_id, "dataset": spec.dataset_id},
         ) from None
-    return rows, files
+    return rows, files, spec.dataset_id
 
 
 def compare_two_jobs(
@@ -96,8 +93,8 @@ def compare_two_jobs(
         raise InvalidInput(
             ErrorCode.VALIDATION, "A job compared with itself shows nothing; name another job.", {"job": new_job}
         )
-    old, old_files = _job_rows(store, jobs, tenant, old_job)
-    new, new_files = _job_rows(store, jobs, tenant, new_job)
+    old, old_files, old_dataset = _job_rows(store, jobs, tenant, old_job)
+    new, new_files, new_dataset = _job_rows(store, jobs, tenant, new_job)
     try:
         result = compare.compare_jobs(old, new, level=level)
     except compare.CompareRefused as exc:
@@ -105,6 +102,7 @@ def compare_two_jobs(
             ErrorCode.ROWS_DO_NOT_MATCH, str(exc), {"old_job": old_job, "new_job": new_job, **exc.details}
         ) from None
     _attach_metadata(result, old_files, new_files)
+    result["datasets"] = sorted({old_dataset, new_dataset})
     return result
 
 
@@ -145,8 +143,8 @@ def compare_with_dataset(
 ) -> dict[str, Any]:
     """Drift of a dataset (same model, new rows) into the job's regions (spotlight/compare.py `drift`)."""
     spec = finished_spec(jobs, tenant, job_id)
-    regions = list(_read_regions(store, job_id).get("regions", []))
-    basis = _basis(store, job_id, regions)
+    regions = list(read_regions(store, job_id).get("regions", []))
+    basis = load_basis(store, job_id, regions)
     dim = len(regions[0]["center"]) if regions else record.dim
     if record.dim != dim:
         raise InvalidInput(
@@ -166,10 +164,8 @@ def compare_with_dataset(
     try:
         stored = store.load_npy(job_file(job_id, WEIGHTS_FILE))
     except FileNotFoundError:
-        raise NotFound(
-            ErrorCode.NOT_FOUND, "The job's results are no longer stored (expired).", {"job": job_id}
-        ) from None
-    thresholds = [_member_min_weight(store, job_id, k, r) for k, r in enumerate(regions)]
+        raise expired(job_id) from None
+    thresholds = [stored_member_min_weight(store, job_id, k, r) for k, r in enumerate(regions)]
     n_original = int(stored.shape[0])
     original = [members_at_or_above(np.asarray(stored[:, k]), thresholds[k]).size for k in range(len(regions))]
     try:
@@ -197,6 +193,7 @@ def compare_with_dataset(
         "old_job": job_id,
         "dataset": record.id,
         "original_dataset": spec.dataset_id,
+        "datasets": sorted({spec.dataset_id, record.id}),
         "level": level,
         "rows": {"original": n_original, "new": record.n},
         "counts": {"drift": sum(s["drift"] for s in spots)},
@@ -204,29 +201,66 @@ def compare_with_dataset(
     }
 
 
+def create_comparison(
+    store: ArtifactStore,
+    jobs: JobRegistry,
+    datasets: DatasetRegistry,
+    settings: Settings,
+    tenant: str,
+    job_id: str,
+    *,
+    new_job: str | None = None,
+    dataset: str | None = None,
+    level: float = compare.DEFAULT_LEVEL,
+) -> dict[str, Any]:
+    """Compare the tenant's finished job `job_id` with `new_job` (same rows) or `dataset` (new rows),
+    store the result beside `job_id` and return the stored document."""
+    if (new_job is None) == (dataset is None):
+        raise InvalidInput(ErrorCode.VALIDATION, "Give either a job or a dataset to compare with.", {"job": job_id})
+    if new_job is not None:
+        result = compare_two_jobs(store, jobs, tenant, job_id, new_job, level)
+    else:
+        assert dataset is not None
+        result = compare_with_dataset(store, jobs, tenant, job_id, datasets.get(tenant, dataset), level)
+    return store_comparison(store, jobs, settings, tenant, job_id, result)
+
+
 def store_comparison(
-    store: ArtifactStore, r: redis.Redis, settings: Settings, tenant: str, job_id: str, result: dict[str, Any]
+    store: ArtifactStore, jobs: JobRegistry, settings: Settings, tenant: str, job_id: str, result: dict[str, Any]
 ) -> dict[str, Any]:
     """Give the result an id, write it beside the job and index it for the tenant; returns the document."""
     comparison_id = new_comparison_id()
     document = {"id": comparison_id, "created_at": utcnow().isoformat(), **result}
     store.write_json(job_file(job_id, comparison_file(comparison_id)), document)
-    r.set(comparison_key(tenant, comparison_id), job_id, ex=settings.result_ttl_s)
+    jobs.r.set(jobs.keys.comparison(tenant, comparison_id), job_id, ex=settings.result_ttl_s)
     return document
 
 
-def load_comparison(store: ArtifactStore, r: redis.Redis, tenant: str, comparison_id: str) -> dict[str, Any]:
-    """The tenant's stored comparison (NotFound for an unknown, expired or another tenant's id)."""
+def load_comparison(store: ArtifactStore, jobs: JobRegistry, tenant: str, comparison_id: str) -> dict[str, Any]:
+    """The tenant's stored comparison: NotFound for an unknown, expired or another tenant's id, Gone
+    once a dataset whose rows it shows has been deleted."""
     missing = NotFound(
         ErrorCode.NOT_FOUND, f"No comparison {comparison_id!r} for this caller.", {"comparison": comparison_id}
     )
     if not valid_comparison_id(comparison_id):
         raise missing
-    raw = r.get(comparison_key(tenant, comparison_id))
+    raw = jobs.r.get(jobs.keys.comparison(tenant, comparison_id))
     if raw is None:
         raise missing
     job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
     try:
-        return dict(store.read_json(job_file(job_id, comparison_file(comparison_id))))
+        finished_spec(jobs, tenant, job_id)  # Gone once the old job's dataset (and with it this file) is deleted
+    except NotFound:
+        raise missing from None
+    try:
+        document = dict(store.read_json(job_file(job_id, comparison_file(comparison_id))))
     except FileNotFoundError:
         raise missing from None
+    gone = [d for d in document.get("datasets", []) if not jobs.r.exists(jobs.keys.dataset(str(d)))]
+    if gone:
+        raise Gone(
+            ErrorCode.DATASET_GONE,
+            "A dataset this comparison shows rows of has been deleted, and the comparison with it.",
+            {"comparison": comparison_id, "dataset": gone[0]},
+        )
+    return document
