@@ -627,7 +627,3 @@ def register(sub: Any) -> None:
     cc.add_argument("job", metavar="JOB")
     _common(cc)
     cc.set_defaults(func=cmd_cancel)
-
-    from spotlight.cli_compare import register as register_compare
-
-    register_compare(sub)  # spotlight compare OLD NEW (spotlight/cli_compare.py)

@@ -6,12 +6,15 @@ numpy/httpx-free: it holds the JSON the API returned; pandas is imported only wh
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from spotlight import compare, tables
 
-if TYPE_CHECKING:
-    from spotlight.client import SpotlightClient
+
+class _Requests(Protocol):
+    """What a comparison asks of its client (spotlight/client.py's SpotlightClient, which imports this)."""
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any: ...
 
 
 class Comparison:
@@ -22,7 +25,7 @@ class Comparison:
     dataset: the share of new rows against the original share, the ratio's interval, drift);
     ``examples_frame()`` the members shown per weak spot with their loss under each model."""
 
-    def __init__(self, client: SpotlightClient, document: Mapping[str, Any]) -> None:
+    def __init__(self, client: _Requests, document: Mapping[str, Any]) -> None:
         self._client = client
         self.document = dict(document)
 
