@@ -4,9 +4,13 @@ Grammar (case-insensitive keywords)::
 
     expr    := and ("or" and)*
     and     := not ("and" not)*
-    not     := "not" not | "(" expr ")" | compare
+    not     := "not" not | "(" expr ")" | compare | field
     compare := operand OP operand          OP: > >= < <= == !=
     operand := number | field
+
+A field alone is true when its value is non-zero (``feasible``; on a comparison ``new and
+significant``, spotlight/compare.py's ``GATE_FIELDS``: `parse(text, fields, value)` takes another
+set of fields and the function that reads them).
 
 Fields are a region's numbers (FIELDS below; ``error_rate`` is the error rate inside the region,
 ``error_rate_lift`` inside over overall). ``lift`` and ``mean_loss`` are the member set's — the
@@ -90,7 +94,11 @@ class Gate:
         return self._pred(region, missing if missing is not None else set())
 
 
-def parse(text: str) -> Gate:
+def parse(
+    text: str,
+    fields: Mapping[str, str] = FIELDS,
+    value: Callable[[Mapping[str, Any], str], float | None] = region_value,
+) -> Gate:
     tokens: list[tuple[str, str]] = []
     pos = 0
     text_s = text.strip()
@@ -106,6 +114,7 @@ def parse(text: str) -> Gate:
     if not tokens:
         raise GateSyntaxError("the expression is empty; e.g. 'lift > 3 and p_value < 0.05'")
     used: set[str] = set()
+    read = value
     i = 0
 
     def peek() -> tuple[str, str] | None:
@@ -128,12 +137,12 @@ def parse(text: str) -> Gate:
             return lambda region, missing: number
         if kind == "word" and value.lower() not in ("and", "or", "not"):
             name = value.lower()
-            if name not in FIELDS:
-                raise GateSyntaxError(f"unknown field {value!r}; fields: {', '.join(FIELDS)}")
+            if name not in fields:
+                raise GateSyntaxError(f"unknown field {value!r}; fields: {', '.join(fields)}")
             used.add(name)
 
             def get(region: Mapping[str, Any], missing: set[str]) -> float | None:
-                v = region_value(region, name)
+                v = read(region, name)
                 if v is None:
                     missing.add(name)
                 return v
@@ -168,6 +177,10 @@ def parse(text: str) -> Gate:
             if take() != ("paren", ")"):
                 raise GateSyntaxError(f"missing ')' in {text!r}")
             return inner
+        after = tokens[i + 1] if i + 1 < len(tokens) else None
+        if tok is not None and tok[0] == "word" and (after is None or after[0] != "op"):
+            truth = operand()  # a field alone: true when non-zero
+            return lambda region, missing: bool(truth(region, missing))
         return compare()
 
     def and_() -> Callable[[Mapping[str, Any], set[str]], bool]:
