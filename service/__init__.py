@@ -3,10 +3,12 @@
 app.py              create_app(settings) -> FastAPI; `uvicorn service.app:create_app --factory`
 cli.py              `spotlight api` and `spotlight openapi`
 expiry.py           results past their TTL leave Redis and the store together; stale upload folders
-routers/            one APIRouter per resource: datasets, jobs, results, score, ops; each parses, calls
+routers/            one APIRouter per resource: datasets, jobs, results, score, compare, ops; each parses, calls
                     one domain function and returns (errors are domain errors, spotlight/errors.py)
 job_results.py      a finished job's stored results as the result routes read them
 scoring.py          weights and membership of other rows in a job's regions (POST /v1/jobs/{id}/score)
+comparing.py        weak spots across two jobs, or drift of new rows into a job's regions (POST .../compare)
+compare_report.py   a stored comparison as an HTML page (Jinja2, autoescape)
 deps.py             settings, Redis, store, tenant and registries as Annotated dependencies
 auth.py             API keys (hashed, constant-time compare) -> tenant
 errors.py           every error response, in the contract's {"error": {code, message, details}}: the one

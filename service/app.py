@@ -26,7 +26,7 @@ from service.http_metrics import HttpStats, http_observer
 from service.limits import BodyLimitMiddleware, list_slots, reference_slots, score_slots
 from service.query_check import reject_unknown_query
 from service.request_log import RequestLogMiddleware
-from service.routers import datasets, jobs, ops, results, score
+from service.routers import compare, datasets, jobs, ops, results, score
 from spotlight.logs import configure_logging
 from spotlight.settings import Settings, get_settings
 from spotlight.store import store_from_settings
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
     install_error_handlers(app)
-    for module in (datasets, jobs, results, score, ops, docs):
+    for module in (datasets, jobs, results, score, compare, ops, docs):
         app.include_router(module.router)
     metrics.install(app)
     app.add_middleware(

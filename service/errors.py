@@ -73,6 +73,7 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.TOO_MANY_REQUESTS: 429,
     ErrorCode.TOO_MUCH_ACTIVE_COST: 429,
     ErrorCode.JOB_TOO_COSTLY: 400,
+    ErrorCode.ROWS_DO_NOT_MATCH: 400,
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.STORE_ERROR: 503,

@@ -2,6 +2,7 @@
 
     spotlight submit DATA [--wait] [--param k=v ...] [--fail-if EXPR] [--json]   (spotlight/cli_client.py)
     spotlight status|regions|members|report|cancel JOB [--json]                    (spotlight/cli_client.py)
+    spotlight compare OLD NEW [--fail-if EXPR] [--report FILE] [--json]            (spotlight/cli_compare.py)
     spotlight up [--host 127.0.0.1] [--port 8000] [--workers 1] [--data-dir .spotlight]   (spotlight/up.py)
     spotlight api [--host ...] [--port ...]          the HTTP API alone (service/cli.py)
     spotlight openapi [--output FILE]                the API's OpenAPI spec (service/cli.py)
@@ -25,6 +26,7 @@ from typing import Any
 
 from spotlight.cli_client import parse_param as _parse_param  # noqa: F401 - kept importable here
 from spotlight.cli_client import register as register_client_commands
+from spotlight.cli_compare import register as register_compare_command
 from spotlight.logs import configure_logging
 from spotlight.settings import get_settings
 from spotlight.up import add_arguments as up_arguments
@@ -130,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"{text} [{extra} extra]", add_help=False)
 
     register_client_commands(sub)  # submit, status, regions, members, report, cancel (spotlight/cli_client.py)
+    register_compare_command(sub)  # compare OLD NEW (spotlight/cli_compare.py)
     return parser
 
 

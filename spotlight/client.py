@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -46,6 +46,9 @@ from pydantic import PrivateAttr
 from spotlight import kernel, tables
 from spotlight.client_errors import SpotlightError
 from spotlight.records import RegionRecord, RegionsDocument
+
+if TYPE_CHECKING:
+    from spotlight.compare_client import Comparison
 
 __all__ = ["Job", "JobFailedError", "JobWaitTimeout", "Region", "Regions", "SpotlightClient", "SpotlightError"]
 
@@ -629,6 +632,31 @@ class SpotlightClient:
     def job(self, job_id: str) -> Job:
         """Attach to an existing job by id (nothing is requested until you ask)."""
         return Job(self, job_id)
+
+    def compare(
+        self, old: str | Job, new: str | Job | None = None, *, dataset: str | None = None, level: float = 0.05
+    ) -> Comparison:
+        """Compare job `old` with job `new` (two models evaluated on the same rows, matched by your ids),
+        or with `dataset` (a stored ``ds_…`` of new rows for the same model): a stored comparison whose
+        ``frame()`` is a DataFrame of weak spots (fixed / still_there / worse / new / unconfirmed) or of
+        regions (share of new rows vs. original, drift). See docs/USING.md "Comparing runs"."""
+        from spotlight.compare_client import Comparison
+
+        if (new is None) == (dataset is None):
+            raise ValueError("give either new (a job) or dataset")
+        old_id = old.id if isinstance(old, Job) else old
+        body: dict[str, Any] = {"level": level}
+        if new is not None:
+            body["job"] = new.id if isinstance(new, Job) else new
+        else:
+            body["dataset"] = dataset
+        return Comparison(self, self._json("POST", f"/v1/jobs/{old_id}/compare", json=body))
+
+    def comparison(self, comparison_id: str) -> Comparison:
+        """A stored comparison by id (``cmp_…``)."""
+        from spotlight.compare_client import Comparison
+
+        return Comparison(self, self._json("GET", f"/v1/comparisons/{comparison_id}"))
 
     def jobs(self, limit: int = 50, offset: int = 0, status: str | None = None) -> list[dict[str, Any]]:
         """Your jobs, newest first (only those in `status` — queued, running, finished, failed, canceled — if given)."""

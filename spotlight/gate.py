@@ -6,7 +6,7 @@ Grammar (case-insensitive keywords)::
     and     := not ("and" not)*
     not     := "not" not | "(" expr ")" | compare | flag
     compare := operand OP operand          OP: > >= < <= == !=
-    flag    := field                       a field alone is true when it is non-zero: ``significant``
+    flag    := field                       a yes/no field alone is true when it is yes: ``significant``
     operand := number | field
 
 Fields are a region's numbers (FIELDS below). ``lift``, ``mean_loss`` and ``error_rate`` are the
@@ -16,6 +16,8 @@ weak spot that is more than noise, and a job with no significant region passes i
 in-sample, kernel-weighted figures are ``weighted_lift`` and ``weighted_loss``. A region without a
 value for a field (``permutation_p_value`` without ``n_permutations``) never matches a comparison
 that uses it, and the caller is told.
+A yes/no field stands alone (``significant``, ``feasible``; on a comparison ``new and significant``:
+`parse(text, fields, value, flags)` takes spotlight/compare.py's ``GATE_FIELDS`` and ``GATE_FLAGS``).
 Pure Python: the CLI parses the expression before anything is uploaded.
 """
 
@@ -93,7 +95,12 @@ class Gate:
         return self._pred(region, missing if missing is not None else set())
 
 
-def parse(text: str) -> Gate:
+def parse(
+    text: str,
+    fields: Mapping[str, str] = FIELDS,
+    value: Callable[[Mapping[str, Any], str], float | None] = region_value,
+    flags: frozenset[str] = FLAGS,
+) -> Gate:
     tokens: list[tuple[str, str]] = []
     pos = 0
     text_s = text.strip()
@@ -109,6 +116,7 @@ def parse(text: str) -> Gate:
     if not tokens:
         raise GateSyntaxError("the expression is empty; e.g. 'significant and lift > 2'")
     used: set[str] = set()
+    read = value
     i = 0
 
     def peek() -> tuple[str, str] | None:
@@ -131,12 +139,12 @@ def parse(text: str) -> Gate:
             return lambda region, missing: number
         if kind == "word" and value.lower() not in ("and", "or", "not"):
             name = value.lower()
-            if name not in FIELDS:
-                raise GateSyntaxError(f"unknown field {value!r}; fields: {', '.join(FIELDS)}")
+            if name not in fields:
+                raise GateSyntaxError(f"unknown field {value!r}; fields: {', '.join(fields)}")
             used.add(name)
 
             def get(region: Mapping[str, Any], missing: set[str]) -> float | None:
-                v = region_value(region, name)
+                v = read(region, name)
                 if v is None:
                     missing.add(name)
                 return v
@@ -149,10 +157,10 @@ def parse(text: str) -> Gate:
         nxt = peek()
         if nxt is None or nxt[0] != "op":  # a yes/no field alone: true when it is yes ("significant")
             name = tokens[i - 1][1].lower()
-            if tokens[i - 1][0] != "word" or name not in FLAGS:
+            if tokens[i - 1][0] != "word" or name not in flags:
                 raise GateSyntaxError(
                     f"{tokens[i - 1][1]!r} alone is not a condition in {text!r}: compare it (e.g. 'lift > 2'); "
-                    f"only {', '.join(sorted(FLAGS))} stand alone"
+                    f"only {', '.join(sorted(flags))} stand alone"
                 )
 
             def flag(region: Mapping[str, Any], missing: set[str]) -> bool:

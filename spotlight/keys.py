@@ -181,6 +181,17 @@ class Keys:
     def job_id_of_yield_claim(self, key: str) -> str:
         return _between(key, f"{self.prefix}:yield-for:")
 
+    def comparison(self, tenant: str, comparison_id: str) -> str:
+        """The job whose store folder holds the tenant's comparison (service/comparing.py); lives as long
+        as results do."""
+        return f"{self.prefix}:tenant:{tenant}:comparison:{comparison_id}"
+
+    def tenant_and_id_of_comparison(self, key: str) -> tuple[str, str]:
+        tenant, sep, comparison_id = _between(key, f"{self.prefix}:tenant:").partition(":comparison:")
+        if not (sep and tenant and comparison_id):
+            raise ValueError(f"{key!r} is not a comparison key")
+        return tenant, comparison_id
+
     # ----- expiry (service/expiry.py) -----
     def expiry_lock(self) -> str:
         """Held by the one process sweeping right now."""

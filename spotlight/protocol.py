@@ -234,3 +234,4 @@ class ErrorCode:
     CANCELED = "canceled"
     SEARCH_FAILED = "search_failed"
     DATASET_GONE = "dataset_gone"
+    ROWS_DO_NOT_MATCH = "rows_do_not_match"

@@ -21,6 +21,7 @@ BELOW_THE_EDGE = [
     ROOT / "service" / "dataset_registry.py",
     ROOT / "service" / "job_results.py",
     ROOT / "service" / "scoring.py",
+    ROOT / "service" / "comparing.py",
 ]
 
 

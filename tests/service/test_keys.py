@@ -32,7 +32,7 @@ def test_every_builder_is_namespaced_and_has_a_working_inverse() -> None:
     a, b, bare = Keys("team-a"), Keys("team-b"), Keys()
     built_a, built_b, built_bare = _built(a), _built(b), _built(bare)
     assert {"blob_lock", "submit_lock", "expiry_lock", "cancel", "dataset"} <= set(built_a)
-    assert {"tenant_status", "tenant_status_indexed", "tenant_bytes", "ready_probe"} <= set(built_a)
+    assert {"tenant_status", "tenant_status_indexed", "tenant_bytes", "ready_probe", "comparison"} <= set(built_a)
     assert all(k.startswith("team-a:spotlight:") for k in built_a.values()), built_a
     assert all(k.startswith("team-b:spotlight:") for k in built_b.values()), built_b
     assert all(k.startswith("spotlight:") for k in built_bare.values()), built_bare
@@ -55,6 +55,7 @@ def test_every_builder_is_namespaced_and_has_a_working_inverse() -> None:
         (a.job_id_of_cancel, a.cancel("job_1"), "job_1"),
         (a.tenant_and_key_of_idempotency, a.idempotency("t", "k:with:colons"), ("t", "k:with:colons")),
         (a.job_id_of_yield_claim, a.yield_claim("job_1"), "job_1"),
+        (a.tenant_and_id_of_comparison, a.comparison("t", "cmp_1"), ("t", "cmp_1")),
         (
             a.metric_and_label_of_stats_hist,
             a.stats_hist("job_duration_seconds", "failed"),

@@ -1,0 +1,229 @@
+"""Weak spots across runs (issue 24): does `spotlight/compare.py` say fixed, new and still there
+where they are, and nothing fixed or new between two trainings of one model?
+
+One evaluation set (the held-out half of augmented digits, `bench.quality`'s split), three MLPs
+trained on the other half with planted problems:
+
+- **v1** (production): 97 % of the training 8s removed (*rare 8s*) and 60 % of the training 5s
+  given random labels (*noisy 5s*).
+- **v2** (candidate): the 8s restored (rare 8s fixed), the noisy 5s kept, and the heavy-ink 7s
+  relabelled 1 (*heavy-ink 7s*, new).
+- **v3** (the null): v1's recipe and data, another initialisation seed: an identical retrain.
+
+Each model's held-out 64-d embeddings and losses are searched by the engine (default parameters,
+5 regions, seeded), with the permutation test (`--permutations`, what `n_permutations` runs in a job)
+for each region's own verdict; members by spotlight/members.py; then `compare_jobs(v1, v2)` and
+`compare_jobs(v1, v3)` as the API runs them, at the default level.
+
+Scored per seed: a planted mode is *reported X* when a weak spot of status X is measured on members
+of which at least half are the mode's rows (the mode's precision among the members); v1 -> v2 should
+report rare 8s fixed, heavy-ink 7s new and noisy 5s still there (or worse); v1 -> v3 should report
+nothing fixed and nothing new that is significant (the gate `fixed and significant or new and
+significant` does not fire). Beside it, what a user would do instead: compare the members' in-sample
+lift of each job's regions, the naive reading ("a region of v1 whose lift under v2 dropped below 1.5
+is fixed; a v2 region with lift > 1.5 that no v1 region overlaps is new") — on v1 -> v3 it counts how
+often that reading calls noise fixed or new.
+
+    python -m bench.compare [--seeds 10] [--permutations 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from spotlight import compare
+from spotlight.members import member_set
+from spotlight.params import SearchParams
+from worker import describe
+from worker.engine import search as engine_search
+
+MODES = ("rare 8s", "noisy 5s", "heavy-ink 7s")
+EXPECTED = {"rare 8s": {"fixed"}, "noisy 5s": {"still_there", "worse"}, "heavy-ink 7s": {"new"}}
+MODE_PRECISION = 0.5
+
+
+@dataclass
+class Version:
+    name: str
+    losses: np.ndarray
+    regions: list[dict]
+    members: list[np.ndarray]
+    elapsed_s: float
+
+
+def _data(seed: int) -> tuple[np.ndarray, ...]:
+    from bench.quality import _augmented_digits
+
+    x, y, ids = _augmented_digits(seed)
+    rng = np.random.default_rng(seed)
+    test_ids = rng.permutation(ids.max() + 1)[: (ids.max() + 1) // 2]
+    is_test = np.isin(ids, test_ids)
+    return x[~is_test], y[~is_test].copy(), x[is_test], y[is_test], rng
+
+
+def _train(x: np.ndarray, y: np.ndarray, seed: int) -> torch.nn.Module:
+    from bench.quality import _train_mlp
+
+    return _train_mlp(x, y, seed)
+
+
+def _held_out(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from bench.quality import _held_out as held
+
+    emb, loss, _ = held(model, x, y)
+    return emb, loss
+
+
+def _search(name: str, emb: np.ndarray, loss: np.ndarray, seed: int, permutations: int) -> Version:
+    start = time.perf_counter()
+    params = SearchParams(device="cpu", seed=seed)
+    result = engine_search(emb, loss, params)
+    regions = []
+    members = []
+    for k, region in enumerate(result.regions):
+        entry = region.to_dict()
+        entry["index"] = k
+        regions.append(entry)
+        members.append(member_set(result.weights[:, k], entry["kernel"]))
+    if permutations:
+        best = describe.rerun_best(engine_search, emb, params)
+        p_values = describe.significance(best, result.losses, regions, permutations, seed)
+        for entry, p in zip(regions, p_values, strict=True):
+            entry["p_value"] = p
+    return Version(name, np.asarray(result.losses, dtype=np.float64), regions, members, time.perf_counter() - start)
+
+
+def build(seed: int, permutations: int) -> tuple[dict[str, Version], dict[str, np.ndarray]]:
+    x_tr, y_tr, x_te, y_te, rng = _data(seed)
+    ink_tr, ink_te = x_tr.sum(1), x_te.sum(1)
+    cut = np.quantile(ink_tr[y_tr == 7], 0.6)
+    noisy = y_tr.copy()
+    flip = (y_tr == 5) & (rng.random(len(y_tr)) < 0.6)
+    noisy[flip] = rng.integers(0, 10, size=int(flip.sum()))
+    without_8s = (y_tr != 8) | (rng.random(len(y_tr)) < 0.03)
+    inked = noisy.copy()
+    inked[(y_tr == 7) & (ink_tr > cut)] = 1
+    trained = {
+        "v1": _train(x_tr[without_8s], noisy[without_8s], seed),
+        "v2": _train(x_tr, inked, seed),
+        "v3": _train(x_tr[without_8s], noisy[without_8s], seed + 1000),
+    }
+    versions = {}
+    for name, model in trained.items():
+        emb, loss = _held_out(model, x_te, y_te)
+        versions[name] = _search(name, emb, loss, seed, permutations)
+    modes = {"rare 8s": y_te == 8, "noisy 5s": y_te == 5, "heavy-ink 7s": (y_te == 7) & (ink_te > cut)}
+    return versions, modes
+
+
+def _rows(v: Version, ids: list[int]) -> compare.JobRows:
+    return compare.JobRows(v.name, ids, v.losses, v.regions, v.members)
+
+
+def reported(result: dict, modes: dict[str, np.ndarray], versions: dict[str, Version]) -> dict[str, set[str]]:
+    """Per planted mode, the statuses of the weak spots whose members are mostly that mode's rows."""
+    out: dict[str, set[str]] = {m: set() for m in modes}
+    for spot in result["weak_spots"]:
+        rows = _members(spot, result, versions)
+        for name, mask in modes.items():
+            if rows.size and mask[rows].mean() >= MODE_PRECISION:
+                out[name].add(spot["status"])
+    return out
+
+
+def best_share(result: dict, mask: np.ndarray, versions: dict[str, Version]) -> float:
+    """The largest share of one mode's rows among any weak spot's members (why a mode went unreported)."""
+    return max(
+        (float(mask[m].mean()) for s in result["weak_spots"] if (m := _members(s, result, versions)).size), default=0.0
+    )
+
+
+def _members(spot: dict, result: dict, versions: dict[str, Version]) -> np.ndarray:
+    origin = "old" if spot["measured_on"].startswith("old") else "new"
+    job = result["old_job"] if origin == "old" else result["new_job"]
+    return versions[job].members[spot["old_region"] if origin == "old" else spot["new_region"]]
+
+
+def naive(old: Version, new: Version) -> tuple[int, int]:
+    """What a user would do by hand: in-sample lifts of each job's regions, members matched by row.
+    Returns (called fixed, called new): v1 regions whose lift under v2 < 1.5 (with in-sample lift
+    > 1.5), v2 regions with in-sample lift > 1.5 that overlap no v1 region by half."""
+    mu_old, mu_new = old.losses.mean(), new.losses.mean()
+    fixed = sum(
+        1 for m in old.members if m.size and old.losses[m].mean() / mu_old > 1.5 and new.losses[m].mean() / mu_new < 1.5
+    )
+    fresh = 0
+    for m in new.members:
+        if not m.size or new.losses[m].mean() / mu_new <= 1.5:
+            continue
+        if all(np.intersect1d(m, a).size < 0.5 * min(m.size, a.size) for a in old.members if a.size):
+            fresh += 1
+    return fixed, fresh
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--permutations", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    hits = {"fixed": 0, "new": 0, "still there": 0}
+    null_clean = 0
+    naive_null = 0
+    timings = []
+    print(
+        "| seed | v1 -> v2: rare 8s | heavy-ink 7s | noisy 5s | counts | v1 -> v3 (null) counts | null clean | naive null (fixed, new) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        versions, modes = build(seed, args.permutations)
+        ids = list(range(len(versions["v1"].losses)))
+        start = time.perf_counter()
+        forward = compare.compare_jobs(_rows(versions["v1"], ids), _rows(versions["v2"], ids))
+        timings.append(time.perf_counter() - start)
+        null = compare.compare_jobs(_rows(versions["v1"], ids), _rows(versions["v3"], ids))
+        seen = reported(forward, modes, versions)
+        ok = {m: bool(seen[m] & EXPECTED[m]) for m in MODES}
+        hits["fixed"] += ok["rare 8s"]
+        hits["new"] += ok["heavy-ink 7s"]
+        hits["still there"] += ok["noisy 5s"]
+        loud = [s for s in null["weak_spots"] if s["status"] in ("fixed", "new") and s["significant"]]
+        null_clean += not loud
+        nf, nn = naive(versions["v1"], versions["v3"])
+        naive_null += bool(nf or nn)
+
+        def fmt(counts: dict[str, int]) -> str:
+            return ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+
+        shown = {
+            m: "/".join(sorted(seen[m])) or f"— (best share {best_share(forward, modes[m], versions):.2f})"
+            for m in MODES
+        }
+
+        print(
+            f"| {seed} | {shown['rare 8s']} | {shown['heavy-ink 7s']} "
+            f"| {shown['noisy 5s']} | {fmt(forward['counts'])} | {fmt(null['counts'])} "
+            f"| {'yes' if not loud else 'NO'} | {nf}, {nn} |",
+            flush=True,
+        )
+    n = args.seeds
+    print(
+        f"\nrare 8s reported fixed on {hits['fixed']}/{n}; heavy-ink 7s new on {hits['new']}/{n}; "
+        f"noisy 5s still there on {hits['still there']}/{n}; identical retrain: nothing fixed or new "
+        f"(significant) on {null_clean}/{n} (goal >= 9/{n}); the naive lift reading calls something fixed or "
+        f"new on the retrain on {naive_null}/{n}"
+    )
+    print(
+        f"compare_jobs on {len(versions['v1'].losses)} rows: median {1000 * float(np.median(timings)):.0f} ms; "
+        f"one search (+ {args.permutations} permutations) {np.mean([v.elapsed_s for v in versions.values()]):.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""POST /v1/jobs/{id}/compare and GET /v1/comparisons/{id}: weak spots across runs (spotlight/compare.py).
+
+The path's job is the *old* side (the production model, or the job whose regions are watched); the
+body names the new side: another finished job of the same tenant evaluated on the same rows (matched
+by id), or a stored dataset of new rows embedded by the same model. Computed inline from stored
+results (service/comparing.py says why and holds the logic; this router parses, calls, returns), stored with its own id, expiring with the old job.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service import comparing
+from service.compare_report import render_comparison
+from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep
+from service.errors import error_responses
+from service.security_headers import REPORT_CSP
+from spotlight import compare
+
+router = APIRouter(tags=["comparisons"], responses=error_responses(401, 404, 503))
+
+
+class CompareRequest(BaseModel):
+    """The other side: a job (two models on the same rows) or a dataset (new rows for the same model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: str | None = Field(
+        None,
+        pattern=r"^job_[A-Za-z0-9_-]{1,64}$",
+        description="A finished job of yours evaluated on the same rows (matched by your ids): the new model.",
+    )
+    dataset: str | None = Field(
+        None,
+        pattern=r"^ds_[0-9A-Za-z_-]{1,64}$",
+        description="Or a stored dataset (ds_…) of new rows embedded by this job's model: drift into its regions.",
+    )
+    level: float = Field(
+        compare.DEFAULT_LEVEL,
+        gt=0,
+        lt=0.5,
+        description="Intervals are at 1 - level; a region is elevated, worse or drifting when its interval "
+        "clears the line at this level, and a job's own verdict is p_value < level.",
+    )
+
+    @model_validator(mode="after")
+    def _one_side(self) -> CompareRequest:
+        if (self.job is None) == (self.dataset is None):
+            raise ValueError("give either job or dataset")
+        return self
+
+
+class ComparisonOut(BaseModel):
+    """A stored comparison. ``kind: "jobs"``: ``weak_spots`` (spotlight/compare.py's statuses);
+    ``kind: "dataset"``: ``regions`` with the share of new rows against the original share."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(description="cmp_…")
+    created_at: str
+    kind: Literal["jobs", "dataset"]
+    old_job: str
+    new_job: str | None = None
+    dataset: str | None = None
+    level: float
+    rows: dict[str, Any] = Field(description="Row counts: matched and present in one job only (jobs), or both sizes.")
+    counts: dict[str, int] = Field(description="Weak spots per status (jobs), or regions drifting (dataset).")
+    datasets: list[str] = Field(
+        default_factory=list, description="The datasets whose rows it shows: deleting one deletes the comparison (410)."
+    )
+    weak_spots: list[dict[str, Any]] | None = None
+    regions: list[dict[str, Any]] | None = None
+
+
+@router.post(
+    "/v1/jobs/{job_id}/compare",
+    status_code=201,
+    response_model=ComparisonOut,
+    responses=error_responses(400, 409, 410, 413),
+    summary="Compare this job with a newer one on the same rows, or with new data (a stored comparison)",
+)
+def create_comparison(
+    job_id: JobIdDep,
+    body: CompareRequest,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    datasets: DatasetsDep,
+    jobs: JobsDep,
+) -> Any:
+    """Which of this job's weak spots the other job fixed, kept or worsened, which are new; or how
+    often new rows fall into its regions. Reads stored results only: no search runs."""
+    return comparing.create_comparison(
+        store, jobs, datasets, settings, tenant, job_id, new_job=body.job, dataset=body.dataset, level=body.level
+    )
+
+
+@router.get(
+    "/v1/comparisons/{comparison_id}",
+    response_model=ComparisonOut,
+    summary="A stored comparison",
+    responses=error_responses(410),
+)
+def get_comparison(comparison_id: str, tenant: TenantDep, store: StoreDep, jobs: JobsDep) -> Any:
+    return comparing.load_comparison(store, jobs, tenant, comparison_id)
+
+
+@router.get(
+    "/v1/comparisons/{comparison_id}/report",
+    response_class=HTMLResponse,
+    responses={
+        200: {"content": {"text/html": {}}, "description": "A self-contained HTML page"},
+        **error_responses(410),
+    },
+    summary="A comparison as a page: both sides of each weak spot",
+)
+def get_comparison_report(comparison_id: str, tenant: TenantDep, store: StoreDep, jobs: JobsDep) -> HTMLResponse:
+    document = comparing.load_comparison(store, jobs, tenant, comparison_id)
+    return HTMLResponse(render_comparison(document), headers={"Content-Security-Policy": REPORT_CSP})
