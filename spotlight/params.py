@@ -63,7 +63,7 @@ class SearchParams(BaseModel):
         ge=1,
         le=100_000,
         description="Cap on optimiser steps per region; the search stops earlier once converged "
-        "(~200 steps typically).",
+        "(gaussian and flat: ~200 steps typically; the spherical ball: 20 steps, then an exact edge fit).",
     )
     learning_rate: float = Field(0.05, strict=True, gt=0, le=10, description="Adam step size, in standardised units.")
     barrier_scale: float = Field(1.0, strict=True, ge=0, le=1e6, description="Weight of the spotlight-size barrier.")
