@@ -12,6 +12,8 @@ import pytest
 
 from service.comparing import comparison_file
 from spotlight.protocol import WEIGHTS_FILE, job_file, members_file
+from spotlight.records import RegionRecord
+from tests.records import region_record
 from tests.service.conftest import LiveApi, npz_bytes
 
 N = 300
@@ -19,8 +21,9 @@ PIXEL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAAD
 OLD_ONLY, BOTH, NEW_ONLY = np.arange(0, 40), np.arange(40, 80), np.arange(80, 120)
 
 
-def _region(k: int, **extra: Any) -> dict[str, Any]:
-    return {"index": k, "center": [0.0, 0.0], "precision": 1.0, "kernel": "flat", "shape": "spherical", **extra}
+def _region(k: int, **extra: Any) -> RegionRecord:
+    fields: dict[str, Any] = {"center": [0.0, 0.0], "kernel": "flat", "member_min_weight": 0.0, **extra}
+    return region_record(k, **fields)
 
 
 def _dataset(c: httpx.Client, losses: np.ndarray, ids: list[str], order: np.ndarray, **extra: Any) -> str:
@@ -40,7 +43,7 @@ def _finished(api: LiveApi, c: httpx.Client, dataset: str, member_sets: list[np.
     job_id = str(c.post("/v1/jobs", json={"dataset": dataset, "params": {"n_spotlights": 2}}).json()["id"])
     for k, members in enumerate(member_sets):
         api.store.save_npy(job_file(job_id, members_file(k)), np.asarray(members, dtype=np.int64))
-    api.finish_with(job_id, [_region(k, p_value=p) for k in range(len(member_sets))])
+    api.finish_with(job_id, [_region(k, p_value=p, significant=p < 0.05) for k in range(len(member_sets))])
     return job_id
 
 
