@@ -181,34 +181,20 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         stop_if_canceled(reporter)
         result.losses = np.asarray(inputs.losses, dtype=np.float32)  # the engine saw the held-out ones masked
         members = pick_members(result, inputs, spec.params.objective, parts)
+
+        def describe(**so_far: Any) -> list[records.RegionRecord]:
+            return describe_regions(result, inputs, spec, members, reporter, parts=parts, **so_far)
+
         try:
-            regions = describe_regions(
-                result,
-                inputs,
-                spec,
-                members,
-                reporter,
-                should_yield=yielder,
-                null_so_far=null_so_far,
-                described_so_far=described,
-                parts=parts,
-            )
+            regions = describe(should_yield=yielder, null_so_far=null_so_far, described_so_far=described)
         except DescribeYielded as exc:
             retry = give_way(
                 store, spec, job, reporter, result, earlier, run_started, null=exc.null, described=exc.described
             )
             if retry is not None:
                 return retry
-            regions = describe_regions(
-                result,
-                inputs,
-                spec,
-                members,
-                reporter,
-                null_so_far=exc.null,
-                described_so_far=exc.described,
-                parts=parts,
-            )
+            # No checkpoint could be stored: go on here, from the descriptions in memory, without yielding.
+            regions = describe(null_so_far=exc.null, described_so_far=exc.described)
         stop_if_canceled(reporter)
         write_report(store, spec, job, inputs, result, regions, members)
         stop_if_canceled(reporter)
