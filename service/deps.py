@@ -15,11 +15,12 @@ from fastapi import Depends, Header, Path, Request
 
 from service.auth import OPEN_TENANT, KeyRing, bearer_token
 from service.dataset_registry import DatasetRegistry
+from service.ingest import build_from_spec, workspace
 from service.job_registry import JobRegistry
-from service.schemas import DatasetReference
+from service.schemas import DatasetReference, InlineDataset
 from spotlight.errors import NotFound, Unauthorized, Unavailable
 from spotlight.keys import Keys
-from spotlight.protocol import ErrorCode
+from spotlight.protocol import DatasetRecord, ErrorCode
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
@@ -99,6 +100,24 @@ def reference_slot(request: Request, tenant: str, dataset: object) -> contextlib
     if isinstance(dataset, DatasetReference):
         return request.app.state.reference_slots.take(tenant)
     return contextlib.nullcontext()
+
+
+def dataset_record(
+    request: Request,
+    tenant: str,
+    dataset: str | InlineDataset | DatasetReference,
+    datasets: DatasetRegistry,
+    store: ArtifactStore,
+    settings: Settings,
+) -> DatasetRecord:
+    """The stored dataset a request body names: its id looked up, or its inline arrays or reference
+    ingested and registered (a reference in one of the tenant's reference slots), for jobs and scoring alike."""
+    if isinstance(dataset, str):
+        return datasets.get(tenant, dataset)
+    with reference_slot(request, tenant, dataset), workspace(store) as work:
+        builder, n, d = build_from_spec(dataset, work, settings)
+        record, _ = datasets.register(tenant, builder, n, d)
+    return record
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

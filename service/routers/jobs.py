@@ -9,9 +9,8 @@ from typing import Annotated, Any
 import redis
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
+from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, dataset_record
 from service.errors import error_responses
-from service.ingest import build_from_spec, workspace
 from service.job_registry import JobRegistry, body_hash
 from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
 from spotlight import capabilities, evidence
@@ -176,12 +175,7 @@ def create_job(
         jobs.check_capacity(tenant)  # before spending an upload on a job that cannot be queued
         if body.callback_url:
             check_callback(body.callback_url, settings)
-        if isinstance(body.dataset, str):
-            record = datasets.get(tenant, body.dataset)
-        else:
-            with reference_slot(request, tenant, body.dataset), workspace(store) as work:
-                builder, n, d = build_from_spec(body.dataset, work, settings)
-                record, _ = datasets.register(tenant, builder, n, d)
+        record = dataset_record(request, tenant, body.dataset, datasets, store, settings)
         check_params_fit(body.params, record)
         check_device(body.params, jobs.r, settings)
         cost = cost_lib.job_cost(body.params, record.n, record.dim, record.fields)

@@ -17,9 +17,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service import scoring
-from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
+from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, dataset_record
 from service.errors import error_responses
-from service.ingest import build_from_spec, workspace
+from service.ingest import workspace
 from service.ingest.inline_json import parse_dataset_body
 from service.ingest.sources import Sources
 from service.job_results import finished_spec, read_regions
@@ -186,12 +186,7 @@ def score(
                 store, job_id, regions, basis, x=rows.x, labels=rows.labels, predictions=rows.predictions
             )
             return _answer(job_id, None, scored)
-        if isinstance(rows.dataset, str):
-            record = datasets.get(tenant, rows.dataset)
-        else:
-            with reference_slot(request, tenant, rows.dataset), workspace(store) as work:
-                builder, n, d = build_from_spec(rows.dataset, work, settings)
-                record, _ = datasets.register(tenant, builder, n, d)
+        record = dataset_record(request, tenant, rows.dataset, datasets, store, settings)
         return _answer(job_id, record.id, scoring.score_rows(store, job_id, regions, basis, record=record))
 
 
