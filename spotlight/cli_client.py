@@ -203,13 +203,15 @@ def _most_shared(overlap: Any) -> str:
 
 
 # ----- the gate -----
-def parse_gate(text: str | None) -> Any:
+def parse_gate(text: str | None, *fields_value_flags: Any) -> Any:
+    """`--fail-if` parsed (spotlight/gate.py); a bad expression ends the command before anything is sent.
+    `fields_value_flags`: another field set for `gate.parse` (a comparison's)."""
     if text is None:
         return None
     from spotlight.gate import GateSyntaxError, parse
 
     try:
-        return parse(text)
+        return parse(text, *fields_value_flags)
     except GateSyntaxError as exc:
         raise CliExit(f"--fail-if: {exc}") from None
 

@@ -16,19 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spotlight.cli_client import EXIT_GATE, EXIT_OK, CliExit, _client, _common, emit_json, guarded
+from spotlight.cli_client import EXIT_GATE, EXIT_OK, CliExit, _client, _common, emit_json, guarded, parse_gate
 
 
 def parse_compare_gate(text: str | None) -> Any:
-    if text is None:
-        return None
     from spotlight.compare import GATE_FIELDS, GATE_FLAGS, gate_value
-    from spotlight.gate import GateSyntaxError, parse
 
-    try:
-        return parse(text, GATE_FIELDS, gate_value, GATE_FLAGS)
-    except GateSyntaxError as exc:
-        raise CliExit(f"--fail-if: {exc}") from None
+    return parse_gate(text, GATE_FIELDS, gate_value, GATE_FLAGS)
 
 
 def apply_compare_gate(gate: Any, rows: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -565,24 +565,31 @@ class SpotlightClient:
         (uploaded first, as with upload()). `name` and `tags` label the job (and a dataset uploaded for it)."""
         first = embeddings_or_dataset_id
         labels_of: dict[str, Any] = {"name": name, "tags": tags}
+
+        def upload_arrays(table_columns: dict[str, Any] | None) -> str:
+            # a table's columns, or arrays: the same fields as upload() takes, uploaded first
+            return str(
+                self.upload(
+                    first,
+                    losses,
+                    labels,
+                    predictions,
+                    ids,
+                    metadata,
+                    logits,
+                    sample_weights=sample_weights,
+                    columns=table_columns,
+                    texts=texts,
+                    **labels_of,
+                )["id"]
+            )
+
         if tables.kind_of(first) is not None:
             if not (metadata is None or isinstance(metadata, (list, tuple))):
                 raise TypeError("with a table, metadata= is a list of column names to keep as metadata")
             table_columns = {"embeddings": embeddings, **dict(columns or {})}
-            dataset_id = self.upload(
-                first,
-                losses,
-                labels,
-                predictions,
-                ids,
-                metadata,
-                logits,
-                sample_weights=sample_weights,
-                columns={k: v for k, v in table_columns.items() if v is not None},
-                texts=texts,
-                **labels_of,
-            )["id"]
-            return self._start(dataset_id, params, callback_url, idempotency_key, **labels_of)
+            named = {k: v for k, v in table_columns.items() if v is not None}
+            return self._start(upload_arrays(named), params, callback_url, idempotency_key, **labels_of)
         if embeddings is not None:
             raise TypeError("embeddings= names a column of a table; with arrays pass them as the first argument")
         by_reference = isinstance(first, (str, os.PathLike, Mapping))
@@ -595,18 +602,7 @@ class SpotlightClient:
         elif isinstance(first, (str, os.PathLike)):
             dataset = self.upload(path=first, columns=columns, **labels_of)["id"]
         else:
-            dataset = self.upload(
-                first,
-                losses,
-                labels,
-                predictions,
-                ids,
-                metadata,
-                logits,
-                sample_weights=sample_weights,
-                texts=texts,
-                **labels_of,
-            )["id"]
+            dataset = upload_arrays(None)
         return self._start(dataset, params, callback_url, idempotency_key, **labels_of)
 
     def _start(
