@@ -31,6 +31,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -150,18 +151,21 @@ def run_multimode(mm: MultiMode, variants: dict[str, dict]) -> list[dict]:
                 **score_multimode(mm, contributions(res.weights, mm.loss), res.weights, size),
             )
         )
+    return rows + baseline_rows(mm, size, base.n_spotlights)
+
+
+def baseline_rows(mm: MultiMode, size: int, n_slices: int) -> list[dict[str, Any]]:
+    """What a user would pick instead of the engine, scored like it: the Domino-style mixture slicer
+    (`n_slices` slices) and one list ranked by loss. `mm`: a multi-mode problem (x, labels, probs, loss)."""
     t = time.perf_counter()
-    slices = mixture_slicer.fit_slices(mm.x, mm.labels, mm.probs, mm.loss, n_slices=base.n_spotlights)
-    rows.append(
-        dict(
-            method="mixture slicer (Domino-style)",
-            seconds=time.perf_counter() - t,
-            **score_multimode(mm, slices, slices, size),
-        )
+    slices = mixture_slicer.fit_slices(mm.x, mm.labels, mm.probs, mm.loss, n_slices=n_slices)
+    mixture = dict(
+        method="mixture slicer (Domino-style)",
+        seconds=time.perf_counter() - t,
+        **score_multimode(mm, slices, slices, size),
     )
     loss = mm.loss[:, None].astype(np.float64)
-    rows.append(dict(method="loss ranking (one list)", seconds=0.0, **score_multimode(mm, loss, loss, size)))
-    return rows
+    return [mixture, dict(method="loss ranking (one list)", seconds=0.0, **score_multimode(mm, loss, loss, size))]
 
 
 def print_multimode(mm: MultiMode, rows: list[dict]) -> None:

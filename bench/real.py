@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from bench import mixture_slicer, quality_modes
+from bench import quality_modes
 from bench.real_data import ENCODERS, embed, load_fortunes
 from spotlight import text_terms
 from spotlight.contribution import contributions
@@ -162,19 +162,7 @@ def run_set(s: RealSet, variants: dict[str, dict]) -> list[dict]:
                     **quality_modes.score_multimode(s, ranking, res.weights, size),
                 )
             )
-    t = time.perf_counter()
-    slices = mixture_slicer.fit_slices(s.x, s.labels, s.probs, s.loss, n_slices=base.n_spotlights)
-    rows.append(
-        dict(
-            method="mixture slicer (Domino-style)",
-            seconds=time.perf_counter() - t,
-            **quality_modes.score_multimode(s, slices, slices, size),
-        )
-    )
-    loss = s.loss[:, None].astype(np.float64)
-    rows.append(
-        dict(method="loss ranking (one list)", seconds=0.0, **quality_modes.score_multimode(s, loss, loss, size))
-    )
+    rows += quality_modes.baseline_rows(s, size, base.n_spotlights)
     oracle = centroid_oracle(s)
     rows.append(
         dict(
