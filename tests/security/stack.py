@@ -162,4 +162,8 @@ class Stack:
             s = self.status(client, job_id)
             return s if s["status"] in TERMINAL else None
 
-        return wait_for(ended, timeout, f"job {job_id} to end", interval=0.2)
+        try:
+            return wait_for(ended, timeout, f"job {job_id} to end", interval=0.2)
+        except AssertionError as exc:  # say what the workers were doing: a job that never ends is read from their logs
+            logs = {p.stem: tail_log(p)[-3000:] for p in sorted(self.root.glob("w*.log"))}
+            raise AssertionError(f"{exc}; last status {self.status(client, job_id)}; worker logs: {logs}") from None
