@@ -122,6 +122,10 @@ class Keys:
     def tenant_of_active(self, key: str) -> str:
         return _between(key, f"{self.prefix}:tenant:", ":active")
 
+    def tenant_active_pattern(self) -> str:
+        """SCAN pattern matching every tenant's `tenant_active` key."""
+        return self.tenant_active("*")
+
     def tenant_status(self, tenant: str, status: str) -> str:
         """Sorted set of the tenant's ended job ids in one terminal status, scored by creation time
         (service/job_registry.py moves a job here from `tenant_active` once it has ended)."""
@@ -180,6 +184,13 @@ class Keys:
 
     def job_id_of_yield_claim(self, key: str) -> str:
         return _between(key, f"{self.prefix}:yield-for:")
+
+    def unheld_since(self, job_id: str) -> str:
+        """When a sweep first saw `job_id` queued yet in no lane (spotlight/stranded.py)."""
+        return f"{self.prefix}:unheld-since:{job_id}"
+
+    def job_id_of_unheld_since(self, key: str) -> str:
+        return _between(key, f"{self.prefix}:unheld-since:")
 
     def comparison(self, tenant: str, comparison_id: str) -> str:
         """The job whose store folder holds the tenant's comparison (service/comparing.py); lives as long

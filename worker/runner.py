@@ -25,6 +25,8 @@ spotlight/jobqueue.py for what ends up in the job's meta):
   the StartedJobRegistry cleanup that retries (``Retry(max=job_retries)``) or fails abandoned jobs.
 - `work_horse_killed_handler` records a horse that died under a living worker before RQ retries
   or fails the job.
+- A job popped by a worker that vanished before starting it is in no lane while RQ still says
+  ``queued``; each search worker's maintenance pushes such a job back (spotlight/stranded.py).
 - The horse asks the kernel to SIGKILL it when its worker dies (Linux ``PR_SET_PDEATHSIG``): RQ
   puts the horse in its own process group, so without this a horse orphaned by a killed worker
   would run on unsupervised, with nobody renewing its heartbeat, while a retry runs elsewhere.
@@ -57,6 +59,7 @@ from spotlight.jobqueue import (
 )
 from spotlight.process import die_with_parent
 from spotlight.settings import Settings
+from spotlight.stranded import requeue_unheld
 from worker.devices import detect_cuda_devices
 
 log = logging.getLogger("spotlight.worker")
@@ -72,6 +75,8 @@ class SpotlightWorker(Worker):
     """RQ's forking Worker with a configurable grace before a silent job counts as abandoned."""
 
     lost_after_s: int = 60
+    # A search worker's settings: its maintenance also queues again the searches no lane holds.
+    search_settings: Settings | None = None
     # The job timeout as a BaseException, which no phase's `except Exception` can swallow (spotlight/jobqueue.py).
     death_penalty_class = TimeLimitPenalty
 
@@ -80,6 +85,11 @@ class SpotlightWorker(Worker):
         if job.timeout and job.timeout > 0:
             interval = min(job.timeout - working_time, interval)
         return int(max(interval, 1)) + int(self.lost_after_s)
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        if self.search_settings is not None:
+            requeue_unheld(self.connection, self.search_settings)
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         die_with_parent(signal.SIGKILL, self.pid or os.getppid())  # spotlight/process.py
@@ -149,6 +159,7 @@ def build_worker(
         log_job_description=False,
     )
     worker.lost_after_s = settings.worker_lost_after_s
+    worker.search_settings = settings if searches else None
     return worker
 
 

@@ -22,6 +22,9 @@ import httpx
 import pytest
 import redis
 
+from spotlight.keys import Keys
+from spotlight.settings import Settings
+
 from .stack import QUICK_PARAMS, REPO_ROOT, Stack, npz_bytes, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -76,6 +79,27 @@ def test_redis_restart_keeps_queued_jobs_and_finished_results(stack: Stack) -> N
         for job in queued:
             assert stack.wait_ended(c, job, 90)["status"] == "finished", stack.log("w2")
         assert c.get(f"/v1/jobs/{queued[0]}/regions").status_code == 200
+
+
+def test_a_job_taken_by_a_worker_that_vanished_runs_on_the_next(stack: Stack) -> None:
+    """A worker gone without closing its connection (a node lost, a SIGKILLed worker whose scheduler
+    child still holds the socket) still waits in Redis's BLPOP, so Redis hands it the next job and
+    forgets it: queued, in no lane. Each idle worker's maintenance queues it again (spotlight/stranded.py)."""
+    stack.start_api()
+    keys = Keys.of(Settings(redis_url=stack.redis.url))
+    lanes = [f"rq:queue:{keys.rq_queue}", f"rq:queue:{keys.large_queue}"]
+    admin = redis.Redis.from_url(stack.redis.url)
+    ghost = admin.connection_pool.get_connection()
+    ghost.send_command("BLPOP", *lanes, 0)  # and never reads the answer
+    wait_for(lambda: any(cl.get("cmd") == "blpop" for cl in admin.client_list()), 10, "the ghost's BLPOP")
+    with stack.client() as c:
+        job = stack.submit(c, stack.upload(c))
+        assert not any(admin.llen(lane) for lane in lanes)  # the ghost has it
+        assert stack.status(c, job)["status"] == "queued"
+        stack.start_worker("w1")
+        assert stack.wait_ended(c, job, 90)["status"] == "finished", stack.log("w1")
+    ghost.disconnect()
+    admin.close()
 
 
 def test_a_worker_survives_a_redis_restart(stack: Stack) -> None:

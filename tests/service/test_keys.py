@@ -55,6 +55,7 @@ def test_every_builder_is_namespaced_and_has_a_working_inverse() -> None:
         (a.job_id_of_cancel, a.cancel("job_1"), "job_1"),
         (a.tenant_and_key_of_idempotency, a.idempotency("t", "k:with:colons"), ("t", "k:with:colons")),
         (a.job_id_of_yield_claim, a.yield_claim("job_1"), "job_1"),
+        (a.job_id_of_unheld_since, a.unheld_since("job_1"), "job_1"),
         (a.tenant_and_id_of_comparison, a.comparison("t", "cmp_1"), ("t", "cmp_1")),
         (
             a.metric_and_label_of_stats_hist,

@@ -1,0 +1,60 @@
+"""A queued search that no lane holds (popped by a worker that vanished) is pushed back after the
+grace, and nothing else is touched (spotlight/stranded.py)."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from rq.job import Job, JobStatus
+
+from spotlight.jobqueue import job_queue
+from spotlight.keys import Keys
+from spotlight.settings import Settings
+from spotlight.stranded import requeue_unheld, unheld_grace_s
+
+from .helpers import enqueue, make_spec
+
+GRACE_SETTINGS = {"worker_heartbeat_s": 1, "worker_lost_after_s": 1}
+
+
+def _queued(redis_url: str, settings: Settings) -> tuple[redis.Redis, Job]:
+    """A search enqueued as the API does it: on its lane and in its tenant's active set."""
+    conn = redis.Redis.from_url(redis_url)
+    spec = make_spec("0" * 64)
+    job = enqueue(redis_url, spec, settings)
+    conn.sadd(Keys.of(settings).tenant_active(spec.tenant), job.id)
+    return conn, job
+
+
+def test_a_job_popped_into_nowhere_goes_back_to_the_front_of_its_lane_after_the_grace(redis_url: str) -> None:
+    settings = Settings(redis_url=redis_url, **GRACE_SETTINGS)
+    conn, lost = _queued(redis_url, settings)
+    _, behind = _queued(redis_url, settings)
+    lane = job_queue(conn, settings)
+    assert conn.lpop(lane.key).decode() == lost.id  # what a vanished worker's BLPOP does
+
+    assert requeue_unheld(conn, settings) == []  # first seen unheld
+    assert conn.exists(Keys.of(settings).unheld_since(lost.id))
+    assert requeue_unheld(conn, settings) == []  # a live worker may be about to start it
+    time.sleep(unheld_grace_s(settings) + 0.1)
+    assert requeue_unheld(conn, settings) == [lost.id]
+    assert lane.get_job_ids() == [lost.id, behind.id]
+    assert not conn.exists(Keys.of(settings).unheld_since(lost.id))
+    assert requeue_unheld(conn, settings) == []  # once back, it is held again
+
+
+def test_a_listed_or_started_job_is_left_alone(redis_url: str) -> None:
+    settings = Settings(redis_url=redis_url, **GRACE_SETTINGS)
+    conn, listed = _queued(redis_url, settings)
+    _, started = _queued(redis_url, settings)
+    lane = job_queue(conn, settings)
+    conn.lrem(lane.key, 1, started.id)
+    started.set_status(JobStatus.STARTED)  # a worker took it and runs it
+
+    for _ in range(2):
+        assert requeue_unheld(conn, settings) == []
+        time.sleep(unheld_grace_s(settings) + 0.1)
+    assert lane.get_job_ids() == [listed.id]
+    assert not conn.exists(Keys.of(settings).unheld_since(listed.id))
+    assert not conn.exists(Keys.of(settings).unheld_since(started.id))
