@@ -68,7 +68,7 @@ class KernelSpec:
     """One kernel, everything about it outside the engine's optimiser: its name, its weight of a
     scaled squared distance u (numpy), its member rule and its support bound.
 
-    `max_min_u`: the engine's projection bound on a restart's smallest u (worker/engine/core.py):
+    `max_min_u`: the engine's projection bound on a restart's smallest u (worker/engine/core.py `support_rescale`):
     keeping min_i u_i at or below it keeps at least one example inside the kernel (flat: k >= 0.1;
     gaussian: k >= e^-20, far from float32 underflow), so a region's total weight never reaches 0,
     its weighted mean is never 0/0 and the barrier always has a gradient. The gaussian bound is loose

@@ -17,6 +17,7 @@ from spotlight import kernel as np_kernel
 from spotlight.members import member_min_weight, member_set, members_at_or_above
 from tests.engine.conftest import planted_problem
 from worker.engine import core, search
+from worker.engine.variants import ball
 
 FAST = {"device": "cpu", "steps": 300, "n_spotlights": 1, "kernel": "ball"}
 
@@ -54,7 +55,7 @@ def test_ball_core_counts_the_spotlight_size(weighting: str) -> None:
 
 @pytest.mark.parametrize("weighting", ["unit", "random", "masked"])
 def test_hand_derived_ball_step_equals_autograd_of_the_formula(weighting: str) -> None:
-    """`_ball_step` (the default path for a spherical ball) gives the objective and gradient of
+    """`ball.ball_step` (the default path for a spherical ball) gives the objective and gradient of
     autograd through `evaluate` on the textbook u = tau ||x - mu||^2, in float64, with a centre
     near the data and one far outside it."""
     g = torch.Generator().manual_seed(5)
@@ -63,17 +64,15 @@ def test_hand_derived_ball_step_equals_autograd_of_the_formula(weighting: str) -
     data = core.EmbeddingMatrix(x, chunk=128)
     scores = torch.rand(n, generator=g, dtype=torch.float64) * 2
     weights = torch.ones(n, dtype=torch.float64)
-    active = None
     if weighting != "unit":
         weights = torch.rand(n, generator=g, dtype=torch.float64) + 0.2
     if weighting == "masked":
         weights[::5] = 0.0
-        active = weights > 0
     mu = torch.randn(d, r, generator=g, dtype=torch.float64) * 0.5
     mu[:, 2] *= 20.0  # a centre far outside the cloud: its core is nearly a half-space
     theta = torch.tensor([[-0.5, 0.3, 1.0]], dtype=torch.float64)
     size = 0.1 * float(weights.sum())
-    fast = core.objective_and_gradient(data, mu, theta, scores, weights, active, "ball", size, 1.0, 1.0, None)
+    fast = ball.ball_step(data, mu, theta, weights, size, weights * scores, weighting == "unit")
 
     mu_t, theta_t = mu.clone().requires_grad_(), theta.clone().requires_grad_()
     tau = torch.exp(theta_t) / d

@@ -111,7 +111,7 @@ def grow_region(
 ) -> tuple[torch.Tensor, float]:
     """The region's theta refitted to its grown size, and that size (theta unchanged when it does not grow).
 
-    For 'ball' theta stays (its core is sized by `core.region_weights` with the returned size)."""
+    For 'ball' theta stays (its core is sized by `Ball.region_weights`, worker/engine/variants/ball.py with the returned size)."""
     with torch.no_grad():
         u = core.scaled_distances(data, mu[:, None], theta[:, None])[0]
         new_size = grown_size(
