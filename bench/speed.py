@@ -112,7 +112,8 @@ def step_times(x_np: np.ndarray, loss: np.ndarray, restarts: int, paper_steps: i
     def engine(r: int) -> Callable[[], object]:
         mu = torch.randn(d, r, generator=g) * 0.1
         theta = torch.full((1, r), -1.0)
-        return lambda: smooth.spherical_step(data, mu, theta, scores, w, active, "gaussian", 0.02 * n, 0.5 * n, 1.0, ws)
+        ctx = core.StepContext(data, w, active, "gaussian", 0.02 * n)
+        return lambda: smooth.spherical_step(ctx, mu, theta, ws, 0.5 * n)
 
     v, c = torch.randn(d, generator=g), torch.randn(n, generator=g)
     zt = z.t().contiguous()

@@ -72,7 +72,8 @@ def test_hand_derived_ball_step_equals_autograd_of_the_formula(weighting: str) -
     mu[:, 2] *= 20.0  # a centre far outside the cloud: its core is nearly a half-space
     theta = torch.tensor([[-0.5, 0.3, 1.0]], dtype=torch.float64)
     size = 0.1 * float(weights.sum())
-    fast = ball.ball_step(data, mu, theta, weights, size, weights * scores, weighting == "unit")
+    ctx = core.StepContext(data, weights, None, "ball", size, unit_weights=weighting == "unit")
+    fast = ball.ball_step(ctx, mu, theta, weights * scores)
 
     mu_t, theta_t = mu.clone().requires_grad_(), theta.clone().requires_grad_()
     tau = torch.exp(theta_t) / d

@@ -199,7 +199,8 @@ def test_two_precision_gradient_equals_autograd(kernel_name: str) -> None:
     data, mu, theta, scores, w = _two_block_problem(kernel_name)
     size, slack, scale = 30.0, 20.0, 1.0
     assert core.split_precision(data, theta)
-    ev, g_mu, g_theta, f = smooth.split_step(data, mu, theta, w, None, kernel_name, size, slack, scale, w * scores)
+    ctx = core.StepContext(data, w, None, kernel_name, size, barrier_scale=scale)
+    ev, g_mu, g_theta, f = smooth.split_step(ctx, mu, theta, w * scores, slack)
     m, t = mu.clone().requires_grad_(True), theta.clone().requires_grad_(True)
     u = core.scaled_distances(data, m, t)
     f_ref = core.support_rescale(u, None, kernel_name)
@@ -219,8 +220,9 @@ def test_equal_precisions_start_as_the_tied_search() -> None:
     data, mu, theta, scores, w = _two_block_problem("gaussian")
     tied = theta[:1]
     both = tied.expand(2, -1).contiguous()
-    ev2, g_mu2, g_theta2, _ = smooth.split_step(data, mu, both, w, None, "gaussian", 30.0, 20.0, 1.0, w * scores)
-    ev1, g_mu1, g_theta1, _ = smooth.spherical_step(data, mu, tied, scores, w, None, "gaussian", 30.0, 20.0, 1.0)
+    ctx = core.StepContext(data, w, None, "gaussian", 30.0)
+    ev2, g_mu2, g_theta2, _ = smooth.split_step(ctx, mu, both, w * scores, 20.0)
+    ev1, g_mu1, g_theta1, _ = smooth.spherical_step(ctx, mu, tied, w * scores, 20.0)
     torch.testing.assert_close(ev2.penalised, ev1.penalised)
     torch.testing.assert_close(g_mu2, g_mu1)
     torch.testing.assert_close(g_theta2.sum(0), g_theta1[0])

@@ -77,9 +77,9 @@ def test_hand_derived_spherical_step_equals_the_autograd_path(kernel: str, maske
     theta = torch.tensor([[-0.5, 0.3, 1.0]], dtype=torch.float64) + (8.0 if case == "projected" else 0.0)
     total = float(weights.sum())
     size, slack = (0.3 * total, 0.6 * total) if case == "barrier_active" else (0.01 * total, 0.02 * total)
-    args = (data, mu, theta, scores, weights, active, kernel, size, slack, 1.5)
-    fast = smooth.spherical_step(*args)
-    slow = core.objective_and_gradient(*args, None)
+    ctx = core.StepContext(data, weights, active, kernel, size, barrier_scale=1.5)
+    fast = smooth.spherical_step(ctx, mu, theta, weights * scores, slack)
+    slow = core.objective_and_gradient(ctx, mu, theta, scores, slack)
     if case == "projected":
         assert (fast[3] < 1).all()
     if case == "barrier_active":
@@ -131,19 +131,8 @@ def test_a_float32_step_is_the_float64_step_on_any_thread_count(threads: int) ->
 
     def step(dtype: torch.dtype):
         data = core.EmbeddingMatrix(x.to(dtype))
-        return smooth.spherical_step(
-            data,
-            mu.to(dtype),
-            theta.to(dtype),
-            scores.to(dtype),
-            weights.to(dtype),
-            None,
-            "gaussian",
-            size,
-            slack,
-            1.5,
-            None,
-        )
+        ctx = core.StepContext(data, weights.to(dtype), None, "gaussian", size, barrier_scale=1.5)
+        return smooth.spherical_step(ctx, mu.to(dtype), theta.to(dtype), (weights * scores).to(dtype), slack)
 
     ref = step(torch.float64)
     before = torch.get_num_threads()

@@ -312,23 +312,28 @@ def evaluate(
     return Evaluation(value=value, penalised=penalised, total=total)
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """What every step of one search holds fixed: the rows, their sample weights, the kernel and the
+    size constraint. A variant builds it once (variants/base.py), so a step takes only what moves."""
+
+    data: EmbeddingMatrix
+    weights: torch.Tensor  # n
+    active: torch.Tensor | None  # n bool: weight > 0; None when every weight is positive
+    kernel: str
+    size: float  # S
+    barrier_scale: float = 1.0
+    regs: Regularisers | None = None
+    unit_weights: bool = False  # every sample weight is 1 (the core's edge is then one kthvalue)
+
+
 Step = tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]
 """(evaluation, d objective / d mu, d objective / d theta, f): one step of every restart; f is the
 support projection factor of each restart (`support_rescale`), whose log the caller adds to theta."""
 
 
 def objective_and_gradient(
-    data: EmbeddingMatrix,
-    mu: torch.Tensor,
-    theta: torch.Tensor,
-    scores: torch.Tensor,
-    weights: torch.Tensor,
-    active: torch.Tensor | None,
-    kernel: str,
-    size: float,
-    slack: float,
-    barrier_scale: float,
-    regs: Regularisers | None,
+    ctx: StepContext, mu: torch.Tensor, theta: torch.Tensor, scores: torch.Tensor, slack: float
 ) -> Step:
     """One optimiser step's work by autograd of `evaluate`: every shape, kernel and entropy penalty.
 
@@ -339,9 +344,9 @@ def objective_and_gradient(
     mu = mu.detach().requires_grad_(True)
     theta = theta.detach().requires_grad_(True)
     with torch.enable_grad():
-        u = scaled_distances(data, mu, theta)
-        f = support_rescale(u, active, kernel)
-        ev = evaluate(u * f[:, None], scores, weights, kernel, size, slack, barrier_scale, regs)
+        u = scaled_distances(ctx.data, mu, theta)
+        f = support_rescale(u, ctx.active, ctx.kernel)
+        ev = evaluate(u * f[:, None], scores, ctx.weights, ctx.kernel, ctx.size, slack, ctx.barrier_scale, ctx.regs)
         g_mu, g_theta = torch.autograd.grad(ev.penalised.sum(), [mu, theta])
     detached = Evaluation(ev.value.detach(), ev.penalised.detach(), ev.total.detach())
     return detached, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f

@@ -56,8 +56,7 @@ class Ball(Variant):
         self, mu: torch.Tensor, theta: torch.Tensor, scores: torch.Tensor, ws: torch.Tensor, slack: float
     ) -> core.Step:
         if self._hand:
-            problem = self.problem
-            return ball_step(problem.data, mu, theta, problem.weights, problem.size, ws, problem.unit_weights)
+            return ball_step(self.ctx, mu, theta, ws)
         return super().step(mu, theta, scores, ws, slack)
 
     def polish(self, scores: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,15 +274,7 @@ def fit_edge(problem: Problem, scores: torch.Tensor, mu: torch.Tensor) -> torch.
     return thetas[near].min().reshape(1)
 
 
-def ball_step(
-    data: core.EmbeddingMatrix,
-    mu: torch.Tensor,
-    theta: torch.Tensor,
-    weights: torch.Tensor,
-    size: float,
-    ws: torch.Tensor,
-    unit_weights: bool,
-) -> core.Step:
+def ball_step(ctx: core.StepContext, mu: torch.Tensor, theta: torch.Tensor, ws: torch.Tensor) -> core.Step:
     """The step of the spherical 'ball' kernel with no entropy penalty, derived by hand (two passes over X).
 
     With D_i = ||x_i||^2 - 2 x_i . mu (||mu||^2 cancels against the radius, so a centre far outside
@@ -296,12 +287,13 @@ def ball_step(
         dV/dD_i = a g_i, and the edge row j also gets -a sum_i g_i (through r), so these sum to 0
         dV/dmu = -2 X^T (dV/dD)        (the 2 mu sum term vanishes with the sum)
 
-    tests/engine compares it with autograd of `core.evaluate` (float64).
+    tests/engine compares it with autograd of `core.evaluate` (float64). `ws` is weights * scores.
     """
+    data, weights = ctx.data, ctx.weights
     d = data.shape[1]
     a = torch.exp(theta[0]) / d
     dist = data.project(mu.t()).mul_(-2.0).add_(data.sq_norms[None, :])
-    edge, edge_row = core.ball_core(dist, weights, size, unit_weights)
+    edge, edge_row = core.ball_core(dist, weights, ctx.size, ctx.unit_weights)
     u = dist.sub_(edge[:, None]).mul_(a[:, None])
     k = torch.exp(torch.clamp(u, min=0.0).mul_(-0.5))
     sums = k @ torch.stack([weights, ws], 1)  # R x 2: T and sum w s k, one pass over k

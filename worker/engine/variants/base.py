@@ -48,6 +48,16 @@ class Variant:
         self.problem = problem
         self.p = p
         self.kernel: str = p.kernel
+        self.ctx = core.StepContext(
+            data=problem.data,
+            weights=problem.weights,
+            active=problem.active,
+            kernel=p.kernel,
+            size=problem.size,
+            barrier_scale=p.barrier_scale,
+            regs=problem.regs,
+            unit_weights=problem.unit_weights,
+        )
 
     def theta_rows(self) -> int:
         """Log-precisions per restart: one per dimension for the diagonal shape, else one."""
@@ -99,20 +109,7 @@ class Variant:
         self, mu: torch.Tensor, theta: torch.Tensor, scores: torch.Tensor, ws: torch.Tensor, slack: float
     ) -> core.Step:
         """Every restart's objective and gradient; `ws` is weights * scores (once per region)."""
-        problem = self.problem
-        return core.objective_and_gradient(
-            problem.data,
-            mu,
-            theta,
-            scores,
-            problem.weights,
-            problem.active,
-            self.kernel,
-            problem.size,
-            slack,
-            self.p.barrier_scale,
-            problem.regs,
-        )
+        return core.objective_and_gradient(self.ctx, mu, theta, scores, slack)
 
     def polish(self, scores: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The chosen feasible iterate (mu: d, theta), improved after the steps (unchanged here)."""

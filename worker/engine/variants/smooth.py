@@ -40,49 +40,15 @@ class Smooth(Variant):
     def step(
         self, mu: torch.Tensor, theta: torch.Tensor, scores: torch.Tensor, ws: torch.Tensor, slack: float
     ) -> core.Step:
-        problem, p = self.problem, self.p
         if self._hand:
-            return spherical_step(
-                problem.data,
-                mu,
-                theta,
-                scores,
-                problem.weights,
-                problem.active,
-                self.kernel,
-                problem.size,
-                slack,
-                p.barrier_scale,
-                ws,
-            )
+            return spherical_step(self.ctx, mu, theta, ws, slack)
         if self._split:
-            return split_step(
-                problem.data,
-                mu,
-                theta,
-                problem.weights,
-                problem.active,
-                self.kernel,
-                problem.size,
-                slack,
-                p.barrier_scale,
-                ws,
-            )
+            return split_step(self.ctx, mu, theta, ws, slack)
         return super().step(mu, theta, scores, ws, slack)
 
 
 def spherical_step(
-    data: core.EmbeddingMatrix,
-    mu: torch.Tensor,
-    theta: torch.Tensor,
-    scores: torch.Tensor,
-    weights: torch.Tensor,
-    active: torch.Tensor | None,
-    kernel: str,
-    size: float,
-    slack: float,
-    barrier_scale: float,
-    ws: torch.Tensor | None = None,
+    ctx: core.StepContext, mu: torch.Tensor, theta: torch.Tensor, ws: torch.Tensor, slack: float
 ) -> core.Step:
     """The step of a spherical region with no entropy penalty, derived by hand.
 
@@ -96,41 +62,51 @@ def spherical_step(
         dP/dtheta = sum_i g_i u_i,   dP/dmu = a (-2 X^T g + 2 mu sum_i g_i)
 
     D is clamped at 0 (rounding of the expanded form); unlike autograd's clamp this keeps the
-    gradient there, whose factor (x - mu) is ~0 at such points anyway.
+    gradient there, whose factor (x - mu) is ~0 at such points anyway. `ws` is weights * scores.
     """
+    data, kernel = ctx.data, ctx.kernel
     d = data.shape[1]
     tau = torch.exp(theta[0]) / d
     dist = data.project(mu.t())
     dist.mul_(-2.0).add_(data.sq_norms[None, :]).add_((mu * mu).sum(0)[:, None]).clamp_(min=0.0)
-    if active is None:  # min_i(tau * D_i) = tau * min_i D_i: no R x n temporary for the projection
+    if ctx.active is None:  # min_i(tau * D_i) = tau * min_i D_i: no R x n temporary for the projection
         f = core.support_rescale((dist.amin(1) * tau)[:, None], None, kernel)
     else:
-        f = core.support_rescale(dist * tau[:, None], active, kernel)
+        f = core.support_rescale(dist * tau[:, None], ctx.active, kernel)
     a = f * tau
-    if kernel == "gaussian":
-        k = torch.exp(dist * (-0.5 * a)[:, None])
-    elif kernel == "flat":
-        k = torch.clamp(1.0 - dist * a[:, None], min=0.0)
-    else:
-        raise ValueError(f"unknown kernel {kernel!r}")
-    if ws is None:
-        ws = weights * scores
-    ev, g = barrier_objective(k, weights, ws, size, slack, barrier_scale)
-    if kernel == "gaussian":
-        g.mul_(k).mul_(-0.5)
-    else:
-        g.mul_((dist * a[:, None] <= 1.0).to(g.dtype)).neg_()  # clamp's gradient mask, as autograd has it
+    ev, g = _through_kernel(ctx, dist, a, ws, slack)
     g_theta = ((g * dist).sum(1) * a)[None, :]
     g.mul_(a[:, None])
     g_mu = -2.0 * data.pullback(g).t() + 2.0 * mu * g.sum(1)[None, :]
     return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
 
 
+def _through_kernel(
+    ctx: core.StepContext, dist: torch.Tensor, a: torch.Tensor, ws: torch.Tensor, slack: float
+) -> tuple[core.Evaluation, torch.Tensor]:
+    """The evaluation and g = dP/du (R x n) of the kernel at u = a * dist (a: one factor per restart):
+    `barrier_objective`, then the chain rule through the gaussian (k' = -k/2) or the flat kernel (-1
+    where u <= 1, the clamp's gradient mask as autograd has it)."""
+    if ctx.kernel == "gaussian":
+        k = torch.exp(dist * (-0.5 * a)[:, None])
+    elif ctx.kernel == "flat":
+        k = torch.clamp(1.0 - dist * a[:, None], min=0.0)
+    else:
+        raise ValueError(f"unknown kernel {ctx.kernel!r}")
+    ev, g = barrier_objective(ctx, k, ws, slack)
+    if ctx.kernel == "gaussian":
+        g.mul_(k).mul_(-0.5)
+    else:
+        g.mul_((dist * a[:, None] <= 1.0).to(g.dtype)).neg_()
+    return ev, g
+
+
 def barrier_objective(
-    k: torch.Tensor, weights: torch.Tensor, ws: torch.Tensor, size: float, slack: float, barrier_scale: float
+    ctx: core.StepContext, k: torch.Tensor, ws: torch.Tensor, slack: float
 ) -> tuple[core.Evaluation, torch.Tensor]:
     """The barrier-penalised weighted mean of R kernels (R x n values k) and its derivative dP/dk
     (R x n): what every hand-derived barrier step shares before the chain rule through its kernel."""
+    weights, size, barrier_scale = ctx.weights, ctx.size, ctx.barrier_scale
     total = k @ weights
     safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
     value = (k @ ws) / safe_total
@@ -141,16 +117,7 @@ def barrier_objective(
 
 
 def split_step(
-    data: core.EmbeddingMatrix,
-    mu: torch.Tensor,
-    theta: torch.Tensor,
-    weights: torch.Tensor,
-    active: torch.Tensor | None,
-    kernel: str,
-    size: float,
-    slack: float,
-    barrier_scale: float,
-    ws: torch.Tensor,
+    ctx: core.StepContext, mu: torch.Tensor, theta: torch.Tensor, ws: torch.Tensor, slack: float
 ) -> core.Step:
     """`spherical_step` with two precisions (`split_precision`), derived by hand the same way.
 
@@ -163,25 +130,16 @@ def split_step(
     X^T g is the same one pass over X as the tied case; E and the evidence rows of dP/dmu take one
     pass each over the n x c evidence block (c small).
     """
+    data, kernel = ctx.data, ctx.kernel
     d = data.shape[1]
     tau = torch.exp(theta) / d  # 2 x R
     dist_ev = core.evidence_distances(data, mu)
     dist = data.project(mu.t())
     dist.mul_(-2.0).add_(data.sq_norms[None, :]).add_((mu * mu).sum(0)[:, None]).sub_(dist_ev).clamp_(min=0.0)
     u = dist * tau[0][:, None] + dist_ev * tau[1][:, None]
-    f = core.support_rescale(u, active, kernel)
+    f = core.support_rescale(u, ctx.active, kernel)
     u.mul_(f[:, None])
-    if kernel == "gaussian":
-        k = torch.exp(u * -0.5)
-    elif kernel == "flat":
-        k = torch.clamp(1.0 - u, min=0.0)
-    else:
-        raise ValueError(f"unknown kernel {kernel!r}")
-    ev, g = barrier_objective(k, weights, ws, size, slack, barrier_scale)
-    if kernel == "gaussian":
-        g.mul_(k).mul_(-0.5)
-    else:
-        g.mul_((u <= 1.0).to(g.dtype)).neg_()
+    ev, g = _through_kernel(ctx, u, torch.ones_like(f), ws, slack)
     a, a_e = f * tau[0], f * tau[1]
     g_theta = torch.stack([(g * dist).sum(1) * a, (g * dist_ev).sum(1) * a_e], 0)
     g_sum = g.sum(1)
