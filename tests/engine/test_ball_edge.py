@@ -19,7 +19,7 @@ from worker.engine import core, search
 from worker.engine.prepare import standardise
 from worker.engine.problem import Problem
 from worker.engine.tuning import DEFAULT_TUNING
-from worker.engine.variants.ball import fit_edge
+from worker.engine.variants.ball import Ball, fit_edge
 
 
 def _problem(x: np.ndarray, loss: np.ndarray) -> Problem:
@@ -30,11 +30,11 @@ def _problem(x: np.ndarray, loss: np.ndarray) -> Problem:
 
 
 def _objective(problem: Problem, scores: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> float:
-    """V at (mu, theta) from `core.evaluate`, in float64: the objective the search maximises."""
+    """V at (mu, theta) from `Ball.evaluate`, in float64: the objective the search maximises."""
     d = problem.data.shape[1]
     x = problem.data.x.double()
     u = (torch.exp(theta.double()) / d) * ((x - mu.double()) ** 2).sum(1)
-    ev = core.evaluate(u[None, :], scores.double(), problem.weights.double(), "ball", problem.size, 1.0, 1.0)
+    ev = Ball.evaluate(u[None, :], scores.double(), problem.weights.double(), problem.size, 1.0, 1.0)
     return float(ev.value[0])
 
 

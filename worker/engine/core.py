@@ -18,30 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from spotlight.kernel import CORE_KERNELS, MAX_MIN_U
-
-# Each kernel's projection bound on a restart's smallest u (MAX_MIN_U) and the kernels that are 1 on a
-# core of S rows (CORE_KERNELS, see `ball_core`: no barrier, no support projection) live with the
-# kernel's formula and member rule in spotlight/kernel.py.
-
 # Log-precision bounds (standardised units): tau = exp(theta) / d. Wide enough for any region;
 # narrow enough that exp() never overflows float32.
 THETA_MIN, THETA_MAX = -30.0, 30.0
-
-
-def kernel_weights(u: torch.Tensor, kernel: str) -> torch.Tensor:
-    """Kernel value of each scaled squared distance u = tau * ||x - mu||^2 (u >= 0).
-
-    For 'ball' u is measured from the core's edge (u - radius_u, see `ball_core`): 1 inside the core
-    (u <= 0), a gaussian edge exp(-u/2) outside.
-    """
-    if kernel == "flat":
-        return torch.clamp(1.0 - u, min=0.0)
-    if kernel == "gaussian":
-        return torch.exp(-0.5 * u)
-    if kernel == "ball":
-        return torch.exp(-0.5 * torch.clamp(u, min=0.0))
-    raise ValueError(f"unknown kernel {kernel!r}")
 
 
 def ball_core(
@@ -220,18 +199,19 @@ def scaled_distances(data: EmbeddingMatrix, mu: torch.Tensor, theta: torch.Tenso
     return torch.clamp(u, min=0.0)
 
 
-def support_rescale(u: torch.Tensor, active: torch.Tensor | None, kernel: str) -> torch.Tensor:
-    """Factor f (one per restart, <= 1) such that min over active examples of f*u is <= MAX_MIN_U[kernel].
+def support_rescale(u: torch.Tensor, active: torch.Tensor | None, bound: float | None) -> torch.Tensor:
+    """Factor f (one per restart, <= 1) such that min over active examples of f*u is <= `bound`, the
+    kernel's `max_min_u` (spotlight/kernel.py SPECS); None (a kernel 1 on a core of S rows, never empty)
+    leaves every f at 1.
 
     `active` masks the examples with positive weight (None: all). Multiplying every precision of a
     restart by f multiplies its u by f, so this is the projection
     that keeps a region's support from ever emptying (the flat kernel's NaN trap) at no extra pass.
     """
-    if kernel in CORE_KERNELS:  # never empty: the core holds S examples
+    if bound is None:
         return torch.ones(u.shape[0], dtype=u.dtype, device=u.device)
     with torch.no_grad():
         u_min = u.amin(1) if active is None else torch.where(active[None, :], u, float("inf")).amin(1)
-        bound = MAX_MIN_U[kernel]
         f = torch.where(u_min > bound, bound / u_min, torch.ones_like(u_min))
         return torch.nan_to_num(f, nan=1.0, posinf=1.0)
 
@@ -277,27 +257,14 @@ def barrier_slope(total: torch.Tensor, size: float, slack: float, scale: float) 
     return 2.0 * scale * _barrier_gap(total, size, slack) / slack**2
 
 
-def evaluate(
-    u: torch.Tensor,
-    scores: torch.Tensor,
-    weights: torch.Tensor,
-    kernel: str,
-    size: float,
-    slack: float,
-    barrier_scale: float,
-    regs: Regularisers | None = None,
-) -> Evaluation:
-    """The objective of every restart from its scaled distances u (R x n).
+def weighted_mean(
+    k: torch.Tensor, scores: torch.Tensor, weights: torch.Tensor, regs: Regularisers | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(value, total) of every restart from its kernel values k (R x n), before any barrier:
 
     value = sum_i w_i k_i s_i / sum_i w_i k_i - sum_c coeff_c * H_c   (H: weighted entropy, bits)
-    penalised = value - barrier(sum_i w_i k_i).
-    For 'ball', u is the scaled distance from the centre; the core's edge is found here (`ball_core`,
-    differentiable through the row that sets it) and no barrier applies: sum_i w_i k_i >= S always.
+    total = sum_i w_i k_i.
     """
-    if kernel in CORE_KERNELS:
-        edge, _ = ball_core(u, weights, size, unit_weights=False)
-        u = u - edge[:, None]
-    k = kernel_weights(u, kernel)
     total = k @ weights
     safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
     wk = k * weights[None, :] if regs is not None else None
@@ -306,21 +273,17 @@ def evaluate(
         for codes, n_classes, coeff in zip(regs.codes, regs.n_classes, regs.coeffs, strict=True):
             if coeff > 0:
                 value = value - coeff * weighted_entropy(wk, safe_total, codes, n_classes)
-    if kernel in CORE_KERNELS:
-        return Evaluation(value=value, penalised=value, total=total)
-    penalised = value - barrier_penalty(total, size, slack, barrier_scale)
-    return Evaluation(value=value, penalised=penalised, total=total)
+    return value, total
 
 
 @dataclass(frozen=True)
 class StepContext:
-    """What every step of one search holds fixed: the rows, their sample weights, the kernel and the
-    size constraint. A variant builds it once (variants/base.py), so a step takes only what moves."""
+    """What every step of one search holds fixed: the rows, their sample weights and the size
+    constraint. A variant builds it once (variants/base.py), so a step takes only what moves."""
 
     data: EmbeddingMatrix
     weights: torch.Tensor  # n
     active: torch.Tensor | None  # n bool: weight > 0; None when every weight is positive
-    kernel: str
     size: float  # S
     barrier_scale: float = 1.0
     regs: Regularisers | None = None
@@ -330,26 +293,6 @@ class StepContext:
 Step = tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]
 """(evaluation, d objective / d mu, d objective / d theta, f): one step of every restart; f is the
 support projection factor of each restart (`support_rescale`), whose log the caller adds to theta."""
-
-
-def objective_and_gradient(
-    ctx: StepContext, mu: torch.Tensor, theta: torch.Tensor, scores: torch.Tensor, slack: float
-) -> Step:
-    """One optimiser step's work by autograd of `evaluate`: every shape, kernel and entropy penalty.
-
-    The variants' hand-derived steps (variants/smooth.py, variants/ball.py) cover their common cases
-    faster and are tested equal to this. The gradient is taken at the projected point: u is linear in
-    the precisions, so scaling them by f and scaling u by f are the same thing.
-    """
-    mu = mu.detach().requires_grad_(True)
-    theta = theta.detach().requires_grad_(True)
-    with torch.enable_grad():
-        u = scaled_distances(ctx.data, mu, theta)
-        f = support_rescale(u, ctx.active, ctx.kernel)
-        ev = evaluate(u * f[:, None], scores, ctx.weights, ctx.kernel, ctx.size, slack, ctx.barrier_scale, ctx.regs)
-        g_mu, g_theta = torch.autograd.grad(ev.penalised.sum(), [mu, theta])
-    detached = Evaluation(ev.value.detach(), ev.penalised.detach(), ev.total.detach())
-    return detached, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
 
 
 def barrier_slacks(n_total: float, size: float, steps: int) -> list[float]:

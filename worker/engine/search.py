@@ -299,7 +299,7 @@ def _search(
         size_j = problem.size
         if p.sizing == "grow":
             theta, size_j = grow.grow_region(
-                problem.data, found.mu, found.theta, p.kernel, problem.weights, scores, problem.size
+                problem.data, found.mu, found.theta, variant.size_shift, problem.weights, scores, problem.size
             )
             found = dataclasses.replace(found, theta=theta)
         with torch.no_grad():

@@ -8,11 +8,7 @@ these is a user parameter: each was chosen by a measurement recorded in docs/eng
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-
-def _init_median_u() -> dict[str, float]:
-    return {"flat": 0.5, "gaussian": 1.0, "ball": 8.0}
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -32,8 +28,6 @@ class Tuning:
     patience: int = 10  # steps without improvement before a restart's learning rate is halved (as the authors)
     max_halvings: int = 4  # a restart has converged once its learning rate was halved this many times
     plateau_tol: float = 1e-3  # improvement of the penalised objective (standardised score units) that counts
-    # initial precision: median example at this u ('ball': this far beyond the core's edge, weight e^-4)
-    init_median_u: dict[str, float] = field(default_factory=_init_median_u)
     # Spherical 'ball': Adam steps on (centre, edge width) per region, before the member centres, the
     # refits and the edge fit. The steps move the centre; the edge width they learn is replaced by
     # `ball_edge_grid`'s exact 1-d fit, so they need not run until the edge stops sharpening (measured,

@@ -1,6 +1,7 @@
 """The search variants, by kernel name: the engine resolves one per search (`resolve`).
 
-Adding a kernel: its file here (a `Variant` subclass, variants/base.py) and one line in `VARIANTS`;
+Adding a kernel: its file here (a `Variant` subclass, variants/base.py; a smooth kernel subclasses
+variants/smooth.py's `Smooth`) and its name in `VARIANTS`;
 its numpy formula, member rule and support bound are one `KernelSpec` line in spotlight/kernel.py
 (docs/engine.md, "Adding a kernel").
 """
@@ -11,13 +12,11 @@ from spotlight.params import SearchParams
 from worker.engine.problem import Problem
 from worker.engine.variants.ball import Ball
 from worker.engine.variants.base import Schedule, Variant
-from worker.engine.variants.smooth import Smooth
+from worker.engine.variants.flat import Flat
+from worker.engine.variants.gaussian import Gaussian
 
-VARIANTS: dict[str, type[Variant]] = {
-    "flat": Smooth,  # the published paper's
-    "gaussian": Smooth,
-    "ball": Ball,
-}
+# one line per kernel: its variant, by the name SearchParams' `kernel` and spotlight/kernel.py SPECS use
+VARIANTS: dict[str, type[Variant]] = {v.name: v for v in (Flat, Gaussian, Ball)}
 
 
 def resolve(problem: Problem, p: SearchParams) -> Variant:

@@ -27,6 +27,10 @@ from worker.engine.variants.base import Schedule, Variant
 class Ball(Variant):
     """'ball': fitted starts, a step budget and the polish (spherical), or plateau-halved steps (diagonal)."""
 
+    name = "ball"
+    start_u = 8.0  # measured from the core's edge: the median row beyond it at weight e^-4
+    barrier = False  # feasible by construction
+
     def __init__(self, problem: Problem, p: SearchParams) -> None:
         super().__init__(problem, p)
         # one precision per restart: the spherical ball (its hand-derived step is tied, so evidence
@@ -34,6 +38,22 @@ class Ball(Variant):
         self.spherical = self.theta_rows() == 1
         self._hand = self.spherical and problem.regs is None
         self._gram: torch.Tensor | None = None  # computed once per search, when the first start needs it
+
+    @staticmethod
+    def weight(u: torch.Tensor) -> torch.Tensor:
+        """u measured from the core's edge (u - radius_u, see `core.ball_core`): 1 inside the core
+        (u <= 0), a gaussian edge exp(-u/2) outside."""
+        return torch.exp(-0.5 * torch.clamp(u, min=0.0))
+
+    @classmethod
+    def measured(cls, u: torch.Tensor, weights: torch.Tensor, size: float) -> torch.Tensor:
+        """u from the core's edge, found here (`core.ball_core`, differentiable through the row that sets
+        it); no barrier applies (`barrier`): sum_i w_i k_i >= S always."""
+        edge, _ = core.ball_core(u, weights, size, unit_weights=False)
+        return u - edge[:, None]
+
+    def size_shift(self, u: torch.Tensor, weights: torch.Tensor, size: float) -> float | None:
+        return None  # the core is sized by `region_weights` with the grown size; the edge width stays
 
     def fitted_starts(self, scores: torch.Tensor) -> list[torch.Tensor]:
         if self._gram is None:
@@ -82,7 +102,7 @@ class Ball(Variant):
             a = torch.ones((), dtype=mu.dtype, device=mu.device)
             dist = core.scaled_distances(data, mu[:, None], theta[:, None])
         edge, row = core.ball_core(dist, weights, size, unit_weights=False)
-        k = core.kernel_weights((dist[0] - edge[0]) * a, self.kernel)
+        k = self.weight((dist[0] - edge[0]) * a)
         gap = data.x[int(row[0])].double() - mu.double()
         tau = torch.exp(theta.double()) / data.shape[1]
         return k, float((tau * gap * gap).sum())
@@ -237,7 +257,7 @@ def fit_edge(problem: Problem, scores: torch.Tensor, mu: torch.Tensor) -> torch.
     it only slowly: the edge keeps sharpening for a hundred steps and more (docs/engine.md). V rises
     towards the core's mean as the edge sharpens and then stays flat, so the widest edge within
     `Tuning.plateau_tol` of the best is kept (rows beyond the core keep a ranking), never wider than
-    the start's (the median row beyond the edge at u = init_median_u['ball']).
+    the start's (the median row beyond the edge at u = `Ball.start_u`).
     Cost: one pass over X and 2 * ball_edge_grid kernel evaluations of the n rows.
     """
     tn, data = problem.tuning, problem.data
@@ -248,7 +268,7 @@ def fit_edge(problem: Problem, scores: torch.Tensor, mu: torch.Tensor) -> torch.
     if problem.active is not None:
         beyond = beyond[problem.active]
     med = float(beyond.median())
-    low = math.log(tn.init_median_u["ball"] * d / med) if med > 0 else core.THETA_MIN
+    low = math.log(Ball.start_u * d / med) if med > 0 else core.THETA_MIN
     low = min(max(low, core.THETA_MIN), core.THETA_MAX)
     sums = torch.stack([problem.weights * scores, problem.weights], 1)
 
@@ -287,7 +307,7 @@ def ball_step(ctx: core.StepContext, mu: torch.Tensor, theta: torch.Tensor, ws: 
         dV/dD_i = a g_i, and the edge row j also gets -a sum_i g_i (through r), so these sum to 0
         dV/dmu = -2 X^T (dV/dD)        (the 2 mu sum term vanishes with the sum)
 
-    tests/engine compares it with autograd of `core.evaluate` (float64). `ws` is weights * scores.
+    tests/engine compares it with autograd of `Ball.evaluate` (float64). `ws` is weights * scores.
     """
     data, weights = ctx.data, ctx.weights
     d = data.shape[1]

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from spotlight.kernel import SPECS
 from spotlight.params import SearchParams
 from worker.engine import core
 from worker.engine.problem import Problem
@@ -42,22 +44,83 @@ class Variant:
 
     A variant is built once per search (`variants.resolve`) from the problem and the params, so every
     choice that depends only on them (which step, how many precisions) is made here, not per step.
+    What a kernel is (its torch formula, its start width, its objective) are class attributes, so the
+    tests and `grow` reach them without a search.
     """
+
+    name: ClassVar[str]  # the kernel's name in spotlight/kernel.py SPECS and SearchParams' `kernel`
+    # initial precision: each start's median active example at this u
+    start_u: ClassVar[float]
+    # the size constraint is a barrier (False: the kernel counts S rows by construction)
+    barrier: ClassVar[bool] = True
 
     def __init__(self, problem: Problem, p: SearchParams) -> None:
         self.problem = problem
         self.p = p
-        self.kernel: str = p.kernel
         self.ctx = core.StepContext(
             data=problem.data,
             weights=problem.weights,
             active=problem.active,
-            kernel=p.kernel,
             size=problem.size,
             barrier_scale=p.barrier_scale,
             regs=problem.regs,
             unit_weights=problem.unit_weights,
         )
+
+    @staticmethod
+    def weight(u: torch.Tensor) -> torch.Tensor:
+        """The kernel value of scaled squared distances u (torch; spotlight/kernel.py has the numpy twin)."""
+        raise NotImplementedError
+
+    @classmethod
+    def measured(cls, u: torch.Tensor, weights: torch.Tensor, size: float) -> torch.Tensor:
+        """The scaled distances as `weight` reads them (here u itself)."""
+        return u
+
+    @classmethod
+    def evaluate(
+        cls,
+        u: torch.Tensor,
+        scores: torch.Tensor,
+        weights: torch.Tensor,
+        size: float,
+        slack: float,
+        barrier_scale: float,
+        regs: core.Regularisers | None = None,
+    ) -> core.Evaluation:
+        """The objective of every restart from its scaled distances u (R x n), what the step maximises:
+        value = the weighted mean (`core.weighted_mean`), penalised = value - barrier(sum_i w_i k_i)
+        for a kernel with a `barrier`, else value."""
+        value, total = core.weighted_mean(cls.weight(cls.measured(u, weights, size)), scores, weights, regs)
+        if not cls.barrier:
+            return core.Evaluation(value=value, penalised=value, total=total)
+        penalised = value - core.barrier_penalty(total, size, slack, barrier_scale)
+        return core.Evaluation(value=value, penalised=penalised, total=total)
+
+    @classmethod
+    def support(cls, u: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
+        """The support projection factor of every restart (`core.support_rescale` at the kernel's bound)."""
+        return core.support_rescale(u, active, SPECS[cls.name].max_min_u)
+
+    @classmethod
+    def autograd_step(
+        cls, ctx: core.StepContext, mu: torch.Tensor, theta: torch.Tensor, scores: torch.Tensor, slack: float
+    ) -> core.Step:
+        """One step by autograd of `evaluate`: every shape and entropy penalty.
+
+        The hand-derived steps (variants/smooth.py, variants/ball.py) cover their common cases faster
+        and are tested equal to this. The gradient is taken at the projected point: u is linear in the
+        precisions, so scaling them by f and scaling u by f are the same thing.
+        """
+        mu = mu.detach().requires_grad_(True)
+        theta = theta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            u = core.scaled_distances(ctx.data, mu, theta)
+            f = cls.support(u, ctx.active)
+            ev = cls.evaluate(u * f[:, None], scores, ctx.weights, ctx.size, slack, ctx.barrier_scale, ctx.regs)
+            g_mu, g_theta = torch.autograd.grad(ev.penalised.sum(), [mu, theta])
+        detached = core.Evaluation(ev.value.detach(), ev.penalised.detach(), ev.total.detach())
+        return detached, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
 
     def theta_rows(self) -> int:
         """Log-precisions per restart: one per dimension for the diagonal shape, else one."""
@@ -91,25 +154,29 @@ class Variant:
         return core.scaled_distances(self.problem.data, mu, torch.zeros(1, mu.shape[1], device=mu.device))
 
     def initial_theta(self, mu: torch.Tensor) -> torch.Tensor:
-        """Log-precisions putting each start's median active example at u = `Tuning.init_median_u`[kernel]."""
+        """Log-precisions putting each start's median active example at u = `start_u`."""
         problem = self.problem
         d, r = mu.shape
         with torch.no_grad():
             u0 = self.start_distances(mu)
             med = (u0 if problem.active is None else u0[:, problem.active]).median(1).values
-            target = problem.tuning.init_median_u[self.kernel]
-            theta = torch.where(med > 0, torch.log(target / med), torch.zeros_like(med))
+            theta = torch.where(med > 0, torch.log(self.start_u / med), torch.zeros_like(med))
             theta = theta.clamp(core.THETA_MIN, core.THETA_MAX)[None, :]
         return theta.expand(self.theta_rows(), r).contiguous()
 
     def schedule(self, cap: int) -> Schedule:
         raise NotImplementedError
 
+    def size_shift(self, u: torch.Tensor, weights: torch.Tensor, size: float) -> float | None:
+        """`sizing="grow"`: c such that the region at log-precisions theta + c counts `size` (worker/engine/grow.py),
+        or None where the precision stays (a kernel whose core is sized directly)."""
+        raise NotImplementedError
+
     def step(
         self, mu: torch.Tensor, theta: torch.Tensor, scores: torch.Tensor, ws: torch.Tensor, slack: float
     ) -> core.Step:
         """Every restart's objective and gradient; `ws` is weights * scores (once per region)."""
-        return core.objective_and_gradient(self.ctx, mu, theta, scores, slack)
+        return self.autograd_step(self.ctx, mu, theta, scores, slack)
 
     def polish(self, scores: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The chosen feasible iterate (mu: d, theta), improved after the steps (unchanged here)."""
@@ -118,4 +185,4 @@ class Variant:
     def region_weights(self, mu: torch.Tensor, theta: torch.Tensor, size: float) -> tuple[torch.Tensor, float | None]:
         """The region's kernel value of every row, and its core edge `radius_u` where it has one (else None)."""
         data = self.problem.data
-        return core.kernel_weights(core.scaled_distances(data, mu[:, None], theta[:, None])[0], self.kernel), None
+        return self.weight(core.scaled_distances(data, mu[:, None], theta[:, None])[0]), None

@@ -1,24 +1,32 @@
-"""The smooth kernels' variant: 'gaussian' and the paper's 'flat', a region kept at its size by a barrier.
+"""The smooth kernels' variant, a region kept at its size by a barrier: what 'gaussian' (variants/gaussian.py)
+and the paper's 'flat' (variants/flat.py) share; each of those adds its formula and its derivative.
 
 Its steps: the spherical shape's hand-derived step (`spherical_step`), the same with an evidence
-precision of its own (`split_step`, `evidence_precision="learned"`), and autograd of `core.evaluate`
-for the diagonal shape and the entropy penalties (`Variant.step`). The starts are the shared drawn
+precision of its own (`split_step`, `evidence_precision="learned"`), and autograd of `evaluate`
+for the diagonal shape and the entropy penalties (`Variant.autograd_step`). The starts are the shared drawn
 ones; the barrier tightens over `Tuning.tighten_steps`, then each restart runs until its plateau-halved
 learning rate has decayed.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from spotlight.params import SearchParams
-from worker.engine import core
+from worker.engine import core, grow
 from worker.engine.problem import Problem
 from worker.engine.variants.base import Schedule, Variant
 
 
 class Smooth(Variant):
-    """'gaussian' or 'flat': barrier-constrained Adam from drawn starts, no polish."""
+    """A smooth kernel: barrier-constrained Adam from drawn starts, no polish. A subclass gives the
+    kernel's `weight`, `weight_at` and `chain_` (the same formula, in the forms the steps need)."""
+
+    # `sizing="grow"` refits the precision so that the kernel's weight counts the grown size (True), or
+    # so that its support ends at the first row left out (False: a kernel that is 0 beyond u = 1)
+    grows_by_mass: ClassVar[bool] = True
 
     def __init__(self, problem: Problem, p: SearchParams) -> None:
         super().__init__(problem, p)
@@ -33,22 +41,37 @@ class Smooth(Variant):
             return 2
         return super().theta_rows()
 
+    @staticmethod
+    def weight_at(dist: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """`weight` at u = a * dist, a one factor per restart (R), dist R x n, in the order the steps use."""
+        raise NotImplementedError
+
+    @staticmethod
+    def chain_(g: torch.Tensor, k: torch.Tensor, dist: torch.Tensor, a: torch.Tensor) -> None:
+        """dP/dk (g, R x n) times dk/du at u = a * dist, in place (k: `weight_at`)."""
+        raise NotImplementedError
+
     def schedule(self, cap: int) -> Schedule:
         tighten = max(1, min(cap, self.problem.tuning.tighten_steps))
         return Schedule(warm=tighten, needed=self.problem.tuning.max_halvings, total=cap, complete=True)
+
+    def size_shift(self, u: torch.Tensor, weights: torch.Tensor, size: float) -> float | None:
+        if self.grows_by_mass:
+            return grow.precision_shift(u, weights, self.weight, size)
+        return grow.support_shift(u, weights, size)
 
     def step(
         self, mu: torch.Tensor, theta: torch.Tensor, scores: torch.Tensor, ws: torch.Tensor, slack: float
     ) -> core.Step:
         if self._hand:
-            return spherical_step(self.ctx, mu, theta, ws, slack)
+            return spherical_step(type(self), self.ctx, mu, theta, ws, slack)
         if self._split:
-            return split_step(self.ctx, mu, theta, ws, slack)
+            return split_step(type(self), self.ctx, mu, theta, ws, slack)
         return super().step(mu, theta, scores, ws, slack)
 
 
 def spherical_step(
-    ctx: core.StepContext, mu: torch.Tensor, theta: torch.Tensor, ws: torch.Tensor, slack: float
+    kernel: type[Smooth], ctx: core.StepContext, mu: torch.Tensor, theta: torch.Tensor, ws: torch.Tensor, slack: float
 ) -> core.Step:
     """The step of a spherical region with no entropy penalty, derived by hand.
 
@@ -64,17 +87,17 @@ def spherical_step(
     D is clamped at 0 (rounding of the expanded form); unlike autograd's clamp this keeps the
     gradient there, whose factor (x - mu) is ~0 at such points anyway. `ws` is weights * scores.
     """
-    data, kernel = ctx.data, ctx.kernel
+    data = ctx.data
     d = data.shape[1]
     tau = torch.exp(theta[0]) / d
     dist = data.project(mu.t())
     dist.mul_(-2.0).add_(data.sq_norms[None, :]).add_((mu * mu).sum(0)[:, None]).clamp_(min=0.0)
     if ctx.active is None:  # min_i(tau * D_i) = tau * min_i D_i: no R x n temporary for the projection
-        f = core.support_rescale((dist.amin(1) * tau)[:, None], None, kernel)
+        f = kernel.support((dist.amin(1) * tau)[:, None], None)
     else:
-        f = core.support_rescale(dist * tau[:, None], ctx.active, kernel)
+        f = kernel.support(dist * tau[:, None], ctx.active)
     a = f * tau
-    ev, g = _through_kernel(ctx, dist, a, ws, slack)
+    ev, g = _through_kernel(kernel, ctx, dist, a, ws, slack)
     g_theta = ((g * dist).sum(1) * a)[None, :]
     g.mul_(a[:, None])
     g_mu = -2.0 * data.pullback(g).t() + 2.0 * mu * g.sum(1)[None, :]
@@ -82,22 +105,13 @@ def spherical_step(
 
 
 def _through_kernel(
-    ctx: core.StepContext, dist: torch.Tensor, a: torch.Tensor, ws: torch.Tensor, slack: float
+    kernel: type[Smooth], ctx: core.StepContext, dist: torch.Tensor, a: torch.Tensor, ws: torch.Tensor, slack: float
 ) -> tuple[core.Evaluation, torch.Tensor]:
     """The evaluation and g = dP/du (R x n) of the kernel at u = a * dist (a: one factor per restart):
-    `barrier_objective`, then the chain rule through the gaussian (k' = -k/2) or the flat kernel (-1
-    where u <= 1, the clamp's gradient mask as autograd has it)."""
-    if ctx.kernel == "gaussian":
-        k = torch.exp(dist * (-0.5 * a)[:, None])
-    elif ctx.kernel == "flat":
-        k = torch.clamp(1.0 - dist * a[:, None], min=0.0)
-    else:
-        raise ValueError(f"unknown kernel {ctx.kernel!r}")
+    `barrier_objective`, then the chain rule through the kernel (`Smooth.chain_`)."""
+    k = kernel.weight_at(dist, a)
     ev, g = barrier_objective(ctx, k, ws, slack)
-    if ctx.kernel == "gaussian":
-        g.mul_(k).mul_(-0.5)
-    else:
-        g.mul_((dist * a[:, None] <= 1.0).to(g.dtype)).neg_()
+    kernel.chain_(g, k, dist, a)
     return ev, g
 
 
@@ -117,7 +131,7 @@ def barrier_objective(
 
 
 def split_step(
-    ctx: core.StepContext, mu: torch.Tensor, theta: torch.Tensor, ws: torch.Tensor, slack: float
+    kernel: type[Smooth], ctx: core.StepContext, mu: torch.Tensor, theta: torch.Tensor, ws: torch.Tensor, slack: float
 ) -> core.Step:
     """`spherical_step` with two precisions (`split_precision`), derived by hand the same way.
 
@@ -130,16 +144,16 @@ def split_step(
     X^T g is the same one pass over X as the tied case; E and the evidence rows of dP/dmu take one
     pass each over the n x c evidence block (c small).
     """
-    data, kernel = ctx.data, ctx.kernel
+    data = ctx.data
     d = data.shape[1]
     tau = torch.exp(theta) / d  # 2 x R
     dist_ev = core.evidence_distances(data, mu)
     dist = data.project(mu.t())
     dist.mul_(-2.0).add_(data.sq_norms[None, :]).add_((mu * mu).sum(0)[:, None]).sub_(dist_ev).clamp_(min=0.0)
     u = dist * tau[0][:, None] + dist_ev * tau[1][:, None]
-    f = core.support_rescale(u, ctx.active, kernel)
+    f = kernel.support(u, ctx.active)
     u.mul_(f[:, None])
-    ev, g = _through_kernel(ctx, u, torch.ones_like(f), ws, slack)
+    ev, g = _through_kernel(kernel, ctx, u, torch.ones_like(f), ws, slack)
     a, a_e = f * tau[0], f * tau[1]
     g_theta = torch.stack([(g * dist).sum(1) * a, (g * dist_ev).sum(1) * a_e], 0)
     g_sum = g.sum(1)
