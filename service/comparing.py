@@ -33,7 +33,7 @@ from service.dataset_registry import DatasetRegistry
 from service.job_registry import JobRegistry
 from service.job_results import expired, finished_spec, read_regions
 from service.scoring import load_basis
-from spotlight import classes, compare, kernel
+from spotlight import classes, compare, kernel, verdict
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.errors import Gone, InvalidInput, NotFound, TooLarge
 from spotlight.members import members_at_or_above
@@ -75,7 +75,11 @@ def _job_rows(
     except FileNotFoundError:
         raise expired(job_id) from None
     try:
-        rows = compare.JobRows(job_id, files.ids(), np.asarray(files.losses(), dtype=np.float64), regions, members)
+        losses = np.asarray(files.losses(), dtype=np.float64)
+        # a job with the verdict searched a seeded half (spotlight/verdict.py): the other half is untouched
+        tested = any(r.get("verdict") is not None for r in regions)
+        held_out = verdict.split(losses.size, spec.params.seed).held_out if tested else None
+        rows = compare.JobRows(job_id, files.ids(), losses, regions, members, held_out)
     except DatasetMissing:
         raise Gone(
             ErrorCode.DATASET_GONE,
