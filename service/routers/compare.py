@@ -54,11 +54,92 @@ class CompareRequest(BaseModel):
         return self
 
 
-class ComparisonOut(BaseModel):
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SideFigures(_Strict):
+    """One model's figures on the rows a weak spot is tested on."""
+
+    mean_loss: float | None
+    lift: float | None = Field(description="mean_loss over that model's mean loss on the matched rows.")
+    lift_ci: list[float] | None = None
+    rank: float | None = Field(None, description="Mean loss percentile of the tested rows (0.5: a typical row).")
+    rank_ci: list[float] | None = None
+    selected: bool = Field(description="True when these losses chose the members (biased up).")
+
+
+class SpotExample(_Strict):
+    id: Any = Field(description="The row's id (as uploaded).")
+    old_row: int
+    new_row: int
+    loss_before: float
+    loss_after: float
+    metadata: dict[str, Any] | None = None
+    images: dict[str, str] | None = None
+
+
+class WeakSpot(_Strict):
+    """One weak spot of either job, classed (spotlight/compare.py)."""
+
+    status: Literal["worse", "still_there", "fixed", "new", "unclear", "unconfirmed"]
+    significant: bool | None
+    old_region: int | None
+    new_region: int | None
+    overlap: float | None
+    measured_on: Literal["old_region_members", "new_region_members"]
+    tested_on: Literal["held_out_members", "all_members"] = Field(
+        "all_members", description="The rows every figure comes from: members the job's search never used, or all."
+    )
+    members: int
+    tested_members: int | None = None
+    members_unmatched: int
+    own_verdict: bool | None
+    before: SideFigures
+    after: SideFigures
+    excess_kept: float | None = Field(None, description="Other model's excess rank over the origin model's.")
+    excess_kept_test_ci: list[float] | None = None
+    lift_ratio_ci: list[float] | None
+    examples: list[SpotExample]
+
+
+class DriftRegion(_Strict):
+    """One region of the old job against new rows."""
+
+    region: int
+    members_new: int
+    members_original: int
+    share_new: float
+    share_new_ci: list[float]
+    share_original: float
+    ratio: float | None
+    ratio_ci: list[float] | None
+    drift: bool
+    mean_loss_new: float | None
+    lift_new: float | None
+
+
+class ComparisonRows(_Strict):
+    """Row counts: matched and present in one job only (jobs), or both sizes (dataset)."""
+
+    old: int | None = None
+    new: int | None = None
+    matched: int | None = None
+    only_old: int | None = None
+    only_new: int | None = None
+    examples_only_old: list[Any] | None = None
+    examples_only_new: list[Any] | None = None
+    original: int | None = None
+
+
+class MeanLoss(_Strict):
+    old: float
+    new: float
+
+
+class ComparisonOut(_Strict):
     """A stored comparison. ``kind: "jobs"``: ``weak_spots`` (spotlight/compare.py's statuses);
     ``kind: "dataset"``: ``regions`` with the share of new rows against the original share."""
-
-    model_config = ConfigDict(extra="allow")
 
     id: str = Field(description="cmp_…")
     created_at: str
@@ -66,14 +147,16 @@ class ComparisonOut(BaseModel):
     old_job: str
     new_job: str | None = None
     dataset: str | None = None
+    original_dataset: str | None = Field(None, description="The old job's dataset (kind dataset).")
     level: float
-    rows: dict[str, Any] = Field(description="Row counts: matched and present in one job only (jobs), or both sizes.")
+    rows: ComparisonRows
+    mean_loss: MeanLoss | None = Field(None, description="Each model's mean loss on the matched rows (kind jobs).")
     counts: dict[str, int] = Field(description="Weak spots per status (jobs), or regions drifting (dataset).")
     datasets: list[str] = Field(
         default_factory=list, description="The datasets whose rows it shows: deleting one deletes the comparison (410)."
     )
-    weak_spots: list[dict[str, Any]] | None = None
-    regions: list[dict[str, Any]] | None = None
+    weak_spots: list[WeakSpot] | None = None
+    regions: list[DriftRegion] | None = None
 
 
 @router.post(
