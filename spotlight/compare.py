@@ -84,7 +84,7 @@ import numpy as np
 DEFAULT_LEVEL = 0.05
 N_BOOTSTRAP = 1000
 # bootstrap work is capped: with more members than this / N_BOOTSTRAP, fewer resamples (>= 200)
-MAX_BOOTSTRAP_DRAWS = 20_000_000
+MAX_BOOTSTRAP_DRAWS = 500_000
 PAIR_MIN_OVERLAP = 0.5
 # a weak spot is classed on at least this many untouched members; fewer: unclear (or unconfirmed)
 MIN_TESTED = 10
@@ -219,9 +219,15 @@ def _repeated(arr: np.ndarray, ids: Sequence[Any]) -> Any:
 
 
 # ----- statistics on a member set -----
-def _draws(m: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+def _resampled_means(columns: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap means of each column of `columns` (m rows x k), the same resamples for every column:
+    each resample is a row of multinomial counts, so the means are one matrix product."""
+    m = columns.shape[0]
     boots = max(200, min(n_boot, MAX_BOOTSTRAP_DRAWS // max(1, m)))
-    return rng.integers(0, m, size=(boots, m), dtype=np.int32)
+    draws = rng.integers(0, m, size=(boots, m), dtype=np.int64)
+    draws += np.arange(boots, dtype=np.int64)[:, None] * m
+    counts = np.bincount(draws.ravel(), minlength=boots * m).reshape(boots, m).astype(np.float64)
+    return (counts @ columns) / m
 
 
 def percentiles(losses: np.ndarray) -> np.ndarray:
@@ -231,17 +237,6 @@ def percentiles(losses: np.ndarray) -> np.ndarray:
     below = np.searchsorted(ordered, losses, side="left")
     at_or_below = np.searchsorted(ordered, losses, side="right")
     return (below + at_or_below) / (2.0 * losses.size)
-
-
-def lift_interval(
-    values: np.ndarray, overall: float, level: float, draws: np.ndarray
-) -> tuple[float | None, float | None]:
-    """Percentile bootstrap interval of mean(values) / overall at 1 - level (None with < 2 values)."""
-    if values.size < 2 or overall <= 0:
-        return None, None
-    means = values[draws].mean(axis=1) / overall
-    lo, hi = np.quantile(means, [level / 2, 1 - level / 2])
-    return float(lo), float(hi)
 
 
 def _figures(losses: np.ndarray, rows: np.ndarray, overall: float) -> dict[str, Any]:
@@ -393,7 +388,7 @@ def _elevated(ranks: np.ndarray, rows: np.ndarray, level: float, n_boot: int, rn
     """Whether the rows' mean percentile is above a typical row's (0.5) at the level."""
     if rows.size < MIN_TESTED:
         return False
-    return _lower(ranks[rows][_draws(rows.size, n_boot, rng)].mean(axis=1), level) > 0.5
+    return _lower(_resampled_means(ranks[rows][:, None], n_boot, rng)[:, 0], level) > 0.5
 
 
 def _pairs(sets_old: Sequence[np.ndarray], sets_new: Sequence[np.ndarray]) -> list[tuple[int, int, float]]:
@@ -447,15 +442,15 @@ def _spot(
     kept_ci = ratio_ci = None
     kept: float | None = None
     if tested.size >= 2:  # figures from two rows up, decisions from MIN_TESTED
-        draws = _draws(tested.size, n_boot, rng)
-        boot: dict[str, np.ndarray] = {}
+        # one set of resamples for all four columns: every comparison of the two sides is paired
+        columns = np.column_stack([old.ranks[tested], new.ranks[tested], old.losses[tested], new.losses[tested]])
+        means = _resampled_means(columns, n_boot, rng)
+        boot = {"old": means[:, 0], "new": means[:, 1]}
+        loss_b = {"old": means[:, 2], "new": means[:, 3]}
         for name, side, f in (("old", old, before), ("new", new, after)):
-            r = side.ranks[tested]
-            boot[name] = r[draws].mean(axis=1)
-            f["rank"] = float(r.mean())
+            f["rank"] = float(side.ranks[tested].mean())
             f["rank_ci"] = _interval(boot[name], level)
-            lo, hi = lift_interval(side.losses[tested], side.mean, level, draws)
-            f["lift_ci"] = [lo, hi] if lo is not None else None
+            f["lift_ci"] = _interval(loss_b[name] / side.mean, level) if side.mean > 0 else None
         own_b, other_b = (boot["old"], boot["new"]) if origin == "old" else (boot["new"], boot["old"])
         decides = tested.size >= MIN_TESTED
         own_up = decides and _lower(own_b, level) > 0.5
@@ -468,8 +463,7 @@ def _spot(
         kept = (float(other.ranks[tested].mean()) - 0.5) / own_excess if own_excess > 0 else None
         if old.mean > 0 and new.mean > 0:
             # the ratio of the members' lifts, new over old, resampled on the same rows
-            after_b = new.losses[tested][draws].mean(axis=1) / new.mean
-            before_b = old.losses[tested][draws].mean(axis=1) / old.mean
+            after_b, before_b = loss_b["new"] / new.mean, loss_b["old"] / old.mean
             ratio_b = after_b / np.maximum(before_b, 1e-12)
             ratio_ci = _interval(ratio_b, level)
             ratio_up = decides and _lower(ratio_b, level) > WORSE_RATIO
