@@ -84,7 +84,7 @@ import numpy as np
 DEFAULT_LEVEL = 0.05
 N_BOOTSTRAP = 1000
 # bootstrap work is capped: with more members than this / N_BOOTSTRAP, fewer resamples (>= 200)
-MAX_BOOTSTRAP_DRAWS = 500_000
+MAX_BOOTSTRAP_DRAWS = 2_000_000
 PAIR_MIN_OVERLAP = 0.5
 # a weak spot is classed on at least this many untouched members; fewer: unclear (or unconfirmed)
 MIN_TESTED = 10
@@ -220,14 +220,13 @@ def _repeated(arr: np.ndarray, ids: Sequence[Any]) -> Any:
 
 # ----- statistics on a member set -----
 def _resampled_means(columns: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap means of each column of `columns` (m rows x k), the same resamples for every column:
-    each resample is a row of multinomial counts, so the means are one matrix product."""
+    """Bootstrap means of each column of `columns` (m rows x k), the same resamples for every column
+    (so that any comparison of two columns is paired row by row)."""
     m = columns.shape[0]
     boots = max(200, min(n_boot, MAX_BOOTSTRAP_DRAWS // max(1, m)))
-    draws = rng.integers(0, m, size=(boots, m), dtype=np.int64)
-    draws += np.arange(boots, dtype=np.int64)[:, None] * m
-    counts = np.bincount(draws.ravel(), minlength=boots * m).reshape(boots, m).astype(np.float64)
-    return (counts @ columns) / m
+    draws = rng.integers(0, m, size=(boots, m), dtype=np.int32)
+    by_column = np.ascontiguousarray(columns.T)
+    return np.stack([np.take(col, draws).sum(axis=1) for col in by_column], axis=1) / m
 
 
 def percentiles(losses: np.ndarray) -> np.ndarray:
