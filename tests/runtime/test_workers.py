@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +61,23 @@ def wait_ended(job: Job, timeout: float) -> str:
     return wait_for(
         lambda: (s := meta_status(job)) in ("finished", "failed", "canceled") and s, timeout, f"job {job.id} to end"
     )
+
+
+def test_a_burst_worker_exits_once_its_job_is_done_without_waiting_out_its_command_channel(
+    redis_url: str, store_dir: Path, store: ArtifactStore
+) -> None:
+    """RQ's command-channel thread reads with a 60 s timeout and RQ waits for it on exit (redis-py 8):
+    a worker stopping after a job, burst or SIGTERM, took a minute more. Ours wakes every second
+    (worker/runner.py)."""
+    job = enqueue(redis_url, make_spec(write_dataset(store)), settings_for(redis_url, store_dir))
+    done = subprocess.run(
+        [sys.executable, "-m", "spotlight.cli", "worker", "--burst"],
+        env=worker_env(redis_url, store_dir),
+        capture_output=True,
+        timeout=45,  # start-up (torch, matplotlib) and the job take seconds; the wait it replaces took 60 s
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert meta_status(job) == "finished"
 
 
 def test_two_workers_drain_ten_jobs(workers, redis_url, store_dir, store) -> None:
