@@ -290,7 +290,7 @@ def highdim_problem(n: int, d: int, kind: str, seed: int = 0) -> tuple[np.ndarra
 
 
 # Engine variants that are no search parameter: another `Tuning` for one run (bench only).
-# "refits off": the 'ball' region without its classifier refits (`_classifier_refits`), as before them.
+# "refits off": the 'ball' region without its classifier refits (worker/engine/variants/ball.py `classifier_refits`), as before them.
 ENGINE_TUNINGS: dict[str, Tuning] = {"refits off": replace(DEFAULT_TUNING, refit_rounds=0)}
 
 

@@ -45,6 +45,8 @@ import torch
 
 from spotlight.params import SearchParams
 from worker.engine import core, search
+from worker.engine.variants import smooth
+from worker.engine.variants.gaussian import Gaussian
 
 
 def _interleaved(fns: dict[str, Callable[[], object]], rounds: int, block: int = 4) -> dict[str, list[float]]:
@@ -111,9 +113,8 @@ def step_times(x_np: np.ndarray, loss: np.ndarray, restarts: int, paper_steps: i
     def engine(r: int) -> Callable[[], object]:
         mu = torch.randn(d, r, generator=g) * 0.1
         theta = torch.full((1, r), -1.0)
-        return lambda: core.objective_and_gradient(
-            data, mu, theta, scores, w, active, "gaussian", 0.02 * n, 0.5 * n, 1.0, None, ws
-        )
+        ctx = core.StepContext(data, w, active, 0.02 * n)
+        return lambda: smooth.spherical_step(Gaussian, ctx, mu, theta, ws, 0.5 * n)
 
     v, c = torch.randn(d, generator=g), torch.randn(n, generator=g)
     zt = z.t().contiguous()

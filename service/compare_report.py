@@ -29,17 +29,20 @@ img{max-width:64px;max-height:64px}
 ({{ doc.rows.only_old }} only in the old job, {{ doc.rows.only_new }} only in the new one). Level {{ doc.level }}.</p>
 <p>{% for status, n in doc.counts.items() %}{{ status }}: {{ n }}{% if not loop.last %} · {% endif %}{% endfor %}</p>
 <p class="muted">Each weak spot is measured on one member set (the old region's, or the new region's when only the
-new job found it). The side whose losses chose those members is marked <i>selected</i> (biased up); the other side
-was not used to choose them, and its interval is honest.</p>
+new job found it) and tested on its members that job's search never used (held out by its verdict), so both sides'
+figures are honest there. <i>rank</i> is the members' mean loss percentile under that model (0.5: a typical row).
+A job searched on every row has its side marked <i>selected</i> (biased up).</p>
 {% for spot in doc.weak_spots %}
 <h2><span class="{{ spot.status }}">{{ spot.status }}</span>
  — old region {{ fmt_int(spot.old_region) }}, new region {{ fmt_int(spot.new_region) }}
  {% if spot.overlap is not none %}(members shared {{ pct(spot.overlap) }}){% endif %}</h2>
-<p>{{ spot.members }} members ({{ spot.measured_on | replace("_", " ") }}); significant: {{ spot.significant }}</p>
+<p>{{ spot.members }} members ({{ spot.measured_on | replace("_", " ") }}), tested on {{ spot.get("tested_members", spot.members) }}
+({{ spot.get("tested_on", "all_members") | replace("_", " ") }}); significant: {{ spot.significant }}</p>
 {% for side, name in (("before", "Before (old model)"), ("after", "After (new model)")) %}
 {% set f = spot[side] %}
 <div class="side"><h3>{{ name }}</h3>
-<p>mean loss {{ num(f.mean_loss) }}, lift {{ num(f.lift) }}
+<p>rank {{ num(f.get("rank")) }}{% if f.get("rank_ci") %} [{{ num(f.rank_ci[0]) }}, {{ num(f.rank_ci[1]) }}]{% endif %},
+mean loss {{ num(f.mean_loss) }}, lift {{ num(f.lift) }}
 {% if f.lift_ci %}[{{ num(f.lift_ci[0]) }}, {{ num(f.lift_ci[1]) }}]{% endif %}
 {% if f.selected %}<span class="muted">(selected)</span>{% else %}<span class="muted">(not used to choose the members)</span>{% endif %}</p>
 <table><tr><th>id</th><th>loss</th><th>shown</th></tr>

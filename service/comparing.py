@@ -33,7 +33,7 @@ from service.dataset_registry import DatasetRegistry
 from service.job_registry import JobRegistry
 from service.job_results import expired, finished_spec, read_regions
 from service.scoring import load_basis
-from spotlight import classes, compare, kernel
+from spotlight import classes, compare, kernel, verdict
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.errors import Gone, InvalidInput, NotFound, TooLarge
 from spotlight.members import members_at_or_above
@@ -75,7 +75,11 @@ def _job_rows(
     except FileNotFoundError:
         raise expired(job_id) from None
     try:
-        rows = compare.JobRows(job_id, files.ids(), np.asarray(files.losses(), dtype=np.float64), regions, members)
+        losses = np.asarray(files.losses(), dtype=np.float64)
+        # a job with the verdict searched a seeded half (spotlight/verdict.py): the other half is untouched
+        tested = any(r.get("verdict") is not None for r in regions)
+        held_out = verdict.split(losses.size, spec.params.seed).held_out if tested else None
+        rows = compare.JobRows(job_id, files.ids(), losses, regions, members, held_out)
     except DatasetMissing:
         raise Gone(
             ErrorCode.DATASET_GONE,
@@ -213,9 +217,10 @@ def create_comparison(
     new_job: str | None = None,
     dataset: str | None = None,
     level: float = compare.DEFAULT_LEVEL,
+    comparison_id: str | None = None,
 ) -> dict[str, Any]:
     """Compare the tenant's finished job `job_id` with `new_job` (same rows) or `dataset` (new rows),
-    store the result beside `job_id` and return the stored document."""
+    store the result beside `job_id` (as `comparison_id`, or a new id) and return the stored document."""
     if (new_job is None) == (dataset is None):
         raise InvalidInput(ErrorCode.VALIDATION, "Give either a job or a dataset to compare with.", {"job": job_id})
     if new_job is not None:
@@ -223,14 +228,20 @@ def create_comparison(
     else:
         assert dataset is not None
         result = compare_with_dataset(store, jobs, tenant, job_id, datasets.get(tenant, dataset), level)
-    return store_comparison(store, jobs, settings, tenant, job_id, result)
+    return store_comparison(store, jobs, settings, tenant, job_id, result, comparison_id)
 
 
 def store_comparison(
-    store: ArtifactStore, jobs: JobRegistry, settings: Settings, tenant: str, job_id: str, result: dict[str, Any]
+    store: ArtifactStore,
+    jobs: JobRegistry,
+    settings: Settings,
+    tenant: str,
+    job_id: str,
+    result: dict[str, Any],
+    comparison_id: str | None = None,
 ) -> dict[str, Any]:
     """Give the result an id, write it beside the job and index it for the tenant; returns the document."""
-    comparison_id = new_comparison_id()
+    comparison_id = comparison_id or new_comparison_id()
     document = {"id": comparison_id, "created_at": utcnow().isoformat(), **result}
     store.write_json(job_file(job_id, comparison_file(comparison_id)), document)
     jobs.r.set(jobs.keys.comparison(tenant, comparison_id), job_id, ex=settings.result_ttl_s)

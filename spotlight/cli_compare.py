@@ -52,6 +52,11 @@ def _ci(low: Any, high: Any) -> str:
     return "" if low is None else f" [{low:.3g}, {high:.3g}]"
 
 
+def _side(row: dict[str, Any], name: str, selected: bool) -> str:
+    """A rank with its interval, or marked selected."""
+    return _fmt(row[name]) + ("*" if selected else _ci(row[f"{name}_ci_low"], row[f"{name}_ci_high"]))
+
+
 def comparison_table(document: dict[str, Any], rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
@@ -61,22 +66,25 @@ def comparison_table(document: dict[str, Any], rows: list[dict[str, Any]]) -> An
             f"{document['old_job']} → {document['new_job']}: {r['matched']} rows matched "
             f"({r['only_old']} only old, {r['only_new']} only new) · level {document['level']}"
         )
-        table = Table(title=title, caption="* selected: the losses that chose the members (biased up)")
-        for col in ("status", "significant", "old region", "new region", "members", "lift before", "lift after"):
+        table = Table(
+            title=title,
+            caption="rank: the tested members' mean loss percentile (0.5 a typical row), on the members the "
+            "job's search never used; * selected: the losses that chose the members (biased up)",
+        )
+        columns = ("status", "significant", "old region", "new region", "tested / members", "rank before", "rank after")
+        for col in (*columns, "lift before", "lift after"):
             table.add_column(col, justify="left" if col == "status" else "right")
         for row in rows:
-            before_selected = row["measured_on"].startswith("old")
             table.add_row(
                 row["status"],
                 {True: "yes", False: "no", None: "untested"}[row["significant"]],
                 _fmt(row["old_region"], "d"),
                 _fmt(row["new_region"], "d"),
-                str(row["members"]),
-                _fmt(row["lift_before"])
-                + ("*" if before_selected else _ci(row["lift_before_ci_low"], row["lift_before_ci_high"])),
-                _fmt(row["lift_after"])
-                + ("" if before_selected else "*")
-                + (_ci(row["lift_after_ci_low"], row["lift_after_ci_high"]) if before_selected else ""),
+                f"{row['tested_members']} / {row['members']}",
+                _side(row, "rank_before", row["selected_before"]),
+                _side(row, "rank_after", row["selected_after"]),
+                _fmt(row["lift_before"]) + ("*" if row["selected_before"] else ""),
+                _fmt(row["lift_after"]) + ("*" if row["selected_after"] else ""),
             )
         return table
     r = document["rows"]

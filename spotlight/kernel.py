@@ -2,7 +2,8 @@
 (`SPECS`), and a region's kernel weight of any embedding.
 
 Adding a kernel: one `KernelSpec` line here (params, the member rule, the score route and the
-client read `SPECS`), plus its torch weight and step in the engine.
+client read `SPECS`), plus its search variant in the engine (worker/engine/variants/, its own file and
+its name in `VARIANTS`; docs/engine.md, "Adding a kernel").
 
 A region (spotlight/records.py's `RegionRecord`, as `GET /v1/jobs/{id}/regions` returns it)
 is a centre c and a precision p (one float: spherical; d floats: diagonal) in the caller's
@@ -68,7 +69,7 @@ class KernelSpec:
     """One kernel, everything about it outside the engine's optimiser: its name, its weight of a
     scaled squared distance u (numpy), its member rule and its support bound.
 
-    `max_min_u`: the engine's projection bound on a restart's smallest u (worker/engine/core.py):
+    `max_min_u`: the engine's projection bound on a restart's smallest u (worker/engine/core.py `support_rescale`, through `Variant.support`):
     keeping min_i u_i at or below it keeps at least one example inside the kernel (flat: k >= 0.1;
     gaussian: k >= e^-20, far from float32 underflow), so a region's total weight never reaches 0,
     its weighted mean is never 0/0 and the barrier always has a gradient. The gaussian bound is loose
@@ -97,7 +98,6 @@ AUTO = "auto"  # the engine picks 'ball' or 'gaussian' from the data (worker/eng
 KERNEL_CHOICES = (AUTO, *KERNELS)
 SUPPORT_KERNELS = frozenset(name for name, spec in SPECS.items() if spec.members == "support")
 CORE_KERNELS = frozenset(name for name, spec in SPECS.items() if spec.members == "core")
-MAX_MIN_U = {name: spec.max_min_u for name, spec in SPECS.items() if spec.max_min_u is not None}
 
 
 class RegionSpaceError(ValueError):

@@ -8,9 +8,9 @@ results (service/comparing.py says why and holds the logic; this router parses, 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,8 +18,10 @@ from service import comparing
 from service.compare_report import render_comparison
 from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep
 from service.errors import error_responses
+from service.job_registry import body_hash
 from service.security_headers import REPORT_CSP
 from spotlight import compare
+from spotlight.errors import NotFound
 
 router = APIRouter(tags=["comparisons"], responses=error_responses(401, 404, 503))
 
@@ -54,11 +56,92 @@ class CompareRequest(BaseModel):
         return self
 
 
-class ComparisonOut(BaseModel):
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SideFigures(_Strict):
+    """One model's figures on the rows a weak spot is tested on."""
+
+    mean_loss: float | None
+    lift: float | None = Field(description="mean_loss over that model's mean loss on the matched rows.")
+    lift_ci: list[float] | None = None
+    rank: float | None = Field(None, description="Mean loss percentile of the tested rows (0.5: a typical row).")
+    rank_ci: list[float] | None = None
+    selected: bool = Field(description="True when these losses chose the members (biased up).")
+
+
+class SpotExample(_Strict):
+    id: Any = Field(description="The row's id (as uploaded).")
+    old_row: int
+    new_row: int
+    loss_before: float
+    loss_after: float
+    metadata: dict[str, Any] | None = None
+    images: dict[str, str] | None = None
+
+
+class WeakSpot(_Strict):
+    """One weak spot of either job, classed (spotlight/compare.py)."""
+
+    status: Literal["worse", "still_there", "fixed", "new", "unclear", "unconfirmed"]
+    significant: bool | None
+    old_region: int | None
+    new_region: int | None
+    overlap: float | None
+    measured_on: Literal["old_region_members", "new_region_members"]
+    tested_on: Literal["held_out_members", "all_members"] = Field(
+        "all_members", description="The rows every figure comes from: members the job's search never used, or all."
+    )
+    members: int
+    tested_members: int | None = None
+    members_unmatched: int
+    own_verdict: bool | None
+    before: SideFigures
+    after: SideFigures
+    excess_kept: float | None = Field(None, description="Other model's excess rank over the origin model's.")
+    excess_kept_test_ci: list[float] | None = None
+    lift_ratio_ci: list[float] | None
+    examples: list[SpotExample]
+
+
+class DriftRegion(_Strict):
+    """One region of the old job against new rows."""
+
+    region: int
+    members_new: int
+    members_original: int
+    share_new: float
+    share_new_ci: list[float]
+    share_original: float
+    ratio: float | None
+    ratio_ci: list[float] | None
+    drift: bool
+    mean_loss_new: float | None
+    lift_new: float | None
+
+
+class ComparisonRows(_Strict):
+    """Row counts: matched and present in one job only (jobs), or both sizes (dataset)."""
+
+    old: int | None = None
+    new: int | None = None
+    matched: int | None = None
+    only_old: int | None = None
+    only_new: int | None = None
+    examples_only_old: list[Any] | None = None
+    examples_only_new: list[Any] | None = None
+    original: int | None = None
+
+
+class MeanLoss(_Strict):
+    old: float
+    new: float
+
+
+class ComparisonOut(_Strict):
     """A stored comparison. ``kind: "jobs"``: ``weak_spots`` (spotlight/compare.py's statuses);
     ``kind: "dataset"``: ``regions`` with the share of new rows against the original share."""
-
-    model_config = ConfigDict(extra="allow")
 
     id: str = Field(description="cmp_…")
     created_at: str
@@ -66,14 +149,16 @@ class ComparisonOut(BaseModel):
     old_job: str
     new_job: str | None = None
     dataset: str | None = None
+    original_dataset: str | None = Field(None, description="The old job's dataset (kind dataset).")
     level: float
-    rows: dict[str, Any] = Field(description="Row counts: matched and present in one job only (jobs), or both sizes.")
+    rows: ComparisonRows
+    mean_loss: MeanLoss | None = Field(None, description="Each model's mean loss on the matched rows (kind jobs).")
     counts: dict[str, int] = Field(description="Weak spots per status (jobs), or regions drifting (dataset).")
     datasets: list[str] = Field(
         default_factory=list, description="The datasets whose rows it shows: deleting one deletes the comparison (410)."
     )
-    weak_spots: list[dict[str, Any]] | None = None
-    regions: list[dict[str, Any]] | None = None
+    weak_spots: list[WeakSpot] | None = None
+    regions: list[DriftRegion] | None = None
 
 
 @router.post(
@@ -86,17 +171,62 @@ class ComparisonOut(BaseModel):
 def create_comparison(
     job_id: JobIdDep,
     body: CompareRequest,
+    response: Response,
     tenant: TenantDep,
     settings: SettingsDep,
     store: StoreDep,
     datasets: DatasetsDep,
     jobs: JobsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="Same key + same job and body: the same stored comparison, not a second one.",
+        ),
+    ] = None,
 ) -> Any:
     """Which of this job's weak spots the other job fixed, kept or worsened, which are new; or how
-    often new rows fall into its regions. Reads stored results only: no search runs."""
-    return comparing.create_comparison(
-        store, jobs, datasets, settings, tenant, job_id, new_job=body.job, dataset=body.dataset, level=body.level
-    )
+    often new rows fall into its regions. Reads stored results only: no search runs.
+
+    `Idempotency-Key` as for submitting a job (service/job_registry.py's claim), in its own namespace
+    (``compare:<key>``): a retry replays the stored comparison (`Idempotent-Replayed: true`), the same
+    key with another job or body is a 409 `idempotency_conflict`."""
+    comparison_id = comparing.new_comparison_id()
+    key = f"compare:{idempotency_key}" if idempotency_key else None
+    digest = body_hash({"job": job_id, **body.model_dump(mode="json")}) if key else ""
+    while key:  # until this request holds the key, or replays the comparison it names
+        earlier = jobs.claim_idempotency(tenant, key, digest, comparison_id)
+        if earlier is None:
+            break
+        try:
+            document = comparing.load_comparison(store, jobs, tenant, earlier)
+        except NotFound:  # expired: the key is free again
+            jobs.release_idempotency(tenant, key, earlier, pending=False)
+            continue
+        response.headers["Idempotent-Replayed"] = "true"
+        return document
+    try:
+        document = comparing.create_comparison(
+            store,
+            jobs,
+            datasets,
+            settings,
+            tenant,
+            job_id,
+            new_job=body.job,
+            dataset=body.dataset,
+            level=body.level,
+            comparison_id=comparison_id,
+        )
+    except BaseException:
+        if key:
+            jobs.release_idempotency(tenant, key, comparison_id)
+        raise
+    if key:
+        jobs.complete_idempotency(tenant, key, digest, comparison_id)
+    return document
 
 
 @router.get(

@@ -1,4 +1,4 @@
-"""The spherical 'ball' region's edge fit (search.py `_fit_edge`): the exact 1-d maximum of the objective
+"""The spherical 'ball' region's edge fit (worker/engine/variants/ball.py `fit_edge`): the exact 1-d maximum of the objective
 over the edge width for the region's centre, found on a grid of the distances of one pass.
 
 Asserted: what the objective defines (its value at the returned width against a dense scan, the
@@ -7,7 +7,6 @@ widest width within the tolerance), never NaN, and the search's regions carry th
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import numpy as np
@@ -18,24 +17,24 @@ from spotlight.params import SearchParams
 from tests.engine.conftest import planted_problem
 from worker.engine import core, search
 from worker.engine.prepare import standardise
+from worker.engine.problem import Problem
 from worker.engine.tuning import DEFAULT_TUNING
+from worker.engine.variants.ball import Ball, fit_edge
 
-search_module = importlib.import_module("worker.engine.search")
 
-
-def _problem(x: np.ndarray, loss: np.ndarray):
+def _problem(x: np.ndarray, loss: np.ndarray) -> Problem:
     w = np.ones(len(x))
     z, _ = standardise(x, w, torch.device("cpu"), 4096)
     params = SearchParams(device="cpu", kernel="ball", n_spotlights=1)
-    return search_module._Problem.build(z, loss, w, None, None, params, torch.device("cpu"))
+    return Problem.build(z, loss, w, None, None, params, torch.device("cpu"))
 
 
-def _objective(problem, scores: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> float:
-    """V at (mu, theta) from `core.evaluate`, in float64: the objective the search maximises."""
+def _objective(problem: Problem, scores: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> float:
+    """V at (mu, theta) from `Ball.evaluate`, in float64: the objective the search maximises."""
     d = problem.data.shape[1]
     x = problem.data.x.double()
     u = (torch.exp(theta.double()) / d) * ((x - mu.double()) ** 2).sum(1)
-    ev = core.evaluate(u[None, :], scores.double(), problem.weights.double(), "ball", problem.size, 1.0, 1.0)
+    ev = Ball.evaluate(u[None, :], scores.double(), problem.weights.double(), problem.size, 1.0, 1.0)
     return float(ev.value[0])
 
 
@@ -46,7 +45,7 @@ def test_edge_fit_reaches_the_best_width_of_a_dense_scan(seed: int) -> None:
     scores = problem.scores
     rng = np.random.default_rng(seed)
     mu = problem.data.x[int(rng.integers(len(x)))].clone()  # any centre: the fit is over the width only
-    theta = search_module._fit_edge(problem, scores, mu)
+    theta = fit_edge(problem, scores, mu)
     assert theta.shape == (1,) and bool(torch.isfinite(theta).all())
     fitted = _objective(problem, scores, mu, theta)
     dense = [
@@ -62,7 +61,7 @@ def test_edge_fit_reaches_the_best_width_of_a_dense_scan(seed: int) -> None:
 def test_edge_fit_is_finite_when_every_loss_is_equal() -> None:
     x, _, _ = planted_problem(n=600, d=8)
     problem = _problem(x, np.ones(len(x), dtype=np.float32))
-    theta = search_module._fit_edge(problem, problem.scores, problem.data.x[0].clone())
+    theta = fit_edge(problem, problem.scores, problem.data.x[0].clone())
     assert bool(torch.isfinite(theta).all()) and core.THETA_MIN <= float(theta[0]) <= core.THETA_MAX
 
 

@@ -17,13 +17,15 @@ from spotlight import kernel as np_kernel
 from spotlight.members import member_min_weight, member_set, members_at_or_above
 from tests.engine.conftest import planted_problem
 from worker.engine import core, search
+from worker.engine.variants import ball
+from worker.engine.variants.ball import Ball
 
 FAST = {"device": "cpu", "steps": 300, "n_spotlights": 1, "kernel": "ball"}
 
 
 def test_kernel_values_are_one_inside_the_core_and_a_gaussian_edge_outside() -> None:
     u = torch.tensor([-3.0, -1e-9, 0.0, 1.0, 4.0, 100.0], dtype=torch.float64)
-    k = core.kernel_weights(u, "ball")
+    k = Ball.weight(u)
     expected = torch.tensor([1.0, 1.0, 1.0, math.exp(-0.5), math.exp(-2.0), math.exp(-50.0)], dtype=torch.float64)
     assert torch.allclose(k, expected, rtol=1e-15, atol=0)
     assert np.allclose(np_kernel.kernel_of(np.array([0.5, 1.0, 3.0]), "ball", radius_u=1.0), [1.0, 1.0, math.exp(-1.0)])
@@ -54,7 +56,7 @@ def test_ball_core_counts_the_spotlight_size(weighting: str) -> None:
 
 @pytest.mark.parametrize("weighting", ["unit", "random", "masked"])
 def test_hand_derived_ball_step_equals_autograd_of_the_formula(weighting: str) -> None:
-    """`_ball_step` (the default path for a spherical ball) gives the objective and gradient of
+    """`ball.ball_step` (the default path for a spherical ball) gives the objective and gradient of
     autograd through `evaluate` on the textbook u = tau ||x - mu||^2, in float64, with a centre
     near the data and one far outside it."""
     g = torch.Generator().manual_seed(5)
@@ -63,22 +65,21 @@ def test_hand_derived_ball_step_equals_autograd_of_the_formula(weighting: str) -
     data = core.EmbeddingMatrix(x, chunk=128)
     scores = torch.rand(n, generator=g, dtype=torch.float64) * 2
     weights = torch.ones(n, dtype=torch.float64)
-    active = None
     if weighting != "unit":
         weights = torch.rand(n, generator=g, dtype=torch.float64) + 0.2
     if weighting == "masked":
         weights[::5] = 0.0
-        active = weights > 0
     mu = torch.randn(d, r, generator=g, dtype=torch.float64) * 0.5
     mu[:, 2] *= 20.0  # a centre far outside the cloud: its core is nearly a half-space
     theta = torch.tensor([[-0.5, 0.3, 1.0]], dtype=torch.float64)
     size = 0.1 * float(weights.sum())
-    fast = core.objective_and_gradient(data, mu, theta, scores, weights, active, "ball", size, 1.0, 1.0, None)
+    ctx = core.StepContext(data, weights, None, size, unit_weights=weighting == "unit")
+    fast = ball.ball_step(ctx, mu, theta, weights * scores)
 
     mu_t, theta_t = mu.clone().requires_grad_(), theta.clone().requires_grad_()
     tau = torch.exp(theta_t) / d
     naive_u = (((x[:, :, None] - mu_t[None, :, :]) ** 2) * tau[None, :, :]).sum(1).t()
-    ev = core.evaluate(naive_u, scores, weights, "ball", size, 1.0, 1.0)
+    ev = Ball.evaluate(naive_u, scores, weights, size, 1.0, 1.0)
     g_mu, g_theta = torch.autograd.grad(ev.penalised.sum(), [mu_t, theta_t])
 
     assert torch.allclose(fast[0].value, ev.value, rtol=1e-9)
@@ -103,7 +104,7 @@ def test_the_autograd_path_is_the_formula_for_the_diagonal_shape() -> None:
     size = 0.2 * float(weights.sum())
 
     def objective(u: torch.Tensor) -> torch.Tensor:
-        return core.evaluate(u, scores, weights, "ball", size, 1.0, 1.0).value.sum()
+        return Ball.evaluate(u, scores, weights, size, 1.0, 1.0).value.sum()
 
     mu, theta = mu0.clone().requires_grad_(), theta0.clone().requires_grad_()
     fast = objective(core.scaled_distances(core.EmbeddingMatrix(x, chunk=64), mu, theta))

@@ -1,4 +1,4 @@
-"""The 'ball' region's classifier refits (worker/engine/ballfit.py, search.py `_classifier_refits`).
+"""The 'ball' region's classifier refits (worker/engine/ballfit.py, variants/ball.py `classifier_refits`).
 
 A cap (the rows nearest a point outside the cloud) is a ball whose centre no row sits at: gradient
 steps on the kernel's edge stop with about three quarters of it in the core, and the refits, which

@@ -12,8 +12,13 @@ from spotlight import kernel
 from spotlight.evidence import EvidenceMissing, as_codes, columns, term
 from worker.engine import Region, SearchResume, SearchYielded, core, search
 from worker.engine.prepare import Frame, add_evidence
+from worker.engine.variants import smooth
+from worker.engine.variants.flat import Flat
+from worker.engine.variants.gaussian import Gaussian
 
 from .conftest import planted_problem
+
+SMOOTH: dict[str, type[smooth.Smooth]] = {"gaussian": Gaussian, "flat": Flat}
 
 PARAMS = {"device": "cpu", "steps": 300, "n_spotlights": 1, "spotlight_size": 0.03}
 
@@ -198,13 +203,13 @@ def test_two_precision_gradient_equals_autograd(kernel_name: str) -> None:
     data, mu, theta, scores, w = _two_block_problem(kernel_name)
     size, slack, scale = 30.0, 20.0, 1.0
     assert core.split_precision(data, theta)
-    ev, g_mu, g_theta, f = core.objective_and_gradient(
-        data, mu, theta, scores, w, None, kernel_name, size, slack, scale, None
-    )
+    kind = SMOOTH[kernel_name]
+    ctx = core.StepContext(data, w, None, size, barrier_scale=scale)
+    ev, g_mu, g_theta, f = smooth.split_step(kind, ctx, mu, theta, w * scores, slack)
     m, t = mu.clone().requires_grad_(True), theta.clone().requires_grad_(True)
     u = core.scaled_distances(data, m, t)
-    f_ref = core.support_rescale(u, None, kernel_name)
-    ref = core.evaluate(u * f_ref[:, None], scores, w, kernel_name, size, slack, scale)
+    f_ref = kind.support(u, None)
+    ref = kind.evaluate(u * f_ref[:, None], scores, w, size, slack, scale)
     a_mu, a_theta = torch.autograd.grad(ref.penalised.sum(), [m, t])
     if kernel_name == "flat":
         assert bool((f < 1).any())
@@ -220,12 +225,9 @@ def test_equal_precisions_start_as_the_tied_search() -> None:
     data, mu, theta, scores, w = _two_block_problem("gaussian")
     tied = theta[:1]
     both = tied.expand(2, -1).contiguous()
-    ev2, g_mu2, g_theta2, _ = core.objective_and_gradient(
-        data, mu, both, scores, w, None, "gaussian", 30.0, 20.0, 1.0, None
-    )
-    ev1, g_mu1, g_theta1, _ = core.objective_and_gradient(
-        data, mu, tied, scores, w, None, "gaussian", 30.0, 20.0, 1.0, None
-    )
+    ctx = core.StepContext(data, w, None, 30.0)
+    ev2, g_mu2, g_theta2, _ = smooth.split_step(Gaussian, ctx, mu, both, w * scores, 20.0)
+    ev1, g_mu1, g_theta1, _ = smooth.spherical_step(Gaussian, ctx, mu, tied, w * scores, 20.0)
     torch.testing.assert_close(ev2.penalised, ev1.penalised)
     torch.testing.assert_close(g_mu2, g_mu1)
     torch.testing.assert_close(g_theta2.sum(0), g_theta1[0])

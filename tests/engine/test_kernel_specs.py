@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from spotlight import kernel
 from spotlight.members import member_min_weight, member_set
 from spotlight.params import SearchParams
-from worker.engine import core
+from worker.engine.variants import VARIANTS
 
 
 def test_params_accept_exactly_the_registered_kernels_and_auto() -> None:
@@ -23,12 +23,17 @@ def test_params_accept_exactly_the_registered_kernels_and_auto() -> None:
         SearchParams(kernel="epanechnikov")
 
 
+def test_every_registered_kernel_has_one_search_variant_of_its_name() -> None:
+    assert list(VARIANTS) == list(kernel.SPECS)
+    assert all(cls.name == name for name, cls in VARIANTS.items())
+
+
 @pytest.mark.parametrize("name", list(kernel.SPECS))
 def test_the_engine_weighs_as_the_registered_formula(name: str) -> None:
     u = np.linspace(0.0, 6.0, 25)
     radius = 1.5 if kernel.SPECS[name].members == "core" else None
     engine_u = u - radius if radius is not None else u  # the engine measures a core kernel from its edge
-    engine = core.kernel_weights(torch.from_numpy(engine_u), name).numpy()
+    engine = VARIANTS[name].weight(torch.from_numpy(engine_u)).numpy()
     assert np.allclose(engine, kernel.kernel_of(u, name, radius), atol=1e-12)
 
 
@@ -40,5 +45,4 @@ def test_the_member_rule_is_the_registered_one(name: str) -> None:
     expected = {"support": [0, 1, 2, 3], "core": [0, 1], "mass": [0, 1, 2]}[rule]  # mass: 2.9 -> 3 rows
     assert members.tolist() == expected
     assert (member_min_weight(w, name, members) == 0.0) == (rule == "support")
-    assert (name in core.CORE_KERNELS) == (rule == "core") == (kernel.SPECS[name].max_min_u is None)
-    assert (name in core.MAX_MIN_U) == (rule != "core")
+    assert (name in kernel.CORE_KERNELS) == (rule == "core") == (kernel.SPECS[name].max_min_u is None)

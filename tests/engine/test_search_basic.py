@@ -9,6 +9,9 @@ from sklearn.metrics import average_precision_score
 
 from spotlight.params import SearchParams
 from worker.engine import Region, SearchResult, core, search
+from worker.engine.variants import VARIANTS, smooth
+from worker.engine.variants.flat import Flat
+from worker.engine.variants.gaussian import Gaussian
 
 FAST = {"device": "cpu", "steps": 500, "n_spotlights": 1}
 
@@ -38,7 +41,7 @@ def test_gradient_matches_naive_autograd_of_the_formula(kernel: str, shape: str)
     size, slack = 0.2 * float(weights.sum()), 0.5 * float(weights.sum())
 
     def objective(u: torch.Tensor) -> torch.Tensor:
-        return core.evaluate(u, scores, weights, kernel, size, slack, 1.0, regs).penalised.sum()
+        return VARIANTS[kernel].evaluate(u, scores, weights, size, slack, 1.0, regs).penalised.sum()
 
     mu, theta = mu0.clone().requires_grad_(), theta0.clone().requires_grad_()
     fast = objective(core.scaled_distances(core.EmbeddingMatrix(x, chunk=64), mu, theta))
@@ -59,8 +62,8 @@ def test_gradient_matches_naive_autograd_of_the_formula(kernel: str, shape: str)
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("case", ["barrier_active", "barrier_slack", "projected"])
 def test_hand_derived_spherical_step_equals_the_autograd_path(kernel: str, masked: bool, case: str) -> None:
-    """The common case (spherical, no entropy penalty) uses a hand-derived gradient; it must give the
-    autograd path's objective, gradient and projection, with the barrier active or slack, some
+    """The common case (spherical, no entropy penalty) uses a hand-derived gradient (`smooth.spherical_step`);
+    it must give the autograd path's objective, gradient and projection, with the barrier active or slack, some
     weights zero, and the support projection (f < 1) kicking in."""
     g = torch.Generator().manual_seed(2)
     n, d, r = 400, 7, 3
@@ -76,11 +79,10 @@ def test_hand_derived_spherical_step_equals_the_autograd_path(kernel: str, maske
     theta = torch.tensor([[-0.5, 0.3, 1.0]], dtype=torch.float64) + (8.0 if case == "projected" else 0.0)
     total = float(weights.sum())
     size, slack = (0.3 * total, 0.6 * total) if case == "barrier_active" else (0.01 * total, 0.02 * total)
-    args = (data, mu, theta, scores, weights, active, kernel, size, slack, 1.5)
-    fast = core.objective_and_gradient(*args, None)
-    # an entropy penalty with coefficient 0 changes nothing but forces the autograd path
-    labels = torch.zeros(n, dtype=torch.long)
-    slow = core.objective_and_gradient(*args, core.Regularisers(codes=[labels], n_classes=[1], coeffs=[0.0]))
+    kind = {"gaussian": Gaussian, "flat": Flat}[kernel]
+    ctx = core.StepContext(data, weights, active, size, barrier_scale=1.5)
+    fast = smooth.spherical_step(kind, ctx, mu, theta, weights * scores, slack)
+    slow = kind.autograd_step(ctx, mu, theta, scores, slack)
     if case == "projected":
         assert (fast[3] < 1).all()
     if case == "barrier_active":
@@ -132,19 +134,8 @@ def test_a_float32_step_is_the_float64_step_on_any_thread_count(threads: int) ->
 
     def step(dtype: torch.dtype):
         data = core.EmbeddingMatrix(x.to(dtype))
-        return core.objective_and_gradient(
-            data,
-            mu.to(dtype),
-            theta.to(dtype),
-            scores.to(dtype),
-            weights.to(dtype),
-            None,
-            "gaussian",
-            size,
-            slack,
-            1.5,
-            None,
-        )
+        ctx = core.StepContext(data, weights.to(dtype), None, size, barrier_scale=1.5)
+        return smooth.spherical_step(Gaussian, ctx, mu.to(dtype), theta.to(dtype), (weights * scores).to(dtype), slack)
 
     ref = step(torch.float64)
     before = torch.get_num_threads()

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from service.comparing import comparison_file
+from spotlight import verdict
 from spotlight.protocol import WEIGHTS_FILE, job_file, members_file
-from spotlight.records import RegionRecord
+from spotlight.records import RegionRecord, Verdict
 from tests.records import region_record
 from tests.service.conftest import LiveApi, npz_bytes
 
@@ -253,3 +254,58 @@ def test_client_compare_returns_dataframes(api: LiveApi) -> None:
         assert sorted(frame["status"]) == ["fixed", "new", "still_there"]
         assert set(comparison.examples_frame()["status"]) == {"fixed", "new", "still_there"}
         assert client.comparison(comparison.id).document == comparison.document
+
+
+def test_idempotency_key_replays_the_stored_comparison_and_refuses_another_body(api: LiveApi) -> None:
+    """A retried POST …/compare with the same key gets the same stored comparison, not a second one;
+    the same key for another comparison (or another old job) is a 409; a job submission's key is not
+    a comparison's."""
+    with api.client() as c:
+        old_job, new_job = _planted(api, c)
+        headers = {"Idempotency-Key": "nightly-42"}
+        first = c.post(f"/v1/jobs/{old_job}/compare", json={"job": new_job}, headers=headers)
+        again = c.post(f"/v1/jobs/{old_job}/compare", json={"job": new_job}, headers=headers)
+        assert first.status_code == 201 and again.status_code == 201
+        assert again.json() == first.json() and again.headers.get("Idempotent-Replayed") == "true"
+        assert "Idempotent-Replayed" not in first.headers
+        stored = api.store.list(job_file(old_job, "comparisons"))
+        assert len(stored) == 1
+        other = c.post(f"/v1/jobs/{old_job}/compare", json={"job": new_job, "level": 0.1}, headers=headers)
+        assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_conflict"
+        swapped = c.post(f"/v1/jobs/{new_job}/compare", json={"job": old_job}, headers=headers)
+        assert swapped.status_code == 409
+        fresh = c.post(f"/v1/jobs/{old_job}/compare", json={"job": new_job})
+        assert fresh.status_code == 201 and fresh.json()["id"] != first.json()["id"]
+        # a failed comparison frees its key: the same key works once the request is right
+        bad = c.post(f"/v1/jobs/{old_job}/compare", json={"job": old_job}, headers={"Idempotency-Key": "k2"})
+        assert bad.status_code == 400
+        good = c.post(f"/v1/jobs/{old_job}/compare", json={"job": old_job}, headers={"Idempotency-Key": "k2"})
+        assert good.status_code == 400  # same body, same refusal: nothing was stored under the key
+        ok = c.post(f"/v1/jobs/{new_job}/compare", json={"job": old_job}, headers={"Idempotency-Key": "k2"})
+        assert ok.status_code == 201
+
+
+def test_a_job_with_the_verdict_is_compared_on_its_held_out_members(api: LiveApi) -> None:
+    """The worker searched a seeded half of the rows (spotlight/verdict.py); the comparison rebuilds
+    that split from the job's seed and tests each weak spot on the members the search never used."""
+    stamp = Verdict(
+        method="holdout",
+        level=0.05,
+        n_tested=2,
+        p_value_unadjusted=0.001,
+        n_holdout_rows=N // 2,
+        holdout_mean_loss=1.0,
+        n_draws=1000,
+    )
+    with api.client() as c:
+        old_job, new_job = _planted(api, c)
+        for job_id in (old_job, new_job):
+            regions = [_region(k, p_value=0.01, significant=True, verdict=stamp) for k in range(2)]
+            api.finish_with(job_id, regions)
+        seed = int(c.get(f"/v1/jobs/{old_job}").json()["params"]["seed"])
+        held = verdict.split(N, seed).held_out
+        doc = c.post(f"/v1/jobs/{old_job}/compare", json={"job": new_job}).json()
+        spot = next(s for s in doc["weak_spots"] if s["old_region"] == 0)
+        assert spot["tested_on"] == "held_out_members"
+        assert spot["tested_members"] == np.isin(OLD_ONLY, held).sum() < spot["members"]
+        assert spot["before"]["selected"] is False and spot["status"] == "fixed"

@@ -3,7 +3,7 @@
 A 'ball' region's core is the rows with the smallest ||x||^2 - 2 x.mu, a linear rule in (x, ||x||^2):
 the rule w.x - c ||x||^2 with c > 0 is the ball centred at w / 2c, and c -> 0 a half-space. So the
 centre that best tells the `size` highest-scoring rows of a neighbourhood from the rest comes from an
-L2-penalised logistic regression on (x, -||x||^2), which search.py's `_classifier_refits` uses to move
+L2-penalised logistic regression on (x, -||x||^2), which variants/ball.py's `classifier_refits` uses to move
 a found centre where gradient steps on the kernel's edge do not go (docs/engine.md).
 
 The solver is a limited-memory BFGS written here on plain tensor operations: the problem is smooth and

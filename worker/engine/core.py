@@ -18,30 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from spotlight.kernel import CORE_KERNELS, MAX_MIN_U
-
-# Each kernel's projection bound on a restart's smallest u (MAX_MIN_U) and the kernels that are 1 on a
-# core of S rows (CORE_KERNELS, see `ball_core`: no barrier, no support projection) live with the
-# kernel's formula and member rule in spotlight/kernel.py.
-
 # Log-precision bounds (standardised units): tau = exp(theta) / d. Wide enough for any region;
 # narrow enough that exp() never overflows float32.
 THETA_MIN, THETA_MAX = -30.0, 30.0
-
-
-def kernel_weights(u: torch.Tensor, kernel: str) -> torch.Tensor:
-    """Kernel value of each scaled squared distance u = tau * ||x - mu||^2 (u >= 0).
-
-    For 'ball' u is measured from the core's edge (u - radius_u, see `ball_core`): 1 inside the core
-    (u <= 0), a gaussian edge exp(-u/2) outside.
-    """
-    if kernel == "flat":
-        return torch.clamp(1.0 - u, min=0.0)
-    if kernel == "gaussian":
-        return torch.exp(-0.5 * u)
-    if kernel == "ball":
-        return torch.exp(-0.5 * torch.clamp(u, min=0.0))
-    raise ValueError(f"unknown kernel {kernel!r}")
 
 
 def ball_core(
@@ -220,18 +199,19 @@ def scaled_distances(data: EmbeddingMatrix, mu: torch.Tensor, theta: torch.Tenso
     return torch.clamp(u, min=0.0)
 
 
-def support_rescale(u: torch.Tensor, active: torch.Tensor | None, kernel: str) -> torch.Tensor:
-    """Factor f (one per restart, <= 1) such that min over active examples of f*u is <= MAX_MIN_U[kernel].
+def support_rescale(u: torch.Tensor, active: torch.Tensor | None, bound: float | None) -> torch.Tensor:
+    """Factor f (one per restart, <= 1) such that min over active examples of f*u is <= `bound`, the
+    kernel's `max_min_u` (spotlight/kernel.py SPECS); None (a kernel 1 on a core of S rows, never empty)
+    leaves every f at 1.
 
     `active` masks the examples with positive weight (None: all). Multiplying every precision of a
     restart by f multiplies its u by f, so this is the projection
     that keeps a region's support from ever emptying (the flat kernel's NaN trap) at no extra pass.
     """
-    if kernel in CORE_KERNELS:  # never empty: the core holds S examples
+    if bound is None:
         return torch.ones(u.shape[0], dtype=u.dtype, device=u.device)
     with torch.no_grad():
         u_min = u.amin(1) if active is None else torch.where(active[None, :], u, float("inf")).amin(1)
-        bound = MAX_MIN_U[kernel]
         f = torch.where(u_min > bound, bound / u_min, torch.ones_like(u_min))
         return torch.nan_to_num(f, nan=1.0, posinf=1.0)
 
@@ -277,27 +257,14 @@ def barrier_slope(total: torch.Tensor, size: float, slack: float, scale: float) 
     return 2.0 * scale * _barrier_gap(total, size, slack) / slack**2
 
 
-def evaluate(
-    u: torch.Tensor,
-    scores: torch.Tensor,
-    weights: torch.Tensor,
-    kernel: str,
-    size: float,
-    slack: float,
-    barrier_scale: float,
-    regs: Regularisers | None = None,
-) -> Evaluation:
-    """The objective of every restart from its scaled distances u (R x n).
+def weighted_mean(
+    k: torch.Tensor, scores: torch.Tensor, weights: torch.Tensor, regs: Regularisers | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(value, total) of every restart from its kernel values k (R x n), before any barrier:
 
     value = sum_i w_i k_i s_i / sum_i w_i k_i - sum_c coeff_c * H_c   (H: weighted entropy, bits)
-    penalised = value - barrier(sum_i w_i k_i).
-    For 'ball', u is the scaled distance from the centre; the core's edge is found here (`ball_core`,
-    differentiable through the row that sets it) and no barrier applies: sum_i w_i k_i >= S always.
+    total = sum_i w_i k_i.
     """
-    if kernel in CORE_KERNELS:
-        edge, _ = ball_core(u, weights, size, unit_weights=False)
-        u = u - edge[:, None]
-    k = kernel_weights(u, kernel)
     total = k @ weights
     safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
     wk = k * weights[None, :] if regs is not None else None
@@ -306,243 +273,26 @@ def evaluate(
         for codes, n_classes, coeff in zip(regs.codes, regs.n_classes, regs.coeffs, strict=True):
             if coeff > 0:
                 value = value - coeff * weighted_entropy(wk, safe_total, codes, n_classes)
-    if kernel in CORE_KERNELS:
-        return Evaluation(value=value, penalised=value, total=total)
-    penalised = value - barrier_penalty(total, size, slack, barrier_scale)
-    return Evaluation(value=value, penalised=penalised, total=total)
+    return value, total
 
 
-def objective_and_gradient(
-    data: EmbeddingMatrix,
-    mu: torch.Tensor,
-    theta: torch.Tensor,
-    scores: torch.Tensor,
-    weights: torch.Tensor,
-    active: torch.Tensor | None,
-    kernel: str,
-    size: float,
-    slack: float,
-    barrier_scale: float,
-    regs: Regularisers | None,
-    weighted_scores: torch.Tensor | None = None,
-) -> tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One optimiser step's work: every restart's objective and its gradient (two passes over X).
+@dataclass(frozen=True)
+class StepContext:
+    """What every step of one search holds fixed: the rows, their sample weights and the size
+    constraint. A variant builds it once (variants/base.py), so a step takes only what moves."""
 
-    Returns (evaluation, d objective / d mu, d objective / d theta, f) where f is the support
-    projection factor of each restart (`support_rescale`); the caller adds log f to theta. The
-    gradient is taken at the projected point: u is linear in the precisions, so scaling them by f
-    and scaling u by f are the same thing. `weighted_scores` (weights * scores) may be passed by a
-    caller that steps many times on the same scores, to spare an n-long product a step.
-    """
-    if theta.shape[0] == 1 and regs is None:
-        ws = weighted_scores if weighted_scores is not None else weights * scores
-        if kernel in CORE_KERNELS:
-            return _ball_step(
-                data, mu, theta, weights, size, ws, unit_weights=active is None and bool((weights == 1).all())
-            )
-        return _spherical_step(data, mu, theta, scores, weights, active, kernel, size, slack, barrier_scale, ws)
-    if regs is None and kernel not in CORE_KERNELS and split_precision(data, theta):
-        ws = weighted_scores if weighted_scores is not None else weights * scores
-        return _split_step(data, mu, theta, weights, active, kernel, size, slack, barrier_scale, ws)
-    mu = mu.detach().requires_grad_(True)
-    theta = theta.detach().requires_grad_(True)
-    with torch.enable_grad():
-        u = scaled_distances(data, mu, theta)
-        f = support_rescale(u, active, kernel)
-        ev = evaluate(u * f[:, None], scores, weights, kernel, size, slack, barrier_scale, regs)
-        g_mu, g_theta = torch.autograd.grad(ev.penalised.sum(), [mu, theta])
-    detached = Evaluation(ev.value.detach(), ev.penalised.detach(), ev.total.detach())
-    return detached, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
+    data: EmbeddingMatrix
+    weights: torch.Tensor  # n
+    active: torch.Tensor | None  # n bool: weight > 0; None when every weight is positive
+    size: float  # S
+    barrier_scale: float = 1.0
+    regs: Regularisers | None = None
+    unit_weights: bool = False  # every sample weight is 1 (the core's edge is then one kthvalue)
 
 
-def _spherical_step(
-    data: EmbeddingMatrix,
-    mu: torch.Tensor,
-    theta: torch.Tensor,
-    scores: torch.Tensor,
-    weights: torch.Tensor,
-    active: torch.Tensor | None,
-    kernel: str,
-    size: float,
-    slack: float,
-    barrier_scale: float,
-    ws: torch.Tensor | None = None,
-) -> tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`objective_and_gradient` for the common case (spherical, no entropy penalty), derived by hand.
-
-    Why: autograd's graph costs ~20 elementwise passes over the R x n temporaries a step; this takes
-    ~8 (measured 15-17 % faster a step at n = 50 000, d = 512, bench/speed). Same numbers as the
-    autograd path (tests/engine compares them), with u = a * D, a = f * tau, D = ||x - mu||^2:
-
-        T = sum_i w_i k_i,  V = sum_i w_i s_i k_i / T,  P = V - scale * (gap / b)^2, gap = max(0, S + b - T)
-        dP/dk_i = w_i s_i / T + w_i (beta - V / T),  beta = 2 scale gap / b^2
-        g_i = dP/du_i = dP/dk_i * k'(u_i)   (gaussian: -k/2; flat: -1 where u <= 1)
-        dP/dtheta = sum_i g_i u_i,   dP/dmu = a (-2 X^T g + 2 mu sum_i g_i)
-
-    D is clamped at 0 (rounding of the expanded form); unlike autograd's clamp this keeps the
-    gradient there, whose factor (x - mu) is ~0 at such points anyway.
-    """
-    d = data.shape[1]
-    tau = torch.exp(theta[0]) / d
-    dist = data.project(mu.t())
-    dist.mul_(-2.0).add_(data.sq_norms[None, :]).add_((mu * mu).sum(0)[:, None]).clamp_(min=0.0)
-    if active is None:  # min_i(tau * D_i) = tau * min_i D_i: no R x n temporary for the projection
-        f = support_rescale((dist.amin(1) * tau)[:, None], None, kernel)
-    else:
-        f = support_rescale(dist * tau[:, None], active, kernel)
-    a = f * tau
-    if kernel == "gaussian":
-        k = torch.exp(dist * (-0.5 * a)[:, None])
-    elif kernel == "flat":
-        k = torch.clamp(1.0 - dist * a[:, None], min=0.0)
-    else:
-        raise ValueError(f"unknown kernel {kernel!r}")
-    if ws is None:
-        ws = weights * scores
-    ev, g = _barrier_objective(k, weights, ws, size, slack, barrier_scale)
-    if kernel == "gaussian":
-        g.mul_(k).mul_(-0.5)
-    else:
-        g.mul_((dist * a[:, None] <= 1.0).to(g.dtype)).neg_()  # clamp's gradient mask, as autograd has it
-    g_theta = ((g * dist).sum(1) * a)[None, :]
-    g.mul_(a[:, None])
-    g_mu = -2.0 * data.pullback(g).t() + 2.0 * mu * g.sum(1)[None, :]
-    return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
-
-
-def _barrier_objective(
-    k: torch.Tensor, weights: torch.Tensor, ws: torch.Tensor, size: float, slack: float, barrier_scale: float
-) -> tuple[Evaluation, torch.Tensor]:
-    """The barrier-penalised weighted mean of R kernels (R x n values k) and its derivative dP/dk
-    (R x n): what every hand-derived barrier step shares before the chain rule through its kernel."""
-    total = k @ weights
-    safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
-    value = (k @ ws) / safe_total
-    penalised = value - barrier_penalty(total, size, slack, barrier_scale)
-    beta = barrier_slope(total, size, slack, barrier_scale)
-    coef = torch.stack([1.0 / safe_total, beta - value / safe_total], 1)  # R x 2
-    return Evaluation(value=value, penalised=penalised, total=total), coef @ torch.stack([ws, weights], 0)
-
-
-def _split_step(
-    data: EmbeddingMatrix,
-    mu: torch.Tensor,
-    theta: torch.Tensor,
-    weights: torch.Tensor,
-    active: torch.Tensor | None,
-    kernel: str,
-    size: float,
-    slack: float,
-    barrier_scale: float,
-    ws: torch.Tensor,
-) -> tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`_spherical_step` with two precisions (`split_precision`), derived by hand the same way.
-
-    With D = ||z - mu||^2 over the embedding columns, E = ||e - mu_e||^2 over the evidence columns,
-    u = f (tau D + tau_e E), a = f tau, a_e = f tau_e and g_i = dP/du_i as in `_spherical_step`:
-
-        dP/dtheta = (sum_i g_i a D_i, sum_i g_i a_e E_i)
-        dP/dmu = a (-2 X^T g + 2 mu sum_i g_i) on the embedding columns, a_e (...) on the evidence ones
-
-    X^T g is the same one pass over X as the tied case; E and the evidence rows of dP/dmu take one
-    pass each over the n x c evidence block (c small).
-    """
-    d = data.shape[1]
-    tau = torch.exp(theta) / d  # 2 x R
-    dist_ev = evidence_distances(data, mu)
-    dist = data.project(mu.t())
-    dist.mul_(-2.0).add_(data.sq_norms[None, :]).add_((mu * mu).sum(0)[:, None]).sub_(dist_ev).clamp_(min=0.0)
-    u = dist * tau[0][:, None] + dist_ev * tau[1][:, None]
-    f = support_rescale(u, active, kernel)
-    u.mul_(f[:, None])
-    if kernel == "gaussian":
-        k = torch.exp(u * -0.5)
-    elif kernel == "flat":
-        k = torch.clamp(1.0 - u, min=0.0)
-    else:
-        raise ValueError(f"unknown kernel {kernel!r}")
-    ev, g = _barrier_objective(k, weights, ws, size, slack, barrier_scale)
-    if kernel == "gaussian":
-        g.mul_(k).mul_(-0.5)
-    else:
-        g.mul_((u <= 1.0).to(g.dtype)).neg_()
-    a, a_e = f * tau[0], f * tau[1]
-    g_theta = torch.stack([(g * dist).sum(1) * a, (g * dist_ev).sum(1) * a_e], 0)
-    g_sum = g.sum(1)
-    g_mu = -2.0 * data.pullback(g * a[:, None]).t() + 2.0 * mu * (a * g_sum)[None, :]
-    assert data.evidence is not None
-    ge = g * a_e[:, None]
-    g_mu[d - data.tail :] = -2.0 * (ge @ data.evidence).t() + 2.0 * mu[d - data.tail :] * (a_e * g_sum)[None, :]
-    return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
-
-
-def _ball_step(
-    data: EmbeddingMatrix,
-    mu: torch.Tensor,
-    theta: torch.Tensor,
-    weights: torch.Tensor,
-    size: float,
-    ws: torch.Tensor,
-    unit_weights: bool,
-) -> tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`objective_and_gradient` for the spherical 'ball' kernel, derived by hand (two passes over X).
-
-    With D_i = ||x_i||^2 - 2 x_i . mu (||mu||^2 cancels against the radius, so a centre far outside
-    the data costs no precision), r = D_j the core's edge (`ball_core`), a = exp(theta) / d,
-    u_i = a (D_i - r) and k_i = exp(-max(u_i, 0) / 2):
-
-        T = sum_i w_i k_i,  V = sum_i w_i s_i k_i / T   (no barrier: T >= S by construction)
-        g_i = dV/du_i = w_i (s_i - V) / T * (-k_i / 2) where u_i > 0, else 0
-        dV/dtheta = sum_i g_i u_i
-        dV/dD_i = a g_i, and the edge row j also gets -a sum_i g_i (through r), so these sum to 0
-        dV/dmu = -2 X^T (dV/dD)        (the 2 mu sum term vanishes with the sum)
-
-    tests/engine compares it with autograd of `evaluate` (float64).
-    """
-    d = data.shape[1]
-    a = torch.exp(theta[0]) / d
-    dist = data.project(mu.t()).mul_(-2.0).add_(data.sq_norms[None, :])
-    edge, edge_row = ball_core(dist, weights, size, unit_weights)
-    u = dist.sub_(edge[:, None]).mul_(a[:, None])
-    k = torch.exp(torch.clamp(u, min=0.0).mul_(-0.5))
-    sums = k @ torch.stack([weights, ws], 1)  # R x 2: T and sum w s k, one pass over k
-    total = sums[:, 0]
-    safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
-    value = sums[:, 1] / safe_total
-    # dV/du = dV/dk * k'(u), k' = -k/2 beyond the edge and 0 inside: the -1/2 goes into the R x 2 factors
-    coef = torch.stack([1.0 / safe_total, -value / safe_total], 1) * -0.5
-    g = coef @ torch.stack([ws, weights], 0)
-    g.mul_(k.masked_fill_(u <= 0, 0.0))
-    g_theta = torch.linalg.vecdot(g, u)[None, :]
-    g.mul_(a[:, None])
-    g.scatter_add_(1, edge_row[:, None], -g.sum(1, keepdim=True))
-    g_mu = -2.0 * data.pullback(g).t()
-    ev = Evaluation(value=value, penalised=value, total=total)
-    return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), torch.ones_like(value)
-
-
-def region_weights(
-    data: EmbeddingMatrix, mu: torch.Tensor, theta: torch.Tensor, kernel: str, weights: torch.Tensor, size: float
-) -> tuple[torch.Tensor, float | None]:
-    """The kernel value of every row for one region (mu: d, theta: 1 or d), and for 'ball' its core's
-    edge as a value of u (`radius_u`: k = 1 where u <= radius_u, exp(-(u - radius_u)/2) beyond), else None.
-
-    The spherical ball is evaluated as the optimiser saw it (||x||^2 - 2 x.mu, without ||mu||^2, which a
-    centre far outside the data would make lose float32 precision); radius_u is the edge row's u, in float64.
-    """
-    if kernel not in CORE_KERNELS:
-        return kernel_weights(scaled_distances(data, mu[:, None], theta[:, None])[0], kernel), None
-    if theta.shape[0] == 1:
-        a = torch.exp(theta[0]) / data.shape[1]
-        dist = data.project(mu[None, :]).mul_(-2.0).add_(data.sq_norms[None, :])
-    else:
-        a = torch.ones((), dtype=mu.dtype, device=mu.device)
-        dist = scaled_distances(data, mu[:, None], theta[:, None])
-    edge, row = ball_core(dist, weights, size, unit_weights=False)
-    k = kernel_weights((dist[0] - edge[0]) * a, kernel)
-    gap = data.x[int(row[0])].double() - mu.double()
-    tau = torch.exp(theta.double()) / data.shape[1]
-    return k, float((tau * gap * gap).sum())
+Step = tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]
+"""(evaluation, d objective / d mu, d objective / d theta, f): one step of every restart; f is the
+support projection factor of each restart (`support_rescale`), whose log the caller adds to theta."""
 
 
 def barrier_slacks(n_total: float, size: float, steps: int) -> list[float]:

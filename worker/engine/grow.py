@@ -30,6 +30,7 @@ Cost: one scaled-distance pass over X per region (O(n d)) and a sort of n number
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -72,11 +73,14 @@ def grown_size(u: np.ndarray, scores: np.ndarray, weights: np.ndarray, size: flo
     return grown
 
 
-def _precision_shift(u: torch.Tensor, weights: torch.Tensor, kernel: str, size: float) -> float:
-    """c such that sum_i w_i K(e^c u_i) = size (bisection on c: the total falls as c rises)."""
+def precision_shift(
+    u: torch.Tensor, weights: torch.Tensor, weight: Callable[[torch.Tensor], torch.Tensor], size: float
+) -> float:
+    """c such that sum_i w_i K(e^c u_i) = size for the kernel K = `weight` (bisection on c: the total
+    falls as c rises)."""
 
     def total(c: float) -> float:
-        return float((core.kernel_weights(u * math.exp(c), kernel) * weights).sum())
+        return float((weight(u * math.exp(c)) * weights).sum())
 
     lo, hi = -30.0, 30.0
     for _ in range(60):
@@ -88,8 +92,8 @@ def _precision_shift(u: torch.Tensor, weights: torch.Tensor, kernel: str, size: 
     return lo
 
 
-def _support_shift(u: torch.Tensor, weights: torch.Tensor, size: float) -> float:
-    """c such that the flat kernel's support (e^c u < 1) is the rows that count `size` nearest the centre."""
+def support_shift(u: torch.Tensor, weights: torch.Tensor, size: float) -> float:
+    """c such that a support kernel's support (e^c u < 1) is the rows that count `size` nearest the centre."""
     order = torch.argsort(u)
     keep = order[weights[order] > 0]
     cum = torch.cumsum(weights[keep], 0)
@@ -104,23 +108,21 @@ def grow_region(
     data: core.EmbeddingMatrix,
     mu: torch.Tensor,
     theta: torch.Tensor,
-    kernel: str,
+    shift: Callable[[torch.Tensor, torch.Tensor, float], float | None],
     weights: torch.Tensor,
     scores: torch.Tensor,
     size: float,
 ) -> tuple[torch.Tensor, float]:
     """The region's theta refitted to its grown size, and that size (theta unchanged when it does not grow).
 
-    For 'ball' theta stays (its core is sized by `core.region_weights` with the returned size)."""
+    `shift(u, weights, size)` is the variant's refit (`Variant.size_shift`); None keeps theta (the
+    ball's core is sized by its `region_weights` with the returned size)."""
     with torch.no_grad():
         u = core.scaled_distances(data, mu[:, None], theta[:, None])[0]
         new_size = grown_size(
             u.double().cpu().numpy(), scores.double().cpu().numpy(), weights.double().cpu().numpy(), size
         )
-        if new_size <= size or kernel in core.CORE_KERNELS:
+        if new_size <= size:
             return theta, new_size
-        if kernel == "flat":
-            shift = _support_shift(u.double(), weights.double(), new_size)
-        else:
-            shift = _precision_shift(u.double(), weights.double(), kernel, new_size)
-        return theta + min(shift, 0.0), new_size
+        c = shift(u.double(), weights.double(), new_size)
+        return (theta, new_size) if c is None else (theta + min(c, 0.0), new_size)

@@ -8,11 +8,7 @@ these is a user parameter: each was chosen by a measurement recorded in docs/eng
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-
-def _init_median_u() -> dict[str, float]:
-    return {"flat": 0.5, "gaussian": 1.0, "ball": 8.0}
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -32,8 +28,6 @@ class Tuning:
     patience: int = 10  # steps without improvement before a restart's learning rate is halved (as the authors)
     max_halvings: int = 4  # a restart has converged once its learning rate was halved this many times
     plateau_tol: float = 1e-3  # improvement of the penalised objective (standardised score units) that counts
-    # initial precision: median example at this u ('ball': this far beyond the core's edge, weight e^-4)
-    init_median_u: dict[str, float] = field(default_factory=_init_median_u)
     # Spherical 'ball': Adam steps on (centre, edge width) per region, before the member centres, the
     # refits and the edge fit. The steps move the centre; the edge width they learn is replaced by
     # `ball_edge_grid`'s exact 1-d fit, so they need not run until the edge stops sharpening (measured,
@@ -43,22 +37,22 @@ class Tuning:
     # ball_warmup steps, and a restart has converged after ball_halvings halvings.
     ball_warmup: int = 50
     ball_halvings: int = 1
-    # Spherical 'ball' edge fit: log-precisions tried (`_fit_edge`), a coarse grid over
+    # Spherical 'ball' edge fit: log-precisions tried (variants/ball.py `fit_edge`), a coarse grid over
     # [THETA_MIN, THETA_MAX] then as many again around its best; the widest edge whose objective is
     # within plateau_tol of the best is kept, so rows beyond the core keep a ranking.
     ball_edge_grid: int = 32
-    # 'ball' starts: centres along the least-squares fit of the scores on (x, ||x||^2) (`_regression_starts`)
+    # 'ball' starts: centres along the least-squares fit of the scores on (x, ||x||^2) (`regression_starts`)
     # are tried at this many scales, log-spaced over regression_scales.
     regression_grid: int = 40
     regression_scales: tuple[float, float] = (1e-2, 1e4)
     regression_ridge: float = 1e-3  # relative to the mean diagonal of the Gram matrix: keeps the solve well posed
-    # 'ball' regions: the core rows nearest the converged centre tried as the centre (`_member_centres`).
+    # 'ball' regions: the core rows nearest the converged centre tried as the centre (`member_centres`).
     # Measured on five draws of the planted ball slices at d = 256 and 512: 32, 64 and 256 candidates all
     # find the slice's own row (recall 1.0); 256 tried highest-scoring first (and compared at the found
     # edge width) missed it on 3 of 6 draws (0.64-0.77).
     member_candidates: int = 64
     member_chunk: int = 32
-    # 'ball' regions: then up to refit_rounds classifier refits (`_classifier_refits`), each round one fit
+    # 'ball' regions: then up to refit_rounds classifier refits (`classifier_refits`), each round one fit
     # on the refit_rows * S examples nearest the centre and, when more, one on refit_rows_per_dim * d (a
     # d-dimensional rule needs rows in proportion to d: with 3 S alone an isotropic d = 512 cap stayed at
     # 0.68 on one draw of four, and d = 128 caps with S = 80 gained nothing), with the L2 penalty
