@@ -5,7 +5,7 @@ A search runs `restarts` starts of `steps` steps over n x (d + e) coordinates â€
 label/prediction evidence columns appended when the job has labels (spotlight/evidence.py) â€” for
 each of its `n_spotlights` regions, the permutation test reruns a one-region search
 `n_permutations` times, and the evidence check (on by default when the job has labels) searches one
-region with and one without evidence on half the rows each, so
+region with and one without evidence on each half of the rows (check = 2), so
 
     cost = n * (d + e) * restarts * steps * (n_spotlights + n_permutations + check)
 
@@ -45,8 +45,8 @@ def job_cost(params: SearchParams, n: int, dim: int, fields: Collection[str] = (
     d = min(params.pca_components, dim) if params.pca_components else dim
     e = evidence.max_width(params.evidence, params.evidence_weight, "labels" in fields, "predictions" in fields)
     d += e
-    # the evidence check: two one-region searches on half the rows, about one region more
-    check = int(params.checks_evidence(e > 0))
+    # the evidence check: four one-region searches on half the rows each, two regions' worth
+    check = 2 * int(params.checks_evidence(e > 0))
     return n * d * params.restarts * params.steps * (params.n_spotlights + params.n_permutations + check)
 
 

@@ -125,9 +125,9 @@ class SearchParams(BaseModel):
     evidence_check: bool | None = Field(
         None,
         strict=True,
-        description="Decide from the job's own rows whether label evidence helps: one region searched with and one "
-        "without evidence on half of the rows, each applied to the other half; the setting whose region has the "
-        "higher held-out lift is used for the search (about 0.2 of a search's cost more; docs/engine.md). "
+        description="Decide from the job's own rows whether label evidence helps: on each half of the rows one region "
+        "searched with and one without evidence, each applied to the other half; the setting whose regions have "
+        "the higher held-out lift is used for the search (about 0.4 of a search's cost more; docs/engine.md). "
         "null (the default): on whenever the search uses label evidence; false: keep the evidence unchecked; "
         "true: asked for by name, so it needs evidence_weight > 0 and the labels (and predictions) the "
         "evidence uses.",
