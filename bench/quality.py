@@ -268,10 +268,11 @@ def print_goals(names: list[str], ap: dict, mean_ap: dict, rows: list[dict]) -> 
 
 
 # Every engine row gets the setting's labels and predictions, as a job with them would; the defaults use
-# them as evidence (evidence_weight 1, one-hot labels), "no evidence" rows search embedding space alone.
+# them as evidence (evidence_weight 1, one-hot labels) when the evidence check keeps it, "no evidence" rows
+# search embedding space alone, "evidence unchecked" rows keep the evidence without the check.
 SINGLE_VARIANTS = {
     "engine auto (default)": {},
-    "engine auto, evidence check": {"evidence_check": True},
+    "engine auto, evidence unchecked": {"evidence_check": False},
     "engine flat": {"kernel": "flat"},
     "engine gaussian": {"kernel": "gaussian"},
     "engine gaussian, no evidence": {"kernel": "gaussian", "evidence_weight": 0.0},
@@ -286,8 +287,8 @@ SINGLE_VARIANTS = {
     "engine ball, no evidence": {"kernel": "ball", "evidence_weight": 0.0},
 }
 MULTI_VARIANTS = {
-    "engine (default: auto kernel, evidence labels, tails)": {},
-    "engine, evidence check": {"evidence_check": True},
+    "engine (default: auto kernel, evidence labels checked, tails)": {},
+    "engine, evidence unchecked": {"evidence_check": False},
     "engine gaussian": {"kernel": "gaussian"},
     "engine, evidence tied": {"evidence_precision": "tied"},
     "engine, evidence weight 0.5": {"evidence_weight": 0.5},
@@ -300,8 +301,8 @@ MULTI_VARIANTS = {
     "engine ball, no evidence": {"kernel": "ball", "evidence_weight": 0.0},
 }
 CROSSCLASS_VARIANTS = {
-    "engine (default: evidence labels)": {},
-    "engine, evidence check": {"evidence_check": True},
+    "engine (default: evidence labels, checked)": {},
+    "engine, evidence unchecked": {"evidence_check": False},
     "engine, evidence tied": {"evidence_precision": "tied"},
     "engine, evidence weight 0.5": {"evidence_weight": 0.5},
     "engine, evidence mismatch": {"evidence": "mismatch"},

@@ -69,7 +69,7 @@ VARIANTS: dict[str, dict] = {
     "engine ball, no evidence": {"kernel": "ball", "evidence_weight": 0.0},
     "engine flat": {"kernel": "flat"},
     "engine flat, no evidence": {"kernel": "flat", "evidence_weight": 0.0},
-    "engine auto, evidence check": {"evidence_check": True},
+    "engine auto, evidence unchecked": {"evidence_check": False},
     "engine auto, sizing grow": {"sizing": "grow"},
     "engine auto, no evidence, sizing grow": {"evidence_weight": 0.0, "sizing": "grow"},
 }

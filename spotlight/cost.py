@@ -3,10 +3,11 @@
 The unit is the element-step: one coordinate of one row, for one restart, in one optimiser step.
 A search runs `restarts` starts of `steps` steps over n x (d + e) coordinates — d after PCA, e the
 label/prediction evidence columns appended when the job has labels (spotlight/evidence.py) — for
-each of its `n_spotlights` regions, and the permutation test reruns a one-region search
-`n_permutations` times, so
+each of its `n_spotlights` regions, the permutation test reruns a one-region search
+`n_permutations` times, and the evidence check (on by default when the job has labels) searches one
+region with and one without evidence on each half of the rows (check = 2), so
 
-    cost = n * (d + e) * restarts * steps * (n_spotlights + n_permutations)
+    cost = n * (d + e) * restarts * steps * (n_spotlights + n_permutations + check)
 
 `steps` is a cap (the engine stops when converged), and e is `evidence.max_width`: at submission
 the API knows whether the dataset has labels and predictions but not how many classes they have
@@ -42,8 +43,11 @@ def job_cost(params: SearchParams, n: int, dim: int, fields: Collection[str] = (
     `fields`: what the dataset holds besides embeddings and losses (``DatasetRecord.fields``);
     with "labels" (and "predictions") the evidence columns count too."""
     d = min(params.pca_components, dim) if params.pca_components else dim
-    d += evidence.max_width(params.evidence, params.evidence_weight, "labels" in fields, "predictions" in fields)
-    return n * d * params.restarts * params.steps * (params.n_spotlights + params.n_permutations)
+    e = evidence.max_width(params.evidence, params.evidence_weight, "labels" in fields, "predictions" in fields)
+    d += e
+    # the evidence check: four one-region searches on half the rows each, two regions' worth
+    check = 2 * int(params.checks_evidence(e > 0))
+    return n * d * params.restarts * params.steps * (params.n_spotlights + params.n_permutations + check)
 
 
 # The worker's memory per search, measured (peak RSS of the work-horse, by phase, on n = 200 000 and

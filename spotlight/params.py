@@ -122,13 +122,15 @@ class SearchParams(BaseModel):
         "'labels_predictions' (one-hot label and one-hot prediction) or 'mismatch' (one column: "
         "label != prediction).",
     )
-    evidence_check: bool = Field(
-        False,
+    evidence_check: bool | None = Field(
+        None,
         strict=True,
-        description="Decide from the job's own rows whether label evidence helps: one region searched with and one "
-        "without evidence on half of the rows, each applied to the other half; the setting whose region has the "
-        "higher held-out lift is used for the search (about 0.2 of a search's cost more; docs/engine.md). Needs "
-        "evidence_weight > 0 and the labels (and predictions) the evidence uses.",
+        description="Decide from the job's own rows whether label evidence helps: on each half of the rows one region "
+        "searched with and one without evidence, each applied to the other half; the setting whose regions have "
+        "the higher held-out lift is used for the search (about 0.4 of a search's cost more; docs/engine.md). "
+        "null (the default): on whenever the search uses label evidence; false: keep the evidence unchecked; "
+        "true: asked for by name, so it needs evidence_weight > 0 and the labels (and predictions) the "
+        "evidence uses.",
     )
     evidence_precision: EvidencePrecision = Field(
         "learned",
@@ -180,6 +182,12 @@ class SearchParams(BaseModel):
         if self.evidence_check and self.evidence_weight == 0:
             raise ValueError("evidence_check needs evidence_weight > 0 (with 0 there is no evidence to check)")
         return self
+
+    def checks_evidence(self, uses_evidence: bool) -> bool:
+        """Whether the search runs the evidence check: asked for, or by default, whenever label evidence is
+        used. Why on by default: on real sentence embeddings evidence helped one encoder and hurt the other
+        by as much, and the check picked the better setting on both (docs/engine.md)."""
+        return uses_evidence and self.evidence_weight > 0 and self.evidence_check is not False
 
     def size_count(self, n: float) -> float:
         """The spotlight size S as a number of examples for a dataset of n rows."""

@@ -89,8 +89,9 @@ def test_evidence_check_runs_the_setting_whose_region_holds_up_on_the_other_half
     args = (real["x"], real["loss"])
     kw = {"labels": real["labels"], "predictions": real["predictions"]}
     fast = {"device": "cpu", "n_spotlights": 2, "steps": 100}
-    checked = search(*args, {**fast, "evidence_check": True}, **kw)
-    with_evidence = search(*args, fast, **kw)
+    checked = search(*args, fast, **kw)  # the check is on by default when the job has labels
+    assert np.array_equal(checked.weights, search(*args, {**fast, "evidence_check": True}, **kw).weights)
+    with_evidence = search(*args, {**fast, "evidence_check": False}, **kw)
     without = search(*args, {**fast, "evidence_weight": 0.0}, **kw)
     assert np.array_equal(checked.weights, with_evidence.weights) or np.array_equal(checked.weights, without.weights)
     assert not np.array_equal(with_evidence.weights, without.weights)

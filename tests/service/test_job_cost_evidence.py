@@ -22,7 +22,7 @@ WIDE = N * evidence.MAX_COLUMNS * 10 * 1000 * 2  # what 128 evidence columns add
 
 
 def test_labels_add_the_evidence_width_to_each_row() -> None:
-    p = SearchParams(**PARAMS)
+    p = SearchParams(**PARAMS, evidence_check=False)
     assert job_cost(p, N, D) == job_cost(p, N, D, ["predictions"]) == PLAIN
     assert job_cost(p, N, D, ["labels"]) == PLAIN + WIDE
     assert job_cost(p, N, D, ["labels", "predictions"]) == PLAIN + WIDE
@@ -36,6 +36,15 @@ def test_labels_add_the_evidence_width_to_each_row() -> None:
     assert job_cost(with_pca, N, D, ["labels"]) == PLAIN // D * 4 + WIDE  # appended after the projection
     perms = p.model_copy(update={"n_permutations": 3})
     assert job_cost(perms, N, D, ["labels"]) == (PLAIN + WIDE) // 2 * 5  # the permutations search with them too
+
+
+def test_the_evidence_check_counts_two_regions_more_whenever_it_runs() -> None:
+    default = SearchParams(**PARAMS)  # evidence_check unset: on whenever evidence is used
+    assert job_cost(default, N, D, ["labels"]) == (PLAIN + WIDE) // 2 * 4
+    assert job_cost(default, N, D) == PLAIN  # no labels, no evidence, nothing to check
+    assert job_cost(default.model_copy(update={"evidence_weight": 0.0}), N, D, ["labels"]) == PLAIN
+    asked = SearchParams(**PARAMS, evidence_check=True)
+    assert job_cost(asked, N, D, ["labels"]) == job_cost(default, N, D, ["labels"])
 
 
 @pytest.fixture
@@ -60,7 +69,7 @@ def test_the_api_counts_the_evidence_of_a_labelled_dataset(client: TestClient) -
     r = client.post("/v1/jobs", json={"dataset": labelled, "params": PARAMS})
     assert r.status_code == 400, r.text
     err = r.json()["error"]
-    assert err["code"] == "job_too_costly" and err["details"]["cost"] == PLAIN + WIDE
+    assert err["code"] == "job_too_costly" and err["details"]["cost"] == (PLAIN + WIDE) // 2 * 4  # with its check
     assert "evidence_weight" in err["message"]
     off = {**PARAMS, "evidence_weight": 0.0}  # what the message suggests: the same job without evidence fits
     assert client.post("/v1/jobs", json={"dataset": labelled, "params": off}).status_code == 202

@@ -221,7 +221,7 @@ def search(
     if np.any(w < 0) or not w.sum() > 0:
         raise ValueError("sample_weights must be non-negative with a positive sum")
 
-    if p.evidence_check and p.evidence_weight > 0 and labels_v is not None:
+    if p.checks_evidence(labels_v is not None):
         x_np = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
         if not evidence_check.keep_evidence(search, x_np, loss_v, p, labels_v, preds_v, w):
             p = p.model_copy(update={"evidence_weight": 0.0})
