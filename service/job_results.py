@@ -9,11 +9,13 @@ reads them starts here.
 from __future__ import annotations
 
 from pydantic import ValidationError
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 
 from service.job_registry import JobRegistry
-from spotlight.errors import Conflict, Gone, NotFound
-from spotlight.jobstate import JobStatus, status_of
-from spotlight.protocol import META_SPEC, REGIONS_FILE, ErrorCode, JobSpec, job_file
+from spotlight.errors import Conflict, DomainError, Gone, NotFound
+from spotlight.jobstate import REPORT_JOB_ALIVE, JobStatus, ReportStatus, report_of, status_of
+from spotlight.protocol import META_SPEC, REGIONS_FILE, ErrorCode, JobSpec, job_file, report_job_id
 from spotlight.records import RegionsDocument
 from spotlight.store import ArtifactStore
 
@@ -68,3 +70,44 @@ def read_regions(store: ArtifactStore, job_id: str) -> RegionsDocument:
             "The job's results were written by an older worker, without the regions' verdict; submit the search again.",
             {"job": job_id},
         ) from None
+
+
+# What a caller waiting for a report is told to wait: a small job's report takes about a second.
+REPORT_RETRY_AFTER_S = 2
+
+
+def report_missing(jobs: JobRegistry, tenant: str, job_id: str) -> DomainError:
+    """Why finished job `job_id` has no report.html (yet): still being rendered (`Conflict`
+    report_not_ready, with Retry-After), failed (`Conflict` report_failed, with the reason), or
+    expired (`NotFound`).
+
+    The follow-on job that renders it (worker/task.py `run_report`) records failures it sees; one
+    that vanished without a word (its queue entry or RQ record gone, RQ saying it failed or stopped)
+    is a failure too, so a report is never pending for good.
+    """
+    job = jobs.fetch(tenant, job_id)
+    status, reason = report_of(job.meta)
+    if status == ReportStatus.PENDING:
+        try:
+            told = Job.fetch(report_job_id(job_id), connection=jobs.r).get_status(refresh=False)
+            rq_status = str(getattr(told, "value", told))
+        except NoSuchJobError:
+            rq_status = None
+        if rq_status in REPORT_JOB_ALIVE:
+            return Conflict(
+                ErrorCode.REPORT_NOT_READY,
+                "The job has finished and its results can be read now; its report is still being rendered. "
+                f"Retry in {REPORT_RETRY_AFTER_S} s.",
+                {"job": job_id, "report": ReportStatus.PENDING.value, "rendering": rq_status},
+                retry_after_s=REPORT_RETRY_AFTER_S,
+            )
+        if rq_status != "finished":
+            status, reason = ReportStatus.FAILED, f"the job rendering it ended {rq_status or 'without a trace'}"
+    if status == ReportStatus.FAILED:
+        return Conflict(
+            ErrorCode.REPORT_FAILED,
+            f"The job's report could not be made ({reason}). Its results (regions, members, weights) are "
+            "not affected; submit the job again for a report.",
+            {"job": job_id, "report": ReportStatus.FAILED.value, "reason": reason},
+        )
+    return NotFound(ErrorCode.NOT_FOUND, "This job has no report (it expired).", {"job": job_id})

@@ -63,6 +63,11 @@ class Keys:
         return f"{self.rq_queue}-large"
 
     @property
+    def reports_queue(self) -> str:
+        """Where finished jobs wait for their report to be rendered (spotlight/jobqueue.py `report_queue`)."""
+        return f"{self.rq_queue}-reports"
+
+    @property
     def callbacks_queue(self) -> str:
         """Where finished jobs' webhooks wait for delivery (spotlight/jobqueue.py `callback_queue`)."""
         return f"{self.rq_queue}-callbacks"

@@ -4,7 +4,13 @@ It reads like the job's life: load the dataset (memory-mapped from the store or 
 engine, reporting progress and honouring cancellation) on a seeded half of the rows → test and describe
 the regions (the verdict on the held-out half, spotlight/verdict.py; the region record,
 spotlight/records.py) → write the results (each file atomically, ``regions.json`` last, so its
-presence means "done") → say how it ended in the job's meta.
+presence means "done") → say how it ended in the job's meta → queue the report.
+
+The report (report.html, worker/report.py) is not part of the job's run: its plots cost several times
+a small search, and nothing the API serves as results needs them. A finished job queues a follow-on
+RQ job (`run_report`, on the reports queue the search workers serve: spotlight/jobqueue.py
+`enqueue_report`) that renders it from the stored results; the job's meta says whether its report is
+pending, ready or failed (spotlight/jobstate.py), and the report route answers from that.
 
 How a job ends is always written into its meta (``protocol.META_STATUS`` + ``META_ERROR``),
 and the task *returns* on every outcome it understands — canceled, bad or missing data, an
@@ -26,7 +32,7 @@ the last checkpoint too.
 
 Every phase honours the job's time limit (raised as a BaseException by the worker's death penalty,
 spotlight/jobqueue.py, so no phase's ``except Exception`` stops it) and its owner's cancel (read
-between regions, between descriptions, and before the report and the results).
+between regions, between descriptions, and before the results).
 
 The API process never imports this module: it names it by ``protocol.TASK_PATH``.
 """
@@ -56,11 +62,20 @@ from spotlight.jobqueue import (
     YieldState,
     bring_forward,
     claim_waiting_job,
+    enqueue_report,
     pass_the_turn,
     progress_with_regions_done,
+    record_report_failed,
     yield_retry_max,
 )
-from spotlight.jobstate import JobStatus, ended_at, started_at, status_of
+from spotlight.jobstate import (
+    JobStatus,
+    ReportStatus,
+    ended_at,
+    report_fields,
+    started_at,
+    status_of,
+)
 from spotlight.keys import Keys
 from spotlight.members import effective_size, overlaps_with_earlier
 from spotlight.params import SearchParams
@@ -152,6 +167,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
     error: JobError | None = None
     result: SearchResult | None = None
     regions: list[records.RegionRecord] | None = None
+    info: dict[str, Any] | None = None
     try:
         if reporter.cancel_requested():
             raise SearchCanceled()
@@ -196,10 +212,9 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
             # No checkpoint could be stored: go on here, from the descriptions in memory, without yielding.
             regions = describe(null_so_far=exc.null, described_so_far=exc.described)
         stop_if_canceled(reporter)
-        write_report(store, spec, job, inputs, result, regions, members)
-        stop_if_canceled(reporter)
         write_results(store, spec.job_id, result, regions, members, spec.params.objective, spec.params.level, too_few)
         checkpoint.clear(store, spec.job_id)
+        info = report_info(spec, job, inputs, result, regions)
     except SearchCanceled:
         status, error = (
             JobStatus.CANCELED,
@@ -221,7 +236,10 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         if store is not None:
             with contextlib.suppress(Exception):
                 store.delete_prefix(job_prefix(spec.job_id))  # no half-written result stays behind
-    reporter.ended(status, error)
+    # Finished as soon as the results are stored; the report follows (`queue_report`), its status in the meta.
+    reporter.ended(status, error, **(report_fields(ReportStatus.PENDING) if status == JobStatus.FINISHED else {}))
+    if status == JobStatus.FINISHED and info is not None:
+        queue_report(job, settings, spec.job_id, info)
     record_stats(job, settings, status)
     hand_on_turn(job, settings, spec.tenant)
     finished = (
@@ -233,7 +251,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
 
 # ----- the steps -----
 def stop_if_canceled(reporter: JobReporter) -> None:
-    """Between two phases (search, describe, report, results): SearchCanceled once the owner asked
+    """Between two phases (search, describe, results): SearchCanceled once the owner asked
     to cancel, read now; a cancel during the last phases ends the job canceled, not finished."""
     if reporter.cancel_requested():
         raise SearchCanceled()
@@ -697,26 +715,15 @@ def _permutation_p_values(
         raise JobFailed(ErrorCode.SEARCH_FAILED, f"The permutation test failed: {type(exc).__name__}: {exc}") from exc
 
 
-def write_report(
-    store: ArtifactStore,
-    spec: JobSpec,
-    job: Job,
-    inputs: Inputs,
-    result: SearchResult,
-    regions: list[records.RegionRecord],
-    members: list[RegionMembers],
-) -> None:
-    """report.html (worker/report.py), written before regions.json so a finished job always has one.
-
-    The report never fails for its data (degenerate regions get a note where a plot would be); should
-    rendering fail anyway, a plain page with the regions' numbers and the reason is written instead.
-    """
-    from worker.report import fallback_report, job_report
-
+def report_info(
+    spec: JobSpec, job: Job, inputs: Inputs, result: SearchResult, regions: list[records.RegionRecord]
+) -> dict[str, Any]:
+    """The report's header: what only the search that ended knows (its times, device, verdict), as JSON
+    for the follow-on report job."""
     manifest = inputs.files.manifest()
-    names = manifest.get(classes.MANIFEST_KEY)  # labels and predictions are shown by class name
     meta = job.get_meta(refresh=False)
-    info = {
+    untested = verdict.too_few_rows(int(inputs.losses.shape[0]), spec.params.spotlight_size)
+    return {
         "id": spec.job_id,
         "dataset": spec.dataset_id,
         "n": manifest.get("n"),
@@ -727,34 +734,91 @@ def write_report(
         "ended_at": utcnow().isoformat(),
         "device": result.device,
         "elapsed_s": round(result.elapsed_s, 3),
+        "verdict": records.job_summary(regions, spec.params.level, spec.params.objective, untested),
     }
-    untested = verdict.too_few_rows(int(inputs.losses.shape[0]), spec.params.spotlight_size)
-    info["verdict"] = records.job_summary(regions, spec.params.level, spec.params.objective, untested)
-    dumped = [r.model_dump(mode="json") for r in regions]
+
+
+def queue_report(job: Job, settings: Settings, job_id: str, info: dict[str, Any]) -> None:
+    """Queue the follow-on job that renders the report (spotlight/jobqueue.py `enqueue_report`); when it
+    cannot be queued, the job's report is failed at once, never pending for good."""
     try:
-        html = job_report(
-            info,
-            dumped,
-            [r.get("description") for r in dumped],
-            inputs.embeddings,
-            result.losses,
-            result.weights,
-            [m.by_weight for m in members],
-            [m.by_contribution for m in members],
-            labels=classes.names_of(inputs.labels, names),
-            predictions=classes.names_of(inputs.predictions, names),
-            read_ids=inputs.files.ids,
-            read_metadata=inputs.files.metadata,
-            seed=spec.params.seed,
-            objective=spec.params.objective,
-        )
-    except Exception as exc:  # noqa: BLE001 - a finished job always has a report: the numbers, and why no more
-        log.exception("rendering the report of %s failed", spec.job_id)
-        html = fallback_report(info, dumped, f"{type(exc).__name__}: {exc}")
+        enqueue_report(job.connection, settings, job_id, info)
+    except Exception as exc:  # noqa: BLE001 - the job has finished; its report says why it will not come
+        log.exception("the report of %s could not be queued", job_id)
+        with contextlib.suppress(Exception):
+            record_report_failed(job.connection, job_id, f"its rendering could not be queued: {exc}")
+
+
+def run_report(job_id: str, info: dict[str, Any]) -> dict[str, Any]:
+    """RQ entry point (``protocol.REPORT_TASK_PATH``): render finished job `job_id`'s report."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("run_report runs inside an RQ worker; call render_report() directly elsewhere")
+    return render_report(job_id, info, job.connection, get_settings())
+
+
+def render_report(
+    job_id: str, info: dict[str, Any], connection: redis.Redis, settings: Settings, store: ArtifactStore | None = None
+) -> dict[str, Any]:
+    """Write finished job `job_id`'s report.html from its stored results and dataset, then record the
+    report ready (or failed, and why) in the job's meta. Returns a small summary (RQ keeps it).
+
+    The report never fails for its data (degenerate regions get a note where a plot would be); should
+    rendering fail anyway, a plain page with the regions' numbers and the reason is written instead.
+    Results that are gone (the job expired or its dataset was deleted) fail the report with that reason.
+    """
+    from worker.report import fallback_report, job_report
+
+    job = Job.fetch(job_id, connection=connection)
+    spec = JobSpec.model_validate(job.meta[META_SPEC])
     try:
-        store.write_bytes(job_file(spec.job_id, REPORT_FILE), html.encode("utf-8"))
-    except (StoreError, OSError) as exc:
-        raise JobFailed(ErrorCode.STORE_ERROR, f"The report could not be written to the store: {exc}") from exc
+        store = store or _open_store(settings)
+        inputs = load_inputs(store, spec.dataset_sha256)
+        try:
+            document = store.read_json(job_file(job_id, REGIONS_FILE))
+            weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
+            dumped = list(document["regions"])
+            by_weight = [store.load_npy(job_file(job_id, members_file(k))) for k in range(len(dumped))]
+            by_contribution = [
+                store.load_npy(job_file(job_id, members_by_contribution_file(k))) for k in range(len(dumped))
+            ]
+        except FileNotFoundError as exc:
+            raise JobFailed(ErrorCode.NOT_FOUND, f"the job's results are no longer stored ({exc})") from exc
+        except (StoreError, OSError, ValueError, KeyError) as exc:
+            raise JobFailed(ErrorCode.STORE_ERROR, f"the job's results could not be read: {exc}") from exc
+        names = inputs.files.manifest().get(classes.MANIFEST_KEY)  # labels and predictions are shown by class name
+        try:
+            html = job_report(
+                info,
+                dumped,
+                [r.get("description") for r in dumped],
+                inputs.embeddings,
+                np.asarray(inputs.losses, dtype=np.float32),
+                weights,
+                by_weight,
+                by_contribution,
+                labels=classes.names_of(inputs.labels, names),
+                predictions=classes.names_of(inputs.predictions, names),
+                read_ids=inputs.files.ids,
+                read_metadata=inputs.files.metadata,
+                seed=spec.params.seed,
+                objective=spec.params.objective,
+            )
+        except Exception as exc:  # noqa: BLE001 - a finished job gets a report: the numbers, and why no more
+            log.exception("rendering the report of %s failed", job_id)
+            html = fallback_report(info, dumped, f"{type(exc).__name__}: {exc}")
+        try:
+            store.write_bytes(job_file(job_id, REPORT_FILE), html.encode("utf-8"))
+        except (StoreError, OSError) as exc:
+            raise JobFailed(ErrorCode.STORE_ERROR, f"the report could not be written to the store: {exc}") from exc
+    except JobFailed as exc:
+        log.warning("report of %s failed: %s", job_id, exc.error.message)
+        record_report_failed(connection, job_id, exc.error.message)
+        return {"job_id": job_id, "report": ReportStatus.FAILED.value, "error": exc.error.message}
+    meta = job.get_meta(refresh=True)
+    meta.update(report_fields(ReportStatus.READY))
+    job.save_meta()
+    return {"job_id": job_id, "report": ReportStatus.READY.value, "error": None}
 
 
 def hand_on_turn(job: Job, settings: Settings, tenant: str) -> None:
