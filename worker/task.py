@@ -154,6 +154,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
     if status_of(job) == JobStatus.CANCELED:
         return _summary(spec, JobStatus.CANCELED)  # canceled while it waited in the queue
     run_started = time.monotonic()
+    laps = Laps()
     earlier = YieldState.of(job.meta)
     reporter = JobReporter(job, Keys.of(settings), settings.progress_interval_s)
     p = spec.params
@@ -163,6 +164,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         resumed=progress_with_regions_done(p.n_spotlights, p.steps, earlier.regions) if earlier else None,
         since=earlier.first_started_at if earlier else None,
     )
+    laps.mark("start")
     status = JobStatus.FINISHED
     error: JobError | None = None
     result: SearchResult | None = None
@@ -182,6 +184,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         null_so_far = checkpoint.load_null(store, spec, int(inputs.losses.shape[0])) if resume else None
         described = checkpoint.load_described(store, spec, int(inputs.losses.shape[0])) if resume else None
         yielder = _yielder(job, spec, settings)
+        laps.mark("load")
         try:
             result = search(searched, search_params, reporter, resume=resume, should_yield=yielder)
         except SearchYielded as exc:
@@ -192,14 +195,16 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
             result = search(searched, search_params, reporter, resume=SearchResume.of(exc.partial))
         if earlier:
             result.elapsed_s += earlier.ran_s
+        laps.mark("search")
         reporter.device(result.device)
         _record_device(job, settings, result.device)
         stop_if_canceled(reporter)
         result.losses = np.asarray(inputs.losses, dtype=np.float32)  # the engine saw the held-out ones masked
         members = pick_members(result, inputs, spec.params.objective, parts)
+        laps.mark("members")
 
         def describe(**so_far: Any) -> list[records.RegionRecord]:
-            return describe_regions(result, inputs, spec, members, reporter, parts=parts, **so_far)
+            return describe_regions(result, inputs, spec, members, reporter, parts=parts, laps=laps, **so_far)
 
         try:
             regions = describe(should_yield=yielder, null_so_far=null_so_far, described_so_far=described)
@@ -211,10 +216,12 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
                 return retry
             # No checkpoint could be stored: go on here, from the descriptions in memory, without yielding.
             regions = describe(null_so_far=exc.null, described_so_far=exc.described)
+        laps.mark("describe")
         stop_if_canceled(reporter)
         write_results(store, spec.job_id, result, regions, members, spec.params.objective, spec.params.level, too_few)
         checkpoint.clear(store, spec.job_id)
         info = report_info(spec, job, inputs, result, regions)
+        laps.mark("results")
     except SearchCanceled:
         status, error = (
             JobStatus.CANCELED,
@@ -238,6 +245,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
                 store.delete_prefix(job_prefix(spec.job_id))  # no half-written result stays behind
     # Finished as soon as the results are stored; the report follows (`queue_report`), its status in the meta.
     reporter.ended(status, error, **(report_fields(ReportStatus.PENDING) if status == JobStatus.FINISHED else {}))
+    laps.mark("ended")
     if status == JobStatus.FINISHED and info is not None:
         queue_report(job, settings, spec.job_id, info)
     record_stats(job, settings, status)
@@ -246,7 +254,23 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         [r.model_dump(mode="json") for r in regions] if regions is not None and status == JobStatus.FINISHED else None
     )
     notify(spec, settings, status, error, finished, job.connection)
-    return _summary(spec, status, error, result)
+    laps.mark("after")
+    return {**_summary(spec, status, error, result), "phases_s": laps.seconds}
+
+
+class Laps:
+    """Seconds spent in each phase of one run, for the summary RQ keeps (``phases_s``): where a job's
+    time goes, read by bench/speed.py's end-to-end breakdown without a profiler."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        """The time since the previous mark is `phase`'s (added up when a phase comes twice)."""
+        now = time.perf_counter()
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self._last, 4)
+        self._last = now
 
 
 # ----- the steps -----
@@ -466,6 +490,7 @@ def describe_regions(
     null_so_far: NullSoFar | None = None,
     described_so_far: Described | None = None,
     parts: verdict.Split | None = None,
+    laps: Laps | None = None,
 ) -> list[records.RegionRecord]:
     """The regions as regions.json stores them (spotlight/records.py), each with its verdict.
 
@@ -507,6 +532,8 @@ def describe_regions(
         for k, m in enumerate(members)
     ]
     adjusted = verdict.holm([f.p_value for f in figures])
+    if laps is not None:
+        laps.mark("verdict")
     described = describe_each(sets, result, inputs, spec, reporter, should_yield, described_so_far, parts)
     descriptions = [_typed_description(k, d, described.errors) for k, d in enumerate(described.descriptions)]
     try:
