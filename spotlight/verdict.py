@@ -46,6 +46,9 @@ MAX_DRAWS = 5_000  # random sets a p-value counts against (floor 1/(draws + 1): 
 MIN_DRAWS = 1_000
 _WORK = 10_000_000  # draws x set size (or x held-out rows, drawing without replacement) per region
 N_BOOTSTRAP = 1000
+# Floyd's sampler when at most 1/_FLOYD_SHARE of the held-out rows are in (or out of) the set: its cost grows
+# with that count, ranking keys with every row; measured even near a quarter (docs/engine.md, speed).
+_FLOYD_SHARE = 4
 _SEED_SALT = 0x7E57  # the split's stream is not the search's
 
 
@@ -202,15 +205,19 @@ def holdout_test(
     at_least = 0
     tol = 1e-12 * max(1.0, abs(mean))
     without = pool.size * draws <= _WORK and m < pool.size
-    done = 0
+    # Few rows in or out of the set: Floyd's sampler (`_subset_sums`) beats ranking every held-out row per draw.
+    floyd = without and min(m, pool.size - m) <= pool.size // _FLOYD_SHARE
+    if floyd:
+        wl, wsum = _subset_sums(rng, pool_loss * pool_w, pool_w, m, draws)
+        at_least = int(np.count_nonzero(sign * (wl / wsum) >= observed - tol))
+    done = draws if floyd else 0
     while done < draws:
         b = min(1024, draws - done)
         if without:
             pick = np.argpartition(rng.random((b, pool.size)), m - 1, axis=1)[:, :m]
         else:
             pick = rng.integers(0, pool.size, size=(b, m))
-        wl = (pool_loss[pick] * pool_w[pick]).sum(axis=1)
-        means = wl / pool_w[pick].sum(axis=1)
+        means = (pool_loss[pick] * pool_w[pick]).sum(axis=1) / pool_w[pick].sum(axis=1)
         at_least += int(np.count_nonzero(sign * means >= observed - tol))
         done += b
     p = (1 + at_least) / (1 + draws)
@@ -230,6 +237,33 @@ def holdout_test(
         holdout_mean_loss=base,
         n_draws=draws,
     )
+
+
+def _subset_sums(
+    rng: np.random.Generator, values: np.ndarray, weights: np.ndarray, m: int, draws: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of `values` and of `weights` over `draws` uniform random m-subsets of their rows (without
+    replacement), by Floyd's algorithm run on all draws at once: min(m, P - m) steps of O(draws) work
+    (on the complement when m > P/2), against the O(P) per draw of ranking P random keys, which cost a
+    2 000-row job about a quarter of its search time (docs/engine.md, speed).
+
+    Floyd: for j = P - k .. P - 1, draw t uniform in [0, j]; take t, or j when t is already taken.
+    Every k-subset comes out with the same probability."""
+    size = int(values.shape[0])
+    k = min(m, size - m)
+    taken = np.zeros(draws * size, dtype=bool)  # draw i's row r at i * size + r
+    base = np.arange(draws, dtype=np.int64) * size
+    total_v = np.zeros(draws)
+    total_w = np.zeros(draws)
+    for j in range(size - k, size):
+        t = rng.integers(0, j + 1, size=draws)
+        t[taken[base + t]] = j
+        taken[base + t] = True
+        total_v += values[t]
+        total_w += weights[t]
+    if k < m:  # the draws chose the rows left out
+        return float(values.sum()) - total_v, float(weights.sum()) - total_w
+    return total_v, total_w
 
 
 def _bootstrap(loss: np.ndarray, w: np.ndarray, rng: np.random.Generator, level: float) -> list[float]:

@@ -45,3 +45,22 @@ def test_too_few_rows_names_the_size_that_would_do() -> None:
     why = verdict.too_few_rows(300, 0.02)
     assert why is not None and "spotlight_size >= 0.034" in why
     assert verdict.too_few_rows(2000, 0.02) is None and verdict.too_few_rows(300, 12) is None
+
+
+@pytest.mark.parametrize("m", [3, 7])
+def test_the_random_sets_of_the_held_out_test_are_uniform_subsets(m: int) -> None:
+    """Floyd's sampler (and its complement, m > P/2): each m-subset of the rows comes out equally
+    often. Row i carries 2**i, so a draw's sum names its subset exactly."""
+    from math import comb
+
+    size, draws = 10, 60_000
+    values = 2.0 ** np.arange(size)
+    sums, weights = verdict._subset_sums(np.random.default_rng(3), values, np.ones(size), m, draws)
+    assert np.all(weights == m)
+    subsets = sums.astype(np.int64)
+    assert all(bin(s).count("1") == m for s in np.unique(subsets))
+    counts = np.bincount(subsets, minlength=2**size)[[s for s in range(2**size) if bin(s).count("1") == m]]
+    expected = draws / comb(size, m)
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    dof = comb(size, m) - 1
+    assert counts.size == comb(size, m) and chi2 < dof + 5 * np.sqrt(2 * dof)  # about 5 sd above its mean
