@@ -46,9 +46,6 @@ MAX_DRAWS = 5_000  # random sets a p-value counts against (floor 1/(draws + 1): 
 MIN_DRAWS = 1_000
 _WORK = 10_000_000  # draws x set size (or x held-out rows, drawing without replacement) per region
 N_BOOTSTRAP = 1000
-# Floyd's sampler when at most 1/_FLOYD_SHARE of the held-out rows are in (or out of) the set: its cost grows
-# with that count, ranking keys with every row; measured even near a quarter (docs/engine.md, speed).
-_FLOYD_SHARE = 4
 _SEED_SALT = 0x7E57  # the split's stream is not the search's
 
 
@@ -205,18 +202,13 @@ def holdout_test(
     at_least = 0
     tol = 1e-12 * max(1.0, abs(mean))
     without = pool.size * draws <= _WORK and m < pool.size
-    # Few rows in or out of the set: Floyd's sampler (`_subset_sums`) beats ranking every held-out row per draw.
-    floyd = without and min(m, pool.size - m) <= pool.size // _FLOYD_SHARE
-    if floyd:
+    if without:
         wl, wsum = _subset_sums(rng, pool_loss * pool_w, pool_w, m, draws)
         at_least = int(np.count_nonzero(sign * (wl / wsum) >= observed - tol))
-    done = draws if floyd else 0
+    done = draws if without else 0
     while done < draws:
         b = min(1024, draws - done)
-        if without:
-            pick = np.argpartition(rng.random((b, pool.size)), m - 1, axis=1)[:, :m]
-        else:
-            pick = rng.integers(0, pool.size, size=(b, m))
+        pick = rng.integers(0, pool.size, size=(b, m))
         means = (pool_loss[pick] * pool_w[pick]).sum(axis=1) / pool_w[pick].sum(axis=1)
         at_least += int(np.count_nonzero(sign * means >= observed - tol))
         done += b
@@ -244,8 +236,8 @@ def _subset_sums(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sums of `values` and of `weights` over `draws` uniform random m-subsets of their rows (without
     replacement), by Floyd's algorithm run on all draws at once: min(m, P - m) steps of O(draws) work
-    (on the complement when m > P/2), against the O(P) per draw of ranking P random keys, which cost a
-    2 000-row job about a quarter of its search time (docs/engine.md, speed).
+    (on the complement when m > P/2), against the O(P) per draw of ranking P random keys: 4-6x faster
+    with 30-100 of 1 000 held-out rows in the set, as fast at half of them (docs/engine.md, speed).
 
     Floyd: for j = P - k .. P - 1, draw t uniform in [0, j]; take t, or j when t is already taken.
     Every k-subset comes out with the same probability."""
@@ -266,13 +258,44 @@ def _subset_sums(
     return total_v, total_w
 
 
+# Poisson(1) by its inverse CDF: the CDF, and for each of _CELLS equal cells of [0, 1) the count of every u
+# in it, or -1 where a CDF step falls inside the cell (then u is compared with the CDF itself).
+_CELLS = 1 << 16
+_POISSON1_CDF = np.cumsum([math.exp(-1.0) / math.factorial(k) for k in range(20)])
+
+
+def _poisson1_cells() -> np.ndarray:
+    edges = np.arange(_CELLS + 1) / _CELLS
+    low = np.searchsorted(_POISSON1_CDF, edges[:-1], side="right")
+    high = np.searchsorted(_POISSON1_CDF, np.nextafter(edges[1:], 0.0), side="right")
+    return np.where(low == high, low, -1).astype(np.int8)
+
+
+_POISSON1_CELLS = _poisson1_cells()
+
+
+def poisson1(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Poisson(1) counts (float64), exact by the inverse CDF of one uniform each: a table lookup per
+    draw, and a search of the CDF for the few draws whose cell holds a step of it.
+
+    Why not ``rng.poisson``: the bootstraps (here and worker/describe.py) draw a count per member per
+    resample, and numpy's Poisson sampler costs ~80-100 ns a count against ~5 ns here; on a 2 000-row
+    job they took a tenth of the time outside the search (docs/engine.md, speed)."""
+    u = rng.random(shape)
+    counts = _POISSON1_CELLS[(u * _CELLS).astype(np.int64)].astype(np.float64)
+    edge = counts < 0
+    if edge.any():
+        counts[edge] = np.searchsorted(_POISSON1_CDF, u[edge], side="right")
+    return counts
+
+
 def _bootstrap(loss: np.ndarray, w: np.ndarray, rng: np.random.Generator, level: float) -> list[float]:
     """Percentile interval of the weighted mean under the Poisson bootstrap of the members."""
     stats = np.empty(N_BOOTSTRAP)
     full = float(np.average(loss, weights=w))
     for start in range(0, N_BOOTSTRAP, 128):
         b = min(128, N_BOOTSTRAP - start)
-        c = rng.poisson(1.0, size=(b, loss.size)) * w
+        c = poisson1(rng, (b, loss.size)) * w
         den = c.sum(axis=1)
         stats[start : start + b] = np.where(den > 0, (c @ loss) / np.where(den > 0, den, 1.0), full)
     alpha = (1.0 - level) / 2.0
