@@ -4,7 +4,7 @@
     spotlight submit data.parquet|data.npz [--column embeddings=emb ...]
     spotlight submit s3://bucket/data.parquet | file:///root/data.npz | ds_…    (read by the server / stored)
         [--param k=v ...] [--wait] [--top N] [--fail-if EXPR] [--json]
-    spotlight status JOB | regions JOB | members JOB K | report JOB [-o FILE] | cancel JOB     [--json]
+    spotlight status JOB | regions JOB | members JOB K | report JOB [-o FILE] [--wait S] | cancel JOB  [--json]
 
 Every command takes ``--server`` (``$SPOTLIGHT_SERVER``) and ``--api-key`` (``$SPOTLIGHT_API_KEY``).
 With ``--json`` the answer is one JSON document on stdout (errors too: ``{"error": {...}}``);
