@@ -328,6 +328,7 @@ def enqueue_report(connection: Redis, settings: Settings, job_id: str, info: dic
     Not retried: a lost or failed rendering records `report_failed` in the search job's meta
     (`on_report_failure`, `record_worker_lost`), which the report route answers with.
     """
+    connection.sadd(Keys.of(settings).reports_pending, report_job_id(job_id))
     return report_queue(connection, settings).enqueue(
         REPORT_TASK_PATH,
         job_id,

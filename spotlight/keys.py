@@ -190,6 +190,12 @@ class Keys:
     def job_id_of_yield_claim(self, key: str) -> str:
         return _between(key, f"{self.prefix}:yield-for:")
 
+    @property
+    def reports_pending(self) -> str:
+        """Set of the report jobs queued and not yet ended (spotlight/jobqueue.py `enqueue_report`): the
+        candidates spotlight/stranded.py sweeps besides the tenants' active searches."""
+        return f"{self.prefix}:reports-pending"
+
     def unheld_since(self, job_id: str) -> str:
         """When a sweep first saw `job_id` queued yet in no lane (spotlight/stranded.py)."""
         return f"{self.prefix}:unheld-since:{job_id}"
