@@ -836,6 +836,9 @@ def render_report(
             html = fallback_report(info, dumped, f"{type(exc).__name__}: {exc}")
         try:
             store.write_bytes(job_file(job_id, REPORT_FILE), html.encode("utf-8"))
+            if not store.exists(job_file(job_id, REGIONS_FILE)):  # the results were deleted while it rendered
+                store.delete_prefix(job_prefix(job_id))
+                raise JobFailed(ErrorCode.NOT_FOUND, "the job's results were deleted while its report was rendered")
         except (StoreError, OSError) as exc:
             raise JobFailed(ErrorCode.STORE_ERROR, f"the report could not be written to the store: {exc}") from exc
     except JobFailed as exc:

@@ -254,7 +254,9 @@ def test_a_finished_job_queues_its_report_and_is_finished_before_it_exists(setti
     assert store.read_bytes(job_file(spec.job_id, REPORT_FILE)).decode().startswith("<!DOCTYPE html>")
 
 
-def test_a_report_that_cannot_be_made_is_failed_with_its_reason_never_pending(settings, store, redis_url) -> None:
+def test_a_report_that_cannot_be_made_is_failed_with_its_reason_never_pending(
+    settings, store, redis_url, monkeypatch
+) -> None:
     """The dataset deleted before the report job ran, the report job raising, or its horse lost: each
     records report_failed with why (what the report route answers), and the job stays finished."""
     from rq.job import Job
@@ -290,6 +292,25 @@ def test_a_report_that_cannot_be_made_is_failed_with_its_reason_never_pending(se
         fail()
         status, reason = report_of(job.get_meta(refresh=True))
         assert status == ReportStatus.FAILED and reason is not None and says in reason
+
+    # results deleted while the report renders (its dataset deleted): no stray report.html stays behind
+    from spotlight.protocol import REPORT_FILE, job_prefix
+
+    other = make_spec(write_dataset(store, n=200, seed=1))
+    other_job = enqueue(redis_url, other, settings)
+    assert execute(other, other_job, settings, store)["status"] == "finished"
+    import worker.report
+
+    original = worker.report.job_report
+
+    def deleted_meanwhile(*args, **kwargs):
+        store.delete_prefix(job_prefix(other.job_id))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(worker.report, "job_report", deleted_meanwhile)
+    summary = render_queued_report(settings, other.job_id, store)
+    assert summary["report"] == "failed" and "deleted while" in summary["error"]
+    assert not store.exists(job_file(other.job_id, REPORT_FILE))
 
     # a report already rendered stays ready whatever a late hook says
     job.meta.update(report_fields(ReportStatus.READY))
