@@ -9,13 +9,11 @@ reads them starts here.
 from __future__ import annotations
 
 from pydantic import ValidationError
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
 
 from service.job_registry import JobRegistry
 from spotlight.errors import Conflict, DomainError, Gone, NotFound
-from spotlight.jobstate import REPORT_JOB_ALIVE, JobStatus, ReportStatus, report_of, status_of
-from spotlight.protocol import META_SPEC, REGIONS_FILE, ErrorCode, JobSpec, job_file, report_job_id
+from spotlight.jobstate import JobStatus, ReportStatus, status_of
+from spotlight.protocol import META_SPEC, REGIONS_FILE, ErrorCode, JobSpec, job_file
 from spotlight.records import RegionsDocument
 from spotlight.store import ArtifactStore
 
@@ -82,27 +80,18 @@ def report_missing(jobs: JobRegistry, tenant: str, job_id: str) -> DomainError:
     expired (`NotFound`).
 
     The follow-on job that renders it (worker/task.py `run_report`) records failures it sees; one
-    that vanished without a word (its queue entry or RQ record gone, RQ saying it failed or stopped)
-    is a failure too, so a report is never pending for good.
+    that vanished without a word (its RQ record gone, RQ saying it failed or stopped) is a failure too
+    (`JobRegistry.report_state`), so a report is never pending for good.
     """
-    job = jobs.fetch(tenant, job_id)
-    status, reason = report_of(job.meta)
-    if status == ReportStatus.PENDING:
-        try:
-            told = Job.fetch(report_job_id(job_id), connection=jobs.r).get_status(refresh=False)
-            rq_status = str(getattr(told, "value", told))
-        except NoSuchJobError:
-            rq_status = None
-        if rq_status in REPORT_JOB_ALIVE:
-            return Conflict(
-                ErrorCode.REPORT_NOT_READY,
-                "The job has finished and its results can be read now; its report is still being rendered. "
-                f"Retry in {REPORT_RETRY_AFTER_S} s.",
-                {"job": job_id, "report": ReportStatus.PENDING.value, "rendering": rq_status},
-                retry_after_s=REPORT_RETRY_AFTER_S,
-            )
-        if rq_status != "finished":
-            status, reason = ReportStatus.FAILED, f"the job rendering it ended {rq_status or 'without a trace'}"
+    status, reason, rendering = jobs.report_state(jobs.fetch(tenant, job_id))
+    if status == ReportStatus.PENDING and rendering != "finished":
+        return Conflict(
+            ErrorCode.REPORT_NOT_READY,
+            "The job has finished and its results can be read now; its report is still being rendered. "
+            f"Retry in {REPORT_RETRY_AFTER_S} s.",
+            {"job": job_id, "report": ReportStatus.PENDING.value, "rendering": rendering},
+            retry_after_s=REPORT_RETRY_AFTER_S,
+        )
     if status == ReportStatus.FAILED:
         return Conflict(
             ErrorCode.REPORT_FAILED,

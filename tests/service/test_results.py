@@ -232,6 +232,7 @@ def test_a_report_rendered_after_the_job_is_pending_then_served_and_a_lost_or_fa
         base = f"/v1/jobs/{job_id}"
 
         assert c.get(base + "/regions").status_code == 200  # the results do not wait for the report
+        assert c.get(base).json()["report"] == "pending"
         r = c.get(base + "/report")
         assert r.status_code == 409 and int(r.headers["Retry-After"]) >= 1
         error = r.json()["error"]
@@ -245,6 +246,7 @@ def test_a_report_rendered_after_the_job_is_pending_then_served_and_a_lost_or_fa
         r = c.get(base + "/report")
         assert r.status_code == 409 and "Retry-After" not in r.headers
         assert r.json()["error"]["code"] == "report_failed" and "without a trace" in r.json()["error"]["message"]
+        assert c.get(base).json()["report"] == "failed"  # the job's view says the same
 
         record_report_failed(api.redis, job_id, "rendering it ran past its time limit")
         r = c.get(base + "/report")
