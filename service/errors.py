@@ -62,6 +62,8 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.JOB_NOT_CANCELABLE: 409,
     ErrorCode.BASIS_MISSING: 409,
     ErrorCode.IDEMPOTENCY_CONFLICT: 409,
+    ErrorCode.REPORT_NOT_READY: 409,
+    ErrorCode.REPORT_FAILED: 409,
     ErrorCode.DATASET_GONE: 410,
     ErrorCode.HOST_NOT_ALLOWED: 421,
     ErrorCode.TOO_LARGE: 413,
@@ -309,7 +311,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "Invalid input (validation_error, malformed_json, bad_file, non_finite_values, shape_mismatch, ...)",
         401: "Missing or wrong API key (unauthorized)",
         404: "Unknown id, or not the caller's",
-        409: "Conflict with the resource's state",
+        409: "Conflict with the resource's state (job_not_finished; report_not_ready with Retry-After; "
+        "report_failed, ...)",
         413: "Body or array too large (payload_too_large, too_many_elements)",
         415: "Unsupported content type",
         429: "Too many active jobs (too_many_active_jobs), reference reads (too_many_reference_fetches) or "

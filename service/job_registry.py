@@ -28,7 +28,18 @@ from service.schemas import JobOut
 from spotlight import cost as cost_lib
 from spotlight.errors import Conflict, LimitReached, NotFound
 from spotlight.jobqueue import enqueue_search, large_queue
-from spotlight.jobstate import TERMINAL, JobStatus, ended_at, failure_of, started_at, status_fields, status_of
+from spotlight.jobstate import (
+    REPORT_JOB_ALIVE,
+    TERMINAL,
+    JobStatus,
+    ReportStatus,
+    ended_at,
+    failure_of,
+    report_of,
+    started_at,
+    status_fields,
+    status_of,
+)
 from spotlight.keys import Keys
 from spotlight.params import SearchParams
 from spotlight.protocol import (
@@ -43,6 +54,7 @@ from spotlight.protocol import (
     Progress,
     parse_time,
     redis_text,
+    report_job_id,
     utcnow,
 )
 from spotlight.settings import Settings
@@ -124,6 +136,21 @@ class JobRegistry:
         found = {job.id: job for job in jobs if job is not None and self._owned(tenant, job)}
         return [self.view(found[i], refresh=False) if i in found else None for i in ids]
 
+    def report_state(self, job: Job) -> tuple[ReportStatus | None, str | None, str | None]:
+        """A finished job's report: its status, why it failed, and RQ's status of the job rendering it.
+
+        The recorded status (spotlight/jobstate.py), except that a pending report whose rendering job is
+        gone, failed or stopped without recording it counts as failed: a report is never pending for good.
+        """
+        status, reason = report_of(job.meta)
+        if status != ReportStatus.PENDING:
+            return status, reason, None
+        told = self.r.hget(Job.key_for(report_job_id(job.id)), "status")
+        rq_status = told.decode() if isinstance(told, bytes) else told
+        if rq_status in REPORT_JOB_ALIVE or rq_status == "finished":
+            return status, None, rq_status
+        return ReportStatus.FAILED, f"the job rendering it ended {rq_status or 'without a trace'}", rq_status
+
     def view(self, job: Job, *, refresh: bool = True) -> JobOut:
         meta = job.meta
         spec = JobSpec.model_validate(meta[META_SPEC])
@@ -152,6 +179,7 @@ class JobRegistry:
             device=meta.get(META_DEVICE),
             name=spec.name,
             tags=spec.tags,
+            report=self.report_state(job)[0] if status == JobStatus.FINISHED else None,
         )
 
     def list(self, tenant: str, limit: int, offset: int, status: str | None = None) -> tuple[list[JobOut], int]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from service.job_registry import JobRegistry
-from spotlight.errors import Conflict, Gone, NotFound
-from spotlight.jobstate import JobStatus, status_of
+from spotlight.errors import Conflict, DomainError, Gone, NotFound
+from spotlight.jobstate import JobStatus, ReportStatus, status_of
 from spotlight.protocol import META_SPEC, REGIONS_FILE, ErrorCode, JobSpec, job_file
 from spotlight.records import RegionsDocument
 from spotlight.store import ArtifactStore
@@ -68,3 +68,35 @@ def read_regions(store: ArtifactStore, job_id: str) -> RegionsDocument:
             "The job's results were written by an older worker, without the regions' verdict; submit the search again.",
             {"job": job_id},
         ) from None
+
+
+# What a caller waiting for a report is told to wait: a small job's report takes about a second.
+REPORT_RETRY_AFTER_S = 2
+
+
+def report_missing(jobs: JobRegistry, tenant: str, job_id: str) -> DomainError:
+    """Why finished job `job_id` has no report.html (yet): still being rendered (`Conflict`
+    report_not_ready, with Retry-After), failed (`Conflict` report_failed, with the reason), or
+    expired (`NotFound`).
+
+    The follow-on job that renders it (worker/task.py `run_report`) records failures it sees; one
+    that vanished without a word (its RQ record gone, RQ saying it failed or stopped) is a failure too
+    (`JobRegistry.report_state`), so a report is never pending for good.
+    """
+    status, reason, rendering = jobs.report_state(jobs.fetch(tenant, job_id))
+    if status == ReportStatus.PENDING and rendering != "finished":
+        return Conflict(
+            ErrorCode.REPORT_NOT_READY,
+            "The job has finished and its results can be read now; its report is still being rendered. "
+            f"Retry in {REPORT_RETRY_AFTER_S} s.",
+            {"job": job_id, "report": ReportStatus.PENDING.value, "rendering": rendering},
+            retry_after_s=REPORT_RETRY_AFTER_S,
+        )
+    if status == ReportStatus.FAILED:
+        return Conflict(
+            ErrorCode.REPORT_FAILED,
+            f"The job's report could not be made ({reason}). Its results (regions, members, weights) are "
+            "not affected; submit the job again for a report.",
+            {"job": job_id, "report": ReportStatus.FAILED.value, "reason": reason},
+        )
+    return NotFound(ErrorCode.NOT_FOUND, "This job has no report (it expired).", {"job": job_id})

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from spotlight.jobstate import JobStatus
+from spotlight.jobstate import JobStatus, ReportStatus
 from spotlight.params import SearchParams
 from spotlight.protocol import TAGS_MAX, JobError, Name, Progress, TagText
 from spotlight.records import RegionRecord, RegionsDocument
@@ -112,6 +112,12 @@ class JobOut(BaseModel):
     device: str | None = Field(None, description="Where the search ran (e.g. cpu, cuda:0), once known.")
     name: str | None = None
     tags: list[str] = Field(default_factory=list)
+    report: ReportStatus | None = Field(
+        None,
+        description="Once the job finished: its report page is 'pending' (being rendered after the job; "
+        "GET …/report answers 409 report_not_ready meanwhile), 'ready' or 'failed' (GET …/report says why). "
+        "Null before, and for jobs whose report was rendered inside the job.",
+    )
 
 
 class JobList(BaseModel):

@@ -4,7 +4,7 @@
     spotlight submit data.parquet|data.npz [--column embeddings=emb ...]
     spotlight submit s3://bucket/data.parquet | file:///root/data.npz | ds_…    (read by the server / stored)
         [--param k=v ...] [--wait] [--top N] [--fail-if EXPR] [--json]
-    spotlight status JOB | regions JOB | members JOB K | report JOB [-o FILE] | cancel JOB     [--json]
+    spotlight status JOB | regions JOB | members JOB K | report JOB [-o FILE] [--wait S] | cancel JOB  [--json]
 
 Every command takes ``--server`` (``$SPOTLIGHT_SERVER``) and ``--api-key`` (``$SPOTLIGHT_API_KEY``).
 With ``--json`` the answer is one JSON document on stdout (errors too: ``{"error": {...}}``);
@@ -543,7 +543,8 @@ def _brief(metadata: Any) -> Any:
 @guarded
 def cmd_report(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        html = client.job(args.job).report()
+        job = client.job(args.job)
+        html = job.report() if args.wait is None else job.report(timeout=args.wait)
     if args.output and args.output != "-":
         Path(args.output).write_text(html, encoding="utf-8")
         if args.json:
@@ -667,6 +668,14 @@ def register(sub: Any) -> None:
     rp = sub.add_parser("report", help="a finished job's HTML report (to stdout, or -o FILE)")
     rp.add_argument("job", metavar="JOB")
     rp.add_argument("--output", "-o", default=None)
+    rp.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="S",
+        help="wait up to S seconds for a report still being rendered after the job finished "
+        "(default: the client's, 2 minutes; 0: do not wait)",
+    )
     _common(rp)
     rp.set_defaults(func=cmd_report)
 

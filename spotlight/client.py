@@ -57,6 +57,9 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 UPLOAD_READ_TIMEOUT_S = 600.0
 _SPOOL_BYTES = 64 * 1024 * 1024  # arrays up to this size are packed in memory, larger ones in a temp file
 _TERMINAL = ("finished", "failed", "canceled")
+# How long `Job.report` waits for a report still being rendered after its job finished (a 2 000-row job's
+# takes about a second; a large one's several, and it may queue behind a search).
+REPORT_WAIT_S = 120.0
 # embeddings up to this many numbers are scored inline (at most ~26 bytes of JSON each: under the server's
 # default 8 MiB SPOTLIGHT_MAX_SCORE_BODY_BYTES); more are uploaded once and scored by id
 INLINE_SCORE_VALUES = 250_000
@@ -334,16 +337,46 @@ class Job:
         """Where the job's HTML report is (open it in a browser; it needs the API key if one is set)."""
         return f"{self.client.url}/v1/jobs/{self.id}/report"
 
-    def report(self) -> str:
-        """The report page's HTML."""
-        return self.client._request("GET", f"/v1/jobs/{self.id}/report").text
+    def report(self, timeout: float | None = REPORT_WAIT_S) -> str:
+        """The report page's HTML.
 
-    def save_report(self, path: str | os.PathLike[str]) -> str:
-        """Write the report to `path` (a file a browser opens without the service); return the path."""
-        html = self.report()
+        The service renders a job's report after the job finished (its regions and members do not
+        wait for the plots), so right after `finished` the report may not be there yet: this waits for
+        it, as the server's Retry-After says, for up to `timeout` s (None: no limit; 0: do not wait),
+        then raises the server's ``report_not_ready``. A report that could not be made raises
+        ``report_failed`` at once, with the reason.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                return self.client._request("GET", f"/v1/jobs/{self.id}/report").text
+            except SpotlightError as exc:
+                if exc.code != "report_not_ready":
+                    raise
+                pause = _retry_after(exc, default=1.0)
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise
+                    pause = min(pause, left)
+                time.sleep(pause)
+
+    def save_report(self, path: str | os.PathLike[str], timeout: float | None = REPORT_WAIT_S) -> str:
+        """Write the report to `path` (a file a browser opens without the service); return the path.
+        Waits for a report still being rendered as `report` does."""
+        html = self.report(timeout)
         with open(path, "w", encoding="utf-8") as f:
             f.write(html)
         return os.fspath(path)
+
+
+def _retry_after(exc: SpotlightError, default: float) -> float:
+    """The server's Retry-After in seconds (bounded to 0.1..30), or `default` without one."""
+    header = exc.response.headers.get("Retry-After") if exc.response is not None else None
+    try:
+        return min(30.0, max(0.1, float(header))) if header else default
+    except ValueError:
+        return default
 
 
 class SpotlightClient:

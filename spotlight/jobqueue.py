@@ -46,18 +46,20 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
-from spotlight.jobstate import JobStatus, has_ended, status_fields
+from spotlight.jobstate import JobStatus, ReportStatus, has_ended, report_fields, report_of, status_fields
 from spotlight.keys import Keys
 from spotlight.protocol import (
     META_PROGRESS,
     META_SPEC,
     META_TENANT,
     META_YIELDED,
+    REPORT_TASK_PATH,
     TASK_PATH,
     ErrorCode,
     JobError,
     JobSpec,
     Progress,
+    report_job_id,
 )
 from spotlight.settings import Settings
 
@@ -65,6 +67,7 @@ log = logging.getLogger("spotlight.jobqueue")
 
 # Named by import path so that whichever process runs RQ's cleanup can resolve it.
 FAILURE_CALLBACK_PATH = "spotlight.jobqueue.on_job_failure"
+REPORT_FAILURE_CALLBACK_PATH = "spotlight.jobqueue.on_report_failure"
 # The webhook delivery task (worker/webhook.py; imports httpx, never torch).
 CALLBACK_TASK_PATH = "worker.webhook.deliver_callback"
 CALLBACK_RESULT_TTL_S = 3600
@@ -306,6 +309,70 @@ def enqueue_callback(connection: Redis, settings: Settings, url: str, payload: d
     )
 
 
+def report_queue(connection: Redis, settings: Settings) -> Queue:
+    """Where finished jobs wait for their report: `<queue_name>-reports`, served by the search workers
+    (the report draws with matplotlib, a worker extra), after their search lanes in RQ's round robin.
+
+    Why a follow-on job instead of rendering inside the search: the plots cost several times a small
+    search (docs/engine.md, speed), and the job's results (regions, members, weights) do not need
+    them; the search's worker is free for the next search as soon as the results are stored, and any
+    idle worker renders the report meanwhile.
+    """
+    return Queue(Keys.of(settings).reports_queue, connection=connection)
+
+
+def enqueue_report(connection: Redis, settings: Settings, job_id: str, info: dict[str, Any]) -> Job:
+    """Queue the rendering of finished job `job_id`'s report (worker/task.py `run_report`); `info` is
+    the report's header (times, device, verdict), known only to the search that ended.
+
+    Not retried: a lost or failed rendering records `report_failed` in the search job's meta
+    (`on_report_failure`, `record_worker_lost`), which the report route answers with.
+    """
+    connection.sadd(Keys.of(settings).reports_pending, report_job_id(job_id))
+    return report_queue(connection, settings).enqueue(
+        REPORT_TASK_PATH,
+        job_id,
+        info,
+        job_id=report_job_id(job_id),
+        description=f"spotlight report {job_id}",
+        job_timeout=settings.job_timeout_s,
+        result_ttl=settings.result_ttl_s,
+        failure_ttl=settings.result_ttl_s,
+        on_failure=Callback(REPORT_FAILURE_CALLBACK_PATH),
+    )
+
+
+def record_report_failed(connection: Redis, job_id: str, reason: str) -> None:
+    """The report of finished job `job_id` will not come: say why in its meta (a ready one stays ready)."""
+    try:
+        job = Job.fetch(job_id, connection=connection)
+    except Exception:  # noqa: BLE001 - the search job expired or was deleted: nobody will ask
+        return
+    meta = job.get_meta(refresh=True)
+    if report_of(meta)[0] == ReportStatus.READY:
+        return
+    meta.update(report_fields(ReportStatus.FAILED, reason))
+    job.save_meta()
+
+
+def on_report_failure(
+    job: Job,
+    connection: Redis,
+    exc_type: type[BaseException] | None,
+    exc_value: BaseException | None,
+    tb: TracebackType | None,
+) -> None:
+    """RQ's ``on_failure`` of a report job: it raised, ran past its limit or was abandoned."""
+    if exc_type is AbandonedJobError or isinstance(exc_value, AbandonedJobError):
+        reason = "the worker rendering it stopped"
+    elif isinstance(exc_value, TIME_LIMIT_EXCEPTIONS):
+        reason = f"rendering it ran past its time limit ({exc_value})"
+    else:
+        reason = f"rendering it failed: {exc_value!r}"
+    search_id = str(job.args[0]) if job.args else job.id.removesuffix("-report")
+    record_report_failed(connection, search_id, reason)
+
+
 def initial_meta(spec: JobSpec) -> dict[str, Any]:
     """The meta a job starts with: who owns it, what it asks, and that it waits."""
     return {
@@ -360,6 +427,10 @@ def _mark(job: Job, status: JobStatus, error: JobError | None) -> None:
 
 def record_worker_lost(job: Job, reason: str = "the worker running it stopped") -> None:
     """The job's worker or work-horse died mid-run: queued again when RQ will retry it, else failed."""
+    if job.func_name == REPORT_TASK_PATH:
+        log.warning("%s lost (%s)", job.description or job.id, reason)
+        record_report_failed(job.connection, str(job.args[0]), f"the worker rendering it stopped ({reason})")
+        return
     if job.func_name != TASK_PATH:  # a webhook delivery: it has no status of ours to record
         log.warning("%s lost (%s)", job.description or job.id, reason)
         return

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from spotlight.protocol import (
     META_ENDED_AT,
     META_ERROR,
+    META_REPORT,
     META_STARTED_AT,
     META_STATUS,
     ErrorCode,
@@ -143,3 +144,31 @@ def status_fields(status: JobStatus, error: JobError | None = None) -> dict[str,
 def has_ended(meta: Mapping[str, Any] | None) -> bool:
     """Whether our code already recorded the job's end (a late hook must not overwrite it)."""
     return (meta or {}).get(META_STATUS) in TERMINAL
+
+
+# ----- the report of a finished job -----
+class ReportStatus(StrEnum):
+    """Where a finished job's report.html is: rendered by a follow-on job after the job finished
+    (worker/task.py `run_report`), so `finished` never waits for the plots."""
+
+    PENDING = "pending"
+    READY = "ready"
+    FAILED = "failed"
+
+
+# RQ statuses of the report job under which it will still run (or runs now).
+REPORT_JOB_ALIVE = frozenset({"queued", "deferred", "scheduled", "started"})
+
+
+def report_fields(status: ReportStatus, error: str | None = None) -> dict[str, Any]:
+    """The meta field that records the report's status (and why it failed): the one way it is written."""
+    return {META_REPORT: {"status": status.value, "error": error}}
+
+
+def report_of(meta: Mapping[str, Any] | None) -> tuple[ReportStatus | None, str | None]:
+    """The report's recorded status and failure reason; (None, None) for a job whose worker rendered
+    its report inside the search (before there was a follow-on job) or that has no report yet."""
+    raw = (meta or {}).get(META_REPORT)
+    if not isinstance(raw, Mapping) or raw.get("status") not in set(ReportStatus):
+        return None, None
+    return ReportStatus(raw["status"]), raw.get("error")

@@ -63,6 +63,11 @@ class Keys:
         return f"{self.rq_queue}-large"
 
     @property
+    def reports_queue(self) -> str:
+        """Where finished jobs wait for their report to be rendered (spotlight/jobqueue.py `report_queue`)."""
+        return f"{self.rq_queue}-reports"
+
+    @property
     def callbacks_queue(self) -> str:
         """Where finished jobs' webhooks wait for delivery (spotlight/jobqueue.py `callback_queue`)."""
         return f"{self.rq_queue}-callbacks"
@@ -184,6 +189,12 @@ class Keys:
 
     def job_id_of_yield_claim(self, key: str) -> str:
         return _between(key, f"{self.prefix}:yield-for:")
+
+    @property
+    def reports_pending(self) -> str:
+        """Set of the report jobs queued and not yet ended (spotlight/jobqueue.py `enqueue_report`): the
+        candidates spotlight/stranded.py sweeps besides the tenants' active searches."""
+        return f"{self.prefix}:reports-pending"
 
     def unheld_since(self, job_id: str) -> str:
         """When a sweep first saw `job_id` queued yet in no lane (spotlight/stranded.py)."""

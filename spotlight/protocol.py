@@ -16,13 +16,14 @@ Store layout (paths relative to the store root)::
     datasets/<sha256>/metadata.offsets.npy int64, n + 1      byte offsets of each metadata.jsonl row (with metadata)
     datasets/<sha256>/texts.jsonl          n JSON strings    (optional) the rows' texts: regions described in words
     datasets/<sha256>/texts.offsets.npy    int64, n + 1      byte offsets of each texts.jsonl row (with texts)
-    jobs/<job_id>/regions.json             {"regions": [...], "objective", "loss_reference"}  written last:
-                                           its presence means done
+    jobs/<job_id>/regions.json             {"regions": [...], "objective", "loss_reference"}  written last of the
+                                           search's results: its presence means done
     jobs/<job_id>/weights.npy              float32, n x k
     jobs/<job_id>/members_<k>.npy          int64 indices of region k's members, highest weight first
     jobs/<job_id>/members_<k>_by_contribution.npy  the same members, highest weight x (loss - loss_reference)
                                            first (spotlight/contribution.py)
-    jobs/<job_id>/report.html              self-contained report
+    jobs/<job_id>/report.html              self-contained report, rendered after the job finished by a
+                                           follow-on job (its status: the job's meta, jobstate.report_of)
     jobs/<job_id>/pca_basis.npy            float64, d x k: the principal axes (orthonormal columns) a search with
                                            pca_components measured distance along (only such jobs; the score
                                            route and the client's Region.weights need it, spotlight/kernel.py)
@@ -41,6 +42,8 @@ from spotlight.params import SearchParams
 
 # The RQ task, named by import path so the API never imports the worker (or torch).
 TASK_PATH = "worker.task.run_job"
+# The follow-on RQ task that renders a finished job's report.html (worker/task.py `run_report`).
+REPORT_TASK_PATH = "worker.task.run_report"
 
 DATASET_ARRAYS = ("embeddings", "losses", "logits", "labels", "predictions", "sample_weights")
 DATASET_FIELDS = DATASET_ARRAYS + ("ids", "texts", "metadata")
@@ -91,6 +94,11 @@ def job_prefix(job_id: str) -> str:
 
 def job_file(job_id: str, name: str) -> str:
     return f"{job_prefix(job_id)}/{name}"
+
+
+def report_job_id(job_id: str) -> str:
+    """The RQ id of the job that renders `job_id`'s report: one per search, so the API can ask RQ about it."""
+    return f"{job_id}-report"
 
 
 REGIONS_FILE = "regions.json"
@@ -194,6 +202,7 @@ META_ENDED_AT = "ended_at"
 META_DEVICE = "device"
 META_SPEC = "spec"  # JobSpec.model_dump(mode="json")
 META_YIELDED = "yielded"  # jobqueue.YieldState of a search that gave its worker to another tenant
+META_REPORT = "report"  # jobstate.report_fields: whether the finished job's report is pending, ready or failed
 
 
 # Error codes shared by the API and the worker (the contract's `error.code`).
@@ -235,3 +244,5 @@ class ErrorCode:
     SEARCH_FAILED = "search_failed"
     DATASET_GONE = "dataset_gone"
     ROWS_DO_NOT_MATCH = "rows_do_not_match"
+    REPORT_NOT_READY = "report_not_ready"
+    REPORT_FAILED = "report_failed"

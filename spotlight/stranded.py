@@ -1,4 +1,4 @@
-"""Queued searches that no lane holds any more: found by every idle worker's maintenance, queued again.
+"""Queued searches and reports that no lane holds any more: found by each idle worker's maintenance, queued again.
 
 How a job gets there: a search worker waits for work with one ``BLPOP`` over its lanes (RQ uses
 ``BLMOVE`` with its own recovery only for a worker of one queue). Redis hands the first job pushed
@@ -12,8 +12,9 @@ The rule: a search job whose RQ status is ``queued``, which is in none of its la
 so for `unheld_grace_s` (long enough for a live worker to move a job it popped to ``started``,
 which takes milliseconds), is pushed back to the front of its lane, where it was when it was
 taken. Candidates are the tenants' active sets (`Keys.tenant_active`): every queued or running
-search is in one. The check and the push are one Lua script, so two workers sweeping at once, or
-a worker starting the job meanwhile, never run it twice.
+search is in one; and the report jobs queued after their search finished (`Keys.reports_pending`),
+whose loss would leave a report pending until its RQ record expired. The check and the push are one
+Lua script, so two workers sweeping at once, or a worker starting the job meanwhile, never run it twice.
 """
 
 from __future__ import annotations
@@ -68,6 +69,23 @@ def active_job_ids(connection: Redis, keys: Keys) -> list[str]:
     return sorted(ids)
 
 
+def pending_report_ids(connection: Redis, keys: Keys) -> list[str]:
+    """The report jobs queued after their search finished (`Keys.reports_pending`) that have not ended;
+    ended or expired ones leave the set here."""
+    ids = sorted(i.decode() if isinstance(i, bytes) else str(i) for i in connection.smembers(keys.reports_pending))
+    pending = []
+    for job_id in ids:
+        status = connection.hget(Job.key_for(job_id), "status")
+        if status is None or (status.decode() if isinstance(status, bytes) else str(status)) not in _NOT_ENDED:
+            connection.srem(keys.reports_pending, job_id)
+        else:
+            pending.append(job_id)
+    return pending
+
+
+_NOT_ENDED = frozenset({"queued", "started", "deferred", "scheduled"})
+
+
 def requeue_unheld(connection: Redis, settings: Settings) -> list[str]:
     """Push back to its lane every queued search that has been in no lane for the grace; their ids.
 
@@ -76,7 +94,7 @@ def requeue_unheld(connection: Redis, settings: Settings) -> list[str]:
     keys = Keys.of(settings)
     grace_ms = str(int(unheld_grace_s(settings) * 1000))
     requeued = []
-    for job_id in active_job_ids(connection, keys):
+    for job_id in active_job_ids(connection, keys) + pending_report_ids(connection, keys):
         origin = connection.hget(Job.key_for(job_id), "origin")
         if origin is None:
             continue  # expired or deleted

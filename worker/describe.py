@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from spotlight import text_terms
+from spotlight.verdict import poisson1
 
 # Example weights below this share of the largest are left out of the bootstrap (when it is given
 # kernel weights): the far tail changes the interval by less than its own rounding while costing
@@ -403,7 +404,7 @@ def bootstrap_interval(
     stats = np.empty(n_bootstrap)
     for start in range(0, n_bootstrap, _BOOTSTRAP_CHUNK):
         b = min(_BOOTSTRAP_CHUNK, n_bootstrap - start)
-        counts = rng.poisson(1.0, size=(b, w.size)).astype(np.float64)
+        counts = poisson1(rng, (b, w.size))
         num, den = counts @ wl, counts @ w
         # A resample that drew none of the region (tiny regions only) has no loss; count it as the estimate.
         stats[start : start + b] = np.where(den > 0, num / np.where(den > 0, den, 1.0), full)

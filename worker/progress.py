@@ -77,8 +77,10 @@ class JobReporter:
     def device(self, device: str) -> None:
         self._save(**{META_DEVICE: device})
 
-    def ended(self, status: JobStatus, error: JobError | None = None) -> None:
-        fields = status_fields(status, error)
+    def ended(self, status: JobStatus, error: JobError | None = None, **extra: Any) -> None:
+        """The job ended as `status`; `extra` meta fields are written in the same save (a finished job's
+        report status, so nobody sees it finished without one)."""
+        fields = {**status_fields(status, error), **extra}
         if status == JobStatus.FINISHED:
             p = self.progress_state
             fields[META_PROGRESS] = Progress(

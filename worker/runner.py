@@ -1,4 +1,4 @@
-"""The worker process: an RQ worker on the search queue (and the callbacks queue), configured from Settings.
+"""The worker process: an RQ worker on the search queue and the reports queue (and the callbacks queue), configured from Settings.
 
 CUDA and fork
 -------------
@@ -55,6 +55,7 @@ from spotlight.jobqueue import (
     abandoned_job_handler,
     callback_queue,
     record_worker_lost,
+    report_queue,
     search_lanes,
 )
 from spotlight.process import die_with_parent
@@ -154,10 +155,10 @@ def build_worker(
     callbacks: bool = True,
 ) -> SpotlightWorker:
     """An RQ worker with every lifetime taken from Settings, on the search queue's two lanes (normal,
-    then large) and/or the callbacks queue; `run_worker` takes from them round robin."""
-    queues = (search_lanes(connection, settings) if searches else []) + (
-        [callback_queue(connection, settings)] if callbacks else []
-    )
+    then large) and the reports queue (a report draws with matplotlib, which search workers have), and/or
+    the callbacks queue; `run_worker` takes from them round robin."""
+    searching = [*search_lanes(connection, settings), report_queue(connection, settings)] if searches else []
+    queues = searching + ([callback_queue(connection, settings)] if callbacks else [])
     if not queues:
         raise ValueError("a worker needs at least one queue")
     worker = SpotlightWorker(

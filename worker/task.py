@@ -4,7 +4,13 @@ It reads like the job's life: load the dataset (memory-mapped from the store or 
 engine, reporting progress and honouring cancellation) on a seeded half of the rows → test and describe
 the regions (the verdict on the held-out half, spotlight/verdict.py; the region record,
 spotlight/records.py) → write the results (each file atomically, ``regions.json`` last, so its
-presence means "done") → say how it ended in the job's meta.
+presence means "done") → say how it ended in the job's meta → queue the report.
+
+The report (report.html, worker/report.py) is not part of the job's run: its plots cost several times
+a small search, and nothing the API serves as results needs them. A finished job queues a follow-on
+RQ job (`run_report`, on the reports queue the search workers serve: spotlight/jobqueue.py
+`enqueue_report`) that renders it from the stored results; the job's meta says whether its report is
+pending, ready or failed (spotlight/jobstate.py), and the report route answers from that.
 
 How a job ends is always written into its meta (``protocol.META_STATUS`` + ``META_ERROR``),
 and the task *returns* on every outcome it understands — canceled, bad or missing data, an
@@ -26,7 +32,7 @@ the last checkpoint too.
 
 Every phase honours the job's time limit (raised as a BaseException by the worker's death penalty,
 spotlight/jobqueue.py, so no phase's ``except Exception`` stops it) and its owner's cancel (read
-between regions, between descriptions, and before the report and the results).
+between regions, between descriptions, and before the results).
 
 The API process never imports this module: it names it by ``protocol.TASK_PATH``.
 """
@@ -56,11 +62,20 @@ from spotlight.jobqueue import (
     YieldState,
     bring_forward,
     claim_waiting_job,
+    enqueue_report,
     pass_the_turn,
     progress_with_regions_done,
+    record_report_failed,
     yield_retry_max,
 )
-from spotlight.jobstate import JobStatus, ended_at, started_at, status_of
+from spotlight.jobstate import (
+    JobStatus,
+    ReportStatus,
+    ended_at,
+    report_fields,
+    started_at,
+    status_of,
+)
 from spotlight.keys import Keys
 from spotlight.members import effective_size, overlaps_with_earlier
 from spotlight.params import SearchParams
@@ -139,6 +154,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
     if status_of(job) == JobStatus.CANCELED:
         return _summary(spec, JobStatus.CANCELED)  # canceled while it waited in the queue
     run_started = time.monotonic()
+    laps = Laps()
     earlier = YieldState.of(job.meta)
     reporter = JobReporter(job, Keys.of(settings), settings.progress_interval_s)
     p = spec.params
@@ -148,10 +164,12 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         resumed=progress_with_regions_done(p.n_spotlights, p.steps, earlier.regions) if earlier else None,
         since=earlier.first_started_at if earlier else None,
     )
+    laps.mark("start")
     status = JobStatus.FINISHED
     error: JobError | None = None
     result: SearchResult | None = None
     regions: list[records.RegionRecord] | None = None
+    info: dict[str, Any] | None = None
     try:
         if reporter.cancel_requested():
             raise SearchCanceled()
@@ -166,6 +184,7 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         null_so_far = checkpoint.load_null(store, spec, int(inputs.losses.shape[0])) if resume else None
         described = checkpoint.load_described(store, spec, int(inputs.losses.shape[0])) if resume else None
         yielder = _yielder(job, spec, settings)
+        laps.mark("load")
         try:
             result = search(searched, search_params, reporter, resume=resume, should_yield=yielder)
         except SearchYielded as exc:
@@ -176,14 +195,16 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
             result = search(searched, search_params, reporter, resume=SearchResume.of(exc.partial))
         if earlier:
             result.elapsed_s += earlier.ran_s
+        laps.mark("search")
         reporter.device(result.device)
         _record_device(job, settings, result.device)
         stop_if_canceled(reporter)
         result.losses = np.asarray(inputs.losses, dtype=np.float32)  # the engine saw the held-out ones masked
         members = pick_members(result, inputs, spec.params.objective, parts)
+        laps.mark("members")
 
         def describe(**so_far: Any) -> list[records.RegionRecord]:
-            return describe_regions(result, inputs, spec, members, reporter, parts=parts, **so_far)
+            return describe_regions(result, inputs, spec, members, reporter, parts=parts, laps=laps, **so_far)
 
         try:
             regions = describe(should_yield=yielder, null_so_far=null_so_far, described_so_far=described)
@@ -195,11 +216,12 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
                 return retry
             # No checkpoint could be stored: go on here, from the descriptions in memory, without yielding.
             regions = describe(null_so_far=exc.null, described_so_far=exc.described)
-        stop_if_canceled(reporter)
-        write_report(store, spec, job, inputs, result, regions, members)
+        laps.mark("describe")
         stop_if_canceled(reporter)
         write_results(store, spec.job_id, result, regions, members, spec.params.objective, spec.params.level, too_few)
         checkpoint.clear(store, spec.job_id)
+        info = report_info(spec, job, inputs, result, regions)
+        laps.mark("results")
     except SearchCanceled:
         status, error = (
             JobStatus.CANCELED,
@@ -221,19 +243,39 @@ def execute(spec: JobSpec, job: Job, settings: Settings, store: ArtifactStore | 
         if store is not None:
             with contextlib.suppress(Exception):
                 store.delete_prefix(job_prefix(spec.job_id))  # no half-written result stays behind
-    reporter.ended(status, error)
+    # Finished as soon as the results are stored; the report follows (`queue_report`), its status in the meta.
+    reporter.ended(status, error, **(report_fields(ReportStatus.PENDING) if status == JobStatus.FINISHED else {}))
+    laps.mark("ended")
+    if status == JobStatus.FINISHED and info is not None:
+        queue_report(job, settings, spec.job_id, info)
     record_stats(job, settings, status)
     hand_on_turn(job, settings, spec.tenant)
     finished = (
         [r.model_dump(mode="json") for r in regions] if regions is not None and status == JobStatus.FINISHED else None
     )
     notify(spec, settings, status, error, finished, job.connection)
-    return _summary(spec, status, error, result)
+    laps.mark("after")
+    return {**_summary(spec, status, error, result), "phases_s": laps.seconds}
+
+
+class Laps:
+    """Seconds spent in each phase of one run, for the summary RQ keeps (``phases_s``): where a job's
+    time goes, read by bench/speed.py's end-to-end breakdown without a profiler."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        """The time since the previous mark is `phase`'s (added up when a phase comes twice)."""
+        now = time.perf_counter()
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self._last, 4)
+        self._last = now
 
 
 # ----- the steps -----
 def stop_if_canceled(reporter: JobReporter) -> None:
-    """Between two phases (search, describe, report, results): SearchCanceled once the owner asked
+    """Between two phases (search, describe, results): SearchCanceled once the owner asked
     to cancel, read now; a cancel during the last phases ends the job canceled, not finished."""
     if reporter.cancel_requested():
         raise SearchCanceled()
@@ -448,6 +490,7 @@ def describe_regions(
     null_so_far: NullSoFar | None = None,
     described_so_far: Described | None = None,
     parts: verdict.Split | None = None,
+    laps: Laps | None = None,
 ) -> list[records.RegionRecord]:
     """The regions as regions.json stores them (spotlight/records.py), each with its verdict.
 
@@ -489,6 +532,8 @@ def describe_regions(
         for k, m in enumerate(members)
     ]
     adjusted = verdict.holm([f.p_value for f in figures])
+    if laps is not None:
+        laps.mark("verdict")
     described = describe_each(sets, result, inputs, spec, reporter, should_yield, described_so_far, parts)
     descriptions = [_typed_description(k, d, described.errors) for k, d in enumerate(described.descriptions)]
     try:
@@ -697,26 +742,15 @@ def _permutation_p_values(
         raise JobFailed(ErrorCode.SEARCH_FAILED, f"The permutation test failed: {type(exc).__name__}: {exc}") from exc
 
 
-def write_report(
-    store: ArtifactStore,
-    spec: JobSpec,
-    job: Job,
-    inputs: Inputs,
-    result: SearchResult,
-    regions: list[records.RegionRecord],
-    members: list[RegionMembers],
-) -> None:
-    """report.html (worker/report.py), written before regions.json so a finished job always has one.
-
-    The report never fails for its data (degenerate regions get a note where a plot would be); should
-    rendering fail anyway, a plain page with the regions' numbers and the reason is written instead.
-    """
-    from worker.report import fallback_report, job_report
-
+def report_info(
+    spec: JobSpec, job: Job, inputs: Inputs, result: SearchResult, regions: list[records.RegionRecord]
+) -> dict[str, Any]:
+    """The report's header: what only the search that ended knows (its times, device, verdict), as JSON
+    for the follow-on report job."""
     manifest = inputs.files.manifest()
-    names = manifest.get(classes.MANIFEST_KEY)  # labels and predictions are shown by class name
     meta = job.get_meta(refresh=False)
-    info = {
+    untested = verdict.too_few_rows(int(inputs.losses.shape[0]), spec.params.spotlight_size)
+    return {
         "id": spec.job_id,
         "dataset": spec.dataset_id,
         "n": manifest.get("n"),
@@ -727,34 +761,94 @@ def write_report(
         "ended_at": utcnow().isoformat(),
         "device": result.device,
         "elapsed_s": round(result.elapsed_s, 3),
+        "verdict": records.job_summary(regions, spec.params.level, spec.params.objective, untested),
     }
-    untested = verdict.too_few_rows(int(inputs.losses.shape[0]), spec.params.spotlight_size)
-    info["verdict"] = records.job_summary(regions, spec.params.level, spec.params.objective, untested)
-    dumped = [r.model_dump(mode="json") for r in regions]
+
+
+def queue_report(job: Job, settings: Settings, job_id: str, info: dict[str, Any]) -> None:
+    """Queue the follow-on job that renders the report (spotlight/jobqueue.py `enqueue_report`); when it
+    cannot be queued, the job's report is failed at once, never pending for good."""
     try:
-        html = job_report(
-            info,
-            dumped,
-            [r.get("description") for r in dumped],
-            inputs.embeddings,
-            result.losses,
-            result.weights,
-            [m.by_weight for m in members],
-            [m.by_contribution for m in members],
-            labels=classes.names_of(inputs.labels, names),
-            predictions=classes.names_of(inputs.predictions, names),
-            read_ids=inputs.files.ids,
-            read_metadata=inputs.files.metadata,
-            seed=spec.params.seed,
-            objective=spec.params.objective,
-        )
-    except Exception as exc:  # noqa: BLE001 - a finished job always has a report: the numbers, and why no more
-        log.exception("rendering the report of %s failed", spec.job_id)
-        html = fallback_report(info, dumped, f"{type(exc).__name__}: {exc}")
+        enqueue_report(job.connection, settings, job_id, info)
+    except Exception as exc:  # noqa: BLE001 - the job has finished; its report says why it will not come
+        log.exception("the report of %s could not be queued", job_id)
+        with contextlib.suppress(Exception):
+            record_report_failed(job.connection, job_id, f"its rendering could not be queued: {exc}")
+
+
+def run_report(job_id: str, info: dict[str, Any]) -> dict[str, Any]:
+    """RQ entry point (``protocol.REPORT_TASK_PATH``): render finished job `job_id`'s report."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("run_report runs inside an RQ worker; call render_report() directly elsewhere")
+    return render_report(job_id, info, job.connection, get_settings())
+
+
+def render_report(
+    job_id: str, info: dict[str, Any], connection: redis.Redis, settings: Settings, store: ArtifactStore | None = None
+) -> dict[str, Any]:
+    """Write finished job `job_id`'s report.html from its stored results and dataset, then record the
+    report ready (or failed, and why) in the job's meta. Returns a small summary (RQ keeps it).
+
+    The report never fails for its data (degenerate regions get a note where a plot would be); should
+    rendering fail anyway, a plain page with the regions' numbers and the reason is written instead.
+    Results that are gone (the job expired or its dataset was deleted) fail the report with that reason.
+    """
+    from worker.report import fallback_report, job_report
+
+    job = Job.fetch(job_id, connection=connection)
+    spec = JobSpec.model_validate(job.meta[META_SPEC])
     try:
-        store.write_bytes(job_file(spec.job_id, REPORT_FILE), html.encode("utf-8"))
-    except (StoreError, OSError) as exc:
-        raise JobFailed(ErrorCode.STORE_ERROR, f"The report could not be written to the store: {exc}") from exc
+        store = store or _open_store(settings)
+        inputs = load_inputs(store, spec.dataset_sha256)
+        try:
+            document = store.read_json(job_file(job_id, REGIONS_FILE))
+            weights = store.load_npy(job_file(job_id, WEIGHTS_FILE))
+            dumped = list(document["regions"])
+            by_weight = [store.load_npy(job_file(job_id, members_file(k))) for k in range(len(dumped))]
+            by_contribution = [
+                store.load_npy(job_file(job_id, members_by_contribution_file(k))) for k in range(len(dumped))
+            ]
+        except FileNotFoundError as exc:
+            raise JobFailed(ErrorCode.NOT_FOUND, f"the job's results are no longer stored ({exc})") from exc
+        except (StoreError, OSError, ValueError, KeyError) as exc:
+            raise JobFailed(ErrorCode.STORE_ERROR, f"the job's results could not be read: {exc}") from exc
+        names = inputs.files.manifest().get(classes.MANIFEST_KEY)  # labels and predictions are shown by class name
+        try:
+            html = job_report(
+                info,
+                dumped,
+                [r.get("description") for r in dumped],
+                inputs.embeddings,
+                np.asarray(inputs.losses, dtype=np.float32),
+                weights,
+                by_weight,
+                by_contribution,
+                labels=classes.names_of(inputs.labels, names),
+                predictions=classes.names_of(inputs.predictions, names),
+                read_ids=inputs.files.ids,
+                read_metadata=inputs.files.metadata,
+                seed=spec.params.seed,
+                objective=spec.params.objective,
+            )
+        except Exception as exc:  # noqa: BLE001 - a finished job gets a report: the numbers, and why no more
+            log.exception("rendering the report of %s failed", job_id)
+            html = fallback_report(info, dumped, f"{type(exc).__name__}: {exc}")
+        try:
+            store.write_bytes(job_file(job_id, REPORT_FILE), html.encode("utf-8"))
+            if not store.exists(job_file(job_id, REGIONS_FILE)):  # the results were deleted while it rendered
+                store.delete_prefix(job_prefix(job_id))
+                raise JobFailed(ErrorCode.NOT_FOUND, "the job's results were deleted while its report was rendered")
+        except (StoreError, OSError) as exc:
+            raise JobFailed(ErrorCode.STORE_ERROR, f"the report could not be written to the store: {exc}") from exc
+    except JobFailed as exc:
+        log.warning("report of %s failed: %s", job_id, exc.error.message)
+        record_report_failed(connection, job_id, exc.error.message)
+        return {"job_id": job_id, "report": ReportStatus.FAILED.value, "error": exc.error.message}
+    meta = job.get_meta(refresh=True)
+    meta.update(report_fields(ReportStatus.READY))
+    job.save_meta()
+    return {"job_id": job_id, "report": ReportStatus.READY.value, "error": None}
 
 
 def hand_on_turn(job: Job, settings: Settings, tenant: str) -> None:

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from service.deps import JobIdDep, JobsDep, StoreDep, TenantDep
 from service.errors import error_responses
-from service.job_results import dataset_gone, expired, finished_spec, read_regions
+from service.job_results import dataset_gone, expired, finished_spec, read_regions, report_missing
 from service.schemas import MAX_OFFSET, Member, MemberOrder, MembersOut, RegionsOut
 from service.security_headers import REPORT_CSP
 from spotlight import classes
@@ -155,11 +155,14 @@ def npy_download(store: ArtifactStore, path: str, filename: str) -> StreamingRes
     response_class=HTMLResponse,
     responses={200: {"content": {"text/html": {}}, "description": "A self-contained HTML page"}},
     summary="The job's report, a page a person reads",
+    description="The report is rendered after the job finished (its results do not wait for it): until "
+    "it is there this answers 409 `report_not_ready` with Retry-After; a report that could not be made "
+    "answers 409 `report_failed` with the reason. The Python client and `spotlight report` wait for it.",
 )
 def get_report(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> HTMLResponse:
     finished_spec(jobs, tenant, job_id)
     path = job_file(job_id, REPORT_FILE)
     if not store.exists(path):
-        raise NotFound(ErrorCode.NOT_FOUND, "This job has no report.", {"job": job_id})
+        raise report_missing(jobs, tenant, job_id)
     # The report's own policy: inline styles and data: images, nothing loaded from anywhere else.
     return HTMLResponse(store.read_bytes(path), headers={"Content-Security-Policy": REPORT_CSP})

@@ -16,9 +16,17 @@ import numpy as np
 import redis
 from rq.job import Job
 
-from spotlight.jobqueue import enqueue_search, job_queue
+from spotlight.jobqueue import enqueue_search, job_queue, report_queue
 from spotlight.params import SearchParams
-from spotlight.protocol import META_STATUS, JobSpec, dataset_file, new_job_id, utcnow
+from spotlight.protocol import (
+    META_STATUS,
+    REPORT_TASK_PATH,
+    JobSpec,
+    dataset_file,
+    new_job_id,
+    report_job_id,
+    utcnow,
+)
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
@@ -66,6 +74,17 @@ def make_spec(sha: str, params: dict[str, Any] | None = None, tenant: str = "t1"
 def enqueue(redis_url: str, spec: JobSpec, settings: Settings) -> Job:
     conn = redis.Redis.from_url(redis_url)
     return enqueue_search(job_queue(conn, settings), spec, settings)
+
+
+def render_queued_report(settings: Settings, job_id: str, store: ArtifactStore) -> dict[str, Any]:
+    """Run, in this process, the report job that finished job `job_id` queued (as a search worker would
+    take it from the reports queue), and return its summary."""
+    from worker.task import render_report
+
+    conn = redis.Redis.from_url(settings.redis_url or "")
+    queued = Job.fetch(report_job_id(job_id), connection=conn)
+    assert queued.origin == report_queue(conn, settings).name and queued.func_name == REPORT_TASK_PATH
+    return render_report(str(queued.args[0]), dict(queued.args[1]), conn, settings, store)
 
 
 def worker_env(redis_url: str, store_dir: Path, **overrides: Any) -> dict[str, str]:

@@ -111,8 +111,21 @@ def test_a_job_without_callback_queues_nothing_and_workers_need_a_queue(
     assert meta_status(job) == "finished"
     conn = redis.Redis.from_url(redis_url)
     assert Queue("spotlight-callbacks", connection=conn).count == 0
-    assert build_worker(settings, conn).queue_names() == ["spotlight", "spotlight-large", "spotlight-callbacks"]
-    assert build_worker(settings, conn, callbacks=False).queue_names() == ["spotlight", "spotlight-large"]
+    # the burst worker also rendered the job's report, queued on the reports queue its search workers serve
+    assert Queue("spotlight-reports", connection=conn).count == 0
+    assert (job.get_meta(refresh=True).get("report") or {}).get("status") == "ready"
+    assert build_worker(settings, conn).queue_names() == [
+        "spotlight",
+        "spotlight-large",
+        "spotlight-reports",
+        "spotlight-callbacks",
+    ]
+    assert build_worker(settings, conn, callbacks=False).queue_names() == [
+        "spotlight",
+        "spotlight-large",
+        "spotlight-reports",
+    ]
+    assert build_worker(settings, conn, searches=False).queue_names() == ["spotlight-callbacks"]
     with pytest.raises(ValueError):
         build_worker(settings, conn, searches=False, callbacks=False)
 

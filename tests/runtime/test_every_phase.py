@@ -1,8 +1,8 @@
 """Every phase of a job honours its time limit and its owner's cancel, not only the search.
 
-After the search the worker describes the regions, runs the permutation test and renders the report;
-those phases keep ``except Exception`` handlers (a plot or a description that fails must not lose the
-regions). RQ's own timeout is an Exception, so such a handler used to swallow it and the job ran on
+After the search the worker describes the regions and runs the permutation test, and a follow-on
+job renders the report under its own time limit; those phases keep ``except Exception`` handlers (a
+plot or a description that fails must not lose the regions). RQ's own timeout is an Exception, so such a handler used to swallow it and the job ran on
 and *finished*; a cancel during them was ignored. Real worker processes (`spotlight worker --burst`,
 held at the first region's description by tests/runtime/gate.py) and the session's real Redis.
 """
@@ -27,7 +27,7 @@ from worker import checkpoint
 from worker.task import execute
 
 from . import gate
-from .helpers import QUICK, make_spec, spawn_logged, tail_log, worker_env, write_dataset
+from .helpers import QUICK, make_spec, render_queued_report, spawn_logged, tail_log, worker_env, write_dataset
 
 THREE = {**QUICK, "n_spotlights": 3}
 
@@ -182,41 +182,45 @@ def test_describing_yields_to_another_tenant_and_goes_on_where_it_stopped(settin
     assert [r["description"] for r in regions] == [r["description"] for r in uninterrupted]
 
 
-def test_a_cancel_during_the_report_ends_the_job_canceled(settings, store, conn, monkeypatch) -> None:
+def test_the_report_is_not_part_of_the_job_s_run(settings, store, conn, monkeypatch) -> None:
+    """The job ends (finished, its results stored) without drawing anything: the report is the
+    follow-on job's, so a cancel or a time limit of the search can no longer fall inside it."""
     import worker.report
 
     spec = make_spec(write_dataset(store, n=300, seed=5), QUICK)
     job = enqueue_search(job_queue(conn, settings), spec, settings)
     job_queue(conn, settings).remove(job)
+    drawn: list[int] = []
     original = worker.report.job_report
-
-    def canceled_meanwhile(*args, **kwargs):
-        conn.set(
-            Keys.of(settings).cancel(spec.job_id), "1", ex=600
-        )  # the owner's DELETE arrives while the report renders
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(worker.report, "job_report", canceled_meanwhile)
-    assert execute(spec, job, settings, store)["status"] == "canceled"
-    assert status_of(job) == JobStatus.CANCELED
-    assert not store.exists(job_file(spec.job_id, REGIONS_FILE))
+    monkeypatch.setattr(worker.report, "job_report", lambda *a, **kw: drawn.append(1) or original(*a, **kw))
+    assert execute(spec, job, settings, store)["status"] == "finished"
+    assert drawn == [] and store.exists(job_file(spec.job_id, REGIONS_FILE))
+    assert render_queued_report(settings, spec.job_id, store)["report"] == "ready" and drawn == [1]
 
 
 def test_the_time_limit_passes_the_report_s_own_error_handling(settings, store, conn, monkeypatch) -> None:
-    """The report falls back to a plain page on any Exception; the job's time limit, raised by the
-    search workers' death penalty (as RQ runs it in the horse), is not one of those."""
+    """The report falls back to a plain page on any Exception; the report job's time limit, raised by
+    the search workers' death penalty (as RQ runs it in the horse), is not one of those: it reaches RQ,
+    whose failure hook records the report failed with why. The job stays finished, its results whole."""
     import time
 
+    from rq.job import Job
     from rq.timeouts import JobTimeoutException
 
     import worker.report
-    from spotlight.jobqueue import TimeLimitPenalty
+    from spotlight.jobqueue import JobTimeLimitReached, TimeLimitPenalty, on_report_failure
+    from spotlight.jobstate import ReportStatus, report_of
+    from spotlight.protocol import REPORT_FILE, report_job_id
 
     spec = make_spec(write_dataset(store, n=300, seed=6), QUICK)
     job = enqueue_search(job_queue(conn, settings), spec, settings)
     job_queue(conn, settings).remove(job)
+    assert execute(spec, job, settings, store)["status"] == "finished"
     monkeypatch.setattr(worker.report, "job_report", lambda *a, **kw: time.sleep(30))
-    with TimeLimitPenalty(2, JobTimeoutException, job_id=job.id):
-        out = execute(spec, job, settings, store)
-    assert out["status"] == "failed" and out["error"]["code"] == "job_timeout", out
-    assert not store.exists(job_file(spec.job_id, REGIONS_FILE))
+    with pytest.raises(JobTimeLimitReached) as limit, TimeLimitPenalty(2, JobTimeoutException, job_id=job.id):
+        render_queued_report(settings, spec.job_id, store)
+    on_report_failure(Job.fetch(report_job_id(spec.job_id), connection=conn), conn, limit.type, limit.value, None)
+    status, reason = report_of(job.get_meta(refresh=True))
+    assert status == ReportStatus.FAILED and reason is not None and "time limit" in reason
+    assert status_of(job) == JobStatus.FINISHED and store.exists(job_file(spec.job_id, REGIONS_FILE))
+    assert not store.exists(job_file(spec.job_id, REPORT_FILE))

@@ -58,3 +58,26 @@ def test_a_listed_or_started_job_is_left_alone(redis_url: str) -> None:
     assert lane.get_job_ids() == [listed.id]
     assert not conn.exists(Keys.of(settings).unheld_since(listed.id))
     assert not conn.exists(Keys.of(settings).unheld_since(started.id))
+
+
+def test_a_report_job_popped_into_nowhere_goes_back_and_an_ended_one_leaves_the_sweep(redis_url: str) -> None:
+    """A finished job's report job lost the same way would leave its report pending until its RQ record
+    expired: the sweep pushes it back to the reports queue too, and forgets report jobs that ended."""
+    from spotlight.jobqueue import enqueue_report, report_queue
+
+    settings = Settings(redis_url=redis_url, **GRACE_SETTINGS)
+    conn = redis.Redis.from_url(redis_url)
+    lost = enqueue_report(conn, settings, make_spec("0" * 64).job_id, {})
+    done = enqueue_report(conn, settings, make_spec("0" * 64).job_id, {})
+    reports = report_queue(conn, settings)
+    pending = Keys.of(settings).reports_pending
+    assert {m.decode() for m in conn.smembers(pending)} == {lost.id, done.id}
+    assert conn.lpop(reports.key).decode() == lost.id  # what a vanished worker's BLPOP does
+    conn.lrem(reports.key, 1, done.id)
+    done.set_status(JobStatus.FINISHED)  # a worker rendered it
+
+    assert requeue_unheld(conn, settings) == []  # first seen unheld
+    assert {m.decode() for m in conn.smembers(pending)} == {lost.id}  # the ended one left the sweep
+    time.sleep(unheld_grace_s(settings) + 0.1)
+    assert requeue_unheld(conn, settings) == [lost.id]
+    assert reports.get_job_ids() == [lost.id]

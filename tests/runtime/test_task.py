@@ -221,3 +221,99 @@ def test_the_search_writes_its_kernel_values_to_a_file_not_the_horse_s_memory(
             spec.params,
             weights_out=np.zeros((300, 3), dtype=np.float32),
         )
+
+
+def test_a_finished_job_queues_its_report_and_is_finished_before_it_exists(settings, store, redis_url) -> None:
+    """`finished` as soon as the results are stored: the report is queued for a search worker, its
+    status pending in the meta, then ready once rendered."""
+    from rq.job import Job
+
+    from spotlight.jobstate import ReportStatus, report_of
+    from spotlight.protocol import REPORT_FILE, report_job_id
+
+    from .helpers import render_queued_report
+
+    sha = write_dataset(store, n=200)
+    spec = make_spec(sha)
+    job = enqueue(redis_url, spec, settings)
+    assert execute(spec, job, settings, store)["status"] == "finished"
+
+    meta = job.get_meta(refresh=True)
+    assert meta[META_STATUS] == "finished" and report_of(meta) == (ReportStatus.PENDING, None)
+    assert store.exists(job_file(spec.job_id, REGIONS_FILE)) and not store.exists(job_file(spec.job_id, REPORT_FILE))
+    queued = Job.fetch(report_job_id(spec.job_id), connection=job.connection)
+    assert queued.args[0] == spec.job_id and queued.args[1]["id"] == spec.job_id
+    assert queued.args[1]["device"] == "cpu" and queued.args[1]["verdict"]
+
+    assert render_queued_report(settings, spec.job_id, store) == {
+        "job_id": spec.job_id,
+        "report": "ready",
+        "error": None,
+    }
+    assert report_of(job.get_meta(refresh=True)) == (ReportStatus.READY, None)
+    assert store.read_bytes(job_file(spec.job_id, REPORT_FILE)).decode().startswith("<!DOCTYPE html>")
+
+
+def test_a_report_that_cannot_be_made_is_failed_with_its_reason_never_pending(
+    settings, store, redis_url, monkeypatch
+) -> None:
+    """The dataset deleted before the report job ran, the report job raising, or its horse lost: each
+    records report_failed with why (what the report route answers), and the job stays finished."""
+    from rq.job import Job
+
+    from spotlight.jobqueue import on_report_failure, record_worker_lost
+    from spotlight.jobstate import ReportStatus, report_fields, report_of
+    from spotlight.protocol import dataset_prefix, report_job_id
+
+    from .helpers import render_queued_report
+
+    sha = write_dataset(store, n=200)
+    spec = make_spec(sha)
+    job = enqueue(redis_url, spec, settings)
+    assert execute(spec, job, settings, store)["status"] == "finished"
+    store.delete_prefix(dataset_prefix(sha))
+
+    summary = render_queued_report(settings, spec.job_id, store)
+    assert summary["report"] == "failed" and "no longer stored" in summary["error"]
+    meta = job.get_meta(refresh=True)
+    assert meta[META_STATUS] == "finished"
+    assert report_of(meta) == (ReportStatus.FAILED, summary["error"])
+
+    queued = Job.fetch(report_job_id(spec.job_id), connection=job.connection)
+    for fail, says in (
+        (
+            lambda: on_report_failure(queued, job.connection, MemoryError, MemoryError("out of memory"), None),
+            "MemoryError",
+        ),
+        (lambda: record_worker_lost(queued, "its work-horse process died (signal 9)"), "signal 9"),
+    ):
+        job.meta.update(report_fields(ReportStatus.PENDING))
+        job.save_meta()
+        fail()
+        status, reason = report_of(job.get_meta(refresh=True))
+        assert status == ReportStatus.FAILED and reason is not None and says in reason
+
+    # results deleted while the report renders (its dataset deleted): no stray report.html stays behind
+    from spotlight.protocol import REPORT_FILE, job_prefix
+
+    other = make_spec(write_dataset(store, n=200, seed=1))
+    other_job = enqueue(redis_url, other, settings)
+    assert execute(other, other_job, settings, store)["status"] == "finished"
+    import worker.report
+
+    original = worker.report.job_report
+
+    def deleted_meanwhile(*args, **kwargs):
+        store.delete_prefix(job_prefix(other.job_id))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(worker.report, "job_report", deleted_meanwhile)
+    summary = render_queued_report(settings, other.job_id, store)
+    assert summary["report"] == "failed" and "deleted while" in summary["error"]
+    assert not store.exists(job_file(other.job_id, REPORT_FILE))
+
+    # a report already rendered stays ready whatever a late hook says
+    job.meta.update(report_fields(ReportStatus.READY))
+    job.save_meta()
+    record_worker_lost(queued, "late")
+    assert report_of(job.get_meta(refresh=True))[0] == ReportStatus.READY

@@ -23,6 +23,7 @@ import yaml
 from rq import Queue
 
 from spotlight.cli import parse_args
+from spotlight.jobqueue import report_queue
 from spotlight.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,14 +203,17 @@ def settings_of(deployment: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
 def test_keda_scales_workers_on_the_queue_list_the_api_pushes_to(monkeypatch: pytest.MonkeyPatch) -> None:
     scaled = one("ScaledObject", "spotlight-worker")
     settings = settings_of("spotlight-worker", monkeypatch)
-    trigger = scaled["spec"]["triggers"][0]
-    assert trigger["type"] == "redis"
+    triggers = scaled["spec"]["triggers"]
     queue = Queue(settings.rq_queue_name(), connection=redis.Redis())  # no connection is opened
-    assert trigger["metadata"]["listName"] == queue.key
+    # the search queue, and the reports queue: a report queued after the last search keeps a worker
+    reports = report_queue(redis.Redis(), settings)
+    assert [t["metadata"]["listName"] for t in triggers] == [queue.key, reports.key]
     redis_url = urlsplit(settings.redis_url or "")
-    assert trigger["metadata"]["address"] == f"{redis_url.hostname}:{redis_url.port}"
-    assert trigger["metadata"]["enableTLS"] == ("true" if redis_url.scheme == "rediss" else "false")
-    assert trigger["metadata"]["databaseIndex"] == (redis_url.path.strip("/") or "0")
+    for trigger in triggers:
+        assert trigger["type"] == "redis"
+        assert trigger["metadata"]["address"] == f"{redis_url.hostname}:{redis_url.port}"
+        assert trigger["metadata"]["enableTLS"] == ("true" if redis_url.scheme == "rediss" else "false")
+        assert trigger["metadata"]["databaseIndex"] == (redis_url.path.strip("/") or "0")
     svc = one("Service", redis_url.hostname or "")
     assert redis_url.port in [p["port"] for p in svc["spec"]["ports"]]
     assert scaled["spec"]["scaleTargetRef"]["name"] == "spotlight-worker"

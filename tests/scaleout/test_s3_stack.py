@@ -59,15 +59,22 @@ def test_a_search_runs_end_to_end_with_every_artifact_on_s3(cluster: Cluster, s3
         assert by_contribution.status_code == 200 and by_contribution.json()["members"]
         weights = np.load(io.BytesIO(c.get(f"/v1/jobs/{job}/weights").content), allow_pickle=False)
         assert weights.shape == (240, 2) and weights.dtype == np.float32
-        report = c.get(f"/v1/jobs/{job}/report")
-        assert report.status_code == 200 and "<html" in report.text.lower()
+        # the report is rendered by a follow-on job after the job finished
+        report = wait_for(
+            lambda: (r := c.get(f"/v1/jobs/{job}/report")).status_code == 200 and r,
+            60,
+            "the report",
+            interval=0.2,
+        )
+        assert "<html" in report.text.lower()
 
     stored = [k.rsplit("/", 1)[-1] for k in keys(s3, f"{root}/jobs/{job}")]
     assert {"regions.json", "weights.npy", "members_0.npy", "members_1.npy", "report.html"} <= set(stored)
-    # regions.json ("done") was put last: no other result object is newer.
+    # regions.json ("done") was put last of the results: only the report, rendered afterwards, is newer.
     fs = s3.filesystem()
     modified = {k.rsplit("/", 1)[-1]: fs.info(k)["LastModified"] for k in keys(s3, f"{root}/jobs/{job}")}
-    assert modified["regions.json"] == max(modified.values())
+    assert modified["regions.json"] == max(v for k, v in modified.items() if k != "report.html")
+    assert modified["report.html"] >= modified["regions.json"]
     # Every object was put whole under its final name: no temporary names anywhere in the bucket.
     assert not [k for k in keys(s3, root) if ".tmp-" in k or ".part-" in k]
     # Nothing landed on either node's disk but the worker's cache of the dataset's arrays.

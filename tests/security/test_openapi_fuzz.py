@@ -34,6 +34,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 
+from tests.runtime.helpers import wait_for
+
 from .stack import QUICK_PARAMS, Stack, npz_bytes
 
 pytestmark = pytest.mark.e2e
@@ -121,6 +123,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             ds = s.upload(c, n=N_ROWS)
             job = s.submit(c, ds, {**QUICK_PARAMS, "pca_components": PCA_COMPONENTS})
             assert s.wait_ended(c, job, 90)["status"] == "finished", s.log("w1")
+            # the report is rendered after the job, by the same worker: keep it until the page is stored
+            wait_for(lambda: c.get(f"/v1/jobs/{job}/report").status_code == 200, 90, "the job's report")
             comparison = c.post(f"/v1/jobs/{job}/compare", json={"dataset": ds})
             assert comparison.status_code == 201, comparison.text
         s.kill("w1")  # from here jobs stay queued: cancelable, and no search competes with the fuzzing

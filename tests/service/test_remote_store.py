@@ -17,6 +17,7 @@ from rq.job import Job
 from spotlight.protocol import JobSpec
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore, StoreError, store_from_settings
+from tests.runtime.helpers import render_queued_report
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 
@@ -109,5 +110,10 @@ def test_a_job_from_upload_to_results_on_a_remote_store(make_api, memory_url: st
         weights = c.get(f"/v1/jobs/{job_id}/weights")
         assert weights.status_code == 200
         assert np.load(io.BytesIO(weights.content)).shape == (80, 2)
+        # finished with its results stored; the report is queued for a search worker, not rendered yet
+        pending = c.get(f"/v1/jobs/{job_id}/report")
+        assert pending.status_code == 409 and pending.json()["error"]["code"] == "report_not_ready"
+        assert int(pending.headers["Retry-After"]) > 0
+        assert render_queued_report(settings, job_id, store_from_settings(settings))["report"] == "ready"
         report = c.get(f"/v1/jobs/{job_id}/report")
         assert report.status_code == 200 and job_id in report.text

@@ -20,7 +20,7 @@ from tests.service.conftest import LiveApi, npz_bytes, toy
 N = 30
 
 
-def _finished_job(api: LiveApi, c) -> tuple[str, np.ndarray, dict]:
+def _finished_job(api: LiveApi, c, report: bool = True) -> tuple[str, np.ndarray, dict]:
     data = toy(N)
     ids = np.array([f"r{i}" for i in range(N)])
     meta = np.array([json.dumps({"row": i}) for i in range(N)])
@@ -59,7 +59,8 @@ def _finished_job(api: LiveApi, c) -> tuple[str, np.ndarray, dict]:
         for k in range(2)
     ]
     api.store.save_npy(job_file(job_id, "weights.npy"), weights)
-    api.store.write_bytes(job_file(job_id, "report.html"), b"<html><body>report</body></html>")
+    if report:
+        api.store.write_bytes(job_file(job_id, "report.html"), b"<html><body>report</body></html>")
     return job_id, weights, {"regions": regions, "data": data, "reference": reference}
 
 
@@ -206,3 +207,54 @@ def test_results_of_an_older_worker_are_a_clear_404_not_a_500(api: LiveApi) -> N
         api.mark_finished(job_id)
         r = c.get(f"/v1/jobs/{job_id}/regions")
     assert r.status_code == 404 and "older worker" in r.json()["error"]["message"]
+
+
+def test_a_report_rendered_after_the_job_is_pending_then_served_and_a_lost_or_failed_one_says_why(
+    api: LiveApi,
+) -> None:
+    """The report follows a finished job (a report job on the reports queue): until it is stored the
+    route answers 409 report_not_ready with Retry-After, never a 5xx nor a hang; a rendering that
+    failed, or whose job vanished, is report_failed with the reason."""
+    from rq.job import Job
+
+    from spotlight.jobqueue import enqueue_report, record_report_failed, report_queue
+    from spotlight.jobstate import ReportStatus, report_fields
+    from spotlight.protocol import report_job_id
+
+    with api.client() as c:
+        job_id, _, extra = _finished_job(api, c, report=False)
+        api.finish_with(job_id, extra["regions"], loss_reference=extra["reference"])
+        job = Job.fetch(job_id, connection=api.redis)
+        job.meta.update(report_fields(ReportStatus.PENDING))
+        job.save_meta()
+        queued = enqueue_report(api.redis, api.settings, job_id, {"id": job_id})
+        assert queued.id == report_job_id(job_id) and queued.origin == report_queue(api.redis, api.settings).name
+        base = f"/v1/jobs/{job_id}"
+
+        assert c.get(base + "/regions").status_code == 200  # the results do not wait for the report
+        assert c.get(base).json()["report"] == "pending"
+        r = c.get(base + "/report")
+        assert r.status_code == 409 and int(r.headers["Retry-After"]) >= 1
+        error = r.json()["error"]
+        assert error["code"] == "report_not_ready" and error["details"] == {
+            "job": job_id,
+            "report": "pending",
+            "rendering": "queued",
+        }
+
+        queued.delete()  # the rendering job vanished (expired, or its Redis entry lost): not pending for good
+        r = c.get(base + "/report")
+        assert r.status_code == 409 and "Retry-After" not in r.headers
+        assert r.json()["error"]["code"] == "report_failed" and "without a trace" in r.json()["error"]["message"]
+        assert c.get(base).json()["report"] == "failed"  # the job's view says the same
+
+        record_report_failed(api.redis, job_id, "rendering it ran past its time limit")
+        r = c.get(base + "/report")
+        error = r.json()["error"]
+        assert r.status_code == 409 and error["code"] == "report_failed"
+        assert error["details"]["reason"] == "rendering it ran past its time limit"
+        assert "regions, members, weights" in error["message"]
+
+        api.store.write_bytes(job_file(job_id, "report.html"), b"<html><body>late report</body></html>")
+        r = c.get(base + "/report")
+        assert r.status_code == 200 and "late report" in r.text

@@ -57,6 +57,47 @@ def test_non_contract_error_and_network_failure_are_spotlight_errors_too() -> No
     assert info.value.code == "connection_error" and info.value.status_code is None
 
 
+def _report_answers(answers: list[httpx.Response]) -> tuple[SpotlightClient, list[float]]:
+    """A client whose report requests get `answers` in turn; the list of when each came."""
+    import time
+
+    asked: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/jobs/job_1/report"
+        asked.append(time.monotonic())
+        return answers[min(len(asked), len(answers)) - 1]
+
+    return _mock(handler), asked
+
+
+def _not_ready(retry_after: str = "0.2") -> httpx.Response:
+    body = {"error": {"code": "report_not_ready", "message": "still rendering", "details": {"report": "pending"}}}
+    return httpx.Response(409, json=body, headers={"Retry-After": retry_after})
+
+
+def test_report_waits_for_a_report_still_being_rendered_as_retry_after_says() -> None:
+    html = httpx.Response(200, text="<html>the report</html>", headers={"content-type": "text/html"})
+    sc, asked = _report_answers([_not_ready(), _not_ready(), html])
+    with sc:
+        assert sc.job("job_1").report() == "<html>the report</html>"
+    assert len(asked) == 3 and all(b - a >= 0.15 for a, b in zip(asked, asked[1:], strict=False))
+
+
+def test_report_waits_only_as_long_as_asked_and_a_failed_report_raises_at_once() -> None:
+    sc, asked = _report_answers([_not_ready("30")])
+    with sc, pytest.raises(SpotlightError) as info:
+        sc.job("job_1").report(timeout=0.3)
+    assert info.value.code == "report_not_ready" and 2 <= len(asked) <= 3 and asked[-1] - asked[0] < 2
+    failed = httpx.Response(
+        409, json={"error": {"code": "report_failed", "message": "could not be made", "details": {"reason": "x"}}}
+    )
+    sc, asked = _report_answers([failed])
+    with sc, pytest.raises(SpotlightError) as info:
+        sc.job("job_1").save_report("unused.html")
+    assert info.value.code == "report_failed" and len(asked) == 1
+
+
 def test_upload_sends_one_npz_with_every_field() -> None:
     seen: dict[str, Any] = {}
 

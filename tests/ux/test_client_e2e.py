@@ -139,9 +139,14 @@ def test_finished_job_results_through_the_client(finished: dict[str, Any]) -> No
 
 
 def test_finished_job_report_through_the_client(finished: dict[str, Any], tmp_path: Path) -> None:
+    """The report is rendered after the job by a real worker; the client waits for it, and the job's
+    status then says it is ready."""
     job: Job = finished["job"]
+    assert job.status()["report"] in ("pending", "ready")
     html = job.report()
     assert "Spotlight report" in html and job.id in html
+    # the page is stored a moment before the meta says ready (the rendering job writes, then records)
+    wait_for(lambda: job.status()["report"] == "ready", 10, "the job's report status ready")
     path = job.save_report(tmp_path / "r.html")
     assert Path(path).read_text(encoding="utf-8") == html
 

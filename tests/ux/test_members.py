@@ -23,7 +23,7 @@ from spotlight.protocol import (
 )
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
-from tests.runtime.helpers import enqueue, make_spec
+from tests.runtime.helpers import enqueue, make_spec, render_queued_report
 from worker.task import execute
 
 N, D, POCKET = 2000, 8, 40
@@ -67,6 +67,8 @@ def _run(settings: Settings, store: ArtifactStore, sha: str, **params: Any) -> t
     spec = make_spec(sha, {"device": "cpu", "steps": 300, **params})
     summary = execute(spec, enqueue(settings.redis_url or "", spec, settings), settings, store)
     stored = store.read_json(job_file(spec.job_id, REGIONS_FILE)) if summary["status"] == "finished" else {}
+    if summary["status"] == "finished":
+        assert render_queued_report(settings, spec.job_id, store)["report"] == "ready"
     return {**summary, "job_id": spec.job_id}, stored
 
 

@@ -15,7 +15,7 @@ from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 from spotlight.tables import region_rows
 from spotlight.text_terms import region_text_terms
-from tests.runtime.helpers import enqueue, make_spec
+from tests.runtime.helpers import enqueue, make_spec, render_queued_report
 from worker.describe import describe_job
 from worker.task import execute
 
@@ -118,6 +118,7 @@ def test_job_with_texts_describes_regions_in_words_and_reports_them_escaped(
     row = region_rows([region])[0]
     assert '"penguin' in row["text_terms"] and row["text_terms_lift_on"] == "heldout"
 
+    assert render_queued_report(settings, spec.job_id, store)["report"] == "ready"
     page = store.read_bytes(job_file(spec.job_id, REPORT_FILE)).decode()
     assert "In its texts" in page and "held-out rows" in page
     assert "&lt;b&gt;penguin colony&lt;/b&gt;" in page and "<b>penguin colony</b>" not in page
