@@ -161,8 +161,8 @@ class Verdict(BaseModel):
     """How the region's `significant` and `p_value` were reached (docs/engine.md, "The verdict")."""
 
     method: VerdictMethod = Field(
-        description="'holdout': the search ran on a seeded random half of the rows; the region was applied to the "
-        "other half and its held-out members' mean loss tested against random same-size sets of held-out rows."
+        description="'holdout': the search ran on a seeded random half of the rows; on the other half, the region's "
+        "kernel-weighted mean loss was tested against the same mean with the held-out losses permuted."
     )
     level: float = Field(
         description="The job's level: the chance that a job on pure noise shows any significant region."
@@ -171,7 +171,10 @@ class Verdict(BaseModel):
     p_value_unadjusted: float | None = Field(description="This region's own one-sided p-value, before Holm.")
     n_holdout_rows: int = Field(description="Rows held out from the search (the test's population).")
     holdout_mean_loss: float | None = Field(description="Mean loss of all held-out rows (the lift's denominator).")
-    n_draws: int = Field(description="Random same-size sets of held-out rows the p-value counts against.")
+    n_draws: int = Field(
+        description="Permutations of the held-out losses the p-value counts against (fewer when it stopped early, "
+        "at 10 as extreme as the region: a clearly noisy region needs no more)."
+    )
 
 
 class RegionKernel(BaseModel):
@@ -231,7 +234,11 @@ class RegionRecord(RegionKernel):
     error_rate: float | None = Field(
         None, description="Share of the held-out members whose prediction differs from their label."
     )
-    n_holdout_members: int = Field(0, description="Held-out rows that are members (the test's sample size).")
+    n_holdout_members: int = Field(
+        0,
+        description="Held-out rows that are members (what mean_loss, lift and error_rate are measured on): those "
+        "at or above member_min_weight, topped up with the next heaviest to the searched members' count.",
+    )
     verdict: Verdict | None = Field(None, description="How `significant` and `p_value` were reached.")
     # ----- the search's own figures (on the rows it searched) -----
     weighted_loss: float = Field(

@@ -9,30 +9,84 @@ import pytest
 from spotlight import verdict
 
 
-def test_held_out_p_values_of_sets_chosen_without_the_losses_are_uniform() -> None:
+def _region(rng: np.random.Generator, n: int, d: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Points and a gaussian region's float32 weights of them (the engine's dtype), fixed without the losses."""
+    x = rng.normal(size=(n, d))
+    centre = x[rng.integers(n)]
+    u = ((x - centre) ** 2).sum(axis=1) * rng.uniform(0.3, 3.0)
+    return x, np.exp(-0.5 * u).astype(np.float32)
+
+
+@pytest.mark.parametrize("n", [300, 6000])  # exact permutations, and draws with replacement beyond EXACT_ROWS
+def test_kernel_test_p_values_of_weights_chosen_without_the_losses_are_uniform(n: int) -> None:
     rng = np.random.default_rng(0)
-    n = 400
-    held = np.arange(n)
     p = []
-    for seed in range(300):
+    for seed in range(300 if n < 1000 else 120):
         losses = rng.exponential(size=n)  # heavy-ish tail, like cross-entropy
-        members = rng.choice(n, size=int(rng.integers(3, 30)), replace=False)
-        p.append(verdict.holdout_test(losses, members, held, seed=seed).p_value)
+        _, w = _region(rng, n)
+        got, _ = verdict.kernel_test(losses, w, np.arange(n), seed=seed)
+        assert got is not None
+        p.append(got)
     p_arr = np.asarray(p, dtype=float)
-    assert 0.02 <= float(np.mean(p_arr <= 0.05)) <= 0.09  # the level holds (300 draws: +-2.5 % sd)
-    assert 0.42 <= float(p_arr.mean()) <= 0.58
+    assert float(np.mean(p_arr <= 0.05)) <= 0.09  # the level holds (300 draws: +-1.3 % sd at 5 %)
+    assert float(np.mean(p_arr <= 0.5)) >= 0.35 and 0.38 <= float(p_arr.mean()) <= 0.62  # not stuck at 1 either
 
 
-def test_a_real_effect_is_seen_and_min_loss_looks_the_other_way() -> None:
+def test_kernel_test_sees_losses_rising_toward_the_region_and_min_loss_looks_the_other_way() -> None:
     rng = np.random.default_rng(1)
-    losses = rng.exponential(size=500)
-    members = np.arange(20)
-    losses[members] += 2.0
-    figures = verdict.holdout_test(losses, members, np.arange(500))
-    assert figures.p_value is not None and figures.p_value < 1e-3 and figures.lift is not None and figures.lift > 2
+    n = 500
+    x = rng.normal(size=(n, 8))
+    d2 = ((x - x[0]) ** 2).sum(axis=1)
+    radius = np.sort(d2)[7]  # a ball region: 1 on the 8 nearest rows, decaying beyond
+    w = np.exp(-0.5 * 10 * np.maximum(0.0, d2 / radius - 1)).astype(np.float32)
+    losses = rng.exponential(size=n)
+    nearest = np.argsort(-w)[:8]  # a weak spot of those 8 held-out rows, 2 loss sd up
+    losses[nearest] += 2.0
+    p, draws = verdict.kernel_test(losses, w, np.arange(n))
+    assert p is not None and p <= 2 / (draws + 1)
+    other_way, _ = verdict.kernel_test(losses, w, np.arange(n), objective="min_loss")
+    assert other_way is not None and other_way > 0.5
+    # the same 8 rows are a sample the member-set figures measure
+    figures = verdict.holdout_test(losses, nearest, np.arange(n), w)
+    assert figures.p_value == p and figures.lift is not None and figures.lift > 2
     assert figures.mean_loss_ci is not None and figures.mean_loss_ci[0] < figures.mean_loss < figures.mean_loss_ci[1]
-    other_way = verdict.holdout_test(losses, members, np.arange(500), objective="min_loss")
-    assert other_way.p_value is not None and other_way.p_value > 0.9
+    # only held-out rows count: the same weights with the weak spot outside the held-out rows see nothing
+    rest = np.setdiff1d(np.arange(n), nearest)
+    p_rest, _ = verdict.kernel_test(losses, w, rest)
+    assert p_rest is not None and p_rest > 0.05
+
+
+def test_kernel_test_without_weight_on_held_out_rows_has_no_p_value() -> None:
+    w = np.zeros(50, dtype=np.float32)
+    w[:5] = 1.0
+    assert verdict.kernel_test(np.ones(50), w, np.arange(10, 50)) == (None, 0)
+    figures = verdict.holdout_test(np.ones(50), np.empty(0, dtype=np.int64), np.arange(10, 50), w)
+    assert figures.p_value is None and figures.n_members == 0 and figures.holdout_mean_loss == 1.0
+
+
+def test_held_out_members_are_topped_up_to_the_searched_count_by_weight_alone() -> None:
+    """A region around searched rows that no held-out row reaches still has held-out members to measure."""
+    n = 200
+    parts = verdict.split(n, 3)
+    w = np.full(n, 1e-3, dtype=np.float32)
+    w[parts.searched[:6]] = 1.0  # the searched members: the region's deepest rows
+    w[parts.held_out[:4]] = np.float32([0.5, 0.4, 0.3, 0.2])  # the held-out rows nearest it
+    rows = verdict.region_rows(w, "ball", parts)
+    assert rows.searched.size == 6 and rows.min_weight == pytest.approx(1.0, abs=1e-5)
+    want = round(6 * parts.held_out.size / parts.searched.size)
+    assert rows.held_out.size == want
+    assert set(parts.held_out[:4].tolist()) <= set(rows.held_out.tolist())  # heaviest first
+    # ties among the rest go by the split's seeded shuffle, not by row order
+    tied = np.setdiff1d(rows.held_out, parts.held_out[:4])
+    rest = np.setdiff1d(parts.held_out, parts.held_out[:4])
+    assert parts.priority is not None
+    assert tied.tolist() == sorted(rest[np.argsort(parts.priority[rest])][: want - 4].tolist())
+    # rows of weight 0 are never members, however few the held-out members then are
+    w[np.setdiff1d(parts.held_out, parts.held_out[:4])] = 0.0
+    assert verdict.region_rows(w, "ball", parts).held_out.tolist() == sorted(parts.held_out[:4].tolist())
+    # held-out rows the member threshold admits all stay members, even beyond the searched count
+    w[parts.held_out[:10]] = 1.0
+    assert verdict.region_rows(w, "ball", parts).held_out.size == 10
 
 
 def test_holm_adjusts_in_order_and_skips_untested_regions() -> None:
