@@ -8,7 +8,8 @@ once, with its description.
 
 Which numbers are honest about selection (docs/engine.md, "The verdict"): the search ran on a
 seeded random part of the rows; ``mean_loss``, ``lift``, ``error_rate``, ``p_value`` and
-``significant`` are measured on the *held-out* rows the search never saw (its held-out members),
+``significant`` are measured on the *held-out* rows the search never saw (the test over all of
+them, the figures on the region's held-out members),
 so the search's own choice does not inflate them. Figures measured on the rows the search chose
 from carry ``weighted_`` (the kernel-weighted objective) or ``in_sample_`` in their names.
 
@@ -210,14 +211,14 @@ class RegionRecord(RegionKernel):
     # ----- the verdict and the honest figures (held-out members) -----
     significant: bool = Field(
         False,
-        description="True when the region's held-out members lose more than random sets of held-out rows of "
-        "the same size, at the job's level after the Holm correction over its regions; false means "
-        "'not distinguishable from noise'.",
+        description="True when the region's kernel-weighted mean loss over the held-out rows beats the same "
+        "mean with their losses permuted, at the job's level after the Holm correction over its regions; false "
+        "means 'not distinguishable from noise'.",
     )
     p_value: float | None = Field(
         None,
         description="Holm-adjusted one-sided p-value of the held-out test (significant = p_value <= level); "
-        "null when the region had no held-out members.",
+        "null when no held-out row has weight in the region.",
     )
     mean_loss: float | None = Field(
         None, description="Mean loss of the region's held-out members (rows the search never saw): honest."
