@@ -9,19 +9,19 @@ cannot see it. Rows the search never used can. So:
    other half is held out. The search sees the held-out rows with sample weight 0 and a loss it
    cannot learn from (:func:`search_inputs`), so the engine runs unchanged, its weights cover every
    row, and a plain search of the same job costs the same.
-2. **Apply**: a region's held-out members are the held-out rows its kernel admits by the same
-   member rule as everywhere (spotlight/members.py: weight > 0 and >= ``member_min_weight``, the
-   threshold drawn on the searched rows).
-3. **Test** (:func:`holdout_test`): the held-out members' mean loss against random sets of the same
-   size drawn from the held-out rows; the one-sided p-value is the share of such sets that lose
-   at least as much (at most as much for ``min_loss``), counting the observed set as one of them.
-   Under the null (loss unrelated to place) the held-out members are a set chosen without
-   looking at their losses, so this p-value is valid for each region as it stands.
+2. **Apply** (:func:`region_rows`): a region's held-out members are the held-out rows its kernel
+   admits by the same member rule as everywhere (spotlight/members.py: weight > 0 and >=
+   ``member_min_weight``, the threshold drawn on the searched rows), topped up by weight to as many
+   as the searched half holds.
+3. **Test** (:func:`kernel_test`): the region's kernel-weighted mean loss over every held-out row
+   against the same mean with the held-out losses permuted; one-sided (the other way for
+   ``min_loss``). Under the null (loss unrelated to place) the weights are fixed without looking
+   at the held-out losses, so this p-value is valid for each region as it stands.
 4. **Correct** (:func:`holm`): Holm's step-down adjustment over the job's regions, so that the
    chance that a job on pure noise shows *any* significant region is at most ``level``.
 
-The region's honest figures (mean loss, lift, error rate and an interval) are measured on the
-same held-out members. numpy only: the client side, the API (the tiny-n rule at submit) and the
+The region's honest figures (mean loss, lift, error rate and an interval) are measured on its
+held-out members (:func:`holdout_test`). numpy only: the client side, the API (the tiny-n rule at submit) and the
 worker all import it.
 """
 
