@@ -32,8 +32,8 @@ Rules, side by side on the same jobs:
   of searches on shuffled losses whose best region scores as high; real when p <= level. Each
   shuffle is a one-region search, so these run on a subset of the null jobs (printed).
 - ``members``: the held-out test as first built: search a seeded random half, then each region's
-  held-out members (the rows at or above its member threshold) against random same-size sets of
-  held-out rows, Holm over the job's regions. Kept here as the baseline the default replaced.
+  held-out members' mean loss (the rows at or above its member threshold) against random same-size
+  sets of held-out rows, Holm over the job's regions. Kept here as the baseline the default replaced.
 - ``holdout`` (the default, spotlight/verdict.py): the same search; each region's kernel-weighted
   mean loss over every held-out row against the held-out losses dealt at random, Holm.
 
@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from spotlight import verdict
-from spotlight.members import member_set, members_at_or_above
+from spotlight.members import member_set
 from spotlight.params import SearchParams
 from worker.describe import bootstrap_interval, p_values, region_score
 from worker.engine import search
@@ -188,13 +188,12 @@ def holdout(job: Job, seed: int) -> tuple[Outcome, Outcome]:
     adjusted = verdict.holm(raw)
     real = [a is not None and a <= LEVEL for a in adjusted]
     default = Outcome(real, _hit(job, [r.all for r in rows], real), seconds, 1, [1.0 if q is None else q for q in raw])
-    held = parts.held_out
-    old_sets = [held[members_at_or_above(result.weights[held, k], r.min_weight)] for k, r in enumerate(rows)]
-    old_raw = [_member_p(job.losses, m, held, seed + k) for k, m in enumerate(old_sets)]
+    old_raw = [_member_p(job.losses, r.held_out, parts.held_out, seed + k) for k, r in enumerate(rows)]
     old_adj = verdict.holm(old_raw)
     old_real = [a is not None and a <= LEVEL for a in old_adj]
-    sets = [np.concatenate([r.searched, m]) for r, m in zip(rows, old_sets, strict=True)]
-    old = Outcome(old_real, _hit(job, sets, old_real), seconds, 1, [1.0 if q is None else q for q in old_raw])
+    old = Outcome(
+        old_real, _hit(job, [r.all for r in rows], old_real), seconds, 1, [1.0 if q is None else q for q in old_raw]
+    )
     return default, old
 
 

@@ -237,8 +237,8 @@ class RegionRecord(RegionKernel):
     )
     n_holdout_members: int = Field(
         0,
-        description="Held-out rows that are members (what mean_loss, lift and error_rate are measured on): those "
-        "at or above member_min_weight, topped up with the next heaviest to the searched members' count.",
+        description="Held-out rows that are members (what mean_loss, lift and error_rate are measured on; 0 leaves "
+        "them null, while the test of significant still weighs every held-out row).",
     )
     verdict: Verdict | None = Field(None, description="How `significant` and `p_value` were reached.")
     # ----- the search's own figures (on the rows it searched) -----

@@ -11,8 +11,7 @@ cannot see it. Rows the search never used can. So:
    row, and a plain search of the same job costs the same.
 2. **Apply** (:func:`region_rows`): a region's held-out members are the held-out rows its kernel
    admits by the same member rule as everywhere (spotlight/members.py: weight > 0 and >=
-   ``member_min_weight``, the threshold drawn on the searched rows), topped up by weight to as many
-   as the searched half holds.
+   ``member_min_weight``, the threshold drawn on the searched rows).
 3. **Test** (:func:`kernel_test`): the region's kernel-weighted mean loss over every held-out row
    against the same mean with the held-out losses permuted; one-sided (the other way for
    ``min_loss``). Under the null (loss unrelated to place) the weights are fixed without looking
@@ -53,15 +52,10 @@ _SEED_SALT = 0x7E57  # the split's stream is not the search's
 
 @dataclass(frozen=True)
 class Split:
-    """Which rows the search uses (`searched`) and which it never sees (`held_out`); both sorted int64.
-
-    `priority` (n,): each row's place in the split's seeded shuffle, which breaks ties between
-    held-out rows of equal kernel weight by chance, not by row order (a file sorted by loss must
-    not tilt the test). None: ties by row."""
+    """Which rows the search uses (`searched`) and which it never sees (`held_out`); both sorted int64."""
 
     searched: np.ndarray
     held_out: np.ndarray
-    priority: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -78,11 +72,7 @@ def split(n: int, seed: int, share: float = HOLDOUT_SHARE) -> Split:
     rng = np.random.default_rng([int(seed), _SEED_SALT])
     order = rng.permutation(n)
     k = int(round(share * n))
-    priority = np.empty(n, dtype=np.int64)
-    priority[order] = np.arange(n)
-    return Split(
-        searched=np.sort(order[k:]).astype(np.int64), held_out=np.sort(order[:k]).astype(np.int64), priority=priority
-    )
+    return Split(searched=np.sort(order[k:]).astype(np.int64), held_out=np.sort(order[:k]).astype(np.int64))
 
 
 def search_size(spotlight_size: float, share: float = HOLDOUT_SHARE) -> float:
@@ -130,8 +120,8 @@ def too_few_rows(n: int, spotlight_size: float, share: float = HOLDOUT_SHARE) ->
 @dataclass(frozen=True)
 class RegionRows:
     """One region's member set split by the verdict: `searched` (the member rule on the searched
-    rows), `held_out` (its held-out members, :func:`region_rows`), and `all` (both, highest weight
-    first, ties by row)."""
+    rows), `held_out` (held-out rows at or above `min_weight`, the threshold the searched ones drew:
+    the rows its honest figures are measured on), and `all` (both, highest weight first, ties by row)."""
 
     searched: np.ndarray
     held_out: np.ndarray
@@ -142,15 +132,8 @@ class RegionRows:
 def region_rows(
     weights_k: np.ndarray, kernel: str, parts: Split | None, sample_weights: np.ndarray | None = None
 ) -> RegionRows:
-    """The member set of one region over every row. `parts` None: every row was searched.
-
-    Searched rows: spotlight/members.py's rule. Held-out rows: those at or above the threshold that
-    rule drew (``member_min_weight``, as for any other data), topped up with the next heaviest
-    held-out rows of weight > 0 until the held-out half holds as many members as the searched half
-    (scaled by the halves' sizes). The top-up matters in many dimensions: a region fitted around a
-    few searched rows has them as its deepest points, so no held-out row reaches the threshold and
-    the region would have no held-out members to measure (docs/engine.md, "The verdict"). The rows
-    are picked by weight alone (ties by the split's seeded shuffle), never by a held-out loss."""
+    """The member set of one region over every row (spotlight/members.py's rule, drawn on the searched
+    rows and applied to the held-out ones as to any other data). `parts` None: every row was searched."""
     column = np.asarray(weights_k)
     n = column.shape[0]
     counts = np.ones(n) if sample_weights is None else np.asarray(sample_weights, dtype=np.float64).ravel()
@@ -161,18 +144,6 @@ def region_rows(
     threshold = members.member_min_weight(column, kernel, in_search)
     held_members = held[members.members_at_or_above(column[held], threshold)] if held.size else held
     held_members = held_members[counts[held_members] > 0]
-    if parts is not None and held.size:
-        usable_held = held[counts[held] > 0]
-        usable_searched = int(np.count_nonzero(searched_counts > 0))
-        want = int(round(in_search.size * usable_held.size / max(usable_searched, 1)))
-        if held_members.size < want:
-            k = np.asarray(column[usable_held], dtype=np.float64)
-            k = np.where(np.isfinite(k), k, 0.0)
-            tie = parts.priority[usable_held] if parts.priority is not None else usable_held
-            order = np.lexsort((tie, -k))
-            ranked = usable_held[order][k[order] > 0]
-            ranked = ranked[~np.isin(ranked, held_members)]
-            held_members = np.concatenate([held_members, ranked[: want - held_members.size]])
     rows = np.concatenate([in_search, held_members])
     ordered = rows[np.lexsort((rows, -column[rows]))].astype(np.int64)
     return RegionRows(in_search, np.sort(held_members).astype(np.int64), ordered, threshold)

@@ -64,31 +64,6 @@ def test_kernel_test_without_weight_on_held_out_rows_has_no_p_value() -> None:
     assert figures.p_value is None and figures.n_members == 0 and figures.holdout_mean_loss == 1.0
 
 
-def test_held_out_members_are_topped_up_to_the_searched_count_by_weight_alone() -> None:
-    """A region around searched rows that no held-out row reaches still has held-out members to measure."""
-    n = 200
-    parts = verdict.split(n, 3)
-    w = np.full(n, 1e-3, dtype=np.float32)
-    w[parts.searched[:6]] = 1.0  # the searched members: the region's deepest rows
-    w[parts.held_out[:4]] = np.float32([0.5, 0.4, 0.3, 0.2])  # the held-out rows nearest it
-    rows = verdict.region_rows(w, "ball", parts)
-    assert rows.searched.size == 6 and rows.min_weight == pytest.approx(1.0, abs=1e-5)
-    want = round(6 * parts.held_out.size / parts.searched.size)
-    assert rows.held_out.size == want
-    assert set(parts.held_out[:4].tolist()) <= set(rows.held_out.tolist())  # heaviest first
-    # ties among the rest go by the split's seeded shuffle, not by row order
-    tied = np.setdiff1d(rows.held_out, parts.held_out[:4])
-    rest = np.setdiff1d(parts.held_out, parts.held_out[:4])
-    assert parts.priority is not None
-    assert tied.tolist() == sorted(rest[np.argsort(parts.priority[rest])][: want - 4].tolist())
-    # rows of weight 0 are never members, however few the held-out members then are
-    w[np.setdiff1d(parts.held_out, parts.held_out[:4])] = 0.0
-    assert verdict.region_rows(w, "ball", parts).held_out.tolist() == sorted(parts.held_out[:4].tolist())
-    # held-out rows the member threshold admits all stay members, even beyond the searched count
-    w[parts.held_out[:10]] = 1.0
-    assert verdict.region_rows(w, "ball", parts).held_out.size == 10
-
-
 def test_holm_adjusts_in_order_and_skips_untested_regions() -> None:
     assert verdict.holm([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.06, None, 0.06])
     assert verdict.holm([]) == []
