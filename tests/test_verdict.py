@@ -64,6 +64,20 @@ def test_kernel_test_without_weight_on_held_out_rows_has_no_p_value() -> None:
     assert figures.p_value is None and figures.n_members == 0 and figures.holdout_mean_loss == 1.0
 
 
+def test_a_region_without_held_out_members_is_still_tested_over_every_held_out_row() -> None:
+    """In many dimensions no held-out row may reach the member threshold; the verdict must not go blind."""
+    rng = np.random.default_rng(2)
+    n = 400
+    x = rng.normal(size=(n, 16))
+    d2 = ((x - x[0]) ** 2).sum(axis=1)
+    w = np.exp(-0.5 * 4 * d2 / np.sort(d2)[10]).astype(np.float32)  # falls fast: the nearest rows dominate
+    losses = rng.exponential(size=n)
+    losses[np.argsort(d2)[:10]] += 3.0
+    figures = verdict.holdout_test(losses, np.empty(0, dtype=np.int64), np.arange(n), w)
+    assert figures.n_members == 0 and figures.mean_loss is None and figures.lift is None
+    assert figures.p_value is not None and figures.p_value < 0.01
+
+
 def test_holm_adjusts_in_order_and_skips_untested_regions() -> None:
     assert verdict.holm([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.06, None, 0.06])
     assert verdict.holm([]) == []
