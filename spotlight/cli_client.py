@@ -92,7 +92,7 @@ def regions_table(
     """The regions as a rich table (each region as JSON, spotlight/records.py), verdict first.
 
     Per region: its verdict ('significant' or 'not distinguishable from noise', spotlight/tables.py)
-    and Holm-adjusted p-value, its members (held-out members in brackets: the rows the verdict rests
+    and Holm-adjusted p-value, its members (held-out members in brackets: the rows its figures rest
     on), the held-out members' mean loss and lift over the held-out rows' mean (honest: the search
     never saw those rows), their error rate when labels and predictions were given, the largest share
     of its members an earlier region already holds, what stands out among them (class names when the

@@ -189,8 +189,8 @@ class Job:
     def regions(self) -> list[Region]:
         """The regions found (:class:`Region`, typed; see spotlight/records.py for every field).
 
-        Each carries its verdict: ``significant`` (its held-out members lose more than random held-out
-        rows, at the job's level, corrected over the job's regions), ``p_value``, and the honest
+        Each carries its verdict: ``significant`` (held-out rows lose more the deeper they lie in the
+        region than chance would have it, at the job's level, corrected over the job's regions), ``p_value``, and the honest
         ``mean_loss``, ``lift``, ``error_rate`` measured on rows the search never saw; the search's own
         kernel-weighted figures are ``weighted_loss``/``weighted_lift``. Also ``n_members`` (the flat
         kernel's support; for the gaussian, the heaviest rows that count as many examples as the

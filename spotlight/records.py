@@ -8,7 +8,8 @@ once, with its description.
 
 Which numbers are honest about selection (docs/engine.md, "The verdict"): the search ran on a
 seeded random part of the rows; ``mean_loss``, ``lift``, ``error_rate``, ``p_value`` and
-``significant`` are measured on the *held-out* rows the search never saw (its held-out members),
+``significant`` are measured on the *held-out* rows the search never saw (the test over all of
+them, the figures on the region's held-out members),
 so the search's own choice does not inflate them. Figures measured on the rows the search chose
 from carry ``weighted_`` (the kernel-weighted objective) or ``in_sample_`` in their names.
 
@@ -161,8 +162,8 @@ class Verdict(BaseModel):
     """How the region's `significant` and `p_value` were reached (docs/engine.md, "The verdict")."""
 
     method: VerdictMethod = Field(
-        description="'holdout': the search ran on a seeded random half of the rows; the region was applied to the "
-        "other half and its held-out members' mean loss tested against random same-size sets of held-out rows."
+        description="'holdout': the search ran on a seeded random half of the rows; on the other half, the region's "
+        "kernel-weighted mean loss was tested against the same mean with the held-out losses permuted."
     )
     level: float = Field(
         description="The job's level: the chance that a job on pure noise shows any significant region."
@@ -171,7 +172,10 @@ class Verdict(BaseModel):
     p_value_unadjusted: float | None = Field(description="This region's own one-sided p-value, before Holm.")
     n_holdout_rows: int = Field(description="Rows held out from the search (the test's population).")
     holdout_mean_loss: float | None = Field(description="Mean loss of all held-out rows (the lift's denominator).")
-    n_draws: int = Field(description="Random same-size sets of held-out rows the p-value counts against.")
+    n_draws: int = Field(
+        description="Permutations of the held-out losses the p-value counts against (fewer when it stopped early, "
+        "at 10 as extreme as the region: a clearly noisy region needs no more)."
+    )
 
 
 class RegionKernel(BaseModel):
@@ -207,14 +211,14 @@ class RegionRecord(RegionKernel):
     # ----- the verdict and the honest figures (held-out members) -----
     significant: bool = Field(
         False,
-        description="True when the region's held-out members lose more than random sets of held-out rows of "
-        "the same size, at the job's level after the Holm correction over its regions; false means "
-        "'not distinguishable from noise'.",
+        description="True when the region's kernel-weighted mean loss over the held-out rows beats the same "
+        "mean with their losses permuted, at the job's level after the Holm correction over its regions; false "
+        "means 'not distinguishable from noise'.",
     )
     p_value: float | None = Field(
         None,
         description="Holm-adjusted one-sided p-value of the held-out test (significant = p_value <= level); "
-        "null when the region had no held-out members.",
+        "null when no held-out row has weight in the region.",
     )
     mean_loss: float | None = Field(
         None, description="Mean loss of the region's held-out members (rows the search never saw): honest."
@@ -231,7 +235,11 @@ class RegionRecord(RegionKernel):
     error_rate: float | None = Field(
         None, description="Share of the held-out members whose prediction differs from their label."
     )
-    n_holdout_members: int = Field(0, description="Held-out rows that are members (the test's sample size).")
+    n_holdout_members: int = Field(
+        0,
+        description="Held-out rows that are members (what mean_loss, lift and error_rate are measured on; 0 leaves "
+        "them null, while the test of significant still weighs every held-out row).",
+    )
     verdict: Verdict | None = Field(None, description="How `significant` and `p_value` were reached.")
     # ----- the search's own figures (on the rows it searched) -----
     weighted_loss: float = Field(

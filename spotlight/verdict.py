@@ -9,19 +9,18 @@ cannot see it. Rows the search never used can. So:
    other half is held out. The search sees the held-out rows with sample weight 0 and a loss it
    cannot learn from (:func:`search_inputs`), so the engine runs unchanged, its weights cover every
    row, and a plain search of the same job costs the same.
-2. **Apply**: a region's held-out members are the held-out rows its kernel admits by the same
-   member rule as everywhere (spotlight/members.py: weight > 0 and >= ``member_min_weight``, the
-   threshold drawn on the searched rows).
-3. **Test** (:func:`holdout_test`): the held-out members' mean loss against random sets of the same
-   size drawn from the held-out rows; the one-sided p-value is the share of such sets that lose
-   at least as much (at most as much for ``min_loss``), counting the observed set as one of them.
-   Under the null (loss unrelated to place) the held-out members are a set chosen without
-   looking at their losses, so this p-value is valid for each region as it stands.
+2. **Apply** (:func:`region_rows`): a region's held-out members are the held-out rows its kernel
+   admits by the same member rule as everywhere (spotlight/members.py: weight > 0 and >=
+   ``member_min_weight``, the threshold drawn on the searched rows).
+3. **Test** (:func:`kernel_test`): the region's kernel-weighted mean loss over every held-out row
+   against the same mean with the held-out losses permuted; one-sided (the other way for
+   ``min_loss``). Under the null (loss unrelated to place) the weights are fixed without looking
+   at the held-out losses, so this p-value is valid for each region as it stands.
 4. **Correct** (:func:`holm`): Holm's step-down adjustment over the job's regions, so that the
    chance that a job on pure noise shows *any* significant region is at most ``level``.
 
-The region's honest figures (mean loss, lift, error rate and an interval) are measured on the
-same held-out members. numpy only: the client side, the API (the tiny-n rule at submit) and the
+The region's honest figures (mean loss, lift, error rate and an interval) are measured on its
+held-out members (:func:`holdout_test`). numpy only: the client side, the API (the tiny-n rule at submit) and the
 worker all import it.
 """
 
@@ -42,9 +41,11 @@ DEFAULT_LEVEL = 0.05
 # the requested size (fewer, and even a real weak spot cannot reach the level after correction).
 MIN_HOLDOUT_MEMBERS = 5
 MIN_ROWS = 20  # below this there is nothing to split
-MAX_DRAWS = 5_000  # random sets a p-value counts against (floor 1/(draws + 1): 2e-4, under Holm's 0.05/50)
-MIN_DRAWS = 1_000
-_WORK = 10_000_000  # draws x set size (or x held-out rows, drawing without replacement) per region
+MAX_DRAWS = 5_000  # permutations a p-value counts against at most (floor 1/(draws + 1): 2e-4, under Holm's 0.05/50)
+MIN_DRAWS = 1_000  # the cap on any held-out size: floor 1/1001, under Holm's 0.05/50 still
+_WORK = 1_000_000  # permutations x held-out rows per region: the cap on permutations between the two above
+EXACT_ROWS = 5_000  # up to this many held-out rows, exact permutations; beyond, losses drawn with replacement
+STOP_AFTER = 10  # permutations reaching the observed statistic after which the count stops (Besag & Clifford)
 N_BOOTSTRAP = 1000
 _SEED_SALT = 0x7E57  # the split's stream is not the search's
 
@@ -120,7 +121,7 @@ def too_few_rows(n: int, spotlight_size: float, share: float = HOLDOUT_SHARE) ->
 class RegionRows:
     """One region's member set split by the verdict: `searched` (the member rule on the searched
     rows), `held_out` (held-out rows at or above `min_weight`, the threshold the searched ones drew:
-    the rows the verdict tests), and `all` (both, highest weight first, ties by row)."""
+    the rows its honest figures are measured on), and `all` (both, highest weight first, ties by row)."""
 
     searched: np.ndarray
     held_out: np.ndarray
@@ -153,7 +154,7 @@ class HoldoutFigures:
     """One region on the held-out rows: its members there and what they lose."""
 
     n_members: int
-    p_value: float | None  # unadjusted, one-sided; None without held-out members
+    p_value: float | None  # unadjusted, one-sided (kernel_test); None when no held-out row has weight
     mean_loss: float | None
     mean_loss_ci: list[float] | None
     lift: float | None
@@ -167,6 +168,7 @@ def holdout_test(
     losses: np.ndarray,
     members: np.ndarray,
     held_out: np.ndarray,
+    weights_k: np.ndarray,
     *,
     objective: str = "max_loss",
     sample_weights: np.ndarray | None = None,
@@ -174,13 +176,12 @@ def holdout_test(
     seed: int = 0,
     ci_level: float = 0.95,
 ) -> HoldoutFigures:
-    """Test one region's held-out `members` (rows of the dataset, all in `held_out`) against random
-    same-size sets of the `held_out` rows.
+    """One region on the held-out rows: the p-value of :func:`kernel_test` (its kernel weights
+    `weights_k` (n,) over every `held_out` row) and the figures of its held-out `members` (rows of
+    the dataset, all in `held_out`: :func:`region_rows`).
 
     `wrong` (n, bool): label != prediction per row, for the error rate. Rows with a non-finite loss
-    or a sample weight of 0 take no part. Random sets are drawn without replacement while that
-    costs little (held-out rows x draws under _WORK), else with replacement, whose null is a little
-    wider (by at most sqrt((H-1)/(H-m))): conservative.
+    or a sample weight of 0 take no part.
     """
     loss = np.asarray(losses, dtype=np.float64).ravel()
     s = np.ones(loss.size) if sample_weights is None else np.asarray(sample_weights, dtype=np.float64).ravel()
@@ -189,30 +190,13 @@ def holdout_test(
     idx = np.asarray(members, dtype=np.int64)
     idx = idx[np.isfinite(loss[idx]) & (s[idx] > 0)]
     base = float(np.average(loss[pool], weights=s[pool])) if pool.size else None
+    p, draws = kernel_test(loss, weights_k, pool, objective=objective, sample_weights=s, seed=seed)
     m = int(idx.size)
     if m == 0 or pool.size == 0:
-        return HoldoutFigures(0, None, None, None, None, None, None, base, 0)
-    sign = -1.0 if objective == "min_loss" else 1.0
+        return HoldoutFigures(0, p, None, None, None, None, None, base, draws)
     w_in = s[idx]
     mean = float(np.average(loss[idx], weights=w_in))
     rng = np.random.default_rng([int(seed), _SEED_SALT, m])
-    draws = int(min(MAX_DRAWS, max(MIN_DRAWS, _WORK // max(m, 1))))
-    pool_loss, pool_w = loss[pool], s[pool]
-    observed = sign * mean
-    at_least = 0
-    tol = 1e-12 * max(1.0, abs(mean))
-    without = pool.size * draws <= _WORK and m < pool.size
-    if without:
-        wl, wsum = _subset_sums(rng, pool_loss * pool_w, pool_w, m, draws)
-        at_least = int(np.count_nonzero(sign * (wl / wsum) >= observed - tol))
-    done = draws if without else 0
-    while done < draws:
-        b = min(1024, draws - done)
-        pick = rng.integers(0, pool.size, size=(b, m))
-        means = (pool_loss[pick] * pool_w[pick]).sum(axis=1) / pool_w[pick].sum(axis=1)
-        at_least += int(np.count_nonzero(sign * means >= observed - tol))
-        done += b
-    p = (1 + at_least) / (1 + draws)
     ci = _bootstrap(loss[idx], w_in, rng, ci_level)
     lift = mean / base if base and base > 0 else None
     err = None
@@ -220,7 +204,7 @@ def holdout_test(
         err = float(np.average(np.asarray(wrong, dtype=np.float64)[idx], weights=w_in))
     return HoldoutFigures(
         n_members=m,
-        p_value=float(p),
+        p_value=p,
         mean_loss=mean,
         mean_loss_ci=ci,
         lift=lift,
@@ -231,31 +215,70 @@ def holdout_test(
     )
 
 
-def _subset_sums(
-    rng: np.random.Generator, values: np.ndarray, weights: np.ndarray, m: int, draws: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sums of `values` and of `weights` over `draws` uniform random m-subsets of their rows (without
-    replacement), by Floyd's algorithm run on all draws at once: min(m, P - m) steps of O(draws) work
-    (on the complement when m > P/2), against the O(P) per draw of ranking P random keys: 4-6x faster
-    with 30-100 of 1 000 held-out rows in the set, as fast at half of them (docs/engine.md, speed).
+def kernel_test(
+    losses: np.ndarray,
+    weights_k: np.ndarray,
+    held_out: np.ndarray,
+    *,
+    objective: str = "max_loss",
+    sample_weights: np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[float | None, int]:
+    """One-sided p-value of the region's kernel-weighted mean loss over every held-out row, against
+    the same mean with the held-out losses permuted over the held-out rows; and the permutations run.
 
-    Floyd: for j = P - k .. P - 1, draw t uniform in [0, j]; take t, or j when t is already taken.
-    Every k-subset comes out with the same probability."""
-    size = int(values.shape[0])
-    k = min(m, size - m)
-    taken = np.zeros(draws * size, dtype=bool)  # draw i's row r at i * size + r
-    base = np.arange(draws, dtype=np.int64) * size
-    total_v = np.zeros(draws)
-    total_w = np.zeros(draws)
-    for j in range(size - k, size):
-        t = rng.integers(0, j + 1, size=draws)
-        t[taken[base + t]] = j
-        taken[base + t] = True
-        total_v += values[t]
-        total_w += weights[t]
-    if k < m:  # the draws chose the rows left out
-        return float(values.sum()) - total_v, float(weights.sum()) - total_w
-    return total_v, total_w
+    Why not only the held-out members: in many dimensions a region fitted around a handful of
+    searched rows admits few held-out rows by its member threshold (often none), so a test of its
+    members has little or nothing to see; but its kernel still *ranks* every held-out row, and a
+    real weak spot shows as higher losses at higher weight (docs/engine.md, "The verdict", measures
+    both). The weights are fixed before any held-out loss is read, so under the null (losses
+    exchangeable over the held-out rows) the p-value is valid. Rows whose weight is under 1e-9 of the
+    heaviest held-out row's add nothing measurable and are left out (a rule on the weights alone).
+
+    Up to ``EXACT_ROWS`` held-out rows the losses are permuted; beyond, each weighted row draws a
+    held-out loss with replacement (4x cheaper there; its null is a little wider, so conservative:
+    for weights summing to 1 its variance is sum(w^2) times the losses', at least the permutation's).
+    Monte Carlo with Besag & Clifford's (1991) sequential stop: permutations run until
+    ``STOP_AFTER`` of them reach the observed mean (p = STOP_AFTER / permutations run, still valid)
+    or the cap is hit (p = (1 + reached) / (1 + cap)). A region of noise stops after a few dozen
+    permutations; only a clear one runs the cap, whose floor 1 / (1 + cap) stays under the level
+    after Holm. None when no held-out row has weight.
+    """
+    loss = np.asarray(losses, dtype=np.float64).ravel()
+    s = np.ones(loss.size) if sample_weights is None else np.asarray(sample_weights, dtype=np.float64).ravel()
+    k = np.asarray(weights_k, dtype=np.float64).ravel()
+    pool = np.asarray(held_out, dtype=np.int64)
+    pool = pool[np.isfinite(loss[pool]) & (s[pool] > 0)]
+    w = np.where(np.isfinite(k[pool]) & (k[pool] > 0), k[pool], 0.0) * s[pool]
+    if pool.size == 0 or not np.any(w > 0):
+        return None, 0
+    heavy = np.flatnonzero(w >= 1e-9 * w.max())
+    w = w[heavy] / w[heavy].sum()
+    pool_loss = loss[pool]
+    sign = -1.0 if objective == "min_loss" else 1.0
+    observed = sign * float(w @ pool_loss[heavy])
+    tol = 1e-12 * max(1.0, abs(observed))
+    cap = int(min(MAX_DRAWS, max(MIN_DRAWS, _WORK // pool.size)))
+    rng = np.random.default_rng([int(seed), _SEED_SALT, int(pool.size), 1])
+    exact = pool.size <= EXACT_ROWS
+    at_least = 0
+    done = 0
+    batch = 64
+    while done < cap:
+        b = min(batch, cap - done)
+        if exact:
+            dealt = rng.permuted(np.broadcast_to(pool_loss, (b, pool.size)), axis=1)[:, heavy]
+        else:
+            dealt = pool_loss[rng.integers(0, pool.size, size=(b, heavy.size))]
+        reached = sign * (dealt @ w) >= observed - tol
+        total = np.cumsum(reached)
+        if at_least + int(total[-1]) >= STOP_AFTER:
+            run = done + int(np.searchsorted(total, STOP_AFTER - at_least)) + 1
+            return STOP_AFTER / run, run
+        at_least += int(total[-1])
+        done += b
+        batch = min(2 * batch, 1024)
+    return float((1 + at_least) / (1 + cap)), cap
 
 
 # Poisson(1) by its inverse CDF: the CDF, and for each of _CELLS equal cells of [0, 1) the count of every u

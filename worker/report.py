@@ -455,8 +455,8 @@ def _region_stats(region: Mapping[str, Any], desc: Mapping[str, Any], n_perm: An
         {
             "label": "Verdict",
             "value": "significant" if region.get("significant") is True else "not distinguishable from noise",
-            "title": "Tested on held-out rows the search never saw, against random sets of them of the same size, "
-            "corrected over the job's regions (Holm).",
+            "title": "Tested on held-out rows the search never saw: its kernel-weighted mean loss over them against "
+            "the same with their losses permuted, corrected over the job's regions (Holm).",
         },
         {"label": "p-value (Holm)", "value": "", "pval": _pval(region.get("p_value"))},
         {

@@ -496,8 +496,9 @@ def describe_regions(
 
     Per region: the search's own figures (`weighted_loss`, `weighted_lift`, in-sample), the member set
     over every row (`n_members`, `effective_size`, `overlap` with earlier regions, `member_min_weight`),
-    where it is (`member_mean`, `medoid`), the verdict of spotlight/verdict.py on its held-out members
-    (`significant`, Holm-adjusted `p_value`, honest `mean_loss`, `lift`, `error_rate` with intervals),
+    where it is (`member_mean`, `medoid`), the verdict of spotlight/verdict.py on the held-out rows
+    (`significant` and the Holm-adjusted `p_value` from its kernel weights over every held-out row;
+    the honest `mean_loss`, `lift`, `error_rate` with intervals of its held-out members),
     and `description` (worker/describe.py: who the members are; its loss figures in-sample; with texts,
     its terms' lift measured on the held-out rows when the job has the verdict's split).
     `permutation_p_value` when `params.n_permutations` > 0 (that test goes on from `null_so_far`). A
@@ -524,6 +525,7 @@ def describe_regions(
             losses,
             m.held_out,
             held,
+            result.weights[:, k],
             objective=p.objective,
             sample_weights=inputs.sample_weights,
             wrong=wrong,

@@ -121,7 +121,7 @@ def records_of(
     sets = [r.all for r in rows]
     wrong = np.asarray(data["labels"]) != np.asarray(data["predictions"])
     figures = [
-        verdict.holdout_test(data["losses"], r.held_out, parts.held_out, wrong=wrong, seed=k)
+        verdict.holdout_test(data["losses"], r.held_out, parts.held_out, weights[:, k], wrong=wrong, seed=k)
         for k, r in enumerate(rows)
     ]
     adjusted = verdict.holm([f.p_value for f in figures])
