@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from service import idempotency
 from service.dataset_registry import DatasetRegistry
 from service.job_registry import JobRegistry
 from service.job_results import expired, finished_spec, read_regions
@@ -213,22 +214,34 @@ def create_comparison(
     settings: Settings,
     tenant: str,
     job_id: str,
-    *,
-    new_job: str | None = None,
-    dataset: str | None = None,
-    level: float = compare.DEFAULT_LEVEL,
-    comparison_id: str | None = None,
-) -> dict[str, Any]:
-    """Compare the tenant's finished job `job_id` with `new_job` (same rows) or `dataset` (new rows),
-    store the result beside `job_id` (as `comparison_id`, or a new id) and return the stored document."""
+    body: dict[str, Any],
+    idempotency_key: str | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Compare the tenant's finished job `job_id` with ``body["job"]`` (same rows) or ``body["dataset"]``
+    (new rows) at ``body["level"]``, store the result beside `job_id` and return the stored document;
+    or (True) the comparison an earlier request with the same `Idempotency-Key` stored. The keys share
+    the jobs' claims (service/idempotency.py) in their own namespace, ``compare:<key>``."""
+    new_job, dataset, level = body.get("job"), body.get("dataset"), body.get("level", compare.DEFAULT_LEVEL)
     if (new_job is None) == (dataset is None):
         raise InvalidInput(ErrorCode.VALIDATION, "Give either a job or a dataset to compare with.", {"job": job_id})
-    if new_job is not None:
-        result = compare_two_jobs(store, jobs, tenant, job_id, new_job, level)
-    else:
-        assert dataset is not None
-        result = compare_with_dataset(store, jobs, tenant, job_id, datasets.get(tenant, dataset), level)
-    return store_comparison(store, jobs, settings, tenant, job_id, result, comparison_id)
+    comparison_id = new_comparison_id()
+
+    def create() -> dict[str, Any]:
+        if new_job is not None:
+            result = compare_two_jobs(store, jobs, tenant, job_id, new_job, level)
+        else:
+            result = compare_with_dataset(store, jobs, tenant, job_id, datasets.get(tenant, str(dataset)), level)
+        return store_comparison(store, jobs, settings, tenant, job_id, result, comparison_id)
+
+    return idempotency.once(
+        jobs,
+        tenant,
+        f"compare:{idempotency_key}" if idempotency_key else None,
+        {"job": job_id, **body},
+        comparison_id,
+        replay=lambda earlier: load_comparison(store, jobs, tenant, earlier),
+        create=create,
+    )
 
 
 def store_comparison(

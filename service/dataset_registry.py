@@ -16,12 +16,14 @@ import shutil
 import redis
 
 from spotlight.dataset_files import DatasetBuilder
-from spotlight.errors import NotFound, TooLarge, Unavailable
+from spotlight.errors import InvalidInput, NotFound, TooLarge, Unavailable
 from spotlight.keys import Keys
 from spotlight.protocol import (
+    TAG_MAX,
     DatasetRecord,
     ErrorCode,
     dataset_prefix,
+    plain_text,
     redis_text,
     utcnow,
 )
@@ -46,6 +48,33 @@ def _quota_exceeded(used: int, adding: int, quota: int) -> TooLarge:
 
 def _dir_bytes(folder: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
+
+
+def checked_tags(tags: list[str] | None) -> list[str]:
+    """A dataset's tags as given (the query's form of protocol.TagText, with its own message), each
+    refused when empty, too long, holding a space or comma, or control or bidi-override characters."""
+    for tag in tags or []:
+        if not tag or len(tag) > TAG_MAX or any(c.isspace() or c == "," for c in tag):
+            raise InvalidInput(
+                ErrorCode.VALIDATION,
+                f"tags must be 1-{TAG_MAX} characters without spaces or commas; got {tag[:80]!r}",
+                {"field": "tags"},
+            )
+        _plain(tag, "tags")
+    return list(tags or [])
+
+
+def checked_name(name: str | None) -> str | None:
+    """A dataset's name as given, refused when it holds control or bidi-override characters."""
+    return _plain(name, "name")
+
+
+def _plain(text: str | None, field: str) -> str | None:
+    """Refused when a name or tag holds control or bidi-override characters (spotlight/protocol.py::plain_text)."""
+    try:
+        return None if text is None else plain_text(text)
+    except ValueError as exc:
+        raise InvalidInput(ErrorCode.VALIDATION, f"{field} {exc}", {"field": field}) from None
 
 
 class DatasetRegistry:

@@ -6,21 +6,18 @@ routes as `Annotated[..., Depends(...)]` aliases, so tests can build an app per 
 
 from __future__ import annotations
 
-import contextlib
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis
 from fastapi import Depends, Header, Path, Request
 
 from service.auth import OPEN_TENANT, KeyRing, bearer_token
 from service.dataset_registry import DatasetRegistry
-from service.ingest import build_from_spec, workspace
 from service.job_registry import JobRegistry
-from service.schemas import DatasetReference, InlineDataset
 from spotlight.errors import NotFound, Unauthorized, Unavailable
 from spotlight.keys import Keys
-from spotlight.protocol import DatasetRecord, ErrorCode
+from spotlight.protocol import ErrorCode
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
@@ -90,34 +87,14 @@ def dataset_id_path(dataset_id: Annotated[str, Path(description="The dataset's i
     return dataset_id
 
 
+def idempotency_header(description: str) -> Any:
+    """The `Idempotency-Key` header of a route that creates something (service/idempotency.py):
+    one bound on the key for every such route, each route saying what a retry gets."""
+    return Header(alias="Idempotency-Key", min_length=1, max_length=255, description=description)
+
+
 JobIdDep = Annotated[str, Depends(job_id_path)]
 DatasetIdDep = Annotated[str, Depends(dataset_id_path)]
-
-
-def reference_slot(request: Request, tenant: str, dataset: object) -> contextlib.AbstractContextManager[None]:
-    """A slot of the app's `ReferenceSlots` when `dataset` is a reference (reading it holds a
-    thread for up to `reference_timeout_s`); nothing to take for inline arrays or an id."""
-    if isinstance(dataset, DatasetReference):
-        return request.app.state.reference_slots.take(tenant)
-    return contextlib.nullcontext()
-
-
-def dataset_record(
-    request: Request,
-    tenant: str,
-    dataset: str | InlineDataset | DatasetReference,
-    datasets: DatasetRegistry,
-    store: ArtifactStore,
-    settings: Settings,
-) -> DatasetRecord:
-    """The stored dataset a request body names: its id looked up, or its inline arrays or reference
-    ingested and registered (a reference in one of the tenant's reference slots), for jobs and scoring alike."""
-    if isinstance(dataset, str):
-        return datasets.get(tenant, dataset)
-    with reference_slot(request, tenant, dataset), workspace(store) as work:
-        builder, n, d = build_from_spec(dataset, work, settings)
-        record, _ = datasets.register(tenant, builder, n, d)
-    return record
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -2,18 +2,34 @@
 
 A job's results exist once it has finished (`Conflict` job_not_finished before), and go when they
 expire (`NotFound` not_found after) or when the job's dataset is deleted (`Gone` dataset_gone: results
-are rows of that dataset, and service/routers/datasets.py deletes their files too): every route that
+are rows of that dataset, and service/dataset_deletion.py deletes their files too): every route that
 reads them starts here.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import ValidationError
 
 from service.job_registry import JobRegistry
+from service.schemas import Member, MemberOrder, MembersOut
+from spotlight import classes
+from spotlight.contribution import contributions
+from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.errors import Conflict, DomainError, Gone, NotFound
 from spotlight.jobstate import JobStatus, ReportStatus, status_of
-from spotlight.protocol import META_SPEC, REGIONS_FILE, ErrorCode, JobSpec, job_file
+from spotlight.protocol import (
+    META_SPEC,
+    REGIONS_FILE,
+    REPORT_FILE,
+    WEIGHTS_FILE,
+    ErrorCode,
+    JobSpec,
+    job_file,
+    member_weights_file,
+    members_by_contribution_file,
+    members_file,
+)
 from spotlight.records import RegionsDocument
 from spotlight.store import ArtifactStore
 
@@ -100,3 +116,99 @@ def report_missing(jobs: JobRegistry, tenant: str, job_id: str) -> DomainError:
             {"job": job_id, "report": ReportStatus.FAILED.value, "reason": reason},
         )
     return NotFound(ErrorCode.NOT_FOUND, "This job has no report (it expired).", {"job": job_id})
+
+
+def members_page(
+    store: ArtifactStore,
+    jobs: JobRegistry,
+    tenant: str,
+    job_id: str,
+    k: int,
+    limit: int,
+    offset: int,
+    order: MemberOrder,
+) -> MembersOut:
+    """A page of region `k`'s member set in `order`, each member with its row's loss, contribution,
+    label, prediction, id, text and metadata. The worker stored the member set in both orders and
+    the loss floor: this only pages them and reads the rows' fields."""
+    spec = finished_spec(jobs, tenant, job_id)
+    stored = read_regions(store, job_id)
+    n_regions = len(stored.regions)
+    if k >= n_regions:
+        raise NotFound(
+            ErrorCode.REGION_NOT_FOUND,
+            f"Region {k} does not exist; this job has {n_regions}.",
+            {"job": job_id, "k": k, "regions": n_regions},
+        )
+    files = DatasetFiles(store, spec.dataset_sha256)
+    ordered = members_file(k) if order == "weight" else members_by_contribution_file(k)
+    try:
+        members = store.load_npy(job_file(job_id, ordered))
+        idx = np.asarray(members[offset : offset + limit], dtype=np.int64)
+        w = _page_weights(store, job_id, ordered, k, idx, offset)
+    except FileNotFoundError:
+        raise expired(job_id) from None
+    reference = stored.loss_reference
+    total = int(members.shape[0])
+    try:
+        losses = np.asarray(files.losses()[idx], dtype=np.float64)
+        contrib = contributions(np.clip(w, 0.0, 1.0), losses, spec.params.objective, reference)
+        labels = files.labels()
+        preds = files.predictions()
+        names = files.manifest().get(classes.MANIFEST_KEY)
+        ids = files.ids(idx)
+        meta = files.metadata(idx)
+        texts = files.texts(idx)
+    except DatasetMissing:
+        raise dataset_gone(job_id, spec) from None
+    rows = [
+        Member(
+            index=int(i),
+            id=ids[j] if ids is not None else None,
+            weight=float(min(max(w[j], 0.0), 1.0)),
+            loss=float(losses[j]),
+            contribution=float(contrib[j]),
+            label=classes.name_of(int(labels[i]), names) if labels is not None else None,
+            prediction=classes.name_of(int(preds[i]), names) if preds is not None else None,
+            text=texts[j] if texts is not None else None,
+            metadata=meta[j] if meta is not None else None,
+        )
+        for j, i in enumerate(idx.tolist())
+    ]
+    return MembersOut(total=total, limit=limit, offset=offset, members=rows)
+
+
+def _page_weights(store: ArtifactStore, job_id: str, ordered: str, k: int, idx: np.ndarray, offset: int) -> np.ndarray:
+    """The page's kernel weights from the member file's own weights; results stored without them
+    (written by an older worker) give their column of weights.npy instead."""
+    try:
+        weights = store.load_npy(job_file(job_id, member_weights_file(ordered)))
+        return np.asarray(weights[offset : offset + idx.size], dtype=np.float64)
+    except FileNotFoundError:
+        if not idx.size:
+            return np.empty(0)
+        return np.asarray(store.load_npy(job_file(job_id, WEIGHTS_FILE))[idx, k], dtype=np.float64)
+
+
+def weights_path(store: ArtifactStore, jobs: JobRegistry, tenant: str, job_id: str) -> str:
+    """Where the finished job's n x k weights are stored (NotFound once they expired)."""
+    finished_spec(jobs, tenant, job_id)
+    path = job_file(job_id, WEIGHTS_FILE)
+    if not store.exists(path):
+        raise NotFound(ErrorCode.NOT_FOUND, "The job's weights are no longer stored (expired).", {"job": job_id})
+    return path
+
+
+def report_html(store: ArtifactStore, jobs: JobRegistry, tenant: str, job_id: str) -> bytes:
+    """The finished job's rendered report, or why there is none yet (`report_missing`)."""
+    finished_spec(jobs, tenant, job_id)
+    path = job_file(job_id, REPORT_FILE)
+    if not store.exists(path):
+        raise report_missing(jobs, tenant, job_id)
+    return store.read_bytes(path)
+
+
+def finished_regions(store: ArtifactStore, jobs: JobRegistry, tenant: str, job_id: str) -> RegionsDocument:
+    """The caller's finished job's regions (`finished_spec`, then `read_regions`)."""
+    finished_spec(jobs, tenant, job_id)
+    return read_regions(store, job_id)

@@ -21,11 +21,15 @@ Domain errors only (spotlight/errors.py); service/errors.py maps them to HTTP.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from service.job_registry import JobRegistry
+from service.job_results import finished_regions
+from service.schemas import DatasetSpec
 from spotlight import classes, kernel
 from spotlight.dataset_files import DatasetFiles, DatasetMissing
 from spotlight.errors import Conflict, Gone, InvalidInput, NotFound, TooLarge
@@ -200,3 +204,41 @@ def score_rows(
     thresholds = [region.member_min_weight for region in regions]
     members = [members_at_or_above(w[:, k], thresholds[k]).tolist() for k in range(w.shape[1])]
     return Scored(n=n, member_min_weight=thresholds, weights=w, members=members, ids=ids)
+
+
+@dataclass
+class Rows:
+    """What a score request scores: bare rows (`x`, with their labels/predictions) or a `dataset` spec."""
+
+    x: np.ndarray | None = None
+    labels: Any = None
+    predictions: Any = None
+    dataset: DatasetSpec | None = None
+
+
+def score_job(
+    store: ArtifactStore,
+    jobs: JobRegistry,
+    tenant: str,
+    job_id: str,
+    rows: Rows,
+    resolve: Callable[[DatasetSpec], DatasetRecord],
+) -> tuple[str | None, Scored]:
+    """The caller's finished job's regions applied to `rows`; with a dataset, also the id it is
+    stored as (`resolve`, service/dataset_source.py: an upload is stored first). The job's basis is
+    loaded before anything is stored, so a job that cannot be scored says so first."""
+    regions = finished_regions(store, jobs, tenant, job_id).regions
+    basis = load_basis(store, job_id, regions)
+    if rows.x is not None:
+        return None, score_rows(
+            store, job_id, regions, basis, x=rows.x, labels=rows.labels, predictions=rows.predictions
+        )
+    if rows.dataset is None:
+        raise ValueError("give x or dataset")
+    record = resolve(rows.dataset)
+    return record.id, score_rows(store, job_id, regions, basis, record=record)
+
+
+def job_basis_path(store: ArtifactStore, jobs: JobRegistry, tenant: str, job_id: str) -> str:
+    """Where the caller's finished job's PCA basis is stored (`basis_path`)."""
+    return basis_path(store, job_id, finished_regions(store, jobs, tenant, job_id).regions)

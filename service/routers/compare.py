@@ -10,18 +10,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service import comparing
 from service.compare_report import render_comparison
-from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep
+from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, idempotency_header
 from service.errors import error_responses
-from service.job_registry import body_hash
 from service.security_headers import REPORT_CSP
 from spotlight import compare
-from spotlight.errors import NotFound
 
 router = APIRouter(tags=["comparisons"], responses=error_responses(401, 404, 503))
 
@@ -178,13 +176,7 @@ def create_comparison(
     datasets: DatasetsDep,
     jobs: JobsDep,
     idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=255,
-            description="Same key + same job and body: the same stored comparison, not a second one.",
-        ),
+        str | None, idempotency_header("Same key + same job and body: the same stored comparison, not a second one.")
     ] = None,
 ) -> Any:
     """Which of this job's weak spots the other job fixed, kept or worsened, which are new; or how
@@ -193,39 +185,11 @@ def create_comparison(
     `Idempotency-Key` as for submitting a job (service/job_registry.py's claim), in its own namespace
     (``compare:<key>``): a retry replays the stored comparison (`Idempotent-Replayed: true`), the same
     key with another job or body is a 409 `idempotency_conflict`."""
-    comparison_id = comparing.new_comparison_id()
-    key = f"compare:{idempotency_key}" if idempotency_key else None
-    digest = body_hash({"job": job_id, **body.model_dump(mode="json")}) if key else ""
-    while key:  # until this request holds the key, or replays the comparison it names
-        earlier = jobs.claim_idempotency(tenant, key, digest, comparison_id)
-        if earlier is None:
-            break
-        try:
-            document = comparing.load_comparison(store, jobs, tenant, earlier)
-        except NotFound:  # expired: the key is free again
-            jobs.release_idempotency(tenant, key, earlier, pending=False)
-            continue
+    document, replayed = comparing.create_comparison(
+        store, jobs, datasets, settings, tenant, job_id, body.model_dump(mode="json"), idempotency_key
+    )
+    if replayed:
         response.headers["Idempotent-Replayed"] = "true"
-        return document
-    try:
-        document = comparing.create_comparison(
-            store,
-            jobs,
-            datasets,
-            settings,
-            tenant,
-            job_id,
-            new_job=body.job,
-            dataset=body.dataset,
-            level=body.level,
-            comparison_id=comparison_id,
-        )
-    except BaseException:
-        if key:
-            jobs.release_idempotency(tenant, key, comparison_id)
-        raise
-    if key:
-        jobs.complete_idempotency(tenant, key, digest, comparison_id)
     return document
 
 

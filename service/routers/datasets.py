@@ -7,14 +7,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from service.deps import DatasetIdDep, DatasetsDep, JobsDep, SettingsDep, StoreDep, TenantDep, reference_slot
+from service.dataset_deletion import delete_dataset as delete_dataset_and_results
+from service.dataset_registry import checked_name, checked_tags
+from service.dataset_source import reference_slot
+from service.deps import DatasetIdDep, DatasetsDep, JobsDep, SettingsDep, StoreDep, TenantDep
 from service.errors import error_responses
-from service.expiry import purge_results
 from service.ingest import build_from_parts, build_from_spec, build_in, receive_parts, workspace
 from service.ingest.inline_json import parse_dataset_body
 from service.schemas import MAX_OFFSET, DatasetList, DatasetOut, DatasetReference
 from spotlight.errors import InvalidInput
-from spotlight.protocol import DATASET_FIELDS, NAME_MAX, TAG_MAX, TAGS_MAX, DatasetRecord, ErrorCode, plain_text
+from spotlight.protocol import DATASET_FIELDS, NAME_MAX, TAGS_MAX, DatasetRecord, ErrorCode
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 503))
 
@@ -73,26 +75,6 @@ def to_out(record: DatasetRecord, deduplicated: bool = False) -> DatasetOut:
     )
 
 
-def _tags(tags: list[str] | None) -> list[str]:
-    for tag in tags or []:
-        if not tag or len(tag) > TAG_MAX or any(c.isspace() or c == "," for c in tag):
-            raise InvalidInput(
-                ErrorCode.VALIDATION,
-                f"tags must be 1-{TAG_MAX} characters without spaces or commas; got {tag[:80]!r}",
-                {"field": "tags"},
-            )
-        _plain(tag, "tags")
-    return list(tags or [])
-
-
-def _plain(text: str | None, field: str) -> str | None:
-    """400 for a name or tag with control or bidi-override characters (spotlight/protocol.py::plain_text)."""
-    try:
-        return None if text is None else plain_text(text)
-    except ValueError as exc:
-        raise InvalidInput(ErrorCode.VALIDATION, f"{field} {exc}", {"field": field}) from None
-
-
 @router.post(
     "",
     status_code=201,
@@ -117,7 +99,7 @@ async def create_dataset(
     The body streams to disk and is validated in chunks; identical content is stored once.
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    name, tags = _plain(name, "name"), _tags(tags)  # before a byte of the body is read
+    name, tags = checked_name(name), checked_tags(tags)  # before a byte of the body is read
     await run_in_threadpool(datasets.check_room, tenant)  # quota used up, or the disk nearly full: before a byte
     with workspace(store) as work:
         if ctype == "multipart/form-data":
@@ -127,7 +109,7 @@ async def create_dataset(
             # Walked in slices (service/ingest/inline_json.py): memory stays a small multiple of the body.
             parsed = await run_in_threadpool(parse_dataset_body, await request.body(), work)
             if isinstance(parsed, DatasetReference):
-                with reference_slot(request, tenant, parsed):
+                with reference_slot(request.app.state.reference_slots, tenant, parsed):
                     builder, n, d = await run_in_threadpool(build_from_spec, parsed, work, settings)
             else:
                 builder, n, d = await run_in_threadpool(build_in, work, parsed, settings)
@@ -171,8 +153,5 @@ def delete_dataset(
     dataset sharing it) its content, then each of its jobs' results (members, weights, report,
     regions); its queued or running jobs are canceled. The jobs' records stay, and their result
     routes answer 410 `dataset_gone`."""
-    datasets.delete(tenant, dataset_id)
-    for job in jobs.jobs_of_dataset(tenant, dataset_id):
-        jobs.stop_for_deleted_dataset(tenant, job)
-        purge_results(jobs.r, jobs.keys, store, job.id)
+    delete_dataset_and_results(datasets, jobs, store, tenant, dataset_id)
     return Response(status_code=204)

@@ -8,11 +8,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service.errors import error_responses
+from service.readiness import check_ready
 from service.schemas import Health, Ready
-from spotlight.errors import Unavailable
-from spotlight.keys import Keys
-from spotlight.protocol import ErrorCode
-from spotlight.store import StoreError
 
 router = APIRouter(tags=["operations"])
 
@@ -27,23 +24,5 @@ async def healthz() -> Health:
     "/readyz", response_model=Ready, responses=error_responses(503), summary="Redis and the store are reachable"
 )
 def readyz(request: Request) -> Ready:
-    checks: dict[str, str] = {}
-    r = request.app.state.redis
-    probe = Keys.of(request.app.state.settings).ready_probe()
-    try:
-        # a write, not only PING: a Redis whose disk is full answers PING and refuses writes (MISCONF)
-        checks["redis"] = "ok" if r is not None and r.set(probe, "1", ex=60) else "not configured"
-    except Exception as exc:  # noqa: BLE001 - any failure to reach Redis means not ready
-        checks["redis"] = f"error: {type(exc).__name__}"
-    try:
-        request.app.state.store.check_writable()
-        checks["store"] = "ok"
-    except (StoreError, OSError) as exc:
-        checks["store"] = f"error: {type(exc).__name__}"
-    if any(v != "ok" for v in checks.values()):
-        raise Unavailable(
-            ErrorCode.UNAVAILABLE,
-            "Not ready: " + ", ".join(f"{k} {v}" for k, v in checks.items()),
-            {"checks": checks},
-        )
-    return Ready(checks=checks)
+    state = request.app.state
+    return Ready(checks=check_ready(state.redis, state.store, state.settings))

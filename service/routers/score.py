@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -17,13 +16,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service import scoring
-from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, dataset_record
+from service.dataset_source import dataset_record
+from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep
+from service.downloads import npy_download
 from service.errors import error_responses
 from service.ingest import workspace
 from service.ingest.inline_json import parse_dataset_body
 from service.ingest.sources import Sources
-from service.job_results import finished_spec, read_regions
-from service.routers.results import npy_download
 from service.schemas import DatasetSpec
 from spotlight.errors import InvalidInput
 from spotlight.protocol import ErrorCode
@@ -99,25 +98,15 @@ WHOLE_PARSE_BYTES = 256 * 1024
 _BARE_FIELDS = ("embeddings", "labels", "predictions")
 
 
-@dataclass
-class _Rows:
-    """What to score: bare rows (x, with labels/predictions) or a dataset spec."""
-
-    x: np.ndarray | None = None
-    labels: Any = None
-    predictions: Any = None
-    dataset: Any = None
-
-
-def _parse(raw: bytes, work_dir: str) -> _Rows:
+def _parse(raw: bytes, work_dir: str) -> scoring.Rows:
     if len(raw) <= WHOLE_PARSE_BYTES:
         try:
             body = ScoreRequest.model_validate_json(raw)
         except ValidationError as exc:  # the same 400 as a body FastAPI parsed (service/errors.py)
             raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
         if body.embeddings is not None:
-            return _Rows(scoring.inline_embeddings(body.embeddings), body.labels, body.predictions)
-        return _Rows(dataset=body.dataset)
+            return scoring.Rows(scoring.inline_embeddings(body.embeddings), body.labels, body.predictions)
+        return scoring.Rows(dataset=body.dataset)
     try:
         src = parse_dataset_body(raw, work_dir)
     except InvalidInput as exc:
@@ -136,7 +125,7 @@ def _parse(raw: bytes, work_dir: str) -> _Rows:
         np.load(src.arrays[f], allow_pickle=False).tolist() if f in src.arrays else None
         for f in ("labels", "predictions")
     )
-    return _Rows(x, labels, predictions)
+    return scoring.Rows(x, labels, predictions)
 
 
 def _bare_rows_only(field: str) -> InvalidInput:
@@ -174,20 +163,19 @@ def score(
 
     At most a few score requests run at once (429/503 `too_many_requests`/`service_unavailable`
     past that, with Retry-After); the answer is written in chunks of rows."""
+    slots = request.app.state.reference_slots
     with request.app.state.score_slots.take(tenant):
         with workspace(store) as work:
             rows = _parse(raw, work)
-        finished_spec(jobs, tenant, job_id)
-        regions = read_regions(store, job_id).regions
-        # before anything is stored: a job that cannot be scored says so first
-        basis = scoring.load_basis(store, job_id, regions)
-        if rows.x is not None:
-            scored = scoring.score_rows(
-                store, job_id, regions, basis, x=rows.x, labels=rows.labels, predictions=rows.predictions
-            )
-            return _answer(job_id, None, scored)
-        record = dataset_record(request, tenant, rows.dataset, datasets, store, settings)
-        return _answer(job_id, record.id, scoring.score_rows(store, job_id, regions, basis, record=record))
+        dataset, scored = scoring.score_job(
+            store,
+            jobs,
+            tenant,
+            job_id,
+            rows,
+            lambda spec: dataset_record(slots, tenant, spec, datasets, store, settings),
+        )
+        return _answer(job_id, dataset, scored)
 
 
 def _answer(job_id: str, dataset: str | None, scored: scoring.Scored) -> StreamingResponse:
@@ -225,6 +213,4 @@ def _chunks(head: dict[str, Any], w: np.ndarray) -> Iterator[bytes]:
 )
 def get_basis(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> StreamingResponse:
     """What scoring a PCA job's regions locally needs besides the regions (spotlight/kernel.py)."""
-    finished_spec(jobs, tenant, job_id)
-    regions = read_regions(store, job_id).regions
-    return npy_download(store, scoring.basis_path(store, job_id, regions), f"{job_id}_basis.npy")
+    return npy_download(store, scoring.job_basis_path(store, jobs, tenant, job_id), f"{job_id}_basis.npy")

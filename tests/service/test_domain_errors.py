@@ -22,6 +22,11 @@ BELOW_THE_EDGE = [
     ROOT / "service" / "job_results.py",
     ROOT / "service" / "scoring.py",
     ROOT / "service" / "comparing.py",
+    ROOT / "service" / "idempotency.py",
+    ROOT / "service" / "job_submission.py",
+    ROOT / "service" / "dataset_source.py",
+    ROOT / "service" / "dataset_deletion.py",
+    ROOT / "service" / "readiness.py",
 ]
 
 
