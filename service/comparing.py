@@ -237,7 +237,7 @@ def create_comparison(
         jobs,
         tenant,
         f"compare:{idempotency_key}" if idempotency_key else None,
-        {"job": job_id, **body},
+        {**body, "old_job": job_id},  # the path's job too: the body's "job" is the other side
         comparison_id,
         replay=lambda earlier: load_comparison(store, jobs, tenant, earlier),
         create=create,

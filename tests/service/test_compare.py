@@ -274,6 +274,9 @@ def test_idempotency_key_replays_the_stored_comparison_and_refuses_another_body(
         assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_conflict"
         swapped = c.post(f"/v1/jobs/{new_job}/compare", json={"job": old_job}, headers=headers)
         assert swapped.status_code == 409
+        # the path's job is part of what the key names: the same body on another old job is not a replay
+        elsewhere = c.post(f"/v1/jobs/{new_job}/compare", json={"job": new_job}, headers=headers)
+        assert elsewhere.status_code == 409 and elsewhere.json()["error"]["code"] == "idempotency_conflict"
         fresh = c.post(f"/v1/jobs/{old_job}/compare", json={"job": new_job})
         assert fresh.status_code == 201 and fresh.json()["id"] != first.json()["id"]
         # a failed comparison frees its key: the same key works once the request is right
