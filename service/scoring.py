@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from service.ingest.inline_json import parse_dataset_body
+from service.ingest.sources import Sources
 from service.job_registry import JobRegistry
 from service.job_results import finished_regions
 from service.schemas import DatasetSpec
@@ -37,6 +39,13 @@ from spotlight.members import members_at_or_above
 from spotlight.protocol import BASIS_FILE, DatasetRecord, ErrorCode, job_file
 from spotlight.records import RegionRecord
 from spotlight.store import ArtifactStore
+
+# A score body up to this size is parsed whole by its model (service/routers/score.py); a larger one can
+# only be bare embeddings (with labels/predictions), read in slices into arrays
+# (service/ingest/inline_json.py), so neither its memory (one Python object per number) nor the
+# interpreter lock is held by one big parse.
+WHOLE_PARSE_BYTES = 256 * 1024
+_BARE_FIELDS = ("embeddings", "labels", "predictions")
 
 # weights travel as JSON: past this many (rows x regions), use the job's own weights or score in parts
 MAX_SCORE_VALUES = 2_000_000
@@ -102,6 +111,39 @@ def inline_embeddings(rows: list[list[float]]) -> np.ndarray:
             ErrorCode.SHAPE_MISMATCH, "embeddings: rows differ in length", {"field": "embeddings"}
         ) from None
     return checked_embeddings(x)
+
+
+def large_body_rows(raw: bytes, work_dir: str) -> Rows:
+    """The bare rows of a score body over WHOLE_PARSE_BYTES, read in slices under `work_dir`; any other
+    field (a dataset, ids, metadata, a uri) is refused with the way to score that much data."""
+    try:
+        src = parse_dataset_body(raw, work_dir)
+    except InvalidInput as exc:
+        field = next(iter(exc.details.get("errors") or [{}])).get("field", "")
+        if field in ("", *_BARE_FIELDS) or "." in field:
+            raise
+        raise _bare_rows_only(field) from None
+    if not isinstance(src, Sources):
+        raise _bare_rows_only("uri")
+    extra = sorted({*src.arrays, *(["ids"] if src.ids else []), *(["metadata"] if src.metadata else [])})
+    extra = [f for f in extra if f not in _BARE_FIELDS]
+    if extra:
+        raise _bare_rows_only(extra[0])
+    x = checked_embeddings(np.load(src.arrays["embeddings"], allow_pickle=False))
+    labels, predictions = (
+        np.load(src.arrays[f], allow_pickle=False).tolist() if f in src.arrays else None
+        for f in ("labels", "predictions")
+    )
+    return Rows(x, labels, predictions)
+
+
+def _bare_rows_only(field: str) -> InvalidInput:
+    return InvalidInput(
+        ErrorCode.VALIDATION,
+        f"{field}: a score body over {WHOLE_PARSE_BYTES // 1024} KiB holds bare rows only "
+        f"({', '.join(_BARE_FIELDS)}); to score a larger dataset, upload it (POST /v1/datasets) and score its id",
+        {"field": field, "limit_bytes": WHOLE_PARSE_BYTES},
+    )
 
 
 def checked_embeddings(x: np.ndarray) -> np.ndarray:

@@ -21,11 +21,7 @@ from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, 
 from service.downloads import npy_download
 from service.errors import error_responses
 from service.ingest import workspace
-from service.ingest.inline_json import parse_dataset_body
-from service.ingest.sources import Sources
 from service.schemas import DatasetSpec
-from spotlight.errors import InvalidInput
-from spotlight.protocol import ErrorCode
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"], responses=error_responses(401, 404, 409, 503))
 
@@ -91,50 +87,18 @@ async def _raw_body(request: Request) -> bytes:
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (ScoreRequest,)
 
 
-# A body up to this size is parsed whole by its model; a larger one can only be bare embeddings (with
-# labels/predictions), read in slices into arrays (service/ingest/inline_json.py), so neither its
-# memory (one Python object per number) nor the interpreter lock is held by one big parse.
-WHOLE_PARSE_BYTES = 256 * 1024
-_BARE_FIELDS = ("embeddings", "labels", "predictions")
-
-
 def _parse(raw: bytes, work_dir: str) -> scoring.Rows:
-    if len(raw) <= WHOLE_PARSE_BYTES:
-        try:
-            body = ScoreRequest.model_validate_json(raw)
-        except ValidationError as exc:  # the same 400 as a body FastAPI parsed (service/errors.py)
-            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
-        if body.embeddings is not None:
-            return scoring.Rows(scoring.inline_embeddings(body.embeddings), body.labels, body.predictions)
-        return scoring.Rows(dataset=body.dataset)
+    """A small body through its model (the same 400 as a body FastAPI parsed, service/errors.py); a
+    larger one as bare rows read in slices (scoring.large_body_rows)."""
+    if len(raw) > scoring.WHOLE_PARSE_BYTES:
+        return scoring.large_body_rows(raw, work_dir)
     try:
-        src = parse_dataset_body(raw, work_dir)
-    except InvalidInput as exc:
-        field = next(iter(exc.details.get("errors") or [{}])).get("field", "")
-        if field in ("", *_BARE_FIELDS) or "." in field:
-            raise
-        raise _bare_rows_only(field) from None
-    if not isinstance(src, Sources):
-        raise _bare_rows_only("uri")
-    extra = sorted({*src.arrays, *(["ids"] if src.ids else []), *(["metadata"] if src.metadata else [])})
-    extra = [f for f in extra if f not in _BARE_FIELDS]
-    if extra:
-        raise _bare_rows_only(extra[0])
-    x = scoring.checked_embeddings(np.load(src.arrays["embeddings"], allow_pickle=False))
-    labels, predictions = (
-        np.load(src.arrays[f], allow_pickle=False).tolist() if f in src.arrays else None
-        for f in ("labels", "predictions")
-    )
-    return scoring.Rows(x, labels, predictions)
-
-
-def _bare_rows_only(field: str) -> InvalidInput:
-    return InvalidInput(
-        ErrorCode.VALIDATION,
-        f"{field}: a score body over {WHOLE_PARSE_BYTES // 1024} KiB holds bare rows only "
-        f"({', '.join(_BARE_FIELDS)}); to score a larger dataset, upload it (POST /v1/datasets) and score its id",
-        {"field": field, "limit_bytes": WHOLE_PARSE_BYTES},
-    )
+        body = ScoreRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+    if body.embeddings is not None:
+        return scoring.Rows(scoring.inline_embeddings(body.embeddings), body.labels, body.predictions)
+    return scoring.Rows(dataset=body.dataset)
 
 
 @router.post(
