@@ -1,4 +1,4 @@
-"""The stored dataset a request body names, for submitting a job and for scoring alike.
+"""The stored dataset a request names: an upload's body, or a job's or score request's `dataset`.
 
 A body names its rows as a dataset id, inline arrays or a reference (`DatasetSpec`); the last two are
 ingested and registered first, a reference in one of the tenant's reference slots (reading it holds a
@@ -10,10 +10,15 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from service.dataset_registry import DatasetRegistry
-from service.ingest import build_from_spec, workspace
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from service.dataset_registry import DatasetRegistry, checked_name, checked_tags
+from service.ingest import build_from_parts, build_from_spec, build_in, receive_parts, workspace
+from service.ingest.inline_json import parse_dataset_body
 from service.schemas import DatasetReference, InlineDataset
-from spotlight.protocol import DatasetRecord
+from spotlight.errors import InvalidInput
+from spotlight.protocol import DatasetRecord, ErrorCode
 from spotlight.settings import Settings
 from spotlight.store import ArtifactStore
 
@@ -43,3 +48,41 @@ def dataset_record(
         builder, n, d = build_from_spec(dataset, work, settings)
         record, _ = datasets.register(tenant, builder, n, d)
     return record
+
+
+async def upload(
+    request: Request,
+    slots: Slots,
+    tenant: str,
+    datasets: DatasetRegistry,
+    store: ArtifactStore,
+    settings: Settings,
+    name: str | None,
+    tags: list[str] | None,
+) -> tuple[DatasetRecord, bool]:
+    """An upload's body (multipart files or .npy parts, inline JSON arrays, or a reference) streamed to
+    disk, validated in chunks and registered: its record, and True when identical content was already
+    stored. Its name and tags, and the tenant's room, are checked before a byte of the body is read."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    name, tags = checked_name(name), checked_tags(tags)  # before a byte of the body is read
+    await run_in_threadpool(datasets.check_room, tenant)  # quota used up, or the disk nearly full: before a byte
+    with workspace(store) as work:
+        if ctype == "multipart/form-data":
+            parts = await receive_parts(request, work, settings)
+            builder, n, d = await run_in_threadpool(build_from_parts, parts, work, settings)
+        elif ctype == "application/json" or ctype.endswith("+json"):
+            # Walked in slices (service/ingest/inline_json.py): memory stays a small multiple of the body.
+            parsed = await run_in_threadpool(parse_dataset_body, await request.body(), work)
+            if isinstance(parsed, DatasetReference):
+                with reference_slot(slots, tenant, parsed):
+                    builder, n, d = await run_in_threadpool(build_from_spec, parsed, work, settings)
+            else:
+                builder, n, d = await run_in_threadpool(build_in, work, parsed, settings)
+        else:
+            raise InvalidInput(
+                ErrorCode.UNSUPPORTED_MEDIA,
+                "Send multipart/form-data (files) or application/json (inline arrays or a uri).",
+                {"content_type": ctype or None},
+            )
+        record, existed = await run_in_threadpool(datasets.register, tenant, builder, n, d, name, tags)
+    return record, existed

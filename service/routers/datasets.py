@@ -5,18 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 
+from service import dataset_source
 from service.dataset_deletion import delete_dataset as delete_dataset_and_results
-from service.dataset_registry import checked_name, checked_tags
-from service.dataset_source import reference_slot
 from service.deps import DatasetIdDep, DatasetsDep, JobsDep, SettingsDep, StoreDep, TenantDep
 from service.errors import error_responses
-from service.ingest import build_from_parts, build_from_spec, build_in, receive_parts, workspace
-from service.ingest.inline_json import parse_dataset_body
-from service.schemas import MAX_OFFSET, DatasetList, DatasetOut, DatasetReference
-from spotlight.errors import InvalidInput
-from spotlight.protocol import DATASET_FIELDS, NAME_MAX, TAGS_MAX, DatasetRecord, ErrorCode
+from service.schemas import MAX_OFFSET, DatasetList, DatasetOut
+from spotlight.protocol import DATASET_FIELDS, NAME_MAX, TAGS_MAX, DatasetRecord
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 503))
 
@@ -98,28 +93,9 @@ async def create_dataset(
 
     The body streams to disk and is validated in chunks; identical content is stored once.
     """
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    name, tags = checked_name(name), checked_tags(tags)  # before a byte of the body is read
-    await run_in_threadpool(datasets.check_room, tenant)  # quota used up, or the disk nearly full: before a byte
-    with workspace(store) as work:
-        if ctype == "multipart/form-data":
-            parts = await receive_parts(request, work, settings)
-            builder, n, d = await run_in_threadpool(build_from_parts, parts, work, settings)
-        elif ctype == "application/json" or ctype.endswith("+json"):
-            # Walked in slices (service/ingest/inline_json.py): memory stays a small multiple of the body.
-            parsed = await run_in_threadpool(parse_dataset_body, await request.body(), work)
-            if isinstance(parsed, DatasetReference):
-                with reference_slot(request.app.state.reference_slots, tenant, parsed):
-                    builder, n, d = await run_in_threadpool(build_from_spec, parsed, work, settings)
-            else:
-                builder, n, d = await run_in_threadpool(build_in, work, parsed, settings)
-        else:
-            raise InvalidInput(
-                ErrorCode.UNSUPPORTED_MEDIA,
-                "Send multipart/form-data (files) or application/json (inline arrays or a uri).",
-                {"content_type": ctype or None},
-            )
-        record, existed = await run_in_threadpool(datasets.register, tenant, builder, n, d, name, tags)
+    record, existed = await dataset_source.upload(
+        request, request.app.state.reference_slots, tenant, datasets, store, settings, name, tags
+    )
     return to_out(record, existed)
 
 
