@@ -8,6 +8,7 @@ thread for up to `reference_timeout_s`, service/limits.py).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
@@ -48,6 +49,20 @@ def dataset_record(
         builder, n, d = build_from_spec(dataset, work, settings)
         record, _ = datasets.register(tenant, builder, n, d)
     return record
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """What turns a request's `dataset` into a stored record, handed to the domain functions that take
+    one (submitting a job, scoring): the registry, the store, the settings and the reference slots."""
+
+    datasets: DatasetRegistry
+    store: ArtifactStore
+    settings: Settings
+    slots: Slots
+
+    def record(self, tenant: str, dataset: str | InlineDataset | DatasetReference) -> DatasetRecord:
+        return dataset_record(self.slots, tenant, dataset, self.datasets, self.store, self.settings)
 
 
 async def upload(

@@ -14,6 +14,7 @@ from fastapi import Depends, Header, Path, Request
 
 from service.auth import OPEN_TENANT, KeyRing, bearer_token
 from service.dataset_registry import DatasetRegistry
+from service.dataset_source import DatasetSource
 from service.job_registry import JobRegistry
 from spotlight.errors import NotFound, Unauthorized, Unavailable
 from spotlight.keys import Keys
@@ -113,3 +114,10 @@ def get_jobs(r: RedisDep, settings: SettingsDep) -> JobRegistry:
 
 DatasetsDep = Annotated[DatasetRegistry, Depends(get_datasets)]
 JobsDep = Annotated[JobRegistry, Depends(get_jobs)]
+
+
+def get_source(request: Request, datasets: DatasetsDep, store: StoreDep, settings: SettingsDep) -> DatasetSource:
+    return DatasetSource(datasets, store, settings, request.app.state.reference_slots)
+
+
+SourceDep = Annotated[DatasetSource, Depends(get_source)]

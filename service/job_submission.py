@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
 
 from rq.job import Job
 
 from service import idempotency
+from service.dataset_source import DatasetSource
 from service.job_registry import JobRegistry
-from service.schemas import DatasetSpec, JobCreate
+from service.schemas import JobCreate
 from spotlight import capabilities, evidence
 from spotlight import cost as cost_lib
 from spotlight.errors import InvalidInput
@@ -35,7 +35,7 @@ def submit_once(
     tenant: str,
     body: JobCreate,
     idempotency_key: str | None,
-    resolve: Callable[[DatasetSpec], DatasetRecord],
+    source: DatasetSource,
 ) -> tuple[Job, bool]:
     """The job `body` makes, queued now, or (True) the one an earlier request with the same
     `Idempotency-Key` and body made (service/idempotency.py)."""
@@ -47,7 +47,7 @@ def submit_once(
         body.model_dump(mode="json"),
         job_id,
         replay=lambda earlier: jobs.fetch(tenant, earlier),
-        create=lambda: submit_job(jobs, settings, tenant, job_id, body, resolve),
+        create=lambda: submit_job(jobs, settings, tenant, job_id, body, source),
     )
 
 
@@ -57,15 +57,15 @@ def submit_job(
     tenant: str,
     job_id: str,
     body: JobCreate,
-    resolve: Callable[[DatasetSpec], DatasetRecord],
+    source: DatasetSource,
 ) -> Job:
-    """Queue `body` as job `job_id`, or refuse it. `resolve` turns the body's dataset into its stored
-    record (service/dataset_source.py); it runs after the cheap checks, so a job that cannot be
-    queued never spends an upload."""
+    """Queue `body` as job `job_id`, or refuse it. The body's dataset becomes a stored record
+    (`source`, service/dataset_source.py) after the cheap checks, so a job that cannot be queued
+    never spends an upload."""
     jobs.check_capacity(tenant)
     if body.callback_url:
         check_callback(body.callback_url, settings)
-    record = resolve(body.dataset)
+    record = source.record(tenant, body.dataset)
     check_params_fit(body.params, record)
     check_device(body.params, jobs, settings)
     cost = cost_lib.job_cost(body.params, record.n, record.dim, record.fields)

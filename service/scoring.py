@@ -21,12 +21,12 @@ Domain errors only (spotlight/errors.py); service/errors.py maps them to HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from service.dataset_source import DatasetSource
 from service.ingest.inline_json import parse_dataset_body
 from service.ingest.sources import Sources
 from service.job_registry import JobRegistry
@@ -264,10 +264,10 @@ def score_job(
     tenant: str,
     job_id: str,
     rows: Rows,
-    resolve: Callable[[DatasetSpec], DatasetRecord],
+    source: DatasetSource,
 ) -> tuple[str | None, Scored]:
     """The caller's finished job's regions applied to `rows`; with a dataset, also the id it is
-    stored as (`resolve`, service/dataset_source.py: an upload is stored first). The job's basis is
+    stored as (`source`, service/dataset_source.py: an upload is stored first). The job's basis is
     loaded before anything is stored, so a job that cannot be scored says so first."""
     regions = finished_regions(store, jobs, tenant, job_id).regions
     basis = load_basis(store, job_id, regions)
@@ -277,7 +277,7 @@ def score_job(
         )
     if rows.dataset is None:
         raise ValueError("give x or dataset")
-    record = resolve(rows.dataset)
+    record = source.record(tenant, rows.dataset)
     return record.id, score_rows(store, job_id, regions, basis, record=record)
 
 

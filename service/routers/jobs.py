@@ -7,8 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from service import job_submission
-from service.dataset_source import dataset_record
-from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, idempotency_header
+from service.deps import JobIdDep, JobsDep, SettingsDep, SourceDep, StoreDep, TenantDep, idempotency_header
 from service.errors import error_responses
 from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
 from spotlight.jobstate import JobStatus
@@ -25,27 +24,17 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(4
 )
 def create_job(
     body: JobCreate,
-    request: Request,
     response: Response,
     tenant: TenantDep,
     settings: SettingsDep,
-    store: StoreDep,
-    datasets: DatasetsDep,
+    source: SourceDep,
     jobs: JobsDep,
     idempotency_key: Annotated[
         str | None, idempotency_header("Same key + same body: the same job, not a second one.")
     ] = None,
 ) -> JobOut:
     """Queue a spotlight search on a stored dataset (`"ds_…"`) or on one given inline / by `uri`."""
-    slots = request.app.state.reference_slots
-    job, replayed = job_submission.submit_once(
-        jobs,
-        settings,
-        tenant,
-        body,
-        idempotency_key,
-        lambda spec: dataset_record(slots, tenant, spec, datasets, store, settings),
-    )
+    job, replayed = job_submission.submit_once(jobs, settings, tenant, body, idempotency_key, source)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return jobs.view(job)

@@ -16,8 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service import scoring
-from service.dataset_source import dataset_record
-from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep
+from service.deps import JobIdDep, JobsDep, SourceDep, StoreDep, TenantDep
 from service.downloads import npy_download
 from service.errors import error_responses
 from service.ingest import workspace
@@ -118,27 +117,18 @@ def score(
     raw: Annotated[bytes, Depends(_raw_body)],
     request: Request,
     tenant: TenantDep,
-    settings: SettingsDep,
     store: StoreDep,
-    datasets: DatasetsDep,
+    source: SourceDep,
     jobs: JobsDep,
 ) -> Any:
     """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply.
 
     At most a few score requests run at once (429/503 `too_many_requests`/`service_unavailable`
     past that, with Retry-After); the answer is written in chunks of rows."""
-    slots = request.app.state.reference_slots
     with request.app.state.score_slots.take(tenant):
         with workspace(store) as work:
             rows = _parse(raw, work)
-        dataset, scored = scoring.score_job(
-            store,
-            jobs,
-            tenant,
-            job_id,
-            rows,
-            lambda spec: dataset_record(slots, tenant, spec, datasets, store, settings),
-        )
+        dataset, scored = scoring.score_job(store, jobs, tenant, job_id, rows, source)
         return _answer(job_id, dataset, scored)
 
 
