@@ -92,6 +92,80 @@ class MembersTable:
 
 
 @dataclass(frozen=True)
+class Headline:
+    """A value that sets a region's members apart: its share among them and overall."""
+
+    name: str
+    value: str
+    inside: str
+    overall: str
+
+
+@dataclass(frozen=True)
+class CompositionRow:
+    """An over-represented value of a label, prediction or metadata field."""
+
+    value: str
+    bar_in: str  # bar widths, percent
+    bar_all: str
+    share_in: str
+    share_all: str
+    lift: str
+    count_in: str
+    count_all: str
+    precision: str
+    recall: str
+
+
+@dataclass(frozen=True)
+class CompositionBlock:
+    title: str
+    rows: tuple[CompositionRow, ...]
+
+
+@dataclass(frozen=True)
+class TextTerm:
+    term: str
+    precision: str
+    recall: str
+    lift: str
+    lift_rows: str
+
+
+@dataclass(frozen=True)
+class TextBlock:
+    """The region's over-represented terms, where its lift was measured, and a few member texts."""
+
+    lift_on: str
+    lift_title: str
+    terms: tuple[TextTerm, ...]
+    examples: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OverlapCell:
+    is_self: bool
+    text: str
+    level: int  # shade 0-4
+
+
+@dataclass(frozen=True)
+class OverlapRow:
+    name: str
+    colour: str
+    size: str
+    cells: tuple[OverlapCell, ...]
+
+
+@dataclass(frozen=True)
+class OverlapTable:
+    """Share of each region's members (rows) that are also members of each other region (columns)."""
+
+    names: tuple[str, ...]
+    rows: tuple[OverlapRow, ...]
+
+
+@dataclass(frozen=True)
 class SummaryRow:
     """A region's line in the summary table."""
 
@@ -115,7 +189,7 @@ class SummaryRow:
     has_p_value: bool
     permutation_p_value: PValue
     has_permutation_p_value: bool
-    headline: tuple[Mapping[str, str], ...]
+    headline: tuple[Headline, ...]
     medoid: Any
 
 
@@ -142,9 +216,9 @@ class RegionView:
     setup: str
     stats: tuple[Stat, ...]
     empty_why: str | None
-    composition: tuple[Mapping[str, Any], ...]
+    composition: tuple[CompositionBlock, ...]
     numeric: tuple[tuple[str, str, str, str], ...]
-    text: Mapping[str, Any] | None
+    text: TextBlock | None
     members: MembersTable
     figures: RegionFigures
 
@@ -161,7 +235,7 @@ class ReportView:
     weak_spot_found: bool
     params_level: str
     dataset_mean: str
-    overlap: Mapping[str, Any] | None
+    overlap: OverlapTable | None
     projection_note: str
     regions: tuple[RegionView, ...] = field(default=())
 
@@ -387,8 +461,7 @@ def _summary_rows(
     return rows
 
 
-def _overlap_table(regions: Sequence[Mapping[str, Any]], sets: Sequence[np.ndarray]) -> dict[str, Any] | None:
-    """Share of each region's members (rows) that are also members of each other region (columns)."""
+def _overlap_table(regions: Sequence[Mapping[str, Any]], sets: Sequence[np.ndarray]) -> OverlapTable | None:
     k = len(regions)
     if k < 2:
         return None
@@ -400,14 +473,14 @@ def _overlap_table(regions: Sequence[Mapping[str, Any]], sets: Sequence[np.ndarr
         for i in range(k):
             share = float(m[j, i])
             cells.append(
-                {
-                    "self": i == j,
-                    "text": "—" if i == j else _pct(share),
-                    "level": 0 if i == j else min(4, int(math.ceil(share * 4))),
-                }
+                OverlapCell(
+                    is_self=i == j,
+                    text="—" if i == j else _pct(share),
+                    level=0 if i == j else min(4, int(math.ceil(share * 4))),
+                )
             )
-        rows.append({"name": names[j], "colour": PALETTE[j % len(PALETTE)], "size": _int(sets[j].size), "cells": cells})
-    return {"names": names, "rows": rows}
+        rows.append(OverlapRow(names[j], PALETTE[j % len(PALETTE)], _int(sets[j].size), tuple(cells)))
+    return OverlapTable(tuple(names), tuple(rows))
 
 
 def _setup_line(region: Mapping[str, Any]) -> str:
@@ -502,7 +575,7 @@ def _empty_reason(region: Mapping[str, Any]) -> str:
     )
 
 
-def _composition_blocks(desc: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _composition_blocks(desc: Mapping[str, Any]) -> list[CompositionBlock]:
     blocks = []
     sources = [("Labels", desc.get("labels")), ("Predictions", desc.get("predictions"))]
     sources += [(f"metadata · {field}", comp) for field, comp in (desc.get("metadata") or {}).items()]
@@ -513,20 +586,20 @@ def _composition_blocks(desc: Mapping[str, Any]) -> list[dict[str, Any]]:
         for v in comp.get("over_represented") or []:
             share_in, share_all = _unit(v.get("share_inside")), _unit(v.get("share_overall"))
             rows.append(
-                {
-                    "value": _short(v.get("value")),
-                    "bar_in": f"{100 * share_in:.1f}",
-                    "bar_all": f"{100 * share_all:.1f}",
-                    "share_in": _pct(share_in),
-                    "share_all": _pct(share_all),
-                    "lift": _times(v.get("lift")),
-                    "count_in": _count(v.get("count_inside")),
-                    "count_all": _count(v.get("count_overall")),
-                    "precision": _pct(_unit(v.get("precision"))) if v.get("precision") is not None else "—",
-                    "recall": _pct(_unit(v.get("recall"))) if v.get("recall") is not None else "—",
-                }
+                CompositionRow(
+                    value=_short(v.get("value")),
+                    bar_in=f"{100 * share_in:.1f}",
+                    bar_all=f"{100 * share_all:.1f}",
+                    share_in=_pct(share_in),
+                    share_all=_pct(share_all),
+                    lift=_times(v.get("lift")),
+                    count_in=_count(v.get("count_inside")),
+                    count_all=_count(v.get("count_overall")),
+                    precision=_pct(_unit(v.get("precision"))) if v.get("precision") is not None else "—",
+                    recall=_pct(_unit(v.get("recall"))) if v.get("recall") is not None else "—",
+                )
             )
-        blocks.append({"title": title, "rows": rows})
+        blocks.append(CompositionBlock(title, tuple(rows)))
     return blocks
 
 
@@ -539,27 +612,27 @@ _LIFT_ON = {
 }
 
 
-def _text_block(desc: Mapping[str, Any]) -> dict[str, Any] | None:
+def _text_block(desc: Mapping[str, Any]) -> TextBlock | None:
     """The region's over-represented terms with their checks, and a few member texts (None without texts)."""
     terms = desc.get("text_terms")
     if terms is None:
         return None
     lift_on, lift_title = _LIFT_ON.get(str(desc.get("text_terms_lift_on")), ("?", ""))
-    return {
-        "lift_on": lift_on,
-        "lift_title": "mean loss of these rows mentioning the term / their mean loss, " + lift_title,
-        "terms": [
-            {
-                "term": str(t.get("term")),
-                "precision": _pct(_unit(t.get("precision"))),
-                "recall": _pct(_unit(t.get("recall"))),
-                "lift": _times(t.get("lift")) if t.get("lift") is not None else "—",
-                "lift_rows": _count(t.get("lift_rows")),
-            }
+    return TextBlock(
+        lift_on=lift_on,
+        lift_title="mean loss of these rows mentioning the term / their mean loss, " + lift_title,
+        terms=tuple(
+            TextTerm(
+                term=str(t.get("term")),
+                precision=_pct(_unit(t.get("precision"))),
+                recall=_pct(_unit(t.get("recall"))),
+                lift=_times(t.get("lift")) if t.get("lift") is not None else "—",
+                lift_rows=_count(t.get("lift_rows")),
+            )
             for t in terms
-        ],
-        "examples": [str(t) for t in desc.get("text_examples") or []],
-    }
+        ),
+        examples=tuple(str(t) for t in desc.get("text_examples") or []),
+    )
 
 
 def _numeric_rows(desc: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -619,9 +692,9 @@ def _cell(field: str, value: Any) -> Cell:
     return Cell("text", text=text)
 
 
-def _headline(desc: Mapping[str, Any]) -> list[dict[str, str]]:
+def _headline(desc: Mapping[str, Any]) -> list[Headline]:
     """The one or two values that most set the region's members apart, for the summary table."""
-    best: list[tuple[float, dict[str, str]]] = []
+    best: list[tuple[float, Headline]] = []
     sources = [("label", desc.get("labels")), ("prediction", desc.get("predictions"))]
     sources += [(f, c) for f, c in (desc.get("metadata") or {}).items()]
     for name, comp in sources:
@@ -631,12 +704,12 @@ def _headline(desc: Mapping[str, Any]) -> list[dict[str, str]]:
                 best.append(
                     (
                         share * math.log(lift),
-                        {
-                            "name": str(name),
-                            "value": _short(v.get("value"), 30),
-                            "inside": _pct(share),
-                            "overall": _pct(v.get("share_overall")),
-                        },
+                        Headline(
+                            name=str(name),
+                            value=_short(v.get("value"), 30),
+                            inside=_pct(share),
+                            overall=_pct(v.get("share_overall")),
+                        ),
                     )
                 )
     best.sort(key=lambda t: -t[0])
