@@ -79,7 +79,8 @@ def _held_out(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[np.
 
 def _search(name: str, emb: np.ndarray, loss: np.ndarray, seed: int) -> Version:
     """The job's search and verdict (worker/task.py's steps on arrays): half the rows searched, members
-    over every row, each region tested on its held-out members, Holm over the job's regions."""
+        over every row, each region tested by its kernel weights over the held-out rows (figures on its held-out
+    members), Holm over the job's regions."""
     start = time.perf_counter()
     params = SearchParams(device="cpu", seed=seed)
     parts = verdict.split(loss.size, seed)
@@ -87,7 +88,10 @@ def _search(name: str, emb: np.ndarray, loss: np.ndarray, seed: int) -> Version:
     searched = params.model_copy(update={"spotlight_size": verdict.search_size(params.spotlight_size)})
     result = engine_search(emb, masked, searched, sample_weights=weights)
     rows = [verdict.region_rows(result.weights[:, k], r.kernel, parts) for k, r in enumerate(result.regions)]
-    tests = [verdict.holdout_test(loss, r.held_out, parts.held_out, seed=seed + k) for k, r in enumerate(rows)]
+    tests = [
+        verdict.holdout_test(loss, r.held_out, parts.held_out, result.weights[:, k], seed=seed + k)
+        for k, r in enumerate(rows)
+    ]
     adjusted = verdict.holm([t.p_value for t in tests])
     regions = []
     for k, region in enumerate(result.regions):

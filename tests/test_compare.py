@@ -19,9 +19,20 @@ def _job(
     return JobRows(name, ids, losses, regions, members, held_out)
 
 
+def _indicator(rows: np.ndarray) -> np.ndarray:
+    """Kernel weights of a region that is its member set: 1 on its rows, 0 elsewhere."""
+    w = np.zeros(N)
+    w[rows] = 1.0
+    return w
+
+
 def _verdicted(name: str, losses: np.ndarray, members: list[np.ndarray], held_out: np.ndarray) -> JobRows:
-    """A job as the worker records it: each region's verdict from its held-out members (spotlight/verdict.py)."""
-    tests = [verdict.holdout_test(losses, np.intersect1d(m, held_out), held_out, seed=k) for k, m in enumerate(members)]
+    """A job as the worker records it: each region's verdict on the held-out rows (spotlight/verdict.py), for a
+    region whose kernel is its member set."""
+    tests = [
+        verdict.holdout_test(losses, np.intersect1d(m, held_out), held_out, _indicator(m), seed=k)
+        for k, m in enumerate(members)
+    ]
     adjusted = verdict.holm([t.p_value for t in tests])
     regions = [{"index": k, "p_value": p, "significant": p is not None and p <= 0.05} for k, p in enumerate(adjusted)]
     return JobRows(name, [f"r{i}" for i in range(N)], losses, regions, members, held_out)

@@ -201,6 +201,19 @@ def build_report(
     job_extra: dict[str, Any] | None = None,
     n_bootstrap: int = 200,
 ) -> str:
+    job, descriptions, sets, members = report_inputs(data, regions, weights, job_extra, n_bootstrap)
+    return render_report(job, regions, descriptions, data["embeddings"], data["losses"], weights, sets, members)
+
+
+def report_inputs(
+    data: dict[str, Any],
+    regions: list[dict[str, Any]],
+    weights: np.ndarray,
+    job_extra: dict[str, Any] | None = None,
+    n_bootstrap: int = 200,
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[np.ndarray], list[list[dict[str, Any]]]]:
+    """What the report job reads from the stored results: the job, descriptions, member sets and
+    each region's top members (by contribution)."""
     cols = metadata_columns(data["metadata"])
     sets = members_of(regions, weights)
     descriptions = [
@@ -239,7 +252,7 @@ def build_report(
         "device": "cpu",
         **(job_extra or {}),
     }
-    return render_report(job, regions, descriptions, data["embeddings"], data["losses"], weights, sets, members)
+    return job, descriptions, sets, members
 
 
 def main(out: str) -> None:

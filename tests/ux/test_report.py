@@ -334,9 +334,9 @@ def test_job_report_lists_the_stored_contribution_order_through_the_readers() ->
 def test_p_value_at_its_floor_is_shown_as_a_bound() -> None:
     from worker.report import _pval
 
-    assert _pval(1 / 20, 19)["text"] == "≤ 0.05" and _pval(1 / 20, 19)["cls"] == "good"
-    assert _pval(0.3, 19)["text"] == "0.3"
-    assert _pval(None, 19)["text"] == "—"
+    assert _pval(1 / 20, 19).text == "≤ 0.05" and _pval(1 / 20, 19).cls == "good"
+    assert _pval(0.3, 19).text == "0.3"
+    assert _pval(None, 19).text == "—"
 
 
 # ----- degenerate inputs: a report always, saying why a plot is missing -----
