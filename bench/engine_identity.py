@@ -54,8 +54,7 @@ def _cases() -> list[tuple[str, dict[str, Any]]]:
     out = []
     evidences = [
         ("noev", {"evidence_weight": 0.0}),
-        ("learned", {"evidence_weight": 1.0, "evidence_precision": "learned"}),
-        ("tied", {"evidence_weight": 1.0, "evidence_precision": "tied"}),
+        ("learned", {"evidence_weight": 1.0}),  # each region's own evidence precision (the only rule since 2026-12-07)
     ]
     for kernel, shape, (ev_name, ev), ent, sizing in itertools.product(
         ["flat", "gaussian", "ball", "auto"], ["spherical", "diagonal"], evidences, [0.0, 0.5], ["fixed", "grow"]

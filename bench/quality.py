@@ -276,7 +276,6 @@ SINGLE_VARIANTS = {
     "engine flat": {"kernel": "flat"},
     "engine gaussian": {"kernel": "gaussian"},
     "engine gaussian, no evidence": {"kernel": "gaussian", "evidence_weight": 0.0},
-    "engine gaussian, evidence tied": {"kernel": "gaussian", "evidence_precision": "tied"},
     "engine gaussian, evidence labels+predictions": {"kernel": "gaussian", "evidence": "labels_predictions"},
     "engine gaussian, no evidence, deflation paper": {
         "kernel": "gaussian",
@@ -290,7 +289,6 @@ MULTI_VARIANTS = {
     "engine (default: auto kernel, evidence labels checked, tails)": {},
     "engine, evidence unchecked": {"evidence_check": False},
     "engine gaussian": {"kernel": "gaussian"},
-    "engine, evidence tied": {"evidence_precision": "tied"},
     "engine, evidence weight 0.5": {"evidence_weight": 0.5},
     "engine, evidence weight 2": {"evidence_weight": 2.0},
     "engine, evidence labels+predictions": {"evidence": "labels_predictions"},
@@ -303,7 +301,6 @@ MULTI_VARIANTS = {
 CROSSCLASS_VARIANTS = {
     "engine (default: evidence labels, checked)": {},
     "engine, evidence unchecked": {"evidence_check": False},
-    "engine, evidence tied": {"evidence_precision": "tied"},
     "engine, evidence weight 0.5": {"evidence_weight": 0.5},
     "engine, evidence mismatch": {"evidence": "mismatch"},
     "engine, no evidence": {"evidence_weight": 0.0},

@@ -16,11 +16,11 @@ from service import idempotency
 from service.dataset_source import DatasetSource
 from service.job_registry import JobRegistry
 from service.schemas import JobCreate
-from spotlight import capabilities, evidence
+from spotlight import capabilities, evidence, verdict
 from spotlight import cost as cost_lib
 from spotlight.errors import InvalidInput
 from spotlight.netguard import URLRefused, check_callback_url
-from spotlight.params import SearchParams
+from spotlight.params import GROW_MAX_SHARE, GROW_RING_SHARE, GROW_ROOM_BELOW, SearchParams
 from spotlight.protocol import DatasetRecord, ErrorCode, job_prefix, new_job_id
 from spotlight.refusal_hints import hinted
 from spotlight.settings import Settings
@@ -65,6 +65,7 @@ def submit_job(
     jobs.check_capacity(tenant)
     if body.callback_url:
         check_callback(body.callback_url, settings)
+    check_params_act(body.params)
     record = source.record(tenant, body.dataset)
     check_params_fit(body.params, record)
     check_device(body.params, jobs, settings)
@@ -97,8 +98,19 @@ def cancel_job(jobs: JobRegistry, store: ArtifactStore, tenant: str, job_id: str
     return job, done
 
 
+def check_params_act(params: SearchParams) -> None:
+    """A setting the other parameters leave without effect, or a removed combination
+    (`SearchParams.refusals`), is refused, not ignored (400 validation_error naming the field), before
+    the dataset is stored."""
+    refusals = params.refusals()
+    if refusals:
+        name, why = refusals[0]
+        raise InvalidInput(ErrorCode.VALIDATION, f"{why}.", {"field": f"params.{name}"})
+
+
 def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
-    """Parameters that are valid alone but impossible for this dataset (400 validation_error)."""
+    """Parameters that are valid alone but impossible for this dataset, or without effect on it
+    (400 validation_error)."""
     if params.spotlight_size >= 1 and params.spotlight_size >= dataset.n:
         raise InvalidInput(
             ErrorCode.VALIDATION,
@@ -130,6 +142,38 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
                 f"evidence {params.evidence!r} needs {' and '.join(required)}, and dataset {dataset.id} has no "
                 f"{' or '.join(missing)}; upload them with it, choose another evidence, or set evidence_weight to 0",
             )
+    untested = verdict.too_few_rows(dataset.n, params.spotlight_size)
+    if untested and params.level != SearchParams.model_fields["level"].default:
+        raise InvalidInput(
+            ErrorCode.VALIDATION,
+            f"params.level would have no effect: it is the level of the verdict, and this dataset gets none. "
+            f"{untested}",
+            {"field": "params.level", "n": dataset.n},
+        )
+    # a count's share of the rows (the verdict's split scales count and rows alike); with sample weights
+    # the rows' total weight is the data's, not n, and the engine's own rule decides
+    if (
+        params.sizing == "grow"
+        and params.spotlight_size >= 1
+        and "sample_weights" not in dataset.fields
+        and params.spotlight_size / dataset.n > GROW_ROOM_BELOW
+    ):
+        raise InvalidInput(
+            ErrorCode.VALIDATION,
+            f"params.sizing would have no effect: 'grow' adds rings of {GROW_RING_SHARE:g} x spotlight_size while "
+            f"the region stays within {GROW_MAX_SHARE:g} of the rows, and spotlight_size "
+            f"{params.spotlight_size:g} of n={dataset.n} rows leaves room for none. Use a smaller spotlight_size, or "
+            "sizing 'fixed'.",
+            {"field": "params.sizing", "n": dataset.n},
+        )
+    if params.pca_components is not None and params.pca_components >= dataset.dim:
+        raise InvalidInput(
+            ErrorCode.VALIDATION,
+            f"params.pca_components would have no effect: the embeddings have dim {dataset.dim}, and "
+            f"{params.pca_components} components keep every dimension, so the search runs unprojected. Use fewer "
+            "components, or leave pca_components out.",
+            {"field": "params.pca_components", "dim": dataset.dim},
+        )
     if params.pca_components is not None and params.pca_components > min(dataset.n, dataset.dim):
         raise InvalidInput(
             ErrorCode.VALIDATION,

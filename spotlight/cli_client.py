@@ -282,22 +282,27 @@ def _check_params(params: dict[str, Any]) -> None:
     try:
         from pydantic import ValidationError
 
-        from spotlight.params import SearchParams
+        from spotlight.params import REMOVED, SearchParams
     except ImportError:  # a client-only install without pydantic: the server checks them
         return
     import difflib
 
     known = sorted(SearchParams.model_fields)
     for key in params:
+        if key in REMOVED:
+            raise CliExit(f"--param: {REMOVED[key]}")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]}?" if close else f"the parameters are {', '.join(known)}"
             raise CliExit(f"--param: unknown parameter {key!r}; {hint}")
     try:
-        SearchParams(**params)
+        checked = SearchParams(**params)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise CliExit(f"--param: {problems}") from None
+    refusals = checked.refusals()
+    if refusals:
+        raise CliExit(f"--param: {refusals[0][1]}.")
 
 
 def _check_file_columns(path: Path, columns: dict[str, str] | None) -> None:

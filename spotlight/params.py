@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from spotlight.kernel import KERNEL_CHOICES
 
@@ -23,10 +24,23 @@ Shape = Literal["spherical", "diagonal"]
 Objective = Literal["max_loss", "min_loss"]
 Deflation = Literal["tails", "paper"]
 Sizing = Literal["grow", "fixed"]
-EvidencePrecision = Literal["learned", "tied"]
 EvidenceKind = Literal["labels_predictions", "labels", "mismatch"]
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+# Parameters the API once took and now refuses by name, with what to do instead (docs/engine.md,
+# "What earns its place"): a client that still sends one learns why, rather than "extra field".
+REMOVED: dict[str, str] = {
+    "evidence_precision": "evidence_precision was removed: every spherical gaussian/flat region now learns the "
+    "precision of its evidence columns (what 'learned', the default, did); 'tied' lost where labels cut across "
+    "a weak spot (cross-class mean AP 0.595 against 0.798) and won nowhere (docs/engine.md). Leave the field out; "
+    "to search without the labels, set evidence_weight to 0.",
+}
+# A sizing="grow" region grows by rings of GROW_RING_SHARE x spotlight_size while it stays within
+# GROW_MAX_SHARE of the rows (worker/engine/grow.py): above GROW_ROOM_BELOW of the rows not one ring fits.
+GROW_RING_SHARE = 0.5
+GROW_MAX_SHARE = 0.5
+GROW_ROOM_BELOW = GROW_MAX_SHARE / (1 + GROW_RING_SHARE)
 
 
 class SearchParams(BaseModel):
@@ -53,9 +67,14 @@ class SearchParams(BaseModel):
         "it ran (docs/engine.md). 'flat' = max(0, 1 - tau*|x-mu|^2) (published paper), 'gaussian' = "
         "exp(-tau*|x-mu|^2/2) (ranks the rest of a slice larger than the region, where flat weighs it 0), or "
         "'ball' = 1 on the spotlight_size rows nearest the centre, exp(-(tau*|x-mu|^2 - radius_u)/2) beyond "
-        "(selective in high dimension, where distances concentrate and a gaussian spreads over every row).",
+        "(selective in high dimension, where distances concentrate and a gaussian spreads over every row; "
+        "spherical only, so 'auto' with shape 'diagonal' runs the gaussian).",
     )
-    shape: Shape = Field("spherical", description="'spherical' (scalar precision) or 'diagonal' (one per dimension).")
+    shape: Shape = Field(
+        "spherical",
+        description="'spherical' (scalar precision) or 'diagonal' (one per dimension: finds a slab thin along some "
+        "axes; 'gaussian' and 'flat' only, the ball is spherical).",
+    )
     objective: Objective = Field("max_loss", description="'max_loss' finds weak spots; 'min_loss' strong ones.")
     steps: int = Field(
         500,
@@ -66,7 +85,14 @@ class SearchParams(BaseModel):
         "(gaussian and flat: ~200 steps typically; the spherical ball: 20 steps, then an exact edge fit).",
     )
     learning_rate: float = Field(0.05, strict=True, gt=0, le=10, description="Adam step size, in standardised units.")
-    barrier_scale: float = Field(1.0, strict=True, ge=0, le=1e6, description="Weight of the spotlight-size barrier.")
+    barrier_scale: float = Field(
+        1.0,
+        strict=True,
+        ge=0,
+        le=1e6,
+        description="Weight of the spotlight-size barrier of the 'gaussian' and 'flat' kernels (the authors' 1); "
+        "the ball has none, so another value needs kernel 'gaussian' or 'flat'.",
+    )
     restarts: int = Field(
         4,
         strict=True,
@@ -79,14 +105,16 @@ class SearchParams(BaseModel):
         description="How a found region is taken out before the next one is sought, so that each region shows "
         "a different weak spot: 'tails' multiplies every loss score by (1 - k/max k)^8, removing the region "
         "with its tails; 'paper' by (1 - k/max k), the paper's re-weighting, which leaves a gaussian region's "
-        "tails in place so later regions often find the same weak spot again.",
+        "tails in place so later regions often find the same weak spot again. Acts between regions: another "
+        "value than 'tails' needs n_spotlights > 1.",
     )
     sizing: Sizing = Field(
         "fixed",
         description="'grow': once found, a region grows past spotlight_size (the floor) ring by ring along its own "
         "ordering while each ring of 0.5 x spotlight_size more rows still has a mean loss significantly above the "
         "dataset's (one-sided z > 3), up to half the rows, then is refitted to that size (docs/engine.md); "
-        "'fixed': every region has spotlight_size.",
+        "'fixed': every region has spotlight_size. 'grow' needs room for a ring: spotlight_size at most a third "
+        "of the rows.",
     )
     seed: int = Field(
         0,
@@ -114,13 +142,16 @@ class SearchParams(BaseModel):
         "error type ('label 8, predicted something else, near here'); a label difference then counts "
         "evidence_weight^2 times the typical squared distance between two rows. Used only when the job has the "
         "labels (and predictions) it needs. Such regions carry an `evidence` term: scoring new rows needs their "
-        "labels/predictions too (docs/engine.md).",
+        "labels/predictions too (docs/engine.md). Each spherical gaussian/flat region learns how much the evidence "
+        "columns count (a precision of their own, starting at the embedding's), so a region can ignore the labels "
+        "where a weak spot cuts across classes; the ball weighs them like the embedding, the diagonal shape "
+        "like any other column.",
     )
     evidence: EvidenceKind = Field(
         "labels",
         description="Which evidence columns evidence_weight appends: 'labels' (one-hot label), "
         "'labels_predictions' (one-hot label and one-hot prediction) or 'mismatch' (one column: "
-        "label != prediction).",
+        "label != prediction); another value than 'labels' needs evidence_weight > 0.",
     )
     evidence_check: bool | None = Field(
         None,
@@ -132,13 +163,6 @@ class SearchParams(BaseModel):
         "true: asked for by name, so it needs evidence_weight > 0 and the labels (and predictions) the "
         "evidence uses.",
     )
-    evidence_precision: EvidencePrecision = Field(
-        "learned",
-        description="How much a region's evidence columns count: 'learned' (each gaussian/flat spherical "
-        "region learns its own precision for them, starting from the embedding's, so a region can ignore the "
-        "labels where they do not help) or 'tied' (one precision for embedding and evidence columns alike; "
-        "the 'ball' kernel always ties them).",
-    )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
     n_permutations: int = Field(
         0,
@@ -147,7 +171,7 @@ class SearchParams(BaseModel):
         le=1000,
         description="Optional second test, beside the default held-out verdict: this many reruns of the search on "
         "shuffled losses give each region a `permutation_p_value` (floor 1/(n+1); each rerun costs a search "
-        "of one region); 0 skips it.",
+        "of one region); 0 skips it. It runs, on every row, also where the dataset is too small for the verdict.",
     )
 
     level: float = Field(
@@ -158,8 +182,18 @@ class SearchParams(BaseModel):
         description="The verdict's level: the chance that a job on data with no weak spot at all (losses unrelated "
         "to place) still shows a significant region. Each region is tested on rows the search never saw (a "
         "seeded random half is held out) and the job's regions are corrected together (Holm), so at 0.05 about "
-        "1 job in 20 on pure noise raises a false alarm.",
+        "1 job in 20 on pure noise raises a false alarm. A dataset too small for the verdict gets none, and "
+        "another level than 0.05 is refused for it.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_parameters(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for name in REMOVED:
+                if name in data:
+                    raise PydanticCustomError("removed_parameter", REMOVED[name])
+        return data
 
     @field_validator("spotlight_size")
     @classmethod
@@ -182,6 +216,64 @@ class SearchParams(BaseModel):
         if self.evidence_check and self.evidence_weight == 0:
             raise ValueError("evidence_check needs evidence_weight > 0 (with 0 there is no evidence to check)")
         return self
+
+    def refusals(self) -> list[tuple[str, str]]:
+        """What a job with these params is refused for at submit (400, service/job_submission.py), as
+        (field, why): a setting, changed from its default, that the others leave without effect, or a
+        combination that was removed. Refused rather than run as if the setting were not there; the
+        rules that need the dataset (its rows, its fields) are the service's. A default value is never
+        refused: it asks for nothing, so a job's full params (`GET /v1/jobs/{id}`) can be sent again."""
+        changed = {name for name, field in type(self).model_fields.items() if getattr(self, name) != field.default}
+        out: list[tuple[str, str]] = []
+        if self.kernel == "ball" and self.shape == "diagonal":
+            out.append(
+                (
+                    "shape",
+                    "params.shape 'diagonal' with kernel 'ball' was removed: the ball is spherical only (a diagonal "
+                    "ball lost to the diagonal gaussian and flat kernels on every problem measured, docs/engine.md). "
+                    "For a precision per dimension use kernel 'gaussian' or 'flat' (or 'auto', which runs the "
+                    "gaussian with the diagonal shape)",
+                )
+            )
+        if "barrier_scale" in changed and self.kernel not in ("gaussian", "flat"):
+            out.append(
+                (
+                    "barrier_scale",
+                    "params.barrier_scale would have no effect: it weighs the spotlight-size barrier of the "
+                    f"'gaussian' and 'flat' kernels, and kernel {self.kernel!r} "
+                    + ("is" if self.kernel == "ball" else "may run")
+                    + " the 'ball', which counts spotlight_size rows by construction and has no barrier. Set kernel "
+                    "to 'gaussian' or 'flat', or leave barrier_scale out",
+                )
+            )
+        if "evidence" in changed and self.evidence_weight == 0:
+            out.append(
+                (
+                    "evidence",
+                    f"params.evidence would have no effect: {self.evidence!r} chooses the columns evidence_weight "
+                    "appends, and evidence_weight 0 appends none. Set evidence_weight > 0, or leave evidence out",
+                )
+            )
+        if "deflation" in changed and self.n_spotlights == 1:
+            out.append(
+                (
+                    "deflation",
+                    f"params.deflation would have no effect: {self.deflation!r} takes a found region out before the "
+                    "next one is sought, and n_spotlights 1 seeks no next one. Ask for more regions, or leave "
+                    "deflation out",
+                )
+            )
+        if self.sizing == "grow" and GROW_ROOM_BELOW < self.spotlight_size < 1:
+            out.append(
+                (
+                    "sizing",
+                    f"params.sizing would have no effect: 'grow' adds rings of {GROW_RING_SHARE:g} x spotlight_size "
+                    f"while the region stays within {GROW_MAX_SHARE:g} of the rows, and at spotlight_size "
+                    f"{self.spotlight_size:g} (above {GROW_ROOM_BELOW:.3g}) not one ring fits. Use a smaller "
+                    "spotlight_size, or sizing 'fixed'",
+                )
+            )
+        return out
 
     def checks_evidence(self, uses_evidence: bool) -> bool:
         """Whether the search runs the evidence check: asked for, or by default, whenever label evidence is

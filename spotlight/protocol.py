@@ -36,9 +36,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from spotlight.params import SearchParams
+from spotlight.params import REMOVED, SearchParams
 
 # The RQ task, named by import path so the API never imports the worker (or torch).
 TASK_PATH = "worker.task.run_job"
@@ -190,6 +190,17 @@ class JobSpec(BaseModel):
     created_at: datetime
     name: str | None = None
     tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_before_a_removal(cls, data: Any) -> Any:
+        """A spec stored before a parameter was removed (`params.REMOVED`) still reads, without it: the
+        job was accepted when it was made, and only a new request is refused for it. A job queued with
+        a removed value runs as the engine now searches (for evidence_precision 'tied': 'learned')."""
+        if isinstance(data, dict) and isinstance(data.get("params"), dict) and REMOVED.keys() & data["params"]:
+            params = {k: v for k, v in data["params"].items() if k not in REMOVED}
+            return {**data, "params": params}
+        return data
 
 
 # Keys of the RQ job's meta dict (small state only).

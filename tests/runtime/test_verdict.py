@@ -66,6 +66,15 @@ def test_too_few_rows_for_a_verdict_is_said_not_hidden(settings, store, redis_ur
     assert all(not r.significant and r.verdict is None for r in doc.regions)
 
 
+def test_permutations_act_where_there_is_no_verdict(settings, store, redis_url) -> None:
+    """n_permutations is not idle on a dataset too small for the verdict (the API accepts it there): the
+    reruns go on every row, and each region gets its permutation p-value."""
+    params = {**PARAMS, "spotlight_size": 0.02, "n_spotlights": 2, "n_permutations": 3}
+    doc = _run(store, settings, redis_url, params, n=60)
+    assert not doc.tested
+    assert all(r.permutation_p_value is not None and 0.25 <= r.permutation_p_value <= 1 for r in doc.regions)
+
+
 def test_the_verdict_is_the_same_on_a_second_run() -> None:
     """The split is seeded by the job's seed: a rerun tests the same held-out rows."""
     from spotlight import verdict

@@ -35,11 +35,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from spotlight.params import GROW_MAX_SHARE, GROW_RING_SHARE
 from worker.engine import core
 
-RING = 0.5  # ring width, in units of S
+# shared with the API, which refuses sizing="grow" where not one ring fits (SearchParams.idle_settings)
+RING = GROW_RING_SHARE  # ring width, in units of S
 Z = 3.0  # one-sided z a ring must clear (p ~ 0.0013 per ring)
-MAX_SHARE = 0.5  # a region grows to at most this share of the total weight
+MAX_SHARE = GROW_MAX_SHARE  # a region grows to at most this share of the total weight
 
 
 def grown_size(u: np.ndarray, scores: np.ndarray, weights: np.ndarray, size: float) -> float:

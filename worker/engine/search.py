@@ -86,7 +86,8 @@ def search(
       standardised embeddings has high intrinsic dimension (`prepare.local_dimension` above
       ``AUTO_BALL_ABOVE``, clustered or not) and S counts at least ``AUTO_BALL_MIN_ROWS_PER_DIM``
       rows per dimension, else
-      ``gaussian``; each region's ``kernel`` is the one that ran
+      ``gaussian`` (always with the ``diagonal`` shape: the ball is spherical only); each region's
+      ``kernel`` is the one that ran
 
     and the objective (``max_loss``; ``min_loss`` uses :math:`-\ell`) is the kernel-weighted mean
     loss :math:`L = \sum_i w_i k_i \ell_i / \sum_i w_i k_i`, minus ``label_entropy_coeff`` and
@@ -158,7 +159,7 @@ def search(
     and divided by one scale, so results do not depend on the units of x), ``restarts`` starts at
     once: the data mean and examples drawn at random (``seed``) among the highest-loss ones. With
     label evidence a spherical gaussian/flat region has two log-precisions, embedding and evidence
-    columns (``evidence_precision="learned"``), both starting at the same value. Each
+    columns, both starting at the same value. Each
     restart's learning rate halves after 10 steps without improvement; the search stops once every
     restart has halved 4 times after the barrier is tight, or at ``steps``. The spherical ``ball``
     has no barrier: it runs 20 steps (`Tuning.ball_steps`). Its first starts are centres along a
@@ -278,7 +279,9 @@ def _search(
     z, frame = standardise(embeddings, w, device, core.row_chunk(n, d, device))
     if p.pca_components is not None:
         z, frame = project_pca(z, w, frame, p.pca_components, core.row_chunk(n, d, device))
-    if p.kernel == "auto":
+    if p.kernel == "auto" and p.shape == "diagonal":  # the ball is spherical only
+        p = p.model_copy(update={"kernel": "gaussian"})
+    elif p.kernel == "auto":
         dim = local_dimension(z, w, core.row_chunk(n, d, device))
         p = p.model_copy(update={"kernel": resolve_auto(dim, p.size_count(float(w.sum())) / z.shape[1])})
     z, frame = add_evidence(z, frame, labels_v, preds_v, w, p.evidence, p.evidence_weight)

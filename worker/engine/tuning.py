@@ -33,10 +33,6 @@ class Tuning:
     # `ball_edge_grid`'s exact 1-d fit, so they need not run until the edge stops sharpening (measured,
     # docs/engine.md: 20 steps keep the recall of 150-200 at a quarter of the passes over X).
     ball_steps: int = 20
-    # Diagonal 'ball' (one width per dimension, no edge fit): its plateau test starts after
-    # ball_warmup steps, and a restart has converged after ball_halvings halvings.
-    ball_warmup: int = 50
-    ball_halvings: int = 1
     # Spherical 'ball' edge fit: log-precisions tried (variants/ball.py `fit_edge`), a coarse grid over
     # [THETA_MIN, THETA_MAX] then as many again around its best; the widest edge whose objective is
     # within plateau_tol of the best is kept, so rows beyond the core keep a ranking.

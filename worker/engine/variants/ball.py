@@ -5,11 +5,13 @@ it is a different algorithm from the smooth kernels' (docs/engine.md, "The ball 
 
 - starts: the best centres along a least-squares fit of the scores on (x, ||x||^2)
   (`regression_starts`) before the drawn ones;
-- steps: the spherical shape's hand-derived step (`ball_step`) for a fixed budget
-  (`Tuning.ball_steps`), which moves the centre; the diagonal shape and the entropy penalties step by
-  autograd, the diagonal until its plateau-halved learning rate has decayed;
-- polish (spherical): member rows tried as the centre (`member_centres`), classifier refits
+- steps: the hand-derived step (`ball_step`) for a fixed budget (`Tuning.ball_steps`), which moves the
+  centre; with an entropy penalty, autograd of `evaluate`;
+- polish: member rows tried as the centre (`member_centres`), classifier refits
   (`classifier_refits`, worker/engine/ballfit.py), and last the exact 1-d edge fit (`fit_edge`).
+
+The ball is spherical only: a diagonal ball (one width per dimension, none of the polish) lost to the
+diagonal gaussian and flat kernels on every problem measured (docs/engine.md, "What earns its place").
 """
 
 from __future__ import annotations
@@ -25,18 +27,20 @@ from worker.engine.variants.base import Schedule, Variant
 
 
 class Ball(Variant):
-    """'ball': fitted starts, a step budget and the polish (spherical), or plateau-halved steps (diagonal)."""
+    """'ball': fitted starts, a step budget and the polish; spherical only."""
 
     name = "ball"
     start_u = 8.0  # measured from the core's edge: the median row beyond it at weight e^-4
     barrier = False  # feasible by construction
 
     def __init__(self, problem: Problem, p: SearchParams) -> None:
+        if p.shape != "spherical":
+            raise ValueError(
+                "the 'ball' kernel is spherical only; for shape 'diagonal' use kernel 'gaussian' or 'flat'"
+            )
         super().__init__(problem, p)
-        # one precision per restart: the spherical ball (its hand-derived step is tied, so evidence
-        # columns share it), polished after a fixed budget of steps
-        self.spherical = self.theta_rows() == 1
-        self._hand = self.spherical and problem.regs is None
+        # one precision per restart, evidence columns included (the hand-derived step ties them)
+        self._hand = problem.regs is None
         self._gram: torch.Tensor | None = None  # computed once per search, when the first start needs it
 
     @staticmethod
@@ -66,11 +70,9 @@ class Ball(Variant):
         return u0 - core.ball_core(u0, self.problem.weights, self.problem.size, unit_weights=False)[0][:, None]
 
     def schedule(self, cap: int) -> Schedule:
-        tn = self.problem.tuning
-        if self.spherical:  # a fixed budget: the polish finishes the region
-            warm = max(1, min(cap, tn.ball_steps))
-            return Schedule(warm=warm, needed=0, total=warm, complete=warm == tn.ball_steps)
-        return Schedule(warm=max(1, min(cap, tn.ball_warmup)), needed=tn.ball_halvings, total=cap, complete=True)
+        tn = self.problem.tuning  # a fixed budget: the polish finishes the region
+        warm = max(1, min(cap, tn.ball_steps))
+        return Schedule(warm=warm, needed=0, total=warm, complete=warm == tn.ball_steps)
 
     def step(
         self, mu: torch.Tensor, theta: torch.Tensor, scores: torch.Tensor, ws: torch.Tensor, slack: float
@@ -80,9 +82,7 @@ class Ball(Variant):
         return super().step(mu, theta, scores, ws, slack)
 
     def polish(self, scores: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Spherical: the member centres, then the refits, then the edge fit; diagonal: unchanged."""
-        if not self.spherical:
-            return mu, theta
+        """The member centres, then the refits, then the edge fit."""
         mu, value = member_centres(self.problem, scores, mu)
         mu = classifier_refits(self.problem, scores, mu, value)
         return mu, fit_edge(self.problem, scores, mu)
@@ -91,16 +91,12 @@ class Ball(Variant):
         """The kernel value of every row and the core's edge as a value of u (`radius_u`: k = 1 where
         u <= radius_u, exp(-(u - radius_u)/2) beyond).
 
-        The spherical ball is evaluated as the optimiser saw it (||x||^2 - 2 x.mu, without ||mu||^2, which a
-        centre far outside the data would make lose float32 precision); radius_u is the edge row's u, in float64.
+        The ball is evaluated as the optimiser saw it (||x||^2 - 2 x.mu, without ||mu||^2, which a centre
+        far outside the data would make lose float32 precision); radius_u is the edge row's u, in float64.
         """
         data, weights = self.problem.data, self.problem.weights
-        if theta.shape[0] == 1:
-            a = torch.exp(theta[0]) / data.shape[1]
-            dist = data.project(mu[None, :]).mul_(-2.0).add_(data.sq_norms[None, :])
-        else:
-            a = torch.ones((), dtype=mu.dtype, device=mu.device)
-            dist = core.scaled_distances(data, mu[:, None], theta[:, None])
+        a = torch.exp(theta[0]) / data.shape[1]
+        dist = data.project(mu[None, :]).mul_(-2.0).add_(data.sq_norms[None, :])
         edge, row = core.ball_core(dist, weights, size, unit_weights=False)
         k = self.weight((dist[0] - edge[0]) * a)
         gap = data.x[int(row[0])].double() - mu.double()

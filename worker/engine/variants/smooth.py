@@ -2,7 +2,7 @@
 and the paper's 'flat' (variants/flat.py) share; each of those adds its formula and its derivative.
 
 Its steps: the spherical shape's hand-derived step (`spherical_step`), the same with an evidence
-precision of its own (`split_step`, `evidence_precision="learned"`), and autograd of `evaluate`
+precision of its own (`split_step`), and autograd of `evaluate`
 for the diagonal shape and the entropy penalties (`Variant.autograd_step`). The starts are the shared drawn
 ones; the barrier tightens over `Tuning.tighten_steps`, then each restart runs until its plateau-halved
 learning rate has decayed.
@@ -35,9 +35,9 @@ class Smooth(Variant):
         self._split = problem.regs is None and problem.data.tail > 0 and rows == 2
 
     def theta_rows(self) -> int:
-        """Spherical with evidence columns and `evidence_precision="learned"`: 2 (embedding, evidence,
-        `core.split_precision`), both starting equal, so the first step is the tied search's."""
-        if self.p.shape == "spherical" and self.problem.data.tail > 0 and self.p.evidence_precision == "learned":
+        """Spherical with evidence columns: 2 (embedding, evidence, `core.split_precision`), both starting
+        equal, so the first step is that of one precision for every column."""
+        if self.p.shape == "spherical" and self.problem.data.tail > 0:
             return 2
         return super().theta_rows()
 
