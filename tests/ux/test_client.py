@@ -309,3 +309,14 @@ def test_submit_by_reference_sends_the_reference_and_params(tmp_path: Path) -> N
             "callback_url": "https://cb.example/x",
         }
     ]
+
+
+def test_cli_refuses_removed_and_idle_params_before_uploading() -> None:
+    """`spotlight submit --param` says what the server would: a removed parameter and a setting without effect."""
+    from spotlight.cli_client import CliExit, _check_params
+
+    with pytest.raises(CliExit, match="evidence_precision was removed"):
+        _check_params({"evidence_precision": "tied"})
+    with pytest.raises(CliExit, match="barrier_scale would have no effect"):
+        _check_params({"kernel": "ball", "barrier_scale": 2.0})
+    _check_params({"kernel": "gaussian", "barrier_scale": 2.0})
