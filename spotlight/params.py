@@ -33,7 +33,8 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 REMOVED: dict[str, str] = {
     "evidence_precision": "evidence_precision was removed: every spherical gaussian/flat region now learns the "
     "precision of its evidence columns (what 'learned', the default, did); 'tied' lost where labels cut across "
-    "a weak spot (cross-class mean AP 0.595 against 0.798) and won nowhere (docs/engine.md). Leave the field out; "
+    "a weak spot (cross-class mean AP 0.595 against 0.798) and led by no more than noise where a default search "
+    "uses the labels (docs/engine.md). Leave the field out; "
     "to search without the labels, set evidence_weight to 0.",
 }
 # A sizing="grow" region grows by rings of GROW_RING_SHARE x spotlight_size while it stays within
@@ -230,7 +231,8 @@ class SearchParams(BaseModel):
                 (
                     "shape",
                     "params.shape 'diagonal' with kernel 'ball' was removed: the ball is spherical only (a diagonal "
-                    "ball lost to the diagonal gaussian and flat kernels on every problem measured, docs/engine.md). "
+                    "ball had a lower AP than the diagonal gaussian or flat kernel on every problem measured, "
+                    "docs/engine.md). "
                     "For a precision per dimension use kernel 'gaussian' or 'flat' (or 'auto', which runs the "
                     "gaussian with the diagonal shape)",
                 )
