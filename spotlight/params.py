@@ -242,9 +242,13 @@ class SearchParams(BaseModel):
                 (
                     "barrier_scale",
                     "params.barrier_scale would have no effect: it weighs the spotlight-size barrier of the "
-                    f"'gaussian' and 'flat' kernels, and kernel {self.kernel!r} "
-                    + ("is" if self.kernel == "ball" else "may run")
-                    + " the 'ball', which counts spotlight_size rows by construction and has no barrier. Set kernel "
+                    "'gaussian' and 'flat' kernels, and "
+                    + (
+                        "the 'ball' kernel"
+                        if self.kernel == "ball"
+                        else f"kernel {self.kernel!r} may run the 'ball', which"
+                    )
+                    + " counts spotlight_size rows by construction and has no barrier. Set kernel "
                     "to 'gaussian' or 'flat', or leave barrier_scale out",
                 )
             )
