@@ -6,7 +6,7 @@ How rows are weighed and which are members (and why): service/scoring.py.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 import numpy as np
@@ -75,10 +75,19 @@ class ScoreOut(BaseModel):
     ids: list[str | int] | None = Field(None, description="The dataset's ids of its rows, when it has ids.")
 
 
-async def _raw_body(request: Request) -> bytes:
-    """The body's bytes, read on the event loop (bounded by `max_score_body_bytes`, service/limits.py);
-    parsing them is the route's work, in its thread and under a score slot, so a large body never
-    stalls the loop that answers /healthz and everyone else."""
+async def _score_slot(request: Request, tenant: TenantDep) -> AsyncIterator[None]:
+    """One of the tenant's score slots (service/limits.py), taken before a byte of the body is read
+    and given back once the answer has been sent (FastAPI ends a yield dependency after the
+    response): what a score request holds in memory — its body, then its n x k weights while a
+    client reads them — exists only inside a slot, however many connections send or read slowly."""
+    with request.app.state.score_slots.take(tenant):
+        yield
+
+
+async def _raw_body(request: Request, _slot: Annotated[None, Depends(_score_slot)]) -> bytes:
+    """The body's bytes, read on the event loop (bounded by `max_score_body_bytes`, service/limits.py)
+    inside the request's score slot; parsing them is the route's work, in its thread, so a large body
+    never stalls the loop that answers /healthz and everyone else."""
     return await request.body()
 
 
@@ -115,7 +124,6 @@ def _parse(raw: bytes, work_dir: str) -> scoring.Rows:
 def score(
     job_id: JobIdDep,
     raw: Annotated[bytes, Depends(_raw_body)],
-    request: Request,
     tenant: TenantDep,
     store: StoreDep,
     source: SourceDep,
@@ -123,13 +131,13 @@ def score(
 ) -> Any:
     """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply.
 
-    At most a few score requests run at once (429/503 `too_many_requests`/`service_unavailable`
-    past that, with Retry-After); the answer is written in chunks of rows."""
-    with request.app.state.score_slots.take(tenant):
-        with workspace(store) as work:
-            rows = _parse(raw, work)
-        dataset, scored = scoring.score_job(store, jobs, tenant, job_id, rows, source)
-        return _answer(job_id, dataset, scored)
+    At most a few score requests run at once, from their body's first byte to their answer's last
+    (429/503 `too_many_requests`/`service_unavailable` past that, with Retry-After); the answer is
+    written in chunks of rows."""
+    with workspace(store) as work:
+        rows = _parse(raw, work)
+    dataset, scored = scoring.score_job(store, jobs, tenant, job_id, rows, source)
+    return _answer(job_id, dataset, scored)
 
 
 def _answer(job_id: str, dataset: str | None, scored: scoring.Scored) -> StreamingResponse:

@@ -6,6 +6,7 @@ trailing newline through, an Idempotency-Key raced by concurrent requests, ...
 
 from __future__ import annotations
 
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -154,6 +155,87 @@ def test_score_slots_refuse_past_the_tenants_share_and_the_servers() -> None:
         h.__exit__(None, None, None)
     with slots.take("alice"):  # all freed
         pass
+
+
+def _held_request(api: LiveApi, head: bytes, body: bytes = b"") -> socket.socket:
+    """A connection that sent `head` (and `body`) and then reads nothing: a receive window of a few
+    kB, so an answer larger than the kernel's buffers stays unsent."""
+    host, port = api.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(head + body)
+    return sock
+
+
+def _refused_for_slots(c, path: str, body: dict) -> bool:
+    """Whether the tenant's score slots are all held: a request of its own is 429 (asked a few times:
+    the held requests reach the server in their own time)."""
+    import time
+
+    for _ in range(50):
+        r = c.post(path, json=body)
+        if r.status_code == 429:
+            return bool(r.json()["error"]["details"]["reason"] == "score_requests")
+        time.sleep(0.1)
+    return False
+
+
+def test_a_score_slot_is_taken_before_the_body_is_read(api: LiveApi) -> None:
+    """Bodies still arriving hold slots: many slow senders cannot buffer a cap's worth of bytes each."""
+    from service.limits import SCORE_SLOTS_PER_TENANT
+
+    head = (
+        b"POST /v1/jobs/job_nope/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000000\r\n\r\n"
+    )
+    held = [_held_request(api, head, b'{"embeddings": [') for _ in range(SCORE_SLOTS_PER_TENANT)]
+    try:
+        with api.client() as c:
+            assert _refused_for_slots(c, "/v1/jobs/job_nope/score", {"embeddings": [[0.0]]})
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_score_slot_is_held_until_the_answer_is_sent(api: LiveApi) -> None:
+    """An answer a client does not read stays inside its slot: slow readers cannot hold n x k weights
+    each outside the bound."""
+    import json
+    import time
+
+    import numpy as np
+
+    from service.limits import SCORE_SLOTS_PER_TENANT
+    from tests.service.conftest import npz_bytes
+    from tests.service.test_score import _finished_gaussian_job
+
+    with api.client() as c:
+        job_id, _, _ = _finished_gaussian_job(api, c)
+        rng = np.random.default_rng(0)
+        rows = {"embeddings": rng.normal(size=(400_000, 3)).astype(np.float32), "losses": np.zeros(400_000)}
+        ds = c.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(**rows))}).json()["id"]
+        path = f"/v1/jobs/{job_id}/score"
+        body = json.dumps({"dataset": ds}).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        held = [_held_request(api, head, body) for _ in range(SCORE_SLOTS_PER_TENANT)]
+        try:
+            for sock in held:  # each answer has begun: its slot is past the scoring
+                assert sock.recv(64).startswith(b"HTTP/1.1 200")
+            assert _refused_for_slots(c, path, {"embeddings": [[0.0, 0.0, 0.0]]})
+        finally:
+            for sock in held:
+                sock.close()
+        # the slots come back when the connections go
+        for _ in range(50):
+            r = c.post(path, json={"embeddings": [[0.0, 0.0, 0.0]]})
+            if r.status_code == 200:
+                break
+            time.sleep(0.1)
+        assert r.status_code == 200, r.text
 
 
 def test_a_large_bare_body_is_read_in_slices_and_scores_as_a_small_one(api: LiveApi) -> None:
