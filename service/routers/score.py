@@ -6,7 +6,7 @@ How rows are weighed and which are members (and why): service/scoring.py.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -24,8 +24,10 @@ from service.schemas import DatasetSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"], responses=error_responses(401, 404, 409, 503))
 
-# the answer's weights are written this many rows at a time, so an answer never exists whole as Python objects
+# the answer is written this many rows of weights (or member indices, or ids) at a time, so it never
+# exists whole as Python objects or text
 ROWS_PER_CHUNK = 4096
+ITEMS_PER_CHUNK = 32768
 StrictFloat = Annotated[float, Field(strict=True)]  # `true` is not 1.0
 # a class code: a whole number the dataset's int64 codes can hold, never negative (`true` is not 1)
 ClassCode = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
@@ -141,24 +143,36 @@ def score(
 
 
 def _answer(job_id: str, dataset: str | None, scored: scoring.Scored) -> StreamingResponse:
-    """`ScoreOut` as JSON, its n x k weights written a chunk of rows at a time."""
-    head = {
-        "job": job_id,
-        "dataset": dataset,
-        "n": scored.n,
-        "member_min_weight": scored.member_min_weight,
-        "members": scored.members,
-        "ids": scored.ids,
-    }
-    return StreamingResponse(_chunks(head, scored.weights), media_type="application/json")
+    """`ScoreOut` as JSON, written a chunk at a time: its n x k weights, its member lists and ids too."""
+    head = {"job": job_id, "dataset": dataset, "n": scored.n, "member_min_weight": scored.member_min_weight}
+    return StreamingResponse(_chunks(head, scored), media_type="application/json")
 
 
-def _chunks(head: dict[str, Any], w: np.ndarray) -> Iterator[bytes]:
-    yield json.dumps(head)[:-1].encode() + b', "weights": ['
-    for start in range(0, w.shape[0], ROWS_PER_CHUNK):
-        part = json.dumps(w[start : start + ROWS_PER_CHUNK].tolist())[1:-1]
-        yield (b"," if start else b"") + part.encode()
-    yield b"]}"
+def _chunks(head: dict[str, Any], scored: scoring.Scored) -> Iterator[bytes]:
+    """The answer's JSON in pieces of at most ITEMS_PER_CHUNK numbers (ROWS_PER_CHUNK rows of weights):
+    one `json.dumps` of a whole list of n holds the interpreter lock, and with it the event loop that
+    answers /healthz, for as long as it takes (every row of a body can be a member of every region)."""
+    yield json.dumps(head)[:-1].encode() + b', "members": ['
+    for k, members in enumerate(scored.members):
+        yield b"," if k else b""
+        yield from _json_list(members, ITEMS_PER_CHUNK)
+    yield b'], "ids": '
+    if scored.ids is None:
+        yield b"null"
+    else:
+        yield from _json_list(scored.ids, ITEMS_PER_CHUNK)
+    yield b', "weights": '
+    yield from _json_list(scored.weights, ROWS_PER_CHUNK)
+    yield b"}"
+
+
+def _json_list(items: Sequence[Any] | np.ndarray, per: int) -> Iterator[bytes]:
+    yield b"["
+    for start in range(0, len(items), per):
+        part = items[start : start + per]
+        text = json.dumps(part.tolist() if isinstance(part, np.ndarray) else list(part))[1:-1]
+        yield (b"," if start else b"") + text.encode()
+    yield b"]"
 
 
 @router.get(

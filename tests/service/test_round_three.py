@@ -238,6 +238,46 @@ def test_a_score_slot_is_held_until_the_answer_is_sent(api: LiveApi) -> None:
         assert r.status_code == 200, r.text
 
 
+def test_a_score_answer_is_written_in_pieces_members_and_ids_too() -> None:
+    """Every row of a body can be a member of every region: no piece of the answer (one json.dumps,
+    holding the interpreter lock and so the event loop) may grow with n."""
+    import asyncio
+    import json
+
+    import numpy as np
+
+    from service.scoring import Scored
+
+    n = 100_000
+    members = [list(range(n)), list(range(n - 1, -1, -1))]
+    ids = [f"row-{i}" for i in range(n)]
+    weights = np.random.default_rng(0).random((n, 2))
+    scored = Scored(n=n, member_min_weight=[0.5, None], weights=weights, members=members, ids=ids)
+
+    got = asyncio.run(_pieces_of(scored))
+    assert max(len(p) for p in got) < 1_000_000  # a piece holds a chunk of items, never all n (~3 MB here)
+    answer = json.loads(b"".join(got))
+    assert list(answer) == ["job", "dataset", "n", "member_min_weight", "members", "ids", "weights"]
+    assert answer["members"] == members and answer["ids"] == ids and answer["n"] == n
+    assert np.array_equal(np.asarray(answer["weights"]), weights)
+    none = Scored(n=0, member_min_weight=[], weights=np.zeros((0, 0)), members=[], ids=None)
+    assert json.loads(b"".join(asyncio.run(_pieces_of(none)))) == {
+        "job": "job_x",
+        "dataset": "ds_x",
+        "n": 0,
+        "member_min_weight": [],
+        "members": [],
+        "ids": None,
+        "weights": [],
+    }
+
+
+async def _pieces_of(scored) -> list[bytes]:
+    from service.routers.score import _answer
+
+    return [p async for p in _answer("job_x", "ds_x", scored).body_iterator]  # type: ignore[misc]
+
+
 def test_a_large_bare_body_is_read_in_slices_and_scores_as_a_small_one(api: LiveApi) -> None:
     import json
 
