@@ -24,10 +24,9 @@ from service.schemas import DatasetSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"], responses=error_responses(401, 404, 409, 503))
 
-# the answer is written this many rows of weights (or member indices, or ids) at a time, so it never
-# exists whole as Python objects or text
-ROWS_PER_CHUNK = 4096
-ITEMS_PER_CHUNK = 32768
+# the answer is written this many numbers (weights, member indices, ids) at a time: it never exists
+# whole as Python objects or text, and one piece's json.dumps holds the interpreter lock a few ms
+ITEMS_PER_CHUNK = 16384
 StrictFloat = Annotated[float, Field(strict=True)]  # `true` is not 1.0
 # a class code: a whole number the dataset's int64 codes can hold, never negative (`true` is not 1)
 ClassCode = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
@@ -149,7 +148,7 @@ def _answer(job_id: str, dataset: str | None, scored: scoring.Scored) -> Streami
 
 
 def _chunks(head: dict[str, Any], scored: scoring.Scored) -> Iterator[bytes]:
-    """The answer's JSON in pieces of at most ITEMS_PER_CHUNK numbers (ROWS_PER_CHUNK rows of weights):
+    """The answer's JSON in pieces of at most ITEMS_PER_CHUNK numbers (rows of weights: as many as hold that):
     one `json.dumps` of a whole list of n holds the interpreter lock, and with it the event loop that
     answers /healthz, for as long as it takes (every row of a body can be a member of every region)."""
     yield json.dumps(head)[:-1].encode() + b', "members": ['
@@ -162,7 +161,7 @@ def _chunks(head: dict[str, Any], scored: scoring.Scored) -> Iterator[bytes]:
     else:
         yield from _json_list(scored.ids, ITEMS_PER_CHUNK)
     yield b', "weights": '
-    yield from _json_list(scored.weights, ROWS_PER_CHUNK)
+    yield from _json_list(scored.weights, max(1, ITEMS_PER_CHUNK // max(1, scored.weights.shape[1])))
     yield b"}"
 
 

@@ -181,6 +181,35 @@ def _refused_for_slots(c, path: str, body: dict) -> bool:
     return False
 
 
+def _answer_then_eof(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a timeout fails the test)."""
+    sock.settimeout(10)
+    got = b""
+    while chunk := sock.recv(65536):
+        got += chunk
+    return got
+
+
+def test_an_answer_before_the_body_is_read_closes_the_connection(shared_api: LiveApi) -> None:
+    """A refused body is not read to its end: the server answers and hangs up instead of draining
+    up to Content-Length on the event loop (as often as a client sends it again)."""
+    head = (
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000000000\r\n\r\n"
+    )
+    nowhere = head.replace(b"/v1/jobs", b"/v1/nowhere").replace(b"1000000000", b"1000000")
+    for request, status in ((head, b"413"), (nowhere, b"404")):
+        sock = _held_request(shared_api, request, b'{"dataset": {"embeddings": [' + b"[0]," * 4096)
+        try:
+            answer = _answer_then_eof(sock)
+        finally:
+            sock.close()
+        assert answer.startswith(b"HTTP/1.1 " + status) and b"connection: close" in answer.lower(), answer[:300]
+    with shared_api.client() as c:  # a request whose body was read keeps its connection
+        r = c.post("/v1/jobs", json={"dataset": "ds_nope"})
+        assert r.status_code == 404 and "close" not in r.headers.get("connection", "")
+
+
 def test_a_score_slot_is_taken_before_the_body_is_read(api: LiveApi) -> None:
     """Bodies still arriving hold slots: many slow senders cannot buffer a cap's worth of bytes each."""
     from service.limits import SCORE_SLOTS_PER_TENANT
@@ -260,6 +289,12 @@ def test_a_score_answer_is_written_in_pieces_members_and_ids_too() -> None:
     assert list(answer) == ["job", "dataset", "n", "member_min_weight", "members", "ids", "weights"]
     assert answer["members"] == members and answer["ids"] == ids and answer["n"] == n
     assert np.array_equal(np.asarray(answer["weights"]), weights)
+    # many regions: a piece is a number of weights, not a number of rows
+    wide = np.random.default_rng(1).random((10_000, 50))
+    many = Scored(n=10_000, member_min_weight=[None] * 50, weights=wide, members=[[]] * 50, ids=None)
+    got = asyncio.run(_pieces_of(many))
+    assert max(len(p) for p in got) < 1_000_000
+    assert np.array_equal(np.asarray(json.loads(b"".join(got))["weights"]), wide)
     none = Scored(n=0, member_min_weight=[], weights=np.zeros((0, 0)), members=[], ids=None)
     assert json.loads(b"".join(asyncio.run(_pieces_of(none)))) == {
         "job": "job_x",
@@ -276,6 +311,33 @@ async def _pieces_of(scored) -> list[bytes]:
     from service.routers.score import _answer
 
     return [p async for p in _answer("job_x", "ds_x", scored).body_iterator]  # type: ignore[misc]
+
+
+def test_a_body_at_the_score_cap_is_decoded_a_few_kb_at_a_time(tmp_path, monkeypatch) -> None:
+    """The stdlib decoder holds the interpreter lock for a whole slice: a slice of a few tens of kB
+    (milliseconds) is what keeps the event loop answering while four bodies at the cap are parsed."""
+    import json
+
+    import numpy as np
+
+    import service.ingest.inline_json as inline
+    from service.scoring import large_body_rows
+    from spotlight.settings import Settings
+
+    decoded: list[int] = []
+    loads = json.loads
+
+    def measured_loads(text, *a, **kw):  # type: ignore[no-untyped-def]
+        decoded.append(len(text))
+        return loads(text, *a, **kw)
+
+    monkeypatch.setattr(inline.json, "loads", measured_loads)
+    cap = Settings(redis_url=None).max_score_body_bytes
+    row = "[" + ",".join(["0"] * 7) + "]"
+    body = ('{"embeddings": [' + ",".join([row] * ((cap - 20) // (len(row) + 1))) + "]}").encode()
+    rows = large_body_rows(body, str(tmp_path))
+    assert rows.x is not None and rows.x.shape == ((cap - 20) // (len(row) + 1), 7) and not np.any(rows.x)
+    assert len(decoded) > 100 and max(decoded) <= 64 * 1024, (len(decoded), max(decoded))
 
 
 def test_a_large_bare_body_is_read_in_slices_and_scores_as_a_small_one(api: LiveApi) -> None:
