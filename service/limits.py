@@ -63,16 +63,20 @@ class BodyLimitMiddleware:
             return
         limit = self.limit_for(scope)
         declared: int | None = None
+        chunked = False
         for name, value in scope.get("headers") or []:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = None
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
         seen = 0
+        body_read = not chunked and not declared
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, body_read
             if declared is not None and declared > limit:
                 raise PayloadTooLarge(limit)
             message = await receive()
@@ -80,9 +84,18 @@ class BodyLimitMiddleware:
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise PayloadTooLarge(limit)
+                body_read = not message.get("more_body", False)
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def closing_send(message: Message) -> None:
+            # An answer given before its request's body was read (a 413, 429, 401, ...) ends the
+            # connection: the server would otherwise read the rest of a body it refused, up to its
+            # Content-Length, on the event loop, as often as a client cares to send it again.
+            if message["type"] == "http.response.start" and not body_read:
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, limited_receive, closing_send)
 
 
 class Slots:

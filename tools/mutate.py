@@ -386,6 +386,71 @@ MUTATIONS = [
         "if not _DEVICE.match(v):",
         ROUND3_TESTS,
     ),
+    m(
+        "round3.listing-reindexes-every-job",
+        "service/job_registry.py",
+        "if self.r.exists(self.keys.tenant_status_indexed(tenant)):",
+        "if False:",
+        ROUND3_TESTS,
+    ),
+    m(
+        "round3.disk-full-is-500",
+        "service/errors.py",
+        "if isinstance(exc, OSError) and exc.errno in _DISK_FULL:",
+        "if False:",
+        ROUND3_TESTS,
+    ),
+    m(
+        "round3.worker-memory-not-admitted",
+        "service/job_submission.py",
+        "if need > settings.worker_memory_bytes:",
+        "if False:",
+        ["tests/service/test_job_memory.py"],
+    ),
+    # issue 25 measured (bench/attacks.py): what kept the API answering under the score attacks
+    m(
+        "round3.score-body-outside-its-slot",
+        "service/routers/score.py",
+        "async def _raw_body(request: Request, _slot: Annotated[None, Depends(_score_slot)]) -> bytes:",
+        "async def _raw_body(request: Request) -> bytes:",
+        ROUND3_TESTS,
+    ),
+    m(
+        "round3.refused-body-drained",
+        "service/limits.py",
+        'if message["type"] == "http.response.start" and not body_read:',
+        "if False:",
+        ROUND3_TESTS,
+    ),
+    m(
+        "round3.answer-dumped-whole",
+        "service/routers/score.py",
+        "ITEMS_PER_CHUNK = 16384",
+        "ITEMS_PER_CHUNK = 10**9",
+        ROUND3_TESTS,
+    ),
+    m(
+        "round3.slices-of-256k",
+        "service/ingest/inline_json.py",
+        "SLICE_CHARS = 1 << 15",
+        "SLICE_CHARS = 1 << 18",
+        ROUND3_TESTS,
+    ),
+    # issue 25 breaks 5 and 6: every phase honours the time limit and cancel, and yields
+    m(
+        "round3.describe-ignores-cancel",
+        "worker/task.py",
+        "if reporter is not None and reporter.should_stop():",
+        "if False:",
+        ["tests/runtime/test_every_phase.py"],
+    ),
+    m(
+        "round3.describe-never-yields",
+        "worker/task.py",
+        "if k > started_at and should_yield is not None and should_yield():",
+        "if False:",
+        ["tests/runtime/test_every_phase.py"],
+    ),
 ]
 
 # Mutants that survive on purpose, with the reason (also in docs/testing.md).

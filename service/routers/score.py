@@ -6,7 +6,7 @@ How rows are weighed and which are members (and why): service/scoring.py.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -24,8 +24,9 @@ from service.schemas import DatasetSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"], responses=error_responses(401, 404, 409, 503))
 
-# the answer's weights are written this many rows at a time, so an answer never exists whole as Python objects
-ROWS_PER_CHUNK = 4096
+# the answer is written this many numbers (weights, member indices, ids) at a time: it never exists
+# whole as Python objects or text, and one piece's json.dumps holds the interpreter lock a few ms
+ITEMS_PER_CHUNK = 16384
 StrictFloat = Annotated[float, Field(strict=True)]  # `true` is not 1.0
 # a class code: a whole number the dataset's int64 codes can hold, never negative (`true` is not 1)
 ClassCode = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
@@ -75,10 +76,19 @@ class ScoreOut(BaseModel):
     ids: list[str | int] | None = Field(None, description="The dataset's ids of its rows, when it has ids.")
 
 
-async def _raw_body(request: Request) -> bytes:
-    """The body's bytes, read on the event loop (bounded by `max_score_body_bytes`, service/limits.py);
-    parsing them is the route's work, in its thread and under a score slot, so a large body never
-    stalls the loop that answers /healthz and everyone else."""
+async def _score_slot(request: Request, tenant: TenantDep) -> AsyncIterator[None]:
+    """One of the tenant's score slots (service/limits.py), taken before a byte of the body is read
+    and given back once the answer has been sent (FastAPI ends a yield dependency after the
+    response): what a score request holds in memory — its body, then its n x k weights while a
+    client reads them — exists only inside a slot, however many connections send or read slowly."""
+    with request.app.state.score_slots.take(tenant):
+        yield
+
+
+async def _raw_body(request: Request, _slot: Annotated[None, Depends(_score_slot)]) -> bytes:
+    """The body's bytes, read on the event loop (bounded by `max_score_body_bytes`, service/limits.py)
+    inside the request's score slot; parsing them is the route's work, in its thread, so a large body
+    never stalls the loop that answers /healthz and everyone else."""
     return await request.body()
 
 
@@ -115,7 +125,6 @@ def _parse(raw: bytes, work_dir: str) -> scoring.Rows:
 def score(
     job_id: JobIdDep,
     raw: Annotated[bytes, Depends(_raw_body)],
-    request: Request,
     tenant: TenantDep,
     store: StoreDep,
     source: SourceDep,
@@ -123,34 +132,46 @@ def score(
 ) -> Any:
     """Which rows of a dataset (same dimension as the job's) fall in each region found, and how deeply.
 
-    At most a few score requests run at once (429/503 `too_many_requests`/`service_unavailable`
-    past that, with Retry-After); the answer is written in chunks of rows."""
-    with request.app.state.score_slots.take(tenant):
-        with workspace(store) as work:
-            rows = _parse(raw, work)
-        dataset, scored = scoring.score_job(store, jobs, tenant, job_id, rows, source)
-        return _answer(job_id, dataset, scored)
+    At most a few score requests run at once, from their body's first byte to their answer's last
+    (429/503 `too_many_requests`/`service_unavailable` past that, with Retry-After); the answer is
+    written in chunks of rows."""
+    with workspace(store) as work:
+        rows = _parse(raw, work)
+    dataset, scored = scoring.score_job(store, jobs, tenant, job_id, rows, source)
+    return _answer(job_id, dataset, scored)
 
 
 def _answer(job_id: str, dataset: str | None, scored: scoring.Scored) -> StreamingResponse:
-    """`ScoreOut` as JSON, its n x k weights written a chunk of rows at a time."""
-    head = {
-        "job": job_id,
-        "dataset": dataset,
-        "n": scored.n,
-        "member_min_weight": scored.member_min_weight,
-        "members": scored.members,
-        "ids": scored.ids,
-    }
-    return StreamingResponse(_chunks(head, scored.weights), media_type="application/json")
+    """`ScoreOut` as JSON, written a chunk at a time: its n x k weights, its member lists and ids too."""
+    head = {"job": job_id, "dataset": dataset, "n": scored.n, "member_min_weight": scored.member_min_weight}
+    return StreamingResponse(_chunks(head, scored), media_type="application/json")
 
 
-def _chunks(head: dict[str, Any], w: np.ndarray) -> Iterator[bytes]:
-    yield json.dumps(head)[:-1].encode() + b', "weights": ['
-    for start in range(0, w.shape[0], ROWS_PER_CHUNK):
-        part = json.dumps(w[start : start + ROWS_PER_CHUNK].tolist())[1:-1]
-        yield (b"," if start else b"") + part.encode()
-    yield b"]}"
+def _chunks(head: dict[str, Any], scored: scoring.Scored) -> Iterator[bytes]:
+    """The answer's JSON in pieces of at most ITEMS_PER_CHUNK numbers (rows of weights: as many as hold that):
+    one `json.dumps` of a whole list of n holds the interpreter lock, and with it the event loop that
+    answers /healthz, for as long as it takes (every row of a body can be a member of every region)."""
+    yield json.dumps(head)[:-1].encode() + b', "members": ['
+    for k, members in enumerate(scored.members):
+        yield b"," if k else b""
+        yield from _json_list(members, ITEMS_PER_CHUNK)
+    yield b'], "ids": '
+    if scored.ids is None:
+        yield b"null"
+    else:
+        yield from _json_list(scored.ids, ITEMS_PER_CHUNK)
+    yield b', "weights": '
+    yield from _json_list(scored.weights, max(1, ITEMS_PER_CHUNK // max(1, scored.weights.shape[1])))
+    yield b"}"
+
+
+def _json_list(items: Sequence[Any] | np.ndarray, per: int) -> Iterator[bytes]:
+    yield b"["
+    for start in range(0, len(items), per):
+        part = items[start : start + per]
+        text = json.dumps(part.tolist() if isinstance(part, np.ndarray) else list(part))[1:-1]
+        yield (b"," if start else b"") + text.encode()
+    yield b"]"
 
 
 @router.get(

@@ -163,6 +163,11 @@ def describing_key(job_id: str) -> str:
     return f"{GATE_PREFIX}:{job_id}:describing"
 
 
+def described_key(job_id: str) -> str:
+    """One entry per region description the job's work-horse began (held or not)."""
+    return f"{GATE_PREFIX}:{job_id}:described"
+
+
 def hold_descriptions(describe_region: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap worker.describe.describe_region: the first call in a work-horse announces itself on
     `describing_key` and waits until the test opens the job's gate or the job is canceled (its
@@ -178,6 +183,8 @@ def hold_descriptions(describe_region: Callable[..., Any]) -> Callable[..., Any]
         cancel_key = Keys.of(get_settings()).cancel
 
         job = get_current_job()
+        if job is not None:
+            job.connection.rpush(described_key(job.id), os.getpid())
         if job is not None and not state["held"]:
             state["held"] = True  # per horse: each job runs in a fresh fork of the worker
             conn = redis.Redis(connection_pool=redis.ConnectionPool(**job.connection.connection_pool.connection_kwargs))

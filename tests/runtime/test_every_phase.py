@@ -118,6 +118,8 @@ def test_a_cancel_while_the_regions_are_described_ends_the_job_canceled(
     job.refresh()
     assert status_of(job) == JobStatus.CANCELED, (job.meta, tail_log(tmp_path / "w1.log"))
     assert not store.exists(job_file(spec.job_id, REGIONS_FILE))
+    # the cancel stopped the descriptions themselves: the regions after it were not described first
+    assert conn.llen(gate.described_key(spec.job_id)) < THREE["n_spotlights"]
 
 
 def test_a_description_that_fails_says_so_and_the_others_stay(settings, store, conn, monkeypatch) -> None:

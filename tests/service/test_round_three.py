@@ -6,6 +6,7 @@ trailing newline through, an Idempotency-Key raced by concurrent requests, ...
 
 from __future__ import annotations
 
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -154,6 +155,226 @@ def test_score_slots_refuse_past_the_tenants_share_and_the_servers() -> None:
         h.__exit__(None, None, None)
     with slots.take("alice"):  # all freed
         pass
+
+
+def _held_request(api: LiveApi, head: bytes, body: bytes = b"") -> socket.socket:
+    """A connection that sent `head` (and `body`) and then reads nothing: a receive window of a few
+    kB, so an answer larger than the kernel's buffers stays unsent."""
+    host, port = api.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(head + body)
+    return sock
+
+
+def _refused_for_slots(c, path: str, body: dict) -> list[str]:
+    """What the tenant's own requests got until one was refused for its score slots (empty once it
+    was): asked a few times, as the held requests reach the server in their own time."""
+    import time
+
+    seen = []
+    for _ in range(200):
+        r = c.post(path, json=body)
+        if r.status_code == 429 and r.json()["error"]["details"].get("reason") == "score_requests":
+            return []
+        seen.append(f"{r.status_code} {r.text[:80]}")
+        time.sleep(0.1)
+    return seen
+
+
+def _answer_then_eof(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a timeout fails the test)."""
+    sock.settimeout(10)
+    got = b""
+    while chunk := sock.recv(65536):
+        got += chunk
+    return got
+
+
+def test_an_answer_before_the_body_is_read_closes_the_connection(shared_api: LiveApi) -> None:
+    """A refused body is not read to its end: the server answers and hangs up instead of draining
+    up to Content-Length on the event loop (as often as a client sends it again)."""
+    head = (
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000000000\r\n\r\n"
+    )
+    nowhere = head.replace(b"/v1/jobs", b"/v1/nowhere").replace(b"1000000000", b"1000000")
+    for request, status in ((head, b"413"), (nowhere, b"404")):
+        sock = _held_request(shared_api, request, b'{"dataset": {"embeddings": [' + b"[0]," * 4096)
+        try:
+            answer = _answer_then_eof(sock)
+        finally:
+            sock.close()
+        assert answer.startswith(b"HTTP/1.1 " + status) and b"connection: close" in answer.lower(), answer[:300]
+    with shared_api.client() as c:  # a request whose body was read keeps its connection
+        r = c.post("/v1/jobs", json={"dataset": "ds_nope"})
+        assert r.status_code == 404 and "close" not in r.headers.get("connection", "")
+
+
+def test_a_client_hanging_up_mid_body_is_no_server_error(shared_api: LiveApi, caplog) -> None:
+    """A body that never arrives is the client's doing: logged as such, never as an unhandled error
+    (a 500 in the access log and the metrics an attacker could fill by hanging up)."""
+    import logging
+    import time
+
+    head = (
+        b"POST /v1/datasets HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000\r\n\r\n"
+    )
+    with caplog.at_level(logging.INFO, logger="spotlight.api"):
+        _held_request(shared_api, head, b'{"embeddings": [[0.5, 1.5],').close()
+        for _ in range(100):
+            if any("client closed" in r.getMessage() for r in caplog.records):
+                break
+            time.sleep(0.05)
+        assert any("client closed" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_score_slot_is_taken_before_the_body_is_read(api: LiveApi) -> None:
+    """Bodies still arriving hold slots: many slow senders cannot buffer a cap's worth of bytes each."""
+    import select
+
+    from service.limits import SCORE_SLOTS_PER_TENANT
+
+    head = (
+        b"POST /v1/jobs/job_nope/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000000\r\n\r\n"
+    )
+    seen: list[str] = []
+    with api.client() as c:
+        # A held request that reaches the server while one of the test's own requests has a slot is
+        # refused itself (429, connection closed): the pair is then sent again.
+        for _ in range(5):
+            held = [_held_request(api, head, b'{"embeddings": [') for _ in range(SCORE_SLOTS_PER_TENANT)]
+            try:
+                if select.select(held, [], [], 0.5)[0]:  # one was answered: it holds nothing
+                    continue
+                for _ in range(20):
+                    r = c.post("/v1/jobs/job_nope/score", json={"embeddings": [[0.0]]})
+                    if r.status_code == 429 and r.json()["error"]["details"].get("reason") == "score_requests":
+                        return
+                    seen.append(f"{r.status_code} {r.text[:80]}")
+                    if select.select(held, [], [], 0.1)[0]:
+                        break
+            finally:
+                for sock in held:
+                    sock.close()
+    raise AssertionError(f"the tenant's own requests were never refused for its slots: {seen[-3:]}")
+
+
+def test_a_score_slot_is_held_until_the_answer_is_sent(api: LiveApi) -> None:
+    """An answer a client does not read stays inside its slot: slow readers cannot hold n x k weights
+    each outside the bound."""
+    import json
+    import time
+
+    import numpy as np
+
+    from service.limits import SCORE_SLOTS_PER_TENANT
+    from tests.service.conftest import npz_bytes
+    from tests.service.test_score import _finished_gaussian_job
+
+    with api.client() as c:
+        job_id, _, _ = _finished_gaussian_job(api, c)
+        rng = np.random.default_rng(0)
+        rows = {"embeddings": rng.normal(size=(400_000, 3)).astype(np.float32), "losses": np.zeros(400_000)}
+        ds = c.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(**rows))}).json()["id"]
+        path = f"/v1/jobs/{job_id}/score"
+        body = json.dumps({"dataset": ds}).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        held = [_held_request(api, head, body) for _ in range(SCORE_SLOTS_PER_TENANT)]
+        try:
+            for sock in held:  # each answer has begun: its slot is past the scoring
+                assert sock.recv(64).startswith(b"HTTP/1.1 200")
+            assert not (seen := _refused_for_slots(c, path, {"embeddings": [[0.0, 0.0, 0.0]]})), seen[-3:]
+        finally:
+            for sock in held:
+                sock.close()
+        # the slots come back when the connections go
+        for _ in range(50):
+            r = c.post(path, json={"embeddings": [[0.0, 0.0, 0.0]]})
+            if r.status_code == 200:
+                break
+            time.sleep(0.1)
+        assert r.status_code == 200, r.text
+
+
+def test_a_score_answer_is_written_in_pieces_members_and_ids_too() -> None:
+    """Every row of a body can be a member of every region: no piece of the answer (one json.dumps,
+    holding the interpreter lock and so the event loop) may grow with n."""
+    import asyncio
+    import json
+
+    import numpy as np
+
+    from service.scoring import Scored
+
+    n = 100_000
+    members = [list(range(n)), list(range(n - 1, -1, -1))]
+    ids = [f"row-{i}" for i in range(n)]
+    weights = np.random.default_rng(0).random((n, 2))
+    scored = Scored(n=n, member_min_weight=[0.5, None], weights=weights, members=members, ids=ids)
+
+    got = asyncio.run(_pieces_of(scored))
+    assert max(len(p) for p in got) < 1_000_000  # a piece holds a chunk of items, never all n (~3 MB here)
+    answer = json.loads(b"".join(got))
+    assert list(answer) == ["job", "dataset", "n", "member_min_weight", "members", "ids", "weights"]
+    assert answer["members"] == members and answer["ids"] == ids and answer["n"] == n
+    assert np.array_equal(np.asarray(answer["weights"]), weights)
+    # many regions: a piece is a number of weights, not a number of rows
+    wide = np.random.default_rng(1).random((10_000, 50))
+    many = Scored(n=10_000, member_min_weight=[None] * 50, weights=wide, members=[[]] * 50, ids=None)
+    got = asyncio.run(_pieces_of(many))
+    assert max(len(p) for p in got) < 1_000_000
+    assert np.array_equal(np.asarray(json.loads(b"".join(got))["weights"]), wide)
+    none = Scored(n=0, member_min_weight=[], weights=np.zeros((0, 0)), members=[], ids=None)
+    assert json.loads(b"".join(asyncio.run(_pieces_of(none)))) == {
+        "job": "job_x",
+        "dataset": "ds_x",
+        "n": 0,
+        "member_min_weight": [],
+        "members": [],
+        "ids": None,
+        "weights": [],
+    }
+
+
+async def _pieces_of(scored) -> list[bytes]:
+    from service.routers.score import _answer
+
+    return [p async for p in _answer("job_x", "ds_x", scored).body_iterator]  # type: ignore[misc]
+
+
+def test_a_body_at_the_score_cap_is_decoded_a_few_kb_at_a_time(tmp_path, monkeypatch) -> None:
+    """The stdlib decoder holds the interpreter lock for a whole slice: a slice of a few tens of kB
+    (milliseconds) is what keeps the event loop answering while four bodies at the cap are parsed."""
+    import json
+
+    import numpy as np
+
+    import service.ingest.inline_json as inline
+    from service.scoring import large_body_rows
+    from spotlight.settings import Settings
+
+    decoded: list[int] = []
+    loads = json.loads
+
+    def measured_loads(text, *a, **kw):  # type: ignore[no-untyped-def]
+        decoded.append(len(text))
+        return loads(text, *a, **kw)
+
+    monkeypatch.setattr(inline.json, "loads", measured_loads)
+    cap = Settings(redis_url=None).max_score_body_bytes
+    row = "[" + ",".join(["0"] * 7) + "]"
+    body = ('{"embeddings": [' + ",".join([row] * ((cap - 20) // (len(row) + 1))) + "]}").encode()
+    rows = large_body_rows(body, str(tmp_path))
+    assert rows.x is not None and rows.x.shape == ((cap - 20) // (len(row) + 1), 7) and not np.any(rows.x)
+    assert len(decoded) > 100 and max(decoded) <= 64 * 1024, (len(decoded), max(decoded))
 
 
 def test_a_large_bare_body_is_read_in_slices_and_scores_as_a_small_one(api: LiveApi) -> None:
