@@ -5,6 +5,7 @@
     python -m bench.real --holdout           # evidence on/off: which one's regions hold up on held-out rows
     python -m bench.real --describe          # regions in words (spotlight/text_terms.py), checked on held-out rows
     python -m bench.real --natural           # the same for a head with nothing planted
+    python -m bench.real --reach             # which planted modes are places of high loss at all
     python -m bench.real --write-fixture tests/engine/assets/real_minilm   # the tests' real-encoder asset
 
 Data (bench/real_data.py): ten topics of Debian's fortune cookies (3 328 short texts people wrote),
@@ -331,6 +332,40 @@ def run_holdout(seed: int = 0) -> None:
             )
 
 
+def run_reach(seeds: tuple[int, ...] = (0, 1)) -> None:
+    """Which planted modes a loss-seeking region can reach at all. Every row's S nearest rows (S the
+    default spotlight size, squared euclidean distance on the embeddings) is a candidate region; per
+    mode: its own lift (mean loss / overall), how many candidates are at least half that mode, the
+    highest lift among those and its rank among all n candidates (0 = the highest lift of any). A mode
+    with no such candidate, or whose best sits among ordinary ones, is no place of high loss: a search
+    for high loss cannot return it, however it is sized or deflated, while the centroid oracle (told the
+    members) ranks it regardless."""
+    print("# reach: candidate regions = each row's S nearest rows; per mode its lift, the candidates at least")
+    print("# half that mode, the best lift among them and its rank among all candidates (0 = highest)")
+    for encoder in ENCODERS:
+        for seed in seeds:
+            s = build_set(encoder, seed)
+            size = int(math.ceil(SearchParams().size_count(len(s.loss))))
+            sq = (s.x**2).sum(1)
+            nearest = np.argsort(sq[:, None] + sq[None, :] - 2 * s.x @ s.x.T, axis=1, kind="stable")[:, :size]
+            lift = s.loss[nearest].mean(1) / s.loss.mean()
+            print(
+                f"#   {s.name}: S = {size}, candidate lifts: max {lift.max():.2f}, 95th percentile "
+                f"{np.quantile(lift, 0.95):.2f}, median {np.median(lift):.2f}"
+            )
+            for name, mode in s.modes.items():
+                held = mode[nearest].mean(1) >= 0.5
+                best = (
+                    f"best lift {lift[held].max():.2f}, rank {int((lift > lift[held].max()).sum())}"
+                    if held.any()
+                    else "-"
+                )
+                print(
+                    f"#     {name:22s} lift {s.loss[mode].mean() / s.loss.mean():.2f}; "
+                    f"{int(held.sum()):4d} candidates at least half this mode; {best}"
+                )
+
+
 FIXTURE_MODE = "mislabelled sub-topic"
 
 
@@ -392,6 +427,7 @@ if __name__ == "__main__":
     parser.add_argument("--holdout", action="store_true", help="only the held-out check of evidence on/off")
     parser.add_argument("--describe", action="store_true", help="only the regions' text terms, checked")
     parser.add_argument("--grow", action="store_true", help="only sizing='grow' vs 'fixed' on a planted weak spot")
+    parser.add_argument("--reach", action="store_true", help="only which planted modes are places of high loss at all")
     parser.add_argument(
         "--write-fixture", metavar="PATH", help="write the tests' real-encoder asset (PATH.npz, PATH.json)"
     )
@@ -400,6 +436,8 @@ if __name__ == "__main__":
         write_fixture(args.write_fixture)
     elif args.grow:
         run_grow()
+    elif args.reach:
+        run_reach()
     elif args.describe:
         run_describe()
     elif args.natural:

@@ -5,7 +5,8 @@ its provenance: tests/engine/assets/real_minilm.{npz,json}, made by `python -m b
 
 Asserted: the default search finds the planted sub-topic; what kernel="auto" runs there (the gaussian:
 the spotlight size counts far fewer rows than the 384 dimensions) and the ball once it counts enough;
-and, with sizing="grow", a weak spot several times spotlight_size comes back as one region.
+that later regions still count about the spotlight size once a broad first region is deflated; and,
+with sizing="grow", a weak spot several times spotlight_size comes back as one region.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from spotlight.params import SearchParams
 from tests.engine.conftest import planted_problem
 from worker.engine import search
 from worker.engine.prepare import local_dimension
+from worker.engine.result import SearchResult
 from worker.engine.search import AUTO_BALL_ABOVE, AUTO_BALL_MIN_ROWS_PER_DIM, resolve_auto
 
 ASSET = Path(__file__).parent / "assets" / "real_minilm.npz"
@@ -43,14 +45,28 @@ def _best_ap(weights: np.ndarray, planted: np.ndarray) -> float:
     return max(average_precision_score(planted, weights[:, j]) for j in range(weights.shape[1]))
 
 
-def test_the_default_finds_the_planted_sub_topic(real: dict[str, np.ndarray]) -> None:
+@pytest.fixture(scope="module")
+def default_result(real: dict[str, np.ndarray]) -> SearchResult:
+    return search(real["x"], real["loss"], {"device": "cpu"}, labels=real["labels"], predictions=real["predictions"])
+
+
+def test_the_default_finds_the_planted_sub_topic(real: dict[str, np.ndarray], default_result: SearchResult) -> None:
     planted = real["planted"]
-    res = search(real["x"], real["loss"], {"device": "cpu"}, labels=real["labels"], predictions=real["predictions"])
+    res = default_result
     assert [r.kernel for r in res.regions] == ["gaussian"] * 5
     # the planted rows are 9 % of the rows (AP of a random ranking: 0.09); measured 0.74
     assert _best_ap(res.weights, planted) >= 0.6
     first = member_set(res.weights[:, 0], "gaussian")
     assert planted[first].mean() >= 0.75
+
+
+def test_later_regions_stay_regions_after_a_broad_one_is_deflated(default_result: SearchResult) -> None:
+    """With S = 8 rows against 384 dimensions the gaussian spreads over most rows, so deflating one
+    region lowers every row's score; re-standardised (`search.restandardise`), each later region still
+    counts about S rows. Without it regions 2-4 here counted ~245 of the 400 rows at lift 1.0."""
+    size = 0.02 * len(default_result.losses)
+    assert [r.total_weight <= 2 * size for r in default_result.regions] == [True] * 5
+    assert all(r.feasible for r in default_result.regions)
 
 
 def test_auto_runs_the_gaussian_with_few_rows_per_dimension_and_the_ball_with_enough(

@@ -143,3 +143,19 @@ def test_deflation_tails_takes_out_more_than_the_papers() -> None:
     assert torch.allclose(paper, torch.tensor([0.0, 1.0, 1.8, 2.0]))
     assert torch.allclose(tails, torch.tensor([0.0, 2 * 0.5**8, 2 * 0.9**8, 2.0]))
     assert torch.equal(deflate(s, torch.zeros(4), "tails"), s)  # an empty region takes nothing out
+
+
+def test_restandardise_puts_deflated_scores_back_on_the_first_regions_scale() -> None:
+    """After deflation the scores are divided by their weighted standard deviation (rows of weight 0
+    not counted), so the barrier and the plateau tolerance meet them on the scale region 0 had; the
+    order of the rows is kept, and scores that no longer vary are left as they are."""
+    from worker.engine.search import restandardise
+
+    s = torch.tensor([0.01, 0.02, 0.04, 0.03, 5.0])
+    w = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0])
+    out = restandardise(s, w)
+    mean = (w @ out) / w.sum()
+    assert torch.allclose((w * (out - mean) ** 2).sum() / w.sum(), torch.tensor(1.0))
+    assert torch.equal(torch.argsort(out), torch.argsort(s))
+    flat = torch.full((4,), 0.3)
+    assert torch.equal(restandardise(flat, torch.ones(4)), flat)

@@ -180,7 +180,8 @@ def search(
 
     Later regions. After region j, every loss score is multiplied by :math:`(1 - k_i / \max k)^8`
     (``deflation="tails"``) or :math:`1 - k_i / \max k` (``"paper"``), so the next region shows a
-    weak spot the earlier ones do not cover (the losses reported stay the original ones).
+    weak spot the earlier ones do not cover (the losses reported stay the original ones), then
+    divided by their weighted standard deviation (`restandardise`), the scale the first region saw.
 
     Examples
     --------
@@ -296,7 +297,7 @@ def _search(
     regions: list[Region] = []
     scores = problem.scores.clone()
     if resume is not None:
-        scores = _resume(resume, regions, k_all, scores, p)
+        scores = _resume(resume, regions, k_all, scores, p, problem.weights)
     for j in range(len(regions), p.n_spotlights):
         found = _optimise_region(problem, variant, scores, p, j, progress, should_stop)
         size_j = problem.size
@@ -310,7 +311,7 @@ def _search(
         k_np = k.cpu().numpy().astype(np.float32)
         k_all[:, j] = k_np
         regions.append(_describe(j, k_np, found, frame, loss_v, w, size_j, p, radius_u))
-        scores = deflate(scores, k, p.deflation)
+        scores = restandardise(deflate(scores, k, p.deflation), problem.weights)
         if should_yield is not None and j + 1 < p.n_spotlights and should_yield():
             raise SearchYielded(
                 _result(regions, k_all[:, : j + 1].copy(), loss_v, z, started, frame.basis, problem.data.passes)
@@ -351,7 +352,12 @@ def _result(
 
 
 def _resume(
-    resume: SearchResume, regions: list[Region], k_all: np.ndarray, scores: torch.Tensor, p: SearchParams
+    resume: SearchResume,
+    regions: list[Region],
+    k_all: np.ndarray,
+    scores: torch.Tensor,
+    p: SearchParams,
+    row_weights: torch.Tensor,
 ) -> torch.Tensor:
     """Take a yielded search's regions into `regions` and `k_all`; the scores deflated by them, in order.
 
@@ -369,7 +375,7 @@ def _resume(
     k_all[:, :done] = weights
     for j in range(done):
         k = torch.from_numpy(np.ascontiguousarray(weights[:, j])).to(scores.device)
-        scores = deflate(scores, k, p.deflation)
+        scores = restandardise(deflate(scores, k, p.deflation), row_weights)
     return scores
 
 
@@ -388,6 +394,21 @@ def deflate(scores: torch.Tensor, k: torch.Tensor, deflation: str) -> torch.Tens
         return scores
     keep = 1.0 - k / k_max
     return scores * (keep if deflation == "paper" else keep**DEFLATION_POWER)
+
+
+def restandardise(scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Deflated scores divided by their weighted standard deviation, as the first region's were
+    (`Problem.build`); unchanged where they no longer vary.
+
+    Why: the barrier, the plateau tolerance and the learning rate are set in standardised score units.
+    A region that spreads over most rows (the gaussian with S far below d) deflates every row's score,
+    not only its own: on 384-d sentence embeddings with S = 34 the scores fell to ~25 % after one
+    region and ~0.3 % after two, so the barrier outweighed the loss and regions 2-4 stayed at their
+    broad starts (1 000-1 400 rows of lift 1.0; docs/engine.md, "The MiniLM oracle gap"). Which rows
+    score high relative to each other is what deflation is for; the scale is not.
+    """
+    sd = float(torch.sqrt((weights * (scores - (weights @ scores) / weights.sum()) ** 2).sum() / weights.sum()))
+    return scores / sd if sd > 1e-12 else scores
 
 
 def _as_params(params: SearchParams | dict[str, Any] | None) -> SearchParams:
