@@ -83,9 +83,13 @@ class Ball(Variant):
         """Spherical: the member centres, then the refits, then the edge fit; diagonal: unchanged."""
         if not self.spherical:
             return mu, theta
-        mu, value = member_centres(self.problem, scores, mu)
-        mu = classifier_refits(self.problem, scores, mu, value)
-        return mu, fit_edge(self.problem, scores, mu)
+        data = self.problem.data
+        with data.counting("member centres"):
+            mu, value = member_centres(self.problem, scores, mu)
+        with data.counting("refits"):
+            mu = classifier_refits(self.problem, scores, mu, value)
+        with data.counting("edge fit"):
+            return mu, fit_edge(self.problem, scores, mu)
 
     def region_weights(self, mu: torch.Tensor, theta: torch.Tensor, size: float) -> tuple[torch.Tensor, float | None]:
         """The kernel value of every row and the core's edge as a value of u (`radius_u`: k = 1 where
@@ -239,7 +243,7 @@ def classifier_refits(problem: Problem, scores: torch.Tensor, mu: torch.Tensor, 
 def gram(data: core.EmbeddingMatrix, weights: torch.Tensor) -> torch.Tensor:
     """A^T diag(weights) A for A = [X, -||x||^2, 1] in float64, a row chunk at a time."""
     d = data.shape[1]
-    data.passes += 1
+    data.count()
     out = torch.zeros(d + 2, d + 2, dtype=torch.float64, device=data.x.device)
     for i in range(0, data.shape[0], data.chunk):
         xc = data.x[i : i + data.chunk].double()
