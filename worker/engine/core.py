@@ -159,6 +159,25 @@ class EmbeddingMatrix:
         return acc
 
 
+@contextlib.contextmanager
+def one_thread(device: torch.device) -> Iterator[None]:
+    """Torch on one CPU thread inside (on a CPU device), the thread count restored after.
+
+    Why: work made of many small operations gains nothing from a second thread, and on a shared
+    machine every operation waits at OpenMP's barrier whenever one of its threads is descheduled
+    (docs/engine.md: the ball's classifier refits, 8-10x the wall time on two threads at load ~18).
+    """
+    before = torch.get_num_threads()
+    single = device.type == "cpu" and before > 1
+    if single:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if single:
+            torch.set_num_threads(before)
+
+
 class _RowProducts(torch.autograd.Function):
     """Z = P^T X^T (R x n), or P^T (X*X)^T with `squared`, for the constant embeddings and a small
     P (d x R); backward dP = (dZ X)^T, one more pass."""

@@ -225,9 +225,10 @@ def classifier_refits(problem: Problem, scores: torch.Tensor, mu: torch.Tensor, 
         for around in sizes:
             edge, _ = core.ball_core(dist, problem.weights, around, problem.unit_weights)
             rows = torch.nonzero((dist[0] <= edge[0]) & (problem.weights > 0))[:, 0]
-            candidate = ballfit.fit_ball(
-                data, rows, scores[rows], problem.weights[rows], problem.size, tn.refit_ridge, tn.refit_iterations
-            )
+            with core.one_thread(data.x.device):  # an L-BFGS fit of a few thousand rows: small operations
+                candidate = ballfit.fit_ball(
+                    data, rows, scores[rows], problem.weights[rows], problem.size, tn.refit_ridge, tn.refit_iterations
+                )
             if candidate is not None:
                 fitted.append(candidate)
         if not fitted:
