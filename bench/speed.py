@@ -15,8 +15,16 @@ Engine and floor are timed in turn, 15 rounds of a few back-to-back calls each (
 `_interleaved`); the ratios printed are medians of per-round ratios (robust to the drift of a
 shared machine), the times medians of their own.
 Then the wall time of a complete default search (5 regions) at d = 512, its passes over X per region
-(`SearchResult.passes`: products with X or X^T over all rows, the machine-independent cost) and its
-ratio to the memory floor (wall time over passes x one floor pass).
+(`SearchResult.passes`: products with X or X^T over all rows, the machine-independent cost), the same
+by phase of the search (`SearchResult.passes_by_phase`: starts, steps, member centres, refits, edge
+fit, region weights, evidence check) and its ratio to the memory floor (wall time over passes x one
+floor pass), with its CPU seconds (on a shared machine the steadier figure).
+
+    python -m bench.speed --dims 512 --job-like   # then the default search as a job runs it
+
+`--job-like`: half the rows held out for the verdict at sample weight 0 (spotlight/verdict.py), labels
+(so the evidence check runs first), the spotlight size for the searched share: what worker/task.py
+hands the engine.
 
     python -m bench.speed --e2e                # end to end through the API as well (see below)
     python -m bench.speed --e2e-only --e2e-repo /path/to/other/checkout   # before/after
