@@ -15,8 +15,16 @@ Engine and floor are timed in turn, 15 rounds of a few back-to-back calls each (
 `_interleaved`); the ratios printed are medians of per-round ratios (robust to the drift of a
 shared machine), the times medians of their own.
 Then the wall time of a complete default search (5 regions) at d = 512, its passes over X per region
-(`SearchResult.passes`: products with X or X^T over all rows, the machine-independent cost) and its
-ratio to the memory floor (wall time over passes x one floor pass).
+(`SearchResult.passes`: products with X or X^T over all rows, the machine-independent cost), the same
+by phase of the search (`SearchResult.passes_by_phase`: starts, steps, member centres, refits, edge
+fit, region weights, evidence check) and its ratio to the memory floor (wall time over passes x one
+floor pass), with its CPU seconds (on a shared machine the steadier figure).
+
+    python -m bench.speed --dims 512 --job-like   # then the default search as a job runs it
+
+`--job-like`: half the rows held out for the verdict at sample weight 0 (spotlight/verdict.py), labels
+(so the evidence check runs first), the spotlight size for the searched share: what worker/task.py
+hands the engine.
 
     python -m bench.speed --e2e                # end to end through the API as well (see below)
     python -m bench.speed --e2e-only --e2e-repo /path/to/other/checkout   # before/after
@@ -44,7 +52,7 @@ import numpy as np
 import torch
 
 from spotlight.params import SearchParams
-from worker.engine import core, search
+from worker.engine import SearchResult, core, search
 from worker.engine.variants import smooth
 from worker.engine.variants.gaussian import Gaussian
 
@@ -162,6 +170,9 @@ def main() -> None:
         default=["auto"],
         help="kernels timed in the full search, one after another (auto: the one it resolves to)",
     )
+    parser.add_argument(
+        "--job-like", action="store_true", help="then the default search as a job runs it (held-out rows, labels)"
+    )
     parser.add_argument("--e2e", action="store_true", help="then end to end through the API (see above)")
     parser.add_argument("--e2e-only", action="store_true", help="only the end-to-end part")
     parser.add_argument("--e2e-large", type=int, default=50_000, help="rows of the large end-to-end set (0: none)")
@@ -195,9 +206,9 @@ def main() -> None:
     x, loss = make_data(args.n, 512)
     for kernel in args.kernels:
         p = params.model_copy(update={"kernel": kernel})
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         result = search(x, loss, p)
-        wall = time.perf_counter() - t
+        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
         per_region = result.passes / len(result.regions)
         floor_pass = floor_at_512 / 2.0  # the floor is two passes
         steps = [r.steps_run for r in result.regions]
@@ -210,10 +221,41 @@ def main() -> None:
             f"{p.restarts}, cap {p.steps} steps, n = {args.n}, d = 512: {wall:.1f} s "
             f"({wall / sum(steps) * 1e3:.1f} ms a step, everything included); steps per region {steps}; "
             f"passes over X per region {per_region:.1f}; wall / (passes x floor pass) "
-            f"{wall / (result.passes * floor_pass):.2f}; lifts {lifts}; load {os.getloadavg()[0]:.2f}"
+            f"{wall / (result.passes * floor_pass):.2f}; lifts {lifts}; CPU {cpu:.1f} s; load {os.getloadavg()[0]:.2f}"
         )
+        print(f"#   {phase_passes(result)}")
+    if args.job_like:
+        x, loss, labels, _ = labelled_data(args.n, 512)
+        t, cpu = time.perf_counter(), time.process_time()
+        result = job_like_search(x, loss, labels, params)
+        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+        print(
+            f"# as a job searches (half the rows held out for the verdict, labels, evidence check), defaults, "
+            f"n = {args.n}, d = 512: {wall:.1f} s, CPU {cpu:.1f} s ({result.regions[0].kernel}); "
+            f"load {os.getloadavg()[0]:.2f}"
+        )
+        print(f"#   {phase_passes(result)}")
     if args.e2e:
         end_to_end(args.e2e_repo.resolve(), args.e2e_large, args.e2e_jobs)
+
+
+def phase_passes(result: SearchResult) -> str:
+    """Passes over X per region, by phase of the search (`SearchResult.passes_by_phase`)."""
+    regions = max(1, len(result.regions))
+    parts = ", ".join(f"{name} {count / regions:.1f}" for name, count in result.passes_by_phase.items())
+    return f"passes over X per region {result.passes / regions:.1f}: {parts}"
+
+
+def job_like_search(x: np.ndarray, loss: np.ndarray, labels: np.ndarray, params: SearchParams) -> SearchResult:
+    """The search a default job runs (worker/task.py): the verdict's held-out rows at sample weight 0 with
+    their losses masked, the spotlight size for the searched share, the labels as evidence (so the
+    evidence check runs first)."""
+    from spotlight import verdict
+
+    parts = verdict.split(x.shape[0], params.seed)
+    masked, weights = verdict.search_inputs(loss, None, parts)
+    p = params.model_copy(update={"spotlight_size": verdict.search_size(params.spotlight_size)})
+    return search(x, masked, p, labels=labels, sample_weights=weights)
 
 
 def labelled_data(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

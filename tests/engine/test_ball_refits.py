@@ -135,3 +135,21 @@ def test_compact_lbfgs_product_equals_the_two_loop_recursion(pairs: int) -> None
     compact, loop = ballfit._inverse_hessian_times(g, steps), ballfit._two_loop(g, steps)
     assert torch.allclose(compact, loop, rtol=1e-12, atol=1e-12 * float(loop.abs().max()))
     assert torch.equal(ballfit._inverse_hessian_times(g, []), g)
+
+
+def test_the_fits_run_on_one_thread_and_the_callers_thread_count_comes_back() -> None:
+    """The refits' L-BFGS runs its small operations on one CPU thread (core.one_thread), whatever torch's
+    setting; the setting is restored, also after an error, and left alone for a GPU device."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with core.one_thread(torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), core.one_thread(torch.device("cpu")):
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+        with core.one_thread(torch.device("cuda")):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

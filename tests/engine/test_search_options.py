@@ -8,6 +8,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
+from spotlight.kernel import region_weights
 from worker.engine import SearchCanceled, search
 from worker.engine.prepare import resolve_device
 
@@ -43,6 +44,27 @@ def test_zero_weight_examples_are_ignored() -> None:
     for result in (base, with_decoy):  # the same members: the planted ball
         assert average_precision_score(planted, result.weights[:800, 0]) > 0.7
     assert with_decoy.regions[0].size_requested == pytest.approx(base.regions[0].size_requested)
+
+
+@pytest.mark.parametrize("kernel", ["ball", "gaussian"])
+def test_rows_of_weight_zero_are_left_out_of_the_search_and_still_weighed(kernel: str) -> None:
+    """Rows of weight 0 (a job's held-out half) are not searched, wherever they sit: the search is the
+    same, bit for bit, with them interleaved or appended, its passes over X count only the searched
+    rows, and their weights are the region's formula (what the verdict tests them with)."""
+    x, loss, _ = planted_problem(n=600, d=5)
+    held = np.random.default_rng(3).random(600) < 0.5
+    params = {**PARAMS, "kernel": kernel, "n_spotlights": 2, "steps": 60}
+    interleaved = search(x, loss, params, sample_weights=(~held).astype(float))
+    order = np.concatenate([np.flatnonzero(~held), np.flatnonzero(held)])
+    appended = search(x[order], loss[order], params, sample_weights=(~held[order]).astype(float))
+    assert np.array_equal(interleaved.weights[order], appended.weights)
+    everything = search(x, loss, params)
+    share = (~held).mean()
+    steps = sum(r.steps_run for r in interleaved.regions)
+    assert interleaved.passes < everything.passes * (share + 0.2) and interleaved.passes >= 2 * steps * share
+    for j, region in enumerate(interleaved.regions):
+        formula = region_weights(x[held], region.kernel_record())
+        assert np.allclose(formula, interleaved.weights[held, j], atol=1e-5)
 
 
 def test_sample_weights_count_towards_size_and_mean() -> None:

@@ -43,17 +43,19 @@ def yield_after(count: int):
     return should_yield
 
 
-@pytest.mark.parametrize("kernel", ["flat", "gaussian"])
-def test_yield_after_each_region_and_resume_gives_the_uninterrupted_regions(kernel: str) -> None:
+@pytest.mark.parametrize(("kernel", "held_out"), [("flat", False), ("gaussian", False), ("ball", True)])
+def test_yield_after_each_region_and_resume_gives_the_uninterrupted_regions(kernel: str, held_out: bool) -> None:
+    """`held_out`: half the rows at weight 0, as a job searches (they are left out of the search)."""
     x, loss, _ = planted_problem(n=1500, d=6, seed=3)
     params = {**PARAMS, "kernel": kernel, "shape": "diagonal" if kernel == "flat" else "spherical"}
-    whole = search(x, loss, params)
+    w = (np.random.default_rng(1).random(len(x)) < 0.5).astype(float) if held_out else None
+    whole = search(x, loss, params, sample_weights=w)
 
     resume: SearchResume | None = None
     yields = 0
     while True:
         try:
-            result = search(x, loss, params, resume=resume, should_yield=lambda: True)
+            result = search(x, loss, params, sample_weights=w, resume=resume, should_yield=lambda: True)
             break
         except SearchYielded as exc:
             yields += 1

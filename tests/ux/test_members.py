@@ -113,8 +113,10 @@ def test_member_set_is_of_the_order_of_the_region_on_a_planted_problem(
         by_c = store.load_npy(job_file(summary["job_id"], members_by_contribution_file(k)))
         assert sorted(by_c.tolist()) == sorted(members.tolist())
     # region 0 is the planted pocket, and its members are mostly pocket rows
-    # (the search saw half the rows, the verdict's split: 20 pocket rows, where a search of every row saw 40)
-    assert np.isin(sets[0], pocket).mean() >= (0.5 if kernel == "gaussian" else 0.2)
+    # (the search saw half the rows, the verdict's split: 20 pocket rows, where a search of every row saw 40);
+    # a flat region's support holds all 40 and ~5x as many rows: a share of 0.19-0.20 over seeds 0-3, which
+    # float rounding moves across 0.2 (measured 2026-12-07), against ~0.02 for a support that missed the pocket
+    assert np.isin(sets[0], pocket).mean() >= (0.5 if kernel == "gaussian" else 0.15)
     assert np.isin(pocket, sets[0]).mean() >= 0.6
 
 

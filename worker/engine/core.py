@@ -13,8 +13,10 @@ that no n x d temporary exists. One implementation on every device: torch's own 
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 
@@ -56,6 +58,17 @@ def row_chunk(n: int, d: int, device: torch.device) -> int:
     return max(256, min(n, budget // (4 * max(d, 1))))
 
 
+@dataclass
+class PassCount:
+    """Passes over X a search took (products with X or X^T; X*X counts too), the cost measure of
+    bench/speed: in all, and by the phase of the search that took them (`EmbeddingMatrix.counting`).
+    A pass over part of the rows counts as that share of a pass over all of them."""
+
+    total: float = 0.0
+    by_phase: dict[str, float] = field(default_factory=dict)
+    phase: str = "other"
+
+
 class EmbeddingMatrix:
     """The standardised embeddings X (n x d) with what a step's two passes need, ||x||^2 precomputed.
 
@@ -69,8 +82,8 @@ class EmbeddingMatrix:
         self.x = x.contiguous()
         n, d = self.x.shape
         self.chunk = chunk if chunk is not None else row_chunk(n, d, x.device)
-        # Products with X or X^T over all rows so far (X*X counts too): the cost measure of bench/speed.
-        self.passes = 0
+        self.counter = PassCount()
+        self.share = 1.0  # what one pass over these rows counts in `counter` (`head`: the rows' share)
         self.sq_norms = torch.empty(n, dtype=x.dtype, device=x.device)
         for i in range(0, n, self.chunk):
             rows = self.x[i : i + self.chunk]
@@ -81,23 +94,55 @@ class EmbeddingMatrix:
         self.evidence = self.x[:, d - tail :].contiguous() if tail else None
         self.evidence_sq_norms = (self.evidence * self.evidence).sum(1) if self.evidence is not None else None
 
+    def head(self, m: int) -> EmbeddingMatrix:
+        """The first m rows, as views of this matrix's memory (no copy), counting passes in the same
+        `counter`, each as m / n of a pass over all rows."""
+        part = object.__new__(EmbeddingMatrix)
+        part.x, part.chunk, part.counter, part.tail = self.x[:m], self.chunk, self.counter, self.tail
+        part.share = self.share * m / max(1, self.x.shape[0])
+        part.sq_norms = self.sq_norms[:m]
+        part.evidence = None if self.evidence is None else self.evidence[:m]
+        part.evidence_sq_norms = None if self.evidence_sq_norms is None else self.evidence_sq_norms[:m]
+        return part
+
     @property
     def shape(self) -> torch.Size:
         return self.x.shape
 
+    @property
+    def passes(self) -> float:
+        """Passes over all rows so far, of this matrix and every `head` of it (`PassCount`)."""
+        return self.counter.total
+
+    def count(self) -> None:
+        """Record one product with these rows, under the current phase."""
+        c = self.counter
+        c.total += self.share
+        c.by_phase[c.phase] = c.by_phase.get(c.phase, 0.0) + self.share
+
+    @contextlib.contextmanager
+    def counting(self, phase: str) -> Iterator[None]:
+        """Count the passes taken inside under `phase` (the previous phase is restored after)."""
+        c = self.counter
+        before, c.phase = c.phase, phase
+        try:
+            yield
+        finally:
+            c.phase = before
+
     def project(self, pt: torch.Tensor) -> torch.Tensor:
         """P^T X^T (R x n, contiguous) for a small P^T (R x d): one pass over X."""
-        self.passes += 1
+        self.count()
         return (self.x @ pt.t()).t().contiguous()
 
     def pullback(self, g: torch.Tensor) -> torch.Tensor:
         """G X (R x d) for G (R x n): one pass over X."""
-        self.passes += 1
+        self.count()
         return g.contiguous() @ self.x
 
     def project_squared(self, pt: torch.Tensor) -> torch.Tensor:
         """P^T (X*X)^T (R x n), X*X formed one row chunk at a time (no n x d temporary)."""
-        self.passes += 1
+        self.count()
         out = torch.empty(pt.shape[0], self.x.shape[0], dtype=pt.dtype, device=pt.device)
         for i in range(0, self.x.shape[0], self.chunk):
             xc = self.x[i : i + self.chunk]
@@ -106,12 +151,31 @@ class EmbeddingMatrix:
 
     def pullback_squared(self, g: torch.Tensor) -> torch.Tensor:
         """G (X*X) (R x d), in row chunks."""
-        self.passes += 1
+        self.count()
         acc = torch.zeros(g.shape[0], self.x.shape[1], dtype=g.dtype, device=g.device)
         for i in range(0, self.x.shape[0], self.chunk):
             xc = self.x[i : i + self.chunk]
             acc.addmm_(g[:, i : i + self.chunk], xc * xc)
         return acc
+
+
+@contextlib.contextmanager
+def one_thread(device: torch.device) -> Iterator[None]:
+    """Torch on one CPU thread inside (on a CPU device), the thread count restored after.
+
+    Why: work made of many small operations gains nothing from a second thread, and on a shared
+    machine every operation waits at OpenMP's barrier whenever one of its threads is descheduled
+    (docs/engine.md: the ball's classifier refits, 8-10x the wall time on two threads at load ~18).
+    """
+    before = torch.get_num_threads()
+    single = device.type == "cpu" and before > 1
+    if single:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if single:
+            torch.set_num_threads(before)
 
 
 class _RowProducts(torch.autograd.Function):

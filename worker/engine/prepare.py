@@ -28,15 +28,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _rows(a: ArrayLike, start: int, stop: int, device: torch.device) -> torch.Tensor:
-    """Rows [start, stop) of a numpy array (memory-mapped or not) or tensor, as float64 on `device`.
+def _rows(a: ArrayLike, start: int, stop: int, device: torch.device, order: np.ndarray | None = None) -> torch.Tensor:
+    """Rows [start, stop) of a numpy array (memory-mapped or not) or tensor, as float64 on `device`;
+    with `order`, the rows order[start:stop].
 
     float32/float64 rows travel as they are and are widened on the device (half the transfer of
     widening on the host); other dtypes are converted to float64 on the host first.
     """
+    pick: slice | np.ndarray = slice(start, stop) if order is None else order[start:stop]
     if isinstance(a, torch.Tensor):
-        return a[start:stop].detach().to(device=device).to(torch.float64)
-    rows = np.asarray(a[start:stop])
+        index = pick if isinstance(pick, slice) else torch.from_numpy(pick).to(a.device)
+        return a[index].detach().to(device=device).to(torch.float64)
+    rows = np.asarray(a[pick])
     if rows.dtype not in (np.float32, np.float64):
         rows = rows.astype(np.float64)
     if not rows.flags.writeable:  # a read-only memory map: torch wants writable memory, copy the chunk
@@ -159,9 +162,10 @@ class Frame:
 
 
 def standardise(
-    embeddings: ArrayLike, weights: np.ndarray, device: torch.device, chunk: int
+    embeddings: ArrayLike, weights: np.ndarray, device: torch.device, chunk: int, order: np.ndarray | None = None
 ) -> tuple[torch.Tensor, Frame]:
-    """(X - m) / s as float32 on `device`, with m and s computed in float64 over row chunks.
+    """(X - m) / s as float32 on `device`, with m and s computed in float64 over row chunks; with
+    `order`, row i of the result is row order[i] of X (`weights` are then given in that order).
 
     s = sqrt(sum_i w_i ||x_i - m||^2 / (d sum_i w_i)); s = 1 when every x is the same point.
     Three passes over the input (mean, scale, copy); never holds more than one float32 n x d copy
@@ -171,14 +175,14 @@ def standardise(
     w = torch.from_numpy(weights).to(device)
     mean = torch.zeros(d, dtype=torch.float64, device=device)
     for i in range(0, n, chunk):
-        rows = _rows(embeddings, i, i + chunk, device)
+        rows = _rows(embeddings, i, i + chunk, device, order)
         if not torch.isfinite(rows).all():
             raise ValueError("embeddings contain NaN or inf")
         mean += w[i : i + chunk] @ rows
     mean /= w.sum()
     sq = torch.zeros((), dtype=torch.float64, device=device)
     for i in range(0, n, chunk):
-        rows = _rows(embeddings, i, i + chunk, device) - mean
+        rows = _rows(embeddings, i, i + chunk, device, order) - mean
         sq += w[i : i + chunk] @ (rows * rows).sum(1)
     scale = float(torch.sqrt(sq / (d * w.sum())))
     if not np.isfinite(scale) or scale <= 1e-10 * float(mean.abs().max()) or scale < 1e-300:
@@ -187,7 +191,7 @@ def standardise(
     for i in range(0, n, chunk):
         # Rounded to float32 once, from float64: translated or rescaled copies of the same data give
         # the same z up to float64 rounding of m and s, far below float32 resolution.
-        z[i : i + chunk] = (_rows(embeddings, i, i + chunk, device) - mean) / scale
+        z[i : i + chunk] = (_rows(embeddings, i, i + chunk, device, order) - mean) / scale
     return z, Frame(mean=mean.cpu().numpy(), scale=scale, basis=None)
 
 

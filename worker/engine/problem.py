@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -73,6 +74,28 @@ class Problem:
             regs=regs,
             unit_weights=bool((wt == 1).all()),
             tuning=tuning,
+        )
+
+    def searched(self, m: int) -> Problem:
+        """The problem on its first m rows, those of positive weight (the search orders them first):
+        the same scores, size and total, views of the same memory.
+
+        Why: rows of weight 0 (a job's held-out half) add nothing to any sum the optimiser takes, yet
+        every pass over X and every per-row operation read them; the region's weights over all rows
+        are computed once it is found (search.py).
+        """
+        weights = self.weights[:m]
+        regs = self.regs
+        if regs is not None:
+            regs = core.Regularisers([c[:m] for c in regs.codes], list(regs.n_classes), list(regs.coeffs))
+        return dataclasses.replace(
+            self,
+            data=self.data.head(m),
+            weights=weights,
+            active=None,
+            scores=self.scores[:m],
+            regs=regs,
+            unit_weights=bool((weights == 1).all()),
         )
 
 

@@ -131,7 +131,10 @@ class SearchResult:
     basis: np.ndarray | None = None
     # Products with X or X^T over all n rows (`core.EmbeddingMatrix.passes`) the search took, all
     # regions together: the machine-independent measure of its cost (bench/speed prints it per region).
-    passes: int = 0
+    # A pass over part of the rows (a job's searched rows, the evidence check's halves) counts as its share.
+    passes: float = 0.0
+    # The same, by the phase of the search that took them ("starts", "steps", "member centres", ...).
+    passes_by_phase: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -223,13 +223,19 @@ def search(
     if np.any(w < 0) or not w.sum() > 0:
         raise ValueError("sample_weights must be non-negative with a positive sum")
 
+    checked: list[SearchResult] = []
     if p.checks_evidence(labels_v is not None):
         x_np = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
-        if not evidence_check.keep_evidence(search, x_np, loss_v, p, labels_v, preds_v, w):
+
+        def run(*args: Any, **kwargs: Any) -> SearchResult:
+            checked.append(search(*args, **kwargs))
+            return checked[-1]
+
+        if not evidence_check.keep_evidence(run, x_np, loss_v, p, labels_v, preds_v, w):
             p = p.model_copy(update={"evidence_weight": 0.0})
     device = resolve_device(p.device)
     with _threads_for(device, n * x_shape[1], tuning.single_thread_below):
-        return _search(
+        result = _search(
             embeddings,
             loss_v,
             w,
@@ -245,6 +251,10 @@ def search(
             weights_out,
             tuning,
         )
+    if checked:  # its searches ran on parts of the rows: counted as passes over all n rows
+        rows = sum(r.passes * r.weights.shape[0] for r in checked)
+        result.passes_by_phase["evidence check"] = rows / n
+    return result
 
 
 @contextlib.contextmanager
@@ -277,7 +287,15 @@ def _search(
     tuning: Tuning = DEFAULT_TUNING,
 ) -> SearchResult:
     n, d = embeddings.shape
-    z, frame = standardise(embeddings, w, device, core.row_chunk(n, d, device))
+    # Rows of weight 0 (a job's held-out half) add nothing to the objective: the rows of positive weight
+    # are put first and only they are searched (`Problem.searched`); a region's weights are then
+    # computed over every row, and returned in the caller's order.
+    order = _searched_first(w)
+    if order is not None:
+        loss_v, w = loss_v[order], w[order]
+        labels_v = None if labels_v is None else labels_v[order]
+        preds_v = None if preds_v is None else preds_v[order]
+    z, frame = standardise(embeddings, w, device, core.row_chunk(n, d, device), order)
     if p.pca_components is not None:
         z, frame = project_pca(z, w, frame, p.pca_components, core.row_chunk(n, d, device))
     if p.kernel == "auto" and p.shape == "diagonal":  # the ball is spherical only
@@ -286,37 +304,63 @@ def _search(
         dim = local_dimension(z, w, core.row_chunk(n, d, device))
         p = p.model_copy(update={"kernel": resolve_auto(dim, p.size_count(float(w.sum())) / z.shape[1])})
     z, frame = add_evidence(z, frame, labels_v, preds_v, w, p.evidence, p.evidence_weight)
-    problem = Problem.build(z, loss_v, w, labels_v, preds_v, p, device, tail=frame.tail, tuning=tuning)
+    every_row = Problem.build(z, loss_v, w, labels_v, preds_v, p, device, tail=frame.tail, tuning=tuning)
+    problem = every_row if order is None else every_row.searched(int(np.count_nonzero(w > 0)))
     variant = variants.resolve(problem, p)
+    weigher = variant if order is None else variants.resolve(every_row, p)
+    m = problem.weights.shape[0]
 
     if weights_out is not None and (weights_out.shape != (n, p.n_spotlights) or weights_out.dtype != np.float32):
         raise ValueError(
             f"weights_out must be float32 of shape ({n}, {p.n_spotlights}), not {weights_out.dtype} {weights_out.shape}"
         )
     k_all = weights_out if weights_out is not None else np.zeros((n, p.n_spotlights), dtype=np.float32)
+    loss_caller = loss_v if order is None else _unpermuted(loss_v, order)
+    w_caller = w if order is None else _unpermuted(w, order)
     regions: list[Region] = []
     scores = problem.scores.clone()
     if resume is not None:
-        scores = _resume(resume, regions, k_all, scores, p, problem.weights)
+        scores = _resume(resume, regions, k_all, scores, p, problem.weights, None if order is None else order[:m])
     for j in range(len(regions), p.n_spotlights):
         found = _optimise_region(problem, variant, scores, p, j, progress, should_stop)
         size_j = problem.size
         if p.sizing == "grow":
-            theta, size_j = grow.grow_region(
-                problem.data, found.mu, found.theta, variant.size_shift, problem.weights, scores, problem.size
-            )
+            with problem.data.counting("grow"):
+                theta, size_j = grow.grow_region(
+                    problem.data, found.mu, found.theta, variant.size_shift, problem.weights, scores, problem.size
+                )
             found = dataclasses.replace(found, theta=theta)
-        with torch.no_grad():
-            k, radius_u = variant.region_weights(found.mu, found.theta, size_j)
+        with torch.no_grad(), problem.data.counting("region weights"):
+            k, radius_u = weigher.region_weights(found.mu, found.theta, size_j)
         k_np = k.cpu().numpy().astype(np.float32)
-        k_all[:, j] = k_np
-        regions.append(_describe(j, k_np, found, frame, loss_v, w, size_j, p, radius_u))
-        scores = restandardise(deflate(scores, k, p.deflation), problem.weights)
+        if order is None:
+            k_all[:, j] = k_np
+        else:
+            k_np = _unpermuted(k_np, order)
+            k_all[:, j] = k_np
+        regions.append(_describe(j, k_np, found, frame, loss_caller, w_caller, size_j, p, radius_u))
+        scores = restandardise(deflate(scores, k[:m], p.deflation, float(k.max())), problem.weights)
         if should_yield is not None and j + 1 < p.n_spotlights and should_yield():
             raise SearchYielded(
-                _result(regions, k_all[:, : j + 1].copy(), loss_v, z, started, frame.basis, problem.data.passes)
+                _result(regions, k_all[:, : j + 1].copy(), loss_caller, z, started, frame.basis, problem.data)
             )
-    return _result(regions, k_all, loss_v, z, started, frame.basis, problem.data.passes)
+    return _result(regions, k_all, loss_caller, z, started, frame.basis, problem.data)
+
+
+def _searched_first(w: np.ndarray) -> np.ndarray | None:
+    """The rows of positive weight, then those of weight 0, each in their order; None when every
+    weight is positive (nothing to reorder)."""
+    positive = w > 0
+    if bool(positive.all()):
+        return None
+    return np.concatenate([np.flatnonzero(positive), np.flatnonzero(~positive)])
+
+
+def _unpermuted(a: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """a in the caller's row order, from a in `order` (a[i] belongs to row order[i])."""
+    out = np.empty_like(a)
+    out[order] = a
+    return out
 
 
 def resolve_auto(k: float, rows_per_dim: float = math.inf) -> str:
@@ -338,7 +382,7 @@ def _result(
     z: torch.Tensor,
     started: float,
     basis: np.ndarray | None,
-    passes: int = 0,
+    data: core.EmbeddingMatrix,
 ) -> SearchResult:
     return SearchResult(
         regions=regions,
@@ -347,7 +391,8 @@ def _result(
         device=str(z.device) if z.device.type == "cpu" else f"cuda:{z.device.index or 0}",
         elapsed_s=time.perf_counter() - started,
         basis=basis,
-        passes=passes,
+        passes=data.passes,
+        passes_by_phase=dict(data.counter.by_phase),
     )
 
 
@@ -358,6 +403,7 @@ def _resume(
     scores: torch.Tensor,
     p: SearchParams,
     row_weights: torch.Tensor,
+    rows: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Take a yielded search's regions into `regions` and `k_all`; the scores deflated by them, in order.
 
@@ -373,13 +419,14 @@ def _resume(
         )
     regions.extend(resume.regions)
     k_all[:, :done] = weights
-    for j in range(done):
-        k = torch.from_numpy(np.ascontiguousarray(weights[:, j])).to(scores.device)
-        scores = restandardise(deflate(scores, k, p.deflation), row_weights)
+    for j in range(done):  # `rows`: the rows the scores are of (the searched ones, in the search's order)
+        column = weights[:, j] if rows is None else weights[rows, j]
+        k = torch.from_numpy(np.ascontiguousarray(column)).to(scores.device)
+        scores = restandardise(deflate(scores, k, p.deflation, float(weights[:, j].max())), row_weights)
     return scores
 
 
-def deflate(scores: torch.Tensor, k: torch.Tensor, deflation: str) -> torch.Tensor:
+def deflate(scores: torch.Tensor, k: torch.Tensor, deflation: str, k_max: float | None = None) -> torch.Tensor:
     """The scores the next region is sought on, once a region with kernel values k was found.
 
     'paper': s (1 - k/max k), the authors' re-weighting. It removes a region's core only: with a
@@ -388,8 +435,9 @@ def deflate(scores: torch.Tensor, k: torch.Tensor, deflation: str) -> torch.Tens
     'tails': s (1 - k/max k)^DEFLATION_POWER, which also takes out the tails (a row at half the
     peak weight keeps 0.4 % of its score, one at a tenth keeps 43 %), so each later region is a weak
     spot the earlier ones do not cover.
+    `k_max`: the region's largest weight over every row, when k holds only the searched ones.
     """
-    k_max = float(k.max())
+    k_max = float(k.max()) if k_max is None else k_max
     if k_max <= 0:
         return scores
     keep = 1.0 - k / k_max
@@ -435,8 +483,10 @@ def _optimise_region(
     have one. A restart's learning rate halves after `Tuning.patience` steps without improvement.
     """
     tn = problem.tuning
-    mu = variant.starts(scores, j)
-    theta = variant.initial_theta(mu)
+    data = problem.data
+    with data.counting("starts"):
+        mu = variant.starts(scores, j)
+        theta = variant.initial_theta(mu)
     r = mu.shape[1]
     cap = p.steps
     tighten = max(1, min(cap, tn.tighten_steps))
@@ -459,7 +509,8 @@ def _optimise_region(
     for t in range(cap):
         if should_stop is not None and should_stop():
             raise SearchCanceled(f"stopped during spotlight {j} at step {t}")
-        ev, g_mu, g_theta, f = variant.step(mu, theta, scores, weighted_scores, slacks[min(t, tighten - 1)])
+        with data.counting("steps"):
+            ev, g_mu, g_theta, f = variant.step(mu, theta, scores, weighted_scores, slacks[min(t, tighten - 1)])
         with torch.no_grad():
             theta += torch.log(f)[None, :]
             value, total, pen = ev.value, ev.total, ev.penalised

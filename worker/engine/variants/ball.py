@@ -83,9 +83,13 @@ class Ball(Variant):
 
     def polish(self, scores: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The member centres, then the refits, then the edge fit."""
-        mu, value = member_centres(self.problem, scores, mu)
-        mu = classifier_refits(self.problem, scores, mu, value)
-        return mu, fit_edge(self.problem, scores, mu)
+        data = self.problem.data
+        with data.counting("member centres"):
+            mu, value = member_centres(self.problem, scores, mu)
+        with data.counting("refits"):
+            mu = classifier_refits(self.problem, scores, mu, value)
+        with data.counting("edge fit"):
+            return mu, fit_edge(self.problem, scores, mu)
 
     def region_weights(self, mu: torch.Tensor, theta: torch.Tensor, size: float) -> tuple[torch.Tensor, float | None]:
         """The kernel value of every row and the core's edge as a value of u (`radius_u`: k = 1 where
@@ -217,9 +221,10 @@ def classifier_refits(problem: Problem, scores: torch.Tensor, mu: torch.Tensor, 
         for around in sizes:
             edge, _ = core.ball_core(dist, problem.weights, around, problem.unit_weights)
             rows = torch.nonzero((dist[0] <= edge[0]) & (problem.weights > 0))[:, 0]
-            candidate = ballfit.fit_ball(
-                data, rows, scores[rows], problem.weights[rows], problem.size, tn.refit_ridge, tn.refit_iterations
-            )
+            with core.one_thread(data.x.device):  # an L-BFGS fit of a few thousand rows: small operations
+                candidate = ballfit.fit_ball(
+                    data, rows, scores[rows], problem.weights[rows], problem.size, tn.refit_ridge, tn.refit_iterations
+                )
             if candidate is not None:
                 fitted.append(candidate)
         if not fitted:
@@ -235,7 +240,7 @@ def classifier_refits(problem: Problem, scores: torch.Tensor, mu: torch.Tensor, 
 def gram(data: core.EmbeddingMatrix, weights: torch.Tensor) -> torch.Tensor:
     """A^T diag(weights) A for A = [X, -||x||^2, 1] in float64, a row chunk at a time."""
     d = data.shape[1]
-    data.passes += 1
+    data.count()
     out = torch.zeros(d + 2, d + 2, dtype=torch.float64, device=data.x.device)
     for i in range(0, data.shape[0], data.chunk):
         xc = data.x[i : i + data.chunk].double()
