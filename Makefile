@@ -10,6 +10,8 @@ WORKERS ?= 1
 # What `make run` installs: the API, `spotlight up` and a worker. Add s3 for an s3:// store
 # (`make run RUN_EXTRAS=server,worker,s3`). `make test` and `make lint` install everything ([all]).
 RUN_EXTRAS ?= server,worker
+# Processes `make test` runs the suite in (pytest-xdist): 2, CI's cores. `auto` takes one per core.
+TEST_WORKERS ?= 2
 
 .PHONY: install install-run run test lint openapi bench-quality bench-speed bench-upload bench-load clean
 
@@ -34,9 +36,12 @@ install: $(VENV)/.installed
 run: install-run
 	$(BIN)/spotlight up --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-# The linter, the format check and the type checker first (seconds), then the suite.
+# The linter, the format check and the type checker first (seconds), then the suite, in
+# TEST_WORKERS processes: most tests wait on servers and workers they start, so two processes use
+# both cores. Each file runs whole in one process (its module fixtures are built once), slow ones first
+# (tests/conftest.py; docs/testing.md). `TEST_WORKERS=0` runs it in this process alone.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Lint, format check and type check, configured in pyproject.toml.
 lint: install

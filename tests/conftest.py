@@ -1,5 +1,6 @@
 """Shared fixtures: a real Redis server (never a fake) and a temporary store; `api_client`, the app
-on them for a test (settings overridden per test)."""
+on them for a test (settings overridden per test). And the order in which the suite's files are
+shared out when it runs in several processes (`make test`; docs/testing.md, "Parallel run")."""
 
 from __future__ import annotations
 
@@ -13,6 +14,22 @@ import redis
 
 from spotlight.redis_server import EmbeddedRedis
 from spotlight.settings import Settings
+
+
+def _order(item: pytest.Item) -> int:
+    """Tests that start servers and workers first, then the other slow ones: the short unit tests
+    then fill the end of both processes' queues instead of one long file finishing alone."""
+    if item.get_closest_marker("e2e"):
+        return 0
+    return 1 if item.get_closest_marker("slow") else 2
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker only (a plain `pytest` keeps the files' order): the slow tests first. xdist
+    hands out whole files (`--dist loadfile`) in the order their first test comes here, and every
+    worker sorts alike, so their collections stay identical, as xdist requires."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=_order)
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,7 @@ def _objective(problem: Problem, scores: torch.Tensor, mu: torch.Tensor, theta: 
     return float(ev.value[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_edge_fit_reaches_the_best_width_of_a_dense_scan(seed: int) -> None:
     x, loss, _ = planted_problem(n=1500, d=24, seed=seed)

@@ -63,6 +63,7 @@ def test_a_row_of_weight_0_is_never_drawn_and_heavier_rows_are_drawn_more() -> N
     assert np.mean(w[rows] == 3.0) == pytest.approx(0.75, abs=0.01)
 
 
+@pytest.mark.slow
 def test_the_sampled_k_follows_the_weights() -> None:
     """The manifold alone gives a low k, the cloud alone a high one, each measured with the other's
     rows at weight 0; a sample that drew those rows would see both."""

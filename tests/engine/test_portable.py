@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import worker.engine
 
 HERE = Path(__file__).resolve().parent
@@ -33,6 +35,7 @@ ROUNDING_SENSITIVE = [
 ]
 
 
+@pytest.mark.slow
 def test_rounding_sensitive_tests_pass_with_plain_kernels_on_one_thread() -> None:
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     check = "import torch; print(torch.backends.cpu.get_cpu_capability())"

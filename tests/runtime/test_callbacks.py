@@ -35,7 +35,7 @@ from tests.ux.test_webhook import Receiver
 from worker.webhook import SIGNATURE_HEADER, verify_signature
 
 SECRET = "callbacks-secret"
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
 def _worker(env: dict[str, str], log: Path, *flags: str) -> subprocess.CompletedProcess[bytes]:

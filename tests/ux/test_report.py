@@ -434,6 +434,7 @@ def test_degenerate_inputs_still_get_a_report_that_says_why_a_plot_is_missing(ca
         assert not notes, notes  # these have something to draw, and draw it
 
 
+@pytest.mark.slow
 def test_degenerate_inputs_a_property(tmp_path: Path) -> None:
     """Any small dataset (one row or a few, one dimension or a few, weights with zeros, ties or
     denormals, constant or skewed losses, several regions) gives a whole report."""
