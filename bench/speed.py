@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spotlight.params import SearchParams
+from spotlight.contract.params import SearchParams
 from worker.engine import core, search
 from worker.engine.variants import smooth
 from worker.engine.variants.gaussian import Gaussian

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis
 
-from spotlight.redis_server import EmbeddedRedis
-from spotlight.settings import Settings
+from spotlight.ops.redis_server import EmbeddedRedis
+from spotlight.server.settings import Settings
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from spotlight.cli import build_parser, parse_args
-from spotlight.settings import Settings
+from spotlight.client.cli import APP_COMMANDS, build_parser, parse_args
+from spotlight.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +102,8 @@ def test_image_commands_are_cli_subcommands_and_the_port_is_exposed() -> None:
 
 def test_pyproject_entry_point_is_the_cli() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["spotlight"] == "spotlight.cli:main"
+    assert project["scripts"]["spotlight"] == "spotlight.client.cli:main"
+    assert set(project["entry-points"]["spotlight.commands"]) == set(APP_COMMANDS)
     assert not any(dep.startswith("torch") for dep in project["dependencies"])
     assert any(dep.startswith("torch") for dep in project["optional-dependencies"]["worker"])
 
@@ -190,7 +191,7 @@ def test_compose_api_binds_open_only_with_keys() -> None:
     ],
 )
 def test_open_bind_needs_keys_or_the_flag(host: str, keys: str | None, allow: bool, ok: bool) -> None:
-    from spotlight.up import check_bind
+    from spotlight.server.binding import check_bind
 
     settings = Settings(api_keys=keys)
     if ok:
@@ -284,7 +285,8 @@ def test_the_wheel_installs_the_client_and_cli_only_and_the_server_as_extras(whe
     assert {"fastapi", "uvicorn", "rq", "redis", "pyarrow"} <= needs("server") | needs("core")
     assert "torch" in needs("worker") and "torch" not in needs("server")
     assert {"ruff", "mypy"} <= needs("dev")
-    assert "spotlight = spotlight.cli:main" in entry_points
+    assert "spotlight = spotlight.client.cli:main" in entry_points
+    assert "[spotlight.commands]" in entry_points and "api = service.cli:main" in entry_points
 
 
 def test_client_and_submit_import_without_any_server_dependency() -> None:
@@ -319,14 +321,14 @@ class Block(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
         return None
 sys.meta_path.insert(0, Block())
-import spotlight.client, spotlight.cli
+import spotlight.client, spotlight.client.cli
 from spotlight.client import SpotlightClient
-parser = spotlight.cli.build_parser()
+parser = spotlight.client.cli.build_parser()
 assert parser.parse_args(["submit", "e.npy", "l.npy", "--wait"]).wait
 leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED + ["service", "worker"])
 assert not leaked, leaked
 try:
-    spotlight.cli.main(["api"])
+    spotlight.client.cli.main(["api"])
 except SystemExit as exc:
     print("api:", exc)
 """
@@ -338,9 +340,9 @@ except SystemExit as exc:
             sys.executable,
             "-c",
             script.replace(
-                "import spotlight.client, spotlight.cli",
-                "import spotlight.client, spotlight.cli\n"
-                'try:\n    spotlight.cli.main(["submit", "--help"])\nexcept SystemExit as exc:\n    assert exc.code == 0',
+                "import spotlight.client, spotlight.client.cli",
+                "import spotlight.client, spotlight.client.cli\n"
+                'try:\n    spotlight.client.cli.main(["submit", "--help"])\nexcept SystemExit as exc:\n    assert exc.code == 0',
             ),
         ],
         cwd=ROOT,
@@ -368,10 +370,9 @@ _DOTTED = re.compile(r"^(?:spotlight|service|worker|bench)(?:\.\w+)+$")
 # Imports by name rather than by statement, each seen by `_imports` and allowed here only: what they name
 # is imported in another process, or only when the command that needs it runs, never in the layer's own.
 LATE_BOUND = {
-    "spotlight/cli.py": {"service", "worker"},  # `spotlight api|openapi|worker` hands over to that app's command
-    "spotlight/up.py": {"service", "worker"},  # `spotlight up` starts them as child processes (python -m)
-    "spotlight/protocol.py": {"worker"},  # TASK_PATH: the RQ task, imported by the worker process only
-    "spotlight/jobqueue.py": {"worker"},  # CALLBACK_TASK_PATH: the webhook task, likewise
+    "spotlight/ops/up.py": {"service", "worker"},  # `spotlight up` starts them as child processes (python -m)
+    "spotlight/contract/protocol.py": {"worker"},  # TASK_PATH: the RQ task, imported by the worker process only
+    "spotlight/server/jobqueue.py": {"worker"},  # CALLBACK_TASK_PATH: the webhook task, likewise
 }
 
 
@@ -397,7 +398,7 @@ def _named_by_string(value: str, modules: dict[str, Path]) -> str | None:
 def _imports(package: str, *, strings: bool = False) -> dict[str, set[str]]:
     """{module file: top-level names it imports anywhere (module level or inside functions)}; with
     `strings`, also the packages of ours it names in a string (an import path handed to importlib,
-    RQ or a child process: spotlight/cli.py dispatches its app commands so)."""
+    RQ or a child process: spotlight/ops/up.py starts the apps so)."""
     import ast
 
     modules = _our_modules()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from spotlight.logs import JsonFormatter, request_id_var
+from spotlight.contract.logs import JsonFormatter, request_id_var
 
 
 def test_json_line_carries_extra_fields_and_request_id() -> None:
