@@ -284,7 +284,7 @@ def _imported_after(statement: str) -> list[str]:
 def test_client_imports_with_numpy_httpx_and_pydantic_only() -> None:
     # pydantic: the client parses regions into the contract's typed record (spotlight/contract/records.py)
     assert _imported_after("import spotlight.client, spotlight.client.commands") == ["pydantic"]
-    # the whole CLI reads settings (pydantic) but loads no server, queue or dataframe library
+    # the whole CLI (pydantic: SearchParams) reads no server Settings and loads no server, queue or dataframe library
     assert _imported_after("import spotlight.client.cli") == ["pydantic"]
 
 
