@@ -1,7 +1,7 @@
 """The attacks of issue 25 on one running stack, side by side: does the API stay up for everyone?
 
 Starts a whole service in a temporary folder with `bench.load.Service` — embedded Redis (AOF), the
-API (`python -m spotlight.cli api`, one process) and one worker — with API keys for two tenants,
+API (`python -m spotlight.client.cli api`, one process) and one worker — with API keys for two tenants,
 alice and bob. Each finishes a small search (2 regions on 2 000 x 7 rows) and uploads a dataset of
 `--big-rows` x 7 rows. Then, one after the other:
 
@@ -52,7 +52,7 @@ import numpy as np
 
 from bench.load import REPO_ROOT, Service
 from bench.rss import RssSampler
-from spotlight.settings import Settings
+from spotlight.server.settings import Settings
 
 TENANTS = {"alice": "attack-key-alice", "bob": "attack-key-bob"}
 DIM = 7

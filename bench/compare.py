@@ -1,4 +1,4 @@
-"""Weak spots across runs (issue 24): does `spotlight/compare.py` say fixed, new and still there
+"""Weak spots across runs (issue 24): does `spotlight/contract/compare.py` say fixed, new and still there
 where they are, and nothing fixed or new between two trainings of one model?
 
 One evaluation set (the held-out half of augmented digits, `bench.quality`'s split), three MLPs
@@ -11,7 +11,7 @@ trained on the other half with planted problems:
 - **v3** (the null): v1's recipe and data, another initialisation seed: an identical retrain.
 
 Each model's held-out 64-d embeddings and losses are searched as a job searches them (default
-parameters, 5 regions, seeded): the verdict's split (spotlight/verdict.py) searches half of the rows,
+parameters, 5 regions, seeded): the verdict's split (spotlight/contract/verdict.py) searches half of the rows,
 each region's members cover every row (`verdict.region_rows`), and its own verdict is the held-out
 test, Holm-adjusted (`significant`); then `compare_jobs(v1, v2)` and `compare_jobs(v1, v3)` as the
 API runs them, at the default level.
@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from bench.digits import augmented_digits, train_mlp
-from spotlight import compare, verdict
-from spotlight.params import SearchParams
+from spotlight.contract import compare, verdict
+from spotlight.contract.params import SearchParams
 from worker.engine import search as engine_search
 
 MODES = ("rare 8s", "noisy 5s", "heavy-ink 7s")

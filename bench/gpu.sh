@@ -16,7 +16,7 @@ exec timeout "${TIMEOUT_S:-300}" "$PYTHON" - <<'PY'
 import os, time
 import numpy as np
 import torch
-from spotlight.params import SearchParams
+from spotlight.contract.params import SearchParams
 from worker.engine import search
 
 n, d, device = int(os.environ["N"]), int(os.environ["D"]), os.environ["DEVICE"]

@@ -31,7 +31,7 @@ import httpx
 import numpy as np
 
 from bench.rss import RssSampler
-from spotlight.redis_server import EmbeddedRedis, free_port
+from spotlight.ops.redis_server import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024**2

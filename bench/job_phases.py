@@ -41,7 +41,7 @@ from rq.job import Job
 from bench import mixture_slicer
 from bench.load import REPO_ROOT, Service, auth
 from bench.speed import labelled_data
-from spotlight.protocol import parse_time
+from spotlight.contract.protocol import parse_time
 
 
 def _seconds(a: Any, b: Any) -> float | None:

@@ -1,7 +1,7 @@
 """Load on loopback: many concurrent job submissions plus continuous status polling.
 
 Starts a whole service in a temporary folder — embedded Redis (AOF), the API
-(`python -m spotlight.cli api`) and N workers, with API keys for `--tenants` tenants — then, all
+(`python -m spotlight.client.cli api`) and N workers, with API keys for `--tenants` tenants — then, all
 at once, submits `--jobs` searches (spread over the tenants, each on its own small dataset) while
 `--pollers` clients keep asking for job status, until every accepted job has ended. The
 per-tenant cap on active jobs stays at its default, so 200 jobs need 10 tenants. Prints jobs accepted / finished / failed / lost (accepted but never ended, or
@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from spotlight.redis_server import EmbeddedRedis, free_port
+from spotlight.ops.redis_server import EmbeddedRedis, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"n_spotlights": 2, "steps": 30, "restarts": 1, "spotlight_size": 0.1, "device": "cpu"}
@@ -112,7 +112,7 @@ class Service:
         log = (self.root / f"{name}.log").open("wb")
         self.procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "spotlight.cli", *argv],
+                [sys.executable, "-m", "spotlight.client.cli", *argv],
                 cwd=self.repo,
                 env=self.env,
                 stdout=log,

@@ -37,8 +37,8 @@ from sklearn.metrics import average_precision_score
 
 from bench import authors_spotlight, quality_modes
 from bench.digits import augmented_digits, train_mlp
-from spotlight.contribution import contributions
-from spotlight.params import SearchParams
+from spotlight.contract.contribution import contributions
+from spotlight.contract.params import SearchParams
 from worker.engine import search
 
 N_REGIONS = 5
@@ -115,7 +115,7 @@ def _best_of(truth: np.ndarray, weights: np.ndarray) -> tuple[float, float, floa
 
 def evaluate(settings: list[Setting], authors_steps: int, variants: dict[str, dict] | None = None) -> list[dict]:
     """Every method on every setting. Region methods are scored twice: by weight (kernel value) and by
-    contribution, weight x (loss - min loss) (spotlight/contribution.py), the order the API's
+    contribution, weight x (loss - min loss) (spotlight/contract/contribution.py), the order the API's
     `order=contribution` and the report list members in."""
     rows = []
     params = SearchParams(n_spotlights=N_REGIONS, device="cpu")

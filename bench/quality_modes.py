@@ -39,8 +39,8 @@ from sklearn.metrics import average_precision_score
 
 from bench import mixture_slicer
 from bench.digits import augmented_digits, train_mlp
-from spotlight.contribution import contributions
-from spotlight.params import SearchParams
+from spotlight.contract.contribution import contributions
+from spotlight.contract.params import SearchParams
 from worker.engine import search
 from worker.engine.prepare import local_dimension, standardise
 from worker.engine.result import SearchResult

@@ -3,7 +3,7 @@
     python -m bench.quality --part real      # (or python -m bench.real) both encoders, ~15 min on 2 cores
     python -m bench.real --grow              # sizing='grow' vs 'fixed' on a weak spot 5x spotlight_size
     python -m bench.real --holdout           # evidence on/off: which one's regions hold up on held-out rows
-    python -m bench.real --describe          # regions in words (spotlight/text_terms.py), checked on held-out rows
+    python -m bench.real --describe          # regions in words (spotlight/server/text_terms.py), checked on held-out rows
     python -m bench.real --natural           # the same for a head with nothing planted
     python -m bench.real --reach             # which planted modes are places of high loss at all
     python -m bench.real --write-fixture tests/engine/assets/real_minilm   # the tests' real-encoder asset
@@ -27,7 +27,7 @@ Rows: the engine's every kernel (gaussian, ball, flat, auto) with and without la
 Domino-style mixture slicer; loss ranking; and the centroid oracle (each mode ranked by distance to
 its own centroid). Per mode: the best region's AP; coverage (modes with AP >= 0.5, each by its own
 region) and redundancy. Then a null run (the same set, losses shuffled: no weak spot at all) with the
-first region each kernel returns: its members (`spotlight.members`) and their lift (mean loss / overall).
+first region each kernel returns: its members (`spotlight.contract.members`) and their lift (mean loss / overall).
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ from sklearn.linear_model import LogisticRegression
 
 from bench import quality_modes
 from bench.real_data import ENCODERS, embed, load_fortunes
-from spotlight import text_terms
-from spotlight.contribution import contributions
-from spotlight.members import member_set
-from spotlight.params import SearchParams
+from spotlight.contract.contribution import contributions
+from spotlight.contract.members import member_set
+from spotlight.contract.params import SearchParams
+from spotlight.server import text_terms
 from worker.engine import search
 
 TOPICS = ["computers", "politics", "science", "law", "food", "startrek", "education", "drugs", "sports", "medicine"]
@@ -211,7 +211,9 @@ def run_null(s: RealSet, variants: dict[str, dict], seeds: tuple[int, ...] = (0,
 
 
 def print_null(s: RealSet, rows: list[dict]) -> None:
-    print(f"# null run on {s.name} (losses shuffled): first region, its members (spotlight.members) and their lift")
+    print(
+        f"# null run on {s.name} (losses shuffled): first region, its members (spotlight.contract.members) and their lift"
+    )
     for r in rows:
         print(f"#   {r['method']:30s} seed {r['seed']} [{r['kernel']}]: {r['members']:5d} rows, lift {r['lift']:.2f}")
 
@@ -232,7 +234,7 @@ def main(encoders: tuple[str, ...] = ENCODERS, seed: int = 0, only: str | None =
 def run_grow(seeds: tuple[int, ...] = (0, 1, 2)) -> None:
     """sizing='grow' against 'fixed' on a weak spot five times the spotlight size (10 % of n = 3 000
     gaussian rows, d = 8 and 64, failure rate 0.7 inside and 0.1 outside), each kernel: the first
-    region's members (`spotlight.members`), their precision and recall on the weak spot, and the share
+    region's members (`spotlight.contract.members`), their precision and recall on the weak spot, and the share
     of the second region's members inside it (deflation should have removed it)."""
     print("# sizing: a weak spot of 10 % of the rows (5 x spotlight_size), n = 3000; first region's members,")
     print("# precision / recall on the spot; then the second region's share inside the spot; mean over seeds")
@@ -259,7 +261,7 @@ def run_grow(seeds: tuple[int, ...] = (0, 1, 2)) -> None:
 
 
 def run_describe(encoder: str = "minilm-l6", seed: int = 0, plant: bool = True) -> None:
-    """Regions in words, checked (spotlight/text_terms.py): the default search on half of the held-out
+    """Regions in words, checked (spotlight/server/text_terms.py): the default search on half of the held-out
     rows; each region's over-represented terms with their precision and recall against its members
     and their lift on the other half (rows the search did not use)."""
     s = build_set(encoder, seed, plant)
@@ -297,11 +299,11 @@ def run_describe(encoder: str = "minilm-l6", seed: int = 0, plant: bool = True) 
 def run_holdout(seed: int = 0) -> None:
     """Can a job tell which evidence setting suits it from its own rows? For each set: the default
     search, with and without label evidence, on half of the held-out rows; each region applied to the
-    other half (`spotlight.kernel.region_weights`, members by `spotlight.members.member_min_weight`);
+    other half (`spotlight.contract.kernel.region_weights`, members by `spotlight.contract.members.member_min_weight`);
     its held-out lift (mean loss of those members / that half's mean). The setting whose regions hold
     up better there is the one a per-job decision would keep; its full-set AP is in the table above."""
-    from spotlight.kernel import region_weights
-    from spotlight.members import member_min_weight, members_at_or_above
+    from spotlight.contract.kernel import region_weights
+    from spotlight.contract.members import member_min_weight, members_at_or_above
 
     print("# held-out check: search on half A, regions applied to half B; B-members and held-out lift per region")
     for encoder in ENCODERS:

@@ -22,7 +22,7 @@ floor pass), with its CPU seconds (on a shared machine the steadier figure).
 
     python -m bench.speed --dims 512 --job-like   # then the default search as a job runs it
 
-`--job-like`: half the rows held out for the verdict at sample weight 0 (spotlight/verdict.py), labels
+`--job-like`: half the rows held out for the verdict at sample weight 0 (spotlight/contract/verdict.py), labels
 (so the evidence check runs first), the spotlight size for the searched share: what worker/task.py
 hands the engine.
 
@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spotlight.params import SearchParams
+from spotlight.contract.params import SearchParams
 from worker.engine import SearchResult, core, search
 from worker.engine.variants import smooth
 from worker.engine.variants.gaussian import Gaussian
@@ -250,7 +250,7 @@ def job_like_search(x: np.ndarray, loss: np.ndarray, labels: np.ndarray, params:
     """The search a default job runs (worker/task.py): the verdict's held-out rows at sample weight 0 with
     their losses masked, the spotlight size for the searched share, the labels as evidence (so the
     evidence check runs first)."""
-    from spotlight import verdict
+    from spotlight.contract import verdict
 
     parts = verdict.split(x.shape[0], params.seed)
     masked, weights = verdict.search_inputs(loss, None, parts)

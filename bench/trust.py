@@ -34,7 +34,7 @@ Rules, side by side on the same jobs:
 - ``members``: the held-out test as first built: search a seeded random half, then each region's
   held-out members' mean loss (the rows at or above its member threshold) against random same-size
   sets of held-out rows, Holm over the job's regions. Kept here as the baseline the default replaced.
-- ``holdout`` (the default, spotlight/verdict.py): the same search; each region's kernel-weighted
+- ``holdout`` (the default, spotlight/contract/verdict.py): the same search; each region's kernel-weighted
   mean loss over every held-out row against the held-out losses dealt at random, Holm.
 
 Cost: seconds per job of each rule, measured in this run (load printed), and searches per job.
@@ -52,9 +52,9 @@ from pathlib import Path
 
 import numpy as np
 
-from spotlight import verdict
-from spotlight.members import member_set
-from spotlight.params import SearchParams
+from spotlight.contract import verdict
+from spotlight.contract.members import member_set
+from spotlight.contract.params import SearchParams
 from worker.describe import bootstrap_interval, p_values, region_score
 from worker.engine import search
 

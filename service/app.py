@@ -27,9 +27,9 @@ from service.limits import BodyLimitMiddleware, list_slots, reference_slots, sco
 from service.query_check import reject_unknown_query
 from service.request_log import RequestLogMiddleware
 from service.routers import compare, datasets, jobs, ops, results, score
-from spotlight.logs import configure_logging
-from spotlight.settings import Settings, get_settings
-from spotlight.store import store_from_settings
+from spotlight.contract.logs import configure_logging
+from spotlight.server.settings import Settings, get_settings
+from spotlight.server.store import store_from_settings
 
 log = logging.getLogger("spotlight.api")
 API_VERSION = "1.0.0"

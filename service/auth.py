@@ -14,7 +14,7 @@ import hmac
 import re
 from dataclasses import dataclass
 
-from spotlight.settings import Settings
+from spotlight.server.settings import Settings
 
 OPEN_TENANT = "default"
 _TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")

@@ -3,7 +3,7 @@
     spotlight api [--host 127.0.0.1] [--port 8000] [--allow-open-bind]   the HTTP API (uvicorn)
     spotlight openapi [--output FILE]                                     the API's OpenAPI spec
 
-They live with the app they start; the shared `spotlight` command (spotlight/cli.py) hands these
+They live with the app they start; the shared `spotlight` command (spotlight/client/cli.py) hands these
 names to this module's `main` and imports it only then. Needs the `server` extra.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import uvicorn
 
 from service.openapi_export import openapi_json
-from spotlight.cli import command_parser, run_command
-from spotlight.settings import get_settings
-from spotlight.up import check_bind
+from spotlight.server.binding import check_bind
+from spotlight.server.commands import command_parser, run_command
+from spotlight.server.settings import get_settings
 
 
 def cmd_api(args: argparse.Namespace) -> int:

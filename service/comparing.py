@@ -1,13 +1,13 @@
 """Comparisons: computed inline in the API from stored results, stored beside the old job, found by id.
 The domain side of POST /v1/jobs/{id}/compare and GET /v1/comparisons/{id}: domain errors only
-(spotlight/errors.py); service/errors.py maps them to HTTP.
+(spotlight/contract/errors.py); service/errors.py maps them to HTTP.
 
 Why inline and not an RQ job: a comparison reads what the worker already stored — two loss
 vectors, the ids, each region's member indices (and, against a dataset, its weights) — and does
-numpy arithmetic on them (spotlight/compare.py): no search, no torch, bounded work (the bootstrap's
+numpy arithmetic on them (spotlight/contract/compare.py): no search, no torch, bounded work (the bootstrap's
 draws are capped), a 50 000-row pair in well under a second. Queuing it would add a worker
 round-trip and a job state to a request that answers at once. Scoring a *dataset* against the
-regions runs the score route's kernel (spotlight/kernel.py) on its rows and is capped the same way
+regions runs the score route's kernel (spotlight/contract/kernel.py) on its rows and is capped the same way
 (``MAX_SCORE_ELEMENTS``).
 
 Storage: the result is ``jobs/<old job>/comparisons/<id>.json``, so it expires with the job it
@@ -34,13 +34,13 @@ from service.dataset_registry import DatasetRegistry
 from service.job_registry import JobRegistry
 from service.job_results import expired, finished_spec, read_regions
 from service.scoring import load_basis
-from spotlight import classes, compare, kernel, verdict
-from spotlight.dataset_files import DatasetFiles, DatasetMissing
-from spotlight.errors import Gone, InvalidInput, NotFound, TooLarge
-from spotlight.members import members_at_or_above
-from spotlight.protocol import WEIGHTS_FILE, DatasetRecord, ErrorCode, job_file, members_file, utcnow
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.contract import classes, compare, kernel, verdict
+from spotlight.contract.errors import Gone, InvalidInput, NotFound, TooLarge
+from spotlight.contract.members import members_at_or_above
+from spotlight.contract.protocol import WEIGHTS_FILE, DatasetRecord, ErrorCode, job_file, members_file, utcnow
+from spotlight.server.dataset_files import DatasetFiles, DatasetMissing
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 
 # rows x dim x regions scored against a dataset in one request
 MAX_SCORE_ELEMENTS = 2_000_000_000
@@ -77,7 +77,7 @@ def _job_rows(
         raise expired(job_id) from None
     try:
         losses = np.asarray(files.losses(), dtype=np.float64)
-        # a job with the verdict searched a seeded half (spotlight/verdict.py): the other half is untouched
+        # a job with the verdict searched a seeded half (spotlight/contract/verdict.py): the other half is untouched
         tested = any(r.get("verdict") is not None for r in regions)
         held_out = verdict.split(losses.size, spec.params.seed).held_out if tested else None
         rows = compare.JobRows(job_id, files.ids(), losses, regions, members, held_out)
@@ -93,7 +93,7 @@ def _job_rows(
 def compare_two_jobs(
     store: ArtifactStore, jobs: JobRegistry, tenant: str, old_job: str, new_job: str, level: float
 ) -> dict[str, Any]:
-    """The comparison document of two finished jobs of this tenant (see spotlight/compare.py)."""
+    """The comparison document of two finished jobs of this tenant (see spotlight/contract/compare.py)."""
     if old_job == new_job:
         raise InvalidInput(
             ErrorCode.VALIDATION, "A job compared with itself shows nothing; name another job.", {"job": new_job}
@@ -146,7 +146,7 @@ def _shown(row: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
 def compare_with_dataset(
     store: ArtifactStore, jobs: JobRegistry, tenant: str, job_id: str, record: DatasetRecord, level: float
 ) -> dict[str, Any]:
-    """Drift of a dataset (same model, new rows) into the job's regions (spotlight/compare.py `drift`)."""
+    """Drift of a dataset (same model, new rows) into the job's regions (spotlight/contract/compare.py `drift`)."""
     spec = finished_spec(jobs, tenant, job_id)
     records = read_regions(store, job_id).regions
     regions = [r.model_dump(mode="json") for r in records]

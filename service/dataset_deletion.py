@@ -11,7 +11,7 @@ from __future__ import annotations
 from service.dataset_registry import DatasetRegistry
 from service.expiry import purge_results
 from service.job_registry import JobRegistry
-from spotlight.store import ArtifactStore
+from spotlight.server.store import ArtifactStore
 
 
 def delete_dataset(

@@ -15,10 +15,8 @@ import shutil
 
 import redis
 
-from spotlight.dataset_files import DatasetBuilder
-from spotlight.errors import InvalidInput, NotFound, TooLarge, Unavailable
-from spotlight.keys import Keys
-from spotlight.protocol import (
+from spotlight.contract.errors import InvalidInput, NotFound, TooLarge, Unavailable
+from spotlight.contract.protocol import (
     TAG_MAX,
     DatasetRecord,
     ErrorCode,
@@ -27,8 +25,10 @@ from spotlight.protocol import (
     redis_text,
     utcnow,
 )
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.server.dataset_files import DatasetBuilder
+from spotlight.server.keys import Keys
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 
 LOCK_TIMEOUT_S = 120
 
@@ -70,7 +70,7 @@ def checked_name(name: str | None) -> str | None:
 
 
 def _plain(text: str | None, field: str) -> str | None:
-    """Refused when a name or tag holds control or bidi-override characters (spotlight/protocol.py::plain_text)."""
+    """Refused when a name or tag holds control or bidi-override characters (spotlight/contract/protocol.py::plain_text)."""
     try:
         return None if text is None else plain_text(text)
     except ValueError as exc:

@@ -18,10 +18,10 @@ from service.dataset_registry import DatasetRegistry, checked_name, checked_tags
 from service.ingest import build_from_parts, build_from_spec, build_in, receive_parts, workspace
 from service.ingest.inline_json import parse_dataset_body
 from service.schemas import DatasetReference, InlineDataset
-from spotlight.errors import InvalidInput
-from spotlight.protocol import DatasetRecord, ErrorCode
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.contract.errors import InvalidInput
+from spotlight.contract.protocol import DatasetRecord, ErrorCode
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 
 if TYPE_CHECKING:  # the slots' own module is the HTTP edge's (middleware); only their type is needed here
     from service.limits import Slots

@@ -16,11 +16,11 @@ from service.auth import OPEN_TENANT, KeyRing, bearer_token
 from service.dataset_registry import DatasetRegistry
 from service.dataset_source import DatasetSource
 from service.job_registry import JobRegistry
-from spotlight.errors import NotFound, Unauthorized, Unavailable
-from spotlight.keys import Keys
-from spotlight.protocol import ErrorCode
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.contract.errors import NotFound, Unauthorized, Unavailable
+from spotlight.contract.protocol import ErrorCode
+from spotlight.server.keys import Keys
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 
 
 def get_settings(request: Request) -> Settings:

@@ -17,8 +17,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from service.security_headers import DOCS_CSP
-from spotlight.errors import NotFound
-from spotlight.protocol import ErrorCode
+from spotlight.contract.errors import NotFound
+from spotlight.contract.protocol import ErrorCode
 
 router = APIRouter(include_in_schema=False)
 

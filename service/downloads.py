@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from fastapi.responses import StreamingResponse
 
-from spotlight.store import ArtifactStore
+from spotlight.server.store import ArtifactStore
 
 STREAM_CHUNK = 1024 * 1024
 

@@ -1,7 +1,7 @@
 """Every error the API sends, in one place: the contract's `{"error": {"code", "message", "details"}}`.
 
 Routes, dependencies, registries, ingestion and reference checks all raise domain errors
-(spotlight/errors.py) that know nothing of HTTP; `HTTP_STATUS` here is the one mapping from their
+(spotlight/contract/errors.py) that know nothing of HTTP; `HTTP_STATUS` here is the one mapping from their
 `code` to a status (and `_HEADERS` the one place a code adds a header). The handlers turn each into the
 contract's JSON, including the errors the
 framework itself produces (unknown route, wrong method, request validation, malformed JSON, body
@@ -25,9 +25,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
-from spotlight.errors import DomainError, InvalidInput, Unavailable
-from spotlight.protocol import ErrorCode
-from spotlight.store import StoreError
+from spotlight.contract.errors import DomainError, InvalidInput, Unavailable
+from spotlight.contract.protocol import ErrorCode
+from spotlight.server.store import StoreError
 
 log = logging.getLogger("spotlight.api")
 
@@ -186,7 +186,7 @@ def _extra_hint(loc: tuple[Any, ...]) -> str:
     """For a key no model takes: the name it was likely meant to be, as the CLI says it."""
     import difflib
 
-    from spotlight.params import SearchParams
+    from spotlight.contract.params import SearchParams
 
     name, parent = str(loc[-1]), (str(loc[-2]) if len(loc) > 1 else "")
     params = sorted(SearchParams.model_fields)

@@ -39,15 +39,15 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from service.ingest import WORK_DIR
-from spotlight.jobstate import TERMINAL, ended_at, status_of
-from spotlight.keys import Keys
-from spotlight.protocol import (
+from spotlight.contract.jobstate import TERMINAL, ended_at, status_of
+from spotlight.contract.protocol import (
     job_prefix,
     parse_time,
     redis_text,
 )
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore, store_from_settings
+from spotlight.server.keys import Keys
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore, store_from_settings
 
 log = logging.getLogger(__name__)
 

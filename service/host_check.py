@@ -16,7 +16,7 @@ import ipaddress
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import error_response
-from spotlight.protocol import ErrorCode
+from spotlight.contract.protocol import ErrorCode
 
 
 def host_name(header: str) -> str:

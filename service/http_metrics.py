@@ -9,7 +9,7 @@ never the raw path, so ids cannot explode the series count; a path no route matc
 
 Layout: ``spotlight:stats:<queue>:http`` is the set of series; each series is a hash
 ``spotlight:stats:<queue>:http:<method> <route> <class>`` with ``b<i>`` (requests in bucket i, not
-cumulative), ``sum`` and ``count`` — the same shape spotlight/jobstats.py uses for job timings.
+cumulative), ``sum`` and ``count`` — the same shape spotlight/server/jobstats.py uses for job timings.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from redis import Redis
 from starlette.types import Scope
 
 from service.request_log import RequestObserver
-from spotlight.keys import Keys
+from spotlight.server.keys import Keys
 
 log = logging.getLogger("spotlight.api.http_metrics")
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from service.job_registry import JobRegistry, body_hash
-from spotlight.errors import NotFound
+from spotlight.contract.errors import NotFound
 
 T = TypeVar("T")
 

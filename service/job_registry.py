@@ -25,10 +25,8 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
 from service.schemas import JobOut
-from spotlight import cost as cost_lib
-from spotlight.errors import Conflict, LimitReached, NotFound
-from spotlight.jobqueue import enqueue_search, large_queue
-from spotlight.jobstate import (
+from spotlight.contract.errors import Conflict, LimitReached, NotFound
+from spotlight.contract.jobstate import (
     REPORT_JOB_ALIVE,
     TERMINAL,
     JobStatus,
@@ -40,9 +38,8 @@ from spotlight.jobstate import (
     status_fields,
     status_of,
 )
-from spotlight.keys import Keys
-from spotlight.params import SearchParams
-from spotlight.protocol import (
+from spotlight.contract.params import SearchParams
+from spotlight.contract.protocol import (
     META_DEVICE,
     META_PROGRESS,
     META_SPEC,
@@ -57,7 +54,10 @@ from spotlight.protocol import (
     report_job_id,
     utcnow,
 )
-from spotlight.settings import Settings
+from spotlight.server import cost as cost_lib
+from spotlight.server.jobqueue import enqueue_search, large_queue
+from spotlight.server.keys import Keys
+from spotlight.server.settings import Settings
 
 RETRY_AFTER_S = 10
 
@@ -111,7 +111,7 @@ class JobRegistry:
         self._complete_claim = r.register_script(_COMPLETE_CLAIM)
         self._free_key = r.register_script(_FREE_KEY)
         self.queue = Queue(settings.rq_queue_name(), connection=r)
-        self.large = large_queue(r, settings)  # the large lane (spotlight/cost.py)
+        self.large = large_queue(r, settings)  # the large lane (spotlight/server/cost.py)
 
     # ----- reading -----
     def fetch(self, tenant: str, job_id: str) -> Job:
@@ -139,7 +139,7 @@ class JobRegistry:
     def report_state(self, job: Job) -> tuple[ReportStatus | None, str | None, str | None]:
         """A finished job's report: its status, why it failed, and RQ's status of the job rendering it.
 
-        The recorded status (spotlight/jobstate.py), except that a pending report whose rendering job is
+        The recorded status (spotlight/contract/jobstate.py), except that a pending report whose rendering job is
         gone, failed or stopped without recording it counts as failed: a report is never pending for good.
         """
         status, reason = report_of(job.meta)

@@ -13,12 +13,11 @@ from pydantic import ValidationError
 
 from service.job_registry import JobRegistry
 from service.schemas import Member, MemberOrder, MembersOut
-from spotlight import classes
-from spotlight.contribution import contributions
-from spotlight.dataset_files import DatasetFiles, DatasetMissing
-from spotlight.errors import Conflict, DomainError, Gone, NotFound
-from spotlight.jobstate import JobStatus, ReportStatus, status_of
-from spotlight.protocol import (
+from spotlight.contract import classes
+from spotlight.contract.contribution import contributions
+from spotlight.contract.errors import Conflict, DomainError, Gone, NotFound
+from spotlight.contract.jobstate import JobStatus, ReportStatus, status_of
+from spotlight.contract.protocol import (
     META_SPEC,
     REGIONS_FILE,
     REPORT_FILE,
@@ -30,8 +29,9 @@ from spotlight.protocol import (
     members_by_contribution_file,
     members_file,
 )
-from spotlight.records import RegionsDocument
-from spotlight.store import ArtifactStore
+from spotlight.contract.records import RegionsDocument
+from spotlight.server.dataset_files import DatasetFiles, DatasetMissing
+from spotlight.server.store import ArtifactStore
 
 
 def finished_spec(jobs: JobRegistry, tenant: str, job_id: str) -> JobSpec:
@@ -67,7 +67,7 @@ def expired(job_id: str) -> NotFound:
 
 
 def read_regions(store: ArtifactStore, job_id: str) -> RegionsDocument:
-    """The job's regions.json as the typed record the worker wrote (spotlight/records.py).
+    """The job's regions.json as the typed record the worker wrote (spotlight/contract/records.py).
 
     A document written before the record existed (no verdict, no held-out figures) is a clear
     not_found asking for a new search, not a 500.

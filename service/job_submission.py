@@ -16,15 +16,16 @@ from service import idempotency
 from service.dataset_source import DatasetSource
 from service.job_registry import JobRegistry
 from service.schemas import JobCreate
-from spotlight import capabilities, evidence, verdict
-from spotlight import cost as cost_lib
-from spotlight.errors import InvalidInput
-from spotlight.netguard import URLRefused, check_callback_url
-from spotlight.params import GROW_MAX_SHARE, GROW_RING_SHARE, GROW_ROOM_BELOW, SearchParams
-from spotlight.protocol import DatasetRecord, ErrorCode, job_prefix, new_job_id
-from spotlight.refusal_hints import hinted
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.contract import evidence, verdict
+from spotlight.contract.errors import InvalidInput
+from spotlight.contract.params import GROW_MAX_SHARE, GROW_RING_SHARE, GROW_ROOM_BELOW, SearchParams
+from spotlight.contract.protocol import DatasetRecord, ErrorCode, job_prefix, new_job_id
+from spotlight.server import capabilities
+from spotlight.server import cost as cost_lib
+from spotlight.server.netguard import URLRefused, check_callback_url
+from spotlight.server.refusal_hints import hinted
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 
 log = logging.getLogger("spotlight.api.jobs")
 
@@ -127,7 +128,7 @@ def check_params_fit(params: SearchParams, dataset: DatasetRecord) -> None:
                 f"{coeff} to 0",
             )
     # label evidence is on by default and used when the dataset has what it needs; asked for by name, it
-    # must be usable (spotlight/evidence.py)
+    # must be usable (spotlight/contract/evidence.py)
     asked = {"evidence", "evidence_weight"} & params.model_fields_set | (
         {"evidence_check"} if params.evidence_check else set()
     )
@@ -210,7 +211,7 @@ def _too_costly(need: float, limit: float, setting: str, message: str, figure: s
 
 
 def check_cost(cost: int, settings: Settings) -> None:
-    """Refused when the job's estimated cost is over `max_job_cost` (spotlight/cost.py). The tenant's
+    """Refused when the job's estimated cost is over `max_job_cost` (spotlight/server/cost.py). The tenant's
     budget (`max_active_cost_per_tenant`) is checked when the job is queued, under the tenant's
     submission lock (JobRegistry.submit)."""
     if cost > settings.max_job_cost:
@@ -228,7 +229,7 @@ def check_cost(cost: int, settings: Settings) -> None:
 
 def check_memory(need: int, settings: Settings) -> None:
     """Refused when the job's work-horse would need more memory than ``worker_memory_bytes``
-    (spotlight/cost.py): here, before it is queued, rather than killed in the worker or exhausting its machine."""
+    (spotlight/server/cost.py): here, before it is queued, rather than killed in the worker or exhausting its machine."""
     if need > settings.worker_memory_bytes:
         raise _too_costly(
             need,

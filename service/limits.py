@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge
-from spotlight.errors import LimitReached, Unavailable
-from spotlight.protocol import ErrorCode
+from spotlight.contract.errors import LimitReached, Unavailable
+from spotlight.contract.protocol import ErrorCode
 
 # Room for multipart boundaries and part headers on top of the upload limit.
 MULTIPART_SLACK = 1024 * 1024

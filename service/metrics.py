@@ -13,7 +13,7 @@ behind a load balancer, per-process counters would differ from scrape to scrape.
   Jobs leave the registries when their results expire (``result_ttl_s``), so this is "jobs on
   record", not an all-time count; ``spotlight_jobs_ended_total`` is the all-time counter.
 - ``spotlight_job_duration_seconds{status}`` and ``spotlight_job_queue_wait_seconds`` (histograms):
-  recorded by the worker into Redis when a job ends (spotlight/jobstats.py explains why Redis rather
+  recorded by the worker into Redis when a job ends (spotlight/server/jobstats.py explains why Redis rather
   than prometheus_client's multiprocess mode), turned into buckets here.
 - ``spotlight_queue_depth`` (gauge): jobs waiting in the queue.
 - ``spotlight_workers{state}`` and ``spotlight_worker_info{worker, hostname, state, device}``: RQ's
@@ -50,10 +50,10 @@ from rq.job import Job
 from rq.worker import BaseWorker
 
 from service.http_metrics import HttpCollector
-from spotlight import jobstats
-from spotlight.jobstate import JobStatus, status_from
-from spotlight.keys import Keys
-from spotlight.protocol import META_DEVICE, redis_text
+from spotlight.contract.jobstate import JobStatus, status_from
+from spotlight.contract.protocol import META_DEVICE, redis_text
+from spotlight.server import jobstats
+from spotlight.server.keys import Keys
 
 log = logging.getLogger("spotlight.api.metrics")
 
@@ -179,7 +179,7 @@ def _exists(conn: Redis, job_ids: list[str]) -> Iterator[bool]:
 
 
 def _statuses(conn: Redis, queue: Queue, job_ids: list[str], rq_status: str) -> Iterator[JobStatus]:
-    """The contract's status of each job of one RQ registry (`rq_status`), by spotlight/jobstate.py's rule."""
+    """The contract's status of each job of one RQ registry (`rq_status`), by spotlight/contract/jobstate.py's rule."""
     for start in range(0, len(job_ids), _META_CHUNK):
         pipe = conn.pipeline(transaction=False)
         for job_id in job_ids[start : start + _META_CHUNK]:

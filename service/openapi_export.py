@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from spotlight.settings import Settings
+from spotlight.server.settings import Settings
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
 

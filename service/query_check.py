@@ -14,8 +14,8 @@ from typing import Any
 
 from fastapi import Request
 
-from spotlight.errors import InvalidInput
-from spotlight.protocol import ErrorCode
+from spotlight.contract.errors import InvalidInput
+from spotlight.contract.protocol import ErrorCode
 
 
 def _declared(dependant: Any) -> set[str]:

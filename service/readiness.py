@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import redis
 
-from spotlight.errors import Unavailable
-from spotlight.keys import Keys
-from spotlight.protocol import ErrorCode
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore, StoreError
+from spotlight.contract.errors import Unavailable
+from spotlight.contract.protocol import ErrorCode
+from spotlight.server.keys import Keys
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore, StoreError
 
 
 def check_ready(r: redis.Redis | None, store: ArtifactStore, settings: Settings) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Structured access logs: one JSON line per request with its id, method, path, status and duration.
 
-(The JSON format itself lives in spotlight/logs.py, shared with the worker.)
+(The JSON format itself lives in spotlight/contract/logs.py, shared with the worker.)
 
 The request id comes from the caller's `X-Request-ID` when it sends a sane one, else it is made
 here; it is echoed in the response header so a caller can quote it, and every log line written
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from spotlight.logs import JsonFormatter, configure_logging, request_id_var
+from spotlight.contract.logs import JsonFormatter, configure_logging, request_id_var
 
 __all__ = ["JsonFormatter", "RequestLogMiddleware", "configure_logging", "request_id_var"]
 

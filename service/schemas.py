@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from spotlight.jobstate import JobStatus, ReportStatus
-from spotlight.params import SearchParams
-from spotlight.protocol import TAGS_MAX, JobError, Name, Progress, TagText
-from spotlight.records import RegionRecord, RegionsDocument
+from spotlight.contract.jobstate import JobStatus, ReportStatus
+from spotlight.contract.params import SearchParams
+from spotlight.contract.protocol import TAGS_MAX, JobError, Name, Progress, TagText
+from spotlight.contract.records import RegionRecord, RegionsDocument
 
 MAX_OFFSET = 10**9  # paging offsets past this are a caller's mistake, not a Redis error
 
@@ -126,7 +126,7 @@ class JobList(BaseModel):
 
 
 # ----- results -----
-# The region record is the contract's (spotlight/records.py): the worker writes it, this API serves it.
+# The region record is the contract's (spotlight/contract/records.py): the worker writes it, this API serves it.
 RegionOut = RegionRecord
 RegionsOut = RegionsDocument
 

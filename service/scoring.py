@@ -1,13 +1,13 @@
 """Scoring other rows against a finished job's regions: the domain side of POST /v1/jobs/{id}/score.
 
 Each row's weight in each region is the engine's kernel from the region's centre and precision
-(spotlight/kernel.py — the same function the client's `Region.weights(X)` runs). Membership follows
-the member rule of spotlight/members.py carried over to other data: a row is a member when its
+(spotlight/contract/kernel.py — the same function the client's `Region.weights(X)` runs). Membership follows
+the member rule of spotlight/contract/members.py carried over to other data: a row is a member when its
 weight is above 0 and at least the region's `member_min_weight`, which the worker stored in
-the typed region record (spotlight/records.py) (flat kernel: 0, the support; gaussian: the smallest weight among the region's members
+the typed region record (spotlight/contract/records.py) (flat kernel: 0, the support; gaussian: the smallest weight among the region's members
 on the data it was found on).
 
-A region found with label evidence (`evidence_weight` > 0; spotlight/evidence.py) weighs a row by
+A region found with label evidence (`evidence_weight` > 0; spotlight/contract/evidence.py) weighs a row by
 its label (and prediction) too: a stored dataset's own labels/predictions are used, bare embeddings
 bring them alongside, and rows without what a region needs are refused with a message that says so.
 
@@ -16,7 +16,7 @@ principal axes, which the worker stores beside the regions (`protocol.BASIS_FILE
 once per request. Results written before the worker stored the basis are a `Conflict`
 (`pca_basis_missing`) that says so.
 
-Domain errors only (spotlight/errors.py); service/errors.py maps them to HTTP.
+Domain errors only (spotlight/contract/errors.py); service/errors.py maps them to HTTP.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from service.ingest.sources import Sources
 from service.job_registry import JobRegistry
 from service.job_results import finished_regions
 from service.schemas import DatasetSpec
-from spotlight import classes, kernel
-from spotlight.dataset_files import DatasetFiles, DatasetMissing
-from spotlight.errors import Conflict, Gone, InvalidInput, NotFound, TooLarge
-from spotlight.members import members_at_or_above
-from spotlight.protocol import BASIS_FILE, DatasetRecord, ErrorCode, job_file
-from spotlight.records import RegionRecord
-from spotlight.store import ArtifactStore
+from spotlight.contract import classes, kernel
+from spotlight.contract.errors import Conflict, Gone, InvalidInput, NotFound, TooLarge
+from spotlight.contract.members import members_at_or_above
+from spotlight.contract.protocol import BASIS_FILE, DatasetRecord, ErrorCode, job_file
+from spotlight.contract.records import RegionRecord
+from spotlight.server.dataset_files import DatasetFiles, DatasetMissing
+from spotlight.server.store import ArtifactStore
 
 # A score body up to this size is parsed whole by its model (service/routers/score.py); a larger one can
 # only be bare embeddings (with labels/predictions), read in slices into arrays
@@ -225,7 +225,7 @@ def score_rows(
             ids = files.ids()
             labels, predictions = files.labels(), files.predictions()
             names = files.manifest().get(classes.MANIFEST_KEY)
-            if names:  # this dataset's own codes: compare by name with the job's (spotlight/evidence.py)
+            if names:  # this dataset's own codes: compare by name with the job's (spotlight/contract/evidence.py)
                 labels, predictions = classes.names_of(labels, names), classes.names_of(predictions, names)
         else:
             check_codes(regions, labels, predictions)

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis
 
-from spotlight.redis_server import EmbeddedRedis
-from spotlight.settings import Settings
+from spotlight.ops.redis_server import EmbeddedRedis
+from spotlight.server.settings import Settings
 
 
 def _order(item: pytest.Item) -> int:

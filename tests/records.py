@@ -1,10 +1,10 @@
-"""Region records for tests, built with the contract's model (spotlight/records.py), never by hand."""
+"""Region records for tests, built with the contract's model (spotlight/contract/records.py), never by hand."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from spotlight.records import RegionRecord, RegionsDocument, document
+from spotlight.contract.records import RegionRecord, RegionsDocument, document
 
 
 def region_record(index: int = 0, **fields: Any) -> RegionRecord:

@@ -1,12 +1,12 @@
-"""spotlight/compare.py without a server: statuses on planted losses, the null, row matching."""
+"""spotlight/contract/compare.py without a server: statuses on planted losses, the null, row matching."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from spotlight import verdict
-from spotlight.compare import CompareRefused, JobRows, compare_jobs, match_rows
+from spotlight.contract import verdict
+from spotlight.contract.compare import CompareRefused, JobRows, compare_jobs, match_rows
 
 N = 2000
 
@@ -27,7 +27,7 @@ def _indicator(rows: np.ndarray) -> np.ndarray:
 
 
 def _verdicted(name: str, losses: np.ndarray, members: list[np.ndarray], held_out: np.ndarray) -> JobRows:
-    """A job as the worker records it: each region's verdict on the held-out rows (spotlight/verdict.py), for a
+    """A job as the worker records it: each region's verdict on the held-out rows (spotlight/contract/verdict.py), for a
     region whose kernel is its member set."""
     tests = [
         verdict.holdout_test(losses, np.intersect1d(m, held_out), held_out, _indicator(m), seed=k)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spotlight.contribution import contributions, order_by_contribution, reference_loss
+from spotlight.contract.contribution import contributions, order_by_contribution, reference_loss
 
 
 def test_contribution_is_weight_times_loss_above_the_floor() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spotlight.gate import GateSyntaxError, parse
+from spotlight.client.gate import GateSyntaxError, parse
 from tests.records import region_record
 
 # Regions as the API serves them (JSON): `lift`, `mean_loss` and `error_rate` are the held-out members'.
@@ -100,7 +100,7 @@ def test_lift_is_the_held_out_members_as_the_table_shows_and_the_kernel_one_has_
 
 def test_the_regions_dataframe_names_each_number_as_the_gate_does() -> None:
     """`job.regions_df()` rows: a column a user copies into --fail-if holds the number the gate tests."""
-    from spotlight.tables import region_rows
+    from spotlight.client.tables import region_rows
 
     weak, mild = region_rows([WEAK, MILD])
     assert (weak["lift"], weak["mean_loss"], weak["weighted_lift"]) == (4.0, 2.4, 1.5)

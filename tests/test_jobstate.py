@@ -6,9 +6,9 @@ import redis
 from rq import Queue
 from rq.job import JobStatus as RqStatus
 
-from spotlight.jobqueue import on_job_failure, record_worker_lost
-from spotlight.jobstate import TERMINAL, JobStatus, ended_at, failure_of, status_fields, status_of
-from spotlight.protocol import META_STATUS, ErrorCode, JobError
+from spotlight.contract.jobstate import TERMINAL, JobStatus, ended_at, failure_of, status_fields, status_of
+from spotlight.contract.protocol import META_STATUS, ErrorCode, JobError
+from spotlight.server.jobqueue import on_job_failure, record_worker_lost
 
 
 def _job(redis_url: str, **meta: object):  # type: ignore[no-untyped-def]

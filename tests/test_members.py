@@ -1,4 +1,4 @@
-"""The member-set rule (spotlight/members.py) and the overlap of regions, on constructed cases."""
+"""The member-set rule (spotlight/contract/members.py) and the overlap of regions, on constructed cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from spotlight.members import (
+from spotlight.contract.members import (
     effective_size,
     member_min_weight,
     member_set,

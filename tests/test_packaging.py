@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 import tomllib
@@ -11,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from spotlight.cli import build_parser, parse_args
-from spotlight.settings import Settings
+from spotlight.client.cli import APP_COMMANDS, build_parser, parse_args
+from spotlight.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +103,8 @@ def test_image_commands_are_cli_subcommands_and_the_port_is_exposed() -> None:
 
 def test_pyproject_entry_point_is_the_cli() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["spotlight"] == "spotlight.cli:main"
+    assert project["scripts"]["spotlight"] == "spotlight.client.cli:main"
+    assert set(project["entry-points"]["spotlight.commands"]) == set(APP_COMMANDS)
     assert not any(dep.startswith("torch") for dep in project["dependencies"])
     assert any(dep.startswith("torch") for dep in project["optional-dependencies"]["worker"])
 
@@ -190,7 +192,7 @@ def test_compose_api_binds_open_only_with_keys() -> None:
     ],
 )
 def test_open_bind_needs_keys_or_the_flag(host: str, keys: str | None, allow: bool, ok: bool) -> None:
-    from spotlight.up import check_bind
+    from spotlight.server.binding import check_bind
 
     settings = Settings(api_keys=keys)
     if ok:
@@ -284,7 +286,8 @@ def test_the_wheel_installs_the_client_and_cli_only_and_the_server_as_extras(whe
     assert {"fastapi", "uvicorn", "rq", "redis", "pyarrow"} <= needs("server") | needs("core")
     assert "torch" in needs("worker") and "torch" not in needs("server")
     assert {"ruff", "mypy"} <= needs("dev")
-    assert "spotlight = spotlight.cli:main" in entry_points
+    assert "spotlight = spotlight.client.cli:main" in entry_points
+    assert "[spotlight.commands]" in entry_points and "api = service.cli:main" in entry_points
 
 
 def test_client_and_submit_import_without_any_server_dependency() -> None:
@@ -319,14 +322,14 @@ class Block(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
         return None
 sys.meta_path.insert(0, Block())
-import spotlight.client, spotlight.cli
+import spotlight.client, spotlight.client.cli
 from spotlight.client import SpotlightClient
-parser = spotlight.cli.build_parser()
+parser = spotlight.client.cli.build_parser()
 assert parser.parse_args(["submit", "e.npy", "l.npy", "--wait"]).wait
 leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED + ["service", "worker"])
 assert not leaked, leaked
 try:
-    spotlight.cli.main(["api"])
+    spotlight.client.cli.main(["api"])
 except SystemExit as exc:
     print("api:", exc)
 """
@@ -338,9 +341,9 @@ except SystemExit as exc:
             sys.executable,
             "-c",
             script.replace(
-                "import spotlight.client, spotlight.cli",
-                "import spotlight.client, spotlight.cli\n"
-                'try:\n    spotlight.cli.main(["submit", "--help"])\nexcept SystemExit as exc:\n    assert exc.code == 0',
+                "import spotlight.client, spotlight.client.cli",
+                "import spotlight.client, spotlight.client.cli\n"
+                'try:\n    spotlight.client.cli.main(["submit", "--help"])\nexcept SystemExit as exc:\n    assert exc.code == 0',
             ),
         ],
         cwd=ROOT,
@@ -368,10 +371,9 @@ _DOTTED = re.compile(r"^(?:spotlight|service|worker|bench)(?:\.\w+)+$")
 # Imports by name rather than by statement, each seen by `_imports` and allowed here only: what they name
 # is imported in another process, or only when the command that needs it runs, never in the layer's own.
 LATE_BOUND = {
-    "spotlight/cli.py": {"service", "worker"},  # `spotlight api|openapi|worker` hands over to that app's command
-    "spotlight/up.py": {"service", "worker"},  # `spotlight up` starts them as child processes (python -m)
-    "spotlight/protocol.py": {"worker"},  # TASK_PATH: the RQ task, imported by the worker process only
-    "spotlight/jobqueue.py": {"worker"},  # CALLBACK_TASK_PATH: the webhook task, likewise
+    "spotlight/ops/up.py": {"service", "worker"},  # `spotlight up` starts them as child processes (python -m)
+    "spotlight/contract/protocol.py": {"worker"},  # TASK_PATH: the RQ task, imported by the worker process only
+    "spotlight/server/jobqueue.py": {"worker"},  # CALLBACK_TASK_PATH: the webhook task, likewise
 }
 
 
@@ -397,7 +399,7 @@ def _named_by_string(value: str, modules: dict[str, Path]) -> str | None:
 def _imports(package: str, *, strings: bool = False) -> dict[str, set[str]]:
     """{module file: top-level names it imports anywhere (module level or inside functions)}; with
     `strings`, also the packages of ours it names in a string (an import path handed to importlib,
-    RQ or a child process: spotlight/cli.py dispatches its app commands so)."""
+    RQ or a child process: spotlight/ops/up.py starts the apps so)."""
     import ast
 
     modules = _our_modules()
@@ -500,3 +502,111 @@ def test_each_layer_imports_only_what_it_may(package: str, forbidden: set[str]) 
         if (bad := names & forbidden - LATE_BOUND.get(module, set()))
     }
     assert not leaks, f"{package}/ reaches into {leaks}"
+
+
+# The parts of `spotlight/` by audience (docs/layout.md): each imports only itself and what is listed
+# (statements and import paths named in strings alike; LATE_BOUND's strings name apps, not parts).
+SUBPACKAGES = ("contract", "client", "server", "ops")
+MAY_IMPORT = {
+    "spotlight.contract": set(),
+    "spotlight.client": {"spotlight.contract"},
+    "spotlight.server": {"spotlight.contract"},
+    "spotlight.ops": {"spotlight.server", "spotlight.contract"},
+}
+
+
+def _part(module: str) -> str:
+    """ "spotlight.server.keys" -> "spotlight.server"; "worker.task" -> "worker"; "spotlight" -> "spotlight"."""
+    parts = module.split(".")
+    if parts[0] == "spotlight" and len(parts) > 1 and parts[1] in SUBPACKAGES:
+        return ".".join(parts[:2])
+    return parts[0]
+
+
+def _named_in_strings(path: Path, modules: dict[str, Path]) -> set[str]:
+    import ast
+
+    return {
+        named
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if (named := _named_by_string(node.value, modules))
+    }
+
+
+@pytest.mark.parametrize("part", sorted(MAY_IMPORT))
+def test_each_part_of_spotlight_imports_only_the_parts_below_it(part: str) -> None:
+    modules, graph = _our_modules(), _import_graph()
+    leaks: dict[str, set[str]] = {}
+    seen = 0
+    for module, path in modules.items():
+        if _part(module) != part:
+            continue
+        seen += 1
+        reached = {_part(m) for m in graph[module] | _named_in_strings(path, modules)}
+        late = LATE_BOUND.get(str(path.relative_to(ROOT)), set())
+        # "spotlight" alone is the package (its __init__ imports nothing) or a string such as the
+        # entry-point group "spotlight.commands", which names no module of ours
+        if bad := reached - {part, "spotlight"} - MAY_IMPORT[part] - late:
+            leaks[module] = bad
+    assert seen, f"no module in {part}"
+    assert not leaks, f"{part} reaches into {leaks}"
+
+
+def test_spotlight_holds_only_its_parts_and_the_rq_alias(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module straight under spotlight/ would belong to no audience: there is none. The package's
+    one name is for RQ: jobs queued before the split resolve their failure callback through it."""
+    import importlib.util
+    import sys
+
+    from rq.utils import import_attribute
+
+    from spotlight.server import jobqueue
+
+    # an editable install of another checkout (the shared dev venv) would find that checkout's
+    # spotlight/ modules for any name missing here: look in this tree only
+    here_only = [f for f in sys.meta_path if not str(getattr(f, "__module__", "")).startswith("__editable__")]
+    monkeypatch.setattr(sys, "meta_path", here_only)
+    assert {p.name for p in (ROOT / "spotlight").glob("*.py")} == {"__init__.py"}
+    assert _import_graph()["spotlight"] == {"spotlight.server.jobqueue"}
+    old_path = ".".join(["spotlight", "jobqueue", "on_job_failure"])  # what an older job holds in Redis
+    monkeypatch.delitem(sys.modules, old_path.rpartition(".")[0], raising=False)
+    assert import_attribute(old_path) is jobqueue.on_job_failure
+    assert import_attribute(old_path.replace("on_job", "on_report")) is jobqueue.on_report_failure
+    assert importlib.util.find_spec(old_path.rpartition(".")[0]) is None  # no module at the old path
+    assert import_attribute(jobqueue.FAILURE_CALLBACK_PATH) is jobqueue.on_job_failure
+    assert jobqueue.FAILURE_CALLBACK_PATH.startswith("spotlight.server.jobqueue.")
+
+
+def test_app_commands_are_entry_points_owned_above_the_client() -> None:
+    """`spotlight up|api|openapi|worker` are handed over through the `spotlight.commands` entry points:
+    each names a module above the client that builds its parser and runs it; the client's code names
+    none of them. An install whose metadata predates the group reads the checkout's pyproject.toml."""
+    import ast
+
+    from spotlight.client import app_commands, cli
+
+    group = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["spotlight.commands"]
+    assert set(group) == set(APP_COMMANDS)
+    modules = _our_modules()
+    for name, target in group.items():
+        module, _, function = target.partition(":")
+        assert _part(module) in {"service", "worker", "spotlight.ops"}, (name, target)
+        defined = {n.name for n in ast.parse(modules[module].read_text()).body if isinstance(n, ast.FunctionDef)}
+        assert {function, "build_parser"} <= defined, (name, target)
+        sub = next(a for a in cli.app_parser(name)._actions if isinstance(a, argparse._SubParsersAction))
+        assert name in sub.choices, (name, target)  # the owner's own parser knows the command
+    assert app_commands.owners_in_checkout() == group
+    assert app_commands.command_owners() == group  # the installed metadata, or (stale editable install) the checkout
+
+
+@pytest.mark.parametrize("package", ["service", "worker"])
+def test_the_apps_import_the_contract_and_the_server_but_not_the_client(package: str) -> None:
+    modules, graph = _our_modules(), _import_graph()
+    leaks = {
+        module: bad
+        for module in modules
+        if module.split(".")[0] == package
+        if (bad := {m for m in graph[module] if _part(m) in ("spotlight.client", "spotlight.ops")})
+    }
+    assert not leaks, f"{package}/ imports the client or ops: {leaks}"

@@ -2,11 +2,13 @@
 
 from pathlib import Path
 
-from spotlight.settings_doc import BEGIN, END, settings_table
+from spotlight.server.settings_doc import BEGIN, END, settings_table
 
 
 def test_readme_configuration_table_matches_settings() -> None:
     readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
     assert BEGIN in readme and END in readme, "README lacks the generated settings table markers"
     current = readme.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-    assert current == settings_table(), "README's table is stale: run `python -m spotlight.settings_doc` and paste it"
+    assert current == settings_table(), (
+        "README's table is stale: run `python -m spotlight.server.settings_doc` and paste it"
+    )

@@ -5,9 +5,9 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from spotlight.jobstate import JobStatus, status_from
-from spotlight.params import SearchParams
-from spotlight.store import ArtifactStore
+from spotlight.contract.jobstate import JobStatus, status_from
+from spotlight.contract.params import SearchParams
+from spotlight.server.store import ArtifactStore
 
 
 def test_params_defaults_and_unknown_fields_rejected() -> None:

@@ -1,10 +1,10 @@
-"""spotlight.text_terms: a region's over-represented terms, each checked as a rule."""
+"""spotlight.server.text_terms: a region's over-represented terms, each checked as a rule."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from spotlight.text_terms import over_represented, region_text_terms, terms_of
+from spotlight.server.text_terms import over_represented, region_text_terms, terms_of
 
 
 def test_terms_are_unigrams_and_bigrams_without_function_words() -> None:

@@ -1,4 +1,4 @@
-"""spotlight/verdict.py on small arrays: the held-out test keeps its level, sees a real effect, and Holm
+"""spotlight/contract/verdict.py on small arrays: the held-out test keeps its level, sees a real effect, and Holm
 corrects over a job's regions. numpy only, seconds."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spotlight import verdict
+from spotlight.contract import verdict
 
 
 def _region(rng: np.random.Generator, n: int, d: int = 8) -> tuple[np.ndarray, np.ndarray]:

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from spotlight.protocol import JobSpec, job_file
-from spotlight.store import ArtifactStore, StoreError
+from spotlight.contract.protocol import JobSpec, job_file
+from spotlight.server.store import ArtifactStore, StoreError
 from worker.describe import NullSoFar
 from worker.engine.result import Region, SearchResult, SearchResume
 

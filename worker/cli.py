@@ -2,7 +2,7 @@
 
     spotlight worker [--burst] [--name NAME] [--no-callbacks | --callbacks-only]
 
-It lives with the worker it starts; the shared `spotlight` command (spotlight/cli.py) hands the
+It lives with the worker it starts; the shared `spotlight` command (spotlight/client/cli.py) hands the
 name to this module's `main` and imports it only then. Searches need the `worker` extra (torch);
 ``--callbacks-only`` does not, so it runs in the API's image.
 """
@@ -13,8 +13,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from spotlight.cli import command_parser, run_command
-from spotlight.settings import get_settings
+from spotlight.server.commands import command_parser, run_command
+from spotlight.server.settings import get_settings
 from worker.runner import run_worker
 
 

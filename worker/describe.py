@@ -3,7 +3,7 @@
 Pure numpy (no torch, no Redis, no files), so it is tested on small arrays and the worker calls it
 after the search. Three questions per region, after one rule:
 
-Every description is computed on the region's **member set** (spotlight/members.py), the rows a
+Every description is computed on the region's **member set** (spotlight/contract/members.py), the rows a
 person calls the region, each counted once (times its sample weight) — not over the whole dataset
 weighted by the kernel, which for a gaussian region is mostly rows far from it.
 
@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from spotlight import text_terms
-from spotlight.verdict import poisson1
+from spotlight.contract.verdict import poisson1
+from spotlight.server import text_terms
 
 # Example weights below this share of the largest are left out of the bootstrap (when it is given
 # kernel weights): the far tail changes the interval by less than its own rounding while costing
@@ -62,7 +62,7 @@ def describe_region(
     ci_level: float = 0.95,
     metadata_index: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Describe one region from its member set (spotlight/members.py).
+    """Describe one region from its member set (spotlight/contract/members.py).
 
     Every number here is about the members, the rows a person calls the region, each counted once
     (times its sample weight): their mean loss against the dataset's, their error rate, which
@@ -72,7 +72,7 @@ def describe_region(
     Parameters
     ----------
     members : (m,) int array
-        The region's member rows (``spotlight.members.member_set``).
+        The region's member rows (``spotlight.contract.members.member_set``).
     losses : (n,) array
         The per-example losses searched.
     labels, predictions : (n,) int arrays, optional
@@ -254,7 +254,7 @@ def iter_job_descriptions(
     ~2 % of the sample, plenty to rank its over-represented values.
 
     `read_texts(indices)` returns those rows' texts (``DatasetFiles.texts``) or None when the dataset
-    has none. With texts, each description gains ``text_terms`` (spotlight/text_terms.py: the words
+    has none. With texts, each description gains ``text_terms`` (spotlight/server/text_terms.py: the words
     and phrases over-represented among the members, each checked as the rule "text mentions X"),
     ``text_terms_lift_on`` and ``text_examples``; texts are read for a uniform sample of at most
     `text_limit` rows and each region's heaviest `text_limit` members. `heldout` (an n-bool mask of

@@ -2,7 +2,7 @@
 
 The worker's parent process must not initialise CUDA (its forked work-horses could not use it
 then), so on a CUDA build of torch the count comes from a short child process; a CPU build has
-none without asking. The count is published for the API (spotlight/capabilities.py).
+none without asking. The count is published for the API (spotlight/server/capabilities.py).
 """
 
 from __future__ import annotations

@@ -15,15 +15,15 @@ from typing import Any
 from redis import Redis
 from rq.job import Job
 
-from spotlight.jobstate import JobStatus, status_fields
-from spotlight.keys import Keys
-from spotlight.protocol import (
+from spotlight.contract.jobstate import JobStatus, status_fields
+from spotlight.contract.protocol import (
     META_DEVICE,
     META_PROGRESS,
     META_STARTED_AT,
     JobError,
     Progress,
 )
+from spotlight.server.keys import Keys
 
 
 class JobReporter:
@@ -70,7 +70,7 @@ class JobReporter:
         self._last_publish = self.clock()
 
     def yielded(self, progress: Progress, **fields: Any) -> None:
-        """The job gave its worker up and waits in its queue again (spotlight/jobqueue.py)."""
+        """The job gave its worker up and waits in its queue again (spotlight/server/jobqueue.py)."""
         self.progress_state = progress
         self._save(**status_fields(JobStatus.QUEUED), **{META_PROGRESS: progress.model_dump()}, **fields)
 

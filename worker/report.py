@@ -15,7 +15,7 @@ Three modules: worker/report_view.py builds the view model (what every section a
 as typed plain values, no HTML and no matplotlib), worker/report_plots.py draws the figures from it
 and the arrays, and this one feeds both to the templates. The names other modules import stay here.
 
-Every region is shown through its member set (spotlight/members.py): its size, the members'
+Every region is shown through its member set (spotlight/contract/members.py): its size, the members'
 mean loss and lift, its overlap with the other regions, the plots that highlight it. A report is
 always produced: where a plot cannot be drawn (no members, all losses equal, one row...) the page
 says why instead; should rendering fail altogether, :func:`fallback_report` gives the numbers.
@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from spotlight.contribution import contributions, reference_loss
-from spotlight.params import Objective
+from spotlight.contract.contribution import contributions, reference_loss
+from spotlight.contract.params import Objective
 from worker.report_plots import (
     MAX_PCA_FIT,
     MAX_POINTS,
@@ -118,7 +118,7 @@ def job_report(
     """The report of a finished job, from the member sets the worker computed once.
 
     `members_by_contribution[k]` is region k's member set in the order the API's
-    ``order=contribution`` pages (weight x loss above the floor, spotlight/contribution.py): its first
+    ``order=contribution`` pages (weight x loss above the floor, spotlight/contract/contribution.py): its first
     rows are the failing examples of the weak spot, which is what a reader looks for. Their ids and
     metadata are read through the given readers (``DatasetFiles.ids`` / ``.metadata``).
     """
@@ -168,7 +168,7 @@ def render_report(
     descriptions : one :func:`worker.describe.describe_region` dict per region (or None).
     embeddings : (n, d) array, may be memory-mapped (only a sample of rows is read).
     losses : (n,) array.   weights : (n, k) kernel values.
-    member_sets : per region, its member rows (spotlight/members.py).
+    member_sets : per region, its member rows (spotlight/contract/members.py).
     top_members : per region, its top rows (see :func:`member_rows`), highest contribution first.
     """
     emb = np.asarray(embeddings)

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from spotlight.members import overlap_matrix
-from spotlight.protocol import parse_time
+from spotlight.contract.members import overlap_matrix
+from spotlight.contract.protocol import parse_time
 
 MEMBERS_SHOWN = 12
 META_FIELDS_SHOWN = 6
@@ -780,7 +780,7 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def _dt(value: Any) -> datetime | None:
-    return parse_time(value)  # the one timestamp parser (spotlight/protocol.py)
+    return parse_time(value)  # the one timestamp parser (spotlight/contract/protocol.py)
 
 
 def _fmt_dt(value: datetime | None) -> str:

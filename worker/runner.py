@@ -14,7 +14,7 @@ own process, and exits when the job ends, which also hands all its GPU memory ba
 Workers that die
 ----------------
 RQ's own machinery handles abandoned jobs; this module only configures it (see
-spotlight/jobqueue.py for what ends up in the job's meta):
+spotlight/server/jobqueue.py for what ends up in the job's meta):
 
 - `job_monitoring_interval` = ``worker_heartbeat_s``: how often a busy worker renews its job's
   entry in the StartedJobRegistry.
@@ -26,7 +26,7 @@ spotlight/jobqueue.py for what ends up in the job's meta):
 - `work_horse_killed_handler` records a horse that died under a living worker before RQ retries
   or fails the job.
 - A job popped by a worker that vanished before starting it is in no lane while RQ still says
-  ``queued``; each search worker's maintenance pushes such a job back (spotlight/stranded.py).
+  ``queued``; each search worker's maintenance pushes such a job back (spotlight/server/stranded.py).
 - The horse asks the kernel to SIGKILL it when its worker dies (Linux ``PR_SET_PDEATHSIG``): RQ
   puts the horse in its own process group, so without this a horse orphaned by a killed worker
   would run on unsupervised, with nobody renewing its heartbeat, while a retry runs elsewhere.
@@ -49,8 +49,8 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.worker import DequeueStrategy
 
-from spotlight import capabilities
-from spotlight.jobqueue import (
+from spotlight.server import capabilities
+from spotlight.server.jobqueue import (
     TimeLimitPenalty,
     abandoned_job_handler,
     callback_queue,
@@ -58,9 +58,9 @@ from spotlight.jobqueue import (
     report_queue,
     search_lanes,
 )
-from spotlight.process import die_with_parent
-from spotlight.settings import Settings
-from spotlight.stranded import requeue_unheld
+from spotlight.server.process import die_with_parent
+from spotlight.server.settings import Settings
+from spotlight.server.stranded import requeue_unheld
 from worker.devices import detect_cuda_devices
 
 log = logging.getLogger("spotlight.worker")
@@ -78,7 +78,7 @@ class SpotlightWorker(Worker):
     lost_after_s: int = 60
     # A search worker's settings: its maintenance also queues again the searches no lane holds.
     search_settings: Settings | None = None
-    # The job timeout as a BaseException, which no phase's `except Exception` can swallow (spotlight/jobqueue.py).
+    # The job timeout as a BaseException, which no phase's `except Exception` can swallow (spotlight/server/jobqueue.py).
     death_penalty_class = TimeLimitPenalty
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
@@ -107,7 +107,7 @@ class SpotlightWorker(Worker):
             requeue_unheld(self.connection, self.search_settings)
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
-        die_with_parent(signal.SIGKILL, self.pid or os.getppid())  # spotlight/process.py
+        die_with_parent(signal.SIGKILL, self.pid or os.getppid())  # spotlight/server/process.py
         super().main_work_horse(job, queue)
 
 
@@ -215,7 +215,7 @@ def run_worker(
                 capabilities.publish(connection, settings, worker.name, detect_cuda_devices())
             # Round robin over the lanes: a long job never has every short one wait behind a queue of longs;
             # and a running search gives the worker up between regions when another tenant's job
-            # waits (worker/task.py, spotlight/jobqueue.py), so it is not held to the long job's end.
+            # waits (worker/task.py, spotlight/server/jobqueue.py), so it is not held to the long job's end.
             # With callbacks, RQ's scheduler too: it queues a delivery's next attempt once its backoff is over.
             return worker.work(
                 burst=burst,

@@ -2,25 +2,25 @@
 
 It reads like the job's life: load the dataset (memory-mapped from the store or its local cache) → search (the
 engine, reporting progress and honouring cancellation) on a seeded half of the rows → test and describe
-the regions (the verdict on the held-out half, spotlight/verdict.py; the region record,
-spotlight/records.py) → write the results (each file atomically, ``regions.json`` last, so its
+the regions (the verdict on the held-out half, spotlight/contract/verdict.py; the region record,
+spotlight/contract/records.py) → write the results (each file atomically, ``regions.json`` last, so its
 presence means "done") → say how it ended in the job's meta → queue the report.
 
 The report (report.html, worker/report.py) is not part of the job's run: its plots cost several times
 a small search, and nothing the API serves as results needs them. A finished job queues a follow-on
-RQ job (`run_report`, on the reports queue the search workers serve: spotlight/jobqueue.py
+RQ job (`run_report`, on the reports queue the search workers serve: spotlight/server/jobqueue.py
 `enqueue_report`) that renders it from the stored results; the job's meta says whether its report is
-pending, ready or failed (spotlight/jobstate.py), and the report route answers from that.
+pending, ready or failed (spotlight/contract/jobstate.py), and the report route answers from that.
 
 How a job ends is always written into its meta (``protocol.META_STATUS`` + ``META_ERROR``),
 and the task *returns* on every outcome it understands — canceled, bad or missing data, an
 engine error, a full store, a timeout — so RQ never retries those: another run would end the
 same way, and the worker goes straight on to the next job. Only what the task cannot see (its
 process killed, the machine gone) is left to RQ's retry and abandoned-job handling, configured
-in spotlight/jobqueue.py.
+in spotlight/server/jobqueue.py.
 
 One more way a run ends: between two regions, when another tenant's search waits for this worker
-(`spotlight.jobqueue.claim_waiting_job`), the search yields. The task stores a checkpoint
+(`spotlight.server.jobqueue.claim_waiting_job`), the search yields. The task stores a checkpoint
 (worker/checkpoint.py), marks the job queued with its regions done, and *returns* RQ's ``Retry``,
 which puts the job at the back of its lane. Its next run, on any worker, goes on from the
 checkpoint and finds the regions an uninterrupted run would have (docs/engine.md). The permutation
@@ -31,7 +31,7 @@ regions (the checkpoint then also holds the descriptions so far). A lost worker'
 the last checkpoint too.
 
 Every phase honours the job's time limit (raised as a BaseException by the worker's death penalty,
-spotlight/jobqueue.py, so no phase's ``except Exception`` stops it) and its owner's cancel (read
+spotlight/server/jobqueue.py, so no phase's ``except Exception`` stops it) and its owner's cancel (read
 between regions, between descriptions, and before the results).
 
 The API process never imports this module: it names it by ``protocol.TASK_PATH``.
@@ -54,21 +54,9 @@ import redis
 from rq import Retry, get_current_job
 from rq.job import Job
 
-from spotlight import classes, records, verdict
-from spotlight.contribution import Objective, order_by_contribution, reference_loss
-from spotlight.dataset_files import DatasetFiles, DatasetMissing
-from spotlight.jobqueue import (
-    TIME_LIMIT_EXCEPTIONS,
-    YieldState,
-    bring_forward,
-    claim_waiting_job,
-    enqueue_report,
-    pass_the_turn,
-    progress_with_regions_done,
-    record_report_failed,
-    yield_retry_max,
-)
-from spotlight.jobstate import (
+from spotlight.contract import classes, records, verdict
+from spotlight.contract.contribution import Objective, order_by_contribution, reference_loss
+from spotlight.contract.jobstate import (
     JobStatus,
     ReportStatus,
     ended_at,
@@ -76,10 +64,9 @@ from spotlight.jobstate import (
     started_at,
     status_of,
 )
-from spotlight.keys import Keys
-from spotlight.members import effective_size, overlaps_with_earlier
-from spotlight.params import SearchParams
-from spotlight.protocol import (
+from spotlight.contract.members import effective_size, overlaps_with_earlier
+from spotlight.contract.params import SearchParams
+from spotlight.contract.protocol import (
     BASIS_FILE,
     META_SPEC,
     META_STARTED_AT,
@@ -98,8 +85,21 @@ from spotlight.protocol import (
     parse_time,
     utcnow,
 )
-from spotlight.settings import Settings, get_settings
-from spotlight.store import ArtifactStore, StoreError, store_from_settings
+from spotlight.server.dataset_files import DatasetFiles, DatasetMissing
+from spotlight.server.jobqueue import (
+    TIME_LIMIT_EXCEPTIONS,
+    YieldState,
+    bring_forward,
+    claim_waiting_job,
+    enqueue_report,
+    pass_the_turn,
+    progress_with_regions_done,
+    record_report_failed,
+    yield_retry_max,
+)
+from spotlight.server.keys import Keys
+from spotlight.server.settings import Settings, get_settings
+from spotlight.server.store import ArtifactStore, StoreError, store_from_settings
 from worker import checkpoint
 from worker.checkpoint import Described
 from worker.describe import NullSoFar, PermutationsYielded
@@ -314,7 +314,7 @@ def _yielder(job: Job, spec: JobSpec, settings: Settings) -> Callable[[], bool] 
     """The engine's ``should_yield``: whether another tenant's search waits for this worker now.
 
     A job of another tenant that has not started yet is let in at the next region boundary; one
-    that already had a turn only once this run has lasted ``yield_slice_s`` (spotlight/jobqueue.py
+    that already had a turn only once this run has lasted ``yield_slice_s`` (spotlight/server/jobqueue.py
     says why).
     """
     if not settings.yield_to_other_tenants:
@@ -437,7 +437,7 @@ def scratch_weights(n: int, k: int) -> np.ndarray:
 
 def searched_part(inputs: Inputs, params: SearchParams, parts: verdict.Split) -> tuple[Inputs, SearchParams]:
     """What the engine searches: every row, the held-out ones with sample weight 0 and a loss it cannot
-    learn from (spotlight/verdict.py), and a count spotlight_size scaled to the searched share."""
+    learn from (spotlight/contract/verdict.py), and a count spotlight_size scaled to the searched share."""
     losses, weights = verdict.search_inputs(inputs.losses, inputs.sample_weights, parts)
     searched = dataclasses.replace(inputs, losses=losses, sample_weights=weights)
     return searched, params.model_copy(update={"spotlight_size": verdict.search_size(params.spotlight_size)})
@@ -445,7 +445,7 @@ def searched_part(inputs: Inputs, params: SearchParams, parts: verdict.Split) ->
 
 @dataclass
 class RegionMembers:
-    """One region's member set (spotlight/members.py) in the two orders the API pages and the report shows.
+    """One region's member set (spotlight/contract/members.py) in the two orders the API pages and the report shows.
 
     Computed once here; write_results stores both orders and the report reads its top rows from
     `by_contribution`, so nothing ranks members a second time. The set covers every row: the searched
@@ -462,7 +462,7 @@ class RegionMembers:
 def pick_members(
     result: SearchResult, inputs: Inputs, objective: Objective = "max_loss", parts: verdict.Split | None = None
 ) -> list[RegionMembers]:
-    """Every region's members, by the one rule of spotlight/members.py, in both orders.
+    """Every region's members, by the one rule of spotlight/contract/members.py, in both orders.
 
     `parts`: the verdict's split (None: every row was searched)."""
     reference = reference_loss(result.losses, objective)
@@ -492,11 +492,11 @@ def describe_regions(
     parts: verdict.Split | None = None,
     laps: Laps | None = None,
 ) -> list[records.RegionRecord]:
-    """The regions as regions.json stores them (spotlight/records.py), each with its verdict.
+    """The regions as regions.json stores them (spotlight/contract/records.py), each with its verdict.
 
     Per region: the search's own figures (`weighted_loss`, `weighted_lift`, in-sample), the member set
     over every row (`n_members`, `effective_size`, `overlap` with earlier regions, `member_min_weight`),
-    where it is (`member_mean`, `medoid`), the verdict of spotlight/verdict.py on the held-out rows
+    where it is (`member_mean`, `medoid`), the verdict of spotlight/contract/verdict.py on the held-out rows
     (`significant` and the Holm-adjusted `p_value` from its kernel weights over every held-out row;
     the honest `mean_loss`, `lift`, `error_rate` with intervals of its held-out members),
     and `description` (worker/describe.py: who the members are; its loss figures in-sample; with texts,
@@ -768,7 +768,7 @@ def report_info(
 
 
 def queue_report(job: Job, settings: Settings, job_id: str, info: dict[str, Any]) -> None:
-    """Queue the follow-on job that renders the report (spotlight/jobqueue.py `enqueue_report`); when it
+    """Queue the follow-on job that renders the report (spotlight/server/jobqueue.py `enqueue_report`); when it
     cannot be queued, the job's report is failed at once, never pending for good."""
     try:
         enqueue_report(job.connection, settings, job_id, info)
@@ -855,7 +855,7 @@ def render_report(
 
 def hand_on_turn(job: Job, settings: Settings, tenant: str) -> None:
     """This job's turn is over: another tenant's search waiting behind this tenant's queued jobs goes
-    first (`spotlight.jobqueue.pass_the_turn`: fair share across queued jobs, not only the running one)."""
+    first (`spotlight.server.jobqueue.pass_the_turn`: fair share across queued jobs, not only the running one)."""
     if not settings.yield_to_other_tenants:
         return
     try:
@@ -866,7 +866,7 @@ def hand_on_turn(job: Job, settings: Settings, tenant: str) -> None:
 
 def record_stats(job: Job, settings: Settings, status: JobStatus) -> None:
     """Duration and queue wait for /metrics (kept in Redis, so every API process reports the same)."""
-    from spotlight import jobstats
+    from spotlight.server import jobstats
 
     started = started_at(job)
     ended = ended_at(job, status)
@@ -890,7 +890,7 @@ def record_stats(job: Job, settings: Settings, status: JobStatus) -> None:
 
 def _record_device(job: Job, settings: Settings, device: str) -> None:
     """Which device this worker computes on, for /metrics' worker table."""
-    from spotlight import jobstats
+    from spotlight.server import jobstats
 
     if job.worker_name:
         with contextlib.suppress(Exception):
@@ -907,12 +907,12 @@ def notify(
 ) -> None:
     """Queue the signed summary for the job's callback_url (worker/webhook.py); never fails the job.
 
-    Delivery runs as its own RQ job on the callbacks queue (spotlight/jobqueue.py), so a receiver that
+    Delivery runs as its own RQ job on the callbacks queue (spotlight/server/jobqueue.py), so a receiver that
     is down never holds this (GPU) worker.
     """
     if not spec.callback_url:
         return
-    from spotlight.jobqueue import enqueue_callback
+    from spotlight.server.jobqueue import enqueue_callback
     from worker.webhook import job_summary
 
     payload = job_summary(spec.model_dump(mode="json"), status, error.model_dump() if error else None, regions)

@@ -12,13 +12,13 @@ A 4xx other than 408/429 is not retried: the receiver has said it will not take 
 
 On the callbacks queue each *attempt* is one run of the delivery's RQ job (:func:`deliver_callback`):
 a failed attempt raises `DeliveryFailed` and RQ's own ``Retry`` (with the backoff as its intervals,
-spotlight/jobqueue.py) schedules the next one, so the worker goes on with the other deliveries while
+spotlight/server/jobqueue.py) schedules the next one, so the worker goes on with the other deliveries while
 a receiver is down. Why: one callbacks worker used to sleep through a hanging receiver's whole
 schedule (5 attempts, ~65 s) while every other tenant's webhook waited behind it; now another
 delivery waits for at most one attempt (``webhook_timeout_s``) of each one ahead of it.
 :func:`deliver` keeps the whole schedule in one call, for callers outside RQ.
 
-Outbound URLs go through the SSRF guard (spotlight/netguard.py): the address
+Outbound URLs go through the SSRF guard (spotlight/server/netguard.py): the address
 is checked and pinned on every attempt, so a name that re-resolves to an internal address is
 refused. ``deliver(..., settings=None)`` posts directly (tests and trusted setups).
 """
@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from spotlight.netguard import guarded_request
+from spotlight.server.netguard import guarded_request
 
 log = logging.getLogger("spotlight.worker.webhook")
 
@@ -176,7 +176,7 @@ def deliver(
 
 
 def deliver_callback(url: str, payload: dict[str, Any], delivery_id: str) -> bool:
-    """The RQ task behind `spotlight.jobqueue.enqueue_callback`: one attempt of one job's webhook, with
+    """The RQ task behind `spotlight.server.jobqueue.enqueue_callback`: one attempt of one job's webhook, with
     the worker's secret, attempt timeout and SSRF guard. Runs in a callbacks worker, never in a search.
 
     True when delivered, False when the receiver refused it for good (a 4xx, a URL the guard refuses);
@@ -185,7 +185,7 @@ def deliver_callback(url: str, payload: dict[str, Any], delivery_id: str) -> boo
     """
     from rq import get_current_job
 
-    from spotlight.settings import get_settings
+    from spotlight.server.settings import get_settings
 
     settings = get_settings()
     request = _request(url, payload, settings.webhook_secret, delivery_id)

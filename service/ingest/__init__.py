@@ -29,12 +29,12 @@ from service.ingest.parquet import parquet_to_sources
 from service.ingest.reference import fetch_reference
 from service.ingest.sources import JsonlRows, Sources, loads
 from service.schemas import DatasetReference, InlineDataset
-from spotlight import columns as colmap
-from spotlight.dataset_files import DatasetBuilder
-from spotlight.errors import InvalidInput, TooLarge
-from spotlight.protocol import DATASET_ARRAYS, DATASET_FIELDS, ErrorCode
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.contract import columns as colmap
+from spotlight.contract.errors import InvalidInput, TooLarge
+from spotlight.contract.protocol import DATASET_ARRAYS, DATASET_FIELDS, ErrorCode
+from spotlight.server.dataset_files import DatasetBuilder
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 METADATA_CHUNK_BYTES = 4 * 1024 * 1024
@@ -77,7 +77,7 @@ def sources_from_container(
     """A whole dataset in one file: .npz or .parquet (recognised by content, not by name).
 
     `columns` maps fields to the file's own column (or key) names where aliases do not find them
-    (spotlight/columns.py).
+    (spotlight/contract/columns.py).
     """
     kind = _sniff(path)
     if kind == "npz":

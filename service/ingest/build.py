@@ -17,11 +17,11 @@ import numpy as np
 
 from service.ingest.npy import NpyInfo, inspect_npy, iter_rows, load_small, save_npy
 from service.ingest.sources import MAX_JSON_DEPTH, JsonlRows, Sources, too_deep
-from spotlight import classes
-from spotlight.dataset_files import DatasetBuilder
-from spotlight.errors import InvalidInput, TooLarge
-from spotlight.protocol import ErrorCode
-from spotlight.settings import Settings
+from spotlight.contract import classes
+from spotlight.contract.errors import InvalidInput, TooLarge
+from spotlight.contract.protocol import ErrorCode
+from spotlight.server.dataset_files import DatasetBuilder
+from spotlight.server.settings import Settings
 
 NUMERIC_KINDS = "fiub"
 INT64_MAX = float(2**63 - 1)

@@ -27,8 +27,8 @@ from service.errors import validation_error
 from service.ingest.npy import NpyWriter, save_npy
 from service.ingest.sources import MAX_JSON_DEPTH, JsonlRows, Sources, too_deep
 from service.schemas import DatasetReference
-from spotlight.errors import InvalidInput
-from spotlight.protocol import DATASET_ARRAYS, DATASET_FIELDS, ErrorCode
+from spotlight.contract.errors import InvalidInput
+from spotlight.contract.protocol import DATASET_ARRAYS, DATASET_FIELDS, ErrorCode
 
 # ~5 ms of the stdlib decoder, which holds the interpreter lock throughout: a body parsed in a request's
 # thread leaves the event loop (and /healthz) the lock every few ms, however large the body

@@ -17,8 +17,8 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from spotlight.errors import InvalidInput, TooLarge
-from spotlight.protocol import ErrorCode
+from spotlight.contract.errors import InvalidInput, TooLarge
+from spotlight.contract.protocol import ErrorCode
 
 MAX_PARTS = 16
 # RFC 2046 allows 70 characters; python-multipart accepts up to 256 and raises past that.

@@ -18,8 +18,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from spotlight.errors import InvalidInput
-from spotlight.protocol import ErrorCode
+from spotlight.contract.errors import InvalidInput
+from spotlight.contract.protocol import ErrorCode
 
 NPY_MAGIC = b"\x93NUMPY"
 CHUNK_BYTES = 8 * 1024 * 1024

@@ -14,9 +14,9 @@ import zipfile
 import zlib
 from collections.abc import Mapping
 
-from spotlight import columns as colmap
-from spotlight.errors import InvalidInput, TooLarge
-from spotlight.protocol import DATASET_FIELDS, ErrorCode
+from spotlight.contract import columns as colmap
+from spotlight.contract.errors import InvalidInput, TooLarge
+from spotlight.contract.protocol import DATASET_FIELDS, ErrorCode
 
 MAX_MEMBERS = 16
 # Float data deflates ~1.1x, small-int labels ~20-60x; deflate itself stops near 1032x.
@@ -30,7 +30,7 @@ def _bad(message: str, **details: object) -> InvalidInput:
 
 
 def _fields_of(names: list[str], columns: Mapping[str, str] | None) -> dict[str, str]:
-    """{member key: dataset field} by spotlight/columns.py (aliases, or the caller's mapping)."""
+    """{member key: dataset field} by spotlight/contract/columns.py (aliases, or the caller's mapping)."""
     try:
         by_field = colmap.resolve(names, columns)
     except colmap.ColumnError as exc:

@@ -1,10 +1,10 @@
 """Parquet -> Sources: embeddings from a list column or emb_0..emb_{d-1}, every other column metadata.
 
 Read one record batch at a time (pyarrow), so memory follows the batch, not the file. Which column
-is which field follows spotlight/columns.py (the names people use — embedding, loss, label, pred,
+is which field follows spotlight/contract/columns.py (the names people use — embedding, loss, label, pred,
 id … — or the caller's mapping); anything else is copied, row by row, into the metadata that
 members pages echo back. Text labels/predictions become codes plus class names
-(spotlight/classes.py); a Hugging Face export's ClassLabel names are read from the schema metadata
+(spotlight/contract/classes.py); a Hugging Face export's ClassLabel names are read from the schema metadata
 `datasets` writes, and its Image columns (or any column of image bytes) become small data: URIs
 the report shows as thumbnails (service/ingest/images.py).
 """
@@ -26,11 +26,11 @@ from service.ingest.build import check_class_count
 from service.ingest.images import ImageBudget, image_value
 from service.ingest.npy import NpyWriter
 from service.ingest.sources import JsonlRows, Sources, json_safe
-from spotlight import classes
-from spotlight import columns as colmap
-from spotlight.errors import InvalidInput, TooLarge
-from spotlight.protocol import ErrorCode
-from spotlight.settings import Settings
+from spotlight.contract import classes
+from spotlight.contract import columns as colmap
+from spotlight.contract.errors import InvalidInput, TooLarge
+from spotlight.contract.protocol import ErrorCode
+from spotlight.server.settings import Settings
 
 _EMB_COL = re.compile(r"emb_([0-9]+)")
 SCALAR_FIELDS = ("losses", "labels", "predictions", "sample_weights")

@@ -1,6 +1,6 @@
 """Datasets the server reads itself from a URI, only where the operator allows.
 
-`_open_reference` is the one place a URI becomes bytes; it is `spotlight.refs.open_reference`,
+`_open_reference` is the one place a URI becomes bytes; it is `spotlight.server.refs.open_reference`,
 the sandbox (allowed roots with symlink and TOCTOU checks, allowed schemes, SSRF-guarded http(s),
 size checked before reading). Its refusals keep their own code (`reference_refused`,
 `payload_too_large`, `reference_unreadable`); service/errors.py gives each its HTTP status.
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 
-from spotlight.errors import InvalidInput, TooLarge
-from spotlight.protocol import ErrorCode
-from spotlight.refs import BadReference, ReferenceRefused, ReferenceUnreadable
-from spotlight.refs import open_reference as _open_reference
-from spotlight.refusal_hints import hinted
-from spotlight.settings import Settings
+from spotlight.contract.errors import InvalidInput, TooLarge
+from spotlight.contract.protocol import ErrorCode
+from spotlight.server.refs import BadReference, ReferenceRefused, ReferenceUnreadable
+from spotlight.server.refs import open_reference as _open_reference
+from spotlight.server.refusal_hints import hinted
+from spotlight.server.settings import Settings
 
 COPY_CHUNK = 1024 * 1024
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from spotlight.errors import InvalidInput
-from spotlight.protocol import ErrorCode
+from spotlight.contract.errors import InvalidInput
+from spotlight.contract.protocol import ErrorCode
 
 # How deeply a metadata value may nest. Rows are echoed back as they came, so a few levels are
 # plenty; without a bound, a deep value makes every recursive reader (json, pydantic) overflow.
@@ -75,10 +75,10 @@ class Sources:
     metadata: list[Any] | JsonlRows | None = None
     texts: list[Any] | str | JsonlRows | None = None  # strings, a .npy of strings, or a JSON-lines file of them
     origin: str = ""  # "npz", "parquet", "npy", "json", "uri" (for logs and the manifest)
-    # Names of the label/prediction codes (spotlight/classes.py): set when they arrived as text or as
+    # Names of the label/prediction codes (spotlight/contract/classes.py): set when they arrived as text or as
     # a Hugging Face ClassLabel; text arrays still in `arrays` are encoded by build().
     class_names: list[str] | None = None
-    columns: dict[str, str] | None = None  # the caller's field -> column/key mapping (spotlight/columns.py)
+    columns: dict[str, str] | None = None  # the caller's field -> column/key mapping (spotlight/contract/columns.py)
 
 
 def json_safe(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""POST /v1/jobs/{id}/compare and GET /v1/comparisons/{id}: weak spots across runs (spotlight/compare.py).
+"""POST /v1/jobs/{id}/compare and GET /v1/comparisons/{id}: weak spots across runs (spotlight/contract/compare.py).
 
 The path's job is the *old* side (the production model, or the job whose regions are watched); the
 body names the new side: another finished job of the same tenant evaluated on the same rows (matched
@@ -19,7 +19,7 @@ from service.compare_report import render_comparison
 from service.deps import DatasetsDep, JobIdDep, JobsDep, SettingsDep, StoreDep, TenantDep, idempotency_header
 from service.errors import error_responses
 from service.security_headers import REPORT_CSP
-from spotlight import compare
+from spotlight.contract import compare
 
 router = APIRouter(tags=["comparisons"], responses=error_responses(401, 404, 503))
 
@@ -80,7 +80,7 @@ class SpotExample(_Strict):
 
 
 class WeakSpot(_Strict):
-    """One weak spot of either job, classed (spotlight/compare.py)."""
+    """One weak spot of either job, classed (spotlight/contract/compare.py)."""
 
     status: Literal["worse", "still_there", "fixed", "new", "unclear", "unconfirmed"]
     significant: bool | None
@@ -138,7 +138,7 @@ class MeanLoss(_Strict):
 
 
 class ComparisonOut(_Strict):
-    """A stored comparison. ``kind: "jobs"``: ``weak_spots`` (spotlight/compare.py's statuses);
+    """A stored comparison. ``kind: "jobs"``: ``weak_spots`` (spotlight/contract/compare.py's statuses);
     ``kind: "dataset"``: ``regions`` with the share of new rows against the original share."""
 
     id: str = Field(description="cmp_…")

@@ -11,7 +11,7 @@ from service.dataset_deletion import delete_dataset as delete_dataset_and_result
 from service.deps import DatasetIdDep, DatasetsDep, JobsDep, SettingsDep, StoreDep, TenantDep
 from service.errors import error_responses
 from service.schemas import MAX_OFFSET, DatasetList, DatasetOut
-from spotlight.protocol import DATASET_FIELDS, NAME_MAX, TAGS_MAX, DatasetRecord
+from spotlight.contract.protocol import DATASET_FIELDS, NAME_MAX, TAGS_MAX, DatasetRecord
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 503))
 

@@ -10,7 +10,7 @@ from service import job_submission
 from service.deps import JobIdDep, JobsDep, SettingsDep, SourceDep, StoreDep, TenantDep, idempotency_header
 from service.errors import error_responses
 from service.schemas import MAX_OFFSET, JobCreate, JobList, JobOut
-from spotlight.jobstate import JobStatus
+from spotlight.contract.jobstate import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 503))
 

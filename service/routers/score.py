@@ -187,5 +187,5 @@ def _json_list(items: Sequence[Any] | np.ndarray, per: int) -> Iterator[bytes]:
     summary="The PCA basis the regions' distance is measured along (.npy; jobs with pca_components)",
 )
 def get_basis(job_id: JobIdDep, tenant: TenantDep, jobs: JobsDep, store: StoreDep) -> StreamingResponse:
-    """What scoring a PCA job's regions locally needs besides the regions (spotlight/kernel.py)."""
+    """What scoring a PCA job's regions locally needs besides the regions (spotlight/contract/kernel.py)."""
     return npy_download(store, scoring.job_basis_path(store, jobs, tenant, job_id), f"{job_id}_basis.npy")

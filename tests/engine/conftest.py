@@ -19,7 +19,7 @@ def planted_problem(n: int = 2000, d: int = 12, frac: float = 0.04, seed: int = 
 
 
 def float32_tolerance(region: Any) -> float:
-    """How far spotlight/kernel.py's float64 weights may sit from the engine's, by float32 rounding alone.
+    """How far spotlight/contract/kernel.py's float64 weights may sit from the engine's, by float32 rounding alone.
 
     The engine rounds z to float32 and projects it on a float32 copy of the PCA basis, so its u
     carries a relative error of a few float32 epsilons (at most 8 eps assumed; 1-2 eps measured). A

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from spotlight.members import member_set
+from spotlight.contract.members import member_set
 from tests.engine.conftest import planted_problem
 from tests.engine.test_ball_kernel import highdim_slice
 from worker.engine import search

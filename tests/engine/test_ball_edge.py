@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from spotlight.params import SearchParams
+from spotlight.contract.params import SearchParams
 from tests.engine.conftest import planted_problem
 from worker.engine import core, search
 from worker.engine.prepare import standardise

@@ -1,7 +1,7 @@
 """The 'ball' kernel: 1 on the core of the S nearest rows, a gaussian edge beyond.
 
 Its values, its hand-derived step against autograd of the formula, feasibility by construction,
-the numpy weights (spotlight/kernel.py) against the engine's, its member rule, and a planted slice
+the numpy weights (spotlight/contract/kernel.py) against the engine's, its member rule, and a planted slice
 in high dimension, where the gaussian spreads its weight over every row (docs/engine.md).
 """
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from spotlight import kernel as np_kernel
-from spotlight.members import member_min_weight, member_set, members_at_or_above
+from spotlight.contract import kernel as np_kernel
+from spotlight.contract.members import member_min_weight, member_set, members_at_or_above
 from tests.engine.conftest import planted_problem
 from worker.engine import core, search
 from worker.engine.variants import ball
@@ -160,7 +160,7 @@ def test_the_ball_is_spherical_only_and_auto_runs_the_gaussian_for_the_diagonal_
 
 
 def test_numpy_weights_and_members_match_the_engine() -> None:
-    """spotlight/kernel.py with the region's centre, precision and radius_u gives the engine's weights
+    """spotlight/contract/kernel.py with the region's centre, precision and radius_u gives the engine's weights
     (also for caller units far from the engine's), and other data's members by member_min_weight
     are the region's core."""
     x, loss, _ = planted_problem(n=600, d=6)

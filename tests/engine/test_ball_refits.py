@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from spotlight.members import member_set
+from spotlight.contract.members import member_set
 from worker.engine import ballfit, core, search
 from worker.engine.tuning import DEFAULT_TUNING
 

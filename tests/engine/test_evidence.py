@@ -8,8 +8,8 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from spotlight import kernel
-from spotlight.evidence import EvidenceMissing, as_codes, columns, term
+from spotlight.contract import kernel
+from spotlight.contract.evidence import EvidenceMissing, as_codes, columns, term
 from worker.engine import Region, SearchResume, SearchYielded, core, search
 from worker.engine.prepare import Frame, add_evidence
 from worker.engine.variants import smooth

@@ -1,4 +1,4 @@
-"""One home per kernel: spotlight/kernel.py's SPECS is what SearchParams accepts, what the member
+"""One home per kernel: spotlight/contract/kernel.py's SPECS is what SearchParams accepts, what the member
 rule follows, and the formula the engine optimises (its torch weights equal the numpy ones)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from spotlight import kernel
-from spotlight.members import member_min_weight, member_set
-from spotlight.params import SearchParams
+from spotlight.contract import kernel
+from spotlight.contract.members import member_min_weight, member_set
+from spotlight.contract.params import SearchParams
 from worker.engine.variants import VARIANTS
 
 

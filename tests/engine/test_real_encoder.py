@@ -18,8 +18,8 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from spotlight.members import member_set
-from spotlight.params import SearchParams
+from spotlight.contract.members import member_set
+from spotlight.contract.params import SearchParams
 from tests.engine.conftest import planted_problem
 from worker.engine import search
 from worker.engine.prepare import local_dimension

@@ -1,12 +1,12 @@
-"""spotlight/kernel.py (what the client's Region.weights and the score route run) equals the engine's weights."""
+"""spotlight/contract/kernel.py (what the client's Region.weights and the score route run) equals the engine's weights."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from spotlight import kernel
-from spotlight.records import RegionKernel
+from spotlight.contract import kernel
+from spotlight.contract.records import RegionKernel
 from tests.engine.conftest import float32_tolerance, planted_problem
 from worker.engine import search
 

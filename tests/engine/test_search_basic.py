@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from spotlight.params import SearchParams
+from spotlight.contract.params import SearchParams
 from worker.engine import Region, SearchResult, core, search
 from worker.engine.variants import VARIANTS, smooth
 from worker.engine.variants.flat import Flat

@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from spotlight.kernel import region_weights
+from spotlight.contract.kernel import region_weights
 from worker.engine import SearchCanceled, search
 from worker.engine.prepare import resolve_device
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spotlight.members import member_set
+from spotlight.contract.members import member_set
 from worker.engine import Region, SearchResult, SearchResume, SearchYielded, search
 
 from .conftest import planted_problem

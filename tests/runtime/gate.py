@@ -177,8 +177,8 @@ def hold_descriptions(describe_region: Callable[..., Any]) -> Callable[..., Any]
     def held_describe_region(*args: Any, **kwargs: Any) -> Any:
         from rq import get_current_job
 
-        from spotlight.keys import Keys
-        from spotlight.settings import get_settings
+        from spotlight.server.keys import Keys
+        from spotlight.server.settings import get_settings
 
         cancel_key = Keys.of(get_settings()).cancel
 
@@ -219,6 +219,6 @@ if __name__ == "__main__":
         install_describe_hold()
     else:
         install()
-    from spotlight.cli import main
+    from spotlight.client.cli import main
 
     raise SystemExit(main(sys.argv[1:]))

@@ -16,9 +16,8 @@ import numpy as np
 import redis
 from rq.job import Job
 
-from spotlight.jobqueue import enqueue_search, job_queue, report_queue
-from spotlight.params import SearchParams
-from spotlight.protocol import (
+from spotlight.contract.params import SearchParams
+from spotlight.contract.protocol import (
     META_STATUS,
     REPORT_TASK_PATH,
     JobSpec,
@@ -27,8 +26,9 @@ from spotlight.protocol import (
     report_job_id,
     utcnow,
 )
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.server.jobqueue import enqueue_search, job_queue, report_queue
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 
 from . import gate
 
@@ -121,7 +121,7 @@ def tail_log(log_path: Path, chars: int = 4000) -> str:
 
 
 class WorkerProcs:
-    """`python -m spotlight.cli worker` subprocesses, each in its own session; all killed at the end."""
+    """`python -m spotlight.client.cli worker` subprocesses, each in its own session; all killed at the end."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env = env
@@ -130,7 +130,9 @@ class WorkerProcs:
 
     def start(self, name: str, held: bool = False) -> subprocess.Popen[bytes]:
         """A worker; `held=True` holds each of its searches at the test's gate (tests/runtime/gate.py)."""
-        argv = gate.worker_argv(name) if held else [sys.executable, "-m", "spotlight.cli", "worker", "--name", name]
+        argv = (
+            gate.worker_argv(name) if held else [sys.executable, "-m", "spotlight.client.cli", "worker", "--name", name]
+        )
         proc = self.procs[name] = spawn_logged(argv, self.log_dir / f"{name}.log", self.env)
         return proc
 

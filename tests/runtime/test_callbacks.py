@@ -17,9 +17,9 @@ import pytest
 import redis
 from rq import Queue
 
-from spotlight.jobqueue import CALLBACK_TASK_PATH, callback_queue, enqueue_callback
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.server.jobqueue import CALLBACK_TASK_PATH, callback_queue, enqueue_callback
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 from tests.runtime.helpers import (
     REPO_ROOT,
     enqueue,
@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 def _worker(env: dict[str, str], log: Path, *flags: str) -> subprocess.CompletedProcess[bytes]:
     with log.open("wb") as out:
         return subprocess.run(
-            [sys.executable, "-m", "spotlight.cli", "worker", "--burst", *flags],
+            [sys.executable, "-m", "spotlight.client.cli", "worker", "--burst", *flags],
             cwd=REPO_ROOT,
             env=env,
             stdout=out,
@@ -176,7 +176,9 @@ def test_a_hanging_receiver_does_not_hold_another_tenant_s_webhook(
     enqueue_callback(conn, settings, hanging.url, {"event": "job.finished", "tenant": "a"}, "job_a")
     enqueue_callback(conn, settings, good.url, {"event": "job.finished", "tenant": "b"}, "job_b")
     proc = spawn_logged(
-        [sys.executable, "-m", "spotlight.cli", "worker", "--callbacks-only", "--name", "cb"], tmp_path / "cb.log", env
+        [sys.executable, "-m", "spotlight.client.cli", "worker", "--callbacks-only", "--name", "cb"],
+        tmp_path / "cb.log",
+        env,
     )
     try:
         good.wait_requests(1, 30)

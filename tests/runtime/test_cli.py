@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spotlight.cli import _parse_param, main
+from spotlight.client.cli import _parse_param, main
 
 
 def test_openapi_prints_the_spec_and_writes_the_same_to_a_file(

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 
 from .helpers import (
     QUICK,
@@ -47,7 +47,7 @@ SCRIPT = textwrap.dedent("""
         return real_lazy_init()
 
     torch.cuda._lazy_init = tripwire
-    from spotlight.cli import main
+    from spotlight.client.cli import main
 
     code = main(["worker", "--burst", "--no-callbacks", "--name", "cuda-parent"])
     print(json.dumps({"pid": os.getpid(), "code": code, "initialized": torch.cuda.is_initialized()}))

@@ -17,12 +17,12 @@ import redis
 from rq import Retry
 
 import worker.describe
-from spotlight.jobqueue import enqueue_search, job_queue
-from spotlight.jobstate import JobStatus, failure_of, status_of
-from spotlight.keys import Keys
-from spotlight.protocol import REGIONS_FILE, job_file
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.contract.jobstate import JobStatus, failure_of, status_of
+from spotlight.contract.protocol import REGIONS_FILE, job_file
+from spotlight.server.jobqueue import enqueue_search, job_queue
+from spotlight.server.keys import Keys
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 from worker import checkpoint
 from worker.task import execute
 
@@ -210,9 +210,9 @@ def test_the_time_limit_passes_the_report_s_own_error_handling(settings, store, 
     from rq.timeouts import JobTimeoutException
 
     import worker.report
-    from spotlight.jobqueue import JobTimeLimitReached, TimeLimitPenalty, on_report_failure
-    from spotlight.jobstate import ReportStatus, report_of
-    from spotlight.protocol import REPORT_FILE, report_job_id
+    from spotlight.contract.jobstate import ReportStatus, report_of
+    from spotlight.contract.protocol import REPORT_FILE, report_job_id
+    from spotlight.server.jobqueue import JobTimeLimitReached, TimeLimitPenalty, on_report_failure
 
     spec = make_spec(write_dataset(store, n=300, seed=6), QUICK)
     job = enqueue_search(job_queue(conn, settings), spec, settings)

@@ -1,5 +1,5 @@
 """A queued search that no lane holds (popped by a worker that vanished) is pushed back after the
-grace, and nothing else is touched (spotlight/stranded.py)."""
+grace, and nothing else is touched (spotlight/server/stranded.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import time
 import redis
 from rq.job import Job, JobStatus
 
-from spotlight.jobqueue import job_queue
-from spotlight.keys import Keys
-from spotlight.settings import Settings
-from spotlight.stranded import requeue_unheld, unheld_grace_s
+from spotlight.server.jobqueue import job_queue
+from spotlight.server.keys import Keys
+from spotlight.server.settings import Settings
+from spotlight.server.stranded import requeue_unheld, unheld_grace_s
 
 from .helpers import enqueue, make_spec
 
@@ -63,7 +63,7 @@ def test_a_listed_or_started_job_is_left_alone(redis_url: str) -> None:
 def test_a_report_job_popped_into_nowhere_goes_back_and_an_ended_one_leaves_the_sweep(redis_url: str) -> None:
     """A finished job's report job lost the same way would leave its report pending until its RQ record
     expired: the sweep pushes it back to the reports queue too, and forgets report jobs that ended."""
-    from spotlight.jobqueue import enqueue_report, report_queue
+    from spotlight.server.jobqueue import enqueue_report, report_queue
 
     settings = Settings(redis_url=redis_url, **GRACE_SETTINGS)
     conn = redis.Redis.from_url(redis_url)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import redis
 
-from spotlight.redis_server import EmbeddedRedis
+from spotlight.ops.redis_server import EmbeddedRedis
 
 pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ def test_submit_uploads_npy_files_waits_and_prints_the_planted_region(
         }
     )
     worker = subprocess.Popen(
-        [sys.executable, "-m", "spotlight.cli", "worker", "--burst"],
+        [sys.executable, "-m", "spotlight.client.cli", "worker", "--burst"],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -57,7 +57,7 @@ def test_submit_uploads_npy_files_waits_and_prints_the_planted_region(
             [
                 sys.executable,
                 "-m",
-                "spotlight.cli",
+                "spotlight.client.cli",
                 "submit",
                 str(tmp_path / "emb.npy"),
                 str(tmp_path / "loss.npy"),

@@ -10,10 +10,9 @@ import pytest
 import redis
 import torch
 
-from spotlight import verdict
-from spotlight.keys import Keys
-from spotlight.members import member_set, members_at_or_above
-from spotlight.protocol import (
+from spotlight.contract import verdict
+from spotlight.contract.members import member_set, members_at_or_above
+from spotlight.contract.protocol import (
     META_ERROR,
     META_PROGRESS,
     META_STATUS,
@@ -26,8 +25,9 @@ from spotlight.protocol import (
     members_by_contribution_file,
     members_file,
 )
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.server.keys import Keys
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 from worker.progress import JobReporter
 from worker.task import execute
 
@@ -228,8 +228,8 @@ def test_a_finished_job_queues_its_report_and_is_finished_before_it_exists(setti
     status pending in the meta, then ready once rendered."""
     from rq.job import Job
 
-    from spotlight.jobstate import ReportStatus, report_of
-    from spotlight.protocol import REPORT_FILE, report_job_id
+    from spotlight.contract.jobstate import ReportStatus, report_of
+    from spotlight.contract.protocol import REPORT_FILE, report_job_id
 
     from .helpers import render_queued_report
 
@@ -261,9 +261,9 @@ def test_a_report_that_cannot_be_made_is_failed_with_its_reason_never_pending(
     records report_failed with why (what the report route answers), and the job stays finished."""
     from rq.job import Job
 
-    from spotlight.jobqueue import on_report_failure, record_worker_lost
-    from spotlight.jobstate import ReportStatus, report_fields, report_of
-    from spotlight.protocol import dataset_prefix, report_job_id
+    from spotlight.contract.jobstate import ReportStatus, report_fields, report_of
+    from spotlight.contract.protocol import dataset_prefix, report_job_id
+    from spotlight.server.jobqueue import on_report_failure, record_worker_lost
 
     from .helpers import render_queued_report
 
@@ -294,7 +294,7 @@ def test_a_report_that_cannot_be_made_is_failed_with_its_reason_never_pending(
         assert status == ReportStatus.FAILED and reason is not None and says in reason
 
     # results deleted while the report renders (its dataset deleted): no stray report.html stays behind
-    from spotlight.protocol import REPORT_FILE, job_prefix
+    from spotlight.contract.protocol import REPORT_FILE, job_prefix
 
     other = make_spec(write_dataset(store, n=200, seed=1))
     other_job = enqueue(redis_url, other, settings)

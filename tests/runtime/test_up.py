@@ -15,7 +15,7 @@ import numpy as np
 import psutil
 import pytest
 
-from spotlight.redis_server import free_port
+from spotlight.ops.redis_server import free_port
 
 from .helpers import REPO_ROOT, wait_for
 
@@ -39,7 +39,7 @@ def test_up_serves_a_search_and_stops_on_sigterm_leaving_no_process(tmp_path: Pa
         [
             sys.executable,
             "-m",
-            "spotlight.cli",
+            "spotlight.client.cli",
             "up",
             "--port",
             str(port),
@@ -115,7 +115,7 @@ def test_up_serves_a_search_and_stops_on_sigterm_leaving_no_process(tmp_path: Pa
 
 def test_up_refuses_an_open_bind_without_keys(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "spotlight.cli", "up", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d")],
+        [sys.executable, "-m", "spotlight.client.cli", "up", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d")],
         cwd=REPO_ROOT,
         env=_env(tmp_path),
         capture_output=True,

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spotlight.gate import parse
-from spotlight.protocol import REGIONS_FILE, job_file
-from spotlight.records import RegionsDocument
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.client.gate import parse
+from spotlight.contract.protocol import REGIONS_FILE, job_file
+from spotlight.contract.records import RegionsDocument
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 from worker.task import execute
 
 from .helpers import enqueue, make_spec, write_dataset
@@ -77,7 +77,7 @@ def test_permutations_act_where_there_is_no_verdict(settings, store, redis_url) 
 
 def test_the_verdict_is_the_same_on_a_second_run() -> None:
     """The split is seeded by the job's seed: a rerun tests the same held-out rows."""
-    from spotlight import verdict
+    from spotlight.contract import verdict
 
     a, b = verdict.split(101, 7), verdict.split(101, 7)
     assert np.array_equal(a.held_out, b.held_out) and a.held_out.size == 50 and a.searched.size == 51

@@ -1,4 +1,4 @@
-"""Real worker processes (`python -m spotlight.cli worker`) sharing one Redis and one store."""
+"""Real worker processes (`python -m spotlight.client.cli worker`) sharing one Redis and one store."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import redis
 from rq import Worker
 from rq.job import Job
 
-from spotlight.jobqueue import job_queue
-from spotlight.protocol import META_ERROR, REGIONS_FILE, TASK_PATH, ErrorCode, job_file
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.contract.protocol import META_ERROR, REGIONS_FILE, TASK_PATH, ErrorCode, job_file
+from spotlight.server.jobqueue import job_queue
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 
 from .gate import Gate, held_key
 from .helpers import (
@@ -71,7 +71,7 @@ def test_a_burst_worker_exits_once_its_job_is_done_without_waiting_out_its_comma
     (worker/runner.py)."""
     job = enqueue(redis_url, make_spec(write_dataset(store)), settings_for(redis_url, store_dir))
     done = subprocess.run(
-        [sys.executable, "-m", "spotlight.cli", "worker", "--burst"],
+        [sys.executable, "-m", "spotlight.client.cli", "worker", "--burst"],
         env=worker_env(redis_url, store_dir),
         capture_output=True,
         timeout=45,  # start-up (torch, matplotlib) and the job take seconds; the wait it replaces took 60 s

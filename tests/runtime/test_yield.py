@@ -25,11 +25,10 @@ from rq.job import Job
 from rq.results import Result
 
 from service.app import create_app
-from spotlight import jobqueue, verdict
-from spotlight.client import _detail
-from spotlight.jobqueue import YieldState, enqueue_search, job_queue, large_queue, other_tenant_waiting
-from spotlight.jobstate import JobStatus, failure_of, status_of
-from spotlight.protocol import (
+from spotlight.client.api import _detail
+from spotlight.contract import verdict
+from spotlight.contract.jobstate import JobStatus, failure_of, status_of
+from spotlight.contract.protocol import (
     META_PROGRESS,
     META_STARTED_AT,
     META_STATUS,
@@ -40,8 +39,10 @@ from spotlight.protocol import (
     job_file,
     members_file,
 )
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.server import jobqueue
+from spotlight.server.jobqueue import YieldState, enqueue_search, job_queue, large_queue, other_tenant_waiting
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 from worker import checkpoint
 from worker.engine import search
 from worker.task import execute, load_inputs, searched_part

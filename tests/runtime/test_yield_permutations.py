@@ -14,11 +14,9 @@ import pytest
 import redis
 from rq import Retry
 
-from spotlight import verdict
-from spotlight.dataset_files import DatasetFiles
-from spotlight.jobqueue import YieldState, enqueue_search, job_queue, large_queue
-from spotlight.jobstate import JobStatus, status_of
-from spotlight.protocol import (
+from spotlight.contract import verdict
+from spotlight.contract.jobstate import JobStatus, status_of
+from spotlight.contract.protocol import (
     META_PROGRESS,
     META_STARTED_AT,
     META_STATUS,
@@ -27,8 +25,10 @@ from spotlight.protocol import (
     JobSpec,
     job_file,
 )
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.server.dataset_files import DatasetFiles
+from spotlight.server.jobqueue import YieldState, enqueue_search, job_queue, large_queue
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 from worker import checkpoint
 from worker.describe import NullSoFar, p_values, permutation_null, region_score, rerun_best
 from worker.engine import search

@@ -18,7 +18,7 @@ import numpy as np
 import redis
 from rq.job import Job
 
-from spotlight.redis_server import free_port
+from spotlight.ops.redis_server import free_port
 from tests.runtime.helpers import spawn_logged, tail_log, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +83,7 @@ class Cluster:
     def spawn(self, name: str, argv: list[str], **extra: str) -> subprocess.Popen[bytes]:
         cwd = self.node_dir(name)
         cwd.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "spotlight.cli", *argv]
+        argv = [sys.executable, "-m", "spotlight.client.cli", *argv]
         proc = self.procs[name] = spawn_logged(argv, cwd / "node.log", self.env(name, **extra), cwd=cwd, mode="ab")
         return proc
 

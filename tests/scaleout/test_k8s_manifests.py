@@ -22,9 +22,9 @@ import redis
 import yaml
 from rq import Queue
 
-from spotlight.cli import parse_args
-from spotlight.jobqueue import report_queue
-from spotlight.settings import Settings
+from spotlight.client.cli import parse_args
+from spotlight.server.jobqueue import report_queue
+from spotlight.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from spotlight.redis_server import EmbeddedRedis
+from spotlight.ops.redis_server import EmbeddedRedis
 from tests.scaleout.cluster import Cluster, status, submit, upload, wait_ended, wait_workers, worker_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

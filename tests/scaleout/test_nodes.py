@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from spotlight.redis_server import EmbeddedRedis
+from spotlight.ops.redis_server import EmbeddedRedis
 from tests.runtime.helpers import wait_for
 from tests.scaleout.cluster import Cluster, status, submit, upload, wait_ended, wait_workers, worker_of
 from tests.scaleout.seaweed import SeaweedS3

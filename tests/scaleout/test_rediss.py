@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from spotlight.redis_server import EmbeddedRedis
+from spotlight.ops.redis_server import EmbeddedRedis
 from tests.scaleout.cluster import Cluster, submit, upload, wait_ended
 from tests.scaleout.tls_proxy import TLSProxy, make_certificate
 

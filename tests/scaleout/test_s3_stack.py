@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from spotlight.redis_server import EmbeddedRedis
+from spotlight.ops.redis_server import EmbeddedRedis
 from tests.runtime.helpers import wait_for
 from tests.scaleout.cluster import Cluster, npz_bytes, submit, upload, wait_ended
 from tests.scaleout.seaweed import SeaweedS3

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spotlight.dataset_files import DatasetFiles, DatasetMissing, write_dataset
-from spotlight.store import ArtifactStore, LocalCache
+from spotlight.server.dataset_files import DatasetFiles, DatasetMissing, write_dataset
+from spotlight.server.store import ArtifactStore, LocalCache
 from tests.scaleout.seaweed import SeaweedS3
 
 

@@ -1,7 +1,7 @@
 """A whole service on loopback, as separate processes a fault test can kill and restart.
 
-Redis (embedded, AOF, its own folder), the API (`python -m spotlight.cli api`) and workers
-(`python -m spotlight.cli worker`), sharing one store folder. Every process runs in its own
+Redis (embedded, AOF, its own folder), the API (`python -m spotlight.client.cli api`) and workers
+(`python -m spotlight.client.cli worker`), sharing one store folder. Every process runs in its own
 session so a kill takes its children too; `close()` kills whatever is left.
 """
 
@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import redis
 
-from spotlight.redis_server import EmbeddedRedis, free_port
+from spotlight.ops.redis_server import EmbeddedRedis, free_port
 from tests.runtime.gate import Gate
 from tests.runtime.helpers import (
     spawn_logged,
@@ -77,7 +77,7 @@ class Stack:
         env.update(self.extra_env)
         return env
 
-    def _spawn(self, name: str, argv: list[str], module: str = "spotlight.cli") -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, argv: list[str], module: str = "spotlight.client.cli") -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", module, *argv]
         proc = self.procs[name] = spawn_logged(argv, self.root / f"{name}.log", self.env(), mode="ab")
         return proc
@@ -117,7 +117,7 @@ class Stack:
 
     def start_worker(self, name: str, held: bool = False) -> subprocess.Popen[bytes]:
         """A worker; `held=True` holds each of its searches at the test's gate (tests/runtime/gate.py)."""
-        return self._spawn(name, ["worker", "--name", name], "tests.runtime.gate" if held else "spotlight.cli")
+        return self._spawn(name, ["worker", "--name", name], "tests.runtime.gate" if held else "spotlight.client.cli")
 
     def gate(self, job_id: str) -> Gate:
         return Gate(redis.Redis.from_url(self.redis.url), job_id)

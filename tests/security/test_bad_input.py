@@ -286,7 +286,7 @@ def test_without_keys_the_api_refuses_a_public_bind(tmp_path: Path) -> None:
         {"PYTHONPATH": str(REPO_ROOT), "SPOTLIGHT_DATA_DIR": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:1/0"}
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "spotlight.cli", "api", "--host", "0.0.0.0", "--port", "1"],
+        [sys.executable, "-m", "spotlight.client.cli", "api", "--host", "0.0.0.0", "--port", "1"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

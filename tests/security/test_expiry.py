@@ -14,16 +14,16 @@ from rq import Queue
 from rq.job import Job, JobStatus
 
 from service import expiry
-from spotlight.keys import Keys
-from spotlight.protocol import (
+from spotlight.contract.protocol import (
     META_ENDED_AT,
     META_STATUS,
     REGIONS_FILE,
     TASK_PATH,
     job_file,
 )
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.server.keys import Keys
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 
 TTL = 3600.0
 NOW = 1_900_000_000.0

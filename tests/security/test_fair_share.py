@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from spotlight.cost import job_cost
-from spotlight.params import SearchParams
+from spotlight.contract.params import SearchParams
+from spotlight.server.cost import job_cost
 from tests.conftest import api_client
 
 from .stack import QUICK_PARAMS, Stack, wait_for

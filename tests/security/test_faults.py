@@ -22,8 +22,8 @@ import httpx
 import pytest
 import redis
 
-from spotlight.keys import Keys
-from spotlight.settings import Settings
+from spotlight.server.keys import Keys
+from spotlight.server.settings import Settings
 
 from .stack import QUICK_PARAMS, REPO_ROOT, Stack, npz_bytes, wait_for
 
@@ -84,7 +84,7 @@ def test_redis_restart_keeps_queued_jobs_and_finished_results(stack: Stack) -> N
 def test_a_job_taken_by_a_worker_that_vanished_runs_on_the_next(stack: Stack) -> None:
     """A worker gone without closing its connection (a node lost, a SIGKILLed worker whose scheduler
     child still holds the socket) still waits in Redis's BLPOP, so Redis hands it the next job and
-    forgets it: queued, in no lane. Each idle worker's maintenance queues it again (spotlight/stranded.py)."""
+    forgets it: queued, in no lane. Each idle worker's maintenance queues it again (spotlight/server/stranded.py)."""
     stack.start_api()
     keys = Keys.of(Settings(redis_url=stack.redis.url))
     lanes = [f"rq:queue:{keys.rq_queue}", f"rq:queue:{keys.large_queue}"]
@@ -282,7 +282,7 @@ def test_results_are_written_whole_or_not_at_all(tmp_path: Path) -> None:
     """A writer killed mid-file leaves no file under the final name (write, then rename)."""
     script = (
         "import signal, sys\n"
-        "from spotlight.store import ArtifactStore\n"
+        "from spotlight.server.store import ArtifactStore\n"
         "s = ArtifactStore(sys.argv[1])\n"
         "with s.open_write_atomic('jobs/job_x/regions.json') as f:\n"
         "    f.write(b'{\"regions\": [')\n"

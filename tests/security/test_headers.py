@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from spotlight.settings import Settings
+from spotlight.server.settings import Settings
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ import httpx
 import numpy as np
 import pytest
 
-from spotlight.refs import ReferenceRefused, ReferenceUnreadable, open_reference
-from spotlight.settings import Settings
+from spotlight.server.refs import ReferenceRefused, ReferenceUnreadable, open_reference
+from spotlight.server.settings import Settings
 from tests.security.conftest import serve_on_loopback
 from tests.service.conftest import _Servers
 
@@ -152,7 +152,7 @@ def test_the_byte_budget_counts_wire_bytes(hostile: Hostile, tmp_path: Path) -> 
     ref = open_reference(hostile.url("/good.npz"), _settings(tmp_path))
     with ref:
         assert ref.file.read() == _npz()
-    from spotlight.refs import ReferenceTooLarge
+    from spotlight.server.refs import ReferenceTooLarge
 
     with pytest.raises(ReferenceTooLarge):
         open_reference(hostile.url("/good.npz"), _settings(tmp_path, max_upload_bytes=len(_npz()) - 1))

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from spotlight.settings import Settings
+from spotlight.server.settings import Settings
 from tests.conftest import api_client
 
 
@@ -228,7 +228,7 @@ def test_cuda_jobs_need_a_live_worker_with_a_gpu(client: TestClient, redis_url: 
     import redis as redis_lib
     from rq import Queue, Worker
 
-    from spotlight import capabilities
+    from spotlight.server import capabilities
 
     conn = redis_lib.Redis.from_url(redis_url)
     ds = _dataset(client)

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.ingest import build_in
 from service.ingest.inline_json import parse_dataset_body
-from spotlight.settings import Settings
+from spotlight.server.settings import Settings
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_npz_metadata_rows_are_read_and_echoed(client: TestClient) -> None:
 
 def test_one_huge_metadata_string_is_refused_by_its_header(settings: Settings, tmp_path: Path) -> None:
     from service.ingest import _metadata_from_npy
-    from spotlight.errors import TooLarge
+    from spotlight.contract.errors import TooLarge
 
     path = tmp_path / "m.npy"
     np.save(path, np.array("[" + ",".join(["{}"] * 1000) + "]"))

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from spotlight.netguard import (
+from spotlight.server.netguard import (
     URLRefused,
     check_callback_url,
     check_url,
@@ -16,7 +16,7 @@ from spotlight.netguard import (
     host_allowed,
     parse_ipv4_loose,
 )
-from spotlight.settings import Settings
+from spotlight.server.settings import Settings
 
 
 def settings(**kw: object) -> Settings:
@@ -257,7 +257,7 @@ def test_redirect_loops_stop() -> None:
 def test_nat64_addresses_of_private_ipv4_are_refused(address: str) -> None:
     import ipaddress
 
-    from spotlight.netguard import is_forbidden_address
+    from spotlight.server.netguard import is_forbidden_address
 
     assert is_forbidden_address(ipaddress.ip_address(address))
     resolver = fixed_resolver({"hooks.example.com": [address]})

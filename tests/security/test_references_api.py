@@ -1,4 +1,4 @@
-"""`{"uri": ...}` datasets through the live API: the sandbox of spotlight/refs.py, end to end,
+"""`{"uri": ...}` datasets through the live API: the sandbox of spotlight/server/refs.py, end to end,
 with each refusal's own status and code, and nothing stored when refused."""
 
 from __future__ import annotations

@@ -10,15 +10,15 @@ import fsspec
 import pytest
 
 from service.errors import http_status
-from spotlight.protocol import ErrorCode
-from spotlight.refs import (
+from spotlight.contract.protocol import ErrorCode
+from spotlight.server.refs import (
     OpenedReference,
     ReferenceRefused,
     ReferenceTooLarge,
     ReferenceUnreadable,
     open_reference,
 )
-from spotlight.settings import Settings
+from spotlight.server.settings import Settings
 
 
 def roots(*paths: Path, **kw: object) -> Settings:
@@ -141,8 +141,8 @@ def test_directories_and_fifos_are_not_read(tree) -> None:
 
 PERMISSION_CHECK = """
 import os, pwd, sys
-from spotlight.refs import ReferenceUnreadable, open_reference  # imported first: Python may live under /root
-from spotlight.settings import Settings
+from spotlight.server.refs import ReferenceUnreadable, open_reference  # imported first: Python may live under /root
+from spotlight.server.settings import Settings
 root, locked = sys.argv[1], sys.argv[2]
 settings = Settings(allowed_roots=[root], data_dir=root)
 if os.geteuid() == 0:  # root reads everything: drop to nobody, as a server not run as root would be

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import redis
 
-from spotlight.redis_server import free_port
+from spotlight.ops.redis_server import free_port
 from tests.runtime.helpers import REPO_ROOT, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -69,7 +69,7 @@ def test_a_killed_embedded_redis_is_restarted_and_the_service_recovers(tmp_path:
         [
             sys.executable,
             "-m",
-            "spotlight.cli",
+            "spotlight.client.cli",
             "up",
             "--port",
             str(port),

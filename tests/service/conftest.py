@@ -16,11 +16,11 @@ import uvicorn
 from rq.job import Job
 
 from service.app import create_app
-from spotlight.protocol import META_STATUS, job_file
-from spotlight.records import RegionRecord
-from spotlight.redis_server import EmbeddedRedis, free_port
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.contract.protocol import META_STATUS, job_file
+from spotlight.contract.records import RegionRecord
+from spotlight.ops.redis_server import EmbeddedRedis, free_port
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 from tests.records import regions_document
 
 
@@ -44,7 +44,7 @@ class LiveApi:
         return self.store.list(".ingest")
 
     def mark_finished(self, job_id: str) -> None:
-        """The job's state as the worker leaves it on success (spotlight/jobstate.py reads it)."""
+        """The job's state as the worker leaves it on success (spotlight/contract/jobstate.py reads it)."""
         job = Job.fetch(job_id, connection=self.redis)
         job.meta[META_STATUS] = "finished"
         job.save_meta()

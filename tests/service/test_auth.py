@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.auth import KeyConfigError, KeyRing
-from spotlight.settings import Settings
+from spotlight.server.settings import Settings
 from tests.service.conftest import npz_bytes, toy
 
 

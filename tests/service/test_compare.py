@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from service.comparing import comparison_file
-from spotlight import verdict
-from spotlight.protocol import WEIGHTS_FILE, job_file, members_file
-from spotlight.records import RegionRecord, Verdict
+from spotlight.contract import verdict
+from spotlight.contract.protocol import WEIGHTS_FILE, job_file, members_file
+from spotlight.contract.records import RegionRecord, Verdict
 from tests.records import region_record
 from tests.service.conftest import LiveApi, npz_bytes
 
@@ -214,7 +214,7 @@ def test_new_data_drifting_into_a_weak_spot_is_the_alarm(api: LiveApi) -> None:
 
 
 def _cli(*argv: str) -> int:
-    from spotlight.cli import main
+    from spotlight.client.cli import main
 
     try:
         return main(list(argv))
@@ -289,7 +289,7 @@ def test_idempotency_key_replays_the_stored_comparison_and_refuses_another_body(
 
 
 def test_a_job_with_the_verdict_is_compared_on_its_held_out_members(api: LiveApi) -> None:
-    """The worker searched a seeded half of the rows (spotlight/verdict.py); the comparison rebuilds
+    """The worker searched a seeded half of the rows (spotlight/contract/verdict.py); the comparison rebuilds
     that split from the job's seed and tests each weak spot on the members the search never used."""
     stamp = Verdict(
         method="holdout",

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spotlight.dataset_files import DatasetFiles, DatasetMissing, write_dataset
-from spotlight.store import ArtifactStore
+from spotlight.server.dataset_files import DatasetFiles, DatasetMissing, write_dataset
+from spotlight.server.store import ArtifactStore
 
 
 def test_roundtrip_with_every_field(store_dir: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from spotlight.dataset_files import DatasetFiles
+from spotlight.server.dataset_files import DatasetFiles
 from tests.service.conftest import LiveApi, npy_bytes, npz_bytes, parquet_bytes, toy
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from service.errors import HTTP_STATUS, http_status
-from spotlight.errors import Conflict, DomainError, InvalidInput, LimitReached, NotFound, TooLarge
-from spotlight.protocol import ErrorCode
-from spotlight.refs import ReferenceRefused, ReferenceTooLarge, ReferenceUnreadable
+from spotlight.contract.errors import Conflict, DomainError, InvalidInput, LimitReached, NotFound, TooLarge
+from spotlight.contract.protocol import ErrorCode
+from spotlight.server.refs import ReferenceRefused, ReferenceTooLarge, ReferenceUnreadable
 
 ROOT = Path(__file__).resolve().parents[2]
 # Modules below the edge: they say what went wrong, never which HTTP status it is.

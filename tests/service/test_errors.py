@@ -34,7 +34,7 @@ def test_framework_errors_use_the_error_format(api: LiveApi) -> None:
 
 
 def test_readyz_is_503_when_redis_is_unreachable(make_api) -> None:
-    from spotlight.redis_server import free_port
+    from spotlight.ops.redis_server import free_port
 
     api = make_api(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     with api.client() as c:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rq.job import Job
 
-from spotlight.keys import Keys
+from spotlight.server.keys import Keys
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 KEYS = "a:key-a,b:key-b"

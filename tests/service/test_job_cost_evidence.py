@@ -1,4 +1,4 @@
-"""A job's estimated cost counts the label evidence columns the engine appends (spotlight/cost.py):
+"""A job's estimated cost counts the label evidence columns the engine appends (spotlight/server/cost.py):
 with labels, a one-hot kind counts `evidence.MAX_COLUMNS` more coordinates per row (the class count is
 not known at submission), 'mismatch' one, and nothing when evidence is off or cannot apply."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from spotlight import evidence
-from spotlight.cost import job_cost
-from spotlight.params import SearchParams
+from spotlight.contract import evidence
+from spotlight.contract.params import SearchParams
+from spotlight.server.cost import job_cost
 from tests.conftest import api_client
 
 N, D = 100, 10

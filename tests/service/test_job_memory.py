@@ -1,5 +1,5 @@
 """A job that would not fit a worker's memory is refused at submission, with a clear 400 that names
-the setting (spotlight/cost.py job_memory_bytes against SPOTLIGHT_WORKER_MEMORY_BYTES), instead of
+the setting (spotlight/server/cost.py job_memory_bytes against SPOTLIGHT_WORKER_MEMORY_BYTES), instead of
 being queued and then exhausting the worker's machine. Memory grows with rows x (coordinates and
 regions), which the element-step cost alone did not see: a 1-dimensional dataset with many rows and
 many regions is cheap in element-steps and large in memory."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spotlight.cost import WORKER_BASE_BYTES, job_memory_bytes
-from spotlight.params import SearchParams
+from spotlight.contract.params import SearchParams
+from spotlight.server.cost import WORKER_BASE_BYTES, job_memory_bytes
 from tests.conftest import api_client
 
 N, D = 400, 1

@@ -5,9 +5,9 @@ from __future__ import annotations
 from rq import Queue
 from rq.job import Job, JobStatus
 
-from spotlight.keys import Keys
-from spotlight.params import SearchParams
-from spotlight.protocol import TASK_PATH
+from spotlight.contract.params import SearchParams
+from spotlight.contract.protocol import TASK_PATH
+from spotlight.server.keys import Keys
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from service import expiry
-from spotlight.keys import Keys
-from spotlight.redis_server import EmbeddedRedis
+from spotlight.ops.redis_server import EmbeddedRedis
+from spotlight.server.keys import Keys
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 

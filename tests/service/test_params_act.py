@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from rq.job import Job
 
-from spotlight.params import SearchParams
-from spotlight.protocol import META_SPEC
+from spotlight.contract.params import SearchParams
+from spotlight.contract.protocol import META_SPEC
 from tests.service.conftest import LiveApi, npz_bytes, toy
 
 
@@ -88,7 +88,7 @@ def test_pca_on_every_dimension_is_refused(api: LiveApi) -> None:
 
 
 def test_level_without_a_verdict_is_refused(api: LiveApi) -> None:
-    """A dataset too small for the verdict (spotlight/verdict.py too_few_rows) gets none: its level is idle."""
+    """A dataset too small for the verdict (spotlight/contract/verdict.py too_few_rows) gets none: its level is idle."""
     with api.client() as c:
         small, large = _dataset(c, 15), _dataset(c, 400)
         error = _refused(c, small, {"level": 0.1})

@@ -1,4 +1,4 @@
-"""The contract's job states as the API reports them (spotlight/jobstate.py), from RQ's status and
+"""The contract's job states as the API reports them (spotlight/contract/jobstate.py), from RQ's status and
 what the worker wrote; and job ids a caller cannot guess."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from spotlight.jobstate import status_from
-from spotlight.protocol import META_STATUS, new_job_id
+from spotlight.contract.jobstate import status_from
+from spotlight.contract.protocol import META_STATUS, new_job_id
 
 
 @pytest.mark.parametrize(

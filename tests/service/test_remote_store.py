@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from rq.job import Job
 
-from spotlight.protocol import JobSpec
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore, StoreError, store_from_settings
+from spotlight.contract.protocol import JobSpec
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore, StoreError, store_from_settings
 from tests.runtime.helpers import render_queued_report
 from tests.service.conftest import LiveApi, npz_bytes, toy
 

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from spotlight.protocol import (
+from spotlight.contract.protocol import (
     job_file,
     member_weights_file,
     members_by_contribution_file,
@@ -217,9 +217,9 @@ def test_a_report_rendered_after_the_job_is_pending_then_served_and_a_lost_or_fa
     failed, or whose job vanished, is report_failed with the reason."""
     from rq.job import Job
 
-    from spotlight.jobqueue import enqueue_report, record_report_failed, report_queue
-    from spotlight.jobstate import ReportStatus, report_fields
-    from spotlight.protocol import report_job_id
+    from spotlight.contract.jobstate import ReportStatus, report_fields
+    from spotlight.contract.protocol import report_job_id
+    from spotlight.server.jobqueue import enqueue_report, record_report_failed, report_queue
 
     with api.client() as c:
         job_id, _, extra = _finished_job(api, c, report=False)

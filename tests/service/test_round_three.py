@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from spotlight.keys import Keys
+from spotlight.server.keys import Keys
 from tests.service.conftest import LiveApi, toy
 
 
@@ -35,8 +35,8 @@ def test_every_validating_regex_is_a_full_match() -> None:
     from service.deps import _DATASET_ID, _JOB_ID
     from service.ingest.parquet import _EMB_COL
     from service.request_log import _SANE_ID
-    from spotlight.params import _DEVICE
-    from spotlight.protocol import TagText
+    from spotlight.contract.params import _DEVICE
+    from spotlight.contract.protocol import TagText
 
     for pattern, good in (
         (_TENANT, "alice"),
@@ -56,7 +56,7 @@ def test_every_validating_regex_is_a_full_match() -> None:
     # the contract's own `pattern`s run on pydantic's engine, where `$` is the end of the text
     from pydantic import TypeAdapter, ValidationError
 
-    from spotlight.settings import Settings
+    from spotlight.server.settings import Settings
 
     with pytest.raises(ValidationError):
         Settings(namespace="blue\n")
@@ -136,7 +136,7 @@ def test_malformed_score_json_is_the_usual_400(shared_api: LiveApi) -> None:
 def test_score_slots_refuse_past_the_tenants_share_and_the_servers() -> None:
     from service.errors import http_status
     from service.limits import SCORE_SLOTS_PER_TENANT, SCORE_SLOTS_TOTAL, score_slots
-    from spotlight.errors import DomainError
+    from spotlight.contract.errors import DomainError
 
     slots = score_slots()
     held = [slots.take("alice") for _ in range(SCORE_SLOTS_PER_TENANT)]
@@ -359,7 +359,7 @@ def test_a_body_at_the_score_cap_is_decoded_a_few_kb_at_a_time(tmp_path, monkeyp
 
     import service.ingest.inline_json as inline
     from service.scoring import large_body_rows
-    from spotlight.settings import Settings
+    from spotlight.server.settings import Settings
 
     decoded: list[int] = []
     loads = json.loads
@@ -449,7 +449,7 @@ def test_listing_by_status_reads_the_page_not_every_job(api: LiveApi) -> None:
 
 # ----- break 9: a deleted dataset leaves every artefact derived from its rows -----
 def test_deleting_a_dataset_deletes_its_jobs_results(api: LiveApi) -> None:
-    from spotlight.protocol import job_prefix
+    from spotlight.contract.protocol import job_prefix
     from tests.service.test_score import _finished_gaussian_job
 
     with api.client() as c:
@@ -535,7 +535,7 @@ def test_a_full_disk_is_503_store_error_not_500(make_api, tmp_path) -> None:
 def test_a_redis_refusing_writes_is_not_ready_and_503(make_api, tmp_path) -> None:
     import redis
 
-    from spotlight.redis_server import EmbeddedRedis
+    from spotlight.ops.redis_server import EmbeddedRedis
 
     server = EmbeddedRedis(tmp_path / "redis").start()
     own = redis.Redis.from_url(server.url)  # the API's Redis (api.redis is the session's)
@@ -640,7 +640,7 @@ def test_an_unknown_key_gets_the_name_it_was_likely_meant_to_be(shared_api: Live
 def test_the_quota_is_counted_in_one_step_so_racing_uploads_cannot_both_pass(api: LiveApi) -> None:
     """Two uploads checked at once both see room; the count taken with INCRBY lets only one through."""
     from service.dataset_registry import DatasetRegistry
-    from spotlight.errors import TooLarge
+    from spotlight.contract.errors import TooLarge
 
     tenant_bytes_key = Keys.of(api.settings).tenant_bytes
     registry = DatasetRegistry(

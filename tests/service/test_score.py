@@ -1,7 +1,7 @@
 """POST /v1/jobs/{id}/score on a finished job whose region record a test built: membership by its own threshold.
 
 A gaussian region's member set is the ceil(Σk) heaviest rows of the data it was found on
-(spotlight/members.py); rows of other data are members when their weight reaches the smallest
+(spotlight/contract/members.py); rows of other data are members when their weight reaches the smallest
 weight among those members, the `member_min_weight` the record carries.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spotlight import kernel
-from spotlight.members import member_set
-from spotlight.protocol import job_file, members_by_contribution_file, members_file
+from spotlight.contract import kernel
+from spotlight.contract.members import member_set
+from spotlight.contract.protocol import job_file, members_by_contribution_file, members_file
 from tests.records import region_record
 from tests.service.conftest import LiveApi, npz_bytes, toy
 

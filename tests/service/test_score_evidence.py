@@ -1,12 +1,12 @@
-"""POST /v1/jobs/{id}/score on a region found with label evidence (spotlight/evidence.py): the rows'
+"""POST /v1/jobs/{id}/score on a region found with label evidence (spotlight/contract/evidence.py): the rows'
 labels are part of its distance, so bare embeddings without them get a 400 that says so, embeddings
-with labels and a stored dataset (which brings its own) get the weights spotlight/kernel.py gives."""
+with labels and a stored dataset (which brings its own) get the weights spotlight/contract/kernel.py gives."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from spotlight import kernel
+from spotlight.contract import kernel
 from tests.records import region_record
 from tests.service.conftest import LiveApi, npz_bytes, toy
 

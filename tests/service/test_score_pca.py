@@ -3,7 +3,7 @@ a directory store, the worker's own task (in this process) running the search, t
 `GET /v1/jobs/{id}/basis` and the client's `Region.weights` / `Job.score`.
 
 Scoring the job's own rows must give back the worker's weights up to float32 rounding (the engine
-computes in float32, spotlight/kernel.py in float64: `float32_tolerance` says how far apart that
+computes in float32, spotlight/contract/kernel.py in float64: `float32_tolerance` says how far apart that
 lets them be). Results stored without the basis (by a worker older than the one that stores it) get
 a 409 that says so, never a 5xx or a wrong answer.
 """
@@ -18,7 +18,7 @@ import pytest
 from rq.job import Job
 
 from spotlight.client import SpotlightClient, SpotlightError
-from spotlight.protocol import BASIS_FILE, META_SPEC, WEIGHTS_FILE, JobSpec, job_file, members_file
+from spotlight.contract.protocol import BASIS_FILE, META_SPEC, WEIGHTS_FILE, JobSpec, job_file, members_file
 from tests.engine.conftest import float32_tolerance, planted_problem
 from tests.service.conftest import LiveApi, npz_bytes
 from worker.task import execute

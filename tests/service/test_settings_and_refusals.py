@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def _spotlight(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SPOTLIGHT_")}
     return subprocess.run(
-        [sys.executable, "-m", "spotlight.cli", "openapi", "-o", str(tmp_path / "o.json")],
+        [sys.executable, "-m", "spotlight.client.cli", "openapi", "-o", str(tmp_path / "o.json")],
         cwd=REPO_ROOT,
         env={**clean, "PYTHONPATH": str(REPO_ROOT), **env},
         capture_output=True,

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from spotlight import classes
 from spotlight.client import SpotlightClient, SpotlightError
-from spotlight.dataset_files import DatasetFiles
+from spotlight.contract import classes
+from spotlight.server.dataset_files import DatasetFiles
 from tests.service.conftest import LiveApi, npz_bytes, parquet_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -282,10 +282,10 @@ def _imported_after(statement: str) -> list[str]:
 
 
 def test_client_imports_with_numpy_httpx_and_pydantic_only() -> None:
-    # pydantic: the client parses regions into the contract's typed record (spotlight/records.py)
-    assert _imported_after("import spotlight.client, spotlight.cli_client") == ["pydantic"]
-    # the whole CLI reads settings (pydantic) but loads no server, queue or dataframe library
-    assert _imported_after("import spotlight.cli") == ["pydantic"]
+    # pydantic: the client parses regions into the contract's typed record (spotlight/contract/records.py)
+    assert _imported_after("import spotlight.client, spotlight.client.commands") == ["pydantic"]
+    # the whole CLI (pydantic: SearchParams) reads no server Settings and loads no server, queue or dataframe library
+    assert _imported_after("import spotlight.client.cli") == ["pydantic"]
 
 
 def test_an_image_declaring_a_huge_canvas_is_skipped_unread() -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 
 from spotlight.client import SpotlightClient
-from spotlight.dataset_files import DatasetFiles
-from spotlight.records import RegionDescription, RegionRecord
+from spotlight.contract.records import RegionDescription, RegionRecord
+from spotlight.server.dataset_files import DatasetFiles
 from tests.records import region_record
 from tests.service.conftest import LiveApi, npy_bytes, npz_bytes, parquet_bytes
 from worker.describe import describe_job
@@ -109,8 +109,8 @@ def _region(description: dict) -> RegionRecord:
 
 
 def test_a_members_page_carries_each_rows_text(api: LiveApi) -> None:
-    from spotlight.protocol import job_file, members_by_contribution_file, members_file
-    from spotlight.tables import member_rows
+    from spotlight.client.tables import member_rows
+    from spotlight.contract.protocol import job_file, members_by_contribution_file, members_file
 
     rng = np.random.default_rng(2)
     emb, loss = rng.normal(size=(5, 3)), rng.random(5)
@@ -139,8 +139,8 @@ def test_a_members_page_carries_each_rows_text(api: LiveApi) -> None:
 
 
 def test_the_cli_sends_texts_beside_npy_files(api: LiveApi, tmp_path) -> None:
-    from spotlight.cli import main
-    from spotlight.cli_client import read_texts_file
+    from spotlight.client.cli import main
+    from spotlight.client.commands import read_texts_file
 
     rng = np.random.default_rng(3)
     np.save(tmp_path / "e.npy", rng.normal(size=(5, 3)))

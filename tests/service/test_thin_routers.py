@@ -14,7 +14,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ROUTERS = sorted(p for p in (ROOT / "service" / "routers").glob("*.py") if p.name != "__init__.py")
 # The routers reach these through the domain modules (registries, job_results, scoring, comparing, ...).
-NOT_IN_ROUTERS = ("redis", "rq", "fsspec", "spotlight.keys", "spotlight.jobqueue", "spotlight.store")
+NOT_IN_ROUTERS = (
+    "redis",
+    "rq",
+    "fsspec",
+    "spotlight.server.keys",
+    "spotlight.server.jobqueue",
+    "spotlight.server.store",
+)
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 
 

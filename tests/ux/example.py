@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from spotlight import verdict
-from spotlight.contribution import contributions, order_by_contribution
-from spotlight.members import effective_size, overlaps_with_earlier
-from spotlight.records import RegionDescription, RegionRecord, job_summary
+from spotlight.contract import verdict
+from spotlight.contract.contribution import contributions, order_by_contribution
+from spotlight.contract.members import effective_size, overlaps_with_earlier
+from spotlight.contract.records import RegionDescription, RegionRecord, job_summary
 from worker.describe import describe_regions, metadata_columns
 from worker.report import member_rows, render_report
 
@@ -78,7 +78,7 @@ def planted_dataset(n: int = 3000, d: int = 16, seed: int = 0) -> dict[str, Any]
 
 def planted_regions(data: dict[str, Any], size: float = 0.02) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Regions centred on the planted pockets (what a perfect search would report), gaussian kernel,
-    as region records in JSON (spotlight/records.py), each tested on a random half of the rows."""
+    as region records in JSON (spotlight/contract/records.py), each tested on a random half of the rows."""
     emb = data["embeddings"].astype(np.float64)
     loss = data["losses"].astype(np.float64)
     regions, cols = [], []
@@ -116,7 +116,7 @@ def records_of(
     raw: list[dict[str, Any]], weights: np.ndarray, data: dict[str, Any], parts: verdict.Split
 ) -> list[dict[str, Any]]:
     """Engine regions (`Region.to_dict()`) as the worker records them: members over every row, the
-    held-out verdict (spotlight/verdict.py), the members' place; JSON of `RegionRecord`."""
+    held-out verdict (spotlight/contract/verdict.py), the members' place; JSON of `RegionRecord`."""
     rows = [verdict.region_rows(weights[:, k], r.get("kernel", "gaussian"), parts) for k, r in enumerate(raw)]
     sets = [r.all for r in rows]
     wrong = np.asarray(data["labels"]) != np.asarray(data["predictions"])
@@ -182,7 +182,7 @@ def members_of(regions: list[dict[str, Any]], weights: np.ndarray) -> list[np.nd
 
 def engine_regions(data: dict[str, Any], **params: Any) -> tuple[list[dict[str, Any]], np.ndarray, str, float]:
     """A real search on a random half of the example's rows, its regions tested on the other half."""
-    from spotlight.params import SearchParams
+    from spotlight.contract.params import SearchParams
     from worker.engine import search
 
     p = SearchParams(**{"n_spotlights": 3, "spotlight_size": 0.03, "steps": 400, "device": "cpu", **params})

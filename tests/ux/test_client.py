@@ -252,12 +252,12 @@ def test_client_api_key_is_sent_and_a_wrong_one_is_unauthorized(live: Any) -> No
 
 
 def test_client_module_imports_nothing_beyond_numpy_httpx_and_pydantic() -> None:
-    """pydantic is allowed (the typed region record, spotlight/records.py); settings, servers and torch are not."""
+    """pydantic is allowed (the typed region record, spotlight/contract/records.py); settings, servers and torch are not."""
     import sys
 
     code = (
         "import sys; import spotlight.client; "
-        "bad = [m for m in ('torch', 'fastapi', 'redis', 'rq', 'pyarrow', 'spotlight.settings') "
+        "bad = [m for m in ('torch', 'fastapi', 'redis', 'rq', 'pyarrow', 'spotlight.server.settings') "
         "if m in sys.modules]; print(bad)"
     )
     out = subprocess.run(
@@ -275,7 +275,7 @@ def test_worker_side_modules_do_not_import_torch_or_fastapi() -> None:
     import sys
 
     code = (
-        "import sys; import worker.describe, worker.report, worker.webhook, spotlight.jobstats; "
+        "import sys; import worker.describe, worker.report, worker.webhook, spotlight.server.jobstats; "
         "print([m for m in ('torch', 'fastapi', 'matplotlib') if m in sys.modules])"
     )
     out = subprocess.run(
@@ -313,7 +313,7 @@ def test_submit_by_reference_sends_the_reference_and_params(tmp_path: Path) -> N
 
 def test_cli_refuses_removed_and_idle_params_before_uploading() -> None:
     """`spotlight submit --param` says what the server would: a removed parameter and a setting without effect."""
-    from spotlight.cli_client import CliExit, _check_params
+    from spotlight.client.commands import CliExit, _check_params
 
     with pytest.raises(CliExit, match="evidence_precision was removed"):
         _check_params({"evidence_precision": "tied"})

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from spotlight.client import Job, SpotlightClient, SpotlightError
-from spotlight.redis_server import EmbeddedRedis
+from spotlight.ops.redis_server import EmbeddedRedis
 from tests.runtime.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -79,7 +79,7 @@ def finished(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFacto
         )
         log = (root / "worker.log").open("wb")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "spotlight.cli", "worker", "--burst"],
+            [sys.executable, "-m", "spotlight.client.cli", "worker", "--burst"],
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

@@ -46,7 +46,7 @@ def test_composition_is_the_members_share_against_the_whole_dataset() -> None:
 def test_description_is_computed_on_the_members_not_the_weighted_dataset() -> None:
     """A gaussian region whose weight is mostly spread thinly over the dataset: what stands out, the
     error rate, the mean loss and the lift are those of its members, the rows a person calls the region."""
-    from spotlight.members import member_set
+    from spotlight.contract.members import member_set
 
     rng = np.random.default_rng(0)
     n = 2000
@@ -236,7 +236,7 @@ def test_significance_uses_region_scores() -> None:
 
 def test_rerun_best_runs_the_real_engine_with_one_spotlight_on_shuffled_losses() -> None:
     pytest.importorskip("torch")
-    from spotlight.params import SearchParams
+    from spotlight.contract.params import SearchParams
     from worker.describe import rerun_best
     from worker.engine import search
 
@@ -264,9 +264,9 @@ def test_grouped_bootstrap_on_many_rows_matches_the_ratio_estimators_standard_er
 
 
 def test_every_key_a_description_holds_has_a_field_in_the_region_record() -> None:
-    """What describe.py writes reaches the user through spotlight/records.py: a key with no field there
+    """What describe.py writes reaches the user through spotlight/contract/records.py: a key with no field there
     is refused (the worker turns that into the region's description_error), never dropped."""
-    from spotlight.records import RegionDescription
+    from spotlight.contract.records import RegionDescription
 
     rng = np.random.default_rng(0)
     n = 60

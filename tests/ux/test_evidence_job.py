@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from spotlight import kernel
-from spotlight.protocol import REGIONS_FILE, WEIGHTS_FILE, dataset_file, job_file
-from spotlight.records import RegionsDocument
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.contract import kernel
+from spotlight.contract.protocol import REGIONS_FILE, WEIGHTS_FILE, dataset_file, job_file
+from spotlight.contract.records import RegionsDocument
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 from tests.runtime.helpers import enqueue, make_spec
 from worker.task import execute
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spotlight.keys import Keys
+from spotlight.server.keys import Keys
 from tests.ux.test_metrics import _app, scrape, value
 
 

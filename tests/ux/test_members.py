@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from spotlight import verdict
-from spotlight.members import member_set
-from spotlight.protocol import (
+from spotlight.contract import verdict
+from spotlight.contract.members import member_set
+from spotlight.contract.protocol import (
     REGIONS_FILE,
     REPORT_FILE,
     WEIGHTS_FILE,
@@ -21,8 +21,8 @@ from spotlight.protocol import (
     members_by_contribution_file,
     members_file,
 )
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
 from tests.runtime.helpers import enqueue, make_spec, render_queued_report
 from worker.task import execute
 

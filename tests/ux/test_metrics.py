@@ -18,11 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue
 
 from service.app import create_app
-from spotlight import jobstats
-from spotlight.keys import Keys
-from spotlight.protocol import META_STATUS
-from spotlight.redis_server import free_port
-from spotlight.settings import Settings
+from spotlight.contract.protocol import META_STATUS
+from spotlight.ops.redis_server import free_port
+from spotlight.server import jobstats
+from spotlight.server.keys import Keys
+from spotlight.server.settings import Settings
 from tests.runtime.gate import HELD_TASK_PATH, Gate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

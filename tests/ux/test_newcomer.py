@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from spotlight import columns as colmap
 from spotlight.client import SpotlightClient, SpotlightError
-from spotlight.redis_server import free_port
+from spotlight.contract import columns as colmap
+from spotlight.ops.redis_server import free_port
 
 
 def test_a_column_error_is_a_spotlight_error() -> None:
@@ -28,7 +28,7 @@ def test_a_refused_connection_says_where_the_client_looked_and_how_to_point_it()
 def test_submit_says_exactly_how_to_save_string_labels_it_will_not_unpickle(tmp_path) -> None:
     import numpy as np
 
-    from spotlight.cli import main
+    from spotlight.client.cli import main
 
     np.save(tmp_path / "e.npy", np.zeros((3, 2)))
     np.save(tmp_path / "l.npy", np.zeros(3))

@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from spotlight.client import SpotlightClient, SpotlightError
-from spotlight.redis_server import EmbeddedRedis
+from spotlight.ops.redis_server import EmbeddedRedis
 
 pd = pytest.importorskip("pandas")
 pytestmark = pytest.mark.e2e
@@ -98,7 +98,7 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
     )
     log = (root / "worker.log").open("wb")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "spotlight.cli", "worker", "--no-callbacks"],
+        [sys.executable, "-m", "spotlight.client.cli", "worker", "--no-callbacks"],
         cwd=REPO_ROOT,
         env=env,
         stdout=log,
@@ -116,7 +116,7 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
 
 def _cli(stack: dict[str, Any], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "spotlight.cli", *args],
+        [sys.executable, "-m", "spotlight.client.cli", *args],
         cwd=REPO_ROOT,
         env=stack["env"],
         capture_output=True,
@@ -180,7 +180,7 @@ def test_scoring_new_rows_on_the_server_equals_region_weights_locally(planted_jo
     served = np.asarray(answer["weights"])
     assert served.shape == (50, 2)
     np.testing.assert_allclose(served, local, rtol=0, atol=1e-6)
-    # the member rule of spotlight/members.py carried over: weight > 0 and at least the smallest weight
+    # the member rule of spotlight/contract/members.py carried over: weight > 0 and at least the smallest weight
     # among the region's members on the job's own data (gaussian, the default kernel)
     thresholds = answer["member_min_weight"]
     assert thresholds == [r.member_min_weight for r in regions]

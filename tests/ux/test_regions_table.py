@@ -6,9 +6,9 @@ from typing import Any
 
 from rich.console import Console
 
-from spotlight.cli_client import print_regions, regions_table
-from spotlight.records import job_summary
-from spotlight.tables import region_rows
+from spotlight.client.commands import print_regions, regions_table
+from spotlight.client.tables import region_rows
+from spotlight.contract.records import job_summary
 from tests.records import region_record
 
 
@@ -66,8 +66,8 @@ def test_in_an_80_column_terminal_every_number_and_failing_row_is_whole() -> Non
 
 def test_in_an_80_column_pipe_stands_out_wraps_between_words() -> None:
     """`spotlight regions JOB | less`: the "stands out" text wraps at spaces, never inside a word."""
-    from spotlight.cli_client import print_regions
-    from spotlight.tables import stands_out
+    from spotlight.client.commands import print_regions
+    from spotlight.client.tables import stands_out
 
     regions = [_region(0, 3.94), _region(1, 2.31)]
     for r in regions:
@@ -92,7 +92,7 @@ def test_in_an_80_column_pipe_stands_out_wraps_between_words() -> None:
 
 
 def test_members_table_shows_an_image_as_its_type_and_size() -> None:
-    from spotlight.cli_client import _brief
+    from spotlight.client.commands import _brief
 
     uri = "data:image/jpeg;base64," + "A" * 4000
     assert _brief({"img": uri, "caption": "a cat"}) == {"img": "<image/jpeg, 2.9 kB>", "caption": "a cat"}

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from spotlight.members import member_set
+from spotlight.contract.members import member_set
 from tests.ux.example import build_report, members_of, planted_dataset, planted_regions, with_members
 from worker.describe import describe_regions, metadata_columns
 from worker.report import fallback_report, image_link, image_src, job_report, loss_bins, member_rows, render_report
@@ -344,7 +344,7 @@ def _report_for(
     emb: np.ndarray, losses: np.ndarray, weights: np.ndarray, kernel: str = "gaussian", labels: np.ndarray | None = None
 ) -> str:
     """A report as the worker writes it (member sets, descriptions, stored orders) for these arrays."""
-    from spotlight.contribution import order_by_contribution
+    from spotlight.contract.contribution import order_by_contribution
 
     weights = np.asarray(weights, dtype=np.float32)  # as stored: a weight of 1e-300 is 0 here
     d = emb.shape[1]

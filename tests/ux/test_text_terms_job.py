@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spotlight.dataset_files import DatasetFiles, write_dataset
-from spotlight.protocol import REGIONS_FILE, REPORT_FILE, job_file
-from spotlight.settings import Settings
-from spotlight.store import ArtifactStore
-from spotlight.tables import region_rows
-from spotlight.text_terms import region_text_terms
+from spotlight.client.tables import region_rows
+from spotlight.contract.protocol import REGIONS_FILE, REPORT_FILE, job_file
+from spotlight.server.dataset_files import DatasetFiles, write_dataset
+from spotlight.server.settings import Settings
+from spotlight.server.store import ArtifactStore
+from spotlight.server.text_terms import region_text_terms
 from tests.runtime.helpers import enqueue, make_spec, render_queued_report
 from worker.describe import describe_job
 from worker.task import execute

@@ -132,7 +132,7 @@ def test_client_error_is_not_retried_but_429_is(receiver_factory: Any) -> None:
 
 
 def test_unreachable_or_bad_url_never_raises(caplog: pytest.LogCaptureFixture) -> None:
-    from spotlight.redis_server import free_port
+    from spotlight.ops.redis_server import free_port
 
     url = f"http://127.0.0.1:{free_port()}/nobody-listens"
     assert deliver(url, PAYLOAD, SECRET, retries=2, sleep=lambda s: None, timeout=2) is False
@@ -154,7 +154,7 @@ def test_signature_is_hmac_sha256_of_the_exact_body() -> None:
 
 
 def test_with_settings_the_callback_goes_through_the_ssrf_guard(receiver_factory: Any, tmp_path: Any) -> None:
-    from spotlight.settings import Settings
+    from spotlight.server.settings import Settings
 
     r = receiver_factory([200])
     strict = Settings(data_dir=tmp_path, allowed_hosts=["127.0.0.1"], allow_private_addresses=False)
@@ -182,8 +182,8 @@ def test_a_receiver_that_is_down_gets_the_documented_attempts_and_waits(monkeypa
     (the worker does not sleep through them: another delivery runs meanwhile)."""
     from rq import Retry
 
-    from spotlight import jobqueue
-    from spotlight.settings import Settings
+    from spotlight.server import jobqueue
+    from spotlight.server.settings import Settings
     from worker import webhook
 
     monkeypatch.delenv("SPOTLIGHT_WEBHOOK_RETRIES", raising=False)

@@ -7,7 +7,7 @@ Interface (fixed; the RQ task, the benchmarks and the describe step program agai
     result = search(
         embeddings,                 # np.ndarray | torch.Tensor, n x d, any float dtype (float32 used)
         losses,                     # np.ndarray n, or None when logits + labels are given
-        params,                     # spotlight.params.SearchParams
+        params,                     # spotlight.contract.params.SearchParams
         *,
         logits=None,                # n x c, with labels: losses = cross-entropy
         labels=None,                # n ints (label evidence, evidence_weight; label_entropy_coeff)

@@ -265,7 +265,7 @@ def scaled_distances(data: EmbeddingMatrix, mu: torch.Tensor, theta: torch.Tenso
 
 def support_rescale(u: torch.Tensor, active: torch.Tensor | None, bound: float | None) -> torch.Tensor:
     """Factor f (one per restart, <= 1) such that min over active examples of f*u is <= `bound`, the
-    kernel's `max_min_u` (spotlight/kernel.py SPECS); None (a kernel 1 on a core of S rows, never empty)
+    kernel's `max_min_u` (spotlight/contract/kernel.py SPECS); None (a kernel 1 on a core of S rows, never empty)
     leaves every f at 1.
 
     `active` masks the examples with positive weight (None: all). Multiplying every precision of a

@@ -6,15 +6,15 @@ every job. What a job can measure is whether a region holds up on rows it was no
 
 How: the rows (of positive weight) are split in two halves with the search's seed. On each half one
 region is searched with the job's evidence settings and one without evidence; each region is applied
-to the other half (`spotlight.kernel.region_weights`, the score route's formula) and its members there
-taken by the score route's rule (`spotlight.members.member_min_weight`); the setting whose two regions
+to the other half (`spotlight.contract.kernel.region_weights`, the score route's formula) and its members there
+taken by the score route's rule (`spotlight.contract.members.member_min_weight`); the setting whose two regions
 have the higher summed held-out lift (mean loss of the other half's members over that half's mean) is
 kept for the real search. A region with no held-out member counts lift 0. Ties keep the evidence.
 Why both directions (cross-fitting): one split's region 0 holds 4-20 held-out members on the real
 sets, and one direction alone picked the worse setting on MiniLM (bench.real, 2026-12-07).
 
 Cost: four one-region searches on half the rows each, about 0.4 of a default five-region search on
-CPU; `spotlight.cost.job_cost` counts them as two regions. It runs by default whenever the search uses
+CPU; `spotlight.server.cost.job_cost` counts them as two regions. It runs by default whenever the search uses
 label evidence (`SearchParams.checks_evidence`). Measured (docs/engine.md, "The evidence check"): it
 picked the better setting, or one within 0.005 AP of it, on both real sets and two seeds, and kept the
 evidence on the digits benchmarks.
@@ -26,9 +26,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from spotlight.kernel import region_weights
-from spotlight.members import member_min_weight, member_set, members_at_or_above
-from spotlight.params import SearchParams
+from spotlight.contract.kernel import region_weights
+from spotlight.contract.members import member_min_weight, member_set, members_at_or_above
+from spotlight.contract.params import SearchParams
 from worker.engine.result import SearchResult
 
 Search = Callable[..., SearchResult]

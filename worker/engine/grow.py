@@ -12,7 +12,7 @@ near-copies. So once a region is found (`sizing="grow"`):
    The first ring that fails stops the growth (no skipping ahead), and the region grows to at most
    MAX_SHARE of the weight.
 3. The region is then refitted to that size at the same centre, so that its members
-   (`spotlight.members`) are the grown rows: the ball's core is recomputed with the new size; the
+   (`spotlight.contract.members`) are the grown rows: the ball's core is recomputed with the new size; the
    gaussian's precisions are all scaled by one factor so that its kernel weight sums to the new size
    (bisection on that factor; u scales with it); the flat kernel's so that its support ends at the
    first row left out. A precision only ever falls (every row's weight rises), so the size constraint
@@ -35,7 +35,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from spotlight.params import GROW_MAX_SHARE, GROW_RING_SHARE
+from spotlight.contract.params import GROW_MAX_SHARE, GROW_RING_SHARE
 from worker.engine import core
 
 # shared with the API, which refuses sizing="grow" where not one ring fits (SearchParams.idle_settings)

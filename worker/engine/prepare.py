@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spotlight import evidence as evidence_columns
+from spotlight.contract import evidence as evidence_columns
 
 ArrayLike = Any  # np.ndarray | torch.Tensor (anything np.asarray accepts)
 
@@ -84,7 +84,7 @@ def losses_from_logits(logits: ArrayLike, labels: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Evidence:
-    """Label/prediction columns appended after the embedding coordinates (spotlight/evidence.py).
+    """Label/prediction columns appended after the embedding coordinates (spotlight/contract/evidence.py).
 
     In z they are `scale` * (column - `mean`): a one-hot 1 is worth `scale` standardised units, with
     scale = evidence_weight * sqrt(k) (k embedding coordinates searched), so two rows that differ in
@@ -233,7 +233,7 @@ def add_evidence(
     kind: str,
     weight: float,
 ) -> tuple[torch.Tensor, Frame]:
-    """z with label/prediction columns appended (spotlight/evidence.py), or z unchanged.
+    """z with label/prediction columns appended (spotlight/contract/evidence.py), or z unchanged.
 
     Nothing is appended when `weight` is 0, the job lacks what `kind` needs (labels, and for
     'labels_predictions'/'mismatch' predictions too), or the codes need more than

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spotlight.params import SearchParams
+from spotlight.contract.params import SearchParams
 from worker.engine import core
 from worker.engine.tuning import DEFAULT_TUNING, Tuning
 

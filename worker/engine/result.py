@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from spotlight.records import RegionKernel
+from spotlight.contract.records import RegionKernel
 
 
 class SearchCanceled(Exception):
@@ -90,7 +90,7 @@ class Region:
         )
 
     def kernel_record(self) -> RegionKernel:
-        """The region's kernel as the contract types it (spotlight/records.py): what scoring rows needs."""
+        """The region's kernel as the contract types it (spotlight/contract/records.py): what scoring rows needs."""
         return RegionKernel.model_validate(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,7 +127,7 @@ class SearchResult:
     elapsed_s: float
     # float64, d x k with orthonormal columns: the principal axes a search with `pca_components` measured
     # distance along (None without PCA). A region's centre and precision alone do not say which
-    # subspace its distance lives in, so whoever scores other rows (spotlight/kernel.py) needs this too.
+    # subspace its distance lives in, so whoever scores other rows (spotlight/contract/kernel.py) needs this too.
     basis: np.ndarray | None = None
     # Products with X or X^T over all n rows (`core.EmbeddingMatrix.passes`) the search took, all
     # regions together: the machine-independent measure of its cost (bench/speed prints it per region).

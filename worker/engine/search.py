@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spotlight.params import SearchParams
+from spotlight.contract.params import SearchParams
 from worker.engine import core, evidence_check, grow, variants
 from worker.engine.prepare import (
     ArrayLike,
@@ -102,13 +102,13 @@ def search(
     losses : array of shape (n,) or None
         Per-example losses; None to compute cross-entropy from ``logits`` and ``labels``.
     params : SearchParams or dict
-        Validated search parameters (see `spotlight.params.SearchParams`); None = defaults.
+        Validated search parameters (see `spotlight.contract.params.SearchParams`); None = defaults.
     logits : array of shape (n, c), optional
         With ``labels``, gives the losses; with ``prediction_entropy_coeff`` > 0 and no
         ``predictions``, their argmax gives the predictions.
     labels, predictions : int arrays of shape (n,), optional
         Label evidence (``evidence_weight`` > 0, the default: one-hot columns appended to the
-        standardised embeddings, see `spotlight.evidence`); the entropy penalties.
+        standardised embeddings, see `spotlight.contract.evidence`); the entropy penalties.
     sample_weights : array of shape (n,), optional
         Non-negative weight (count) of each example, :math:`w_i`; all ones by default.
     progress : callable(spotlight, step, steps), optional

@@ -2,20 +2,20 @@
 
 Adding a kernel: its file here (a `Variant` subclass, variants/base.py; a smooth kernel subclasses
 variants/smooth.py's `Smooth`) and its name in `VARIANTS`;
-its numpy formula, member rule and support bound are one `KernelSpec` line in spotlight/kernel.py
+its numpy formula, member rule and support bound are one `KernelSpec` line in spotlight/contract/kernel.py
 (docs/engine.md, "Adding a kernel").
 """
 
 from __future__ import annotations
 
-from spotlight.params import SearchParams
+from spotlight.contract.params import SearchParams
 from worker.engine.problem import Problem
 from worker.engine.variants.ball import Ball
 from worker.engine.variants.base import Schedule, Variant
 from worker.engine.variants.flat import Flat
 from worker.engine.variants.gaussian import Gaussian
 
-# one line per kernel: its variant, by the name SearchParams' `kernel` and spotlight/kernel.py SPECS use
+# one line per kernel: its variant, by the name SearchParams' `kernel` and spotlight/contract/kernel.py SPECS use
 VARIANTS: dict[str, type[Variant]] = {v.name: v for v in (Flat, Gaussian, Ball)}
 
 

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from spotlight.params import SearchParams
+from spotlight.contract.params import SearchParams
 from worker.engine import ballfit, core
 from worker.engine.problem import Problem
 from worker.engine.variants.base import Schedule, Variant

@@ -23,8 +23,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from spotlight.kernel import SPECS
-from spotlight.params import SearchParams
+from spotlight.contract.kernel import SPECS
+from spotlight.contract.params import SearchParams
 from worker.engine import core
 from worker.engine.problem import Problem
 
@@ -48,7 +48,7 @@ class Variant:
     tests and `grow` reach them without a search.
     """
 
-    name: ClassVar[str]  # the kernel's name in spotlight/kernel.py SPECS and SearchParams' `kernel`
+    name: ClassVar[str]  # the kernel's name in spotlight/contract/kernel.py SPECS and SearchParams' `kernel`
     # initial precision: each start's median active example at this u
     start_u: ClassVar[float]
     # the size constraint is a barrier (False: the kernel counts S rows by construction)
@@ -69,7 +69,7 @@ class Variant:
 
     @staticmethod
     def weight(u: torch.Tensor) -> torch.Tensor:
-        """The kernel value of scaled squared distances u (torch; spotlight/kernel.py has the numpy twin)."""
+        """The kernel value of scaled squared distances u (torch; spotlight/contract/kernel.py has the numpy twin)."""
         raise NotImplementedError
 
     @classmethod

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from spotlight.params import SearchParams
+from spotlight.contract.params import SearchParams
 from worker.engine import core, grow
 from worker.engine.problem import Problem
 from worker.engine.variants.base import Schedule, Variant
