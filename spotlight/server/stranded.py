@@ -31,7 +31,11 @@ from spotlight.server.settings import Settings
 log = logging.getLogger("spotlight.server.stranded")
 
 # KEYS: the job's hash, its lane's list, its unheld-since key. ARGV: job id, grace in ms.
-# Returns 1 when the job was pushed back, else 0.
+# Returns 1 when the job was pushed back, else 0. The unheld-since key holds "<ms> <enqueued_at>|<started_at>":
+# the clock runs only while the job is the same pop of the same enqueue. A sweep that saw a live worker's
+# pop (the milliseconds, or under load seconds, before it marks the job started), and none after it,
+# leaves the key behind; when that worker has since run the job and it is queued again (a yield), RQ has
+# changed started_at and enqueued_at, so the clock restarts instead of counting from the old sighting.
 _REQUEUE_IF_UNHELD = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' or redis.call('LPOS', KEYS[2], ARGV[1]) then
@@ -41,12 +45,21 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local grace = tonumber(ARGV[2])
-local since = redis.call('GET', KEYS[3])
+local times = redis.call('HMGET', KEYS[1], 'enqueued_at', 'started_at')
+local sig = tostring(times[1] or '') .. '|' .. tostring(times[2] or '')
+local seen = redis.call('GET', KEYS[3])
+local since = nil
+if seen then
+  local space = string.find(seen, ' ', 1, true)
+  if space and string.sub(seen, space + 1) == sig then
+    since = tonumber(string.sub(seen, 1, space - 1))
+  end
+end
 if not since then
-  redis.call('SET', KEYS[3], now, 'PX', 4 * grace + 60000)
+  redis.call('SET', KEYS[3], now .. ' ' .. sig, 'PX', 4 * grace + 60000)
   return 0
 end
-if now - tonumber(since) < grace then
+if now - since < grace then
   return 0
 end
 redis.call('DEL', KEYS[3])

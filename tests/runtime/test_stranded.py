@@ -81,3 +81,24 @@ def test_a_report_job_popped_into_nowhere_goes_back_and_an_ended_one_leaves_the_
     time.sleep(unheld_grace_s(settings) + 0.1)
     assert requeue_unheld(conn, settings) == [lost.id]
     assert reports.get_job_ids() == [lost.id]
+
+
+def test_a_sighting_of_an_earlier_pop_does_not_count_once_the_job_has_run_and_is_queued_again(redis_url: str) -> None:
+    """A sweep that saw a live worker's pop, and none after it, leaves its clock behind; when that worker
+    has run the job and the job is queued and popped again (a yield), the old sighting must not count,
+    or the job would be pushed back while a live worker starts it, and run twice."""
+    settings = Settings(redis_url=redis_url, **GRACE_SETTINGS)
+    conn, job = _queued(redis_url, settings)
+    lane = job_queue(conn, settings)
+    assert conn.lpop(lane.key).decode() == job.id  # a live worker's pop, seen by a sweep
+    assert requeue_unheld(conn, settings) == []
+    time.sleep(unheld_grace_s(settings) + 0.1)
+    # Meanwhile the worker ran it (started_at), it yielded and RQ queued it again (enqueued_at), and a
+    # worker has just popped it once more: no sweep saw any of that.
+    conn.hset(Job.key_for(job.id), mapping={"started_at": "2026-12-07T12:00:01.000000Z"})
+    conn.hset(Job.key_for(job.id), mapping={"enqueued_at": "2026-12-07T12:00:02.000000Z"})
+    assert requeue_unheld(conn, settings) == []  # a new pop: its clock starts now
+    assert lane.get_job_ids() == []
+    time.sleep(unheld_grace_s(settings) + 0.1)
+    assert requeue_unheld(conn, settings) == [job.id]  # this pop did stay unheld for the grace
+    assert lane.get_job_ids() == [job.id]
