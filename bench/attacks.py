@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.load import REPO_ROOT, Service
+from bench.load import REPO_ROOT, Service, npz
 from bench.rss import RssSampler
 from spotlight.server.settings import Settings
 
@@ -74,15 +74,6 @@ def outcome(r: httpx.Response) -> str:
         return f"{r.status_code} {r.json()['error']['code']}"
     except (ValueError, KeyError, TypeError):
         return str(r.status_code)
-
-
-def npz(n: int, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    emb = rng.normal(size=(n, DIM)).astype(np.float32)
-    losses = (rng.random(n) + 2.0 * (emb[:, 0] > 1.0)).astype(np.float32)
-    buf = io.BytesIO()
-    np.savez(buf, embeddings=emb, losses=losses)
-    return buf.getvalue()
 
 
 def score_body_at_cap(cap: int) -> bytes:
@@ -454,13 +445,13 @@ def set_up(service: Service, big_rows: int, with_big: bool) -> tuple[dict[str, s
     big: dict[str, str] = {}
     with httpx.Client(base_url=service.url, timeout=300) as c:
         for seed, tenant in enumerate(TENANTS):
-            files = {"file": ("d.npz", npz(2000, seed), "application/octet-stream")}
+            files = {"file": ("d.npz", npz(2000, DIM, seed), "application/octet-stream")}
             small[tenant] = c.post("/v1/datasets", headers=auth(tenant), files=files).json()["id"]
             r = c.post("/v1/jobs", headers=auth(tenant), json={"dataset": small[tenant], "params": JOB_PARAMS})
             assert r.status_code == 202, r.text
             job[tenant] = r.json()["id"]
             if with_big:
-                files = {"file": ("big.npz", npz(big_rows, 10 + seed), "application/octet-stream")}
+                files = {"file": ("big.npz", npz(big_rows, DIM, 10 + seed), "application/octet-stream")}
                 r = c.post("/v1/datasets", headers=auth(tenant), files=files)
                 assert r.status_code == 201, r.text
                 big[tenant] = r.json()["id"]
