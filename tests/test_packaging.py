@@ -195,11 +195,27 @@ def test_open_bind_needs_keys_or_the_flag(host: str, keys: str | None, allow: bo
     from spotlight.server.binding import check_bind
 
     settings = Settings(api_keys=keys)
-    if ok:
-        check_bind(settings, host, allow)
-    else:
-        with pytest.raises(SystemExit, match="without API keys"):
-            check_bind(settings, host, allow)
+    for warn in (True, False):  # `spotlight up` checks quietly; the refusal is the same
+        if ok:
+            check_bind(settings, host, allow, warn=warn)
+        else:
+            with pytest.raises(SystemExit, match="without API keys"):
+                check_bind(settings, host, allow, warn=warn)
+
+
+def test_a_quiet_bind_check_refuses_alike_and_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """`spotlight up` checks the bind before it starts anything, then its API child checks again: only
+    the child's check may warn, or the log says it twice (the whole stack: tests/runtime/test_up.py)."""
+    from spotlight.server.binding import check_bind
+
+    settings = Settings(api_keys=None)
+    with caplog.at_level("WARNING", logger="spotlight.server.binding"):
+        check_bind(settings, "127.0.0.1", False, warn=False)
+        assert caplog.records == []
+        check_bind(settings, "127.0.0.1", False)
+    assert [r.getMessage() for r in caplog.records] == [
+        "no API keys configured: the API runs open, so it binds to 127.0.0.1 (loopback) only"
+    ]
 
 
 BASE_REQUIREMENTS = {"numpy", "httpx", "rich", "pydantic", "pydantic-settings"}

@@ -120,7 +120,7 @@ REDIS_START_TIMEOUT_S = 60.0
 
 def cmd_up(args: argparse.Namespace) -> int:
     settings = get_settings()
-    check_bind(settings, args.host, args.allow_open_bind)
+    check_bind(settings, args.host, args.allow_open_bind, warn=False)  # the API child warns
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)

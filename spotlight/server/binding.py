@@ -29,16 +29,21 @@ def has_api_keys(settings: Settings) -> bool:
     return bool(settings.api_keys) or settings.api_keys_file is not None
 
 
-def check_bind(settings: Settings, host: str, allow_open_bind: bool) -> None:
-    """With no API keys the service is open to whoever can reach it: loopback only, unless told."""
+def check_bind(settings: Settings, host: str, allow_open_bind: bool, *, warn: bool = True) -> None:
+    """With no API keys the service is open to whoever can reach it: loopback only, unless told.
+
+    `warn=False` refuses the same but says nothing otherwise: `spotlight up` checks before it starts
+    anything, and the API it starts says it once, where it binds."""
     if has_api_keys(settings):
         return
     if is_loopback(host):
-        log.warning("no API keys configured: the API runs open, so it binds to %s (loopback) only", host)
+        if warn:
+            log.warning("no API keys configured: the API runs open, so it binds to %s (loopback) only", host)
         return
     if not allow_open_bind:
         raise SystemExit(
             f"refusing to bind {host} without API keys: anyone who can reach it could read every dataset. "
             "Set SPOTLIGHT_API_KEYS (or SPOTLIGHT_API_KEYS_FILE), bind 127.0.0.1, or pass --allow-open-bind."
         )
-    log.warning("no API keys configured and --allow-open-bind given: the API on %s is open to anyone", host)
+    if warn:
+        log.warning("no API keys configured and --allow-open-bind given: the API on %s is open to anyone", host)

@@ -105,6 +105,8 @@ def test_up_serves_a_search_and_stops_on_sigterm_leaving_no_process(tmp_path: Pa
         _, alive = psutil.wait_procs(family, timeout=10)  # every child exits, not only the parent
         left = [p.pid for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert left == [], f"processes left behind: {left}"
+        # Open (no API keys) on loopback: said once, by the API that binds, not again by `up` itself.
+        assert (tmp_path / "up.log").read_text().count("no API keys configured") == 1
     finally:
         if up.poll() is None:  # the test failed midway: take everything down
             for p in psutil.Process(up.pid).children(recursive=True):
