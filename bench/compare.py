@@ -40,7 +40,14 @@ v1's, and as v2's loss minus v1's; ``sizing="grow"``; ``spotlight_size=0.01``; `
 and the best ball of the job's region size (the rows nearest one heavy-ink 7 in v2's standardised
 embedding: a spherical region, where the search fits a diagonal gaussian).
 
-    python -m bench.compare [--seeds 10] [--first-seed 0] [--probe]
+``--regions`` lists, after the table, every weak spot of v1 -> v2 per seed: status, regions, members
+(tested), ranks v1 -> v2, its own verdict, the three commonest labels among its members and their
+heavy-ink share.
+
+``--spotlight-size`` runs all three jobs at another spotlight size than the default (what a user
+who asks for smaller regions gets; the goal is at the defaults).
+
+    python -m bench.compare [--seeds 10] [--first-seed 0] [--probe] [--regions] [--spotlight-size 0.01]
 """
 
 from __future__ import annotations
@@ -120,9 +127,9 @@ def _search(name: str, emb: np.ndarray, loss: np.ndarray, seed: int, **update: A
     return Version(name, np.asarray(loss, dtype=np.float64), regions, members, elapsed, parts.held_out)
 
 
-def build(seed: int) -> tuple[dict[str, Version], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The three versions searched, the planted modes' rows, and the context the diagnosis reads
-    (the 7s, and v2's embeddings for --probe)."""
+def build(seed: int, **update: Any) -> tuple[dict[str, Version], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The three versions searched (default parameters but `update`), the planted modes' rows, and
+    the context the diagnosis reads (the 7s, and v2's embeddings for --probe)."""
     x_tr, y_tr, x_te, y_te, rng = _data(seed)
     ink_tr, ink_te = x_tr.sum(1), x_te.sum(1)
     cut = np.quantile(ink_tr[y_tr == 7], 0.6)
@@ -138,10 +145,10 @@ def build(seed: int) -> tuple[dict[str, Version], dict[str, np.ndarray], dict[st
         "v3": _train(x_tr[without_8s], noisy[without_8s], seed + 1000),
     }
     versions = {}
-    context: dict[str, np.ndarray] = {"7s": y_te == 7}
+    context: dict[str, np.ndarray] = {"7s": y_te == 7, "labels": y_te}
     for name, model in trained.items():
         emb, loss = _held_out(model, x_te, y_te)
-        versions[name] = _search(name, emb, loss, seed)
+        versions[name] = _search(name, emb, loss, seed, **update)
         context[f"emb {name}"] = emb
     modes = {"rare 8s": y_te == 8, "noisy 5s": y_te == 5, "heavy-ink 7s": (y_te == 7) & (ink_te > cut)}
     return versions, modes, context
@@ -191,7 +198,27 @@ def heavy_ink_region(result: dict, versions: dict[str, Version], heavy: np.ndarr
     return f"{spot['status']}, 7s {sevens[rows].mean():.2f}, heavy-ink {share:.2f}, other 7s {ranks}"
 
 
-def probe(seed: int, versions: dict[str, Version], heavy: np.ndarray, emb_v2: np.ndarray) -> dict[str, float]:
+def describe(result: dict, versions: dict[str, Version], heavy: np.ndarray, labels: np.ndarray) -> list[str]:
+    """Every weak spot of a comparison, one line each (--regions)."""
+    out = []
+    for spot in result["weak_spots"]:
+        rows = _members(spot, result, versions)
+        counts = np.bincount(labels[rows], minlength=10) if rows.size else np.zeros(10, dtype=np.int64)
+        common = ", ".join(f"{c}s {counts[c]}" for c in np.argsort(-counts, kind="stable")[:3] if counts[c])
+        before, after = spot["before"]["rank"], spot["after"]["rank"]
+        ranks = f"{before:.2f} -> {after:.2f}" if before is not None and after is not None else "—"
+        share = f"{heavy[rows].mean():.2f}" if rows.size else "—"
+        out.append(
+            f"- {spot['status']}: v1 region {spot['old_region']}, v2 region {spot['new_region']}, "
+            f"{spot['members']} members ({spot['tested_members']} tested), rank v1 -> v2 {ranks}, "
+            f"own verdict {spot['own_verdict']}; {common}; heavy-ink {share}"
+        )
+    return out
+
+
+def probe(
+    seed: int, versions: dict[str, Version], heavy: np.ndarray, emb_v2: np.ndarray, base: dict[str, Any]
+) -> dict[str, float]:
     """The largest heavy-ink share among any region's members when v2's rows are searched another way
     (the job's split and seed), and the best ball of the job's region size around a heavy-ink 7."""
     ranks_change = compare.percentiles(versions["v2"].losses) - compare.percentiles(versions["v1"].losses)
@@ -206,7 +233,7 @@ def probe(seed: int, versions: dict[str, Version], heavy: np.ndarray, emb_v2: np
     }
     out = {}
     for label, (loss, update) in runs.items():
-        members = _search("probe", emb_v2, loss, seed, **update).members
+        members = _search("probe", emb_v2, loss, seed, **{**base, **update}).members
         out[label] = max((float(heavy[m].mean()) for m in members if m.size), default=0.0)
     size = int(round(np.median([m.size for m in versions["v2"].members])))
     e = np.asarray(emb_v2, dtype=np.float64)
@@ -246,7 +273,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--probe", action="store_true", help="also search v2's rows other ways (module docstring)")
+    ap.add_argument("--regions", action="store_true", help="list every weak spot of v1 -> v2 per seed")
+    ap.add_argument(
+        "--spotlight-size", type=float, default=None, help="every job's spotlight_size (default: the default)"
+    )
     args = ap.parse_args()
+    update = {} if args.spotlight_size is None else {"spotlight_size": args.spotlight_size}
     torch.set_num_threads(1)
     hits = {"fixed": 0, "new": 0, "still there": 0}
     null_clean = 0
@@ -254,13 +286,14 @@ def main() -> None:
     naive_null = 0
     timings = []
     probes: list[dict[str, float]] = []
+    listed: list[str] = []
     print(
         "| seed | v1 -> v2: rare 8s | heavy-ink 7s | noisy 5s | counts | v1 -> v3 (null) counts | null clean "
         "| naive null (fixed, new) | v2's heavy-ink region: status, shares, other 7s' rank v1 -> v2 (held-out n) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        versions, modes, context = build(seed)
+        versions, modes, context = build(seed, **update)
         ids = list(range(len(versions["v1"].losses)))
         start = time.perf_counter()
         forward = compare.compare_jobs(_rows(versions["v1"], ids), _rows(versions["v2"], ids))
@@ -292,8 +325,12 @@ def main() -> None:
             f"| {heavy_ink_region(forward, versions, modes['heavy-ink 7s'], context['7s'])} |",
             flush=True,
         )
+        if args.regions:
+            listed += [f"\nseed {seed}, v1 -> v2:"] + describe(
+                forward, versions, modes["heavy-ink 7s"], context["labels"]
+            )
         if args.probe:
-            probes.append(probe(seed, versions, modes["heavy-ink 7s"], context["emb v2"]))
+            probes.append(probe(seed, versions, modes["heavy-ink 7s"], context["emb v2"], update))
     n = args.seeds
     print(
         f"\nrare 8s reported fixed on {hits['fixed']}/{n}; heavy-ink 7s new on {hits['new']}/{n}; "
@@ -302,6 +339,8 @@ def main() -> None:
         f"new on the retrain on {naive_null}/{n}"
     )
     print(f"v2's job has a region that is mostly heavy-ink 7s (what a comparison can class) on {found['new']}/{n}")
+    for line in listed:
+        print(line)
     if probes:
         print("\n| seed | " + " | ".join(probes[0]) + " |")
         print("|---" * (len(probes[0]) + 1) + "|")
