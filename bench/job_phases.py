@@ -5,11 +5,12 @@
     python -m bench.job_phases --n 2000 --d 128 --jobs 7
     python -m bench.job_phases --back-to-back --repo /tmp/before --repo .   # as a pipeline submits
 
-Each checkout gets a whole service in a temporary folder (`bench.load.Service`: embedded Redis, the API,
-one worker). The services run at the same time and take turns, one job at a time (a warm-up job each
-first), so the drift of a shared machine falls on all of them alike. Per job, default parameters
-(5 regions, `device` cpu) on `bench.speed.labelled_data` (n x d with 10 classes, as an MNIST-like
-upload holds them):
+Each checkout gets a whole service in a temporary folder (`bench.load.Service`: embedded Redis, and the
+checkout's own `spotlight up --workers 1`, i.e. the API, one search worker and whatever other workers
+that checkout's `up` starts; `--plain`: the API and one plain `spotlight worker` instead). The services
+run at the same time and take turns, one job at a time (a warm-up job each first), so the drift of a
+shared machine falls on all of them alike. Per job, default parameters (5 regions, `device` cpu) on
+`bench.speed.labelled_data` (n x d with 10 classes, as an MNIST-like upload holds them):
 
 - submit to finished: from the POST to the first poll (every 10 ms) that sees `finished`;
 - submit to report: to the first GET of the report that answers 200 (the next job starts after it, so
@@ -22,7 +23,8 @@ upload holds them):
 With ``--back-to-back`` the client submits each job as soon as the previous one is finished, without
 waiting for its report (as a pipeline that submits many jobs does): then also how long the job waited
 in the queue (RQ's `enqueued_at` to `started_at`) and how much of that wait overlapped the previous
-job's report rendering (its report job's start to end), i.e. whether a search waited behind a report.
+job's report rendering (its report job's start to end): with one worker serving both, the time the
+search waited behind that report.
 
 Medians over the jobs, and in the same run the Domino-style mixture slicer (`bench.mixture_slicer`, 5
 slices) on the same arrays: what a user would run instead.
@@ -88,13 +90,16 @@ def one_job(
         wait_for_report(c, job_id)
         out["report ready"] = time.perf_counter() - t
     job = Job.fetch(job_id, connection=conn)
+    deadline = time.perf_counter() + 10
+    while not job.is_finished and time.perf_counter() < deadline:  # RQ saves its result after our meta says so
+        time.sleep(0.01)
     pickup = _seconds(job.enqueued_at, job.started_at)
     if pickup is not None:
         out["pick-up + fork"] = pickup
     if previous is not None:
         try:
             before = Job.fetch(f"{previous}-report", connection=conn)
-            out["of it behind the previous report"] = _overlap(
+            out["of it while the previous report rendered"] = _overlap(
                 job.enqueued_at, job.started_at, before.started_at, before.ended_at
             )
         except Exception:  # noqa: BLE001 - a checkout that renders the report inside the job
@@ -157,6 +162,7 @@ def main() -> None:
     parser.add_argument(
         "--back-to-back", action="store_true", help="each timed job submitted right after another one finished"
     )
+    parser.add_argument("--plain", action="store_true", help="the API and one plain `spotlight worker`, not `up`")
     args = parser.parse_args()
     repos = [r.resolve() for r in (args.repo or [REPO_ROOT])]
     x, loss, labels, probs = labelled_data(args.n, args.d)
@@ -165,7 +171,9 @@ def main() -> None:
     upload = buf.getvalue()
     runs: dict[Path, list[dict[str, float]]] = {r: [] for r in repos}
     with tempfile.TemporaryDirectory(prefix="spotlight-phases-") as tmp:
-        services = [Service(Path(tmp) / str(i), workers=1, tenants=1, repo=r) for i, r in enumerate(repos)]
+        services = [
+            Service(Path(tmp) / str(i), workers=1, tenants=1, repo=r, up=not args.plain) for i, r in enumerate(repos)
+        ]
         clients: list[tuple[httpx.Client, redis.Redis, str]] = []
         try:
             for service in services:
@@ -197,7 +205,8 @@ def main() -> None:
     how = "each submitted right after another job finished" if args.back_to_back else "one at a time"
     print(
         f"# {args.n} x {args.d}, 5 regions, defaults (device cpu), labels; medians of {args.jobs} jobs per "
-        f"checkout ({how}), interleaved; load {os.getloadavg()[0]:.2f}"
+        f"checkout ({how}), interleaved, {'plain workers' if args.plain else 'spotlight up'}; "
+        f"load {os.getloadavg()[0]:.2f}"
     )
     keys = list(dict.fromkeys(k for repo in repos for run in runs[repo] for k in run))
     print("| s | " + " | ".join(r.name for r in repos) + " |")

@@ -25,7 +25,9 @@ def served(args: argparse.Namespace) -> dict[str, bool]:
     callbacks (the one place the flags are read; deploy/ and docker-compose are tested against it)."""
     only = args.callbacks_only or args.reports_only
     if only and args.no_reports:
-        raise SystemExit("spotlight worker: --no-reports is for search workers, not with --callbacks-only/--reports-only")
+        raise SystemExit(
+            "spotlight worker: --no-reports is for search workers, not with --callbacks-only/--reports-only"
+        )
     return {
         "searches": not only,
         "reports": args.reports_only or not (only or args.no_reports),
