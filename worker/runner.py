@@ -9,7 +9,9 @@ with RQ's plain round robin over all its queues, a worker that had just finished
 the reports queue next, so the next search waited for the previous job's report (0.9-2.6 s at
 2 000 x 128, as long as the search itself; docs/engine.md, speed). A report already rendering is
 still waited for; hence `spotlight up`, docker-compose and deploy/ run a report worker of their own
-(``--reports-only``) and keep the search workers off the reports queue (``--no-reports``).
+(``--reports-only``) and keep the search workers off the reports queue (``--no-reports``). On one
+machine the report worker runs at a lower CPU priority (`REPORT_NICENESS`), so a report rendering
+beside a search takes what the search leaves.
 
 CUDA and fork
 -------------
@@ -75,6 +77,11 @@ from spotlight.server.stranded import requeue_unheld
 from worker.devices import detect_cuda_devices
 
 log = logging.getLogger("spotlight.worker")
+
+# How much lower a report-only worker's CPU priority is than its search workers' (os.nice): under
+# Linux's scheduler a niceness of 10 weighs about a tenth of 0, so a report renders with what the
+# searches leave, and at full speed when none runs.
+REPORT_NICENESS = 10
 
 
 def _work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: object) -> None:
@@ -236,6 +243,11 @@ def run_worker(
     """
     if not settings.redis_url:
         raise SystemExit("spotlight worker: REDIS_URL is not set (start Redis, or use `spotlight up`)")
+    if reports and not searches:
+        # A report worker beside search workers on one machine (`spotlight up`) yields the CPU to them:
+        # the plots are wanted after the results, the next search is wanted now. Measured on 2 cores:
+        # docs/engine.md, speed ("Searches never wait for a report"). Its horses inherit it.
+        os.nice(REPORT_NICENESS)
     if preload and (searches or reports):
         preload_engine(searches)
     connection = redis.Redis.from_url(settings.redis_url)

@@ -107,6 +107,12 @@ def test_up_serves_a_search_and_stops_on_sigterm_leaving_no_process(tmp_path: Pa
             ("--reports-only",),
             ("--no-callbacks", "--no-reports"),
         }  # a horse repeats its parent
+        # the report worker leaves the CPU to the searches (worker/runner.py REPORT_NICENESS)
+        from worker.runner import REPORT_NICENESS
+
+        nices = {p.nice() for p in family if "--reports-only" in p.cmdline()}
+        assert nices == {min(19, os.getpriority(os.PRIO_PROCESS, 0) + REPORT_NICENESS)}, nices
+        assert all(p.nice() == os.getpriority(os.PRIO_PROCESS, 0) for p in family if "--no-reports" in p.cmdline())
         t0 = time.monotonic()
         up.send_signal(signal.SIGTERM)
         assert up.wait(40) == 0
