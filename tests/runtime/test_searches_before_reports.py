@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +24,18 @@ from spotlight.contract.protocol import parse_time, report_job_id
 from spotlight.server.jobqueue import job_queue, report_queue
 from spotlight.server.settings import Settings
 from spotlight.server.store import ArtifactStore
-from tests.runtime.helpers import REPO_ROOT, enqueue, make_spec, meta_status, worker_env, write_dataset
+from tests.runtime.gate import HELD_TASK_PATH, Gate
+from tests.runtime.helpers import (
+    REPO_ROOT,
+    enqueue,
+    make_spec,
+    meta_status,
+    spawn_logged,
+    tail_log,
+    wait_for,
+    worker_env,
+    write_dataset,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -90,6 +103,43 @@ def test_search_workers_leave_reports_to_a_report_worker_which_takes_no_search(
     assert reports.count == 0
     assert meta_status(waiting) == "queued" and job_queue(conn, settings).job_ids == [waiting.id]
     assert Queue("spotlight-callbacks", connection=conn).count == 0  # no job here has a callback
+
+
+def test_a_search_runs_to_its_end_while_the_report_worker_is_busy_rendering(
+    redis_url: str, store_dir: Path, tmp_path: Path
+) -> None:
+    """The deployment of `spotlight up`: a report worker busy with a report (a job held at a test gate on
+    the reports queue, for as long as the test likes) and a search worker beside it, started
+    --no-reports. The search is taken and finished while the rendering still runs."""
+    settings = Settings(redis_url=redis_url, store_url=str(store_dir))
+    conn = redis.Redis.from_url(redis_url)
+    env = worker_env(redis_url, store_dir)
+    rendering = report_queue(conn, settings).enqueue(HELD_TASK_PATH, job_timeout=120)
+    reports = spawn_logged(
+        [sys.executable, "-m", "spotlight.client.cli", "worker", "--reports-only"], tmp_path / "reports.log", env
+    )
+    gate = Gate(conn, rendering.id)
+    try:
+        gate.wait_held(60)  # the report worker is rendering
+        job = enqueue(redis_url, make_spec(write_dataset(ArtifactStore(str(store_dir)), n=300)), settings)
+        done = _worker(env, tmp_path / "search.log", "--no-callbacks", "--no-reports")
+        assert done.returncode == 0, (tmp_path / "search.log").read_text()[-3000:]
+        assert meta_status(job) == "finished"
+        assert rendering.get_status(refresh=True) == "started"  # still rendering when the search ended
+        # and the job's own report waits for the report worker, which takes it once it is free
+        assert _report_status(conn, job.id) == "pending"
+        gate.open()
+        wait_for(lambda: _report_status(conn, job.id) == "ready", 120, "the report", interval=0.2)
+    finally:
+        gate.open()
+        if reports.poll() is None:
+            os.killpg(reports.pid, signal.SIGTERM)
+            try:
+                reports.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(reports.pid, signal.SIGKILL)
+                reports.wait(10)
+    assert "Traceback" not in tail_log(tmp_path / "reports.log", 20000)
 
 
 def test_worker_flags_that_contradict_each_other_are_refused(redis_url: str, store_dir: Path, tmp_path: Path) -> None:
