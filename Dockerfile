@@ -2,7 +2,8 @@
 # Two images from one file:
 #   docker build --target api    -t spotlight-api .      # FastAPI, no torch (the `server` extra); also runs
 #                                                        #   `spotlight worker --callbacks-only` (webhooks)
-#   docker build --target worker -t spotlight-worker .   # RQ worker on a CUDA PyTorch base
+#   docker build --target worker -t spotlight-worker .   # RQ worker on a CUDA PyTorch base; also runs
+#                                                        #   `spotlight worker --reports-only` on a CPU node
 # docker-compose.yml builds both; tests/test_packaging.py checks this file against the code.
 
 ARG PYTHON_IMAGE=python:3.11-slim

@@ -82,9 +82,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Service:
-    """Redis + API + workers as child processes, each in its own session."""
+    """Redis + API + workers as child processes, each in its own session. With `up`, the checkout's own
+    `spotlight up` starts the API and its workers (whatever kinds of worker that checkout runs: search,
+    report, callbacks) on this Redis: what a user gets from `make run`."""
 
-    def __init__(self, root: Path, workers: int, tenants: int, repo: Path = REPO_ROOT) -> None:
+    def __init__(self, root: Path, workers: int, tenants: int, repo: Path = REPO_ROOT, up: bool = False) -> None:
         self.root = root
         self.repo = repo
         self.redis = EmbeddedRedis(root / "redis")
@@ -103,6 +105,7 @@ class Service:
         )
         self.env.pop("SPOTLIGHT_API_KEYS_FILE", None)
         self.workers = workers
+        self.up = up
 
     @property
     def url(self) -> str:
@@ -124,9 +127,23 @@ class Service:
     def start(self) -> None:
         self.redis.start()
         self.env["REDIS_URL"] = self.redis.url
-        self._spawn("api", "api", "--host", "127.0.0.1", "--port", str(self.port))
-        for i in range(self.workers):
-            self._spawn(f"worker{i}", "worker", "--name", f"load-w{i}")
+        if self.up:
+            self._spawn(
+                "up",
+                "up",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                "--data-dir",
+                str(self.root / "data"),
+            )
+        else:
+            self._spawn("api", "api", "--host", "127.0.0.1", "--port", str(self.port))
+            for i in range(self.workers):
+                self._spawn(f"worker{i}", "worker", "--name", f"load-w{i}")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
@@ -135,7 +152,7 @@ class Service:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise SystemExit("the API did not become ready; see " + str(self.root / "api.log"))
+        raise SystemExit("the API did not become ready; see " + str(self.root / ("up.log" if self.up else "api.log")))
 
     def stop(self) -> None:
         for proc in self.procs:

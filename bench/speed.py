@@ -1,6 +1,6 @@
 """Speed benchmark: one optimiser step against the paper's formulation and the memory floor.
 
-    python -m bench.speed              # n = 50 000, d = 512 and 2048, then 5 regions at d = 512
+    python -m bench.speed              # n = 50 000, d = 512 and 2048, 5 regions at d = 512, end to end
     python -m bench.speed --n 20000    # smaller, for a smoke test
 
 Per step, measured in this one run on the same matrix X (n x d, float32):
@@ -26,14 +26,19 @@ floor pass), with its CPU seconds (on a shared machine the steadier figure).
 (so the evidence check runs first), the spotlight size for the searched share: what worker/task.py
 hands the engine.
 
-    python -m bench.speed --e2e                # end to end through the API as well (see below)
+Then, end to end through the API (skip with `--no-e2e`; `--e2e-only` runs only this part):
+
     python -m bench.speed --e2e-only --e2e-repo /path/to/other/checkout   # before/after
 
-`--e2e`: a whole service in a temporary folder (embedded Redis, the API, one worker: `bench.load.Service`)
-runs default 5-region jobs on a 2 000 x 128 set with labels (and on `--e2e-large` n x 512, 0 to skip),
-timed from the submission to the first poll that sees `finished` (polled every 20 ms), a warm-up job first;
-beside it, in the same run, the engine alone on the same arrays and the Domino-style mixture slicer
-(`bench.mixture_slicer`, 5 slices) on the small set: what a user would run instead.
+A whole service in a temporary folder (`bench.load.Service`: embedded Redis and the checkout's own
+`spotlight up` with one search worker; `--e2e-plain`: the API and one plain `spotlight worker`) runs
+default 5-region jobs on a 2 000 x 128 set with labels and on `--e2e-large` n x 512 (0 to skip), each
+submitted as soon as the previous one is finished (a warm-up job first), timed from the submission to
+the first poll that sees `finished` (polled every 20 ms). Beside each set, in the same run: the job's
+search phase and passes over X per region (from the task's summary), the search a job runs timed alone
+in this process (`job_like_search`), both as a ratio to the memory floor on those rows (wall over
+passes x one floor pass), and on the small set the Domino-style mixture slicer (`bench.mixture_slicer`,
+5 slices): what a user would run instead.
 """
 
 from __future__ import annotations
@@ -173,14 +178,15 @@ def main() -> None:
     parser.add_argument(
         "--job-like", action="store_true", help="then the default search as a job runs it (held-out rows, labels)"
     )
-    parser.add_argument("--e2e", action="store_true", help="then end to end through the API (see above)")
+    parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end part (see above)")
     parser.add_argument("--e2e-only", action="store_true", help="only the end-to-end part")
     parser.add_argument("--e2e-large", type=int, default=50_000, help="rows of the large end-to-end set (0: none)")
     parser.add_argument("--e2e-jobs", type=int, default=3, help="timed jobs per set (after one warm-up)")
     parser.add_argument("--e2e-repo", type=Path, default=Path(__file__).resolve().parents[1], help="service checkout")
+    parser.add_argument("--e2e-plain", action="store_true", help="the API and one plain worker, not `spotlight up`")
     args = parser.parse_args()
     if args.e2e_only:
-        end_to_end(args.e2e_repo.resolve(), args.e2e_large, args.e2e_jobs)
+        end_to_end(args.e2e_repo.resolve(), args.e2e_large, args.e2e_jobs, args.e2e_plain)
         return
     params = SearchParams(device="cpu")
     print(
@@ -235,8 +241,8 @@ def main() -> None:
             f"load {os.getloadavg()[0]:.2f}"
         )
         print(f"#   {phase_passes(result)}")
-    if args.e2e:
-        end_to_end(args.e2e_repo.resolve(), args.e2e_large, args.e2e_jobs)
+    if not args.no_e2e:
+        end_to_end(args.e2e_repo.resolve(), args.e2e_large, args.e2e_jobs, args.e2e_plain)
 
 
 def phase_passes(result: SearchResult) -> str:
@@ -271,9 +277,30 @@ def labelled_data(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return x, loss, labels.astype(np.int64), probs
 
 
-def end_to_end(repo: Path, large_n: int, jobs: int) -> None:
-    """Submit-to-finished through the API (`bench.load.Service`: embedded Redis, the API, one worker)."""
+def floor_pass_s(x: np.ndarray, rounds: int = 5) -> float:
+    """One pass over these rows at the memory floor (seconds): half the faster of two matrix-vector
+    passes, X v and X^T c, on X and on a transposed copy, timed as `step_times` times the floor."""
+    z = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    g = torch.Generator().manual_seed(0)
+    v, c = torch.randn(z.shape[1], generator=g), torch.randn(z.shape[0], generator=g)
+    zt = z.t().contiguous()
+    t = _interleaved({"rows": lambda: (z @ v, c @ z), "cols": lambda: (v @ zt, zt @ c)}, rounds=rounds)
+    return statistics.median(min(a, b) for a, b in zip(t["rows"], t["cols"], strict=True)) / 2.0
+
+
+def end_to_end(repo: Path, large_n: int, jobs: int, plain: bool = False) -> None:
+    """Through the API (`bench.load.Service`: embedded Redis and the checkout's `spotlight up` with one
+    search worker; `plain`: the API and one plain worker), beside the engine alone and the floor.
+
+    Per set: submit to finished of `jobs` default jobs (after a warm-up), each submitted as soon as the
+    previous one is finished, its report not waited for (a pipeline submitting jobs), with the task's
+    search phase (`phases_s`) and the passes over X per region of the job's own search (RQ's copy of the
+    task's summary; a checkout that does not return them shows "?"); then in this process the search
+    the job runs (`job_like_search`) timed alone, its passes per region, and both against the floor:
+    wall / (passes x one floor pass on these rows); on the small set, the mixture slicer."""
     import httpx
+    import redis
+    from rq.job import Job
 
     from bench import mixture_slicer
     from bench.load import Service, auth
@@ -281,10 +308,12 @@ def end_to_end(repo: Path, large_n: int, jobs: int) -> None:
     sets = [("2000 x 128", *labelled_data(2000, 128))]
     if large_n:
         sets.append((f"{large_n} x 512", *labelled_data(large_n, 512)))
+    how = "api + one plain worker" if plain else "spotlight up, one search worker"
     with tempfile.TemporaryDirectory(prefix="spotlight-speed-") as tmp:
-        service = Service(Path(tmp), workers=1, tenants=1, repo=repo)
+        service = Service(Path(tmp), workers=1, tenants=1, repo=repo, up=not plain)
         try:
             service.start()
+            conn = redis.Redis.from_url(service.redis.url)
             with httpx.Client(base_url=service.url, timeout=600) as c:
                 for name, x, loss, labels, probs in sets:
                     buf = io.BytesIO()
@@ -293,14 +322,26 @@ def end_to_end(repo: Path, large_n: int, jobs: int) -> None:
                     r = c.post("/v1/datasets", headers=auth(0), files=files)
                     assert r.status_code in (200, 201), r.text
                     dataset = r.json()["id"]
-                    walls = [_job_wall(c, dataset, auth(0)) for _ in range(jobs + 1)][1:]  # first: warm-up
-                    t = time.perf_counter()
-                    engine = search(x, loss, SearchParams(device="cpu"), labels=labels)
-                    alone = time.perf_counter() - t
+                    runs = [_job_run(c, conn, Job, dataset, auth(0)) for _ in range(jobs + 1)][1:]  # first: warm-up
+                    t, cpu = time.perf_counter(), time.process_time()
+                    engine = job_like_search(x, loss, labels, SearchParams(device="cpu"))
+                    alone, cpu = time.perf_counter() - t, time.process_time() - cpu
+                    floor = floor_pass_s(x)
+                    regions = max(1, len(engine.regions))
+                    walls = " / ".join(f"{run['wall']:.2f}" for run in runs)
+                    searches = " / ".join(f"{run['search']:.2f}" if run["search"] else "?" for run in runs)
+                    passes = {f"{run['passes'] / regions:.1f}" if run["passes"] else "?" for run in runs}
+                    ratios = " / ".join(
+                        f"{run['search'] / (run['passes'] * floor):.1f}" if run["search"] and run["passes"] else "?"
+                        for run in runs
+                    )
                     line = (
-                        f"# end to end ({repo.name}), {name}, 5 regions, defaults, labels: submit to finished "
-                        f"{' / '.join(f'{w:.2f}' for w in walls)} s; engine alone (this checkout) {alone:.2f} s "
-                        f"({engine.regions[0].kernel}, {engine.passes / len(engine.regions):.1f} passes per region)"
+                        f"# end to end ({repo.name}, {how}), {name}, 5 regions, defaults, labels: submit to finished "
+                        f"{walls} s (search phase {searches} s; {'/'.join(sorted(passes))} passes per region; "
+                        f"search / (passes x floor pass) {ratios}); engine alone as the job searches (this checkout) "
+                        f"{alone:.2f} s, CPU {cpu:.2f} s ({engine.regions[0].kernel}, "
+                        f"{engine.passes / regions:.1f} passes per region; wall / (passes x floor pass) "
+                        f"{alone / (engine.passes * floor):.1f}; floor pass {floor * 1e6:.0f} µs)"
                     )
                     if name.startswith("2000"):
                         t = time.perf_counter()
@@ -311,19 +352,31 @@ def end_to_end(repo: Path, large_n: int, jobs: int) -> None:
             service.stop()
 
 
-def _job_wall(c, dataset: str, headers: dict[str, str]) -> float:
-    """Seconds from POST /v1/jobs to the first poll that sees the job finished."""
+def _job_run(c, conn, job_class, dataset: str, headers: dict[str, str]) -> dict[str, float | None]:
+    """One job: seconds from POST /v1/jobs to the first poll that sees it finished, then its search
+    phase and passes as the task returned them to RQ (None when this checkout's task does not)."""
     t = time.perf_counter()
     r = c.post("/v1/jobs", headers=headers, json={"dataset": dataset, "params": {"device": "cpu"}})
     assert r.status_code == 202, r.text
-    job = r.json()["id"]
+    job_id = r.json()["id"]
     while True:
-        status = c.get(f"/v1/jobs/{job}", headers=headers).json()["status"]
+        status = c.get(f"/v1/jobs/{job_id}", headers=headers).json()["status"]
         if status == "finished":
-            return time.perf_counter() - t
+            wall = time.perf_counter() - t
+            break
         if status in ("failed", "canceled"):
-            raise SystemExit(f"job {job} ended {status}")
+            raise SystemExit(f"job {job_id} ended {status}")
         time.sleep(0.02)
+    job = job_class.fetch(job_id, connection=conn)
+    deadline = time.perf_counter() + 10
+    while not job.is_finished and time.perf_counter() < deadline:  # RQ saves its result after our meta says so
+        time.sleep(0.01)
+    summary = job.return_value() or {}
+    return {
+        "wall": wall,
+        "search": (summary.get("phases_s") or {}).get("search"),
+        "passes": summary.get("passes"),
+    }
 
 
 if __name__ == "__main__":

@@ -140,6 +140,20 @@ def test_compose_delivers_webhooks_from_a_torch_free_worker_and_keeps_gpu_worker
     assert "deploy" not in callbacks  # no GPU reserved for it
 
 
+def test_compose_renders_reports_on_a_cpu_worker_and_keeps_gpu_workers_off_them() -> None:
+    from worker.cli import served
+
+    services = _compose()["services"]
+    gpu, reports = services["worker"], services["reports"]
+    assert served(parse_args(gpu["command"][1:])) == {"searches": True, "reports": False, "callbacks": False}
+    assert served(parse_args(reports["command"][1:])) == {"searches": False, "reports": True, "callbacks": False}
+    assert reports["build"]["target"] == gpu["build"]["target"] == "worker"  # matplotlib is a worker extra
+    assert "deploy" not in reports  # no GPU reserved for it
+    assert reports["volumes"] == gpu["volumes"]  # it reads the job's results and dataset from the shared store
+    for key in ("REDIS_URL", "SPOTLIGHT_QUEUE_NAME", "SPOTLIGHT_STORE_URL"):
+        assert _env(reports)[key] == _env(gpu)[key]
+
+
 def test_compose_redis_persists_with_aof_on_a_volume() -> None:
     compose = _compose()
     redis = compose["services"]["redis"]
@@ -162,7 +176,7 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
 def test_compose_env_names_exist_in_settings_and_the_store_is_shared() -> None:
     services = _compose()["services"]
     known = {"REDIS_URL"} | {f"SPOTLIGHT_{name.upper()}" for name in Settings.model_fields}
-    for name in ("api", "worker", "callbacks"):
+    for name in ("api", "worker", "reports", "callbacks"):
         env = _env(services[name])
         unknown = set(env) - known
         assert not unknown, f"{name} sets variables Settings does not read: {unknown}"

@@ -1,4 +1,17 @@
-"""The worker process: an RQ worker on the search queue and the reports queue (and the callbacks queue), configured from Settings.
+"""The worker process: an RQ worker on the search queue, the reports queue and/or the callbacks queue, configured from Settings.
+
+Searches first
+--------------
+A worker serving searches and reports (or callbacks) takes a waiting search before any report or
+delivery: its two search lanes take turns (RQ's round robin), and the reports and callbacks queues
+take turns among themselves only when both lanes are empty (`SpotlightWorker.reorder_queues`). Why:
+with RQ's plain round robin over all its queues, a worker that had just finished a search turned to
+the reports queue next, so the next search waited for the previous job's report (0.9-2.6 s at
+2 000 x 128, as long as the search itself; docs/engine.md, speed). A report already rendering is
+still waited for; hence `spotlight up`, docker-compose and deploy/ run a report worker of their own
+(``--reports-only``) and keep the search workers off the reports queue (``--no-reports``). On one
+machine the report worker runs at a lower CPU priority (`REPORT_NICENESS`), so a report rendering
+beside a search takes what the search leaves.
 
 CUDA and fork
 -------------
@@ -65,6 +78,11 @@ from worker.devices import detect_cuda_devices
 
 log = logging.getLogger("spotlight.worker")
 
+# How much lower a report-only worker's CPU priority is than its search workers' (os.nice): under
+# Linux's scheduler a niceness of 10 weighs about a tenth of 0, so a report renders with what the
+# searches leave, and at full speed when none runs.
+REPORT_NICENESS = 10
+
 
 def _work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: object) -> None:
     """Runs in the worker when its horse exited abnormally (SIGKILL, OOM killer, segfault)."""
@@ -86,6 +104,25 @@ class SpotlightWorker(Worker):
         if job.timeout and job.timeout > 0:
             interval = min(job.timeout - working_time, interval)
         return int(max(interval, 1)) + int(self.lost_after_s)
+
+    # Queue names in the order of their tiers: a tier is served only when every earlier one is empty;
+    # within a tier the queues take turns. Set by `build_worker`; empty = RQ's plain round robin.
+    tiers: tuple[tuple[str, ...], ...] = ()
+
+    def reorder_queues(self, reference_queue: Queue) -> None:
+        """RQ's round robin, within the tier of the queue a job came from (see the module doc)."""
+        if not self.tiers:
+            super().reorder_queues(reference_queue)
+            return
+        by_name = {q.name: q for q in self._ordered_queues}
+        current = [[by_name[n] for n in tier] for tier in self.tiers]
+        for tier_queues in current:
+            names = [q.name for q in tier_queues]
+            if reference_queue.name in names:
+                pos = names.index(reference_queue.name)
+                tier_queues[:] = tier_queues[pos + 1 :] + tier_queues[: pos + 1]
+        self.tiers = tuple(tuple(q.name for q in tier) for tier in current)
+        self._ordered_queues = [q for tier in current for q in tier]
 
     def subscribe(self) -> None:
         """RQ's command channel (stop, kill-horse), read by a thread that wakes every second.
@@ -111,8 +148,12 @@ class SpotlightWorker(Worker):
         super().main_work_horse(job, queue)
 
 
-def preload_engine() -> None:
-    """Import torch and the engine in the parent without initialising CUDA (see module doc)."""
+def preload_engine(searches: bool = True) -> None:
+    """Import torch and the engine in the parent without initialising CUDA (see module doc); a worker
+    that renders reports only needs just the job's other steps."""
+    if not searches:
+        preload_job_steps()
+        return
     try:
         import torch
 
@@ -152,13 +193,17 @@ def build_worker(
     name: str | None = None,
     *,
     searches: bool = True,
+    reports: bool = True,
     callbacks: bool = True,
 ) -> SpotlightWorker:
     """An RQ worker with every lifetime taken from Settings, on the search queue's two lanes (normal,
-    then large) and the reports queue (a report draws with matplotlib, which search workers have), and/or
-    the callbacks queue; `run_worker` takes from them round robin."""
-    searching = [*search_lanes(connection, settings), report_queue(connection, settings)] if searches else []
-    queues = searching + ([callback_queue(connection, settings)] if callbacks else [])
+    then large), the reports queue (a report draws with matplotlib, a worker extra) and/or the
+    callbacks queue: the search lanes first, the others when no search waits (`SpotlightWorker.tiers`)."""
+    first = search_lanes(connection, settings) if searches else []
+    then = ([report_queue(connection, settings)] if reports else []) + (
+        [callback_queue(connection, settings)] if callbacks else []
+    )
+    queues = first + then
     if not queues:
         raise ValueError("a worker needs at least one queue")
     worker = SpotlightWorker(
@@ -175,6 +220,7 @@ def build_worker(
     )
     worker.lost_after_s = settings.worker_lost_after_s
     worker.search_settings = settings if searches else None
+    worker.tiers = tuple(tuple(q.name for q in tier) for tier in (first, then) if tier)
     return worker
 
 
@@ -185,22 +231,36 @@ def run_worker(
     name: str | None = None,
     preload: bool = True,
     searches: bool = True,
+    reports: bool = True,
     callbacks: bool = True,
 ) -> bool:
     """Serve jobs until stopped (SIGTERM/SIGINT: finish the current job; twice: stop now).
 
-    A callbacks-only worker (``searches=False``) never imports torch: it runs in the API's image.
+    A callbacks-only worker (``searches=False, reports=False``) never imports torch: it runs in the API's
+    image. A reports-only worker needs the worker extra (matplotlib; torch through the task module) but
+    never a GPU.
     Returns whether any job was processed (RQ's answer; useful with ``burst``).
     """
     if not settings.redis_url:
         raise SystemExit("spotlight worker: REDIS_URL is not set (start Redis, or use `spotlight up`)")
-    if preload and searches:
-        preload_engine()
+    if reports and not searches:
+        # A report worker beside search workers on one machine (`spotlight up`) yields the CPU to them:
+        # the plots are wanted after the results, the next search is wanted now (2 shared cores, side by
+        # side: a small job 1.64 s against 2.10 s at niceness 0; docs/engine.md, speed, "Searches never
+        # wait for a report"). Its horses inherit it.
+        os.nice(REPORT_NICENESS)
+    if preload and (searches or reports):
+        preload_engine(searches)
     connection = redis.Redis.from_url(settings.redis_url)
     for attempt in itertools.count():
         # A fresh RQ worker after each outage: the old one's registration may still sit in Redis (AOF).
         worker = build_worker(
-            settings, connection, _attempt_name(name, attempt), searches=searches, callbacks=callbacks
+            settings,
+            connection,
+            _attempt_name(name, attempt),
+            searches=searches,
+            reports=reports,
+            callbacks=callbacks,
         )
         log.info(
             "worker %s on %s (heartbeat %ss, lost after %ss more, maintenance every %ss)",

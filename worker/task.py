@@ -969,4 +969,8 @@ def _summary(
         "regions": len(result.regions) if result else 0,
         "device": result.device if result else None,
         "elapsed_s": result.elapsed_s if result else None,
+        # The search's cost in passes over X (this run's; bench/speed.py prints it per region beside the
+        # engine alone's) and the kernel `auto` ran.
+        "passes": round(result.passes, 1) if result else None,
+        "kernel": result.regions[0].kernel if result and result.regions else None,
     }

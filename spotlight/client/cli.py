@@ -6,7 +6,7 @@
     spotlight up [--host 127.0.0.1] [--port 8000] [--workers 1] [--data-dir .spotlight]   (spotlight/ops/up.py)
     spotlight api [--host ...] [--port ...]          the HTTP API alone (service/cli.py)
     spotlight openapi [--output FILE]                the API's OpenAPI spec (service/cli.py)
-    spotlight worker [--burst] [--no-callbacks | --callbacks-only]   one RQ worker (worker/cli.py)
+    spotlight worker [--burst] [--no-callbacks] [--no-reports] | --callbacks-only | --reports-only   one RQ worker (worker/cli.py)
 
 The client commands live in spotlight/client/commands.py; a command that starts an app lives with that
 app, and this module hands it over by its entry point (`APP_COMMANDS`), importing it only when that

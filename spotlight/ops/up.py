@@ -108,6 +108,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="webhook delivery workers: deliveries run in parallel, so one receiver that hangs does not hold the others",
     )
+    parser.add_argument(
+        "--report-workers",
+        type=int,
+        default=1,
+        help="report workers: they render finished jobs' reports, so a search never waits behind one "
+        "(0: the search workers render them, after any waiting search)",
+    )
     parser.add_argument("--data-dir", default=os.environ.get("SPOTLIGHT_DATA_DIR", ".spotlight"))
     parser.add_argument("--allow-open-bind", action="store_true", help="bind a non-loopback address without API keys")
     parser.add_argument("--stop-timeout", type=float, default=15.0, help="seconds to wait for children on stop")
@@ -150,15 +157,22 @@ def cmd_up(args: argparse.Namespace) -> int:
             api_argv.append("--allow-open-bind")
         supervisor.start("api", api_argv)
         worker = [sys.executable, "-m", WORKER_MODULE, "worker"]
+        # With a report worker, the search workers leave reports to it: a search that arrives while a
+        # report renders starts at once instead of waiting for the plots (worker/runner.py).
+        searches = ["--no-callbacks", "--no-reports"] if args.report_workers > 0 else ["--no-callbacks"]
         for i in range(args.workers):
-            supervisor.start(f"worker-{i}", [*worker, "--no-callbacks"])
+            supervisor.start(f"worker-{i}", [*worker, *searches])
+        for i in range(max(0, args.report_workers)):
+            supervisor.start(f"worker-reports-{i}", [*worker, "--reports-only"])
         for i in range(max(1, args.callback_workers)):
             supervisor.start(f"worker-callbacks-{i}", [*worker, "--callbacks-only"])
         log.info(
-            "spotlight is up on http://%s:%d with %d worker(s) and %d callbacks worker(s); Ctrl-C stops it",
+            "spotlight is up on http://%s:%d with %d worker(s), %d report worker(s) and %d callbacks "
+            "worker(s); Ctrl-C stops it",
             args.host,
             args.port,
             args.workers,
+            max(0, args.report_workers),
             max(1, args.callback_workers),
         )
         restarts: list[float] = []

@@ -125,9 +125,15 @@ def test_a_job_without_callback_queues_nothing_and_workers_need_a_queue(
         "spotlight-large",
         "spotlight-reports",
     ]
-    assert build_worker(settings, conn, searches=False).queue_names() == ["spotlight-callbacks"]
+    assert build_worker(settings, conn, searches=False, reports=False).queue_names() == ["spotlight-callbacks"]
+    assert build_worker(settings, conn, searches=False, callbacks=False).queue_names() == ["spotlight-reports"]
+    # the search lanes first; reports and callbacks only when no search waits (worker/runner.py)
+    assert build_worker(settings, conn).tiers == (
+        ("spotlight", "spotlight-large"),
+        ("spotlight-reports", "spotlight-callbacks"),
+    )
     with pytest.raises(ValueError):
-        build_worker(settings, conn, searches=False, callbacks=False)
+        build_worker(settings, conn, searches=False, reports=False, callbacks=False)
 
 
 class HangingReceiver:

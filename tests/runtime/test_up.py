@@ -87,6 +87,14 @@ def test_up_serves_a_search_and_stops_on_sigterm_leaving_no_process(tmp_path: Pa
             assert status["status"] == "finished", status
             regions = http.get(f"/v1/jobs/{job_id}/regions").json()["regions"]
             assert len(regions) == 2
+            # the report worker renders its report (the search worker runs --no-reports)
+            report = wait_for(
+                lambda: (r := http.get(f"/v1/jobs/{job_id}/report")).status_code != 409 and r,
+                60,
+                "the report",
+                interval=0.2,
+            )
+            assert report.status_code == 200 and "<html" in report.text.lower()
             # (a running job canceled over HTTP: tests/security/test_faults.py, with the job held at a gate)
 
         family = psutil.Process(up.pid).children(recursive=True)
@@ -94,10 +102,17 @@ def test_up_serves_a_search_and_stops_on_sigterm_leaving_no_process(tmp_path: Pa
         assert any("redis-server" in c[0] for c in cmdlines)
         assert any("api" in c for c in cmdlines)
         workers = [c for c in cmdlines if "worker" in c and "worker.cli" in c]  # started by module name
-        assert {c[c.index("worker") + 1] for c in workers} == {
-            "--callbacks-only",
-            "--no-callbacks",
+        assert {tuple(c[c.index("worker") + 1 :]) for c in workers} == {
+            ("--callbacks-only",),
+            ("--reports-only",),
+            ("--no-callbacks", "--no-reports"),
         }  # a horse repeats its parent
+        # the report worker leaves the CPU to the searches (worker/runner.py REPORT_NICENESS)
+        from worker.runner import REPORT_NICENESS
+
+        nices = {p.nice() for p in family if "--reports-only" in p.cmdline()}
+        assert nices == {min(19, os.getpriority(os.PRIO_PROCESS, 0) + REPORT_NICENESS)}, nices
+        assert all(p.nice() == os.getpriority(os.PRIO_PROCESS, 0) for p in family if "--no-reports" in p.cmdline())
         t0 = time.monotonic()
         up.send_signal(signal.SIGTERM)
         assert up.wait(40) == 0

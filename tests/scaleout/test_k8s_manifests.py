@@ -150,18 +150,28 @@ def test_the_api_command_port_and_probes_agree_with_the_cli_and_the_app() -> Non
     assert env_of("spotlight-api").get("SPOTLIGHT_API_KEYS")
 
 
-def test_gpu_workers_run_searches_only_and_a_torch_free_worker_delivers_webhooks() -> None:
-    gpu, callbacks = container("spotlight-worker"), container("spotlight-callbacks")
-    gpu_args = parse_args(gpu["command"][1:])
-    cb_args = parse_args(callbacks["command"][1:])
-    assert gpu_args.command == cb_args.command == "worker"
-    assert gpu_args.no_callbacks and not gpu_args.callbacks_only
-    assert cb_args.callbacks_only and not cb_args.no_callbacks
+def test_gpu_workers_run_searches_only_and_cpu_workers_render_reports_and_deliver_webhooks() -> None:
+    from worker.cli import served
+
+    gpu, reports, callbacks = (container(f"spotlight-{n}") for n in ("worker", "reports", "callbacks"))
+    args = {n: parse_args(c["command"][1:]) for n, c in (("gpu", gpu), ("reports", reports), ("cb", callbacks))}
+    assert {a.command for a in args.values()} == {"worker"}
+    # what each one serves, read from its flags by the code that starts it (worker/cli.py)
+    assert served(args["gpu"]) == {"searches": True, "reports": False, "callbacks": False}
+    assert served(args["reports"]) == {"searches": False, "reports": True, "callbacks": False}
+    assert served(args["cb"]) == {"searches": False, "reports": False, "callbacks": True}
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert "nvidia.com/gpu" not in callbacks["resources"].get("limits", {})
+    for cpu_only in (reports, callbacks):
+        assert "nvidia.com/gpu" not in cpu_only["resources"].get("limits", {})
+        assert "nvidia.com/gpu" not in cpu_only["resources"].get("requests", {})
+    assert "tolerations" not in one("Deployment", "spotlight-reports")["spec"]["template"]["spec"]  # no GPU node
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert gpu["image"] == f"spotlight-worker:{version}"  # the Dockerfile's worker target (torch, CUDA)
+    assert reports["image"] == gpu["image"]  # the report draws with matplotlib, a worker extra
     assert callbacks["image"] == container("spotlight-api")["image"] == f"spotlight-api:{version}"  # no torch
+    # the store the report reads the job's results and dataset from: a writable /data like the worker's
+    mounts = {m["mountPath"] for m in reports["volumeMounts"]}
+    assert "/data" in mounts and env_of("spotlight-reports")["SPOTLIGHT_DATA_DIR"] == "/data"
 
 
 def test_every_container_requests_resources() -> None:
@@ -173,15 +183,15 @@ def test_every_container_requests_resources() -> None:
 
 def test_env_names_are_settings_or_s3_credentials() -> None:
     known = settings_env_names() | AWS_ENV
-    for name in ("spotlight-api", "spotlight-worker", "spotlight-callbacks"):
+    for name in ("spotlight-api", "spotlight-worker", "spotlight-reports", "spotlight-callbacks"):
         env = env_of(name)
         assert set(env) <= known, f"{name}: unknown variables {sorted(set(env) - known)}"
     # Every process agrees on where Redis, the store and the queue are.
-    envs = {n: env_of(n) for n in ("spotlight-api", "spotlight-worker", "spotlight-callbacks")}
+    envs = {n: env_of(n) for n in ("spotlight-api", "spotlight-worker", "spotlight-reports", "spotlight-callbacks")}
     for key in ("REDIS_URL", "SPOTLIGHT_STORE_URL", "SPOTLIGHT_QUEUE_NAME", "SPOTLIGHT_NAMESPACE"):
         assert len({e.get(key) for e in envs.values()}) == 1, key
     assert envs["spotlight-api"]["SPOTLIGHT_STORE_URL"].startswith("s3://")
-    for name in ("spotlight-api", "spotlight-worker"):  # the processes that read and write the store
+    for name in ("spotlight-api", "spotlight-worker", "spotlight-reports"):  # those that read and write the store
         assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(envs[name]), name
 
 
@@ -205,9 +215,9 @@ def test_keda_scales_workers_on_the_queue_list_the_api_pushes_to(monkeypatch: py
     settings = settings_of("spotlight-worker", monkeypatch)
     triggers = scaled["spec"]["triggers"]
     queue = Queue(settings.rq_queue_name(), connection=redis.Redis())  # no connection is opened
-    # the search queue, and the reports queue: a report queued after the last search keeps a worker
-    reports = report_queue(redis.Redis(), settings)
-    assert [t["metadata"]["listName"] for t in triggers] == [queue.key, reports.key]
+    # the search queue only: reports are rendered by the CPU report worker, which no GPU worker waits for
+    assert [t["metadata"]["listName"] for t in triggers] == [queue.key]
+    assert report_queue(redis.Redis(), settings).key not in {t["metadata"]["listName"] for t in triggers}
     redis_url = urlsplit(settings.redis_url or "")
     for trigger in triggers:
         assert trigger["type"] == "redis"
