@@ -393,4 +393,5 @@ def adam_ascent(
     state.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
     m_hat = state.m / (1 - b1**state.t)
     v_hat = state.v / (1 - b2**state.t)
-    param.add_(lr[None, :] * m_hat / (torch.sqrt(v_hat) + eps))
+    m_hat.mul_(lr[None, :])  # lr * m_hat / (sqrt(v_hat) + eps), in that order, with no temporary of its own
+    param.addcdiv_(m_hat, v_hat.sqrt_().add_(eps))
