@@ -103,6 +103,12 @@ class Variant:
         return core.support_rescale(u, active, SPECS[cls.name].max_min_u)
 
     @classmethod
+    def support_at(cls, u_min: torch.Tensor) -> torch.Tensor:
+        """`support` from each restart's smallest active u, where the step has it already."""
+        bound = SPECS[cls.name].max_min_u
+        return torch.ones_like(u_min) if bound is None else core.support_factor(u_min, bound)
+
+    @classmethod
     def autograd_step(
         cls, ctx: core.StepContext, mu: torch.Tensor, theta: torch.Tensor, scores: torch.Tensor, slack: float
     ) -> core.Step:
