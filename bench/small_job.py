@@ -73,13 +73,17 @@ def measure(checkout: Path, n: int, d: int, threads: int, repeats: int) -> dict[
         f"import json; print(json.dumps(ns['child']({n}, {d}, {threads}, {repeats})))"
     )
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=checkout, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=checkout, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--other", type=Path, required=True, help="the checkout to compare with (e.g. git archive main)")
+    parser.add_argument(
+        "--other", type=Path, required=True, help="the checkout to compare with (e.g. git archive main)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--large-n", type=int, default=50_000, help="rows of the d = 512 set (0: skip)")

@@ -487,61 +487,64 @@ def _optimise_region(
     with data.counting("starts"):
         mu = variant.starts(scores, j)
         theta = variant.initial_theta(mu)
-    d, r = mu.shape
-    # mu and theta as the row blocks of one d + rows x R matrix (views, updated in place): Adam and the
-    # best-iterate bookkeeping are elementwise, so one op on the matrix gives the bits of one op on each
-    # block at half the per-op cost, what a step at small n is made of (docs/engine.md, issue 23)
-    point = torch.cat([mu, theta])
-    mu, theta = point[:d], point[d:]
-    cap = p.steps
-    tighten = max(1, min(cap, tn.tighten_steps))
-    slacks = core.barrier_slacks(problem.n_total, problem.size, tighten)
-    plan = variant.schedule(cap)
-    lr = torch.full((r,), p.learning_rate, dtype=mu.dtype, device=mu.device)
-    adam = core.AdamState(torch.zeros_like(point), torch.zeros_like(point))
+    # a hand-derived step needs no autograd: the loop's tensors are then inference tensors (cheaper ops);
+    # what leaves it (the chosen iterate) is cloned into an ordinary tensor below
+    with torch.inference_mode(variant.hand_step):
+        d, r = mu.shape
+        # mu and theta as the row blocks of one d + rows x R matrix (views, updated in place): Adam and the
+        # best-iterate bookkeeping are elementwise, so one op on the matrix gives the bits of one op on each
+        # block at half the per-op cost, what a step at small n is made of (docs/engine.md, issue 23)
+        point = torch.cat([mu, theta])
+        mu, theta = point[:d], point[d:]
+        cap = p.steps
+        tighten = max(1, min(cap, tn.tighten_steps))
+        slacks = core.barrier_slacks(problem.n_total, problem.size, tighten)
+        plan = variant.schedule(cap)
+        lr = torch.full((r,), p.learning_rate, dtype=mu.dtype, device=mu.device)
+        adam = core.AdamState(torch.zeros_like(point), torch.zeros_like(point))
 
-    neg_inf = torch.full((r,), -math.inf, device=mu.device)
-    best_value, best_total = neg_inf.clone(), neg_inf.clone()
-    best = point.clone()  # best feasible iterate per restart
-    fall = point.clone()  # largest-total iterate, when none is feasible
-    plateau_best = neg_inf.clone()
-    waits = torch.zeros(r, dtype=torch.long, device=mu.device)
-    halvings = torch.zeros(r, dtype=torch.long, device=mu.device)
-    steps_run, converged = 0, False
-    weighted_scores = problem.weights * scores  # once per region, not once per step
+        neg_inf = torch.full((r,), -math.inf, device=mu.device)
+        best_value, best_total = neg_inf.clone(), neg_inf.clone()
+        best = point.clone()  # best feasible iterate per restart
+        fall = point.clone()  # largest-total iterate, when none is feasible
+        plateau_best = neg_inf.clone()
+        waits = torch.zeros(r, dtype=torch.long, device=mu.device)
+        halvings = torch.zeros(r, dtype=torch.long, device=mu.device)
+        steps_run, converged = 0, False
+        weighted_scores = problem.weights * scores  # once per region, not once per step
 
-    for t in range(cap):
-        if should_stop is not None and should_stop():
-            raise SearchCanceled(f"stopped during spotlight {j} at step {t}")
-        with data.counting("steps"):
-            ev, g_mu, g_theta, f = variant.step(mu, theta, scores, weighted_scores, slacks[min(t, tighten - 1)])
-        with torch.no_grad():
-            theta += torch.log(f)[None, :]
-            value, total, pen = ev.value, ev.total, ev.penalised
-            better = (total >= problem.size) & (value > best_value)
-            best_value = torch.where(better, value, best_value)
-            best = torch.where(better[None, :], point, best)
-            bigger = total > best_total
-            best_total = torch.where(bigger, total, best_total)
-            fall = torch.where(bigger[None, :], point, fall)
+        for t in range(cap):
+            if should_stop is not None and should_stop():
+                raise SearchCanceled(f"stopped during spotlight {j} at step {t}")
+            with data.counting("steps"):
+                ev, g_mu, g_theta, f = variant.step(mu, theta, scores, weighted_scores, slacks[min(t, tighten - 1)])
+            with torch.no_grad():
+                theta += torch.log(f)[None, :]
+                value, total, pen = ev.value, ev.total, ev.penalised
+                better = (total >= problem.size) & (value > best_value)
+                best_value = torch.where(better, value, best_value)
+                best = torch.where(better[None, :], point, best)
+                bigger = total > best_total
+                best_total = torch.where(bigger, total, best_total)
+                fall = torch.where(bigger[None, :], point, fall)
 
-            core.adam_ascent(point, torch.cat([g_mu, g_theta]), adam, lr)
-            theta.clamp_(core.THETA_MIN, core.THETA_MAX)
+                core.adam_ascent(point, torch.cat([g_mu, g_theta]), adam, lr)
+                theta.clamp_(core.THETA_MIN, core.THETA_MAX)
 
-            if t >= plan.warm - 1:
-                improved = pen > plateau_best + tn.plateau_tol
-                plateau_best = torch.where(improved, pen, plateau_best)
-                waits.add_(1).masked_fill_(improved, 0)
-                halve = waits >= tn.patience
-                lr = torch.where(halve, lr * 0.5, lr)
-                halvings += halve
-                waits.masked_fill_(halve, 0)
-        steps_run = t + 1
-        if progress is not None:
-            progress(j, t, plan.total)
-        if t >= plan.warm - 1 and bool((halvings >= plan.needed).all()):
-            converged = plan.complete
-            break
+                if t >= plan.warm - 1:
+                    improved = pen > plateau_best + tn.plateau_tol
+                    plateau_best = torch.where(improved, pen, plateau_best)
+                    waits.add_(1).masked_fill_(improved, 0)
+                    halve = waits >= tn.patience
+                    lr = torch.where(halve, lr * 0.5, lr)
+                    halvings += halve
+                    waits.masked_fill_(halve, 0)
+            steps_run = t + 1
+            if progress is not None:
+                progress(j, t, plan.total)
+            if t >= plan.warm - 1 and bool((halvings >= plan.needed).all()):
+                converged = plan.complete
+                break
 
     feasible = torch.isfinite(best_value)
     if bool(feasible.any()):

@@ -41,6 +41,7 @@ class Ball(Variant):
         super().__init__(problem, p)
         # one precision per restart, evidence columns included (the hand-derived step ties them)
         self._hand = problem.regs is None
+        self.hand_step = self._hand
         self._gram: torch.Tensor | None = None  # computed once per search, when the first start needs it
 
     @staticmethod

@@ -53,6 +53,9 @@ class Variant:
     start_u: ClassVar[float]
     # the size constraint is a barrier (False: the kernel counts S rows by construction)
     barrier: ClassVar[bool] = True
+    # this search's `step` is hand-derived, no autograd: the step loop then runs in torch's inference
+    # mode, whose ops skip autograd's bookkeeping (what a step at small n is made of; docs/engine.md, issue 23)
+    hand_step: bool = False
 
     def __init__(self, problem: Problem, p: SearchParams) -> None:
         self.problem = problem

@@ -33,6 +33,7 @@ class Smooth(Variant):
         rows = self.theta_rows()
         self._hand = problem.regs is None and rows == 1
         self._split = problem.regs is None and problem.data.tail > 0 and rows == 2
+        self.hand_step = self._hand or self._split
 
     def theta_rows(self) -> int:
         """Spherical with evidence columns: 2 (embedding, evidence, `core.split_precision`), both starting
