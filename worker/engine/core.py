@@ -291,7 +291,7 @@ def support_rescale(u: torch.Tensor, active: torch.Tensor | None, bound: float |
 
 def support_factor(u_min: torch.Tensor, bound: float) -> torch.Tensor:
     """`support_rescale`'s factor from each restart's smallest active u (a step that has it already)."""
-    f = torch.where(u_min > bound, bound / u_min, 1.0)
+    f = torch.where(u_min > bound, u_min.reciprocal().mul_(bound), 1.0)  # bound / u_min, as torch computes it
     return torch.nan_to_num(f, nan=1.0, posinf=1.0)
 
 

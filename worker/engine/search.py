@@ -489,7 +489,7 @@ def _optimise_region(
         theta = variant.initial_theta(mu)
     # a hand-derived step needs no autograd: the loop's tensors are then inference tensors (cheaper ops);
     # what leaves it (the chosen iterate) is cloned into an ordinary tensor below
-    with torch.inference_mode(variant.hand_step):
+    with torch.inference_mode(variant.hand_step), data.counting("steps"):  # only the steps take passes in it
         d, r = mu.shape
         # mu and theta as the row blocks of one d + rows x R matrix (views, updated in place): Adam and the
         # best-iterate bookkeeping are elementwise, so one op on the matrix gives the bits of one op on each
@@ -516,8 +516,7 @@ def _optimise_region(
         for t in range(cap):
             if should_stop is not None and should_stop():
                 raise SearchCanceled(f"stopped during spotlight {j} at step {t}")
-            with data.counting("steps"):
-                ev, g_mu, g_theta, f = variant.step(mu, theta, scores, weighted_scores, slacks[min(t, tighten - 1)])
+            ev, g_mu, g_theta, f = variant.step(mu, theta, scores, weighted_scores, slacks[min(t, tighten - 1)])
             with torch.no_grad():
                 theta += torch.log(f)[None, :]
                 value, total, pen = ev.value, ev.total, ev.penalised
@@ -542,7 +541,7 @@ def _optimise_region(
             steps_run = t + 1
             if progress is not None:
                 progress(j, t, plan.total)
-            if t >= plan.warm - 1 and bool((halvings >= plan.needed).all()):
+            if t >= plan.warm - 1 and int(halvings.min()) >= plan.needed:
                 converged = plan.complete
                 break
 

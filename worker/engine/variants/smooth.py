@@ -127,7 +127,7 @@ def barrier_objective(
     value = (k @ ws) / safe_total
     penalty, beta = core.barrier_terms(total, size, slack, barrier_scale)
     penalised = value - penalty
-    coef = torch.stack([1.0 / safe_total, beta - value / safe_total], 1)  # R x 2
+    coef = torch.stack([safe_total.reciprocal(), beta - value / safe_total], 1)  # R x 2
     return core.Evaluation(value=value, penalised=penalised, total=total), coef @ torch.stack([ws, weights], 0)
 
 
