@@ -373,6 +373,17 @@ class StepContext:
     barrier_scale: float = 1.0
     regs: Regularisers | None = None
     unit_weights: bool = False  # every sample weight is 1 (the core's edge is then one kthvalue)
+    # the last `stacked` matrix and the ws it was built from (mutable: the context itself stays fixed)
+    _stacked: list[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
+
+    def stacked(self, ws: torch.Tensor) -> torch.Tensor:
+        """ws (weights * scores) and the sample weights as the rows of one 2 x n matrix, what the
+        barrier steps' derivative multiplies: built once per region (while ws is the same tensor),
+        not once per step."""
+        held = self._stacked
+        if not held or held[0] is not ws:
+            held[:] = [ws, torch.stack([ws, self.weights], 0)]
+        return held[1]
 
 
 Step = tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -414,5 +425,5 @@ def adam_ascent(
     state.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
     m_hat = state.m / (1 - b1**state.t)
     v_hat = state.v / (1 - b2**state.t)
-    m_hat.mul_(lr[None, :])  # lr * m_hat / (sqrt(v_hat) + eps), in that order, with no temporary of its own
+    m_hat.mul_(lr)  # lr * m_hat / (sqrt(v_hat) + eps), in that order, with no temporary of its own
     param.addcdiv_(m_hat, v_hat.sqrt_().add_(eps))

@@ -518,14 +518,14 @@ def _optimise_region(
                 raise SearchCanceled(f"stopped during spotlight {j} at step {t}")
             ev, g_mu, g_theta, f = variant.step(mu, theta, scores, weighted_scores, slacks[min(t, tighten - 1)])
             with torch.no_grad():
-                theta += torch.log(f)[None, :]
+                theta += torch.log(f)  # R broadcasts over the rows (as every R-vector below)
                 value, total, pen = ev.value, ev.total, ev.penalised
                 better = (total >= problem.size) & (value > best_value)
                 best_value = torch.where(better, value, best_value)
-                best = torch.where(better[None, :], point, best)
+                best = torch.where(better, point, best)
                 bigger = total > best_total
                 best_total = torch.where(bigger, total, best_total)
-                fall = torch.where(bigger[None, :], point, fall)
+                fall = torch.where(bigger, point, fall)
 
                 core.adam_ascent(point, torch.cat([g_mu, g_theta]), adam, lr)
                 theta.clamp_(core.THETA_MIN, core.THETA_MAX)

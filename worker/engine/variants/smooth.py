@@ -92,7 +92,7 @@ def spherical_step(
     d = data.shape[1]
     tau = torch.exp(theta[0]) / d
     dist = data.norms_minus_twice(mu.t())
-    dist.add_((mu * mu).sum(0)[:, None]).clamp_(min=0.0)
+    dist.add_((mu * mu).sum(0).unsqueeze(1)).clamp_(min=0.0)
     if ctx.active is None:  # min_i(tau * D_i) = tau * min_i D_i: no R x n temporary for the projection
         f = kernel.support_at(dist.amin(1) * tau)
     else:
@@ -100,8 +100,8 @@ def spherical_step(
     a = f * tau
     ev, g = _through_kernel(kernel, ctx, dist, a, ws, slack)
     g_theta = ((g * dist).sum(1) * a)[None, :]
-    g.mul_(a[:, None])
-    g_mu = -2.0 * data.pullback(g).t() + 2.0 * mu * g.sum(1)[None, :]
+    g.mul_(a.unsqueeze(1))
+    g_mu = -2.0 * data.pullback(g).t() + 2.0 * mu * g.sum(1)
     return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
 
 
@@ -128,7 +128,7 @@ def barrier_objective(
     penalty, beta = core.barrier_terms(total, size, slack, barrier_scale)
     penalised = value - penalty
     coef = torch.stack([safe_total.reciprocal(), beta - value / safe_total], 1)  # R x 2
-    return core.Evaluation(value=value, penalised=penalised, total=total), coef @ torch.stack([ws, weights], 0)
+    return core.Evaluation(value=value, penalised=penalised, total=total), coef @ ctx.stacked(ws)
 
 
 def split_step(
