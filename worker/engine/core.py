@@ -135,6 +135,16 @@ class EmbeddingMatrix:
         self.count()
         return (self.x @ pt.t()).t().contiguous()
 
+    def norms_minus_twice(self, pt: torch.Tensor) -> torch.Tensor:
+        """||x||^2 - 2 P^T X^T (R x n, contiguous) for a small P^T (R x d): one pass over X.
+
+        The same bits as `project(pt).mul_(-2.0).add_(sq_norms)` (2 x is exact), written into the
+        R x n result by one op, not a copy and two passes (issue 23: small n, where ops cost more than
+        their arithmetic)."""
+        self.count()
+        out = torch.empty(pt.shape[0], self.x.shape[0], dtype=pt.dtype, device=pt.device)
+        return torch.add(self.sq_norms[None, :], (self.x @ pt.t()).t(), alpha=-2.0, out=out)
+
     def pullback(self, g: torch.Tensor) -> torch.Tensor:
         """G X (R x d) for G (R x n): one pass over X."""
         self.count()
@@ -203,8 +213,8 @@ class _SphericalDistances(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, data: EmbeddingMatrix, mu: torch.Tensor) -> torch.Tensor:
-        out = data.project(mu.t())
-        out.mul_(-2.0).add_(data.sq_norms[None, :]).add_((mu * mu).sum(0)[:, None])
+        out = data.norms_minus_twice(mu.t())
+        out.add_((mu * mu).sum(0)[:, None])
         ctx.data = data
         ctx.save_for_backward(mu)
         return out
@@ -276,8 +286,13 @@ def support_rescale(u: torch.Tensor, active: torch.Tensor | None, bound: float |
         return torch.ones(u.shape[0], dtype=u.dtype, device=u.device)
     with torch.no_grad():
         u_min = u.amin(1) if active is None else torch.where(active[None, :], u, float("inf")).amin(1)
-        f = torch.where(u_min > bound, bound / u_min, torch.ones_like(u_min))
-        return torch.nan_to_num(f, nan=1.0, posinf=1.0)
+        return support_factor(u_min, bound)
+
+
+def support_factor(u_min: torch.Tensor, bound: float) -> torch.Tensor:
+    """`support_rescale`'s factor from each restart's smallest active u (a step that has it already)."""
+    f = torch.where(u_min > bound, u_min.reciprocal().mul_(bound), 1.0)  # bound / u_min, as torch computes it
+    return torch.nan_to_num(f, nan=1.0, posinf=1.0)
 
 
 def weighted_entropy(wk: torch.Tensor, total: torch.Tensor, codes: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -313,12 +328,18 @@ def _barrier_gap(total: torch.Tensor, size: float, slack: float) -> torch.Tensor
 
 def barrier_penalty(total: torch.Tensor, size: float, slack: float, scale: float) -> torch.Tensor:
     """Quadratic barrier: scale * (total - (size + slack))^2 / slack^2 when total < size + slack, else 0."""
-    return scale * (_barrier_gap(total, size, slack) / slack) ** 2
+    return _penalty_of_gap(_barrier_gap(total, size, slack), slack, scale)
 
 
-def barrier_slope(total: torch.Tensor, size: float, slack: float, scale: float) -> torch.Tensor:
-    """d(-barrier_penalty)/d total: what the hand-derived steps add to dP/dk_i per unit weight."""
-    return 2.0 * scale * _barrier_gap(total, size, slack) / slack**2
+def _penalty_of_gap(gap: torch.Tensor, slack: float, scale: float) -> torch.Tensor:
+    return scale * (gap / slack) ** 2
+
+
+def barrier_terms(total: torch.Tensor, size: float, slack: float, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`barrier_penalty` and its slope d(-penalty)/d total (what the hand-derived steps add to dP/dk_i
+    per unit weight), from one gap."""
+    gap = _barrier_gap(total, size, slack)
+    return _penalty_of_gap(gap, slack, scale), 2.0 * scale * gap / slack**2
 
 
 def weighted_mean(
@@ -352,6 +373,17 @@ class StepContext:
     barrier_scale: float = 1.0
     regs: Regularisers | None = None
     unit_weights: bool = False  # every sample weight is 1 (the core's edge is then one kthvalue)
+    # the last `stacked` matrix and the ws it was built from (mutable: the context itself stays fixed)
+    _stacked: list[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
+
+    def stacked(self, ws: torch.Tensor) -> torch.Tensor:
+        """ws (weights * scores) and the sample weights as the rows of one 2 x n matrix, what the
+        barrier steps' derivative multiplies: built once per region (while ws is the same tensor),
+        not once per step."""
+        held = self._stacked
+        if not held or held[0] is not ws:
+            held[:] = [ws, torch.stack([ws, self.weights], 0)]
+        return held[1]
 
 
 Step = tuple[Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -393,4 +425,5 @@ def adam_ascent(
     state.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
     m_hat = state.m / (1 - b1**state.t)
     v_hat = state.v / (1 - b2**state.t)
-    param.add_(lr[None, :] * m_hat / (torch.sqrt(v_hat) + eps))
+    m_hat.mul_(lr)  # lr * m_hat / (sqrt(v_hat) + eps), in that order, with no temporary of its own
+    param.addcdiv_(m_hat, v_hat.sqrt_().add_(eps))

@@ -487,68 +487,71 @@ def _optimise_region(
     with data.counting("starts"):
         mu = variant.starts(scores, j)
         theta = variant.initial_theta(mu)
-    r = mu.shape[1]
-    cap = p.steps
-    tighten = max(1, min(cap, tn.tighten_steps))
-    slacks = core.barrier_slacks(problem.n_total, problem.size, tighten)
-    plan = variant.schedule(cap)
-    lr = torch.full((r,), p.learning_rate, dtype=mu.dtype, device=mu.device)
-    adam_mu = core.AdamState(torch.zeros_like(mu), torch.zeros_like(mu))
-    adam_theta = core.AdamState(torch.zeros_like(theta), torch.zeros_like(theta))
+    # a hand-derived step needs no autograd: the loop's tensors are then inference tensors (cheaper ops);
+    # what leaves it (the chosen iterate) is cloned into an ordinary tensor below
+    with torch.inference_mode(variant.hand_step), data.counting("steps"):  # only the steps take passes in it
+        d, r = mu.shape
+        # mu and theta as the row blocks of one d + rows x R matrix (views, updated in place): Adam and the
+        # best-iterate bookkeeping are elementwise, so one op on the matrix gives the bits of one op on each
+        # block at half the per-op cost, what a step at small n is made of (docs/engine.md, issue 23)
+        point = torch.cat([mu, theta])
+        mu, theta = point[:d], point[d:]
+        cap = p.steps
+        tighten = max(1, min(cap, tn.tighten_steps))
+        slacks = core.barrier_slacks(problem.n_total, problem.size, tighten)
+        plan = variant.schedule(cap)
+        lr = torch.full((r,), p.learning_rate, dtype=mu.dtype, device=mu.device)
+        adam = core.AdamState(torch.zeros_like(point), torch.zeros_like(point))
 
-    neg_inf = torch.full((r,), -math.inf, device=mu.device)
-    best_value, best_total = neg_inf.clone(), neg_inf.clone()
-    best_mu, best_theta = mu.clone(), theta.clone()  # best feasible iterate per restart
-    fall_mu, fall_theta = mu.clone(), theta.clone()  # largest-total iterate, when none is feasible
-    plateau_best = neg_inf.clone()
-    waits = torch.zeros(r, dtype=torch.long, device=mu.device)
-    halvings = torch.zeros(r, dtype=torch.long, device=mu.device)
-    steps_run, converged = 0, False
-    weighted_scores = problem.weights * scores  # once per region, not once per step
+        neg_inf = torch.full((r,), -math.inf, device=mu.device)
+        best_value, best_total = neg_inf.clone(), neg_inf.clone()
+        best = point.clone()  # best feasible iterate per restart
+        fall = point.clone()  # largest-total iterate, when none is feasible
+        plateau_best = neg_inf.clone()
+        waits = torch.zeros(r, dtype=torch.long, device=mu.device)
+        halvings = torch.zeros(r, dtype=torch.long, device=mu.device)
+        steps_run, converged = 0, False
+        weighted_scores = problem.weights * scores  # once per region, not once per step
 
-    for t in range(cap):
-        if should_stop is not None and should_stop():
-            raise SearchCanceled(f"stopped during spotlight {j} at step {t}")
-        with data.counting("steps"):
+        for t in range(cap):
+            if should_stop is not None and should_stop():
+                raise SearchCanceled(f"stopped during spotlight {j} at step {t}")
             ev, g_mu, g_theta, f = variant.step(mu, theta, scores, weighted_scores, slacks[min(t, tighten - 1)])
-        with torch.no_grad():
-            theta += torch.log(f)[None, :]
-            value, total, pen = ev.value, ev.total, ev.penalised
-            better = (total >= problem.size) & (value > best_value)
-            best_value = torch.where(better, value, best_value)
-            best_mu = torch.where(better[None, :], mu, best_mu)
-            best_theta = torch.where(better[None, :], theta, best_theta)
-            bigger = total > best_total
-            best_total = torch.where(bigger, total, best_total)
-            fall_mu = torch.where(bigger[None, :], mu, fall_mu)
-            fall_theta = torch.where(bigger[None, :], theta, fall_theta)
+            with torch.no_grad():
+                theta += torch.log(f)  # R broadcasts over the rows (as every R-vector below)
+                value, total, pen = ev.value, ev.total, ev.penalised
+                better = (total >= problem.size) & (value > best_value)
+                best_value = torch.where(better, value, best_value)
+                best = torch.where(better, point, best)
+                bigger = total > best_total
+                best_total = torch.where(bigger, total, best_total)
+                fall = torch.where(bigger, point, fall)
 
-            core.adam_ascent(mu, g_mu, adam_mu, lr)
-            core.adam_ascent(theta, g_theta, adam_theta, lr)
-            theta.clamp_(core.THETA_MIN, core.THETA_MAX)
+                core.adam_ascent(point, torch.cat([g_mu, g_theta]), adam, lr)
+                theta.clamp_(core.THETA_MIN, core.THETA_MAX)
 
-            if t >= plan.warm - 1:
-                improved = pen > plateau_best + tn.plateau_tol
-                plateau_best = torch.where(improved, pen, plateau_best)
-                waits = torch.where(improved, torch.zeros_like(waits), waits + 1)
-                halve = waits >= tn.patience
-                lr = torch.where(halve, lr * 0.5, lr)
-                halvings += halve.long()
-                waits = torch.where(halve, torch.zeros_like(waits), waits)
-        steps_run = t + 1
-        if progress is not None:
-            progress(j, t, plan.total)
-        if t >= plan.warm - 1 and bool((halvings >= plan.needed).all()):
-            converged = plan.complete
-            break
+                if t >= plan.warm - 1:
+                    improved = pen > plateau_best + tn.plateau_tol
+                    plateau_best = torch.where(improved, pen, plateau_best)
+                    waits.add_(1).masked_fill_(improved, 0)
+                    halve = waits >= tn.patience
+                    lr = torch.where(halve, lr * 0.5, lr)
+                    halvings += halve
+                    waits.masked_fill_(halve, 0)
+            steps_run = t + 1
+            if progress is not None:
+                progress(j, t, plan.total)
+            if t >= plan.warm - 1 and int(halvings.min()) >= plan.needed:
+                converged = plan.complete
+                break
 
     feasible = torch.isfinite(best_value)
     if bool(feasible.any()):
         i = int(torch.argmax(torch.where(feasible, best_value, neg_inf)))
-        mu_i, theta_i = variant.polish(scores, best_mu[:, i].clone(), best_theta[:, i].clone())
+        mu_i, theta_i = variant.polish(scores, best[:d, i].clone(), best[d:, i].clone())
         return Found(mu_i, theta_i, True, steps_run, converged)
     i = int(torch.argmax(best_total))
-    return Found(fall_mu[:, i].clone(), fall_theta[:, i].clone(), False, steps_run, converged)
+    return Found(fall[:d, i].clone(), fall[d:, i].clone(), False, steps_run, converged)
 
 
 def _describe(

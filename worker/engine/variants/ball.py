@@ -41,6 +41,7 @@ class Ball(Variant):
         super().__init__(problem, p)
         # one precision per restart, evidence columns included (the hand-derived step ties them)
         self._hand = problem.regs is None
+        self.hand_step = self._hand
         self._gram: torch.Tensor | None = None  # computed once per search, when the first start needs it
 
     @staticmethod
@@ -100,7 +101,7 @@ class Ball(Variant):
         """
         data, weights = self.problem.data, self.problem.weights
         a = torch.exp(theta[0]) / data.shape[1]
-        dist = data.project(mu[None, :]).mul_(-2.0).add_(data.sq_norms[None, :])
+        dist = data.norms_minus_twice(mu[None, :])
         edge, row = core.ball_core(dist, weights, size, unit_weights=False)
         k = self.weight((dist[0] - edge[0]) * a)
         gap = data.x[int(row[0])].double() - mu.double()
@@ -160,7 +161,7 @@ def core_means(problem: Problem, ws: torch.Tensor, centres: torch.Tensor) -> tup
     does: docs/engine.md), and it is the mean over the region's members, what a person reads.
     """
     data = problem.data
-    dist = data.project(centres).mul_(-2.0).add_(data.sq_norms[None, :])
+    dist = data.norms_minus_twice(centres)
     edge, _ = core.ball_core(dist, problem.weights, problem.size, problem.unit_weights)
     inside = (dist <= edge[:, None]).to(ws.dtype)
     means = (inside @ ws) / torch.clamp(inside @ problem.weights, min=torch.finfo(ws.dtype).tiny)
@@ -211,7 +212,7 @@ def classifier_refits(problem: Problem, scores: torch.Tensor, mu: torch.Tensor, 
     data = problem.data
     ws = problem.weights * scores
     best_mu, best_value = mu, value
-    dist = data.project(mu[None, :]).mul_(-2.0).add_(data.sq_norms[None, :])
+    dist = data.norms_minus_twice(mu[None, :])
     tn = problem.tuning
     sizes = sorted(
         {tn.refit_rows * problem.size, max(tn.refit_rows * problem.size, tn.refit_rows_per_dim * data.shape[1])}
@@ -263,7 +264,7 @@ def fit_edge(problem: Problem, scores: torch.Tensor, mu: torch.Tensor) -> torch.
     """
     tn, data = problem.tuning, problem.data
     d = data.shape[1]
-    dist = data.project(mu[None, :]).mul_(-2.0).add_(data.sq_norms[None, :])
+    dist = data.norms_minus_twice(mu[None, :])
     edge, _ = core.ball_core(dist, problem.weights, problem.size, problem.unit_weights)
     beyond = torch.clamp(dist[0] - edge[0], min=0.0)
     if problem.active is not None:
@@ -313,7 +314,7 @@ def ball_step(ctx: core.StepContext, mu: torch.Tensor, theta: torch.Tensor, ws: 
     data, weights = ctx.data, ctx.weights
     d = data.shape[1]
     a = torch.exp(theta[0]) / d
-    dist = data.project(mu.t()).mul_(-2.0).add_(data.sq_norms[None, :])
+    dist = data.norms_minus_twice(mu.t())
     edge, edge_row = core.ball_core(dist, weights, ctx.size, ctx.unit_weights)
     u = dist.sub_(edge[:, None]).mul_(a[:, None])
     k = torch.exp(torch.clamp(u, min=0.0).mul_(-0.5))

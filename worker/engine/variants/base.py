@@ -53,6 +53,9 @@ class Variant:
     start_u: ClassVar[float]
     # the size constraint is a barrier (False: the kernel counts S rows by construction)
     barrier: ClassVar[bool] = True
+    # this search's `step` is hand-derived, no autograd: the step loop then runs in torch's inference
+    # mode, whose ops skip autograd's bookkeeping (what a step at small n is made of; docs/engine.md, issue 23)
+    hand_step: bool = False
 
     def __init__(self, problem: Problem, p: SearchParams) -> None:
         self.problem = problem
@@ -101,6 +104,12 @@ class Variant:
     def support(cls, u: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
         """The support projection factor of every restart (`core.support_rescale` at the kernel's bound)."""
         return core.support_rescale(u, active, SPECS[cls.name].max_min_u)
+
+    @classmethod
+    def support_at(cls, u_min: torch.Tensor) -> torch.Tensor:
+        """`support` from each restart's smallest active u, where the step has it already."""
+        bound = SPECS[cls.name].max_min_u
+        return torch.ones_like(u_min) if bound is None else core.support_factor(u_min, bound)
 
     @classmethod
     def autograd_step(

@@ -17,7 +17,7 @@ class Gaussian(Smooth):
 
     @staticmethod
     def weight_at(dist: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return torch.exp(dist * (-0.5 * a)[:, None])
+        return torch.exp(dist * (-0.5 * a).unsqueeze(1))
 
     @staticmethod
     def chain_(g: torch.Tensor, k: torch.Tensor, dist: torch.Tensor, a: torch.Tensor) -> None:

@@ -33,6 +33,7 @@ class Smooth(Variant):
         rows = self.theta_rows()
         self._hand = problem.regs is None and rows == 1
         self._split = problem.regs is None and problem.data.tail > 0 and rows == 2
+        self.hand_step = self._hand or self._split
 
     def theta_rows(self) -> int:
         """Spherical with evidence columns: 2 (embedding, evidence, `core.split_precision`), both starting
@@ -90,17 +91,17 @@ def spherical_step(
     data = ctx.data
     d = data.shape[1]
     tau = torch.exp(theta[0]) / d
-    dist = data.project(mu.t())
-    dist.mul_(-2.0).add_(data.sq_norms[None, :]).add_((mu * mu).sum(0)[:, None]).clamp_(min=0.0)
+    dist = data.norms_minus_twice(mu.t())
+    dist.add_((mu * mu).sum(0).unsqueeze(1)).clamp_(min=0.0)
     if ctx.active is None:  # min_i(tau * D_i) = tau * min_i D_i: no R x n temporary for the projection
-        f = kernel.support((dist.amin(1) * tau)[:, None], None)
+        f = kernel.support_at(dist.amin(1) * tau)
     else:
         f = kernel.support(dist * tau[:, None], ctx.active)
     a = f * tau
     ev, g = _through_kernel(kernel, ctx, dist, a, ws, slack)
     g_theta = ((g * dist).sum(1) * a)[None, :]
-    g.mul_(a[:, None])
-    g_mu = -2.0 * data.pullback(g).t() + 2.0 * mu * g.sum(1)[None, :]
+    g.mul_(a.unsqueeze(1))
+    g_mu = -2.0 * data.pullback(g).t() + 2.0 * mu * g.sum(1)
     return ev, torch.nan_to_num(g_mu), torch.nan_to_num(g_theta), f
 
 
@@ -124,10 +125,10 @@ def barrier_objective(
     total = k @ weights
     safe_total = torch.clamp(total, min=torch.finfo(total.dtype).tiny)
     value = (k @ ws) / safe_total
-    penalised = value - core.barrier_penalty(total, size, slack, barrier_scale)
-    beta = core.barrier_slope(total, size, slack, barrier_scale)
-    coef = torch.stack([1.0 / safe_total, beta - value / safe_total], 1)  # R x 2
-    return core.Evaluation(value=value, penalised=penalised, total=total), coef @ torch.stack([ws, weights], 0)
+    penalty, beta = core.barrier_terms(total, size, slack, barrier_scale)
+    penalised = value - penalty
+    coef = torch.stack([safe_total.reciprocal(), beta - value / safe_total], 1)  # R x 2
+    return core.Evaluation(value=value, penalised=penalised, total=total), coef @ ctx.stacked(ws)
 
 
 def split_step(
@@ -148,8 +149,8 @@ def split_step(
     d = data.shape[1]
     tau = torch.exp(theta) / d  # 2 x R
     dist_ev = core.evidence_distances(data, mu)
-    dist = data.project(mu.t())
-    dist.mul_(-2.0).add_(data.sq_norms[None, :]).add_((mu * mu).sum(0)[:, None]).sub_(dist_ev).clamp_(min=0.0)
+    dist = data.norms_minus_twice(mu.t())
+    dist.add_((mu * mu).sum(0)[:, None]).sub_(dist_ev).clamp_(min=0.0)
     u = dist * tau[0][:, None] + dist_ev * tau[1][:, None]
     f = kernel.support(u, ctx.active)
     u.mul_(f[:, None])
