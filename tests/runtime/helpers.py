@@ -115,6 +115,21 @@ def spawn_logged(
     return subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def run_burst_worker(
+    env: dict[str, str], log: Path, *flags: str, timeout: float = 150
+) -> subprocess.CompletedProcess[bytes]:
+    """`spotlight worker --burst FLAGS` in a subprocess, as a deployment starts it, its output in `log`."""
+    with log.open("wb") as out:
+        return subprocess.run(
+            [sys.executable, "-m", "spotlight.client.cli", "worker", "--burst", *flags],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
+
+
 def tail_log(log_path: Path, chars: int = 4000) -> str:
     """The end of a process's log ('' before it wrote one)."""
     return log_path.read_text(errors="replace")[-chars:] if log_path.exists() else ""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,10 +20,10 @@ from spotlight.server.jobqueue import CALLBACK_TASK_PATH, callback_queue, enqueu
 from spotlight.server.settings import Settings
 from spotlight.server.store import ArtifactStore
 from tests.runtime.helpers import (
-    REPO_ROOT,
     enqueue,
     make_spec,
     meta_status,
+    run_burst_worker,
     spawn_logged,
     tail_log,
     wait_for,
@@ -36,18 +35,6 @@ from worker.webhook import SIGNATURE_HEADER, verify_signature
 
 SECRET = "callbacks-secret"
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-def _worker(env: dict[str, str], log: Path, *flags: str) -> subprocess.CompletedProcess[bytes]:
-    with log.open("wb") as out:
-        return subprocess.run(
-            [sys.executable, "-m", "spotlight.client.cli", "worker", "--burst", *flags],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=150,
-        )
 
 
 def test_callback_is_queued_and_delivered_by_a_callbacks_only_worker_without_torch(
@@ -70,7 +57,7 @@ def test_callback_is_queued_and_delivered_by_a_callbacks_only_worker_without_tor
         job = enqueue(redis_url, spec, settings)
 
         # 1. a search-only worker runs the search and leaves the callback queued
-        done = _worker(env, tmp_path / "search.log", "--no-callbacks")
+        done = run_burst_worker(env, tmp_path / "search.log", "--no-callbacks")
         assert done.returncode == 0, (tmp_path / "search.log").read_text()
         assert meta_status(job) == "finished"
         queue = callback_queue(redis.Redis.from_url(redis_url), settings)
@@ -86,7 +73,7 @@ def test_callback_is_queued_and_delivered_by_a_callbacks_only_worker_without_tor
         no_torch.mkdir(parents=True)
         (no_torch / "__init__.py").write_text("raise ImportError('torch is not installed in this image')\n")
         env_api_image = {**env, "PYTHONPATH": f"{no_torch.parent}:{env['PYTHONPATH']}"}
-        done = _worker(env_api_image, tmp_path / "callbacks.log", "--callbacks-only")
+        done = run_burst_worker(env_api_image, tmp_path / "callbacks.log", "--callbacks-only")
         assert done.returncode == 0, (tmp_path / "callbacks.log").read_text()
         receiver.wait_requests(1, 10)
         assert len(receiver.requests) == 1 and queue.count == 0
@@ -107,7 +94,7 @@ def test_a_job_without_callback_queues_nothing_and_workers_need_a_queue(
 
     settings = Settings(redis_url=redis_url, store_url=str(store_dir))
     job = enqueue(redis_url, make_spec(write_dataset(ArtifactStore(str(store_dir)), n=120)), settings)
-    assert _worker(worker_env(redis_url, store_dir), tmp_path / "w.log").returncode == 0
+    assert run_burst_worker(worker_env(redis_url, store_dir), tmp_path / "w.log").returncode == 0
     assert meta_status(job) == "finished"
     conn = redis.Redis.from_url(redis_url)
     assert Queue("spotlight-callbacks", connection=conn).count == 0

@@ -26,10 +26,10 @@ from spotlight.server.settings import Settings
 from spotlight.server.store import ArtifactStore
 from tests.runtime.gate import HELD_TASK_PATH, Gate
 from tests.runtime.helpers import (
-    REPO_ROOT,
     enqueue,
     make_spec,
     meta_status,
+    run_burst_worker,
     spawn_logged,
     tail_log,
     wait_for,
@@ -41,15 +41,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 def _worker(env: dict[str, str], log: Path, *flags: str) -> subprocess.CompletedProcess[bytes]:
-    with log.open("wb") as out:
-        return subprocess.run(
-            [sys.executable, "-m", "spotlight.client.cli", "worker", "--burst", *flags],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=200,
-        )
+    return run_burst_worker(env, log, *flags, timeout=200)
 
 
 def _report_status(conn: redis.Redis, job_id: str) -> str | None:
