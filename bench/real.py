@@ -7,6 +7,7 @@
     python -m bench.real --natural           # the same for a head with nothing planted
     python -m bench.real --reach             # which planted modes are places of high loss at all
     python -m bench.real --write-fixture tests/engine/assets/real_minilm   # the tests' real-encoder asset
+    python -m bench.real_jitter                 # seeds 0-4 as an expectation over float rounding (bench/real_jitter.py)
 
 Data (bench/real_data.py): ten topics of Debian's fortune cookies (3 328 short texts people wrote),
 embedded by two pretrained sentence encoders that install with their weights from the package
