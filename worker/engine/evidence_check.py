@@ -13,8 +13,8 @@ kept for the real search. A region with no held-out member counts lift 0. Ties k
 Why both directions (cross-fitting): one split's region 0 holds 4-20 held-out members on the real
 sets, and one direction alone picked the worse setting on MiniLM (bench.real, 2026-12-07).
 
-Cost: four one-region searches on half the rows each, about 0.4 of a default five-region search on
-CPU; `spotlight.server.cost.job_cost` counts them as two regions. It runs by default whenever the search uses
+Cost: four one-region searches on half the rows each, with `PROBE_RESTARTS` restarts, about 0.4 of a
+default five-region search on CPU; `spotlight.server.cost.job_cost` counts them as two regions. It runs by default whenever the search uses
 label evidence (`SearchParams.checks_evidence`). Measured (docs/engine.md, "The evidence check"): it
 picked the better setting, or one within 0.005 AP of it, on both real sets and two seeds, and kept the
 evidence on the digits benchmarks.
@@ -32,6 +32,12 @@ from spotlight.contract.params import SearchParams
 from worker.engine.result import SearchResult
 
 Search = Callable[..., SearchResult]
+
+# Restarts of each of the check's one-region probes (the job's own `restarts` when fewer). Measured
+# over 80 rounding draws of the real-text sets (bench.real_jitter, docs/engine.md): with 2 the check
+# chose better, mean best AP 0.414 against 0.410 with the job's 4 (8 of 10 sets at >= 1.2x the
+# mixture slicer against 7), and its probes take fewer, cheaper steps.
+PROBE_RESTARTS = 2
 
 
 def held_out_lift(
@@ -85,7 +91,14 @@ def keep_evidence(
     a, b = rows[half], rows[~half]
     if a.size < 4 or b.size < 4:
         return True
-    one = params.model_copy(update={"n_spotlights": 1, "evidence_check": False, "n_permutations": 0})
+    one = params.model_copy(
+        update={
+            "n_spotlights": 1,
+            "evidence_check": False,
+            "n_permutations": 0,
+            "restarts": min(params.restarts, PROBE_RESTARTS),
+        }
+    )
     bare = one.model_copy(update={"evidence_weight": 0.0})
     with_evidence = without = 0.0
     for found_on, applied_to in ((a, b), (b, a)):  # each half found on once and held out once
