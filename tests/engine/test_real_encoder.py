@@ -21,7 +21,7 @@ from sklearn.metrics import average_precision_score
 from spotlight.contract.members import member_set
 from spotlight.contract.params import SearchParams
 from tests.engine.conftest import planted_problem
-from worker.engine import search
+from worker.engine import evidence_check, search
 from worker.engine.prepare import local_dimension
 from worker.engine.result import SearchResult
 from worker.engine.search import AUTO_BALL_ABOVE, AUTO_BALL_MIN_ROWS_PER_DIM, resolve_auto
@@ -113,3 +113,25 @@ def test_evidence_check_runs_the_setting_whose_region_holds_up_on_the_other_half
     assert not np.array_equal(with_evidence.weights, without.weights)
     with pytest.raises(ValueError, match="evidence_check needs evidence_weight > 0"):
         SearchParams(evidence_check=True, evidence_weight=0.0)
+
+
+@pytest.mark.parametrize("restarts", [1, 4])
+def test_evidence_check_probes_one_region_each_with_at_most_probe_restarts(
+    real: dict[str, np.ndarray], restarts: int
+) -> None:
+    """The check's four probes: one region each, with and without the evidence, on complementary
+    halves, with `PROBE_RESTARTS` restarts (the job's own when fewer), whatever the job asked for."""
+    probes: list[tuple[SearchParams, int]] = []
+
+    def spy(x: np.ndarray, loss: np.ndarray, params: SearchParams, **kw: object) -> SearchResult:
+        probes.append((params, len(x)))
+        return search(x, loss, params.model_copy(update={"steps": 20}), **kw)
+
+    params = SearchParams(device="cpu", restarts=restarts, n_spotlights=3)
+    n = len(real["loss"])
+    evidence_check.keep_evidence(spy, real["x"], real["loss"], params, real["labels"], real["predictions"], np.ones(n))
+    assert len(probes) == 4
+    assert {p.restarts for p, _ in probes} == {min(restarts, evidence_check.PROBE_RESTARTS)}
+    assert all(p.n_spotlights == 1 and p.evidence_check is False for p, _ in probes)
+    assert sorted(p.evidence_weight for p, _ in probes) == [0.0, 0.0, 1.0, 1.0]
+    assert probes[0][1] + probes[2][1] == n  # found on one half, then on the other
