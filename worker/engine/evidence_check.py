@@ -13,8 +13,11 @@ kept for the real search. A region with no held-out member counts lift 0. Ties k
 Why both directions (cross-fitting): one split's region 0 holds 4-20 held-out members on the real
 sets, and one direction alone picked the worse setting on MiniLM (bench.real, 2026-12-07).
 
-Cost: four one-region searches on half the rows each, with `PROBE_RESTARTS` restarts, about 0.4 of a
-default five-region search on CPU; `spotlight.server.cost.job_cost` counts them as two regions. It runs by default whenever the search uses
+Cost: four one-region searches on half the rows each, with `PROBE_RESTARTS` restarts;
+`spotlight.server.cost.job_cost` counts them as two regions. At large n that is ~10 passes over X
+against ~25 a region (50 000 x 512); at small n, where a step's cost is its ops, not its rows, it is
+about as long as the five-region search itself (2 000 x 128 job-like: 2.34 of 4.82 s in a profile with
+4-restart probes; docs/engine.md, issue 23). It runs by default whenever the search uses
 label evidence (`SearchParams.checks_evidence`). Measured (docs/engine.md, "The evidence check"): it
 picked the better setting, or one within 0.005 AP of it, on both real sets and two seeds, and kept the
 evidence on the digits benchmarks.
