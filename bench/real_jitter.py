@@ -27,8 +27,6 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -68,18 +66,10 @@ def child(set_file: str, draws: int, params: dict) -> list[list[float]]:
 
 
 def run_child(checkout: Path, set_file: str, draws: int, params: dict) -> list[list[float]]:
-    me = str(Path(__file__).resolve())
-    code = (
-        f"ns = {{'__name__': 'real_jitter_child', '__file__': {me!r}}}; exec(open({me!r}).read(), ns); "
-        f"import json; print(json.dumps(ns['child']({set_file!r}, {draws}, {params!r})))"
-    )
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=checkout, capture_output=True, text=True, check=False
-    )
-    if done.returncode:
-        raise RuntimeError(f"{checkout}: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    # imported here, not at the top: the child executes this file in a checkout that may not have it
+    from bench.checkout_child import call_in_checkout
+
+    return call_in_checkout(checkout, __file__, f"child({set_file!r}, {draws}, {params!r})")
 
 
 def slicer_draws(s, draws: int, n_slices: int, size: int) -> list[list[float]]:

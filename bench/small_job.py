@@ -16,11 +16,8 @@ The large set (`auto` runs the ball there) shows the change costs nothing at lar
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,16 +64,11 @@ def child(n: int, d: int, threads: int, repeats: int) -> dict[str, float]:
 
 
 def measure(checkout: Path, n: int, d: int, threads: int, repeats: int) -> dict[str, float]:
+    # imported here, not at the top: the child executes this file in a checkout that may not have it
+    from bench.checkout_child import call_in_checkout
+
     # this file's `child` runs in a process whose sys.path starts with `checkout` (its engine, its bench.speed)
-    code = (
-        f"ns = {{'__name__': 'small_job_child', '__file__': {str(Path(__file__).resolve())!r}}}; exec(open({str(Path(__file__).resolve())!r}).read(), ns); "
-        f"import json; print(json.dumps(ns['child']({n}, {d}, {threads}, {repeats})))"
-    )
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=checkout, capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return call_in_checkout(checkout, __file__, f"child({n}, {d}, {threads}, {repeats})")
 
 
 def main() -> int:
