@@ -73,9 +73,11 @@ class EmbeddingMatrix:
     """The standardised embeddings X (n x d) with what a step's two passes need, ||x||^2 precomputed.
 
     A step reads X twice: the distances P^T X^T (R x n) forward and the gradient G X (R x d)
-    backward, both plain torch matmuls. The forward product is taken as (X P)^T: BLAS reads X once
-    for a tall-skinny product, where P^T X^T packs the big operand first (measured 4-8 ms against
-    16-20 ms at n = 50 000, d = 512, R = 4 on this CPU).
+    backward, both plain torch matmuls. The forward product is taken as (X P)^T with P^T contiguous
+    (R x d), so BLAS multiplies X by a transposed operand: at R = 4 that is 2.5-3.5x faster than the
+    same product with P contiguous (d x R), on small and large n alike (1.0 vs 3.2 ms at 1 000 x 128,
+    9.8 vs 31.6 ms at 50 000 x 512, one thread), and faster than P^T X^T, which packs the big
+    operand first (20.8 ms there); docs/engine.md, "The forward product's layout".
     """
 
     def __init__(self, x: torch.Tensor, chunk: int | None = None, tail: int = 0):
@@ -133,7 +135,7 @@ class EmbeddingMatrix:
     def project(self, pt: torch.Tensor) -> torch.Tensor:
         """P^T X^T (R x n, contiguous) for a small P^T (R x d): one pass over X."""
         self.count()
-        return (self.x @ pt.t()).t().contiguous()
+        return (self.x @ pt.contiguous().t()).t().contiguous()
 
     def norms_minus_twice(self, pt: torch.Tensor) -> torch.Tensor:
         """||x||^2 - 2 P^T X^T (R x n, contiguous) for a small P^T (R x d): one pass over X.
@@ -143,7 +145,7 @@ class EmbeddingMatrix:
         their arithmetic)."""
         self.count()
         out = torch.empty(pt.shape[0], self.x.shape[0], dtype=pt.dtype, device=pt.device)
-        return torch.add(self.sq_norms[None, :], (self.x @ pt.t()).t(), alpha=-2.0, out=out)
+        return torch.add(self.sq_norms[None, :], (self.x @ pt.contiguous().t()).t(), alpha=-2.0, out=out)
 
     def pullback(self, g: torch.Tensor) -> torch.Tensor:
         """G X (R x d) for G (R x n): one pass over X."""
