@@ -159,11 +159,10 @@ class SearchParams(BaseModel):
         strict=True,
         description="Decide from the job's own rows whether label evidence helps: on each half of the rows one region "
         "searched with and one without evidence, each applied to the other half; the setting whose regions have "
-        "the higher held-out lift is used for the search (two regions' cost more; docs/engine.md). "
-        "true: run it, so it needs evidence_weight > 0 and the labels (and predictions) the evidence uses; "
-        "false or null (the default): the evidence is used unchecked. Off by default: over 20 real-text sets it "
-        "scored the same on average as unchecked evidence (mean best AP 0.388 against 0.390), at up to half a "
-        "small job's search; it guards against the rarer set where evidence hurts.",
+        "the higher held-out lift is used for the search (about 0.4 of a search's cost more; docs/engine.md). "
+        "null (the default): on whenever the search uses label evidence; false: keep the evidence unchecked; "
+        "true: asked for by name, so it needs evidence_weight > 0 and the labels (and predictions) the "
+        "evidence uses.",
     )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
     n_permutations: int = Field(
@@ -283,12 +282,10 @@ class SearchParams(BaseModel):
         return out
 
     def checks_evidence(self, uses_evidence: bool) -> bool:
-        """Whether the search runs the evidence check: only when asked for (and label evidence is used).
-        Why not by default: over 20 real-text sets x 8 rounding draws (bench.real_jitter, seeds 0-9 of both
-        encoders) it tied with unchecked evidence, 0.388 against 0.390 mean best AP: ahead on the five
-        seeds it was chosen on, behind on the five held out; it costs two regions (docs/engine.md,
-        "The evidence check on held-out seeds")."""
-        return uses_evidence and self.evidence_weight > 0 and self.evidence_check is True
+        """Whether the search runs the evidence check: asked for, or by default, whenever label evidence is
+        used. Why on by default: on real sentence embeddings evidence helped one encoder and hurt the other
+        by as much, and the check picked the better setting on both (docs/engine.md)."""
+        return uses_evidence and self.evidence_weight > 0 and self.evidence_check is not False
 
     def size_count(self, n: float) -> float:
         """The spotlight size S as a number of examples for a dataset of n rows."""

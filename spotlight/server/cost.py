@@ -4,7 +4,7 @@ The unit is the element-step: one coordinate of one row, for one restart, in one
 A search runs `restarts` starts of `steps` steps over n x (d + e) coordinates — d after PCA, e the
 label/prediction evidence columns appended when the job has labels (spotlight/contract/evidence.py) — for
 each of its `n_spotlights` regions, the permutation test reruns a one-region search
-`n_permutations` times, and the evidence check (when a job asks for it: `evidence_check=true`) searches one
+`n_permutations` times, and the evidence check (on by default when the job has labels) searches one
 region with and one without evidence on each half of the rows (check = 2), so
 
     cost = n * (d + e) * restarts * steps * (n_spotlights + n_permutations + check)

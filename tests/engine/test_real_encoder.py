@@ -105,15 +105,12 @@ def test_evidence_check_runs_the_setting_whose_region_holds_up_on_the_other_half
     args = (real["x"], real["loss"])
     kw = {"labels": real["labels"], "predictions": real["predictions"]}
     fast = {"device": "cpu", "n_spotlights": 2, "steps": 100}
-    checked = search(*args, {**fast, "evidence_check": True}, **kw)
+    checked = search(*args, fast, **kw)  # the check is on by default when the job has labels
+    assert np.array_equal(checked.weights, search(*args, {**fast, "evidence_check": True}, **kw).weights)
     with_evidence = search(*args, {**fast, "evidence_check": False}, **kw)
     without = search(*args, {**fast, "evidence_weight": 0.0}, **kw)
     assert np.array_equal(checked.weights, with_evidence.weights) or np.array_equal(checked.weights, without.weights)
     assert not np.array_equal(with_evidence.weights, without.weights)
-    # off by default: the evidence is used unchecked (the check's probes would show as passes)
-    default = search(*args, fast, **kw)
-    assert np.array_equal(default.weights, with_evidence.weights)
-    assert "evidence check" not in default.passes_by_phase and "evidence check" in checked.passes_by_phase
     with pytest.raises(ValueError, match="evidence_check needs evidence_weight > 0"):
         SearchParams(evidence_check=True, evidence_weight=0.0)
 

@@ -39,14 +39,12 @@ def test_labels_add_the_evidence_width_to_each_row() -> None:
 
 
 def test_the_evidence_check_counts_two_regions_more_whenever_it_runs() -> None:
+    default = SearchParams(**PARAMS)  # evidence_check unset: on whenever evidence is used
+    assert job_cost(default, N, D, ["labels"]) == (PLAIN + WIDE) // 2 * 4
+    assert job_cost(default, N, D) == PLAIN  # no labels, no evidence, nothing to check
+    assert job_cost(default.model_copy(update={"evidence_weight": 0.0}), N, D, ["labels"]) == PLAIN
     asked = SearchParams(**PARAMS, evidence_check=True)
-    assert job_cost(asked, N, D, ["labels"]) == (PLAIN + WIDE) // 2 * 4
-    assert job_cost(asked, N, D) == PLAIN  # no labels, no evidence, nothing to check
-    default = SearchParams(**PARAMS)  # evidence_check unset: off, the evidence used unchecked
-    assert job_cost(default, N, D, ["labels"]) == PLAIN + WIDE
-    assert job_cost(default, N, D, ["labels"]) == job_cost(
-        SearchParams(**PARAMS, evidence_check=None), N, D, ["labels"]
-    )
+    assert job_cost(asked, N, D, ["labels"]) == job_cost(default, N, D, ["labels"])
 
 
 @pytest.fixture
@@ -71,9 +69,7 @@ def test_the_api_counts_the_evidence_of_a_labelled_dataset(client: TestClient) -
     r = client.post("/v1/jobs", json={"dataset": labelled, "params": PARAMS})
     assert r.status_code == 400, r.text
     err = r.json()["error"]
-    assert err["code"] == "job_too_costly" and err["details"]["cost"] == PLAIN + WIDE  # the evidence, unchecked
+    assert err["code"] == "job_too_costly" and err["details"]["cost"] == (PLAIN + WIDE) // 2 * 4  # with its check
     assert "evidence_weight" in err["message"]
-    checked = client.post("/v1/jobs", json={"dataset": labelled, "params": {**PARAMS, "evidence_check": True}})
-    assert checked.json()["error"]["details"]["cost"] == (PLAIN + WIDE) // 2 * 4  # two regions more for the check
     off = {**PARAMS, "evidence_weight": 0.0}  # what the message suggests: the same job without evidence fits
     assert client.post("/v1/jobs", json={"dataset": labelled, "params": off}).status_code == 202
