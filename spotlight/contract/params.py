@@ -158,8 +158,9 @@ class SearchParams(BaseModel):
         None,
         strict=True,
         description="Decide from the job's own rows whether label evidence helps: on each half of the rows one region "
-        "searched with and one without evidence, each applied to the other half; the setting whose regions have "
-        "the higher held-out lift is used for the search (about 0.4 of a search's cost more; docs/engine.md). "
+        "searched with and one without evidence, each weighed over every row of the other half; the setting whose "
+        "regions hold up more there (the z-score of their kernel-weighted mean loss) is used for the search "
+        "(about 0.4 of a search's cost more; docs/engine.md). "
         "null (the default): on whenever the search uses label evidence; false: keep the evidence unchecked; "
         "true: asked for by name, so it needs evidence_weight > 0 and the labels (and predictions) the "
         "evidence uses.",

@@ -135,3 +135,20 @@ def test_evidence_check_probes_one_region_each_with_at_most_probe_restarts(
     assert all(p.n_spotlights == 1 and p.evidence_check is False for p, _ in probes)
     assert sorted(p.evidence_weight for p, _ in probes) == [0.0, 0.0, 1.0, 1.0]
     assert probes[0][1] + probes[2][1] == n  # found on one half, then on the other
+
+
+def test_held_out_z_is_large_for_a_real_weak_spot_and_small_for_noise() -> None:
+    """The check's statistic: a region found on one half, weighed over every row of the other."""
+    x, loss, _ = planted_problem(n=2000, d=8, frac=0.04, seed=3)
+    params = SearchParams(device="cpu", n_spotlights=1, restarts=2, steps=150, evidence_weight=0.0)
+    rows = np.random.default_rng(0).permutation(len(loss))
+    a, b = rows[:1000], rows[1000:]
+    real_z = evidence_check.held_out_z(search, x, loss, params, a, b, None, None)
+    noise = np.random.default_rng(1).permutation(loss)
+    noise_z = evidence_check.held_out_z(search, x, noise, params, a, b, None, None)
+    assert real_z > 10.0
+    assert abs(noise_z) < 3.0
+    lowest = params.model_copy(update={"objective": "min_loss"})
+    assert evidence_check.held_out_z(search, x, -loss, lowest, a, b, None, None) > 10.0  # low loss holds up
+    flat = np.ones_like(loss)
+    assert evidence_check.held_out_z(search, x, flat, params, a, b, None, None) == 0.0  # nothing varies
