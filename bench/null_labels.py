@@ -7,7 +7,7 @@ Why: `bench.trust` and `bench.compare` pass no labels, so nothing that depends o
 evidence itself, the evidence check) is exercised on null data there. Here every set of `bench.real`
 (384-d sentence embeddings of real texts, the head's labels and predictions) gets its losses permuted,
 so no region is a weak spot, and is searched as a job is (`spotlight.contract.verdict`: half the rows
-searched, each region tested on the other half, Holm over the regions at 0.05). Per setting: how many
+searched, each region tested on the other half, Holm over the regions at the job's `level`, 0.05 by default). Per setting: how many
 jobs report at least one significant region (a false alarm in a nightly gate), and how many regions in
 all. Settings: this checkout's defaults and each `--variant 'name={json params}'`, on the same jobs.
 """
@@ -23,23 +23,23 @@ import numpy as np
 
 from bench.real_jitter import _seeds
 
-LEVEL = 0.05
-
 
 def significant_regions(x: np.ndarray, loss: np.ndarray, labels: np.ndarray, predictions: np.ndarray, params) -> int:
-    """Regions of one job whose held-out test is significant after Holm (the job's verdict)."""
+    """Regions of one job whose held-out test is significant after Holm (the job's verdict, as
+    worker/task.py draws it: region k's test seeded by params.seed + k)."""
+    from bench.speed import job_like_search
     from spotlight.contract import verdict
-    from worker.engine import search
 
-    parts = verdict.split(len(loss), params.seed)
-    masked, weights = verdict.search_inputs(loss, None, parts)
-    p = params.model_copy(update={"spotlight_size": verdict.search_size(params.spotlight_size)})
-    result = search(x, masked, p, labels=labels, predictions=predictions, sample_weights=weights)
+    result = job_like_search(x, loss, labels, params, predictions)
+    parts = verdict.split(len(loss), params.seed)  # the split job_like_search searched on
     raw = []
     for k, r in enumerate(result.regions):
         rows = verdict.region_rows(result.weights[:, k], r.kernel, parts)
-        raw.append(verdict.holdout_test(loss, rows.held_out, parts.held_out, result.weights[:, k], seed=k).p_value)
-    return sum(a is not None and a <= LEVEL for a in verdict.holm(raw))
+        test = verdict.holdout_test(
+            loss, rows.held_out, parts.held_out, result.weights[:, k], objective=params.objective, seed=params.seed + k
+        )
+        raw.append(test.p_value)
+    return sum(a is not None and a <= params.level for a in verdict.holm(raw))
 
 
 def main() -> int:

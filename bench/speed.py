@@ -252,16 +252,22 @@ def phase_passes(result: SearchResult) -> str:
     return f"passes over X per region {result.passes / regions:.1f}: {parts}"
 
 
-def job_like_search(x: np.ndarray, loss: np.ndarray, labels: np.ndarray, params: SearchParams) -> SearchResult:
-    """The search a default job runs (worker/task.py): the verdict's held-out rows at sample weight 0 with
-    their losses masked, the spotlight size for the searched share, the labels as evidence (so the
-    evidence check runs first)."""
+def job_like_search(
+    x: np.ndarray,
+    loss: np.ndarray,
+    labels: np.ndarray,
+    params: SearchParams,
+    predictions: np.ndarray | None = None,
+) -> SearchResult:
+    """The search a default job runs (worker/task.py): the verdict's held-out rows
+    (`verdict.split(n, params.seed)`) at sample weight 0 with their losses masked, the spotlight size for
+    the searched share, the labels (and predictions) as evidence (so the evidence check runs first)."""
     from spotlight.contract import verdict
 
     parts = verdict.split(x.shape[0], params.seed)
     masked, weights = verdict.search_inputs(loss, None, parts)
     p = params.model_copy(update={"spotlight_size": verdict.search_size(params.spotlight_size)})
-    return search(x, masked, p, labels=labels, sample_weights=weights)
+    return search(x, masked, p, labels=labels, predictions=predictions, sample_weights=weights)
 
 
 def labelled_data(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
